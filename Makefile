@@ -1,0 +1,28 @@
+# mailpulse: the two commands are `make demo` and `make test`; both do all set-up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup test lint demo soak bench clean
+
+setup:
+	@bash tools/setup.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy mailpulse hdl sim host_bridge pynq_overlays pi_firmware collector
+
+test: setup lint
+	$(PY) -m pytest -n 2 --dist loadgroup -q tests
+
+soak: setup
+	MAILPULSE_SOAK=1 $(PY) -m pytest -n 2 --dist loadgroup -q tests
+
+demo: setup
+	$(PY) -m mailpulse.demo
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build sim_build .pytest_cache .mypy_cache .ruff_cache

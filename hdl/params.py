@@ -1,0 +1,152 @@
+"""Elaboration parameters of the mailpulse scorer core and its named parameter sets.
+
+Pure Python (no Amaranth import): the reference model, the host bridge and the firmware use it on
+machines that have no HDL toolchain.  Every width the core uses is derived here, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def clog2(n: int) -> int:
+    """Smallest ``w`` with ``2**w >= n`` (``clog2(1) == 0``)."""
+    if n < 1:
+        raise ValueError(f"clog2 needs a positive integer, not {n!r}")
+    return (n - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class CoreParams:
+    """Elaboration parameters of the scorer core.
+
+    Parameters
+    ----------
+    name : str
+        Name of the parameter set (``small``, ``full``, ``zynq`` or a custom name).
+    d : int
+        Number of input features per sample (1..16; one 32-bit ``WEIGHTS`` register holds D 2-bit
+        weights).
+    k : int
+        Number of sparse projections / histograms (1..64).
+    b : int
+        Number of histogram bins per projection, a power of two (2..256).
+    in_bits, weight_bits, table_bits, shift_bits, tag_bits : int
+        Fixed widths; see ``docs/fixed-point.md``.  They are parameters so that the read-back
+        register tells the host exactly what it talks to, not so that they are freely tuned.
+    """
+
+    name: str
+    d: int
+    k: int
+    b: int
+    in_bits: int = 16
+    weight_bits: int = 2
+    table_bits: int = 16
+    shift_bits: int = 5
+    tag_bits: int = 32
+    target_mhz: float = field(default=100.0, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.d <= 16:
+            raise ValueError(f"D must be in 1..16 (one WEIGHTS register per projection), not {self.d}")
+        if not 1 <= self.k <= 64:
+            raise ValueError(f"K must be in 1..64, not {self.k}")
+        if self.b < 2 or self.b > 256 or self.b & (self.b - 1):
+            raise ValueError(f"B must be a power of two in 2..256, not {self.b}")
+        if self.k * self.b > 8192:
+            raise ValueError(f"K*B must be at most 8192 (the table window), not {self.k * self.b}")
+        if (self.in_bits, self.weight_bits, self.table_bits, self.shift_bits, self.tag_bits) != (
+            16,
+            2,
+            16,
+            5,
+            32,
+        ):
+            raise ValueError("the widths in/weight/table/shift/tag are fixed at 16/2/16/5/32 in this version")
+
+    # -- derived widths ---------------------------------------------------------------------
+    @property
+    def b_log2(self) -> int:
+        return clog2(self.b)
+
+    @property
+    def proj_bits(self) -> int:
+        """Signed width of a projection sum: exact for every input and weight."""
+        return self.in_bits + self.weight_bits + clog2(self.d)
+
+    @property
+    def offset_bits(self) -> int:
+        """Signed width of a bin offset register (same range as a projection)."""
+        return self.proj_bits
+
+    @property
+    def score_bits(self) -> int:
+        """Unsigned width of a score: the sum of K table values, exact."""
+        return self.table_bits + clog2(self.k)
+
+    @property
+    def weight_min(self) -> int:
+        return -(1 << (self.weight_bits - 1))
+
+    @property
+    def weight_max(self) -> int:
+        return (1 << (self.weight_bits - 1)) - 1
+
+    @property
+    def in_min(self) -> int:
+        return -(1 << (self.in_bits - 1))
+
+    @property
+    def in_max(self) -> int:
+        return (1 << (self.in_bits - 1)) - 1
+
+    @property
+    def table_max(self) -> int:
+        return (1 << self.table_bits) - 1
+
+    @property
+    def shift_max(self) -> int:
+        return (1 << self.shift_bits) - 1
+
+    @property
+    def offset_min(self) -> int:
+        return -(1 << (self.offset_bits - 1))
+
+    @property
+    def offset_max(self) -> int:
+        return (1 << (self.offset_bits - 1)) - 1
+
+    def as_dict(self) -> dict[str, int | str]:
+        return {
+            "name": self.name,
+            "d": self.d,
+            "k": self.k,
+            "b": self.b,
+            "in_bits": self.in_bits,
+            "weight_bits": self.weight_bits,
+            "table_bits": self.table_bits,
+            "shift_bits": self.shift_bits,
+            "tag_bits": self.tag_bits,
+            "proj_bits": self.proj_bits,
+            "offset_bits": self.offset_bits,
+            "score_bits": self.score_bits,
+        }
+
+
+#: The named parameter sets.  ``small`` fits an iCE40 UP5K, ``full`` an iCE40 HX8K, ``zynq`` the
+#: Zynq-7020 IP (and an ECP5-25F/85F for the open-tool timing check).
+PARAMETER_SETS: dict[str, CoreParams] = {
+    "small": CoreParams("small", d=8, k=8, b=64, target_mhz=48.0),
+    "full": CoreParams("full", d=8, k=16, b=64, target_mhz=100.0),
+    "zynq": CoreParams("zynq", d=8, k=32, b=128, target_mhz=150.0),
+}
+
+
+def get_params(name: str) -> CoreParams:
+    """Look a parameter set up by name, with an error that lists the known ones."""
+    try:
+        return PARAMETER_SETS[name]
+    except KeyError:
+        known = ", ".join(sorted(PARAMETER_SETS))
+        raise ValueError(f"unknown parameter set {name!r}; known sets: {known}") from None

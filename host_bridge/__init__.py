@@ -1,0 +1,1 @@
+"""mailpulse host_bridge."""

@@ -1,0 +1,61 @@
+"""The ``mailpulse`` command line: one sub-command per job, each a thin layer over a library call.
+
+Each part registers its sub-commands from its own ``cli`` module (``hdl.cli``, ``sim.cli``, ...)
+through a ``register(subparsers)`` function; a part whose optional dependencies are absent still
+shows its commands and says what to install when one is run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import UserError
+
+#: Modules that add sub-commands, in the order they appear in ``mailpulse --help``.
+COMMAND_MODULES = [
+    "hdl.cli",
+    "sim.cli",
+    "collector.train_cli",
+    "host_bridge.cli",
+    "pi_firmware.cli",
+    "collector.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailpulse", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"mailpulse {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and (e.name == name or name.startswith(e.name + ".")):
+                continue  # that part is not written yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except UserError as e:
+        print(f"mailpulse: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

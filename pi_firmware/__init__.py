@@ -1,0 +1,1 @@
+"""mailpulse pi_firmware."""

@@ -1,0 +1,1 @@
+"""mailpulse pynq_overlays."""

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent set-up: Debian packages and the project's virtual environment.  Fast when done.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+
+# --- Debian packages --------------------------------------------------------------------------
+pkgs=$(sed -e 's/#.*//' tools/apt-packages.txt | tr -s ' \n' ' ')
+missing=()
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    # postfix asks a debconf question; answer it ("No configuration": the tests configure their own).
+    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- virtual environment ----------------------------------------------------------------------
+stamp="$VENV/.mailpulse-setup"
+want=$(cat pyproject.toml tools/setup.sh | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip 'setuptools<=80' wheel
+"$VENV/bin/python" -m pip install -q -e ".[hdl,sim,pynq,node,collector,train,bench,dev]"
+echo "$want" > "$stamp"
+echo "setup: virtual environment ready in $VENV"
