@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "collector.train_cli",
     "host_bridge.cli",
     "pi_firmware.cli",
+    "pi_firmware.image_cli",
     "collector.cli",
 ]
 
