@@ -1,0 +1,375 @@
+"""Parse Postfix log lines and join them by queue id into per-recipient delivery events.
+
+A message's life in the log, by queue id::
+
+    smtpd[..]: 4Q1: client=...                            (ignored)
+    cleanup[..]: 4Q1: message-id=<...>                    -> joined: message_id
+    qmgr[..]: 4Q1: from=<a@x>, size=1234, nrcpt=2 (queue active)   -> joined: sender, size, nrcpt
+    smtp[..]: 4Q1: to=<b@y>, relay=..., delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (...)
+                                                          -> one DeliveryEvent per such line
+    qmgr[..]: 4Q1: from=<a@x>, status=expired, returned to sender
+                                                          -> one "expired" event per recipient
+                                                             still deferred (or one with to="")
+    qmgr[..]: 4Q1: removed                                -> the queue id is forgotten
+
+Delivery lines of every agent are understood (``smtp``, ``lmtp``, ``virtual``, ``local``,
+``pipe``, ``error``, ``retry``, ``discard``...: any ``to=<...>, ..., status=`` line), with or
+without ``orig_to=`` and ``conn_use=``.  Two timestamp forms are accepted: RFC 3164 syslog
+(``Nov 26 10:00:00``, optionally with fractional seconds; the year is inferred, see
+:class:`PostfixParser`) and RFC 3339 (``2026-11-26T10:00:00.123456+00:00``).
+
+Memory is bounded: a queue id is forgotten on ``removed``, when it is older than ``max_age_s``
+(by log time) and when more than ``max_queue_ids`` are held (the oldest first).
+
+Queue ids: the short form (hexadecimal, 6 or more digits) and the long form (``enable_long_queue_ids``:
+base-51 digits without vowels, a ``z``, more digits).
+
+Hot path: one compiled regular expression splits every line (timestamp, host, program, queue id);
+a second one, chosen by the first characters of the message, reads the fields; timestamps are
+converted once per distinct text.  Lines that do not look like syslog lines at all, and
+delivery/qmgr lines whose fields do not parse, are counted as ``unparsed``; everything else that is
+not used (``connect from``, ``client=``, other programs) is counted as ``ignored``.  Nothing is
+fatal.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .events import DeliveryEvent
+
+_MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+#: Syslog prefix: timestamp, host, program[pid]: optional queue id.
+LINE_RE = re.compile(
+    r"(?P<ts>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?"
+    r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
+    r" (?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[\d+\])?: "
+    r"(?:(?P<qid>[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]{6,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+): )?")
+
+#: The three characters after a queue id that mark a line the parser uses.
+_KEYS = frozenset(("to=", "fro", "mes", "rem"))
+
+#: A delivery agent's status line (after the queue id).
+DELIVERY_RE = re.compile(
+    r"to=<(?P<to>[^>]*)>, (?:orig_to=<[^>]*>, )?relay=(?P<relay>[^,]*), (?:conn_use=\d+, )?"
+    r"delay=(?P<delay>[\d.eE+-]+), delays=(?P<a>[\d.eE+-]+)/(?P<b>[\d.eE+-]+)/(?P<c>[\d.eE+-]+)/(?P<d>[\d.eE+-]+), "
+    r"dsn=(?P<dsn>[\d.]+), status=(?P<status>[a-z]+)")
+
+#: qmgr: the message entered the active queue.
+QMGR_FROM_RE = re.compile(r"from=<(?P<from>[^>]*)>, size=(?P<size>\d+), nrcpt=(?P<nrcpt>\d+)")
+#: qmgr: the message expired.
+QMGR_EXPIRED_RE = re.compile(r"from=<(?P<from>[^>]*)>, status=expired")
+#: cleanup: the message id.
+CLEANUP_RE = re.compile(r"message-id=<?(?P<mid>[^>\s]*)>?")
+
+
+class _Entry:
+    """What is known about one queue id (slots: one small object per message in flight)."""
+
+    __slots__ = ("deferred", "message_id", "nrcpt", "sender", "size", "ts")
+
+    def __init__(self, ts: float) -> None:
+        self.ts = ts
+        self.sender: str | None = None
+        self.size: int | None = None
+        self.nrcpt: int | None = None
+        self.message_id: str | None = None
+        self.deferred: dict[str, str] | None = None   # recipient -> last dsn
+
+
+@dataclass
+class Counters:
+    """Line and event counts since the parser was created."""
+
+    lines: int = 0
+    used: int = 0           # lines that made an event or fed the join
+    ignored: int = 0
+    unparsed: int = 0
+    events: int = 0
+    status: dict[str, int] = field(default_factory=lambda: {"sent": 0, "deferred": 0, "bounced": 0, "expired": 0})
+    evicted: int = 0
+
+
+class PostfixParser:
+    """Stateful Postfix log parser with the queue-id join.
+
+    Parameters
+    ----------
+    node : str
+        Node id stamped on the events (part of their ids).
+    year : int, optional
+        Year of RFC 3164 timestamps (which carry none).  Default: the current year, except that a
+        timestamp more than a day in the future is taken from the year before (a log read just
+        after New Year).
+    max_queue_ids : int
+        Most queue ids held at once (the oldest are evicted first).
+    max_age_s : float
+        Queue ids not seen for longer than this (log time) are evicted; Postfix's default
+        ``maximal_queue_lifetime`` is 5 days, each retry re-logs the qmgr line, which refreshes the
+        entry.
+    """
+
+    def __init__(self, node: str = "", *, year: int | None = None, max_queue_ids: int = 100_000,
+                 max_age_s: float = 6 * 86400.0) -> None:
+        if max_queue_ids < 1:
+            raise ValueError(f"max_queue_ids must be positive, not {max_queue_ids}")
+        self.node = node
+        self.year = year
+        self.max_queue_ids = max_queue_ids
+        self.max_age_s = max_age_s
+        self.queue: dict[str, _Entry] = {}
+        self.counters = Counters()
+        self._ts_cache: dict[str, float] = {}
+        self._last_ts = 0.0
+        self._sweep = 0
+
+    # -- timestamps -------------------------------------------------------------------------
+    def timestamp(self, text: str) -> float:
+        """Unix time of a log timestamp (local time for RFC 3164, as syslog writes it)."""
+        cached = self._ts_cache.get(text)
+        if cached is not None:
+            return cached
+        if len(self._ts_cache) > 4096:
+            self._ts_cache.clear()
+        if text[0].isdigit():
+            t = text.replace("Z", "+00:00")
+            try:
+                v = datetime.fromisoformat(t).timestamp()
+            except ValueError:
+                v = self._last_ts
+        else:
+            mon = _MONTHS.get(text[:3], 1)
+            day = int(text[4:6])
+            hh, mm, rest = text[7:].split(":", 2)
+            sec = float(rest)
+            now = time.time()
+            year = self.year or time.localtime(now).tm_year
+            tt = (year, mon, day, int(hh), int(mm), int(sec), 0, 0, -1)
+            try:
+                v = time.mktime(tt) + (sec - int(sec))
+                if self.year is None and v > now + 86400:
+                    v = time.mktime((year - 1, *tt[1:])) + (sec - int(sec))
+            except (OverflowError, ValueError):
+                v = float(calendar.timegm(tt))
+        self._ts_cache[text] = v
+        return v
+
+    # -- queue state ------------------------------------------------------------------------
+    def _entry(self, qid: str, ts: float) -> _Entry:
+        e = self.queue.get(qid)
+        if e is None:
+            e = _Entry(ts)
+            self.queue[qid] = e
+            if len(self.queue) > self.max_queue_ids:
+                del self.queue[next(iter(self.queue))]
+                self.counters.evicted += 1
+        return e
+
+    def _sweep_old(self, now: float) -> None:
+        limit = now - self.max_age_s
+        q = self.queue
+        while q:
+            qid = next(iter(q))
+            if q[qid].ts >= limit:
+                break
+            del q[qid]
+            self.counters.evicted += 1
+
+    # -- parsing ----------------------------------------------------------------------------
+    def feed(self, lines: Iterable[str]) -> Iterator[DeliveryEvent]:
+        """Parse lines (with or without their newline), yielding delivery events as they complete.
+
+        Fast path: ``str.find`` locates the program and queue id and the three characters after
+        the queue id choose the line kind; only the kinds that are used (``to=``, qmgr ``from=``,
+        ``message-id=``, ``removed``) go through a full regular expression, which also validates
+        the syslog prefix.  Other lines get a cheap shape check of their timestamp.
+        """
+        c = self.counters
+        st = c.status
+        q = self.queue
+        node = self.node
+        line_match = LINE_RE.match
+        deliv_match = DELIVERY_RE.match
+        from_match = QMGR_FROM_RE.match
+        exp_match = QMGR_EXPIRED_RE.match
+        cleanup_match = CLEANUP_RE.match
+        months = _MONTHS
+        ts_of = self.timestamp
+        keys = _KEYS
+        n = 0
+        ignored = 0     # local counters of the two commonest outcomes (written back at the end)
+        bad = 0
+        try:
+            for line in lines:
+                n += 1
+                # every used line has "=<" (to=<, from=<, message-id=<) or ends in "removed"
+                if "=<" not in line and "removed" not in line:
+                    if (line[:3] in months and line[6:7] == " ") or (line[10:11] == "T" and line[:1].isdigit()):
+                        ignored += 1
+                    else:
+                        bad += 1
+                    continue
+                i = line.find(": ", 15)
+                if i < 0:
+                    bad += 1
+                    continue
+                j = line.find(": ", i + 2, i + 28)
+                key = line[j + 2:j + 5] if j > 0 else ""
+                if key not in keys:
+                    # not used: count it as ignored if it looks like a syslog line
+                    if (line[:3] in months and line[6:7] == " ") or (line[10:11] == "T" and line[:1].isdigit()):
+                        ignored += 1
+                    else:
+                        bad += 1
+                    continue
+                m = line_match(line)
+                if m is None or m.end() != j + 2:
+                    if m is None:
+                        c.unparsed += 1
+                    else:
+                        c.ignored += 1  # a ": " inside the text, not after a queue id
+                    continue
+                stamp, host, prog, qid = m.groups()
+                pos = j + 2
+                agent = prog[prog.rfind("/") + 1:]
+                if key == "to=":
+                    d = deliv_match(line, pos)
+                    if d is None:
+                        c.unparsed += 1
+                        continue
+                    to, relay, delay, da, db, dc, dd, dsn, status = d.groups()
+                    ts = ts_of(stamp)
+                    e = q.get(qid)
+                    try:
+                        delays = (float(da), float(db), float(dc), float(dd))
+                        if e is None:
+                            ev = DeliveryEvent(ts, node, host, qid, agent, to, status, relay, float(delay), delays,
+                                               dsn, None, None, None, None, stamp)
+                        else:
+                            ev = DeliveryEvent(ts, node, host, qid, agent, to, status, relay, float(delay), delays,
+                                               dsn, e.sender, e.size, e.nrcpt, e.message_id, stamp)
+                    except ValueError:
+                        c.unparsed += 1
+                        continue
+                    if e is not None:
+                        if status == "deferred":
+                            if e.deferred is None:
+                                e.deferred = {}
+                            e.deferred[to] = dsn
+                        elif e.deferred:
+                            e.deferred.pop(to, None)
+                    elif status == "deferred":
+                        self._entry(qid, ts).deferred = {to: dsn}
+                    st[status] = st.get(status, 0) + 1
+                    c.events += 1
+                    c.used += 1
+                    yield ev
+                elif agent == "qmgr":
+                    if key == "fro":
+                        f = from_match(line, pos)
+                        if f is not None:
+                            ts = ts_of(stamp)
+                            e = q.pop(qid, None)   # re-insert: the entry moves to the young end
+                            if e is None:
+                                e = _Entry(ts)
+                                if len(q) >= self.max_queue_ids:
+                                    del q[next(iter(q))]
+                                    c.evicted += 1
+                            e.ts = ts
+                            q[qid] = e
+                            e.sender = f.group("from")
+                            e.size = int(f.group("size"))
+                            e.nrcpt = int(f.group("nrcpt"))
+                            c.used += 1
+                            self._sweep += 1
+                            if self._sweep >= 4096:
+                                self._sweep = 0
+                                self._sweep_old(ts)
+                            continue
+                        x = exp_match(line, pos)
+                        if x is None:
+                            c.unparsed += 1
+                            continue
+                        c.used += 1
+                        yield from self._expired(qid, stamp, host, x.group("from"))
+                    else:
+                        if key == "rem":
+                            q.pop(qid, None)
+                        c.ignored += 1
+                elif key == "mes" and agent == "cleanup":
+                    mm = cleanup_match(line, pos)
+                    if mm is None:
+                        c.unparsed += 1
+                        continue
+                    self._entry(qid, ts_of(stamp)).message_id = mm.group("mid")
+                    c.used += 1
+                else:
+                    c.ignored += 1
+        finally:
+            c.lines += n
+            c.ignored += ignored
+            c.unparsed += bad
+
+    # -- persistence of the join (restarts) --------------------------------------------------
+    def save_state(self, path: Path | str) -> None:
+        """Save the queue-id join atomically (with the follower's position, so that a delivery
+        line read after a restart still finds its qmgr/cleanup fields)."""
+        doc = {qid: [e.ts, e.sender, e.size, e.nrcpt, e.message_id, e.deferred] for qid, e in self.queue.items()}
+        p = Path(path)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps({"version": 1, "queue": doc}))
+        os.replace(tmp, p)
+
+    def load_state(self, path: Path | str) -> bool:
+        """Restore a join saved by :meth:`save_state`; False (and an empty join) if it is absent or bad."""
+        try:
+            doc = json.loads(Path(path).read_text())
+            queue: dict[str, _Entry] = {}
+            for qid, (ts, sender, size, nrcpt, mid, deferred) in doc["queue"].items():
+                e = _Entry(float(ts))
+                e.sender, e.size, e.nrcpt, e.message_id = sender, size, nrcpt, mid
+                e.deferred = dict(deferred) if deferred else None
+                queue[str(qid)] = e
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        while len(queue) > self.max_queue_ids:
+            del queue[next(iter(queue))]
+        self.queue = queue
+        return True
+
+    def _expired(self, qid: str, stamp: str, host: str, sender: str) -> Iterator[DeliveryEvent]:
+        ts = self.timestamp(stamp)
+        e = self.queue.get(qid)
+        rcpts = dict(e.deferred) if e is not None and e.deferred else {"": None}
+        for to, dsn in rcpts.items():
+            ev = DeliveryEvent(ts, self.node, host=host, queue_id=qid, agent="qmgr", recipient=to,
+                               status="expired", dsn=dsn, sender=sender, stamp=stamp)
+            if e is not None:
+                ev.size, ev.nrcpt, ev.message_id = e.size, e.nrcpt, e.message_id
+            self.counters.status["expired"] += 1
+            self.counters.events += 1
+            yield ev
+        if e is not None:
+            e.deferred = None
+
+
+def parse_lines(lines: Iterable[str], node: str = "", *, year: int | None = None,
+                max_queue_ids: int = 100_000) -> tuple[list[DeliveryEvent], Counters]:
+    """Parse a whole sequence of lines; the events and the counters (convenience for tests)."""
+    p = PostfixParser(node, year=year, max_queue_ids=max_queue_ids)
+    events = list(p.feed(lines))
+    return events, p.counters
+
+
+__all__ = ["CLEANUP_RE", "DELIVERY_RE", "LINE_RE", "QMGR_EXPIRED_RE", "QMGR_FROM_RE", "Counters",
+           "PostfixParser", "parse_lines"]

@@ -1,0 +1,164 @@
+"""Featurise + score in batches: bit-exact with hdl.model.score; replay end to end; the CLI summary line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hdl.model import CoreConfig, score
+from hdl.params import get_params
+from mailpulse import features as F
+from pi_firmware.cli import replay
+from pi_firmware.events import MessageEvent
+from pi_firmware.pipeline import CountingSink, ListSink, Pipeline, ScoringModel, featurise, untrained_model
+from pi_firmware.postfix import PostfixParser
+from pi_firmware.synthlog import Expected, generate
+
+
+def _identity(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def _random_model(seed: int = 3) -> ScoringModel:
+    p = get_params("small")
+    return ScoringModel(p, CoreConfig.random(p, np.random.default_rng(seed)), _identity, "random")
+
+
+@pytest.fixture(scope="module")
+def log_lines() -> list[str]:
+    return list(generate(6000, seed=11))
+
+
+@pytest.mark.parametrize("batch", [1, 7, 4096])
+def test_batched_scores_equal_reference(log_lines: list[str], batch: int) -> None:
+    m = _random_model()
+    lines = log_lines[:2500]
+    evs0 = list(PostfixParser("n", year=2026).feed(lines))
+    x = np.array([F.encode(e.raw_features(), e.KIND) for e in evs0])     # the slow, per-event path
+    m.config.threshold = int(np.percentile(score(m.params, m.config, x).score, 80))
+    sink = ListSink()
+    pipe = Pipeline(m.scorer(), sink, batch_size=batch)
+    pipe.submit_many(PostfixParser("n", year=2026).feed(lines))
+    pipe.close()
+    evs = sink.items
+    assert len(evs) == len(evs0) > 200 and pipe.stats.events == len(evs)
+    assert (np.array([e.x for e in evs]) == x).all()
+    ref = score(m.params, m.config, x)
+    assert [e.scored.score for e in evs] == ref.score.tolist()           # type: ignore[union-attr]
+    assert [e.scored.anomaly for e in evs] == ref.anomaly.astype(bool).tolist()  # type: ignore[union-attr]
+    assert [e.scored.argmax for e in evs] == ref.argmax.tolist()         # type: ignore[union-attr]
+    assert sink.anomalies == int(ref.anomaly.sum()) and 0 < sink.anomalies < len(evs)
+
+
+def test_mixed_kinds_in_one_batch(log_lines: list[str]) -> None:
+    evs = list(PostfixParser("n", year=2026).feed(log_lines[:300]))
+    msg = MessageEvent(0.0, "n", key="k", size=1000, recipients=2, mime={"images": [{"pixels": 64}]})
+    batch = [evs[0], msg, evs[1]]
+    x = featurise(batch)
+    assert x[1].tolist() == F.encode(msg.raw_features(), "message")
+    assert x[1][F.NAMES.index("delay_connect_ms")] == F.MISSING
+    assert x[0][F.NAMES.index("image_pixels")] == F.MISSING
+
+
+def test_bridge_model_backend_gives_the_same_integers(log_lines: list[str]) -> None:
+    pytest.importorskip("host_bridge.backends")
+    from host_bridge.backends import open_scorer
+    from pi_firmware.pipeline import bridge_scorer
+
+    m = _random_model(5)
+    evs = list(PostfixParser("n", year=2026).feed(log_lines))
+    a, b = ListSink(), ListSink()
+    p1 = Pipeline(m.scorer(), a, 512)
+    p1.submit_many(evs)
+    p1.close()
+    evs2 = list(PostfixParser("n", year=2026).feed(log_lines))
+    with open_scorer("model", m.params) as s:
+        p2 = Pipeline(bridge_scorer(s, m), b, 512)
+        p2.submit_many(evs2)
+        p2.close()
+    assert [(e.scored.score, e.scored.anomaly, e.scored.argmax) for e in a.items] == \
+        [(e.scored.score, e.scored.anomaly, e.scored.argmax) for e in b.items]  # type: ignore[union-attr]
+
+
+def test_untrained_model_never_flags(log_lines: list[str]) -> None:
+    sink = CountingSink()
+    pipe = Pipeline(untrained_model().scorer(), sink)
+    pipe.submit_many(PostfixParser("n", year=2026).feed(log_lines))
+    pipe.close()
+    assert sink.events > 0 and sink.anomalies == 0
+
+
+def test_replay_counts(tmp_path: Path) -> None:
+    exp = Expected()
+    log = tmp_path / "mail.log"
+    log.write_text("".join(generate(8000, seed=5, garbage_every=1000, expected=exp)))
+    s = replay(log, CountingSink(), year=2026)
+    assert (s.lines, s.events, s.unparsed) == (exp.lines, exp.events, exp.garbage)
+    assert (s.sent, s.deferred, s.bounced, s.expired) == tuple(exp.status[k] for k in
+                                                               ("sent", "deferred", "bounced", "expired"))
+
+
+def _config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(f'[node]\nid = "n1"\nsite = "s1"\nstate_dir = "{tmp_path}/state"\n[postfix]\nyear = 2026\n')
+    return cfg
+
+
+def test_replay_cli_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailpulse.cli import main
+
+    exp = Expected()
+    log = tmp_path / "mail.log"
+    log.write_text("".join(generate(3000, seed=9, expected=exp)))
+    assert main(["node", "replay", "--config", str(_config(tmp_path)), "--log", str(log), "--no-publish"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    m = re.fullmatch(r"lines (\d+) events (\d+) sent (\d+) deferred (\d+) bounced (\d+) expired (\d+) "
+                     r"unparsed (\d+) lines_per_s (\d+)", out[0])
+    assert m, out
+    assert [int(v) for v in m.groups()[:7]] == [exp.lines, exp.events, exp.status["sent"], exp.status["deferred"],
+                                                exp.status["bounced"], exp.status["expired"], 0]
+
+
+def test_replay_cli_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailpulse.cli import main
+
+    assert main(["node", "replay", "--config", str(_config(tmp_path)), "--log", str(tmp_path / "nope.log"),
+                 "--no-publish"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and err.count("\n") == 1
+
+
+def _model_file(tmp_path: Path, schema: str) -> Path:
+    from mailpulse.modelfile import InputScaling, Model
+
+    m = _random_model(8)
+    p = m.params
+    model = Model(p, schema, InputScaling.identity(p.d), m.config.weights, m.config.offsets, m.config.shifts,
+                  m.config.tables, 123456, m.config.tables.astype(float), 1.0, {"version": "test-1"})
+    return model.save(tmp_path / f"model-{schema}.json")
+
+
+def test_model_file_is_scored_bit_exactly(tmp_path: Path, log_lines: list[str]) -> None:
+    from pi_firmware.pipeline import load_scoring_model
+
+    sm = load_scoring_model(_model_file(tmp_path, str(F.SCHEMA_VERSION)), "small")
+    assert sm.version == "test-1" and sm.config.threshold == 123456
+    sink = ListSink()
+    pipe = Pipeline(sm.scorer(), sink, 300)
+    pipe.submit_many(PostfixParser("n", year=2026).feed(log_lines[:3000]))
+    pipe.close()
+    x = np.array([e.x for e in sink.items])
+    ref = score(sm.params, sm.config, x)
+    assert [e.scored.score for e in sink.items] == ref.score.tolist()  # type: ignore[union-attr]
+
+
+def test_model_of_another_schema_is_refused(tmp_path: Path) -> None:
+    from mailpulse.errors import UserError
+    from pi_firmware.pipeline import load_scoring_model
+
+    with pytest.raises(UserError, match="feature schema"):
+        load_scoring_model(_model_file(tmp_path, "odds"))
