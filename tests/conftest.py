@@ -11,6 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("MAILPULSE_SHARED", ROOT.parent / "shared"))
 SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 
+#: Fixtures that start real servers (Mosquitto, Postfix, Dovecot) on loopback.
+pytest_plugins = ["server_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

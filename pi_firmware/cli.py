@@ -1,0 +1,203 @@
+"""Command line of the node firmware: ``mailpulse inspect`` and ``mailpulse node ...``.
+
+``node check-config``, ``node replay`` and ``node inspect`` live here; ``node run`` and
+``node probe`` are added by :mod:`pi_firmware.node_cli`.  Each command is a thin layer over a
+library function that the tests call directly (:func:`pi_firmware.config.check_config`,
+:func:`replay`, :func:`pi_firmware.maildir.inspect_file`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from mailpulse.errors import UserError
+
+from .pipeline import CountingSink, Pipeline, Sink
+
+
+@dataclass
+class ReplaySummary:
+    """What ``node replay`` reports (its last line)."""
+
+    lines: int
+    events: int
+    sent: int
+    deferred: int
+    bounced: int
+    expired: int
+    unparsed: int
+    seconds: float
+    anomalies: int = 0
+
+    @property
+    def lines_per_s(self) -> float:
+        return self.lines / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        """The stable summary line."""
+        return (f"lines {self.lines} events {self.events} sent {self.sent} deferred {self.deferred} "
+                f"bounced {self.bounced} expired {self.expired} unparsed {self.unparsed} "
+                f"lines_per_s {self.lines_per_s:.0f}")
+
+
+def replay(log: Path | str, sink: Sink, *, node: str = "replay", params: str = "small", model: str = "",
+           batch_size: int = 4096, year: int | None = None, max_queue_ids: int = 100_000,
+           backend: str = "model") -> ReplaySummary:
+    """Feed a Postfix log through parse + join + featurise + score into ``sink``, as fast as possible.
+
+    ``backend`` ``model`` scores with :func:`hdl.model.score` in process (vectorised); any other
+    name opens that ``host_bridge`` backend.  Raises ``UserError`` for an unreadable log or model.
+    """
+    from .pipeline import ScoringModel, bridge_scorer, load_scoring_model, untrained_model
+    from .postfix import PostfixParser
+
+    p = Path(log)
+    if p.is_dir():
+        raise UserError(f"the log {p} is a directory, not a file")
+    sm: ScoringModel = load_scoring_model(model, params) if model else untrained_model(params)
+    scorer_obj = None
+    if backend == "model":
+        score = sm.scorer()
+    else:
+        from host_bridge.backends import open_scorer
+
+        scorer_obj = open_scorer(backend, sm.params)
+        score = bridge_scorer(scorer_obj, sm)
+    parser = PostfixParser(node, year=year, max_queue_ids=max_queue_ids)
+    pipe = Pipeline(score, sink, batch_size=batch_size)
+    t0 = time.perf_counter()
+    try:
+        with p.open("r", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+            pipe.submit_many(parser.feed(f))
+            pipe.flush()
+    except FileNotFoundError:
+        raise UserError(f"the log {p} does not exist") from None
+    except PermissionError:
+        raise UserError(f"the log {p} cannot be read (permission denied)") from None
+    finally:
+        if scorer_obj is not None:
+            scorer_obj.close()
+    dt = time.perf_counter() - t0
+    c = parser.counters
+    return ReplaySummary(c.lines, c.events, c.status.get("sent", 0), c.status.get("deferred", 0),
+                         c.status.get("bounced", 0), c.status.get("expired", 0), c.unparsed, dt,
+                         pipe.stats.anomalies)
+
+
+def _publishing_sink(cfg: Any) -> tuple[Sink, Any]:
+    """The MQTT sink of a config (spool + publisher), or ``UserError`` if publishing is unavailable."""
+    try:
+        from .node import make_sink
+    except ImportError as e:
+        raise UserError(f"publishing is not available in this build ({e}); use --no-publish") from None
+    sink, spool = make_sink(cfg.sections)
+    sink.start()
+    return sink, spool
+
+
+def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from .config import load_config
+
+    out = out or sys.stdout
+    cfg = load_config(args.config, require_secrets=not args.no_publish)
+    spool = None
+    mq: Any = None
+    sink: Sink
+    if args.no_publish:
+        sink = CountingSink()
+    else:
+        mq, spool = _publishing_sink(cfg)
+        sink = mq
+    t0 = time.perf_counter()
+    try:
+        summary = replay(args.log, sink, node=cfg.node_id, params=cfg.scorer.params, model=cfg.scorer.model,
+                         batch_size=cfg.scorer.batch_size, year=cfg.postfix.year or None,
+                         max_queue_ids=cfg.postfix.max_queue_ids,
+                         backend="model" if cfg.scorer.backend in ("model", "auto") else cfg.scorer.backend)
+        if spool is not None:
+            # publishing: the rate counts until the broker has acknowledged every event
+            flushed = mq.flush(args.flush_timeout)
+            summary.seconds = time.perf_counter() - t0
+            if not flushed:
+                print(f"mailpulse: the broker did not acknowledge every event within {args.flush_timeout} s; "
+                      f"{len(spool)} rows stay in the spool {cfg.sections.spool.path}", file=sys.stderr)
+    finally:
+        if spool is not None:
+            mq.close(5.0)
+            spool.close()
+    print(summary.line(), file=out, flush=True)
+    return 0
+
+
+def check_config_command(args: argparse.Namespace) -> int:
+    from .config import check_config
+
+    cfg, errors = check_config(args.config, require_secrets=not args.no_secrets)
+    if errors:
+        for e in errors:
+            print(f"{args.config}: {e}", file=sys.stderr)
+        return 2
+    assert cfg is not None
+    parts = [f"node {cfg.site}/{cfg.node_id}", f"scorer {cfg.scorer.backend}/{cfg.scorer.params}",
+             f"model {cfg.scorer.model or 'untrained'}",
+             f"broker {cfg.sections.mqtt.host}:{cfg.sections.mqtt.port}{' tls' if cfg.sections.mqtt.tls else ''}",
+             f"postfix log {cfg.postfix.log or 'off'}", f"maildir {cfg.maildir.path or 'off'}",
+             f"probe routes {len(cfg.sections.probe.routes)}"]
+    print(f"{args.config}: ok: " + ", ".join(parts))
+    return 0
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    from .maildir import inspect_file
+    from .mime import MimeLimits
+
+    limits = MimeLimits()
+    if getattr(args, "config", None):
+        from .config import load_config
+
+        limits = load_config(args.config, require_secrets=False).mime
+    doc = inspect_file(args.file, limits)
+    print(json.dumps(doc, indent=None if args.compact else 2, ensure_ascii=False))
+    return 0
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="print what the parsers see in one message (hops, MIME tree, features) as JSON")
+    p.add_argument("file", help="an RFC 5322 message file (.eml)")
+    p.add_argument("--config", help="node config whose [mime] limits apply")
+    p.add_argument("--compact", action="store_true", help="one line of JSON")
+    p.set_defaults(func=inspect_command)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``inspect`` and ``node`` (with its sub-commands) to the ``mailpulse`` command line."""
+    _add_inspect(subparsers)
+    node = subparsers.add_parser("node", help="the edge node: run, probe, replay logs, check its config")
+    node_sub = node.add_subparsers(dest="node_command", metavar="NODE_COMMAND")
+    node.set_defaults(func=lambda a: (node.print_help(), 2)[1])
+    p = node_sub.add_parser("check-config", help="validate a node config file, one sentence per problem")
+    p.add_argument("config", help="node config TOML file")
+    p.add_argument("--no-secrets", action="store_true", help="do not require the secrets (on a build machine)")
+    p.set_defaults(func=check_config_command)
+    r = node_sub.add_parser("replay", help="feed a Postfix log through parse, join, featurise, score (and publish)")
+    r.add_argument("--config", required=True, help="node config TOML file")
+    r.add_argument("--log", required=True, help="Postfix log file")
+    r.add_argument("--no-publish", action="store_true", help="score but do not publish (counts only)")
+    r.add_argument("--flush-timeout", type=float, default=300.0,
+                   help="seconds to wait for the broker to acknowledge every event (default 300)")
+    r.set_defaults(func=replay_command)
+    _add_inspect(node_sub)
+    try:
+        from .node_cli import register_node
+    except ImportError:  # the publishing side is optional (paho-mqtt)
+        return
+    register_node(node_sub)
+
+
+__all__ = ["ReplaySummary", "register", "replay"]

@@ -1,0 +1,324 @@
+"""The node daemon: observe (log follower, Maildir watcher, probes) -> score -> spool -> MQTT.
+
+:class:`Node` wires the parts together and runs them in threads:
+
+* **sources** - objects with ``run(emit, stop)`` that call ``emit(events)`` with lists of events
+  until ``stop`` is set (the Postfix log follower and the Maildir watcher of the pipeline);
+* **prober** - every ``[probe] interval_s``, one probe on each route this node owns (the fleet's
+  rendezvous assignment is recomputed every second, so routes of a dead node are picked up within
+  one heartbeat timeout);
+* **heartbeat** - the retained status every ``[fleet] heartbeat_s`` (spool depth and bound, model
+  version, fleet view, last probe per route);
+* **MQTT subscriptions** - the site's nodes' status (:class:`~pi_firmware.fleet.Fleet`) and the
+  site's model (:class:`~pi_firmware.fleet.ModelUpdater`).
+
+Every batch of events is scored (when a scorer is configured) and written to the spool in one
+transaction before ``emit`` returns, so a source may save its position right after.  SIGTERM (and
+SIGINT) stop the sources, flush the spool to the broker for up to ``flush_timeout_s``, publish the
+``offline`` status and exit 0; whatever the broker did not acknowledge stays in the spool for the
+next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from mailpulse import __version__
+from mailpulse import topics as T
+
+from .events import Event
+from .fleet import Fleet, ModelUpdater
+from .mqtt import MqttSink
+from .node_config import NodeSections
+from .pipeline import Pipeline, ScoringModel, bridge_scorer, load_scoring_model, untrained_model
+from .probe import ProbeError, ProbeEvent, Prober
+from .spool import Spool
+
+__all__ = ["Node", "PostfixLogSource", "Source", "make_sink", "run_node"]
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Sequence[Event]], None]
+
+
+class Source(Protocol):
+    """Something that observes mail and emits events until ``stop`` is set."""
+
+    def run(self, emit: Emit, stop: threading.Event) -> None: ...
+
+
+class _ScorerLike(Protocol):
+    def score_batch(self, x: Any, tags: Any = None) -> Any: ...
+
+    def load_model(self, model: Any, *, commit: bool = True) -> None: ...
+
+
+def _limit_arenas(n: int = 2) -> None:
+    """Cap glibc's malloc arenas (one per thread by default: fragmentation multiplies RSS on a
+    small board).  No-op where ``mallopt`` is absent."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, n)   # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS after a probe (its 4K message and image buffers are
+    large and short-lived; glibc keeps them otherwise).  No-op where ``malloc_trim`` is absent."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PostfixLogSource:
+    """Follows a Postfix log (rotation, truncation, restarts) and emits delivery events.
+
+    The follower's position is saved only after the events of the lines read so far are in the
+    spool, so a crash re-reads at most the lines whose events were not yet durable (and their
+    deterministic ids make the repeats harmless).
+    """
+
+    def __init__(self, path: Path | str, node: str, state_file: Path | str | None = None, from_start: bool = False,
+                 poll_s: float = 0.2, max_lines: int = 5000) -> None:
+        self.path, self.node, self.state_file = Path(path), node, state_file
+        self.from_start, self.poll_s, self.max_lines = from_start, poll_s, max_lines
+        self.lines = 0
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        from .follow import Follower
+        from .postfix import PostfixParser
+
+        follower = Follower(self.path, self.state_file, from_start=self.from_start)
+        parser = PostfixParser(self.node)
+        try:
+            while not stop.is_set():
+                batch: list[str] = []
+                for line in follower.read_lines():
+                    batch.append(line)
+                    if len(batch) >= self.max_lines:
+                        break
+                if not batch:
+                    stop.wait(self.poll_s)
+                    continue
+                self.lines += len(batch)
+                emit(list(parser.feed(batch)))
+                follower.commit()
+        finally:
+            follower.close()
+
+
+def make_sink(sections: NodeSections, status: Callable[[], dict[str, Any]] | None = None) -> tuple[MqttSink, Spool]:
+    """Spool and MQTT sink of a node config (not started)."""
+    sp = sections.spool
+    spool = Spool(sp.path, max_rows=sp.max_rows, synchronous=sp.synchronous)
+    sink = MqttSink(sections.node.site, sections.node.id, sections.mqtt, spool, status=status,
+                    sw_version=__version__)
+    return sink, spool
+
+
+class Node:
+    """One node daemon (see the module docstring).
+
+    Parameters
+    ----------
+    sections : NodeSections
+        The node's typed config sections.
+    model : ScoringModel, optional
+        The model to start with (default: the last model received, kept in ``state_dir``, else
+        the untrained bring-up model that flags nothing).
+    scorer : Scorer, optional
+        A ``host_bridge`` scorer (any backend) the model is loaded into; None scores with the
+        bit-exact reference model in-process.
+    sources : sequence of Source
+        Passive observers (log follower, Maildir watcher).
+    batch_size : int
+        Events per scoring call.
+    """
+
+    def __init__(self, sections: NodeSections, model: ScoringModel | None = None, scorer: _ScorerLike | None = None,
+                 sources: Sequence[Source] = (), flush_timeout_s: float = 10.0, batch_size: int = 4096) -> None:
+        self.cfg = sections
+        self.site, self.node_id = sections.node.site, sections.node.id
+        self.scorer = scorer
+        self.sources = list(sources)
+        self.flush_timeout_s = flush_timeout_s
+        self.stop_event = threading.Event()
+        self.score_lock = threading.Lock()
+        self.fleet = Fleet(self.site, self.node_id, sections.fleet.heartbeat_s, sections.fleet.timeout_s)
+        self.errors: dict[str, str] = {}
+        state = Path(sections.node.state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        self.state_dir = state
+        self.model = ModelUpdater(self._install_model)
+        saved = state / "model.json"
+        if model is None and saved.exists():
+            try:
+                model = load_scoring_model(saved)
+                self.model.version = self._version_of(model, saved.read_bytes())
+            except Exception as e:
+                self.errors["model.saved"] = f"the saved model {saved} is not usable: {e}"
+                log.error("%s", self.errors["model.saved"])
+                model = None
+        self.scoring = model or untrained_model()
+        if self.model.version is None:
+            self.model.version = self.scoring.version
+        self.prober = Prober(self.node_id, sections.probe, state_file=state / "probe-state.json", cache_dir=state)
+        self.last_probe: dict[str, dict[str, Any]] = {}
+        self.sink, self.spool = make_sink(sections, status=self._status)
+        self.pipeline = Pipeline(self._score_fn(self.scoring), self.sink, batch_size=batch_size)
+        self.sink.subscribe(self.fleet.topic, self.fleet.on_message)
+        self.sink.subscribe(T.model_topic(self.site), self.model.on_message)
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    # -- data path ----------------------------------------------------------------------------
+
+    def emit(self, events: Sequence[Event]) -> None:
+        """Featurise, score and spool a batch (durable when this returns)."""
+        if not events:
+            return
+        with self.score_lock:
+            if self._closed:
+                log.warning("%d events after the node stopped were not spooled", len(events))
+                return
+            self.pipeline.submit_many(events)
+            self.pipeline.flush()
+
+    def _score_fn(self, model: ScoringModel) -> Any:
+        return bridge_scorer(self.scorer, model) if self.scorer is not None else model.scorer()
+
+    @staticmethod
+    def _version_of(model: ScoringModel, data: bytes) -> str:
+        import hashlib
+
+        if model.version and not model.version.startswith("model.json"):
+            return model.version
+        return "sha256:" + hashlib.sha256(data).hexdigest()[:12]
+
+    def _install_model(self, data: bytes) -> str:
+        """Validate a model file from the model topic, load it, swap it in, keep it for restarts."""
+        tmp = self.state_dir / "model.json.new"
+        tmp.write_bytes(data)
+        try:
+            model = load_scoring_model(tmp)
+            with self.score_lock:
+                self.pipeline.score = self._score_fn(model)   # loads the scorer's shadow bank + commit
+                self.scoring = model
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(self.state_dir / "model.json")
+        return self._version_of(model, data)
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def _status(self) -> dict[str, Any]:
+        routes = [r.name for r in self.cfg.probe.routes]
+        last = max(self.last_probe.values(), key=lambda p: p.get("ts") or 0.0, default=None)
+        return {
+            "heartbeat_s": self.cfg.fleet.heartbeat_s,
+            **self.model.status(),
+            "fleet": self.fleet.view(),
+            "routes": self.fleet.my_routes(routes) if self.cfg.probe_enabled else [],
+            "probe": last,
+            "probes": self.last_probe,
+            "probe_counts": dict(self.prober.counts),
+            "errors": dict(self.errors),
+        }
+
+    # -- threads ------------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stop_event.wait(self.cfg.fleet.heartbeat_s):
+            if self.sink.stats.connected:
+                self.sink.publish_status()
+
+    def _probe_loop(self) -> None:
+        routes = [r.name for r in self.cfg.probe.routes]
+        due: dict[str, float] = {r: 0.0 for r in routes}
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            for name in self.fleet.my_routes(routes):
+                if self.stop_event.is_set() or now < due[name]:
+                    continue
+                due[name] = now + self.cfg.probe.interval_s
+                self.probe_once(name)
+            self.stop_event.wait(min(1.0, self.cfg.fleet.heartbeat_s / 2))
+
+    def probe_once(self, route: str) -> list[ProbeEvent]:
+        """Run one probe on ``route`` and emit its events."""
+        try:
+            evs = self.prober.run(route, stop=self.stop_event)
+        except ProbeError as err:
+            self.errors[f"probe.{route}"] = str(err)
+            log.warning("%s", err)
+            return []
+        self.errors.pop(f"probe.{route}", None)
+        for e in evs:
+            if e.route == route and e.outcome != "late":
+                self.last_probe[route] = e.summary()
+        self.emit(list(evs))
+        if self.sink.stats.connected:
+            self.sink.publish_status()
+        _trim_heap()
+        return evs
+
+    def _source_loop(self, src: Source) -> None:
+        try:
+            src.run(self.emit, self.stop_event)
+        except Exception as e:
+            self.errors[f"source.{type(src).__name__}"] = str(e)
+            log.exception("source %s failed", type(src).__name__)
+
+    def start(self) -> None:
+        self.sink.start()
+        targets: list[tuple[str, Callable[[], None]]] = [("heartbeat", self._heartbeat_loop)]
+        if self.cfg.probe_enabled and self.cfg.probe.routes:
+            targets.append(("prober", self._probe_loop))
+        for i, src in enumerate(self.sources):
+            targets.append((f"source-{i}", lambda s=src: self._source_loop(s)))  # type: ignore[misc]
+        for name, fn in targets:
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> bool:
+        """Stop observing, flush, say ``offline``, close; True when the spool was fully flushed."""
+        self.stop_event.set()
+        for t in self._threads:
+            t.join(timeout=5)   # a probe in flight gives up at once and reports itself lost
+        flushed = self.sink.close(self.flush_timeout_s)
+        with self.score_lock:
+            self._closed = True
+            self.spool.close()
+        return flushed
+
+    def run(self) -> int:
+        """Start, run until :attr:`stop_event` is set (SIGTERM/SIGINT in the main thread), stop."""
+        _limit_arenas()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop_event.set())
+        self.start()
+        self.stop_event.wait()
+        flushed = self.stop()
+        log.info("node %s/%s stopped (%s)", self.site, self.node_id,
+                 "spool flushed" if flushed else f"{len(self.spool)} rows left in the spool")
+        return 0
+
+
+def run_node(sections: NodeSections, model: ScoringModel | None = None, scorer: _ScorerLike | None = None,
+             sources: Sequence[Source] = ()) -> int:
+    """Run the daemon until SIGTERM; returns the exit status (0 on a clean stop)."""
+    return Node(sections, model=model, scorer=scorer, sources=sources).run()

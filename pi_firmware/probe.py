@@ -1,0 +1,771 @@
+"""The active 4K probe: send a heavy, image-rich e-mail through a relay route and fetch it back.
+
+One probe (:meth:`Prober.run`):
+
+1. **Compose** (:func:`compose`): ``multipart/mixed`` = [ ``multipart/related`` = [ HTML that
+   shows the image by ``cid:``, the inline 3840x2160 image ], an attachment ].  The image and the
+   attachment are generated deterministically (same bytes on every node, every run; generated once
+   per process and cached).  Headers carry the probe id (``X-Mailpulse-Probe-Id``), the sending
+   node, the route, the send time in Unix milliseconds (``X-Mailpulse-Sent-Ms``) and the SHA-256 of
+   the image and the attachment.
+2. **Send** over SMTP to the route's relay (STARTTLS and AUTH when configured).
+3. **Fetch back** over IMAP: the mailbox is opened *before* sending, then polled every
+   ``poll_interval_s`` (``NOOP`` + ``UID SEARCH HEADER``) until the probe appears or
+   ``timeout_s`` passes; the probe is fetched and deleted (``\\Deleted`` + ``EXPUNGE``).
+4. **Measure**: latency (arrival seen by the poll minus the send timestamp, in ms; its resolution
+   is the poll interval), outcome (``ok``, ``damaged``, ``lost``; a probe that shows up after its
+   timeout is reported once more as ``late`` - the earlier ``lost`` verdict is superseded, never
+   counted twice), integrity (MIME structure, image decodes at 3840x2160, byte hashes; PSNR of the
+   arrived image against the original when a hop recompressed or resized it), per-hop delays from
+   the ``Received:`` chain (1 s resolution), refined with Postfix's own ``delays=`` when the route
+   names the relays' log files.
+
+Failure modes: an SMTP error (refused connection, rejected recipient) gives a ``lost`` result whose
+``error`` says which step failed; an IMAP login or connection error raises :class:`ProbeError`
+(nothing can be measured); a damaged probe is reported, not raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import imaplib
+import io
+import json
+import math
+import re
+import smtplib
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from email import policy
+from email.message import Message
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from .events import Event, event_id
+
+__all__ = [
+    "ProbeContent", "ProbeError", "ProbeEvent", "ProbeRoute", "ProbeSettings", "Prober",
+    "analyse", "cached_content", "compose", "probe_content",
+]
+
+WIDTH, HEIGHT = 3840, 2160
+H_ID = "X-Mailpulse-Probe-Id"
+H_NODE = "X-Mailpulse-Node"
+H_ROUTE = "X-Mailpulse-Route"
+H_SENT = "X-Mailpulse-Sent-Ms"
+H_IMG = "X-Mailpulse-Image-Sha256"
+H_ATT = "X-Mailpulse-Attachment-Sha256"
+
+#: The MIME structure every intact probe has (content types, depth first).
+STRUCTURE = ("multipart/mixed", "multipart/related", "text/html", "image/*", "application/octet-stream")
+
+
+class ProbeError(RuntimeError):
+    """The probe could not run at all (IMAP unreachable or login refused)."""
+
+
+# --------------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeRoute:
+    """One probe route: where the probe is submitted and where it is read back.
+
+    ``smtp_security`` / ``imap_security``: ``none``, ``starttls`` or ``tls`` (implicit TLS).
+    ``maillogs``: Postfix log files of relays on the route that this node can read (optional), used
+    to refine per-hop delays with ``delays=``.
+    """
+
+    name: str
+    smtp_host: str
+    smtp_port: int
+    mail_from: str
+    rcpt_to: str
+    imap_host: str
+    imap_port: int
+    imap_username: str
+    imap_password: str = ""
+    smtp_security: str = "none"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    imap_security: str = "none"
+    mailbox: str = "INBOX"
+    timeout_s: float = 30.0
+    poll_interval_s: float = 0.01
+    ca_file: str | None = None
+    maillogs: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", self.name):
+            raise ValueError(f"probe route name {self.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        for k in ("smtp_security", "imap_security"):
+            if getattr(self, k) not in ("none", "starttls", "tls"):
+                raise ValueError(f"probe route {self.name}: {k} must be none, starttls or tls")
+        for k in ("smtp_port", "imap_port"):
+            if not 0 < getattr(self, k) < 65536:
+                raise ValueError(f"probe route {self.name}: {k} {getattr(self, k)} is not a TCP port")
+        if not self.timeout_s > 0 or not 0 < self.poll_interval_s <= self.timeout_s:
+            raise ValueError(f"probe route {self.name}: timeout_s must be > 0 and poll_interval_s in (0, timeout_s]")
+        if "@" not in self.rcpt_to or "@" not in self.mail_from:
+            raise ValueError(f"probe route {self.name}: mail_from and rcpt_to must be e-mail addresses")
+
+
+@dataclass
+class ProbeSettings:
+    """Probe schedule and content.
+
+    ``image_format`` ``jpeg`` (default, ~1.5 MB, realistic for photos) or ``png`` (lossless, larger);
+    ``attachment_bytes`` the size of the deterministic attachment.
+    """
+
+    routes: list[ProbeRoute] = field(default_factory=list)
+    interval_s: float = 60.0
+    image_format: str = "jpeg"
+    image_quality: int = 90
+    attachment_bytes: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        if self.image_format not in ("jpeg", "png"):
+            raise ValueError(f"probe image_format must be jpeg or png, not {self.image_format!r}")
+        if not 1 <= self.image_quality <= 100:
+            raise ValueError(f"probe image_quality must be 1..100, not {self.image_quality}")
+        if not 0 <= self.attachment_bytes <= 64 << 20:
+            raise ValueError("probe attachment_bytes must be 0..64 MiB")
+        if self.interval_s <= 0:
+            raise ValueError("probe interval_s must be positive")
+        names = [r.name for r in self.routes]
+        if len(set(names)) != len(names):
+            raise ValueError("probe route names must be unique")
+
+
+# --------------------------------------------------------------------------------------------
+# content
+# --------------------------------------------------------------------------------------------
+
+
+def _pattern_band(width: int, height: int, y0: int, y1: int) -> npt.NDArray[np.uint8]:
+    """Rows ``y0:y1`` of the probe picture: gradients, fine rings and sharp blocks (detail that
+    recompression hurts).  Computed band by band so the generator never holds float copies of the
+    whole 4K frame."""
+    x = np.arange(width, dtype=np.float32)[None, :]
+    y = np.arange(y0, y1, dtype=np.float32)[:, None]
+    band = np.empty((y1 - y0, width, 3), dtype=np.uint8)
+    band[..., 0] = np.broadcast_to(x * (255.0 / width), (y1 - y0, width)).astype(np.uint8)
+    band[..., 1] = np.broadcast_to(y * (255.0 / height), (y1 - y0, width)).astype(np.uint8)
+    r2 = (x - width / 2) ** 2 + (y - height / 2) ** 2
+    band[..., 2] = (127.5 + 127.5 * np.sin(r2 / 2000.0)).astype(np.uint8)
+    blocks = ((x // 64).astype(np.int32) + (y // 64).astype(np.int32)) % 2 == 1
+    band[blocks & (y < height // 4)] //= 2
+    return band
+
+
+@dataclass(frozen=True)
+class ProbeContent:
+    """The deterministic parts of a probe (shared by every probe of a process)."""
+
+    image: bytes
+    image_type: str
+    image_sha256: str
+    attachment: bytes
+    attachment_sha256: str
+    width: int
+    height: int
+
+    @functools.cached_property
+    def _b64(self) -> tuple[bytes, bytes]:
+        return _b64_lines(self.image), _b64_lines(self.attachment)
+
+    def pixels(self) -> npt.NDArray[np.uint8]:
+        """The original image, decoded (as a receiver would see it); not cached: 25 MB at 4K."""
+        return _decode_rgb(self.image)
+
+
+def _b64_lines(data: bytes) -> bytes:
+    import base64
+
+    raw = base64.b64encode(data)
+    return b"\r\n".join(raw[i:i + 76] for i in range(0, len(raw), 76))
+
+
+def _decode_rgb(data: bytes) -> npt.NDArray[np.uint8]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@functools.lru_cache(maxsize=4)
+def probe_content(image_format: str = "jpeg", quality: int = 90, attachment_bytes: int = 256 * 1024,
+                  width: int = WIDTH, height: int = HEIGHT) -> ProbeContent:
+    """Generate (once per argument set, then cached) the probe image and attachment."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    im = Image.new("RGB", (width, height))
+    step = 120
+    for y0 in range(0, height, step):
+        y1 = min(height, y0 + step)
+        im.paste(Image.fromarray(_pattern_band(width, height, y0, y1), "RGB"), (0, y0))
+    if image_format == "jpeg":
+        im.save(buf, "JPEG", quality=quality, optimize=False)
+        ctype = "image/jpeg"
+    else:
+        im.save(buf, "PNG", compress_level=1)
+        ctype = "image/png"
+    im.close()
+    del im
+    img = buf.getvalue()
+    att = np.random.default_rng(20261126).integers(0, 256, attachment_bytes, dtype=np.uint8).tobytes()
+    return ProbeContent(img, ctype, hashlib.sha256(img).hexdigest(), att, hashlib.sha256(att).hexdigest(),
+                        width, height)
+
+
+def cached_content(cache_dir: Path | None, image_format: str = "jpeg", quality: int = 90,
+                   attachment_bytes: int = 256 * 1024) -> ProbeContent:
+    """The probe content, with the image generated once per machine and kept in ``cache_dir``.
+
+    The image is generated in a child process (the 4K frame takes ~80 MB while it is encoded; the
+    daemon then only holds the 2-3 MB file), written atomically, and read back on later starts.
+    Without ``cache_dir`` it is generated in-process (:func:`probe_content`).
+    """
+    if cache_dir is None:
+        return probe_content(image_format, quality, attachment_bytes)
+    import subprocess
+    import sys
+
+    path = Path(cache_dir) / f"probe-{WIDTH}x{HEIGHT}-q{quality}.{image_format}"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        code = ("import sys; from pathlib import Path; from pi_firmware.probe import probe_content; "
+                "c = probe_content(sys.argv[2], int(sys.argv[3]), 0); "
+                "t = Path(sys.argv[1] + '.tmp'); t.write_bytes(c.image); t.replace(sys.argv[1])")
+        r = subprocess.run([sys.executable, "-c", code, str(path), image_format, str(quality)],
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0 or not path.is_file():
+            raise ProbeError(f"cannot generate the probe image in {cache_dir}: {r.stderr.strip()[-300:]}")
+    img = path.read_bytes()
+    att = np.random.default_rng(20261126).integers(0, 256, attachment_bytes, dtype=np.uint8).tobytes()
+    ctype = "image/jpeg" if image_format == "jpeg" else "image/png"
+    return ProbeContent(img, ctype, hashlib.sha256(img).hexdigest(), att, hashlib.sha256(att).hexdigest(),
+                        WIDTH, HEIGHT)
+
+
+def compose(content: ProbeContent, probe_id: str, node: str, route: ProbeRoute, sent_ms: int) -> bytes:
+    """The probe message as bytes (CRLF line ends).  Cheap: the base64 bodies are cached."""
+    img_b64, att_b64 = content._b64
+    outer, inner = f"mp-mixed-{probe_id}", f"mp-related-{probe_id}"
+    ext = "jpg" if content.image_type == "image/jpeg" else "png"
+    html = (f'<html><body><h1>mailpulse probe {probe_id}</h1><p>node {node}, route {route.name}</p>'
+            f'<img src="cid:probe-image@mailpulse" width="{content.width}" height="{content.height}" '
+            f'alt="probe image"></body></html>')
+    date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(sent_ms / 1000))
+    head = "\r\n".join([
+        f"From: mailpulse probe <{route.mail_from}>",
+        f"To: <{route.rcpt_to}>",
+        f"Subject: mailpulse probe {probe_id}",
+        f"Date: {date}",
+        f"Message-ID: <{probe_id}@probe.mailpulse>",
+        "MIME-Version: 1.0",
+        f"{H_ID}: {probe_id}",
+        f"{H_NODE}: {node}",
+        f"{H_ROUTE}: {route.name}",
+        f"{H_SENT}: {sent_ms}",
+        f"{H_IMG}: {content.image_sha256}",
+        f"{H_ATT}: {content.attachment_sha256}",
+        f'Content-Type: multipart/mixed; boundary="{outer}"',
+        "",
+        f"--{outer}",
+        f'Content-Type: multipart/related; boundary="{inner}"; type="text/html"',
+        "",
+        f"--{inner}",
+        'Content-Type: text/html; charset="utf-8"',
+        "Content-Transfer-Encoding: 7bit",
+        "",
+        html,
+        f"--{inner}",
+        f"Content-Type: {content.image_type}",
+        "Content-Transfer-Encoding: base64",
+        "Content-ID: <probe-image@mailpulse>",
+        f'Content-Disposition: inline; filename="probe.{ext}"',
+        "",
+        "",
+    ]).encode()
+    mid = "\r\n".join([
+        "",
+        f"--{inner}--",
+        "",
+        f"--{outer}",
+        "Content-Type: application/octet-stream",
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="probe.bin"',
+        "",
+        "",
+    ]).encode()
+    tail = f"\r\n--{outer}--\r\n".encode()
+    return head + img_b64 + mid + att_b64 + tail
+
+
+# --------------------------------------------------------------------------------------------
+# analysis
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Integrity:
+    """What arrived compared with what was sent."""
+
+    structure_ok: bool
+    structure: list[str]
+    image_hash_ok: bool
+    image_decodes: bool
+    image_width: int | None
+    image_height: int | None
+    image_format: str | None
+    resolution_ok: bool
+    attachment_hash_ok: bool
+    psnr_db: float | None          # None when the image bytes are identical (PSNR is infinite)
+    error: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.structure_ok and self.image_hash_ok and self.attachment_hash_ok
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["intact"] = self.intact
+        return d
+
+
+def _structure(msg: Message) -> list[str]:
+    return [p.get_content_type() for p in msg.walk()]
+
+
+def _structure_matches(found: Sequence[str], content_type: str) -> bool:
+    want = [content_type if t == "image/*" else t for t in STRUCTURE]
+    return list(found) == want
+
+
+def psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], band: int = 64) -> float | None:
+    """Peak signal-to-noise ratio in dB of two same-shape 8-bit images (None when identical).
+
+    Computed in bands of rows with integer arithmetic, so a 4K frame needs a few MB, not the
+    hundreds a float copy of both frames would take.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"PSNR needs images of one shape, not {a.shape} and {b.shape}")
+    sse = 0
+    for y in range(0, a.shape[0], band):
+        d = a[y:y + band].astype(np.int64) - b[y:y + band].astype(np.int64)
+        sse += int(np.dot(d.ravel(), d.ravel()))
+    if sse == 0:
+        return None
+    mse = sse / a.size
+    return 10.0 * math.log10(255.0 ** 2 / mse)
+
+
+def analyse(data: bytes, content: ProbeContent) -> tuple[Integrity, Message]:
+    """Compare an arrived probe with the original content.
+
+    The image is decoded only when its bytes differ (to tell a recompression from a corruption and
+    measure PSNR); an image that arrives at another size is resized back (bilinear) before PSNR.
+    """
+    from PIL import Image
+
+    msg = BytesParser(policy=policy.compat32).parsebytes(data)
+    parts = list(msg.walk())
+    found = [p.get_content_type() for p in parts]
+    structure_ok = _structure_matches(found, content.image_type)
+    imgs = [p for p in parts if p.get_content_maintype() == "image"]
+    atts = [p for p in parts if p.get_content_type() == "application/octet-stream"]
+    att_ok = False
+    if atts:
+        payload = atts[0].get_payload(decode=True)
+        att_ok = isinstance(payload, bytes) and hashlib.sha256(payload).hexdigest() == content.attachment_sha256
+    integ = Integrity(structure_ok, found, False, False, None, None, None, False, att_ok, None)
+    if not imgs:
+        integ.error = "no image part arrived"
+        return integ, msg
+    raw = imgs[0].get_payload(decode=True)
+    if not isinstance(raw, bytes):
+        integ.error = "the image part has no body"
+        return integ, msg
+    integ.image_hash_ok = hashlib.sha256(raw).hexdigest() == content.image_sha256
+    if integ.image_hash_ok:
+        integ.image_decodes, integ.resolution_ok = True, True
+        integ.image_width, integ.image_height = content.width, content.height
+        integ.image_format = content.image_type.split("/")[1].upper()
+        return integ, msg
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            integ.image_format = im.format
+            integ.image_width, integ.image_height = im.size
+            rgb = im.convert("RGB")
+            if im.size != (content.width, content.height):
+                rgb = rgb.resize((content.width, content.height), Image.Resampling.BILINEAR)
+            arr = np.asarray(rgb)
+        integ.image_decodes = True
+        integ.resolution_ok = (integ.image_width, integ.image_height) == (content.width, content.height)
+        integ.psnr_db = psnr(arr, content.pixels())
+        if integ.psnr_db is not None:
+            integ.psnr_db = round(integ.psnr_db, 2)
+    except Exception as e:  # any decoder failure is a finding, not a crash
+        integ.error = f"the image does not decode: {e}"
+    return integ, msg
+
+
+_DELAYS = re.compile(r"\b(?P<qid>[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}): to=<(?P<to>[^>]*)>.*?"
+                     r"\bdelay=(?P<delay>[\d.]+), delays=(?P<delays>[\d./]+).*?status=(?P<status>\w+)")
+
+
+def postfix_delays(queue_ids: Sequence[str], logs: Sequence[str], tail_bytes: int = 8 << 20) -> dict[str, dict[str, Any]]:
+    """Postfix ``delay=``/``delays=`` (10 ms resolution) of the given queue ids, from the last
+    ``tail_bytes`` of each readable log file (unreadable files are skipped)."""
+    want = set(q for q in queue_ids if q)
+    out: dict[str, dict[str, Any]] = {}
+    if not want:
+        return out
+    for path in logs:
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - tail_bytes))
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        for m in _DELAYS.finditer(text):
+            if m.group("qid") in want:
+                out[m.group("qid")] = {"delay_s": float(m.group("delay")),
+                                       "delays": [float(v) for v in m.group("delays").split("/")],
+                                       "status": m.group("status")}
+    return out
+
+
+def hops_of(msg: Message, route: ProbeRoute) -> list[dict[str, Any]]:
+    """Per-hop delays: the ``Received:`` chain (oldest first), refined with Postfix ``delays=``."""
+    values = [str(v) for v in msg.get_all("Received", [])]
+    try:
+        from .received import parse_chain
+    except ImportError:  # the parser module is part of the firmware; keep probes working without it
+        return [{"raw": v} for v in reversed(values)]
+    hops = [h.to_json() | {"ts": h.ts} for h in parse_chain(values)]
+    if route.maillogs:
+        found = postfix_delays([h.get("id") or "" for h in hops], route.maillogs)
+        for h in hops:
+            pf = found.get(h.get("id") or "")
+            if pf:
+                h["postfix"] = pf
+    return hops
+
+
+# --------------------------------------------------------------------------------------------
+# the event
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ProbeEvent(Event):
+    """The measurement of one probe (or a late arrival of an earlier one)."""
+
+    KIND: ClassVar[str] = "probe"
+
+    route: str = ""
+    probe_id: str = ""
+    outcome: str = ""               # ok, damaged, lost, late
+    sent_ms: int = 0
+    arrived_ms: int | None = None
+    latency_ms: float | None = None
+    poll_interval_ms: float = 0.0
+    size: int = 0
+    image_pixels: int | None = None
+    hops: list[dict[str, Any]] = field(default_factory=list)
+    integrity: dict[str, Any] | None = None
+    supersedes: str | None = None   # id of the "lost" event a late arrival corrects
+    error: str | None = None
+
+    @property
+    def id(self) -> str:
+        return event_id(self.node, self.KIND, self.probe_id, self.outcome)
+
+    def raw_features(self) -> dict[str, float | None]:
+        from mailpulse.features import OUTCOMES
+
+        delays = [h["delay_s"] for h in self.hops if h.get("delay_s") is not None]
+        return {
+            "delay_total_ms": self.latency_ms,
+            "delay_queue_ms": max(delays) * 1000.0 if delays else None,
+            "size_bytes": float(self.size) if self.size else None,
+            "outcome": float(OUTCOMES.get(self.outcome, 3)),
+            "recipients": 1.0,
+            "image_pixels": None if self.image_pixels is None else float(self.image_pixels),
+        }
+
+    def fields(self) -> dict[str, Any]:
+        hops = [{k: v for k, v in h.items() if k != "ts"} for h in self.hops]
+        return {"route": self.route, "probe_id": self.probe_id, "outcome": self.outcome,
+                "sent_ms": self.sent_ms, "arrived_ms": self.arrived_ms, "latency_ms": self.latency_ms,
+                "poll_interval_ms": self.poll_interval_ms, "size": self.size,
+                "image_pixels": self.image_pixels, "hops": hops, "integrity": self.integrity,
+                "supersedes": self.supersedes, "error": self.error}
+
+    def summary(self) -> dict[str, Any]:
+        """The short form for the status document and ``node probe`` output."""
+        integ = self.integrity or {}
+        return {"route": self.route, "probe_id": self.probe_id, "outcome": self.outcome,
+                "latency_ms": self.latency_ms, "psnr_db": integ.get("psnr_db"),
+                "intact": integ.get("intact"), "ts": self.ts}
+
+
+# --------------------------------------------------------------------------------------------
+# the prober
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Lost:
+    route: str
+    sent_ms: int
+    event_id: str
+
+
+class Prober:
+    """Runs probes for one node and remembers lost probes so that a late arrival is recognised.
+
+    Parameters
+    ----------
+    node : str
+        Node id (in the probe headers; only this node's probes are taken from a mailbox).
+    settings : ProbeSettings
+        Content and routes.
+    state_file : Path, optional
+        Where the lost-probe registry is kept across restarts (JSON).
+    """
+
+    def __init__(self, node: str, settings: ProbeSettings, state_file: Path | None = None,
+                 cache_dir: Path | None = None) -> None:
+        self.node = node
+        self.settings = settings
+        self.state_file = state_file
+        self.cache_dir = cache_dir
+        self._content: ProbeContent | None = None
+        self.lost: dict[str, _Lost] = {}
+        self.counts = {"sent": 0, "ok": 0, "damaged": 0, "lost": 0, "late": 0, "stray": 0}
+        self._load()
+
+    @property
+    def content(self) -> ProbeContent:
+        if self._content is None:
+            s = self.settings
+            self._content = cached_content(self.cache_dir, s.image_format, s.image_quality, s.attachment_bytes)
+        return self._content
+
+    def _load(self) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        try:
+            data = json.loads(self.state_file.read_text())
+            self.lost = {k: _Lost(**v) for k, v in data.get("lost", {}).items()}
+        except (OSError, ValueError, TypeError):
+            self.lost = {}
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"lost": {k: asdict(v) for k, v in self.lost.items()}}))
+        tmp.replace(self.state_file)
+
+    def route(self, name: str) -> ProbeRoute:
+        for r in self.settings.routes:
+            if r.name == name:
+                return r
+        raise KeyError(f"no probe route named {name!r}")
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _ssl(self, route: ProbeRoute) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=route.ca_file)
+
+    @contextlib.contextmanager
+    def _imap(self, route: ProbeRoute) -> Iterator[imaplib.IMAP4]:
+        try:
+            if route.imap_security == "tls":
+                im: imaplib.IMAP4 = imaplib.IMAP4_SSL(route.imap_host, route.imap_port,
+                                                      ssl_context=self._ssl(route), timeout=10)
+            else:
+                im = imaplib.IMAP4(route.imap_host, route.imap_port, timeout=10)
+                if route.imap_security == "starttls":
+                    im.starttls(self._ssl(route))
+            im.login(route.imap_username, route.imap_password)
+            typ, _ = im.select(route.mailbox)
+            if typ != "OK":
+                raise ProbeError(f"probe route {route.name}: IMAP mailbox {route.mailbox} cannot be selected")
+        except (OSError, imaplib.IMAP4.error) as e:
+            raise ProbeError(f"probe route {route.name}: IMAP {route.imap_host}:{route.imap_port} failed: {e}") from e
+        try:
+            yield im
+        finally:
+            with contextlib.suppress(Exception):
+                im.close()
+            with contextlib.suppress(Exception):
+                im.logout()
+
+    def _send(self, route: ProbeRoute, data: bytes) -> None:
+        if route.smtp_security == "tls":
+            s: smtplib.SMTP = smtplib.SMTP_SSL(route.smtp_host, route.smtp_port, timeout=30,
+                                               context=self._ssl(route))
+        else:
+            s = smtplib.SMTP(route.smtp_host, route.smtp_port, timeout=30)
+        try:
+            s.ehlo()
+            if route.smtp_security == "starttls":
+                s.starttls(context=self._ssl(route))
+                s.ehlo()
+            if route.smtp_username:
+                s.login(route.smtp_username, route.smtp_password or "")
+            s.sendmail(route.mail_from, [route.rcpt_to], data)
+        finally:
+            with contextlib.suppress(Exception):
+                s.quit()
+
+    @staticmethod
+    def _search(im: imaplib.IMAP4, node: str) -> list[str]:
+        im.noop()
+        typ, data = im.uid("SEARCH", "HEADER", H_NODE, node)
+        if typ != "OK" or not data or not data[0]:
+            return []
+        return [u.decode() for u in data[0].split()]
+
+    @staticmethod
+    def _fetch(im: imaplib.IMAP4, uid: str) -> bytes | None:
+        typ, data = im.uid("FETCH", uid, "(BODY.PEEK[])")
+        if typ != "OK":
+            return None
+        for item in data:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes):
+                return item[1]
+        return None
+
+    @staticmethod
+    def _delete(im: imaplib.IMAP4, uids: Sequence[str]) -> None:
+        if uids:
+            im.uid("STORE", ",".join(uids), "+FLAGS.SILENT", r"(\Deleted)")
+            im.expunge()
+
+    # -- one probe ----------------------------------------------------------------------------
+
+    def run(self, route_name: str, stop: threading.Event | None = None) -> list[ProbeEvent]:
+        """Send one probe on a route and wait for it; return its event, plus ``late`` events for
+        earlier lost probes that turned up meanwhile.  If ``stop`` is set while waiting, the probe
+        is reported lost (a later arrival will be recognised as late)."""
+        route = self.route(route_name)
+        content = self.content
+        probe_id = uuid.uuid4().hex
+        out: list[ProbeEvent] = []
+        seen: set[str] = set()
+        with self._imap(route) as im:
+            # earlier probes still in the mailbox (late ones, or strays from before a restart)
+            out += self._collect(im, route, content, None, seen)
+            sent_ms = int(time.time() * 1000)
+            data = compose(content, probe_id, self.node, route, sent_ms)
+            self.counts["sent"] += 1
+            try:
+                self._send(route, data)
+            except (OSError, smtplib.SMTPException) as e:
+                ev = self._event(route, probe_id, "lost", sent_ms, size=len(data))
+                ev.error = f"SMTP to {route.smtp_host}:{route.smtp_port} failed: {e}"
+                self._mark_lost(ev)
+                return [*out, ev]
+            deadline = time.monotonic() + route.timeout_s
+            while True:
+                got = self._collect(im, route, content, probe_id, seen)
+                mine = [e for e in got if e.probe_id == probe_id]
+                out += got
+                if mine or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                    break
+                time.sleep(route.poll_interval_s)
+            if not any(e.probe_id == probe_id for e in out):
+                ev = self._event(route, probe_id, "lost", sent_ms, size=len(data))
+                ev.error = (f"not arrived within {route.timeout_s:g} s" if stop is None or not stop.is_set()
+                            else "the node stopped before the probe came back")
+                self._mark_lost(ev)
+                out.append(ev)
+        return out
+
+    def _mark_lost(self, ev: ProbeEvent) -> None:
+        self.counts["lost"] += 1
+        self.lost[ev.probe_id] = _Lost(ev.route, ev.sent_ms, ev.id)
+        self._save()
+
+    def _event(self, route: ProbeRoute, probe_id: str, outcome: str, sent_ms: int, size: int = 0) -> ProbeEvent:
+        return ProbeEvent(ts=sent_ms / 1000.0, node=self.node, route=route.name, probe_id=probe_id,
+                          outcome=outcome, sent_ms=sent_ms, size=size,
+                          poll_interval_ms=route.poll_interval_s * 1000.0)
+
+    def _collect(self, im: imaplib.IMAP4, route: ProbeRoute, content: ProbeContent, current: str | None,
+                 seen: set[str]) -> list[ProbeEvent]:
+        """Fetch, measure and delete every new probe of this node in the mailbox."""
+        uids = [u for u in self._search(im, self.node) if u not in seen]
+        if not uids:
+            return []
+        arrived_ms = int(time.time() * 1000)
+        arrived_precise = time.time() * 1000.0
+        out: list[ProbeEvent] = []
+        delete: list[str] = []
+        for uid in uids:
+            seen.add(uid)
+            data = self._fetch(im, uid)
+            if data is None:
+                continue
+            end = data.find(b"\r\n\r\n")
+            hdr = BytesParser(policy=policy.compat32).parsebytes(data[:end if end >= 0 else 65536], headersonly=True)
+            pid = (hdr.get(H_ID) or "").strip()
+            try:
+                sent_ms = int((hdr.get(H_SENT) or "").strip())
+            except ValueError:
+                sent_ms = 0
+            if pid == current:
+                outcome = None
+                supersedes = None
+            elif pid in self.lost:
+                outcome = "late"
+                supersedes = self.lost.pop(pid).event_id
+                self.counts["lost"] -= 1
+                self._save()
+            else:
+                # a probe of ours with no record (sent before a restart lost the state, or a duplicate)
+                self.counts["stray"] += 1
+                delete.append(uid)
+                continue
+            ev = self._measure(route, content, pid, sent_ms, arrived_ms, arrived_precise, data, outcome)
+            ev.supersedes = supersedes
+            out.append(ev)
+            delete.append(uid)
+        self._delete(im, delete)
+        return out
+
+    def _measure(self, route: ProbeRoute, content: ProbeContent, probe_id: str, sent_ms: int, arrived_ms: int,
+                 arrived_precise: float, data: bytes, outcome: str | None) -> ProbeEvent:
+        integ, msg = analyse(data, content)
+        if outcome is None:
+            outcome = "ok" if integ.intact else "damaged"
+        self.counts[outcome] += 1
+        ev = self._event(route, probe_id, outcome, sent_ms, size=len(data))
+        ev.arrived_ms = arrived_ms
+        ev.latency_ms = round(arrived_precise - sent_ms, 1)
+        ev.image_pixels = (integ.image_width or 0) * (integ.image_height or 0) if integ.image_decodes else None
+        ev.integrity = integ.to_json()
+        ev.hops = hops_of(msg, route)
+        return ev
