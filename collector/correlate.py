@@ -1,0 +1,621 @@
+"""Root-cause correlation: the transmission-path tree, its statistics, the recursive walk, incidents.
+
+**The tree.**  Every event names the path its mail took, from the *receiving* side towards the
+sender (:func:`event_path`):
+
+* ``message`` and ``probe`` events carry the parsed ``Received:`` hops (oldest first); the path is
+  the ``by`` host of each hop, newest first, then the oldest hop's ``from`` host;
+* ``delivery`` events (a Postfix log line) go from the node's Postfix ``host`` to ``relay=``;
+  the path is ``[relay, host]`` (just ``[host]`` for local deliveries, ``relay=none``).
+
+Host names are lower-cased and stripped of ``[ip]`` and of port ``:25`` (another port is kept,
+so two relays on one address stay apart); consecutive repeats are merged.  All
+paths hang below one virtual root, so the tree's first level is the receiving relays and it
+branches towards senders.  Each tree node keeps, per time bucket of ``bucket_s`` seconds (event
+time), the events that passed through it, how many were anomalous, a bounded sample of their
+end-to-end latencies and of the hop delay *at* that relay (the ``delay_s`` of its hop: the time
+the mail spent between this relay's stamp and the next one's).
+
+**The walk** (:meth:`Correlator.evaluate`).  The *window* is the last ``window_s`` seconds, the
+*history* the ``history_s`` before it.  Starting at the root, :meth:`Correlator._walk` looks at the
+children of a node that have anomalies in the window and tests each child ``c`` against the
+baseline rate ``p0 = max(rate of its siblings pooled, c's own history rate, floor_rate)`` with
+the binomial z-score ``(a - n p0) / sqrt(n p0 (1 - p0))``.  Children with ``z >= z_min``, a rate
+of at least ``min_ratio * p0`` (an effect size, so large counts do not make small differences
+"significant") and at least ``min_anomalies`` anomalies are *suspects*.  While an incident is
+open, the history rates of the tree nodes on its path are frozen at their pre-incident values,
+so a long fault never becomes its own baseline.  If the suspects together hold at least
+``explain_frac`` of the node's window anomalies, the walk recurses into each suspect (to
+``max_depth``); otherwise the node itself is the root cause (its anomalies are spread over its
+children, so the common part - this relay or the link into it - explains them).  A leaf that is a
+suspect is its own root cause.  Everything is a function of the events and their order, so the
+same archive always gives the same incidents.
+
+**Incidents.**  A root cause found in an evaluation opens an incident (or updates the open one
+of that tree node); severity is from the window's anomaly rate and count; the incident resolves
+after ``resolve_after`` evaluations without it (hysteresis; a severity drop also needs two
+evaluations).  Evidence: counts, rates, baselines, latency quantiles now and in history, hop
+delay, example event ids, affected observing nodes and probe routes.
+
+Limits: in a linear chain (a relay with one child and no siblings) traffic alone cannot tell a
+relay from the one behind it; the walk then descends only if the child's own hop delay or rate
+stands out against its history, else it stops.  Events without hops or relay hang directly below
+the root under the observing node's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "Change", "CorrelateSettings", "Correlator", "Incident", "correlate_archive", "event_latency_s", "event_path",
+    "event_time",
+]
+
+ROOT = "*"
+#: Event times more than this ahead of the collector's receive time are replaced by the latter.
+FUTURE_TOLERANCE_S = 300.0
+_ADDR = re.compile(r"\[[^\]]*\]")
+_PORT25 = re.compile(r":25$")
+
+
+def _host(name: Any) -> str | None:
+    return _host_str(name) if isinstance(name, str) else None
+
+
+@functools.lru_cache(maxsize=65536)
+def _host_str(name: str) -> str | None:
+    first = name.strip().split("(", 1)[0].split()
+    if not first:
+        return None
+    h = _PORT25.sub("", _ADDR.sub("", first[0])).lower().rstrip(".")
+    if not h or h == "none":
+        return None
+    return h
+
+
+def event_path(ev: dict[str, Any]) -> tuple[str, ...]:
+    """The relays an event's mail went through, receiving side first (see the module docstring)."""
+    f = ev.get("fields") or {}
+    out: list[str] = []
+    hops = f.get("hops")
+    if isinstance(hops, list) and hops:
+        for h in reversed(hops):
+            if isinstance(h, dict) and (b := _host(h.get("by"))):
+                out.append(b)
+        first = hops[0]
+        if isinstance(first, dict) and (fr := _host(first.get("from"))):
+            out.append(fr)
+    elif ev.get("kind") == "delivery":
+        if (r := _host(f.get("relay"))):
+            out.append(r)
+        if (h := _host(f.get("host"))):
+            out.append(h)
+    if not out:
+        out.append(str(ev.get("node") or "unknown"))
+    path: list[str] = []
+    for n in out:
+        if not path or path[-1] != n:
+            path.append(n)
+    return tuple(path)
+
+
+def hop_delays(ev: dict[str, Any]) -> dict[str, float]:
+    """Relay -> delay (seconds) the mail spent from that relay's stamp to the next one's."""
+    hops = (ev.get("fields") or {}).get("hops")
+    out: dict[str, float] = {}
+    if isinstance(hops, list):
+        for h in hops:
+            if isinstance(h, dict) and isinstance(h.get("delay_s"), int | float) and (b := _host(h.get("by"))):
+                out[b] = float(h["delay_s"])
+    return out
+
+
+def event_time(ev: dict[str, Any]) -> float:
+    """Event time (Unix seconds) from ``ts`` (ISO 8601), else ``received``, else 0."""
+    ts = ev.get("ts")
+    if isinstance(ts, str):
+        try:
+            return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    elif isinstance(ts, int | float):
+        return float(ts)
+    r = ev.get("received")
+    return float(r) if isinstance(r, int | float) else 0.0
+
+
+def event_latency_s(ev: dict[str, Any], hops: dict[str, float] | None = None) -> float | None:
+    """End-to-end latency of an event in seconds (delivery delay, probe latency, sum of hop delays)."""
+    f = ev.get("fields") or {}
+    kind = ev.get("kind")
+    if kind == "delivery" and isinstance(f.get("delay"), int | float):
+        return float(f["delay"])
+    if kind == "probe" and isinstance(f.get("latency_ms"), int | float):
+        return float(f["latency_ms"]) / 1000.0
+    d = hop_delays(ev) if hops is None else hops
+    return sum(d.values()) if d else None
+
+
+@dataclass(frozen=True)
+class CorrelateSettings:
+    """Parameters of the walk (see the module docstring)."""
+
+    bucket_s: float = 10.0
+    window_s: float = 60.0
+    history_s: float = 1800.0
+    eval_interval_s: float = 10.0
+    max_depth: int = 8
+    min_anomalies: int = 5
+    z_min: float = 3.0
+    min_ratio: float = 2.0
+    floor_rate: float = 0.02
+    explain_frac: float = 0.6
+    resolve_after: int = 3
+    samples_per_bucket: int = 128
+    examples: int = 5
+
+    def __post_init__(self) -> None:
+        if self.bucket_s <= 0 or self.window_s < self.bucket_s or self.history_s < 0:
+            raise ValueError("correlate needs bucket_s > 0, window_s >= bucket_s and history_s >= 0")
+        if not 0 < self.floor_rate < 1 or not 0 < self.explain_frac <= 1:
+            raise ValueError("correlate floor_rate and explain_frac must be in (0, 1)")
+        if self.max_depth < 1 or self.min_anomalies < 1 or self.resolve_after < 1:
+            raise ValueError("correlate max_depth, min_anomalies and resolve_after must be at least 1")
+
+
+class _Bucket:
+    __slots__ = ("anomalies", "events", "examples", "hop", "lat", "nodes", "routes")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.anomalies = 0
+        self.lat: list[float] = []
+        self.hop: list[float] = []
+        self.examples: list[str] = []
+        self.nodes: set[str] = set()
+        self.routes: set[str] = set()
+
+
+@dataclass
+class _Stats:
+    events: int = 0
+    anomalies: int = 0
+    lat: list[float] = field(default_factory=list)
+    hop: list[float] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)
+    nodes: set[str] = field(default_factory=set)
+    routes: set[str] = field(default_factory=set)
+
+    @property
+    def rate(self) -> float:
+        return self.anomalies / self.events if self.events else 0.0
+
+
+def _quantile(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    i = min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))
+    return round(s[i], 6)
+
+
+@dataclass
+class Incident:
+    """One incident: a root cause and its evidence."""
+
+    id: str
+    root_cause: str
+    path: tuple[str, ...]
+    severity: str
+    opened: float
+    updated: float
+    resolved: float | None = None
+    affected_nodes: list[str] = field(default_factory=list)
+    affected_routes: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    _missing: int = 0
+    _lower: int = 0
+
+    @property
+    def open(self) -> bool:
+        return self.resolved is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "root_cause": self.root_cause, "path": list(self.path), "severity": self.severity,
+                "state": "open" if self.open else "resolved", "opened": self.opened, "updated": self.updated,
+                "resolved": self.resolved, "affected_nodes": self.affected_nodes,
+                "affected_routes": self.affected_routes, "evidence": self.evidence}
+
+
+@dataclass(frozen=True)
+class Change:
+    """What an evaluation did to an incident: ``opened``, ``severity`` (changed) or ``resolved``."""
+
+    kind: str
+    incident: dict[str, Any]
+    previous_severity: str | None = None
+
+
+SEVERITIES = ("minor", "major", "critical")
+
+
+def severity_of(anomalies: int, rate: float) -> str:
+    if rate >= 0.5 and anomalies >= 20:
+        return "critical"
+    if rate >= 0.2:
+        return "major"
+    return "minor"
+
+
+class Correlator:
+    """Keeps the tree's statistics and the incidents; feed events with :meth:`observe`."""
+
+    def __init__(self, settings: CorrelateSettings | None = None) -> None:
+        self.s = settings or CorrelateSettings()
+        # tree node (path prefix) -> bucket index -> _Bucket
+        self.buckets: dict[tuple[str, ...], dict[int, _Bucket]] = defaultdict(dict)
+        self.children: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
+        self.now = 0.0
+        self.incidents: dict[str, Incident] = {}   # id -> incident (open and resolved)
+        self.open_by_path: dict[tuple[str, ...], str] = {}
+        self.observed = 0
+        # pre-incident history rates of the tree nodes on the path of an open incident: while it
+        # is open, its own anomalies must not become the baseline it is measured against
+        self.frozen: dict[tuple[str, ...], float] = {}
+        self._next_eval: float | None = None
+        self._oldest = 0
+
+    # -- statistics ---------------------------------------------------------------------------
+
+    def observe(self, ev: dict[str, Any]) -> None:
+        """Add one event to the statistics of every tree node on its path."""
+        t = event_time(ev)
+        r = ev.get("received")
+        if isinstance(r, int | float) and t > r + FUTURE_TOLERANCE_S:
+            t = float(r)   # a node clock far ahead must not drag the window into the future
+        if t > self.now:
+            self.now = t
+        b = int(t // self.s.bucket_s)
+        if b < self._oldest:
+            return  # older than the history: ignored
+        path = event_path(ev)
+        anomalous = bool(ev.get("anomaly"))
+        hops = hop_delays(ev)
+        lat = event_latency_s(ev, hops)
+        node = f"{ev.get('site', '?')}/{ev.get('node', '?')}"
+        route = (ev.get("fields") or {}).get("route") if ev.get("kind") == "probe" else None
+        eid = str(ev.get("id", ""))
+        cap = self.s.samples_per_bucket
+        prefix: tuple[str, ...] = (ROOT,)
+        nodes = [prefix]
+        for name in path:
+            child = (*prefix, name)
+            self.children[prefix].add(child)
+            prefix = child
+            nodes.append(prefix)
+        for key in nodes:
+            bk = self.buckets[key].get(b)
+            if bk is None:
+                bk = self.buckets[key][b] = _Bucket()
+            bk.events += 1
+            if lat is not None and len(bk.lat) < cap:
+                bk.lat.append(lat)
+            h = hops.get(key[-1])
+            if h is not None and len(bk.hop) < cap:
+                bk.hop.append(h)
+            if anomalous:
+                bk.anomalies += 1
+                if len(bk.examples) < self.s.examples:
+                    bk.examples.append(eid)
+                if len(bk.nodes) < 64:
+                    bk.nodes.add(node)
+                if route and len(bk.routes) < 64:
+                    bk.routes.add(str(route))
+        self.observed += 1
+
+    def _range(self, key: tuple[str, ...], lo: int, hi: int) -> _Stats:
+        st = _Stats()
+        for b, bk in self.buckets.get(key, {}).items():
+            if lo <= b < hi:
+                st.events += bk.events
+                st.anomalies += bk.anomalies
+                st.lat.extend(bk.lat)
+                st.hop.extend(bk.hop)
+                if len(st.examples) < self.s.examples:
+                    st.examples.extend(bk.examples[: self.s.examples - len(st.examples)])
+                st.nodes |= bk.nodes
+                st.routes |= bk.routes
+        return st
+
+    def _bounds(self) -> tuple[int, int, int]:
+        hi = int(self.now // self.s.bucket_s) + 1
+        mid = hi - round(self.s.window_s / self.s.bucket_s)
+        lo = mid - round(self.s.history_s / self.s.bucket_s)
+        return lo, mid, hi
+
+    def window(self, key: tuple[str, ...]) -> _Stats:
+        _, mid, hi = self._bounds()
+        return self._range(key, mid, hi)
+
+    def history(self, key: tuple[str, ...]) -> _Stats:
+        lo, mid, _ = self._bounds()
+        return self._range(key, lo, mid)
+
+    def _prune(self) -> None:
+        lo, _, _ = self._bounds()
+        self._oldest = lo
+        for key in list(self.buckets):
+            d = self.buckets[key]
+            for b in [b for b in d if b < lo]:
+                del d[b]
+            if not d and key != (ROOT,) and key not in self.frozen and key not in self.open_by_path:
+                # a relay no traffic went through for the whole history: forget it
+                del self.buckets[key]
+                self.children.get(key[:-1], set()).discard(key)
+        for key in [k for k in self.children if k not in self.buckets]:
+            del self.children[key]
+
+    # -- the walk -----------------------------------------------------------------------------
+
+    def _z(self, a: int, n: int, p0: float) -> float:
+        if n == 0:
+            return 0.0
+        return (a - n * p0) / math.sqrt(n * p0 * (1.0 - p0))
+
+    def _suspects(self, key: tuple[str, ...], win: dict[tuple[str, ...], _Stats]) -> list[tuple[str, ...]]:
+        kids = sorted(self.children.get(key, ()))
+        for k in kids:
+            if k not in win:
+                win[k] = self.window(k)
+        total_a = sum(win[k].anomalies for k in kids)
+        total_n = sum(win[k].events for k in kids)
+        out = []
+        for k in kids:
+            w = win[k]
+            if w.anomalies < self.s.min_anomalies:
+                continue
+            sib_n, sib_a = total_n - w.events, total_a - w.anomalies
+            hist = self.history(k)
+            p0 = max(sib_a / sib_n if sib_n else 0.0, self.frozen.get(k, hist.rate), self.s.floor_rate)
+            p0 = min(p0, 0.999)
+            z = self._z(w.anomalies, w.events, p0)
+            if sib_n == 0 and len(kids) == 1 and key != (ROOT,):
+                # linear chain: descend only if this relay's own hop delay stands out in its history
+                now_hop, was_hop = _quantile(w.hop, 0.5), _quantile(hist.hop, 0.9)
+                if now_hop is None or was_hop is None or now_hop <= 2.0 * max(was_hop, 0.001):
+                    continue
+            if z >= self.s.z_min and w.rate >= self.s.min_ratio * p0:
+                out.append(k)
+        return out
+
+    def _walk(self, key: tuple[str, ...], depth: int, win: dict[tuple[str, ...], _Stats],
+              found: list[tuple[str, ...]]) -> None:
+        if key not in win:
+            win[key] = self.window(key)
+        sus = self._suspects(key, win) if depth < self.s.max_depth else []
+        held = sum(win[k].anomalies for k in sus)
+        if sus and held >= self.s.explain_frac * win[key].anomalies:
+            for k in sus:
+                self._walk(k, depth + 1, win, found)
+        elif key != (ROOT,):
+            found.append(key)
+
+    def root_causes(self) -> list[tuple[str, ...]]:
+        """Tree nodes that explain the current anomalies (empty when nothing stands out)."""
+        root = (ROOT,)
+        win: dict[tuple[str, ...], _Stats] = {root: self.window(root)}
+        if win[root].anomalies < self.s.min_anomalies:
+            return []
+        hist = self.history(root)
+        if not self.children.get(root):
+            return []
+        found: list[tuple[str, ...]] = []
+        self._walk(root, 0, win, found)
+        if not found and win[root].anomalies >= self.s.min_anomalies:
+            # nothing stands out below the root: whole-site trouble only if the root itself does
+            p0 = max(self.frozen.get(root, hist.rate), self.s.floor_rate)
+            w = win[root]
+            if self._z(w.anomalies, w.events, p0) >= self.s.z_min and w.rate >= self.s.min_ratio * p0 and hist.events:
+                found.append(root)
+        return found
+
+    # -- incidents ----------------------------------------------------------------------------
+
+    def _evidence(self, key: tuple[str, ...]) -> tuple[dict[str, Any], _Stats]:
+        w, h = self.window(key), self.history(key)
+        parent = key[:-1]
+        sib_a = sib_n = 0
+        for k in self.children.get(parent, ()):
+            if k != key:
+                s = self.window(k)
+                sib_a += s.anomalies
+                sib_n += s.events
+        ev = {
+            "window_s": self.s.window_s, "events": w.events, "anomalies": w.anomalies,
+            "anomaly_rate": round(w.rate, 4), "history_rate": round(self.frozen.get(key, h.rate), 4),
+            "sibling_rate": round(sib_a / sib_n, 4) if sib_n else None,
+            "latency_p50_s": _quantile(w.lat, 0.5), "latency_p90_s": _quantile(w.lat, 0.9),
+            "latency_p99_s": _quantile(w.lat, 0.99), "history_latency_p90_s": _quantile(h.lat, 0.9),
+            "hop_delay_p50_s": _quantile(w.hop, 0.5), "history_hop_delay_p90_s": _quantile(h.hop, 0.9),
+            "example_event_ids": w.examples[: self.s.examples],
+        }
+        return ev, w
+
+    def evaluate(self) -> list[Change]:
+        """Run the walk at the current event time; open, update and resolve incidents."""
+        self._prune()
+        changes: list[Change] = []
+        found = self.root_causes()
+        seen: set[tuple[str, ...]] = set()
+        for key in found:
+            seen.add(key)
+            evidence, w = self._evidence(key)
+            sev = severity_of(w.anomalies, w.rate)
+            name = " > ".join(key[1:]) if len(key) > 1 else "whole site"
+            iid = self.open_by_path.get(key)
+            if iid is None:
+                for i in range(1, len(key) + 1):
+                    if key[:i] not in self.frozen:
+                        self.frozen[key[:i]] = self.history(key[:i]).rate
+                evidence, w = self._evidence(key)
+                iid = hashlib.blake2b(f"{name}|{self.now:.3f}".encode(), digest_size=6).hexdigest()
+                inc = Incident(iid, name, key, sev, self.now, self.now, None, sorted(w.nodes), sorted(w.routes),
+                               evidence)
+                self.incidents[iid] = inc
+                self.open_by_path[key] = iid
+                changes.append(Change("opened", inc.to_json()))
+                continue
+            inc = self.incidents[iid]
+            inc._missing = 0
+            inc.updated = self.now
+            for k in ("history_latency_p90_s", "history_hop_delay_p90_s"):
+                evidence[k] = inc.evidence.get(k)   # the pre-incident baseline, not the incident itself
+            inc.evidence = evidence
+            inc.affected_nodes = sorted(set(inc.affected_nodes) | w.nodes)
+            inc.affected_routes = sorted(set(inc.affected_routes) | w.routes)
+            old = inc.severity
+            if SEVERITIES.index(sev) > SEVERITIES.index(old):
+                inc.severity, inc._lower = sev, 0
+            elif SEVERITIES.index(sev) < SEVERITIES.index(old):
+                inc._lower += 1
+                if inc._lower >= 2:
+                    inc.severity, inc._lower = sev, 0
+            else:
+                inc._lower = 0
+            if inc.severity != old:
+                changes.append(Change("severity", inc.to_json(), old))
+        for key, iid in list(self.open_by_path.items()):
+            if key in seen:
+                continue
+            inc = self.incidents[iid]
+            inc._missing += 1
+            if inc._missing >= self.s.resolve_after:
+                inc.resolved = self.now
+                del self.open_by_path[key]
+                still = {k[:i] for k in self.open_by_path for i in range(1, len(k) + 1)}
+                self.frozen = {k: v for k, v in self.frozen.items() if k in still}
+                changes.append(Change("resolved", inc.to_json()))
+        return changes
+
+    def maybe_evaluate(self) -> list[Change]:
+        """Evaluate when the event time passed the next multiple of ``eval_interval_s``."""
+        step = self.s.eval_interval_s
+        if self._next_eval is None:
+            self._next_eval = (math.floor(self.now / step) + 1) * step
+            return []
+        if self.now < self._next_eval:
+            return []
+        self._next_eval = (math.floor(self.now / step) + 1) * step
+        return self.evaluate()
+
+    def open_incidents(self) -> list[dict[str, Any]]:
+        return [self.incidents[i].to_json() for i in sorted(self.open_by_path.values())]
+
+    def all_incidents(self) -> list[dict[str, Any]]:
+        return [inc.to_json() for inc in sorted(self.incidents.values(), key=lambda i: (i.opened, i.id))]
+
+    # -- views for the dashboard ----------------------------------------------------------------
+
+    def heatmap(self, buckets: int = 30, max_rows: int = 20) -> dict[str, Any]:
+        """Per-relay median hop delay (else latency) per bucket over the last ``buckets`` buckets."""
+        hi = int(self.now // self.s.bucket_s) + 1
+        cols = list(range(hi - buckets, hi))
+        rows = []
+        for key in sorted(self.buckets, key=lambda k: (len(k), k)):
+            if key == (ROOT,):
+                continue
+            d = self.buckets[key]
+            vals = []
+            for b in cols:
+                bk = d.get(b)
+                vals.append(None if bk is None else _quantile(bk.hop or bk.lat, 0.5))
+            if any(v is not None for v in vals):
+                rows.append({"hop": " > ".join(key[1:]), "values": vals})
+            if len(rows) >= max_rows:
+                break
+        return {"bucket_s": self.s.bucket_s, "t0": cols[0] * self.s.bucket_s, "rows": rows}
+
+    def tree(self) -> dict[str, Any]:
+        """The tree with window counts (for display and tests)."""
+        def node(key: tuple[str, ...]) -> dict[str, Any]:
+            w = self.window(key)
+            return {"name": key[-1], "events": w.events, "anomalies": w.anomalies,
+                    "children": [node(k) for k in sorted(self.children.get(key, ()))]}
+        return node((ROOT,))
+
+
+def correlate_archive(events: Iterable[dict[str, Any]], settings: CorrelateSettings | None = None
+                      ) -> tuple[Correlator, list[Change]]:
+    """Replay events (in archive order) through a correlator, evaluating on event-time ticks.
+
+    A final evaluation runs at the last event's time, so incidents still open are reported open.
+    """
+    c = Correlator(settings)
+    changes: list[Change] = []
+    for ev in events:
+        c.observe(ev)
+        changes.extend(c.maybe_evaluate())
+    if c.observed:
+        changes.extend(c.evaluate())
+    return c, changes
+
+
+def format_incident(inc: dict[str, Any]) -> str:
+    e = inc["evidence"]
+    from datetime import UTC
+    t = datetime.fromtimestamp(inc["opened"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+    lines = [f"[{inc['state']}] {inc['severity']} incident {inc['id']} opened {t}Z: root cause {inc['root_cause']}",
+             f"    {e['anomalies']}/{e['events']} anomalous in {e['window_s']:.0f} s (rate {e['anomaly_rate']}, "
+             f"siblings {e['sibling_rate']}, history {e['history_rate']}); latency p50/p90/p99 "
+             f"{e['latency_p50_s']}/{e['latency_p90_s']}/{e['latency_p99_s']} s (history p90 "
+             f"{e['history_latency_p90_s']} s)",
+             f"    nodes: {', '.join(inc['affected_nodes']) or '-'}; routes: {', '.join(inc['affected_routes']) or '-'}",
+             f"    examples: {', '.join(e['example_event_ids'])}"]
+    return "\n".join(lines)
+
+
+def cmd_correlate(args: argparse.Namespace) -> int:
+    """``mailpulse correlate --archive DIR``: print the incidents found in an archive."""
+    from pathlib import Path
+
+    from mailpulse.errors import UserError
+
+    from .archive import closed_segments, read_events
+
+    folder = Path(args.archive)
+    if not folder.is_dir():
+        raise UserError(f"archive folder {folder} does not exist")
+    if not closed_segments(folder):
+        raise UserError(f"archive folder {folder} holds no closed segments (*.jsonl.gz)")
+    kw = {}
+    if args.window is not None:
+        kw["window_s"] = args.window
+    try:
+        settings = CorrelateSettings(**kw)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    try:
+        c, _ = correlate_archive(read_events(folder), settings)
+    except (OSError, ValueError) as e:
+        raise UserError(f"archive folder {folder} cannot be read ({e})") from None
+    incs = c.all_incidents()
+    if args.json:
+        json.dump(incs, sys.stdout, indent=1)
+        print()
+    else:
+        print(f"{c.observed} events, {len(incs)} incidents")
+        for inc in incs:
+            print(format_incident(inc))
+    return 0

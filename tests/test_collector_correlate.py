@@ -1,0 +1,106 @@
+"""Correlation on constructed archives: the right relay is found, healthy traffic opens nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from collector_synth import stream
+
+from collector.archive import ArchiveWriter, read_events
+from collector.config import check_config, load_config
+from collector.correlate import CorrelateSettings, correlate_archive, event_path
+from mailpulse.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = CorrelateSettings(history_s=600.0)
+
+
+def _root_causes(changes: list) -> set[str]:
+    return {c.incident["root_cause"] for c in changes if c.kind == "opened"}
+
+
+def test_healthy_traffic_opens_no_incident() -> None:
+    for seed in (1, 2, 3):
+        c, changes = correlate_archive(stream(900, seed=seed), FAST)
+        assert c.observed == 18000
+        assert changes == [], [x.incident["root_cause"] for x in changes]
+
+
+@pytest.mark.parametrize(("fault", "expected"), [
+    ("relay2.example.net", "mx.example.net > relay2.example.net"),
+    ("c.example.org", "mx.example.net > relay2.example.net > c.example.org"),
+    ("e.example.org", "mx.example.net > relay3.example.net"),   # linear: relay3 has one sender only
+    ("mx.example.net", "mx.example.net"),
+])
+def test_fault_found_at_the_right_relay(fault: str, expected: str) -> None:
+    c, changes = correlate_archive(stream(900, seed=7, fault=fault, fault_from=600), FAST)
+    assert _root_causes(changes) == {expected}
+    inc = next(i for i in c.all_incidents() if i["root_cause"] == expected)
+    assert inc["state"] == "open" and inc["severity"] in ("major", "critical")
+    ev = inc["evidence"]
+    assert ev["anomaly_rate"] > 0.3 and ev["history_rate"] < 0.05
+    assert ev["example_event_ids"] and ev["latency_p90_s"] > 1.0
+    assert set(inc["affected_nodes"]) == {"lab/node-a", "lab/node-b"}
+
+
+def test_incident_resolves_after_the_fault_ends_and_is_deterministic() -> None:
+    def evs():
+        return stream(1200, seed=5, fault="relay1.example.net", fault_from=600, fault_until=800)
+
+    _, ch1 = correlate_archive(evs(), FAST)
+    kinds = [(x.kind, x.incident["root_cause"]) for x in ch1 if x.kind != "severity"]
+    assert kinds == [("opened", "mx.example.net > relay1.example.net"),
+                     ("resolved", "mx.example.net > relay1.example.net")]
+    _, ch2 = correlate_archive(evs(), FAST)
+    assert [x.incident for x in ch1] == [x.incident for x in ch2]
+
+
+def test_event_paths_from_hops_and_relay() -> None:
+    msg = {"kind": "probe", "fields": {"hops": [
+        {"from": "node1.lan", "by": "edge.mailpulse.test", "delay_s": 0.1},
+        {"from": "edge.mailpulse.test (localhost [127.0.0.1])", "by": "MX.mailpulse.test.", "delay_s": None}]}}
+    assert event_path(msg) == ("mx.mailpulse.test", "edge.mailpulse.test", "node1.lan")
+    dl = {"kind": "delivery", "node": "n", "fields": {"host": "edge", "relay": "mx.example.net[10.0.0.1]:25"}}
+    assert event_path(dl) == ("mx.example.net", "edge")
+    local = {"kind": "delivery", "node": "n", "fields": {"host": "edge", "relay": "none"}}
+    assert event_path(local) == ("edge",)
+
+
+def test_correlate_cli_on_an_archive(tmp_path: Path) -> None:
+    with ArchiveWriter(tmp_path / "arch", max_bytes=256 << 10) as w:
+        batch = []
+        for e in stream(900, seed=3, fault="relay2.example.net", fault_from=600):
+            batch.append(e)
+            if len(batch) == 100:
+                w.write(batch)
+                batch = []
+        w.write(batch)
+    assert len(list(read_events(tmp_path / "arch"))) == 18000
+    r = subprocess.run([sys.executable, "-m", "mailpulse.cli", "correlate", "--archive", str(tmp_path / "arch"),
+                        "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    incs = json.loads(r.stdout)
+    assert [i["root_cause"] for i in incs] == ["mx.example.net > relay2.example.net"]
+    r = subprocess.run([sys.executable, "-m", "mailpulse.cli", "correlate", "--archive", str(tmp_path / "nope")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_config_errors_are_sentences(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[archive]\nmax_bytes = 10\n[mqtt]\nport = "x"\nbogus = 1\n[alerts]\nto = ["nobody"]\n[webb]\n')
+    errs = check_config(bad)
+    assert len(errs) == 6, errs
+    assert all(e.endswith(".") and "\n" not in e for e in errs)
+    assert any("[webb]" in e for e in errs) and any("'bogus'" in e for e in errs)
+    with pytest.raises(UserError, match="more problems"):
+        load_config(bad)
+    good = tmp_path / "good.toml"
+    good.write_text(f'[archive]\ndir = "{tmp_path / "a"}"\n[correlate]\nwindow_s = 30\n[web]\nport = 0\n')
+    assert check_config(good) == []
+    cfg = load_config(good)
+    assert cfg.correlate.window_s == 30.0 and cfg.alerts.enabled is False

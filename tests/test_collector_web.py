@@ -1,0 +1,99 @@
+"""The dashboard in a real browser (Debian's chromium driven by Playwright): live SSE updates after
+events are published to a real broker, the incident with its root cause, and a screenshot kept in
+``build/artifacts/``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from collector_synth import stream
+from test_collector_ingest import collector_cfg, delivery, envelope, node_client, publish
+
+from collector.service import Collector
+from mailpulse import topics as T
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "build" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.xdist_group("collector-mqtt")
+
+
+def test_dashboard_live_in_chromium(broker: Any, tmp_path: Path) -> None:
+    if not shutil.which(CHROMIUM):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
+    cfg = collector_cfg(broker, tmp_path)
+    col = Collector(cfg)
+    col.start()
+    node = node_client(broker, "node-a")
+    topic = T.NodeTopics("lab", "node-a")
+    try:
+        assert col.ingest.wait_connected()
+        assert col.web is not None
+        # the SSE stream speaks text/event-stream and starts with the state
+        with urllib.request.urlopen(col.web.url + "events", timeout=5) as r:
+            assert r.headers["Content-Type"] == "text/event-stream"
+            assert r.readline().startswith(b"retry:")
+            assert r.readline() == b"event: state\n"
+        publish(node, topic.status, json.dumps({"schema": 1, "site": "lab", "node": "node-a", "state": "online",
+                                                "model_version": "m-test", "spool": {"depth": 3}}).encode(),
+                retain=True)
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(col.web.url)
+                page.wait_for_function("document.getElementById('conn').textContent === 'live'", timeout=15000)
+                page.wait_for_selector("#fleet td.online", timeout=10000)
+                # one anomalous event -> its row appears, pushed (no reload)
+                ev = delivery(1, anomaly=True)
+                ev["id"] = "live-anomaly-1"
+                t0 = time.monotonic()
+                publish(node, topic.events, envelope("node-a", [ev]))
+                page.wait_for_selector('tr.anomaly[data-id="live-anomaly-1"]', timeout=10000)
+                latency = time.monotonic() - t0
+                probe = {"schema": 1, "kind": "probe", "id": "probe-1", "node": "node-a", "ts": ev["ts"],
+                         "fields": {"route": "lossy", "probe_id": "p1", "outcome": "damaged", "latency_ms": 812.0,
+                                    "integrity": {"psnr_db": 31.2, "intact": False},
+                                    "hops": [{"from": "node-a.lan", "by": "edge.mailpulse.test", "delay_s": 0.4},
+                                             {"from": "edge.mailpulse.test", "by": "mx.mailpulse.test",
+                                              "delay_s": None}]},
+                         "x": [812, 0, 0, 0, 0, 1, 1, 0], "score": 700, "anomaly": True, "argmax": 5}
+                publish(node, topic.events, envelope("node-a", [probe]))
+                page.wait_for_selector("#probes td:has-text('31.2')", timeout=10000)
+                # a fault at relay2: the correlator opens an incident, the page shows its root cause
+                batch: list[dict[str, Any]] = []
+                for e in stream(900, seed=7, t0=time.time() - 900, fault="relay2.example.net", fault_from=600):
+                    batch.append(e)
+                    if len(batch) == 500:
+                        publish(node, topic.events, envelope("node-a", batch))
+                        batch = []
+                publish(node, topic.events, envelope("node-a", batch))
+                end = time.monotonic() + 20
+                while time.monotonic() < end and not col.correlator.open_by_path:
+                    col.tick()
+                    time.sleep(0.05)
+                col.tick()
+                page.wait_for_selector("td.root-cause:has-text('relay2.example.net')", timeout=15000)
+                page.wait_for_function("document.querySelector('#n-events').textContent !== '0'", timeout=5000)
+                assert page.evaluate("window.mailpulseUpdates") > 3
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "collector-dashboard.png"), full_page=True)
+            finally:
+                browser.close()
+        assert (ARTIFACTS / "collector-dashboard.png").stat().st_size > 10_000
+        print(f"anomaly -> dashboard row in {latency * 1000:.0f} ms")
+        assert latency < 5.0
+    finally:
+        col.stop()
+        node.loop_stop()
+        node.disconnect()
