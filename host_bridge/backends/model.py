@@ -1,0 +1,31 @@
+"""The ``model`` backend: the register-level reference model in process."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from hdl.model import CoreModel, ScoreResult
+from hdl.params import CoreParams
+
+from ..bus import ModelBus
+from ..core import CoreClient
+from ..scorer import RegisterScorer
+
+
+class ModelScorer(RegisterScorer):
+    """:class:`~host_bridge.scorer.Scorer` over :class:`hdl.model.CoreModel`.
+
+    The control path goes through the same register protocol as the hardware backends (so a
+    protocol bug shows up here too); batches go through the model's stream, vectorised.
+    """
+
+    backend = "model"
+
+    def __init__(self, params: CoreParams, *, batch_size: int = 1 << 16) -> None:
+        super().__init__(params, batch_size=batch_size)
+        self.model = CoreModel(params)
+        self.client = CoreClient(ModelBus(self.model), params)
+
+    def _score_chunk(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64]) -> ScoreResult:
+        return self.model.stream(x, tags)

@@ -1,0 +1,62 @@
+"""The ``pynq`` backend: the scorer overlay on a Zynq through PYNQ (driver + AXI DMA).
+
+On a PYNQ board this opens ``pynq_overlays.overlay.MailpulseOverlay`` (downloading the bitstream
+unless told not to).  With ``device=`` a :class:`pynq_overlays.sim_device.SimulatedDevice`, the
+same code path runs without a board: that is how it is tested and benchmarked here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from hdl.model import ScoreResult
+from hdl.params import CoreParams
+from mailpulse.errors import UserError
+
+from ..core import CoreMismatchError
+from ..scorer import RegisterScorer
+
+
+class PynqScorer(RegisterScorer):
+    """:class:`~host_bridge.scorer.Scorer` over the PYNQ overlay.
+
+    Parameters
+    ----------
+    params : CoreParams
+        Expected parameters (the overlay's ``.hwh`` must describe the same core).
+    bitfile : str or Path, optional
+        The overlay's ``.bit``; default: the installed ``pynq_overlays/mailpulse/mailpulse.bit``.
+    download : bool
+        Program the PL first (default ``True``).
+    device : pynq.Device, optional
+        The device to use (default: ``pynq.Device.active_device``).
+    overlay : MailpulseOverlay, optional
+        An overlay that is already open (then ``bitfile``/``download``/``device`` are ignored).
+    """
+
+    backend = "pynq"
+
+    def __init__(self, params: CoreParams, *, bitfile: str | Path | None = None, download: bool = True,
+                 device: Any = None, overlay: Any = None, batch_size: int = 4096) -> None:
+        super().__init__(params, batch_size=batch_size)
+        if overlay is None:
+            try:
+                from pynq_overlays.overlay import MailpulseOverlay
+            except ImportError as e:
+                raise UserError(f"the pynq backend needs the 'pynq' package (preinstalled on PYNQ boards): {e}") from None
+            overlay = MailpulseOverlay(str(bitfile) if bitfile else None, download=download, device=device)
+        self.overlay = overlay
+        self.driver = overlay.scorer
+        self.dma = overlay.dma
+        hw = self.driver.params
+        if (hw.d, hw.k, hw.b) != (params.d, params.k, params.b):
+            raise CoreMismatchError(f"the overlay's scorer has D={hw.d} K={hw.k} B={hw.b}, the host expects set "
+                                    f"{params.name} (D={params.d} K={params.k} B={params.b})")
+        self.client = self.driver.client
+
+    def _score_chunk(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64]) -> ScoreResult:
+        return self.driver.score_batch(x, tags, dma=self.dma, chunk=self.batch_size)

@@ -1,0 +1,271 @@
+"""Register-level client of one scorer core, over any :class:`~host_bridge.bus.RegisterBus`.
+
+This is the one place that knows the register protocol of the core: identify it, load a model
+into the shadow bank and commit it, set the threshold, push one sample through the ``PUSH``
+registers, read counters.  The PYNQ driver, the iCE40 backend, the simulated RTL and the model
+backend all use it, so the protocol is written once.  Every address comes from
+:class:`hdl.regmap.RegisterMap`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from hdl.model import CoreConfig, model_writes
+from hdl.params import PARAMETER_SETS, CoreParams
+from hdl.regmap import CORE_ID, CORE_VERSION, Register, RegisterMap
+from mailpulse.errors import UserError
+
+from .bus import RegisterBus, group_bursts
+
+
+class CoreMismatchError(UserError):
+    """The core on the other side is not the one expected (ID, version or parameters)."""
+
+
+class CoreTimeoutError(RuntimeError):
+    """The core did not reach the expected state in time (a hung bus or an unconfigured FPGA)."""
+
+
+@dataclass(frozen=True)
+class CoreIdentity:
+    """What the ID/VERSION/PARAMS/WIDTHS/LATENCY registers say about a core."""
+
+    core_id: int
+    version: tuple[int, int, int]
+    params: CoreParams
+    latency: int
+
+    def describe(self) -> str:
+        p = self.params
+        v = ".".join(str(i) for i in self.version)
+        return f"mailpulse scorer v{v}, set {p.name}: D={p.d} K={p.k} B={p.b}, latency {self.latency} cycles"
+
+
+@dataclass(frozen=True)
+class Counters:
+    """The core's sample counters (both wrap at 2**32)."""
+
+    samples: int
+    anomalies: int
+
+
+def field_of(reg: Register, name: str, value: int) -> int:
+    """The value of field ``name`` in a raw register value (sign-extended for signed fields)."""
+    f = reg.field(name)
+    raw = (value >> f.lsb) & ((1 << f.width) - 1)
+    if f.signed and raw >> (f.width - 1):
+        raw -= 1 << f.width
+    return raw
+
+
+def params_from_registers(params_reg: int, widths_reg: int, regmap_cls: type[RegisterMap] = RegisterMap
+                          ) -> CoreParams:
+    """Rebuild :class:`CoreParams` from raw ``PARAMS`` and ``WIDTHS`` values.
+
+    The name is the matching named parameter set, else ``custom``.  Raises
+    :class:`CoreMismatchError` if the values describe no legal core (for example an unconfigured
+    FPGA that reads all ones).
+    """
+    probe = regmap_cls(PARAMETER_SETS["small"])
+    pr, wr = probe["PARAMS"], probe["WIDTHS"]
+    d, k = field_of(pr, "D", params_reg), field_of(pr, "K", params_reg)
+    b = 1 << field_of(pr, "B_LOG2", params_reg)
+    name = "custom"
+    for pname, ps in PARAMETER_SETS.items():
+        if (ps.d, ps.k, ps.b) == (d, k, b):
+            name = pname
+    try:
+        params = CoreParams(name, d=d, k=k, b=b, in_bits=field_of(wr, "IN_BITS", widths_reg),
+                            table_bits=field_of(wr, "TABLE_BITS", widths_reg),
+                            weight_bits=field_of(pr, "WEIGHT_BITS", params_reg),
+                            shift_bits=field_of(pr, "SHIFT_BITS", params_reg))
+    except ValueError as e:
+        raise CoreMismatchError(f"the core reports parameters that no mailpulse core has ({e})") from None
+    if (field_of(wr, "PROJ_BITS", widths_reg), field_of(wr, "SCORE_BITS", widths_reg)) != (
+            params.proj_bits, params.score_bits):
+        raise CoreMismatchError("the core's WIDTHS register disagrees with its PARAMS register")
+    return params
+
+
+class CoreClient:
+    """Typed register protocol of the scorer over a :class:`RegisterBus`.
+
+    Parameters
+    ----------
+    bus : RegisterBus
+        Register access to the core.
+    params : CoreParams
+        The parameters the host expects; :meth:`identify` checks them against the core.
+    poll_timeout : float
+        Seconds to wait for a commit or a pushed result before :class:`CoreTimeoutError`.
+    """
+
+    def __init__(self, bus: RegisterBus, params: CoreParams, *, poll_timeout: float = 2.0) -> None:
+        self.bus = bus
+        self.params = params
+        self.regmap = RegisterMap(params)
+        self.poll_timeout = poll_timeout
+        r = self.regmap
+        self._feature = r["FEATURE"].address(0)
+        self._tag, self._push = r["TAG"].address(), r["PUSH"].address()
+        self._res = [r["RESULT_SCORE"].address(), r["RESULT_TAG"].address(), r["RESULT_INFO"].address()]
+        self._res_contiguous = self._res == [self._res[0] + 4 * i for i in range(3)]
+        self._status = r["STATUS"]
+        self._info = r["RESULT_INFO"]
+        self._anomaly_lsb = self._info.field("ANOMALY").lsb
+        self._argmax_lsb = self._info.field("ARGMAX").lsb
+        self._argmax_mask = (1 << self._info.field("ARGMAX").width) - 1
+        self._last_tag: int | None = None
+        #: True when the transport guarantees that a read started after a PUSH returns its result
+        #: (see :meth:`push_many`); False (poll STATUS every time) is always safe.
+        self.results_settle = False
+
+    # -- identification -------------------------------------------------------------------
+    def identify(self, *, check: bool = True) -> CoreIdentity:
+        """Read ID, VERSION, PARAMS, WIDTHS and LATENCY.
+
+        With ``check`` (the default) raise :class:`CoreMismatchError` unless the ID is 'MPLS', the
+        major version equals this host's, and the parameters equal the expected ones.
+        """
+        r = self.regmap
+        core_id = self.bus.read(r["ID"].address())
+        if check and core_id != CORE_ID:
+            raise CoreMismatchError(f"the core's ID register reads 0x{core_id:08X}, not 0x{CORE_ID:08X} ('MPLS'): "
+                                    "no mailpulse scorer answers (wrong bitstream, or the FPGA is not configured)")
+        ver = self.bus.read(r["VERSION"].address())
+        vr = r["VERSION"]
+        version = (field_of(vr, "MAJOR", ver), field_of(vr, "MINOR", ver), field_of(vr, "PATCH", ver))
+        if check and version[0] != CORE_VERSION[0]:
+            raise CoreMismatchError(f"the core is version {version}, this host speaks major version {CORE_VERSION[0]}")
+        params = params_from_registers(self.bus.read(r["PARAMS"].address()), self.bus.read(r["WIDTHS"].address()))
+        if check and (params.d, params.k, params.b) != (self.params.d, self.params.k, self.params.b):
+            raise CoreMismatchError(
+                f"the core has D={params.d} K={params.k} B={params.b}, the host expects set {self.params.name} "
+                f"(D={self.params.d} K={self.params.k} B={self.params.b})")
+        latency = field_of(r["LATENCY"], "CYCLES", self.bus.read(r["LATENCY"].address()))
+        return CoreIdentity(core_id, version, params, latency)
+
+    # -- status and control ---------------------------------------------------------------
+    def status(self) -> dict[str, int]:
+        """The ``STATUS`` fields by name."""
+        v = self.bus.read(self._status.address())
+        return {f.name: field_of(self._status, f.name, v) for f in self._status.fields}
+
+    def ctrl(self, **strobes: bool) -> None:
+        """Write ``CTRL`` with the named strobe bits (``COMMIT=True`` ...)."""
+        reg = self.regmap["CTRL"]
+        value = 0
+        for name, on in strobes.items():
+            if on:
+                value |= 1 << reg.field(name.upper()).lsb
+        self.bus.write(reg.address(), value)
+
+    def _wait_status(self, what: str, done: str, busy: str | None = None) -> None:
+        deadline = time.monotonic() + self.poll_timeout
+        while True:
+            st = self.status()
+            if st[done] == (0 if done == "COMMIT_PENDING" else 1) and (busy is None or st[busy] == 0):
+                return
+            if time.monotonic() > deadline:
+                raise CoreTimeoutError(f"the core did not finish {what} within {self.poll_timeout} s (STATUS {st})")
+
+    def clear_bus_error(self) -> None:
+        self.ctrl(CLEAR_ERROR=True)
+
+    # -- model ----------------------------------------------------------------------------
+    def load_config(self, cfg: CoreConfig, *, commit: bool = True, max_burst: int = 1 << 16) -> None:
+        """Write a whole model into the shadow bank (bursts of consecutive registers), then commit.
+
+        Raises :class:`CoreMismatchError` if the model does not fit the core's parameters; the
+        core is not touched in that case.
+        """
+        try:
+            cfg.validate(self.params)
+        except ValueError as e:
+            raise CoreMismatchError(f"the model does not fit the core: {e}") from None
+        for start, values in group_bursts(model_writes(self.regmap, cfg), max_words=max_burst):
+            if len(values) == 1:
+                self.bus.write(start, values[0])
+            else:
+                self.bus.write_burst(start, values)
+        if commit:
+            self.commit()
+
+    def commit(self) -> None:
+        """Swap the shadow and active banks (``CTRL.COMMIT``) and wait until the swap happened."""
+        self.ctrl(COMMIT=True)
+        self._wait_status("the model commit", "COMMIT_PENDING")
+
+    def set_threshold(self, threshold: int, *, commit: bool = True) -> None:
+        """Write the shadow threshold and (by default) make it active alone (``COMMIT_THRESHOLD``)."""
+        if not 0 <= int(threshold) <= 0xFFFFFFFF:
+            raise UserError(f"threshold {threshold} is outside 0..2**32-1")
+        self.bus.write(self.regmap["THRESHOLD"].address(), int(threshold))
+        if commit:
+            self.ctrl(COMMIT_THRESHOLD=True)
+
+    def thresholds(self) -> tuple[int, int]:
+        """(shadow, active) thresholds."""
+        return (self.bus.read(self.regmap["THRESHOLD"].address()),
+                self.bus.read(self.regmap["THRESHOLD_ACTIVE"].address()))
+
+    # -- samples --------------------------------------------------------------------------
+    def score_one(self, x: npt.ArrayLike, tag: int = 0) -> tuple[int, int, int, int]:
+        """Score one sample through ``FEATURE``/``TAG``/``PUSH``; returns (score, anomaly, argmax, tag)."""
+        xs = np.asarray(x, dtype=np.int64).reshape(-1)
+        p = self.params
+        if xs.shape[0] != p.d:
+            raise ValueError(f"a sample has {p.d} features, not {xs.shape[0]}")
+        if xs.min() < p.in_min or xs.max() > p.in_max:
+            raise ValueError(f"sample features must be signed {p.in_bits}-bit integers")
+        if not 0 <= int(tag) <= 0xFFFFFFFF:
+            raise ValueError("a tag is an unsigned 32-bit integer")
+        return self._push_one([int(v) & 0xFFFFFFFF for v in xs], int(tag))
+
+    def push_many(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Score validated samples one after the other through ``PUSH``; (N, 4) score/anomaly/argmax/tag.
+
+        Four bus transactions per sample (features, tag + push, ``STATUS`` poll, results).  With
+        :attr:`results_settle` (set by a transport whose next read cannot start before the
+        pipeline has drained, like the SPI bridge) the poll is skipped while ``RESULT_TAG`` shows
+        the new tag; if two consecutive tags are equal (a stale result could not be told apart)
+        or the tag does not match, ``STATUS.RESULT_VALID`` is polled and the results read again.
+        """
+        out = np.empty((len(x), 4), dtype=np.int64)
+        words = (np.asarray(x, dtype=np.int64) & 0xFFFFFFFF).tolist()
+        tag_list = np.asarray(tags, dtype=np.int64).tolist()
+        for i in range(len(words)):
+            out[i] = self._push_one(words[i], tag_list[i])
+        return out
+
+    def _push_one(self, words: list[int], tag: int) -> tuple[int, int, int, int]:
+        self.bus.write_burst(self._feature, words)
+        if self._push == self._tag + 4:
+            self.bus.write_burst(self._tag, [tag, 1])
+        else:  # pragma: no cover - the declared map keeps them adjacent
+            self.bus.write(self._tag, tag)
+            self.bus.write(self._push, 1)
+        fresh = self.results_settle and tag != self._last_tag
+        self._last_tag = tag
+        for attempt in range(2):
+            if attempt or not fresh:
+                self._wait_status("a pushed sample", "RESULT_VALID", busy="PUSH_PENDING")
+            if self._res_contiguous:
+                score, rtag, info = self.bus.read_burst(self._res[0], 3)
+            else:  # pragma: no cover
+                score, rtag, info = (self.bus.read(a) for a in self._res)
+            if rtag == tag:
+                break
+        return (score, (info >> self._anomaly_lsb) & 1, (info >> self._argmax_lsb) & self._argmax_mask, rtag)
+
+    def counters(self) -> Counters:
+        r = self.regmap
+        return Counters(self.bus.read(r["SAMPLES"].address()), self.bus.read(r["ANOMALIES"].address()))
+
+    def clear_counters(self) -> None:
+        self.ctrl(CLEAR_COUNTERS=True)
