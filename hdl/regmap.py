@@ -23,7 +23,9 @@ Access semantics (the same over AXI4-Lite and SPI):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 from .params import CoreParams
@@ -171,7 +173,7 @@ class RegisterMap:
 
     def _check(self) -> None:
         spans = sorted((r.offset, r.last_address, r.name) for r in self.registers)
-        for (a0, a1, n0), (b0, _b1, n1) in zip(spans, spans[1:]):
+        for (_a0, a1, n0), (b0, _b1, n1) in pairwise(spans):
             if b0 <= a1:
                 raise AssertionError(f"registers {n0} and {n1} overlap")
         for r in self.registers:
@@ -189,7 +191,7 @@ class RegisterMap:
         except KeyError:
             raise KeyError(f"no register named {name!r}") from None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Register]:
         return iter(self.registers)
 
     def decode(self, address: int) -> tuple[Register, int] | None:

@@ -1,0 +1,530 @@
+"""The mailpulse scorer core: a streaming, fully pipelined Loda-family anomaly scorer.
+
+One sample per clock, fixed latency, back-pressure honoured with a global pipeline enable and a
+two-entry output buffer.  The arithmetic is exactly :func:`hdl.model.score`; ``docs/core.md``
+describes the pipeline stage by stage and ``docs/fixed-point.md`` the arithmetic.
+
+The core holds the *active* model (weights, offsets, shifts, threshold, the table bank bit) and
+both table banks; the *shadow* model lives in the register front end (:mod:`hdl.regs`), which
+drives :class:`ControlSignature`.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import C, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib import stream as _stream
+from amaranth.lib.memory import Memory, MemoryData
+from amaranth.lib.wiring import In, Out
+
+from .params import CoreParams, clog2
+
+__all__ = [
+    "MAX_LATENCY",
+    "ControlSignature",
+    "ResultLayout",
+    "SampleLayout",
+    "ScorerCore",
+    "pipeline_plan",
+]
+
+#: Upper bound on the latency the issue allows; :func:`pipeline_plan` packs tree levels to stay
+#: within it.
+MAX_LATENCY = 16
+
+
+def SampleLayout(params: CoreParams) -> data.StructLayout:
+    """Payload of the sample stream: D signed features (flat, feature d at bits 16d..16d+15), tag,
+    and the ``tlast`` flag that travels with the sample."""
+    return data.StructLayout({
+        "features": unsigned(params.in_bits * params.d),
+        "tag": unsigned(params.tag_bits),
+        "last": unsigned(1),
+    })
+
+
+def ResultLayout(params: CoreParams) -> data.StructLayout:
+    """Payload of the result stream."""
+    return data.StructLayout({
+        "score": unsigned(params.score_bits),
+        "tag": unsigned(params.tag_bits),
+        "argmax": unsigned(8),
+        "anomaly": unsigned(1),
+        "last": unsigned(1),
+    })
+
+
+class ControlSignature(wiring.Signature):
+    """Wires between the register front end (the initiator, ``Out`` members) and the core.
+
+    Members (front end -> core)
+    ---------------------------
+    shadow_threshold : 32
+    commit, commit_threshold, clear_counters : strobes (one cycle)
+    load_valid, load_index, load_weights, load_offset, load_shift : during a commit, the front end
+        copies shadow entry ``load_index`` into the active registers, one projection per cycle
+    commit_done : strobe after the last load: flip the bank, copy the threshold, accept again
+    table_we, table_index, table_data : write of shadow-bank entry ``index = k * B + b``
+    table_clear : with ``table_we``: write ``table_data`` at address ``table_index`` of *every*
+        table memory, both banks (the clear after reset)
+    push_valid, push_features, push_tag : a pushed sample (held until ``push_ready``)
+
+    Members (core -> front end)
+    ---------------------------
+    drained : a commit is pending and the pipeline is empty: the front end may copy
+    push_ready : the pushed sample enters the pipeline this cycle
+    push_inflight : a pushed sample is in the pipeline
+    result_valid, result_score, result_anomaly, result_argmax, result_tag : the result of a pushed
+        sample (``result_valid`` is a one-cycle strobe)
+    commit_pending, active_bank, busy : status
+    threshold_active, samples, anomalies : read-back
+    """
+
+    def __init__(self, params: CoreParams) -> None:
+        p = params
+        self.params = p
+        super().__init__({
+            "shadow_threshold": Out(32),
+            "commit": Out(1),
+            "commit_threshold": Out(1),
+            "clear_counters": Out(1),
+            "load_valid": Out(1),
+            "load_index": Out(max(1, clog2(p.k))),
+            "load_weights": Out(p.d * p.weight_bits),
+            "load_offset": Out(p.offset_bits),
+            "load_shift": Out(p.shift_bits),
+            "commit_done": Out(1),
+            "table_we": Out(1),
+            "table_clear": Out(1),
+            "table_index": Out(max(1, clog2(2 * p.k * p.b))),
+            "table_data": Out(p.table_bits),
+            "push_valid": Out(1),
+            "push_features": Out(p.d * p.in_bits),
+            "push_tag": Out(p.tag_bits),
+            "drained": In(1),
+            "push_ready": In(1),
+            "push_inflight": In(1),
+            "result_valid": In(1),
+            "result_score": In(p.score_bits),
+            "result_anomaly": In(1),
+            "result_argmax": In(8),
+            "result_tag": In(p.tag_bits),
+            "commit_pending": In(1),
+            "active_bank": In(1),
+            "busy": In(1),
+            "threshold_active": In(32),
+            "samples": In(32),
+            "anomalies": In(32),
+        })
+
+
+def pipeline_plan(params: CoreParams) -> dict[str, int]:
+    """How many tree levels each pipeline stage takes, and the resulting latency.
+
+    Stages: input register (1), weighted terms and projection adder tree (``proj_stages``),
+    offset subtraction (1), shift part 1 (1), shift part 2 + clamp = bin register (1), table read
+    (1), score/argmax tree (``tree_stages``), flag compare into the output register (1).  One
+    tree level per stage, unless that would exceed :data:`MAX_LATENCY`; then two.
+
+    Returns a dict with ``proj_levels``, ``proj_per_stage``, ``proj_stages``, ``tree_levels``,
+    ``tree_per_stage``, ``tree_stages`` and ``latency`` (cycles from the input handshake to the
+    output ``valid``).
+    """
+    proj_levels = clog2(params.d)
+    tree_levels = clog2(params.k)
+    fixed = 1 + 1 + 1 + 1 + 1 + 1   # input, diff, shift1, shift2/bin, table, output
+    for per_p, per_t in ((1, 1), (1, 2), (2, 2)):
+        ps = -(-proj_levels // per_p)
+        ts = -(-tree_levels // per_t)
+        latency = fixed + ps + ts
+        if latency <= MAX_LATENCY:
+            break
+    else:  # pragma: no cover - cannot happen with D <= 16, K <= 64
+        raise ValueError(f"no pipeline plan fits {MAX_LATENCY} cycles for {params}")
+    return {
+        "proj_levels": proj_levels, "proj_per_stage": per_p, "proj_stages": ps,
+        "tree_levels": tree_levels, "tree_per_stage": per_t, "tree_stages": ts,
+        "latency": latency,
+    }
+
+
+class ScorerCore(wiring.Component):
+    """Streaming scorer core.
+
+    Parameters
+    ----------
+    params : CoreParams
+        Elaboration parameters (see :mod:`hdl.params`).
+
+    Attributes
+    ----------
+    i_stream : In(stream.Signature(SampleLayout))
+        Samples.  ``ready`` is a function of registers only (pipeline enable, commit pending, push
+        pending), never of ``o_stream.ready`` combinationally.
+    o_stream : Out(stream.Signature(ResultLayout))
+        Results of stream samples, in order, from a two-entry output buffer.
+    ctrl : In(ControlSignature)
+        Commit loads, strobes, push path and read-back (driven by :class:`hdl.regs.RegisterFile`).
+    stream : bool
+        With ``stream=False`` there are no ``i_stream``/``o_stream``: samples come only from PUSH,
+        the pipeline never stalls, and neither the output buffer nor the tag delay line is built
+        (the tag of the one pushed sample in flight is the front end's TAG register, which holds
+        still until the result is out).  The SPI top normally uses the folded core instead.
+    latency : int
+        Cycles from an input handshake to the result's ``o_stream.valid`` without back-pressure.
+
+    How it fails: it does not.  Every width is exact (see ``docs/fixed-point.md``), so no input
+    or register value overflows; a sample is never dropped (the pipeline stalls as a whole while
+    the output buffer is full).  A commit waits for the pipeline to drain, which takes forever if
+    ``o_stream`` never becomes ready with results in flight.
+    """
+
+    def __init__(self, params: CoreParams, *, stream: bool = True) -> None:
+        self.params = params
+        self.stream = stream
+        self.plan = pipeline_plan(params)
+        self.latency: int = self.plan["latency"]
+        #: Cycles the front end needs to clear the tables after reset (both banks, K in parallel).
+        self.clear_cycles = 2 * params.b
+        #: Table storage, one per projection: entry ``bank * B + b`` (simulation tests poke it).
+        self.table_data = [MemoryData(shape=unsigned(params.table_bits), depth=2 * params.b, init=[])
+                           for _ in range(params.k)]
+        members: dict[str, wiring.Member] = {"ctrl": In(ControlSignature(params))}
+        if stream:
+            members["i_stream"] = In(_stream.Signature(SampleLayout(params)))
+            members["o_stream"] = Out(_stream.Signature(ResultLayout(params)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        p = self.params
+        plan = self.plan
+        m = Module()
+        ctrl = self.ctrl
+        K, D, B, bl = p.k, p.d, p.b, p.b_log2
+        wb, ob, sb_, ib = p.weight_bits, p.offset_bits, p.shift_bits, p.in_bits
+        kb = max(1, clog2(K))
+
+        # ---------------------------------------------------------------------------------
+        # Active model (control state: reset).
+        # ---------------------------------------------------------------------------------
+        act_w = [Signal(D * wb, name=f"act_w{k}") for k in range(K)]
+        # offset minus the number of negative weights: the terms use one's complement negation
+        # (-x = ~x + 1), and the +1s are folded into the offset (see docs/fixed-point.md).
+        act_off = [Signal(signed(ob + 1), name=f"act_off{k}") for k in range(K)]
+        act_shift = [Signal(sb_, name=f"act_shift{k}") for k in range(K)]
+        thr_active = Signal(32, init=0xFFFFFFFF)
+        active_bank = Signal()
+        commit_pending = Signal()
+
+        # ---------------------------------------------------------------------------------
+        # Pipeline control: global enable.  The last pipeline register feeds a two-entry
+        # output buffer; the pipeline advances when the buffer has room or the last stage is
+        # empty.  Both are registers, so `en` (and i_stream.ready) is two LUT levels deep.
+        # ---------------------------------------------------------------------------------
+        n_regs = plan["latency"] - 1       # pipeline registers R0..R(n-1); the buffer is the last stage
+        valid = Signal(n_regs)              # valid bit of R0..R(n_regs-1)
+        src_push = Signal(n_regs)           # the sample came from PUSH
+        fifo_cnt = Signal(range(3))
+        en = Signal()
+        pipe_empty = Signal()
+        m.d.comb += pipe_empty.eq(valid == 0)
+        take_push = Signal()
+        take_stream = Signal()
+        open_ = Signal()
+        if self.stream:
+            m.d.comb += [
+                en.eq((fifo_cnt < 2) | ~valid[-1]),
+                self.i_stream.ready.eq(open_ & ~ctrl.push_valid),
+                take_stream.eq(self.i_stream.ready & self.i_stream.valid),
+            ]
+        else:
+            m.d.comb += en.eq(1)
+        m.d.comb += [
+            open_.eq(en & ~commit_pending),
+            take_push.eq(open_ & ctrl.push_valid),
+            ctrl.push_ready.eq(take_push),
+        ]
+
+        with m.If(en):
+            m.d.sync += [
+                valid.eq(Cat(take_push | take_stream, valid[:-1])),
+                src_push.eq(Cat(take_push, src_push[:-1])),
+            ]
+
+        # tag and last travel alongside (pure datapath)
+        if self.stream:
+            tag_pipe = [Signal(p.tag_bits, name=f"tag_r{i}", reset_less=True) for i in range(n_regs)]
+            last_pipe = [Signal(name=f"last_r{i}", reset_less=True) for i in range(n_regs)]
+            with m.If(en):
+                m.d.sync += [
+                    tag_pipe[0].eq(Mux(ctrl.push_valid, ctrl.push_tag, self.i_stream.payload.tag)),
+                    last_pipe[0].eq(~ctrl.push_valid & self.i_stream.payload.last),
+                ]
+                for i in range(1, n_regs):
+                    m.d.sync += [tag_pipe[i].eq(tag_pipe[i - 1]), last_pipe[i].eq(last_pipe[i - 1])]
+            out_tag = tag_pipe[-1]
+        else:
+            out_tag = ctrl.push_tag
+
+        def stage_reg(shape, name):
+            return Signal(shape, name=name, reset_less=True)
+
+        # ---- R0: input register ------------------------------------------------------------
+        x = [stage_reg(signed(ib), f"x{d}") for d in range(D)]
+        if self.stream:
+            feats = Mux(ctrl.push_valid, ctrl.push_features, self.i_stream.payload.features)
+        else:
+            feats = ctrl.push_features
+        with m.If(en):
+            for d in range(D):
+                m.d.sync += x[d].eq(feats[d * ib:(d + 1) * ib])
+
+        # ---- weighted terms (one LUT4 per bit: w, x[i], x[i-1]), not registered: they feed the
+        # first adder level directly, so on 6-input-LUT parts one term of each pair folds into
+        # the adder's propagate LUT (and no K * D * 18 term flip-flops are spent)
+        tw = ib + wb  # 18: holds -2 * -32768 and ~(2 * 32767)
+        terms: list[list[Signal]] = []
+        for k in range(K):
+            row = []
+            for d in range(D):
+                w = act_w[k][d * wb:(d + 1) * wb]
+                xs = Signal(signed(tw), name=f"xs_{k}_{d}")
+                x2 = Signal(signed(tw), name=f"x2_{k}_{d}")
+                m.d.comb += [xs.eq(x[d]), x2.eq(x[d] * 2)]
+                t = Signal(signed(tw), name=f"t_{k}_{d}")
+                # w = 0b01: x; 0b11 (-1): ~x = -x - 1; 0b10 (-2): ~(2x) = -2x - 1; 0b00: 0
+                m.d.comb += t.eq(Mux(w[0], Mux(w[1], ~xs, xs), Mux(w[1], ~x2, 0)))
+                row.append(t)
+            terms.append(row)
+
+        # ---- projection adder tree ---------------------------------------------------------
+        def add_tree(items, per_stage, name):
+            level = 0
+            stage = 0
+            while len(items) > 1:
+                nxt = []
+                for i in range(0, len(items) - 1, 2):
+                    nxt.append(items[i] + items[i + 1])
+                if len(items) % 2:
+                    nxt.append(items[-1])
+                items = nxt
+                level += 1
+                if level % per_stage == 0 or len(items) == 1:
+                    regs = []
+                    for j, e in enumerate(items):
+                        r = stage_reg(e.shape(), f"{name}_s{stage}_{j}")
+                        with m.If(en):
+                            m.d.sync += r.eq(e)
+                        regs.append(r)
+                    items = regs
+                    stage += 1
+            return items[0], stage
+
+        projs = []
+        for k in range(K):
+            if D == 1:
+                projs.append(terms[k][0])
+                continue
+            s, nst = add_tree(list(terms[k]), plan["proj_per_stage"], f"proj{k}")
+            assert nst == plan["proj_stages"]
+            projs.append(s)
+
+        # ---- diff = p' - (offset - n_neg): exact in ob + 1 signed bits ----------------------
+        diffs = []
+        for k in range(K):
+            dreg = stage_reg(signed(ob + 1), f"diff{k}")
+            with m.If(en):
+                m.d.sync += dreg.eq(projs[k] - act_off[k])
+            diffs.append(dreg)
+
+        # ---- shift and clamp: a right shifter that keeps only the bits that can still reach
+        # the bin index, and ORs the rest into an overflow bit.  Part 1: shift bits 4, 3 and 2.
+        def shift_levels(m, v, sticky, s, bits):
+            for j in bits:
+                amt = 1 << j
+                sh = Signal(len(v), name=f"sh{j}")
+                m.d.comb += sh.eq(Mux(s[j], v >> amt, v))
+                keep = min(len(sh), bl + amt - 1)
+                if keep < len(sh):
+                    sticky = sticky | sh[keep:].any()
+                v = sh[:keep]
+            return v, sticky
+
+        hi_bits = [j for j in reversed(range(sb_)) if j >= 2]
+        lo_bits = [j for j in reversed(range(sb_)) if j < 2]
+        # the shift amount must travel with the sample (it is active model, constant between
+        # commits, and commits happen with the pipeline empty, so it need not be registered)
+        bins = []
+        for k in range(K):
+            dv = diffs[k]
+            neg = dv[-1]
+            v, sticky = shift_levels(m, dv[:ob], C(0, 1), act_shift[k], hi_bits)
+            v1 = stage_reg(len(v), f"shv{k}")
+            st1 = stage_reg(1, f"shst{k}")
+            neg1 = stage_reg(1, f"shneg{k}")
+            with m.If(en):
+                m.d.sync += [v1.eq(v), st1.eq(sticky), neg1.eq(neg)]
+            v2, sticky2 = shift_levels(m, v1, st1, act_shift[k], lo_bits)
+            binr = stage_reg(bl, f"bin{k}")
+            with m.If(en):
+                m.d.sync += binr.eq(Mux(neg1, 0, Mux(sticky2, B - 1, v2)))
+            bins.append(binr)
+
+        # ---- tables: one memory per projection, bank bit = address MSB ----------------------
+        vals = []
+        for k in range(K):
+            mem = Memory(data=self.table_data[k])
+            m.submodules[f"table{k}"] = mem
+            rd = mem.read_port(domain="sync")
+            wr = mem.write_port(domain="sync")
+            m.d.comb += [
+                rd.addr.eq(Cat(bins[k], active_bank)),
+                rd.en.eq(en),
+                wr.addr.eq(Mux(ctrl.table_clear, Cat(ctrl.table_index[:bl], ctrl.table_index[bl] ^ ~active_bank),
+                               Cat(ctrl.table_index[:bl], ~active_bank))),
+                wr.data.eq(ctrl.table_data),
+                wr.en.eq(ctrl.table_we & (ctrl.table_clear | (ctrl.table_index[bl:] == k))),
+            ]
+            vals.append(rd.data)
+
+        # ---- score (sum) and argmax trees ---------------------------------------------------
+        if K == 1:
+            score_last = vals[0]
+            arg_last = C(0, 1)
+            tree_stages = 0
+        else:
+            per = plan["tree_per_stage"]
+            items = [(v, C(i, kb)) for i, v in enumerate(vals)]
+            sums = list(vals)
+            level = stage = 0
+            while len(sums) > 1:
+                nsum = []
+                nitm = []
+                for i in range(0, len(sums) - 1, 2):
+                    nsum.append(sums[i] + sums[i + 1])
+                    (va, ia), (vb, ib_) = items[i], items[i + 1]
+                    left = va >= vb          # ties go to the lower index (left)
+                    nitm.append((Mux(left, va, vb), Mux(left, ia, ib_)))
+                if len(sums) % 2:
+                    nsum.append(sums[-1])
+                    nitm.append(items[-1])
+                sums, items = nsum, nitm
+                level += 1
+                if level % per == 0 or len(sums) == 1:
+                    rs, ri = [], []
+                    for j, (e, (va, ia)) in enumerate(zip(sums, items)):
+                        r = stage_reg(e.shape(), f"sum_s{stage}_{j}")
+                        rv = stage_reg(p.table_bits, f"max_s{stage}_{j}")
+                        rix = stage_reg(kb, f"arg_s{stage}_{j}")
+                        with m.If(en):
+                            m.d.sync += [r.eq(e), rv.eq(va), rix.eq(ia)]
+                        rs.append(r)
+                        ri.append((rv, rix))
+                    sums, items = rs, ri
+                    stage += 1
+            score_last = sums[0]
+            arg_last = items[0][1]
+            tree_stages = stage
+        assert tree_stages == plan["tree_stages"]
+        assert n_regs == 1 + plan["proj_stages"] + 1 + 2 + 1 + tree_stages, "latency bookkeeping"
+
+        # ---- output: flag compare, output buffer, result capture, counters ------------------
+        score = Signal(p.score_bits)
+        m.d.comb += score.eq(score_last)
+        anomaly = Signal()
+        m.d.comb += anomaly.eq(score > thr_active)
+        out_take = Signal()
+        m.d.comb += out_take.eq(en & valid[-1])
+        push_out = Signal()
+        stream_out = Signal()
+        m.d.comb += [push_out.eq(out_take & src_push[-1]), stream_out.eq(out_take & ~src_push[-1])]
+
+        if self.stream:
+            res = Signal(ResultLayout(p))
+            m.d.comb += [
+                res.score.eq(score),
+                res.tag.eq(out_tag),
+                res.argmax.eq(arg_last),
+                res.anomaly.eq(anomaly),
+                res.last.eq(last_pipe[-1]),
+            ]
+            buf0 = Signal(ResultLayout(p), reset_less=True)
+            buf1 = Signal(ResultLayout(p), reset_less=True)
+            pop = Signal()
+            m.d.comb += [
+                self.o_stream.valid.eq(fifo_cnt != 0),
+                self.o_stream.payload.eq(buf0),
+                pop.eq(self.o_stream.valid & self.o_stream.ready),
+            ]
+            with m.Switch(fifo_cnt):
+                with m.Case(0), m.If(stream_out):
+                    m.d.sync += [buf0.eq(res), fifo_cnt.eq(1)]
+                with m.Case(1):
+                    with m.If(stream_out & pop):
+                        m.d.sync += buf0.eq(res)
+                    with m.Elif(stream_out):
+                        m.d.sync += [buf1.eq(res), fifo_cnt.eq(2)]
+                    with m.Elif(pop):
+                        m.d.sync += fifo_cnt.eq(0)
+                with m.Case(2), m.If(pop):
+                    m.d.sync += [buf0.eq(buf1), fifo_cnt.eq(1)]
+
+        # pushed results go to the front end
+        m.d.comb += [
+            ctrl.result_valid.eq(push_out),
+            ctrl.result_score.eq(score),
+            ctrl.result_anomaly.eq(anomaly),
+            ctrl.result_argmax.eq(arg_last),
+            ctrl.result_tag.eq(out_tag),
+        ]
+
+        # counters count one cycle later, from registered increments: the threshold compare's
+        # carry chain and the counters' never sit on one path
+        samples = Signal(32)
+        anomalies = Signal(32)
+        inc_s = Signal()
+        inc_a = Signal()
+        m.d.sync += [inc_s.eq(out_take), inc_a.eq(out_take & anomaly)]
+        with m.If(ctrl.clear_counters):
+            m.d.sync += [samples.eq(inc_s), anomalies.eq(inc_a)]
+        with m.Else():
+            m.d.sync += [samples.eq(samples + inc_s), anomalies.eq(anomalies + inc_a)]
+
+        # ---- commit: the front end loads one projection per cycle while the pipeline is empty
+        # and input is held off, then strobes commit_done.  The +1s of the one's complement
+        # negative terms are folded into the offset here, with one shared subtractor.
+        m.d.comb += ctrl.drained.eq(commit_pending & pipe_empty)
+        with m.If(ctrl.commit_threshold):
+            m.d.sync += thr_active.eq(ctrl.shadow_threshold)
+        # (registered once more before the K-way fan-out: the popcount and the subtraction are
+        # two carry chains; the last load still lands in the cycle commit_done takes effect)
+        lw = ctrl.load_weights
+        n_neg = sum((lw[d * wb + wb - 1] for d in range(D)), start=Const(0, clog2(D + 1) or 1))
+        off_eff = Signal(signed(ob + 1), reset_less=True)
+        ld_valid = Signal()
+        ld_index = Signal.like(ctrl.load_index, reset_less=True)
+        ld_w = Signal.like(ctrl.load_weights, reset_less=True)
+        ld_shift = Signal.like(ctrl.load_shift, reset_less=True)
+        m.d.sync += [off_eff.eq(ctrl.load_offset.as_signed() - n_neg), ld_valid.eq(ctrl.load_valid),
+                     ld_index.eq(ctrl.load_index), ld_w.eq(lw), ld_shift.eq(ctrl.load_shift)]
+        with m.If(ld_valid):
+            for k in range(K):
+                with m.If(ld_index == k):
+                    m.d.sync += [act_w[k].eq(ld_w), act_off[k].eq(off_eff), act_shift[k].eq(ld_shift)]
+        with m.If(ctrl.commit_done):
+            m.d.sync += [commit_pending.eq(0), active_bank.eq(~active_bank), thr_active.eq(ctrl.shadow_threshold)]
+        # after the commit logic, so that a COMMIT written in the very cycle a commit completes
+        # is not lost (it commits again once the pipeline is empty, as the model does)
+        with m.If(ctrl.commit):
+            m.d.sync += commit_pending.eq(1)
+
+        m.d.comb += [
+            ctrl.commit_pending.eq(commit_pending),
+            ctrl.active_bank.eq(active_bank),
+            ctrl.busy.eq(~pipe_empty | (fifo_cnt != 0) if self.stream else ~pipe_empty),
+            ctrl.push_inflight.eq((valid & src_push) != 0),
+            ctrl.threshold_active.eq(thr_active),
+            ctrl.samples.eq(samples),
+            ctrl.anomalies.eq(anomalies),
+        ]
+        return m

@@ -1,0 +1,280 @@
+"""Folded scorer core: the same arithmetic as :class:`hdl.core.ScorerCore`, one projection per
+clock.
+
+For the SPI top.  Over SPI a sample costs D + 2 register writes (at least ~1300 system clocks at
+``sck = clk / 4``), so a core that takes ``K`` clocks per sample is never the bottleneck, and
+one datapath lane instead of K makes ``full`` fit an iCE40 HX8K and ``small`` an UP5K:
+
+* one projection lane: D weighted terms, the adder tree, the offset subtraction, the shift and
+  clamp, all pipelined exactly like the streaming core;
+* the active model (weights, offset - n_neg, shift per projection) in one small memory read at
+  address k in the cycle before the lane needs it; the commit copy writes it;
+* all K tables in one memory, address ``bank * K * B + k * B + b``;
+* the score and the argmax accumulate over k = 0..K-1 (a later projection wins only with a
+  strictly larger value, so ties go to the lowest index).
+
+It talks to :class:`hdl.regs.RegisterFile` through the same :class:`hdl.core.ControlSignature`.
+It has no stream ports; one pushed sample is in flight at a time (the front end holds the next
+PUSH and the FEATURE/TAG registers until its result is out, so the core reads them directly).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import C, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory, MemoryData
+from amaranth.lib.wiring import In
+
+from .core import ControlSignature
+from .params import CoreParams, clog2
+
+__all__ = ["FoldedScorerCore"]
+
+
+class FoldedScorerCore(wiring.Component):
+    """One projection per clock; see the module docstring.
+
+    Parameters
+    ----------
+    params : CoreParams
+
+    Attributes
+    ----------
+    ctrl : In(ControlSignature)
+    latency : int
+        Cycles from the push handshake to ``ctrl.result_valid`` (``K`` + the lane depth).
+    clear_cycles : int
+        Table entries to clear after reset (both banks of all K tables: ``2 * K * B``).
+    table_data : MemoryData
+        The table memory (tests may poke it): entry ``bank * K * B + k * B + b``.
+    """
+
+    def __init__(self, params: CoreParams) -> None:
+        self.params = params
+        p = params
+        self.lane_depth = 1 + 1 + clog2(p.d) + 1 + 1 + 1 + 1 + 1 + 1
+        self.latency = p.k + self.lane_depth
+        self.clear_cycles = 2 * p.k * p.b
+        self.table_data = MemoryData(shape=unsigned(p.table_bits), depth=2 * p.k * p.b, init=[])
+        super().__init__({"ctrl": In(ControlSignature(params))})
+
+    def elaborate(self, platform):
+        p = self.params
+        m = Module()
+        ctrl = self.ctrl
+        K, D, B, bl = p.k, p.d, p.b, p.b_log2
+        wb, ob, sb_, ib = p.weight_bits, p.offset_bits, p.shift_bits, p.in_bits
+        kb = max(1, clog2(K))
+
+        def reg(shape, name):
+            return Signal(shape, name=name, reset_less=True)
+
+        # ---- control state -------------------------------------------------------------------
+        thr_active = Signal(32, init=0xFFFFFFFF)
+        active_bank = Signal()
+        commit_pending = Signal()
+        busy = Signal()             # a sample is in the lane
+        issuing = Signal()
+        k_issue = Signal(kb)
+
+        # ---- active model memory: {shift, offset - n_neg, weights} per projection -------------
+        aw = D * wb + (ob + 1) + sb_
+        amem = m.submodules.active = Memory(shape=unsigned(aw), depth=K, init=[])
+        ard = amem.read_port(domain="sync")
+        awr = amem.write_port(domain="sync")
+        lw = ctrl.load_weights
+        n_neg = sum((lw[d * wb + wb - 1] for d in range(D)), start=Const(0, clog2(D + 1) or 1))
+        off_eff = Signal(signed(ob + 1), reset_less=True)
+        ld_valid = Signal()
+        ld_index = Signal.like(ctrl.load_index, reset_less=True)
+        ld_w = Signal.like(ctrl.load_weights, reset_less=True)
+        ld_shift = Signal.like(ctrl.load_shift, reset_less=True)
+        m.d.sync += [off_eff.eq(ctrl.load_offset.as_signed() - n_neg), ld_valid.eq(ctrl.load_valid),
+                     ld_index.eq(ctrl.load_index), ld_w.eq(lw), ld_shift.eq(ctrl.load_shift)]
+        clear_param = ctrl.table_we & ctrl.table_clear & (ctrl.table_index < K)
+        m.d.comb += [
+            awr.addr.eq(Mux(ld_valid, ld_index, ctrl.table_index)),
+            awr.data.eq(Mux(ld_valid, Cat(ld_w, off_eff, ld_shift), 0)),
+            awr.en.eq(ld_valid | clear_param),
+            ard.addr.eq(k_issue),
+        ]
+
+        # ---- issue: k = 0..K-1 after a push is taken ----------------------------------------
+        take_push = Signal()
+        m.d.comb += [
+            take_push.eq(ctrl.push_valid & ~busy & ~commit_pending),
+            ctrl.push_ready.eq(take_push),
+        ]
+        with m.If(take_push):
+            m.d.sync += [busy.eq(1), issuing.eq(1), k_issue.eq(0)]
+        with m.Elif(issuing):
+            m.d.sync += k_issue.eq(k_issue + 1)
+            with m.If(k_issue == K - 1):
+                m.d.sync += issuing.eq(0)
+
+        # stage A: the parameters of projection k are on the memory's read data
+        a_valid = Signal()
+        a_k = reg(kb, "a_k")
+        m.d.sync += a_valid.eq(issuing)
+        m.d.sync += a_k.eq(k_issue)
+        a_w = ard.data[:D * wb]
+        a_off = ard.data[D * wb:D * wb + ob + 1].as_signed()
+        a_shift = ard.data[D * wb + ob + 1:]
+
+        # lane registers carry (valid, k, offset, shift) alongside the data
+        def carry(valid, k, off, shift, name):
+            nv = Signal(name=f"{name}_valid")
+            nk = reg(kb, f"{name}_k")
+            m.d.sync += [nv.eq(valid), nk.eq(k)]
+            no = ns = None
+            if off is not None:
+                no = reg(signed(ob + 1), f"{name}_off")
+                m.d.sync += no.eq(off)
+            if shift is not None:
+                ns = reg(sb_, f"{name}_shift")
+                m.d.sync += ns.eq(shift)
+            return nv, nk, no, ns
+
+        # ---- terms (stage T) -----------------------------------------------------------------
+        x = [ctrl.push_features[d * ib:(d + 1) * ib].as_signed() for d in range(D)]
+        tw = ib + wb
+        terms = []
+        for d in range(D):
+            w = a_w[d * wb:(d + 1) * wb]
+            xs = Signal(signed(tw), name=f"xs{d}")
+            x2 = Signal(signed(tw), name=f"x2{d}")
+            m.d.comb += [xs.eq(x[d]), x2.eq(x[d] * 2)]
+            t = reg(signed(tw), f"t{d}")
+            m.d.sync += t.eq(Mux(w[0], Mux(w[1], ~xs, xs), Mux(w[1], ~x2, 0)))
+            terms.append(t)
+        v, k_, off, sh = carry(a_valid, a_k, a_off, a_shift, "t")
+
+        # ---- adder tree, one level per stage -------------------------------------------------
+        level = 0
+        items = terms
+        while len(items) > 1:
+            nxt = []
+            for i in range(0, len(items) - 1, 2):
+                r = reg((items[i] + items[i + 1]).shape(), f"p{level}_{i // 2}")
+                m.d.sync += r.eq(items[i] + items[i + 1])
+                nxt.append(r)
+            if len(items) % 2:
+                r = reg(items[-1].shape(), f"p{level}_odd")
+                m.d.sync += r.eq(items[-1])
+                nxt.append(r)
+            items = nxt
+            v, k_, off, sh = carry(v, k_, off, sh, f"p{level}")
+            level += 1
+        proj = items[0]
+
+        # ---- diff ------------------------------------------------------------------------------
+        diff = reg(signed(ob + 1), "diff")
+        m.d.sync += diff.eq(proj - off)
+        v, k_, _, sh = carry(v, k_, None, sh, "d")
+
+        # ---- shift + clamp, in two stages -------------------------------------------------------
+        def shift_levels(vec, sticky, s, bits):
+            for j in bits:
+                amt = 1 << j
+                shv = Signal(len(vec), name=f"sh{j}")
+                m.d.comb += shv.eq(Mux(s[j], vec >> amt, vec))
+                keep = min(len(shv), bl + amt - 1)
+                if keep < len(shv):
+                    sticky = sticky | shv[keep:].any()
+                vec = shv[:keep]
+            return vec, sticky
+
+        hi_bits = [j for j in reversed(range(sb_)) if j >= 2]
+        lo_bits = [j for j in reversed(range(sb_)) if j < 2]
+        vv, st = shift_levels(diff[:ob], C(0, 1), sh, hi_bits)
+        v1 = reg(len(vv), "shv")
+        st1 = reg(1, "shst")
+        neg1 = reg(1, "shneg")
+        m.d.sync += [v1.eq(vv), st1.eq(st), neg1.eq(diff[-1])]
+        v, k_, _, sh = carry(v, k_, None, sh, "s1")
+        v2, st2 = shift_levels(v1, st1, sh, lo_bits)
+        binr = reg(bl, "bin")
+        m.d.sync += binr.eq(Mux(neg1, 0, Mux(st2, B - 1, v2)))
+        v, k_, _, _ = carry(v, k_, None, None, "b")
+
+        # ---- table read ----------------------------------------------------------------------
+        tmem = m.submodules.tables = Memory(data=self.table_data)
+        trd = tmem.read_port(domain="sync")
+        twr = tmem.write_port(domain="sync")
+        kbsz = K * B
+        iw = len(ctrl.table_index)
+        m.d.comb += [
+            trd.addr.eq(Mux(active_bank, kbsz, 0) + Cat(binr, k_)),
+            # the clear runs over the shadow bank first, then the active one
+            twr.addr.eq(Mux(ctrl.table_clear,
+                            Mux(ctrl.table_index < kbsz,
+                                Mux(active_bank, 0, kbsz) + ctrl.table_index,
+                                Mux(active_bank, kbsz, 0) + ctrl.table_index - kbsz),
+                            Mux(active_bank, 0, kbsz) + ctrl.table_index[:iw - 1])),
+            twr.data.eq(ctrl.table_data),
+            twr.en.eq(ctrl.table_we),
+        ]
+        v, k_, _, _ = carry(v, k_, None, None, "m")
+        val = trd.data
+
+        # ---- accumulate score and argmax over k ------------------------------------------------
+        acc = reg(p.score_bits, "acc")
+        mx = reg(p.table_bits, "max")
+        arg = reg(kb, "arg")
+        first = k_ == 0
+        new_acc = Mux(first, 0, acc) + val
+        take = first | (val > mx)
+        res_valid = Signal()
+        res_score = reg(p.score_bits, "res_score")
+        res_arg = reg(kb, "res_arg")
+        m.d.sync += res_valid.eq(0)
+        with m.If(v):
+            m.d.sync += [acc.eq(new_acc)]
+            with m.If(take):
+                m.d.sync += [mx.eq(val), arg.eq(k_)]
+            with m.If(k_ == K - 1):
+                m.d.sync += [res_valid.eq(1), res_score.eq(new_acc), res_arg.eq(Mux(take, k_, arg))]
+
+        # the threshold compare gets its own stage: the counters' carry chain follows a register
+        out_valid = Signal()
+        out_score = reg(p.score_bits, "out_score")
+        out_arg = reg(kb, "out_arg")
+        anomaly = Signal()
+        m.d.sync += [out_valid.eq(res_valid), out_score.eq(res_score), out_arg.eq(res_arg),
+                     anomaly.eq(res_score > thr_active)]
+        with m.If(out_valid):
+            m.d.sync += busy.eq(0)
+        m.d.comb += [
+            ctrl.result_valid.eq(out_valid),
+            ctrl.result_score.eq(out_score),
+            ctrl.result_anomaly.eq(anomaly),
+            ctrl.result_argmax.eq(out_arg),
+            ctrl.result_tag.eq(ctrl.push_tag),
+        ]
+
+        samples = Signal(32)
+        anomalies = Signal(32)
+        with m.If(ctrl.clear_counters):
+            m.d.sync += [samples.eq(out_valid), anomalies.eq(out_valid & anomaly)]
+        with m.Elif(out_valid):
+            m.d.sync += [samples.eq(samples + 1), anomalies.eq(anomalies + anomaly)]
+
+        # ---- commit ---------------------------------------------------------------------------
+        m.d.comb += ctrl.drained.eq(commit_pending & ~busy)
+        with m.If(ctrl.commit_threshold):
+            m.d.sync += thr_active.eq(ctrl.shadow_threshold)
+        with m.If(ctrl.commit_done):
+            m.d.sync += [commit_pending.eq(0), active_bank.eq(~active_bank), thr_active.eq(ctrl.shadow_threshold)]
+        with m.If(ctrl.commit):
+            m.d.sync += commit_pending.eq(1)
+
+        m.d.comb += [
+            ctrl.commit_pending.eq(commit_pending),
+            ctrl.active_bank.eq(active_bank),
+            ctrl.busy.eq(busy),
+            ctrl.push_inflight.eq(busy),
+            ctrl.threshold_active.eq(thr_active),
+            ctrl.samples.eq(samples),
+            ctrl.anomalies.eq(anomalies),
+        ]
+        return m

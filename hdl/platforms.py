@@ -1,0 +1,168 @@
+"""Amaranth platforms of the boards the mailpulse SPI top is built for with open tools.
+
+Each platform is a small, self-contained description of a board on which a Raspberry Pi (or any
+SPI master) talks to the ``mailpulse_spi`` top: one clock input, an active-high reset driven by a
+host GPIO, the four SPI pins and the ``irq`` output.  No dependency on amaranth-boards: the pin-outs
+follow well-known boards (iCEBreaker, the iCE40-HX8K breakout, ULX3S) so that a bitstream can be
+tried on them, but only the pins listed here are used.
+
+The clock resource carries the frequency the build constrains to; :class:`BoardSpec` chooses it
+from the parameter set's ``target_mhz`` (see :mod:`hdl.build`).  A board whose oscillator is
+slower needs a PLL in front (not part of this version).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from amaranth.build import Attrs, Clock, Pins, Resource, Subsignal
+from amaranth.vendor import LatticeECP5Platform, LatticeICE40Platform
+
+__all__ = [
+    "PLATFORMS",
+    "BoardSpec",
+    "MailpulseECP5_25FPlatform",
+    "MailpulseECP5_85FPlatform",
+    "MailpulseHX8KPlatform",
+    "MailpulseUP5KPlatform",
+    "get_board",
+]
+
+
+def _board_resources(clk_hz: float, pins: dict[str, str], attrs: Attrs) -> list[Resource]:
+    """The five resources every mailpulse board has: ``clk``, ``rst``, ``spi``, ``irq``."""
+    return [
+        Resource("clk", 0, Pins(pins["clk"], dir="i"), Clock(clk_hz), attrs),
+        Resource("rst", 0, Pins(pins["rst"], dir="i"), attrs),
+        Resource(
+            "spi",
+            0,
+            Subsignal("sck", Pins(pins["sck"], dir="i")),
+            Subsignal("cs_n", Pins(pins["cs_n"], dir="i")),
+            Subsignal("mosi", Pins(pins["mosi"], dir="i")),
+            Subsignal("miso", Pins(pins["miso"], dir="o")),
+            attrs,
+        ),
+        Resource("irq", 0, Pins(pins["irq"], dir="o"), attrs),
+    ]
+
+
+class _ClockedMixin:
+    """Shared constructor: the clock constraint is an instance property, not a class constant."""
+
+    pins: ClassVar[dict[str, str]]
+    io_attrs: ClassVar[dict[str, str]]
+    default_clk = "clk"
+    default_rst = "rst"
+    connectors: tuple[Any, ...] = ()
+    resources: tuple[Any, ...] = ()  # added per instance by _add_board_resources (the clock is a parameter)
+
+    def _add_board_resources(self, clk_hz: float) -> None:
+        if not clk_hz > 0:
+            raise ValueError(f"the clock frequency must be positive, not {clk_hz!r}")
+        self.clk_hz = float(clk_hz)
+        self.add_resources(_board_resources(self.clk_hz, self.pins, Attrs(**self.io_attrs)))  # type: ignore[attr-defined]
+
+
+class MailpulseUP5KPlatform(_ClockedMixin, LatticeICE40Platform):
+    """iCE40 UP5K in the SG48 package (iCEBreaker pin-out; SPI on PMOD1A)."""
+
+    device = "iCE40UP5K"
+    package = "SG48"
+    pins: ClassVar[dict[str, str]] = {"clk": "35", "rst": "3", "sck": "45", "cs_n": "4", "mosi": "2", "miso": "47", "irq": "48"}
+    io_attrs: ClassVar[dict[str, str]] = {"IO_STANDARD": "SB_LVCMOS"}
+
+    def __init__(self, *, clk_hz: float = 12e6) -> None:
+        super().__init__()
+        self._add_board_resources(clk_hz)
+
+
+class MailpulseHX8KPlatform(_ClockedMixin, LatticeICE40Platform):
+    """iCE40 HX8K in the CT256 package (iCE40-HX8K breakout pin-out; SPI on header J2)."""
+
+    device = "iCE40HX8K"
+    package = "CT256"
+    pins: ClassVar[dict[str, str]] = {"clk": "J3", "rst": "P16", "sck": "R15", "cs_n": "P15", "mosi": "N16", "miso": "M15", "irq": "M16"}
+    io_attrs: ClassVar[dict[str, str]] = {"IO_STANDARD": "SB_LVCMOS"}
+
+    def __init__(self, *, clk_hz: float = 12e6) -> None:
+        super().__init__()
+        self._add_board_resources(clk_hz)
+
+
+class _MailpulseECP5Platform(_ClockedMixin, LatticeECP5Platform):
+    """ECP5 in the caBGA381 package (ULX3S pin-out; SPI on GPIO pairs 0-2)."""
+
+    package = "BG381"
+    speed = "8"
+    pins: ClassVar[dict[str, str]] = {"clk": "G2", "rst": "B10", "sck": "B11", "cs_n": "C11", "mosi": "A10", "miso": "A11", "irq": "A9"}
+    io_attrs: ClassVar[dict[str, str]] = {"IO_TYPE": "LVCMOS33"}
+
+    def __init__(self, *, clk_hz: float = 25e6) -> None:
+        super().__init__()
+        self._add_board_resources(clk_hz)
+
+
+class MailpulseECP5_25FPlatform(_MailpulseECP5Platform):
+    device = "LFE5U-25F"
+
+
+class MailpulseECP5_85FPlatform(_MailpulseECP5Platform):
+    device = "LFE5U-85F"
+
+
+@dataclass(frozen=True)
+class BoardSpec:
+    """One ``--platform`` choice of ``mailpulse hdl build``.
+
+    Attributes
+    ----------
+    name : str
+        The CLI name (``ice40-up5k``, ...).
+    family : str
+        ``ice40`` or ``ecp5``: selects the tools and the report format.
+    default_config : str
+        The parameter set built when ``--config`` is not given.
+    factory : callable
+        ``factory(clk_hz)`` returns a fresh Amaranth platform.
+    description : str
+        Device, speed grade and package, as printed in reports.
+    default_core : str
+        The core the SPI top carries unless ``--core`` says otherwise (see ``hdl.build.CORES``).
+    """
+
+    name: str
+    family: str
+    default_config: str
+    factory: Callable[[float], Any]
+    description: str
+    default_core: str
+
+    def make(self, clk_hz: float) -> Any:
+        return self.factory(clk_hz)
+
+
+PLATFORMS: dict[str, BoardSpec] = {
+    "ice40-up5k": BoardSpec(
+        "ice40-up5k", "ice40", "small", lambda hz: MailpulseUP5KPlatform(clk_hz=hz), "iCE40UP5K-SG48", "folded",
+    ),
+    "ice40-hx8k": BoardSpec(
+        "ice40-hx8k", "ice40", "full", lambda hz: MailpulseHX8KPlatform(clk_hz=hz), "iCE40HX8K-CT256", "folded",
+    ),
+    "ecp5-25f": BoardSpec(
+        "ecp5-25f", "ecp5", "zynq", lambda hz: MailpulseECP5_25FPlatform(clk_hz=hz), "LFE5U-25F-8BG381C", "stream",
+    ),
+    "ecp5-85f": BoardSpec(
+        "ecp5-85f", "ecp5", "zynq", lambda hz: MailpulseECP5_85FPlatform(clk_hz=hz), "LFE5U-85F-8BG381C", "stream",
+    ),
+}
+
+
+def get_board(name: str) -> BoardSpec:
+    """Look a board up by its CLI name; ``ValueError`` lists the known ones."""
+    try:
+        return PLATFORMS[name]
+    except KeyError:
+        raise ValueError(f"unknown platform {name!r}; known platforms: {', '.join(PLATFORMS)}") from None

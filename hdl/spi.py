@@ -1,0 +1,156 @@
+"""SPI slave register bridge (mode 0, MSB first), exactly as ``docs/interfaces.md`` describes.
+
+The bridge runs in the system clock domain and oversamples ``sck``, ``cs_n`` and ``mosi`` through
+two-flip-flop synchronizers, so ``sck`` must stay at or below ``clk / 4``.  A transaction::
+
+    byte 0      command (0x02 write, 0x0B read)         MISO: 0xA5 (sync)
+    bytes 1-2   byte address, big-endian                MISO: 0x00
+    write: 32-bit big-endian words, address += 4 after each (a partial last word is discarded)
+    read:  one dummy byte, then 32-bit big-endian words on MISO, address += 4 after each
+
+MISO changes a few clocks after each *rising* edge of ``sck`` (the master has just sampled the
+previous bit), so the data is stable for most of a ``sck`` period before the next rising edge.
+Reads are prefetched one word ahead (the next word must be ready when the current one ends), so
+a read request goes to the front end before the host clocks the word out; a read error is
+reported to ``STATUS.BUS_ERROR`` only when the host clocks the first bit of that word.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth.lib.wiring import In, Out
+
+from .regmap import ADDR_BITS
+from .regs import BusSignature
+
+__all__ = ["CMD_READ", "CMD_WRITE", "SYNC_BYTE", "SPIRegisterBridge", "SPISignature"]
+
+CMD_WRITE = 0x02
+CMD_READ = 0x0B
+SYNC_BYTE = 0xA5
+
+
+class SPISignature(wiring.Signature):
+    """SPI, master's side: ``sck``, ``cs_n``, ``mosi`` out, ``miso`` in."""
+
+    def __init__(self) -> None:
+        super().__init__({"sck": Out(1), "cs_n": Out(1, init=1), "mosi": Out(1), "miso": In(1)})
+
+
+class _Phase(IntEnum):
+    CMD = 0
+    ADDR = 1
+    DUMMY = 2
+    WDATA = 3
+    RDATA = 4
+    IGNORE = 5
+
+
+class SPIRegisterBridge(wiring.Component):
+    """SPI slave that turns transactions into :class:`hdl.regs.BusSignature` accesses.
+
+    Attributes
+    ----------
+    spi : In(SPISignature)
+    bus : Out(BusSignature)
+
+    How it fails: with ``sck`` faster than ``clk / 4`` edges are missed and words are garbled (the
+    sync byte then reads wrong, which the host checks).  A request issued while the previous one
+    has not been accepted replaces it; at ``clk / 4`` the front end answers in well under one
+    word time, so this does not happen.
+    """
+
+    def __init__(self) -> None:
+        super().__init__({"spi": In(SPISignature()), "bus": Out(BusSignature())})
+
+    def elaborate(self, platform):
+        m = Module()
+        spi = self.spi
+        bus = self.bus
+
+        sck = Signal()
+        cs_n = Signal(init=1)
+        mosi = Signal()
+        m.submodules.sync_sck = FFSynchronizer(spi.sck, sck)
+        m.submodules.sync_cs = FFSynchronizer(spi.cs_n, cs_n, init=1)
+        m.submodules.sync_mosi = FFSynchronizer(spi.mosi, mosi)
+        sck_d = Signal()
+        m.d.sync += sck_d.eq(sck)
+        rise = Signal()
+        m.d.comb += rise.eq(sck & ~sck_d & ~cs_n)
+
+        phase = Signal(range(len(_Phase)))
+        cnt = Signal(5)
+        is_read = Signal()
+        rx = Signal(32)
+        tx = Signal(32, init=SYNC_BYTE << 24)
+        addr = Signal(ADDR_BITS)
+        rbuf = Signal(32)
+        rbuf_err = Signal()
+        m.d.comb += spi.miso.eq(tx[31])
+
+        req_valid = Signal()
+        req_write = Signal()
+        req_addr = Signal(ADDR_BITS)
+        req_data = Signal(32)
+        m.d.comb += [
+            bus.req_valid.eq(req_valid),
+            bus.req_write.eq(req_write),
+            bus.req_addr.eq(req_addr),
+            bus.req_data.eq(req_data),
+        ]
+        with m.If(req_valid & bus.req_ready):
+            m.d.sync += req_valid.eq(0)
+        with m.If(bus.resp_valid):
+            m.d.sync += [rbuf.eq(bus.resp_data), rbuf_err.eq(bus.resp_err)]
+        m.d.sync += bus.err_set.eq(0)
+
+        rxn = Signal(32)
+        m.d.comb += rxn.eq(Cat(mosi, rx[:31]))
+
+        def issue(write, a, d=0):
+            m.d.sync += [req_valid.eq(1), req_write.eq(write), req_addr.eq(a), req_data.eq(d)]
+
+        # the error of a prefetched word counts once the host clocks its first bit
+        tx_err = Signal()
+
+        def load_word():
+            m.d.sync += [tx.eq(rbuf), tx_err.eq(rbuf_err), cnt.eq(0), addr.eq(addr + 4)]
+            issue(0, addr)
+
+        with m.If(cs_n):
+            m.d.sync += [phase.eq(_Phase.CMD), cnt.eq(0), tx.eq(SYNC_BYTE << 24), tx_err.eq(0)]
+        with m.Elif(rise):
+            m.d.sync += [rx.eq(rxn), cnt.eq(cnt + 1), tx.eq(Cat(Const(0, 1), tx[:31])),
+                         bus.err_set.eq(tx_err), tx_err.eq(0)]
+            with m.Switch(phase):
+                with m.Case(_Phase.CMD), m.If(cnt == 7):
+                    m.d.sync += cnt.eq(0)
+                    with m.If(rxn[:8] == CMD_WRITE):
+                        m.d.sync += [phase.eq(_Phase.ADDR), is_read.eq(0)]
+                    with m.Elif(rxn[:8] == CMD_READ):
+                        m.d.sync += [phase.eq(_Phase.ADDR), is_read.eq(1)]
+                    with m.Else():
+                        m.d.sync += phase.eq(_Phase.IGNORE)
+                with m.Case(_Phase.ADDR), m.If(cnt == 15):
+                    m.d.sync += cnt.eq(0)
+                    with m.If(is_read):
+                        m.d.sync += [phase.eq(_Phase.DUMMY), addr.eq(rxn[:16] + 4)]
+                        issue(0, rxn[:16])
+                    with m.Else():
+                        m.d.sync += [phase.eq(_Phase.WDATA), addr.eq(rxn[:16])]
+                with m.Case(_Phase.DUMMY), m.If(cnt == 7):
+                    m.d.sync += phase.eq(_Phase.RDATA)
+                    load_word()
+                with m.Case(_Phase.RDATA), m.If(cnt == 31):
+                    load_word()
+                with m.Case(_Phase.WDATA), m.If(cnt == 31):
+                    m.d.sync += [cnt.eq(0), addr.eq(addr + 4)]
+                    issue(1, addr, rxn)
+                with m.Case(_Phase.IGNORE):
+                    m.d.sync += cnt.eq(0)
+        return m

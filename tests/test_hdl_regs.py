@@ -1,0 +1,282 @@
+"""The register front end (hdl.regs.RegisterFile + ScorerCore) against hdl.model.CoreModel.
+
+Accesses go through the internal register port the bridges use; every read value, every error
+and the STATUS bits are compared with the register-level model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _hdl_sim import Bench, bus_access, pack_sample, random_samples, unpack_result
+from amaranth.sim import Simulator
+
+from hdl.model import BusError, CoreConfig, CoreModel, model_writes, score
+from hdl.params import get_params
+from hdl.regmap import TABLE_BASE, RegisterMap
+
+
+def run(bench: Bench, tb) -> None:  # type: ignore[no-untyped-def]
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+class Host:
+    """Does every access on the RTL and on the model and compares the answers."""
+
+    def __init__(self, ctx, bench: Bench, model: CoreModel) -> None:  # type: ignore[no-untyped-def]
+        self.ctx, self.bench, self.model = ctx, bench, model
+        self.latency = bench.core.latency
+
+    async def read(self, addr: int) -> int:
+        rdata, err = await bus_access(self.ctx, self.bench.bus, addr, False)
+        reg = self.model.regmap.decode(addr)
+        if reg is not None and reg[0].name == "LATENCY":
+            exp, exp_err = self.latency, 0
+        else:
+            try:
+                exp, exp_err = self.model.read(addr), 0
+            except BusError:
+                exp, exp_err = 0, 1
+        assert (rdata, err) == (exp, exp_err), f"read 0x{addr:04X}: RTL {(rdata, err)} != model {(exp, exp_err)}"
+        return rdata
+
+    async def write(self, addr: int, value: int) -> None:
+        _, err = await bus_access(self.ctx, self.bench.bus, addr, True, value)
+        try:
+            self.model.write(addr, value)
+            exp_err = 0
+        except BusError:
+            exp_err = 1
+        assert err == exp_err, f"write 0x{addr:04X}: RTL err {err} != model {exp_err}"
+
+    async def wait_status(self, field: str, value: int) -> None:
+        st = self.model.regmap["STATUS"]
+        f = st.field(field)
+        for _ in range(500):
+            rdata, _ = await bus_access(self.ctx, self.bench.bus, st.address(), False)
+            if (rdata >> f.lsb) & 1 == value:
+                return
+        raise AssertionError(f"STATUS.{field} never became {value}")
+
+
+def bad_addresses(rm: RegisterMap) -> list[int]:
+    """Addresses that decode to nothing: after each register, unaligned, gaps, the far end."""
+    cands = {rm["TABLE"].last_address + 4, 0xFFFC, TABLE_BASE - 4, 0x0002, 0x0041, 0x7FFC}
+    for r in rm:
+        cands.add(r.last_address + 4)
+        cands.add(r.offset + 2)
+    return sorted(a for a in cands if a < 0x10000 and rm.decode(a) is None)
+
+
+def all_scalar_addresses(rm: RegisterMap) -> list[int]:
+    """Every register address, arrays at both ends (TABLE included)."""
+    out = []
+    for r in rm:
+        out += sorted({r.address(0), r.address(r.count - 1), r.address(r.count // 2)})
+    return out
+
+
+@pytest.mark.parametrize("name", ["small", "zynq"])
+def test_reset_values_errors_and_rw(name: str) -> None:
+    """Reset values, RW round trips with truncation and sign extension, RO writes, WO reads, bad
+    addresses, the sticky BUS_ERROR and CLEAR_ERROR - all exactly as the model."""
+    p = get_params(name)
+    bench = Bench(p)
+    model = CoreModel(p)
+    rm = model.regmap
+    rng = np.random.default_rng(2)
+
+    async def tb(ctx):  # type: ignore[no-untyped-def]
+        h = Host(ctx, bench, model)
+        for a in all_scalar_addresses(rm):
+            await h.read(a)
+        # RW: random values (all 32 bits random: truncation and sign extension are visible)
+        for r in rm:
+            if r.access != "RW":
+                continue
+            for i in sorted({0, r.count - 1}):
+                for v in (0xFFFFFFFF, 0x80000000, int(rng.integers(0, 1 << 32)), 1 << (r.fields[-1].lsb + r.fields[-1].width - 1)):
+                    await h.write(r.address(i), v)
+                    await h.read(r.address(i))
+        # RO writes: error, sticky BUS_ERROR, value unchanged
+        for r in rm:
+            if r.access == "RO":
+                await h.write(r.address(), 0x12345678)
+                await h.read(r.address())
+        await h.read(rm["STATUS"].address())
+        await h.write(rm["CTRL"].address(), 1 << rm["CTRL"].field("CLEAR_ERROR").lsb)
+        await h.read(rm["STATUS"].address())
+        # bad addresses: reads and writes
+        for a in bad_addresses(rm):
+            await h.read(a)
+            await h.read(rm["STATUS"].address())
+            await h.write(rm["CTRL"].address(), 1 << rm["CTRL"].field("CLEAR_ERROR").lsb)
+            await h.write(a, 0xDEADBEEF)
+            await h.read(rm["STATUS"].address())
+        # WO registers read as 0 without error (PUSH excluded from writes here)
+        for name_ in ("CTRL", "PUSH", "TABLE"):
+            await h.read(rm[name_].address())
+
+    run(bench, tb)
+
+
+def test_model_load_commit_push_stream_and_counters() -> None:
+    """A whole model goes in through the registers (tables included), COMMIT swaps it in, pushed
+    samples come back in RESULT_* (and never on the stream), stream samples score with the same
+    model, counters count both, CLEAR_COUNTERS, a second commit flips the bank back; STATUS and
+    every read-back agree with the model throughout."""
+    p = get_params("small")
+    bench = Bench(p)
+    model = CoreModel(p)
+    rm = model.regmap
+    rng = np.random.default_rng(9)
+    cfgs = [CoreConfig.random(p, rng) for _ in range(2)]
+    xs = random_samples(p, rng, 30)
+    for cfg in cfgs:
+        cfg.threshold = int(np.median(score(p, cfg, xs).score))
+    stream_out = []
+
+    async def tb(ctx):  # type: ignore[no-untyped-def]
+        h = Host(ctx, bench, model)
+        ctx.set(bench.o_stream.ready, 1)
+        for c, cfg in enumerate(cfgs):
+            for a, v in model_writes(rm, cfg):
+                await h.write(a, v)
+            await h.write(rm["CTRL"].address(), 1 << rm["CTRL"].field("COMMIT").lsb)
+            await h.wait_status("COMMIT_PENDING", 0)
+            await h.read(rm["STATUS"].address())
+            await h.read(rm["THRESHOLD_ACTIVE"].address())
+            # push 6 samples
+            for j in range(6):
+                x = xs[6 * c + j]
+                for d in range(p.d):
+                    await h.write(rm["FEATURE"].address(d), int(x[d]))
+                await h.write(rm["TAG"].address(), 1000 * c + j)
+                await h.write(rm["PUSH"].address(), 1)
+                await h.wait_status("RESULT_VALID", 1)
+                for name in ("RESULT_SCORE", "RESULT_TAG", "RESULT_INFO", "STATUS", "SAMPLES", "ANOMALIES"):
+                    await h.read(rm[name].address())
+                assert not ctx.get(bench.o_stream.valid)
+            # back-to-back PUSH writes: the second waits for the first result
+            await h.write(rm["PUSH"].address(), 1)
+            await h.write(rm["PUSH"].address(), 1)
+            await h.wait_status("RESULT_VALID", 1)
+            for name in ("RESULT_SCORE", "RESULT_TAG", "RESULT_INFO", "SAMPLES", "ANOMALIES"):
+                await h.read(rm[name].address())
+            # stream 10 samples
+            for j in range(10):
+                x = xs[12 + 10 * c + j] if 12 + 10 * c + j < len(xs) else xs[j]
+                ctx.set(bench.i_stream.payload.as_value(), pack_sample(p, x, j))
+                ctx.set(bench.i_stream.valid, 1)
+                while not ctx.get(bench.i_stream.ready):
+                    await ctx.tick()
+                await ctx.tick()
+                ctx.set(bench.i_stream.valid, 0)
+                exp = model.stream(x[None, :], [j]).row(0)
+                stream_out.append(exp)
+            for _ in range(bench.core.latency + 4):
+                await ctx.tick()
+            for name in ("SAMPLES", "ANOMALIES", "STATUS"):
+                await h.read(rm[name].address())
+            await h.write(rm["CTRL"].address(), 1 << rm["CTRL"].field("CLEAR_COUNTERS").lsb)
+            for name in ("SAMPLES", "ANOMALIES"):
+                await h.read(rm[name].address())
+        # a commit with nothing new written flips back to bank 0 with the old bank-0 tables
+        await h.write(rm["CTRL"].address(), 1 << rm["CTRL"].field("COMMIT").lsb)
+        await h.wait_status("COMMIT_PENDING", 0)
+        await h.read(rm["STATUS"].address())
+        await h.write(rm["PUSH"].address(), 1)
+        await h.wait_status("RESULT_VALID", 1)
+        for name in ("RESULT_SCORE", "RESULT_INFO"):
+            await h.read(rm[name].address())
+        # threshold-only commit
+        await h.write(rm["THRESHOLD"].address(), 5)
+        await h.read(rm["THRESHOLD_ACTIVE"].address())
+        await h.write(rm["CTRL"].address(), 1 << rm["CTRL"].field("COMMIT_THRESHOLD").lsb)
+        await h.read(rm["THRESHOLD_ACTIVE"].address())
+
+    seen = []
+
+    async def sink(ctx):  # type: ignore[no-untyped-def]
+        async for _clk, _rst, valid, payload in ctx.tick().sample(bench.o_stream.valid,
+                                                                  bench.o_stream.payload.as_value()):
+            if valid:
+                seen.append(unpack_result(p, payload).row())
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.add_process(sink)
+    sim.run()
+    assert seen == stream_out
+
+
+def test_push_waits_behind_a_stalled_stream() -> None:
+    """With the output stalled and the pipeline full, a PUSH stays pending (STATUS.PUSH_PENDING),
+    the stream results come out intact once the output drains, and then the push completes."""
+    p = get_params("small")
+    bench = Bench(p)
+    model = CoreModel(p)
+    rm = model.regmap
+    rng = np.random.default_rng(4)
+    xs = random_samples(p, rng, 40)
+    got = []
+
+    async def tb(ctx):  # type: ignore[no-untyped-def]
+        h = Host(ctx, bench, model)
+        ctx.set(bench.o_stream.ready, 0)
+        n_in = 0
+        ctx.set(bench.i_stream.valid, 1)
+        for _ in range(3 * bench.core.latency):
+            ctx.set(bench.i_stream.payload.as_value(), pack_sample(p, xs[n_in], n_in))
+            n_in += ctx.get(bench.i_stream.ready)
+            await ctx.tick()
+        ctx.set(bench.i_stream.valid, 0)
+        _, err = await bus_access(ctx, bench.bus, rm["PUSH"].address(), True, 1)
+        assert not err
+        st, _ = await bus_access(ctx, bench.bus, rm["STATUS"].address(), False)
+        assert st >> rm["STATUS"].field("PUSH_PENDING").lsb & 1
+        assert st >> rm["STATUS"].field("BUSY").lsb & 1
+        ctx.set(bench.o_stream.ready, 1)
+        while len(got) < n_in:
+            if ctx.get(bench.o_stream.valid):
+                got.append(unpack_result(p, ctx.get(bench.o_stream.payload.as_value())).tag)
+            await ctx.tick()
+        await h.wait_status("RESULT_VALID", 1)
+        st, _ = await bus_access(ctx, bench.bus, rm["SAMPLES"].address(), False)
+        assert st == n_in + 1
+        assert not ctx.get(bench.o_stream.valid)
+
+    run(bench, tb)
+    assert got == list(range(len(got)))
+
+
+def test_table_writes_during_the_clear_after_reset() -> None:
+    """Back-to-back TABLE writes from the first cycle (in address order, and one far ahead of the
+    clear) land in the shadow bank and are not cleared away; the active bank is zero."""
+    p = get_params("small")
+    bench = Bench(p)
+    rm = RegisterMap(p)
+    rng = np.random.default_rng(13)
+    vals = [int(v) for v in rng.integers(1, 1 << 16, size=3 * p.b)]
+    far = rm["TABLE"].count - 1
+
+    async def tb(ctx):  # type: ignore[no-untyped-def]
+        tab = rm["TABLE"]
+        _, err = await bus_access(ctx, bench.bus, tab.address(far), True, 0xBEEF)
+        assert not err
+        for i, v in enumerate(vals):
+            _, err = await bus_access(ctx, bench.bus, tab.address(i), True, v)
+            assert not err
+        await ctx.tick().repeat(bench.core.clear_cycles + 4)
+        td = bench.core.table_data
+        for i, v in enumerate(vals):
+            k, b = divmod(i, p.b)
+            assert ctx.get(td[k][p.b + b]) == v
+            assert ctx.get(td[k][b]) == 0
+        assert ctx.get(td[p.k - 1][2 * p.b - 1]) == 0xBEEF
+
+    run(bench, tb)
