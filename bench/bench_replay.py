@@ -10,13 +10,17 @@ pipe lines, deferrals with retries, bounces, expiries; cached under ``build/benc
 and prints lines/s for both (wall clock and CPU time: the machine may be shared, CPU time is the
 fairer comparison) and their ratio.  ``MAILPULSE_BENCH_LINES`` sets the log size (default 1M).
 
-Then, when Mosquitto is installed, ``mailpulse node replay`` *with* publishing (spool + QoS 1 to a
-local Mosquitto started on loopback, timed until the broker acknowledged every event) on the first
-``MAILPULSE_BENCH_PUBLISH_LINES`` lines (default 200k).
+Then, when Mosquitto is installed, ``mailpulse node replay`` *with* publishing (spool on disk +
+QoS 1 to a local Mosquitto started on loopback, timed until the broker acknowledged every event: the
+command's own code path, ``replay_command``, run in this process so that its CPU time - all threads:
+parser, pump, paho - can be measured apart from Mosquitto's) on the first
+``MAILPULSE_BENCH_PUBLISH_LINES`` lines (default: the whole log, as pflogsumm).
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import os
 import resource
 import shutil
@@ -70,21 +74,39 @@ def time_replay(path: Path) -> tuple[float, float, str]:
     return wall, cpu, s.line()
 
 
-def time_publish(path: Path, n_lines: int) -> str | None:
+def _proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of another process (Linux /proc), 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def time_publish(path: Path, n_lines: int) -> tuple[str, int, float, float, float] | None:
+    """``node replay`` publishing: (summary line, lines, wall s, CPU s of the node, CPU s of Mosquitto)."""
     if shutil.which("mosquitto") is None:
         print("publishing: mosquitto is not installed")
         return None
     import tempfile
 
     from mailpulse.testing.servers import Mosquitto
+    from pi_firmware.cli import replay_command
+
     with tempfile.TemporaryDirectory(prefix="mailpulse-bench-") as tmp:
         d = Path(tmp)
-        small = d / "mail.log"
-        with path.open() as src, small.open("w") as dst:
-            for i, line in enumerate(src):
-                if i >= n_lines:
-                    break
-                dst.write(line)
+        log = path
+        lines = 0
+        if n_lines > 0:
+            log = d / "mail.log"
+            with path.open() as src, log.open("w") as dst:
+                for lines, line in enumerate(src, 1):
+                    dst.write(line)
+                    if lines >= n_lines:
+                        break
+        else:
+            with path.open("rb") as f:
+                lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
         broker = Mosquitto(d / "mq", {"bench": "pw"}, ["user bench", "topic readwrite mailpulse/#"], tls=False)
         broker.start()
         try:
@@ -92,13 +114,21 @@ def time_publish(path: Path, n_lines: int) -> str | None:
             cfg.write_text(f'[node]\nid = "bench"\nsite = "lab"\nstate_dir = "{d}/state"\n'
                            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nusername = "bench"\n'
                            'password_env = "MAILPULSE_BENCH_PW"\nha_discovery = false\n[postfix]\nyear = 2026\n')
-            env = dict(os.environ, MAILPULSE_BENCH_PW="pw")
-            r = subprocess.run([sys.executable, "-m", "mailpulse.cli", "node", "replay", "--config", str(cfg),
-                                "--log", str(small)], capture_output=True, text=True, env=env, timeout=1800)
-            if r.returncode != 0:
-                print(f"publishing: replay failed: {r.stderr.strip()[-500:]}")
+            os.environ["MAILPULSE_BENCH_PW"] = "pw"
+            out = io.StringIO()
+            args = argparse.Namespace(config=str(cfg), log=str(log), no_publish=False, flush_timeout=1800.0)
+            assert broker.proc is not None
+            m0 = _proc_cpu(broker.proc.pid)
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            rc = replay_command(args, out)
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - c0
+            mcpu = _proc_cpu(broker.proc.pid) - m0
+            if rc != 0:
+                print(f"publishing: replay failed with status {rc}")
                 return None
-            return r.stdout.strip().splitlines()[-1]
+            return out.getvalue().strip().splitlines()[-1], lines, wall, cpu, mcpu
         finally:
             broker.stop()
 
@@ -109,15 +139,26 @@ def main() -> int:
     print(f"log: {path} ({lines} lines, {path.stat().st_size / 1e6:.0f} MB)")
     pf = time_pflogsumm(path)
     wall, cpu, line = time_replay(path)
+    events = int(line.split()[3])
     print(f"replay --no-publish: {line}")
-    print(f"replay --no-publish: {lines / wall:,.0f} lines/s wall, {lines / cpu:,.0f} lines/s CPU")
+    print(f"replay --no-publish: {lines / wall:,.0f} lines/s wall, {lines / cpu:,.0f} lines/s CPU; "
+          f"{events / wall:,.0f} events/s wall, {events / cpu:,.0f} events/s CPU")
     if pf is not None:
         pw, pc = pf
         print(f"pflogsumm:           {lines / pw:,.0f} lines/s wall, {lines / pc:,.0f} lines/s CPU")
-        print(f"ratio replay/pflogsumm: {pw / wall:.2f} (wall), {pc / cpu:.2f} (CPU)")
-    pub = time_publish(path, int(os.environ.get("MAILPULSE_BENCH_PUBLISH_LINES", "200000")))
+        print(f"ratio replay --no-publish / pflogsumm: {pw / wall:.2f} (wall), {pc / cpu:.2f} (CPU)")
+    pub = time_publish(path, int(os.environ.get("MAILPULSE_BENCH_PUBLISH_LINES", "0")))
     if pub is not None:
-        print(f"replay (publishing, QoS 1, local mosquitto): {pub}")
+        summary, plines, pwall, pcpu, mcpu = pub
+        pev = int(summary.split()[3])
+        print(f"replay (publishing, QoS 1, spool on disk, local mosquitto): {summary}")
+        print(f"replay (publishing): {plines / pwall:,.0f} lines/s wall, {plines / pcpu:,.0f} lines/s CPU "
+              f"(node, all threads); {pev / pwall:,.0f} events/s wall, {pev / pcpu:,.0f} events/s CPU; "
+              f"Mosquitto used {mcpu:.2f} s CPU")
+        if pf is not None:
+            pw, pc = pf
+            print(f"ratio replay (publishing) / pflogsumm: {(plines / pwall) / (lines / pw):.2f} (wall), "
+                  f"{(plines / pcpu) / (lines / pc):.2f} (CPU)")
     return 0
 
 

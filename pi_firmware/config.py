@@ -137,7 +137,7 @@ KEY_DOCS: dict[str, str] = {
     "mqtt.inflight_max": "Messages published but not yet acknowledged.",
     "mqtt.ha_discovery": "Publish Home Assistant MQTT discovery configs (retained) at connect.",
     "spool.path": "SQLite spool file (default `<state_dir>/spool.db`).",
-    "spool.max_rows": "Bound of the spool; beyond it ordinary events are dropped before anomalies.",
+    "spool.max_rows": "Bound of the spool in events (an anomaly counts twice); beyond it ordinary events are dropped before anomalies.",
     "spool.synchronous": "SQLite `synchronous` level: NORMAL, FULL or EXTRA.",
     "fleet.heartbeat_s": "Period of the retained status message.",
     "fleet.timeout_s": "Age after which a silent node counts as dead (0: three heartbeats).",

@@ -1,21 +1,28 @@
 """Events the node emits: one per Postfix delivery attempt, delivered message or probe.
 
 Every event has a unique, *deterministic* id: a hash of the node id and the fields that identify
-what was observed (for a delivery: queue id, recipient, log timestamp, status).  Reading the same
-log line twice (a restart before the follower's position was saved, a replay) gives the same id,
-so the collector's de-duplication by id makes replays idempotent.
+what was observed.  For a delivery that is the log line itself (its whole text, so two distinct
+attempts logged in the same second differ) plus the recipient (one ``expired`` line covers several
+recipients) and an occurrence counter that tells byte-identical lines of the same second apart (see
+:class:`pi_firmware.postfix.PostfixParser`).  Reading the same log line twice (a restart before the
+follower's position was saved, a replay) gives the same id, so the collector's de-duplication by id
+makes replays idempotent.
 
 The JSON payload (:meth:`Event.payload`) carries the feature schema version, the kind, the id,
 the raw fields, the fixed-point feature vector ``x`` and, once scored, ``score``, ``anomaly``
-and ``argmax``.
+and ``argmax``.  :meth:`Event.payload_json` gives the same document already encoded (compact UTF-8
+JSON); :class:`DeliveryEvent` writes it directly, without building the dicts (the replay's hot path),
+and a test checks that it equals the encoding of :meth:`Event.payload`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _jstr
 from typing import Any, ClassVar
 
 from mailpulse import features as F
@@ -27,11 +34,117 @@ def event_id(*parts: object) -> str:
     return h.hexdigest()
 
 
+def _blake(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+
+
+_ISO_CACHE: dict[float, str] = {}
+
+
 def iso_utc(ts: float | None) -> str | None:
-    """ISO 8601 UTC with milliseconds (``2026-11-26T10:00:00.123Z``), or ``None``."""
+    """ISO 8601 UTC with milliseconds (``2026-11-26T10:00:00.123Z``), or ``None``.
+
+    Log timestamps repeat (many lines per second), so results are cached (a small, cleared cache).
+    """
     if ts is None or not math.isfinite(ts):
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    v = _ISO_CACHE.get(ts)
+    if v is None:
+        if len(_ISO_CACHE) >= 4096:
+            _ISO_CACHE.clear()
+        v = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        _ISO_CACHE[ts] = v
+    return v
+
+
+#: One encoder for every payload (``json.dumps`` with options builds a new encoder per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON of ``obj``.  Text read with ``surrogateescape`` (undecodable log bytes)
+    keeps its lone surrogates as ``\\udcXX`` escapes, so the bytes are always valid UTF-8."""
+    return _ENCODER.encode(obj).encode("utf-8", "backslashreplace")
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else v
+
+
+def _jopt(v: str | None) -> str:
+    return "null" if v is None else str(_jstr(v))
+
+
+def _jnum(v: float | None) -> str:
+    # JSON has no NaN/Infinity: a non-finite number (a log field like "1e999") is written as null
+    return "null" if v is None or not math.isfinite(v) else repr(float(v))
+
+
+# Caches of the JSON text of values that repeat from event to event (host, agent, status, relay,
+# dsn; delay values; vector components).  Each is cleared when it reaches _CACHE_MAX entries.
+_CACHE_MAX = 65536
+_STR_JSON: dict[str | None, str] = {None: "null"}
+_NUM_JSON: dict[float | None, str] = {None: "null"}
+_INT_TEXT: dict[int, str] = {}
+
+
+def _cstr(v: str | None) -> str:
+    r = _STR_JSON.get(v)
+    if r is None:
+        if len(_STR_JSON) >= _CACHE_MAX:
+            _STR_JSON.clear()
+            _STR_JSON[None] = "null"
+        r = _STR_JSON[v] = _jopt(v)
+    return r
+
+
+def _cnum(v: float | None) -> str:
+    r = _NUM_JSON.get(v)
+    if r is None:
+        if len(_NUM_JSON) >= _CACHE_MAX:
+            _NUM_JSON.clear()
+            _NUM_JSON[None] = "null"
+        r = _NUM_JSON[v] = _jnum(v)   # NaN never hits the cache (NaN != NaN): it is just recomputed
+    return r
+
+
+def _ints(x: list[int]) -> str:
+    c = _INT_TEXT
+    try:
+        return ",".join([c[v] for v in x])
+    except KeyError:
+        if len(c) >= _CACHE_MAX:
+            c.clear()
+        for v in x:
+            c[v] = str(int(v))
+        return ",".join([c[v] for v in x])
+
+
+_FEATURE_JSON = tuple(_jstr(n) for n in F.NAMES)
+
+# JSON fragments of field groups that repeat together (same relay, agent, status, dsn; same delays)
+_GROUP_JSON: dict[tuple[str, str, str, str | None, str | None], tuple[str, str, str, str, str]] = {}
+_DELAYS_JSON: dict[tuple[float, float, float, float] | None, str] = {None: "null"}
+
+
+def _group(key: tuple[str, str, str, str | None, str | None]) -> tuple[str, str, str, str, str]:
+    if len(_GROUP_JSON) >= _CACHE_MAX:
+        _GROUP_JSON.clear()
+    r = _GROUP_JSON[key] = (_cstr(key[0]), _cstr(key[1]), _cstr(key[2]), _cstr(key[3]), _cstr(key[4]))
+    return r
+
+
+def _delays(d: tuple[float, float, float, float] | None) -> str:
+    r = _DELAYS_JSON.get(d)
+    if r is None:
+        if len(_DELAYS_JSON) >= _CACHE_MAX:
+            _DELAYS_JSON.clear()
+            _DELAYS_JSON[None] = "null"
+        assert d is not None
+        r = f"[{_cnum(d[0])},{_cnum(d[1])},{_cnum(d[2])},{_cnum(d[3])}]"
+        if all(v == v for v in d):          # a NaN key would never be found again
+            _DELAYS_JSON[d] = r
+    return r
 
 
 @dataclass(slots=True)
@@ -106,6 +219,18 @@ class Event:
             out["argmax_feature"] = F.NAMES[self.scored.argmax] if 0 <= self.scored.argmax < F.D else None
         return out
 
+    def payload_json(self) -> bytes:
+        """:meth:`payload` encoded as compact UTF-8 JSON (what the spool stores and MQTT carries)."""
+        return dumps(self.payload())
+
+    def _verdict_json(self) -> str:
+        s = self.scored
+        if s is None:
+            return "}"
+        a = s.argmax
+        feat = _FEATURE_JSON[a] if 0 <= a < F.D else "null"
+        return f',"score":{s.score},"anomaly":{"true" if s.anomaly else "false"},"argmax":{a},"argmax_feature":{feat}}}'
+
 
 @dataclass(slots=True)
 class DeliveryEvent(Event):
@@ -132,11 +257,40 @@ class DeliveryEvent(Event):
     nrcpt: int | None = None
     message_id: str | None = None
     stamp: str = ""                 # the log line's timestamp text (part of the id)
+    text: str = ""                  # the whole log line, without its newline (part of the id)
+    occ: int = 0                    # earlier identical lines with the same timestamp (part of the id)
+    _id: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def id(self) -> str:
-        return event_id(self.node, self.KIND, self.host, self.queue_id, self.recipient, self.stamp, self.status,
-                        self.dsn)
+        i = self._id
+        if i is None:
+            if self.text:
+                # the line holds host, queue id, timestamp, status and dsn; the recipient is added
+                # because one qmgr "expired" line stands for every deferred recipient
+                i = _blake(f"{self.node}\x1f{self.KIND}\x1f{self.recipient}\x1f{self.text}\x1f{self.occ}")
+            else:   # built by hand (tests, tools): the identifying fields
+                i = event_id(self.node, self.KIND, self.host, self.queue_id, self.recipient, self.stamp,
+                             self.status, self.dsn, self.occ)
+            self._id = i
+        return i
+
+    def payload_json(self) -> bytes:
+        # The replay's hot path: the bytes dumps(self.payload()) gives, written without the dicts.
+        key = (self.node, self.host, self.agent, self.relay, self.dsn)
+        node_j, host_j, agent_j, relay_j, dsn_j = _GROUP_JSON.get(key) or _group(key)
+        d = self.delays
+        delays = _DELAYS_JSON.get(d) or _delays(d)
+        x = self.x if self.x is not None else self.vector()
+        doc = (f'{{"schema":{F.SCHEMA_VERSION},"kind":"delivery","id":"{self.id}","node":{node_j},'
+               f'"ts":{_cstr(iso_utc(self.ts))},"fields":{{"host":{host_j},'
+               f'"queue_id":{_jstr(self.queue_id)},"agent":{agent_j},"to":{_jstr(self.recipient)},'
+               f'"status":{_cstr(self.status)},"relay":{relay_j},"delay":{_cnum(self.delay)},'
+               f'"delays":{delays},"dsn":{dsn_j},"from":{_jopt(self.sender)},'
+               f'"size":{"null" if self.size is None else int(self.size)},'
+               f'"nrcpt":{"null" if self.nrcpt is None else int(self.nrcpt)},'
+               f'"message_id":{_jopt(self.message_id)}}},"x":[{_ints(x)}]{self._verdict_json()}')
+        return doc.encode("utf-8", "backslashreplace")
 
     def raw_features(self) -> dict[str, float | None]:
         d = self.delays
@@ -165,8 +319,8 @@ class DeliveryEvent(Event):
     def fields(self) -> dict[str, Any]:
         return {
             "host": self.host, "queue_id": self.queue_id, "agent": self.agent, "to": self.recipient,
-            "status": self.status, "relay": self.relay, "delay": self.delay,
-            "delays": list(self.delays) if self.delays is not None else None, "dsn": self.dsn,
+            "status": self.status, "relay": self.relay, "delay": _finite(self.delay),
+            "delays": [_finite(v) for v in self.delays] if self.delays is not None else None, "dsn": self.dsn,
             "from": self.sender, "size": self.size, "nrcpt": self.nrcpt, "message_id": self.message_id,
         }
 
@@ -213,4 +367,4 @@ class MessageEvent(Event):
                 "mailbox_delay_s": self.mailbox_delay_s}
 
 
-__all__ = ["DeliveryEvent", "Event", "MessageEvent", "Scored", "event_id", "iso_utc"]
+__all__ = ["DeliveryEvent", "Event", "MessageEvent", "Scored", "dumps", "event_id", "iso_utc"]

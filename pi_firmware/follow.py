@@ -26,9 +26,9 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 #: Bytes of the file's start hashed into the fingerprint.
 FINGERPRINT_BYTES = 256
@@ -36,25 +36,33 @@ FINGERPRINT_BYTES = 256
 
 @dataclass
 class Position:
-    """Where the follower is: the file (device, inode, fingerprint) and the byte offset."""
+    """Where the follower is: the file (device, inode, fingerprint) and the byte offset.
+
+    ``extra`` is the consumer's small state that must change together with the position (saved in
+    the same atomic write; the Postfix source keeps its event-id occurrence counters there).
+    """
 
     path: str
     dev: int
     ino: int
     offset: int
     fingerprint: str
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Position | None:
         try:
-            d = json.loads(path.read_text())
-            return cls(str(d["path"]), int(d["dev"]), int(d["ino"]), int(d["offset"]), str(d["fingerprint"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            d = json.loads(path.read_text(encoding="utf-8", errors="surrogateescape"))
+            extra = d.get("extra") or {}
+            if not isinstance(extra, dict):
+                extra = {}
+            return cls(str(d["path"]), int(d["dev"]), int(d["ino"]), int(d["offset"]), str(d["fingerprint"]), extra)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self)))
+        tmp.write_text(json.dumps(asdict(self), ensure_ascii=False), encoding="utf-8", errors="surrogateescape")
         os.replace(tmp, path)
 
 
@@ -251,10 +259,13 @@ class Follower:
             return None
         return Position(str(self.path), self._ino[0], self._ino[1], self._offset, self._fp)
 
-    def commit(self) -> None:
-        """Save the position of the lines handed out so far (no-op without a state file)."""
+    def commit(self, extra: dict[str, Any] | None = None) -> None:
+        """Save the position of the lines handed out so far, with the caller's ``extra`` state
+        (no-op without a state file)."""
         pos = self.position
         if self.state_file is not None and pos is not None:
+            if extra is not None:
+                pos.extra = extra
             pos.save(self.state_file)
 
     def close(self) -> None:

@@ -6,13 +6,15 @@ Data path::
                                      ^                                     |
                                      +------ ack(seqs) on PUBACK ----------+
 
-* :meth:`MqttSink.emit` writes the event's JSON payload to the spool (channel ``events``, and
-  ``anomalies`` too when the scorer flagged it) and returns; nothing is sent from the caller's thread.
-* The pump thread reads spooled rows in order, packs consecutive rows of one channel into one
-  message (a batch envelope, see :mod:`mailpulse.topics`) up to ``batch_max_events`` /
-  ``batch_max_bytes``, publishes with QoS 1, and keeps at most ``inflight_max`` messages
-  unacknowledged.  A row is deleted from the spool only when its message's PUBACK arrives with a
-  success reason code.
+* :meth:`MqttSink.emit_many` encodes each event's JSON payload (:meth:`Event.payload_json`), and
+  writes the batch to the spool (channel ``events``, and ``anomalies`` too for the events the
+  scorer flagged) in one transaction, already cut into message-sized batches of at most
+  ``batch_max_events`` / ``batch_max_bytes``; it returns when they are committed.  Nothing is sent
+  from the caller's thread.
+* The pump thread reads spooled batches in order, wraps each in the batch envelope (see
+  :mod:`mailpulse.topics`; no per-event work), publishes it with QoS 1, and keeps at most
+  ``inflight_max`` messages unacknowledged.  A batch is deleted from the spool only when its
+  message's PUBACK arrives with a success reason code.
 * While the broker is away, rows stay in the spool (bounded, see :mod:`pi_firmware.spool`); paho
   reconnects with back-off and re-sends its in-flight messages; the pump continues where it was.
   After a daemon restart every row still in the spool is sent again, oldest first.  The guarantee
@@ -49,7 +51,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from mailpulse import topics as T
 
-from .spool import Spool, SpoolRow
+from .events import dumps as _dumps
+from .spool import Spool, SpoolBatch
 
 __all__ = ["MqttSettings", "MqttSink", "PublishStats", "batch_payload"]
 
@@ -140,18 +143,24 @@ class _EventLike(Protocol):
     def payload(self) -> dict[str, Any]: ...
 
 
+def _encode(ev: _EventLike) -> tuple[bytes, bool]:
+    """An event's JSON payload and whether it is an anomaly (fast path for pipeline events)."""
+    fast = getattr(ev, "payload_json", None)
+    if fast is not None:
+        sc = getattr(ev, "scored", None)
+        return fast(), bool(sc is not None and sc.anomaly)
+    p = ev.payload()
+    return _dumps(p), bool(p.get("anomaly"))
+
+
+def _envelope_head(site: str, node: str) -> bytes:
+    head = json.dumps({"schema": T.PAYLOAD_SCHEMA, "site": site, "node": node}, separators=(",", ":"))
+    return head[:-1].encode() + b',"events":['
+
+
 def batch_payload(site: str, node: str, payloads: Iterable[bytes]) -> bytes:
     """The batch envelope of an ``events``/``anomalies`` message, from already-encoded payloads."""
-    head = json.dumps({"schema": T.PAYLOAD_SCHEMA, "site": site, "node": node}, separators=(",", ":"))
-    return head[:-1].encode() + b',"events":[' + b",".join(payloads) + b"]}"
-
-
-#: One encoder for every payload (``json.dumps`` with options builds a new encoder per call).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _dumps(obj: Any) -> bytes:
-    return _ENCODER.encode(obj).encode()
+    return _envelope_head(site, node) + b",".join(payloads) + b"]}"
 
 
 class MqttSink:
@@ -185,9 +194,13 @@ class MqttSink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._idle = threading.Event()
-        self._pending: dict[int, list[SpoolRow]] = {}    # mid -> rows (pump thread only)
-        self._retry: deque[list[SpoolRow]] = deque()
+        self._pending: dict[int, SpoolBatch] = {}    # mid -> batch (pump thread only)
+        self._retry: deque[SpoolBatch] = deque()
+        self._ahead: deque[SpoolBatch] = deque()     # read from the spool, not yet published
         self._last_seq = 0
+        self._head = _envelope_head(site, node)
+        # spooled batches must fit one message with its envelope
+        self._batch_bytes = max(1, settings.batch_max_bytes - len(self._head) - 2)
         self._connected = threading.Event()
         self._pump: threading.Thread | None = None
         self._started_at = time.time()
@@ -264,38 +277,28 @@ class MqttSink:
         self.emit_many([event])
 
     def emit_many(self, events: Iterable[_EventLike]) -> None:
-        """Spool events in one transaction, in order."""
-        rows: list[tuple[str, str, bytes]] = []
-        n = a = 0
-        for ev in events:
-            p = ev.payload()
-            data = _dumps(p)
-            rows.append(("events", ev.id, data))
-            n += 1
-            if p.get("anomaly"):
-                rows.append(("anomalies", ev.id, data))
-                a += 1
-        if rows:
-            self.spool.put_many(rows)
-            self.stats.emitted += n
-            self.stats.anomalies += a
-            self._idle.clear()
-            self._wake.set()
+        """Spool events in one transaction, in order (durable when this returns)."""
+        self._spool_rows((ev.id, *_encode(ev)) for ev in events)
 
     def emit_payloads(self, rows: Iterable[tuple[str, Mapping[str, Any], bool]]) -> None:
         """Spool raw payload dicts: ``(event_id, payload, anomaly)`` tuples."""
-        out: list[tuple[str, str, bytes]] = []
-        for eid, p, anomaly in rows:
-            data = _dumps(p)
-            out.append(("events", eid, data))
-            self.stats.emitted += 1
+        self._spool_rows((eid, _dumps(p), anomaly) for eid, p, anomaly in rows)
+
+    def _spool_rows(self, items: Iterable[tuple[str, bytes, bool]]) -> None:
+        # the events of a call first, then the anomalies among them: two runs, so few batches
+        ev_rows: list[tuple[str, str, bytes]] = []
+        an_rows: list[tuple[str, str, bytes]] = []
+        for eid, data, anomaly in items:
+            ev_rows.append(("events", eid, data))
             if anomaly:
-                out.append(("anomalies", eid, data))
-                self.stats.anomalies += 1
-        if out:
-            self.spool.put_many(out)
-            self._idle.clear()
-            self._wake.set()
+                an_rows.append(("anomalies", eid, data))
+        if not ev_rows:
+            return
+        self.spool.put_many(ev_rows + an_rows, max_events=self.settings.batch_max_events, max_bytes=self._batch_bytes)
+        self.stats.emitted += len(ev_rows)
+        self.stats.anomalies += len(an_rows)
+        self._idle.clear()
+        self._wake.set()
 
     # -- status, discovery, subscriptions -----------------------------------------------------
 
@@ -371,42 +374,37 @@ class MqttSink:
                 mid, code = self._acks.get_nowait()
             except queue.Empty:
                 break
-            rows = self._pending.pop(mid, None)
-            if rows is None:  # status, discovery: not spooled
+            batch = self._pending.pop(mid, None)
+            if batch is None:  # status, discovery: not spooled
                 continue
-            self._settle(rows, code, done)
+            self._settle(batch, code, done)
         if done:
-            self.spool.ack(done)
+            self.spool.ack_batches(done)
 
-    def _settle(self, rows: list[SpoolRow], code: int, done: list[int]) -> None:
+    def _settle(self, batch: SpoolBatch, code: int, done: list[int]) -> None:
         if code < 0x80:
-            done.extend(r.seq for r in rows)
+            done.append(batch.seq)
             self.stats.messages += 1
-            self.stats.published += sum(1 for r in rows if r.channel == "events")
+            if batch.channel == "events":
+                self.stats.published += batch.n
         elif code in _REFUSALS:
-            done.extend(r.seq for r in rows)
-            self.stats.rejected += len(rows)
-            self.stats.last_error = f"broker refused a message on {rows[0].channel}: reason code 0x{code:02x}"
+            done.append(batch.seq)
+            self.stats.rejected += batch.n
+            self.stats.last_error = f"broker refused a message on {batch.channel}: reason code 0x{code:02x}"
             log.error("%s", self.stats.last_error)
         else:
-            self._retry.append(rows)
+            self._retry.append(batch)
 
-    def _next_batch(self) -> list[SpoolRow]:
+    def _next_batch(self) -> SpoolBatch | None:
         if self._retry:
             return self._retry.popleft()
-        s = self.settings
-        rows = self.spool.peek(s.batch_max_events, after=self._last_seq)
-        if not rows:
-            return []
-        batch = [rows[0]]
-        size = len(rows[0].payload)
-        for r in rows[1:]:
-            if r.channel != batch[0].channel or size + len(r.payload) + 1 > s.batch_max_bytes:
-                break
-            batch.append(r)
-            size += len(r.payload) + 1
-        self._last_seq = batch[-1].seq
-        return batch
+        if not self._ahead:
+            want = max(1, self.settings.inflight_max - len(self._pending))
+            self._ahead.extend(self.spool.peek_batches(want, after=self._last_seq))
+            if not self._ahead:
+                return None
+            self._last_seq = self._ahead[-1].seq
+        return self._ahead.popleft()
 
     def _pump_loop(self) -> None:
         while not self._stop.is_set():
@@ -416,19 +414,18 @@ class MqttSink:
                 self._drain_acks()
                 while self._connected.is_set() and len(self._pending) < self.settings.inflight_max:
                     batch = self._next_batch()
-                    if not batch:
+                    if batch is None:
                         break
-                    topic = self.topics.channel(batch[0].channel)
-                    info = self.client.publish(topic, batch_payload(self.site, self.node, [r.payload for r in batch]),
-                                               qos=1)
+                    topic = self.topics.channel(batch.channel)
+                    info = self.client.publish(topic, self._head + batch.payload + b"]}", qos=1)
                     if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                         # not queued by paho: send again later, in order
                         self._retry.appendleft(batch)
                         break
                     # Acks are drained only by this thread, after this registration: no race.
                     self._pending[info.mid] = batch
-                if not self._pending and not self._retry and self._acks.empty() \
-                        and not self.spool.peek(1, after=self._last_seq):
+                if not self._pending and not self._retry and not self._ahead and self._acks.empty() \
+                        and not self.spool.has_after(self._last_seq):
                     self._idle.set()
                 else:
                     self._idle.clear()

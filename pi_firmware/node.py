@@ -86,21 +86,38 @@ class PostfixLogSource:
 
     The follower's position is saved only after the events of the lines read so far are in the
     spool, so a crash re-reads at most the lines whose events were not yet durable (and their
-    deterministic ids make the repeats harmless).
+    deterministic ids make the repeats harmless).  The parser's event-id occurrence counters are
+    saved with the position (one atomic write), so re-read lines get the ids they had.  The
+    queue-id join (qmgr ``from=``/``size=``, cleanup ``message-id=`` of messages still in the
+    queue) is saved next to it (``<state_file>.join``) at most every ``join_save_s`` seconds and
+    when the source stops, so delivery lines read after a restart are still joined.
     """
 
     def __init__(self, path: Path | str, node: str, state_file: Path | str | None = None, from_start: bool = False,
-                 poll_s: float = 0.2, max_lines: int = 5000) -> None:
+                 poll_s: float = 0.2, max_lines: int = 5000, join_save_s: float = 5.0, year: int | None = None,
+                 max_queue_ids: int = 100_000) -> None:
         self.path, self.node, self.state_file = Path(path), node, state_file
         self.from_start, self.poll_s, self.max_lines = from_start, poll_s, max_lines
+        self.join_save_s, self.year, self.max_queue_ids = join_save_s, year, max_queue_ids
         self.lines = 0
 
+    @property
+    def join_file(self) -> Path | None:
+        return None if self.state_file is None else Path(str(self.state_file) + ".join")
+
     def run(self, emit: Emit, stop: threading.Event) -> None:
-        from .follow import Follower
+        from .follow import Follower, Position
         from .postfix import PostfixParser
 
         follower = Follower(self.path, self.state_file, from_start=self.from_start)
-        parser = PostfixParser(self.node)
+        parser = PostfixParser(self.node, year=self.year, max_queue_ids=self.max_queue_ids)
+        join = self.join_file
+        if join is not None:
+            parser.load_state(join)
+            pos = Position.load(Path(str(self.state_file)))
+            if pos is not None and "occurrences" in pos.extra:   # newer than the join file's copy
+                parser.restore_occurrences(pos.extra["occurrences"])
+        saved = time.monotonic()
         try:
             while not stop.is_set():
                 batch: list[str] = []
@@ -113,8 +130,13 @@ class PostfixLogSource:
                     continue
                 self.lines += len(batch)
                 emit(list(parser.feed(batch)))
-                follower.commit()
+                follower.commit({"occurrences": parser.occurrence_state()})
+                if join is not None and time.monotonic() - saved >= self.join_save_s:
+                    parser.save_state(join)
+                    saved = time.monotonic()
         finally:
+            if join is not None:
+                parser.save_state(join)
             follower.close()
 
 

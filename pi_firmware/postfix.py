@@ -18,6 +18,10 @@ without ``orig_to=`` and ``conn_use=``.  Two timestamp forms are accepted: RFC 3
 (``Nov 26 10:00:00``, optionally with fractional seconds; the year is inferred, see
 :class:`PostfixParser`) and RFC 3339 (``2026-11-26T10:00:00.123456+00:00``).
 
+Event ids (see :mod:`pi_firmware.events`) hash the whole line (without its newline) with an
+occurrence counter that tells byte-identical lines under one timestamp apart; the counters are part
+of the saved state (:meth:`PostfixParser.occurrence_state`, :meth:`PostfixParser.save_state`).
+
 Memory is bounded: a queue id is forgotten on ``removed``, when it is older than ``max_age_s``
 (by log time) and when more than ``max_queue_ids`` are held (the oldest first).
 
@@ -132,6 +136,41 @@ class PostfixParser:
         self._ts_cache: dict[str, float] = {}
         self._last_ts = 0.0
         self._sweep = 0
+        # occurrences of each delivery/expiry line text under the current timestamp (event ids)
+        self._occ_stamp = ""
+        self._occ: dict[str, int] = {}
+
+    # -- occurrences (event ids) --------------------------------------------------------------
+    def _occurrence(self, stamp: str, text: str) -> int:
+        """How many times ``text`` was seen before under ``stamp`` (0 the first time).
+
+        Two byte-identical delivery lines with the same timestamp (e.g. a recipient listed twice)
+        are two attempts; the counter gives them distinct, still deterministic, event ids.  It is
+        reset when the timestamp changes, and saved with the follower's position
+        (:meth:`occurrence_state`) so a restart between two such lines continues the count.
+        """
+        if stamp != self._occ_stamp:
+            self._occ_stamp = stamp
+            self._occ = {}
+        occ = self._occ
+        k = occ.get(text, 0)
+        occ[text] = k + 1
+        return k
+
+    def occurrence_state(self) -> dict[str, object]:
+        """The occurrence counters of the current timestamp (small; JSON-ready)."""
+        return {"stamp": self._occ_stamp, "counts": dict(self._occ)}
+
+    def restore_occurrences(self, doc: object) -> bool:
+        """Restore :meth:`occurrence_state`; False (and nothing changed) if ``doc`` is not one."""
+        try:
+            assert isinstance(doc, dict)
+            stamp = str(doc["stamp"])
+            counts = {str(k): int(v) for k, v in dict(doc["counts"]).items()}
+        except (AssertionError, KeyError, TypeError, ValueError):
+            return False
+        self._occ_stamp, self._occ = stamp, counts
+        return True
 
     # -- timestamps -------------------------------------------------------------------------
     def timestamp(self, text: str) -> float:
@@ -250,17 +289,20 @@ class PostfixParser:
                     to, relay, delay, da, db, dc, dd, dsn, status = d.groups()
                     ts = ts_of(stamp)
                     e = q.get(qid)
+                    text = line.rstrip("\r\n")
                     try:
                         delays = (float(da), float(db), float(dc), float(dd))
-                        if e is None:
-                            ev = DeliveryEvent(ts, node, host, qid, agent, to, status, relay, float(delay), delays,
-                                               dsn, None, None, None, None, stamp)
-                        else:
-                            ev = DeliveryEvent(ts, node, host, qid, agent, to, status, relay, float(delay), delays,
-                                               dsn, e.sender, e.size, e.nrcpt, e.message_id, stamp)
+                        fdelay = float(delay)
                     except ValueError:
                         c.unparsed += 1
                         continue
+                    occ = self._occurrence(stamp, text)
+                    if e is None:
+                        ev = DeliveryEvent(ts, node, host, qid, agent, to, status, relay, fdelay, delays,
+                                           dsn, None, None, None, None, stamp, text, occ)
+                    else:
+                        ev = DeliveryEvent(ts, node, host, qid, agent, to, status, relay, fdelay, delays,
+                                           dsn, e.sender, e.size, e.nrcpt, e.message_id, stamp, text, occ)
                     if e is not None:
                         if status == "deferred":
                             if e.deferred is None:
@@ -301,7 +343,7 @@ class PostfixParser:
                             c.unparsed += 1
                             continue
                         c.used += 1
-                        yield from self._expired(qid, stamp, host, x.group("from"))
+                        yield from self._expired(qid, stamp, host, x.group("from"), line.rstrip("\r\n"))
                     else:
                         if key == "rem":
                             q.pop(qid, None)
@@ -327,13 +369,14 @@ class PostfixParser:
         doc = {qid: [e.ts, e.sender, e.size, e.nrcpt, e.message_id, e.deferred] for qid, e in self.queue.items()}
         p = Path(path)
         tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps({"version": 1, "queue": doc}))
+        tmp.write_text(json.dumps({"version": 1, "queue": doc, "occurrences": self.occurrence_state()},
+                                  ensure_ascii=False), encoding="utf-8", errors="surrogateescape")
         os.replace(tmp, p)
 
     def load_state(self, path: Path | str) -> bool:
         """Restore a join saved by :meth:`save_state`; False (and an empty join) if it is absent or bad."""
         try:
-            doc = json.loads(Path(path).read_text())
+            doc = json.loads(Path(path).read_text(encoding="utf-8", errors="surrogateescape"))
             queue: dict[str, _Entry] = {}
             for qid, (ts, sender, size, nrcpt, mid, deferred) in doc["queue"].items():
                 e = _Entry(float(ts))
@@ -345,15 +388,18 @@ class PostfixParser:
         while len(queue) > self.max_queue_ids:
             del queue[next(iter(queue))]
         self.queue = queue
+        if "occurrences" in doc:
+            self.restore_occurrences(doc["occurrences"])
         return True
 
-    def _expired(self, qid: str, stamp: str, host: str, sender: str) -> Iterator[DeliveryEvent]:
+    def _expired(self, qid: str, stamp: str, host: str, sender: str, text: str) -> Iterator[DeliveryEvent]:
         ts = self.timestamp(stamp)
         e = self.queue.get(qid)
         rcpts = dict(e.deferred) if e is not None and e.deferred else {"": None}
+        occ = self._occurrence(stamp, text)
         for to, dsn in rcpts.items():
             ev = DeliveryEvent(ts, self.node, host=host, queue_id=qid, agent="qmgr", recipient=to,
-                               status="expired", dsn=dsn, sender=sender, stamp=stamp)
+                               status="expired", dsn=dsn, sender=sender, stamp=stamp, text=text, occ=occ)
             if e is not None:
                 ev.size, ev.nrcpt, ev.message_id = e.size, e.nrcpt, e.message_id
             self.counters.status["expired"] += 1

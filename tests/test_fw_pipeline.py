@@ -162,3 +162,34 @@ def test_model_of_another_schema_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="feature schema"):
         load_scoring_model(_model_file(tmp_path, "odds"))
+
+
+def test_fast_payload_json_equals_the_encoded_payload(tmp_path: Path) -> None:
+    """DeliveryEvent.payload_json (the replay's hot path) writes exactly json of payload(), also for
+    quotes, backslashes, non-ASCII, undecodable log bytes, non-finite numbers and missing fields."""
+    import json
+    import math
+
+    from pi_firmware.events import DeliveryEvent, Scored, dumps
+
+    log = tmp_path / "mail.log"
+    log.write_text("".join(generate(6000, seed=11, rfc3339=True)))
+    sink = ListSink()
+    replay(log, sink, year=2026)
+    odd = [
+        DeliveryEvent(1.5, "n-1", "h\u00e9", "4ABC", "smtp", 'q"uo\\te@x', "sent", "r\u2028[1]", 0.25,
+                      (0.0, 1e-7, 3.0, 12345.678), "2.0.0", "s\udcff@x", 10, 1, "<m\tid>", "Nov  1 00:00:00",
+                      "line \udcfe text", 2),
+        DeliveryEvent(math.inf, "n", "h", "Q", "error", "", "bounced", None, math.inf, (math.nan, 0.0, 0.0, 0.0),
+                      None),
+        DeliveryEvent(0.0, "n", "h", "Q", "virtual", "v@x", "deferred"),
+    ]
+    odd[0].scored = Scored(7, True, 3)
+    odd[1].scored = Scored(0, False, 99)          # argmax outside the vector: argmax_feature null
+    for e in [*sink.items, *odd]:
+        fast = e.payload_json()
+        assert fast == dumps(e.payload()), e
+        doc = json.loads(fast.decode("utf-8"))     # strict UTF-8, strict JSON
+        assert doc["id"] == e.id and len(doc["x"]) == 8
+    assert json.loads(odd[1].payload_json())["fields"]["delay"] is None
+    assert len({e.id for e in sink.items}) == len(sink.items)

@@ -134,3 +134,92 @@ def test_join_survives_a_restart(tmp_path: Path) -> None:
     c = PostfixParser("n", year=2026)
     (tmp_path / "bad.json").write_text("{")
     assert not c.load_state(tmp_path / "bad.json") and not c.queue
+
+
+# A .forward with "\u, |/usr/bin/filter": two deliveries of one recipient in the same second, and a
+# recipient listed twice (duplicate_filter_limit = 0): two byte-identical lines.
+SAME_SECOND = """\
+Nov 26 10:00:05 mx1 postfix/local[110]: 4F00D1234: to=<u@mx1>, orig_to=<u>, relay=local, delay=0.02, delays=0/0/0/0.02, dsn=2.0.0, status=sent (delivered to mailbox)
+Nov 26 10:00:05 mx1 postfix/local[110]: 4F00D1234: to=<u@mx1>, orig_to=<u>, relay=local, delay=0.03, delays=0/0/0/0.03, dsn=2.0.0, status=sent (delivered to command: /usr/bin/filter)
+Nov 26 10:00:05 mx1 postfix/smtp[111]: 4F00D1234: to=<w@y.org>, relay=mx.y.org[192.0.2.4]:25, delay=0.2, delays=0/0/0.1/0.1, dsn=2.0.0, status=sent (250 ok)
+Nov 26 10:00:05 mx1 postfix/smtp[111]: 4F00D1234: to=<w@y.org>, relay=mx.y.org[192.0.2.4]:25, delay=0.2, delays=0/0/0.1/0.1, dsn=2.0.0, status=sent (250 ok)
+Nov 26 10:00:06 mx1 postfix/smtp[111]: 4F00D1234: to=<w@y.org>, relay=mx.y.org[192.0.2.4]:25, delay=0.2, delays=0/0/0.1/0.1, dsn=2.0.0, status=sent (250 ok)
+"""
+
+
+def test_attempts_in_the_same_second_get_distinct_ids_that_survive_a_restart(tmp_path: Path) -> None:
+    from pi_firmware.spool import Spool
+
+    lines = SAME_SECOND.splitlines(keepends=True)
+    evs, c = parse_lines(lines, "n1", year=2026)
+    assert c.events == 5
+    # same queue id, recipient, second, status and dsn: distinct attempts, distinct ids
+    assert (evs[0].recipient, evs[0].stamp, evs[0].status, evs[0].dsn) == \
+        (evs[1].recipient, evs[1].stamp, evs[1].status, evs[1].dsn)
+    assert evs[2].text == evs[3].text and (evs[2].occ, evs[3].occ, evs[4].occ) == (0, 1, 0)
+    assert len({e.id for e in evs}) == 5
+    # so the spool keeps all of them (it drops a repeated id as a duplicate)
+    spool = Spool(tmp_path / "s.db")
+    assert spool.put_many([("events", e.id, e.payload_json()) for e in evs]) == 5
+    spool.close()
+    # deterministic: re-read whole, without newlines (the follower's form), or with a restart
+    # between the identical lines (the occurrence counters travel with the follower's position)
+    again, _ = parse_lines([s.rstrip("\n") for s in lines], "n1", year=2026)
+    assert [e.id for e in again] == [e.id for e in evs]
+    p1 = PostfixParser("n1", year=2026)
+    first = list(p1.feed(lines[:3]))
+    p1.save_state(tmp_path / "join.json")
+    p2 = PostfixParser("n1", year=2026)
+    assert p2.load_state(tmp_path / "join.json")
+    assert [e.id for e in first + list(p2.feed(lines[3:]))] == [e.id for e in evs]
+
+
+def test_log_source_keeps_ids_and_join_across_a_restart(tmp_path: Path) -> None:
+    import threading
+
+    from pi_firmware.node import PostfixLogSource
+
+    log = tmp_path / "mail.log"
+    head = LOG.splitlines(keepends=True)
+    lines = head[:4] + SAME_SECOND.splitlines(keepends=True) + head[4:5]
+    want, _ = parse_lines(lines, "n1", year=2026)
+    cut = 4 + 3        # after the qmgr line of 4ABCDEF12 and the first of two identical lines
+    got: list = []
+
+    def run_source(n_events: int) -> None:
+        stop = threading.Event()
+
+        def emit(evs: list) -> None:
+            got.extend(evs)
+            if len(got) >= n_events:
+                stop.set()
+
+        src = PostfixLogSource(log, "n1", state_file=tmp_path / "postfix.pos", from_start=True, poll_s=0.01,
+                               year=2026)
+        t = threading.Thread(target=src.run, args=(emit, stop))
+        t.start()
+        t.join(10)
+        stop.set()
+        assert not t.is_alive()
+
+    log.write_text("".join(lines[:cut]))
+    run_source(3)                                  # the daemon stops after the first identical line
+    with log.open("a") as f:
+        f.write("".join(lines[cut:]))
+    run_source(len(want))                          # restarted: continues at the saved position
+    assert [e.id for e in got] == [e.id for e in want]
+    assert got[-1].sender == "a@x.org" and got[-1].size == 4567    # the join survived the restart
+
+
+def test_virtual_and_error_agents() -> None:
+    log = [
+        "Nov 26 10:00:00 mx1 postfix/qmgr[1]: 4C0FFEE99: from=<a@x>, size=100, nrcpt=2 (queue active)",
+        "Nov 26 10:00:00 mx1 postfix/virtual[2]: 4C0FFEE99: to=<v@vhost.test>, relay=virtual, delay=0.05, "
+        "delays=0.01/0/0/0.04, dsn=2.0.0, status=sent (delivered to maildir)",
+        "Nov 26 10:00:00 mx1 postfix/error[3]: 4C0FFEE99: to=<e@gone.test>, relay=none, delay=0.06, "
+        "delays=0.01/0/0/0.05, dsn=5.0.0, status=bounced (Host or domain name not found)",
+    ]
+    (v, e), c = parse_lines(log, "n1", year=2026)
+    assert (v.agent, v.status, v.relay, v.size) == ("virtual", "sent", "virtual", 100)
+    assert (e.agent, e.status, e.dsn, e.relay, e.nrcpt) == ("error", "bounced", "5.0.0", "none", 2)
+    assert c.unparsed == 0 and c.used == 3

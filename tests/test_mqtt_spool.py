@@ -81,3 +81,67 @@ def test_bad_path_is_a_clear_error(tmp_path: Path) -> None:
         Spool(bad)
     with pytest.raises(ValueError, match="max_rows"):
         Spool(tmp_path / "x.db", max_rows=0)
+
+
+def test_batches_are_messages_and_partial_drops_are_rewritten(tmp_path: Path) -> None:
+    s = Spool(tmp_path / "s.db", max_rows=8, max_events=3, max_bytes=1024)
+    assert s.put_many([("events", f"e{i}", f'{{"i":{i}}}'.encode()) for i in range(5)]
+                      + [("anomalies", "e1", b'{"i":1}')]) == 6
+    b = s.peek_batches(10)
+    assert [(x.channel, x.n, x.payload) for x in b] == [
+        ("events", 3, b'{"i":0},{"i":1},{"i":2}'), ("events", 2, b'{"i":3},{"i":4}'), ("anomalies", 1, b'{"i":1}')]
+    assert s.peek_batches(10, after=b[0].seq)[0].seq == b[1].seq
+    # 4 more ordinary events: 10 > 8, the two oldest ordinary events go (part of the first batch)
+    s.put_many([("events", f"e{i}", f'{{"i":{i}}}'.encode()) for i in range(5, 9)])
+    assert [r.event_id for r in s.peek(3)] == ["e2", "e3", "e4"]
+    first = s.peek_batches(1)[0]
+    assert (first.n, first.payload) == (1, b'{"i":2}')          # published without the dropped events
+    assert s.ack_batches([first.seq, first.seq]) == 1 and len(s) == 7
+    assert s.stats().dropped_events == 2 and s.stats().acked == 1
+    # bytes bound: a batch never exceeds max_bytes of joined JSON (an oversize event stands alone)
+    s.put_many([("events", f"big{i}", b"x" * 400) for i in range(3)] + [("events", "huge", b"y" * 2000)])
+    sizes = [len(x.payload) for x in s.peek_batches(100) if x.payload[:1] in (b"x", b"y")]
+    assert sizes == [801, 400, 2000]
+    s.close()
+
+
+def test_dedup_window_survives_reopen(tmp_path: Path) -> None:
+    s = Spool(tmp_path / "s.db", dedup_window=4)
+    s.put_many([("events", f"e{i}", b"x") for i in range(6)])
+    s.close()
+    s = Spool(tmp_path / "s.db", dedup_window=4)
+    assert s.put_many([("events", "e5", b"x"), ("events", "e2", b"x")]) == 0   # the newest 4 are remembered
+    assert s.put_many([("events", "e0", b"x")]) == 1                            # beyond the window: queued again
+    s.close()
+
+
+def test_spool_of_the_per_event_format_is_converted(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    c = sqlite3.connect(db)
+    c.executescript("""
+        CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, event_id TEXT NOT NULL,
+                            payload BLOB NOT NULL, UNIQUE (event_id, channel));
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO counters VALUES ('acked', 7);
+    """)
+    c.executemany("INSERT INTO spool(channel, event_id, payload) VALUES (?, ?, ?)",
+                  [("events", "a", b"1"), ("events", "b", b"2"), ("anomalies", "b", b"2"), ("events", "c", b"3")])
+    c.commit()
+    c.close()
+    s = Spool(db)
+    assert [(r.channel, r.event_id, r.payload) for r in s.peek(10)] == [
+        ("events", "a", b"1"), ("events", "b", b"2"), ("anomalies", "b", b"2"), ("events", "c", b"3")]
+    assert len(s) == 4 and s.stats().acked == 7
+    assert s.put_many([("events", "c", b"3")]) == 0
+    s.close()
+
+
+def test_a_bad_event_id_rolls_the_whole_call_back(tmp_path: Path) -> None:
+    s = Spool(tmp_path / "s.db")
+    with pytest.raises(ValueError, match="U\\+001F"):
+        s.put_many([("events", "ok", b"1"), ("events", "bad\x1fid", b"2")])
+    assert len(s) == 0 and s.peek(10) == []
+    assert s.put_many([("events", "ok", b"1")]) == 1          # not remembered as a duplicate either
+    s.close()
