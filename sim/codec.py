@@ -1,0 +1,101 @@
+"""Bit layouts of the AXI4-Stream beats (docs/interfaces.md), packed and unpacked with numpy.
+
+Sample beat (``s_axis``, 256 bits = 32 bytes, little-endian): bytes 0..3 the tag, bytes
+``4 + 2d .. 5 + 2d`` feature ``d`` (signed 16 bit), the rest 0.  Result beat (``m_axis``,
+128 bits = 16 bytes): bytes 0..3 the score, 4..7 the tag, byte 8 the argmax, bit 0 of byte 9 the
+anomaly flag, every other bit 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from hdl.model import IntArray, ScoreResult
+from hdl.params import CoreParams
+
+SAMPLE_BYTES = 32
+RESULT_BYTES = 16
+
+
+@dataclass
+class StreamResults(ScoreResult):
+    """A :class:`hdl.model.ScoreResult` read from ``m_axis``, with each result's ``tlast``."""
+
+    tlast: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: Bits of the result beats that must be 0 but were not (OR over all beats).
+    stray_bits: int = 0
+
+
+def pack_samples(params: CoreParams, x: npt.ArrayLike, tags: npt.ArrayLike | None = None) -> bytes:
+    """N samples (N, D) and their tags as N 32-byte ``s_axis`` beats."""
+    xs = np.asarray(x, dtype=np.int64)
+    if xs.ndim != 2 or xs.shape[1] != params.d:
+        raise ValueError(f"samples must have shape (N, {params.d}), not {xs.shape}")
+    n = xs.shape[0]
+    buf = np.zeros((n, SAMPLE_BYTES // 2), dtype="<i2")
+    t = np.zeros(n, dtype=np.int64) if tags is None else np.asarray(tags, dtype=np.int64)
+    if t.shape != (n,):
+        raise ValueError(f"{n} samples but tags of shape {t.shape}")
+    buf.view("<u4")[:, 0] = (t & 0xFFFFFFFF).astype(np.uint32)
+    buf[:, 2:2 + params.d] = xs.astype(np.int16)
+    return buf.tobytes()
+
+
+def unpack_samples(params: CoreParams, data: bytes) -> tuple[IntArray, IntArray]:
+    """Inverse of :func:`pack_samples`: ((N, D) features, (N,) tags)."""
+    if len(data) % SAMPLE_BYTES:
+        raise ValueError(f"{len(data)} bytes is not a whole number of {SAMPLE_BYTES}-byte sample beats")
+    buf = np.frombuffer(data, dtype="<i2").reshape(-1, SAMPLE_BYTES // 2)
+    return buf[:, 2:2 + params.d].astype(np.int64), buf.view("<u4")[:, 0].astype(np.int64)
+
+
+def unpack_results(data: bytes, tlast: npt.ArrayLike | None = None) -> StreamResults:
+    """N 16-byte ``m_axis`` beats as :class:`StreamResults`."""
+    if len(data) % RESULT_BYTES:
+        raise ValueError(f"{len(data)} bytes is not a whole number of {RESULT_BYTES}-byte result beats")
+    w = np.frombuffer(data, dtype="<u4").reshape(-1, 4).astype(np.int64)
+    n = w.shape[0]
+    info = w[:, 2]
+    stray = int(np.bitwise_or.reduce(info & ~0x1FF)) if n else 0
+    stray |= int(np.bitwise_or.reduce(w[:, 3])) if n else 0
+    tl = np.zeros(n, dtype=np.int64) if tlast is None else np.asarray(tlast, dtype=np.int64)
+    return StreamResults(score=w[:, 0], anomaly=(info >> 8) & 1, argmax=info & 0xFF, tag=w[:, 1],
+                         tlast=tl, stray_bits=stray)
+
+
+def frame_lengths(tlast: npt.ArrayLike) -> list[int]:
+    """Lengths of the frames a ``tlast`` vector cuts a stream into (the last frame may be open)."""
+    tl = np.asarray(tlast, dtype=bool)
+    ends = np.flatnonzero(tl) + 1
+    out = np.diff(np.concatenate([[0], ends])).tolist()
+    if len(tl) and not tl[-1]:
+        out.append(len(tl) - (int(ends[-1]) if len(ends) else 0))
+    return [int(v) for v in out]
+
+
+def random_samples(params: CoreParams, rng: np.random.Generator, n: int) -> tuple[IntArray, IntArray]:
+    """``n`` random samples with tags: uniform full-range features, mixed with small values and the
+    two extremes (so that clamping at both ends and sign handling are exercised)."""
+    x = rng.integers(params.in_min, params.in_max + 1, size=(n, params.d), dtype=np.int64)
+    kind = rng.integers(0, 8, size=(n, 1))
+    small = rng.integers(-256, 256, size=(n, params.d), dtype=np.int64)
+    ext = np.where(rng.random((n, params.d)) < 0.5, params.in_min, params.in_max)
+    x = np.where(kind == 0, small, x)
+    x = np.where(kind == 1, ext, x)
+    tags = rng.integers(0, 1 << 32, size=n, dtype=np.int64)
+    return x, tags
+
+
+def compare(expected: ScoreResult, got: ScoreResult, limit: int = 5) -> list[int]:
+    """Indices (at most ``limit``) where ``got`` differs from ``expected`` in any output."""
+    n = min(len(expected), len(got))
+    bad = np.zeros(n, dtype=bool)
+    for name in ("score", "anomaly", "argmax", "tag"):
+        bad |= np.asarray(getattr(expected, name))[:n] != np.asarray(getattr(got, name))[:n]
+    idx = np.flatnonzero(bad)[:limit].tolist()
+    if len(expected) != len(got) and len(idx) < limit:
+        idx.append(n)
+    return [int(i) for i in idx]

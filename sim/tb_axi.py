@@ -1,0 +1,287 @@
+"""cocotb tests of the ``mailpulse_axi`` top (run by ``tests/test_sim_axi.py`` through ``sim.runner``).
+
+Every check compares the RTL with :class:`hdl.model.CoreModel` / :func:`hdl.model.score`.
+Settings from the environment: see :mod:`sim.tb`.
+"""
+
+from __future__ import annotations
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
+from cocotbext.axi.constants import AxiResp
+
+from hdl.model import CoreConfig, model_writes, score
+
+from .codec import random_samples
+from .tb import TB, settings
+
+
+async def start(dut: object) -> TB:
+    params, seed, _n, _m = settings()
+    tb = TB(dut, params, seed)
+    await tb.reset()
+    return tb
+
+
+def addresses(tb: TB, table_sample: int = 8) -> list[int]:
+    """Every register address (a sample of the TABLE window)."""
+    out = []
+    for reg in tb.regmap:
+        idx = range(reg.count) if reg.name != "TABLE" else sorted(
+            {0, reg.count - 1, *(tb.rng.randrange(reg.count) for _ in range(table_sample))})
+        out += [reg.address(i) for i in idx]
+    return out
+
+
+def bad_addresses(tb: TB) -> list[int]:
+    """Unmapped word addresses: every gap below the table window, and a few above the ends."""
+    rm = tb.regmap
+    out = [a for a in range(0, rm["TABLE"].offset, 4) if rm.decode(a) is None]
+    out = out[:: max(1, len(out) // 40)]
+    out += [rm["TABLE"].last_address + 4, 0xFFFC]
+    return sorted(set(out))
+
+
+@cocotb.test()
+async def test_registers(dut: object) -> None:
+    """Reset values, write/read of every RW register, read-only and bad addresses, wstrb, CTRL."""
+    tb = await start(dut)
+    rm = tb.regmap
+    # reset values of everything (reads checked against the model inside tb.read)
+    for a in addresses(tb):
+        await tb.read(a)
+    # LATENCY: a constant that matches the measured pipeline latency
+    lat = await tb.read(rm["LATENCY"].address())
+    measured = await tb.measure_latency()
+    assert measured == lat, f"LATENCY register says {lat} cycles, the pipeline takes {measured}"
+    await tb.ctrl("CLEAR_COUNTERS")
+    # random values (all 32 bits, so truncation and sign extension are checked) into every RW register
+    for _round in range(2):
+        rw = [a for a in addresses(tb) if rm.decode(a) and rm.decode(a)[0].access == "RW"]  # type: ignore[index]
+        for a in rw:
+            await tb.write(a, tb.rng.getrandbits(32))
+        edge = [(rm["OFFSET"].address(0), 1 << (rm.params.offset_bits - 1)),
+                (rm["FEATURE"].address(0), 0x8000), (rm["WEIGHTS"].address(0), 0xAAAAAAAA)]
+        for a, v in edge:
+            await tb.write(a, v)
+        for a in rw:
+            await tb.read(a)
+    # read-only registers: writes answer SLVERR, set BUS_ERROR, change nothing
+    for reg in rm:
+        if reg.access == "RO":
+            await tb.write(reg.address(), tb.rng.getrandbits(32))
+            await tb.read(rm["STATUS"].address())
+            await tb.read(reg.address()) if reg.name != "LATENCY" else None
+            await tb.ctrl("CLEAR_ERROR")
+            await tb.read(rm["STATUS"].address())
+    # unmapped addresses: SLVERR on read and write, read as 0, BUS_ERROR sticky until CLEAR_ERROR
+    for a in bad_addresses(tb):
+        await tb.read(a)
+        await tb.write(a, 0xDEADBEEF)
+        await tb.read(rm["STATUS"].address())
+    await tb.ctrl("CLEAR_ERROR")
+    await tb.read(rm["STATUS"].address())
+    # a write with wstrb != 0xF is ignored and answered SLVERR
+    thr = rm["THRESHOLD"].address()
+    before = await tb.read(thr)
+    resp = await tb.raw_write(thr, 0x12345678, nbytes=2)
+    assert resp == AxiResp.SLVERR, f"a 2-byte write answered {resp}, not SLVERR"
+    after, _ = await tb.raw_read(thr)
+    assert after == before, f"a 2-byte write changed THRESHOLD from 0x{before:08X} to 0x{after:08X}"
+    await tb.ctrl("CLEAR_ERROR")
+    tb.model.bus_error = False
+    # COMMIT_THRESHOLD copies the threshold only
+    await tb.write(thr, 0x00C0FFEE)
+    await tb.ctrl("COMMIT_THRESHOLD")
+    await tb.wait_quiet()
+    await tb.read(rm["THRESHOLD_ACTIVE"].address())
+    await tb.read(rm["STATUS"].address())
+    # COMMIT swaps banks; everything reads back as the model says
+    await tb.ctrl("COMMIT")
+    await tb.wait_quiet()
+    for a in addresses(tb):
+        await tb.read(a)
+
+
+@cocotb.test()
+async def test_random_configs(dut: object) -> None:
+    """Random configurations loaded over AXI4-Lite; random samples under idle and back-pressure."""
+    tb = await start(dut)
+    params, _seed, n, m = settings()
+    stress = [(0.0, 0.0), (0.3, 0.0), (0.0, 0.3), (0.5, 0.5)]
+    for c in range(m):
+        cfg = CoreConfig.random(params, tb.nrng)
+        await tb.load(cfg)
+        idle, bp = stress[c % len(stress)]
+        tb.set_stress(idle, bp)
+        x, tags = random_samples(params, tb.nrng, n)
+        await tb.stream_check(x, tags)
+        tb.set_stress(0, 0)
+        await tb.wait_quiet()
+        await tb.read(tb.addr("SAMPLES"))
+        await tb.read(tb.addr("ANOMALIES"))
+        await tb.read(tb.addr("STATUS"))
+    await tb.ctrl("CLEAR_COUNTERS")
+    await tb.read(tb.addr("SAMPLES"))
+    await tb.read(tb.addr("ANOMALIES"))
+
+
+@cocotb.test()
+async def test_clamp_and_threshold(dut: object) -> None:
+    """Bins clamp at 0 and at B-1 (with shift 0 and with large shifts); flag is score > threshold."""
+    tb = await start(dut)
+    params, _seed, n, _m = settings()
+    rng = tb.nrng
+    cfg = CoreConfig.random(params, rng)
+    # projections 0..3: shift 0 with small offsets -> most samples clamp at one end or the other
+    for k in range(min(4, params.k)):
+        cfg.weights[k] = rng.integers(-2, 2, size=params.d)
+        cfg.weights[k, 0] = 1
+        cfg.shifts[k] = [0, 0, params.shift_max, 3][k]
+        cfg.offsets[k] = [0, -params.b // 2, 0, params.offset_min][k]
+    x, tags = random_samples(params, rng, max(n // 2, 200))
+    x[:8] = params.in_max
+    x[8:16] = params.in_min
+    from hdl.model import bins
+    b = bins(params, cfg, x)
+    raw = (x @ cfg.weights.T - cfg.offsets[None, :]) >> cfg.shifts[None, :]
+    assert (raw < 0).any() and (raw > params.b - 1).any() and (b == 0).any() and (b == params.b - 1).any()
+    # threshold equal to the score of sample 20: that sample must not be flagged
+    s = score(params, cfg, x, tags).score
+    cfg.threshold = int(s[20])
+    await tb.load(cfg)
+    await tb.stream_check(x, tags)
+    exp = score(params, cfg, x, tags)
+    assert (exp.score == cfg.threshold).any() and exp.anomaly.any() and not exp.anomaly.all()
+    # threshold one below: now flagged; via COMMIT_THRESHOLD only
+    await tb.write(tb.addr("THRESHOLD"), int(s[20]) - 1)
+    await tb.ctrl("COMMIT_THRESHOLD")
+    await tb.wait_quiet()
+    await tb.stream_check(x[:64], tags[:64])
+    # extremes of the threshold range: 0 and 2**32-1
+    for thr in (0, 0xFFFFFFFF):
+        await tb.write(tb.addr("THRESHOLD"), thr)
+        await tb.ctrl("COMMIT_THRESHOLD")
+        await tb.wait_quiet()
+        await tb.stream_check(x[:64], tags[:64])
+    await tb.read(tb.addr("ANOMALIES"))
+    # all-maximum tables: the score is K * (2**16 - 1), no wrap; argmax ties -> lowest index
+    cfg.tables[:] = params.table_max
+    await tb.load(cfg)
+    await tb.stream_check(x[:64], tags[:64])
+
+
+@cocotb.test()
+async def test_push(dut: object) -> None:
+    """PUSH/RESULT path: results go to RESULT_*, never to m_axis; counters count them; also mid-stream."""
+    tb = await start(dut)
+    params, _seed, n, _m = settings()
+    rm = tb.regmap
+    await tb.read(rm["STATUS"].address())
+    cfg = CoreConfig.random(params, tb.nrng)
+    cfg.threshold = int(np.median(score(params, cfg, *random_samples(params, tb.nrng, 100)).score))
+    await tb.load(cfg)
+    x, tags = random_samples(params, tb.nrng, 12)
+    for i in range(len(x)):
+        for d in range(params.d):
+            await tb.write(rm["FEATURE"].address(d), int(x[i, d]) & 0xFFFFFFFF)
+        await tb.write(rm["TAG"].address(), int(tags[i]))
+        await tb.write(rm["PUSH"].address(), 1)
+        await tb.wait_quiet()
+        for name in ("STATUS", "RESULT_SCORE", "RESULT_TAG", "RESULT_INFO", "SAMPLES", "ANOMALIES"):
+            await tb.read(rm[name].address())
+    # pushes while the stream flows: the stream results are unaffected, nothing extra on m_axis
+    tb.set_stress(0.2, 0.2)
+    xs, ts = random_samples(params, tb.nrng, max(200, n // 4))
+    tb.send(xs, ts, tb.random_frames(len(xs)))
+    for i in range(4):
+        await tb.write(rm["TAG"].address(), 0xA0 + i)
+        await tb.write(rm["PUSH"].address(), 0)
+        await ClockCycles(dut.aclk, 7)  # type: ignore[attr-defined]
+    got = await tb.receive(len(xs))
+    tb.scoreboard.check(got)
+    tb.set_stress(0, 0)
+    await tb.wait_quiet()
+    for name in ("RESULT_SCORE", "RESULT_TAG", "RESULT_INFO", "SAMPLES", "ANOMALIES"):
+        await tb.read(rm[name].address())
+    await ClockCycles(dut.aclk, 20)  # type: ignore[attr-defined]
+    assert tb.sink_empty(), "a pushed sample's result appeared on m_axis"
+
+
+@cocotb.test()
+async def test_reset_midstream(dut: object) -> None:
+    """aresetn in the middle of a stream: everything returns to reset values, then works again."""
+    tb = await start(dut)
+    params, _seed, n, _m = settings()
+    cfg = CoreConfig.random(params, tb.nrng)
+    await tb.load(cfg)
+    tb.set_stress(0.2, 0.4)
+    x, tags = random_samples(params, tb.nrng, max(300, n // 4))
+    tb.send(x, tags, tb.random_frames(len(x)), check=False)
+    await ClockCycles(dut.aclk, 40 + tb.rng.randrange(40))  # type: ignore[attr-defined]
+    await FallingEdge(dut.aclk)  # type: ignore[attr-defined]
+    await tb.reset(cycles=3)
+    tb.drop_results()
+    tb.set_stress(0, 0)
+    for a in addresses(tb):
+        await tb.read(a)
+    await RisingEdge(dut.aclk)  # type: ignore[attr-defined]
+    assert tb.sink_empty(), "results appeared after reset with no input"
+    await tb.load(cfg)
+    tb.set_stress(0.2, 0.2)
+    x, tags = random_samples(params, tb.nrng, max(300, n // 4))
+    await tb.stream_check(x, tags)
+    tb.set_stress(0, 0)
+    await tb.wait_quiet()
+    await tb.read(tb.addr("SAMPLES"))
+
+
+@cocotb.test()
+async def test_commit_under_traffic(dut: object) -> None:
+    """Table commit while samples flow: each result is model(old) or model(new), switching once."""
+    tb = await start(dut)
+    params, _seed, n, _m = settings()
+    old = CoreConfig.random(params, tb.nrng)
+    new = CoreConfig.random(params, tb.nrng)
+    await tb.load(old)
+    for stress in ((0.0, 0.0), (0.3, 0.3)):
+        tb.set_stress(*stress)
+        count = max(n, 600)
+        x, tags = random_samples(params, tb.nrng, count)
+        writes = model_writes(tb.regmap, new)
+        await tb.write_many(writes[:-40])
+        tlast = tb.send(x, tags, tb.random_frames(count), check=False)
+        # shadow writes while the stream flows must not change any result; then commit mid-stream
+        await ClockCycles(dut.aclk, tb.rng.randrange(10, 300))  # type: ignore[attr-defined]
+        await tb.write_many(writes[-40:])
+        await tb.ctrl("COMMIT")
+        got = await tb.receive(count)
+        a = score(params, old, x, tags)
+        b = score(params, new, x, tags)
+        ok_a = np.ones(count, dtype=bool)
+        ok_b = np.ones(count, dtype=bool)
+        for name in ("score", "anomaly", "argmax", "tag"):
+            ok_a &= getattr(a, name) == getattr(got, name)
+            ok_b &= getattr(b, name) == getattr(got, name)
+        # the switch point s: got[:s] == old, got[s:] == new
+        prefix_a = int(np.argmin(ok_a)) if not ok_a.all() else count
+        suffix_ok = ok_b[prefix_a:].all()
+        assert suffix_ok, (f"results are not old-then-new: first non-old result at {prefix_a}, but result "
+                           f"{prefix_a + int(np.argmin(ok_b[prefix_a:]))} matches neither model (x="
+                           f"{x[prefix_a].tolist()})")
+        assert prefix_a < count, "the commit never took effect during the stream"
+        assert np.array_equal(got.tlast, tlast), "tlast was not carried through"
+        tb.model.samples = (tb.model.samples + count) & 0xFFFFFFFF
+        tb.model.anomalies = (tb.model.anomalies + int(a.anomaly[:prefix_a].sum())
+                              + int(b.anomaly[prefix_a:].sum())) & 0xFFFFFFFF
+        await tb.wait_quiet()
+        for name in ("SAMPLES", "ANOMALIES", "STATUS", "THRESHOLD_ACTIVE"):
+            await tb.read(tb.addr(name))
+        old, new = new, CoreConfig.random(params, tb.nrng)
+    # a second COMMIT with no writes swaps the table banks back (weights etc. stay): model agrees
+    tb.set_stress(0, 0)
+    await tb.ctrl("COMMIT")
+    await tb.wait_quiet()
+    x, tags = random_samples(params, tb.nrng, 200)
+    await tb.stream_check(x, tags)
