@@ -543,6 +543,7 @@ def build(platform: str, config: str | None = None, outdir: str | Path | None = 
     """
     board = get_board(platform)
     params = get_params(config or board.default_config)
+    tool_env(board.family)  # a missing tool is reported before any elaboration
     core = core or board.default_core
     out = Path(outdir) if outdir is not None else Path("build") / f"{platform}-{params.name}"
     report = build_design(board, params, BoardTop(_spi_top(params, core)), out, seed=seed, core=core)

@@ -1,0 +1,102 @@
+"""iCE40 bitstream builds of the real ``mailpulse_spi`` top with the YoWASP tools.
+
+Each board is placed and routed once per session (module fixtures); the tests then check the
+bitstream and the parsed report.  Slow (P&R): one xdist group, so builds never run concurrently.
+The HX8K's 100 MHz target is asserted; the UP5K's 48 MHz is reported (``passed`` in the report,
+exit status 1 of the CLI) but not asserted: it is not met yet (see docs/builds.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from hdl.build import BuildReport, ToolMissing, build, tool_env
+from hdl.build_cli import register_hdl
+from hdl.params import get_params
+
+pytestmark = pytest.mark.xdist_group("builds")
+
+#: iCE40 configuration images carry this synchronisation word before the first command.
+ICE40_SYNC = bytes.fromhex("7EAA997E")
+
+
+def _need_tools() -> None:
+    try:
+        tool_env("ice40")
+    except ToolMissing as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def up5k(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, str]:
+    """The UP5K build, run through the CLI layer (``mailpulse hdl build --json``)."""
+    _need_tools()
+    out = tmp_path_factory.mktemp("up5k")
+    parser = argparse.ArgumentParser()
+    register_hdl(parser.add_subparsers())
+    args = parser.parse_args(["build", "--platform", "ice40-up5k", "-o", str(out), "--json"])
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = args.func(args)
+    return rc, json.loads(buf.getvalue()), str(out)
+
+
+@pytest.fixture(scope="module")
+def hx8k(tmp_path_factory: pytest.TempPathFactory) -> BuildReport:
+    _need_tools()
+    return build("ice40-hx8k", None, tmp_path_factory.mktemp("hx8k"))
+
+
+def _check_bitstream(path: str, device_bytes: int) -> None:
+    data = Path(path).read_bytes()
+    assert ICE40_SYNC in data[:64], "no iCE40 sync word 7E AA 99 7E at the start of the bitstream"
+    # A full (uncompressed) iCE40 image has a size fixed by the device.
+    assert len(data) == device_bytes
+
+
+def test_up5k_small_cli_report(up5k: tuple[int, dict, str]) -> None:
+    rc, rep, out = up5k
+    assert (rep["platform"], rep["config"], rep["core"]) == ("ice40-up5k", "small", "folded")
+    assert rep["target_mhz"] == get_params("small").target_mhz
+    assert rc == (0 if rep["passed"] else 1)
+    u = rep["usage"]
+    for kind in ("lc", "lut", "ff", "ram"):
+        assert 0 < u[kind]["used"] <= u[kind]["available"], (kind, u[kind])
+    assert u["lc"]["available"] == 5280 and u["ram"]["available"] == 30
+    # The LUTs and flip-flops share the logic cells.
+    assert max(u["lut"]["used"], u["ff"]["used"]) <= u["lc"]["used"]
+    # Double-buffered tables: 2 banks x K*B x 16 bit, in 4-kbit EBRs, at least (the folded core
+    # keeps them all in one memory).
+    p = get_params("small")
+    assert u["ram"]["used"] >= 2 * p.k * p.b * 16 // 4096
+    assert 10.0 < rep["fmax_mhz"] < 500.0
+    assert rep["bitstream"].startswith(out)
+    _check_bitstream(rep["bitstream"], 104090)
+
+
+def test_hx8k_full_report(hx8k: BuildReport) -> None:
+    r = hx8k
+    assert (r.platform, r.config, r.core, r.target_mhz) == ("ice40-hx8k", "full", "folded", 100.0)
+    assert r.fits
+    assert r.usage["lc"].available == 7680 and r.usage["ram"].available == 32
+    p = get_params("full")
+    assert r.usage["ram"].used >= 2 * p.k * p.b * 16 // 4096
+    assert r.usage["lc"].used > r.usage["lut"].used // 2 > 0
+    assert 10.0 < r.fmax_mhz < 500.0
+    assert r.critical_path, "the critical path was not parsed from nextpnr's report"
+    _check_bitstream(str(r.bitstream), 135100)
+    text = r.format()
+    assert "PASS" in text or "FAIL" in text
+
+
+def test_hx8k_full_meets_100mhz(hx8k: BuildReport) -> None:
+    """The issue's target for ``full`` on the HX8K, register front end included (met with a 6-8 %
+    margin over seeds 1 and 2 when this test was written)."""
+    assert hx8k.timing_met, f"full on HX8K: fmax {hx8k.fmax_mhz:.1f} MHz < 100 MHz via {hx8k.critical_sources}"
