@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,9 @@ class VerifyReport:
     sim_seconds: float = 0.0
     #: CPU seconds of the harness processes (on a shared machine the wall time overstates the cost).
     sim_cpu_seconds: float = 0.0
+    #: Wall time of the whole harness phase (cases generated, simulated and compared, ``jobs`` at once).
+    wall_seconds: float = 0.0
+    jobs: int = 1
     waveform: Path | None = None
 
     @property
@@ -98,7 +102,9 @@ class VerifyReport:
 
     @property
     def rate(self) -> float:
-        """Samples per second of simulation (the engine's run time, not generation or comparison)."""
+        """Samples per wall-clock second of the harness phase, all ``jobs`` harnesses together."""
+        if self.wall_seconds:
+            return self.samples * self.configs / self.wall_seconds
         return self.samples * self.configs / self.sim_seconds if self.sim_seconds else 0.0
 
     @property
@@ -216,7 +222,7 @@ def run_harness(exe: Path, params: CoreParams, case: Case, workdir: Path, seed: 
 
 
 def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulator: str = "verilator",
-           log: Callable[[str], None] | None = None) -> VerifyReport:
+           log: Callable[[str], None] | None = None, jobs: int | None = None) -> VerifyReport:
     """Run ``configs`` random configurations x ``samples`` random samples through the RTL."""
     params = get_params(params_name)
     if samples < 1 or configs < 1:
@@ -229,26 +235,41 @@ def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulato
     exe = build_harness(params_name)
     base = build_root() / "bulk" / "runs"
     base.mkdir(parents=True, exist_ok=True)
+    # One harness process per configuration, as many at once as there are cores: the harnesses are
+    # independent processes, so the bulk rate scales with the machine.
+    n_jobs = max(1, min(configs, jobs or os.cpu_count() or 1))
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         work = Path(tmp)
-        for c in range(configs):
+
+        def run_one(c: int) -> tuple[Case, StreamResults, tuple[int, int], float]:
             case = make_case(params, seed, c, samples)
-            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            got, counters, dt = run_harness(exe, params, case, work, seed)
-            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            rep.sim_seconds += dt
-            rep.sim_cpu_seconds += (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-            bad = check_case(params, case, got, counters)
-            if log:
-                log(f"config {c}: {samples} samples in {dt:.2f} s, {len(bad)} mismatches")
-            if bad:
-                rep.mismatches += bad
-                first = min([m.index for m in bad if m.index >= 0] or [samples])
-                n = min(samples, first + 256)
-                wave = harness_dir(params_name).parent / f"fail_{params_name}_seed{seed}_config{c}.vcd"
-                run_harness(exe, params, case, work, seed, trace=wave, n=n, trace_from=max(0, first - 64))
-                rep.waveform = wave
-                break
+            wd = work / f"config{c}"
+            wd.mkdir()
+            got, counters, dt = run_harness(exe, params, case, wd, seed)
+            return case, got, counters, dt
+
+        t0 = time.perf_counter()
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            for case, got, counters, dt in pool.map(run_one, range(configs)):
+                c = case.index
+                rep.sim_seconds += dt
+                bad = check_case(params, case, got, counters)
+                if log:
+                    log(f"config {c}: {samples} samples in {dt:.2f} s, {len(bad)} mismatches")
+                if bad:
+                    rep.mismatches += bad
+                    first = min([m.index for m in bad if m.index >= 0] or [samples])
+                    n = min(samples, first + 256)
+                    wave = harness_dir(params_name).parent / f"fail_{params_name}_seed{seed}_config{c}.vcd"
+                    run_harness(exe, params, case, work / f"config{c}", seed, trace=wave, n=n,
+                                trace_from=max(0, first - 64))
+                    rep.waveform = wave
+                    break
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        rep.wall_seconds = time.perf_counter() - t0
+        rep.sim_cpu_seconds = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        rep.jobs = n_jobs
     return rep
 
 

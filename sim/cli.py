@@ -34,13 +34,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise UserError("--samples and --configs must be at least 1")
     log = (lambda s: print(s, file=sys.stderr)) if args.verbose else None
     try:
-        rep = verify(name, args.samples, args.configs, seed=args.seed, simulator=args.simulator, log=log)
+        rep = verify(name, args.samples, args.configs, seed=args.seed, simulator=args.simulator, log=log,
+                     jobs=args.jobs)
     except ToolMissing as e:
         raise UserError(str(e)) from e
     if rep.ok:
         print(rep.summary())
         if args.verbose:
-            print(f"{rep.rate:,.0f} samples/s of simulation", file=sys.stderr)
+            print(f"{rep.rate:,.0f} samples/s of simulation ({rep.jobs} harnesses at once, "
+                  f"{rep.cpu_rate:,.0f} samples per CPU second)", file=sys.stderr)
         return 0
     print(rep.summary())
     for m in rep.mismatches[:5]:
@@ -76,6 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--config", default="full", help="parameter set (small, full, zynq)")
     v.add_argument("--samples", type=int, default=100000, help="samples per configuration")
     v.add_argument("--configs", type=int, default=4, help="random configurations")
+    v.add_argument("--jobs", type=int, default=None,
+                   help="harness processes at once (default: one per core; Verilator only)")
     v.add_argument("--seed", type=int, default=1, help="seed: (seed, config index) regenerates each case")
     v.add_argument("--simulator", choices=SIMULATORS, default="verilator",
                    help="verilator: C++ harness, >1M samples/s; icarus: cocotb bench, small N only")
