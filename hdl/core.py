@@ -11,6 +11,8 @@ drives :class:`ControlSignature`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from amaranth.hdl import C, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib import stream as _stream
@@ -118,12 +120,39 @@ class ControlSignature(wiring.Signature):
         })
 
 
+#: Widest signed multiplier operand of a Xilinx DSP48E1 (its A port).
+DSP_A_BITS = 25
+
+
+def dsp_plan(params: CoreParams) -> dict[str, int] | None:
+    """The projection as DSP multiply-add chains, if it fits; else ``None``.
+
+    Two projections share one chain of DSP48 multiply-adds (see :class:`ScorerCore`): one
+    registered DSP per feature, ``chain_len`` = D of them per projection pair.  It needs
+    ``diff_bits + 3 <= 25`` (the DSP's A port; D <= 8) and a latency within :data:`MAX_LATENCY`
+    (one or two score/argmax tree levels per stage).  Stages: input (1), chain (D), shift 1,
+    shift 2 + clamp, table read (1 each), score/argmax tree (``tree_stages``), flag compare into
+    the output register (1).
+    """
+    w = params.offset_bits + 1
+    if w + 3 > DSP_A_BITS:
+        return None
+    tree_levels = clog2(params.k)
+    for per_t in (1, 2):
+        ts = -(-tree_levels // per_t)
+        latency = 1 + params.d + 4 + ts
+        if latency <= MAX_LATENCY:
+            return {"chain_len": params.d, "lane_bits": w, "tree_levels": tree_levels,
+                    "tree_per_stage": per_t, "tree_stages": ts, "latency": latency}
+    return None
+
+
 def pipeline_plan(params: CoreParams) -> dict[str, int]:
     """How many tree levels each pipeline stage takes, and the resulting latency.
 
     Stages: input register (1), weighted terms and projection adder tree (``proj_stages``),
-    offset subtraction (1), shift part 1 (1), shift part 2 + clamp = bin register (1), table read
-    (1), score/argmax tree (``tree_stages``), flag compare into the output register (1).  One
+    offset subtraction (1), shift part 1 (1), shift part 2 (1), clamp = bin register (1), table
+    read (1), table value register (1), score/argmax tree (``tree_stages``), flag compare into the output register (1).  One
     tree level per stage, unless that would exceed :data:`MAX_LATENCY`; then two.
 
     Returns a dict with ``proj_levels``, ``proj_per_stage``, ``proj_stages``, ``tree_levels``,
@@ -132,7 +161,7 @@ def pipeline_plan(params: CoreParams) -> dict[str, int]:
     """
     proj_levels = clog2(params.d)
     tree_levels = clog2(params.k)
-    fixed = 1 + 1 + 1 + 1 + 1 + 1   # input, diff, shift1, shift2/bin, table, output
+    fixed = 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1   # input, diff, shift1, shift2, clamp/bin, table, table reg, output
     for per_p, per_t in ((1, 1), (1, 2), (2, 2)):
         ps = -(-proj_levels // per_p)
         ts = -(-tree_levels // per_t)
@@ -179,10 +208,13 @@ class ScorerCore(wiring.Component):
     ``o_stream`` never becomes ready with results in flight.
     """
 
-    def __init__(self, params: CoreParams, *, stream: bool = True) -> None:
+    def __init__(self, params: CoreParams, *, stream: bool = True, dsp: bool = False) -> None:
         self.params = params
         self.stream = stream
-        self.plan = pipeline_plan(params)
+        dplan = dsp_plan(params) if dsp else None
+        #: True when the projections are DSP multiply-add chains (``dsp=True`` and it fits).
+        self.dsp = dplan is not None
+        self.plan: dict[str, int] = dplan if dplan is not None else pipeline_plan(params)
         self.latency: int = self.plan["latency"]
         #: Cycles the front end needs to clear the tables after reset (both banks, K in parallel).
         self.clear_cycles = 2 * params.b
@@ -207,6 +239,7 @@ class ScorerCore(wiring.Component):
         # ---------------------------------------------------------------------------------
         # Active model (control state: reset).
         # ---------------------------------------------------------------------------------
+        dsp_model = self._dsp_model() if self.dsp else None
         act_w = [Signal(D * wb, name=f"act_w{k}") for k in range(K)]
         # offset minus the number of negative weights: the terms use one's complement negation
         # (-x = ~x + 1), and the +1s are folded into the offset (see docs/fixed-point.md).
@@ -279,63 +312,66 @@ class ScorerCore(wiring.Component):
             for d in range(D):
                 m.d.sync += x[d].eq(feats[d * ib:(d + 1) * ib])
 
-        # ---- weighted terms (one LUT4 per bit: w, x[i], x[i-1]), not registered: they feed the
-        # first adder level directly, so on 6-input-LUT parts one term of each pair folds into
-        # the adder's propagate LUT (and no K * D * 18 term flip-flops are spent)
-        tw = ib + wb  # 18: holds -2 * -32768 and ~(2 * 32767)
-        terms: list[list[Signal]] = []
-        for k in range(K):
-            row = []
-            for d in range(D):
-                w = act_w[k][d * wb:(d + 1) * wb]
-                xs = Signal(signed(tw), name=f"xs_{k}_{d}")
-                x2 = Signal(signed(tw), name=f"x2_{k}_{d}")
-                m.d.comb += [xs.eq(x[d]), x2.eq(x[d] * 2)]
-                t = Signal(signed(tw), name=f"t_{k}_{d}")
-                # w = 0b01: x; 0b11 (-1): ~x = -x - 1; 0b10 (-2): ~(2x) = -2x - 1; 0b00: 0
-                m.d.comb += t.eq(Mux(w[0], Mux(w[1], ~xs, xs), Mux(w[1], ~x2, 0)))
-                row.append(t)
-            terms.append(row)
+        if self.dsp:
+            diffs = self._dsp_projections(m, x, en, stage_reg, dsp_model)
+        else:
+            # ---- weighted terms (one LUT4 per bit: w, x[i], x[i-1]), not registered: they feed the
+            # first adder level directly, so on 6-input-LUT parts one term of each pair folds into
+            # the adder's propagate LUT (and no K * D * 18 term flip-flops are spent)
+            tw = ib + wb  # 18: holds -2 * -32768 and ~(2 * 32767)
+            terms: list[list[Signal]] = []
+            for k in range(K):
+                row = []
+                for d in range(D):
+                    w = act_w[k][d * wb:(d + 1) * wb]
+                    xs = Signal(signed(tw), name=f"xs_{k}_{d}")
+                    x2 = Signal(signed(tw), name=f"x2_{k}_{d}")
+                    m.d.comb += [xs.eq(x[d]), x2.eq(x[d] * 2)]
+                    t = Signal(signed(tw), name=f"t_{k}_{d}")
+                    # w = 0b01: x; 0b11 (-1): ~x = -x - 1; 0b10 (-2): ~(2x) = -2x - 1; 0b00: 0
+                    m.d.comb += t.eq(Mux(w[0], Mux(w[1], ~xs, xs), Mux(w[1], ~x2, 0)))
+                    row.append(t)
+                terms.append(row)
 
-        # ---- projection adder tree ---------------------------------------------------------
-        def add_tree(items, per_stage, name):
-            level = 0
-            stage = 0
-            while len(items) > 1:
-                nxt = []
-                for i in range(0, len(items) - 1, 2):
-                    nxt.append(items[i] + items[i + 1])
-                if len(items) % 2:
-                    nxt.append(items[-1])
-                items = nxt
-                level += 1
-                if level % per_stage == 0 or len(items) == 1:
-                    regs = []
-                    for j, e in enumerate(items):
-                        r = stage_reg(e.shape(), f"{name}_s{stage}_{j}")
-                        with m.If(en):
-                            m.d.sync += r.eq(e)
-                        regs.append(r)
-                    items = regs
-                    stage += 1
-            return items[0], stage
+            # ---- projection adder tree ---------------------------------------------------------
+            def add_tree(items, per_stage, name):
+                level = 0
+                stage = 0
+                while len(items) > 1:
+                    nxt = []
+                    for i in range(0, len(items) - 1, 2):
+                        nxt.append(items[i] + items[i + 1])
+                    if len(items) % 2:
+                        nxt.append(items[-1])
+                    items = nxt
+                    level += 1
+                    if level % per_stage == 0 or len(items) == 1:
+                        regs = []
+                        for j, e in enumerate(items):
+                            r = stage_reg(e.shape(), f"{name}_s{stage}_{j}")
+                            with m.If(en):
+                                m.d.sync += r.eq(e)
+                            regs.append(r)
+                        items = regs
+                        stage += 1
+                return items[0], stage
 
-        projs = []
-        for k in range(K):
-            if D == 1:
-                projs.append(terms[k][0])
-                continue
-            s, nst = add_tree(list(terms[k]), plan["proj_per_stage"], f"proj{k}")
-            assert nst == plan["proj_stages"]
-            projs.append(s)
+            projs = []
+            for k in range(K):
+                if D == 1:
+                    projs.append(terms[k][0])
+                    continue
+                s, nst = add_tree(list(terms[k]), plan["proj_per_stage"], f"proj{k}")
+                assert nst == plan["proj_stages"]
+                projs.append(s)
 
-        # ---- diff = p' - (offset - n_neg): exact in ob + 1 signed bits ----------------------
-        diffs = []
-        for k in range(K):
-            dreg = stage_reg(signed(ob + 1), f"diff{k}")
-            with m.If(en):
-                m.d.sync += dreg.eq(projs[k] - act_off[k])
-            diffs.append(dreg)
+            # ---- diff = p' - (offset - n_neg): exact in ob + 1 signed bits ----------------------
+            diffs = []
+            for k in range(K):
+                dreg = stage_reg(signed(ob + 1), f"diff{k}")
+                with m.If(en):
+                    m.d.sync += dreg.eq(projs[k] - act_off[k])
+                diffs.append(dreg)
 
         # ---- shift and clamp: a right shifter that keeps only the bits that can still reach
         # the bin index, and ORs the rest into an overflow bit.  Part 1: shift bits 4, 3 and 2.
@@ -365,6 +401,15 @@ class ScorerCore(wiring.Component):
             with m.If(en):
                 m.d.sync += [v1.eq(v), st1.eq(sticky), neg1.eq(neg)]
             v2, sticky2 = shift_levels(m, v1, st1, act_shift[k], lo_bits)
+            if not self.dsp:
+                # one more register before the clamp (the ECP5 150 MHz check of the LUT core);
+                # the DSP variant has no latency left for it
+                v2r = stage_reg(len(v2), f"shv2{k}")
+                st2r = stage_reg(1, f"shst2{k}")
+                neg2 = stage_reg(1, f"shneg2{k}")
+                with m.If(en):
+                    m.d.sync += [v2r.eq(v2), st2r.eq(sticky2), neg2.eq(neg1)]
+                v2, sticky2, neg1 = v2r, st2r, neg2
             binr = stage_reg(bl, f"bin{k}")
             with m.If(en):
                 m.d.sync += binr.eq(Mux(neg1, 0, Mux(sticky2, B - 1, v2)))
@@ -385,7 +430,15 @@ class ScorerCore(wiring.Component):
                 wr.data.eq(ctrl.table_data),
                 wr.en.eq(ctrl.table_we & (ctrl.table_clear | (ctrl.table_index[bl:] == k))),
             ]
-            vals.append(rd.data)
+            if self.dsp:
+                vals.append(rd.data)
+            else:
+                # LUT variant: the block RAM's data is registered once more before the score and
+                # argmax trees (ECP5 DP16KD clock-to-out + compare missed 150 MHz)
+                vr = stage_reg(p.table_bits, f"val{k}")
+                with m.If(en):
+                    m.d.sync += vr.eq(rd.data)
+                vals.append(vr)
 
         # ---- score (sum) and argmax trees ---------------------------------------------------
         if K == 1:
@@ -426,7 +479,10 @@ class ScorerCore(wiring.Component):
             arg_last = items[0][1]
             tree_stages = stage
         assert tree_stages == plan["tree_stages"]
-        assert n_regs == 1 + plan["proj_stages"] + 1 + 2 + 1 + tree_stages, "latency bookkeeping"
+        if self.dsp:
+            assert n_regs == 1 + plan["chain_len"] + 2 + 1 + tree_stages, "latency bookkeeping"
+        else:
+            assert n_regs == 1 + plan["proj_stages"] + 1 + 3 + 2 + tree_stages, "latency bookkeeping"
 
         # ---- output: flag compare, output buffer, result capture, counters ------------------
         score = Signal(p.score_bits)
@@ -505,12 +561,23 @@ class ScorerCore(wiring.Component):
         ld_index = Signal.like(ctrl.load_index, reset_less=True)
         ld_w = Signal.like(ctrl.load_weights, reset_less=True)
         ld_shift = Signal.like(ctrl.load_shift, reset_less=True)
-        m.d.sync += [off_eff.eq(ctrl.load_offset.as_signed() - n_neg), ld_valid.eq(ctrl.load_valid),
-                     ld_index.eq(ctrl.load_index), ld_w.eq(lw), ld_shift.eq(ctrl.load_shift)]
-        with m.If(ld_valid):
-            for k in range(K):
-                with m.If(ld_index == k):
-                    m.d.sync += [act_w[k].eq(ld_w), act_off[k].eq(off_eff), act_shift[k].eq(ld_shift)]
+        m.d.sync += [ld_valid.eq(ctrl.load_valid), ld_index.eq(ctrl.load_index), ld_w.eq(lw),
+                     ld_shift.eq(ctrl.load_shift)]
+        if self.dsp:
+            # exact products: no one's complement correction; the chain adds -offset
+            m.d.sync += off_eff.eq(-ctrl.load_offset.as_signed())
+            assert dsp_model is not None
+            self._dsp_load(m, dsp_model, ld_valid, ld_index, ld_w, off_eff)
+            with m.If(ld_valid):
+                for k in range(K):
+                    with m.If(ld_index == k):
+                        m.d.sync += act_shift[k].eq(ld_shift)
+        else:
+            m.d.sync += off_eff.eq(ctrl.load_offset.as_signed() - n_neg)
+            with m.If(ld_valid):
+                for k in range(K):
+                    with m.If(ld_index == k):
+                        m.d.sync += [act_w[k].eq(ld_w), act_off[k].eq(off_eff), act_shift[k].eq(ld_shift)]
         with m.If(ctrl.commit_done):
             m.d.sync += [commit_pending.eq(0), active_bank.eq(~active_bank), thr_active.eq(ctrl.shadow_threshold)]
         # after the commit logic, so that a COMMIT written in the very cycle a commit completes
@@ -528,3 +595,85 @@ class ScorerCore(wiring.Component):
             ctrl.anomalies.eq(anomalies),
         ]
         return m
+
+    # ---- DSP48 projections (``dsp=True``) ----------------------------------------------------
+    #
+    # Projections 2j ("lo") and 2j+1 ("hi") share one chain of multiply-adds.  With the lane width
+    # W = offset_bits + 1 (the diff width), feature d is multiplied by
+    #     A[j][d] = w_lo + w_hi * 2**W            (a signed (W + 3)-bit constant per commit)
+    # and the chain starts from
+    #     C[j] = (2**(W-1) - o_lo) + (-o_hi) * 2**W.
+    # Its sum is exactly (diff_lo + 2**(W-1)) + diff_hi * 2**W with 0 <= diff_lo + 2**(W-1) < 2**W
+    # (|diff| < 2**(W-1), docs/fixed-point.md), so bits W-1:0 are diff_lo with the top bit
+    # inverted and bits 2W-1:W are diff_hi, both exact.  Every partial sum is below 2**43 in
+    # magnitude, so 2W-bit registers (arithmetic mod 2**(2W)) are exact.  Yosys/Vivado map each
+    # step ``P <= P + A * x`` (registered) onto one DSP48E1 (multiplier, post-adder, P register):
+    # no LUTs for the terms, the adder tree or the offset subtraction.
+
+    def _dsp_model(self) -> dict[str, list[Signal]]:
+        p = self.params
+        D, w = p.d, self.plan["lane_bits"]
+        pairs = -(-p.k // 2)
+        return {
+            # w_lo (2 bits) and upper = w_hi - [w_lo < 0] (3 bits) per feature: A = Cat(sext(w_lo), upper)
+            "wlo": [Signal(D * 2, name=f"dsp_wlo{j}") for j in range(pairs)],
+            "up": [Signal(D * 3, name=f"dsp_up{j}") for j in range(pairs)],
+            "clo": [Signal(w, name=f"dsp_clo{j}", init=1 << (w - 1)) for j in range(pairs)],
+            "chi": [Signal(signed(w), name=f"dsp_chi{j}") for j in range(pairs)],
+        }
+
+    def _dsp_load(self, m: Module, mod: dict[str, list[Signal]], ld_valid, ld_index, ld_w, neg_off) -> None:
+        """Commit load of the pair constants.  Loads come in index order (the front end's copy does
+        0..K-1), so when projection 2j+1 loads, ``prev_w`` holds the weights of 2j."""
+        p = self.params
+        D, w = p.d, self.plan["lane_bits"]
+        prev_w = Signal(D * 2, reset_less=True)
+        up_even = Signal(D * 3)    # w_hi = 0 (fixed up by the odd load, if any)
+        up_odd = Signal(D * 3)
+        for d in range(D):
+            wl = ld_w[2 * d:2 * d + 2].as_signed()
+            pw_sign = prev_w[2 * d + 1]
+            m.d.comb += [up_even[3 * d:3 * d + 3].eq(-wl[1].as_unsigned()),
+                         up_odd[3 * d:3 * d + 3].eq(wl - pw_sign)]
+        clo_val = Cat(neg_off[:w - 1], ~neg_off[w - 1])    # -o + 2**(W-1), in 0 .. 2**W - 1
+        with m.If(ld_valid):
+            m.d.sync += prev_w.eq(ld_w)
+            for k in range(p.k):
+                j = k // 2
+                with m.If(ld_index == k):
+                    if k % 2 == 0:
+                        m.d.sync += [mod["wlo"][j].eq(ld_w), mod["up"][j].eq(up_even),
+                                     mod["clo"][j].eq(clo_val), mod["chi"][j].eq(0)]
+                    else:
+                        m.d.sync += [mod["up"][j].eq(up_odd), mod["chi"][j].eq(neg_off)]
+
+    def _dsp_projections(self, m: Module, x, en, stage_reg, mod) -> list:
+        """The K diffs (``p - o``, signed W bits) from the DSP chains; see above."""
+        p = self.params
+        plan = self.plan
+        D, K, w = p.d, p.k, plan["lane_bits"]
+        # x[d] delayed by d stages: the chain's step d uses it (shared by all chains)
+        xdel = []
+        for d in range(D):
+            v = x[d]
+            for t in range(d):
+                r = stage_reg(signed(p.in_bits), f"x{d}_d{t + 1}")
+                with m.If(en):
+                    m.d.sync += r.eq(v)
+                v = r
+            xdel.append(v)
+        diffs: list = []
+        for j in range(len(mod["wlo"])):
+            acc: Any = Cat(mod["clo"][j], mod["chi"][j]).as_signed()
+            for d in range(D):
+                wl = mod["wlo"][j][2 * d:2 * d + 2]
+                a = Cat(wl, wl[1].replicate(w - 2), mod["up"][j][3 * d:3 * d + 3]).as_signed()
+                r = stage_reg(signed(2 * w), f"chain{j}_{d}")
+                with m.If(en):
+                    m.d.sync += r.eq(acc + a * xdel[d])
+                acc = r
+            tot = acc
+            diffs.append(Cat(tot[:w - 1], ~tot[w - 1]).as_signed())
+            if 2 * j + 1 < K:
+                diffs.append(tot[w:2 * w].as_signed())
+        return diffs

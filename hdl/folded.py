@@ -52,7 +52,7 @@ class FoldedScorerCore(wiring.Component):
     def __init__(self, params: CoreParams) -> None:
         self.params = params
         p = params
-        self.lane_depth = 1 + 1 + clog2(p.d) + 1 + 1 + 1 + 1 + 1 + 1
+        self.lane_depth = 1 + 1 + clog2(p.d) + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1
         self.latency = p.k + self.lane_depth
         self.clear_cycles = 2 * p.k * p.b
         self.table_data = MemoryData(shape=unsigned(p.table_bits), depth=2 * p.k * p.b, init=[])
@@ -215,25 +215,46 @@ class FoldedScorerCore(wiring.Component):
             twr.en.eq(ctrl.table_we),
         ]
         v, k_, _, _ = carry(v, k_, None, None, "m")
-        val = trd.data
 
         # ---- accumulate score and argmax over k ------------------------------------------------
+        # stage R: the table value into a register (block RAM output -> compare is too slow)
+        val_r = reg(p.table_bits, "val_r")
+        m.d.sync += val_r.eq(trd.data)
+        v, k_, _, _ = carry(v, k_, None, None, "r")
+        # stage C: the score accumulates; the value is compared with the running maxima.  There
+        # are two: one over even k, one over odd k, so that each is updated every second clock
+        # and the compare (C) and the update (U) get a stage each.  Within a parity a later k
+        # wins only when strictly greater, so each keeps the lowest index of its maximum.
         acc = reg(p.score_bits, "acc")
-        mx = reg(p.table_bits, "max")
-        arg = reg(kb, "arg")
-        first = k_ == 0
-        new_acc = Mux(first, 0, acc) + val
-        take = first | (val > mx)
+        new_acc = Mux(k_ == 0, 0, acc) + val_r
+        score_r = reg(p.score_bits, "score_r")
+        mx = [reg(p.table_bits, "max_even"), reg(p.table_bits, "max_odd")]
+        arg = [reg(kb, "arg_even"), reg(kb, "arg_odd")]
+        gt = [reg(1, "gt_even"), reg(1, "gt_odd")]
+        val_c = reg(p.table_bits, "val_c")
+        with m.If(v):
+            m.d.sync += acc.eq(new_acc)
+            with m.If(k_ == K - 1):
+                m.d.sync += score_r.eq(new_acc)
+        m.d.sync += [gt[0].eq(val_r > mx[0]), gt[1].eq(val_r > mx[1]), val_c.eq(val_r)]
+        v, k_, _, _ = carry(v, k_, None, None, "c")
+        # stage U: update the maximum of k's parity (k = 0 and k = 1 start them)
+        par = k_[0] if K > 1 else C(0, 1)
+        for q in range(min(K, 2)):
+            with m.If(v & (par == q) & (gt[q] | (k_ == q))):
+                m.d.sync += [mx[q].eq(val_c), arg[q].eq(k_)]
+        v, k_, _, _ = carry(v, k_, None, None, "u")
+        # stage F: both maxima are final after the last update: the larger wins, on a tie the
+        # lower index (the lowest index of the overall maximum)
         res_valid = Signal()
         res_score = reg(p.score_bits, "res_score")
         res_arg = reg(kb, "res_arg")
-        m.d.sync += res_valid.eq(0)
-        with m.If(v):
-            m.d.sync += [acc.eq(new_acc)]
-            with m.If(take):
-                m.d.sync += [mx.eq(val), arg.eq(k_)]
-            with m.If(k_ == K - 1):
-                m.d.sync += [res_valid.eq(1), res_score.eq(new_acc), res_arg.eq(Mux(take, k_, arg))]
+        if K > 1:
+            odd_wins = (mx[1] > mx[0]) | ((mx[1] == mx[0]) & (arg[1] < arg[0]))
+            fin_arg = Mux(odd_wins, arg[1], arg[0])
+        else:
+            fin_arg = arg[0]
+        m.d.sync += [res_valid.eq(v & (k_ == K - 1)), res_score.eq(score_r), res_arg.eq(fin_arg)]
 
         # the threshold compare gets its own stage: the counters' carry chain follows a register
         out_valid = Signal()

@@ -12,6 +12,7 @@ by register name and placed by the declared field positions.
 from __future__ import annotations
 
 from enum import IntEnum
+from types import SimpleNamespace
 from typing import Any
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
@@ -176,7 +177,15 @@ class RegisterFile(wiring.Component):
             mem = Memory(shape=unsigned(width_of(r)), depth=p.k, init=[])
             m.submodules[f"shadow_{r.name.lower()}"] = mem
             mem_rd[r.name] = mem.read_port(domain="sync")
-            mem_wr[r.name] = mem.write_port(domain="sync")
+            port = mem.write_port(domain="sync")
+            # the write is registered (it lands one cycle after the decision): the clear/EXEC
+            # address and enable decode stays off the memory's (flip-flop) write enables.  The
+            # next access or commit copy reads the memory three cycles later at the earliest.
+            n = r.name.lower()
+            mem_wr[r.name] = wr = SimpleNamespace(
+                addr=Signal.like(port.addr, name=f"wr_{n}_addr"), data=Signal.like(port.data, name=f"wr_{n}_data"),
+                en=Signal(name=f"wr_{n}_en"))
+            m.d.comb += [port.addr.eq(wr.addr), port.data.eq(wr.data), port.en.eq(wr.en)]
 
         def sext_if_signed(r: Register, v):
             if len(r.fields) == 1 and r.fields[0].signed and r.fields[0].lsb == 0:
@@ -227,7 +236,7 @@ class RegisterFile(wiring.Component):
                      ctrl.table_we.eq(0), ctrl.table_clear.eq(0), ctrl.load_valid.eq(0),
                      ctrl.commit_done.eq(0)]
         for r in mem_regs:
-            m.d.comb += mem_wr[r.name].en.eq(0)   # overridden below
+            m.d.sync += mem_wr[r.name].en.eq(0)   # overridden below
 
         # ---- CLEAR (after reset): zero the shadow memories and both table banks, as the model's
         # reset does.  The shadow memories take the first K cycles; the tables take
@@ -242,7 +251,7 @@ class RegisterFile(wiring.Component):
         table_write_now = Signal()
         with m.If(clearing & (ccnt < p.k)):
             for r in mem_regs:
-                m.d.comb += [mem_wr[r.name].addr.eq(ccnt), mem_wr[r.name].data.eq(0),
+                m.d.sync += [mem_wr[r.name].addr.eq(ccnt), mem_wr[r.name].data.eq(0),
                              mem_wr[r.name].en.eq(1)]
         with m.If(clearing & ~table_write_now):
             m.d.sync += ccnt.eq(ccnt + 1)
@@ -270,6 +279,9 @@ class RegisterFile(wiring.Component):
                 m.d.sync += [ctrl.commit_done.eq(1), state.eq(_State.IDLE), cnt.eq(0)]
 
         # ---- bus access: latch, decode, execute --------------------------------------------
+        rhits = Signal(len(regs))   # hits of a read (0 for a write): gate the read multiplexer
+        arr_sel = {r.name: Signal(width_of(r), name=f"sel_{r.name.lower()}") for r in regs
+                   if r.access == "RW" and r not in mem_regs and r.count > 1}
         with m.If(state == _State.IDLE):
             with m.If(start_copy):
                 m.d.sync += [state.eq(_State.COPY), cnt.eq(0)]
@@ -279,8 +291,16 @@ class RegisterFile(wiring.Component):
         with m.If(state == _State.DECODE):
             m.d.sync += state.eq(_State.READ)
             for j, r in enumerate(regs):
-                m.d.sync += hits[j].eq(_decode(r, addr))
+                m.d.sync += [hits[j].eq(_decode(r, addr)), rhits[j].eq(_decode(r, addr) & ~write)]
             m.d.sync += idx.eq(addr[2:2 + idx_w])
+            # register arrays: the element is selected here, so READ is only an AND-OR
+            for r in regs:
+                if r.access == "RW" and r not in mem_regs and r.count > 1:
+                    ib = clog2(r.count)
+                    sel = Const(0, len(arr_sel[r.name]))
+                    for i in range(r.count):
+                        sel = Mux(addr[2:2 + ib] == i, store[r.name][i], sel)
+                    m.d.sync += arr_sel[r.name].eq(sel)
 
         # READ: the read multiplexer into a register (its own cycle: no path from the access
         # decision or the push/commit state into resp_data)
@@ -289,9 +309,7 @@ class RegisterFile(wiring.Component):
             m.d.sync += state.eq(_State.EXEC)
             rdata = Const(0, 32)
             for j, r in enumerate(regs):
-                hit = hits[j]
-                ib = clog2(r.count)
-                ix = idx[:ib] if ib else Const(0, 1)
+                hit = rhits[j]
                 if r.access == "RW":
                     term = Signal(32, name=f"rd_{r.name.lower()}")
                     if r in mem_regs:
@@ -299,18 +317,21 @@ class RegisterFile(wiring.Component):
                     elif r.count == 1:
                         m.d.comb += term.eq(sext_if_signed(r, store[r.name][0]))
                     else:
-                        val = Const(0, 32)
-                        for i in range(r.count):
-                            el = Signal(32, name=f"rd_{r.name.lower()}{i}")
-                            m.d.comb += el.eq(sext_if_signed(r, store[r.name][i]))
-                            val = val | (el & (ix == i).replicate(32))
-                        m.d.comb += term.eq(val)
+                        m.d.comb += term.eq(sext_if_signed(r, arr_sel[r.name]))
                     rdata = rdata | (term & hit.replicate(32))
                 elif r.access == "RO":
                     rdata = rdata | (ro_value(r) & hit.replicate(32))
-            m.d.sync += rdata_r.eq(_zero_if(write, rdata))
+            m.d.sync += rdata_r.eq(rdata)
 
-        wait = Signal()   # the access must wait (push path busy)
+        # `wait` (the access must wait: push path busy, clear not past the entry) is computed
+        # from the registered hits every cycle and registered: EXEC uses the value of the cycle
+        # before.  That is exact because every wait condition only ever falls during an access
+        # (push_pending/push_inflight are set only by this front end's PUSH write, the clear
+        # counter only grows), so a lagging 0 is still 0; a lagging 1 costs one cycle at most.
+        # It keeps the compares of the clear counter and the push state off the write-enable
+        # fan-out of the register file.
+        wait_c = Signal()
+        wait = Signal()
         waits_on_pending = [j for j, r in enumerate(regs) if r.name in ("FEATURE", "TAG")]
         j_push = next(j for j, r in enumerate(regs) if r.name == "PUSH")
         j_mem = [j for j, r in enumerate(regs) if r in mem_regs]
@@ -319,7 +340,8 @@ class RegisterFile(wiring.Component):
         # the clear's position of a table index: entry b of every projection's memory (B
         # entries a bank), or the index itself (one memory of K*B entries a bank)
         tab_key = idx[:tab_ib] if half >= rm["TABLE"].count else idx[:clog2(half)]
-        m.d.comb += wait.eq((write & (
+        m.d.sync += wait.eq(wait_c)
+        m.d.comb += wait_c.eq((write & (
             (Cat(*(hits[j] for j in waits_on_pending)).any() & (push_pending | ctrl.push_inflight))
             | (hits[j_push] & (push_pending | ctrl.push_inflight))))
             | (clearing & Cat(*(hits[j] for j in j_mem)).any() & (ccnt < p.k))
@@ -340,7 +362,7 @@ class RegisterFile(wiring.Component):
                 # -- writes
                 with m.If(write & hit):
                     if r in mem_regs:
-                        m.d.comb += [mem_wr[r.name].addr.eq(ix), mem_wr[r.name].data.eq(wdata),
+                        m.d.sync += [mem_wr[r.name].addr.eq(ix), mem_wr[r.name].data.eq(wdata),
                                      mem_wr[r.name].en.eq(1)]
                     elif r.access == "RW":
                         for i, sig in enumerate(store[r.name]):
@@ -390,7 +412,3 @@ class RegisterFile(wiring.Component):
         ]
         return m
 
-
-def _zero_if(zero, value):
-    """``0 if zero else value`` as an AND mask (cheaper than a mux against a constant)."""
-    return value & (~zero).replicate(32)

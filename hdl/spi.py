@@ -112,6 +112,14 @@ class SPIRegisterBridge(wiring.Component):
         rxn = Signal(32)
         m.d.comb += rxn.eq(Cat(mosi, rx[:31]))
 
+        # the bit counter's compares, registered: cnt changes only on a rising sck edge (or while
+        # cs_n is high), and the next edge comes at least four clocks later (sck <= clk / 4), so
+        # the flags are settled when they are used; they keep the compare off the path into the
+        # request registers' enables
+        at = {n: Signal(name=f"cnt_is{n}") for n in (7, 15, 31)}
+        for n, flag in at.items():
+            m.d.sync += flag.eq(cnt == n)
+
         def issue(write, a, d=0):
             m.d.sync += [req_valid.eq(1), req_write.eq(write), req_addr.eq(a), req_data.eq(d)]
 
@@ -128,7 +136,7 @@ class SPIRegisterBridge(wiring.Component):
             m.d.sync += [rx.eq(rxn), cnt.eq(cnt + 1), tx.eq(Cat(Const(0, 1), tx[:31])),
                          bus.err_set.eq(tx_err), tx_err.eq(0)]
             with m.Switch(phase):
-                with m.Case(_Phase.CMD), m.If(cnt == 7):
+                with m.Case(_Phase.CMD), m.If(at[7]):
                     m.d.sync += cnt.eq(0)
                     with m.If(rxn[:8] == CMD_WRITE):
                         m.d.sync += [phase.eq(_Phase.ADDR), is_read.eq(0)]
@@ -136,19 +144,19 @@ class SPIRegisterBridge(wiring.Component):
                         m.d.sync += [phase.eq(_Phase.ADDR), is_read.eq(1)]
                     with m.Else():
                         m.d.sync += phase.eq(_Phase.IGNORE)
-                with m.Case(_Phase.ADDR), m.If(cnt == 15):
+                with m.Case(_Phase.ADDR), m.If(at[15]):
                     m.d.sync += cnt.eq(0)
                     with m.If(is_read):
                         m.d.sync += [phase.eq(_Phase.DUMMY), addr.eq(rxn[:16] + 4)]
                         issue(0, rxn[:16])
                     with m.Else():
                         m.d.sync += [phase.eq(_Phase.WDATA), addr.eq(rxn[:16])]
-                with m.Case(_Phase.DUMMY), m.If(cnt == 7):
+                with m.Case(_Phase.DUMMY), m.If(at[7]):
                     m.d.sync += phase.eq(_Phase.RDATA)
                     load_word()
-                with m.Case(_Phase.RDATA), m.If(cnt == 31):
+                with m.Case(_Phase.RDATA), m.If(at[31]):
                     load_word()
-                with m.Case(_Phase.WDATA), m.If(cnt == 31):
+                with m.Case(_Phase.WDATA), m.If(at[31]):
                     m.d.sync += [cnt.eq(0), addr.eq(addr + 4)]
                     issue(1, addr, rxn)
                 with m.Case(_Phase.IGNORE):

@@ -34,7 +34,8 @@ class AXITop(wiring.Component):
 
     def __init__(self, params: CoreParams) -> None:
         self.params = params
-        self.core = ScorerCore(params)
+        # the Zynq IP: the projections go to DSP48 multiply-add chains where they fit
+        self.core = ScorerCore(params, dsp=True)
         super().__init__({
             "aclk": In(1),
             "aresetn": In(1),

@@ -11,7 +11,7 @@ import pytest
 from _hdl_sim import core_commit, core_load, load_active, pack_sample, random_samples, unpack_result
 from amaranth.sim import Simulator
 
-from hdl.core import MAX_LATENCY, ScorerCore, pipeline_plan
+from hdl.core import MAX_LATENCY, ScorerCore, dsp_plan, pipeline_plan
 from hdl.model import CoreConfig, score
 from hdl.params import PARAMETER_SETS, CoreParams, get_params
 
@@ -60,13 +60,15 @@ def check(p: CoreParams, cfg: CoreConfig, x, tags, out) -> None:  # type: ignore
         assert r.row() == exp.row(j), f"sample {j}: RTL {r.row()} != model {exp.row(j)}"
 
 
+@pytest.mark.parametrize("dsp", [False, True], ids=["lut", "dsp"])
 @pytest.mark.parametrize("name", SETS)
-def test_random_configs_with_backpressure(name: str) -> None:
+def test_random_configs_with_backpressure(name: str, dsp: bool) -> None:
     """Random configurations over the whole register range, random idle and back-pressure, tags
-    and tlast in order, bit-exact scores/flags/argmax."""
+    and tlast in order, bit-exact scores/flags/argmax (LUT terms and DSP multiply-add chains)."""
     p = get_params(name)
     rng = np.random.default_rng(sum(map(ord, name)))
-    core = ScorerCore(p)
+    core = ScorerCore(p, dsp=dsp)
+    assert core.dsp == dsp
     n = 150
     cases = []
     for c in range(2):
@@ -130,14 +132,15 @@ def test_clamp_ends_and_threshold_equality() -> None:
     assert outs[0][0].anomaly == 0 and outs[1][0].anomaly == 1
 
 
-def test_latency_and_throughput() -> None:
+@pytest.mark.parametrize("dsp", [False, True], ids=["lut", "dsp"])
+def test_latency_and_throughput(dsp: bool) -> None:
     """One sample takes exactly `latency` cycles from the input handshake to o_stream.valid; a
     continuous stream runs at one sample per clock; i_stream.ready never waits for o_stream.ready
     combinationally (it stays high for two cycles after the output stalls)."""
     p = get_params("full")
-    core = ScorerCore(p)
+    core = ScorerCore(p, dsp=dsp)
     assert core.latency <= MAX_LATENCY
-    assert core.latency == pipeline_plan(p)["latency"]
+    assert core.latency == (dsp_plan(p) if dsp else pipeline_plan(p))["latency"]
     rng = np.random.default_rng(3)
     cfg = CoreConfig.random(p, rng)
     x = random_samples(p, rng, 40)
@@ -193,10 +196,10 @@ def test_latency_and_throughput() -> None:
 def test_commit_under_traffic(name: str) -> None:
     """COMMIT while samples flow: input stops until the pipeline is empty, the model switches
     between two samples, every result equals the old or the new model, switching exactly once,
-    and no sample is lost or reordered."""
+    and no sample is lost or reordered (small: LUT terms, zynq: DSP chains as in the AXI top)."""
     p = get_params(name)
     rng = np.random.default_rng(11)
-    core = ScorerCore(p)
+    core = ScorerCore(p, dsp=name == "zynq")
     old, new = CoreConfig.random(p, rng), CoreConfig.random(p, rng)
     n = 120
     x = random_samples(p, rng, n)
@@ -300,11 +303,28 @@ def test_pipeline_plan_limits() -> None:
                     assert pipeline_plan(CoreParams("x", d=d, k=k, b=b))["latency"] <= MAX_LATENCY
 
 
-def test_odd_parameters() -> None:
-    """Non-power-of-two D and K, D = 1 and B = 2 elaborate and score exactly."""
+def test_dsp_plan_limits() -> None:
+    """The DSP chain plan is used exactly where it fits: D <= 8 (A port), latency bound kept."""
+    for d in (1, 2, 3, 8, 9, 16):
+        for k in (1, 2, 5, 32, 64):
+            p = CoreParams("x", d=d, k=k, b=64)
+            plan = dsp_plan(p)
+            assert (plan is not None) == (d <= 8)
+            if plan is not None:
+                assert plan["latency"] <= MAX_LATENCY
+                assert ScorerCore(p, dsp=True).latency == plan["latency"]
+            else:
+                assert not ScorerCore(p, dsp=True).dsp
+
+
+@pytest.mark.parametrize("dsp", [False, True], ids=["lut", "dsp"])
+def test_odd_parameters(dsp: bool) -> None:
+    """Non-power-of-two D and K (an odd K leaves one DSP-chain lane unpaired), D = 1 and B = 2
+    elaborate and score exactly."""
     for p in (CoreParams("odd", d=3, k=5, b=8), CoreParams("tiny", d=1, k=1, b=2)):
         rng = np.random.default_rng(p.d)
-        core = ScorerCore(p)
+        core = ScorerCore(p, dsp=dsp)
+        assert core.dsp == dsp
         cfg = CoreConfig.random(p, rng)
         x = random_samples(p, rng, 60)
         tags = rng.integers(0, 1 << 32, 60)
