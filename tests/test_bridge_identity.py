@@ -14,6 +14,7 @@ import pytest
 from hdl.model import CoreConfig, score
 from hdl.params import PARAMETER_SETS, get_params
 from host_bridge.cli import save_core_config, score_file
+from mailpulse import modelfile
 from mailpulse.cli import main
 
 N = int(os.environ.get("MAILPULSE_IDENTITY_SAMPLES", "48"))
@@ -77,7 +78,6 @@ def test_score_reads_jsonl_and_npz_and_reports_bad_files(tmp_path: Path, capsys:
 
 
 def test_score_with_a_trained_model_file_uses_its_input_scaling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    modelfile = pytest.importorskip("mailpulse.modelfile", reason="the trainer's model format is not installed")
     p = get_params("small")
     rng = np.random.default_rng(12)
     cfg = CoreConfig.random(p, rng)

@@ -64,7 +64,6 @@ def test_mixed_kinds_in_one_batch(log_lines: list[str]) -> None:
 
 
 def test_bridge_model_backend_gives_the_same_integers(log_lines: list[str]) -> None:
-    pytest.importorskip("host_bridge.backends")
     from host_bridge.backends import open_scorer
     from pi_firmware.pipeline import bridge_scorer
 
