@@ -56,6 +56,24 @@ def ResultLayout(params: CoreParams) -> data.StructLayout:
     })
 
 
+
+def shift_levels(m: Module, v: Any, sticky: Any, s: Any, bits: list[int], bl: int) -> tuple[Any, Any]:
+    """Right-shift ``v`` by the bits ``bits`` of the shift amount ``s``, one 2:1 mux level each.
+
+    Only the bits that can still reach a ``bl``-bit bin index are kept; the bits shifted past them
+    are ORed into ``sticky`` (the overflow that makes the clamp pick the top bin).  Shared by the
+    streaming and the folded datapath so both shift and clamp identically.
+    """
+    for j in bits:
+        amt = 1 << j
+        sh = Signal(len(v), name=f"sh{j}")
+        m.d.comb += sh.eq(Mux(s[j], v >> amt, v))
+        keep = min(len(sh), bl + amt - 1)
+        if keep < len(sh):
+            sticky = sticky | sh[keep:].any()
+        v = sh[:keep]
+    return v, sticky
+
 class ControlSignature(wiring.Signature):
     """Wires between the register front end (the initiator, ``Out`` members) and the core.
 
@@ -375,17 +393,6 @@ class ScorerCore(wiring.Component):
 
         # ---- shift and clamp: a right shifter that keeps only the bits that can still reach
         # the bin index, and ORs the rest into an overflow bit.  Part 1: shift bits 4, 3 and 2.
-        def shift_levels(m, v, sticky, s, bits):
-            for j in bits:
-                amt = 1 << j
-                sh = Signal(len(v), name=f"sh{j}")
-                m.d.comb += sh.eq(Mux(s[j], v >> amt, v))
-                keep = min(len(sh), bl + amt - 1)
-                if keep < len(sh):
-                    sticky = sticky | sh[keep:].any()
-                v = sh[:keep]
-            return v, sticky
-
         hi_bits = [j for j in reversed(range(sb_)) if j >= 2]
         lo_bits = [j for j in reversed(range(sb_)) if j < 2]
         # the shift amount must travel with the sample (it is active model, constant between
@@ -394,13 +401,13 @@ class ScorerCore(wiring.Component):
         for k in range(K):
             dv = diffs[k]
             neg = dv[-1]
-            v, sticky = shift_levels(m, dv[:ob], C(0, 1), act_shift[k], hi_bits)
+            v, sticky = shift_levels(m, dv[:ob], C(0, 1), act_shift[k], hi_bits, bl)
             v1 = stage_reg(len(v), f"shv{k}")
             st1 = stage_reg(1, f"shst{k}")
             neg1 = stage_reg(1, f"shneg{k}")
             with m.If(en):
                 m.d.sync += [v1.eq(v), st1.eq(sticky), neg1.eq(neg)]
-            v2, sticky2 = shift_levels(m, v1, st1, act_shift[k], lo_bits)
+            v2, sticky2 = shift_levels(m, v1, st1, act_shift[k], lo_bits, bl)
             if not self.dsp:
                 # one more register before the clamp (the ECP5 150 MHz check of the LUT core);
                 # the DSP variant has no latency left for it

@@ -25,7 +25,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In
 
-from .core import ControlSignature
+from .core import ControlSignature, shift_levels
 from .params import CoreParams, clog2
 
 __all__ = ["FoldedScorerCore"]
@@ -173,26 +173,15 @@ class FoldedScorerCore(wiring.Component):
         v, k_, _, sh = carry(v, k_, None, sh, "d")
 
         # ---- shift + clamp, in two stages -------------------------------------------------------
-        def shift_levels(vec, sticky, s, bits):
-            for j in bits:
-                amt = 1 << j
-                shv = Signal(len(vec), name=f"sh{j}")
-                m.d.comb += shv.eq(Mux(s[j], vec >> amt, vec))
-                keep = min(len(shv), bl + amt - 1)
-                if keep < len(shv):
-                    sticky = sticky | shv[keep:].any()
-                vec = shv[:keep]
-            return vec, sticky
-
         hi_bits = [j for j in reversed(range(sb_)) if j >= 2]
         lo_bits = [j for j in reversed(range(sb_)) if j < 2]
-        vv, st = shift_levels(diff[:ob], C(0, 1), sh, hi_bits)
+        vv, st = shift_levels(m, diff[:ob], C(0, 1), sh, hi_bits, bl)
         v1 = reg(len(vv), "shv")
         st1 = reg(1, "shst")
         neg1 = reg(1, "shneg")
         m.d.sync += [v1.eq(vv), st1.eq(st), neg1.eq(diff[-1])]
         v, k_, _, sh = carry(v, k_, None, sh, "s1")
-        v2, st2 = shift_levels(v1, st1, sh, lo_bits)
+        v2, st2 = shift_levels(m, v1, st1, sh, lo_bits, bl)
         binr = reg(bl, "bin")
         m.d.sync += binr.eq(Mux(neg1, 0, Mux(st2, B - 1, v2)))
         v, k_, _, _ = carry(v, k_, None, None, "b")
