@@ -277,8 +277,11 @@ class ScorerCore(wiring.Component):
         src_push = Signal(n_regs)           # the sample came from PUSH
         fifo_cnt = Signal(range(3))
         en = Signal()
-        pipe_empty = Signal()
-        m.d.comb += pipe_empty.eq(valid == 0)
+        # "pipeline empty" and "a pushed sample is in flight" are wide ORs over the valid bits;
+        # they are kept in registers, computed from the NEXT value of valid/src_push (exact:
+        # the same value as `valid == 0` / `(valid & src_push) != 0` in every cycle)
+        pipe_empty = Signal(init=1)
+        push_inflight = Signal()
         take_push = Signal()
         take_stream = Signal()
         open_ = Signal()
@@ -300,6 +303,10 @@ class ScorerCore(wiring.Component):
             m.d.sync += [
                 valid.eq(Cat(take_push | take_stream, valid[:-1])),
                 src_push.eq(Cat(take_push, src_push[:-1])),
+                # next valid = Cat(take, valid[:-1]); next valid & src_push = Cat(take_push,
+                # (valid & src_push)[:-1])
+                pipe_empty.eq(~(take_push | take_stream) & (valid[:-1] == 0)),
+                push_inflight.eq(take_push | ((valid & src_push)[:-1] != 0)),
             ]
 
         # tag and last travel alongside (pure datapath)
@@ -596,7 +603,7 @@ class ScorerCore(wiring.Component):
             ctrl.commit_pending.eq(commit_pending),
             ctrl.active_bank.eq(active_bank),
             ctrl.busy.eq(~pipe_empty | (fifo_cnt != 0) if self.stream else ~pipe_empty),
-            ctrl.push_inflight.eq((valid & src_push) != 0),
+            ctrl.push_inflight.eq(push_inflight),
             ctrl.threshold_active.eq(thr_active),
             ctrl.samples.eq(samples),
             ctrl.anomalies.eq(anomalies),

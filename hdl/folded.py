@@ -250,8 +250,26 @@ class FoldedScorerCore(wiring.Component):
         out_score = reg(p.score_bits, "out_score")
         out_arg = reg(kb, "out_arg")
         anomaly = Signal()
-        m.d.sync += [out_valid.eq(res_valid), out_score.eq(res_score), out_arg.eq(res_arg),
-                     anomaly.eq(res_score > thr_active)]
+        m.d.sync += [out_valid.eq(res_valid), out_score.eq(res_score), out_arg.eq(res_arg)]
+        # `res_score > thr_active` is split over two stages (the compare of a wide threshold is
+        # too deep for one UP5K clock).  res_score is score_r one clock later, and thr_active then
+        # holds its next value: the shadow threshold if a threshold commit takes effect now, else
+        # its own.  Stage F compares score_r with both candidates in two halves (registered);
+        # stage O combines the halves of the candidate that became thr_active.  Exact.
+        sb = p.score_bits
+        lo_w = sb // 2
+        thr_sel = Signal()
+        m.d.sync += thr_sel.eq(ctrl.commit_threshold | ctrl.commit_done)
+        gt_parts = []
+        for c, thr_c in (("act", thr_active), ("shd", ctrl.shadow_threshold)):
+            hi_zero, hi_gt, hi_eq, lo_gt = (Signal(name=f"cmp_{c}_{n}")
+                                            for n in ("hz", "hgt", "heq", "lgt"))
+            m.d.sync += [hi_zero.eq(thr_c[sb:] == 0) if len(thr_c) > sb else hi_zero.eq(1),
+                         hi_gt.eq(score_r[lo_w:] > thr_c[lo_w:sb]),
+                         hi_eq.eq(score_r[lo_w:] == thr_c[lo_w:sb]),
+                         lo_gt.eq(score_r[:lo_w] > thr_c[:lo_w])]
+            gt_parts.append(hi_zero & (hi_gt | (hi_eq & lo_gt)))
+        m.d.sync += anomaly.eq(Mux(thr_sel, gt_parts[1], gt_parts[0]))
         with m.If(out_valid):
             m.d.sync += busy.eq(0)
         m.d.comb += [

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -120,15 +120,23 @@ class SPIRegisterBridge(wiring.Component):
         for n, flag in at.items():
             m.d.sync += flag.eq(cnt == n)
 
-        def issue(write, a, d=0):
-            m.d.sync += [req_valid.eq(1), req_write.eq(write), req_addr.eq(a), req_data.eq(d)]
+        # whether the next rising edge issues a request (a read or a write), registered for the
+        # same reason: phase, cnt and is_read change only on an edge, so the enables of the
+        # request registers are rise & a flip-flop
+        iss_r = Signal()
+        iss_w = Signal()
+        m.d.sync += [
+            iss_w.eq((phase == _Phase.WDATA) & (cnt == 31)),
+            iss_r.eq(((phase == _Phase.ADDR) & (cnt == 15) & is_read)
+                     | ((phase == _Phase.DUMMY) & (cnt == 7))
+                     | ((phase == _Phase.RDATA) & (cnt == 31))),
+        ]
 
         # the error of a prefetched word counts once the host clocks its first bit
         tx_err = Signal()
 
         def load_word():
             m.d.sync += [tx.eq(rbuf), tx_err.eq(rbuf_err), cnt.eq(0), addr.eq(addr + 4)]
-            issue(0, addr)
 
         with m.If(cs_n):
             m.d.sync += [phase.eq(_Phase.CMD), cnt.eq(0), tx.eq(SYNC_BYTE << 24), tx_err.eq(0)]
@@ -148,7 +156,6 @@ class SPIRegisterBridge(wiring.Component):
                     m.d.sync += cnt.eq(0)
                     with m.If(is_read):
                         m.d.sync += [phase.eq(_Phase.DUMMY), addr.eq(rxn[:16] + 4)]
-                        issue(0, rxn[:16])
                     with m.Else():
                         m.d.sync += [phase.eq(_Phase.WDATA), addr.eq(rxn[:16])]
                 with m.Case(_Phase.DUMMY), m.If(at[7]):
@@ -158,7 +165,11 @@ class SPIRegisterBridge(wiring.Component):
                     load_word()
                 with m.Case(_Phase.WDATA), m.If(at[31]):
                     m.d.sync += [cnt.eq(0), addr.eq(addr + 4)]
-                    issue(1, addr, rxn)
                 with m.Case(_Phase.IGNORE):
                     m.d.sync += cnt.eq(0)
+            # the request (after the clear on req_ready above: a new request wins)
+            with m.If(iss_r | iss_w):
+                m.d.sync += [req_valid.eq(1), req_write.eq(iss_w),
+                             req_addr.eq(Mux(phase == _Phase.ADDR, rxn[:16], addr)),
+                             req_data.eq(Mux(iss_w, rxn, 0))]
         return m
