@@ -23,6 +23,7 @@ from .params import CoreParams, clog2
 
 __all__ = [
     "MAX_LATENCY",
+    "CommitState",
     "ControlSignature",
     "ResultLayout",
     "SampleLayout",
@@ -73,6 +74,35 @@ def shift_levels(m: Module, v: Any, sticky: Any, s: Any, bits: list[int], bl: in
             sticky = sticky | sh[keep:].any()
         v = sh[:keep]
     return v, sticky
+
+
+class CommitState:
+    """The active-model control state both cores keep, and how it changes (one copy of the rules).
+
+    ``thr_active`` (the threshold in use), ``active_bank`` (the table bank in use) and
+    ``commit_pending`` (a COMMIT waits for the pipeline to drain).  :meth:`update` adds the
+    transitions: COMMIT_THRESHOLD copies the shadow threshold at once; ``commit_done`` (after the
+    front end's copy) clears the pending flag, flips the bank and copies the threshold; a COMMIT
+    sets the pending flag, written after ``commit_done`` so that a COMMIT in the very cycle a commit
+    completes is not lost (it commits again once drained, as the model does).
+    """
+
+    def __init__(self) -> None:
+        self.thr_active = Signal(32, init=0xFFFFFFFF)
+        self.active_bank = Signal()
+        self.commit_pending = Signal()
+
+    def update(self, m: Module, ctrl: Any) -> None:
+        with m.If(ctrl.commit_threshold):
+            m.d.sync += self.thr_active.eq(ctrl.shadow_threshold)
+        with m.If(ctrl.commit_done):
+            m.d.sync += [self.commit_pending.eq(0), self.active_bank.eq(~self.active_bank),
+                         self.thr_active.eq(ctrl.shadow_threshold)]
+        with m.If(ctrl.commit):
+            m.d.sync += self.commit_pending.eq(1)
+        m.d.comb += [ctrl.commit_pending.eq(self.commit_pending), ctrl.active_bank.eq(self.active_bank),
+                     ctrl.threshold_active.eq(self.thr_active)]
+
 
 class ControlSignature(wiring.Signature):
     """Wires between the register front end (the initiator, ``Out`` members) and the core.
@@ -263,9 +293,8 @@ class ScorerCore(wiring.Component):
         # (-x = ~x + 1), and the +1s are folded into the offset (see docs/fixed-point.md).
         act_off = [Signal(signed(ob + 1), name=f"act_off{k}") for k in range(K)]
         act_shift = [Signal(sb_, name=f"act_shift{k}") for k in range(K)]
-        thr_active = Signal(32, init=0xFFFFFFFF)
-        active_bank = Signal()
-        commit_pending = Signal()
+        cs = CommitState()
+        thr_active, active_bank, commit_pending = cs.thr_active, cs.active_bank, cs.commit_pending
 
         # ---------------------------------------------------------------------------------
         # Pipeline control: global enable.  The last pipeline register feeds a two-entry
@@ -564,8 +593,6 @@ class ScorerCore(wiring.Component):
         # and input is held off, then strobes commit_done.  The +1s of the one's complement
         # negative terms are folded into the offset here, with one shared subtractor.
         m.d.comb += ctrl.drained.eq(commit_pending & pipe_empty)
-        with m.If(ctrl.commit_threshold):
-            m.d.sync += thr_active.eq(ctrl.shadow_threshold)
         # (registered once more before the K-way fan-out: the popcount and the subtraction are
         # two carry chains; the last load still lands in the cycle commit_done takes effect)
         lw = ctrl.load_weights
@@ -592,19 +619,11 @@ class ScorerCore(wiring.Component):
                 for k in range(K):
                     with m.If(ld_index == k):
                         m.d.sync += [act_w[k].eq(ld_w), act_off[k].eq(off_eff), act_shift[k].eq(ld_shift)]
-        with m.If(ctrl.commit_done):
-            m.d.sync += [commit_pending.eq(0), active_bank.eq(~active_bank), thr_active.eq(ctrl.shadow_threshold)]
-        # after the commit logic, so that a COMMIT written in the very cycle a commit completes
-        # is not lost (it commits again once the pipeline is empty, as the model does)
-        with m.If(ctrl.commit):
-            m.d.sync += commit_pending.eq(1)
+        cs.update(m, ctrl)
 
         m.d.comb += [
-            ctrl.commit_pending.eq(commit_pending),
-            ctrl.active_bank.eq(active_bank),
             ctrl.busy.eq(~pipe_empty | (fifo_cnt != 0) if self.stream else ~pipe_empty),
             ctrl.push_inflight.eq(push_inflight),
-            ctrl.threshold_active.eq(thr_active),
             ctrl.samples.eq(samples),
             ctrl.anomalies.eq(anomalies),
         ]

@@ -25,7 +25,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In
 
-from .core import ControlSignature, shift_levels
+from .core import CommitState, ControlSignature, shift_levels
 from .params import CoreParams, clog2
 
 __all__ = ["FoldedScorerCore"]
@@ -52,7 +52,7 @@ class FoldedScorerCore(wiring.Component):
     def __init__(self, params: CoreParams) -> None:
         self.params = params
         p = params
-        self.lane_depth = 1 + 1 + clog2(p.d) + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1
+        self.lane_depth = 1 + 1 + clog2(p.d) + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1
         self.latency = p.k + self.lane_depth
         self.clear_cycles = 2 * p.k * p.b
         self.table_data = MemoryData(shape=unsigned(p.table_bits), depth=2 * p.k * p.b, init=[])
@@ -70,9 +70,8 @@ class FoldedScorerCore(wiring.Component):
             return Signal(shape, name=name, reset_less=True)
 
         # ---- control state -------------------------------------------------------------------
-        thr_active = Signal(32, init=0xFFFFFFFF)
-        active_bank = Signal()
-        commit_pending = Signal()
+        cs = CommitState()
+        thr_active, active_bank, commit_pending = cs.thr_active, cs.active_bank, cs.commit_pending
         busy = Signal()             # a sample is in the lane
         issuing = Signal()
         k_issue = Signal(kb)
@@ -83,14 +82,24 @@ class FoldedScorerCore(wiring.Component):
         ard = amem.read_port(domain="sync")
         awr = amem.write_port(domain="sync")
         lw = ctrl.load_weights
+        # two stages: the count of negative weights (n_neg) is registered before the subtraction
+        # (popcount + 22-bit subtract in one clock was the UP5K's critical path)
         n_neg = sum((lw[d * wb + wb - 1] for d in range(D)), start=Const(0, clog2(D + 1) or 1))
+        ld0_valid = Signal()
+        ld0_index = Signal.like(ctrl.load_index, reset_less=True)
+        ld0_w = Signal.like(ctrl.load_weights, reset_less=True)
+        ld0_shift = Signal.like(ctrl.load_shift, reset_less=True)
+        ld0_off = Signal.like(ctrl.load_offset, reset_less=True)
+        ld0_nneg = Signal(len(n_neg), reset_less=True)
+        m.d.sync += [ld0_valid.eq(ctrl.load_valid), ld0_index.eq(ctrl.load_index), ld0_w.eq(lw),
+                     ld0_shift.eq(ctrl.load_shift), ld0_off.eq(ctrl.load_offset), ld0_nneg.eq(n_neg)]
         off_eff = Signal(signed(ob + 1), reset_less=True)
         ld_valid = Signal()
         ld_index = Signal.like(ctrl.load_index, reset_less=True)
         ld_w = Signal.like(ctrl.load_weights, reset_less=True)
         ld_shift = Signal.like(ctrl.load_shift, reset_less=True)
-        m.d.sync += [off_eff.eq(ctrl.load_offset.as_signed() - n_neg), ld_valid.eq(ctrl.load_valid),
-                     ld_index.eq(ctrl.load_index), ld_w.eq(lw), ld_shift.eq(ctrl.load_shift)]
+        m.d.sync += [off_eff.eq(ld0_off.as_signed() - ld0_nneg), ld_valid.eq(ld0_valid),
+                     ld_index.eq(ld0_index), ld_w.eq(ld0_w), ld_shift.eq(ld0_shift)]
         clear_param = ctrl.table_we & ctrl.table_clear & (ctrl.table_index < K)
         m.d.comb += [
             awr.addr.eq(Mux(ld_valid, ld_index, ctrl.table_index)),
@@ -235,15 +244,19 @@ class FoldedScorerCore(wiring.Component):
         v, k_, _, _ = carry(v, k_, None, None, "u")
         # stage F: both maxima are final after the last update: the larger wins, on a tie the
         # lower index (the lowest index of the overall maximum)
+        # stage F1 compares the two maxima (registered), stage F2 picks the index (the 16-bit
+        # compare and the index mux in one clock were an UP5K critical path)
+        f_valid = Signal()
+        odd_wins = reg(1, "odd_wins")
+        f_arg = [reg(kb, "f_arg_even"), reg(kb, "f_arg_odd")]
+        if K > 1:
+            m.d.sync += odd_wins.eq((mx[1] > mx[0]) | ((mx[1] == mx[0]) & (arg[1] < arg[0])))
+        m.d.sync += [f_valid.eq(v & (k_ == K - 1)), f_arg[0].eq(arg[0]), f_arg[1].eq(arg[1])]
         res_valid = Signal()
         res_score = reg(p.score_bits, "res_score")
         res_arg = reg(kb, "res_arg")
-        if K > 1:
-            odd_wins = (mx[1] > mx[0]) | ((mx[1] == mx[0]) & (arg[1] < arg[0]))
-            fin_arg = Mux(odd_wins, arg[1], arg[0])
-        else:
-            fin_arg = arg[0]
-        m.d.sync += [res_valid.eq(v & (k_ == K - 1)), res_score.eq(score_r), res_arg.eq(fin_arg)]
+        fin_arg = Mux(odd_wins, f_arg[1], f_arg[0]) if K > 1 else f_arg[0]
+        m.d.sync += [res_valid.eq(f_valid), res_score.eq(score_r), res_arg.eq(fin_arg)]
 
         # the threshold compare gets its own stage: the counters' carry chain follows a register
         out_valid = Signal()
@@ -289,19 +302,11 @@ class FoldedScorerCore(wiring.Component):
 
         # ---- commit ---------------------------------------------------------------------------
         m.d.comb += ctrl.drained.eq(commit_pending & ~busy)
-        with m.If(ctrl.commit_threshold):
-            m.d.sync += thr_active.eq(ctrl.shadow_threshold)
-        with m.If(ctrl.commit_done):
-            m.d.sync += [commit_pending.eq(0), active_bank.eq(~active_bank), thr_active.eq(ctrl.shadow_threshold)]
-        with m.If(ctrl.commit):
-            m.d.sync += commit_pending.eq(1)
+        cs.update(m, ctrl)
 
         m.d.comb += [
-            ctrl.commit_pending.eq(commit_pending),
-            ctrl.active_bank.eq(active_bank),
             ctrl.busy.eq(busy),
             ctrl.push_inflight.eq(busy),
-            ctrl.threshold_active.eq(thr_active),
             ctrl.samples.eq(samples),
             ctrl.anomalies.eq(anomalies),
         ]

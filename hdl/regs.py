@@ -26,6 +26,9 @@ from .regmap import ADDR_BITS, Register, RegisterMap
 
 __all__ = ["BusSignature", "RegisterFile"]
 
+#: Registers per partial OR of the read multiplexer (see ``RegisterFile.elaborate``).
+_READ_GROUP = 6
+
 
 class BusSignature(wiring.Signature):
     """Internal register port, from the bus bridge's (initiator's) side.
@@ -304,24 +307,35 @@ class RegisterFile(wiring.Component):
 
         # READ: the read multiplexer into a register (its own cycle: no path from the access
         # decision or the push/commit state into resp_data)
-        rdata_r = Signal(32)
+        # The OR over all registers is split: READ registers the OR of each group of
+        # `_READ_GROUP` registers, EXEC ORs the groups into resp_data (two LUT levels each side
+        # instead of five from the shadow memories' read data; the UP5K's critical path).
+        terms = []
+        for j, r in enumerate(regs):
+            hit = rhits[j]
+            if r.access == "RW":
+                term = Signal(32, name=f"rd_{r.name.lower()}")
+                if r in mem_regs:
+                    m.d.comb += term.eq(sext_if_signed(r, mem_rd[r.name].data))
+                elif r.count == 1:
+                    m.d.comb += term.eq(sext_if_signed(r, store[r.name][0]))
+                else:
+                    m.d.comb += term.eq(sext_if_signed(r, arr_sel[r.name]))
+                terms.append(term & hit.replicate(32))
+            elif r.access == "RO":
+                terms.append(ro_value(r) & hit.replicate(32))
+        groups = [terms[i:i + _READ_GROUP] for i in range(0, len(terms), _READ_GROUP)]
+        rdata_g = [Signal(32, name=f"rdata_g{i}") for i in range(len(groups))]
         with m.If(state == _State.READ):
             m.d.sync += state.eq(_State.EXEC)
-            rdata = Const(0, 32)
-            for j, r in enumerate(regs):
-                hit = rhits[j]
-                if r.access == "RW":
-                    term = Signal(32, name=f"rd_{r.name.lower()}")
-                    if r in mem_regs:
-                        m.d.comb += term.eq(sext_if_signed(r, mem_rd[r.name].data))
-                    elif r.count == 1:
-                        m.d.comb += term.eq(sext_if_signed(r, store[r.name][0]))
-                    else:
-                        m.d.comb += term.eq(sext_if_signed(r, arr_sel[r.name]))
-                    rdata = rdata | (term & hit.replicate(32))
-                elif r.access == "RO":
-                    rdata = rdata | (ro_value(r) & hit.replicate(32))
-            m.d.sync += rdata_r.eq(rdata)
+            for g, grp in zip(rdata_g, groups):
+                acc = Const(0, 32)
+                for t in grp:
+                    acc = acc | t
+                m.d.sync += g.eq(acc)
+        rdata_r = Const(0, 32)
+        for g in rdata_g:
+            rdata_r = rdata_r | g
 
         # `wait` (the access must wait: push path busy, clear not past the entry) is computed
         # from the registered hits every cycle and registered: EXEC uses the value of the cycle
@@ -346,19 +360,30 @@ class RegisterFile(wiring.Component):
             | (hits[j_push] & (push_pending | ctrl.push_inflight))))
             | (clearing & Cat(*(hits[j] for j in j_mem)).any() & (ccnt < p.k))
             | (clearing & hits[j_table] & write & (ccnt < half) & (tab_key >= ccnt)))
-        m.d.comb += table_write_now.eq((state == _State.EXEC) & ~wait & write & hits[j_table])
+        # `go` = (state == EXEC) & ~wait, as a register of its own: the access's writes fan out
+        # from one flip-flop instead of a decode of `state` (an UP5K critical path).  EXEC is
+        # entered only from READ and left only when ~wait, so next(state) == EXEC exactly when
+        # state == READ or (state == EXEC and wait); and next(wait) is wait_c.
+        go = Signal()
+        m.d.sync += go.eq(((state == _State.READ) | ((state == _State.EXEC) & wait)) & ~wait_c)
+        m.d.comb += table_write_now.eq(go & write & hits[j_table])
 
-        with m.If((state == _State.EXEC) & ~wait):
+        # the access's error (no register at the address, or a write to a read-only one) depends
+        # only on hits/write, which hold from DECODE to the end of EXEC: registered every cycle,
+        # it is exact in EXEC (READ lies between) and keeps the wide reduction off the error flag
+        err_c = hits == 0
+        for j, r in enumerate(regs):
+            if r.access == "RO":
+                err_c = err_c | (hits[j] & write)
+        err = Signal()
+        m.d.sync += err.eq(err_c)
+
+        with m.If(go):
             m.d.sync += [state.eq(_State.IDLE), resp_valid.eq(1)]
-            bad = Signal()
-            m.d.comb += bad.eq(hits == 0)
-            err = bad
             for j, r in enumerate(regs):
                 hit = hits[j]
                 ib = clog2(r.count)
                 ix = idx[:ib] if ib else Const(0, 1)
-                if r.access == "RO":
-                    err = err | (hit & write)
                 # -- writes
                 with m.If(write & hit):
                     if r in mem_regs:

@@ -1,29 +1,22 @@
-"""ECP5 bitstream build of the real ``mailpulse_spi`` top with YoWASP.
+"""ECP5 bitstream build of the real ``mailpulse_spi`` top with YoWASP: the board's own build,
+``zynq`` with the streaming (one sample per clock) core, ~16k LUT4s.
 
-Slow (P&R): in the ``builds`` xdist group with the other builds.  The board's own build (``zynq``
-with the streaming core, ~16k LUTs) takes 5-20 minutes to place and route on a busy 2-core
-machine, far more than this part's test budget, so the default run builds ``small`` with the
-folded core on the same board (same flow, same top, same report parsing, ~1.5k LUTs);
-``MAILPULSE_SOAK=1`` builds the board's default (``zynq``, streaming core).  The 150 MHz target
-is reported, not asserted: it is not met yet (see docs/builds.md).
-``bench/bench_fmax.py`` and ``mailpulse hdl build --platform ecp5-25f`` always build the default.
+Slow (place and route takes ~6 minutes of one core): it is in an xdist group of its own, so it
+runs beside the rest of the suite on the other worker.  The issue's 150 MHz target is asserted.
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
 from hdl.build import BuildReport, ToolMissing, build, tool_env
 from hdl.params import get_params
 
-pytestmark = pytest.mark.xdist_group("builds")
+pytestmark = pytest.mark.xdist_group("build-ecp5")
 
 #: ecppack's .bit: a comment block framed by FF 00 ... 00 FF, then padding, then this preamble.
 ECP5_PREAMBLE = bytes.fromhex("FFFFBDB3")
-SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
-CONFIG, CORE = ("zynq", "stream") if SOAK else ("small", "folded")
+CONFIG, CORE = "zynq", "stream"
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +50,9 @@ def test_ecp5_bitstream_preamble(ecp5: BuildReport) -> None:
     assert set(data[end + 2:pre]) <= {0xFF}, "only padding may precede the preamble"
     assert len(data) > 100_000
 
+
+
+def test_ecp5_zynq_meets_150mhz(ecp5: BuildReport) -> None:
+    """The issue's target for ``zynq`` on the ECP5 (157 MHz at seed 1 when this test was written;
+    the block RAM's clock-to-out into the table-value register is the critical path)."""
+    assert ecp5.timing_met, f"zynq on ECP5-25F: fmax {ecp5.fmax_mhz:.1f} MHz < 150 MHz via {ecp5.critical_sources}"

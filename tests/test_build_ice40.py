@@ -2,8 +2,8 @@
 
 Each board is placed and routed once per session (module fixtures); the tests then check the
 bitstream and the parsed report.  Slow (P&R): one xdist group, so builds never run concurrently.
-The HX8K's 100 MHz target is asserted; the UP5K's 48 MHz is reported (``passed`` in the report,
-exit status 1 of the CLI) but not asserted: it is not met yet (see docs/builds.md).
+Both targets are asserted: ``small`` on the UP5K >= 48 MHz, ``full`` on the HX8K >= 100 MHz (the
+register front end and SPI bridge included).
 """
 
 from __future__ import annotations
@@ -94,6 +94,13 @@ def test_hx8k_full_report(hx8k: BuildReport) -> None:
     _check_bitstream(str(r.bitstream), 135100)
     text = r.format()
     assert "PASS" in text or "FAIL" in text
+
+
+def test_up5k_small_meets_48mhz(up5k: tuple[int, dict, str]) -> None:
+    """The issue's target for ``small`` on the UP5K (51.2 MHz at seed 1 and 48.9-51.0 at seeds 2-4
+    when this test was written); the CLI's exit status says the same."""
+    rc, rep, _ = up5k
+    assert rep["timing_met"] and rc == 0, f"small on UP5K: fmax {rep['fmax_mhz']:.1f} MHz < 48 MHz"
 
 
 def test_hx8k_full_meets_100mhz(hx8k: BuildReport) -> None:
