@@ -8,11 +8,12 @@ Usage::
 
 Each board is built with its default parameter set and core (``ecp5-85f`` is also built when the
 25F does not fit).  The hardware rate is fmax x samples per clock: 1 for the streaming core (fully
-pipelined; the Zynq IP and the ECP5 timing check), 1/K for the folded core of the iCE40 SPI tops
-(whose real rate is bounded far lower by the SPI link: ~D+2 register writes per sample); the CPU
-rates are measured here on N random samples (default 1,000,000) with the ``full`` parameter set:
-``hdl.model.score`` (numpy, integer, bit-exact) and ``pyod.models.loda.LODA`` fit + decision_function
-with the same number of projections (K) and bins (B).
+pipelined; the Zynq IP and the ECP5 timing check), 1 / (latency + 1) for the folded core of the
+iCE40 SPI tops (one sample in flight; its real rate is bounded far lower by the SPI link: ~D+2
+register writes per sample).  The CPU rates are measured here on N random samples (default
+1,000,000) of each build's own parameter set: ``hdl.model.score`` (numpy, integer, bit-exact) and
+``pyod.models.loda.LODA`` fit + decision_function with the same number of projections (K) and
+bins (B).
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from hdl.build import BuildError, BuildReport, SynthReport, build, synth_xc7
+from hdl.folded import sample_period
 from hdl.model import CoreConfig, score
 from hdl.params import get_params
 from hdl.platforms import PLATFORMS
 
 
-def cpu_rates(n: int, seed: int = 0) -> dict[str, float]:
-    """Samples per second of the reference model and of PyOD LODA on n random ``full`` samples."""
-    p = get_params("full")
+def cpu_rates(n: int, config: str = "full", seed: int = 0) -> dict[str, float]:
+    """Samples per second of the reference model and of PyOD LODA on n random samples of ``config``."""
+    p = get_params(config)
     rng = np.random.default_rng(seed)
     x = rng.integers(p.in_min, p.in_max + 1, size=(n, p.d), dtype=np.int64)
     cfg = CoreConfig.random(p, rng)
@@ -89,22 +91,24 @@ def main(argv: list[str] | None = None) -> int:
         except BuildError as e:
             failures.append(f"xc7: {str(e).splitlines()[0]}")
 
-    rates = cpu_rates(args.samples)
+    configs = sorted({r.config for r in reports} | {"full"})
+    rates_by = {c: cpu_rates(args.samples, c) for c in configs}
 
     print()
     print("| platform | config | core | LUT4 | FF | RAM | fmax MHz | target | met | samples/clk | Msamples/s "
           "| x model | x LODA |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
-        k = get_params(r.config).k
-        per_clk = 1.0 if r.core == "stream" else 1.0 / k
+        rates = rates_by[r.config]
+        period = 1 if r.core == "stream" else sample_period(get_params(r.config))
+        per_clk = 1.0 / period
         hw = r.fmax_mhz * 1e6 * per_clk
         lut, ff, ram = r.usage["lut"], r.usage["ff"], r.usage["ram"]
         cells = [
             r.platform, r.config, r.core,
             f"{lut.used} ({lut.percent:.0f} %)", f"{ff.used} ({ff.percent:.0f} %)", f"{ram.used} ({ram.percent:.0f} %)",
             f"{r.fmax_mhz:.1f}", f"{r.target_mhz:.0f}", "yes" if r.timing_met else "NO",
-            "1" if per_clk == 1.0 else f"1/{k}", f"{hw / 1e6:.1f}", f"{hw / rates['model']:.0f}",
+            "1" if period == 1 else f"1/{period}", f"{hw / 1e6:.1f}", f"{hw / rates['model']:.0f}",
             f"{hw / rates['loda']:.0f}" if "loda" in rates else "-",
         ]
         print("| " + " | ".join(cells) + " |")
@@ -115,10 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     for f in failures:
         print(f"FAILED {f}")
     print()
-    print(f"CPU, {args.samples} samples, full (D=8, K=16, B=64):")
-    print(f"  hdl.model.score      {rates['model'] / 1e6:8.2f} Msamples/s")
-    if "loda" in rates:
-        print(f"  pyod LODA fit+score  {rates['loda'] / 1e6:8.3f} Msamples/s")
+    for c in configs:
+        p = get_params(c)
+        rates = rates_by[c]
+        print(f"CPU, {args.samples} samples, {c} (D={p.d}, K={p.k}, B={p.b}):")
+        print(f"  hdl.model.score      {rates['model'] / 1e6:8.3f} Msamples/s")
+        if "loda" in rates:
+            print(f"  pyod LODA fit+score  {rates['loda'] / 1e6:8.3f} Msamples/s")
     return 0
 
 

@@ -28,7 +28,20 @@ from amaranth.lib.wiring import In
 from .core import CommitState, ControlSignature, shift_levels
 from .params import CoreParams, clog2
 
-__all__ = ["FoldedScorerCore"]
+__all__ = ["FoldedScorerCore", "lane_depth", "sample_period"]
+
+
+def lane_depth(p: CoreParams) -> int:
+    """Pipeline stages of the folded lane: issue, terms, the adder tree (log2 D), diff, two shift
+    stages, bin, table read, value register, compare, update, the two final argmax stages and the
+    threshold/output stage."""
+    return 1 + 1 + clog2(p.d) + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1
+
+
+def sample_period(p: CoreParams) -> int:
+    """Clocks per sample of the folded core with PUSHes waiting: one sample in flight, the next
+    is taken the cycle after the result (latency + 1)."""
+    return p.k + lane_depth(p) + 1
 
 
 class FoldedScorerCore(wiring.Component):
@@ -52,7 +65,7 @@ class FoldedScorerCore(wiring.Component):
     def __init__(self, params: CoreParams) -> None:
         self.params = params
         p = params
-        self.lane_depth = 1 + 1 + clog2(p.d) + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1
+        self.lane_depth = lane_depth(p)
         self.latency = p.k + self.lane_depth
         self.clear_cycles = 2 * p.k * p.b
         self.table_data = MemoryData(shape=unsigned(p.table_bits), depth=2 * p.k * p.b, init=[])

@@ -4,11 +4,14 @@ threshold equality, commits, counters."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from _hdl_sim import Bench, bus_access, random_samples
 from amaranth.sim import Simulator
 
+from hdl.folded import FoldedScorerCore, sample_period
 from hdl.model import BusError, CoreConfig, CoreModel, model_writes, score
 from hdl.params import PARAMETER_SETS, CoreParams, get_params
 from hdl.regmap import RegisterMap
@@ -151,3 +154,27 @@ def test_folded_latency_constant() -> None:
         assert rdata == n
 
     run(bench, tb)
+
+
+@pytest.mark.parametrize("name", ["small", "full"])
+def test_back_to_back_period(name: str) -> None:
+    """With a PUSH always waiting, a result comes every ``sample_period`` clocks (latency + 1): the
+    figure bench/bench_fmax.py turns into the folded core's hardware rate."""
+    p = get_params(name)
+    core = FoldedScorerCore(p)
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    strobes: list[int] = []
+
+    async def tb(ctx):  # type: ignore[no-untyped-def]
+        ctx.set(core.ctrl.push_valid, 1)
+        for cyc in range(6 * sample_period(p)):
+            await ctx.tick()
+            if ctx.get(core.ctrl.result_valid):
+                strobes.append(cyc)
+
+    sim.add_testbench(tb)
+    sim.run()
+    assert len(strobes) >= 4
+    assert {b - a for a, b in itertools.pairwise(strobes)} == {sample_period(p)}
+    assert sample_period(p) == core.latency + 1
