@@ -41,8 +41,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if rep.ok:
         print(rep.summary())
         if args.verbose:
-            print(f"{rep.rate:,.0f} samples/s of simulation ({rep.jobs} harnesses at once, "
-                  f"{rep.cpu_rate:,.0f} samples per CPU second)", file=sys.stderr)
+            print(f"{rep.rate:,.0f} samples/s ({rep.jobs} harnesses at once, {rep.wall_seconds:.2f} s wall); "
+                  f"{rep.cpu_rate:,.0f} samples per CPU second of the harnesses, {rep.total_cpu_rate:,.0f} per CPU "
+                  f"second in all (harnesses + generation, model and comparison)", file=sys.stderr)
+            if rep.comb_outputs:
+                print(f"note: in {rep.comb_outputs} cycles an output followed an input combinationally, so the "
+                      f"harness evaluated twice per clock (slower, still exact)", file=sys.stderr)
         return 0
     print(rep.summary())
     for m in rep.mismatches[:5]:

@@ -89,6 +89,31 @@ def random_samples(params: CoreParams, rng: np.random.Generator, n: int) -> tupl
     return x, tags
 
 
+def random_beats(params: CoreParams, rng: np.random.Generator, n: int) -> npt.NDArray[np.int16]:
+    """``n`` random ``s_axis`` beats, packed: an (N, 16) ``int16`` array laid out as
+    :func:`pack_samples` lays it out (``.tobytes()`` gives the beats).
+
+    The features follow the distribution of :func:`random_samples` (uniform over the whole range;
+    one sample in 8 small values in -256..255, one in 8 the two extremes mixed), drawn straight
+    into the beat buffer as 16-bit integers, which makes it about five times faster than
+    :func:`random_samples` followed by :func:`pack_samples` (it draws a different random stream).
+    Tags are uniform 32-bit values.
+    """
+    if not 1 <= params.in_bits <= 16:
+        raise ValueError(f"random_beats needs features of at most 16 bits, not {params.in_bits}")
+    buf = np.zeros((n, SAMPLE_BYTES // 2), dtype="<i2")
+    d = params.d
+    buf[:, 2:2 + d] = rng.integers(params.in_min, params.in_max + 1, size=(n, d), dtype=np.int16)
+    kind = rng.integers(0, 8, size=n, dtype=np.uint8)
+    small = np.flatnonzero(kind == 0)
+    buf[small, 2:2 + d] = rng.integers(-256, 256, size=(len(small), d), dtype=np.int16)
+    ext = np.flatnonzero(kind == 1)
+    top = rng.integers(0, 2, size=(len(ext), d), dtype=np.int16)
+    buf[ext, 2:2 + d] = np.where(top == 1, params.in_max, params.in_min).astype(np.int16)
+    buf.view("<u4")[:, 0] = rng.integers(0, 1 << 32, size=n, dtype=np.uint32)
+    return buf
+
+
 def compare(expected: ScoreResult, got: ScoreResult, limit: int = 5) -> list[int]:
     """Indices (at most ``limit``) where ``got`` differs from ``expected`` in any output."""
     n = min(len(expected), len(got))
