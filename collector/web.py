@@ -31,19 +31,32 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DashboardServer", "DashboardState", "Hub"]
+__all__ = ["RESYNC", "DashboardServer", "DashboardState", "Hub"]
 
 STATIC = Path(__file__).parent / "static"
 
 
+#: The queue entry that tells a client's writer to send a fresh ``state`` snapshot.
+RESYNC = ("state", "")
+
+
 class Hub:
-    """Broadcasts ``(event, data)`` pairs to SSE subscribers."""
+    """Broadcasts ``(event, data)`` pairs to SSE subscribers.
+
+    Each subscriber has a bounded queue (``per_client``).  A subscriber too slow to keep up (a
+    busy browser, a slow link) loses no state: when its queue is full, the queue is emptied and
+    replaced by one :data:`RESYNC` entry, for which the writer sends a fresh ``state`` snapshot
+    (fleet, anomalies, incidents, probes, heatmap, counters) taken when it gets there; the page
+    then rebuilds from it.  ``dropped`` counts the messages replaced so (the one that found the
+    queue full included), ``resyncs`` the snapshots.
+    """
 
     def __init__(self, per_client: int = 1000) -> None:
         self.per_client = per_client
         self._clients: set[queue.Queue[tuple[str, str]]] = set()
         self._lock = threading.Lock()
         self.dropped = 0
+        self.resyncs = 0
         self.sent = 0
 
     def subscribe(self) -> queue.Queue[tuple[str, str]]:
@@ -65,18 +78,21 @@ class Hub:
         text = json.dumps(data, separators=(",", ":"), default=str)
         with self._lock:
             clients = list(self._clients)
-        for q in clients:
-            while True:
+            for q in clients:
                 try:
                     q.put_nowait((event, text))
                     self.sent += 1
-                    break
                 except queue.Full:
-                    try:
-                        q.get_nowait()
-                        self.dropped += 1
-                    except queue.Empty:
-                        pass
+                    # the snapshot the writer takes for RESYNC includes this message's change
+                    self.dropped += 1
+                    while True:
+                        try:
+                            q.get_nowait()
+                            self.dropped += 1
+                        except queue.Empty:
+                            break
+                    q.put_nowait(RESYNC)
+                    self.resyncs += 1
 
 
 class DashboardState:
@@ -187,13 +203,17 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b": keep-alive\n\n")
                     self.wfile.flush()
                     continue
-                chunks = [f"event: {ev}\ndata: {data}\n\n"]
-                while len(chunks) < 100:
+                chunks: list[str] = []
+                while True:
+                    if (ev, data) == RESYNC:
+                        data = json.dumps(dash.state.snapshot(), default=str)
+                    chunks.append(f"event: {ev}\ndata: {data}\n\n")
+                    if len(chunks) >= 100:
+                        break
                     try:
                         ev, data = q.get_nowait()
                     except queue.Empty:
                         break
-                    chunks.append(f"event: {ev}\ndata: {data}\n\n")
                 self.wfile.write("".join(chunks).encode())
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
