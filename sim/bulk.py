@@ -177,10 +177,6 @@ FAST_BUILD_ARGS = ["-CFLAGS", "-march=native", "-MAKEFLAGS", "OPT_FAST=-O2", "-M
 #: runs at ~100k cycles/s (zynq), enough to reach a mismatch anywhere in 1M samples.
 TRACE_BUILD_ARGS = ["--trace", "-CFLAGS", "-DMP_TRACE", "-MAKEFLAGS", "OPT_FAST=-O0", "-MAKEFLAGS", "OPT_SLOW=-O0",
                     "-MAKEFLAGS", "OPT_GLOBAL=-O0"]
-#: Samples per call of :func:`hdl.model.score`: its (N, K) int64 temporaries then stay in the
-#: cache (2-3x faster than one call over a million samples; the model is row by row, so the
-#: result is the same).
-SCORE_CHUNK = 1 << 14
 
 
 def harness_dir(params_name: str, trace: bool = False) -> Path:
@@ -298,16 +294,6 @@ def run_harness(exe: Path, params: CoreParams, case: Case, workdir: Path, seed: 
     return run.results(), run.counters, run.seconds
 
 
-def expected_results(params: CoreParams, case: Case) -> ScoreResult:
-    """:func:`hdl.model.score` of the case, called on :data:`SCORE_CHUNK` samples at a time."""
-    n = len(case.x)
-    if n <= SCORE_CHUNK:
-        return score(params, case.cfg, case.x, case.tags)
-    parts = [score(params, case.cfg, case.x[i:i + SCORE_CHUNK], case.tags[i:i + SCORE_CHUNK])
-             for i in range(0, n, SCORE_CHUNK)]
-    return ScoreResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("score", "anomaly", "argmax", "tag")))
-
-
 def bad_beats(exp: ScoreResult, words: npt.NDArray[np.uint32], rtlast: npt.ArrayLike,
               tlast: npt.ArrayLike) -> npt.NDArray[np.intp]:
     """Indices of the result beats (N, 4 words) that differ from ``exp`` in any bit, tlast included.
@@ -369,7 +355,7 @@ def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulato
             wd.mkdir()
             proc, t0 = _start_harness(exe, params, case, wd, seed)
             try:
-                exp = expected_results(params, case)  # while the harness runs
+                exp = score(params, case.cfg, case.x, case.tags)  # while the harness runs
             finally:
                 run = _finish_harness(proc, t0, wd)
             bad = _check_run(params, case, exp, run)
