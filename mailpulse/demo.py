@@ -816,6 +816,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        _rc = main()
+        # finished and cleaned up: a Ctrl-C from here on changes nothing (it would otherwise kill
+        # the interpreter by SIGINT while it exits)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     except KeyboardInterrupt:   # a second Ctrl-C during shutdown
-        sys.exit(130)
+        _rc = 130
+    sys.exit(_rc)
