@@ -19,7 +19,7 @@ soak: setup
 	MAILPULSE_SOAK=1 $(PY) -m pytest -n 2 --dist loadgroup -q tests
 
 demo: setup
-	$(PY) -m mailpulse.demo
+	$(PY) -m mailpulse.lab.demo
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

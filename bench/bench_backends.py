@@ -11,7 +11,7 @@ Rows:
 * ``sim/<simulator>``  - the RTL under cocotb, batch over AXI4-Stream.
 * ``pynq/rtl-<sim>``   - the PYNQ driver + DMA against the simulated device backed by the RTL.
 
-Every row is checked against hdl.model.score before its number is printed.  Sizes from the
+Every row is checked against mailpulse.hdl.model.score before its number is printed.  Sizes from the
 environment: ``BENCH_N`` (model rows, default 200000), ``BENCH_SIM_N`` (RTL rows, default 2000),
 ``BENCH_SIMS`` (simulators, default "icarus,verilator"), ``BENCH_SCK_HZ`` (default 8 MHz).
 """
@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from hdl.model import CoreConfig, CoreModel, ScoreResult, score
-from hdl.params import get_params
-from host_bridge.backends.ice40 import Ice40Scorer
-from host_bridge.backends.model import ModelScorer
-from host_bridge.spi import FakeSpiDev, SpiBridgeModel
+from mailpulse.hdl.model import CoreConfig, CoreModel, ScoreResult, score
+from mailpulse.hdl.params import get_params
+from mailpulse.host_bridge.backends.ice40 import Ice40Scorer
+from mailpulse.host_bridge.backends.model import ModelScorer
+from mailpulse.host_bridge.spi import FakeSpiDev, SpiBridgeModel
 
 #: tests/pynq_sim_support.py (overlay folder + active simulated device) is shared with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -87,7 +86,7 @@ def main() -> int:
         check(got, score(p, cfg, x[:m], tags[:m]), name)
 
     if have_pynq:
-        from pynq_overlays.sim_device import ModelPort
+        from mailpulse.pynq_overlays.sim_device import ModelPort
 
         pynq_row("pynq/model-dev", ModelPort(p), n)
 
@@ -108,8 +107,8 @@ def main() -> int:
                                         f"{sck / 8 / per:,.0f} samples/s at {sck / 1e6:g} MHz")
         check(got, score(p, cfg, x[:m], tags[:m]), "ice40")
 
-    from host_bridge.backends.sim import SimScorer
-    from sim.tools import have_simulator
+    from mailpulse.host_bridge.backends.sim import SimScorer
+    from mailpulse.sim.tools import have_simulator
     for sim in sims:
         if not have_simulator(sim):
             print(f"sim/{sim} skipped: {sim} is not installed")
@@ -123,7 +122,7 @@ def main() -> int:
             row(f"sim/{sim}", n_sim, time.perf_counter() - t, f"(start-up {start:.1f} s)")
         check(got, score(p, cfg, x[:n_sim], tags[:n_sim]), f"sim/{sim}")
         if have_pynq:
-            from pynq_overlays.sim_device import rtl_port
+            from mailpulse.pynq_overlays.sim_device import rtl_port
 
             port = rtl_port(p, simulator=sim)
             try:

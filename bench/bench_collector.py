@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
+from mailpulse.collector.config import AlertSettings, MqttSettings, WebSettings, parse_config
+from mailpulse.collector.service import Collector
 
-from collector.config import AlertSettings, MqttSettings, WebSettings, parse_config
-from collector.service import Collector
 from mailpulse import topics as T
-from mailpulse.testing.servers import MailChain, Mosquitto, make_root, missing_tools
+from mailpulse.lab.servers import MailChain, Mosquitto, make_root, missing_tools
 
 SITE = "bench"
 

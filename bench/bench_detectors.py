@@ -1,7 +1,7 @@
-"""Detection quality of the mailpulse scorer against PyOD peers on the shared ODDS files.
+"""Detection quality of the mailpulse scorer against PyOD peers on the ODDS files in ``data/``.
 
 Protocol (the ODDS literature's): fit on the whole file, score the same file, labels only for
-the metrics.  For every ``*.mat`` in ``../shared/data/odds/`` (or ``$MAILPULSE_SHARED/data/odds``)
+the metrics.  For every ``*.mat`` in ``data/odds/``
 and several seeds it runs PyOD IForest, LODA and HBOS with their defaults beside mailpulse's
 bit-exact quantised model for the ``small``, ``full`` and ``zynq`` parameter sets, and prints one
 Markdown table: ROC AUC and average precision (mean ± std over seeds) and the mean fit time.
@@ -12,7 +12,6 @@ Run: ``.venv/bin/python bench/bench_detectors.py [--seeds 5]`` (about a minute o
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -20,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from mailpulse.collector.trainer import average_precision, roc_auc, train_and_score
+from mailpulse.hdl.params import get_params
 
-from collector.trainer import average_precision, roc_auc, train_and_score
-from hdl.params import get_params
 from mailpulse.datasets import Dataset, load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,8 +64,7 @@ DETECTORS: list[tuple[str, Callable[[Dataset, int], np.ndarray]]] = [
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--seeds", type=int, default=5, help="seeds per detector and data set (default 5)")
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("MAILPULSE_SHARED", ROOT.parent / "shared"))
-                    / "data" / "odds", help="folder of ODDS .mat files")
+    ap.add_argument("--data", type=Path, default=ROOT / "data" / "odds", help="folder of ODDS .mat files")
     args = ap.parse_args(argv)
     files = sorted(args.data.glob("*.mat"))
     if not files:

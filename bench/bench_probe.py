@@ -29,13 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mailpulse import topics as T  # noqa: E402
-from mailpulse.testing.servers import MailChain, Mosquitto, make_root, missing_tools  # noqa: E402
+from mailpulse.lab.servers import MailChain, Mosquitto, make_root, missing_tools  # noqa: E402
 
 SITE = "bench"
 
 
 def bench_probe(chain: MailChain, n: int = 8) -> None:
-    from pi_firmware.probe import Prober, ProbeRoute, ProbeSettings, probe_content
+    from mailpulse.pi_firmware.probe import Prober, ProbeRoute, ProbeSettings, probe_content
 
     t = time.perf_counter()
     content = probe_content()
@@ -63,10 +63,10 @@ def bench_probe(chain: MailChain, n: int = 8) -> None:
 
 
 def bench_publish(broker: Mosquitto, tmp: Path) -> None:
-    from pi_firmware.mqtt import MqttSettings, MqttSink
-    from pi_firmware.postfix import parse_lines
-    from pi_firmware.spool import Spool
-    from pi_firmware.synthlog import generate
+    from mailpulse.pi_firmware.mqtt import MqttSettings, MqttSink
+    from mailpulse.pi_firmware.postfix import parse_lines
+    from mailpulse.pi_firmware.spool import Spool
+    from mailpulse.pi_firmware.synthlog import generate
 
     events, _ = parse_lines(itertools.islice(generate(10**6, 7), 500_000), "node-a")
     seen: set[str] = set()
@@ -94,7 +94,7 @@ def bench_publish(broker: Mosquitto, tmp: Path) -> None:
 
 
 def bench_rss(broker: Mosquitto, chain: MailChain | None, tmp: Path, flood: bool = True, secs: float = 12.0) -> None:
-    from pi_firmware.synthlog import generate
+    from mailpulse.pi_firmware.synthlog import generate
 
     tmp = tmp / f"rss-{int(flood)}-{int(chain is not None)}"
     tmp.mkdir()
@@ -118,7 +118,7 @@ def bench_rss(broker: Mosquitto, chain: MailChain | None, tmp: Path, flood: bool
         lines += ["[probe]", "enabled = false"]
     cfg.write_text("\n".join(lines) + "\n")
     env = dict(os.environ, BENCH_MQTT_PW="pw-a", BENCH_IMAP_PW=chain.mailboxes["probe"].password if chain else "")
-    proc = subprocess.Popen([sys.executable, "-m", "pi_firmware.node_cli", "run", "--config", str(cfg),
+    proc = subprocess.Popen([sys.executable, "-m", "mailpulse.pi_firmware.node_cli", "run", "--config", str(cfg),
                              "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
     peak = 0
     try:

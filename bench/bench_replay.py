@@ -1,6 +1,6 @@
 """Replay throughput against pflogsumm on the same large, realistic Postfix log.
 
-Generates a deterministic log (``pi_firmware.synthlog``: smtpd/cleanup/qmgr/smtp/local/lmtp/virtual/
+Generates a deterministic log (``mailpulse.pi_firmware.synthlog``: smtpd/cleanup/qmgr/smtp/local/lmtp/virtual/
 pipe lines, deferrals with retries, bounces, expiries; cached under ``build/bench``), then times
 
 * ``pflogsumm`` (Debian package; counts and summarises), and
@@ -29,9 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from pi_firmware.cli import replay
-from pi_firmware.pipeline import CountingSink
-from pi_firmware.synthlog import Expected, generate
+from mailpulse.pi_firmware.cli import replay
+from mailpulse.pi_firmware.pipeline import CountingSink
+from mailpulse.pi_firmware.synthlog import Expected, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,8 +90,9 @@ def time_publish(path: Path, n_lines: int) -> tuple[str, int, float, float, floa
         return None
     import tempfile
 
-    from mailpulse.testing.servers import Mosquitto
-    from pi_firmware.cli import replay_command
+    from mailpulse.pi_firmware.cli import replay_command
+
+    from mailpulse.lab.servers import Mosquitto
 
     with tempfile.TemporaryDirectory(prefix="mailpulse-bench-") as tmp:
         d = Path(tmp)

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the collector (served at ``/metrics`` by :mod:`collector.web`).
+"""Prometheus metrics of the collector (served at ``/metrics`` by :mod:`mailpulse.collector.web`).
 
 Names follow postfix_exporter where they overlap, with ``site``/``node`` labels added because
 one collector sees a whole fleet:

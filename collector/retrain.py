@@ -1,10 +1,10 @@
 """Scheduled retraining from the archive, with the false-alarm guard, and model publishing.
 
 :func:`retrain_from_archive` splits the archive's events in write order: the older
-``1 - recent_fraction`` trains a candidate (:func:`collector.trainer.train`), the newest
+``1 - recent_fraction`` trains a candidate (:func:`mailpulse.collector.trainer.train`), the newest
 ``recent_fraction`` is held out as *recent normal data* (events labelled anomalous, when labels
 exist, are dropped from it).  :func:`retrain_guard` then scores the held-out data with the
-candidate and with the running model through the bit-exact reference (:func:`hdl.model.score`)
+candidate and with the running model through the bit-exact reference (:func:`mailpulse.hdl.model.score`)
 and accepts the candidate only if its false-alarm rate is at most the running model's plus
 ``max_increase``.  Without a running model the candidate is accepted if its rate is at most
 twice the training target.
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from mailpulse.hdl import model as hm
+from mailpulse.hdl.params import PARAMETER_SETS
 
-from hdl import model as hm
-from hdl.params import PARAMETER_SETS
 from mailpulse import features as F
 from mailpulse import topics as T
 from mailpulse.datasets import Dataset

@@ -1,4 +1,4 @@
-"""``mailpulse train`` and ``mailpulse evaluate``: thin layers over :mod:`collector.trainer`."""
+"""``mailpulse train`` and ``mailpulse evaluate``: thin layers over :mod:`mailpulse.collector.trainer`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from hdl.params import PARAMETER_SETS, get_params
+from mailpulse.hdl.params import PARAMETER_SETS, get_params
+
 from mailpulse.datasets import Dataset, load_archive, load_dataset
 from mailpulse.errors import UserError
 from mailpulse.modelfile import ODDS_SCHEMA, load_model

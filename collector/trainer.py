@@ -1,7 +1,7 @@
 """The trainer: learn the scorer's projections, bins, tables and threshold from history.
 
 The scorer core computes, per sample, ``score = sum_k table[k][bin_k(w_k . x)]`` (see
-:mod:`hdl.model`).  The trainer chooses every register of that sum, unsupervised:
+:mod:`mailpulse.hdl.model`).  The trainer chooses every register of that sum, unsupervised:
 
 1. **Input scaling** (:func:`fit_scaling`).  Per feature, ``center`` = median and ``scale`` maps
    the robust half-range ``max(q(1-e) - median, median - q(e))`` (``e`` = :data:`SCALING_QUANTILE`)
@@ -49,9 +49,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from mailpulse.hdl import model as hm
+from mailpulse.hdl.params import CoreParams
 
-from hdl import model as hm
-from hdl.params import CoreParams
 from mailpulse import __version__
 from mailpulse.datasets import Dataset
 from mailpulse.errors import UserError
@@ -137,7 +137,7 @@ def fit_bins(p: IntArray, params: CoreParams) -> tuple[int, int]:
 
 
 def bin_index(p: IntArray, offset: int, shift: int, params: CoreParams) -> IntArray:
-    """The core's bin of projected values (same arithmetic as :func:`hdl.model.bins`)."""
+    """The core's bin of projected values (same arithmetic as :func:`mailpulse.hdl.model.bins`)."""
     return np.clip((p - offset) >> shift, 0, params.b - 1)
 
 
@@ -435,7 +435,7 @@ class Evaluation:
 
 
 def evaluate(model: Model, data: Dataset) -> Evaluation:
-    """Score ``data`` with ``model``: quantised scores are exactly :func:`hdl.model.score`'s.
+    """Score ``data`` with ``model``: quantised scores are exactly :func:`mailpulse.hdl.model.score`'s.
 
     Raises ``UserError`` if the data have no labels, or only one class.
     """

@@ -6,7 +6,7 @@ Routes:
 * ``/api/state`` - the current :meth:`DashboardState.snapshot` as JSON;
 * ``/events`` - Server-Sent Events: ``state`` once at connect, then ``anomaly``, ``incident``,
   ``fleet``, ``heatmap`` and ``stats`` events as they happen (one JSON ``data`` line each);
-* ``/metrics`` - Prometheus exposition (:mod:`collector.metrics`).
+* ``/metrics`` - Prometheus exposition (:mod:`mailpulse.collector.metrics`).
 
 :class:`Hub` fans messages out to every connected SSE client through a bounded queue per
 client; a client that does not keep up loses the oldest messages (counted) instead of slowing the

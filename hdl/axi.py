@@ -74,7 +74,7 @@ class _State(IntEnum):
 
 
 class AXI4LiteSlave(wiring.Component):
-    """AXI4-Lite slave in front of a :class:`hdl.regs.BusSignature` port.
+    """AXI4-Lite slave in front of a :class:`mailpulse.hdl.regs.BusSignature` port.
 
     One transaction at a time; when both a read and a write wait, they alternate.  ``awready``,
     ``wready`` and ``arready`` are registered state, never a combinational function of

@@ -4,7 +4,7 @@ Two library calls, used by ``mailpulse hdl build`` / ``mailpulse hdl synth``, th
 ``bench/bench_fmax.py``:
 
 * :func:`build` - place and route the ``mailpulse_spi`` top for one board of
-  :mod:`hdl.platforms` (iCE40 or ECP5) with Yosys + nextpnr + icepack/ecppack, all from the
+  :mod:`mailpulse.hdl.platforms` (iCE40 or ECP5) with Yosys + nextpnr + icepack/ecppack, all from the
   YoWASP wheels on PyPI, and return a :class:`BuildReport`: utilisation (LC/LUT, FF, block RAM,
   used and percent of the device), the fmax nextpnr achieved against the parameter set's
   ``target_mhz`` (which is also the clock constraint), and the bitstream path.
@@ -517,10 +517,10 @@ def build(platform: str, config: str | None = None, outdir: str | Path | None = 
     Parameters
     ----------
     platform : str
-        A key of :data:`hdl.platforms.PLATFORMS` (``ice40-up5k``, ``ice40-hx8k``, ``ecp5-25f``,
+        A key of :data:`mailpulse.hdl.platforms.PLATFORMS` (``ice40-up5k``, ``ice40-hx8k``, ``ecp5-25f``,
         ``ecp5-85f``).
     config : str, optional
-        A parameter set of :mod:`hdl.params`; default: the board's (``small``, ``full``, ``zynq``).
+        A parameter set of :mod:`mailpulse.hdl.params`; default: the board's (``small``, ``full``, ``zynq``).
     outdir : path, optional
         Build directory; default ``build/<platform>-<config>``.  Created; old products replaced.
     seed : int

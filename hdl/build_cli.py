@@ -1,6 +1,6 @@
-"""``mailpulse hdl build`` and ``mailpulse hdl synth``: thin layers over :mod:`hdl.build`.
+"""``mailpulse hdl build`` and ``mailpulse hdl synth``: thin layers over :mod:`mailpulse.hdl.build`.
 
-``hdl.cli`` calls :func:`register_hdl` with the ``mailpulse hdl`` sub-parsers.  Exit status: 0 when
+``mailpulse.hdl.cli`` calls :func:`register_hdl` with the ``mailpulse hdl`` sub-parsers.  Exit status: 0 when
 the report passes its targets, 1 when the build or synthesis ran but a target is missed (or a tool
 failed), 2 for bad input (unknown platform/config, a missing tool).
 """

@@ -110,9 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_cmd_regmap)
 
     try:
-        build_cli = importlib.import_module("hdl.build_cli")
+        build_cli = importlib.import_module("mailpulse.hdl.build_cli")
     except ModuleNotFoundError as e:
-        if e.name not in ("hdl.build_cli",):
+        if e.name not in ("mailpulse.hdl.build_cli",):
             raise
     else:
         build_cli.register_hdl(sub)

@@ -1,11 +1,11 @@
 """The mailpulse scorer core: a streaming, fully pipelined Loda-family anomaly scorer.
 
 One sample per clock, fixed latency, back-pressure honoured with a global pipeline enable and a
-two-entry output buffer.  The arithmetic is exactly :func:`hdl.model.score`; ``docs/core.md``
+two-entry output buffer.  The arithmetic is exactly :func:`mailpulse.hdl.model.score`; ``docs/core.md``
 describes the pipeline stage by stage and ``docs/fixed-point.md`` the arithmetic.
 
 The core holds the *active* model (weights, offsets, shifts, threshold, the table bank bit) and
-both table banks; the *shadow* model lives in the register front end (:mod:`hdl.regs`), which
+both table banks; the *shadow* model lives in the register front end (:mod:`mailpulse.hdl.regs`), which
 drives :class:`ControlSignature`.
 """
 
@@ -231,7 +231,7 @@ class ScorerCore(wiring.Component):
     Parameters
     ----------
     params : CoreParams
-        Elaboration parameters (see :mod:`hdl.params`).
+        Elaboration parameters (see :mod:`mailpulse.hdl.params`).
 
     Attributes
     ----------
@@ -241,7 +241,7 @@ class ScorerCore(wiring.Component):
     o_stream : Out(stream.Signature(ResultLayout))
         Results of stream samples, in order, from a two-entry output buffer.
     ctrl : In(ControlSignature)
-        Commit loads, strobes, push path and read-back (driven by :class:`hdl.regs.RegisterFile`).
+        Commit loads, strobes, push path and read-back (driven by :class:`mailpulse.hdl.regs.RegisterFile`).
     stream : bool
         With ``stream=False`` there are no ``i_stream``/``o_stream``: samples come only from PUSH,
         the pipeline never stalls, and neither the output buffer nor the tag delay line is built

@@ -1,4 +1,4 @@
-"""Folded scorer core: the same arithmetic as :class:`hdl.core.ScorerCore`, one projection per
+"""Folded scorer core: the same arithmetic as :class:`mailpulse.hdl.core.ScorerCore`, one projection per
 clock.
 
 For the SPI top.  Over SPI a sample costs D + 2 register writes (at least ~1300 system clocks at
@@ -13,7 +13,7 @@ one datapath lane instead of K makes ``full`` fit an iCE40 HX8K and ``small`` an
 * the score and the argmax accumulate over k = 0..K-1 (a later projection wins only with a
   strictly larger value, so ties go to the lowest index).
 
-It talks to :class:`hdl.regs.RegisterFile` through the same :class:`hdl.core.ControlSignature`.
+It talks to :class:`mailpulse.hdl.regs.RegisterFile` through the same :class:`mailpulse.hdl.core.ControlSignature`.
 It has no stream ports; one pushed sample is in flight at a time (the front end holds the next
 PUSH and the FEATURE/TAG registers until its result is out, so the core reads them directly).
 """

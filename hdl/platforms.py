@@ -7,7 +7,7 @@ follow well-known boards (iCEBreaker, the iCE40-HX8K breakout, ULX3S) so that a 
 tried on them, but only the pins listed here are used.
 
 The clock resource carries the frequency the build constrains to; :class:`BoardSpec` chooses it
-from the parameter set's ``target_mhz`` (see :mod:`hdl.build`).  A board whose oscillator is
+from the parameter set's ``target_mhz`` (see :mod:`mailpulse.hdl.build`).  A board whose oscillator is
 slower needs a PLL in front (not part of this version).
 """
 
@@ -130,7 +130,7 @@ class BoardSpec:
     description : str
         Device, speed grade and package, as printed in reports.
     default_core : str
-        The core the SPI top carries unless ``--core`` says otherwise (see ``hdl.build.CORES``).
+        The core the SPI top carries unless ``--core`` says otherwise (see ``mailpulse.hdl.build.CORES``).
     """
 
     name: str

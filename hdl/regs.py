@@ -1,8 +1,8 @@
-"""Register front end of the scorer, generated from :class:`hdl.regmap.RegisterMap`.
+"""Register front end of the scorer, generated from :class:`mailpulse.hdl.regmap.RegisterMap`.
 
-The bus bridges (:mod:`hdl.axi`, :mod:`hdl.spi`) talk to it through :class:`BusSignature`, a
+The bus bridges (:mod:`mailpulse.hdl.axi`, :mod:`mailpulse.hdl.spi`) talk to it through :class:`BusSignature`, a
 simple request/response port; it holds the shadow model and the push/result registers and drives
-the core through :class:`hdl.core.ControlSignature`.
+the core through :class:`mailpulse.hdl.core.ControlSignature`.
 
 Address decoding loops over the register declarations: no address is written here.  Behaviour
 that is not plain storage (strobes, status, counters, push, results, the table window) is chosen
@@ -37,7 +37,7 @@ class BusSignature(wiring.Signature):
     -------
     req_valid, req_ready : request handshake (``req_ready`` only while the front end is idle)
     req_write : 1 = write, 0 = read
-    req_addr : byte address, :data:`hdl.regmap.ADDR_BITS` wide
+    req_addr : byte address, :data:`mailpulse.hdl.regmap.ADDR_BITS` wide
     req_data : write data
     resp_valid : one-cycle strobe answering the accepted request (a few cycles later)
     resp_data : read data (0 for writes, write-only registers and errors)

@@ -51,7 +51,7 @@ class _Phase(IntEnum):
 
 
 class SPIRegisterBridge(wiring.Component):
-    """SPI slave that turns transactions into :class:`hdl.regs.BusSignature` accesses.
+    """SPI slave that turns transactions into :class:`mailpulse.hdl.regs.BusSignature` accesses.
 
     Attributes
     ----------

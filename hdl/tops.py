@@ -69,7 +69,7 @@ class SPITop(wiring.Component):
 
     ``clk`` clocks everything; ``rst`` is an active-high synchronous reset.  Samples arrive
     through ``PUSH`` only, at SPI speed, so the core is the folded one
-    (:class:`hdl.folded.FoldedScorerCore`, one projection per clock): bit-exact and a fraction
+    (:class:`mailpulse.hdl.folded.FoldedScorerCore`, one projection per clock): bit-exact and a fraction
     of the size.  ``core="stream"`` builds the pipelined core without its stream ports instead
     (for comparison builds).
     """

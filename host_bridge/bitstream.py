@@ -20,7 +20,7 @@ Loading:
   >= 100 dummy clocks, ``CDONE`` must go high (within a timeout), >= 49 more clocks to start the
   user design.
 * ``sim``: the file is validated and the sequence runs against the simulated device
-  (:class:`pynq_overlays.sim_device.SimulatedDevice` for ``.bit``, :class:`FakeIce40` for ``.bin``).
+  (:class:`mailpulse.pynq_overlays.sim_device.SimulatedDevice` for ``.bit``, :class:`FakeIce40` for ``.bin``).
 """
 
 from __future__ import annotations
@@ -424,7 +424,7 @@ def load_pynq(path: Path, *, download: bool = True, device: Any = None) -> Any:
         raise UserError(f"{path} is the placeholder bitstream (no logic); build the real one with Vivado "
                         "(docs/pynq.md) or use --backend sim")
     try:
-        from pynq_overlays.overlay import MailpulseOverlay
+        from mailpulse.pynq_overlays.overlay import MailpulseOverlay
     except ImportError:
         raise UserError("the pynq backend needs the 'pynq' package (preinstalled on PYNQ boards)") from None
     return MailpulseOverlay(str(path.resolve()), download=download, device=device)
@@ -443,8 +443,8 @@ def load_sim(path: Path, params: str = "zynq") -> str:
     if not path.is_file():
         raise UserError(f"bitstream {path} does not exist")
     if raw_head.startswith(XILINX_HEADER):
-        from hdl.params import get_params
-        from pynq_overlays.sim_device import ModelPort, SimulatedDevice
+        from mailpulse.hdl.params import get_params
+        from mailpulse.pynq_overlays.sim_device import ModelPort, SimulatedDevice
 
         dev = SimulatedDevice(ModelPort(get_params(params)))
         ol = load_pynq(path, download=True, device=dev)

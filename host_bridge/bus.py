@@ -6,8 +6,8 @@ MMIO moves a ``bytes`` write in one device call, so loading a model (thousands o
 bounded by the transport, not by per-word Python overhead.
 
 Implementations here: :class:`ModelBus` (the register-level reference model).  Others live with
-their transport: ``host_bridge.spi.SpiRegisterBus`` (iCE40 over spidev), the PYNQ driver's MMIO
-bus, and the simulated RTL in ``host_bridge.backends.sim``.
+their transport: ``mailpulse.host_bridge.spi.SpiRegisterBus`` (iCE40 over spidev), the PYNQ driver's MMIO
+bus, and the simulated RTL in ``mailpulse.host_bridge.backends.sim``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-from hdl.model import BusError, CoreModel
+from mailpulse.hdl.model import BusError, CoreModel
 
 
 @runtime_checkable
 class RegisterBus(Protocol):
-    """Register access to one scorer core.  Addresses are byte offsets from ``hdl.regmap``."""
+    """Register access to one scorer core.  Addresses are byte offsets from ``mailpulse.hdl.regmap``."""
 
     def read(self, address: int) -> int:
         """One 32-bit read."""
@@ -73,10 +73,10 @@ def group_bursts(writes: Iterable[tuple[int, int]], max_words: int = 1 << 16) ->
 
 
 class ModelBus(BurstMixin):
-    """:class:`RegisterBus` over :class:`hdl.model.CoreModel` (the executable spec).
+    """:class:`RegisterBus` over :class:`mailpulse.hdl.model.CoreModel` (the executable spec).
 
     A bus error (unmapped address, write to a read-only register) raises
-    :class:`hdl.model.BusError`, as AXI ``SLVERR`` does on the other buses.
+    :class:`mailpulse.hdl.model.BusError`, as AXI ``SLVERR`` does on the other buses.
     """
 
     def __init__(self, model: CoreModel) -> None:

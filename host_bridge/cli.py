@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mailpulse.hdl.model import CoreConfig, ScoreResult
+from mailpulse.hdl.params import CoreParams, get_params
 
-from hdl.model import CoreConfig, ScoreResult
-from hdl.params import CoreParams, get_params
 from mailpulse.errors import UserError
 
 from .backends import BACKENDS, open_scorer

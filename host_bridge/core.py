@@ -1,10 +1,10 @@
-"""Register-level client of one scorer core, over any :class:`~host_bridge.bus.RegisterBus`.
+"""Register-level client of one scorer core, over any :class:`~mailpulse.host_bridge.bus.RegisterBus`.
 
 This is the one place that knows the register protocol of the core: identify it, load a model
 into the shadow bank and commit it, set the threshold, push one sample through the ``PUSH``
 registers, read counters.  The PYNQ driver, the iCE40 backend, the simulated RTL and the model
 backend all use it, so the protocol is written once.  Every address comes from
-:class:`hdl.regmap.RegisterMap`.
+:class:`mailpulse.hdl.regmap.RegisterMap`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from mailpulse.hdl.model import CoreConfig, model_writes
+from mailpulse.hdl.params import PARAMETER_SETS, CoreParams
+from mailpulse.hdl.regmap import CORE_ID, CORE_VERSION, Register, RegisterMap
 
-from hdl.model import CoreConfig, model_writes
-from hdl.params import PARAMETER_SETS, CoreParams
-from hdl.regmap import CORE_ID, CORE_VERSION, Register, RegisterMap
 from mailpulse.errors import UserError
 
 from .bus import RegisterBus, group_bursts

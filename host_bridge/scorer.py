@@ -1,12 +1,12 @@
 """The one scorer interface the firmware and the command line use, whatever the hardware.
 
 :class:`Scorer` is what a caller sees: identify, load a model, set the threshold, score one
-sample, score a batch, read counters, close.  Backends (``host_bridge.backends``) differ only in
+sample, score a batch, read counters, close.  Backends (``mailpulse.host_bridge.backends``) differ only in
 how registers and sample streams reach the core:
 
 =========  ===========================================================================
-``model``  :class:`hdl.model.CoreModel` - the executable spec, in process
-``sim``    the generated RTL under cocotb (Icarus or Verilator) via ``sim.device``
+``model``  :class:`mailpulse.hdl.model.CoreModel` - the executable spec, in process
+``sim``    the generated RTL under cocotb (Icarus or Verilator) via ``mailpulse.sim.device``
 ``pynq``   the PYNQ overlay on a Zynq: the bound driver, AXI4-Lite and an AXI DMA
 ``ice40``  an iCE40 on a Pi: the SPI register bridge over ``spidev``, ``gpiod`` for reset/done
 =========  ===========================================================================
@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from hdl.model import CoreConfig, ScoreResult
-from hdl.params import CoreParams
+from mailpulse.hdl.model import CoreConfig, ScoreResult
+from mailpulse.hdl.params import CoreParams
 
 from .core import CoreClient, CoreIdentity, Counters
 from .streamfmt import check_samples

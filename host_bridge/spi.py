@@ -11,9 +11,9 @@ configured bridge answers (an unconfigured iCE40 reads ``0x00`` or ``0xFF``), an
 :class:`SpiSyncError` instead of returning garbage.
 
 Device side for tests and benchmarks without the RTL: :class:`SpiBridgeModel` implements the same
-byte protocol over :class:`hdl.model.CoreModel`, and :class:`FakeSpiDev` is a ``spidev``-compatible
+byte protocol over :class:`mailpulse.hdl.model.CoreModel`, and :class:`FakeSpiDev` is a ``spidev``-compatible
 object that forwards each transaction to any ``transfer(bytes) -> bytes`` callable - the model, or
-the simulated RTL's SPI top (``sim.device``), where the byte-level protocol is the real one.
+the simulated RTL's SPI top (``mailpulse.sim.device``), where the byte-level protocol is the real one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from hdl.model import BusError, CoreModel
+from mailpulse.hdl.model import BusError, CoreModel
 
 from .bus import BurstMixin
 
@@ -52,7 +52,7 @@ class SpiDevLike(Protocol):
 
 
 class SpiRegisterBus(BurstMixin):
-    """:class:`~host_bridge.bus.RegisterBus` over the SPI bridge.
+    """:class:`~mailpulse.host_bridge.bus.RegisterBus` over the SPI bridge.
 
     Parameters
     ----------
@@ -107,7 +107,7 @@ class SpiRegisterBus(BurstMixin):
 
 
 class SpiBridgeModel:
-    """The SPI bridge's byte protocol over :class:`~hdl.model.CoreModel` (one call = one ``cs_n`` frame).
+    """The SPI bridge's byte protocol over :class:`~mailpulse.hdl.model.CoreModel` (one call = one ``cs_n`` frame).
 
     Bus errors (unmapped address, read-only write) set ``STATUS.BUS_ERROR`` in the model and the
     frame continues, as the RTL bridge does.  A partial word at the end of a write is discarded;

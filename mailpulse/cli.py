@@ -1,6 +1,6 @@
 """The ``mailpulse`` command line: one sub-command per job, each a thin layer over a library call.
 
-Each part registers its sub-commands from its own ``cli`` module (``hdl.cli``, ``sim.cli``, ...)
+Each part registers its sub-commands from its own ``cli`` module (``mailpulse.hdl.cli``, ``mailpulse.sim.cli``, ...)
 through a ``register(subparsers)`` function; a part whose optional dependencies are absent still
 shows its commands and says what to install when one is run.
 """
@@ -18,13 +18,13 @@ from .errors import UserError
 
 #: Modules that add sub-commands, in the order they appear in ``mailpulse --help``.
 COMMAND_MODULES = [
-    "hdl.cli",
-    "sim.cli",
-    "collector.train_cli",
-    "host_bridge.cli",
-    "pi_firmware.cli",
-    "pi_firmware.image_cli",
-    "collector.cli",
+    "mailpulse.hdl.cli",
+    "mailpulse.sim.cli",
+    "mailpulse.collector.train_cli",
+    "mailpulse.host_bridge.cli",
+    "mailpulse.pi_firmware.cli",
+    "mailpulse.pi_firmware.image_cli",
+    "mailpulse.collector.cli",
 ]
 
 

@@ -7,7 +7,7 @@ tables the quantised tables were rounded from, and the provenance of the trainin
 ``checksum`` field (SHA-256 over the canonical JSON of everything else) detects corruption.
 
 Everything that scores applies the same input scaling, :func:`scale_features`, and then the
-bit-exact arithmetic of :func:`hdl.model.score`.  Every way a file can be wrong (not JSON,
+bit-exact arithmetic of :func:`mailpulse.hdl.model.score`.  Every way a file can be wrong (not JSON,
 truncated, bad checksum, other format or version, parameters that do not fit the core, values
 out of range) is a :class:`mailpulse.errors.UserError` with one sentence.
 """
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from hdl.model import CoreConfig
-from hdl.params import PARAMETER_SETS, CoreParams
+from mailpulse.hdl.model import CoreConfig
+from mailpulse.hdl.params import PARAMETER_SETS, CoreParams
 
 from .errors import UserError
 
@@ -104,7 +104,7 @@ class Model:
     scaling : InputScaling
         Raw features to 16-bit inputs (:func:`scale_features`).
     weights, offsets, shifts, tables, threshold
-        The core's registers (see :class:`hdl.model.CoreConfig`).
+        The core's registers (see :class:`mailpulse.hdl.model.CoreConfig`).
     reference_tables : (K, B) float array
         The float ``-log density`` tables (shifted so each minimum is 0) the quantised ``tables``
         were rounded from: ``tables == rint(reference_tables * table_scale)``.  Scores from them
@@ -129,7 +129,7 @@ class Model:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def core_config(self) -> CoreConfig:
-        """The registers as :class:`hdl.model.CoreConfig` (copies)."""
+        """The registers as :class:`mailpulse.hdl.model.CoreConfig` (copies)."""
         return CoreConfig(
             weights=np.array(self.weights, dtype=np.int64),
             offsets=np.array(self.offsets, dtype=np.int64),

@@ -10,7 +10,7 @@ Layout (``<site>`` and ``<node>`` are ids made of ``[A-Za-z0-9_-]``, never ``/ +
 
 Every payload is JSON with ``"schema": PAYLOAD_SCHEMA``.  An ``events``/``anomalies`` message is a
 *batch* envelope ``{"schema", "site", "node", "events": [event, ...]}``; each event carries its own
-unique ``id`` (see :mod:`pi_firmware.events`), so a consumer de-duplicates replays by id.  The
+unique ``id`` (see :mod:`mailpulse.pi_firmware.events`), so a consumer de-duplicates replays by id.  The
 broker's ACL (:func:`node_acl`) lets a node write only below its own ``<site>/<node>``.
 """
 

@@ -1,9 +1,9 @@
 """Command line of the node firmware: ``mailpulse inspect`` and ``mailpulse node ...``.
 
 ``node check-config``, ``node replay`` and ``node inspect`` live here; ``node run`` and
-``node probe`` are added by :mod:`pi_firmware.node_cli`.  Each command is a thin layer over a
-library function that the tests call directly (:func:`pi_firmware.config.check_config`,
-:func:`replay`, :func:`pi_firmware.maildir.inspect_file`).
+``node probe`` are added by :mod:`mailpulse.pi_firmware.node_cli`.  Each command is a thin layer over a
+library function that the tests call directly (:func:`mailpulse.pi_firmware.config.check_config`,
+:func:`replay`, :func:`mailpulse.pi_firmware.maildir.inspect_file`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def replay(log: Path | str, sink: Sink, *, node: str = "replay", params: str = "
            backend: str = "model") -> ReplaySummary:
     """Feed a Postfix log through parse + join + featurise + score into ``sink``, as fast as possible.
 
-    ``backend`` ``model`` scores with :func:`hdl.model.score` in process (vectorised); any other
+    ``backend`` ``model`` scores with :func:`mailpulse.hdl.model.score` in process (vectorised); any other
     name opens that ``host_bridge`` backend.  Raises ``UserError`` for an unreadable log or model.
     """
     from .pipeline import ScoringModel, bridge_scorer, load_scoring_model, untrained_model
@@ -65,7 +65,7 @@ def replay(log: Path | str, sink: Sink, *, node: str = "replay", params: str = "
     if backend == "model":
         score = sm.scorer()
     else:
-        from host_bridge.backends import open_scorer
+        from mailpulse.host_bridge.backends import open_scorer
 
         scorer_obj = open_scorer(backend, sm.params)
         score = bridge_scorer(scorer_obj, sm)

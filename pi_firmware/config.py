@@ -4,12 +4,12 @@ Sections (every key is listed, with its type, default and meaning, in ``docs/con
 generated from :func:`schema` and checked by a test):
 
 * ``[node]``, ``[mqtt]``, ``[spool]``, ``[fleet]``, ``[probe]``, ``[[probe.routes]]``: identity,
-  broker, disk spool, fleet heartbeat and probes (:mod:`pi_firmware.node_config`);
+  broker, disk spool, fleet heartbeat and probes (:mod:`mailpulse.pi_firmware.node_config`);
 * ``[scorer]``: backend (``model``, ``sim``, ``pynq``, ``ice40``, ``auto``), parameter set, model
   file, batch size (:class:`ScorerSettings`);
 * ``[postfix]``: the Postfix log to follow (:class:`PostfixSettings`);
 * ``[maildir]``: the Maildir to watch (:class:`MaildirSettings`);
-* ``[mime]``: limits of the MIME walker (:class:`pi_firmware.mime.MimeLimits`).
+* ``[mime]``: limits of the MIME walker (:class:`mailpulse.pi_firmware.mime.MimeLimits`).
 
 Secrets never sit in the TOML: ``[node] secrets_file`` names a TOML file that must be mode 0600
 (not readable by group or others), holding ``mqtt_password`` and ``probe.<route>.smtp_password`` /
@@ -48,7 +48,7 @@ class ScorerSettings:
     batch_size: int = 4096
 
     def __post_init__(self) -> None:
-        from hdl.params import get_params
+        from mailpulse.hdl.params import get_params
 
         if self.backend not in BACKENDS:
             raise ValueError(f"[scorer] backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
@@ -189,7 +189,7 @@ class NodeConfig:
     """The whole node configuration."""
 
     path: Path
-    sections: Any                # pi_firmware.node_config.NodeSections
+    sections: Any                # mailpulse.pi_firmware.node_config.NodeSections
     scorer: ScorerSettings
     postfix: PostfixSettings
     maildir: MaildirSettings

@@ -4,7 +4,7 @@ Every event has a unique, *deterministic* id: a hash of the node id and the fiel
 what was observed.  For a delivery that is the log line itself (its whole text, so two distinct
 attempts logged in the same second differ) plus the recipient (one ``expired`` line covers several
 recipients) and an occurrence counter that tells byte-identical lines of the same second apart (see
-:class:`pi_firmware.postfix.PostfixParser`).  Reading the same log line twice (a restart before the
+:class:`mailpulse.pi_firmware.postfix.PostfixParser`).  Reading the same log line twice (a restart before the
 follower's position was saved, a replay) gives the same id, so the collector's de-duplication by id
 makes replays idempotent.
 
@@ -241,7 +241,7 @@ class DeliveryEvent(Event):
 
     KIND: ClassVar[str] = "delivery"
 
-    # pi_firmware.postfix constructs these positionally on its hot path: keep the field order.
+    # mailpulse.pi_firmware.postfix constructs these positionally on its hot path: keep the field order.
 
     host: str = ""
     queue_id: str = ""
@@ -329,8 +329,8 @@ class DeliveryEvent(Event):
 class MessageEvent(Event):
     """One delivered message (Maildir watcher or ``mailpulse inspect``): hops and render features.
 
-    ``hops`` and ``mime`` are the JSON-ready dicts of :mod:`pi_firmware.received` and
-    :mod:`pi_firmware.mime`.
+    ``hops`` and ``mime`` are the JSON-ready dicts of :mod:`mailpulse.pi_firmware.received` and
+    :mod:`mailpulse.pi_firmware.mime`.
     """
 
     KIND: ClassVar[str] = "message"

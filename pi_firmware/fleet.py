@@ -2,7 +2,7 @@
 
 Fleet
 -----
-Every node publishes a retained ``status`` every heartbeat (see :mod:`pi_firmware.mqtt`) and
+Every node publishes a retained ``status`` every heartbeat (see :mod:`mailpulse.pi_firmware.mqtt`) and
 subscribes to the status of every node of its site.  A node is *live* while its last status says
 ``online`` and is younger than ``timeout_s`` (default three heartbeats); the broker's last will
 turns a vanished node's status into ``offline`` after 1.5 keepalives, and a node whose heartbeats

@@ -264,7 +264,7 @@ def validate_node_config(text: str, source: str, secrets: Mapping[str, str] | No
     First the fields the image itself needs: ``[node] id`` and ``site`` (1-64 letters, digits,
     ``_``, ``-``), ``[mqtt] host`` (non-empty), ``[mqtt] port`` (1-65535), ``[scorer] backend``,
     and no password in the file.  Then the node firmware's own validation,
-    :func:`pi_firmware.config.check_config` on a temporary copy (with the secrets in a 0600 file,
+    :func:`mailpulse.pi_firmware.config.check_config` on a temporary copy (with the secrets in a 0600 file,
     ``require_secrets=False``); its checks of local paths are about the Pi, so they are skipped.
 
     Raises
@@ -299,7 +299,7 @@ def validate_node_config(text: str, source: str, secrets: Mapping[str, str] | No
 def firmware_check_available() -> bool:
     """Whether the node firmware's own config check can run here (it needs the ``node`` extra)."""
     try:
-        return callable(getattr(importlib.import_module("pi_firmware.config"), "check_config", None))
+        return callable(getattr(importlib.import_module("mailpulse.pi_firmware.config"), "check_config", None))
     except ImportError:
         return False
 
@@ -307,7 +307,7 @@ def firmware_check_available() -> bool:
 def _firmware_check(data: Mapping[str, Any], source: str, secrets: Mapping[str, str]) -> None:
     if not firmware_check_available():
         return  # e.g. Pillow missing on this PC: the checks above are all there is (the manifest says so)
-    check = importlib.import_module("pi_firmware.config").check_config
+    check = importlib.import_module("mailpulse.pi_firmware.config").check_config
     doc = json.loads(json.dumps(data, default=str))
     doc.get("node", {}).pop("secrets_file", None)
     with tempfile.TemporaryDirectory(prefix="mailpulse-check-") as d:
@@ -1185,7 +1185,7 @@ def customise(image: Path, node: NodeSpec, wheels: Sequence[Path] | Wheels, *, i
     manifest = {
         "mailpulse_image": 1, "node_id": node.node_id, "site": node.site, "hostname": node.hostname,
         "backend": node.backend, "init": kind, "instance_id": iid, "admin_user": node.admin_user,
-        "config_checked_by": "pi_firmware.config.check_config" if firmware_check_available() else "image checks only",
+        "config_checked_by": "mailpulse.pi_firmware.config.check_config" if firmware_check_available() else "image checks only",
         "ssh_keys": len(node.ssh_keys), "secrets": sorted(node.secrets), "wifi_ssid": node.wifi.ssid if node.wifi else None,
         "wifi_country": node.wifi.country if node.wifi else None, "service_user": unit.user, "venv": unit.venv,
         "unit": unit.name, "links": list(unit.links), "target_python": target.python, "target_arch": target.arch, "wheels": wheel_names,

@@ -1,4 +1,4 @@
-"""``mailpulse image flash`` and ``mailpulse image inspect``: thin layers over :mod:`pi_firmware.image`."""
+"""``mailpulse image flash`` and ``mailpulse image inspect``: thin layers over :mod:`mailpulse.pi_firmware.image`."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Delivered mail: analyse one message (hops + render features), and watch a Maildir for new ones.
 
 :func:`analyse` is what ``mailpulse inspect FILE.eml`` prints and what the watcher turns into a
-:class:`~pi_firmware.events.MessageEvent`: the ``Received:`` chain as hops (oldest first, with
-per-hop delays, :mod:`pi_firmware.received`), the MIME tree (:mod:`pi_firmware.mime`) and the
+:class:`~mailpulse.pi_firmware.events.MessageEvent`: the ``Received:`` chain as hops (oldest first, with
+per-hop delays, :mod:`mailpulse.pi_firmware.received`), the MIME tree (:mod:`mailpulse.pi_firmware.mime`) and the
 feature vector the node scores (raw values and fixed point, :mod:`mailpulse.features`).
 
 :class:`MaildirWatcher` polls a Maildir's ``new/`` and ``cur/`` folders.  A message is known by its
@@ -71,7 +71,7 @@ def analyse(data: bytes, *, key: str = "", node: str = "", limits: MimeLimits | 
 
     The document has ``hops`` (oldest first: ``from``, ``by``, ``with``, ``id``, ``for``, ``ip``,
     ``timestamp`` ISO 8601 UTC or null, ``delay_s`` to the next hop or null), ``mime`` (see
-    :class:`pi_firmware.mime.MimeSummary`) and ``features`` (schema version, raw values by name,
+    :class:`mailpulse.pi_firmware.mime.MimeSummary`) and ``features`` (schema version, raw values by name,
     the fixed-point vector).
     """
     ev = _message_event(data, key, node, limits or MimeLimits(), ts)

@@ -15,7 +15,7 @@ Data path::
   :mod:`mailpulse.topics`; no per-event work), publishes it with QoS 1, and keeps at most
   ``inflight_max`` messages unacknowledged.  A batch is deleted from the spool only when its
   message's PUBACK arrives with a success reason code.
-* While the broker is away, rows stay in the spool (bounded, see :mod:`pi_firmware.spool`); paho
+* While the broker is away, rows stay in the spool (bounded, see :mod:`mailpulse.pi_firmware.spool`); paho
   reconnects with back-off and re-sends its in-flight messages; the pump continues where it was.
   After a daemon restart every row still in the spool is sent again, oldest first.  The guarantee
   is at-least-once; every event has a unique id, so consumers de-duplicate.

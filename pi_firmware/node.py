@@ -9,8 +9,8 @@
   one heartbeat timeout);
 * **heartbeat** - the retained status every ``[fleet] heartbeat_s`` (spool depth and bound, model
   version, fleet view, last probe per route);
-* **MQTT subscriptions** - the site's nodes' status (:class:`~pi_firmware.fleet.Fleet`) and the
-  site's model (:class:`~pi_firmware.fleet.ModelUpdater`).
+* **MQTT subscriptions** - the site's nodes' status (:class:`~mailpulse.pi_firmware.fleet.Fleet`) and the
+  site's model (:class:`~mailpulse.pi_firmware.fleet.ModelUpdater`).
 
 Every batch of events is scored (when a scorer is configured) and written to the spool in one
 transaction before ``emit`` returns, so a source may save its position right after.  SIGTERM (and

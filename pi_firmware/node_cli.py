@@ -1,5 +1,5 @@
-"""``mailpulse node run`` and ``mailpulse node probe``: thin layers over :mod:`pi_firmware.node`
-and :mod:`pi_firmware.probe`.  :func:`register_node` is called by ``pi_firmware.cli`` with the
+"""``mailpulse node run`` and ``mailpulse node probe``: thin layers over :mod:`mailpulse.pi_firmware.node`
+and :mod:`mailpulse.pi_firmware.probe`.  :func:`register_node` is called by ``mailpulse.pi_firmware.cli`` with the
 ``node`` sub-command's sub-parsers."""
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ __all__ = ["build_node", "load_node_config", "probe_command", "register_node", "
 
 
 def load_node_config(path: str | Path) -> Any:
-    """The node's whole config (:func:`pi_firmware.config.load_config`), errors as ``UserError``."""
+    """The node's whole config (:func:`mailpulse.pi_firmware.config.load_config`), errors as ``UserError``."""
     from .config import load_config
 
     return load_config(path)
 
 
 def build_node(cfg: Any, model_path: str | None = None) -> Any:
-    """The :class:`~pi_firmware.node.Node` of a loaded config: sources, scorer, model."""
+    """The :class:`~mailpulse.pi_firmware.node.Node` of a loaded config: sources, scorer, model."""
     from .maildir import MaildirWatcher
     from .node import Node, PostfixLogSource
     from .pipeline import load_scoring_model
@@ -43,7 +43,7 @@ def build_node(cfg: Any, model_path: str | None = None) -> Any:
     model = load_scoring_model(model_file, cfg.scorer.params) if model_file else None
     scorer = None
     if cfg.scorer.backend != "model":
-        from host_bridge.backends import open_scorer
+        from mailpulse.host_bridge.backends import open_scorer
 
         scorer = open_scorer(cfg.scorer.backend, cfg.scorer.params)
     try:
@@ -106,7 +106,7 @@ def register_node(node_sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m pi_firmware.node_cli run --config F``)."""
+    """Stand-alone entry (``python -m mailpulse.pi_firmware.node_cli run --config F``)."""
     parser = argparse.ArgumentParser(prog="mailpulse node")
     register_node(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@
 :func:`sections_from_mapping` turns the parsed TOML document into dataclasses, checking every key
 and type, and raises ``ValueError`` with one sentence naming the key and the reason.  Secrets
 never sit in the TOML: passwords come from the ``secrets`` mapping (the 0600 secrets file) or from
-environment variables named in the TOML (``password_env``).  :mod:`pi_firmware.config` embeds
+environment variables named in the TOML (``password_env``).  :mod:`mailpulse.pi_firmware.config` embeds
 these sections in the node's full config; :func:`load_sections` reads a file on its own.
 """
 

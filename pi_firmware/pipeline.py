@@ -7,14 +7,14 @@ read round, so a lone event is not held back), it
 
 1. featurises the batch at once (:func:`mailpulse.features.encode_array`: one numpy pass),
 2. scales the vectors with the model's input scaling and scores them in one call of the scorer
-   (any backend behind ``host_bridge.Scorer``, or :func:`hdl.model.score` directly), and
+   (any backend behind ``host_bridge.Scorer``, or :func:`mailpulse.hdl.model.score` directly), and
 3. hands the scored events to the sink.
 
 A **sink** is anything with ``emit_many(events)`` and ``close()`` (:class:`Sink`): the MQTT
-publisher with its disk spool (``pi_firmware.mqtt.MqttSink``), or here :class:`CountingSink`
+publisher with its disk spool (``mailpulse.pi_firmware.mqtt.MqttSink``), or here :class:`CountingSink`
 (``replay --no-publish``), :class:`ListSink` (tests) and :class:`JsonLinesSink` (stdout).
 
-Scoring is bit-exact: a batch gives the integers :func:`hdl.model.score` gives for the same
+Scoring is bit-exact: a batch gives the integers :func:`mailpulse.hdl.model.score` gives for the same
 vectors, whatever the batch size (``tests/test_fw_pipeline.py`` checks it).
 """
 
@@ -29,10 +29,10 @@ from typing import Any, Protocol, TextIO
 
 import numpy as np
 import numpy.typing as npt
+from mailpulse.hdl.model import CoreConfig, ScoreResult
+from mailpulse.hdl.model import score as model_score
+from mailpulse.hdl.params import CoreParams, get_params
 
-from hdl.model import CoreConfig, ScoreResult
-from hdl.model import score as model_score
-from hdl.params import CoreParams, get_params
 from mailpulse import features as F
 from mailpulse.errors import UserError
 

@@ -18,7 +18,7 @@ without ``orig_to=`` and ``conn_use=``.  Two timestamp forms are accepted: RFC 3
 (``Nov 26 10:00:00``, optionally with fractional seconds; the year is inferred, see
 :class:`PostfixParser`) and RFC 3339 (``2026-11-26T10:00:00.123456+00:00``).
 
-Event ids (see :mod:`pi_firmware.events`) hash the whole line (without its newline) with an
+Event ids (see :mod:`mailpulse.pi_firmware.events`) hash the whole line (without its newline) with an
 occurrence counter that tells byte-identical lines under one timestamp apart; the counters are part
 of the saved state (:meth:`PostfixParser.occurrence_state`, :meth:`PostfixParser.save_state`).
 

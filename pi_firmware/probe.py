@@ -248,7 +248,7 @@ def cached_content(cache_dir: Path | None, image_format: str = "jpeg", quality: 
     path = Path(cache_dir) / f"probe-{WIDTH}x{HEIGHT}-q{quality}.{image_format}"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        code = ("import sys; from pathlib import Path; from pi_firmware.probe import probe_content; "
+        code = ("import sys; from pathlib import Path; from mailpulse.pi_firmware.probe import probe_content; "
                 "c = probe_content(sys.argv[2], int(sys.argv[3]), 0); "
                 "t = Path(sys.argv[1] + '.tmp'); t.write_bytes(c.image); t.replace(sys.argv[1])")
         r = subprocess.run([sys.executable, "-c", code, str(path), image_format, str(quality)],

@@ -2,15 +2,15 @@
 
 ``pynq.Overlay`` gives every IP whose VLNV is in :attr:`MailpulseScorer.bindto` this driver
 (the binding happens when this module is imported: through the ``pynq.lib`` entry point, or by
-``pynq_overlays.overlay``).  The driver's API is typed and uses the register map of
-``hdl.regmap`` for every address; its register protocol is ``host_bridge.core.CoreClient``, the
+``mailpulse.pynq_overlays.overlay``).  The driver's API is typed and uses the register map of
+``mailpulse.hdl.regmap`` for every address; its register protocol is ``mailpulse.host_bridge.core.CoreClient``, the
 same one every other backend uses.
 
 Batches go over AXI4-Stream through ``pynq.lib.dma.DMA`` with ``pynq.allocate`` buffers: samples
 are packed into 32-byte beats with numpy (no per-sample Python), the S2MM channel is armed
 first, then MM2S; results come back as 16-byte beats.
 
-Example (on a PYNQ-Z2, or against ``pynq_overlays.sim_device``)::
+Example (on a PYNQ-Z2, or against ``mailpulse.pynq_overlays.sim_device``)::
 
     from pynq import Overlay
     ol = Overlay("mailpulse.bit")
@@ -26,22 +26,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from mailpulse.hdl.model import ScoreResult
+from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.regmap import VLNV
+from mailpulse.host_bridge.bus import BurstMixin
+from mailpulse.host_bridge.core import CoreClient, CoreIdentity, Counters, params_from_registers
+from mailpulse.host_bridge.scorer import as_core_config
+from mailpulse.host_bridge.streamfmt import RESULT_BYTES, SAMPLE_BYTES, check_samples, pack_samples, unpack_results
 from pynq import DefaultIP, allocate
-
-from hdl.model import ScoreResult
-from hdl.params import CoreParams
-from hdl.regmap import VLNV
-from host_bridge.bus import BurstMixin
-from host_bridge.core import CoreClient, CoreIdentity, Counters, params_from_registers
-from host_bridge.scorer import as_core_config
-from host_bridge.streamfmt import RESULT_BYTES, SAMPLE_BYTES, check_samples, pack_samples, unpack_results
 
 #: Samples per DMA transfer (32 B in, 16 B out each): 128 KiB + 64 KiB of buffers.
 DEFAULT_CHUNK = 4096
 
 
 class MmioBus(BurstMixin):
-    """:class:`host_bridge.bus.RegisterBus` over a ``pynq.MMIO``; a write burst is one ``bytes`` write."""
+    """:class:`mailpulse.host_bridge.bus.RegisterBus` over a ``pynq.MMIO``; a write burst is one ``bytes`` write."""
 
     def __init__(self, mmio: Any) -> None:
         self.mmio = mmio
@@ -59,8 +58,8 @@ class MmioBus(BurstMixin):
 def params_from_description(description: dict[str, Any], mmio_bus: MmioBus) -> CoreParams:
     """The core's parameters: from the ``.hwh`` IP parameters (``D``, ``K``, ``B``) when present,
     else read from the ``PARAMS``/``WIDTHS`` registers (offsets from the register map)."""
-    from hdl.params import PARAMETER_SETS
-    from hdl.regmap import RegisterMap
+    from mailpulse.hdl.params import PARAMETER_SETS
+    from mailpulse.hdl.regmap import RegisterMap
 
     hw = description.get("parameters", {})
     if all(k in hw for k in ("D", "K", "B")):
@@ -80,7 +79,7 @@ class MailpulseScorer(DefaultIP):
     ----------
     params : CoreParams
         The core's parameters (from the ``.hwh``); :meth:`identify` checks the hardware agrees.
-    client : host_bridge.core.CoreClient
+    client : mailpulse.host_bridge.core.CoreClient
         The register protocol, for anything the methods below do not cover.
     """
 

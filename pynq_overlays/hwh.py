@@ -5,7 +5,7 @@ The block design is the one ``pynq_overlays/tcl.py`` builds in Vivado for a Zynq
 stream feeds the scorer's 256-bit ``s_axis`` and whose S2MM stream takes the scorer's 128-bit
 ``m_axis``, both DMA masters on ``S_AXI_HP0``.  The file carries what PYNQ reads: the modules
 and their VLNVs, the PS memory map (base address and range of each IP), the IP parameters and
-the scorer's registers and fields, all taken from :class:`hdl.regmap.RegisterMap`.
+the scorer's registers and fields, all taken from :class:`mailpulse.hdl.regmap.RegisterMap`.
 
 Register arrays appear as one register per element, named ``NAME_i`` (``FEATURE_0``,
 ``WEIGHTS_31``).  The ``TABLE`` window (up to 8192 words) is declared as an address block with
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from hdl.params import CoreParams, get_params
-from hdl.regmap import ADDR_BITS, VLNV, RegisterMap
+from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.regmap import ADDR_BITS, VLNV, RegisterMap
 
 #: Where the overlay's files live (package data).
 OVERLAY_DIR = Path(__file__).resolve().parent / "mailpulse"

@@ -1,8 +1,8 @@
 """The mailpulse overlay: a thin facade over ``pynq.Overlay`` with named parts.
 
-Parts (block-design instance names, from ``pynq_overlays.hwh``):
+Parts (block-design instance names, from ``mailpulse.pynq_overlays.hwh``):
 
-* :attr:`MailpulseOverlay.scorer` - ``mailpulse_0``, driven by :class:`pynq_overlays.driver.MailpulseScorer`;
+* :attr:`MailpulseOverlay.scorer` - ``mailpulse_0``, driven by :class:`mailpulse.pynq_overlays.driver.MailpulseScorer`;
 * :attr:`MailpulseOverlay.dma` - ``axi_dma_0``, driven by ``pynq.lib.dma.DMA``.
 
 Nothing happens in the constructor beyond what ``pynq.Overlay`` does (parse the ``.hwh``, and
@@ -15,9 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy.typing as npt
+from mailpulse.hdl.model import ScoreResult
 from pynq import Overlay
-
-from hdl.model import ScoreResult
 
 from . import driver as _driver
 from .hwh import DMA_INSTANCE, OVERLAY_DIR, SCORER_INSTANCE

@@ -16,13 +16,13 @@ What PYNQ needs from a device, and what this one provides:
   resets the core.
 
 The *core* behind the device is a :class:`CorePort`: anything with ``read``, ``write`` and
-``stream``.  :class:`ModelPort` wraps :class:`hdl.model.CoreModel`; :func:`rtl_port` opens the
-generated RTL under cocotb (``sim.device``), where each register access is an AXI4-Lite
+``stream``.  :class:`ModelPort` wraps :class:`mailpulse.hdl.model.CoreModel`; :func:`rtl_port` opens the
+generated RTL under cocotb (``mailpulse.sim.device``), where each register access is an AXI4-Lite
 transaction and each DMA packet goes through ``s_axis``/``m_axis``.
 
 Limits: the DMA completes a transfer as soon as it is started (its FIFO towards S2MM is unbounded,
 a real one back-pressures); scatter-gather mode and interrupts are not modelled (the overlay uses
-neither); an AXI ``SLVERR`` raises :class:`hdl.model.BusError` in the caller (on a Zynq it is a bus
+neither); an AXI ``SLVERR`` raises :class:`mailpulse.hdl.model.BusError` in the caller (on a Zynq it is a bus
 fault).
 """
 
@@ -38,14 +38,13 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import pynq
+from mailpulse.hdl.model import BusError, CoreModel, ScoreResult
+from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.regmap import VLNV
+from mailpulse.host_bridge.bitstream import read_xilinx_bit
+from mailpulse.host_bridge.bus import ModelBus
+from mailpulse.host_bridge.streamfmt import RESULT_BYTES, SAMPLE_BYTES, pack_results, unpack_samples
 from pynq.buffer import PynqBuffer
-
-from hdl.model import BusError, CoreModel, ScoreResult
-from hdl.params import CoreParams
-from hdl.regmap import VLNV
-from host_bridge.bitstream import read_xilinx_bit
-from host_bridge.bus import ModelBus
-from host_bridge.streamfmt import RESULT_BYTES, SAMPLE_BYTES, pack_results, unpack_samples
 
 from .hwh import DMA_VLNV
 
@@ -99,8 +98,8 @@ class ModelPort(ModelBus):
 
 
 def rtl_port(params: CoreParams, simulator: str | None = None) -> CorePort:
-    """The AXI top of the generated RTL under cocotb, as a :class:`CorePort` (see ``sim.device``)."""
-    from host_bridge.backends.sim import open_rtl
+    """The AXI top of the generated RTL under cocotb, as a :class:`CorePort` (see ``mailpulse.sim.device``)."""
+    from mailpulse.host_bridge.backends.sim import open_rtl
 
     port: CorePort = open_rtl(params, simulator=simulator, top="axi")
     return port

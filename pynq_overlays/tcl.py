@@ -1,6 +1,6 @@
 """Generate the Vivado TCL that packages the scorer IP and builds the PYNQ-Z2 overlay.
 
-Two scripts, both generated from :class:`hdl.regmap.RegisterMap` and :mod:`pynq_overlays.hwh`'s
+Two scripts, both generated from :class:`mailpulse.hdl.regmap.RegisterMap` and :mod:`mailpulse.pynq_overlays.hwh`'s
 address plan, so the IP-XACT register description, the ``.hwh`` and the driver cannot drift:
 
 * ``package_ip.tcl`` - packages ``mailpulse_axi.v`` (``mailpulse hdl verilog``) as the IP
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hdl.params import CoreParams, get_params
-from hdl.regmap import ADDR_BITS, VLNV, RegisterMap
+from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.regmap import ADDR_BITS, VLNV, RegisterMap
 
 from .hwh import AXIL_SIGNALS, DMA_INSTANCE, OVERLAY_DIR, OVERLAY_PARAMS, PS_INSTANCE, SCORER_INSTANCE, AddressPlan
 

@@ -1,13 +1,13 @@
 """Bulk verification: millions of random samples through the RTL, compared with the model.
 
 ``verify(set, samples=N, configs=M, seed=S)`` draws M random configurations
-(:meth:`hdl.model.CoreConfig.random`) and N random samples for each (:func:`sim.codec.random_beats`),
+(:meth:`mailpulse.hdl.model.CoreConfig.random`) and N random samples for each (:func:`mailpulse.sim.codec.random_beats`),
 all from ``numpy.random.default_rng([S, config_index])`` so that any case can be regenerated from
 (seed, config index).  Each configuration is loaded over AXI4-Lite (the writes of
-:func:`hdl.model.model_writes` plus ``CTRL.COMMIT``), then the samples stream at one per clock
+:func:`mailpulse.hdl.model.model_writes` plus ``CTRL.COMMIT``), then the samples stream at one per clock
 with occasional idle cycles and back-pressure, and every result (score, flag, argmax, tag, tlast,
 the result bits that must be 0) and the ``SAMPLES``/``ANOMALIES`` counters are compared exactly
-with :func:`hdl.model.score`.
+with :func:`mailpulse.hdl.model.score`.
 
 Two engines:
 
@@ -20,7 +20,7 @@ Two engines:
   mismatches, it is re-run (up to 256 samples past the first mismatch) on a second, traced build
   (``build/sim/bulk/<set>-trace/``, built then) with the VCD on from 64 samples before it, and the
   report names the VCD file.
-* ``icarus``: the cocotb bench (``sim.tb_verify``) on Icarus; a few thousand samples/s, for small N.
+* ``icarus``: the cocotb bench (``mailpulse.sim.tb_verify``) on Icarus; a few thousand samples/s, for small N.
 """
 
 from __future__ import annotations
@@ -41,10 +41,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from hdl.model import CoreConfig, ScoreResult, model_writes, score
-from hdl.params import CoreParams, get_params
-from hdl.regmap import RegisterMap
+from mailpulse.hdl.model import CoreConfig, ScoreResult, model_writes, score
+from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.regmap import RegisterMap
 
 from .codec import StreamResults, compare, pack_samples, random_beats, unpack_results
 from .rtl import TOP_MODULE, build_root, file_lock, verilog_path
@@ -67,17 +66,17 @@ class Case:
     tlast: npt.NDArray[np.integer[Any]]
     idle: int
     backpressure: int
-    #: The samples and tags as packed ``s_axis`` beats ((N, 16) int16, :func:`sim.codec.random_beats`).
+    #: The samples and tags as packed ``s_axis`` beats ((N, 16) int16, :func:`mailpulse.sim.codec.random_beats`).
     beats: npt.NDArray[np.int16] | None = None
 
 
 def make_case(params: CoreParams, seed: int, index: int, n: int) -> Case:
     """Configuration ``index`` of ``seed``: a random :class:`CoreConfig`, ``n`` random samples and
-    tags (:func:`sim.codec.random_beats`), ``tlast`` on about one sample in 64 and on the last."""
+    tags (:func:`mailpulse.sim.codec.random_beats`), ``tlast`` on about one sample in 64 and on the last."""
     rng = np.random.default_rng([seed, index])
     cfg = CoreConfig.random(params, rng)
     beats = random_beats(params, rng, n)
-    x = beats[:, 2:2 + params.d]           # views: hdl.model.score widens each chunk to int64
+    x = beats[:, 2:2 + params.d]           # views: mailpulse.hdl.model.score widens each chunk to int64
     tags = beats.view("<u4")[:, 0]
     tlast = (rng.integers(0, 64, size=n, dtype=np.uint8) == 0).view(np.uint8)
     if n:
@@ -402,7 +401,7 @@ def _verify_cocotb(rep: VerifyReport, sim: str) -> VerifyReport:
     env = {"MAILPULSE_SIM_SAMPLES": str(rep.samples), "MAILPULSE_SIM_CONFIGS": str(rep.configs),
            "MAILPULSE_SIM_REPORT": str(out)}
     t0 = time.perf_counter()
-    res = run_cocotb(sim, "axi", rep.params, "sim.tb_verify", env=env, seed=rep.seed, tag=f"verify_{os.getpid()}")
+    res = run_cocotb(sim, "axi", rep.params, "mailpulse.sim.tb_verify", env=env, seed=rep.seed, tag=f"verify_{os.getpid()}")
     rep.sim_seconds = time.perf_counter() - t0
     if res.ok:
         shutil.rmtree(res.results_xml.parent, ignore_errors=True)
@@ -413,7 +412,7 @@ def _verify_cocotb(rep: VerifyReport, sim: str) -> VerifyReport:
     if not res.ok and not rep.mismatches:
         rep.mismatches = [Mismatch(-1, -1, f"cocotb run failed: {res.failed}")]
     if rep.mismatches:
-        again = run_cocotb(sim, "axi", rep.params, "sim.tb_verify", env=env, seed=rep.seed,
+        again = run_cocotb(sim, "axi", rep.params, "mailpulse.sim.tb_verify", env=env, seed=rep.seed,
                            tag=f"verify_{os.getpid()}_waves", waves=True)
         rep.waveform = again.waves
     return rep

@@ -3,7 +3,7 @@
 Sub-commands:
 
 * ``sim verify --config NAME --samples N --configs M --seed S [--simulator verilator|icarus]``:
-  bulk verification (:func:`sim.bulk.verify`); prints ``verified N samples x M configs: 0 mismatches``
+  bulk verification (:func:`mailpulse.sim.bulk.verify`); prints ``verified N samples x M configs: 0 mismatches``
   and exits 0, or prints the first mismatches with their inputs and the waveform path and exits 1.
 * ``sim test [--simulator ...] [--config ...] [--top axi|spi]``: run the cocotb testbenches.
 """
@@ -19,7 +19,7 @@ from .tools import SIMULATORS, ToolMissing
 
 
 def _params_or_error(name: str) -> str:
-    from hdl.params import PARAMETER_SETS
+    from mailpulse.hdl.params import PARAMETER_SETS
 
     if name not in PARAMETER_SETS:
         raise UserError(f"parameter set {name!r} is unknown; known sets: {', '.join(sorted(PARAMETER_SETS))}")
@@ -62,7 +62,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
 
     name = _params_or_error(args.config)
     env = {"MAILPULSE_SIM_SAMPLES": str(args.samples), "MAILPULSE_SIM_CONFIGS": str(args.configs)}
-    module = "sim.tb_axi" if args.top == "axi" else "sim.tb_spi"
+    module = "mailpulse.sim.tb_axi" if args.top == "axi" else "mailpulse.sim.tb_spi"
     try:
         res = check_cocotb(args.simulator, args.top, name, module, env=env, seed=args.seed, tag="cli")
     except ToolMissing as e:
@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sim", help="simulate the scorer RTL (cocotb, Verilator, Icarus) against the model")
     sub = p.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
 
-    v = sub.add_parser("verify", help="bulk random verification of the RTL against hdl.model")
+    v = sub.add_parser("verify", help="bulk random verification of the RTL against mailpulse.hdl.model")
     v.add_argument("--config", default="full", help="parameter set (small, full, zynq)")
     v.add_argument("--samples", type=int, default=100000, help="samples per configuration")
     v.add_argument("--configs", type=int, default=4, help="random configurations")

@@ -1,13 +1,13 @@
 """A simulated scorer device: the RTL under cocotb, driven synchronously from ordinary Python.
 
 :class:`SimCore` starts the ``mailpulse_axi`` top in a simulator (Verilator or Icarus, through
-cocotb's runner) in a child process and talks to a cocotb test (:mod:`sim.device_tb`) over a Unix
+cocotb's runner) in a child process and talks to a cocotb test (:mod:`mailpulse.sim.device_tb`) over a Unix
 socket.  The cocotb side blocks on the socket between requests, so simulated time stands still
 while the host thinks; each request advances the clock only as far as the bus transactions need.
 
 API::
 
-    from sim.device import SimCore
+    from mailpulse.sim.device import SimCore
     with SimCore("small", simulator="verilator") as dev:     # builds once, ~1 s to start after that
         dev.read(addr) -> int                 # AXI4-Lite read; BusError on SLVERR (unmapped address)
         dev.write(addr, value)                # AXI4-Lite write; BusError on SLVERR (RO/unmapped/...)
@@ -26,8 +26,8 @@ API::
 
 ``x`` is an (N, D) integer array, ``tags`` N 32-bit tags, ``tlast`` N 0/1 flags marking the end
 of each DMA-style frame (default: one frame, ``tlast`` on the last sample).  Results come back in
-order as :class:`sim.codec.StreamResults` (``score``, ``anomaly``, ``argmax``, ``tag``, ``tlast``),
-directly comparable with :func:`hdl.model.score`.
+order as :class:`mailpulse.sim.codec.StreamResults` (``score``, ``anomaly``, ``argmax``, ``tag``, ``tlast``),
+directly comparable with :func:`mailpulse.hdl.model.score`.
 
 Failures: a simulator that does not start within ``start_timeout`` seconds, dies, or answers a
 request with an error raises :class:`SimDeviceError` naming the log file; a stream that does not
@@ -52,12 +52,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from hdl.model import BusError
-from hdl.params import CoreParams, get_params
-from hdl.regmap import RegisterMap
-from hdl.spi import CMD_READ, CMD_WRITE
-from hdl.spi import SYNC_BYTE as SPI_SYNC
+from mailpulse.hdl.model import BusError
+from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.regmap import RegisterMap
+from mailpulse.hdl.spi import CMD_READ, CMD_WRITE
+from mailpulse.hdl.spi import SYNC_BYTE as SPI_SYNC
 
 from .codec import RESULT_BYTES, SAMPLE_BYTES, StreamResults, frame_lengths, pack_samples, unpack_results
 from .rtl import ROOT, build_root
@@ -134,7 +133,7 @@ class SimCore:
         listener.settimeout(0.5)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-        cmd = [sys.executable, "-m", "sim.device", simulator, top, self.params.name, path, str(seed)]
+        cmd = [sys.executable, "-m", "mailpulse.sim.device", simulator, top, self.params.name, path, str(seed)]
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True)
@@ -351,7 +350,7 @@ def _serve(argv: list[str]) -> int:
     from .runner import run_cocotb
 
     sim, top, params_name, sock_path, seed = argv
-    res = run_cocotb(sim, top, params_name, "sim.device_tb", testcase=[f"serve_{top}"], seed=int(seed),
+    res = run_cocotb(sim, top, params_name, "mailpulse.sim.device_tb", testcase=[f"serve_{top}"], seed=int(seed),
                      tag=f"device_{os.getpid()}",
                      env={"MAILPULSE_SIM_SOCKET": sock_path, "COCOTB_LOG_LEVEL": "WARNING"})
     if not res.ok:

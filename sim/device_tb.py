@@ -1,4 +1,4 @@
-"""cocotb side of :class:`sim.device.SimCore`: serve register and stream requests from a socket.
+"""cocotb side of :class:`mailpulse.sim.device.SimCore`: serve register and stream requests from a socket.
 
 The test connects to ``MAILPULSE_SIM_SOCKET`` and answers requests until ``close`` (or until the
 host goes away).  It blocks on the socket between requests, which freezes simulated time: the

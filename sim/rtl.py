@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hdl.params import PARAMETER_SETS
+from mailpulse.hdl.params import PARAMETER_SETS
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPS = ("axi", "spi")

@@ -1,15 +1,15 @@
 """cocotb testbench components for the ``mailpulse_axi`` and ``mailpulse_spi`` tops.
 
-Runs inside the simulator (imported by the cocotb test modules ``sim.tb_axi``, ``sim.tb_spi``,
-``sim.tb_verify``, ``sim.tb_selftest`` and ``sim.device_tb``).  :class:`TB` owns the clock, the reset, a cocotbext-axi ``AxiLiteMaster`` on
+Runs inside the simulator (imported by the cocotb test modules ``mailpulse.sim.tb_axi``, ``mailpulse.sim.tb_spi``,
+``mailpulse.sim.tb_verify``, ``mailpulse.sim.tb_selftest`` and ``mailpulse.sim.device_tb``).  :class:`TB` owns the clock, the reset, a cocotbext-axi ``AxiLiteMaster`` on
 ``s_axil``, an ``AxiStreamSource`` on ``s_axis`` (256 bit) and an ``AxiStreamSink`` on ``m_axis``
 (128 bit), random idle (source pause generator) and back-pressure (sink pause generator), and a
-:class:`hdl.model.CoreModel` that mirrors every register access.  Register reads and writes are
+:class:`mailpulse.hdl.model.CoreModel` that mirrors every register access.  Register reads and writes are
 checked against that model on the spot; streamed samples go through the model into an in-order
 :class:`Scoreboard`.  :class:`FastStreams` is a leaner stream driver for the simulated device;
 :class:`SpiMaster` is a bit-level SPI mode-0 master for the SPI top.
 
-Settings come from the environment (``sim.runner`` sets them): ``MAILPULSE_SIM_SET`` (parameter
+Settings come from the environment (``mailpulse.sim.runner`` sets them): ``MAILPULSE_SIM_SET`` (parameter
 set), ``MAILPULSE_SIM_SEED``, ``MAILPULSE_SIM_SAMPLES`` (samples per streaming check, default
 2000), ``MAILPULSE_SIM_CONFIGS`` (random configurations, default 2).
 """
@@ -26,10 +26,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, Timer, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 from cocotbext.axi.constants import AxiResp
-
-from hdl.model import BusError, CoreConfig, CoreModel, ScoreResult, model_writes
-from hdl.params import CoreParams, get_params
-from hdl.spi import CMD_READ, CMD_WRITE, SYNC_BYTE
+from mailpulse.hdl.model import BusError, CoreConfig, CoreModel, ScoreResult, model_writes
+from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.spi import CMD_READ, CMD_WRITE, SYNC_BYTE
 
 from .codec import RESULT_BYTES, SAMPLE_BYTES, StreamResults, compare, pack_samples, unpack_results
 

@@ -7,8 +7,7 @@ a value one off the documented one, so it fails exactly when the bench itself wo
 from __future__ import annotations
 
 import cocotb
-
-from hdl.regmap import CORE_ID
+from mailpulse.hdl.regmap import CORE_ID
 
 from .tb import TB, settings
 

@@ -1,8 +1,8 @@
-"""cocotb tests of the ``mailpulse_spi`` top, driven by the bit-level :class:`sim.tb.SpiMaster`.
+"""cocotb tests of the ``mailpulse_spi`` top, driven by the bit-level :class:`mailpulse.sim.tb.SpiMaster`.
 
 Register reads and writes (single and burst), read-only and bad addresses (``STATUS.BUS_ERROR``,
 no per-access error on SPI), a whole model load, PUSH/RESULT and ``irq``, bad command bytes and
-partial words, all checked against :class:`hdl.model.CoreModel`.
+partial words, all checked against :class:`mailpulse.hdl.model.CoreModel`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
-
-from hdl.model import BusError, CoreConfig, CoreModel, bins, model_writes, score
-from hdl.params import CoreParams
+from mailpulse.hdl.model import BusError, CoreConfig, CoreModel, bins, model_writes, score
+from mailpulse.hdl.params import CoreParams
 
 from .codec import random_samples
 from .tb import CLK_NS, SpiMaster, settings

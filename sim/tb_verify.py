@@ -1,4 +1,4 @@
-"""cocotb engine of ``mailpulse sim verify --simulator icarus`` (see :mod:`sim.bulk`).
+"""cocotb engine of ``mailpulse sim verify --simulator icarus`` (see :mod:`mailpulse.sim.bulk`).
 
 Regenerates the same cases as the Verilator harness from (seed, config index), runs each from
 reset through the ``mailpulse_axi`` top, and writes the mismatches as JSON to

@@ -13,15 +13,14 @@ import numpy as np
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-
-from hdl.axi import AXI4LiteSignature, AXI4LiteSlave
-from hdl.core import ResultLayout, SampleLayout, ScorerCore
-from hdl.folded import FoldedScorerCore
-from hdl.model import CoreConfig
-from hdl.params import CoreParams
-from hdl.regmap import pack_weights
-from hdl.regs import BusSignature, RegisterFile
-from hdl.spi import SPIRegisterBridge, SPISignature
+from mailpulse.hdl.axi import AXI4LiteSignature, AXI4LiteSlave
+from mailpulse.hdl.core import ResultLayout, SampleLayout, ScorerCore
+from mailpulse.hdl.folded import FoldedScorerCore
+from mailpulse.hdl.model import CoreConfig
+from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.regmap import pack_weights
+from mailpulse.hdl.regs import BusSignature, RegisterFile
+from mailpulse.hdl.spi import SPIRegisterBridge, SPISignature
 
 
 def pack_sample(p: CoreParams, x: np.ndarray, tag: int, last: int = 0) -> int:

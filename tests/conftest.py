@@ -1,4 +1,4 @@
-"""Shared pytest configuration: repository paths and the shared data folder."""
+"""Shared pytest configuration: repository paths and the repository's data folder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("MAILPULSE_SHARED", ROOT.parent / "shared"))
+DATA = ROOT / "data"
 SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 
 #: Fixtures that start real servers (Mosquitto, Postfix, Dovecot) on loopback.
@@ -16,8 +16,6 @@ pytest_plugins = ["server_fixtures"]
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    d = SHARED / "data"
-    if not d.is_dir():
-        pytest.fail(f"the shared data folder {d} is missing (set MAILPULSE_SHARED to the shared/ folder)")
-    return d
+def repo_data() -> Path:
+    """``data/``: real data nobody here wrote, carried by the repository with its licences."""
+    return DATA

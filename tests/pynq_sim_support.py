@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pynq
-
-from hdl.params import CoreParams
-from host_bridge.bitstream import placeholder_bit
-from pynq_overlays.hwh import write_hwh
-from pynq_overlays.sim_device import CorePort, ModelPort, SimulatedDevice
+from mailpulse.hdl.params import CoreParams
+from mailpulse.host_bridge.bitstream import placeholder_bit
+from mailpulse.pynq_overlays.hwh import write_hwh
+from mailpulse.pynq_overlays.sim_device import CorePort, ModelPort, SimulatedDevice
 
 
 def make_overlay_dir(root: Path, params: CoreParams, name: str = "mailpulse") -> Path:
@@ -29,7 +28,7 @@ def make_overlay_dir(root: Path, params: CoreParams, name: str = "mailpulse") ->
 @contextlib.contextmanager
 def active_device(port: CorePort) -> Iterator[SimulatedDevice]:
     """A :class:`SimulatedDevice` made ``pynq.Device.active_device`` for the block, then removed."""
-    importlib.import_module("pynq_overlays.driver")   # binds the driver by VLNV, as the pynq.lib entry point does
+    importlib.import_module("mailpulse.pynq_overlays.driver")   # binds the driver by VLNV, as the pynq.lib entry point does
 
     saved: Any = pynq.Device.__dict__.get("_active_device")
     dev = SimulatedDevice(port).activate()

@@ -1,6 +1,6 @@
 """pytest fixtures that start real servers on loopback (loaded by ``tests/conftest.py``).
 
-The servers themselves are in :mod:`mailpulse.testing.servers` (also used by the demo); these
+The servers themselves are in :mod:`mailpulse.lab.servers` (also used by the demo); these
 fixtures pick the scope, skip with the reason when a daemon is not installed, and always stop
 the processes, also when a test fails.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mailpulse import topics as T
-from mailpulse.testing.servers import MailChain, Mosquitto, make_root, missing_tools
+from mailpulse.lab.servers import MailChain, Mosquitto, make_root, missing_tools
 
 SITE = "lab"
 
@@ -95,7 +95,7 @@ def mail_lab() -> Iterator[MailLab]:
 
     relay: Any = None
     if importlib.util.find_spec("aiosmtpd") is not None:
-        from mailpulse.testing.relays import MangleRelay
+        from mailpulse.lab.relays import MangleRelay
 
         relay = MangleRelay(quality=30)
     chain = MailChain(extra_relay=(relay.host, relay.port) if relay else None)

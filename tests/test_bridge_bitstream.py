@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from host_bridge.bitstream import (
+from mailpulse.host_bridge.bitstream import (
     FakeIce40,
     Ice40Timing,
     VirtualClock,
@@ -19,6 +18,7 @@ from host_bridge.bitstream import (
     parse_xilinx_bit,
     placeholder_bit,
 )
+
 from mailpulse.cli import main
 from mailpulse.errors import UserError
 
@@ -129,7 +129,7 @@ def test_truncated_image_touches_no_pin() -> None:
 
 def test_cli_bitstream_load_sim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("pynq", reason="pynq is not installed (the simulated .bit download uses it)")
-    from pynq_overlays.hwh import write_hwh
+    from mailpulse.pynq_overlays.hwh import write_hwh
 
     img = tmp_path / "scorer.bin"
     img.write_bytes(ice40_image(30000))

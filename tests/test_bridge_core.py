@@ -1,5 +1,5 @@
 """host_bridge: stream layouts, the register protocol, the model backend and the SPI protocol
-(against a byte-level model of the bridge), all compared with hdl.model.score."""
+(against a byte-level model of the bridge), all compared with mailpulse.hdl.model.score."""
 
 from __future__ import annotations
 
@@ -7,16 +7,24 @@ from typing import Any
 
 import numpy as np
 import pytest
+from mailpulse.hdl.model import CoreConfig, CoreModel, score
+from mailpulse.hdl.params import PARAMETER_SETS, get_params
+from mailpulse.hdl.regmap import RegisterMap
+from mailpulse.host_bridge.backends import open_scorer
+from mailpulse.host_bridge.backends.ice40 import Ice40Scorer
+from mailpulse.host_bridge.bus import ModelBus, group_bursts
+from mailpulse.host_bridge.core import CoreClient, CoreMismatchError
+from mailpulse.host_bridge.spi import (
+    CMD_READ,
+    CMD_WRITE,
+    SYNC,
+    FakeSpiDev,
+    SpiBridgeModel,
+    SpiRegisterBus,
+    SpiSyncError,
+)
+from mailpulse.host_bridge.streamfmt import pack_results, pack_samples, unpack_results, unpack_samples
 
-from hdl.model import CoreConfig, CoreModel, score
-from hdl.params import PARAMETER_SETS, get_params
-from hdl.regmap import RegisterMap
-from host_bridge.backends import open_scorer
-from host_bridge.backends.ice40 import Ice40Scorer
-from host_bridge.bus import ModelBus, group_bursts
-from host_bridge.core import CoreClient, CoreMismatchError
-from host_bridge.spi import CMD_READ, CMD_WRITE, SYNC, FakeSpiDev, SpiBridgeModel, SpiRegisterBus, SpiSyncError
-from host_bridge.streamfmt import pack_results, pack_samples, unpack_results, unpack_samples
 from mailpulse.errors import UserError
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mailpulse.hdl.model import CoreConfig, score
+from mailpulse.hdl.params import PARAMETER_SETS, get_params
+from mailpulse.host_bridge.cli import save_core_config, score_file
 
-from hdl.model import CoreConfig, score
-from hdl.params import PARAMETER_SETS, get_params
-from host_bridge.cli import save_core_config, score_file
 from mailpulse import modelfile
 from mailpulse.cli import main
 
@@ -38,7 +38,7 @@ def _files(tmp: Path, pset: str, n: int, seed: int = 9) -> tuple[Path, Path, Cor
 @pytest.mark.parametrize("pset", sorted(PARAMETER_SETS))
 def test_sim_and_model_scores_are_identical(pset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("cocotb", reason="cocotb is not installed")
-    from sim.tools import have_simulator
+    from mailpulse.sim.tools import have_simulator
 
     if not have_simulator(SIMULATOR):
         pytest.skip(f"{SIMULATOR} is not installed")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from amaranth.hdl import Elaboratable, Module, Signal
+from mailpulse.hdl import build as b
+from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.platforms import PLATFORMS, get_board
 
-from hdl import build as b
-from hdl.params import CoreParams
-from hdl.platforms import PLATFORMS, get_board
 from mailpulse.cli import main
 
 

@@ -8,9 +8,8 @@ runs beside the rest of the suite on the other worker.  The issue's 150 MHz targ
 from __future__ import annotations
 
 import pytest
-
-from hdl.build import BuildReport, ToolMissing, build, tool_env
-from hdl.params import get_params
+from mailpulse.hdl.build import BuildReport, ToolMissing, build, tool_env
+from mailpulse.hdl.params import get_params
 
 pytestmark = pytest.mark.xdist_group("build-ecp5")
 

@@ -13,10 +13,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from hdl.build import BuildReport, ToolMissing, build, tool_env
-from hdl.build_cli import register_hdl
-from hdl.params import get_params
+from mailpulse.hdl.build import BuildReport, ToolMissing, build, tool_env
+from mailpulse.hdl.build_cli import register_hdl
+from mailpulse.hdl.params import get_params
 
 pytestmark = pytest.mark.xdist_group("builds")
 

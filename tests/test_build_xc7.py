@@ -6,9 +6,8 @@ LUTs) is asserted.
 from __future__ import annotations
 
 import pytest
-
-from hdl.build import XC7Z020, SynthReport, ToolMissing, synth_xc7, tool_env
-from hdl.params import get_params
+from mailpulse.hdl.build import XC7Z020, SynthReport, ToolMissing, synth_xc7, tool_env
+from mailpulse.hdl.params import get_params
 
 pytestmark = pytest.mark.xdist_group("builds")
 

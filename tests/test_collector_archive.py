@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from collector.archive import ArchiveWriter, closed_segments, read_events
+from mailpulse.collector.archive import ArchiveWriter, closed_segments, read_events
+
 from mailpulse.datasets import load_archive
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def test_recover_repairs_leftovers(tmp_path: Path) -> None:
 _WRITER = r"""
 import sys
 sys.path.insert(0, sys.argv[2])
-from collector.archive import ArchiveWriter
+from mailpulse.collector.archive import ArchiveWriter
 w = ArchiveWriter(sys.argv[1], max_bytes=20000, max_age_s=3600)
 i = 0
 while True:

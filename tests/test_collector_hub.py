@@ -7,8 +7,8 @@ import json
 import urllib.request
 from typing import Any
 
-from collector.metrics import Metrics
-from collector.web import RESYNC, DashboardServer, DashboardState, Hub
+from mailpulse.collector.metrics import Metrics
+from mailpulse.collector.web import RESYNC, DashboardServer, DashboardState, Hub
 
 
 def _incident(i: int) -> dict[str, Any]:

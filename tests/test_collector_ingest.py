@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from mailpulse.collector.archive import read_events
+from mailpulse.collector.config import CollectorConfig, MqttSettings, WebSettings, parse_config
+from mailpulse.collector.retrain import publish_model, retrain_guard
+from mailpulse.collector.service import Collector
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.archive import read_events
-from collector.config import CollectorConfig, MqttSettings, WebSettings, parse_config
-from collector.retrain import publish_model, retrain_guard
-from collector.service import Collector
 from mailpulse import topics as T
 from mailpulse.datasets import Dataset
 
@@ -132,8 +132,8 @@ def test_duplicates_and_replays_are_archived_once(broker: Any, tmp_path: Path) -
 
 
 def _tiny_model(tmp_path: Path, shift: float = 0.0, rate: float = 0.01) -> Path:
-    from collector.trainer import train
-    from hdl.params import get_params
+    from mailpulse.collector.trainer import train
+    from mailpulse.hdl.params import get_params
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 2000, size=(600, 8)).astype(np.float64) + shift
@@ -159,8 +159,8 @@ class NodeModelSide:
     """A node's model topic subscription with the node's own ModelUpdater and model validation."""
 
     def __init__(self, broker: Any, tmp_path: Path, node: str = "node-b") -> None:
-        from pi_firmware.fleet import ModelUpdater
-        from pi_firmware.pipeline import load_scoring_model
+        from mailpulse.pi_firmware.fleet import ModelUpdater
+        from mailpulse.pi_firmware.pipeline import load_scoring_model
 
         self.installed: list[str] = []
 
@@ -216,8 +216,8 @@ def test_published_model_reaches_a_node(broker: Any, tmp_path: Path) -> None:
 
 
 def test_scheduled_retraining_publishes_a_guarded_model_to_the_nodes(broker: Any, tmp_path: Path) -> None:
-    from collector.archive import ArchiveWriter
-    from collector.config import RetrainSettings
+    from mailpulse.collector.archive import ArchiveWriter
+    from mailpulse.collector.config import RetrainSettings
 
     rng = np.random.default_rng(0)
     with ArchiveWriter(tmp_path / "archive") as w:

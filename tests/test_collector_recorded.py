@@ -1,6 +1,6 @@
 """Correlation on an archive recorded from real parts: real Postfix (edge -> mx, and edge -> a relay
 -> mx for ``lossy.test``), its log parsed by the node's Postfix parser, the events encoded as the
-node's MQTT batches (``pi_firmware.mqtt.batch_payload``), ingested and archived by the collector,
+node's MQTT batches (``mailpulse.pi_firmware.mqtt.batch_payload``), ingested and archived by the collector,
 then ``mailpulse correlate``.  The relay is made slow half-way; the incident must name it, and the
 healthy first half must give none.
 
@@ -18,12 +18,12 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from mailpulse.collector.archive import ArchiveWriter
+from mailpulse.collector.ingest import Dedup, IngestProcessor, Message
 from server_fixtures import require
 
-from collector.archive import ArchiveWriter
-from collector.ingest import Dedup, IngestProcessor, Message
 from mailpulse import topics as T
-from mailpulse.testing.servers import MailChain
+from mailpulse.lab.servers import MailChain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,9 +40,9 @@ def _send(chain: MailChain, to: str, n: int, tag: str) -> None:
 
 
 def _archive_from_log(chain: MailChain, folder: Path) -> int:
-    from pi_firmware.events import Scored
-    from pi_firmware.mqtt import batch_payload
-    from pi_firmware.postfix import parse_lines
+    from mailpulse.pi_firmware.events import Scored
+    from mailpulse.pi_firmware.mqtt import batch_payload
+    from mailpulse.pi_firmware.postfix import parse_lines
 
     events, _ = parse_lines(chain.edge.log_text().splitlines(keepends=True), "node-a")
     payloads = []
@@ -73,7 +73,7 @@ def _correlate(folder: Path) -> list[dict]:
 def test_slow_relay_found_in_a_recorded_archive(tmp_path: Path) -> None:
     require("postfix", "dovecot", root=True)
     pytest.importorskip("aiosmtpd", reason="aiosmtpd is not installed (the relay)")
-    from mailpulse.testing.relays import MangleRelay
+    from mailpulse.lab.relays import MangleRelay
 
     relay = MangleRelay(quality=None)
     chain = MailChain(extra_relay=(relay.host, relay.port))

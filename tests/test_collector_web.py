@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from collector_synth import stream
+from mailpulse.collector.service import Collector
 from test_collector_ingest import collector_cfg, delivery, envelope, node_client, publish
 
-from collector.service import Collector
 from mailpulse import topics as T
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ def test_dashboard_live_in_chromium(broker: Any, tmp_path: Path) -> None:
                 col.tick()
                 assert col.correlator.open_by_path, "the correlator opened no incident within 20 s"
                 # 1842 anomalies follow each other here: a page that falls behind gets a resync
-                # snapshot (collector.web.Hub), so the incident shows even if its message was lost
+                # snapshot (mailpulse.collector.web.Hub), so the incident shows even if its message was lost
                 page.wait_for_selector("td.root-cause:has-text('relay2.example.net')", timeout=15000)
                 page.wait_for_function("document.querySelector('#n-events').textContent !== '0'", timeout=5000)
                 assert page.evaluate("window.mailpulseUpdates") > 3

@@ -20,10 +20,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from mailpulse.sim.tools import have_simulator
 
-from mailpulse.demo import DEFAULT_DATA
-from mailpulse.testing.servers import missing_tools
-from sim.tools import have_simulator
+from mailpulse.lab.demo import DEFAULT_DATA
+from mailpulse.lab.servers import missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.xdist_group("demo")
 
 def run_demo(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "mailpulse.demo", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mailpulse.lab.demo", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -109,7 +109,7 @@ def test_ctrl_c_stops_cleanly() -> None:
     the signal raced the core stage, which can finish within it.)"""
     need_core()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([sys.executable, "-m", "mailpulse.demo", "--stage", "core"], cwd=ROOT, env=env,
+    p = subprocess.Popen([sys.executable, "-m", "mailpulse.lab.demo", "--stage", "core"], cwd=ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     started = threading.Event()

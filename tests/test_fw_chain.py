@@ -14,13 +14,13 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from mailpulse.pi_firmware.events import DeliveryEvent, Event
+from mailpulse.pi_firmware.follow import Follower
+from mailpulse.pi_firmware.maildir import MaildirWatcher
+from mailpulse.pi_firmware.postfix import PostfixParser
 from PIL import Image
 
-from mailpulse.testing.servers import MailChain, missing_tools
-from pi_firmware.events import DeliveryEvent, Event
-from pi_firmware.follow import Follower
-from pi_firmware.maildir import MaildirWatcher
-from pi_firmware.postfix import PostfixParser
+from mailpulse.lab.servers import MailChain, missing_tools
 
 
 def _message(to: str) -> EmailMessage:

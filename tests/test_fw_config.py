@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from mailpulse.pi_firmware import config as C
 
 from mailpulse.errors import UserError
-from pi_firmware import config as C
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,12 +123,12 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_every_key_is_documented() -> None:
     rows = C.schema()
     missing = [f"{s}.{k}" for s, k, _, _, doc in rows if not doc]
-    assert not missing, f"add these keys to pi_firmware.config.KEY_DOCS: {missing}"
+    assert not missing, f"add these keys to mailpulse.pi_firmware.config.KEY_DOCS: {missing}"
     for sec, cls in C._section_classes().items():
         names = {f.name for f in dataclasses.fields(cls)} - {k for s, k in C.NOT_IN_TOML if s == sec}
         assert names <= {k for s, k, *_ in rows if s == sec}
     doc = (ROOT / "docs" / "config.md").read_text()
-    assert C.markdown_table() in doc, "docs/config.md is stale: paste pi_firmware.config.markdown_table()"
+    assert C.markdown_table() in doc, "docs/config.md is stale: paste mailpulse.pi_firmware.config.markdown_table()"
 
 
 def test_systemd_unit(tmp_path: Path) -> None:

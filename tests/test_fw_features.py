@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mailpulse.hdl.params import PARAMETER_SETS
 
-from hdl.params import PARAMETER_SETS
 from mailpulse import features as F
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pi_firmware.follow import Follower
+from mailpulse.pi_firmware.follow import Follower
 
 
 def _append(p: Path, text: str) -> None:

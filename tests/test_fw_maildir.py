@@ -6,7 +6,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from pi_firmware.maildir import MaildirWatcher
+from mailpulse.pi_firmware.maildir import MaildirWatcher
 
 
 def _maildir(tmp_path: Path) -> Path:
@@ -16,13 +16,13 @@ def _maildir(tmp_path: Path) -> Path:
     return md
 
 
-def test_new_messages_once(tmp_path: Path, shared_data: Path) -> None:
+def test_new_messages_once(tmp_path: Path, repo_data: Path) -> None:
     md = _maildir(tmp_path)
-    shutil.copy(shared_data / "mail" / "sa_009.eml", md / "new" / "1.old.host")
+    shutil.copy(repo_data / "mail" / "sa_009.eml", md / "new" / "1.old.host")
     state = tmp_path / "seen.json"
     w = MaildirWatcher(md, "n1", state)
     assert w.poll() == []                                     # what was there at the first start is old
-    shutil.copy(shared_data / "mail" / "sa_001.eml", md / "new" / "2.a.host")
+    shutil.copy(repo_data / "mail" / "sa_001.eml", md / "new" / "2.a.host")
     (ev,) = w.poll()
     assert ev.KIND == "message" and ev.key == "2.a.host" and len(ev.hops) == 6
     assert ev.mailbox_delay_s is not None and ev.mailbox_delay_s > 0
@@ -33,14 +33,14 @@ def test_new_messages_once(tmp_path: Path, shared_data: Path) -> None:
     assert w.poll() == []
     w2 = MaildirWatcher(md, "n1", state)                      # restart
     assert w2.poll() == []
-    shutil.copy(shared_data / "mail" / "sa_004.eml", md / "new" / "3.b.host")
+    shutil.copy(repo_data / "mail" / "sa_004.eml", md / "new" / "3.b.host")
     (ev3,) = w2.poll()
     assert ev3.mime["attachments"] == 1 and ev3.id != ev.id
 
 
-def test_backlog_and_run_loop(tmp_path: Path, shared_data: Path) -> None:
+def test_backlog_and_run_loop(tmp_path: Path, repo_data: Path) -> None:
     md = _maildir(tmp_path)
-    for i, f in enumerate(sorted((shared_data / "mail").glob("*.eml"))):
+    for i, f in enumerate(sorted((repo_data / "mail").glob("*.eml"))):
         shutil.copy(f, md / "new" / f"{i}.x.host")
     got: list = []
     stop = threading.Event()

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mailpulse.pi_firmware.maildir import inspect_file
+from mailpulse.pi_firmware.mime import MimeLimits, walk
 from PIL import Image
 
 from mailpulse.errors import UserError
-from pi_firmware.maildir import inspect_file
-from pi_firmware.mime import MimeLimits, walk
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,22 +122,22 @@ def test_size_limit() -> None:
     assert s.parts == 0 and s.limits and s.limits[0].startswith("size:")
 
 
-def test_real_messages_survive(shared_data: Path) -> None:
-    files = sorted((shared_data / "mail").glob("*.eml"))
+def test_real_messages_survive(repo_data: Path) -> None:
+    files = sorted((repo_data / "mail").glob("*.eml"))
     assert len(files) >= 9
     for f in files:
         doc = inspect_file(f)
         json.dumps(doc)
         assert doc["mime"]["total_size"] == f.stat().st_size
         assert len(doc["features"]["fixed"]) == 8
-    doc = inspect_file(shared_data / "mail" / "sa_004.eml")
+    doc = inspect_file(repo_data / "mail" / "sa_004.eml")
     assert doc["mime"]["depth"] == 2 and doc["mime"]["attachments"] == 1
 
 
-def test_inspect_cli_on_all_real_messages(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_cli_on_all_real_messages(repo_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mailpulse.cli import main
 
-    files = [str(f) for f in sorted((shared_data / "mail").glob("*.eml"))]
+    files = [str(f) for f in sorted((repo_data / "mail").glob("*.eml"))]
     for f in files:
         assert main(["inspect", "--compact", f]) == 0
     docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -1,4 +1,4 @@
-"""Featurise + score in batches: bit-exact with hdl.model.score; replay end to end; the CLI summary line."""
+"""Featurise + score in batches: bit-exact with mailpulse.hdl.model.score; replay end to end; the CLI summary line."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mailpulse.hdl.model import CoreConfig, score
+from mailpulse.hdl.params import get_params
+from mailpulse.pi_firmware.cli import replay
+from mailpulse.pi_firmware.events import MessageEvent
+from mailpulse.pi_firmware.pipeline import CountingSink, ListSink, Pipeline, ScoringModel, featurise, untrained_model
+from mailpulse.pi_firmware.postfix import PostfixParser
+from mailpulse.pi_firmware.synthlog import Expected, generate
 
-from hdl.model import CoreConfig, score
-from hdl.params import get_params
 from mailpulse import features as F
-from pi_firmware.cli import replay
-from pi_firmware.events import MessageEvent
-from pi_firmware.pipeline import CountingSink, ListSink, Pipeline, ScoringModel, featurise, untrained_model
-from pi_firmware.postfix import PostfixParser
-from pi_firmware.synthlog import Expected, generate
 
 
 def _identity(x: np.ndarray) -> np.ndarray:
@@ -64,8 +64,8 @@ def test_mixed_kinds_in_one_batch(log_lines: list[str]) -> None:
 
 
 def test_bridge_model_backend_gives_the_same_integers(log_lines: list[str]) -> None:
-    from host_bridge.backends import open_scorer
-    from pi_firmware.pipeline import bridge_scorer
+    from mailpulse.host_bridge.backends import open_scorer
+    from mailpulse.pi_firmware.pipeline import bridge_scorer
 
     m = _random_model(5)
     evs = list(PostfixParser("n", year=2026).feed(log_lines))
@@ -142,7 +142,7 @@ def _model_file(tmp_path: Path, schema: str) -> Path:
 
 
 def test_model_file_is_scored_bit_exactly(tmp_path: Path, log_lines: list[str]) -> None:
-    from pi_firmware.pipeline import load_scoring_model
+    from mailpulse.pi_firmware.pipeline import load_scoring_model
 
     sm = load_scoring_model(_model_file(tmp_path, str(F.SCHEMA_VERSION)), "small")
     assert sm.version == "test-1" and sm.config.threshold == 123456
@@ -156,8 +156,9 @@ def test_model_file_is_scored_bit_exactly(tmp_path: Path, log_lines: list[str]) 
 
 
 def test_model_of_another_schema_is_refused(tmp_path: Path) -> None:
+    from mailpulse.pi_firmware.pipeline import load_scoring_model
+
     from mailpulse.errors import UserError
-    from pi_firmware.pipeline import load_scoring_model
 
     with pytest.raises(UserError, match="feature schema"):
         load_scoring_model(_model_file(tmp_path, "odds"))
@@ -169,7 +170,7 @@ def test_fast_payload_json_equals_the_encoded_payload(tmp_path: Path) -> None:
     import json
     import math
 
-    from pi_firmware.events import DeliveryEvent, Scored, dumps
+    from mailpulse.pi_firmware.events import DeliveryEvent, Scored, dumps
 
     log = tmp_path / "mail.log"
     log.write_text("".join(generate(6000, seed=11, rfc3339=True)))

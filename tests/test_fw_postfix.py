@@ -8,9 +8,8 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from pi_firmware.postfix import PostfixParser, parse_lines
-from pi_firmware.synthlog import Expected, generate
+from mailpulse.pi_firmware.postfix import PostfixParser, parse_lines
+from mailpulse.pi_firmware.synthlog import Expected, generate
 
 SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 
@@ -148,7 +147,7 @@ Nov 26 10:00:06 mx1 postfix/smtp[111]: 4F00D1234: to=<w@y.org>, relay=mx.y.org[1
 
 
 def test_attempts_in_the_same_second_get_distinct_ids_that_survive_a_restart(tmp_path: Path) -> None:
-    from pi_firmware.spool import Spool
+    from mailpulse.pi_firmware.spool import Spool
 
     lines = SAME_SECOND.splitlines(keepends=True)
     evs, c = parse_lines(lines, "n1", year=2026)
@@ -177,7 +176,7 @@ def test_attempts_in_the_same_second_get_distinct_ids_that_survive_a_restart(tmp
 def test_log_source_keeps_ids_and_join_across_a_restart(tmp_path: Path) -> None:
     import threading
 
-    from pi_firmware.node import PostfixLogSource
+    from mailpulse.pi_firmware.node import PostfixLogSource
 
     log = tmp_path / "mail.log"
     head = LOG.splitlines(keepends=True)

@@ -1,4 +1,4 @@
-"""Received: chains of real messages (shared/data/mail) and synthetic edge cases."""
+"""Received: chains of real messages (data/mail) and synthetic edge cases."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pi_firmware.received import parse_chain, parse_date, parse_received
+from mailpulse.pi_firmware.received import parse_chain, parse_date, parse_received
 
 SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 
@@ -21,8 +20,8 @@ def _chain(path: Path) -> list:
     return parse_chain([str(v) for v in msg.get_all("Received") or []])
 
 
-def test_real_chain_oldest_first_with_tz_comments(shared_data: Path) -> None:
-    hops = _chain(shared_data / "mail" / "sa_001.eml")
+def test_real_chain_oldest_first_with_tz_comments(repo_data: Path) -> None:
+    hops = _chain(repo_data / "mail" / "sa_001.eml")
     assert [h.by for h in hops] == ["milkplus", "trna.ximian.com", "trna.ximian.com", "dogma.slashnull.org",
                                     "dogma.slashnull.org", "mail.netnoteinc.com"]
     # "+0000 (Eire)" and "-0400" and "(EDT)" all resolve to UTC
@@ -33,21 +32,21 @@ def test_real_chain_oldest_first_with_tz_comments(shared_data: Path) -> None:
     assert hops[-1].ip == "212.17.35.15" and hops[-1].id == "830E5115158" and hops[-1].with_ == "ESMTP"
 
 
-def test_negative_delays_are_reported(shared_data: Path) -> None:
-    hops = _chain(shared_data / "mail" / "sa_dkim_MultipleReceived_08.eml")
+def test_negative_delays_are_reported(repo_data: Path) -> None:
+    hops = _chain(repo_data / "mail" / "sa_dkim_MultipleReceived_08.eml")
     assert [h.delay_s for h in hops] == [2.0, -3456.0, None]
-    hops = _chain(shared_data / "mail" / "sa_002.eml")
+    hops = _chain(repo_data / "mail" / "sa_002.eml")
     assert -1.0 in [h.delay_s for h in hops]
 
 
-def test_crlf_and_lf_files_agree(shared_data: Path) -> None:
-    a = [h.to_json() for h in _chain(shared_data / "mail" / "sa_crlf-endings.eml")]
-    b = [h.to_json() for h in _chain(shared_data / "mail" / "sa_009.eml")]
+def test_crlf_and_lf_files_agree(repo_data: Path) -> None:
+    a = [h.to_json() for h in _chain(repo_data / "mail" / "sa_crlf-endings.eml")]
+    b = [h.to_json() for h in _chain(repo_data / "mail" / "sa_009.eml")]
     assert a == b and len(a) == 2 and a[0]["delay_s"] == -50147.0
 
 
-def test_two_digit_year_and_named_zone(shared_data: Path) -> None:
-    hops = _chain(shared_data / "mail" / "sa_mime2.eml")
+def test_two_digit_year_and_named_zone(repo_data: Path) -> None:
+    hops = _chain(repo_data / "mail" / "sa_mime2.eml")
     assert hops[-1].to_json()["timestamp"] == "1991-10-08T14:29:39.000Z"   # "Tue, 8 Oct 91 07:29:39 PDT"
     assert hops[0].from_ is None and hops[0].by == "greenbush.bellcore.com" and hops[0].id == "AA00616"
 

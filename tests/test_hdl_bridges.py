@@ -1,17 +1,16 @@
 """The AXI4-Lite slave and the SPI register bridge in front of the register file (Amaranth
-simulator), checked against hdl.model.CoreModel and docs/interfaces.md."""
+simulator), checked against mailpulse.hdl.model.CoreModel and docs/interfaces.md."""
 
 from __future__ import annotations
 
 import numpy as np
 from _hdl_sim import Bench, axil_read, axil_write, spi_xfer
 from amaranth.sim import Simulator
-
-from hdl.axi import RESP_OKAY, RESP_SLVERR
-from hdl.model import CoreConfig, CoreModel, bins, model_writes
-from hdl.params import get_params
-from hdl.regmap import CORE_ID, RegisterMap
-from hdl.spi import CMD_READ, CMD_WRITE, SYNC_BYTE
+from mailpulse.hdl.axi import RESP_OKAY, RESP_SLVERR
+from mailpulse.hdl.model import CoreConfig, CoreModel, bins, model_writes
+from mailpulse.hdl.params import get_params
+from mailpulse.hdl.regmap import CORE_ID, RegisterMap
+from mailpulse.hdl.spi import CMD_READ, CMD_WRITE, SYNC_BYTE
 
 P = get_params("small")
 RM = RegisterMap(P)

@@ -1,5 +1,5 @@
-"""The folded core of the SPI top (hdl.folded.FoldedScorerCore) behind the register front end,
-against hdl.model.CoreModel: random configurations on every parameter set, clamp ends, ties,
+"""The folded core of the SPI top (mailpulse.hdl.folded.FoldedScorerCore) behind the register front end,
+against mailpulse.hdl.model.CoreModel: random configurations on every parameter set, clamp ends, ties,
 threshold equality, commits, counters."""
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from _hdl_sim import Bench, bus_access, random_samples
 from amaranth.sim import Simulator
-
-from hdl.folded import FoldedScorerCore, sample_period
-from hdl.model import BusError, CoreConfig, CoreModel, model_writes, score
-from hdl.params import PARAMETER_SETS, CoreParams, get_params
-from hdl.regmap import RegisterMap
+from mailpulse.hdl.folded import FoldedScorerCore, sample_period
+from mailpulse.hdl.model import BusError, CoreConfig, CoreModel, model_writes, score
+from mailpulse.hdl.params import PARAMETER_SETS, CoreParams, get_params
+from mailpulse.hdl.regmap import RegisterMap
 
 
 class Host:

@@ -1,4 +1,4 @@
-"""The register front end (hdl.regs.RegisterFile + ScorerCore) against hdl.model.CoreModel.
+"""The register front end (mailpulse.hdl.regs.RegisterFile + ScorerCore) against mailpulse.hdl.model.CoreModel.
 
 Accesses go through the internal register port the bridges use; every read value, every error
 and the STATUS bits are compared with the register-level model.
@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from _hdl_sim import Bench, bus_access, pack_sample, random_samples, unpack_result
 from amaranth.sim import Simulator
-
-from hdl.model import BusError, CoreConfig, CoreModel, model_writes, score
-from hdl.params import get_params
-from hdl.regmap import TABLE_BASE, RegisterMap
+from mailpulse.hdl.model import BusError, CoreConfig, CoreModel, model_writes, score
+from mailpulse.hdl.params import get_params
+from mailpulse.hdl.regmap import TABLE_BASE, RegisterMap
 
 
 def run(bench: Bench, tb) -> None:  # type: ignore[no-untyped-def]

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mailpulse.pi_firmware import image as img
 
 from mailpulse.cli import main as mailpulse_main
 from mailpulse.errors import UserError
-from pi_firmware import image as img
 
 # No xdist group: the tests share nothing but the base images and the project wheel, which the
 # first worker builds under a lock (see _shared); they can run on both workers.
@@ -299,7 +299,7 @@ def check_common(out: Path, base: Path, result: img.FlashResult, wheels: list[Pa
     # every written file reads back as written: the manifest lists their sha256
     manifest = json.loads(fat.read("mailpulse/manifest.json"))
     assert manifest["node_id"] == node.node_id and manifest["hostname"] == node.hostname
-    assert manifest["config_checked_by"] == "pi_firmware.config.check_config"
+    assert manifest["config_checked_by"] == "mailpulse.pi_firmware.config.check_config"
     assert set(result.files) <= fat.names()
     for name, digest in manifest["sha256"].items():
         assert hashlib.sha256(fat.read(name)).hexdigest() == digest, name
@@ -535,7 +535,7 @@ def test_project_wheel_ships_the_templates(project_wheel: Path) -> None:
     with zipfile.ZipFile(project_wheel) as z:
         names = set(z.namelist())
     for t in ("setup.sh", "firstrun.sh", "user-data", "network-config"):
-        assert f"pi_firmware/firstboot/{t}" in names, f"{t} is not in the wheel: `mailpulse image` would fail when installed"
+        assert f"mailpulse/pi_firmware/firstboot/{t}" in names, f"{t} is not in the wheel: `mailpulse image` would fail when installed"
 
 
 def test_init_detection_and_override(bases: dict[str, Path], project_wheel: Path, unit_file: Path, config_file: Path, tmp_path: Path) -> None:

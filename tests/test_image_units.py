@@ -1,4 +1,4 @@
-"""The pure parts of ``pi_firmware.image``: TOML writing, wheel tags, kernel arguments, config.txt,
+"""The pure parts of ``mailpulse.pi_firmware.image``: TOML writing, wheel tags, kernel arguments, config.txt,
 sparse copies, unit parsing (no images needed)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mailpulse.pi_firmware import image as img
 
 from mailpulse.errors import UserError
-from pi_firmware import image as img
 
 _keys = st.text(min_size=1, max_size=8)
 _scalars = st.one_of(

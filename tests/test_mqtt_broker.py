@@ -20,18 +20,18 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from mailpulse.pi_firmware.events import DeliveryEvent
+from mailpulse.pi_firmware.mqtt import MqttSettings, MqttSink
+from mailpulse.pi_firmware.node import Node
+from mailpulse.pi_firmware.node_config import NodeSections, sections_from_mapping
+from mailpulse.pi_firmware.postfix import parse_lines
+from mailpulse.pi_firmware.spool import Spool
+from mailpulse.pi_firmware.synthlog import generate
 from paho.mqtt.enums import CallbackAPIVersion
 from server_fixtures import SITE, Broker
 
 from mailpulse import topics as T
-from mailpulse.testing.recorder import Recorder
-from pi_firmware.events import DeliveryEvent
-from pi_firmware.mqtt import MqttSettings, MqttSink
-from pi_firmware.node import Node
-from pi_firmware.node_config import NodeSections, sections_from_mapping
-from pi_firmware.postfix import parse_lines
-from pi_firmware.spool import Spool
-from pi_firmware.synthlog import generate
+from mailpulse.lab.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,7 +187,7 @@ def _write_config(path: Path, broker: Broker, state: Path, log: Path) -> None:
 
 def _start_node(cfg: Path, out: Path) -> subprocess.Popen[bytes]:
     with open(out, "ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "pi_firmware.node_cli", "run", "--config", str(cfg)],
+        return subprocess.Popen([sys.executable, "-m", "mailpulse.pi_firmware.node_cli", "run", "--config", str(cfg)],
                                 cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -234,10 +234,10 @@ def test_node_sigkill_mid_stream_nothing_lost_then_sigterm(broker: Broker, recor
 
 def _model_bytes(threshold: int, version: str) -> bytes:
     import numpy as np
+    from mailpulse.pi_firmware.pipeline import untrained_model
 
     from mailpulse import features as F
     from mailpulse.modelfile import InputScaling, Model
-    from pi_firmware.pipeline import untrained_model
 
     base = untrained_model()
     c = base.config
@@ -344,12 +344,11 @@ def test_spool_bound_drops_ordinary_events_first_and_says_so(broker: Broker, rec
 
 
 def test_daemon_scores_and_publishes_a_message_delivered_into_the_maildir(broker: Broker, recorder: Recorder,
-                                                                          tmp_path: Path, shared_data: Path) -> None:
+                                                                          tmp_path: Path, repo_data: Path) -> None:
     """``node run``'s wiring (config -> build_node -> Maildir watcher source -> score -> spool -> MQTT)."""
     import numpy as np
-
-    from pi_firmware.node_cli import build_node, load_node_config
-    from pi_firmware.pipeline import load_scoring_model
+    from mailpulse.pi_firmware.node_cli import build_node, load_node_config
+    from mailpulse.pi_firmware.pipeline import load_scoring_model
 
     md = tmp_path / "Maildir"
     for sub in ("new", "cur", "tmp"):
@@ -372,7 +371,7 @@ def test_daemon_scores_and_publishes_a_message_delivered_into_the_maildir(broker
     try:
         assert node.sink.wait_connected(10), node.sink.stats.last_error
         # delivered the Maildir way: written in tmp/, renamed into new/
-        (md / "tmp" / "1700000000.M1P1.host").write_bytes((shared_data / "mail" / "sa_001.eml").read_bytes())
+        (md / "tmp" / "1700000000.M1P1.host").write_bytes((repo_data / "mail" / "sa_001.eml").read_bytes())
         (md / "tmp" / "1700000000.M1P1.host").rename(md / "new" / "1700000000.M1P1.host")
         assert recorder.wait_for(lambda r: len(r.events("anomalies")) >= 1, 15), node.errors
         (ev,) = recorder.events("events")

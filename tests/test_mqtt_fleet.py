@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 
 import pytest
+from mailpulse.pi_firmware.fleet import Fleet, ModelUpdater, assign_routes, route_owner
 
 from mailpulse import topics as T
-from pi_firmware.fleet import Fleet, ModelUpdater, assign_routes, route_owner
 
 
 def test_topic_layout_and_parse() -> None:

@@ -10,8 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from pi_firmware.spool import Spool, SpoolError
+from mailpulse.pi_firmware.spool import Spool, SpoolError
 
 
 def test_order_ack_and_duplicates(tmp_path: Path) -> None:
@@ -57,7 +56,7 @@ def test_rows_survive_sigkill_of_the_writer(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     code = textwrap.dedent(f"""
         import os, sys
-        from pi_firmware.spool import Spool
+        from mailpulse.pi_firmware.spool import Spool
         s = Spool({str(db)!r})
         for k in range(50):
             s.put_many([("events", f"{{k}}-{{i}}", b"x" * 200) for i in range(100)])

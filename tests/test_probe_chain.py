@@ -12,9 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mailpulse.pi_firmware.probe import HEIGHT, WIDTH, ProbeError, Prober, ProbeRoute, ProbeSettings
 from server_fixtures import MailLab
-
-from pi_firmware.probe import HEIGHT, WIDTH, ProbeError, Prober, ProbeRoute, ProbeSettings
 
 pytestmark = pytest.mark.xdist_group("servers")
 
@@ -54,7 +53,7 @@ def test_probe_round_trip_with_all_fields(mail_lab: MailLab) -> None:
 
 
 def test_unreachable_hop_deferrals_loss_then_late_once(mail_lab: MailLab) -> None:
-    from pi_firmware.postfix import parse_lines
+    from mailpulse.pi_firmware.postfix import parse_lines
 
     chain = mail_lab.chain
     prober = Prober("node-b", ProbeSettings(routes=[route(mail_lab, timeout_s=2.0)]))
@@ -105,7 +104,7 @@ def test_recompressing_hop_lowers_fidelity(mail_lab: MailLab) -> None:
 
 def test_node_probe_cli_once(mail_lab: MailLab, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from pi_firmware.node_cli import main
+    from mailpulse.pi_firmware.node_cli import main
 
     c = mail_lab.chain
     mb = c.mailboxes["probe"]
@@ -162,8 +161,8 @@ def test_slow_hop_shows_in_latency_and_hop_delays(mail_lab: MailLab) -> None:
 def test_probe_submits_with_starttls_and_auth(mail_lab: MailLab, tmp_path: Path) -> None:
     """The probe's SMTP client: STARTTLS verified against the route's CA, then AUTH."""
     mail_lab.need_relay()
-    from mailpulse.testing.relays import MangleRelay
-    from mailpulse.testing.servers import CertificateAuthority
+    from mailpulse.lab.relays import MangleRelay
+    from mailpulse.lab.servers import CertificateAuthority
 
     ca = CertificateAuthority.create(tmp_path / "tls")
     c = mail_lab.chain
@@ -188,7 +187,7 @@ def test_probe_submits_with_starttls_and_auth(mail_lab: MailLab, tmp_path: Path)
 
 def test_probe_reads_back_over_imap_starttls_and_tls(mail_lab: MailLab, tmp_path: Path) -> None:
     """A second Dovecot with TLS on the same Maildirs: the prober verifies it against the route's CA."""
-    from mailpulse.testing.servers import CertificateAuthority, Dovecot, make_root
+    from mailpulse.lab.servers import CertificateAuthority, Dovecot, make_root
 
     c = mail_lab.chain
     ca = CertificateAuthority.create(tmp_path / "tls")

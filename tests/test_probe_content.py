@@ -8,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from mailpulse.testing.relays import recompress_images
-from pi_firmware.probe import (
+from mailpulse.pi_firmware.probe import (
     HEIGHT,
     WIDTH,
     ProbeContent,
@@ -22,6 +20,8 @@ from pi_firmware.probe import (
     probe_content,
     psnr,
 )
+
+from mailpulse.lab.relays import recompress_images
 
 ROUTE = ProbeRoute(name="r1", smtp_host="127.0.0.1", smtp_port=25, mail_from="p@a.test", rcpt_to="p@b.test",
                    imap_host="127.0.0.1", imap_port=143, imap_username="p")

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from hdl.model import CoreConfig, score
-from hdl.params import get_params
+from mailpulse.hdl.model import CoreConfig, score
+from mailpulse.hdl.params import get_params
 
 N_SAMPLES = int(os.environ.get("MAILPULSE_COSIM_SAMPLES", "300"))
 
@@ -24,16 +23,15 @@ CASES = [("icarus", "small"), ("verilator", "full")]
 def test_unmodified_pynq_stack_on_the_rtl(simulator: str, pset: str, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("pynq", reason="pynq is not installed")
-    from sim.tools import have_simulator
+    from mailpulse.sim.tools import have_simulator
 
     if not have_simulator(simulator):
         pytest.skip(f"{simulator} is not installed")
     import pynq_sim_support
+    from mailpulse.pynq_overlays.driver import MailpulseScorer
+    from mailpulse.pynq_overlays.sim_device import rtl_port
     from pynq import Overlay
     from pynq.lib.dma import DMA
-
-    from pynq_overlays.driver import MailpulseScorer
-    from pynq_overlays.sim_device import rtl_port
 
     p = get_params(pset)
     rng = np.random.default_rng(2024)

@@ -9,10 +9,9 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 import pytest
-
-from hdl.params import get_params
-from hdl.regmap import ADDR_BITS, VLNV, RegisterMap
-from pynq_overlays.hwh import (
+from mailpulse.hdl.params import get_params
+from mailpulse.hdl.regmap import ADDR_BITS, VLNV, RegisterMap
+from mailpulse.pynq_overlays.hwh import (
     DMA_INSTANCE,
     DMA_VLNV,
     OVERLAY_DIR,
@@ -21,7 +20,7 @@ from pynq_overlays.hwh import (
     AddressPlan,
     generate_hwh,
 )
-from pynq_overlays.tcl import generate_bd_tcl, generate_package_tcl
+from mailpulse.pynq_overlays.tcl import generate_bd_tcl, generate_package_tcl
 
 HWH = OVERLAY_DIR / "mailpulse.hwh"
 ACCESS = {"RO": "read-only", "RW": "read-write", "WO": "write-only"}
@@ -171,7 +170,7 @@ def test_fclk_rates_are_available_to_overlay_download(parsed: Any) -> None:
     pytest.importorskip("pynq", reason="pynq is not installed")
     import copy
 
-    from pynq_overlays.overlay import fill_fclk_rates
+    from mailpulse.pynq_overlays.overlay import fill_fclk_rates
 
     clocks = copy.deepcopy(parsed.clock_dict)
     missing = sum(1 for c in clocks.values() if c.get("frequency") is None)

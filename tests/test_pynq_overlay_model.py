@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from mailpulse.hdl.model import BusError, CoreConfig, score
+from mailpulse.hdl.params import PARAMETER_SETS, get_params
+from mailpulse.hdl.regmap import VLNV, RegisterMap
 
-from hdl.model import BusError, CoreConfig, score
-from hdl.params import PARAMETER_SETS, get_params
-from hdl.regmap import VLNV, RegisterMap
 from mailpulse.errors import UserError
 
 
@@ -51,10 +51,9 @@ def user_session(bitname: str, cfg: CoreConfig, x: np.ndarray, tags: np.ndarray)
 
 @pytest.mark.parametrize("pset", sorted(PARAMETER_SETS))
 def test_unmodified_driver_and_dma_match_the_model(pset: str, support: ModuleType, in_tmp: Path) -> None:
+    from mailpulse.pynq_overlays.driver import MailpulseScorer
+    from mailpulse.pynq_overlays.sim_device import ModelPort
     from pynq.lib.dma import DMA
-
-    from pynq_overlays.driver import MailpulseScorer
-    from pynq_overlays.sim_device import ModelPort
 
     p = get_params(pset)
     rng = np.random.default_rng(7)
@@ -78,8 +77,8 @@ def test_unmodified_driver_and_dma_match_the_model(pset: str, support: ModuleTyp
 
 
 def test_overlay_class_facade_and_threshold(support: ModuleType, in_tmp: Path) -> None:
-    from pynq_overlays.overlay import MailpulseOverlay
-    from pynq_overlays.sim_device import ModelPort
+    from mailpulse.pynq_overlays.overlay import MailpulseOverlay
+    from mailpulse.pynq_overlays.sim_device import ModelPort
 
     p = get_params("small")
     rng = np.random.default_rng(3)
@@ -97,9 +96,8 @@ def test_overlay_class_facade_and_threshold(support: ModuleType, in_tmp: Path) -
 
 
 def test_download_checks_the_bitstream(support: ModuleType, in_tmp: Path) -> None:
+    from mailpulse.pynq_overlays.sim_device import ModelPort
     from pynq import Overlay
-
-    from pynq_overlays.sim_device import ModelPort
 
     p = get_params("small")
     bit = support.make_overlay_dir(in_tmp, p)
@@ -116,10 +114,9 @@ def test_download_checks_the_bitstream(support: ModuleType, in_tmp: Path) -> Non
 
 
 def test_wrong_parameter_set_is_refused_by_identify(support: ModuleType, in_tmp: Path) -> None:
+    from mailpulse.host_bridge.core import CoreMismatchError
+    from mailpulse.pynq_overlays.sim_device import ModelPort
     from pynq import Overlay
-
-    from host_bridge.core import CoreMismatchError
-    from pynq_overlays.sim_device import ModelPort
 
     support.make_overlay_dir(in_tmp, get_params("full"))       # .hwh says "full"
     with support.active_device(ModelPort(get_params("small"))):  # the logic is "small"
@@ -133,8 +130,7 @@ def test_wrong_parameter_set_is_refused_by_identify(support: ModuleType, in_tmp:
 def test_device_memory_is_not_coherent(support: ModuleType) -> None:
     """A driver that skipped flush would send stale data: the device keeps its own copy."""
     import pynq
-
-    from pynq_overlays.sim_device import ModelPort
+    from mailpulse.pynq_overlays.sim_device import ModelPort
 
     p = get_params("small")
     with support.active_device(ModelPort(p)) as dev:
@@ -152,9 +148,8 @@ def test_device_memory_is_not_coherent(support: ModuleType) -> None:
 
 def test_dma_model_reports_errors_instead_of_hanging(support: ModuleType, in_tmp: Path) -> None:
     import pynq
+    from mailpulse.pynq_overlays.sim_device import AxiDmaModel, ModelPort
     from pynq import Overlay
-
-    from pynq_overlays.sim_device import AxiDmaModel, ModelPort
 
     p = get_params("small")
     support.make_overlay_dir(in_tmp, p)
@@ -175,7 +170,7 @@ def test_the_shipped_notebook_runs_in_simulation(support: ModuleType, in_tmp: Pa
     """Every code cell of the notebook, with SIMULATE switched on (its own simulated device)."""
     import json
 
-    from pynq_overlays.hwh import OVERLAY_DIR
+    from mailpulse.pynq_overlays.hwh import OVERLAY_DIR
 
     nb = json.loads((OVERLAY_DIR / "mailpulse.ipynb").read_text(encoding="utf-8"))
     cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
@@ -190,9 +185,9 @@ def test_the_shipped_notebook_runs_in_simulation(support: ModuleType, in_tmp: Pa
 
 def test_pynq_backend_of_the_scorer_interface(support: ModuleType, in_tmp: Path) -> None:
     """host_bridge's ``pynq`` backend over the same stack (the simulated device passed explicitly)."""
-    from host_bridge.backends import open_scorer
-    from host_bridge.core import CoreMismatchError
-    from pynq_overlays.sim_device import ModelPort, SimulatedDevice
+    from mailpulse.host_bridge.backends import open_scorer
+    from mailpulse.host_bridge.core import CoreMismatchError
+    from mailpulse.pynq_overlays.sim_device import ModelPort, SimulatedDevice
 
     p = get_params("full")
     rng = np.random.default_rng(8)

@@ -13,9 +13,8 @@ import os
 from pathlib import Path
 
 import pytest
-
-from sim.runner import SimulationFailed, check_cocotb
-from sim.tools import have_simulator
+from mailpulse.sim.runner import SimulationFailed, check_cocotb
+from mailpulse.sim.tools import have_simulator
 
 SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 #: Two xdist groups of about equal length so that -n 2 runs them side by side: the Verilator
@@ -54,7 +53,7 @@ if SOAK:
                          ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_axi_top(sim: str, params: str, tests: list[str], samples: int, configs: int) -> None:
     need(sim)
-    res = check_cocotb(sim, "axi", params, "sim.tb_axi", testcase=tests, env=sim_env(samples, configs),
+    res = check_cocotb(sim, "axi", params, "mailpulse.sim.tb_axi", testcase=tests, env=sim_env(samples, configs),
                        seed=int(os.environ.get("MAILPULSE_SIM_SEED", "7")), tag="pytest")
     assert sorted(res.passed) == sorted(tests), f"cocotb ran {res.passed}, expected {tests}"
 
@@ -64,7 +63,7 @@ def test_failure_leaves_waveform() -> None:
     """A failing cocotb test is re-run with waves; the error names the waveform, which exists."""
     need("icarus")
     with pytest.raises(SimulationFailed) as info:
-        check_cocotb("icarus", "axi", "small", "sim.tb_selftest", tag="selftest")
+        check_cocotb("icarus", "axi", "small", "mailpulse.sim.tb_selftest", tag="selftest")
     msg = str(info.value)
     assert "test_deliberate_failure: " in msg and "this test is meant to fail here" in msg
     assert "re-run reproduced the failure" in msg

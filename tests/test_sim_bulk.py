@@ -14,15 +14,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mailpulse.sim.bulk as bulk
 import numpy as np
 import pytest
+from mailpulse.hdl.model import score
+from mailpulse.hdl.params import get_params
+from mailpulse.sim.codec import StreamResults
+from mailpulse.sim.tools import have_simulator
 
-import sim.bulk as bulk
-from hdl.model import score
-from hdl.params import get_params
 from mailpulse.cli import main
-from sim.codec import StreamResults
-from sim.tools import have_simulator
 
 SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 

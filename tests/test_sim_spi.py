@@ -1,7 +1,7 @@
 """cocotb testbench of the ``mailpulse_spi`` top with a bit-level SPI mode-0 master (sim/tb_spi.py).
 
 Register reads/writes (single and burst), bad addresses and read-only writes (``STATUS.BUS_ERROR``),
-protocol errors, a model load, PUSH/RESULT and ``irq``, all against :class:`hdl.model.CoreModel`.
+protocol errors, a model load, PUSH/RESULT and ``irq``, all against :class:`mailpulse.hdl.model.CoreModel`.
 Icarus on the small set; Verilator on the small set too (the SPI top is the iCE40 one).
 """
 
@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from sim.runner import check_cocotb
-from sim.tools import have_simulator
+from mailpulse.sim.runner import check_cocotb
+from mailpulse.sim.tools import have_simulator
 
 TESTS = ["test_spi_registers", "test_spi_model_push"]
 
@@ -23,6 +22,6 @@ def test_spi_top(sim: str) -> None:
     if not have_simulator(sim):
         pytest.skip(f"simulator {sim} is not installed")
     env = {"MAILPULSE_SIM_FULL_TABLE": "1"} if sim == "verilator" or os.environ.get("MAILPULSE_SOAK") == "1" else {}
-    res = check_cocotb(sim, "spi", "small", "sim.tb_spi", testcase=TESTS, env=env,
+    res = check_cocotb(sim, "spi", "small", "mailpulse.sim.tb_spi", testcase=TESTS, env=env,
                        seed=int(os.environ.get("MAILPULSE_SIM_SEED", "7")), tag="pytest")
     assert sorted(res.passed) == sorted(TESTS)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mailpulse.collector.trainer import train
+from mailpulse.hdl import model as hm
+from mailpulse.hdl.params import CoreParams, get_params
 
-from collector.trainer import train
-from hdl import model as hm
-from hdl.params import CoreParams, get_params
 from mailpulse.datasets import Dataset
 from mailpulse.errors import UserError
 from mailpulse.modelfile import FORMAT_VERSION, InputScaling, Model, load_model, scale_features

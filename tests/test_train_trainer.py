@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mailpulse.collector import trainer
+from mailpulse.hdl import model as hm
+from mailpulse.hdl.params import get_params
 
-from collector import trainer
-from hdl import model as hm
-from hdl.params import get_params
 from mailpulse.cli import main
 from mailpulse.datasets import Dataset, load_archive, load_dataset
 from mailpulse.errors import UserError
@@ -160,8 +160,8 @@ def test_readers(tmp_path: Path) -> None:
         load_archive(tmp_path / "empty")
 
 
-def test_odds_mat_reader(shared_data: Path) -> None:
-    ds = load_dataset(shared_data / "odds" / "mammography.mat")
+def test_odds_mat_reader(repo_data: Path) -> None:
+    ds = load_dataset(repo_data / "odds" / "mammography.mat")
     assert ds.X.shape == (11183, 6) and ds.y is not None and int(ds.y.sum()) == 260
 
 
@@ -192,14 +192,14 @@ def _metrics(text: str) -> dict[str, float]:
     return {k: float(v) for k, v in re.findall(r"^(\w+) (-?[\d.]+)$", text, re.M)}
 
 
-#: Targets on the shared ODDS files: PyOD IForest and LODA (see ../shared/data/odds/README.md).
+#: Targets on the shared ODDS files: PyOD IForest and LODA (see data/odds/README.md).
 TARGETS = {"smtp": max(0.904, 0.818), "mammography": max(0.861, 0.855)}
 
 
 @pytest.mark.xdist_group("train_odds")
 @pytest.mark.parametrize("name", sorted(TARGETS))
-def test_train_and_score_meets_targets(name: str, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = shared_data / "odds" / f"{name}.mat"
+def test_train_and_score_meets_targets(name: str, repo_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = repo_data / "odds" / f"{name}.mat"
     assert main(["evaluate", "--train-and-score", "--data", str(path), "--config", "full"]) == 0
     m = _metrics(capsys.readouterr().out)
     assert m["auc_quantised"] >= TARGETS[name], m
@@ -232,7 +232,7 @@ def test_mat_v73_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize("config", ["small", "zynq"])
 def test_model_backend_loads_the_file_and_scores_the_same(config: str, tmp_path: Path) -> None:
     """The host bridge's model backend, fed the saved file, gives evaluation's integers."""
-    from host_bridge.backends import open_scorer
+    from mailpulse.host_bridge.backends import open_scorer
 
     p = get_params(config)
     data = _blobs(n=1200, seed=7)

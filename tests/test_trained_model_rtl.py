@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mailpulse.collector import trainer
+from mailpulse.hdl.params import get_params
 
-from collector import trainer
-from hdl.params import get_params
 from mailpulse.cli import main
 from mailpulse.datasets import load_dataset
 
@@ -21,14 +21,14 @@ ROWS = int(os.environ.get("MAILPULSE_TRAINED_RTL_ROWS", "160"))
 
 @pytest.mark.xdist_group("rtl_identity")
 def test_trained_model_scores_identically_in_evaluation_model_backend_and_rtl(
-        shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        repo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("cocotb", reason="cocotb is not installed")
-    from sim.tools import have_simulator
+    from mailpulse.sim.tools import have_simulator
 
     if not have_simulator(SIMULATOR):
         pytest.skip(f"{SIMULATOR} is not installed")
     p = get_params("full")
-    data = load_dataset(shared_data / "odds" / "mammography.mat")
+    data = load_dataset(repo_data / "odds" / "mammography.mat")
     result = trainer.train(data, p, seed=3)
     model_path = result.model.save(tmp_path / "mammography_full.json")
     # The rows to score: every anomaly among the first rows plus normal ones, inputs as raw floats.

@@ -1,10 +1,11 @@
-"""Backends of :class:`host_bridge.scorer.Scorer` and the factory that opens one by name."""
+"""Backends of :class:`mailpulse.host_bridge.scorer.Scorer` and the factory that opens one by name."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from hdl.params import CoreParams, get_params
+from mailpulse.hdl.params import CoreParams, get_params
+
 from mailpulse.errors import UserError
 
 from ..scorer import Scorer
@@ -21,7 +22,7 @@ def open_scorer(backend: str, params: CoreParams | str = "small", **options: Any
     backend : str
         ``model``, ``sim``, ``pynq``, ``ice40`` or ``auto`` (see :func:`detect_backend`).
     params : CoreParams or str
-        The parameter set the host expects (a name from ``hdl.params`` or a ``CoreParams``).
+        The parameter set the host expects (a name from ``mailpulse.hdl.params`` or a ``CoreParams``).
     **options
         Passed to the backend's constructor (``simulator=`` for sim, ``bitfile=`` for pynq,
         ``spi_bus=``/``gpio_chip=``... for ice40, ``batch_size=`` for all).

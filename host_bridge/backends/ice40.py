@@ -1,6 +1,6 @@
 """The ``ice40`` backend: the scorer on an iCE40 behind the SPI register bridge, from a Pi.
 
-Registers travel as SPI transactions (``host_bridge.spi``); the SPI top has no sample stream,
+Registers travel as SPI transactions (``mailpulse.host_bridge.spi``); the SPI top has no sample stream,
 so a batch is scored sample by sample through ``FEATURE``/``TAG``/``PUSH``/``RESULT_*`` (three
 transactions, 62 bytes for D=8, once :meth:`Ice40Scorer.identify` has established that results
 settle before the next read frame; four with a ``STATUS`` poll otherwise).
@@ -12,9 +12,9 @@ import struct
 
 import numpy as np
 import numpy.typing as npt
+from mailpulse.hdl.model import ScoreResult
+from mailpulse.hdl.params import CoreParams
 
-from hdl.model import ScoreResult
-from hdl.params import CoreParams
 from mailpulse.errors import UserError
 
 from ..core import CoreClient, CoreIdentity
@@ -42,7 +42,7 @@ def open_spidev(bus: int, device: int, speed_hz: int) -> SpiDevLike:
 
 
 class Ice40Scorer(RegisterScorer):
-    """:class:`~host_bridge.scorer.Scorer` over SPI.
+    """:class:`~mailpulse.host_bridge.scorer.Scorer` over SPI.
 
     Parameters
     ----------
@@ -68,7 +68,7 @@ class Ice40Scorer(RegisterScorer):
         """Identify the core; also decides whether pushes may skip the STATUS poll.
 
         A read frame delivers data no earlier than 32 SCK cycles (command, address, dummy byte)
-        after ``cs_n`` falls, i.e. at least :data:`~host_bridge.spi.MIN_CLK_BEFORE_READ_DATA`
+        after ``cs_n`` falls, i.e. at least :data:`~mailpulse.host_bridge.spi.MIN_CLK_BEFORE_READ_DATA`
         core clocks at SCK <= clk/4: a core whose ``LATENCY`` is below that has its result in
         ``RESULT_*`` before the first data bit of the next read, so the poll is skipped.
         """

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-
-from hdl.model import CoreModel, ScoreResult
-from hdl.params import CoreParams
+from mailpulse.hdl.model import CoreModel, ScoreResult
+from mailpulse.hdl.params import CoreParams
 
 from ..bus import ModelBus
 from ..core import CoreClient
@@ -14,7 +13,7 @@ from ..scorer import RegisterScorer
 
 
 class ModelScorer(RegisterScorer):
-    """:class:`~host_bridge.scorer.Scorer` over :class:`hdl.model.CoreModel`.
+    """:class:`~mailpulse.host_bridge.scorer.Scorer` over :class:`mailpulse.hdl.model.CoreModel`.
 
     The control path goes through the same register protocol as the hardware backends (so a
     protocol bug shows up here too); batches go through the model's stream, vectorised.

@@ -1,7 +1,7 @@
 """The ``pynq`` backend: the scorer overlay on a Zynq through PYNQ (driver + AXI DMA).
 
-On a PYNQ board this opens ``pynq_overlays.overlay.MailpulseOverlay`` (downloading the bitstream
-unless told not to).  With ``device=`` a :class:`pynq_overlays.sim_device.SimulatedDevice`, the
+On a PYNQ board this opens ``mailpulse.pynq_overlays.overlay.MailpulseOverlay`` (downloading the bitstream
+unless told not to).  With ``device=`` a :class:`mailpulse.pynq_overlays.sim_device.SimulatedDevice`, the
 same code path runs without a board: that is how it is tested and benchmarked here.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from mailpulse.hdl.model import ScoreResult
+from mailpulse.hdl.params import CoreParams
 
-from hdl.model import ScoreResult
-from hdl.params import CoreParams
 from mailpulse.errors import UserError
 
 from ..core import CoreMismatchError
@@ -22,7 +22,7 @@ from ..scorer import RegisterScorer
 
 
 class PynqScorer(RegisterScorer):
-    """:class:`~host_bridge.scorer.Scorer` over the PYNQ overlay.
+    """:class:`~mailpulse.host_bridge.scorer.Scorer` over the PYNQ overlay.
 
     Parameters
     ----------
@@ -45,7 +45,7 @@ class PynqScorer(RegisterScorer):
         super().__init__(params, batch_size=batch_size)
         if overlay is None:
             try:
-                from pynq_overlays.overlay import MailpulseOverlay
+                from mailpulse.pynq_overlays.overlay import MailpulseOverlay
             except ImportError as e:
                 raise UserError(f"the pynq backend needs the 'pynq' package (preinstalled on PYNQ boards): {e}") from None
             overlay = MailpulseOverlay(str(bitfile) if bitfile else None, download=download, device=device)

@@ -1,6 +1,6 @@
 """The ``sim`` backend: the generated RTL itself, simulated under cocotb (Icarus or Verilator).
 
-The simulated device comes from ``sim.device`` (the verification side): it starts the simulator
+The simulated device comes from ``mailpulse.sim.device`` (the verification side): it starts the simulator
 with the ``mailpulse_axi`` (or ``mailpulse_spi``) top and offers synchronous ``read``/``write``/
 ``stream`` (or ``spi_transfer``) calls to normal Python.  Register accesses are real AXI4-Lite
 transactions, batches are real AXI4-Stream packets, so what this backend returns is what the
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from mailpulse.hdl.model import ScoreResult
+from mailpulse.hdl.params import CoreParams
 
-from hdl.model import ScoreResult
-from hdl.params import CoreParams
 from mailpulse.errors import UserError
 
 from ..bus import BurstMixin
@@ -28,7 +28,7 @@ from ..spi import FakeSpiDev, SpiRegisterBus
 def default_simulator() -> str:
     """Verilator when it is installed (slow first build, fast runs), else Icarus."""
     try:
-        from sim.tools import have_simulator
+        from mailpulse.sim.tools import have_simulator
     except ImportError:
         return "icarus"
     return "verilator" if have_simulator("verilator") else "icarus"
@@ -38,13 +38,13 @@ def open_rtl(params: CoreParams, *, simulator: str | None = None, top: str = "ax
     """Start the RTL of ``top`` (``axi`` or ``spi``) for ``params`` under ``simulator``
     (default :func:`default_simulator`).
 
-    Raises ``UserError`` when ``sim.device`` or the simulator is missing.
+    Raises ``UserError`` when ``mailpulse.sim.device`` or the simulator is missing.
     """
     try:
-        from sim import device as simdev
-        from sim.tools import have_simulator
+        from mailpulse.sim import device as simdev
+        from mailpulse.sim.tools import have_simulator
     except ImportError as e:
-        raise UserError(f"the sim backend needs sim.device (the cocotb device) and its tools: {e}") from None
+        raise UserError(f"the sim backend needs mailpulse.sim.device (the cocotb device) and its tools: {e}") from None
     simulator = simulator or default_simulator()
     if not have_simulator(simulator):
         raise UserError(f"the simulator {simulator!r} is not installed (see tools/setup.sh)")
@@ -68,7 +68,7 @@ class _RtlBus(BurstMixin):
 
 
 class SimScorer(RegisterScorer):
-    """:class:`~host_bridge.scorer.Scorer` over the simulated RTL.
+    """:class:`~mailpulse.host_bridge.scorer.Scorer` over the simulated RTL.
 
     Parameters
     ----------

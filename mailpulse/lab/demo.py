@@ -3,17 +3,17 @@
 Stages (``--stage core|node|all``, default ``all``):
 
 1. **core** (issue 2) - the Verilog of the ``mailpulse_axi`` top (``full`` parameter set) is
-   generated, a model is trained on ODDS ``mammography`` by :mod:`collector.trainer` (or read from
-   ``--model``), loaded into the simulated RTL over the register map (:func:`hdl.model.model_writes`
-   then ``CTRL.COMMIT``), a stream of samples is scored by the RTL (:func:`sim.device.open_device`:
+   generated, a model is trained on ODDS ``mammography`` by :mod:`mailpulse.collector.trainer` (or read from
+   ``--model``), loaded into the simulated RTL over the register map (:func:`mailpulse.hdl.model.model_writes`
+   then ``CTRL.COMMIT``), a stream of samples is scored by the RTL (:func:`mailpulse.sim.device.open_device`:
    Verilator when installed, else Icarus) and every result is compared with the bit-exact reference
-   model :func:`hdl.model.score`.  The stage prints a table and ``N mismatches``.
+   model :func:`mailpulse.hdl.model.score`.  The stage prints a table and ``N mismatches``.
 2. **node** (issue 5) - Mosquitto, the two-instance Postfix chain (edge -> mx, plus a slow-able
    relay for ``lossy.test``) and Dovecot start under a temporary directory; a node daemon follows
    the edge's Postfix log and sends 4K probes; ordinary traffic flows, a model is trained on that
    warm-up traffic and pushed over the retained model topic, then a fault (the relay turns slow) is
    injected and the scored events and anomalies stream into the terminal (an MQTT subscriber).
-3. **collector** (issue 6, part of ``all``) - when :mod:`collector.service` is importable, two nodes
+3. **collector** (issue 6, part of ``all``) - when :mod:`mailpulse.collector.service` is importable, two nodes
    and the collector run together; the incident with its root cause and the alert e-mail, fetched
    from the ops mailbox over IMAP, are shown.
 
@@ -43,8 +43,8 @@ import numpy.typing as npt
 
 from mailpulse.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "odds" / "mammography.mat"
+ROOT = Path(__file__).resolve().parents[2]   # the repository (the lab is never installed)
+DEFAULT_DATA = ROOT / "data" / "odds" / "mammography.mat"
 
 __all__ = ["Console", "main", "run_core"]
 
@@ -115,14 +115,14 @@ def _pick_stream(y: npt.NDArray[np.int64] | None, n: int, rng: np.random.Generat
 def run_core(con: Console, *, quick: bool, data_path: Path, model_path: Path | None, simulator: str | None,
              stack: contextlib.ExitStack, params_name: str = "full") -> CoreOutcome:
     """Stage 1: Verilog, model, RTL simulation, comparison with the reference model."""
-    from hdl import model as hm
-    from hdl.params import get_params
-    from hdl.regmap import CORE_ID, RegisterMap
     from mailpulse.datasets import load_dataset
+    from mailpulse.hdl import model as hm
+    from mailpulse.hdl.params import get_params
+    from mailpulse.hdl.regmap import CORE_ID, RegisterMap
     from mailpulse.modelfile import load_model
-    from sim.device import open_device
-    from sim.rtl import verilog_path
-    from sim.tools import have_simulator
+    from mailpulse.sim.device import open_device
+    from mailpulse.sim.rtl import verilog_path
+    from mailpulse.sim.tools import have_simulator
 
     con.heading("1/3  The scorer core (issue 2): Verilog -> RTL simulation -> bit-exact check")
     params = get_params(params_name)
@@ -148,8 +148,8 @@ def run_core(con: Console, *, quick: bool, data_path: Path, model_path: Path | N
             raise DemoError(f"the data file {data_path} does not exist (pass --data FILE or --model FILE)")
         data = load_dataset(data_path)
         con.step(f"training a model on {data.name}: {data.n_samples} samples x {data.n_features} features "
-                 f"(collector.trainer, unsupervised, target false-alarm rate 2 %; labels only for the table)")
-        from collector.trainer import train
+                 f"(mailpulse.collector.trainer, unsupervised, target false-alarm rate 2 %; labels only for the table)")
+        from mailpulse.collector.trainer import train
 
         res = train(data, params, seed=0, false_alarm_rate=0.02)
         model = res.model
@@ -160,7 +160,7 @@ def run_core(con: Console, *, quick: bool, data_path: Path, model_path: Path | N
     cfg = model.core_config()
 
     sim_name = simulator or ("verilator" if have_simulator("verilator") else "icarus")
-    con.step(f"starting the RTL in {sim_name} (sim.device; the first run compiles it, later runs reuse the build)")
+    con.step(f"starting the RTL in {sim_name} (mailpulse.sim.device; the first run compiles it, later runs reuse the build)")
     t1 = time.monotonic()
     dev = open_device(params, simulator=sim_name)
     stack.callback(dev.close)
@@ -217,7 +217,7 @@ def run_core(con: Console, *, quick: bool, data_path: Path, model_path: Path | N
     anomalies_reg = dev.read(rm["ANOMALIES"].address())
     con.say(f"   core counters: SAMPLES={samples_reg} ANOMALIES={anomalies_reg}")
     verdict = con.good("0 mismatches") if mismatches == 0 else con.bad(f"{mismatches} mismatches")
-    con.say(f"   RTL vs hdl.model.score (score, flag, argmax, tag of every sample): {verdict}")
+    con.say(f"   RTL vs mailpulse.hdl.model.score (score, flag, argmax, tag of every sample): {verdict}")
     if mismatches == 0:
         con.say("   0 mismatches: the simulated hardware equals the reference model bit for bit")
     dev.close()
@@ -441,8 +441,8 @@ class CollectorPart:
 
     def __init__(self, con: Console, work: Path, broker: tuple[str, int], password: str,
                  smtp: tuple[str, int], ops: str, stop: threading.Event) -> None:
-        from collector.config import parse_config
-        from collector.service import run_collector
+        from mailpulse.collector.config import parse_config
+        from mailpulse.collector.service import run_collector
 
         os.environ["MAILPULSE_DEMO_MQTT_COLLECTOR"] = password
         doc = {
@@ -520,7 +520,7 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
         con.say("The node stage needs root (Postfix and Dovecot switch to their own users), so the demo ends "
                 "after the core stage; run it as root (e.g. `sudo make demo`) to see the rest.")
         return 0
-    from mailpulse.testing.servers import Dovecot, Mailbox, MailChain, Mosquitto, missing_tools
+    from mailpulse.lab.servers import Dovecot, Mailbox, MailChain, Mosquitto, missing_tools
 
     missing = missing_tools("mosquitto", "postfix", "dovecot", "openssl", root=True)
     if missing:
@@ -532,13 +532,13 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
     if importlib.util.find_spec("aiosmtpd") is None:
         raise DemoError("the node stage needs aiosmtpd (the slow relay of the fault); pip install aiosmtpd")
     from mailpulse import topics as T
-    from mailpulse.testing.relays import MangleRelay
+    from mailpulse.lab.relays import MangleRelay
 
     want_collector = args.stage == "all" and not args.no_collector
     why_not = ""
     if want_collector:
         try:
-            for mod in ("collector.config", "collector.service", "collector.web"):
+            for mod in ("mailpulse.collector.config", "mailpulse.collector.service", "mailpulse.collector.web"):
                 importlib.import_module(mod)
         except Exception as e:   # the collector is another engineer's work in progress
             want_collector, why_not = False, f"{type(e).__name__}: {e}"
@@ -585,13 +585,13 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
 
     coll: CollectorPart | None = None
     if want_collector:
-        con.step("starting the collector (collector.service.run_collector): MQTT ingest, archive, correlation, "
+        con.step("starting the collector (mailpulse.collector.service.run_collector): MQTT ingest, archive, correlation, "
                  "dashboard, alert e-mails to ops@probe.test through the edge relay")
         coll = CollectorPart(con, work, (broker.host, broker.port), users["collector"], chain.smtp, ops.address, stop)
         stack.callback(coll.join)
         con.say(f"   dashboard: {con.c(coll.url, '1;4')}   (live over SSE; /metrics for Prometheus)")
 
-    from pi_firmware.node_cli import build_node, load_node_config
+    from mailpulse.pi_firmware.node_cli import build_node, load_node_config
 
     lossy = chain.mailboxes["lossy"]
     started: list[Any] = []
@@ -612,7 +612,7 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
         stack.callback(node.stop)
         node.start()
         started.append(node)
-        con.say(f"   {n:<10} node daemon (pi_firmware.node): follows the {log.parent.parent.name} Postfix log, "
+        con.say(f"   {n:<10} node daemon (mailpulse.pi_firmware.node): follows the {log.parent.parent.name} Postfix log, "
                 f"4K probes on route 'lossy' (the site's nodes share it), model backend")
 
     traffic = Traffic(chain.smtp, ["probe@probe.test", "lossy@lossy.test"], 0.1, stop)
@@ -629,22 +629,22 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
     rc = _trained_phase(con, args, view, started, relay, traffic, stop, coll, chain, ops)
     if why_not:
         con.say()
-        con.say(f"collector part skipped: collector.service is not importable ({why_not})")
+        con.say(f"collector part skipped: mailpulse.collector.service is not importable ({why_not})")
     return rc
 
 
 def _trained_phase(con: Console, args: argparse.Namespace, view: LiveView, nodes: list[Any], relay: Any,
                    traffic: Traffic, stop: threading.Event, coll: CollectorPart | None, chain: Any,
                    ops: Any) -> int:
-    from collector.trainer import train
-    from hdl.params import get_params
     from mailpulse import topics as T
+    from mailpulse.collector.trainer import train
     from mailpulse.datasets import Dataset
     from mailpulse.features import SCHEMA_VERSION
+    from mailpulse.hdl.params import get_params
 
     with view.lock:
         x = np.array(view.xs, dtype=np.float64)
-    con.step(f"training a model on the {len(x)} warm-up events (collector.trainer, node feature schema "
+    con.step(f"training a model on the {len(x)} warm-up events (mailpulse.collector.trainer, node feature schema "
              f"v{SCHEMA_VERSION}) and publishing it on the retained topic {T.model_topic(SITE)}")
     res = train(Dataset(x, None, "demo warm-up", "-"), get_params("full"), seed=0,
                 false_alarm_rate=0.02, feature_schema=str(SCHEMA_VERSION))
@@ -736,7 +736,7 @@ def _name_of(cause: str, relay: Any, chain: Any) -> str:
 # -- main --------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mailpulse.demo",
+    p = argparse.ArgumentParser(prog="python -m mailpulse.lab.demo",
                                 description="The mailpulse demo: scorer core, node firmware, collector.")
     p.add_argument("--stage", choices=["core", "node", "all"], default="all",
                    help="core: the RTL only; node: the node firmware on real servers; all: everything (default)")

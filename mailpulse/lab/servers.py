@@ -12,7 +12,7 @@ test never leaves a daemon behind.
 - :class:`Dovecot`: IMAP with a ``passwd-file`` and Maildir, plain text login on loopback.
 - :class:`MailChain`: the chain ``SMTP -> Postfix "edge" -> Postfix "mx" -> Maildir <- Dovecot``,
   optionally with an extra relay (any SMTP server, e.g. the recompressing one in
-  :mod:`mailpulse.testing.relays`) for a second domain.
+  :mod:`mailpulse.lab.relays`) for a second domain.
 
 Postfix and Dovecot need root (they switch to their own users); :func:`missing_tools` tells a test
 what is absent so it can skip with the reason.  Nothing here uses systemd or the system's own
