@@ -10,7 +10,8 @@ setup:
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy mailpulse hdl sim host_bridge pynq_overlays pi_firmware collector
+	$(PY) tools/pkgview.py >/dev/null
+	cd build/pkgview && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p mailpulse
 
 test: setup lint
 	$(PY) -m pytest -n 2 --dist loadgroup -q tests

@@ -11,7 +11,7 @@ Rows:
 * ``sim/<simulator>``  - the RTL under cocotb, batch over AXI4-Stream.
 * ``pynq/rtl-<sim>``   - the PYNQ driver + DMA against the simulated device backed by the RTL.
 
-Every row is checked against mailpulse.hdl.model.score before its number is printed.  Sizes from the
+Every row is checked against mailpulse.hdl.reference.score before its number is printed.  Sizes from the
 environment: ``BENCH_N`` (model rows, default 200000), ``BENCH_SIM_N`` (RTL rows, default 2000),
 ``BENCH_SIMS`` (simulators, default "icarus,verilator"), ``BENCH_SCK_HZ`` (default 8 MHz).
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mailpulse.hdl.model import CoreConfig, CoreModel, ScoreResult, score
 from mailpulse.hdl.params import get_params
+from mailpulse.hdl.reference import CoreConfig, EmulatedCore, ScoreResult, score
 from mailpulse.host_bridge.backends.ice40 import Ice40Scorer
 from mailpulse.host_bridge.backends.model import ModelScorer
 from mailpulse.host_bridge.spi import FakeSpiDev, SpiBridgeModel
@@ -86,12 +86,12 @@ def main() -> int:
         check(got, score(p, cfg, x[:m], tags[:m]), name)
 
     if have_pynq:
-        from mailpulse.pynq_overlays.sim_device import ModelPort
+        from mailpulse.pynq_overlays.sim_device import EmulatedPort
 
-        pynq_row("pynq/model-dev", ModelPort(p), n)
+        pynq_row("pynq/model-dev", EmulatedPort(p), n)
 
     m = min(n, 5000)
-    spi = FakeSpiDev(SpiBridgeModel(CoreModel(p)).transfer)
+    spi = FakeSpiDev(SpiBridgeModel(EmulatedCore(p)).transfer)
     spi.max_speed_hz = sck
     with Ice40Scorer(p, spi=spi) as s:
         s.load_model(cfg)

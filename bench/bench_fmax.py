@@ -11,7 +11,7 @@ Each board is built with its default parameter set and core (``ecp5-85f`` is als
 pipelined; the Zynq IP and the ECP5 timing check), 1 / (latency + 1) for the folded core of the
 iCE40 SPI tops (one sample in flight; its real rate is bounded far lower by the SPI link: ~D+2
 register writes per sample).  The CPU rates are measured here on N random samples (default
-1,000,000) of each build's own parameter set: ``mailpulse.hdl.model.score`` (numpy, integer, bit-exact) and
+1,000,000) of each build's own parameter set: ``mailpulse.hdl.reference.score`` (numpy, integer, bit-exact) and
 ``pyod.models.loda.LODA`` fit + decision_function with the same number of projections (K) and
 bins (B).
 """
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from mailpulse.hdl.build import BuildError, BuildReport, SynthReport, build, synth_xc7
 from mailpulse.hdl.folded import sample_period
-from mailpulse.hdl.model import CoreConfig, score
 from mailpulse.hdl.params import get_params
 from mailpulse.hdl.platforms import PLATFORMS
+from mailpulse.hdl.reference import CoreConfig, score
 
 
 def cpu_rates(n: int, config: str = "full", seed: int = 0) -> dict[str, float]:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         p = get_params(c)
         rates = rates_by[c]
         print(f"CPU, {args.samples} samples, {c} (D={p.d}, K={p.k}, B={p.b}):")
-        print(f"  mailpulse.hdl.model.score      {rates['model'] / 1e6:8.3f} Msamples/s")
+        print(f"  mailpulse.hdl.reference.score      {rates['model'] / 1e6:8.3f} Msamples/s")
         if "loda" in rates:
             print(f"  pyod LODA fit+score  {rates['loda'] / 1e6:8.3f} Msamples/s")
     return 0

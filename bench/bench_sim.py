@@ -3,11 +3,11 @@
 * bulk: the Verilator C++ harness (``mailpulse sim verify``) on small, full and zynq, 2 random
   configurations x 1M samples (the configurations of ``--seed 1``: no stall and 5 % idle), with one
   harness at a time and with one per core (target >= 1M samples/s wall with one per core).  The
-  rate covers the whole phase: case generation, harnesses, model (``mailpulse.hdl.model.score``) and the
+  rate covers the whole phase: case generation, harnesses, model (``mailpulse.hdl.reference.score``) and the
   bit-exact comparison;
 * cocotb on Verilator: ``SimCore.stream`` (cocotbext-axi drivers), one large frame (target >= 20k/s);
 * cocotb on Icarus: the same on Icarus;
-* the reference model ``mailpulse.hdl.model.score`` on the CPU (numpy).
+* the reference model ``mailpulse.hdl.reference.score`` on the CPU (numpy).
 
 Every engine's results are compared with the model while measuring (a wrong fast number is no
 number).  Builds are shared with the tests (``build/sim``); the first run builds them.  Each rate
@@ -25,8 +25,8 @@ import sys
 import time
 
 import numpy as np
-from mailpulse.hdl.model import CoreConfig, model_writes, score
 from mailpulse.hdl.params import get_params
+from mailpulse.hdl.reference import CoreConfig, model_writes, score
 from mailpulse.sim.bulk import verify
 from mailpulse.sim.codec import compare, random_samples
 from mailpulse.sim.device import SimCore
@@ -70,7 +70,7 @@ def main() -> int:
     rows: list[tuple[str, str, str, float, float, float | None, str]] = []
     for name in ("small", "zynq"):
         r = bench_model(name, int(1_000_000 * SCALE))
-        rows.append(("model (numpy mailpulse.hdl.model.score)", name, "1", r, r, None, ""))
+        rows.append(("model (numpy mailpulse.hdl.reference.score)", name, "1", r, r, None, ""))
     cores = os.cpu_count() or 1
     if have_simulator("verilator"):
         n = int(1_000_000 * SCALE)

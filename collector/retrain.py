@@ -4,7 +4,7 @@
 ``1 - recent_fraction`` trains a candidate (:func:`mailpulse.collector.trainer.train`), the newest
 ``recent_fraction`` is held out as *recent normal data* (events labelled anomalous, when labels
 exist, are dropped from it).  :func:`retrain_guard` then scores the held-out data with the
-candidate and with the running model through the bit-exact reference (:func:`mailpulse.hdl.model.score`)
+candidate and with the running model through the bit-exact reference (:func:`mailpulse.hdl.reference.score`)
 and accepts the candidate only if its false-alarm rate is at most the running model's plus
 ``max_increase``.  Without a running model the candidate is accepted if its rate is at most
 twice the training target.
@@ -27,21 +27,21 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl import model as hm
+from mailpulse.hdl import reference as hm
 from mailpulse.hdl.params import PARAMETER_SETS
 
 from mailpulse import features as F
 from mailpulse import topics as T
 from mailpulse.datasets import Dataset
 from mailpulse.errors import UserError
-from mailpulse.modelfile import Model, load_model
+from mailpulse.modelfile import TrainedModel, load_model
 
 from .archive import read_events
 
 __all__ = ["GuardResult", "false_alarm_rate", "publish_model", "retrain_from_archive", "retrain_guard"]
 
 
-def false_alarm_rate(model: Model, x: npt.ArrayLike) -> float:
+def false_alarm_rate(model: TrainedModel, x: npt.ArrayLike) -> float:
     """Fraction of samples ``model`` flags (exactly as the core flags them)."""
     xa = np.asarray(x, dtype=np.float64)
     if len(xa) == 0:
@@ -60,7 +60,7 @@ class GuardResult:
     reason: str
 
 
-def retrain_guard(candidate: Model, current: Model | None, recent_normal: npt.ArrayLike, *,
+def retrain_guard(candidate: TrainedModel, current: TrainedModel | None, recent_normal: npt.ArrayLike, *,
                   max_increase: float = 0.0, target_rate: float = 0.01) -> GuardResult:
     """Accept ``candidate`` only if it does not raise the false-alarm rate on recent normal data."""
     x = np.asarray(recent_normal, dtype=np.float64)
@@ -90,9 +90,9 @@ def _archive_arrays(folder: str | os.PathLike[str]) -> tuple[npt.NDArray[np.floa
     return np.asarray(rows, dtype=np.float64).reshape(-1, F.D), labels
 
 
-def retrain_from_archive(folder: str | os.PathLike[str], current: Model | None, *, params: str = "small",
+def retrain_from_archive(folder: str | os.PathLike[str], current: TrainedModel | None, *, params: str = "small",
                          recent_fraction: float = 0.2, false_alarm_rate_target: float = 0.01,
-                         max_increase: float = 0.0, seed: int = 0) -> tuple[Model, GuardResult]:
+                         max_increase: float = 0.0, seed: int = 0) -> tuple[TrainedModel, GuardResult]:
     """Train a candidate on the older archive and guard it on the newest events."""
     from .trainer import train
 

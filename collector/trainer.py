@@ -1,7 +1,7 @@
 """The trainer: learn the scorer's projections, bins, tables and threshold from history.
 
 The scorer core computes, per sample, ``score = sum_k table[k][bin_k(w_k . x)]`` (see
-:mod:`mailpulse.hdl.model`).  The trainer chooses every register of that sum, unsupervised:
+:mod:`mailpulse.hdl.reference`).  The trainer chooses every register of that sum, unsupervised:
 
 1. **Input scaling** (:func:`fit_scaling`).  Per feature, ``center`` = median and ``scale`` maps
    the robust half-range ``max(q(1-e) - median, median - q(e))`` (``e`` = :data:`SCALING_QUANTILE`)
@@ -49,13 +49,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl import model as hm
+from mailpulse.hdl import reference as hm
 from mailpulse.hdl.params import CoreParams
 
 from mailpulse import __version__
 from mailpulse.datasets import Dataset
 from mailpulse.errors import UserError
-from mailpulse.modelfile import ODDS_SCHEMA, InputScaling, Model, scale_features
+from mailpulse.modelfile import ODDS_SCHEMA, InputScaling, TrainedModel, scale_features
 
 #: Version of the training method, recorded in every model file.
 TRAINER_VERSION = "loda-pp-1"
@@ -137,7 +137,7 @@ def fit_bins(p: IntArray, params: CoreParams) -> tuple[int, int]:
 
 
 def bin_index(p: IntArray, offset: int, shift: int, params: CoreParams) -> IntArray:
-    """The core's bin of projected values (same arithmetic as :func:`mailpulse.hdl.model.bins`)."""
+    """The core's bin of projected values (same arithmetic as :func:`mailpulse.hdl.reference.bins`)."""
     return np.clip((p - offset) >> shift, 0, params.b - 1)
 
 
@@ -290,7 +290,7 @@ def _weights(params: CoreParams, idx: tuple[int, ...], pattern: tuple[int, ...])
 class TrainResult:
     """A trained model and the training data's scores."""
 
-    model: Model
+    model: TrainedModel
     xq: IntArray
     score_quantised: IntArray
     score_float: FloatArray
@@ -356,7 +356,7 @@ def train(data: Dataset, params: CoreParams, *, seed: int = 0,
     if data.y is not None and 0 < int(data.y.sum()) < n:
         metrics = detection_metrics(data.y, sq, sf, threshold)
         provenance["training"].update({kk: round(v, 6) for kk, v in metrics.items()})
-    model = Model(params=params, feature_schema=feature_schema, scaling=scaling, weights=weights,
+    model = TrainedModel(params=params, feature_schema=feature_schema, scaling=scaling, weights=weights,
                   offsets=offsets, shifts=shifts, tables=tables, threshold=threshold,
                   reference_tables=ref, table_scale=float(table_scale), provenance=provenance)
     if say:
@@ -426,7 +426,7 @@ def detection_metrics(y: npt.ArrayLike, score_q: npt.ArrayLike, score_f: npt.Arr
 class Evaluation:
     """Scores of a model on a data set, and the metrics when the data are labelled."""
 
-    model: Model
+    model: TrainedModel
     data: Dataset
     xq: IntArray
     score_quantised: IntArray
@@ -434,8 +434,8 @@ class Evaluation:
     metrics: dict[str, float]
 
 
-def evaluate(model: Model, data: Dataset) -> Evaluation:
-    """Score ``data`` with ``model``: quantised scores are exactly :func:`mailpulse.hdl.model.score`'s.
+def evaluate(model: TrainedModel, data: Dataset) -> Evaluation:
+    """Score ``data`` with ``model``: quantised scores are exactly :func:`mailpulse.hdl.reference.score`'s.
 
     Raises ``UserError`` if the data have no labels, or only one class.
     """

@@ -1,7 +1,7 @@
 """The mailpulse scorer core: a streaming, fully pipelined Loda-family anomaly scorer.
 
 One sample per clock, fixed latency, back-pressure honoured with a global pipeline enable and a
-two-entry output buffer.  The arithmetic is exactly :func:`mailpulse.hdl.model.score`; ``docs/core.md``
+two-entry output buffer.  The arithmetic is exactly :func:`mailpulse.hdl.reference.score`; ``docs/core.md``
 describes the pipeline stage by stage and ``docs/fixed-point.md`` the arithmetic.
 
 The core holds the *active* model (weights, offsets, shifts, threshold, the table bank bit) and

@@ -444,9 +444,9 @@ def load_sim(path: Path, params: str = "zynq") -> str:
         raise UserError(f"bitstream {path} does not exist")
     if raw_head.startswith(XILINX_HEADER):
         from mailpulse.hdl.params import get_params
-        from mailpulse.pynq_overlays.sim_device import ModelPort, SimulatedDevice
+        from mailpulse.pynq_overlays.sim_device import EmulatedPort, SimulatedDevice
 
-        dev = SimulatedDevice(ModelPort(get_params(params)))
+        dev = SimulatedDevice(EmulatedPort(get_params(params)))
         ol = load_pynq(path, download=True, device=dev)
         bit = read_xilinx_bit(path)
         return f"sim: {path.name} ({bit.design.split(';')[0]}, {bit.part}) downloaded; IP: {', '.join(sorted(ol.ip_dict))}"

@@ -5,7 +5,7 @@ A :class:`RegisterBus` reads and writes single registers and runs of consecutive
 MMIO moves a ``bytes`` write in one device call, so loading a model (thousands of table words) is
 bounded by the transport, not by per-word Python overhead.
 
-Implementations here: :class:`ModelBus` (the register-level reference model).  Others live with
+Implementations here: :class:`EmulatedBus` (the register-level reference model).  Others live with
 their transport: ``mailpulse.host_bridge.spi.SpiRegisterBus`` (iCE40 over spidev), the PYNQ driver's MMIO
 bus, and the simulated RTL in ``mailpulse.host_bridge.backends.sim``.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-from mailpulse.hdl.model import BusError, CoreModel
+from mailpulse.hdl.reference import BusError, EmulatedCore
 
 
 @runtime_checkable
@@ -72,14 +72,14 @@ def group_bursts(writes: Iterable[tuple[int, int]], max_words: int = 1 << 16) ->
     return runs
 
 
-class ModelBus(BurstMixin):
-    """:class:`RegisterBus` over :class:`mailpulse.hdl.model.CoreModel` (the executable spec).
+class EmulatedBus(BurstMixin):
+    """:class:`RegisterBus` over :class:`mailpulse.hdl.reference.EmulatedCore` (the executable spec).
 
     A bus error (unmapped address, write to a read-only register) raises
-    :class:`mailpulse.hdl.model.BusError`, as AXI ``SLVERR`` does on the other buses.
+    :class:`mailpulse.hdl.reference.BusError`, as AXI ``SLVERR`` does on the other buses.
     """
 
-    def __init__(self, model: CoreModel) -> None:
+    def __init__(self, model: EmulatedCore) -> None:
         self.model = model
 
     def read(self, address: int) -> int:
@@ -92,4 +92,4 @@ class ModelBus(BurstMixin):
         self.model.write(address, value)
 
 
-__all__ = ["BurstMixin", "BusError", "ModelBus", "RegisterBus", "group_bursts"]
+__all__ = ["BurstMixin", "BusError", "EmulatedBus", "RegisterBus", "group_bursts"]

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mailpulse.hdl.model import CoreConfig, ScoreResult
 from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.reference import CoreConfig, ScoreResult
 
 from mailpulse.errors import UserError
 

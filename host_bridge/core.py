@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.model import CoreConfig, model_writes
 from mailpulse.hdl.params import PARAMETER_SETS, CoreParams
+from mailpulse.hdl.reference import CoreConfig, model_writes
 from mailpulse.hdl.regmap import CORE_ID, CORE_VERSION, Register, RegisterMap
 
 from mailpulse.errors import UserError

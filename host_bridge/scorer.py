@@ -5,7 +5,7 @@ sample, score a batch, read counters, close.  Backends (``mailpulse.host_bridge.
 how registers and sample streams reach the core:
 
 =========  ===========================================================================
-``model``  :class:`mailpulse.hdl.model.CoreModel` - the executable spec, in process
+``model``  :class:`mailpulse.hdl.reference.EmulatedCore` - the executable spec, in process
 ``sim``    the generated RTL under cocotb (Icarus or Verilator) via ``mailpulse.sim.device``
 ``pynq``   the PYNQ overlay on a Zynq: the bound driver, AXI4-Lite and an AXI DMA
 ``ice40``  an iCE40 on a Pi: the SPI register bridge over ``spidev``, ``gpiod`` for reset/done
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.model import CoreConfig, ScoreResult
 from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.reference import CoreConfig, ScoreResult
 
 from .core import CoreClient, CoreIdentity, Counters
 from .streamfmt import check_samples

@@ -11,7 +11,7 @@ configured bridge answers (an unconfigured iCE40 reads ``0x00`` or ``0xFF``), an
 :class:`SpiSyncError` instead of returning garbage.
 
 Device side for tests and benchmarks without the RTL: :class:`SpiBridgeModel` implements the same
-byte protocol over :class:`mailpulse.hdl.model.CoreModel`, and :class:`FakeSpiDev` is a ``spidev``-compatible
+byte protocol over :class:`mailpulse.hdl.reference.EmulatedCore`, and :class:`FakeSpiDev` is a ``spidev``-compatible
 object that forwards each transaction to any ``transfer(bytes) -> bytes`` callable - the model, or
 the simulated RTL's SPI top (``mailpulse.sim.device``), where the byte-level protocol is the real one.
 """
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from mailpulse.hdl.model import BusError, CoreModel
+from mailpulse.hdl.reference import BusError, EmulatedCore
 
 from .bus import BurstMixin
 
@@ -107,14 +107,14 @@ class SpiRegisterBus(BurstMixin):
 
 
 class SpiBridgeModel:
-    """The SPI bridge's byte protocol over :class:`~mailpulse.hdl.model.CoreModel` (one call = one ``cs_n`` frame).
+    """The SPI bridge's byte protocol over :class:`~mailpulse.hdl.reference.EmulatedCore` (one call = one ``cs_n`` frame).
 
     Bus errors (unmapped address, read-only write) set ``STATUS.BUS_ERROR`` in the model and the
     frame continues, as the RTL bridge does.  A partial word at the end of a write is discarded;
     an unknown command makes the rest of the frame ignored (MISO 0x00 after the sync byte).
     """
 
-    def __init__(self, model: CoreModel) -> None:
+    def __init__(self, model: EmulatedCore) -> None:
         self.model = model
 
     def transfer(self, mosi: bytes) -> bytes:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.model import ScoreResult
 from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.reference import ScoreResult
 
 #: Bytes per sample beat (256-bit ``s_axis``).
 SAMPLE_BYTES = 32
@@ -116,7 +116,7 @@ def pack_results(result: ScoreResult) -> npt.NDArray[np.uint8]:
 
 
 def unpack_results(data: bytes | npt.NDArray[np.uint8], n: int | None = None) -> ScoreResult:
-    """Decode result beats (``m_axis`` layout) into a :class:`~mailpulse.hdl.model.ScoreResult`.
+    """Decode result beats (``m_axis`` layout) into a :class:`~mailpulse.hdl.reference.ScoreResult`.
 
     ``n`` limits the decoding to the first n beats.  Bits that the layout declares 0 are checked:
     a beat with any of them set raises ``ValueError`` (it means the stream was misaligned).

@@ -7,7 +7,7 @@ tables the quantised tables were rounded from, and the provenance of the trainin
 ``checksum`` field (SHA-256 over the canonical JSON of everything else) detects corruption.
 
 Everything that scores applies the same input scaling, :func:`scale_features`, and then the
-bit-exact arithmetic of :func:`mailpulse.hdl.model.score`.  Every way a file can be wrong (not JSON,
+bit-exact arithmetic of :func:`mailpulse.hdl.reference.score`.  Every way a file can be wrong (not JSON,
 truncated, bad checksum, other format or version, parameters that do not fit the core, values
 out of range) is a :class:`mailpulse.errors.UserError` with one sentence.
 """
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mailpulse.hdl.model import CoreConfig
 from mailpulse.hdl.params import PARAMETER_SETS, CoreParams
+from mailpulse.hdl.reference import CoreConfig
 
 from .errors import UserError
 
@@ -91,7 +91,7 @@ def scale_features(scaling: InputScaling, x: npt.ArrayLike, params: CoreParams) 
 
 
 @dataclass
-class Model:
+class TrainedModel:
     """A trained model: the core registers plus what is needed to feed and audit them.
 
     Attributes
@@ -104,7 +104,7 @@ class Model:
     scaling : InputScaling
         Raw features to 16-bit inputs (:func:`scale_features`).
     weights, offsets, shifts, tables, threshold
-        The core's registers (see :class:`mailpulse.hdl.model.CoreConfig`).
+        The core's registers (see :class:`mailpulse.hdl.reference.CoreConfig`).
     reference_tables : (K, B) float array
         The float ``-log density`` tables (shifted so each minimum is 0) the quantised ``tables``
         were rounded from: ``tables == rint(reference_tables * table_scale)``.  Scores from them
@@ -129,7 +129,7 @@ class Model:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def core_config(self) -> CoreConfig:
-        """The registers as :class:`mailpulse.hdl.model.CoreConfig` (copies)."""
+        """The registers as :class:`mailpulse.hdl.reference.CoreConfig` (copies)."""
         return CoreConfig(
             weights=np.array(self.weights, dtype=np.int64),
             offsets=np.array(self.offsets, dtype=np.int64),
@@ -220,7 +220,7 @@ def _checksum(doc: dict[str, Any]) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
-def load_model(source: str | os.PathLike[str] | bytes) -> Model:
+def load_model(source: str | os.PathLike[str] | bytes) -> TrainedModel:
     """Load and validate a model file (a path, or the file's bytes).
 
     Raises ``UserError`` naming the file and the first problem: unreadable, not JSON (corrupt or
@@ -288,7 +288,7 @@ def _int_array(v: Any, name: str) -> IntArray:
     return arr.astype(np.int64)
 
 
-def _from_document(doc: dict[str, Any]) -> Model:
+def _from_document(doc: dict[str, Any]) -> TrainedModel:
     params = _params_from(doc)
     schema = doc["feature_schema"]
     if not isinstance(schema, str) or not schema:
@@ -305,7 +305,7 @@ def _from_document(doc: dict[str, Any]) -> Model:
     if not isinstance(threshold, int) or isinstance(threshold, bool):
         raise TypeError("threshold must be an integer")
     ref = np.asarray(doc["reference_tables"], dtype=np.float64)
-    model = Model(
+    model = TrainedModel(
         params=params,
         feature_schema=schema,
         scaling=scaling,
@@ -326,4 +326,4 @@ def _from_document(doc: dict[str, Any]) -> Model:
     return model
 
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ODDS_SCHEMA", "InputScaling", "Model", "load_model", "scale_features"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ODDS_SCHEMA", "InputScaling", "TrainedModel", "load_model", "scale_features"]

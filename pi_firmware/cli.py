@@ -51,16 +51,16 @@ def replay(log: Path | str, sink: Sink, *, node: str = "replay", params: str = "
            backend: str = "model") -> ReplaySummary:
     """Feed a Postfix log through parse + join + featurise + score into ``sink``, as fast as possible.
 
-    ``backend`` ``model`` scores with :func:`mailpulse.hdl.model.score` in process (vectorised); any other
+    ``backend`` ``model`` scores with :func:`mailpulse.hdl.reference.score` in process (vectorised); any other
     name opens that ``host_bridge`` backend.  Raises ``UserError`` for an unreadable log or model.
     """
-    from .pipeline import ScoringModel, bridge_scorer, load_scoring_model, untrained_model
+    from .pipeline import ScoringSetup, bridge_scorer, load_scoring_model, untrained_model
     from .postfix import PostfixParser
 
     p = Path(log)
     if p.is_dir():
         raise UserError(f"the log {p} is a directory, not a file")
-    sm: ScoringModel = load_scoring_model(model, params) if model else untrained_model(params)
+    sm: ScoringSetup = load_scoring_model(model, params) if model else untrained_model(params)
     scorer_obj = None
     if backend == "model":
         score = sm.scorer()

@@ -36,7 +36,7 @@ from .events import Event
 from .fleet import Fleet, ModelUpdater
 from .mqtt import MqttSink
 from .node_config import NodeSections
-from .pipeline import Pipeline, ScoringModel, bridge_scorer, load_scoring_model, untrained_model
+from .pipeline import Pipeline, ScoringSetup, bridge_scorer, load_scoring_model, untrained_model
 from .probe import ProbeError, ProbeEvent, Prober
 from .spool import Spool
 
@@ -156,7 +156,7 @@ class Node:
     ----------
     sections : NodeSections
         The node's typed config sections.
-    model : ScoringModel, optional
+    model : ScoringSetup, optional
         The model to start with (default: the last model received, kept in ``state_dir``, else
         the untrained bring-up model that flags nothing).
     scorer : Scorer, optional
@@ -168,7 +168,7 @@ class Node:
         Events per scoring call.
     """
 
-    def __init__(self, sections: NodeSections, model: ScoringModel | None = None, scorer: _ScorerLike | None = None,
+    def __init__(self, sections: NodeSections, model: ScoringSetup | None = None, scorer: _ScorerLike | None = None,
                  sources: Sequence[Source] = (), flush_timeout_s: float = 10.0, batch_size: int = 4096) -> None:
         self.cfg = sections
         self.site, self.node_id = sections.node.site, sections.node.id
@@ -217,11 +217,11 @@ class Node:
             self.pipeline.submit_many(events)
             self.pipeline.flush()
 
-    def _score_fn(self, model: ScoringModel) -> Any:
+    def _score_fn(self, model: ScoringSetup) -> Any:
         return bridge_scorer(self.scorer, model) if self.scorer is not None else model.scorer()
 
     @staticmethod
-    def _version_of(model: ScoringModel, data: bytes) -> str:
+    def _version_of(model: ScoringSetup, data: bytes) -> str:
         import hashlib
 
         if model.version and not model.version.startswith("model.json"):
@@ -340,7 +340,7 @@ class Node:
         return 0
 
 
-def run_node(sections: NodeSections, model: ScoringModel | None = None, scorer: _ScorerLike | None = None,
+def run_node(sections: NodeSections, model: ScoringSetup | None = None, scorer: _ScorerLike | None = None,
              sources: Sequence[Source] = ()) -> int:
     """Run the daemon until SIGTERM; returns the exit status (0 on a clean stop)."""
     return Node(sections, model=model, scorer=scorer, sources=sources).run()

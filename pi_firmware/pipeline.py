@@ -7,14 +7,14 @@ read round, so a lone event is not held back), it
 
 1. featurises the batch at once (:func:`mailpulse.features.encode_array`: one numpy pass),
 2. scales the vectors with the model's input scaling and scores them in one call of the scorer
-   (any backend behind ``host_bridge.Scorer``, or :func:`mailpulse.hdl.model.score` directly), and
+   (any backend behind ``host_bridge.Scorer``, or :func:`mailpulse.hdl.reference.score` directly), and
 3. hands the scored events to the sink.
 
 A **sink** is anything with ``emit_many(events)`` and ``close()`` (:class:`Sink`): the MQTT
 publisher with its disk spool (``mailpulse.pi_firmware.mqtt.MqttSink``), or here :class:`CountingSink`
 (``replay --no-publish``), :class:`ListSink` (tests) and :class:`JsonLinesSink` (stdout).
 
-Scoring is bit-exact: a batch gives the integers :func:`mailpulse.hdl.model.score` gives for the same
+Scoring is bit-exact: a batch gives the integers :func:`mailpulse.hdl.reference.score` gives for the same
 vectors, whatever the batch size (``tests/test_fw_pipeline.py`` checks it).
 """
 
@@ -29,9 +29,9 @@ from typing import Any, Protocol, TextIO
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.model import CoreConfig, ScoreResult
-from mailpulse.hdl.model import score as model_score
 from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.reference import CoreConfig, ScoreResult
+from mailpulse.hdl.reference import score as model_score
 
 from mailpulse import features as F
 from mailpulse.errors import UserError
@@ -99,7 +99,7 @@ class JsonLinesSink(CountingSink):
 
 
 @dataclass
-class ScoringModel:
+class ScoringSetup:
     """What the pipeline scores with: core parameters, registers and the input scaling.
 
     ``scale`` maps the schema's fixed-point vectors to the core's inputs (identity for models
@@ -125,7 +125,7 @@ def _identity(x: IntArray) -> IntArray:
     return x
 
 
-def untrained_model(params: CoreParams | str = "small") -> ScoringModel:
+def untrained_model(params: CoreParams | str = "small") -> ScoringSetup:
     """A model for bring-up without a trained file: every projection reads one feature, bins
     span the fixed-point range, all tables are 0 and the threshold is the maximum, so every event
     scores 0 and none is flagged.  Replaced by the first real model file."""
@@ -136,10 +136,10 @@ def untrained_model(params: CoreParams | str = "small") -> ScoringModel:
     cfg.offsets[:] = p.in_min
     cfg.shifts[:] = p.in_bits - p.b_log2
     cfg.threshold = 0xFFFFFFFF
-    return ScoringModel(p, cfg, _identity, "untrained")
+    return ScoringSetup(p, cfg, _identity, "untrained")
 
 
-def load_scoring_model(path: Path | str, params: CoreParams | str | None = None) -> ScoringModel:
+def load_scoring_model(path: Path | str, params: CoreParams | str | None = None) -> ScoringSetup:
     """Load a model file (``mailpulse.modelfile``) and check that it fits the node.
 
     Raises ``UserError`` when the file is bad, was trained on another feature schema, or does not
@@ -155,7 +155,7 @@ def load_scoring_model(path: Path | str, params: CoreParams | str | None = None)
         m.check_against(get_params(params) if isinstance(params, str) else params)
     cfg = m.core_config()
     version = str((m.provenance or {}).get("version") or Path(path).name)
-    return ScoringModel(m.params, cfg, m.scale, version)
+    return ScoringSetup(m.params, cfg, m.scale, version)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ class Pipeline:
     ----------
     score : callable
         ``score(x, tags) -> ScoreResult`` for (N, D) core inputs, e.g.
-        :meth:`ScoringModel.scorer` or a ``host_bridge`` scorer's ``score_batch`` composed with the
+        :meth:`ScoringSetup.scorer` or a ``host_bridge`` scorer's ``score_batch`` composed with the
         model's input scaling (:func:`bridge_scorer`).
     sink : Sink
         Receives every scored event, in order.
@@ -257,7 +257,7 @@ class Pipeline:
         self.sink.close()
 
 
-def bridge_scorer(scorer: Any, model: ScoringModel) -> ScoreFn:
+def bridge_scorer(scorer: Any, model: ScoringSetup) -> ScoreFn:
     """Score function over a ``host_bridge`` scorer (any backend) with ``model`` loaded into it."""
     scorer.load_model(model.config)
     scale = model.scale
@@ -268,5 +268,5 @@ def bridge_scorer(scorer: Any, model: ScoringModel) -> ScoreFn:
     return fn
 
 
-__all__ = ["CountingSink", "JsonLinesSink", "ListSink", "Pipeline", "PipelineStats", "ScoreFn", "ScoringModel",
+__all__ = ["CountingSink", "JsonLinesSink", "ListSink", "Pipeline", "PipelineStats", "ScoreFn", "ScoringSetup",
            "Sink", "bridge_scorer", "featurise", "load_scoring_model", "untrained_model"]

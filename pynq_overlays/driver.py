@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.model import ScoreResult
 from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.reference import ScoreResult
 from mailpulse.hdl.regmap import VLNV
 from mailpulse.host_bridge.bus import BurstMixin
 from mailpulse.host_bridge.core import CoreClient, CoreIdentity, Counters, params_from_registers

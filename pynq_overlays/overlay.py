@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy.typing as npt
-from mailpulse.hdl.model import ScoreResult
+from mailpulse.hdl.reference import ScoreResult
 from pynq import Overlay
 
 from . import driver as _driver

@@ -16,13 +16,13 @@ What PYNQ needs from a device, and what this one provides:
   resets the core.
 
 The *core* behind the device is a :class:`CorePort`: anything with ``read``, ``write`` and
-``stream``.  :class:`ModelPort` wraps :class:`mailpulse.hdl.model.CoreModel`; :func:`rtl_port` opens the
+``stream``.  :class:`EmulatedPort` wraps :class:`mailpulse.hdl.reference.EmulatedCore`; :func:`rtl_port` opens the
 generated RTL under cocotb (``mailpulse.sim.device``), where each register access is an AXI4-Lite
 transaction and each DMA packet goes through ``s_axis``/``m_axis``.
 
 Limits: the DMA completes a transfer as soon as it is started (its FIFO towards S2MM is unbounded,
 a real one back-pressures); scatter-gather mode and interrupts are not modelled (the overlay uses
-neither); an AXI ``SLVERR`` raises :class:`mailpulse.hdl.model.BusError` in the caller (on a Zynq it is a bus
+neither); an AXI ``SLVERR`` raises :class:`mailpulse.hdl.reference.BusError` in the caller (on a Zynq it is a bus
 fault).
 """
 
@@ -38,11 +38,11 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import pynq
-from mailpulse.hdl.model import BusError, CoreModel, ScoreResult
 from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.reference import BusError, EmulatedCore, ScoreResult
 from mailpulse.hdl.regmap import VLNV
 from mailpulse.host_bridge.bitstream import read_xilinx_bit
-from mailpulse.host_bridge.bus import ModelBus
+from mailpulse.host_bridge.bus import EmulatedBus
 from mailpulse.host_bridge.streamfmt import RESULT_BYTES, SAMPLE_BYTES, pack_results, unpack_samples
 from pynq.buffer import PynqBuffer
 
@@ -70,11 +70,11 @@ class CorePort(Protocol):
     def close(self) -> None: ...
 
 
-class ModelPort(ModelBus):
+class EmulatedPort(EmulatedBus):
     """:class:`CorePort` over the register-level reference model."""
 
     def __init__(self, params: CoreParams) -> None:
-        super().__init__(CoreModel(params))
+        super().__init__(EmulatedCore(params))
         self.params = params
 
     def stream(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64]) -> ScoreResult:
@@ -262,7 +262,7 @@ class SimulatedDevice(pynq.Device):
     Parameters
     ----------
     port : CorePort
-        The core: :class:`ModelPort` or :func:`rtl_port`.
+        The core: :class:`EmulatedPort` or :func:`rtl_port`.
     tag : str
         Device tag (``pynq.Device`` identity).
 
@@ -428,4 +428,4 @@ class SimulatedDevice(pynq.Device):
         self.port.close()
 
 
-__all__ = ["RESULT_BYTES", "AxiDmaModel", "CorePort", "ModelPort", "SimulatedDevice", "rtl_port"]
+__all__ = ["RESULT_BYTES", "AxiDmaModel", "CorePort", "EmulatedPort", "SimulatedDevice", "rtl_port"]

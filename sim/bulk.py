@@ -1,13 +1,13 @@
 """Bulk verification: millions of random samples through the RTL, compared with the model.
 
 ``verify(set, samples=N, configs=M, seed=S)`` draws M random configurations
-(:meth:`mailpulse.hdl.model.CoreConfig.random`) and N random samples for each (:func:`mailpulse.sim.codec.random_beats`),
+(:meth:`mailpulse.hdl.reference.CoreConfig.random`) and N random samples for each (:func:`mailpulse.sim.codec.random_beats`),
 all from ``numpy.random.default_rng([S, config_index])`` so that any case can be regenerated from
 (seed, config index).  Each configuration is loaded over AXI4-Lite (the writes of
-:func:`mailpulse.hdl.model.model_writes` plus ``CTRL.COMMIT``), then the samples stream at one per clock
+:func:`mailpulse.hdl.reference.model_writes` plus ``CTRL.COMMIT``), then the samples stream at one per clock
 with occasional idle cycles and back-pressure, and every result (score, flag, argmax, tag, tlast,
 the result bits that must be 0) and the ``SAMPLES``/``ANOMALIES`` counters are compared exactly
-with :func:`mailpulse.hdl.model.score`.
+with :func:`mailpulse.hdl.reference.score`.
 
 Two engines:
 
@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.model import CoreConfig, ScoreResult, model_writes, score
 from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.reference import CoreConfig, ScoreResult, model_writes, score
 from mailpulse.hdl.regmap import RegisterMap
 
 from .codec import StreamResults, compare, pack_samples, random_beats, unpack_results
@@ -76,7 +76,7 @@ def make_case(params: CoreParams, seed: int, index: int, n: int) -> Case:
     rng = np.random.default_rng([seed, index])
     cfg = CoreConfig.random(params, rng)
     beats = random_beats(params, rng, n)
-    x = beats[:, 2:2 + params.d]           # views: mailpulse.hdl.model.score widens each chunk to int64
+    x = beats[:, 2:2 + params.d]           # views: mailpulse.hdl.reference.score widens each chunk to int64
     tags = beats.view("<u4")[:, 0]
     tlast = (rng.integers(0, 64, size=n, dtype=np.uint8) == 0).view(np.uint8)
     if n:

@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sim", help="simulate the scorer RTL (cocotb, Verilator, Icarus) against the model")
     sub = p.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
 
-    v = sub.add_parser("verify", help="bulk random verification of the RTL against mailpulse.hdl.model")
+    v = sub.add_parser("verify", help="bulk random verification of the RTL against mailpulse.hdl.reference")
     v.add_argument("--config", default="full", help="parameter set (small, full, zynq)")
     v.add_argument("--samples", type=int, default=100000, help="samples per configuration")
     v.add_argument("--configs", type=int, default=4, help="random configurations")

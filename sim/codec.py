@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.model import IntArray, ScoreResult
 from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.reference import IntArray, ScoreResult
 
 SAMPLE_BYTES = 32
 RESULT_BYTES = 16
@@ -21,7 +21,7 @@ RESULT_BYTES = 16
 
 @dataclass
 class StreamResults(ScoreResult):
-    """A :class:`mailpulse.hdl.model.ScoreResult` read from ``m_axis``, with each result's ``tlast``."""
+    """A :class:`mailpulse.hdl.reference.ScoreResult` read from ``m_axis``, with each result's ``tlast``."""
 
     tlast: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     #: Bits of the result beats that must be 0 but were not (OR over all beats).

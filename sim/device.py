@@ -27,7 +27,7 @@ API::
 ``x`` is an (N, D) integer array, ``tags`` N 32-bit tags, ``tlast`` N 0/1 flags marking the end
 of each DMA-style frame (default: one frame, ``tlast`` on the last sample).  Results come back in
 order as :class:`mailpulse.sim.codec.StreamResults` (``score``, ``anomaly``, ``argmax``, ``tag``, ``tlast``),
-directly comparable with :func:`mailpulse.hdl.model.score`.
+directly comparable with :func:`mailpulse.hdl.reference.score`.
 
 Failures: a simulator that does not start within ``start_timeout`` seconds, dies, or answers a
 request with an error raises :class:`SimDeviceError` naming the log file; a stream that does not
@@ -52,8 +52,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.model import BusError
 from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.reference import BusError
 from mailpulse.hdl.regmap import RegisterMap
 from mailpulse.hdl.spi import CMD_READ, CMD_WRITE
 from mailpulse.hdl.spi import SYNC_BYTE as SPI_SYNC

@@ -4,7 +4,7 @@ Runs inside the simulator (imported by the cocotb test modules ``mailpulse.sim.t
 ``mailpulse.sim.tb_verify``, ``mailpulse.sim.tb_selftest`` and ``mailpulse.sim.device_tb``).  :class:`TB` owns the clock, the reset, a cocotbext-axi ``AxiLiteMaster`` on
 ``s_axil``, an ``AxiStreamSource`` on ``s_axis`` (256 bit) and an ``AxiStreamSink`` on ``m_axis``
 (128 bit), random idle (source pause generator) and back-pressure (sink pause generator), and a
-:class:`mailpulse.hdl.model.CoreModel` that mirrors every register access.  Register reads and writes are
+:class:`mailpulse.hdl.reference.EmulatedCore` that mirrors every register access.  Register reads and writes are
 checked against that model on the spot; streamed samples go through the model into an in-order
 :class:`Scoreboard`.  :class:`FastStreams` is a leaner stream driver for the simulated device;
 :class:`SpiMaster` is a bit-level SPI mode-0 master for the SPI top.
@@ -26,8 +26,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, Timer, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 from cocotbext.axi.constants import AxiResp
-from mailpulse.hdl.model import BusError, CoreConfig, CoreModel, ScoreResult, model_writes
 from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore, ScoreResult, model_writes
 from mailpulse.hdl.spi import CMD_READ, CMD_WRITE, SYNC_BYTE
 
 from .codec import RESULT_BYTES, SAMPLE_BYTES, StreamResults, compare, pack_samples, unpack_results
@@ -96,7 +96,7 @@ class TB:
         self.params = params
         self.rng = random.Random(seed)
         self.nrng = np.random.default_rng(seed)
-        self.model = CoreModel(params)
+        self.model = EmulatedCore(params)
         self.regmap = self.model.regmap
         Clock(dut.aclk, CLK_NS, unit="ns").start()  # cocotb 2: start() schedules the clock task itself
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.aclk,

@@ -2,7 +2,7 @@
 
 Register reads and writes (single and burst), read-only and bad addresses (``STATUS.BUS_ERROR``,
 no per-access error on SPI), a whole model load, PUSH/RESULT and ``irq``, bad command bytes and
-partial words, all checked against :class:`mailpulse.hdl.model.CoreModel`.
+partial words, all checked against :class:`mailpulse.hdl.reference.EmulatedCore`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
-from mailpulse.hdl.model import BusError, CoreConfig, CoreModel, bins, model_writes, score
 from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore, bins, model_writes, score
 
 from .codec import random_samples
 from .tb import CLK_NS, SpiMaster, settings
@@ -43,7 +43,7 @@ class SpiTB:
         self.params = params
         self.rng = random.Random(seed)
         self.nrng = np.random.default_rng(seed)
-        self.model = CoreModel(params)
+        self.model = EmulatedCore(params)
         self.regmap = self.model.regmap
         Clock(dut.clk, CLK_NS, unit="ns").start()
         self.spi = SpiMaster(dut, half_period_ns=2 * CLK_NS)  # sck = clk / 4, the fastest allowed

@@ -16,8 +16,8 @@ from amaranth.lib.wiring import In, Out
 from mailpulse.hdl.axi import AXI4LiteSignature, AXI4LiteSlave
 from mailpulse.hdl.core import ResultLayout, SampleLayout, ScorerCore
 from mailpulse.hdl.folded import FoldedScorerCore
-from mailpulse.hdl.model import CoreConfig
 from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.reference import CoreConfig
 from mailpulse.hdl.regmap import pack_weights
 from mailpulse.hdl.regs import BusSignature, RegisterFile
 from mailpulse.hdl.spi import SPIRegisterBridge, SPISignature

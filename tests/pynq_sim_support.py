@@ -13,7 +13,7 @@ import pynq
 from mailpulse.hdl.params import CoreParams
 from mailpulse.host_bridge.bitstream import placeholder_bit
 from mailpulse.pynq_overlays.hwh import write_hwh
-from mailpulse.pynq_overlays.sim_device import CorePort, ModelPort, SimulatedDevice
+from mailpulse.pynq_overlays.sim_device import CorePort, EmulatedPort, SimulatedDevice
 
 
 def make_overlay_dir(root: Path, params: CoreParams, name: str = "mailpulse") -> Path:
@@ -41,4 +41,4 @@ def active_device(port: CorePort) -> Iterator[SimulatedDevice]:
         else:
             pynq.Device.active_device = saved
 
-__all__ = ["ModelPort", "active_device", "make_overlay_dir"]
+__all__ = ["EmulatedPort", "active_device", "make_overlay_dir"]

@@ -1,5 +1,5 @@
 """host_bridge: stream layouts, the register protocol, the model backend and the SPI protocol
-(against a byte-level model of the bridge), all compared with mailpulse.hdl.model.score."""
+(against a byte-level model of the bridge), all compared with mailpulse.hdl.reference.score."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mailpulse.hdl.model import CoreConfig, CoreModel, score
 from mailpulse.hdl.params import PARAMETER_SETS, get_params
+from mailpulse.hdl.reference import CoreConfig, EmulatedCore, score
 from mailpulse.hdl.regmap import RegisterMap
 from mailpulse.host_bridge.backends import open_scorer
 from mailpulse.host_bridge.backends.ice40 import Ice40Scorer
-from mailpulse.host_bridge.bus import ModelBus, group_bursts
+from mailpulse.host_bridge.bus import EmulatedBus, group_bursts
 from mailpulse.host_bridge.core import CoreClient, CoreMismatchError
 from mailpulse.host_bridge.spi import (
     CMD_READ,
@@ -104,17 +104,17 @@ def test_model_backend_matches_reference(pset: str) -> None:
 
 def test_core_client_refuses_the_wrong_core() -> None:
     small, full = get_params("small"), get_params("full")
-    client = CoreClient(ModelBus(CoreModel(small)), full)
+    client = CoreClient(EmulatedBus(EmulatedCore(small)), full)
     with pytest.raises(CoreMismatchError, match="expects set full"):
         client.identify()
     with pytest.raises(CoreMismatchError, match="does not fit"):
-        CoreClient(ModelBus(CoreModel(small)), small).load_config(CoreConfig.zeros(full))
+        CoreClient(EmulatedBus(EmulatedCore(small)), small).load_config(CoreConfig.zeros(full))
 
 
 def test_model_load_writes_only_the_shadow_bank_until_commit() -> None:
     p = get_params("small")
-    model = CoreModel(p)
-    client = CoreClient(ModelBus(model), p)
+    model = EmulatedCore(p)
+    client = CoreClient(EmulatedBus(model), p)
     cfg = CoreConfig.random(p, np.random.default_rng(2))
     client.load_config(cfg, commit=False)
     assert int(model.active.tables.sum()) == 0                      # still the reset model
@@ -124,7 +124,7 @@ def test_model_load_writes_only_the_shadow_bank_until_commit() -> None:
 
 def test_spi_frames_are_the_documented_bytes() -> None:
     p = get_params("small")
-    model = CoreModel(p)
+    model = EmulatedCore(p)
     spi = FakeSpiDev(SpiBridgeModel(model).transfer, keep_log=True)
     spi.max_speed_hz = 8_000_000
     bus = SpiRegisterBus(spi)
@@ -147,7 +147,7 @@ def test_spi_detects_a_missing_fpga_and_splits_long_bursts() -> None:
     with pytest.raises(SpiSyncError, match="0x00 instead of the sync byte"):
         SpiRegisterBus(dead).read(0)
     p = get_params("full")
-    model = CoreModel(p)
+    model = EmulatedCore(p)
     spi = FakeSpiDev(SpiBridgeModel(model).transfer, bufsiz=64, keep_log=True)
     spi.max_speed_hz = 1_000_000
     bus = SpiRegisterBus(spi, max_transfer=64)
@@ -164,7 +164,7 @@ def test_ice40_backend_over_the_spi_protocol_matches_reference(pset: str) -> Non
     cfg = CoreConfig.random(p, rng)
     x = rng.integers(p.in_min, p.in_max + 1, size=(200, p.d))
     tags = rng.integers(0, 1 << 32, size=200)
-    spi = FakeSpiDev(SpiBridgeModel(CoreModel(p)).transfer)
+    spi = FakeSpiDev(SpiBridgeModel(EmulatedCore(p)).transfer)
     spi.max_speed_hz = 8_000_000
     with Ice40Scorer(p, spi=spi) as s:
         assert s.identify().params == p
@@ -183,8 +183,8 @@ def test_push_never_returns_a_stale_result() -> None:
     p = get_params("small")
     regmap = RegisterMap(p)
 
-    class LaggyBus(ModelBus):
-        def __init__(self, model: CoreModel) -> None:
+    class LaggyBus(EmulatedBus):
+        def __init__(self, model: EmulatedCore) -> None:
             super().__init__(model)
             self.stale: dict[int, int] | None = None
             self.status_reads = 0
@@ -203,7 +203,7 @@ def test_push_never_returns_a_stale_result() -> None:
                 return self.stale[address]
             return super().read(address)
 
-    model = CoreModel(p)
+    model = EmulatedCore(p)
     bus = LaggyBus(model)
     client = CoreClient(bus, p)
     client.results_settle = True              # the fast path, whose fallbacks are under test here

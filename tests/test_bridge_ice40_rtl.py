@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 import pytest
-from mailpulse.hdl.model import CoreConfig, score
 from mailpulse.hdl.params import get_params
+from mailpulse.hdl.reference import CoreConfig, score
 
 #: Bit-level SPI under cocotb is slow (Icarus: ~1 s per sample): a few samples, the whole model load.
 N = int(os.environ.get("MAILPULSE_SPI_SAMPLES", "6"))

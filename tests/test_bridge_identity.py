@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mailpulse.hdl.model import CoreConfig, score
 from mailpulse.hdl.params import PARAMETER_SETS, get_params
+from mailpulse.hdl.reference import CoreConfig, score
 from mailpulse.host_bridge.cli import save_core_config, score_file
 
 from mailpulse import modelfile
@@ -82,7 +82,7 @@ def test_score_with_a_trained_model_file_uses_its_input_scaling(tmp_path: Path, 
     rng = np.random.default_rng(12)
     cfg = CoreConfig.random(p, rng)
     scaling = modelfile.InputScaling(center=[0.5] * 6 + [0.0] * 2, scale=[3000.0] * 6 + [0.0] * 2, n_features=6)
-    model = modelfile.Model(params=p, feature_schema="odds", scaling=scaling, weights=cfg.weights,
+    model = modelfile.TrainedModel(params=p, feature_schema="odds", scaling=scaling, weights=cfg.weights,
                             offsets=cfg.offsets, shifts=cfg.shifts, tables=cfg.tables, threshold=cfg.threshold,
                             reference_tables=cfg.tables.astype(float), table_scale=1.0)
     path = model.save(tmp_path / "m.json")

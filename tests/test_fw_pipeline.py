@@ -1,4 +1,4 @@
-"""Featurise + score in batches: bit-exact with mailpulse.hdl.model.score; replay end to end; the CLI summary line."""
+"""Featurise + score in batches: bit-exact with mailpulse.hdl.reference.score; replay end to end; the CLI summary line."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mailpulse.hdl.model import CoreConfig, score
 from mailpulse.hdl.params import get_params
+from mailpulse.hdl.reference import CoreConfig, score
 from mailpulse.pi_firmware.cli import replay
 from mailpulse.pi_firmware.events import MessageEvent
-from mailpulse.pi_firmware.pipeline import CountingSink, ListSink, Pipeline, ScoringModel, featurise, untrained_model
+from mailpulse.pi_firmware.pipeline import CountingSink, ListSink, Pipeline, ScoringSetup, featurise, untrained_model
 from mailpulse.pi_firmware.postfix import PostfixParser
 from mailpulse.pi_firmware.synthlog import Expected, generate
 
@@ -22,9 +22,9 @@ def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _random_model(seed: int = 3) -> ScoringModel:
+def _random_model(seed: int = 3) -> ScoringSetup:
     p = get_params("small")
-    return ScoringModel(p, CoreConfig.random(p, np.random.default_rng(seed)), _identity, "random")
+    return ScoringSetup(p, CoreConfig.random(p, np.random.default_rng(seed)), _identity, "random")
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +132,11 @@ def test_replay_cli_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def _model_file(tmp_path: Path, schema: str) -> Path:
-    from mailpulse.modelfile import InputScaling, Model
+    from mailpulse.modelfile import InputScaling, TrainedModel
 
     m = _random_model(8)
     p = m.params
-    model = Model(p, schema, InputScaling.identity(p.d), m.config.weights, m.config.offsets, m.config.shifts,
+    model = TrainedModel(p, schema, InputScaling.identity(p.d), m.config.weights, m.config.offsets, m.config.shifts,
                   m.config.tables, 123456, m.config.tables.astype(float), 1.0, {"version": "test-1"})
     return model.save(tmp_path / f"model-{schema}.json")
 

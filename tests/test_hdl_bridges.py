@@ -1,5 +1,5 @@
 """The AXI4-Lite slave and the SPI register bridge in front of the register file (Amaranth
-simulator), checked against mailpulse.hdl.model.CoreModel and docs/interfaces.md."""
+simulator), checked against mailpulse.hdl.reference.EmulatedCore and docs/interfaces.md."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 from _hdl_sim import Bench, axil_read, axil_write, spi_xfer
 from amaranth.sim import Simulator
 from mailpulse.hdl.axi import RESP_OKAY, RESP_SLVERR
-from mailpulse.hdl.model import CoreConfig, CoreModel, bins, model_writes
 from mailpulse.hdl.params import get_params
+from mailpulse.hdl.reference import CoreConfig, EmulatedCore, bins, model_writes
 from mailpulse.hdl.regmap import CORE_ID, RegisterMap
 from mailpulse.hdl.spi import CMD_READ, CMD_WRITE, SYNC_BYTE
 
@@ -122,7 +122,7 @@ def test_spi_protocol_burst_errors_and_push() -> None:
     clocked out (a prefetch past the end of a register block does not count), unknown command
     ignored, a whole model load + PUSH over SPI equal to the model, irq = RESULT_VALID."""
     bench = Bench(P, "spi", folded=True)
-    model = CoreModel(P)
+    model = EmulatedCore(P)
     rng = np.random.default_rng(8)
     cfg = CoreConfig.random(P, rng)
     x = rng.integers(P.in_min, P.in_max + 1, size=P.d)

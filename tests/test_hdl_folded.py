@@ -1,5 +1,5 @@
 """The folded core of the SPI top (mailpulse.hdl.folded.FoldedScorerCore) behind the register front end,
-against mailpulse.hdl.model.CoreModel: random configurations on every parameter set, clamp ends, ties,
+against mailpulse.hdl.reference.EmulatedCore: random configurations on every parameter set, clamp ends, ties,
 threshold equality, commits, counters."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import pytest
 from _hdl_sim import Bench, bus_access, random_samples
 from amaranth.sim import Simulator
 from mailpulse.hdl.folded import FoldedScorerCore, sample_period
-from mailpulse.hdl.model import BusError, CoreConfig, CoreModel, model_writes, score
 from mailpulse.hdl.params import PARAMETER_SETS, CoreParams, get_params
+from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore, model_writes, score
 from mailpulse.hdl.regmap import RegisterMap
 
 
 class Host:
-    def __init__(self, ctx, bench: Bench, model: CoreModel) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ctx, bench: Bench, model: EmulatedCore) -> None:  # type: ignore[no-untyped-def]
         self.ctx, self.bench, self.model = ctx, bench, model
         self.rm: RegisterMap = model.regmap
 
@@ -92,7 +92,7 @@ def test_folded_random_configs(name: str) -> None:
     p = CoreParams("odd", d=3, k=5, b=8) if name == "odd" else get_params(name.split("-")[0])
     rng = np.random.default_rng(sum(map(ord, name)))
     bench = Bench(p, folded=name != "small-push-only", push_only=name == "small-push-only")
-    model = CoreModel(p)
+    model = EmulatedCore(p)
     cfgs = [CoreConfig.random(p, rng) for _ in range(2)]
     cfgs[1].tables = rng.integers(0, 3, size=(p.k, p.b)).astype(np.int64)   # ties
     xs = random_samples(p, rng, 24)

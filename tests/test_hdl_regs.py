@@ -1,4 +1,4 @@
-"""The register front end (mailpulse.hdl.regs.RegisterFile + ScorerCore) against mailpulse.hdl.model.CoreModel.
+"""The register front end (mailpulse.hdl.regs.RegisterFile + ScorerCore) against mailpulse.hdl.reference.EmulatedCore.
 
 Accesses go through the internal register port the bridges use; every read value, every error
 and the STATUS bits are compared with the register-level model.
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from _hdl_sim import Bench, bus_access, pack_sample, random_samples, unpack_result
 from amaranth.sim import Simulator
-from mailpulse.hdl.model import BusError, CoreConfig, CoreModel, model_writes, score
 from mailpulse.hdl.params import get_params
+from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore, model_writes, score
 from mailpulse.hdl.regmap import TABLE_BASE, RegisterMap
 
 
@@ -25,7 +25,7 @@ def run(bench: Bench, tb) -> None:  # type: ignore[no-untyped-def]
 class Host:
     """Does every access on the RTL and on the model and compares the answers."""
 
-    def __init__(self, ctx, bench: Bench, model: CoreModel) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ctx, bench: Bench, model: EmulatedCore) -> None:  # type: ignore[no-untyped-def]
         self.ctx, self.bench, self.model = ctx, bench, model
         self.latency = bench.core.latency
 
@@ -84,7 +84,7 @@ def test_reset_values_errors_and_rw(name: str) -> None:
     addresses, the sticky BUS_ERROR and CLEAR_ERROR - all exactly as the model."""
     p = get_params(name)
     bench = Bench(p)
-    model = CoreModel(p)
+    model = EmulatedCore(p)
     rm = model.regmap
     rng = np.random.default_rng(2)
 
@@ -129,7 +129,7 @@ def test_model_load_commit_push_stream_and_counters() -> None:
     every read-back agree with the model throughout."""
     p = get_params("small")
     bench = Bench(p)
-    model = CoreModel(p)
+    model = EmulatedCore(p)
     rm = model.regmap
     rng = np.random.default_rng(9)
     cfgs = [CoreConfig.random(p, rng) for _ in range(2)]
@@ -218,7 +218,7 @@ def test_push_waits_behind_a_stalled_stream() -> None:
     the stream results come out intact once the output drains, and then the push completes."""
     p = get_params("small")
     bench = Bench(p)
-    model = CoreModel(p)
+    model = EmulatedCore(p)
     rm = model.regmap
     rng = np.random.default_rng(4)
     xs = random_samples(p, rng, 40)

@@ -237,11 +237,11 @@ def _model_bytes(threshold: int, version: str) -> bytes:
     from mailpulse.pi_firmware.pipeline import untrained_model
 
     from mailpulse import features as F
-    from mailpulse.modelfile import InputScaling, Model
+    from mailpulse.modelfile import InputScaling, TrainedModel
 
     base = untrained_model()
     c = base.config
-    m = Model(params=base.params, feature_schema=str(F.SCHEMA_VERSION), scaling=InputScaling.identity(base.params.d),
+    m = TrainedModel(params=base.params, feature_schema=str(F.SCHEMA_VERSION), scaling=InputScaling.identity(base.params.d),
               weights=c.weights, offsets=c.offsets, shifts=c.shifts, tables=c.tables + 1, threshold=threshold,
               reference_tables=np.zeros(c.tables.shape), table_scale=1.0, provenance={"version": version})
     return m.to_bytes()

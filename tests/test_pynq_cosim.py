@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mailpulse.hdl.model import CoreConfig, score
 from mailpulse.hdl.params import get_params
+from mailpulse.hdl.reference import CoreConfig, score
 
 N_SAMPLES = int(os.environ.get("MAILPULSE_COSIM_SAMPLES", "300"))
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mailpulse.hdl.model import BusError, CoreConfig, score
 from mailpulse.hdl.params import PARAMETER_SETS, get_params
+from mailpulse.hdl.reference import BusError, CoreConfig, score
 from mailpulse.hdl.regmap import VLNV, RegisterMap
 
 from mailpulse.errors import UserError
@@ -52,7 +52,7 @@ def user_session(bitname: str, cfg: CoreConfig, x: np.ndarray, tags: np.ndarray)
 @pytest.mark.parametrize("pset", sorted(PARAMETER_SETS))
 def test_unmodified_driver_and_dma_match_the_model(pset: str, support: ModuleType, in_tmp: Path) -> None:
     from mailpulse.pynq_overlays.driver import MailpulseScorer
-    from mailpulse.pynq_overlays.sim_device import ModelPort
+    from mailpulse.pynq_overlays.sim_device import EmulatedPort
     from pynq.lib.dma import DMA
 
     p = get_params(pset)
@@ -61,7 +61,7 @@ def test_unmodified_driver_and_dma_match_the_model(pset: str, support: ModuleTyp
     x = rng.integers(p.in_min, p.in_max + 1, size=(500, p.d))
     tags = rng.integers(0, 1 << 32, size=500)
     support.make_overlay_dir(in_tmp, p)
-    with support.active_device(ModelPort(p)) as dev:
+    with support.active_device(EmulatedPort(p)) as dev:
         ol, ident, batch, one, counters = user_session("mailpulse.bit", cfg, x, tags)
         assert isinstance(ol.mailpulse_0, MailpulseScorer) and isinstance(ol.axi_dma_0, DMA)
         assert ol.ip_dict["mailpulse_0"]["type"] == VLNV
@@ -78,14 +78,14 @@ def test_unmodified_driver_and_dma_match_the_model(pset: str, support: ModuleTyp
 
 def test_overlay_class_facade_and_threshold(support: ModuleType, in_tmp: Path) -> None:
     from mailpulse.pynq_overlays.overlay import MailpulseOverlay
-    from mailpulse.pynq_overlays.sim_device import ModelPort
+    from mailpulse.pynq_overlays.sim_device import EmulatedPort
 
     p = get_params("small")
     rng = np.random.default_rng(3)
     cfg = CoreConfig.random(p, rng)
     x = rng.integers(p.in_min, p.in_max + 1, size=(64, p.d))
     bit = support.make_overlay_dir(in_tmp, p)
-    with support.active_device(ModelPort(p)):
+    with support.active_device(EmulatedPort(p)):
         ol = MailpulseOverlay(str(bit), download=False)
         ol.scorer.load_model(cfg)
         ol.scorer.set_threshold(0)
@@ -96,12 +96,12 @@ def test_overlay_class_facade_and_threshold(support: ModuleType, in_tmp: Path) -
 
 
 def test_download_checks_the_bitstream(support: ModuleType, in_tmp: Path) -> None:
-    from mailpulse.pynq_overlays.sim_device import ModelPort
+    from mailpulse.pynq_overlays.sim_device import EmulatedPort
     from pynq import Overlay
 
     p = get_params("small")
     bit = support.make_overlay_dir(in_tmp, p)
-    with support.active_device(ModelPort(p)) as dev:
+    with support.active_device(EmulatedPort(p)) as dev:
         ol = Overlay(bit.name)                  # download=True: header validated, PL "reset"
         assert ol.is_loaded() and dev.timestamp
         assert dev.slcr.fclk_mhz(0) == 100.0     # PYNQ programmed FCLK0 from the .hwh through the SLCR
@@ -115,11 +115,11 @@ def test_download_checks_the_bitstream(support: ModuleType, in_tmp: Path) -> Non
 
 def test_wrong_parameter_set_is_refused_by_identify(support: ModuleType, in_tmp: Path) -> None:
     from mailpulse.host_bridge.core import CoreMismatchError
-    from mailpulse.pynq_overlays.sim_device import ModelPort
+    from mailpulse.pynq_overlays.sim_device import EmulatedPort
     from pynq import Overlay
 
     support.make_overlay_dir(in_tmp, get_params("full"))       # .hwh says "full"
-    with support.active_device(ModelPort(get_params("small"))):  # the logic is "small"
+    with support.active_device(EmulatedPort(get_params("small"))):  # the logic is "small"
         ol = Overlay("mailpulse.bit", download=False)
         with pytest.raises(CoreMismatchError, match="D=8 K=8 B=64"):
             ol.mailpulse_0.identify()
@@ -130,10 +130,10 @@ def test_wrong_parameter_set_is_refused_by_identify(support: ModuleType, in_tmp:
 def test_device_memory_is_not_coherent(support: ModuleType) -> None:
     """A driver that skipped flush would send stale data: the device keeps its own copy."""
     import pynq
-    from mailpulse.pynq_overlays.sim_device import ModelPort
+    from mailpulse.pynq_overlays.sim_device import EmulatedPort
 
     p = get_params("small")
-    with support.active_device(ModelPort(p)) as dev:
+    with support.active_device(EmulatedPort(p)) as dev:
         buf = pynq.allocate((8,), dtype=np.uint32)
         assert isinstance(buf, pynq.buffer.PynqBuffer) and buf.physical_address % 4096 == 0
         buf[:] = np.arange(8)
@@ -148,12 +148,12 @@ def test_device_memory_is_not_coherent(support: ModuleType) -> None:
 
 def test_dma_model_reports_errors_instead_of_hanging(support: ModuleType, in_tmp: Path) -> None:
     import pynq
-    from mailpulse.pynq_overlays.sim_device import AxiDmaModel, ModelPort
+    from mailpulse.pynq_overlays.sim_device import AxiDmaModel, EmulatedPort
     from pynq import Overlay
 
     p = get_params("small")
     support.make_overlay_dir(in_tmp, p)
-    with support.active_device(ModelPort(p)) as dev:
+    with support.active_device(EmulatedPort(p)) as dev:
         ol = Overlay("mailpulse.bit", download=False)
         dma = ol.axi_dma_0
         out = pynq.allocate((4, 16), dtype=np.uint8)
@@ -177,7 +177,7 @@ def test_the_shipped_notebook_runs_in_simulation(support: ModuleType, in_tmp: Pa
     assert "SIMULATE = False" in cells[0]
     cells[0] = cells[0].replace("SIMULATE = False", "SIMULATE = True")
     scope: dict[str, Any] = {}
-    with support.active_device(support.ModelPort(get_params("zynq"))):   # restores pynq's active device after
+    with support.active_device(support.EmulatedPort(get_params("zynq"))):   # restores pynq's active device after
         for code in cells:
             exec(compile(code, "mailpulse.ipynb", "exec"), scope)
     assert scope["ident"].params.name == "zynq" and len(scope["res"]) == 10000
@@ -187,14 +187,14 @@ def test_pynq_backend_of_the_scorer_interface(support: ModuleType, in_tmp: Path)
     """host_bridge's ``pynq`` backend over the same stack (the simulated device passed explicitly)."""
     from mailpulse.host_bridge.backends import open_scorer
     from mailpulse.host_bridge.core import CoreMismatchError
-    from mailpulse.pynq_overlays.sim_device import ModelPort, SimulatedDevice
+    from mailpulse.pynq_overlays.sim_device import EmulatedPort, SimulatedDevice
 
     p = get_params("full")
     rng = np.random.default_rng(8)
     cfg = CoreConfig.random(p, rng)
     x = rng.integers(p.in_min, p.in_max + 1, size=(9000, p.d))
     bit = support.make_overlay_dir(in_tmp, p)
-    dev = SimulatedDevice(ModelPort(p))
+    dev = SimulatedDevice(EmulatedPort(p))
     with open_scorer("pynq", p, bitfile=bit, device=dev, download=True) as s:
         assert s.identify().params == p
         s.load_model(cfg)
@@ -203,4 +203,4 @@ def test_pynq_backend_of_the_scorer_interface(support: ModuleType, in_tmp: Path)
         assert np.array_equal(r.score, want.score) and np.array_equal(r.tag, np.arange(9000))
         assert s.counters().samples == 9000
     with pytest.raises(CoreMismatchError, match="expects set small"):
-        open_scorer("pynq", "small", bitfile=bit, device=SimulatedDevice(ModelPort(p)), download=False)
+        open_scorer("pynq", "small", bitfile=bit, device=SimulatedDevice(EmulatedPort(p)), download=False)

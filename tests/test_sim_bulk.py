@@ -17,8 +17,8 @@ from pathlib import Path
 import mailpulse.sim.bulk as bulk
 import numpy as np
 import pytest
-from mailpulse.hdl.model import score
 from mailpulse.hdl.params import get_params
+from mailpulse.hdl.reference import score
 from mailpulse.sim.codec import StreamResults
 from mailpulse.sim.tools import have_simulator
 

@@ -2,7 +2,7 @@
 
 Each test starts a real simulator process (Verilator on the full set, whose build the AXI
 testbench shares; Icarus on the small set) and checks what host code relies on: register access
-and bus errors, a model load, streamed scores equal to :func:`mailpulse.hdl.model.score` (with frames and
+and bus errors, a model load, streamed scores equal to :func:`mailpulse.hdl.reference.score` (with frames and
 stress), reset, the SPI top's byte transfers, and that ``close`` leaves no process behind.
 """
 
@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from mailpulse.hdl.model import BusError, CoreConfig, model_writes, score
+from mailpulse.hdl.reference import BusError, CoreConfig, model_writes, score
 from mailpulse.hdl.regmap import CORE_ID
 from mailpulse.sim.codec import compare, pack_samples, random_samples, unpack_results
 from mailpulse.sim.device import SimCore, SimDeviceError, open_device
@@ -106,7 +106,7 @@ def test_spi_device() -> None:
         # a small model: weights/offsets/shifts/threshold, table entries the sample uses
         cfg = CoreConfig.random(p, rng)
         x, tags = random_samples(p, rng, 1)
-        from mailpulse.hdl.model import bins
+        from mailpulse.hdl.reference import bins
 
         used = {int(k) * p.b + int(b) for k, b in enumerate(bins(p, cfg, x)[0])}
         tab = rm["TABLE"]

@@ -1,7 +1,7 @@
 """cocotb testbench of the ``mailpulse_spi`` top with a bit-level SPI mode-0 master (sim/tb_spi.py).
 
 Register reads/writes (single and burst), bad addresses and read-only writes (``STATUS.BUS_ERROR``),
-protocol errors, a model load, PUSH/RESULT and ``irq``, all against :class:`mailpulse.hdl.model.CoreModel`.
+protocol errors, a model load, PUSH/RESULT and ``irq``, all against :class:`mailpulse.hdl.reference.EmulatedCore`.
 Icarus on the small set; Verilator on the small set too (the SPI top is the iCE40 one).
 """
 

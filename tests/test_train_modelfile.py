@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mailpulse.collector.trainer import train
-from mailpulse.hdl import model as hm
+from mailpulse.hdl import reference as hm
 from mailpulse.hdl.params import CoreParams, get_params
 
 from mailpulse.datasets import Dataset
 from mailpulse.errors import UserError
-from mailpulse.modelfile import FORMAT_VERSION, InputScaling, Model, load_model, scale_features
+from mailpulse.modelfile import FORMAT_VERSION, InputScaling, TrainedModel, load_model, scale_features
 
 
 def _data(n: int = 3000, f: int = 4, seed: int = 1) -> Dataset:
@@ -26,11 +26,11 @@ def _data(n: int = 3000, f: int = 4, seed: int = 1) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def model() -> Model:
+def model() -> TrainedModel:
     return train(_data(), get_params("small"), seed=3).model
 
 
-def _doc(m: Model) -> dict:
+def _doc(m: TrainedModel) -> dict:
     return json.loads(m.to_bytes())
 
 
@@ -43,7 +43,7 @@ def _rewrite(doc: dict, **changes: object) -> bytes:
     return json.dumps(doc).encode()
 
 
-def test_round_trip_file(model: Model, tmp_path: Path) -> None:
+def test_round_trip_file(model: TrainedModel, tmp_path: Path) -> None:
     path = model.save(tmp_path / "m.json")
     back = load_model(path)
     assert back.params == model.params
@@ -62,7 +62,7 @@ def test_round_trip_file(model: Model, tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.tables, np.rint(back.reference_tables * back.table_scale))
 
 
-def test_load_from_bytes(model: Model) -> None:
+def test_load_from_bytes(model: TrainedModel) -> None:
     assert load_model(model.to_bytes()).threshold == model.threshold
 
 
@@ -73,19 +73,19 @@ def test_size_is_modest_for_zynq() -> None:
 
 
 @pytest.mark.parametrize("cut", [0.1, 0.5, 0.99])
-def test_truncated(model: Model, cut: float) -> None:
+def test_truncated(model: TrainedModel, cut: float) -> None:
     raw = model.to_bytes()
     with pytest.raises(UserError, match="not valid JSON"):
         load_model(raw[: int(len(raw) * cut)])
 
 
-def test_corrupt_bytes(model: Model) -> None:
+def test_corrupt_bytes(model: TrainedModel) -> None:
     raw = bytearray(model.to_bytes())
     with pytest.raises(UserError, match=r"JSON|UTF-8"):
         load_model(bytes(raw[:100]) + b"\xff\x00garbage" + bytes(raw[100:]))
 
 
-def test_bad_checksum_on_changed_value(model: Model) -> None:
+def test_bad_checksum_on_changed_value(model: TrainedModel) -> None:
     doc = _doc(model)
     doc["tables"][0][0] += 1
     with pytest.raises(UserError, match="checksum"):
@@ -96,7 +96,7 @@ def test_bad_checksum_on_changed_value(model: Model) -> None:
         load_model(json.dumps(doc).encode())
 
 
-def test_not_a_model_and_wrong_version(model: Model) -> None:
+def test_not_a_model_and_wrong_version(model: TrainedModel) -> None:
     with pytest.raises(UserError, match="not a mailpulse model"):
         load_model(b'{"format": "something-else"}')
     with pytest.raises(UserError, match="not a mailpulse model"):
@@ -111,7 +111,7 @@ def test_missing_file(tmp_path: Path) -> None:
         load_model(tmp_path / "absent.json")
 
 
-def test_out_of_range_values_are_refused(model: Model) -> None:
+def test_out_of_range_values_are_refused(model: TrainedModel) -> None:
     doc = _doc(model)
     w = [row[:] for row in doc["weights"]]
     w[0][0] = 3                     # 2-bit signed weights are -2..1
@@ -131,7 +131,7 @@ def test_out_of_range_values_are_refused(model: Model) -> None:
         load_model(_rewrite({k: v for k, v in doc.items() if k != "offsets"}))
 
 
-def test_parameter_mismatch(model: Model) -> None:
+def test_parameter_mismatch(model: TrainedModel) -> None:
     doc = _doc(model)
     # tables for K=8 declared as the full set (K=16): does not fit the core
     full = get_params("full").as_dict()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mailpulse.collector import trainer
-from mailpulse.hdl import model as hm
+from mailpulse.hdl import reference as hm
 from mailpulse.hdl.params import get_params
 
 from mailpulse.cli import main
@@ -77,7 +77,7 @@ def test_evaluation_scores_are_the_reference_model(config: str) -> None:
     # the float reference uses the same bins: identical ranking up to table rounding
     assert np.max(np.abs(ev.score_float * m.table_scale - ev.score_quantised)) <= 0.5 * p.k + 1e-6
     # the register-level model loaded with the file's writes gives the same results
-    core = hm.CoreModel(p)
+    core = hm.EmulatedCore(p)
     for addr, val in core.model_writes(m.core_config()):
         core.write(addr, val)
     core.write(core.regmap["CTRL"].address(), 1)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.model import CoreModel, ScoreResult
 from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.reference import EmulatedCore, ScoreResult
 
-from ..bus import ModelBus
+from ..bus import EmulatedBus
 from ..core import CoreClient
 from ..scorer import RegisterScorer
 
 
 class ModelScorer(RegisterScorer):
-    """:class:`~mailpulse.host_bridge.scorer.Scorer` over :class:`mailpulse.hdl.model.CoreModel`.
+    """:class:`~mailpulse.host_bridge.scorer.Scorer` over :class:`mailpulse.hdl.reference.EmulatedCore`.
 
     The control path goes through the same register protocol as the hardware backends (so a
     protocol bug shows up here too); batches go through the model's stream, vectorised.
@@ -23,8 +23,8 @@ class ModelScorer(RegisterScorer):
 
     def __init__(self, params: CoreParams, *, batch_size: int = 1 << 16) -> None:
         super().__init__(params, batch_size=batch_size)
-        self.model = CoreModel(params)
-        self.client = CoreClient(ModelBus(self.model), params)
+        self.model = EmulatedCore(params)
+        self.client = CoreClient(EmulatedBus(self.model), params)
 
     def _score_chunk(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64]) -> ScoreResult:
         return self.model.stream(x, tags)

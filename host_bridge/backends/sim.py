@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.model import ScoreResult
 from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.reference import ScoreResult
 
 from mailpulse.errors import UserError
 

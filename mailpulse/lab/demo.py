@@ -4,10 +4,10 @@ Stages (``--stage core|node|all``, default ``all``):
 
 1. **core** (issue 2) - the Verilog of the ``mailpulse_axi`` top (``full`` parameter set) is
    generated, a model is trained on ODDS ``mammography`` by :mod:`mailpulse.collector.trainer` (or read from
-   ``--model``), loaded into the simulated RTL over the register map (:func:`mailpulse.hdl.model.model_writes`
+   ``--model``), loaded into the simulated RTL over the register map (:func:`mailpulse.hdl.reference.model_writes`
    then ``CTRL.COMMIT``), a stream of samples is scored by the RTL (:func:`mailpulse.sim.device.open_device`:
    Verilator when installed, else Icarus) and every result is compared with the bit-exact reference
-   model :func:`mailpulse.hdl.model.score`.  The stage prints a table and ``N mismatches``.
+   model :func:`mailpulse.hdl.reference.score`.  The stage prints a table and ``N mismatches``.
 2. **node** (issue 5) - Mosquitto, the two-instance Postfix chain (edge -> mx, plus a slow-able
    relay for ``lossy.test``) and Dovecot start under a temporary directory; a node daemon follows
    the edge's Postfix log and sends 4K probes; ordinary traffic flows, a model is trained on that
@@ -116,7 +116,7 @@ def run_core(con: Console, *, quick: bool, data_path: Path, model_path: Path | N
              stack: contextlib.ExitStack, params_name: str = "full") -> CoreOutcome:
     """Stage 1: Verilog, model, RTL simulation, comparison with the reference model."""
     from mailpulse.datasets import load_dataset
-    from mailpulse.hdl import model as hm
+    from mailpulse.hdl import reference as hm
     from mailpulse.hdl.params import get_params
     from mailpulse.hdl.regmap import CORE_ID, RegisterMap
     from mailpulse.modelfile import load_model
@@ -217,7 +217,7 @@ def run_core(con: Console, *, quick: bool, data_path: Path, model_path: Path | N
     anomalies_reg = dev.read(rm["ANOMALIES"].address())
     con.say(f"   core counters: SAMPLES={samples_reg} ANOMALIES={anomalies_reg}")
     verdict = con.good("0 mismatches") if mismatches == 0 else con.bad(f"{mismatches} mismatches")
-    con.say(f"   RTL vs mailpulse.hdl.model.score (score, flag, argmax, tag of every sample): {verdict}")
+    con.say(f"   RTL vs mailpulse.hdl.reference.score (score, flag, argmax, tag of every sample): {verdict}")
     if mismatches == 0:
         con.say("   0 mismatches: the simulated hardware equals the reference model bit for bit")
     dev.close()

@@ -5,7 +5,7 @@ module computes, for every input and every register value; ``docs/fixed-point.md
 in words.  Two levels:
 
 * :func:`score` - the datapath: what one configured core outputs for a batch of samples.
-* :class:`CoreModel` - the register-level model: shadow/active model, field truncation, sign
+* :class:`EmulatedCore` - the register-level model: shadow/active model, field truncation, sign
   extension, commit, counters, the push/result registers and bus errors, as seen by a host.
 
 The datapath, per sample ``x`` (D signed ``in_bits`` integers) and projection ``k``::
@@ -172,7 +172,7 @@ class BusError(Exception):
     """A register access the core answers with an error (AXI SLVERR, SPI BUS_ERROR)."""
 
 
-class CoreModel:
+class EmulatedCore:
     """Register-level model of the core, as a host sees it through AXI4-Lite or SPI.
 
     Stream samples are scored with :meth:`stream`; pushed samples with a write to ``PUSH``.  The
@@ -333,4 +333,4 @@ def model_writes(regmap: RegisterMap, cfg: CoreConfig) -> list[tuple[int, int]]:
     return out
 
 
-__all__ = ["CORE_ID", "BusError", "CoreConfig", "CoreModel", "ScoreResult", "bins", "model_writes", "score"]
+__all__ = ["CORE_ID", "BusError", "CoreConfig", "EmulatedCore", "ScoreResult", "bins", "model_writes", "score"]
