@@ -33,7 +33,7 @@ def open_scorer(backend: str, params: CoreParams | str = "small", **options: Any
     if backend == "auto":
         backend = detect_backend()
     if backend == "model":
-        from .reference import ModelScorer
+        from .model import ModelScorer
 
         return ModelScorer(p, **options)
     if backend == "sim":
