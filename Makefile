@@ -11,6 +11,7 @@ setup:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(PY) tools/pkgview.py >/dev/null
+	cd build/pkgview && $(CURDIR)/$(VENV)/bin/lint-imports --no-cache --no-logo $(CURDIR)/pyproject.toml
 	cd build/pkgview && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p mailpulse
 
 test: setup lint

@@ -118,7 +118,7 @@ def bench_rss(broker: Mosquitto, chain: MailChain | None, tmp: Path, flood: bool
         lines += ["[probe]", "enabled = false"]
     cfg.write_text("\n".join(lines) + "\n")
     env = dict(os.environ, BENCH_MQTT_PW="pw-a", BENCH_IMAP_PW=chain.mailboxes["probe"].password if chain else "")
-    proc = subprocess.Popen([sys.executable, "-m", "mailpulse.pi_firmware.node_cli", "run", "--config", str(cfg),
+    proc = subprocess.Popen([sys.executable, "-m", "mailpulse", "node", "run", "--config", str(cfg),
                              "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
     peak = 0
     try:

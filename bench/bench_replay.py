@@ -12,26 +12,28 @@ fairer comparison) and their ratio.  ``MAILPULSE_BENCH_LINES`` sets the log size
 
 Then, when Mosquitto is installed, ``mailpulse node replay`` *with* publishing (spool on disk +
 QoS 1 to a local Mosquitto started on loopback, timed until the broker acknowledged every event: the
-command's own code path, ``replay_command``, run in this process so that its CPU time - all threads:
+command's own code path, :func:`mailpulse.pi_firmware.replay.replay_node`, run in this process so that its CPU time - all threads:
 parser, pump, paho - can be measured apart from Mosquitto's) on the first
 ``MAILPULSE_BENCH_PUBLISH_LINES`` lines (default: the whole log, as pflogsumm).
 """
 
 from __future__ import annotations
 
-import argparse
-import io
 import os
 import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from mailpulse.pi_firmware.cli import replay
+from mailpulse.pi_firmware.config import load_config
 from mailpulse.pi_firmware.pipeline import CountingSink
+from mailpulse.pi_firmware.replay import replay, replay_node
 from mailpulse.pi_firmware.synthlog import Expected, generate
+
+from mailpulse.lab.servers import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,12 +90,6 @@ def time_publish(path: Path, n_lines: int) -> tuple[str, int, float, float, floa
     if shutil.which("mosquitto") is None:
         print("publishing: mosquitto is not installed")
         return None
-    import tempfile
-
-    from mailpulse.pi_firmware.cli import replay_command
-
-    from mailpulse.lab.servers import Mosquitto
-
     with tempfile.TemporaryDirectory(prefix="mailpulse-bench-") as tmp:
         d = Path(tmp)
         log = path
@@ -116,20 +112,19 @@ def time_publish(path: Path, n_lines: int) -> tuple[str, int, float, float, floa
                            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nusername = "bench"\n'
                            'password_env = "MAILPULSE_BENCH_PW"\nha_discovery = false\n[postfix]\nyear = 2026\n')
             os.environ["MAILPULSE_BENCH_PW"] = "pw"
-            out = io.StringIO()
-            args = argparse.Namespace(config=str(cfg), log=str(log), no_publish=False, flush_timeout=1800.0)
+            node_cfg = load_config(cfg)
             assert broker.proc is not None
             m0 = _proc_cpu(broker.proc.pid)
             c0 = time.process_time()
             t0 = time.perf_counter()
-            rc = replay_command(args, out)
+            summary = replay_node(node_cfg, log, publish=True, flush_timeout=1800.0)
             wall = time.perf_counter() - t0
             cpu = time.process_time() - c0
             mcpu = _proc_cpu(broker.proc.pid) - m0
-            if rc != 0:
-                print(f"publishing: replay failed with status {rc}")
+            if summary.unflushed is not None:
+                print(f"publishing: the broker did not acknowledge every event ({summary.unflushed} rows left)")
                 return None
-            return out.getvalue().strip().splitlines()[-1], lines, wall, cpu, mcpu
+            return summary.line(), lines, wall, cpu, mcpu
         finally:
             broker.stop()
 

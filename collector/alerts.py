@@ -38,6 +38,7 @@ from html import escape
 from typing import Any
 
 from .config import AlertSettings
+from .correlate import SEVERITIES
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,6 @@ class AlertManager:
         elif inc["id"] in self._flapping:
             return "flapping"
         if kind == "severity" and previous is not None:
-            from .correlate import SEVERITIES
-
             lower = SEVERITIES.index(inc["severity"]) < SEVERITIES.index(previous)
             last = self._last_by_incident.get(inc["id"])
             if lower and last is not None and now - last < self.s.min_interval_s:

@@ -45,22 +45,24 @@ the root under the observing node's name.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
-import json
 import math
 import re
-import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from mailpulse.errors import UserError
+
+from .archive import closed_segments, read_events
+
 __all__ = [
-    "Change", "CorrelateSettings", "Correlator", "Incident", "correlate_archive", "event_latency_s", "event_path",
-    "event_time",
+    "Change", "CorrelateSettings", "Correlator", "Incident", "correlate_archive", "correlate_folder", "event_latency_s",
+    "event_path", "event_time", "format_incident",
 ]
 
 ROOT = "*"
@@ -574,7 +576,6 @@ def correlate_archive(events: Iterable[dict[str, Any]], settings: CorrelateSetti
 
 def format_incident(inc: dict[str, Any]) -> str:
     e = inc["evidence"]
-    from datetime import UTC
     t = datetime.fromtimestamp(inc["opened"], UTC).strftime("%Y-%m-%d %H:%M:%S")
     lines = [f"[{inc['state']}] {inc['severity']} incident {inc['id']} opened {t}Z: root cause {inc['root_cause']}",
              f"    {e['anomalies']}/{e['events']} anomalous in {e['window_s']:.0f} s (rate {e['anomaly_rate']}, "
@@ -586,22 +587,17 @@ def format_incident(inc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_correlate(args: argparse.Namespace) -> int:
-    """``mailpulse correlate --archive DIR``: print the incidents found in an archive."""
-    from pathlib import Path
-
-    from mailpulse.errors import UserError
-
-    from .archive import closed_segments, read_events
-
-    folder = Path(args.archive)
+def correlate_folder(folder: Path | str, window_s: float | None = None) -> Correlator:
+    """Replay the closed segments of an archive folder through a :class:`Correlator` (what
+    ``mailpulse correlate --archive DIR`` prints).  Bad folders and settings are ``UserError``."""
+    folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"archive folder {folder} does not exist")
     if not closed_segments(folder):
         raise UserError(f"archive folder {folder} holds no closed segments (*.jsonl.gz)")
-    kw = {}
-    if args.window is not None:
-        kw["window_s"] = args.window
+    kw: dict[str, Any] = {}
+    if window_s is not None:
+        kw["window_s"] = window_s
     try:
         settings = CorrelateSettings(**kw)
     except ValueError as e:
@@ -610,12 +606,4 @@ def cmd_correlate(args: argparse.Namespace) -> int:
         c, _ = correlate_archive(read_events(folder), settings)
     except (OSError, ValueError) as e:
         raise UserError(f"archive folder {folder} cannot be read ({e})") from None
-    incs = c.all_incidents()
-    if args.json:
-        json.dump(incs, sys.stdout, indent=1)
-        print()
-    else:
-        print(f"{c.observed} events, {len(incs)} incidents")
-        for inc in incs:
-            print(format_incident(inc))
-    return 0
+    return c

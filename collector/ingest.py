@@ -37,6 +37,7 @@ from mailpulse import topics as T
 
 from .archive import ArchiveWriter, closed_segments, read_segment
 from .config import MqttSettings
+from .correlate import event_time
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,6 @@ class Batch:
 
 
 def _event_ts(ev: dict[str, Any]) -> float | None:
-    from .correlate import event_time
-
     t = event_time(ev)
     return t or None
 

@@ -37,6 +37,7 @@ from mailpulse.errors import UserError
 from mailpulse.modelfile import TrainedModel, load_model
 
 from .archive import read_events
+from .trainer import train
 
 __all__ = ["GuardResult", "false_alarm_rate", "publish_model", "retrain_from_archive", "retrain_guard"]
 
@@ -94,8 +95,6 @@ def retrain_from_archive(folder: str | os.PathLike[str], current: TrainedModel |
                          recent_fraction: float = 0.2, false_alarm_rate_target: float = 0.01,
                          max_increase: float = 0.0, seed: int = 0) -> tuple[TrainedModel, GuardResult]:
     """Train a candidate on the older archive and guard it on the newest events."""
-    from .trainer import train
-
     x, labels = _archive_arrays(folder)
     if len(x) < 50:
         raise UserError(f"archive {folder} holds {len(x)} events with feature vectors; retraining needs at least 50")

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import collections
 import logging
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from .alerts import AlertManager
@@ -24,6 +26,7 @@ from .config import CollectorConfig
 from .correlate import Change, Correlator
 from .ingest import Batch, Dedup, IngestProcessor, MqttIngest, load_index
 from .metrics import Metrics
+from .retrain import publish_model, retrain_from_archive
 from .web import DashboardServer, DashboardState, Hub
 
 log = logging.getLogger(__name__)
@@ -184,8 +187,6 @@ class Collector:
 
     def retrain_once(self) -> list[dict[str, Any]]:
         """Train on the archive, guard, publish to each configured site if accepted."""
-        from .retrain import publish_model, retrain_from_archive
-
         r = self.cfg.retrain
         try:
             model, guard = retrain_from_archive(self.cfg.archive.dir, self.current_model, params=r.params,
@@ -201,9 +202,6 @@ class Collector:
                                  "published_to": list(r.sites) if guard.accept else []}
         if guard.accept:
             self.current_model = model
-            import tempfile
-            from pathlib import Path
-
             with tempfile.TemporaryDirectory() as d:
                 path = model.save(Path(d) / "model.json")
                 m = self.cfg.mqtt

@@ -40,6 +40,7 @@ from typing import Any
 from amaranth.hdl import Cat, ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib import io
 
+from . import tops
 from .params import CoreParams, get_params
 from .platforms import BoardSpec, get_board
 
@@ -375,16 +376,12 @@ CORES = ("folded", "stream")
 
 
 def _spi_top(params: CoreParams, core: str) -> Any:
-    from . import tops
-
     if core not in CORES:
         raise ValueError(f"unknown core {core!r}; known cores: {', '.join(CORES)}")
     return tops.SPITop(params, core=core)
 
 
 def _axi_top(params: CoreParams) -> Any:
-    from . import tops
-
     return tops.AXITop(params)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mailpulse.errors import UserError
+
 
 def clog2(n: int) -> int:
     """Smallest ``w`` with ``2**w >= n`` (``clog2(1) == 0``)."""
@@ -150,3 +152,12 @@ def get_params(name: str) -> CoreParams:
     except KeyError:
         known = ", ".join(sorted(PARAMETER_SETS))
         raise ValueError(f"unknown parameter set {name!r}; known sets: {known}") from None
+
+
+def params_or_error(name: str) -> CoreParams:
+    """:func:`get_params`, with an unknown name as a :class:`~mailpulse.errors.UserError` (bad
+    input from a user: one sentence that lists the known sets, exit status 2)."""
+    try:
+        return get_params(name)
+    except ValueError as e:
+        raise UserError(str(e)) from None

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from amaranth.back import verilog
 from amaranth.hdl import ClockDomain, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from mailpulse.errors import UserError
 
 from .axi import (
     RESULT_TDATA_BITS,
@@ -19,11 +23,11 @@ from .axi import (
 )
 from .core import ScorerCore
 from .folded import FoldedScorerCore
-from .params import CoreParams
+from .params import CoreParams, params_or_error
 from .regs import RegisterFile
 from .spi import SPIRegisterBridge, SPISignature
 
-__all__ = ["TOPS", "AXITop", "SPITop", "generate_verilog"]
+__all__ = ["TOPS", "AXITop", "SPITop", "generate_verilog", "write_verilog"]
 
 
 class AXITop(wiring.Component):
@@ -118,3 +122,18 @@ def generate_verilog(params: CoreParams, top: str = "axi") -> str:
     except KeyError:
         raise ValueError(f"unknown top {top!r}; known tops: {', '.join(TOPS)}") from None
     return verilog.convert(cls(params), name=name, emit_src=False)
+
+
+def write_verilog(config: str, top: str, out: Path | None) -> str:
+    """Generate the Verilog of ``top`` for parameter set ``config`` (names, as a user gives them);
+    write it to ``out`` if given.  Bad names and unwritable files are :class:`UserError`."""
+    params = params_or_error(config)
+    if top not in TOPS:
+        raise UserError(f"unknown top {top!r}; use one of {', '.join(TOPS)}")
+    text = generate_verilog(params, top)
+    if out is not None:
+        try:
+            out.write_text(text)
+        except OSError as e:
+            raise UserError(f"cannot write {out}: {e.strerror}") from None
+    return text

@@ -9,18 +9,14 @@ File formats are checked *before* any hardware is touched; a wrong or truncated 
 * iCE40 ``.bin`` (icepack output): an optional comment block ``FF 00 ... 00 FF``, the sync word
   ``7E AA 99 7E``, and the wake-up command ``01 06`` near the end (a truncated file lacks it).
 
-Loading:
-
-* ``pynq``: ``pynq.Overlay(path)`` (FPGA manager on the board); the ``.hwh`` must sit next to the
-  ``.bit``.  The project's placeholder bitstream (used by the simulated device) is refused.
-* ``ice40``: the Lattice SPI slave configuration sequence (iCE40 programming and configuration
-  guide, TN1248 / FPGA-TN-02001) over ``spidev`` + ``gpiod``: ``SPI_SS_B`` low, ``CRESET_B``
-  low >= 200 ns, ``CRESET_B`` high, ``CDONE`` must be low, wait >= 1200 us (housekeeping),
-  ``SS`` high for 8 dummy clocks, ``SS`` low and the image (SPI mode 3, 1-25 MHz), ``SS`` high and
-  >= 100 dummy clocks, ``CDONE`` must go high (within a timeout), >= 49 more clocks to start the
-  user design.
-* ``sim``: the file is validated and the sequence runs against the simulated device
-  (:class:`mailpulse.pynq_overlays.sim_device.SimulatedDevice` for ``.bit``, :class:`FakeIce40` for ``.bin``).
+Loading an iCE40 image: the Lattice SPI slave configuration sequence (iCE40 programming and
+configuration guide, TN1248 / FPGA-TN-02001) over ``spidev`` + ``gpiod``: ``SPI_SS_B`` low,
+``CRESET_B`` low >= 200 ns, ``CRESET_B`` high, ``CDONE`` must be low, wait >= 1200 us
+(housekeeping), ``SS`` high for 8 dummy clocks, ``SS`` low and the image (SPI mode 3, 1-25 MHz),
+``SS`` high and >= 100 dummy clocks, ``CDONE`` must go high (within a timeout), >= 49 more clocks to
+start the user design (:func:`load_ice40`).  A ``.bit`` is loaded by PYNQ
+(:func:`mailpulse.pynq_overlays.overlay.load_overlay`); :func:`mailpulse.backends.load_bitstream`
+picks the loader by backend name.
 """
 
 from __future__ import annotations
@@ -30,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from mailpulse.errors import UserError
 
@@ -283,178 +279,3 @@ def load_ice40(image: bytes, spi: ConfigSpi, gpio: GpioLines, *, timing: Ice40Ti
         spi.mode, spi.max_speed_hz = old_mode, old_speed
     report.seconds = now() - start
     return report
-
-
-class VirtualClock:
-    """A clock for simulated sequences: ``sleep`` advances it, nothing really waits."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, dt: float) -> None:
-        self.t += max(0.0, dt)
-
-
-class FakeIce40:
-    """An iCE40 in SPI slave configuration mode, with its pins, checking TN1248's rules.
-
-    It is both the :class:`GpioLines` and the :class:`ConfigSpi` of :func:`load_ice40`.  It records
-    every pin change and SPI transfer in ``events`` (time, what, detail) and every broken rule in
-    ``violations``; ``CDONE`` rises only if a valid image arrived with SS low after a correct reset
-    and housekeeping, and ``>= 100`` clocks followed it.  ``user_mode`` becomes true after
-    ``>= 49`` further clocks.
-    """
-
-    def __init__(self, clock: VirtualClock, expected: bytes | None = None) -> None:
-        self.clock = clock
-        self.expected = expected
-        self.mode = 0
-        self.max_speed_hz = 1_000_000
-        self.pins = {"creset": True, "ss": True, "cdone": False}
-        self.events: list[tuple[float, str, str]] = []
-        self.violations: list[str] = []
-        self.state = "idle"          # idle -> reset -> housekeeping -> ready -> loading -> wait_done -> done -> user
-        self._t_reset_fall = 0.0
-        self._t_reset_rise = 0.0
-        self._image = bytearray()
-        self._clocks_after = 0
-        self.user_mode = False
-        self.received = b""
-
-    def _bad(self, msg: str) -> None:
-        self.violations.append(f"t={self.clock.now() * 1e6:.1f}us: {msg}")
-
-    # GpioLines
-    def set(self, name: str, value: bool) -> None:
-        if name not in ("creset", "ss"):
-            raise ValueError(f"{name} is an input")
-        old = self.pins[name]
-        self.pins[name] = value
-        self.events.append((self.clock.now(), f"{name}={'1' if value else '0'}", ""))
-        if name == "creset" and old and not value:
-            self._t_reset_fall = self.clock.now()
-            self.state, self.pins["cdone"], self.user_mode = "reset", False, False
-            self._image.clear()
-        elif name == "creset" and not old and value:
-            if self.clock.now() - self._t_reset_fall < 200e-9:
-                self._bad("CRESET_B low for less than 200 ns")
-            if self.pins["ss"]:
-                self._bad("SPI_SS_B high when CRESET_B rose: the iCE40 boots as SPI master (from flash)")
-                self.state = "master"
-            else:
-                self.state = "housekeeping"
-            self._t_reset_rise = self.clock.now()
-        elif name == "ss" and self.state == "loading" and value:
-            self.received = bytes(self._image)
-            ok = self._image_ok()
-            self.state = "wait_done" if ok else "failed"
-            self._clocks_after = 0
-
-    def get(self, name: str) -> bool:
-        return self.pins[name]
-
-    def close(self) -> None:
-        return None
-
-    def _image_ok(self) -> bool:
-        if self.expected is not None and bytes(self._image) != self.expected:
-            self._bad(f"image differs from the file ({len(self._image)} bytes received, {len(self.expected)} expected)")
-            return False
-        try:
-            check_ice40_image(bytes(self._image))
-        except UserError as e:
-            self._bad(f"invalid image received: {e}")
-            return False
-        return True
-
-    # ConfigSpi
-    def writebytes2(self, data: bytes | list[int]) -> None:
-        n = len(data)
-        if self.mode != 3:
-            self._bad(f"SPI mode {self.mode} during configuration (the iCE40 needs mode 3 here)")
-        if not 1_000_000 <= self.max_speed_hz <= 25_000_000:
-            self._bad(f"SCK at {self.max_speed_hz} Hz, outside 1..25 MHz")
-        if n > 4096:
-            self._bad(f"a {n}-byte transfer exceeds spidev's buffer")
-        self.events.append((self.clock.now(), "spi", f"{n} bytes, SS={'1' if self.pins['ss'] else '0'}"))
-        if self.state == "housekeeping":
-            if self.clock.now() - self._t_reset_rise < 1200e-6:
-                self._bad("SCK toggled less than 1200 us after CRESET_B rose (housekeeping not finished)")
-                self.state = "failed"    # configuration memory not cleared: the device ignores the image
-            elif self.pins["ss"]:
-                self.state = "ready"
-            else:
-                self._bad("configuration data sent without the 8 dummy clocks with SS high")
-                self.state = "loading"
-                self._image += bytes(data)
-        elif self.state == "ready":
-            if self.pins["ss"]:
-                pass                     # more dummy clocks are harmless
-            else:
-                self.state = "loading"
-                self._image += bytes(data)
-        elif self.state == "loading":
-            self._image += bytes(data)
-        elif self.state == "wait_done":
-            if not self.pins["ss"]:
-                self._bad("dummy clocks after the image sent with SS low")
-            self._clocks_after += 8 * n
-            if self._clocks_after >= 100:
-                self.state, self.pins["cdone"], self._clocks_after = "done", True, self._clocks_after - 100
-                self.events.append((self.clock.now(), "cdone=1", ""))
-        elif self.state == "done":
-            self._clocks_after += 8 * n
-            if self._clocks_after >= 49:
-                self.state, self.user_mode = "user", True
-        elif self.state in ("idle", "reset", "master", "failed", "user"):
-            pass
-        self.clock.sleep(8 * n / max(self.max_speed_hz, 1))
-
-
-def load_pynq(path: Path, *, download: bool = True, device: Any = None) -> Any:
-    """Load a ``.bit`` (+ ``.hwh``) as a ``pynq.Overlay``; refuses the placeholder on a board."""
-    path = Path(path)
-    bit = read_xilinx_bit(path, expect_part="7z020")
-    if not path.with_suffix(".hwh").is_file():
-        raise UserError(f"{path.with_suffix('.hwh')} is missing: PYNQ needs the .hwh next to the .bit")
-    if bit.is_placeholder and device is None:
-        raise UserError(f"{path} is the placeholder bitstream (no logic); build the real one with Vivado "
-                        "(docs/pynq.md) or use --backend sim")
-    try:
-        from mailpulse.pynq_overlays.overlay import MailpulseOverlay
-    except ImportError:
-        raise UserError("the pynq backend needs the 'pynq' package (preinstalled on PYNQ boards)") from None
-    return MailpulseOverlay(str(path.resolve()), download=download, device=device)
-
-
-def load_sim(path: Path, params: str = "zynq") -> str:
-    """Validate a bitstream and run its loading sequence against the simulated device.
-
-    ``.bit``: the simulated ``pynq.Device`` downloads it through ``pynq.Overlay`` (header checked,
-    ``.hwh`` parsed).  Anything else is treated as an iCE40 image and configured into a
-    :class:`FakeIce40` with the real sequence; any timing rule broken is an error.  Returns a
-    one-line summary.
-    """
-    path = Path(path)
-    raw_head = path.read_bytes()[:16] if path.is_file() else b""
-    if not path.is_file():
-        raise UserError(f"bitstream {path} does not exist")
-    if raw_head.startswith(XILINX_HEADER):
-        from mailpulse.hdl.params import get_params
-        from mailpulse.pynq_overlays.sim_device import EmulatedPort, SimulatedDevice
-
-        dev = SimulatedDevice(EmulatedPort(get_params(params)))
-        ol = load_pynq(path, download=True, device=dev)
-        bit = read_xilinx_bit(path)
-        return f"sim: {path.name} ({bit.design.split(';')[0]}, {bit.part}) downloaded; IP: {', '.join(sorted(ol.ip_dict))}"
-    image = read_ice40_image(path)
-    clock = VirtualClock()
-    fpga = FakeIce40(clock, expected=image)
-    report = load_ice40(image, fpga, fpga, sleep=clock.sleep, now=clock.now, name=str(path))
-    if fpga.violations or not fpga.user_mode:
-        raise UserError(f"simulated iCE40 configuration of {path} broke a timing rule: {fpga.violations[:1]}")
-    return (f"sim: {path.name} ({len(image)} bytes) configured into the simulated iCE40 in "
-            f"{report.seconds * 1e3:.1f} ms of bus time; CDONE high, user mode")

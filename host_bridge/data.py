@@ -1,4 +1,5 @@
-"""Reading sample files for ``mailpulse score`` and turning them into the core's fixed-point input.
+"""The files ``mailpulse score`` reads: sample files, turned into the core's fixed-point input, and
+model files (a trained model file, or a raw register image).
 
 Formats (by suffix):
 
@@ -12,55 +13,42 @@ With a model file (``mailpulse.modelfile.TrainedModel``) samples always go throu
 (``TrainedModel.scale``: raw features to the core's signed 16-bit inputs).  With a raw register image
 (no scaling), integer data in the signed 16-bit range is used as is and anything else is an
 error - never a silent rounding.
+
+A raw register image (``.npz`` with ``weights``, ``offsets``, ``shifts``, ``tables``, ``threshold``,
+``params``; :func:`save_core_config`) is for bring-up and tests; trained models use
+:mod:`mailpulse.modelfile`.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.reference import CoreConfig
 
+from mailpulse.datasets import load_dataset
 from mailpulse.errors import UserError
+from mailpulse.modelfile import load_model
 
 FloatOrInt = npt.NDArray[Any]
 
 
 def _read_own(path: Path) -> tuple[FloatOrInt, npt.NDArray[np.int64] | None]:
     suffix = path.suffix.lower()
-    if suffix in (".npz", ".mat") and importlib.util.find_spec("mailpulse.datasets") is not None:
-        tags = None
-        trainer_format = True
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                tags = np.asarray(z["tags"], dtype=np.int64) if "tags" in z.files else None
-                trainer_format = "X" in z.files
-        if trainer_format:
-            ds = importlib.import_module("mailpulse.datasets").load_dataset(path)
-            return np.asarray(ds.X), tags
+    if suffix == ".mat":
+        return np.asarray(load_dataset(path).X), None
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
-            key = "x" if "x" in z.files else "X" if "X" in z.files else None
-            if key is None:
-                raise UserError(f"{path} has no array named 'x' or 'X' (arrays: {', '.join(z.files)})")
             tags = np.asarray(z["tags"], dtype=np.int64) if "tags" in z.files else None
-            return np.asarray(z[key]), tags
-    if suffix == ".mat":
-        try:
-            from scipy.io import loadmat
-        except ImportError:
-            raise UserError("reading .mat files needs scipy (pip install scipy)") from None
-        try:
-            m = loadmat(str(path))
-        except Exception as e:  # scipy raises several types for a bad file
-            raise UserError(f"{path} is not a readable MATLAB file ({e})") from None
-        if "X" not in m:
-            raise UserError(f"{path} has no matrix 'X' (ODDS layout)")
-        return np.asarray(m["X"]), None
+            if "x" in z.files and "X" not in z.files:
+                return np.asarray(z["x"]), tags
+            if "X" not in z.files:
+                raise UserError(f"{path} has no array named 'x' or 'X' (arrays: {', '.join(z.files)})")
+        return np.asarray(load_dataset(path).X), tags   # the trainer's layout
     if suffix in (".jsonl", ".json", ".ndjson"):
         rows: list[Any] = []
         tag_list: list[int] = []
@@ -115,3 +103,38 @@ def to_fixed_point(x: FloatOrInt, model: Any, d: int) -> npt.NDArray[np.int64]:
         return xs.astype(np.int64)
     raise UserError(f"the data is not {d} signed 16-bit integer features per sample and the model has no input "
                     "scaling to convert it")
+
+
+def save_core_config(path: Path, params: CoreParams, cfg: CoreConfig) -> Path:
+    """Write a raw register image of a model (``.npz``: weights, offsets, shifts, tables,
+    threshold, params).  For bring-up and tests; trained models use ``mailpulse.modelfile``."""
+    cfg.validate(params)
+    np.savez(path, params=np.array(params.name), weights=cfg.weights, offsets=cfg.offsets, shifts=cfg.shifts,
+             tables=cfg.tables, threshold=np.array(int(cfg.threshold), dtype=np.int64))
+    return Path(path)
+
+
+def load_model_any(path: Path) -> tuple[Any, CoreConfig, CoreParams | None]:
+    """(model object, its CoreConfig, its parameter set if it names one) from a model file.
+
+    A ``.npz`` with a ``tables`` array is a raw register image (:func:`save_core_config`; the model
+    object is then ``None``); anything else goes to :func:`mailpulse.modelfile.load_model`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "tables" in z.files:
+                try:
+                    raw_params = get_params(str(z["params"]))
+                except ValueError as e:
+                    raise UserError(f"{path}: {e}") from None
+                cfg = CoreConfig(weights=z["weights"].astype(np.int64), offsets=z["offsets"].astype(np.int64),
+                                 shifts=z["shifts"].astype(np.int64), tables=z["tables"].astype(np.int64),
+                                 threshold=int(z["threshold"]))
+                return None, cfg, raw_params
+    model = load_model(path)
+    p = getattr(model, "params", None)
+    named = get_params(p) if isinstance(p, str) else p if isinstance(p, CoreParams) else None
+    return model, model.core_config(), named

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,9 @@ import numpy as np
 import numpy.typing as npt
 from mailpulse.hdl.params import CoreParams
 from mailpulse.hdl.reference import CoreConfig, ScoreResult
+
+from mailpulse.errors import UserError
+from mailpulse.modelfile import load_model
 
 from .core import CoreClient, CoreIdentity, Counters
 from .streamfmt import check_samples
@@ -38,19 +42,11 @@ def as_core_config(model: Any, params: CoreParams) -> CoreConfig:
     ``mailpulse.modelfile``), or a path to a model file.  Raises ``UserError`` if the file cannot
     be loaded; fit to the core is checked when the model is written.
     """
-    from mailpulse.errors import UserError
-
     if isinstance(model, CoreConfig):
         return model
     if hasattr(model, "core_config"):
         return model.core_config()
-    from pathlib import Path
-
     if isinstance(model, str | Path):
-        try:
-            from mailpulse.modelfile import load_model
-        except ImportError as e:  # pragma: no cover - part of the project
-            raise UserError(f"cannot read model file {model}: mailpulse.modelfile is missing ({e})") from None
         return load_model(model).core_config()
     raise UserError(f"a model is a CoreConfig, a loaded model file or a path, not {type(model).__name__}")
 

@@ -21,6 +21,8 @@ next start.
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import logging
 import signal
 import threading
@@ -31,16 +33,22 @@ from typing import Any, Protocol
 
 from mailpulse import __version__
 from mailpulse import topics as T
+from mailpulse.backends import open_scorer
+from mailpulse.errors import UserError
 
+from .config import NodeConfig
 from .events import Event
 from .fleet import Fleet, ModelUpdater
+from .follow import Follower, Position
+from .maildir import MaildirWatcher
 from .mqtt import MqttSink
 from .node_config import NodeSections
 from .pipeline import Pipeline, ScoringSetup, bridge_scorer, load_scoring_model, untrained_model
+from .postfix import PostfixParser
 from .probe import ProbeError, ProbeEvent, Prober
 from .spool import Spool
 
-__all__ = ["Node", "PostfixLogSource", "Source", "make_sink", "run_node"]
+__all__ = ["Node", "PostfixLogSource", "Source", "build_node", "make_sink", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +71,6 @@ def _limit_arenas(n: int = 2) -> None:
     """Cap glibc's malloc arenas (one per thread by default: fragmentation multiplies RSS on a
     small board).  No-op where ``mallopt`` is absent."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").mallopt(-8, n)   # M_ARENA_MAX
     except (OSError, AttributeError):
         pass
@@ -74,8 +80,6 @@ def _trim_heap() -> None:
     """Give freed heap pages back to the OS after a probe (its 4K message and image buffers are
     large and short-lived; glibc keeps them otherwise).  No-op where ``malloc_trim`` is absent."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
@@ -106,9 +110,6 @@ class PostfixLogSource:
         return None if self.state_file is None else Path(str(self.state_file) + ".join")
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
-        from .follow import Follower, Position
-        from .postfix import PostfixParser
-
         follower = Follower(self.path, self.state_file, from_start=self.from_start)
         parser = PostfixParser(self.node, year=self.year, max_queue_ids=self.max_queue_ids)
         join = self.join_file
@@ -222,8 +223,6 @@ class Node:
 
     @staticmethod
     def _version_of(model: ScoringSetup, data: bytes) -> str:
-        import hashlib
-
         if model.version and not model.version.startswith("model.json"):
             return model.version
         return "sha256:" + hashlib.sha256(data).hexdigest()[:12]
@@ -344,3 +343,25 @@ def run_node(sections: NodeSections, model: ScoringSetup | None = None, scorer: 
              sources: Sequence[Source] = ()) -> int:
     """Run the daemon until SIGTERM; returns the exit status (0 on a clean stop)."""
     return Node(sections, model=model, scorer=scorer, sources=sources).run()
+
+
+def build_node(cfg: NodeConfig, model_path: str | None = None) -> Node:
+    """The :class:`Node` of a loaded config (:func:`mailpulse.pi_firmware.config.load_config`):
+    its sources, scorer backend and model (``model_path``, else the config's, else untrained)."""
+    sources: list[Source] = []
+    if cfg.postfix.log:
+        sources.append(PostfixLogSource(cfg.postfix.log, cfg.node_id, state_file=cfg.postfix.state_file,
+                                        from_start=cfg.postfix.from_start, poll_s=cfg.postfix.poll_s,
+                                        year=cfg.postfix.year or None, max_queue_ids=cfg.postfix.max_queue_ids))
+    if cfg.maildir.path:
+        sources.append(MaildirWatcher(cfg.maildir.path, cfg.node_id, cfg.maildir.state_file, limits=cfg.mime,
+                                      max_seen=cfg.maildir.max_seen, poll_s=cfg.maildir.poll_s))
+    model_file = model_path or cfg.scorer.model
+    model = load_scoring_model(model_file, cfg.scorer.params) if model_file else None
+    scorer = None
+    if cfg.scorer.backend != "model":
+        scorer = open_scorer(cfg.scorer.backend, cfg.scorer.params)
+    try:
+        return Node(cfg.sections, model=model, scorer=scorer, sources=sources, batch_size=cfg.scorer.batch_size)
+    except OSError as e:
+        raise UserError(f"the node cannot start: {e}") from None

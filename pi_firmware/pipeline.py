@@ -35,6 +35,7 @@ from mailpulse.hdl.reference import score as model_score
 
 from mailpulse import features as F
 from mailpulse.errors import UserError
+from mailpulse.modelfile import load_model
 
 from .events import Event, Scored
 
@@ -145,8 +146,6 @@ def load_scoring_model(path: Path | str, params: CoreParams | str | None = None)
     Raises ``UserError`` when the file is bad, was trained on another feature schema, or does not
     fit the expected core parameters.
     """
-    from mailpulse.modelfile import load_model
-
     m = load_model(path)
     if str(m.feature_schema) != str(F.SCHEMA_VERSION):
         raise UserError(f"model {path} was trained on feature schema {m.feature_schema!r}, "

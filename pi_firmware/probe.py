@@ -27,6 +27,7 @@ Failure modes: an SMTP error (refused connection, rejected recipient) gives a ``
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import hashlib
@@ -37,6 +38,8 @@ import math
 import re
 import smtplib
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -50,8 +53,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
+
+from mailpulse.features import OUTCOMES
 
 from .events import Event, event_id
+from .received import parse_chain
 
 __all__ = [
     "ProbeContent", "ProbeError", "ProbeEvent", "ProbeRoute", "ProbeSettings", "Prober",
@@ -193,15 +200,11 @@ class ProbeContent:
 
 
 def _b64_lines(data: bytes) -> bytes:
-    import base64
-
     raw = base64.b64encode(data)
     return b"\r\n".join(raw[i:i + 76] for i in range(0, len(raw), 76))
 
 
 def _decode_rgb(data: bytes) -> npt.NDArray[np.uint8]:
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as im:
         return np.asarray(im.convert("RGB"))
 
@@ -210,8 +213,6 @@ def _decode_rgb(data: bytes) -> npt.NDArray[np.uint8]:
 def probe_content(image_format: str = "jpeg", quality: int = 90, attachment_bytes: int = 256 * 1024,
                   width: int = WIDTH, height: int = HEIGHT) -> ProbeContent:
     """Generate (once per argument set, then cached) the probe image and attachment."""
-    from PIL import Image
-
     buf = io.BytesIO()
     im = Image.new("RGB", (width, height))
     step = 120
@@ -242,9 +243,6 @@ def cached_content(cache_dir: Path | None, image_format: str = "jpeg", quality: 
     """
     if cache_dir is None:
         return probe_content(image_format, quality, attachment_bytes)
-    import subprocess
-    import sys
-
     path = Path(cache_dir) / f"probe-{WIDTH}x{HEIGHT}-q{quality}.{image_format}"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -381,8 +379,6 @@ def analyse(data: bytes, content: ProbeContent) -> tuple[Integrity, Message]:
     The image is decoded only when its bytes differ (to tell a recompression from a corruption and
     measure PSNR); an image that arrives at another size is resized back (bilinear) before PSNR.
     """
-    from PIL import Image
-
     msg = BytesParser(policy=policy.compat32).parsebytes(data)
     parts = list(msg.walk())
     found = [p.get_content_type() for p in parts]
@@ -456,10 +452,6 @@ def postfix_delays(queue_ids: Sequence[str], logs: Sequence[str], tail_bytes: in
 def hops_of(msg: Message, route: ProbeRoute) -> list[dict[str, Any]]:
     """Per-hop delays: the ``Received:`` chain (oldest first), refined with Postfix ``delays=``."""
     values = [str(v) for v in msg.get_all("Received", [])]
-    try:
-        from .received import parse_chain
-    except ImportError:  # the parser module is part of the firmware; keep probes working without it
-        return [{"raw": v} for v in reversed(values)]
     hops = [h.to_json() | {"ts": h.ts} for h in parse_chain(values)]
     if route.maillogs:
         found = postfix_delays([h.get("id") or "" for h in hops], route.maillogs)
@@ -500,8 +492,6 @@ class ProbeEvent(Event):
         return event_id(self.node, self.KIND, self.probe_id, self.outcome)
 
     def raw_features(self) -> dict[str, float | None]:
-        from mailpulse.features import OUTCOMES
-
         delays = [h["delay_s"] for h in self.hops if h.get("delay_s") is not None]
         return {
             "delay_total_ms": self.latency_ms,

@@ -30,8 +30,7 @@ limits).  A single event larger than ``max_bytes`` is a batch of its own.
 
 Failure modes: a corrupt or unwritable database raises :class:`SpoolError` at open time with the
 path and SQLite's reason; a write that fails is rolled back and raises :class:`SpoolError` (nothing
-of that call is in the spool).  A spool written by the previous per-event format (table ``spool``)
-is converted on open.
+of that call is in the spool).
 """
 
 from __future__ import annotations
@@ -184,29 +183,11 @@ class Spool:
             r = self._db.execute("SELECT COALESCE(SUM(n), 0), COALESCE(MAX(seq + n0), 1) FROM batches").fetchone()
             self._depth = int(r[0])
             self._next = max(int(r[1]), self._counter("next_seq"), 1)
-            self._migrate_v1()
             self._load_recent()
         except (sqlite3.Error, OSError) as e:
             raise SpoolError(f"cannot open the spool {self.path}: {e}") from e
 
     # -- opening ------------------------------------------------------------------------------
-
-    def _migrate_v1(self) -> None:
-        """Convert a spool of the per-event format (table ``spool``: one row per event)."""
-        old = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'spool'").fetchone()
-        if old is None:
-            return
-        rows = [(str(c), str(i), bytes(p)) for c, i, p in
-                self._db.execute("SELECT channel, event_id, payload FROM spool ORDER BY seq")]
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._depth += self._insert(rows, self.max_events, self.max_bytes, set())
-            self._set("next_seq", self._next)
-            self._db.execute("DROP TABLE spool")
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            self._rollback()
-            raise
 
     def _load_recent(self) -> None:
         """Fill the de-duplication window from the newest batches."""

@@ -26,9 +26,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.params import PARAMETER_SETS, CoreParams
 from mailpulse.hdl.reference import ScoreResult
-from mailpulse.hdl.regmap import VLNV
+from mailpulse.hdl.regmap import VLNV, RegisterMap
 from mailpulse.host_bridge.bus import BurstMixin
 from mailpulse.host_bridge.core import CoreClient, CoreIdentity, Counters, params_from_registers
 from mailpulse.host_bridge.scorer import as_core_config
@@ -58,9 +58,6 @@ class MmioBus(BurstMixin):
 def params_from_description(description: dict[str, Any], mmio_bus: MmioBus) -> CoreParams:
     """The core's parameters: from the ``.hwh`` IP parameters (``D``, ``K``, ``B``) when present,
     else read from the ``PARAMS``/``WIDTHS`` registers (offsets from the register map)."""
-    from mailpulse.hdl.params import PARAMETER_SETS
-    from mailpulse.hdl.regmap import RegisterMap
-
     hw = description.get("parameters", {})
     if all(k in hw for k in ("D", "K", "B")):
         d, k, b = int(hw["D"]), int(hw["K"]), int(hw["B"])

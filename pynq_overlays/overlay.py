@@ -12,11 +12,15 @@ download the bitstream if ``download=True``); talking to the core is explicit
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
 from mailpulse.hdl.reference import ScoreResult
+from mailpulse.host_bridge.bitstream import read_xilinx_bit
 from pynq import Overlay
+
+from mailpulse.errors import UserError
 
 from . import driver as _driver
 from .hwh import DMA_INSTANCE, OVERLAY_DIR, SCORER_INSTANCE
@@ -74,3 +78,17 @@ class MailpulseOverlay(Overlay):
     def score_batch(self, x: npt.ArrayLike, tags: npt.ArrayLike | None = None) -> ScoreResult:
         """Score a batch through the DMA (see :meth:`MailpulseScorer.score_batch`)."""
         return self.scorer.score_batch(x, tags, dma=self.dma)
+
+
+def load_overlay(path: Path | str, *, download: bool = True, device: Any = None) -> MailpulseOverlay:
+    """Validate a ``.bit`` (its header, part 7z020 and the ``.hwh`` beside it) and open it as the
+    overlay, downloading it unless ``download`` is false.  On a board (no ``device``) the project's
+    placeholder bitstream is refused: it has no logic."""
+    path = Path(path)
+    bit = read_xilinx_bit(path, expect_part="7z020")
+    if not path.with_suffix(".hwh").is_file():
+        raise UserError(f"{path.with_suffix('.hwh')} is missing: PYNQ needs the .hwh next to the .bit")
+    if bit.is_placeholder and device is None:
+        raise UserError(f"{path} is the placeholder bitstream (no logic); build the real one with Vivado "
+                        "(docs/pynq.md) or use --backend sim")
+    return MailpulseOverlay(str(path.resolve()), download=download, device=device)

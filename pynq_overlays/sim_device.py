@@ -41,12 +41,17 @@ import pynq
 from mailpulse.hdl.params import CoreParams
 from mailpulse.hdl.reference import BusError, EmulatedCore, ScoreResult
 from mailpulse.hdl.regmap import VLNV
+from mailpulse.host_bridge.backends.sim import open_rtl
 from mailpulse.host_bridge.bitstream import read_xilinx_bit
 from mailpulse.host_bridge.bus import EmulatedBus
 from mailpulse.host_bridge.streamfmt import RESULT_BYTES, SAMPLE_BYTES, pack_results, unpack_samples
 from pynq.buffer import PynqBuffer
+from pynq.ps import Clocks
+from pynqmetadata.frontends import Metadata
+from pynqmetadata.views.runtime import RuntimeMetadataParser
 
 from .hwh import DMA_VLNV
+from .overlay import fill_fclk_rates
 
 #: First physical address handed out by :meth:`SimulatedDevice.allocate` (inside the HP0 DDR window).
 MEMORY_BASE = 0x1000_0000
@@ -99,8 +104,6 @@ class EmulatedPort(EmulatedBus):
 
 def rtl_port(params: CoreParams, simulator: str | None = None) -> CorePort:
     """The AXI top of the generated RTL under cocotb, as a :class:`CorePort` (see ``mailpulse.sim.device``)."""
-    from mailpulse.host_bridge.backends.sim import open_rtl
-
     port: CorePort = open_rtl(params, simulator=simulator, top="axi")
     return port
 
@@ -292,17 +295,12 @@ class SimulatedDevice(pynq.Device):
     # -- metadata -------------------------------------------------------------------------
     def get_bitfile_metadata(self, bitfile_name: str, partial: bool = False) -> Any:
         """Parse the ``.hwh`` next to the bitstream with ``pynqmetadata`` (as ``EmbeddedDevice`` does)."""
-        from pynqmetadata.frontends import Metadata
-        from pynqmetadata.views.runtime import RuntimeMetadataParser
-
         hwh = Path(bitfile_name).with_suffix(".hwh")
         if not hwh.is_file():
             raise RuntimeError(f"unable to find metadata for bitstream: {hwh} does not exist")
         parser = RuntimeMetadataParser(Metadata(input=hwh))
         # pynqmetadata 0.2 misses a Zynq-7000's FCLK rates (see overlay.fill_fclk_rates); plain
         # pynq.Overlay(..., download=True) needs them, so the simulated board fills them in.
-        from .overlay import fill_fclk_rates
-
         fill_fclk_rates(parser.clock_dict, parser.ip_dict, parser.ps_name)
         self._map_windows(parser.ip_dict)
         return parser
@@ -417,8 +415,6 @@ class SimulatedDevice(pynq.Device):
     def activate(self) -> SimulatedDevice:
         """Make this ``pynq.Device.active_device`` (what ``Overlay`` and ``allocate`` use by default)."""
         pynq.Device.active_device = self
-        from pynq.ps import Clocks
-
         if "_real_instance" in vars(Clocks):      # pynq caches the clock driver of the previous device
             del Clocks._real_instance
         return self

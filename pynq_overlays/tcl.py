@@ -25,7 +25,16 @@ from pathlib import Path
 from mailpulse.hdl.params import CoreParams, get_params
 from mailpulse.hdl.regmap import ADDR_BITS, VLNV, RegisterMap
 
-from .hwh import AXIL_SIGNALS, DMA_INSTANCE, OVERLAY_DIR, OVERLAY_PARAMS, PS_INSTANCE, SCORER_INSTANCE, AddressPlan
+from .hwh import (
+    AXIL_SIGNALS,
+    DMA_INSTANCE,
+    OVERLAY_DIR,
+    OVERLAY_PARAMS,
+    PS_INSTANCE,
+    SCORER_INSTANCE,
+    AddressPlan,
+    write_hwh,
+)
 
 _ACCESS = {"RO": "read-only", "RW": "read-write", "WO": "write-only"}
 PART = "xc7z020clg400-1"
@@ -241,8 +250,6 @@ def generate_bd_tcl(plan: AddressPlan | None = None, design: str = "mailpulse") 
 
 def write_overlay_files(out_dir: Path = OVERLAY_DIR, params: CoreParams | str = OVERLAY_PARAMS) -> list[Path]:
     """(Re)generate ``mailpulse.hwh``, ``package_ip.tcl`` and ``build_overlay.tcl`` in ``out_dir``."""
-    from .hwh import write_hwh
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [write_hwh(out_dir / "mailpulse.hwh", params)]

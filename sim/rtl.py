@@ -81,7 +81,7 @@ def verilog_path(top: str, params_name: str) -> Path:
         if out.exists():
             return out
         tmp = out.with_suffix(".tmp.v")
-        cmd = [sys.executable, "-m", "mailpulse.cli", "hdl", "verilog", "--config", params_name,
+        cmd = [sys.executable, "-m", "mailpulse", "hdl", "verilog", "--config", params_name,
                "--top", top, "-o", str(tmp)]
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if r.returncode != 0 or not tmp.exists():

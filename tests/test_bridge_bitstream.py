@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ice40_double import FakeIce40, VirtualClock
 from mailpulse.host_bridge.bitstream import (
-    FakeIce40,
     Ice40Timing,
-    VirtualClock,
     check_ice40_image,
     load_ice40,
     make_xilinx_bit,
     parse_xilinx_bit,
     placeholder_bit,
 )
+from mailpulse.pynq_overlays.hwh import write_hwh
 
 from mailpulse.cli import main
 from mailpulse.errors import UserError
@@ -129,12 +129,11 @@ def test_truncated_image_touches_no_pin() -> None:
 
 def test_cli_bitstream_load_sim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("pynq", reason="pynq is not installed (the simulated .bit download uses it)")
-    from mailpulse.pynq_overlays.hwh import write_hwh
-
     img = tmp_path / "scorer.bin"
     img.write_bytes(ice40_image(30000))
-    assert main(["bitstream", "load", "--backend", "sim", str(img)]) == 0
-    assert "CDONE high, user mode" in capsys.readouterr().out
+    assert main(["bitstream", "load", "--backend", "sim", str(img)]) == 2   # checked, then refused: no such device
+    err = capsys.readouterr().err
+    assert f"is a valid iCE40 image ({len(ice40_image(30000))} bytes)" in err and "--backend ice40" in err
     bit = tmp_path / "mailpulse.bit"
     bit.write_bytes(placeholder_bit())
     write_hwh(tmp_path / "mailpulse.hwh", "zynq")

@@ -10,7 +10,6 @@ import pytest
 from mailpulse.hdl.params import PARAMETER_SETS, get_params
 from mailpulse.hdl.reference import CoreConfig, EmulatedCore, score
 from mailpulse.hdl.regmap import RegisterMap
-from mailpulse.host_bridge.backends import open_scorer
 from mailpulse.host_bridge.backends.ice40 import Ice40Scorer
 from mailpulse.host_bridge.bus import EmulatedBus, group_bursts
 from mailpulse.host_bridge.core import CoreClient, CoreMismatchError
@@ -25,6 +24,7 @@ from mailpulse.host_bridge.spi import (
 )
 from mailpulse.host_bridge.streamfmt import pack_results, pack_samples, unpack_results, unpack_samples
 
+from mailpulse.backends import open_scorer
 from mailpulse.errors import UserError
 
 

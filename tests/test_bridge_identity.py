@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from mailpulse.hdl.params import PARAMETER_SETS, get_params
 from mailpulse.hdl.reference import CoreConfig, score
-from mailpulse.host_bridge.cli import save_core_config, score_file
+from mailpulse.host_bridge.data import save_core_config
 
 from mailpulse import modelfile
+from mailpulse.backends import score_file
 from mailpulse.cli import main
 
 N = int(os.environ.get("MAILPULSE_IDENTITY_SAMPLES", "48"))

@@ -8,14 +8,16 @@ register front end and SPI bridge included).
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import io
 import json
 from pathlib import Path
 
 import pytest
 from mailpulse.hdl.build import BuildReport, ToolMissing, build, tool_env
-from mailpulse.hdl.build_cli import register_hdl
 from mailpulse.hdl.params import get_params
+
+from mailpulse.cli import main
 
 pytestmark = pytest.mark.xdist_group("builds")
 
@@ -35,15 +37,9 @@ def up5k(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, str]:
     """The UP5K build, run through the CLI layer (``mailpulse hdl build --json``)."""
     _need_tools()
     out = tmp_path_factory.mktemp("up5k")
-    parser = argparse.ArgumentParser()
-    register_hdl(parser.add_subparsers())
-    args = parser.parse_args(["build", "--platform", "ice40-up5k", "-o", str(out), "--json"])
-    import contextlib
-    import io
-
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = args.func(args)
+        rc = main(["hdl", "build", "--platform", "ice40-up5k", "-o", str(out), "--json"])
     return rc, json.loads(buf.getvalue()), str(out)
 
 

@@ -80,12 +80,12 @@ def test_correlate_cli_on_an_archive(tmp_path: Path) -> None:
                 batch = []
         w.write(batch)
     assert len(list(read_events(tmp_path / "arch"))) == 18000
-    r = subprocess.run([sys.executable, "-m", "mailpulse.cli", "correlate", "--archive", str(tmp_path / "arch"),
+    r = subprocess.run([sys.executable, "-m", "mailpulse", "correlate", "--archive", str(tmp_path / "arch"),
                         "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     incs = json.loads(r.stdout)
     assert [i["root_cause"] for i in incs] == ["mx.example.net > relay2.example.net"]
-    r = subprocess.run([sys.executable, "-m", "mailpulse.cli", "correlate", "--archive", str(tmp_path / "nope")],
+    r = subprocess.run([sys.executable, "-m", "mailpulse", "correlate", "--archive", str(tmp_path / "nope")],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
 

@@ -265,10 +265,10 @@ dir = "{tmp_path / 'archive'}"
 port = 0
 """)
     env = dict(os.environ, TEST_COLLECTOR_PW=broker.users["collector"])
-    chk = subprocess.run([sys.executable, "-m", "mailpulse.cli", "collector", "check-config", str(conf)],
+    chk = subprocess.run([sys.executable, "-m", "mailpulse", "collector", "check-config", str(conf)],
                          capture_output=True, text=True, cwd=root, env=env, timeout=60)
     assert chk.returncode == 0, chk.stderr
-    p = subprocess.Popen([sys.executable, "-m", "mailpulse.cli", "collector", "run", "--config", str(conf)],
+    p = subprocess.Popen([sys.executable, "-m", "mailpulse", "collector", "run", "--config", str(conf)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root, env=env)
     node = node_client(broker, "node-b")
     try:

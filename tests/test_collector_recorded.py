@@ -63,7 +63,7 @@ def _archive_from_log(chain: MailChain, folder: Path) -> int:
 
 
 def _correlate(folder: Path) -> list[dict]:
-    r = subprocess.run([sys.executable, "-m", "mailpulse.cli", "correlate", "--archive", str(folder), "--json"],
+    r = subprocess.run([sys.executable, "-m", "mailpulse", "correlate", "--archive", str(folder), "--json"],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)

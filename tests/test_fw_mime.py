@@ -163,7 +163,7 @@ def test_inspect_bad_input(tmp_path: Path, content: bytes | None, fragment: str)
 def test_inspect_cli_bad_input_exit_2(tmp_path: Path) -> None:
     p = tmp_path / "x.eml"
     p.write_bytes(b"\x00\x01binary")
-    r = subprocess.run([sys.executable, "-m", "mailpulse.cli", "inspect", str(p)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "mailpulse", "inspect", str(p)], capture_output=True, text=True,
                        cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.count("\n") == 1 and "not a message" in r.stderr

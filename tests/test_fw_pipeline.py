@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from mailpulse.hdl.params import get_params
 from mailpulse.hdl.reference import CoreConfig, score
-from mailpulse.pi_firmware.cli import replay
 from mailpulse.pi_firmware.events import MessageEvent
 from mailpulse.pi_firmware.pipeline import CountingSink, ListSink, Pipeline, ScoringSetup, featurise, untrained_model
 from mailpulse.pi_firmware.postfix import PostfixParser
+from mailpulse.pi_firmware.replay import replay
 from mailpulse.pi_firmware.synthlog import Expected, generate
 
 from mailpulse import features as F
@@ -64,8 +64,9 @@ def test_mixed_kinds_in_one_batch(log_lines: list[str]) -> None:
 
 
 def test_bridge_model_backend_gives_the_same_integers(log_lines: list[str]) -> None:
-    from mailpulse.host_bridge.backends import open_scorer
     from mailpulse.pi_firmware.pipeline import bridge_scorer
+
+    from mailpulse.backends import open_scorer
 
     m = _random_model(5)
     evs = list(PostfixParser("n", year=2026).feed(log_lines))

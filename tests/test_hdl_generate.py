@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from mailpulse.hdl.cli import regmap_text, write_verilog
 from mailpulse.hdl.params import PARAMETER_SETS
+from mailpulse.hdl.regdoc import regmap_text
+from mailpulse.hdl.tops import write_verilog
 
 from mailpulse.cli import main
 from mailpulse.errors import UserError

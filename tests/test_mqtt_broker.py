@@ -187,7 +187,7 @@ def _write_config(path: Path, broker: Broker, state: Path, log: Path) -> None:
 
 def _start_node(cfg: Path, out: Path) -> subprocess.Popen[bytes]:
     with open(out, "ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "mailpulse.pi_firmware.node_cli", "run", "--config", str(cfg)],
+        return subprocess.Popen([sys.executable, "-m", "mailpulse", "node", "run", "--config", str(cfg)],
                                 cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -347,7 +347,8 @@ def test_daemon_scores_and_publishes_a_message_delivered_into_the_maildir(broker
                                                                           tmp_path: Path, repo_data: Path) -> None:
     """``node run``'s wiring (config -> build_node -> Maildir watcher source -> score -> spool -> MQTT)."""
     import numpy as np
-    from mailpulse.pi_firmware.node_cli import build_node, load_node_config
+    from mailpulse.pi_firmware.config import load_config
+    from mailpulse.pi_firmware.node import build_node
     from mailpulse.pi_firmware.pipeline import load_scoring_model
 
     md = tmp_path / "Maildir"
@@ -366,7 +367,7 @@ def test_daemon_scores_and_publishes_a_message_delivered_into_the_maildir(broker
         "[scorer]", f'model = "{model}"',
         "[maildir]", f'path = "{md}"', "poll_s = 0.05",
     ]) + "\n")
-    node = build_node(load_node_config(cfg))
+    node = build_node(load_config(cfg))
     node.start()
     try:
         assert node.sink.wait_connected(10), node.sink.stats.last_error

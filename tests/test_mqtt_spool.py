@@ -114,29 +114,6 @@ def test_dedup_window_survives_reopen(tmp_path: Path) -> None:
     s.close()
 
 
-def test_spool_of_the_per_event_format_is_converted(tmp_path: Path) -> None:
-    import sqlite3
-
-    db = tmp_path / "old.db"
-    c = sqlite3.connect(db)
-    c.executescript("""
-        CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, event_id TEXT NOT NULL,
-                            payload BLOB NOT NULL, UNIQUE (event_id, channel));
-        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-        INSERT INTO counters VALUES ('acked', 7);
-    """)
-    c.executemany("INSERT INTO spool(channel, event_id, payload) VALUES (?, ?, ?)",
-                  [("events", "a", b"1"), ("events", "b", b"2"), ("anomalies", "b", b"2"), ("events", "c", b"3")])
-    c.commit()
-    c.close()
-    s = Spool(db)
-    assert [(r.channel, r.event_id, r.payload) for r in s.peek(10)] == [
-        ("events", "a", b"1"), ("events", "b", b"2"), ("anomalies", "b", b"2"), ("events", "c", b"3")]
-    assert len(s) == 4 and s.stats().acked == 7
-    assert s.put_many([("events", "c", b"3")]) == 0
-    s.close()
-
-
 def test_a_bad_event_id_rolls_the_whole_call_back(tmp_path: Path) -> None:
     s = Spool(tmp_path / "s.db")
     with pytest.raises(ValueError, match="U\\+001F"):

@@ -15,6 +15,8 @@ import pytest
 from mailpulse.pi_firmware.probe import HEIGHT, WIDTH, ProbeError, Prober, ProbeRoute, ProbeSettings
 from server_fixtures import MailLab
 
+from mailpulse.cli import main
+
 pytestmark = pytest.mark.xdist_group("servers")
 
 
@@ -104,8 +106,6 @@ def test_recompressing_hop_lowers_fidelity(mail_lab: MailLab) -> None:
 
 def test_node_probe_cli_once(mail_lab: MailLab, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailpulse.pi_firmware.node_cli import main
-
     c = mail_lab.chain
     mb = c.mailboxes["probe"]
     cfg = tmp_path / "node.toml"
@@ -131,13 +131,13 @@ imap_password_env = "MAILPULSE_TEST_IMAP_PW"
 timeout_s = 10
 """)
     monkeypatch.setenv("MAILPULSE_TEST_IMAP_PW", mb.password)
-    assert main(["probe", "--config", str(cfg), "--once"]) == 0
+    assert main(["node", "probe", "--config", str(cfg), "--once"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["outcome"] == "ok" and out["route"] == "direct" and out["latency_ms"] > 0
-    assert main(["probe", "--config", str(cfg), "--once", "--route", "nope"]) == 2
+    assert main(["node", "probe", "--config", str(cfg), "--once", "--route", "nope"]) == 2
     assert "no probe route named 'nope'" in capsys.readouterr().err
     monkeypatch.delenv("MAILPULSE_TEST_IMAP_PW")
-    assert main(["probe", "--config", str(cfg), "--once"]) == 2
+    assert main(["node", "probe", "--config", str(cfg), "--once"]) == 2
     assert "MAILPULSE_TEST_IMAP_PW" in capsys.readouterr().err
 
 

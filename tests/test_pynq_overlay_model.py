@@ -185,9 +185,10 @@ def test_the_shipped_notebook_runs_in_simulation(support: ModuleType, in_tmp: Pa
 
 def test_pynq_backend_of_the_scorer_interface(support: ModuleType, in_tmp: Path) -> None:
     """host_bridge's ``pynq`` backend over the same stack (the simulated device passed explicitly)."""
-    from mailpulse.host_bridge.backends import open_scorer
     from mailpulse.host_bridge.core import CoreMismatchError
     from mailpulse.pynq_overlays.sim_device import EmulatedPort, SimulatedDevice
+
+    from mailpulse.backends import open_scorer
 
     p = get_params("full")
     rng = np.random.default_rng(8)

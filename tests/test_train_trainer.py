@@ -232,7 +232,7 @@ def test_mat_v73_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize("config", ["small", "zynq"])
 def test_model_backend_loads_the_file_and_scores_the_same(config: str, tmp_path: Path) -> None:
     """The host bridge's model backend, fed the saved file, gives evaluation's integers."""
-    from mailpulse.host_bridge.backends import open_scorer
+    from mailpulse.backends import open_scorer
 
     p = get_params(config)
     data = _blobs(n=1200, seed=7)

@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 from mailpulse.hdl.params import CoreParams
 from mailpulse.hdl.reference import ScoreResult
+from mailpulse.sim import device as simdev
+from mailpulse.sim.tools import have_simulator
 
 from mailpulse.errors import UserError
 
@@ -27,10 +29,6 @@ from ..spi import FakeSpiDev, SpiRegisterBus
 
 def default_simulator() -> str:
     """Verilator when it is installed (slow first build, fast runs), else Icarus."""
-    try:
-        from mailpulse.sim.tools import have_simulator
-    except ImportError:
-        return "icarus"
     return "verilator" if have_simulator("verilator") else "icarus"
 
 
@@ -38,13 +36,8 @@ def open_rtl(params: CoreParams, *, simulator: str | None = None, top: str = "ax
     """Start the RTL of ``top`` (``axi`` or ``spi``) for ``params`` under ``simulator``
     (default :func:`default_simulator`).
 
-    Raises ``UserError`` when ``mailpulse.sim.device`` or the simulator is missing.
+    Raises ``UserError`` when the simulator is missing.
     """
-    try:
-        from mailpulse.sim import device as simdev
-        from mailpulse.sim.tools import have_simulator
-    except ImportError as e:
-        raise UserError(f"the sim backend needs mailpulse.sim.device (the cocotb device) and its tools: {e}") from None
     simulator = simulator or default_simulator()
     if not have_simulator(simulator):
         raise UserError(f"the simulator {simulator!r} is not installed (see tools/setup.sh)")

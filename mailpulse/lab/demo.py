@@ -2,19 +2,19 @@
 
 Stages (``--stage core|node|all``, default ``all``):
 
-1. **core** (issue 2) - the Verilog of the ``mailpulse_axi`` top (``full`` parameter set) is
+1. **core** - the Verilog of the ``mailpulse_axi`` top (``full`` parameter set) is
    generated, a model is trained on ODDS ``mammography`` by :mod:`mailpulse.collector.trainer` (or read from
    ``--model``), loaded into the simulated RTL over the register map (:func:`mailpulse.hdl.reference.model_writes`
    then ``CTRL.COMMIT``), a stream of samples is scored by the RTL (:func:`mailpulse.sim.device.open_device`:
    Verilator when installed, else Icarus) and every result is compared with the bit-exact reference
    model :func:`mailpulse.hdl.reference.score`.  The stage prints a table and ``N mismatches``.
-2. **node** (issue 5) - Mosquitto, the two-instance Postfix chain (edge -> mx, plus a slow-able
+2. **node** - Mosquitto, the two-instance Postfix chain (edge -> mx, plus a slow-able
    relay for ``lossy.test``) and Dovecot start under a temporary directory; a node daemon follows
    the edge's Postfix log and sends 4K probes; ordinary traffic flows, a model is trained on that
    warm-up traffic and pushed over the retained model topic, then a fault (the relay turns slow) is
    injected and the scored events and anomalies stream into the terminal (an MQTT subscriber).
-3. **collector** (issue 6, part of ``all``) - when :mod:`mailpulse.collector.service` is importable, two nodes
-   and the collector run together; the incident with its root cause and the alert e-mail, fetched
+3. **collector** (part of ``all``, unless ``--no-collector``) - two nodes and the collector
+   (:mod:`mailpulse.collector.service`) run together; the incident with its root cause and the alert e-mail, fetched
    from the ops mailbox over IMAP, are shown.
 
 Ctrl-C (or SIGTERM) stops everything the demo started and removes its temporary directory.
@@ -25,15 +25,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import email
+import imaplib
+import importlib.util
+import json
 import os
 import shutil
 import signal
+import smtplib
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -41,7 +48,24 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from mailpulse import topics as T
+from mailpulse.collector.config import parse_config
+from mailpulse.collector.service import run_collector
+from mailpulse.collector.trainer import train
+from mailpulse.datasets import Dataset, load_dataset
 from mailpulse.errors import UserError
+from mailpulse.features import SCHEMA_VERSION
+from mailpulse.hdl import reference as hm
+from mailpulse.hdl.params import get_params
+from mailpulse.hdl.regmap import CORE_ID, RegisterMap
+from mailpulse.lab.relays import MangleRelay
+from mailpulse.lab.servers import Dovecot, Mailbox, MailChain, Mosquitto, missing_tools
+from mailpulse.modelfile import load_model
+from mailpulse.pi_firmware.config import load_config
+from mailpulse.pi_firmware.node import build_node
+from mailpulse.sim.device import open_device
+from mailpulse.sim.rtl import verilog_path
+from mailpulse.sim.tools import have_simulator
 
 ROOT = Path(__file__).resolve().parents[2]   # the repository (the lab is never installed)
 DEFAULT_DATA = ROOT / "data" / "odds" / "mammography.mat"
@@ -115,16 +139,7 @@ def _pick_stream(y: npt.NDArray[np.int64] | None, n: int, rng: np.random.Generat
 def run_core(con: Console, *, quick: bool, data_path: Path, model_path: Path | None, simulator: str | None,
              stack: contextlib.ExitStack, params_name: str = "full") -> CoreOutcome:
     """Stage 1: Verilog, model, RTL simulation, comparison with the reference model."""
-    from mailpulse.datasets import load_dataset
-    from mailpulse.hdl import reference as hm
-    from mailpulse.hdl.params import get_params
-    from mailpulse.hdl.regmap import CORE_ID, RegisterMap
-    from mailpulse.modelfile import load_model
-    from mailpulse.sim.device import open_device
-    from mailpulse.sim.rtl import verilog_path
-    from mailpulse.sim.tools import have_simulator
-
-    con.heading("1/3  The scorer core (issue 2): Verilog -> RTL simulation -> bit-exact check")
+    con.heading("1/3  The scorer core: Verilog -> RTL simulation -> bit-exact check")
     params = get_params(params_name)
     rm = RegisterMap(params)
     t0 = time.monotonic()
@@ -149,8 +164,6 @@ def run_core(con: Console, *, quick: bool, data_path: Path, model_path: Path | N
         data = load_dataset(data_path)
         con.step(f"training a model on {data.name}: {data.n_samples} samples x {data.n_features} features "
                  f"(mailpulse.collector.trainer, unsupervised, target false-alarm rate 2 %; labels only for the table)")
-        from mailpulse.collector.trainer import train
-
         res = train(data, params, seed=0, false_alarm_rate=0.02)
         model = res.model
         m = res.metrics
@@ -266,8 +279,6 @@ class LiveView:
         self.client.loop_start()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        from mailpulse import topics as T
-
         client.subscribe(T.SUBSCRIPTIONS["events"], qos=1)
         client.subscribe(T.SUBSCRIPTIONS["status"], qos=1)
         self.connected.set()
@@ -286,10 +297,6 @@ class LiveView:
         info.wait_for_publish(10)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        import json
-
-        from mailpulse import topics as T
-
         try:
             where = T.parse_topic(msg.topic)
             doc = json.loads(bytes(msg.payload))
@@ -385,9 +392,6 @@ class Traffic:
         self.thread.start()
 
     def _run(self) -> None:
-        import smtplib
-        from email.message import EmailMessage
-
         rng = np.random.default_rng(7)
         while not self.stop_event.is_set():
             rcpt = self.rcpts[self.sent % len(self.rcpts)]
@@ -437,13 +441,10 @@ def _wait(pred: Any, timeout: float, step: float = 0.1) -> bool:
 
 
 class CollectorPart:
-    """The collector (issue 6) in a thread: ingest, archive, correlation, dashboard, alert e-mails."""
+    """The collector in a thread: ingest, archive, correlation, dashboard, alert e-mails."""
 
     def __init__(self, con: Console, work: Path, broker: tuple[str, int], password: str,
                  smtp: tuple[str, int], ops: str, stop: threading.Event) -> None:
-        from mailpulse.collector.config import parse_config
-        from mailpulse.collector.service import run_collector
-
         os.environ["MAILPULSE_DEMO_MQTT_COLLECTOR"] = password
         doc = {
             "mqtt": {"host": broker[0], "port": broker[1], "username": "collector",
@@ -496,10 +497,6 @@ class CollectorPart:
 
 def _fetch_subjects(host: str, port: int, user: str, password: str) -> list[str]:
     """Subjects of the messages in an IMAP inbox (plain login on loopback)."""
-    import email
-    import imaplib
-    from email.header import decode_header, make_header
-
     out: list[str] = []
     with imaplib.IMAP4(host, port) as m:
         m.login(user, password)
@@ -514,34 +511,19 @@ def _fetch_subjects(host: str, port: int, user: str, password: str) -> list[str]
 
 
 def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> int:
-    """Stage 2 (and 3 when the collector is importable): real servers, node(s), traffic, fault."""
-    con.heading("2/3  The node firmware (issue 5): real Postfix chain -> node -> MQTT -> live view")
+    """Stage 2 (and 3 unless ``--no-collector``): real servers, node(s), traffic, fault."""
+    con.heading("2/3  The node firmware: real Postfix chain -> node -> MQTT -> live view")
     if os.geteuid() != 0:
         con.say("The node stage needs root (Postfix and Dovecot switch to their own users), so the demo ends "
                 "after the core stage; run it as root (e.g. `sudo make demo`) to see the rest.")
         return 0
-    from mailpulse.lab.servers import Dovecot, Mailbox, MailChain, Mosquitto, missing_tools
-
     missing = missing_tools("mosquitto", "postfix", "dovecot", "openssl", root=True)
     if missing:
         con.say(f"The node stage cannot run: {'; '.join(missing)} (see tools/apt-packages.txt).")
         return 0
-    import importlib
-    import importlib.util
-
     if importlib.util.find_spec("aiosmtpd") is None:
         raise DemoError("the node stage needs aiosmtpd (the slow relay of the fault); pip install aiosmtpd")
-    from mailpulse import topics as T
-    from mailpulse.lab.relays import MangleRelay
-
     want_collector = args.stage == "all" and not args.no_collector
-    why_not = ""
-    if want_collector:
-        try:
-            for mod in ("mailpulse.collector.config", "mailpulse.collector.service", "mailpulse.collector.web"):
-                importlib.import_module(mod)
-        except Exception as e:   # the collector is another engineer's work in progress
-            want_collector, why_not = False, f"{type(e).__name__}: {e}"
     nodes = ["node-a", "node-b"] if want_collector else ["node-a"]
     stop = threading.Event()
     stack.callback(stop.set)
@@ -591,8 +573,6 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
         stack.callback(coll.join)
         con.say(f"   dashboard: {con.c(coll.url, '1;4')}   (live over SSE; /metrics for Prometheus)")
 
-    from mailpulse.pi_firmware.node_cli import build_node, load_node_config
-
     lossy = chain.mailboxes["lossy"]
     started: list[Any] = []
     os.environ["MAILPULSE_DEMO_IMAP"] = lossy.password
@@ -608,7 +588,7 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
         cfg_path.parent.mkdir(parents=True, exist_ok=True)
         _node_toml(cfg_path, n, work / n / "state", (broker.host, broker.port), log, probe,
                    4.0 if args.quick else 8.0)
-        node = build_node(load_node_config(cfg_path))
+        node = build_node(load_config(cfg_path))
         stack.callback(node.stop)
         node.start()
         started.append(node)
@@ -626,22 +606,12 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
     traffic.start()
     if not _wait(lambda: view.counts["events"] >= need and view.kinds.count("probe") >= 2, 90 if args.quick else 180):
         raise DemoError(f"only {view.counts['events']} events arrived in the warm-up (Postfix log: {chain.edge.maillog})")
-    rc = _trained_phase(con, args, view, started, relay, traffic, stop, coll, chain, ops)
-    if why_not:
-        con.say()
-        con.say(f"collector part skipped: mailpulse.collector.service is not importable ({why_not})")
-    return rc
+    return _trained_phase(con, args, view, started, relay, traffic, stop, coll, chain, ops)
 
 
 def _trained_phase(con: Console, args: argparse.Namespace, view: LiveView, nodes: list[Any], relay: Any,
                    traffic: Traffic, stop: threading.Event, coll: CollectorPart | None, chain: Any,
                    ops: Any) -> int:
-    from mailpulse import topics as T
-    from mailpulse.collector.trainer import train
-    from mailpulse.datasets import Dataset
-    from mailpulse.features import SCHEMA_VERSION
-    from mailpulse.hdl.params import get_params
-
     with view.lock:
         x = np.array(view.xs, dtype=np.float64)
     con.step(f"training a model on the {len(x)} warm-up events (mailpulse.collector.trainer, node feature schema "

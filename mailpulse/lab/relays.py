@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import smtplib
+import ssl
 import time
 from email import policy
 from email.message import Message
@@ -120,8 +121,6 @@ class MangleRelay:
 
     def start(self) -> None:
         """Listen; with ``tls`` (cert, key) STARTTLS is required, with ``users`` AUTH too."""
-        import ssl
-
         from aiosmtpd.controller import Controller
 
         kwargs: dict[str, Any] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -10,13 +11,16 @@ import sys
 import threading
 from typing import Any
 
+from mailpulse.collector.config import check_config, load_config
+from mailpulse.collector.correlate import correlate_folder, format_incident
+from mailpulse.collector.retrain import publish_model
+from mailpulse.collector.service import run_collector
 from mailpulse.errors import UserError
+
+from . import prints_help
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .service import run_collector
-
     cfg = load_config(args.config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
@@ -36,8 +40,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import check_config
-
     errors = check_config(args.file)
     for e in errors:
         print(e, file=sys.stderr)
@@ -47,14 +49,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_correlate(args: argparse.Namespace) -> int:
-    from .correlate import cmd_correlate as run
-
-    return run(args)
+    c = correlate_folder(args.archive, args.window)
+    incs = c.all_incidents()
+    if args.json:
+        json.dump(incs, sys.stdout, indent=1)
+        print()
+    else:
+        print(f"{c.observed} events, {len(incs)} incidents")
+        for inc in incs:
+            print(format_incident(inc))
+    return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .retrain import publish_model
-
     host, _, port = args.broker.partition(":")
     try:
         port_n = int(port) if port else args.port
@@ -69,8 +76,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    c = subparsers.add_parser("collector", help="the central collector: ingest, archive, correlate, dashboard, alerts")
+def add_collector(c: argparse.ArgumentParser) -> None:
+    """``mailpulse collector run|check-config``."""
     sub = c.add_subparsers(dest="collector_command", metavar="COMMAND")
     r = sub.add_parser("run", help="run the collector")
     r.add_argument("--config", required=True, metavar="FILE", help="collector TOML config")
@@ -78,15 +85,19 @@ def register(subparsers: Any) -> None:
     k = sub.add_parser("check-config", help="validate a collector config file, one sentence per problem")
     k.add_argument("file", metavar="FILE")
     k.set_defaults(func=cmd_check_config)
-    c.set_defaults(func=lambda a: (c.print_help(), 2)[1])
+    c.set_defaults(func=prints_help(c))
 
-    co = subparsers.add_parser("correlate", help="replay an archive through the correlation and print the incidents")
+
+def add_correlate(co: argparse.ArgumentParser) -> None:
+    """``mailpulse correlate``."""
     co.add_argument("--archive", required=True, metavar="DIR", help="the collector's archive folder")
     co.add_argument("--window", type=float, default=None, metavar="S", help="sliding window in seconds (default 60)")
     co.add_argument("--json", action="store_true", help="print the incidents as JSON")
     co.set_defaults(func=cmd_correlate)
 
-    m = subparsers.add_parser("model", help="publish models to the nodes")
+
+def add_model(m: argparse.ArgumentParser) -> None:
+    """``mailpulse model publish``."""
     msub = m.add_subparsers(dest="model_command", metavar="COMMAND")
     p = msub.add_parser("publish", help="validate a model file and publish it retained to a site's model topic")
     p.add_argument("model", metavar="MODEL", help="model file (from 'mailpulse train')")
@@ -98,4 +109,4 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tls", action="store_true")
     p.add_argument("--ca-file", default=None)
     p.set_defaults(func=cmd_publish)
-    m.set_defaults(func=lambda a: (m.print_help(), 2)[1])
+    m.set_defaults(func=prints_help(m))

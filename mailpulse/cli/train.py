@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
-from mailpulse.hdl.params import PARAMETER_SETS, get_params
-
+from mailpulse.collector import trainer
 from mailpulse.datasets import Dataset, load_archive, load_dataset
 from mailpulse.errors import UserError
+from mailpulse.hdl.params import PARAMETER_SETS, params_or_error
 from mailpulse.modelfile import ODDS_SCHEMA, load_model
-
-from . import trainer
-
-
-def _params(name: str) -> Any:
-    try:
-        return get_params(name)
-    except ValueError as e:
-        raise UserError(str(e)) from None
 
 
 def _rate(text: str) -> float:
@@ -42,7 +32,7 @@ def _data(args: argparse.Namespace) -> Dataset:
 
 def cmd_train(args: argparse.Namespace) -> int:
     data = _data(args)
-    result = trainer.train(data, _params(args.config), seed=args.seed, false_alarm_rate=args.false_alarm_rate,
+    result = trainer.train(data, params_or_error(args.config), seed=args.seed, false_alarm_rate=args.false_alarm_rate,
                            feature_schema=args.feature_schema,
                            progress=None if args.quiet else trainer.stderr_progress)
     try:
@@ -64,7 +54,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.train_and_score:
         if args.model:
             raise UserError("--train-and-score trains its own model; do not give --model")
-        ev = trainer.train_and_score(data, _params(args.config), seed=args.seed,
+        ev = trainer.train_and_score(data, params_or_error(args.config), seed=args.seed,
                                      false_alarm_rate=args.false_alarm_rate)
     else:
         if not args.model:
@@ -77,16 +67,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    """Add ``train`` and ``evaluate`` to the ``mailpulse`` command line."""
-    sets = ", ".join(PARAMETER_SETS)
-    p = subparsers.add_parser("train", help="learn a scorer model (projections, tables, threshold) from data",
-                              description="Train a model file for the scorer core from labelled or unlabelled "
-                                          "data (labels are only used to report detection quality).")
+_SETS = ", ".join(PARAMETER_SETS)
+
+
+def add_train(p: argparse.ArgumentParser) -> None:
+    """``mailpulse train``."""
+    p.description = ("Train a model file for the scorer core from labelled or unlabelled "
+                     "data (labels are only used to report detection quality).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="FILE", help="ODDS .mat, .npz (X, optional y) or .jsonl[.gz] file")
     src.add_argument("--archive", metavar="DIR", help="the collector's archive folder (*.jsonl, *.jsonl.gz)")
-    p.add_argument("--config", metavar="NAME", default="full", help=f"core parameter set ({sets}; default full)")
+    p.add_argument("--config", metavar="NAME", default="full", help=f"core parameter set ({_SETS}; default full)")
     p.add_argument("--out", metavar="MODEL", required=True, help="model file to write (JSON)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same model")
     p.add_argument("--false-alarm-rate", type=_rate, default=trainer.DEFAULT_FALSE_ALARM_RATE, metavar="R",
@@ -97,14 +88,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_train)
 
-    e = subparsers.add_parser("evaluate", help="ROC AUC / AP of a model (quantised and float) on labelled data",
-                              description="Score labelled data with a model file (or train and score on the same "
-                                          "file) and print one 'metric value' line per metric.")
+
+def add_evaluate(e: argparse.ArgumentParser) -> None:
+    """``mailpulse evaluate``."""
+    e.description = ("Score labelled data with a model file (or train and score on the same "
+                     "file) and print one 'metric value' line per metric.")
     e.add_argument("--model", metavar="MODEL", help="model file to evaluate")
     e.add_argument("--data", metavar="FILE", help="labelled data (.mat, .npz, .jsonl[.gz] with labels)")
     e.add_argument("--train-and-score", action="store_true",
                    help="train on --data and score the same file (the ODDS protocol)")
-    e.add_argument("--config", metavar="NAME", default="full", help=f"parameter set for --train-and-score ({sets})")
+    e.add_argument("--config", metavar="NAME", default="full", help=f"parameter set for --train-and-score ({_SETS})")
     e.add_argument("--seed", type=int, default=0, help="seed for --train-and-score (default 0)")
     e.add_argument("--false-alarm-rate", type=_rate, default=trainer.DEFAULT_FALSE_ALARM_RATE, metavar="R",
                    help="threshold target for --train-and-score")

@@ -14,21 +14,21 @@ import argparse
 import sys
 
 from mailpulse.errors import UserError
+from mailpulse.hdl.params import PARAMETER_SETS
+from mailpulse.sim.bulk import verify
+from mailpulse.sim.runner import SimulationFailed, check_cocotb
+from mailpulse.sim.tools import SIMULATORS, ToolMissing
 
-from .tools import SIMULATORS, ToolMissing
+from . import prints_help
 
 
 def _params_or_error(name: str) -> str:
-    from mailpulse.hdl.params import PARAMETER_SETS
-
     if name not in PARAMETER_SETS:
         raise UserError(f"parameter set {name!r} is unknown; known sets: {', '.join(sorted(PARAMETER_SETS))}")
     return name
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .bulk import verify
-
     name = _params_or_error(args.config)
     if args.samples < 1 or args.configs < 1:
         raise UserError("--samples and --configs must be at least 1")
@@ -58,8 +58,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from .runner import SimulationFailed, check_cocotb
-
     name = _params_or_error(args.config)
     env = {"MAILPULSE_SIM_SAMPLES": str(args.samples), "MAILPULSE_SIM_CONFIGS": str(args.configs)}
     module = "mailpulse.sim.tb_axi" if args.top == "axi" else "mailpulse.sim.tb_spi"
@@ -74,8 +72,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sim", help="simulate the scorer RTL (cocotb, Verilator, Icarus) against the model")
+def add_sim(p: argparse.ArgumentParser) -> None:
+    """``mailpulse sim`` and its sub-commands."""
     sub = p.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
 
     v = sub.add_parser("verify", help="bulk random verification of the RTL against mailpulse.hdl.reference")
@@ -98,4 +96,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--configs", type=int, default=2, help="random configurations in test_random_configs")
     t.add_argument("--seed", type=int, default=1)
     t.set_defaults(func=_cmd_test)
-    p.set_defaults(func=lambda _a: (p.print_help(), 2)[1])
+    p.set_defaults(func=prints_help(p))

@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from mailpulse.errors import UserError
+from mailpulse.pi_firmware import image as img
 
-from . import image as img
+from . import prints_help
 
 
-def register(subparsers: Any) -> None:
-    """Add ``image flash`` and ``image inspect`` to the ``mailpulse`` command line."""
-    p = subparsers.add_parser("image", help="per-node Raspberry Pi OS SD-card images", description=img.__doc__.splitlines()[0] if img.__doc__ else None)
+def add_image(p: argparse.ArgumentParser) -> None:
+    """``mailpulse image flash`` and ``mailpulse image inspect``."""
+    p.description = img.__doc__.splitlines()[0] if img.__doc__ else None
     sub = p.add_subparsers(dest="image_command", metavar="ACTION")
-    p.set_defaults(func=lambda a: p.print_help() or 2)
+    p.set_defaults(func=prints_help(p))
 
     f = sub.add_parser("flash", help="write one image per node (a file, a card, or a CSV batch)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,8 +1,12 @@
-"""The ``pynq`` backend: the scorer overlay on a Zynq through PYNQ (driver + AXI DMA).
+"""The ``pynq`` scorer backend: the scorer overlay on a Zynq through PYNQ (driver + AXI DMA).
 
-On a PYNQ board this opens ``mailpulse.pynq_overlays.overlay.MailpulseOverlay`` (downloading the bitstream
-unless told not to).  With ``device=`` a :class:`mailpulse.pynq_overlays.sim_device.SimulatedDevice`, the
-same code path runs without a board: that is how it is tested and benchmarked here.
+On a PYNQ board this opens :class:`~mailpulse.pynq_overlays.overlay.MailpulseOverlay` (downloading the
+bitstream unless told not to).  It lives with the overlay, above ``host_bridge`` (whose
+:class:`~mailpulse.host_bridge.scorer.Scorer` interface it implements), so that ``host_bridge``
+never imports the PYNQ side; :func:`mailpulse.backends.open_scorer` opens it by name.
+
+With ``device=`` a :class:`mailpulse.pynq_overlays.sim_device.SimulatedDevice`, the same code path
+runs without a board: that is how it is tested and benchmarked here.
 """
 
 from __future__ import annotations
@@ -14,11 +18,10 @@ import numpy as np
 import numpy.typing as npt
 from mailpulse.hdl.params import CoreParams
 from mailpulse.hdl.reference import ScoreResult
+from mailpulse.host_bridge.core import CoreMismatchError
+from mailpulse.host_bridge.scorer import RegisterScorer
 
-from mailpulse.errors import UserError
-
-from ..core import CoreMismatchError
-from ..scorer import RegisterScorer
+from .overlay import MailpulseOverlay
 
 
 class PynqScorer(RegisterScorer):
@@ -44,10 +47,6 @@ class PynqScorer(RegisterScorer):
                  device: Any = None, overlay: Any = None, batch_size: int = 4096) -> None:
         super().__init__(params, batch_size=batch_size)
         if overlay is None:
-            try:
-                from mailpulse.pynq_overlays.overlay import MailpulseOverlay
-            except ImportError as e:
-                raise UserError(f"the pynq backend needs the 'pynq' package (preinstalled on PYNQ boards): {e}") from None
             overlay = MailpulseOverlay(str(bitfile) if bitfile else None, download=download, device=device)
         self.overlay = overlay
         self.driver = overlay.scorer

@@ -1,0 +1,114 @@
+"""``mailpulse hdl verilog|regmap|build|synth``: thin layers over :func:`mailpulse.hdl.tops.write_verilog`,
+:func:`mailpulse.hdl.regdoc.regmap_text` and :mod:`mailpulse.hdl.build`.
+
+Exit status of ``build`` and ``synth``: 0 when the report passes its targets, 1 when the build or
+synthesis ran but a target is missed (or a tool failed), 2 for bad input (unknown platform/config,
+a missing tool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mailpulse.errors import UserError
+from mailpulse.hdl import build as b
+from mailpulse.hdl.params import PARAMETER_SETS
+from mailpulse.hdl.platforms import PLATFORMS
+from mailpulse.hdl.regdoc import FORMATS, regmap_text
+from mailpulse.hdl.tops import TOPS, write_verilog
+
+from . import prints_help
+
+
+def _cmd_verilog(args: argparse.Namespace) -> int:
+    text = write_verilog(args.config, args.top, args.output)
+    if args.output is None:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_regmap(args: argparse.Namespace) -> int:
+    text = regmap_text(args.config, args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.output.write_text(text)
+        except OSError as e:
+            raise UserError(f"cannot write {args.output}: {e.strerror}") from None
+    return 0
+
+
+def _run(call: Callable[[], Any], as_json: bool) -> int:
+    try:
+        report = call()
+    except (b.ToolMissing, ValueError) as e:
+        raise UserError(str(e)) from None
+    except b.BuildError as e:
+        print(f"mailpulse: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.as_dict(), indent=2) if as_json else report.format())
+    return 0 if report.passed else 1
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    return _run(lambda: b.build(args.platform, args.config, args.outdir, seed=args.seed, core=args.core), args.json)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    return _run(lambda: b.synth_xc7(args.config, args.outdir), args.json)
+
+
+def add_hdl(hdl: argparse.ArgumentParser) -> None:
+    """``mailpulse hdl`` and its sub-commands."""
+    sub = hdl.add_subparsers(dest="hdl_command", metavar="HDL_COMMAND")
+    sets = ", ".join(PARAMETER_SETS)
+
+    v = sub.add_parser("verilog", help="generate the Verilog of a top")
+    v.add_argument("--config", default="full", help=f"parameter set ({sets}; default full)")
+    v.add_argument("--top", default="axi", choices=tuple(TOPS), help="top: axi (mailpulse_axi) or spi (mailpulse_spi)")
+    v.add_argument("-o", "--output", type=Path, default=None, help="output file (default: stdout)")
+    v.set_defaults(func=_cmd_verilog)
+
+    r = sub.add_parser("regmap", help="print the register map")
+    r.add_argument("--config", default="full", help=f"parameter set ({sets}; default full)")
+    r.add_argument("--format", default="md", choices=FORMATS, help="json or md (default md)")
+    r.add_argument("-o", "--output", type=Path, default=None, help="output file (default: stdout)")
+    r.set_defaults(func=_cmd_regmap)
+
+    p = sub.add_parser(
+        "build",
+        help="place and route the SPI top for an iCE40/ECP5 board with open tools (YoWASP)",
+        description="Build a bitstream of the mailpulse_spi top with Yosys + nextpnr (YoWASP) and print "
+                    "utilisation and fmax against the parameter set's target.",
+    )
+    p.add_argument("--platform", required=True, choices=list(PLATFORMS), help="the board")
+    p.add_argument("--config", default=None, choices=sorted(PARAMETER_SETS),
+                   help="parameter set (default: the board's: " +
+                        ", ".join(f"{k} -> {brd.default_config}" for k, brd in PLATFORMS.items()) + ")")
+    p.add_argument("-o", "--outdir", default=None, help="build directory (default build/<platform>-<config>)")
+    p.add_argument("--core", default=None, choices=["folded", "stream"],
+                   help="core inside the SPI top: folded (K clocks/sample) or stream (1 sample/clock); "
+                        "default folded on iCE40, stream on ECP5")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_build)
+
+    s = sub.add_parser(
+        "synth",
+        help="Yosys resource estimate of the AXI top for Xilinx 7-series (xc7z020)",
+        description="Synthesise the mailpulse_axi top with Yosys synth_xilinx and print LUT/FF/BRAM/DSP use "
+                    "as a share of an xc7z020. There is no open 7-series place-and-route, so no fmax.",
+    )
+    s.add_argument("--family", required=True, choices=["xc7"], help="device family (only xc7)")
+    s.add_argument("--config", default="zynq", choices=sorted(PARAMETER_SETS), help="parameter set (default zynq)")
+    s.add_argument("-o", "--outdir", default=None, help="work directory (default build/xc7-<config>)")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.set_defaults(func=_cmd_synth)
+
+    hdl.set_defaults(func=prints_help(hdl))
