@@ -1,6 +1,5 @@
 """A model trained on real data gives the same integers through the evaluation, the model backend and
-the RTL under simulation (issue 3's "the model backend, the RTL simulation and the evaluation all
-compute the same integer scores for a trained model")."""
+the RTL under simulation: all three compute the same integer scores for a trained model."""
 
 from __future__ import annotations
 
