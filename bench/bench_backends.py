@@ -31,7 +31,9 @@ from mailpulse.hdl.params import get_params
 from mailpulse.hdl.reference import CoreConfig, EmulatedCore, ScoreResult, score
 from mailpulse.host_bridge.backends.ice40 import Ice40Scorer
 from mailpulse.host_bridge.backends.model import ModelScorer
+from mailpulse.host_bridge.backends.sim import SimScorer
 from mailpulse.host_bridge.spi import FakeSpiDev, SpiBridgeModel
+from mailpulse.sim.tools import have_simulator
 
 #: tests/pynq_sim_support.py (overlay folder + active simulated device) is shared with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -107,8 +109,6 @@ def main() -> int:
                                         f"{sck / 8 / per:,.0f} samples/s at {sck / 1e6:g} MHz")
         check(got, score(p, cfg, x[:m], tags[:m]), "ice40")
 
-    from mailpulse.host_bridge.backends.sim import SimScorer
-    from mailpulse.sim.tools import have_simulator
     for sim in sims:
         if not have_simulator(sim):
             print(f"sim/{sim} skipped: {sim} is not installed")

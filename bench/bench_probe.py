@@ -25,18 +25,21 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from mailpulse.pi_firmware.mqtt import MqttSettings, MqttSink
+from mailpulse.pi_firmware.postfix import parse_lines
+from mailpulse.pi_firmware.probe import Prober, ProbeRoute, ProbeSettings, probe_content
+from mailpulse.pi_firmware.spool import Spool
+from mailpulse.pi_firmware.synthlog import generate
 
-from mailpulse import topics as T  # noqa: E402
-from mailpulse.lab.servers import MailChain, Mosquitto, make_root, missing_tools  # noqa: E402
+from mailpulse import topics as T
+from mailpulse.lab.servers import MailChain, Mosquitto, make_root, missing_tools
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SITE = "bench"
 
 
 def bench_probe(chain: MailChain, n: int = 8) -> None:
-    from mailpulse.pi_firmware.probe import Prober, ProbeRoute, ProbeSettings, probe_content
-
     t = time.perf_counter()
     content = probe_content()
     gen = time.perf_counter() - t
@@ -63,11 +66,6 @@ def bench_probe(chain: MailChain, n: int = 8) -> None:
 
 
 def bench_publish(broker: Mosquitto, tmp: Path) -> None:
-    from mailpulse.pi_firmware.mqtt import MqttSettings, MqttSink
-    from mailpulse.pi_firmware.postfix import parse_lines
-    from mailpulse.pi_firmware.spool import Spool
-    from mailpulse.pi_firmware.synthlog import generate
-
     events, _ = parse_lines(itertools.islice(generate(10**6, 7), 500_000), "node-a")
     seen: set[str] = set()
     events = [e for e in events if not (e.id in seen or seen.add(e.id))]  # type: ignore[func-returns-value]
@@ -94,8 +92,6 @@ def bench_publish(broker: Mosquitto, tmp: Path) -> None:
 
 
 def bench_rss(broker: Mosquitto, chain: MailChain | None, tmp: Path, flood: bool = True, secs: float = 12.0) -> None:
-    from mailpulse.pi_firmware.synthlog import generate
-
     tmp = tmp / f"rss-{int(flood)}-{int(chain is not None)}"
     tmp.mkdir()
     log = tmp / "maillog"

@@ -7,6 +7,7 @@ the processes, also when a test fails.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from mailpulse import topics as T
+from mailpulse.lab.relays import MangleRelay
 from mailpulse.lab.servers import MailChain, Mosquitto, make_root, missing_tools
 
 SITE = "lab"
@@ -91,12 +93,9 @@ def mail_lab() -> Iterator[MailLab]:
     ``lab.need_relay()`` skips the tests that need the relay.
     """
     require("postfix", "dovecot", root=True)
-    import importlib.util
 
     relay: Any = None
     if importlib.util.find_spec("aiosmtpd") is not None:
-        from mailpulse.lab.relays import MangleRelay
-
         relay = MangleRelay(quality=30)
     chain = MailChain(extra_relay=(relay.host, relay.port) if relay else None)
     try:

@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 from mailpulse.hdl.params import get_params
 from mailpulse.hdl.reference import CoreConfig, score
+from mailpulse.host_bridge.backends.ice40 import Ice40Scorer
+from mailpulse.host_bridge.backends.sim import open_rtl
+from mailpulse.host_bridge.spi import FakeSpiDev
+from mailpulse.sim.tools import have_simulator
 
 #: Bit-level SPI under cocotb is slow (Icarus: ~1 s per sample): a few samples, the whole model load.
 N = int(os.environ.get("MAILPULSE_SPI_SAMPLES", "6"))
@@ -20,14 +24,10 @@ SIMULATOR = os.environ.get("MAILPULSE_SPI_SIM", "verilator")
 @pytest.mark.xdist_group("rtl_pynq")
 def test_ice40_backend_through_the_rtl_spi_bridge() -> None:
     pytest.importorskip("cocotb", reason="cocotb is not installed")
-    from mailpulse.sim.tools import have_simulator
 
     simulator = SIMULATOR if have_simulator(SIMULATOR) else "icarus"
     if not have_simulator(simulator):
         pytest.skip("neither Verilator nor Icarus is installed")
-    from mailpulse.host_bridge.backends.ice40 import Ice40Scorer
-    from mailpulse.host_bridge.backends.sim import open_rtl
-    from mailpulse.host_bridge.spi import FakeSpiDev
 
     p = get_params("small")
     rng = np.random.default_rng(31)

@@ -13,6 +13,7 @@ import pytest
 from mailpulse.hdl.params import PARAMETER_SETS, get_params
 from mailpulse.hdl.reference import CoreConfig, score
 from mailpulse.host_bridge.data import save_core_config
+from mailpulse.sim.tools import have_simulator
 
 from mailpulse import modelfile
 from mailpulse.backends import score_file
@@ -39,7 +40,6 @@ def _files(tmp: Path, pset: str, n: int, seed: int = 9) -> tuple[Path, Path, Cor
 @pytest.mark.parametrize("pset", sorted(PARAMETER_SETS))
 def test_sim_and_model_scores_are_identical(pset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("cocotb", reason="cocotb is not installed")
-    from mailpulse.sim.tools import have_simulator
 
     if not have_simulator(SIMULATOR):
         pytest.skip(f"{SIMULATOR} is not installed")

@@ -20,8 +20,11 @@ from collector_synth import stream
 from mailpulse.collector.alerts import AlertManager, compose_alert, compose_summary
 from mailpulse.collector.config import AlertSettings
 from mailpulse.collector.correlate import CorrelateSettings, correlate_archive
+from mailpulse.collector.service import Collector
 from server_fixtures import require
+from test_collector_ingest import collector_cfg, envelope, node_client, publish
 
+from mailpulse import topics as T
 from mailpulse.lab.servers import MailChain, make_root
 
 
@@ -146,11 +149,6 @@ def test_alert_arrives_in_a_real_mailbox(chain: MailChain) -> None:
 @pytest.mark.xdist_group("collector-mail")
 def test_collector_mails_an_incident_from_published_events(chain: MailChain, broker: Any, tmp_path: Path) -> None:
     """Events published to a real broker -> collector -> incident -> e-mail in the ops mailbox."""
-    from mailpulse.collector.service import Collector
-    from test_collector_ingest import collector_cfg, envelope, node_client, publish
-
-    from mailpulse import topics as T
-
     cfg = collector_cfg(broker, tmp_path)
     cfg.alerts = AlertSettings(smtp_host=chain.smtp[0], smtp_port=chain.smtp[1], sender="mailpulse@collector.test",
                                to=[chain.mailboxes["probe"].address])

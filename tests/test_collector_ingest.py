@@ -5,6 +5,10 @@ session across a collector restart, /metrics parsed by prometheus_client, and th
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -15,14 +19,20 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from mailpulse.collector.archive import read_events
-from mailpulse.collector.config import CollectorConfig, MqttSettings, WebSettings, parse_config
+from mailpulse.collector.archive import ArchiveWriter, read_events
+from mailpulse.collector.config import CollectorConfig, MqttSettings, RetrainSettings, WebSettings, parse_config
 from mailpulse.collector.retrain import publish_model, retrain_guard
 from mailpulse.collector.service import Collector
+from mailpulse.collector.trainer import train
+from mailpulse.hdl.params import get_params
+from mailpulse.pi_firmware.fleet import ModelUpdater
+from mailpulse.pi_firmware.pipeline import load_scoring_model
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailpulse import topics as T
 from mailpulse.datasets import Dataset
+from mailpulse.errors import UserError
+from mailpulse.modelfile import load_model
 
 pytestmark = pytest.mark.xdist_group("collector-mqtt")
 
@@ -132,9 +142,6 @@ def test_duplicates_and_replays_are_archived_once(broker: Any, tmp_path: Path) -
 
 
 def _tiny_model(tmp_path: Path, shift: float = 0.0, rate: float = 0.01) -> Path:
-    from mailpulse.collector.trainer import train
-    from mailpulse.hdl.params import get_params
-
     rng = np.random.default_rng(0)
     x = rng.integers(0, 2000, size=(600, 8)).astype(np.float64) + shift
     res = train(Dataset(x, None, "t", "0"), get_params("small"), seed=0, false_alarm_rate=rate, feature_schema="1")
@@ -142,8 +149,6 @@ def _tiny_model(tmp_path: Path, shift: float = 0.0, rate: float = 0.01) -> Path:
 
 
 def test_guard_rejects_a_model_that_raises_false_alarms(tmp_path: Path) -> None:
-    from mailpulse.modelfile import load_model
-
     current = load_model(_tiny_model(tmp_path))
     worse = load_model(_tiny_model(tmp_path, rate=0.2))   # flags 20 % of normal data
     recent = np.random.default_rng(1).integers(0, 2000, size=(800, 8)).astype(np.float64)
@@ -159,9 +164,6 @@ class NodeModelSide:
     """A node's model topic subscription with the node's own ModelUpdater and model validation."""
 
     def __init__(self, broker: Any, tmp_path: Path, node: str = "node-b") -> None:
-        from mailpulse.pi_firmware.fleet import ModelUpdater
-        from mailpulse.pi_firmware.pipeline import load_scoring_model
-
         self.installed: list[str] = []
 
         def install(data: bytes) -> str:
@@ -210,15 +212,11 @@ def test_published_model_reaches_a_node(broker: Any, tmp_path: Path) -> None:
     # a file that is not a model is refused before anything is published
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
-    from mailpulse.errors import UserError
     with pytest.raises(UserError):
         publish_model(bad, "lab", broker.host, broker.port, username="collector", password=broker.users["collector"])
 
 
 def test_scheduled_retraining_publishes_a_guarded_model_to_the_nodes(broker: Any, tmp_path: Path) -> None:
-    from mailpulse.collector.archive import ArchiveWriter
-    from mailpulse.collector.config import RetrainSettings
-
     rng = np.random.default_rng(0)
     with ArchiveWriter(tmp_path / "archive") as w:
         evs = [dict(delivery(i), x=[int(v) for v in rng.integers(0, 3000, size=8)]) for i in range(4000)]
@@ -243,11 +241,6 @@ def test_scheduled_retraining_publishes_a_guarded_model_to_the_nodes(broker: Any
 
 
 def test_collector_run_command(broker: Any, tmp_path: Path) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-
     root = Path(__file__).resolve().parent.parent
     conf = tmp_path / "collector.toml"
     conf.write_text(f"""

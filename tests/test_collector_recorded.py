@@ -20,9 +20,13 @@ from pathlib import Path
 import pytest
 from mailpulse.collector.archive import ArchiveWriter
 from mailpulse.collector.ingest import Dedup, IngestProcessor, Message
+from mailpulse.pi_firmware.events import Scored
+from mailpulse.pi_firmware.mqtt import batch_payload
+from mailpulse.pi_firmware.postfix import parse_lines
 from server_fixtures import require
 
 from mailpulse import topics as T
+from mailpulse.lab.relays import MangleRelay
 from mailpulse.lab.servers import MailChain
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +44,6 @@ def _send(chain: MailChain, to: str, n: int, tag: str) -> None:
 
 
 def _archive_from_log(chain: MailChain, folder: Path) -> int:
-    from mailpulse.pi_firmware.events import Scored
-    from mailpulse.pi_firmware.mqtt import batch_payload
-    from mailpulse.pi_firmware.postfix import parse_lines
-
     events, _ = parse_lines(chain.edge.log_text().splitlines(keepends=True), "node-a")
     payloads = []
     for ev in events:
@@ -73,7 +73,6 @@ def _correlate(folder: Path) -> list[dict]:
 def test_slow_relay_found_in_a_recorded_archive(tmp_path: Path) -> None:
     require("postfix", "dovecot", root=True)
     pytest.importorskip("aiosmtpd", reason="aiosmtpd is not installed (the relay)")
-    from mailpulse.lab.relays import MangleRelay
 
     relay = MangleRelay(quality=None)
     chain = MailChain(extra_relay=(relay.host, relay.port))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from mailpulse.pi_firmware import config as C
 
+from mailpulse.cli import main
 from mailpulse.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,8 +113,6 @@ def test_structural_problems(tmp_path: Path, text: str, fragment: str) -> None:
 
 
 def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mailpulse.cli import main
-
     assert main(["node", "check-config", str(_good(tmp_path))]) == 0
     assert "ok" in capsys.readouterr().out
     assert main(["node", "check-config", str(tmp_path / "none.toml")]) == 2
@@ -132,8 +132,6 @@ def test_every_key_is_documented() -> None:
 
 
 def test_systemd_unit(tmp_path: Path) -> None:
-    import shutil
-
     unit = ROOT / "pi_firmware" / "mailpulse-node.service"
     sections: dict[str, dict[str, str]] = {}
     current = ""

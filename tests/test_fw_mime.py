@@ -22,6 +22,7 @@ from mailpulse.pi_firmware.maildir import inspect_file
 from mailpulse.pi_firmware.mime import MimeLimits, walk
 from PIL import Image
 
+from mailpulse.cli import main
 from mailpulse.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,8 +136,6 @@ def test_real_messages_survive(repo_data: Path) -> None:
 
 
 def test_inspect_cli_on_all_real_messages(repo_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mailpulse.cli import main
-
     files = [str(f) for f in sorted((repo_data / "mail").glob("*.eml"))]
     for f in files:
         assert main(["inspect", "--compact", f]) == 0

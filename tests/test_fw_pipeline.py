@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from pathlib import Path
 
@@ -9,13 +11,26 @@ import numpy as np
 import pytest
 from mailpulse.hdl.params import get_params
 from mailpulse.hdl.reference import CoreConfig, score
-from mailpulse.pi_firmware.events import MessageEvent
-from mailpulse.pi_firmware.pipeline import CountingSink, ListSink, Pipeline, ScoringSetup, featurise, untrained_model
+from mailpulse.pi_firmware.events import DeliveryEvent, MessageEvent, Scored, dumps
+from mailpulse.pi_firmware.pipeline import (
+    CountingSink,
+    ListSink,
+    Pipeline,
+    ScoringSetup,
+    bridge_scorer,
+    featurise,
+    load_scoring_model,
+    untrained_model,
+)
 from mailpulse.pi_firmware.postfix import PostfixParser
 from mailpulse.pi_firmware.replay import replay
 from mailpulse.pi_firmware.synthlog import Expected, generate
 
 from mailpulse import features as F
+from mailpulse.backends import open_scorer
+from mailpulse.cli import main
+from mailpulse.errors import UserError
+from mailpulse.modelfile import InputScaling, TrainedModel
 
 
 def _identity(x: np.ndarray) -> np.ndarray:
@@ -64,10 +79,6 @@ def test_mixed_kinds_in_one_batch(log_lines: list[str]) -> None:
 
 
 def test_bridge_model_backend_gives_the_same_integers(log_lines: list[str]) -> None:
-    from mailpulse.pi_firmware.pipeline import bridge_scorer
-
-    from mailpulse.backends import open_scorer
-
     m = _random_model(5)
     evs = list(PostfixParser("n", year=2026).feed(log_lines))
     a, b = ListSink(), ListSink()
@@ -108,8 +119,6 @@ def _config(tmp_path: Path) -> Path:
 
 
 def test_replay_cli_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mailpulse.cli import main
-
     exp = Expected()
     log = tmp_path / "mail.log"
     log.write_text("".join(generate(3000, seed=9, expected=exp)))
@@ -124,8 +133,6 @@ def test_replay_cli_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_replay_cli_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mailpulse.cli import main
-
     assert main(["node", "replay", "--config", str(_config(tmp_path)), "--log", str(tmp_path / "nope.log"),
                  "--no-publish"]) == 2
     err = capsys.readouterr().err
@@ -133,8 +140,6 @@ def test_replay_cli_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def _model_file(tmp_path: Path, schema: str) -> Path:
-    from mailpulse.modelfile import InputScaling, TrainedModel
-
     m = _random_model(8)
     p = m.params
     model = TrainedModel(p, schema, InputScaling.identity(p.d), m.config.weights, m.config.offsets, m.config.shifts,
@@ -143,8 +148,6 @@ def _model_file(tmp_path: Path, schema: str) -> Path:
 
 
 def test_model_file_is_scored_bit_exactly(tmp_path: Path, log_lines: list[str]) -> None:
-    from mailpulse.pi_firmware.pipeline import load_scoring_model
-
     sm = load_scoring_model(_model_file(tmp_path, str(F.SCHEMA_VERSION)), "small")
     assert sm.version == "test-1" and sm.config.threshold == 123456
     sink = ListSink()
@@ -157,10 +160,6 @@ def test_model_file_is_scored_bit_exactly(tmp_path: Path, log_lines: list[str]) 
 
 
 def test_model_of_another_schema_is_refused(tmp_path: Path) -> None:
-    from mailpulse.pi_firmware.pipeline import load_scoring_model
-
-    from mailpulse.errors import UserError
-
     with pytest.raises(UserError, match="feature schema"):
         load_scoring_model(_model_file(tmp_path, "odds"))
 
@@ -168,11 +167,6 @@ def test_model_of_another_schema_is_refused(tmp_path: Path) -> None:
 def test_fast_payload_json_equals_the_encoded_payload(tmp_path: Path) -> None:
     """DeliveryEvent.payload_json (the replay's hot path) writes exactly json of payload(), also for
     quotes, backslashes, non-ASCII, undecodable log bytes, non-finite numbers and missing fields."""
-    import json
-    import math
-
-    from mailpulse.pi_firmware.events import DeliveryEvent, Scored, dumps
-
     log = tmp_path / "mail.log"
     log.write_text("".join(generate(6000, seed=11, rfc3339=True)))
     sink = ListSink()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import threading
+import time as _t
 from datetime import UTC, datetime
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mailpulse.pi_firmware.node import PostfixLogSource
 from mailpulse.pi_firmware.postfix import PostfixParser, parse_lines
+from mailpulse.pi_firmware.spool import Spool
 from mailpulse.pi_firmware.synthlog import Expected, generate
 
 SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
@@ -63,7 +67,6 @@ def test_event_ids_are_deterministic_and_unique() -> None:
 
 def test_rfc3164_timestamps_are_local_time() -> None:
     p = PostfixParser(year=2026)
-    import time as _t
     assert p.timestamp("Nov 26 10:00:00") == _t.mktime((2026, 11, 26, 10, 0, 0, 0, 0, -1))
     assert p.timestamp("Nov  6 10:00:00.5") == _t.mktime((2026, 11, 6, 10, 0, 0, 0, 0, -1)) + 0.5
     assert p.timestamp("2026-11-26T10:00:00Z") == datetime(2026, 11, 26, 10, tzinfo=UTC).timestamp()
@@ -147,8 +150,6 @@ Nov 26 10:00:06 mx1 postfix/smtp[111]: 4F00D1234: to=<w@y.org>, relay=mx.y.org[1
 
 
 def test_attempts_in_the_same_second_get_distinct_ids_that_survive_a_restart(tmp_path: Path) -> None:
-    from mailpulse.pi_firmware.spool import Spool
-
     lines = SAME_SECOND.splitlines(keepends=True)
     evs, c = parse_lines(lines, "n1", year=2026)
     assert c.events == 5
@@ -174,10 +175,6 @@ def test_attempts_in_the_same_second_get_distinct_ids_that_survive_a_restart(tmp
 
 
 def test_log_source_keeps_ids_and_join_across_a_restart(tmp_path: Path) -> None:
-    import threading
-
-    from mailpulse.pi_firmware.node import PostfixLogSource
-
     log = tmp_path / "mail.log"
     head = LOG.splitlines(keepends=True)
     lines = head[:4] + SAME_SECOND.splitlines(keepends=True) + head[4:5]

@@ -12,7 +12,7 @@ from _hdl_sim import core_commit, core_load, load_active, pack_sample, random_sa
 from amaranth.sim import Simulator
 from mailpulse.hdl.core import MAX_LATENCY, ScorerCore, dsp_plan, pipeline_plan
 from mailpulse.hdl.params import PARAMETER_SETS, CoreParams, get_params
-from mailpulse.hdl.reference import CoreConfig, score
+from mailpulse.hdl.reference import CoreConfig, bins, score
 
 SETS = sorted(PARAMETER_SETS)
 
@@ -109,7 +109,6 @@ def test_clamp_ends_and_threshold_equality() -> None:
     x = np.zeros((12, p.d), dtype=np.int64)
     x[:, 0] = [p.in_min, p.in_max, 0, -1, 1, p.b - 1, p.b, 5, -5, 63 * 8 + 7, 64 * 8 + 7, 100]
     x[:, 1:] = rng.integers(p.in_min, p.in_max + 1, size=(12, p.d - 1))
-    from mailpulse.hdl.reference import bins
     b = bins(p, cfg, x)
     assert (b == 0).any() and (b == p.b - 1).any()
     s = score(p, cfg, x).score

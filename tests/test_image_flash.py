@@ -242,17 +242,9 @@ def project_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def unit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The node firmware's unit; a stand-in of the same shape while the firmware has none yet."""
-    if img.DEFAULT_UNIT.exists():
-        return img.DEFAULT_UNIT
-    p = tmp_path_factory.mktemp("unit") / "mailpulse-node.service"
-    p.write_text(
-        "[Unit]\nDescription=mailpulse edge node (stand-in)\nWants=network-online.target\nAfter=network-online.target\n\n"
-        "[Service]\nType=simple\nUser=mailpulse\nGroup=mailpulse\n"
-        "ExecStart=/opt/mailpulse/venv/bin/mailpulse node run --config /etc/mailpulse/node.toml\n"
-        "Restart=on-failure\nNoNewPrivileges=yes\n\n[Install]\nWantedBy=multi-user.target\n")
-    return p
+def unit_file() -> Path:
+    """The node firmware's unit, as the package ships it."""
+    return img.DEFAULT_UNIT
 
 
 @pytest.fixture(scope="session")

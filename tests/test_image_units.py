@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,6 @@ def test_expected_sha256(tmp_path: Path) -> None:
 
 
 def test_wheels_resolve_downloads_only_what_is_missing(tmp_path: Path) -> None:
-    import zipfile
-
     proj = tmp_path / "mailpulse-0.1.0-py3-none-any.whl"
     with zipfile.ZipFile(proj, "w") as z:
         z.writestr("mailpulse-0.1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: mailpulse\nVersion: 0.1.0\n"

@@ -18,20 +18,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from mailpulse.pi_firmware.config import load_config
 from mailpulse.pi_firmware.events import DeliveryEvent
 from mailpulse.pi_firmware.mqtt import MqttSettings, MqttSink
-from mailpulse.pi_firmware.node import Node
+from mailpulse.pi_firmware.node import Node, build_node
 from mailpulse.pi_firmware.node_config import NodeSections, sections_from_mapping
+from mailpulse.pi_firmware.pipeline import load_scoring_model, untrained_model
 from mailpulse.pi_firmware.postfix import parse_lines
 from mailpulse.pi_firmware.spool import Spool
 from mailpulse.pi_firmware.synthlog import generate
 from paho.mqtt.enums import CallbackAPIVersion
 from server_fixtures import SITE, Broker
 
+from mailpulse import features as F
 from mailpulse import topics as T
+from mailpulse.cli import main
 from mailpulse.lab.recorder import Recorder
+from mailpulse.modelfile import InputScaling, TrainedModel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -233,12 +239,6 @@ def test_node_sigkill_mid_stream_nothing_lost_then_sigterm(broker: Broker, recor
 
 
 def _model_bytes(threshold: int, version: str) -> bytes:
-    import numpy as np
-    from mailpulse.pi_firmware.pipeline import untrained_model
-
-    from mailpulse import features as F
-    from mailpulse.modelfile import InputScaling, TrainedModel
-
     base = untrained_model()
     c = base.config
     m = TrainedModel(params=base.params, feature_schema=str(F.SCHEMA_VERSION), scaling=InputScaling.identity(base.params.d),
@@ -346,11 +346,6 @@ def test_spool_bound_drops_ordinary_events_first_and_says_so(broker: Broker, rec
 def test_daemon_scores_and_publishes_a_message_delivered_into_the_maildir(broker: Broker, recorder: Recorder,
                                                                           tmp_path: Path, repo_data: Path) -> None:
     """``node run``'s wiring (config -> build_node -> Maildir watcher source -> score -> spool -> MQTT)."""
-    import numpy as np
-    from mailpulse.pi_firmware.config import load_config
-    from mailpulse.pi_firmware.node import build_node
-    from mailpulse.pi_firmware.pipeline import load_scoring_model
-
     md = tmp_path / "Maildir"
     for sub in ("new", "cur", "tmp"):
         (md / sub).mkdir(parents=True)
@@ -394,8 +389,6 @@ def test_replay_publishes_every_event_once_in_order(broker: Broker, recorder: Re
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """``mailpulse node replay`` (publishing): the summary line comes after the broker acknowledged
     every event; every event arrives, in log order, in multi-event messages."""
-    from mailpulse.cli import main
-
     lines = log_lines(6000, seed=6)
     log = tmp_path / "mail.log"
     log.write_text("".join(lines))

@@ -12,10 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mailpulse.pi_firmware.postfix import parse_lines
 from mailpulse.pi_firmware.probe import HEIGHT, WIDTH, ProbeError, Prober, ProbeRoute, ProbeSettings
 from server_fixtures import MailLab
 
 from mailpulse.cli import main
+from mailpulse.lab.relays import MangleRelay
+from mailpulse.lab.servers import CertificateAuthority, Dovecot, make_root
 
 pytestmark = pytest.mark.xdist_group("servers")
 
@@ -55,8 +58,6 @@ def test_probe_round_trip_with_all_fields(mail_lab: MailLab) -> None:
 
 
 def test_unreachable_hop_deferrals_loss_then_late_once(mail_lab: MailLab) -> None:
-    from mailpulse.pi_firmware.postfix import parse_lines
-
     chain = mail_lab.chain
     prober = Prober("node-b", ProbeSettings(routes=[route(mail_lab, timeout_s=2.0)]))
     log_before = len(chain.edge.log_text().splitlines())
@@ -161,8 +162,6 @@ def test_slow_hop_shows_in_latency_and_hop_delays(mail_lab: MailLab) -> None:
 def test_probe_submits_with_starttls_and_auth(mail_lab: MailLab, tmp_path: Path) -> None:
     """The probe's SMTP client: STARTTLS verified against the route's CA, then AUTH."""
     mail_lab.need_relay()
-    from mailpulse.lab.relays import MangleRelay
-    from mailpulse.lab.servers import CertificateAuthority
 
     ca = CertificateAuthority.create(tmp_path / "tls")
     c = mail_lab.chain
@@ -187,8 +186,6 @@ def test_probe_submits_with_starttls_and_auth(mail_lab: MailLab, tmp_path: Path)
 
 def test_probe_reads_back_over_imap_starttls_and_tls(mail_lab: MailLab, tmp_path: Path) -> None:
     """A second Dovecot with TLS on the same Maildirs: the prober verifies it against the route's CA."""
-    from mailpulse.lab.servers import CertificateAuthority, Dovecot, make_root
-
     c = mail_lab.chain
     ca = CertificateAuthority.create(tmp_path / "tls")
     root = make_root("mailpulse-imaps-")

@@ -21,6 +21,7 @@ from mailpulse.pi_firmware.probe import (
     psnr,
 )
 
+from mailpulse import features as F
 from mailpulse.lab.relays import recompress_images
 
 ROUTE = ProbeRoute(name="r1", smtp_host="127.0.0.1", smtp_port=25, mail_from="p@a.test", rcpt_to="p@b.test",
@@ -99,7 +100,6 @@ def test_probe_event_payload_and_features() -> None:
     assert ev.id != lost.id and len(ev.id) == 32
     p = ev.payload()
     assert p["kind"] == "probe" and p["fields"]["latency_ms"] == 250.0 and "ts" not in p["fields"]["hops"][0]
-    from mailpulse import features as F
 
     x = ev.vector()
     assert x[F.feature("outcome").index] == 0 and lost.vector()[F.feature("outcome").index] == 3 * 8192

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from mailpulse.hdl.params import get_params
 from mailpulse.hdl.reference import CoreConfig, score
+from mailpulse.sim.tools import have_simulator
 
 N_SAMPLES = int(os.environ.get("MAILPULSE_COSIM_SAMPLES", "300"))
 
@@ -23,7 +24,6 @@ CASES = [("icarus", "small"), ("verilator", "full")]
 def test_unmodified_pynq_stack_on_the_rtl(simulator: str, pset: str, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("pynq", reason="pynq is not installed")
-    from mailpulse.sim.tools import have_simulator
 
     if not have_simulator(simulator):
         pytest.skip(f"{simulator} is not installed")

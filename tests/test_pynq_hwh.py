@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 from pathlib import Path
@@ -168,7 +169,6 @@ def test_hwh_for_every_parameter_set_parses(tmp_path: Path) -> None:
 def test_fclk_rates_are_available_to_overlay_download(parsed: Any) -> None:
     """pynqmetadata 0.2 reads no FCLK rate for a Zynq-7000; fill_fclk_rates takes the PS7's PCW_ACT_* value."""
     pytest.importorskip("pynq", reason="pynq is not installed")
-    import copy
 
     from mailpulse.pynq_overlays.overlay import fill_fclk_rates
 

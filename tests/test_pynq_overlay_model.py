@@ -3,6 +3,7 @@ simulated pynq.Device backed by the register-level reference model, on every par
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,10 @@ import pytest
 from mailpulse.hdl.params import PARAMETER_SETS, get_params
 from mailpulse.hdl.reference import BusError, CoreConfig, score
 from mailpulse.hdl.regmap import VLNV, RegisterMap
+from mailpulse.host_bridge.core import CoreMismatchError
+from mailpulse.pynq_overlays.hwh import OVERLAY_DIR
 
+from mailpulse.backends import open_scorer
 from mailpulse.errors import UserError
 
 
@@ -114,7 +118,6 @@ def test_download_checks_the_bitstream(support: ModuleType, in_tmp: Path) -> Non
 
 
 def test_wrong_parameter_set_is_refused_by_identify(support: ModuleType, in_tmp: Path) -> None:
-    from mailpulse.host_bridge.core import CoreMismatchError
     from mailpulse.pynq_overlays.sim_device import EmulatedPort
     from pynq import Overlay
 
@@ -168,10 +171,6 @@ def test_dma_model_reports_errors_instead_of_hanging(support: ModuleType, in_tmp
 
 def test_the_shipped_notebook_runs_in_simulation(support: ModuleType, in_tmp: Path) -> None:
     """Every code cell of the notebook, with SIMULATE switched on (its own simulated device)."""
-    import json
-
-    from mailpulse.pynq_overlays.hwh import OVERLAY_DIR
-
     nb = json.loads((OVERLAY_DIR / "mailpulse.ipynb").read_text(encoding="utf-8"))
     cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
     assert "SIMULATE = False" in cells[0]
@@ -185,10 +184,7 @@ def test_the_shipped_notebook_runs_in_simulation(support: ModuleType, in_tmp: Pa
 
 def test_pynq_backend_of_the_scorer_interface(support: ModuleType, in_tmp: Path) -> None:
     """host_bridge's ``pynq`` backend over the same stack (the simulated device passed explicitly)."""
-    from mailpulse.host_bridge.core import CoreMismatchError
     from mailpulse.pynq_overlays.sim_device import EmulatedPort, SimulatedDevice
-
-    from mailpulse.backends import open_scorer
 
     p = get_params("full")
     rng = np.random.default_rng(8)

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from mailpulse.hdl.reference import BusError, CoreConfig, model_writes, score
+from mailpulse.hdl.reference import BusError, CoreConfig, bins, model_writes, score
 from mailpulse.hdl.regmap import CORE_ID
 from mailpulse.sim.codec import compare, pack_samples, random_samples, unpack_results
 from mailpulse.sim.device import SimCore, SimDeviceError, open_device
@@ -106,8 +106,6 @@ def test_spi_device() -> None:
         # a small model: weights/offsets/shifts/threshold, table entries the sample uses
         cfg = CoreConfig.random(p, rng)
         x, tags = random_samples(p, rng, 1)
-        from mailpulse.hdl.reference import bins
-
         used = {int(k) * p.b + int(b) for k, b in enumerate(bins(p, cfg, x)[0])}
         tab = rm["TABLE"]
         cfg.tables[:] = 0

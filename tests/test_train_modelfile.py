@@ -13,7 +13,7 @@ from mailpulse.hdl.params import CoreParams, get_params
 
 from mailpulse.datasets import Dataset
 from mailpulse.errors import UserError
-from mailpulse.modelfile import FORMAT_VERSION, InputScaling, TrainedModel, load_model, scale_features
+from mailpulse.modelfile import FORMAT_VERSION, InputScaling, TrainedModel, _checksum, load_model, scale_features
 
 
 def _data(n: int = 3000, f: int = 4, seed: int = 1) -> Dataset:
@@ -36,8 +36,6 @@ def _doc(m: TrainedModel) -> dict:
 
 def _rewrite(doc: dict, **changes: object) -> bytes:
     """A document with fields changed and the checksum recomputed (a 'valid' but wrong file)."""
-    from mailpulse.modelfile import _checksum
-
     doc = {**doc, **changes}
     doc["checksum"] = "sha256:" + _checksum(doc)
     return json.dumps(doc).encode()

@@ -14,6 +14,7 @@ from mailpulse.collector import trainer
 from mailpulse.hdl import reference as hm
 from mailpulse.hdl.params import get_params
 
+from mailpulse.backends import open_scorer
 from mailpulse.cli import main
 from mailpulse.datasets import Dataset, load_archive, load_dataset
 from mailpulse.errors import UserError
@@ -232,8 +233,6 @@ def test_mat_v73_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize("config", ["small", "zynq"])
 def test_model_backend_loads_the_file_and_scores_the_same(config: str, tmp_path: Path) -> None:
     """The host bridge's model backend, fed the saved file, gives evaluation's integers."""
-    from mailpulse.backends import open_scorer
-
     p = get_params(config)
     data = _blobs(n=1200, seed=7)
     path = trainer.train(data, p, seed=0).model.save(tmp_path / "m.json")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from mailpulse.collector import trainer
 from mailpulse.hdl.params import get_params
+from mailpulse.sim.tools import have_simulator
 
 from mailpulse.cli import main
 from mailpulse.datasets import load_dataset
@@ -22,7 +23,6 @@ ROWS = int(os.environ.get("MAILPULSE_TRAINED_RTL_ROWS", "160"))
 def test_trained_model_scores_identically_in_evaluation_model_backend_and_rtl(
         repo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("cocotb", reason="cocotb is not installed")
-    from mailpulse.sim.tools import have_simulator
 
     if not have_simulator(SIMULATOR):
         pytest.skip(f"{SIMULATOR} is not installed")
