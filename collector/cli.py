@@ -14,7 +14,8 @@ from mailpulse.errors import UserError
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from mailpulse.config.collector import load_config
+
     from .service import run_collector
 
     cfg = load_config(args.config)
@@ -36,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import check_config
+    from mailpulse.config.collector import check_config
 
     errors = check_config(args.file)
     for e in errors:

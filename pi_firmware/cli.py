@@ -2,7 +2,7 @@
 
 ``node check-config``, ``node replay`` and ``node inspect`` live here; ``node run`` and
 ``node probe`` are added by :mod:`mailpulse.pi_firmware.node_cli`.  Each command is a thin layer over a
-library function that the tests call directly (:func:`mailpulse.pi_firmware.config.check_config`,
+library function that the tests call directly (:func:`mailpulse.config.node.check_config`,
 :func:`replay`, :func:`mailpulse.pi_firmware.maildir.inspect_file`).
 """
 
@@ -96,13 +96,13 @@ def _publishing_sink(cfg: Any) -> tuple[Sink, Any]:
         from .node import make_sink
     except ImportError as e:
         raise UserError(f"publishing is not available in this build ({e}); use --no-publish") from None
-    sink, spool = make_sink(cfg.sections)
+    sink, spool = make_sink(cfg)
     sink.start()
     return sink, spool
 
 
 def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from .config import load_config
+    from mailpulse.config.node import load_config
 
     out = out or sys.stdout
     cfg = load_config(args.config, require_secrets=not args.no_publish)
@@ -126,7 +126,7 @@ def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
             summary.seconds = time.perf_counter() - t0
             if not flushed:
                 print(f"mailpulse: the broker did not acknowledge every event within {args.flush_timeout} s; "
-                      f"{len(spool)} rows stay in the spool {cfg.sections.spool.path}", file=sys.stderr)
+                      f"{len(spool)} rows stay in the spool {cfg.spool.path}", file=sys.stderr)
     finally:
         if spool is not None:
             mq.close(5.0)
@@ -136,7 +136,7 @@ def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def check_config_command(args: argparse.Namespace) -> int:
-    from .config import check_config
+    from mailpulse.config.node import check_config
 
     cfg, errors = check_config(args.config, require_secrets=not args.no_secrets)
     if errors:
@@ -146,9 +146,9 @@ def check_config_command(args: argparse.Namespace) -> int:
     assert cfg is not None
     parts = [f"node {cfg.site}/{cfg.node_id}", f"scorer {cfg.scorer.backend}/{cfg.scorer.params}",
              f"model {cfg.scorer.model or 'untrained'}",
-             f"broker {cfg.sections.mqtt.host}:{cfg.sections.mqtt.port}{' tls' if cfg.sections.mqtt.tls else ''}",
+             f"broker {cfg.mqtt.host}:{cfg.mqtt.port}{' tls' if cfg.mqtt.tls else ''}",
              f"postfix log {cfg.postfix.log or 'off'}", f"maildir {cfg.maildir.path or 'off'}",
-             f"probe routes {len(cfg.sections.probe.routes)}"]
+             f"probe routes {len(cfg.probe.routes)}"]
     print(f"{args.config}: ok: " + ", ".join(parts))
     return 0
 
@@ -159,7 +159,7 @@ def inspect_command(args: argparse.Namespace) -> int:
 
     limits = MimeLimits()
     if getattr(args, "config", None):
-        from .config import load_config
+        from mailpulse.config.node import load_config
 
         limits = load_config(args.config, require_secrets=False).mime
     doc = inspect_file(args.file, limits)

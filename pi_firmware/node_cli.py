@@ -18,8 +18,8 @@ __all__ = ["build_node", "load_node_config", "probe_command", "register_node", "
 
 
 def load_node_config(path: str | Path) -> Any:
-    """The node's whole config (:func:`mailpulse.pi_firmware.config.load_config`), errors as ``UserError``."""
-    from .config import load_config
+    """The node's whole config (:func:`mailpulse.config.node.load_config`), errors as ``UserError``."""
+    from mailpulse.config.node import load_config
 
     return load_config(path)
 
@@ -30,7 +30,6 @@ def build_node(cfg: Any, model_path: str | None = None) -> Any:
     from .node import Node, PostfixLogSource
     from .pipeline import load_scoring_model
 
-    sections = cfg.sections
     sources: list[Any] = []
     if cfg.postfix.log:
         sources.append(PostfixLogSource(cfg.postfix.log, cfg.node_id, state_file=cfg.postfix.state_file,
@@ -47,7 +46,7 @@ def build_node(cfg: Any, model_path: str | None = None) -> Any:
 
         scorer = open_scorer(cfg.scorer.backend, cfg.scorer.params)
     try:
-        return Node(sections, model=model, scorer=scorer, sources=sources, batch_size=cfg.scorer.batch_size)
+        return Node(cfg, model=model, scorer=scorer, sources=sources, batch_size=cfg.scorer.batch_size)
     except OSError as e:
         raise UserError(f"the node cannot start: {e}") from None
 
@@ -64,15 +63,15 @@ def probe_command(args: argparse.Namespace) -> int:
     """``node probe``: run probes and print each measurement as one JSON line."""
     from .probe import ProbeError, Prober
 
-    sections = load_node_config(args.config).sections
-    routes = [r.name for r in sections.probe.routes]
+    cfg = load_node_config(args.config)
+    routes = [r.name for r in cfg.probe.routes]
     if args.route:
         if args.route not in routes:
             raise UserError(f"{args.config} has no probe route named {args.route!r} (routes: {', '.join(routes) or 'none'})")
         routes = [args.route]
     if not routes:
         raise UserError(f"{args.config} has no [[probe.routes]] to probe")
-    prober = Prober(sections.node.id, sections.probe, cache_dir=Path(sections.node.state_dir))
+    prober = Prober(cfg.node_id, cfg.probe, cache_dir=cfg.state_dir)
     rc = 0
     while True:
         for name in routes:
@@ -87,7 +86,7 @@ def probe_command(args: argparse.Namespace) -> int:
                     rc = 1
         if args.once:
             return rc
-        time.sleep(sections.probe.interval_s)
+        time.sleep(cfg.probe.interval_s)
 
 
 def register_node(node_sub: argparse._SubParsersAction) -> None:

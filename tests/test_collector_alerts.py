@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from collector_synth import stream
 from mailpulse.collector.alerts import AlertManager, compose_alert, compose_summary
-from mailpulse.collector.config import AlertSettings
 from mailpulse.collector.correlate import CorrelateSettings, correlate_archive
 from server_fixtures import require
 
+from mailpulse.config.collector import AlertSettings
 from mailpulse.lab.servers import MailChain, make_root
 
 

@@ -16,12 +16,12 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from mailpulse.collector.archive import read_events
-from mailpulse.collector.config import CollectorConfig, MqttSettings, WebSettings, parse_config
 from mailpulse.collector.retrain import publish_model, retrain_guard
 from mailpulse.collector.service import Collector
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailpulse import topics as T
+from mailpulse.config.collector import CollectorConfig, MqttSettings, WebSettings, parse_config
 from mailpulse.datasets import Dataset
 
 pytestmark = pytest.mark.xdist_group("collector-mqtt")
@@ -63,7 +63,7 @@ def envelope(node: str, events: list[dict[str, Any]]) -> bytes:
 
 def collector_cfg(broker: Any, tmp_path: Path) -> CollectorConfig:
     cfg, errors = parse_config({"archive": {"dir": str(tmp_path / "archive"), "max_age_s": 3600.0}}, "test")
-    assert not errors
+    assert cfg is not None, errors
     cfg.mqtt = MqttSettings(host=broker.host, port=broker.port, username="collector", password=broker.users["collector"],
                             client_id="collector-test", session_expiry_s=600)
     cfg.web = WebSettings(port=0)
@@ -217,7 +217,8 @@ def test_published_model_reaches_a_node(broker: Any, tmp_path: Path) -> None:
 
 def test_scheduled_retraining_publishes_a_guarded_model_to_the_nodes(broker: Any, tmp_path: Path) -> None:
     from mailpulse.collector.archive import ArchiveWriter
-    from mailpulse.collector.config import RetrainSettings
+
+    from mailpulse.config.collector import RetrainSettings
 
     rng = np.random.default_rng(0)
     with ArchiveWriter(tmp_path / "archive") as w:

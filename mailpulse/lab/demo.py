@@ -441,8 +441,8 @@ class CollectorPart:
 
     def __init__(self, con: Console, work: Path, broker: tuple[str, int], password: str,
                  smtp: tuple[str, int], ops: str, stop: threading.Event) -> None:
-        from mailpulse.collector.config import parse_config
         from mailpulse.collector.service import run_collector
+        from mailpulse.config.collector import parse_config
 
         os.environ["MAILPULSE_DEMO_MQTT_COLLECTOR"] = password
         doc = {
@@ -457,7 +457,7 @@ class CollectorPart:
             "web": {"host": "127.0.0.1", "port": 0},
         }
         cfg, errors = parse_config(doc, "demo collector config")
-        if errors:
+        if cfg is None:
             raise DemoError(errors[0])
         self.con = con
         self.collector: Any = None
@@ -538,7 +538,7 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
     why_not = ""
     if want_collector:
         try:
-            for mod in ("mailpulse.collector.config", "mailpulse.collector.service", "mailpulse.collector.web"):
+            for mod in ("mailpulse.config.collector", "mailpulse.collector.service", "mailpulse.collector.web"):
                 importlib.import_module(mod)
         except Exception as e:   # the collector is another engineer's work in progress
             want_collector, why_not = False, f"{type(e).__name__}: {e}"
