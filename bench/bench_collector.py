@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from mailpulse.collector.config import AlertSettings, MqttSettings, WebSettings, parse_config
 from mailpulse.collector.service import Collector
 
 from mailpulse import topics as T
+from mailpulse.config.collector import AlertSettings, MqttSettings, WebSettings, parse_config
 from mailpulse.lab.servers import MailChain, Mosquitto, make_root, missing_tools
 
 SITE = "bench"
@@ -154,7 +154,7 @@ def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     broker.start()
     try:
         cfg, errs = parse_config({"archive": {"dir": str(tmp / "archive")}}, "bench")
-        assert not errs, errs
+        assert cfg is not None, errs
         cfg.mqtt = MqttSettings(host=broker.host, port=broker.port, username="collector", password="pw-c",
                                 client_id="bench-collector")
         cfg.web = WebSettings(port=0)
@@ -237,7 +237,7 @@ def bench_alerts(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         chain.start()
         broker.start()
         cfg, errs = parse_config({"archive": {"dir": str(tmp / "archive2")}}, "bench")
-        assert not errs, errs
+        assert cfg is not None, errs
         cfg.mqtt = MqttSettings(host=broker.host, port=broker.port, username="collector", password="pw-c",
                                 client_id="bench-collector2")
         cfg.web = WebSettings(enabled=False)

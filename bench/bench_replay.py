@@ -28,11 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from mailpulse.pi_firmware.config import load_config
 from mailpulse.pi_firmware.pipeline import CountingSink
 from mailpulse.pi_firmware.replay import replay, replay_node
 from mailpulse.pi_firmware.synthlog import Expected, generate
 
+from mailpulse.config.node import load_config
 from mailpulse.lab.servers import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent

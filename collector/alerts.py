@@ -25,7 +25,6 @@ from __future__ import annotations
 import collections
 import io
 import logging
-import os
 import queue
 import smtplib
 import threading
@@ -37,7 +36,8 @@ from email.utils import make_msgid
 from html import escape
 from typing import Any
 
-from .config import AlertSettings
+from mailpulse.config.collector import AlertSettings
+
 from .correlate import SEVERITIES
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def smtp_send(settings: AlertSettings, msg: EmailMessage, timeout: float = 10.0)
         if settings.starttls:
             s.starttls()
         if settings.username:
-            s.login(settings.username, os.environ.get(settings.password_env or "", ""))
+            s.login(settings.username, settings.password or "")
         s.send_message(msg)
 
 

@@ -56,6 +56,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from mailpulse.config.collector import CorrelateSettings
 from mailpulse.errors import UserError
 
 from .archive import closed_segments, read_events
@@ -148,33 +151,6 @@ def event_latency_s(ev: dict[str, Any], hops: dict[str, float] | None = None) ->
         return float(f["latency_ms"]) / 1000.0
     d = hop_delays(ev) if hops is None else hops
     return sum(d.values()) if d else None
-
-
-@dataclass(frozen=True)
-class CorrelateSettings:
-    """Parameters of the walk (see the module docstring)."""
-
-    bucket_s: float = 10.0
-    window_s: float = 60.0
-    history_s: float = 1800.0
-    eval_interval_s: float = 10.0
-    max_depth: int = 8
-    min_anomalies: int = 5
-    z_min: float = 3.0
-    min_ratio: float = 2.0
-    floor_rate: float = 0.02
-    explain_frac: float = 0.6
-    resolve_after: int = 3
-    samples_per_bucket: int = 128
-    examples: int = 5
-
-    def __post_init__(self) -> None:
-        if self.bucket_s <= 0 or self.window_s < self.bucket_s or self.history_s < 0:
-            raise ValueError("correlate needs bucket_s > 0, window_s >= bucket_s and history_s >= 0")
-        if not 0 < self.floor_rate < 1 or not 0 < self.explain_frac <= 1:
-            raise ValueError("correlate floor_rate and explain_frac must be in (0, 1)")
-        if self.max_depth < 1 or self.min_anomalies < 1 or self.resolve_after < 1:
-            raise ValueError("correlate max_depth, min_anomalies and resolve_after must be at least 1")
 
 
 class _Bucket:
@@ -600,8 +576,9 @@ def correlate_folder(folder: Path | str, window_s: float | None = None) -> Corre
         kw["window_s"] = window_s
     try:
         settings = CorrelateSettings(**kw)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    except ValidationError as e:
+        reason = str(e.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise UserError(f"--window {window_s} cannot be used: {reason}") from None
     try:
         c, _ = correlate_archive(read_events(folder), settings)
     except (OSError, ValueError) as e:

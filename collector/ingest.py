@@ -34,9 +34,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from mailpulse import topics as T
+from mailpulse.config.collector import MqttSettings
 
 from .archive import ArchiveWriter, closed_segments, read_segment
-from .config import MqttSettings
 from .correlate import event_time
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class MqttIngest:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id,
                                   protocol=mqtt.MQTTv5, manual_ack=True)
         if settings.username:
-            self.client.username_pw_set(settings.username, settings.secret())
+            self.client.username_pw_set(settings.username, settings.password)
         if settings.tls:
             self.client.tls_set(ca_certs=settings.ca_file)
         self.client.on_connect = self._on_connect

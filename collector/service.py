@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mailpulse.config.collector import CollectorConfig
+
 from .alerts import AlertManager
 from .archive import ArchiveWriter
-from .config import CollectorConfig
 from .correlate import Change, Correlator
 from .ingest import Batch, Dedup, IngestProcessor, MqttIngest, load_index
 from .metrics import Metrics
@@ -206,7 +207,7 @@ class Collector:
                 path = model.save(Path(d) / "model.json")
                 m = self.cfg.mqtt
                 for site in r.sites:
-                    publish_model(path, site, m.host, m.port, username=m.username, password=m.secret(), tls=m.tls,
+                    publish_model(path, site, m.host, m.port, username=m.username, password=m.password, tls=m.tls,
                                   ca_file=m.ca_file)
         self.retrain_log.append(entry)
         return [entry]

@@ -33,12 +33,14 @@ HA_PREFIX = "homeassistant"
 CHANNELS = ("events", "anomalies", "status")
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: The id rule in words (error messages, the config docs).
+ID_RULE = "1-64 characters of letters, digits, '_' or '-'"
 
 
 def check_id(value: str, what: str) -> str:
     """Return ``value`` if it is a valid site or node id, else raise ``ValueError`` naming it."""
     if not isinstance(value, str) or not _ID.match(value):
-        raise ValueError(f"{what} id {value!r} must be 1-64 characters of letters, digits, '_' or '-'")
+        raise ValueError(f"{what} id {value!r} must be {ID_RULE}")
     return value
 
 

@@ -30,26 +30,11 @@ from typing import Any
 
 from PIL import Image
 
+from mailpulse.config.node import MimeLimits
+
 #: Container parts beyond this count make the message refused before the parser runs (the
 #: standard parser's work and recursion grow with nesting).
 _CONTAINER = re.compile(rb"^content-type:[ \t]*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class MimeLimits:
-    """Limits of the walk (defaults fit a Pi-class node's memory with room for a 4K probe)."""
-
-    max_bytes: int = 64 << 20
-    max_depth: int = 32
-    max_parts: int = 1000
-    max_part_bytes: int = 32 << 20
-    max_pixels: int = 4096 * 4096
-    max_total_pixels: int = 4 * 4096 * 4096
-
-    def __post_init__(self) -> None:
-        for k, v in asdict(self).items():
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"MIME limit {k} must be a positive integer, not {v!r}")
 
 
 @dataclass

@@ -40,7 +40,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
@@ -50,6 +49,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from mailpulse import topics as T
+from mailpulse.config.node import MqttSettings
 
 from .events import dumps as _dumps
 from .spool import Spool, SpoolBatch
@@ -60,65 +60,6 @@ log = logging.getLogger(__name__)
 
 #: PUBACK reason codes that a retry cannot fix: the rows are dropped (counted as rejected).
 _REFUSALS = {0x87, 0x90, 0x95, 0x99}
-
-
-@dataclass
-class MqttSettings:
-    """How the node reaches its broker.
-
-    Attributes
-    ----------
-    host, port : str, int
-        Broker address (``port`` 8883 is usual with TLS).
-    username, password : str or None
-        Credentials (the password comes from the secrets file or the environment, never the TOML).
-    tls : bool
-        Use TLS; ``ca_file`` verifies the broker (system CAs when None); ``cert_file``/``key_file``
-        authenticate the node by certificate; ``tls_insecure`` skips the host name check (tests only).
-    client_id : str
-        MQTT client id (default ``mailpulse-<site>-<node>``); the persistent session is tied to it.
-    keepalive_s : int
-        MQTT keepalive; the broker declares the node dead (and sends the will) after 1.5 x this.
-    session_expiry_s : int
-        How long the broker keeps the node's session while it is away.
-    batch_max_events, batch_max_bytes : int
-        Limits of one ``events``/``anomalies`` message.
-    inflight_max : int
-        Messages published but not yet acknowledged.
-    ha_discovery : bool
-        Publish Home Assistant discovery configs (retained) at connect.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    client_id: str = ""
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 24 * 3600
-    batch_max_events: int = 500
-    batch_max_bytes: int = 256 * 1024
-    inflight_max: int = 32
-    ha_discovery: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise ValueError(f"mqtt port {self.port} is not a TCP port")
-        if self.keepalive_s < 1:
-            raise ValueError(f"mqtt keepalive_s must be at least 1, not {self.keepalive_s}")
-        if self.batch_max_events < 1 or self.batch_max_bytes < 1024:
-            raise ValueError("mqtt batch_max_events must be >= 1 and batch_max_bytes >= 1024")
-        if self.inflight_max < 1:
-            raise ValueError(f"mqtt inflight_max must be at least 1, not {self.inflight_max}")
-        for name in ("ca_file", "cert_file", "key_file"):
-            v = getattr(self, name)
-            if v is not None and not Path(v).is_file():
-                raise ValueError(f"mqtt {name} {v} does not exist")
 
 
 @dataclass

@@ -34,15 +34,14 @@ from typing import Any, Protocol
 from mailpulse import __version__
 from mailpulse import topics as T
 from mailpulse.backends import open_scorer
+from mailpulse.config.node import NodeConfig
 from mailpulse.errors import UserError
 
-from .config import NodeConfig
 from .events import Event
 from .fleet import Fleet, ModelUpdater
 from .follow import Follower, Position
 from .maildir import MaildirWatcher
 from .mqtt import MqttSink
-from .node_config import NodeSections
 from .pipeline import Pipeline, ScoringSetup, bridge_scorer, load_scoring_model, untrained_model
 from .postfix import PostfixParser
 from .probe import ProbeError, ProbeEvent, Prober
@@ -141,11 +140,11 @@ class PostfixLogSource:
             follower.close()
 
 
-def make_sink(sections: NodeSections, status: Callable[[], dict[str, Any]] | None = None) -> tuple[MqttSink, Spool]:
+def make_sink(cfg: NodeConfig, status: Callable[[], dict[str, Any]] | None = None) -> tuple[MqttSink, Spool]:
     """Spool and MQTT sink of a node config (not started)."""
-    sp = sections.spool
+    sp = cfg.spool
     spool = Spool(sp.path, max_rows=sp.max_rows, synchronous=sp.synchronous)
-    sink = MqttSink(sections.node.site, sections.node.id, sections.mqtt, spool, status=status,
+    sink = MqttSink(cfg.node.site, cfg.node.id, cfg.mqtt, spool, status=status,
                     sw_version=__version__)
     return sink, spool
 
@@ -155,8 +154,8 @@ class Node:
 
     Parameters
     ----------
-    sections : NodeSections
-        The node's typed config sections.
+    cfg : NodeConfig
+        The node's config.
     model : ScoringSetup, optional
         The model to start with (default: the last model received, kept in ``state_dir``, else
         the untrained bring-up model that flags nothing).
@@ -169,18 +168,18 @@ class Node:
         Events per scoring call.
     """
 
-    def __init__(self, sections: NodeSections, model: ScoringSetup | None = None, scorer: _ScorerLike | None = None,
+    def __init__(self, cfg: NodeConfig, model: ScoringSetup | None = None, scorer: _ScorerLike | None = None,
                  sources: Sequence[Source] = (), flush_timeout_s: float = 10.0, batch_size: int = 4096) -> None:
-        self.cfg = sections
-        self.site, self.node_id = sections.node.site, sections.node.id
+        self.cfg = cfg
+        self.site, self.node_id = cfg.node.site, cfg.node.id
         self.scorer = scorer
         self.sources = list(sources)
         self.flush_timeout_s = flush_timeout_s
         self.stop_event = threading.Event()
         self.score_lock = threading.Lock()
-        self.fleet = Fleet(self.site, self.node_id, sections.fleet.heartbeat_s, sections.fleet.timeout_s)
+        self.fleet = Fleet(self.site, self.node_id, cfg.fleet.heartbeat_s, cfg.fleet.timeout_s)
         self.errors: dict[str, str] = {}
-        state = Path(sections.node.state_dir)
+        state = cfg.state_dir
         state.mkdir(parents=True, exist_ok=True)
         self.state_dir = state
         self.model = ModelUpdater(self._install_model)
@@ -196,9 +195,9 @@ class Node:
         self.scoring = model or untrained_model()
         if self.model.version is None:
             self.model.version = self.scoring.version
-        self.prober = Prober(self.node_id, sections.probe, state_file=state / "probe-state.json", cache_dir=state)
+        self.prober = Prober(self.node_id, cfg.probe, state_file=state / "probe-state.json", cache_dir=state)
         self.last_probe: dict[str, dict[str, Any]] = {}
-        self.sink, self.spool = make_sink(sections, status=self._status)
+        self.sink, self.spool = make_sink(cfg, status=self._status)
         self.pipeline = Pipeline(self._score_fn(self.scoring), self.sink, batch_size=batch_size)
         self.sink.subscribe(self.fleet.topic, self.fleet.on_message)
         self.sink.subscribe(T.model_topic(self.site), self.model.on_message)
@@ -251,7 +250,7 @@ class Node:
             "heartbeat_s": self.cfg.fleet.heartbeat_s,
             **self.model.status(),
             "fleet": self.fleet.view(),
-            "routes": self.fleet.my_routes(routes) if self.cfg.probe_enabled else [],
+            "routes": self.fleet.my_routes(routes) if self.cfg.probe.enabled else [],
             "probe": last,
             "probes": self.last_probe,
             "probe_counts": dict(self.prober.counts),
@@ -305,7 +304,7 @@ class Node:
     def start(self) -> None:
         self.sink.start()
         targets: list[tuple[str, Callable[[], None]]] = [("heartbeat", self._heartbeat_loop)]
-        if self.cfg.probe_enabled and self.cfg.probe.routes:
+        if self.cfg.probe.enabled and self.cfg.probe.routes:
             targets.append(("prober", self._probe_loop))
         for i, src in enumerate(self.sources):
             targets.append((f"source-{i}", lambda s=src: self._source_loop(s)))  # type: ignore[misc]
@@ -339,14 +338,14 @@ class Node:
         return 0
 
 
-def run_node(sections: NodeSections, model: ScoringSetup | None = None, scorer: _ScorerLike | None = None,
+def run_node(cfg: NodeConfig, model: ScoringSetup | None = None, scorer: _ScorerLike | None = None,
              sources: Sequence[Source] = ()) -> int:
     """Run the daemon until SIGTERM; returns the exit status (0 on a clean stop)."""
-    return Node(sections, model=model, scorer=scorer, sources=sources).run()
+    return Node(cfg, model=model, scorer=scorer, sources=sources).run()
 
 
 def build_node(cfg: NodeConfig, model_path: str | None = None) -> Node:
-    """The :class:`Node` of a loaded config (:func:`mailpulse.pi_firmware.config.load_config`):
+    """The :class:`Node` of a loaded config (:func:`mailpulse.config.node.load_config`):
     its sources, scorer backend and model (``model_path``, else the config's, else untrained)."""
     sources: list[Source] = []
     if cfg.postfix.log:
@@ -362,6 +361,6 @@ def build_node(cfg: NodeConfig, model_path: str | None = None) -> Node:
     if cfg.scorer.backend != "model":
         scorer = open_scorer(cfg.scorer.backend, cfg.scorer.params)
     try:
-        return Node(cfg.sections, model=model, scorer=scorer, sources=sources, batch_size=cfg.scorer.batch_size)
+        return Node(cfg, model=model, scorer=scorer, sources=sources, batch_size=cfg.scorer.batch_size)
     except OSError as e:
         raise UserError(f"the node cannot start: {e}") from None

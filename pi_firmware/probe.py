@@ -55,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from mailpulse.config.node import ProbeRoute, ProbeSettings
 from mailpulse.features import OUTCOMES
 
 from .events import Event, event_id
@@ -79,82 +80,6 @@ STRUCTURE = ("multipart/mixed", "multipart/related", "text/html", "image/*", "ap
 
 class ProbeError(RuntimeError):
     """The probe could not run at all (IMAP unreachable or login refused)."""
-
-
-# --------------------------------------------------------------------------------------------
-# settings
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ProbeRoute:
-    """One probe route: where the probe is submitted and where it is read back.
-
-    ``smtp_security`` / ``imap_security``: ``none``, ``starttls`` or ``tls`` (implicit TLS).
-    ``maillogs``: Postfix log files of relays on the route that this node can read (optional), used
-    to refine per-hop delays with ``delays=``.
-    """
-
-    name: str
-    smtp_host: str
-    smtp_port: int
-    mail_from: str
-    rcpt_to: str
-    imap_host: str
-    imap_port: int
-    imap_username: str
-    imap_password: str = ""
-    smtp_security: str = "none"
-    smtp_username: str | None = None
-    smtp_password: str | None = None
-    imap_security: str = "none"
-    mailbox: str = "INBOX"
-    timeout_s: float = 30.0
-    poll_interval_s: float = 0.01
-    ca_file: str | None = None
-    maillogs: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", self.name):
-            raise ValueError(f"probe route name {self.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
-        for k in ("smtp_security", "imap_security"):
-            if getattr(self, k) not in ("none", "starttls", "tls"):
-                raise ValueError(f"probe route {self.name}: {k} must be none, starttls or tls")
-        for k in ("smtp_port", "imap_port"):
-            if not 0 < getattr(self, k) < 65536:
-                raise ValueError(f"probe route {self.name}: {k} {getattr(self, k)} is not a TCP port")
-        if not self.timeout_s > 0 or not 0 < self.poll_interval_s <= self.timeout_s:
-            raise ValueError(f"probe route {self.name}: timeout_s must be > 0 and poll_interval_s in (0, timeout_s]")
-        if "@" not in self.rcpt_to or "@" not in self.mail_from:
-            raise ValueError(f"probe route {self.name}: mail_from and rcpt_to must be e-mail addresses")
-
-
-@dataclass
-class ProbeSettings:
-    """Probe schedule and content.
-
-    ``image_format`` ``jpeg`` (default, ~1.5 MB, realistic for photos) or ``png`` (lossless, larger);
-    ``attachment_bytes`` the size of the deterministic attachment.
-    """
-
-    routes: list[ProbeRoute] = field(default_factory=list)
-    interval_s: float = 60.0
-    image_format: str = "jpeg"
-    image_quality: int = 90
-    attachment_bytes: int = 256 * 1024
-
-    def __post_init__(self) -> None:
-        if self.image_format not in ("jpeg", "png"):
-            raise ValueError(f"probe image_format must be jpeg or png, not {self.image_format!r}")
-        if not 1 <= self.image_quality <= 100:
-            raise ValueError(f"probe image_quality must be 1..100, not {self.image_quality}")
-        if not 0 <= self.attachment_bytes <= 64 << 20:
-            raise ValueError("probe attachment_bytes must be 0..64 MiB")
-        if self.interval_s <= 0:
-            raise ValueError("probe interval_s must be positive")
-        names = [r.name for r in self.routes]
-        if len(set(names)) != len(names):
-            raise ValueError("probe route names must be unique")
 
 
 # --------------------------------------------------------------------------------------------

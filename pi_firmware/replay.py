@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from mailpulse.backends import open_scorer
+from mailpulse.config.node import NodeConfig
 from mailpulse.errors import UserError
 
-from .config import NodeConfig
 from .node import make_sink
 from .pipeline import CountingSink, Pipeline, ScoringSetup, Sink, bridge_scorer, load_scoring_model, untrained_model
 from .postfix import PostfixParser
@@ -104,7 +104,7 @@ def replay_node(cfg: NodeConfig, log: Path | str, *, publish: bool = True,
     mq: Any = None
     sink: Sink
     if publish:
-        mq, spool = make_sink(cfg.sections)
+        mq, spool = make_sink(cfg)
         mq.start()
         sink = mq
     else:

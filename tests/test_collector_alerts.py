@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from collector_synth import stream
 from mailpulse.collector.alerts import AlertManager, compose_alert, compose_summary
-from mailpulse.collector.config import AlertSettings
 from mailpulse.collector.correlate import CorrelateSettings, correlate_archive
 from mailpulse.collector.service import Collector
 from server_fixtures import require
 from test_collector_ingest import collector_cfg, envelope, node_client, publish
 
 from mailpulse import topics as T
+from mailpulse.config.collector import AlertSettings
 from mailpulse.lab.servers import MailChain, make_root
 
 

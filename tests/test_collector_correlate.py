@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from collector_synth import stream
 from mailpulse.collector.archive import ArchiveWriter, read_events
-from mailpulse.collector.config import check_config, load_config
 from mailpulse.collector.correlate import CorrelateSettings, correlate_archive, event_path
 
+from mailpulse.config.collector import check_config, load_config
 from mailpulse.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,6 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from mailpulse.collector.archive import ArchiveWriter, read_events
-from mailpulse.collector.config import CollectorConfig, MqttSettings, RetrainSettings, WebSettings, parse_config
 from mailpulse.collector.retrain import publish_model, retrain_guard
 from mailpulse.collector.service import Collector
 from mailpulse.collector.trainer import train
@@ -30,6 +29,7 @@ from mailpulse.pi_firmware.pipeline import load_scoring_model
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailpulse import topics as T
+from mailpulse.config.collector import CollectorConfig, MqttSettings, RetrainSettings, WebSettings, parse_config
 from mailpulse.datasets import Dataset
 from mailpulse.errors import UserError
 from mailpulse.modelfile import load_model
@@ -73,7 +73,7 @@ def envelope(node: str, events: list[dict[str, Any]]) -> bytes:
 
 def collector_cfg(broker: Any, tmp_path: Path) -> CollectorConfig:
     cfg, errors = parse_config({"archive": {"dir": str(tmp_path / "archive"), "max_age_s": 3600.0}}, "test")
-    assert not errors
+    assert cfg is not None, errors
     cfg.mqtt = MqttSettings(host=broker.host, port=broker.port, username="collector", password=broker.users["collector"],
                             client_id="collector-test", session_expiry_s=600)
     cfg.web = WebSettings(port=0)
@@ -217,6 +217,7 @@ def test_published_model_reaches_a_node(broker: Any, tmp_path: Path) -> None:
 
 
 def test_scheduled_retraining_publishes_a_guarded_model_to_the_nodes(broker: Any, tmp_path: Path) -> None:
+
     rng = np.random.default_rng(0)
     with ArchiveWriter(tmp_path / "archive") as w:
         evs = [dict(delivery(i), x=[int(v) for v in rng.integers(0, 3000, size=8)]) for i in range(4000)]

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 from mailpulse.pi_firmware import image as img
+from packaging.utils import parse_wheel_filename
 
 from mailpulse.cli import main as mailpulse_main
 from mailpulse.errors import UserError
@@ -168,6 +169,7 @@ def dep_wheels(folder: Path, cp: str) -> list[Path]:
         fake_wheel(folder, f"numpy-2.1.3-{cp}-{cp}-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"),
         fake_wheel(folder, f"pillow-11.0.0-{cp}-{cp}-manylinux_2_28_aarch64.whl"),
         fake_wheel(folder, "paho_mqtt-2.1.0-py3-none-any.whl"),
+        fake_wheel(folder, "pydantic-2.11.0-py3-none-any.whl"),
     ]
 
 
@@ -291,7 +293,7 @@ def check_common(out: Path, base: Path, result: img.FlashResult, wheels: list[Pa
     # every written file reads back as written: the manifest lists their sha256
     manifest = json.loads(fat.read("mailpulse/manifest.json"))
     assert manifest["node_id"] == node.node_id and manifest["hostname"] == node.hostname
-    assert manifest["config_checked_by"] == "mailpulse.pi_firmware.config.check_config"
+    assert manifest["config_checked_by"] == "mailpulse.config.node.NodeConfig"
     assert set(result.files) <= fat.names()
     for name, digest in manifest["sha256"].items():
         assert hashlib.sha256(fat.read(name)).hexdigest() == digest, name
@@ -402,7 +404,8 @@ def test_first_boot_installer_runs(bases: dict[str, Path], project_wheel: Path, 
     import pip
 
     wheels = [project_wheel, *(fake_wheel(tmp_path, n) for n in ("numpy-2.1.3-py3-none-any.whl", "pillow-11.0.0-py3-none-any.whl",
-                                                                  "paho_mqtt-2.1.0-py3-none-any.whl"))]
+                                                                  "paho_mqtt-2.1.0-py3-none-any.whl",
+                                                                  "pydantic-2.11.0-py3-none-any.whl"))]
     node = img.make_node(config_file.read_text(), "node.toml", secrets=SECRETS)
     out = tmp_path / "n.img"
     img.flash_image(bases["bookworm"], out, node, wheels, unit=img.read_unit(unit_file))
@@ -477,7 +480,7 @@ def test_flash_trixie_cloudinit_from_xz(bases: dict[str, Path], project_wheel: P
     (tmp_path / "trixie.img.xz.sha256").write_text(f"{sha}  trixie.img.xz\n")
     wheels = wheels_for(tmp_path, project_wheel, "cp313")
     node = img.make_node(config_file.read_text(), "node.toml", overrides={"node_id": "edge-7", "backend": "model"},
-                         ssh_keys=[SSH_KEY], wifi_ssid="lab: net #2", wifi_psk="correct horse battery", wifi_country="DE")
+                         secrets=SECRETS, ssh_keys=[SSH_KEY], wifi_ssid="lab: net #2", wifi_psk="correct horse battery", wifi_country="DE")
     out = tmp_path / "edge-7.img"
     r = img.flash_image(xz, out, node, wheels, sha256=img.expected_sha256(str(tmp_path / "trixie.img.xz.sha256")),
                         unit=img.read_unit(unit_file))
@@ -539,7 +542,7 @@ def test_init_detection_and_override(bases: dict[str, Path], project_wheel: Path
     with pytest.raises(UserError, match="--init must be one of"):
         img.detect_init(bookworm, "systemd")
     # forcing cloud-init on the Bookworm image: a seed appears, no firstrun.sh, Python still read from the root
-    node = img.make_node(config_file.read_text(), "node.toml")
+    node = img.make_node(config_file.read_text(), "node.toml", secrets=SECRETS)
     r = img.flash_image(bases["bookworm"], tmp_path / "ci.img", node, wheels_for(tmp_path, project_wheel, "cp311"),
                         init="cloudinit", unit=img.read_unit(unit_file))
     names = Fat(r.image).names()
@@ -593,8 +596,11 @@ def test_cli_flash_and_inspect(bases: dict[str, Path], project_wheel: Path, unit
     dep_wheels(wheels, "cp313")
     shutil.copy2(project_wheel, wheels)
     out = tmp_path / "cli.img"
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('mqtt_password = "s3cr3t-broker-pass"\n[probe.via-relay1]\nimap_password = "imap-pass"\n')
     argv = ["image", "flash", str(bases["trixie"]), "--config", str(config_file), "--out", str(out), "--wheels", str(wheels),
-            "--unit", str(unit_file), "--ssh-key", SSH_KEY, "--set", "node_id=cli-1", "--hostname", "cli-node"]
+            "--unit", str(unit_file), "--ssh-key", SSH_KEY, "--set", "node_id=cli-1", "--hostname", "cli-node",
+            "--secrets", str(secrets)]
     assert mailpulse_main(argv) == 0
     assert Fat(out).text("meta-data").endswith("local-hostname: cli-node\n")
     capsys.readouterr()
@@ -622,7 +628,7 @@ def test_cli_flash_and_inspect(bases: dict[str, Path], project_wheel: Path, unit
 
 @pytest.fixture
 def one_node(config_file: Path) -> img.NodeSpec:
-    return img.make_node(config_file.read_text(), "node.toml")
+    return img.make_node(config_file.read_text(), "node.toml", secrets=SECRETS)
 
 
 def _fails(tmp_path: Path, base: Path, node: img.NodeSpec, wheels: list[Path], unit: Path, match: str, **kw: object) -> None:
@@ -690,43 +696,48 @@ def test_refuses_wheels_that_cannot_install(bases: dict[str, Path], tmp_path: Pa
 
 def test_bad_configs_are_one_sentence(tmp_path: Path) -> None:
     cases = {
-        CONFIG.replace('id = "relay-a"', 'id = "bad id!"'): r"node\.id must be 1-64 letters",
-        CONFIG.replace("port = 8883", "port = 70000"): "mqtt.port must be a TCP port",
-        CONFIG.replace('backend = "ice40"', 'backend = "gpu"'): "scorer.backend must be one of",
-        CONFIG.replace('host = "broker.example.net"', 'host = ""'): "mqtt.host",
+        CONFIG.replace('id = "relay-a"', 'id = "bad id!"'): r"\[node\] id 'bad id!' must be 1-64 characters",
+        CONFIG.replace("port = 8883", "port = 70000"): r"\[mqtt\] port 70000 is not a TCP port",
+        CONFIG.replace('backend = "ice40"', 'backend = "gpu"'): r"\[scorer\] backend 'gpu' is not one of",
+        CONFIG.replace('host = "broker.example.net"', 'host = ""'): r"\[mqtt\] host '' is not a host name",
         CONFIG + "[node\n": "is not valid TOML",
-        CONFIG.replace('username = "node"', 'username = "node"\npassword = "x"'): "mqtt.password must not be in the node config",
-        # the firmware's own checks: a probe route without its SMTP port
+        CONFIG.replace('username = "node"', 'username = "node"\npassword = "x"'): r"\[mqtt\] password must not be in the config file",
+        # a probe route without its SMTP port
         CONFIG.replace("smtp_port = 25\n", ""): r"\[\[probe.routes\]\] via-relay1 is missing the key 'smtp_port'",
         CONFIG.replace('[node]\n', '[node]\nstate_dir = 5\n'): r"state_dir",
     }
     for text, match in cases.items():
         with pytest.raises(UserError, match=match):
-            img.make_node(text, "node.toml")
+            img.make_node(text, "node.toml", secrets=SECRETS)
     with pytest.raises(UserError, match="passphrase"):
-        img.make_node(CONFIG, "n", wifi_ssid="x", wifi_psk="short", wifi_country="GB")
+        img.make_node(CONFIG, "n", secrets=SECRETS, wifi_ssid="x", wifi_psk="short", wifi_country="GB")
     with pytest.raises(UserError, match="country code"):
-        img.make_node(CONFIG, "n", wifi_ssid="x", wifi_psk="longenough", wifi_country="")
+        img.make_node(CONFIG, "n", secrets=SECRETS, wifi_ssid="x", wifi_psk="longenough", wifi_country="")
     with pytest.raises(UserError, match="not an SSH public key"):
-        img.make_node(CONFIG, "n", ssh_keys="ssh-ed25519 AAAA\nnot a key")
+        img.make_node(CONFIG, "n", secrets=SECRETS, ssh_keys="ssh-ed25519 AAAA\nnot a key")
     with pytest.raises(UserError, match="hostname 'Bad_Host'"):
-        img.make_node(CONFIG, "n", hostname="Bad_Host")
-    with pytest.raises(UserError, match=r"mqtt\.port must be a int"):
-        img.make_node(CONFIG, "n", overrides={"mqtt.port": "eighty"})
+        img.make_node(CONFIG, "n", secrets=SECRETS, hostname="Bad_Host")
+    with pytest.raises(UserError, match=r"mqtt\.port must be an integer, not 'eighty'"):
+        img.make_node(CONFIG, "n", secrets=SECRETS, overrides={"mqtt.port": "eighty"})
     with pytest.raises(UserError, match="broker_url must look like"):
-        img.make_node(CONFIG, "n", overrides={"broker_url": "http://x"})
+        img.make_node(CONFIG, "n", secrets=SECRETS, overrides={"broker_url": "http://x"})
+    # the route's IMAP password: no way to get one, or not among the secrets for the card
+    with pytest.raises(UserError, match=r"\[\[probe.routes\]\] via-relay1 needs an IMAP password"):
+        img.make_node(CONFIG, "n")
+    with pytest.raises(UserError, match=r"has no probe\.via-relay1\.imap_password"):
+        img.make_node(CONFIG, "n", secrets={"mqtt_password": "x"})
     cfg = tmp_path / "t.toml"
     cfg.write_text(CONFIG)
     bad = tmp_path / "nodes.csv"
     bad.write_text("node_id,site\nn1,lon1\nn1,lon2\n")
     with pytest.raises(UserError, match="has the node id 'n1' twice"):
-        img.read_nodes_csv(bad, cfg)
+        img.read_nodes_csv(bad, cfg, secrets=SECRETS)
     bad.write_text("site\nlon1\n")
     with pytest.raises(UserError, match="needs a node_id column"):
-        img.read_nodes_csv(bad, cfg)
+        img.read_nodes_csv(bad, cfg, secrets=SECRETS)
     bad.write_text("node_id,site\nn1,lon 1\n")
-    with pytest.raises(UserError, match=r"nodes.csv:2: node\.site must be 1-64 letters"):
-        img.read_nodes_csv(bad, cfg)
+    with pytest.raises(UserError, match=r"nodes.csv:2: \[node\] site 'lon 1' must be 1-64 characters"):
+        img.read_nodes_csv(bad, cfg, secrets=SECRETS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -753,7 +764,7 @@ def test_write_to_device_stand_in(bases: dict[str, Path], tmp_path: Path) -> Non
         assert how == ("bmaptool" if use_bmap else "python") and "Overwrite everything on" in asked[0]
         with image.open("rb") as a, dev.open("rb") as b:
             # bmaptool writes the mapped blocks only: compare the data regions of the image
-            for start, end in img._data_extents(a, size):
+            for start, end in img.data_extents(a, size):
                 a.seek(start)
                 b.seek(start)
                 assert a.read(end - start) == b.read(end - start)
@@ -832,7 +843,7 @@ def test_download_deps_for_the_pi(tmp_path: Path) -> None:
         pytest.skip("PyPI (pypi.org:443) is not reachable")
     target = img.Target("3.11", "aarch64")
     got = img.download_deps(tmp_path, ["paho-mqtt", "pillow"], target)
-    names = {img._wheel_tags(p.name)[0]: p.name for p in got}
+    names = {str(parse_wheel_filename(p.name)[0]): p.name for p in got}
     assert set(names) == {"paho-mqtt", "pillow"}, names
     assert all(img.wheel_fits(n, target) for n in names.values())
     assert "aarch64" in names["pillow"] and "cp311" in names["pillow"]

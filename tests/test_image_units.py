@@ -35,6 +35,8 @@ def test_dump_toml_round_trips(doc: dict[str, object]) -> None:
     (">=3.11,<3.13", "3.11", True), (">=3.11,<3.13", "3.12", True), (">=3.11,<3.13", "3.13", False),
     (">=3.11", "3.13", True), (">=3.11", "3.9", False), ("", "3.13", True), ("!=3.12", "3.12", False),
     ("==3.11.*", "3.11", True), ("==3.11.*", "3.13", False),
+    # compatible release: ~=3.11.0 is >=3.11.0,==3.11.*; ~=3.11 is >=3.11,==3.*
+    ("~=3.11.0", "3.11", True), ("~=3.11.0", "3.13", False), ("~=3.11", "3.13", True), ("~=3.12", "3.11", False),
 ])
 def test_python_allowed(spec: str, version: str, ok: bool) -> None:
     assert img.python_allowed(spec, version) is ok
@@ -48,6 +50,10 @@ def test_python_allowed(spec: str, version: str, ok: bool) -> None:
     ("cryptography-44.0.0-cp39-abi3-manylinux_2_28_aarch64.whl", ("3.13", "aarch64"), True),
     ("cryptography-44.0.0-cp39-abi3-manylinux_2_28_aarch64.whl", ("3.13", "armv7l"), False),
     ("paho_mqtt-2.1.0-py3-none-any.whl", ("3.13", "armv7l"), True),
+    # musl wheels do not run on Raspberry Pi OS (glibc); manylinux newer than Bookworm's glibc 2.36 neither
+    ("x-1.0-cp311-cp311-musllinux_1_2_aarch64.whl", ("3.11", "aarch64"), False),
+    ("x-1.0-cp311-cp311-manylinux_2_39_aarch64.whl", ("3.11", "aarch64"), False),
+    ("x-1.0-cp311-cp311-manylinux_2_36_aarch64.whl", ("3.11", "aarch64"), True),
 ])
 def test_wheel_fits(name: str, target: tuple[str, str], ok: bool) -> None:
     assert img.wheel_fits(name, img.Target(*target)) is ok

@@ -21,11 +21,9 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from mailpulse.pi_firmware.config import load_config
 from mailpulse.pi_firmware.events import DeliveryEvent
 from mailpulse.pi_firmware.mqtt import MqttSettings, MqttSink
 from mailpulse.pi_firmware.node import Node, build_node
-from mailpulse.pi_firmware.node_config import NodeSections, sections_from_mapping
 from mailpulse.pi_firmware.pipeline import load_scoring_model, untrained_model
 from mailpulse.pi_firmware.postfix import parse_lines
 from mailpulse.pi_firmware.spool import Spool
@@ -36,6 +34,8 @@ from server_fixtures import SITE, Broker
 from mailpulse import features as F
 from mailpulse import topics as T
 from mailpulse.cli import main
+from mailpulse.config.base import SecretSource
+from mailpulse.config.node import NodeConfig, load_config, validate_node
 from mailpulse.lab.recorder import Recorder
 from mailpulse.modelfile import InputScaling, TrainedModel
 
@@ -55,11 +55,13 @@ def node_doc(broker: Broker, state: Path, node: str = "node-a", tls: bool = True
     }
 
 
-def sections(broker: Broker, state: Path, node: str = "node-a", tls: bool = True) -> NodeSections:
+def node_config(broker: Broker, state: Path, node: str = "node-a", tls: bool = True) -> NodeConfig:
     doc = node_doc(broker, state, node, tls)
     if doc["mqtt"]["ca_file"] is None:
         del doc["mqtt"]["ca_file"]
-    return sections_from_mapping(doc, {"mqtt_password": broker.users[node]})
+    cfg, errors = validate_node(doc, SecretSource({"mqtt_password": broker.users[node]}), local=True)
+    assert cfg is not None, errors
+    return cfg
 
 
 def log_lines(n: int, seed: int) -> list[str]:
@@ -88,7 +90,7 @@ def dedup(ids: list[str]) -> list[str]:
 
 
 def test_tls_publish_status_discovery_and_clean_stop(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
-    node = Node(sections(broker, tmp_path / "a"))
+    node = Node(node_config(broker, tmp_path / "a"))
     node.start()
     try:
         assert node.sink.wait_connected(10), node.sink.stats.last_error
@@ -145,7 +147,7 @@ def test_acl_refuses_publishing_under_another_nodes_topic(broker: Broker, record
 
 
 def test_broker_outage_every_event_arrives_once(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
-    node = Node(sections(broker, tmp_path / "a", tls=False))
+    node = Node(node_config(broker, tmp_path / "a", tls=False))
     node.start()
     events = deliveries(6000, seed=3)
     third = len(events) // 3
@@ -261,7 +263,7 @@ def _publish_retained(broker: Broker, topic: str, payload: bytes) -> None:
 
 
 def test_model_update_from_the_retained_model_topic(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
-    node = Node(sections(broker, tmp_path / "a", tls=False))
+    node = Node(node_config(broker, tmp_path / "a", tls=False))
     node.start()
     events = deliveries(2000, seed=5)
     try:
@@ -284,15 +286,15 @@ def test_model_update_from_the_retained_model_topic(broker: Broker, recorder: Re
     finally:
         assert node.stop()
     # the model is kept for the next start
-    again = Node(sections(broker, tmp_path / "a", tls=False))
+    again = Node(node_config(broker, tmp_path / "a", tls=False))
     assert again.model.version == "test-7"
     again.spool.close()
 
 
 def test_fleet_nodes_see_each_other_and_share_routes(broker: Broker, tmp_path: Path) -> None:
     routes = [f"route-{i}" for i in range(12)]
-    a = Node(sections(broker, tmp_path / "a", "node-a", tls=False))
-    b = Node(sections(broker, tmp_path / "b", "node-b", tls=False))
+    a = Node(node_config(broker, tmp_path / "a", "node-a", tls=False))
+    b = Node(node_config(broker, tmp_path / "b", "node-b", tls=False))
     a.start()
     b.start()
     try:

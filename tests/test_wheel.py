@@ -131,7 +131,7 @@ def test_node_extra_runs_check_config_and_inspect(node_venv: Path, tmp_path: Pat
     r, modules = _imported(node_venv, "node", "check-config", str(cfg), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith(f"{cfg}: ok: node hq/pi-01"), r.stdout
-    assert "mailpulse.pi_firmware.config" in modules
+    assert "mailpulse.config.node" in modules
     assert _forbidden(modules) == []
 
     bad = tmp_path / "bad.toml"

@@ -31,6 +31,6 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip 'setuptools<=80' wheel
-"$VENV/bin/python" -m pip install -q -e ".[hdl,sim,pynq,node,collector,train,bench,dev]"
+"$VENV/bin/python" -m pip install -q -e ".[hdl,sim,pynq,node,image,collector,train,bench,dev]"
 echo "$want" > "$stamp"
 echo "setup: virtual environment ready in $VENV"

@@ -11,10 +11,10 @@ import sys
 import threading
 from typing import Any
 
-from mailpulse.collector.config import check_config, load_config
 from mailpulse.collector.correlate import correlate_folder, format_incident
 from mailpulse.collector.retrain import publish_model
 from mailpulse.collector.service import run_collector
+from mailpulse.config.collector import check_config, load_config
 from mailpulse.errors import UserError
 
 from . import prints_help

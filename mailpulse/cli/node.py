@@ -1,7 +1,7 @@
 """``mailpulse inspect`` and ``mailpulse node check-config|replay|inspect|run|probe``.
 
 Each command is a thin layer over a library call that the tests make directly:
-:func:`mailpulse.pi_firmware.config.check_config`, :func:`mailpulse.pi_firmware.replay.replay_node`,
+:func:`mailpulse.config.node.check_config`, :func:`mailpulse.pi_firmware.replay.replay_node`,
 :func:`mailpulse.pi_firmware.maildir.inspect_file`, :func:`mailpulse.pi_firmware.node.build_node`
 and :class:`mailpulse.pi_firmware.probe.Prober`.
 """
@@ -13,10 +13,9 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
+from mailpulse.config.node import check_config, load_config
 from mailpulse.errors import UserError
-from mailpulse.pi_firmware.config import check_config, load_config
 from mailpulse.pi_firmware.maildir import inspect_file
 from mailpulse.pi_firmware.mime import MimeLimits
 from mailpulse.pi_firmware.node import build_node
@@ -32,7 +31,7 @@ def replay_command(args: argparse.Namespace) -> int:
     summary = replay_node(cfg, args.log, publish=not args.no_publish, flush_timeout=args.flush_timeout)
     if summary.unflushed is not None:
         print(f"mailpulse: the broker did not acknowledge every event within {args.flush_timeout} s; "
-              f"{summary.unflushed} rows stay in the spool {cfg.sections.spool.path}", file=sys.stderr)
+              f"{summary.unflushed} rows stay in the spool {cfg.spool.path}", file=sys.stderr)
     print(summary.line(), flush=True)
     return 0
 
@@ -47,9 +46,9 @@ def check_config_command(args: argparse.Namespace) -> int:
     assert cfg is not None
     parts = [f"node {cfg.site}/{cfg.node_id}", f"scorer {cfg.scorer.backend}/{cfg.scorer.params}",
              f"model {cfg.scorer.model or 'untrained'}",
-             f"broker {cfg.sections.mqtt.host}:{cfg.sections.mqtt.port}{' tls' if cfg.sections.mqtt.tls else ''}",
+             f"broker {cfg.mqtt.host}:{cfg.mqtt.port}{' tls' if cfg.mqtt.tls else ''}",
              f"postfix log {cfg.postfix.log or 'off'}", f"maildir {cfg.maildir.path or 'off'}",
-             f"probe routes {len(cfg.sections.probe.routes)}"]
+             f"probe routes {len(cfg.probe.routes)}"]
     print(f"{args.config}: ok: " + ", ".join(parts))
     return 0
 
@@ -74,15 +73,15 @@ def run_command(args: argparse.Namespace) -> int:
 
 def probe_command(args: argparse.Namespace) -> int:
     """``node probe``: run probes and print each measurement as one JSON line."""
-    sections = load_config(args.config).sections
-    routes = [r.name for r in sections.probe.routes]
+    cfg = load_config(args.config)
+    routes = [r.name for r in cfg.probe.routes]
     if args.route:
         if args.route not in routes:
             raise UserError(f"{args.config} has no probe route named {args.route!r} (routes: {', '.join(routes) or 'none'})")
         routes = [args.route]
     if not routes:
         raise UserError(f"{args.config} has no [[probe.routes]] to probe")
-    prober = Prober(sections.node.id, sections.probe, cache_dir=Path(sections.node.state_dir))
+    prober = Prober(cfg.node_id, cfg.probe, cache_dir=cfg.state_dir)
     rc = 0
     while True:
         for name in routes:
@@ -97,7 +96,7 @@ def probe_command(args: argparse.Namespace) -> int:
                     rc = 1
         if args.once:
             return rc
-        time.sleep(sections.probe.interval_s)
+        time.sleep(cfg.probe.interval_s)
 
 
 def _inspect_arguments(p: argparse.ArgumentParser) -> None:

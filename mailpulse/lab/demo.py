@@ -49,9 +49,10 @@ import numpy as np
 import numpy.typing as npt
 
 from mailpulse import topics as T
-from mailpulse.collector.config import parse_config
 from mailpulse.collector.service import run_collector
 from mailpulse.collector.trainer import train
+from mailpulse.config.collector import parse_config
+from mailpulse.config.node import load_config
 from mailpulse.datasets import Dataset, load_dataset
 from mailpulse.errors import UserError
 from mailpulse.features import SCHEMA_VERSION
@@ -61,7 +62,6 @@ from mailpulse.hdl.regmap import CORE_ID, RegisterMap
 from mailpulse.lab.relays import MangleRelay
 from mailpulse.lab.servers import Dovecot, Mailbox, MailChain, Mosquitto, missing_tools
 from mailpulse.modelfile import load_model
-from mailpulse.pi_firmware.config import load_config
 from mailpulse.pi_firmware.node import build_node
 from mailpulse.sim.device import open_device
 from mailpulse.sim.rtl import verilog_path
@@ -458,7 +458,7 @@ class CollectorPart:
             "web": {"host": "127.0.0.1", "port": 0},
         }
         cfg, errors = parse_config(doc, "demo collector config")
-        if errors:
+        if cfg is None:
             raise DemoError(errors[0])
         self.con = con
         self.collector: Any = None
