@@ -45,6 +45,7 @@ the root under the observing node's name.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import math
@@ -58,10 +59,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mailpulse import payload as P
 from mailpulse.config.collector import CorrelateSettings
 from mailpulse.errors import UserError
 
-from .archive import closed_segments, read_events
+from .archive import closed_segments, read_valid_events
+from .clock import Watermark
 
 __all__ = [
     "Change", "CorrelateSettings", "Correlator", "Incident", "correlate_archive", "correlate_folder", "event_latency_s",
@@ -69,8 +72,9 @@ __all__ = [
 ]
 
 ROOT = "*"
-#: Event times more than this ahead of the collector's receive time are replaced by the latter.
-FUTURE_TOLERANCE_S = 300.0
+#: Events archived without the collector's time (``t``, older archives): times more than this
+#: ahead of the receive time are replaced by the latter (the live default of ``[clock] max_future_s``).
+FUTURE_TOLERANCE_S = 10.0
 _ADDR = re.compile(r"\[[^\]]*\]")
 _PORT25 = re.compile(r":25$")
 
@@ -128,17 +132,23 @@ def hop_delays(ev: dict[str, Any]) -> dict[str, float]:
 
 
 def event_time(ev: dict[str, Any]) -> float:
-    """Event time (Unix seconds) from ``ts`` (ISO 8601), else ``received``, else 0."""
+    """The time the correlation uses: the collector's judged ``t`` (see
+    :mod:`mailpulse.collector.clock`), else ``ts`` bounded by ``received`` + :data:`FUTURE_TOLERANCE_S`,
+    else ``received``, else 0."""
+    t = ev.get("t")
+    if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t):
+        return float(t)
+    r = ev.get("received")
+    rec = float(r) if isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) else None
     ts = ev.get("ts")
     if isinstance(ts, str):
         try:
-            return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+            e = P.parse_time(ts)
         except ValueError:
             pass
-    elif isinstance(ts, int | float):
-        return float(ts)
-    r = ev.get("received")
-    return float(r) if isinstance(r, int | float) else 0.0
+        else:
+            return rec if rec is not None and e > rec + FUTURE_TOLERANCE_S else e
+    return rec if rec is not None else 0.0
 
 
 def event_latency_s(ev: dict[str, Any], hops: dict[str, float] | None = None) -> float | None:
@@ -254,17 +264,27 @@ class Correlator:
         self.frozen: dict[tuple[str, ...], float] = {}
         self._next_eval: float | None = None
         self._oldest = 0
+        #: correlation time (:attr:`now`) advances on this, never on the largest event time
+        self.watermark = Watermark(self.s.watermark_idle_s, self.s.watermark_max_lag_s)
+        #: events of nodes whose clock is skewed (archived, not correlated)
+        self.skipped_skewed = 0
 
     # -- statistics ---------------------------------------------------------------------------
 
     def observe(self, ev: dict[str, Any]) -> None:
-        """Add one event to the statistics of every tree node on its path."""
+        """Add one event to the statistics of every tree node on its path.
+
+        An event of a node with a skewed clock (``"clock": "skewed"``) is not added: such a node can
+        neither open nor resolve an incident.  Every other event moves its node's high mark of the
+        watermark (with its receive time, or its own time when it has none).
+        """
+        if ev.get("clock") == "skewed":
+            self.skipped_skewed += 1
+            return
         t = event_time(ev)
         r = ev.get("received")
-        if isinstance(r, int | float) and t > r + FUTURE_TOLERANCE_S:
-            t = float(r)   # a node clock far ahead must not drag the window into the future
-        if t > self.now:
-            self.now = t
+        rec = float(r) if isinstance(r, int | float) and not isinstance(r, bool) else t
+        self.watermark.observe(f"{ev.get('site', '?')}/{ev.get('node', '?')}", t, rec)
         b = int(t // self.s.bucket_s)
         if b < self._oldest:
             return  # older than the history: ignored
@@ -432,7 +452,8 @@ class Correlator:
         return ev, w
 
     def evaluate(self) -> list[Change]:
-        """Run the walk at the current event time; open, update and resolve incidents."""
+        """Run the walk at the watermark; open, update and resolve incidents."""
+        self.now = self.watermark.advance()
         self._prune()
         changes: list[Change] = []
         found = self.root_causes()
@@ -488,8 +509,12 @@ class Correlator:
         return changes
 
     def maybe_evaluate(self) -> list[Change]:
-        """Evaluate when the event time passed the next multiple of ``eval_interval_s``."""
+        """Evaluate when the watermark passed the next multiple of ``eval_interval_s``."""
         step = self.s.eval_interval_s
+        wm = self.watermark
+        if self._next_eval is not None and max(wm.top, wm.frontier - wm.max_lag_s) < self._next_eval:
+            return []   # the watermark is at most this bound: no need to compute it
+        self.now = wm.advance()
         if self._next_eval is None:
             self._next_eval = (math.floor(self.now / step) + 1) * step
             return []
@@ -563,9 +588,11 @@ def format_incident(inc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def correlate_folder(folder: Path | str, window_s: float | None = None) -> Correlator:
+def correlate_folder(folder: Path | str, window_s: float | None = None,
+                     skipped: collections.Counter[str] | None = None) -> Correlator:
     """Replay the closed segments of an archive folder through a :class:`Correlator` (what
-    ``mailpulse correlate --archive DIR`` prints).  Bad folders and settings are ``UserError``."""
+    ``mailpulse correlate --archive DIR`` prints).  Bad folders and settings are ``UserError``;
+    entries that fail the payload declaration are skipped and counted in ``skipped``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"archive folder {folder} does not exist")
@@ -579,8 +606,9 @@ def correlate_folder(folder: Path | str, window_s: float | None = None) -> Corre
     except ValidationError as e:
         reason = str(e.errors()[0]["msg"]).removeprefix("Value error, ")
         raise UserError(f"--window {window_s} cannot be used: {reason}") from None
+    skipped = collections.Counter() if skipped is None else skipped
     try:
-        c, _ = correlate_archive(read_events(folder), settings)
-    except (OSError, ValueError) as e:
+        c, _ = correlate_archive(read_valid_events(folder, skipped), settings)
+    except OSError as e:
         raise UserError(f"archive folder {folder} cannot be read ({e})") from None
     return c

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import sys
 import threading
 from typing import Any
 
+from mailpulse.collector.archive import skipped_summary
 from mailpulse.collector.correlate import correlate_folder, format_incident
 from mailpulse.collector.retrain import publish_model
 from mailpulse.collector.service import run_collector
@@ -49,7 +51,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_correlate(args: argparse.Namespace) -> int:
-    c = correlate_folder(args.archive, args.window)
+    skipped: collections.Counter[str] = collections.Counter()
+    c = correlate_folder(args.archive, args.window, skipped)
+    if skipped:
+        print(skipped_summary(skipped, f"archive {args.archive}"), file=sys.stderr)
+    if c.skipped_skewed:
+        print(f"archive {args.archive}: {c.skipped_skewed} events of nodes with a skewed clock were not correlated",
+              file=sys.stderr)
     incs = c.all_incidents()
     if args.json:
         json.dump(incs, sys.stdout, indent=1)
