@@ -30,13 +30,16 @@ A payload that fails is never repaired: the collector quarantines it with a :cla
 from __future__ import annotations
 
 import functools
+import json
 import math
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from mailpulse import features as F
 from mailpulse import topics as T
@@ -164,9 +167,29 @@ def _iso(v: str) -> str:
     return v
 
 
-Text = Annotated[str, Field(max_length=MAX_TEXT)]
-Short = Annotated[str, Field(max_length=256)]
-Code = Annotated[str, Field(max_length=64)]
+class _MaxLen:
+    """A string's bound, checked in Python (see :func:`_text`) and shown in the docs."""
+
+    def __init__(self, n: int) -> None:
+        self.max_length = n
+
+
+def _text(n: int) -> Any:
+    """The check of a string of at most ``n`` characters, in Python: a node's text read with
+    ``surrogateescape`` (log bytes that are not UTF-8) arrives as ``\\udcXX`` escapes, which
+    JSON allows and pydantic's own ``str`` refuses."""
+    def check(v: Any) -> str:
+        if type(v) is not str:
+            raise ValueError("Input should be a valid string")
+        if len(v) > n:
+            raise ValueError(f"String should have at most {n} characters")
+        return v
+    return PlainValidator(check)
+
+
+Text = Annotated[str, _text(MAX_TEXT), _MaxLen(MAX_TEXT)]
+Short = Annotated[str, _text(256), _MaxLen(256)]
+Code = Annotated[str, _text(64), _MaxLen(64)]
 Iso = Annotated[str, AfterValidator(_iso)]
 Count = Annotated[int, Field(ge=0, le=1 << 53)]
 Seconds = Annotated[float, Field(ge=-1e9, le=1e9)]
@@ -204,6 +227,7 @@ class Hop(_Open):
     ip: Text | None = Field(None, description="Address of the `from` host.")
     timestamp: Text | None = Field(None, description="The stamp's date (ISO 8601) or null.")
     delay_s: Seconds | None = Field(None, description="Seconds to the next hop's stamp (null for the newest).")
+    postfix: JsonValue = Field(None, description="Postfix delays of the hop's queue id (probes reading mail logs).")
 
 
 class DeliveryFields(_Open):
@@ -264,8 +288,8 @@ class _EventBase(_Closed):
     x: list[Fixed] = Field(min_length=1, max_length=MAX_FEATURES, description="The fixed-point feature vector.")
     score: Annotated[int, Field(ge=0, lt=1 << 40)] | None = Field(None, description="Scorer output.")
     anomaly: bool | None = Field(None, description="The scorer's flag.")
-    argmax: Annotated[int, Field(ge=0, lt=MAX_FEATURES)] | None = Field(
-        None, description="Index of the projection's most contributing feature.")
+    argmax: Annotated[int, Field(ge=0, lt=1 << 16)] | None = Field(
+        None, description="Index of the most contributing feature (outside the vector: `argmax_feature` null).")
     argmax_feature: Code | None = Field(None, description="Its name.")
     # set by the collector (archive records); a node does not send them
     site: NodeId | None = Field(None, description="Collector: the site of the topic.")
@@ -417,16 +441,48 @@ def check_status(doc: Any) -> Problem | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _type_text(f: Any) -> str:
-    ann = f.annotation
-    text = getattr(ann, "__name__", None) or str(ann)
-    text = text.replace("typing.", "").replace("mailpulse.payload.", "")
-    bounds = []
-    for m in f.metadata:
-        for k in ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern"):
-            v = getattr(m, k, None)
+_SIGNS = (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"), ("min_length", "length ≥"),
+          ("max_length", "length ≤"), ("pattern", "matching"))
+
+
+def _bounds(meta: Any) -> list[str]:
+    out: list[str] = []
+    for m in meta:
+        if isinstance(m, FieldInfo):
+            out += _bounds(m.metadata)
+            continue
+        if isinstance(m, AfterValidator) and m.func is _bounded_json:
+            out.append("bounded")
+        for attr, sign in _SIGNS:
+            v = getattr(m, attr, None)
             if v is not None:
-                bounds.append(f"{k} {v}")
+                if attr == "pattern":
+                    v = f"`{v}`"
+                elif isinstance(v, float):
+                    v = f"{v:.0f}" if v.is_integer() and abs(v) < 1e15 else f"{v:g}"
+                out.append(f"{sign} {v}")
+    return out
+
+
+def _type_text(tp: Any, meta: Any = ()) -> str:
+    """A field type in words (the docs tables)."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        base, *more = get_args(tp)
+        return _type_text(base, [*more, *meta])
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        return " or ".join(_type_text(a, meta) for a in args if a is not type(None)) + (
+            " or null" if type(None) in args else "")
+    bounds = _bounds(meta)
+    if origin is list:
+        text = f"list of {_type_text(get_args(tp)[0])}"
+    elif origin is Literal:
+        text = " or ".join(json.dumps(a) for a in get_args(tp))
+    elif tp is Any:
+        text = "JSON"
+    else:
+        text = getattr(tp, "__name__", str(tp))
     return text + (f" ({', '.join(bounds)})" if bounds else "")
 
 
@@ -441,7 +497,7 @@ def markdown() -> str:
                 "|---|---|---|---|"]
         for name, f in model.model_fields.items():
             key = f.alias or name
-            typ = _type_text(f).replace("|", "\\|")
+            typ = _type_text(f.annotation, f.metadata).replace("|", "\\|")
             req = "yes" if f.is_required() else "no"
             out.append(f"| `{key}` | {typ} | {req} | {f.description or ''} |")
         out.append("")
