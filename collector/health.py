@@ -8,8 +8,8 @@ period its status announces, ``heartbeat_s``, else ``[health] heartbeat_s``) - s
 vanished without its last will reaching the broker still goes offline, three heartbeats later by
 default.
 
-**Ingest.**  Once the collector has received anything, ``ingest_stall_s`` without a message (or
-without the broker) opens an incident of its own, root cause ``collector ingest``, critical, in the
+**Ingest.**  ``ingest_stall_s`` without the broker (also from the start), or without a message once
+the collector has received anything, opens an incident of its own, root cause ``collector ingest``, critical, in the
 same shape as the correlator's incidents (so the dashboard and the alert channels treat it alike);
 it resolves when messages flow again.  The alert for it goes out through the outbox like any
 other, and the webhook channel does not depend on the broker.
@@ -94,7 +94,7 @@ class Health:
     def _ingest(self, now: float, connected: bool, last: float | None, down_since: float | None) -> list[Change]:
         stall = self.s.ingest_stall_s
         silent = last is not None and now - last > stall
-        down = last is not None and not connected and down_since is not None and now - down_since > stall
+        down = not connected and down_since is not None and now - down_since > stall
         inc = self.incident
         if (silent or down) and inc is None:
             why = (f"broker unreachable since {time.strftime('%H:%M:%S', time.gmtime(down_since))}Z" if down

@@ -162,6 +162,8 @@ class DashboardState:
             row["online"] = online
             if not online and row.get("state") == "online":
                 row["state"] = "silent"
+            elif online and row.get("state") == "silent":
+                row["state"] = "online"
             self._bounded_put(self.fleet, key, row, self.max_nodes)
         return row
 
