@@ -110,8 +110,10 @@ class ClockBook:
         if ts is None:
             return received, "missing"
         e = parse_time(ts)
-        nc.events.append(e - received)
-        self._update(nc)
+        lead = e - received
+        nc.events.append(lead)
+        if nc.skewed or lead > self.max_offset_s or len(nc.events) % 8 == 0:
+            self._update(nc)      # the median of 32 on every event would cost more than the rest
         off = nc.offset
         t, how = e, "ok"
         if off is not None and abs(off) > RESOLUTION_S:
