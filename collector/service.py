@@ -118,7 +118,11 @@ class Collector:
         """A durable, validated, de-duplicated batch: correlate, count, push to the dashboard."""
         with self.corr_lock:
             for ev in batch.events:
-                self.correlator.observe(ev)
+                try:
+                    self.correlator.observe(ev)
+                except Exception:   # validated events should never get here; one must not stop the rest
+                    self.metrics.handler_errors.inc()
+                    log.exception("correlation failed on event %s", str(ev.get("id"))[:64])
         st = self.state.stats
         now = time.time()
         if batch.events:
