@@ -42,6 +42,8 @@ ADDR_BITS = 16
 TABLE_BASE = 0x8000
 #: Vendor/library/name/version of the IP, as the PYNQ driver binds to it.
 VLNV = "mailpulse.org:mailpulse:scorer:1.0"
+#: Threshold after reset (shadow and active): no score exceeds it, so nothing is flagged.
+THRESHOLD_RESET = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)

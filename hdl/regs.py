@@ -20,7 +20,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .core import ControlSignature
+from .control import ControlSignature
 from .params import CoreParams, clog2
 from .regmap import ADDR_BITS, Register, RegisterMap
 
