@@ -71,11 +71,10 @@ class SPIRegisterBridge(wiring.Component):
     def __init__(self) -> None:
         super().__init__({"spi": In(SPISignature()), "bus": Out(BusSignature())})
 
-    def elaborate(self, platform):
-        m = Module()
+    def _pins(self, m: Module) -> tuple[Signal, Signal, Signal]:
+        """The pins through two-flip-flop synchronisers: ``(rise, cs_n, mosi)``, ``rise`` a
+        one-clock pulse on each rising ``sck`` edge while ``cs_n`` is low."""
         spi = self.spi
-        bus = self.bus
-
         sck = Signal()
         cs_n = Signal(init=1)
         mosi = Signal()
@@ -86,6 +85,15 @@ class SPIRegisterBridge(wiring.Component):
         m.d.sync += sck_d.eq(sck)
         rise = Signal()
         m.d.comb += rise.eq(sck & ~sck_d & ~cs_n)
+        return rise, cs_n, mosi
+
+    def elaborate(self, platform):
+        """The frame state machine (one state machine: command, address, dummy, data phases and
+        the bus requests they issue, in one ``Switch``)."""
+        m = Module()
+        spi = self.spi
+        bus = self.bus
+        rise, cs_n, mosi = self._pins(m)
 
         phase = Signal(range(len(_Phase)))
         cnt = Signal(5)
