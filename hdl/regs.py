@@ -137,6 +137,7 @@ class _Access:
     start_copy: Signal
     go: Signal
     err: Signal
+    copy_cnt: Any = None
 
 
 @dataclass
@@ -203,32 +204,31 @@ class RegisterFile(wiring.Component):
         })
 
     def elaborate(self, platform):
-        m = Module()
-        acc = self._access(m)
-        st = self._storage(m)
         res = _PushResult(bus_error=Signal(name="bus_error"), push_pending=Signal(name="push_pending"),
                           result_valid=Signal(name="result_valid"), score=Signal(32, name="result_score"),
                           tag=Signal(self.params.tag_bits, name="result_tag"),
                           anomaly=Signal(name="result_anomaly"), argmax=Signal(8, name="result_argmax"))
         conn = self._connections(res)
-        ro = self._read_only_values(m, conn)
+        strobes = self._check_connections(conn)
+        m = Module()
+        clr = _Clear(clearing=Signal(init=1, name="clearing"),   # the clear after reset runs
+                     ccnt=Signal(range(self.clear_cycles + 1), name="ccnt"),
+                     window_write_now=Signal(name="table_write_now"))
+        acc = self._access(m, clr)
+        st = self._storage(m)
+        ro = self._read_only_values(m, conn["status"])
         ctrl = self.ctrl
-        # strobes to the core default low (the clear, the copy and the window write raise them)
-        m.d.sync += [ctrl.table_we.eq(0), ctrl.table_clear.eq(0), ctrl.load_valid.eq(0), ctrl.commit_done.eq(0)]
+        # strobes to the core default low (the access, the clear and the copy raise them)
+        m.d.sync += [*(s.eq(0) for s in strobes), ctrl.table_we.eq(0), ctrl.table_clear.eq(0),
+                     ctrl.load_valid.eq(0), ctrl.commit_done.eq(0)]
         for wr in st.mem_wr.values():
             m.d.sync += wr.en.eq(0)   # overridden below
-        clr = self._clear_after_reset(m, st)
-        m.d.comb += acc.start_copy.eq((acc.state == _State.IDLE) & ctrl.drained & ~ctrl.commit_done & ~clr.clearing)
+        self._clear_after_reset(m, st, clr)
         self._commit_copy(m, acc, st, conn["copy"])
         self._latch_and_decode(m, acc, st)
         rdata = self._read(m, acc, st, ro)
         self._wait_go_err(m, acc, clr, res)
-        fires = self._execute(m, acc, st, conn["windows"])
-        self._fire_actions(m, fires, conn["actions"], res)
-        with m.If(acc.go):
-            m.d.sync += [acc.resp_data.eq(rdata), acc.resp_err.eq(acc.err)]
-            with m.If(acc.write & acc.err):
-                m.d.sync += res.bus_error.eq(1)
+        self._execute(m, acc, st, rdata, res, conn)
         with m.If(self.bus.err_set):
             m.d.sync += res.bus_error.eq(1)
         self._push_path(m, res)
@@ -245,10 +245,11 @@ class RegisterFile(wiring.Component):
     def _connections(self, res: _PushResult) -> dict[str, dict[str, Any]]:
         """The one table of what the declared registers connect to (a declaration table).
 
-        ``status``: the live source of each ``STATUS`` field; ``actions``: what each ``ACTION``
-        field's pulse does (a ``ControlSignature`` strobe it drives, or a callable that adds its
-        statements); ``push``: what a ``PUSH`` write does; ``copy``: which core load port each
-        per-projection shadow array feeds during a commit; ``windows``: the (enable, index, data)
+        ``status``: the live source of each ``STATUS`` field.  ``actions``: what writing a field
+        of an ``ACTION`` register with 1 does - a ``ControlSignature`` strobe (a Signal: high for
+        the one cycle after the write) or a list of statements (run once, in the write's cycle);
+        for a ``PUSH`` register, the statements any write runs.  ``copy``: the core load port each
+        per-projection shadow array feeds during a commit.  ``windows``: the (enable, index, data)
         write port of each ``WINDOW``.
         """
         ctrl = self.ctrl
@@ -270,28 +271,23 @@ class RegisterFile(wiring.Component):
                     "COMMIT": ctrl.commit,
                     "COMMIT_THRESHOLD": ctrl.commit_threshold,
                     "CLEAR_COUNTERS": ctrl.clear_counters,
-                    "CLEAR_ERROR": lambda m, fire: _when(m, fire, res.bus_error.eq(0)),
+                    "CLEAR_ERROR": [res.bus_error.eq(0)],
                 },
-                "PUSH": {"PUSH": lambda m, fire: _when(m, fire, [res.push_pending.eq(1), res.result_valid.eq(0)])},
+                "PUSH": {"PUSH": [res.push_pending.eq(1), res.result_valid.eq(0)]},
             },
             "copy": {"WEIGHTS": ctrl.load_weights, "OFFSET": ctrl.load_offset, "SHIFT": ctrl.load_shift},
             "windows": {"TABLE": (ctrl.table_we, ctrl.table_index, ctrl.table_data)},
         }
 
-    def _read_only_values(self, m: Module, conn: dict[str, dict[str, Any]]) -> dict[str, Value]:
+    def _read_only_values(self, m: Module, status: dict[str, dict[str, Any]]) -> dict[str, Value]:
         """The value each read-only register reads: a ``CONST`` its reset, a ``STATUS`` register
         its fields' sources in their declared places."""
         out: dict[str, Value] = {}
-        status = conn["status"]
         for r in self.regmap:
             if r.kind is Kind.CONST:
                 out[r.name] = Const(r.reset, 32)
             elif r.kind is Kind.STATUS:
-                src = status.get(r.name, {})
-                missing = [f.name for f in r.fields if f.name not in src]
-                if missing or len(src) != len(r.fields):
-                    raise ValueError(f"status register {r.name}: no source for field(s) {', '.join(missing)}"
-                                     if missing else f"status register {r.name}: sources for undeclared fields")
+                src = status[r.name]
                 if len(r.fields) == 1 and r.fields[0].lsb == 0:
                     out[r.name] = src[r.fields[0].name]
                 else:
@@ -301,8 +297,22 @@ class RegisterFile(wiring.Component):
                     out[r.name] = v
         return out
 
+    def _check_connections(self, conn: dict[str, dict[str, Any]]) -> list[Signal]:
+        """Every field of every ``STATUS`` register has a source, every field of every ``ACTION``
+        and ``PUSH`` register an action, and nothing else has either (a ``ValueError`` naming the
+        fields otherwise).  Returns the strobe Signals among the actions."""
+        for key, kinds in (("status", (Kind.STATUS,)), ("actions", (Kind.ACTION, Kind.PUSH))):
+            declared = {(r.name, f.name) for r in self.regmap if r.kind in kinds for f in r.fields}
+            connected = {(r, f) for r, fields in conn[key].items() for f in fields}
+            if declared != connected:
+                missing = ", ".join(f"{r}.{f}" for r, f in sorted(declared - connected)) or "none"
+                extra = ", ".join(f"{r}.{f}" for r, f in sorted(connected - declared)) or "none"
+                raise ValueError(f"register front end: {key} not connected for {missing}; connected but not "
+                                 f"declared: {extra}")
+        return [a for fields in conn["actions"].values() for a in fields.values() if isinstance(a, Value)]
+
     # ---- access state and storage ------------------------------------------------------------
-    def _access(self, m: Module) -> _Access:
+    def _access(self, m: Module, clr: _Clear) -> _Access:
         regs = list(self.regmap)
         bus = self.bus
         idx_w = max(clog2(r.count) for r in regs) or 1
@@ -315,6 +325,7 @@ class RegisterFile(wiring.Component):
             go=Signal(name="go"), err=Signal(name="err"),
         )
         m.d.comb += [
+            acc.start_copy.eq((acc.state == _State.IDLE) & self.ctrl.drained & ~self.ctrl.commit_done & ~clr.clearing),
             bus.req_ready.eq((acc.state == _State.IDLE) & ~acc.start_copy),
             bus.resp_valid.eq(acc.resp_valid),
             bus.resp_data.eq(acc.resp_data),
@@ -357,7 +368,7 @@ class RegisterFile(wiring.Component):
         return st
 
     # ---- the clear after reset and the commit copy ------------------------------------------------
-    def _clear_after_reset(self, m: Module, st: _Storage) -> _Clear:
+    def _clear_after_reset(self, m: Module, st: _Storage, clr: _Clear) -> None:
         """Zero the shadow memories and both table banks, as the model's reset does.  The shadow
         memories take the first K cycles; the tables take ``table_clear_cycles``, the shadow bank's
         half first (the core maps the clear index so).  It runs beside the bus: an access to a
@@ -366,9 +377,6 @@ class RegisterFile(wiring.Component):
         wait for the end.  A window write takes the write port from the clear for its cycle."""
         p = self.params
         ctrl = self.ctrl
-        clr = _Clear(clearing=Signal(init=1, name="clearing"),
-                     ccnt=Signal(range(self.clear_cycles + 1), name="ccnt"),
-                     window_write_now=Signal(name="table_write_now"))
         with m.If(clr.clearing & (clr.ccnt < p.k)):
             for wr in st.mem_wr.values():
                 m.d.sync += [wr.addr.eq(clr.ccnt), wr.data.eq(0), wr.en.eq(1)]
@@ -379,7 +387,6 @@ class RegisterFile(wiring.Component):
                              ctrl.table_data.eq(0)]
             with m.If(clr.ccnt == self.clear_cycles - 1):
                 m.d.sync += clr.clearing.eq(0)
-        return clr
 
     def _commit_copy(self, m: Module, acc: _Access, st: _Storage, copy: dict[str, Any]) -> None:
         """COPY (commit): when the core is drained, read shadow entry c in cycle c and hand it to
@@ -402,18 +409,20 @@ class RegisterFile(wiring.Component):
             ]
             with m.If(cnt == p.k + 1):
                 m.d.sync += [ctrl.commit_done.eq(1), acc.state.eq(_State.IDLE), cnt.eq(0)]
-        with m.If((acc.state == _State.IDLE) & acc.start_copy):
-            m.d.sync += [acc.state.eq(_State.COPY), cnt.eq(0)]
+        acc.copy_cnt = cnt
 
     # ---- the bus access: latch, decode, read, execute -----------------------------------------------
     def _latch_and_decode(self, m: Module, acc: _Access, st: _Storage) -> None:
-        """IDLE latches a request (unless a commit copy starts); DECODE registers the hit bits and,
-        for register arrays, the selected element (so READ is only an AND-OR)."""
+        """IDLE starts a commit's copy (it has priority) or latches a request; DECODE registers the
+        hit bits and, for register arrays, the selected element (so READ is only an AND-OR)."""
         bus = self.bus
         regs = list(self.regmap)
-        with m.If((acc.state == _State.IDLE) & ~acc.start_copy & bus.req_valid):
-            m.d.sync += [acc.addr.eq(bus.req_addr), acc.wdata.eq(bus.req_data), acc.write.eq(bus.req_write),
-                         acc.state.eq(_State.DECODE)]
+        with m.If(acc.state == _State.IDLE):
+            with m.If(acc.start_copy):
+                m.d.sync += [acc.state.eq(_State.COPY), acc.copy_cnt.eq(0)]
+            with m.Elif(bus.req_valid):
+                m.d.sync += [acc.addr.eq(bus.req_addr), acc.wdata.eq(bus.req_data), acc.write.eq(bus.req_write),
+                             acc.state.eq(_State.DECODE)]
         with m.If(acc.state == _State.DECODE):
             m.d.sync += acc.state.eq(_State.READ)
             for j, r in enumerate(regs):
@@ -513,54 +522,39 @@ class RegisterFile(wiring.Component):
                 err_c = err_c | (hits[j] & write)
         m.d.sync += acc.err.eq(err_c)
 
-    def _execute(self, m: Module, acc: _Access, st: _Storage,
-                 windows: dict[str, tuple[Signal, Signal, Signal]]) -> dict[str, dict[str, Signal]]:
-        """EXEC (``go``): answer, and do the write by kind: store (``STORAGE``), write the window's
-        port (``WINDOW``), fire the pulses (``ACTION``: one per field written with 1; ``PUSH``: any
-        write), returned as ``{register: {field: pulse}}`` for :meth:`_fire_actions`."""
-        fires: dict[str, dict[str, Signal]] = {}
+    def _execute(self, m: Module, acc: _Access, st: _Storage, rdata: Value, res: _PushResult,
+                 conn: dict[str, dict[str, Any]]) -> None:
+        """EXEC (``go``): the write, by kind - store it (``STORAGE``), write the window's port
+        (``WINDOW``), run the actions of the fields written with 1 (``ACTION``) or of any write
+        (``PUSH``) - and the response."""
+        actions, windows = conn["actions"], conn["windows"]
         with m.If(acc.go):
             m.d.sync += [acc.state.eq(_State.IDLE), acc.resp_valid.eq(1)]
-        for j, r in enumerate(self.regmap):
-            wr_hit = acc.go & acc.write & acc.hits[j]
-            ix = acc.idx[:clog2(r.count)] if r.count > 1 else Const(0, 1)
-            if r.kind is Kind.STORAGE:
-                with m.If(wr_hit):
-                    if r.name in st.mem_wr:
+            for j, r in enumerate(self.regmap):
+                ix = acc.idx[:clog2(r.count)] if r.count > 1 else Const(0, 1)
+                with m.If(acc.write & acc.hits[j]):
+                    if r.kind is Kind.STORAGE and r.name in st.mem_wr:
                         wr = st.mem_wr[r.name]
                         m.d.sync += [wr.addr.eq(ix), wr.data.eq(acc.wdata), wr.en.eq(1)]
-                    else:
+                    elif r.kind is Kind.STORAGE:
                         for i, sig in enumerate(st.regs[r.name]):
                             with m.If(ix == i):
                                 m.d.sync += sig.eq(acc.wdata[:len(sig)])
-            elif r.kind is Kind.WINDOW:
-                we, index, wdata = windows[r.name]
-                with m.If(wr_hit):
-                    m.d.sync += [we.eq(1), index.eq(ix), wdata.eq(acc.wdata)]
-            elif r.kind is Kind.ACTION:
-                fires[r.name] = {}
-                for f in r.fields:
-                    pulse = fires[r.name][f.name] = Signal(name=f"fire_{r.name.lower()}_{f.name.lower()}")
-                    m.d.comb += pulse.eq(wr_hit & acc.wdata[f.lsb])
-            elif r.kind is Kind.PUSH:
-                pulse = Signal(name=f"fire_{r.name.lower()}")
-                m.d.comb += pulse.eq(wr_hit)
-                fires[r.name] = {f.name: pulse for f in r.fields}
-        return fires
-
-    def _fire_actions(self, m: Module, fires: dict[str, dict[str, Signal]], actions: dict[str, dict[str, Any]],
-                      res: _PushResult) -> None:
-        """What each pulse does: drive its strobe to the core (registered: high the cycle after
-        the write) or run its action."""
-        if {r: set(f) for r, f in fires.items()} != {r: set(f) for r, f in actions.items()}:
-            raise ValueError(f"action connections {actions} do not match the declared action fields {fires}")
-        for reg, per_field in actions.items():
-            for name, target in per_field.items():
-                pulse = fires[reg][name]
-                if isinstance(target, Value):
-                    m.d.sync += target.eq(pulse)
-                else:
-                    target(m, pulse)
+                    elif r.kind is Kind.ACTION:
+                        strobes = [(f, a) for f in r.fields if isinstance(a := actions[r.name][f.name], Value)]
+                        m.d.sync += [a.eq(acc.wdata[f.lsb]) for f, a in strobes]
+                        for f in r.fields:
+                            if not isinstance(a := actions[r.name][f.name], Value):
+                                with m.If(acc.wdata[f.lsb]):
+                                    m.d.sync += a
+                    elif r.kind is Kind.PUSH:
+                        m.d.sync += [s for f in r.fields for s in actions[r.name][f.name]]
+                    elif r.kind is Kind.WINDOW:
+                        we, index, data = windows[r.name]
+                        m.d.sync += [we.eq(1), index.eq(ix), data.eq(acc.wdata)]
+            m.d.sync += [acc.resp_data.eq(rdata), acc.resp_err.eq(acc.err)]
+            with m.If(acc.write & acc.err):
+                m.d.sync += res.bus_error.eq(1)
 
     def _push_path(self, m: Module, res: _PushResult) -> None:
         """A pending PUSH clears when the core takes it; the result of a pushed sample lands in
@@ -576,11 +570,6 @@ class RegisterFile(wiring.Component):
                 res.anomaly.eq(ctrl.result_anomaly),
                 res.argmax.eq(ctrl.result_argmax),
             ]
-
-
-def _when(m: Module, cond: Value, stmts: Any) -> None:
-    with m.If(cond):
-        m.d.sync += stmts
 
 
 def _sext_if_signed(r: Register, v: Value) -> Value:

@@ -48,6 +48,7 @@ from mailpulse.hdl.regmap import RegisterMap
 
 from .codec import StreamResults, beat_fields, compare, pack_samples, random_beats, unpack_results
 from .rtl import TOP_MODULE, build_root, file_lock, verilog_path
+from .runner import run_cocotb
 from .tools import require_simulator, sim_env
 
 HARNESS = Path(__file__).resolve().parent / "harness" / "bulk.cpp"
@@ -394,8 +395,6 @@ def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulato
 
 
 def _verify_cocotb(rep: VerifyReport, sim: str) -> VerifyReport:
-    from .runner import run_cocotb
-
     out = build_root() / "bulk" / f"cocotb_{sim}_{rep.params}_{os.getpid()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {"MAILPULSE_SIM_SAMPLES": str(rep.samples), "MAILPULSE_SIM_CONFIGS": str(rep.configs),

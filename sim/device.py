@@ -59,7 +59,7 @@ from mailpulse.hdl.spiproto import SYNC_BYTE, read_frame, read_words, write_fram
 
 from .codec import RESULT_BYTES, SAMPLE_BYTES, StreamResults, frame_lengths, pack_samples, unpack_results
 from .rtl import ROOT, build_root
-from .runner import build
+from .runner import build, run_cocotb
 from .tools import have_simulator
 
 _HDR = struct.Struct("<II")
@@ -344,8 +344,6 @@ def _resp_tlast(resp: dict[str, Any], m: int) -> bytes:
 
 def _serve(argv: list[str]) -> int:
     """Child process: run the cocotb device test until the host closes the connection."""
-    from .runner import run_cocotb
-
     sim, top, params_name, sock_path, seed = argv
     res = run_cocotb(sim, top, params_name, "mailpulse.sim.device_tb", testcase=[f"serve_{top}"], seed=int(seed),
                      tag=f"device_{os.getpid()}",

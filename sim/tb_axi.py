@@ -10,7 +10,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 from cocotbext.axi.constants import AxiResp
-from mailpulse.hdl.reference import CoreConfig, model_writes, score
+from mailpulse.hdl.reference import CoreConfig, bins, model_writes, score
 
 from .codec import random_samples
 from .tb import TB, settings
@@ -142,7 +142,6 @@ async def test_clamp_and_threshold(dut: object) -> None:
     x, tags = random_samples(params, rng, max(n // 2, 200))
     x[:8] = params.in_max
     x[8:16] = params.in_min
-    from mailpulse.hdl.reference import bins
     b = bins(params, cfg, x)
     raw = (x @ cfg.weights.T - cfg.offsets[None, :]) >> cfg.shifts[None, :]
     assert (raw < 0).any() and (raw > params.b - 1).any() and (b == 0).any() and (b == params.b - 1).any()

@@ -8,6 +8,7 @@ partial words, all checked against :class:`mailpulse.hdl.reference.EmulatedCore`
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,8 +39,6 @@ class SpiTB:
     """Clock, reset, SPI master and the register model of the SPI top."""
 
     def __init__(self, dut: Any, params: CoreParams, seed: int) -> None:
-        import random
-
         self.dut = dut
         self.params = params
         self.rng = random.Random(seed)
