@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -66,8 +67,8 @@ FEATURE_BITS = 16
 #: Most features a sample beat carries after its tag.
 MAX_STREAM_FEATURES = (SAMPLE_BEAT_BITS - TAG_BITS) // FEATURE_BITS
 
-_UNSIGNED = {8: np.dtype("<u1"), 16: np.dtype("<u2"), 32: np.dtype("<u4")}
-_SIGNED = {8: np.dtype("<i1"), 16: np.dtype("<i2"), 32: np.dtype("<i4")}
+_UNSIGNED: dict[int, np.dtype[Any]] = {8: np.dtype("<u1"), 16: np.dtype("<u2"), 32: np.dtype("<u4")}
+_SIGNED: dict[int, np.dtype[Any]] = {8: np.dtype("<i1"), 16: np.dtype("<i2"), 32: np.dtype("<i4")}
 
 
 @dataclass(frozen=True)

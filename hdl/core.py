@@ -19,6 +19,7 @@ outputs (result stream, pushed result, counters) and the commit load.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
@@ -63,6 +64,11 @@ def ResultLayout(params: CoreParams) -> data.StructLayout:
         "anomaly": unsigned(1),
         "last": unsigned(1),
     })
+
+
+def _proj_reg_name(k: int, stage: int, j: int, _passed: bool) -> str:
+    """Name of register ``j`` of stage ``stage`` of projection ``k``'s adder tree."""
+    return f"proj{k}_s{stage}_{j}"
 
 
 @dataclass
@@ -292,8 +298,7 @@ class ScorerCore(wiring.Component):
             if p.d == 1:
                 projs.append(terms[k][0])
                 continue
-            s, nst = lane.add_tree(m, terms[k], self.plan["proj_per_stage"],
-                                   lambda st, j, _passed, k=k: f"proj{k}_s{st}_{j}", en)
+            s, nst = lane.add_tree(m, terms[k], self.plan["proj_per_stage"], partial(_proj_reg_name, k), en)
             assert nst == self.plan["proj_stages"]
             projs.append(s)
         return [lane.diff_stage(m, projs[k], act.off[k], p, f"diff{k}", en) for k in range(p.k)]

@@ -122,7 +122,8 @@ class _Storage:
 class _Access:
     """The bus access pipeline: the latched request, the registered decode (``hits``: one bit per
     register; ``rhits``: the same for a read, 0 for a write), the state, the response, and the
-    registered decisions ``wait``/``go``/``err`` (see :meth:`RegisterFile._wait_go_err`)."""
+    registered decisions ``wait``/``go``/``err`` (see :meth:`RegisterFile._wait_go_err`), and the
+    entry counter of a commit's copy (state COPY)."""
 
     addr: Signal
     wdata: Signal
@@ -137,7 +138,7 @@ class _Access:
     start_copy: Signal
     go: Signal
     err: Signal
-    copy_cnt: Any = None
+    copy_cnt: Signal
 
 
 @dataclass
@@ -232,13 +233,8 @@ class RegisterFile(wiring.Component):
         with m.If(self.bus.err_set):
             m.d.sync += res.bus_error.eq(1)
         self._push_path(m, res)
-        m.d.comb += [
-            ctrl.shadow_threshold.eq(st.regs["THRESHOLD"][0]),
-            ctrl.push_valid.eq(res.push_pending & ~clr.clearing),
-            ctrl.push_features.eq(Cat(*st.regs["FEATURE"])),
-            ctrl.push_tag.eq(st.regs["TAG"][0]),
-            self.irq.eq(res.result_valid),
-        ]
+        m.d.comb += [port.eq(Cat(*st.regs[name])) for name, port in conn["storage"].items()]
+        m.d.comb += [ctrl.push_valid.eq(res.push_pending & ~clr.clearing), self.irq.eq(res.result_valid)]
         return m
 
     # ---- what the registers connect to -------------------------------------------------------
@@ -250,7 +246,8 @@ class RegisterFile(wiring.Component):
         the one cycle after the write) or a list of statements (run once, in the write's cycle);
         for a ``PUSH`` register, the statements any write runs.  ``copy``: the core load port each
         per-projection shadow array feeds during a commit.  ``windows``: the (enable, index, data)
-        write port of each ``WINDOW``.
+        write port of each ``WINDOW``.  ``storage``: the core port that each flip-flop
+        ``STORAGE`` register (an array: its elements concatenated) drives.
         """
         ctrl = self.ctrl
         return {
@@ -276,6 +273,7 @@ class RegisterFile(wiring.Component):
                 "PUSH": {"PUSH": [res.push_pending.eq(1), res.result_valid.eq(0)]},
             },
             "copy": {"WEIGHTS": ctrl.load_weights, "OFFSET": ctrl.load_offset, "SHIFT": ctrl.load_shift},
+            "storage": {"THRESHOLD": ctrl.shadow_threshold, "FEATURE": ctrl.push_features, "TAG": ctrl.push_tag},
             "windows": {"TABLE": (ctrl.table_we, ctrl.table_index, ctrl.table_data)},
         }
 
@@ -299,16 +297,25 @@ class RegisterFile(wiring.Component):
 
     def _check_connections(self, conn: dict[str, dict[str, Any]]) -> list[Signal]:
         """Every field of every ``STATUS`` register has a source, every field of every ``ACTION``
-        and ``PUSH`` register an action, and nothing else has either (a ``ValueError`` naming the
-        fields otherwise).  Returns the strobe Signals among the actions."""
-        for key, kinds in (("status", (Kind.STATUS,)), ("actions", (Kind.ACTION, Kind.PUSH))):
-            declared = {(r.name, f.name) for r in self.regmap if r.kind in kinds for f in r.fields}
-            connected = {(r, f) for r, fields in conn[key].items() for f in fields}
+        and ``PUSH`` register an action, every ``STORAGE`` register a destination (the core, or the
+        commit copy for the memory-backed ones), every ``WINDOW`` a port, and nothing else has any
+        (a ``ValueError`` naming them otherwise).  Returns the strobe Signals among the actions."""
+        rm = self.regmap
+        checks = {
+            "status": ({f"{r.name}.{f.name}" for r in rm if r.kind is Kind.STATUS for f in r.fields},
+                       {f"{r}.{f}" for r, fields in conn["status"].items() for f in fields}),
+            "actions": ({f"{r.name}.{f.name}" for r in rm if r.kind in (Kind.ACTION, Kind.PUSH) for f in r.fields},
+                        {f"{r}.{f}" for r, fields in conn["actions"].items() for f in fields}),
+            "storage": ({r.name for r in rm if r.kind is Kind.STORAGE and not self._memory_backed(r)},
+                        set(conn["storage"])),
+            "copy": ({r.name for r in rm if self._memory_backed(r)}, set(conn["copy"])),
+            "windows": ({r.name for r in rm if r.kind is Kind.WINDOW}, set(conn["windows"])),
+        }
+        for key, (declared, connected) in checks.items():
             if declared != connected:
-                missing = ", ".join(f"{r}.{f}" for r, f in sorted(declared - connected)) or "none"
-                extra = ", ".join(f"{r}.{f}" for r, f in sorted(connected - declared)) or "none"
-                raise ValueError(f"register front end: {key} not connected for {missing}; connected but not "
-                                 f"declared: {extra}")
+                raise ValueError(f"register front end: {key} not connected for "
+                                 f"{', '.join(sorted(declared - connected)) or 'none'}; connected but not declared: "
+                                 f"{', '.join(sorted(connected - declared)) or 'none'}")
         return [a for fields in conn["actions"].values() for a in fields.values() if isinstance(a, Value)]
 
     # ---- access state and storage ------------------------------------------------------------
@@ -323,6 +330,7 @@ class RegisterFile(wiring.Component):
             resp_data=Signal(32, name="resp_data"), resp_err=Signal(name="resp_err"),
             start_copy=Signal(name="start_copy"),   # a commit's copy has priority over bus requests
             go=Signal(name="go"), err=Signal(name="err"),
+            copy_cnt=Signal(range(self.params.k + 2), name="cnt"),   # the commit copy's entry
         )
         m.d.comb += [
             acc.start_copy.eq((acc.state == _State.IDLE) & self.ctrl.drained & ~self.ctrl.commit_done & ~clr.clearing),
@@ -394,10 +402,7 @@ class RegisterFile(wiring.Component):
         p = self.params
         ctrl = self.ctrl
         kb = max(1, clog2(p.k))
-        cnt = Signal(range(p.k + 2), name="cnt")
-        if set(copy) != set(st.mem_rd):
-            raise ValueError(f"the commit copy connects {sorted(copy)}, the per-projection shadow arrays are "
-                             f"{sorted(st.mem_rd)}")
+        cnt = acc.copy_cnt
         for rd in st.mem_rd.values():   # the access's entry, or the commit copy's
             m.d.comb += rd.addr.eq(Mux(acc.state == _State.COPY, cnt, acc.addr[2:2 + kb]))
         with m.If(acc.state == _State.COPY):
@@ -409,7 +414,6 @@ class RegisterFile(wiring.Component):
             ]
             with m.If(cnt == p.k + 1):
                 m.d.sync += [ctrl.commit_done.eq(1), acc.state.eq(_State.IDLE), cnt.eq(0)]
-        acc.copy_cnt = cnt
 
     # ---- the bus access: latch, decode, read, execute -----------------------------------------------
     def _latch_and_decode(self, m: Module, acc: _Access, st: _Storage) -> None:
