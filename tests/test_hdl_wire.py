@@ -67,3 +67,24 @@ def test_layouts_round_trip_and_refuse_bad_declarations() -> None:
         BeatLayout("x", 64, (BeatField("a", 0, 32, ""), BeatField("b", 16, 32, "")))
     with pytest.raises(ValueError, match="one byte"):
         BeatLayout("x", 64, (BeatField("a", 4, 8, ""),))
+
+
+def test_contracts_and_their_users_import_no_amaranth() -> None:
+    """The contracts layer is pure Python, and the simulation's codec/device/bulk harness and the
+    host bridge's wire modules take the protocols from it without importing Amaranth."""
+    import subprocess
+    import sys
+
+    mods = ["mailpulse.hdl.params", "mailpulse.hdl.regmap", "mailpulse.hdl.beats", "mailpulse.hdl.spiproto",
+            "mailpulse.hdl.plan", "mailpulse.hdl.reference", "mailpulse.hdl.reports", "mailpulse.sim.codec",
+            "mailpulse.sim.device", "mailpulse.sim.bulk", "mailpulse.host_bridge.spi", "mailpulse.host_bridge.streamfmt"]
+    code = ("import importlib, sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'amaranth' or name.startswith('amaranth.'):\n"
+            "            raise ImportError('amaranth imported')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            f"for m in {mods!r}:\n"
+            "    importlib.import_module(m)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
