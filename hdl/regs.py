@@ -545,10 +545,11 @@ class RegisterFile(wiring.Component):
                             with m.If(ix == i):
                                 m.d.sync += sig.eq(acc.wdata[:len(sig)])
                     elif r.kind is Kind.ACTION:
-                        strobes = [(f, a) for f in r.fields if isinstance(a := actions[r.name][f.name], Value)]
-                        m.d.sync += [a.eq(acc.wdata[f.lsb]) for f, a in strobes]
-                        for f in r.fields:
-                            if not isinstance(a := actions[r.name][f.name], Value):
+                        fields = [(f, actions[r.name][f.name]) for f in r.fields]
+                        # strobes follow their bit; statements run when their bit is 1
+                        m.d.sync += [a.eq(acc.wdata[f.lsb]) for f, a in fields if isinstance(a, Value)]
+                        for f, a in fields:
+                            if not isinstance(a, Value):
                                 with m.If(acc.wdata[f.lsb]):
                                     m.d.sync += a
                     elif r.kind is Kind.PUSH:
