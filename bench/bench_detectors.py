@@ -102,7 +102,8 @@ class Cell:
 
 
 def data_files(sets: list[str] | None) -> list[Path]:
-    files = sorted((ROOT / "data" / "odds").glob("*.mat")) + sorted((ROOT / "data" / "adbench").glob("*.npz"))
+    files = sorted([*(ROOT / "data" / "odds").glob("*.mat"), *(ROOT / "data" / "adbench").glob("*.npz")],
+                   key=lambda f: f.stem.lower())
     if sets:
         by_name = {f.stem.lower(): f for f in files}
         unknown = [s for s in sets if s.lower() not in by_name]

@@ -108,7 +108,7 @@ def test_not_a_model_and_wrong_version(model: TrainedModel) -> None:
     assert FORMAT_VERSION == 2
     # version 1 (before the wide-input transform, never released): one sentence that says what to do
     old = {k: v for k, v in _doc(model).items() if k != "transform"}
-    with pytest.raises(UserError, match="format version 1, from before wide-input transforms.*retrain"):
+    with pytest.raises(UserError, match=r"format version 1, from before wide-input transforms.*retrain"):
         load_model(_rewrite(old, format_version=1))
 
 
@@ -268,9 +268,9 @@ def test_bad_transform_fields_are_refused(wide_model: TrainedModel) -> None:
             load_model(_rewrite(doc, transform={**tr, **change}))
 
     bad("kind 'pca' is unknown", kind="pca")
-    bad("beyond 2\\*\\*20", rows=[[1 << 21] + r[1:] for r in tr["rows"]])
-    bad("rows must hold integers", rows=[[0.5] + r[1:] for r in tr["rows"]])
-    bad("names a row outside", groups=[[10_000]] + tr["groups"][1:])
+    bad("beyond 2\\*\\*20", rows=[[1 << 21, *r[1:]] for r in tr["rows"]])
+    bad("rows must hold integers", rows=[[0.5, *r[1:]] for r in tr["rows"]])
+    bad("names a row outside", groups=[[10000], *tr["groups"][1:]])
     bad("cannot hold a group", out_shift=[0] * 8, groups=[list(range(len(tr["rows"])))] * 8)
     bad("needs 8 groups", groups=tr["groups"][:7])
     bad("row_center", row_center=tr["row_center"][:-1])

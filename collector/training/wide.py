@@ -62,8 +62,13 @@ def whitening_rows(z: IntArray) -> FloatArray:
     return np.asarray(rows * np.where(sign == 0, 1.0, sign)[:, None], dtype=np.float64)
 
 
-def fit_wide_transform(x: FloatArray, d: int, rng: np.random.Generator) -> WideTransform:
-    """The transform for raw samples ``x`` (N, F > d): see the module docstring."""
+def fit_wide_transform(x: FloatArray, d: int, rng: np.random.Generator,
+                       feature_groups: int | None = None) -> WideTransform:
+    """The transform for raw samples ``x`` (N, F > d): see the module docstring.
+
+    ``feature_groups`` channels (default ``d // 2``) are feature-group energies, the rest
+    whitened-band energies.
+    """
     fit = x[rng.choice(len(x), FIT_ROWS, replace=False)] if len(x) > FIT_ROWS else x
     center, scale = robust_scale(fit)
     f = x.shape[1]
@@ -88,9 +93,12 @@ def fit_wide_transform(x: FloatArray, d: int, rng: np.random.Generator) -> WideT
                       [0] * len(rows), [[] for _ in range(d)], [0] * d)
     r = t.rows_of(z)
     t.row_center = [0] * len(used) + [int(v) for v in np.median(r[:, len(used):], axis=0).astype(np.int64)]
-    n_feature_groups = d // 2
-    groups = [[int(i) for i in g] for g in np.array_split(np.arange(len(used)), n_feature_groups)]
-    groups += [[int(i) + len(used) for i in g] for g in np.array_split(np.arange(len(white)), d - n_feature_groups)]
+    n_feature_groups = d // 2 if feature_groups is None else feature_groups
+    groups = [[int(i) for i in g] for g in np.array_split(np.arange(len(used)), n_feature_groups)
+              ] if n_feature_groups else []
+    if d > n_feature_groups:
+        groups += [[int(i) + len(used) for i in g]
+                   for g in np.array_split(np.arange(len(white)), d - n_feature_groups)]
     t.groups = groups
     t.out_shift = [group_shift(len(g)) for g in groups]
     t.validate(d)
