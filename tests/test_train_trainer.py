@@ -13,6 +13,8 @@ import pytest
 from mailpulse.collector import trainer
 from mailpulse.hdl import reference as hm
 from mailpulse.hdl.params import get_params
+from mailpulse.host_bridge.data import read_data, to_fixed_point
+from mailpulse.pi_firmware.pipeline import ScoringSetup
 
 from mailpulse.backends import open_scorer
 from mailpulse.cli import main
@@ -280,10 +282,6 @@ def test_same_data_other_seed_same_auc() -> None:
 def test_model_with_a_transform_scores_identically_on_every_host_path(tmp_path: Path) -> None:
     """The model backend, the host bridge's input path and the node's ScoringSetup give the
     reference model's integers for a wide model (its transform applied on the host)."""
-    from mailpulse.host_bridge.backends import open_scorer
-    from mailpulse.host_bridge.data import read_data, to_fixed_point
-    from mailpulse.pi_firmware.pipeline import ScoringSetup
-
     p = get_params("full")
     path = trainer.train(_wide_blobs(), p, seed=0).model.save(tmp_path / "wide.json")
     model = load_model(path)
