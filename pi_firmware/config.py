@@ -184,6 +184,17 @@ KEY_DOCS: dict[str, str] = {
 }
 
 
+
+def _field_docs(section: str, cls: type) -> dict[str, str]:
+    """The one-sentence docs that a library dataclass carries in its fields' metadata."""
+    return {f"{section}.{f.name}": f.metadata["doc"] for f in dataclasses.fields(cls) if "doc" in f.metadata}
+
+
+# keys whose description lives with their dataclass in the library (issue 13's limits)
+for _k, _v in _field_docs("mime", MimeLimits).items():
+    KEY_DOCS.setdefault(_k, _v)
+
+
 @dataclass
 class NodeConfig:
     """The whole node configuration."""

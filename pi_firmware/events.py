@@ -42,7 +42,8 @@ _ISO_CACHE: dict[float, str] = {}
 
 
 def iso_utc(ts: float | None) -> str | None:
-    """ISO 8601 UTC with milliseconds (``2026-11-26T10:00:00.123Z``), or ``None``.
+    """ISO 8601 UTC with milliseconds (``2026-11-26T10:00:00.123Z``), or ``None`` (also for a time
+    outside the years 1-9999, which ISO 8601 cannot write with four digits).
 
     Log timestamps repeat (many lines per second), so results are cached (a small, cleared cache).
     """
@@ -50,9 +51,12 @@ def iso_utc(ts: float | None) -> str | None:
         return None
     v = _ISO_CACHE.get(ts)
     if v is None:
+        try:
+            v = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        except (ValueError, OverflowError, OSError):
+            return None
         if len(_ISO_CACHE) >= 4096:
             _ISO_CACHE.clear()
-        v = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         _ISO_CACHE[ts] = v
     return v
 
@@ -342,14 +346,16 @@ class MessageEvent(Event):
     hops: list[dict[str, Any]] = field(default_factory=list)
     mime: dict[str, Any] = field(default_factory=dict)
     mailbox_delay_s: float | None = None    # file time minus the newest hop's time (Maildir only)
+    hops_dropped: int = 0                   # Received: fields beyond the hop limit (not in ``hops``)
 
     @property
     def id(self) -> str:
         return event_id(self.node, self.KIND, self.key, self.message_id, self.size)
 
     def raw_features(self) -> dict[str, float | None]:
-        times = [h["ts"] for h in self.hops if h.get("ts") is not None]
-        delays = [h["delay_s"] for h in self.hops if h.get("delay_s") is not None]
+        # only sound dates count: a date without a zone was taken as UTC and may be hours off
+        times = [h["ts"] for h in self.hops if h.get("ts") is not None and h.get("zone_known", True)]
+        delays = [h["delay_s"] for h in self.hops if h.get("delay_s") is not None and not h.get("delay_uncertain")]
         pixels = sum(int(i.get("pixels") or 0) for i in self.mime.get("images", []))
         return {
             "delay_total_ms": (times[-1] - times[0]) * 1000.0 if len(times) >= 2 else None,
@@ -361,9 +367,9 @@ class MessageEvent(Event):
         }
 
     def fields(self) -> dict[str, Any]:
-        hops = [{k: v for k, v in h.items() if k != "ts"} for h in self.hops]
+        hops = [{k: v for k, v in h.items() if k not in ("ts", "zone_known")} for h in self.hops]
         return {"key": self.key, "message_id": self.message_id, "size": self.size,
-                "recipients": self.recipients, "hops": hops, "mime": self.mime,
+                "recipients": self.recipients, "hops": hops, "hops_dropped": self.hops_dropped, "mime": self.mime,
                 "mailbox_delay_s": self.mailbox_delay_s}
 
 
