@@ -12,82 +12,12 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from mailpulse.errors import UserError
 
-from .pipeline import CountingSink, Pipeline, Sink
-
-
-@dataclass
-class ReplaySummary:
-    """What ``node replay`` reports (its last line)."""
-
-    lines: int
-    events: int
-    sent: int
-    deferred: int
-    bounced: int
-    expired: int
-    unparsed: int
-    seconds: float
-    anomalies: int = 0
-
-    @property
-    def lines_per_s(self) -> float:
-        return self.lines / self.seconds if self.seconds > 0 else 0.0
-
-    def line(self) -> str:
-        """The stable summary line."""
-        return (f"lines {self.lines} events {self.events} sent {self.sent} deferred {self.deferred} "
-                f"bounced {self.bounced} expired {self.expired} unparsed {self.unparsed} "
-                f"lines_per_s {self.lines_per_s:.0f}")
-
-
-def replay(log: Path | str, sink: Sink, *, node: str = "replay", params: str = "small", model: str = "",
-           batch_size: int = 4096, year: int | None = None, max_queue_ids: int = 100_000,
-           backend: str = "model") -> ReplaySummary:
-    """Feed a Postfix log through parse + join + featurise + score into ``sink``, as fast as possible.
-
-    ``backend`` ``model`` scores with :func:`mailpulse.hdl.reference.score` in process (vectorised); any other
-    name opens that ``host_bridge`` backend.  Raises ``UserError`` for an unreadable log or model.
-    """
-    from .pipeline import ScoringSetup, bridge_scorer, load_scoring_model, untrained_model
-    from .postfix import PostfixParser
-
-    p = Path(log)
-    if p.is_dir():
-        raise UserError(f"the log {p} is a directory, not a file")
-    sm: ScoringSetup = load_scoring_model(model, params) if model else untrained_model(params)
-    scorer_obj = None
-    if backend == "model":
-        score = sm.scorer()
-    else:
-        from mailpulse.host_bridge.backends import open_scorer
-
-        scorer_obj = open_scorer(backend, sm.params)
-        score = bridge_scorer(scorer_obj, sm)
-    parser = PostfixParser(node, year=year, max_queue_ids=max_queue_ids)
-    pipe = Pipeline(score, sink, batch_size=batch_size)
-    t0 = time.perf_counter()
-    try:
-        with p.open("r", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
-            pipe.submit_many(parser.feed(f))
-            pipe.flush()
-    except FileNotFoundError:
-        raise UserError(f"the log {p} does not exist") from None
-    except PermissionError:
-        raise UserError(f"the log {p} cannot be read (permission denied)") from None
-    finally:
-        if scorer_obj is not None:
-            scorer_obj.close()
-    dt = time.perf_counter() - t0
-    c = parser.counters
-    return ReplaySummary(c.lines, c.events, c.status.get("sent", 0), c.status.get("deferred", 0),
-                         c.status.get("bounced", 0), c.status.get("expired", 0), c.unparsed, dt,
-                         pipe.stats.anomalies)
+from .pipeline import CountingSink, Sink
+from .replay import ReplaySummary, replay
 
 
 def _publishing_sink(cfg: Any) -> tuple[Sink, Any]:
@@ -105,22 +35,27 @@ def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from .config import load_config
 
     out = out or sys.stdout
-    cfg = load_config(args.config, require_secrets=not args.no_publish)
+    if args.config is None and not args.no_publish:
+        raise UserError("node replay needs --config (the broker to publish to), or --no-publish to count only")
+    cfg = load_config(args.config, require_secrets=not args.no_publish) if args.config is not None else None
     spool = None
     mq: Any = None
     sink: Sink
-    if args.no_publish:
+    if cfg is None or args.no_publish:
         sink = CountingSink()
     else:
         mq, spool = _publishing_sink(cfg)
         sink = mq
     t0 = time.perf_counter()
     try:
-        summary = replay(args.log, sink, node=cfg.node_id, params=cfg.scorer.params, model=cfg.scorer.model,
-                         batch_size=cfg.scorer.batch_size, year=cfg.postfix.year or None,
-                         max_queue_ids=cfg.postfix.max_queue_ids,
-                         backend="model" if cfg.scorer.backend in ("model", "auto") else cfg.scorer.backend)
-        if spool is not None:
+        if cfg is None:   # --no-publish without a config: the defaults
+            summary = replay(args.log, sink)
+        else:
+            summary = replay(args.log, sink, node=cfg.node_id, params=cfg.scorer.params, model=cfg.scorer.model,
+                             batch_size=cfg.scorer.batch_size, year=cfg.postfix.year or None,
+                             max_queue_ids=cfg.postfix.max_queue_ids,
+                             backend="model" if cfg.scorer.backend in ("model", "auto") else cfg.scorer.backend)
+        if spool is not None and cfg is not None:
             # publishing: the rate counts until the broker has acknowledged every event
             flushed = mq.flush(args.flush_timeout)
             summary.seconds = time.perf_counter() - t0
@@ -131,6 +66,8 @@ def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if spool is not None:
             mq.close(5.0)
             spool.close()
+    for line in summary.example_lines():
+        print(line, file=out)
     print(summary.line(), file=out, flush=True)
     return 0
 
@@ -186,8 +123,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-secrets", action="store_true", help="do not require the secrets (on a build machine)")
     p.set_defaults(func=check_config_command)
     r = node_sub.add_parser("replay", help="feed a Postfix log through parse, join, featurise, score (and publish)")
-    r.add_argument("--config", required=True, help="node config TOML file")
-    r.add_argument("--log", required=True, help="Postfix log file")
+    r.add_argument("--config", help="node config TOML file (needed to publish; --no-publish uses the defaults)")
+    r.add_argument("--log", required=True, help="Postfix log file (syslog, RFC 5424 or a journalctl export)")
     r.add_argument("--no-publish", action="store_true", help="score but do not publish (counts only)")
     r.add_argument("--flush-timeout", type=float, default=300.0,
                    help="seconds to wait for the broker to acknowledge every event (default 300)")

@@ -34,7 +34,6 @@ from mailpulse.hdl.reference import CoreConfig, ScoreResult
 from mailpulse.hdl.reference import score as model_score
 
 from mailpulse import features as F
-from mailpulse.errors import UserError
 
 from .events import Event, Scored
 
@@ -148,9 +147,7 @@ def load_scoring_model(path: Path | str, params: CoreParams | str | None = None)
     from mailpulse.modelfile import load_model
 
     m = load_model(path)
-    if str(m.feature_schema) != str(F.SCHEMA_VERSION):
-        raise UserError(f"model {path} was trained on feature schema {m.feature_schema!r}, "
-                        f"the node computes schema {F.SCHEMA_VERSION}")
+    m.check_node_schema(f"model {path}")
     if params is not None:
         m.check_against(get_params(params) if isinstance(params, str) else params)
     cfg = m.core_config()

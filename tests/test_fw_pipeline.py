@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from mailpulse.hdl.params import get_params
 from mailpulse.hdl.reference import CoreConfig, score
-from mailpulse.pi_firmware.cli import replay
 from mailpulse.pi_firmware.events import MessageEvent
 from mailpulse.pi_firmware.pipeline import CountingSink, ListSink, Pipeline, ScoringSetup, featurise, untrained_model
 from mailpulse.pi_firmware.postfix import PostfixParser
+from mailpulse.pi_firmware.replay import replay
 from mailpulse.pi_firmware.synthlog import Expected, generate
 
 from mailpulse import features as F
@@ -116,10 +116,11 @@ def test_replay_cli_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
     m = re.fullmatch(r"lines (\d+) events (\d+) sent (\d+) deferred (\d+) bounced (\d+) expired (\d+) "
-                     r"unparsed (\d+) lines_per_s (\d+)", out[0])
+                     r"unparsed (\d+) lines_per_s (\d+) deliverable (\d+) undeliverable (\d+)", out[0])
     assert m, out
     assert [int(v) for v in m.groups()[:7]] == [exp.lines, exp.events, exp.status["sent"], exp.status["deferred"],
                                                 exp.status["bounced"], exp.status["expired"], 0]
+    assert [int(v) for v in m.groups()[8:]] == [exp.status["deliverable"], exp.status["undeliverable"]]
 
 
 def test_replay_cli_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

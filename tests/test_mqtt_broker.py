@@ -30,6 +30,7 @@ from mailpulse.pi_firmware.synthlog import generate
 from paho.mqtt.enums import CallbackAPIVersion
 from server_fixtures import SITE, Broker
 
+from mailpulse import features as F
 from mailpulse import topics as T
 from mailpulse.lab.recorder import Recorder
 
@@ -93,7 +94,7 @@ def test_tls_publish_status_discovery_and_clean_stop(broker: Broker, recorder: R
         assert recorder.wait_for(lambda r: len(set(r.event_ids())) >= len(want), 20)
         assert dedup(recorder.event_ids()) == want
         got = recorder.events()[0]
-        assert got["kind"] == "delivery" and got["schema"] == 1 and "score" in got and len(got["x"]) == 8
+        assert got["kind"] == "delivery" and got["schema"] == F.SCHEMA_VERSION and "score" in got and len(got["x"]) == 8
         st = recorder.last_status("node-a")
         assert st is not None and st["state"] == "online" and st["spool"]["max"] == 1_000_000
         assert st["model_version"] == "untrained"

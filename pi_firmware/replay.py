@@ -1,0 +1,161 @@
+"""``node replay``: feed a whole Postfix log through parse, join, featurise, score and a sink.
+
+:func:`replay` reads the log as bytes in chunks (:func:`read_lines`: a line longer than
+``max_line`` bytes is cut, so ``/dev/zero`` or a log without newlines cannot exhaust memory; any
+byte sequence decodes, as UTF-8 with ``surrogateescape``), detects each line's format
+(:mod:`mailpulse.pi_firmware.logformats`) and returns a :class:`ReplaySummary`, whose
+:meth:`~ReplaySummary.line` is the stable summary the command prints::
+
+    lines N events E sent S deferred D bounced B expired X unparsed U lines_per_s R deliverable V undeliverable W
+
+and whose :meth:`~ReplaySummary.example_lines` show the first unparsed lines with the reason.  A
+non-empty log of which no line is a log line the parser can read is a ``UserError`` (exit 2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from mailpulse.host_bridge.backends import open_scorer
+
+from mailpulse.errors import UserError
+
+from .pipeline import Pipeline, ScoringSetup, Sink, bridge_scorer, load_scoring_model, untrained_model
+from .postfix import PostfixParser
+
+#: Longest line read, in bytes (a longer one is cut, the cut counted).
+MAX_LINE = 64 * 1024
+_CHUNK = 1 << 20
+
+
+@dataclass
+class ReplaySummary:
+    """What ``node replay`` reports (its last line)."""
+
+    lines: int
+    events: int
+    sent: int
+    deferred: int
+    bounced: int
+    expired: int
+    unparsed: int
+    seconds: float
+    anomalies: int = 0
+    deliverable: int = 0
+    undeliverable: int = 0
+    long_lines: int = 0
+    examples: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def lines_per_s(self) -> float:
+        return self.lines / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        """The stable summary line (the outcome counts added after ``lines_per_s``)."""
+        return (f"lines {self.lines} events {self.events} sent {self.sent} deferred {self.deferred} "
+                f"bounced {self.bounced} expired {self.expired} unparsed {self.unparsed} "
+                f"lines_per_s {self.lines_per_s:.0f} deliverable {self.deliverable} undeliverable {self.undeliverable}")
+
+    def example_lines(self) -> list[str]:
+        """One line per unparsed example: ``unparsed: <reason>: <line>``."""
+        return [f"unparsed: {reason}: {text}" for reason, text in self.examples]
+
+
+def read_lines(f: BinaryIO, max_line: int = MAX_LINE, counts: list[int] | None = None) -> Iterator[list[str]]:
+    """The lines of a binary stream, a chunk's worth at a time, without their newlines.
+
+    A line longer than ``max_line`` bytes is cut there (``counts[0]`` counts the cuts); the rest
+    of it up to its newline is dropped.
+    """
+    carry = b""
+    skipping = False
+    while True:
+        data = f.read(_CHUNK)
+        if not data:
+            break
+        data = carry + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            if len(carry) > max_line:
+                if not skipping and counts is not None:
+                    counts[0] += 1
+                if not skipping:
+                    yield [carry[:max_line].decode("utf-8", "surrogateescape")]
+                carry, skipping = b"", True
+            continue
+        carry = data[cut + 1:]
+        lines = data[:cut].decode("utf-8", "surrogateescape").split("\n")
+        if skipping:   # the first piece is the tail of a cut line
+            lines, skipping = lines[1:], False
+        if any(len(x) > max_line for x in lines):
+            if counts is not None:
+                counts[0] += sum(1 for x in lines if len(x) > max_line)
+            lines = [x[:max_line] for x in lines]
+        yield lines
+    if carry and not skipping:
+        if len(carry) > max_line and counts is not None:
+            counts[0] += 1
+        yield [carry[:max_line].decode("utf-8", "surrogateescape")]
+
+
+def _open_log(p: Path) -> BinaryIO:
+    if p.is_dir():
+        raise UserError(f"the log {p} is a directory, not a file")
+    try:
+        return p.open("rb")
+    except FileNotFoundError:
+        raise UserError(f"the log {p} does not exist") from None
+    except PermissionError:
+        raise UserError(f"the log {p} cannot be read (permission denied)") from None
+    except OSError as e:
+        raise UserError(f"the log {p} cannot be read: {e.strerror or e}") from None
+
+
+def replay(log: Path | str, sink: Sink, *, node: str = "replay", params: str = "small", model: str = "",
+           batch_size: int = 4096, year: int | None = None, max_queue_ids: int = 100_000,
+           backend: str = "model", max_line: int = MAX_LINE) -> ReplaySummary:
+    """Feed a Postfix log (any supported format, per line) through parse + join + featurise + score
+    into ``sink``, as fast as possible.
+
+    ``backend`` ``model`` scores with :func:`mailpulse.hdl.reference.score` in process (vectorised);
+    any other name opens that ``host_bridge`` backend.  Raises ``UserError`` for an unreadable log
+    or model, and for a non-empty log of which no line could be read.
+    """
+    p = Path(log)
+    sm: ScoringSetup = load_scoring_model(model, params) if model else untrained_model(params)
+    scorer_obj = None
+    if backend == "model":
+        score = sm.scorer()
+    else:
+        scorer_obj = open_scorer(backend, sm.params)
+        score = bridge_scorer(scorer_obj, sm)
+    parser = PostfixParser(node, year=year, max_queue_ids=max_queue_ids)
+    pipe = Pipeline(score, sink, batch_size=batch_size)
+    long_lines = [0]
+    t0 = time.perf_counter()
+    try:
+        with _open_log(p) as f:
+            for lines in read_lines(f, max_line, long_lines):
+                pipe.submit_many(parser.feed(lines))
+            pipe.flush()
+    finally:
+        if scorer_obj is not None:
+            scorer_obj.close()
+    dt = time.perf_counter() - t0
+    c = parser.counters
+    if c.lines and not (c.used or c.ignored):
+        why = f" (the first: {c.examples[0][0]}: {c.examples[0][1][:120]!r})" if c.examples else ""
+        raise UserError(f"no line of the log {p} could be read as a log line ({c.lines} lines: RFC 3164, RFC 5424, "
+                        f"RFC 3339 or a journald export were expected){why}")
+    st = c.status
+    return ReplaySummary(c.lines, c.events, st.get("sent", 0), st.get("deferred", 0), st.get("bounced", 0),
+                         st.get("expired", 0), c.unparsed, dt, pipe.stats.anomalies, st.get("deliverable", 0),
+                         st.get("undeliverable", 0), long_lines[0], list(c.examples))
+
+
+__all__ = ["MAX_LINE", "ReplaySummary", "read_lines", "replay"]
