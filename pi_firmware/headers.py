@@ -60,6 +60,10 @@ class HeaderBlock:
                 return v
         return default
 
+    def __getitem__(self, name: str) -> str | None:
+        """Like :class:`email.message.Message`: the first value, ``None`` when absent."""
+        return self.get(name)
+
     def get_all(self, name: str) -> list[str]:
         """The values of every field called ``name``, in header order."""
         name = name.lower()

@@ -332,48 +332,63 @@ def _image(info: ImageInfo, buf: bytes, start: int, end: int, cte: str, limits: 
         info.error = f"does not decode: {describe(e)}"
 
 
-def _leaf(buf: bytes, start: int, end: int, block: HeaderBlock, ctype: str, path: str, limits: MimeLimits,
-          s: MimeSummary, budget: list[int]) -> None:
-    s.leaf_parts += 1
-    body = block.body_start
-    m = _content(block, ctype)
-    if m.get_filename() or (block.get("content-disposition") or "").strip().lower().startswith("attachment"):
-        s.attachments += 1
-    if end - body > limits.max_part_bytes * 4 // 3 + 1024:
-        s.limits.append(f"part {path or '0'}: larger than the limit mime.max_part_bytes ({limits.max_part_bytes} "
-                        f"bytes), not decoded")
-        return
-    cte = (block.get("content-transfer-encoding") or "").strip().lower()
-    size = decoded_size(buf, body, end, cte)
-    s.body_bytes += size
-    if ctype.startswith("image/"):
-        info = ImageInfo(path=path or "0", content_type=ctype, bytes=size)
-        s.images.append(info)
-        _image(info, buf, body, end, cte, limits, s, budget)
+@dataclass
+class Part:
+    """One visited part: where it is in the message and what it is.
+
+    ``start:end`` is the whole part (headers and body); ``body`` where its body starts;
+    ``children`` is ``None`` for a leaf.
+    """
+
+    path: str
+    depth: int
+    ctype: str
+    block: HeaderBlock
+    start: int
+    end: int
+    children: list[tuple[int, int]] | None = None
+
+    @property
+    def body(self) -> int:
+        return self.block.body_start
+
+    @property
+    def cte(self) -> str:
+        """The ``Content-Transfer-Encoding`` (lower case, ``""`` when absent)."""
+        return (self.block.get("content-transfer-encoding") or "").strip().lower()
+
+    def is_attachment(self) -> bool:
+        m = _content(self.block, self.ctype)
+        return bool(m.get_filename()) or (self.block.get("content-disposition") or "").strip().lower().startswith(
+            "attachment")
+
+    def decoded(self, buf: bytes) -> Iterator[bytes | memoryview]:
+        """The decoded body in pieces (nothing held whole)."""
+        return _chunks(buf, self.body, self.end, self.cte)
 
 
-def _visit(buf: bytes, top: HeaderBlock, limits: MimeLimits, s: MimeSummary) -> None:
-    """Depth-first walk with an explicit stack: (start, end, depth, path, default type, block)."""
-    budget = [limits.max_total_pixels]
+def iter_parts(buf: bytes, top: HeaderBlock, limits: MimeLimits, notes: list[str]) -> Iterator[Part]:
+    """The parts of a message, depth first (the order of the standard parser's ``walk()``).
+
+    An explicit stack, no recursion; ``max_parts``, ``max_depth`` and a part's header limits are
+    applied here, each hit noted in ``notes`` in one sentence.
+    """
     stack: list[tuple[int, int, int, str, str, HeaderBlock | None]] = [(0, len(buf), 0, "", "text/plain", top)]
+    visited = 0
     while stack:
         start, end, depth, path, default, block = stack.pop()
-        if s.parts >= limits.max_parts:
-            s.limits.append(f"parts: more than the limit mime.max_parts ({limits.max_parts}) parts, "
-                            f"the rest not visited")
+        if visited >= limits.max_parts:
+            notes.append(f"parts: more than the limit mime.max_parts ({limits.max_parts}) parts, the rest not visited")
             return
         if block is None:
             try:
                 block = read_header_block(buf, start, end, max_headers=limits.max_headers,
                                           max_header_bytes=limits.max_header_bytes, where=f"part {path}")
             except MessageRefused as e:
-                s.limits.append(f"part {path}: {e}; the part is not visited")
+                notes.append(f"part {path}: {e}; the part is not visited")
                 continue
-        s.parts += 1
-        s.depth = max(s.depth, depth)
-        s.defects += block.defects
+        visited += 1
         ctype = _content(block, default).get_content_type()
-        s.content_types[ctype] += 1
         body = block.body_start
         children: list[tuple[int, int]] | None = None
         child_default = "text/plain"
@@ -384,25 +399,52 @@ def _visit(buf: bytes, top: HeaderBlock, limits: MimeLimits, s: MimeSummary) -> 
         elif ctype.startswith("multipart/"):
             boundary = _content(block, default).get_boundary()
             if boundary is None:
-                s.defects += 1
+                block.defects += 1
             else:
                 children = _multipart_children(buf, body, end, boundary)
-                s.defects += children is None
+                block.defects += children is None
                 child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
+        yield Part(path or "0", depth, ctype, block, start, end, children)
         if children is None:
-            _leaf(buf, start, end, block, ctype, path, limits, s, budget)
             continue
-        if ctype.startswith("message/"):
-            s.messages += 1
-        else:
-            s.multiparts += 1
         if depth >= limits.max_depth:
-            s.limits.append(f"depth: part {path or '0'} is at depth {depth}, the limit mime.max_depth; "
-                            f"its children are not visited")
+            notes.append(f"depth: part {path or '0'} is at depth {depth}, the limit mime.max_depth; "
+                         f"its children are not visited")
             continue
         for i in range(len(children), 0, -1):
             a, b = children[i - 1]
             stack.append((a, b, depth + 1, f"{path}.{i}" if path else str(i), child_default, None))
+
+
+def _leaf(buf: bytes, part: Part, limits: MimeLimits, s: MimeSummary, budget: list[int]) -> None:
+    s.leaf_parts += 1
+    if part.is_attachment():
+        s.attachments += 1
+    if part.end - part.body > limits.max_part_bytes * 4 // 3 + 1024:
+        s.limits.append(f"part {part.path}: larger than the limit mime.max_part_bytes ({limits.max_part_bytes} "
+                        f"bytes), not decoded")
+        return
+    size = decoded_size(buf, part.body, part.end, part.cte)
+    s.body_bytes += size
+    if part.ctype.startswith("image/"):
+        info = ImageInfo(path=part.path, content_type=part.ctype, bytes=size)
+        s.images.append(info)
+        _image(info, buf, part.body, part.end, part.cte, limits, s, budget)
+
+
+def _visit(buf: bytes, top: HeaderBlock, limits: MimeLimits, s: MimeSummary) -> None:
+    budget = [limits.max_total_pixels]
+    for part in iter_parts(buf, top, limits, s.limits):
+        s.parts += 1
+        s.depth = max(s.depth, part.depth)
+        s.defects += part.block.defects
+        s.content_types[part.ctype] += 1
+        if part.children is None:
+            _leaf(buf, part, limits, s, budget)
+        elif part.ctype.startswith("message/"):
+            s.messages += 1
+        else:
+            s.multiparts += 1
 
 
 def walk(data: bytes, limits: MimeLimits | None = None, headers: HeaderBlock | None = None) -> MimeSummary:
@@ -443,4 +485,5 @@ def walk(data: bytes, limits: MimeLimits | None = None, headers: HeaderBlock | N
     return s
 
 
-__all__ = ["CHUNK", "DecodedReader", "ImageInfo", "MimeLimits", "MimeSummary", "decoded_size", "walk"]
+__all__ = ["CHUNK", "DecodedReader", "ImageInfo", "MimeLimits", "MimeSummary", "Part", "decoded_size", "iter_parts",
+           "walk"]

@@ -102,6 +102,6 @@ def test_probe_event_payload_and_features() -> None:
     from mailpulse import features as F
 
     x = ev.vector()
-    assert x[F.feature("outcome").index] == 0 and lost.vector()[F.feature("outcome").index] == 3 * 8192
+    assert x[F.feature("outcome").index] == 0 and lost.vector()[F.feature("outcome").index] == 3 * 4096
     assert x[F.feature("delay_connect_ms").index] == F.MISSING
     assert x[F.feature("delay_queue_ms").index] == F.feature("delay_queue_ms").encode(1000.0)
