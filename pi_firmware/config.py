@@ -9,7 +9,8 @@ generated from :func:`schema` and checked by a test):
   file, batch size (:class:`ScorerSettings`);
 * ``[postfix]``: the Postfix log to follow (:class:`PostfixSettings`);
 * ``[maildir]``: the Maildir to watch (:class:`MaildirSettings`);
-* ``[mime]``: limits of the MIME walker (:class:`mailpulse.pi_firmware.mime.MimeLimits`).
+* ``[mime]``: limits of the MIME walker (:class:`mailpulse.pi_firmware.mime.MimeLimits`);
+* ``[journal]``: the systemd journal to follow (:class:`mailpulse.pi_firmware.journal.JournalSettings`).
 
 Secrets never sit in the TOML: ``[node] secrets_file`` names a TOML file that must be mode 0600
 (not readable by group or others), holding ``mqtt_password`` and ``probe.<route>.smtp_password`` /
@@ -33,6 +34,7 @@ from typing import Any
 
 from mailpulse.errors import UserError
 
+from .journal import JournalSettings
 from .mime import MimeLimits
 
 BACKENDS = ("model", "sim", "pynq", "ice40", "auto")
@@ -191,7 +193,7 @@ def _field_docs(section: str, cls: type) -> dict[str, str]:
 
 
 # keys whose description lives with their dataclass in the library (issue 13's limits)
-for _k, _v in _field_docs("mime", MimeLimits).items():
+for _k, _v in (_field_docs("mime", MimeLimits) | _field_docs("journal", JournalSettings)).items():
     KEY_DOCS.setdefault(_k, _v)
 
 
@@ -205,6 +207,7 @@ class NodeConfig:
     postfix: PostfixSettings
     maildir: MaildirSettings
     mime: MimeLimits
+    journal: JournalSettings = dataclasses.field(default_factory=JournalSettings)
 
     @property
     def node_id(self) -> str:
@@ -226,10 +229,10 @@ def _section_classes() -> dict[str, type]:
 
     return {"node": NodeIdentity, "mqtt": MqttSettings, "spool": SpoolSettings, "fleet": FleetSettings,
             "probe": ProbeSettings, "probe.routes": ProbeRoute, "scorer": ScorerSettings,
-            "postfix": PostfixSettings, "maildir": MaildirSettings, "mime": MimeLimits}
+            "postfix": PostfixSettings, "maildir": MaildirSettings, "mime": MimeLimits, "journal": JournalSettings}
 
 
-_MINE = ("scorer", "postfix", "maildir", "mime")
+_MINE = ("scorer", "postfix", "maildir", "mime", "journal")
 
 
 def schema() -> list[tuple[str, str, str, str, str]]:
@@ -400,7 +403,7 @@ def check_config(path: Path | str, *, require_secrets: bool = True) -> tuple[Nod
         errors.extend(m for m in _section_errors(theirs) if m not in errors)
     built: dict[str, Any] = {}
     for sec, cls in (("scorer", ScorerSettings), ("postfix", PostfixSettings), ("maildir", MaildirSettings),
-                     ("mime", MimeLimits)):
+                     ("mime", MimeLimits), ("journal", JournalSettings)):
         try:
             built[sec] = _build_mine(cls, doc.get(sec, {}), f"[{sec}]")
         except ValueError as e:
@@ -415,7 +418,10 @@ def check_config(path: Path | str, *, require_secrets: bool = True) -> tuple[Nod
     md: MaildirSettings = built["maildir"]
     if md.path and not md.state_file:
         md.state_file = str(state / "maildir.json")
-    return NodeConfig(p, sections, built["scorer"], pf, md, built["mime"]), []
+    jn: JournalSettings = built["journal"]
+    if jn.enabled and not jn.state_file:
+        jn.state_file = str(state / "journal.cursor")
+    return NodeConfig(p, sections, built["scorer"], pf, md, built["mime"], jn), []
 
 
 def load_config(path: Path | str, *, require_secrets: bool = True) -> NodeConfig:

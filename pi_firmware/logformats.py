@@ -132,6 +132,8 @@ def journal_entry(doc: Any) -> str | None:
 def canonical(line: str) -> str | None:
     """The line in the parser's form (see the module docstring), or ``None`` when it is not a log line."""
     c = line[:1]
+    if c == "@":   # already canonical (a journal entry turned into a line)
+        return line if line[1:2].isdigit() else None
     if c == "<":
         m = _PRI.match(line)
         if m is None or int(m.group(1)) > 191:

@@ -14,6 +14,8 @@ from typing import Any
 
 from mailpulse.errors import UserError
 
+from .journal import JournalSource
+
 __all__ = ["build_node", "load_node_config", "probe_command", "register_node", "run_command"]
 
 
@@ -36,6 +38,9 @@ def build_node(cfg: Any, model_path: str | None = None) -> Any:
         sources.append(PostfixLogSource(cfg.postfix.log, cfg.node_id, state_file=cfg.postfix.state_file,
                                         from_start=cfg.postfix.from_start, poll_s=cfg.postfix.poll_s,
                                         year=cfg.postfix.year or None, max_queue_ids=cfg.postfix.max_queue_ids))
+    if cfg.journal.enabled:
+        sources.append(JournalSource(cfg.journal, cfg.node_id, year=cfg.postfix.year or None,
+                                     max_queue_ids=cfg.postfix.max_queue_ids))
     if cfg.maildir.path:
         sources.append(MaildirWatcher(cfg.maildir.path, cfg.node_id, cfg.maildir.state_file, limits=cfg.mime,
                                       max_seen=cfg.maildir.max_seen, poll_s=cfg.maildir.poll_s))
