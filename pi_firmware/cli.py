@@ -12,23 +12,13 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 from mailpulse.errors import UserError
 
 from .pipeline import CountingSink, Sink
+from .pubproc import PublisherProcess
 from .replay import ReplaySummary, replay
-
-
-def _publishing_sink(cfg: Any) -> tuple[Sink, Any]:
-    """The MQTT sink of a config (spool + publisher), or ``UserError`` if publishing is unavailable."""
-    try:
-        from .node import make_sink
-    except ImportError as e:
-        raise UserError(f"publishing is not available in this build ({e}); use --no-publish") from None
-    sink, spool = make_sink(cfg.sections)
-    sink.start()
-    return sink, spool
 
 
 def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -38,14 +28,12 @@ def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.config is None and not args.no_publish:
         raise UserError("node replay needs --config (the broker to publish to), or --no-publish to count only")
     cfg = load_config(args.config, require_secrets=not args.no_publish) if args.config is not None else None
-    spool = None
-    mq: Any = None
+    pub: PublisherProcess | None = None
     sink: Sink
     if cfg is None or args.no_publish:
         sink = CountingSink()
     else:
-        mq, spool = _publishing_sink(cfg)
-        sink = mq
+        sink = pub = PublisherProcess(cfg.sections)   # JSON, spool and MQTT in a process of their own
     t0 = time.perf_counter()
     try:
         if cfg is None:   # --no-publish without a config: the defaults
@@ -55,17 +43,16 @@ def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
                              batch_size=cfg.scorer.batch_size, year=cfg.postfix.year or None,
                              max_queue_ids=cfg.postfix.max_queue_ids,
                              backend="model" if cfg.scorer.backend in ("model", "auto") else cfg.scorer.backend)
-        if spool is not None and cfg is not None:
+        if pub is not None:
             # publishing: the rate counts until the broker has acknowledged every event
-            flushed = mq.flush(args.flush_timeout)
+            flushed = pub.flush(args.flush_timeout)
             summary.seconds = time.perf_counter() - t0
             if not flushed:
                 print(f"mailpulse: the broker did not acknowledge every event within {args.flush_timeout} s; "
-                      f"{len(spool)} rows stay in the spool {cfg.sections.spool.path}", file=sys.stderr)
+                      f"{pub.left} rows stay in the spool {pub.spool_path}", file=sys.stderr)
     finally:
-        if spool is not None:
-            mq.close(5.0)
-            spool.close()
+        if pub is not None:
+            pub.close(5.0)
     for line in summary.example_lines():
         print(line, file=out)
     print(summary.line(), file=out, flush=True)

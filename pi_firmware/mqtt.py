@@ -280,6 +280,10 @@ class MqttSink:
         """Spool events in one transaction, in order (durable when this returns)."""
         self._spool_rows((ev.id, *_encode(ev)) for ev in events)
 
+    def emit_encoded(self, rows: Iterable[tuple[str, bytes, bool]]) -> None:
+        """Spool already-encoded events: ``(event_id, payload JSON, anomaly)`` tuples."""
+        self._spool_rows(rows)
+
     def emit_payloads(self, rows: Iterable[tuple[str, Mapping[str, Any], bool]]) -> None:
         """Spool raw payload dicts: ``(event_id, payload, anomaly)`` tuples."""
         self._spool_rows((eid, _dumps(p), anomaly) for eid, p, anomaly in rows)

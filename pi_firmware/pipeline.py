@@ -236,9 +236,12 @@ class Pipeline:
         if len(r) != len(batch):
             raise RuntimeError(f"the scorer returned {len(r)} results for {len(batch)} events")
         xs = x.tolist()
+        # the vectors' JSON text, one C call for the batch (the payloads' "x"): "[[1,2],[3,4]]" -> "1,2", "3,4"
+        xj = json.dumps(xs, separators=(",", ":"))[2:-2].split("],[")
         sc, an, am = r.score.tolist(), r.anomaly.tolist(), r.argmax.tolist()
         for i, e in enumerate(batch):
             e.x = xs[i]
+            e.x_json = xj[i]
             e.scored = Scored(sc[i], bool(an[i]), am[i])
         st = self.stats
         st.events += len(batch)

@@ -74,6 +74,10 @@ LINE_RE = re.compile(
 #: The three characters after a queue id that mark a line the parser uses.
 _KEYS = frozenset(("to=", "fro", "mes", "rem"))
 
+#: The prefix with a queue id (groups: ts, host, prog, qid), the start of the one-call patterns below.
+_PREFIX_QID = LINE_RE.pattern[:LINE_RE.pattern.rindex("(?:(?P<qid>")] + LINE_RE.pattern[
+    LINE_RE.pattern.rindex("(?:(?P<qid>") + 3:-2]
+
 #: Delivery statuses (what a ``to=`` line's ``status=`` may say; qmgr's ``expired`` is separate).
 STATUSES = frozenset(("sent", "deferred", "bounced", "deliverable", "undeliverable"))
 
@@ -85,6 +89,12 @@ DELIVERY_RE = re.compile(
     r"to=<(?P<to>[^>]*)>, (?:orig_to=<[^>]*>, )?relay=(?P<relay>[^,]*), (?:conn_use=\d+, )?"
     r"delay=(?P<delay>[\d.eE+-]+), delays=(?P<a>[\d.eE+-]+)/(?P<b>[\d.eE+-]+)/(?P<c>[\d.eE+-]+)/(?P<d>[\d.eE+-]+), "
     r"dsn=(?P<dsn>[\d.]+), status=(?P<status>[a-z]+)")
+
+#: A whole delivery line in one match (the hot path; a line it misses takes the two-step path,
+#: which tells why it is unparsed).
+_DELIVERY_LINE = re.compile(_PREFIX_QID + DELIVERY_RE.pattern)
+#: A whole "removed" line.
+_REMOVED_LINE = re.compile(_PREFIX_QID + "removed")
 
 #: qmgr: the message entered the active queue.
 QMGR_FROM_RE = re.compile(r"from=<(?P<from>[^>]*)>, size=(?P<size>\d+), nrcpt=(?P<nrcpt>\d+)")
@@ -266,7 +276,12 @@ class PostfixParser:
         c = self.counters
         months = _MONTHS
         canon = canonical
-        line_kind = self._line
+        keys = _KEYS
+        line_match = LINE_RE.match
+        delivery_line = _DELIVERY_LINE.match
+        removed_line = _REMOVED_LINE.match
+        delivery = self._delivery
+        qmgr_from = self._qmgr_from
         n = 0
         ignored = 0     # local counters of the two commonest outcomes (written back at the end)
         bad = 0
@@ -282,12 +297,67 @@ class PostfixParser:
                         continue
                     line = fixed
                 # every used or recognised line has "=<" (to=<, from=<, message-id=<), "to=",
-                # "from=" or ends in "removed"
+                # "from=" or "removed"
                 if "=<" not in line and "removed" not in line and "to=" not in line and "from=" not in line:
                     ignored += 1
                     continue
                 try:
-                    ev = line_kind(line)
+                    i = line.find(": ", 15)
+                    j = line.find(": ", i + 2, i + 28) if i >= 0 else -1
+                    key = line[j + 2:j + 5] if j > 0 else ""
+                    if key not in keys:
+                        ignored += 1   # not used (connect, client=, NOQUEUE, other programs)
+                        continue
+                    if key == "to=":   # the hot path: one match for the whole line
+                        d = delivery_line(line)
+                        if d is not None:
+                            g = d.groups()
+                            ev = delivery(line, g[0], g[1], g[3], g[2][g[2].rfind("/") + 1:], g[4:])
+                            if ev is not None:
+                                yield ev
+                            continue
+                    elif key == "rem":
+                        r = removed_line(line)
+                        if r is not None:
+                            if r.group(3).endswith("qmgr"):
+                                self.queue.pop(r.group(4), None)
+                            ignored += 1
+                            continue
+                    m = line_match(line)
+                    if m is None or m.end() != j + 2:
+                        if m is None:
+                            self._unparsed("the syslog prefix (time, host, program, queue id) does not parse", line)
+                        else:
+                            ignored += 1  # a ": " inside the text, not after a queue id
+                        continue
+                    stamp, host, prog, qid = m.groups()
+                    agent = prog[prog.rfind("/") + 1:]
+                    if key == "to=":
+                        dm = DELIVERY_RE.match(line, j + 2)
+                        if dm is None:
+                            self._unparsed("a delivery line (to=) whose fields do not parse", line)
+                            continue
+                        ev = delivery(line, stamp, host, qid, agent, dm.groups())
+                        if ev is not None:
+                            yield ev
+                    elif agent == "qmgr":
+                        if key == "fro":
+                            evs = qmgr_from(line, j + 2, stamp, host, qid)
+                            if evs:
+                                yield from evs
+                        else:
+                            if key == "rem":
+                                self.queue.pop(qid, None)
+                            ignored += 1
+                    elif key == "mes" and agent == "cleanup":
+                        mm = CLEANUP_RE.match(line, j + 2)
+                        if mm is None:
+                            self._unparsed("a cleanup message-id= line whose value does not parse", line)
+                        else:
+                            self._entry(qid, self.timestamp(stamp)).message_id = mm.group("mid")
+                            c.used += 1
+                    else:
+                        ignored += 1
                 except Exception as e:  # a line must never stop the parser
                     c.errors += 1
                     c.unparsed += 1
@@ -295,13 +365,6 @@ class PostfixParser:
                     c.example(reason, line)
                     if self.on_error is not None:
                         self.on_error(line, reason)
-                    continue
-                if ev is None:
-                    continue
-                if isinstance(ev, DeliveryEvent):
-                    yield ev
-                else:
-                    yield from ev
         finally:
             c.lines += n
             c.ignored += ignored
@@ -313,55 +376,11 @@ class PostfixParser:
         c.unparsed += 1
         c.example(reason, line)
 
-    def _line(self, line: str) -> DeliveryEvent | list[DeliveryEvent] | None:
-        """One syslog-shaped line that may be used: its event(s), or ``None`` (counted here)."""
+    def _delivery(self, line: str, stamp: str, host: str, qid: str, agent: str,
+                  fields: tuple[str, ...]) -> DeliveryEvent | None:
+        """The event of a delivery line; ``fields`` are :data:`DELIVERY_RE`'s groups."""
         c = self.counters
-        i = line.find(": ", 15)
-        if i < 0:
-            c.ignored += 1
-            return None
-        j = line.find(": ", i + 2, i + 28)
-        key = line[j + 2:j + 5] if j > 0 else ""
-        if key not in _KEYS:
-            c.ignored += 1   # not used (connect, client=, NOQUEUE, other programs)
-            return None
-        m = LINE_RE.match(line)
-        if m is None or m.end() != j + 2:
-            if m is None:
-                self._unparsed("the syslog prefix (time, host, program, queue id) does not parse", line)
-            else:
-                c.ignored += 1  # a ": " inside the text, not after a queue id
-            return None
-        stamp, host, prog, qid = m.groups()
-        pos = j + 2
-        agent = prog[prog.rfind("/") + 1:]
-        if key == "to=":
-            return self._delivery(line, pos, stamp, host, qid, agent)
-        if agent == "qmgr":
-            if key == "fro":
-                return self._qmgr_from(line, pos, stamp, host, qid)
-            if key == "rem":
-                self.queue.pop(qid, None)
-            c.ignored += 1
-            return None
-        if key == "mes" and agent == "cleanup":
-            mm = CLEANUP_RE.match(line, pos)
-            if mm is None:
-                self._unparsed("a cleanup message-id= line whose value does not parse", line)
-                return None
-            self._entry(qid, self.timestamp(stamp)).message_id = mm.group("mid")
-            c.used += 1
-            return None
-        c.ignored += 1
-        return None
-
-    def _delivery(self, line: str, pos: int, stamp: str, host: str, qid: str, agent: str) -> DeliveryEvent | None:
-        c = self.counters
-        d = DELIVERY_RE.match(line, pos)
-        if d is None:
-            self._unparsed("a delivery line (to=) whose fields do not parse", line)
-            return None
-        to, relay, delay, da, db, dc, dd, dsn, status = d.groups()
+        to, relay, delay, da, db, dc, dd, dsn, status = fields
         if status not in STATUSES:
             self._unparsed(f"a delivery line with the unknown status {status!r}", line)
             return None

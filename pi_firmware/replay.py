@@ -92,7 +92,7 @@ def read_lines(f: BinaryIO, max_line: int = MAX_LINE, counts: list[int] | None =
         lines = data[:cut].decode("utf-8", "surrogateescape").split("\n")
         if skipping:   # the first piece is the tail of a cut line
             lines, skipping = lines[1:], False
-        if any(len(x) > max_line for x in lines):
+        if max(map(len, lines), default=0) > max_line:
             if counts is not None:
                 counts[0] += sum(1 for x in lines if len(x) > max_line)
             lines = [x[:max_line] for x in lines]

@@ -380,7 +380,7 @@ def _messages(draw: st.DrawFn, depth: int = 0) -> email.message.Message:
     return m
 
 
-@settings(max_examples=100_000 if SOAK else 120, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20_000 if SOAK else 120, deadline=None, suppress_health_check=list(HealthCheck))
 @given(_messages(), st.lists(st.sampled_from(["a@b.example", "Zoë <z@example.org>", '"x, y" <q@example.org>',
                                               "group: m@x.example, n@x.example;", "undisclosed-recipients:;",
                                               "c@d (comment (nested))", "<>"]), max_size=5),

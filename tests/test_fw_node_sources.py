@@ -143,3 +143,19 @@ def test_a_probe_reply_that_breaks_the_analysis_is_quarantined(tmp_path: Path, m
     by = {e.probe_id: e for e in evs}   # type: ignore[attr-defined]
     assert by["cur"].outcome == "ok" and by["p1"].outcome == "damaged"  # type: ignore[attr-defined]
     assert "RecursionError" in (by["p1"].error or "") and q.counts == {"probe": 1}  # type: ignore[attr-defined]
+
+
+def test_a_publisher_process_that_fails_says_why(tmp_path: Path) -> None:
+    from mailpulse.pi_firmware.pubproc import PublisherProcess
+
+    from mailpulse.errors import UserError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    sections = _sections(tmp_path / "state")
+    sections.spool.path = str(blocker / "spool.db")
+    pub = PublisherProcess(sections)
+    with pytest.raises(UserError, match="publishing failed: SpoolError: cannot open the spool"):
+        pub.emit_many([MessageEvent(1.0, "n1", key="k", size=1)])
+        pub.flush(5)
+    pub.close(1)
