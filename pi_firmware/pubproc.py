@@ -69,7 +69,8 @@ class PublisherProcess:
         # fork: the child has every module it needs already (spawn would import the parent's main
         # module again: the whole command line); the replay has no other thread yet
         methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods and threading.active_count() == 1 else "spawn")
+        method = "fork" if "fork" in methods and threading.active_count() == 1 else "spawn"
+        ctx: Any = multiprocessing.get_context(method)
         self._conn, child = ctx.Pipe()
         self.spool_path = sections.spool.path
         self._proc = ctx.Process(target=_child, name="mailpulse-publisher", daemon=True,
