@@ -38,7 +38,7 @@ import io
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from email.message import Message
 from typing import Any
@@ -302,6 +302,15 @@ def _content(block: HeaderBlock, default: str) -> Message:
     return m
 
 
+def _param(get: Callable[[], str | None]) -> str | None:
+    """A header parameter through the standard library's RFC 2231 decoding, which raises on some
+    malformed continuations (``boundary*0=b; boundary*=c``: ``TypeError`` from a sort): ``None``."""
+    try:
+        return get()
+    except (TypeError, ValueError, IndexError, LookupError, AttributeError):
+        return None
+
+
 def _image(info: ImageInfo, buf: bytes, start: int, end: int, cte: str, limits: MimeLimits, summary: MimeSummary,
            budget: list[int]) -> None:
     try:
@@ -359,7 +368,7 @@ class Part:
 
     def is_attachment(self) -> bool:
         m = _content(self.block, self.ctype)
-        return bool(m.get_filename()) or (self.block.get("content-disposition") or "").strip().lower().startswith(
+        return bool(_param(m.get_filename)) or (self.block.get("content-disposition") or "").strip().lower().startswith(
             "attachment")
 
     def decoded(self, buf: bytes) -> Iterator[bytes | memoryview]:
@@ -397,7 +406,7 @@ def iter_parts(buf: bytes, top: HeaderBlock, limits: MimeLimits, notes: list[str
         elif ctype.startswith("message/"):
             children = [(body, end)]
         elif ctype.startswith("multipart/"):
-            boundary = _content(block, default).get_boundary()
+            boundary = _param(_content(block, default).get_boundary)
             if boundary is None:
                 block.defects += 1
             else:

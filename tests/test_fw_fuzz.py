@@ -1,13 +1,16 @@
 """Fuzzing the message, Received and log-line parsers: no exception escapes, memory stays bounded.
 
 A small count runs by default; ``MAILPULSE_SOAK=1`` runs at least a million inputs per parser (the
-counts are printed and written to ``build/soak-counts.json`` when the module ends).  Inputs are
-built from the fragments real inputs are made of (header names, boundaries, dates, zones, syslog
-stamps of every format, Postfix fields, journal JSON), mutated and mixed with arbitrary bytes.
+counts are printed and written to ``build/soak-counts.json`` when the module ends).  Hypothesis
+builds each example from the fragments real inputs are made of (header names, boundaries, dates,
+zones, syslog stamps of every format, Postfix fields, journal JSON) mixed with arbitrary text, and
+a seed; each example is then fed as it is and as :data:`MUTANTS` mutants made from it with that
+seed (bytes replaced, fragments inserted, slices repeated or cut: :func:`mutants`), so a million
+inputs do not cost a million Hypothesis examples.
 
-Memory: each input's peak traced allocation (``tracemalloc``, every input by default, every
-hundredth under soak) must stay within a fixed multiple of its size plus a constant, and the
-parser's own state (queue-id join, caches) within its bounds.
+Memory: the peak traced allocation (``tracemalloc``) of every input by default, of every hundredth
+under soak, must stay within a fixed multiple of its size plus a constant, and the parser's own
+state (queue-id join, caches) within its bounds.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import tracemalloc
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
 from pathlib import Path
@@ -36,10 +40,42 @@ SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 ROOT = Path(__file__).resolve().parent.parent
 COUNTS: Counter[str] = Counter()
 
-#: Examples per test: at least a million inputs each under soak (several inputs per example).
-N_MESSAGES = 1_000_000 if SOAK else 150
-N_RECEIVED = 400_000 if SOAK else 150
-N_LOG = 200_000 if SOAK else 150
+#: Examples per test, and mutants per example: at least a million inputs each under soak.
+N_MESSAGES = 20_000 if SOAK else 60
+N_RECEIVED = 8_000 if SOAK else 60
+N_LOG = 8_000 if SOAK else 60
+MUTANTS = 50 if SOAK else 4
+
+#: What mutations insert: the pieces that make parsers branch.
+_FRAGMENTS = [b"\n", b"\r\n", b"\n\n", b"--b\n", b"--b--\n", b"Content-Type: multipart/mixed; boundary=b\n\n",
+              b"Content-Type: message/rfc822\n\n", b"Content-Transfer-Encoding: base64\n", b"(((", b")", b"\"", b"\\",
+              b"=\n", b"=4", b"<", b">", b"[", b"]", b":", b";", b",", b"@", b"\x00", b"\xff", b"\xc3", b"\t", b" ",
+              b"status=", b"to=<", b"from=<", b": ", b"[123]", b"{", b"}", b"\"MESSAGE\":", b"<22>", b"1 ", b"-",
+              b"+9999", b"31 Feb 9999 25:61:61", b"Received: from a by b; ", b"iVBORw0KGgo", b"/9j/"]
+
+
+def mutants(data: bytes, seed: int, n: int) -> Iterator[bytes]:
+    """``n`` mutants of ``data``, deterministic in ``seed`` (a few edits each)."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            op = rng.randrange(6)
+            at = rng.randint(0, len(b))
+            if op == 0 and b:
+                b[min(at, len(b) - 1)] = rng.randrange(256)
+            elif op == 1:
+                b[at:at] = rng.choice(_FRAGMENTS)
+            elif op == 2:
+                end = min(len(b), at + rng.randint(1, 40))
+                b[at:at] = bytes(b[at:end]) * rng.randint(2, 100)
+            elif op == 3:
+                del b[at:at + rng.randint(1, 20)]
+            elif op == 4:
+                del b[at:]
+            else:
+                b[at:at] = rng.choice(_FRAGMENTS) * rng.randint(2, 300)
+        yield bytes(b)
 
 def fuzz(n: int) -> settings:
     return settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -68,15 +104,15 @@ def _report() -> Iterator[None]:
     print(f"\nfuzz inputs: {dict(COUNTS)}")
 
 
-def _bounded(fn: object, size: int, factor: int, const: int) -> None:
+def _bounded(fn: Callable[[], None], size: int, factor: int, const: int) -> None:
     """Run ``fn()`` under tracemalloc (every input, or every hundredth under soak): peak <= factor*size+const."""
     n = sum(COUNTS.values())
     if SOAK and n % 100:
-        fn()  # type: ignore[operator]
+        fn()
         return
     tracemalloc.start()
     try:
-        fn()  # type: ignore[operator]
+        fn()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -119,20 +155,20 @@ def _message(draw: st.DrawFn) -> bytes:
 
 
 @fuzz(N_MESSAGES)
-@given(_message())
-def test_message_parser_never_raises(data: bytes) -> None:
-    COUNTS["messages"] += 1
-
-    def run() -> None:
+@given(_message(), st.integers(0, 2**32 - 1))
+def test_message_parser_never_raises(data: bytes, seed: int) -> None:
+    def one(msg: bytes) -> None:
         try:
-            ev, doc = analyse(data, key="fuzz", limits=LIMITS)
+            ev, doc = analyse(msg, key="fuzz", limits=LIMITS)
         except MessageRefused as e:
             assert "mime." in str(e)
             return
         json.dumps(doc, ensure_ascii=False).encode("utf-8")
         json.dumps(ev.payload(), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
-    _bounded(run, len(data), 40, 2 << 20)
+    for msg in (data, *mutants(data, seed, MUTANTS)):
+        COUNTS["messages"] += 1
+        _bounded(lambda m=msg: one(m), len(msg), 40, 2 << 20)
 
 
 # -- Received fields --------------------------------------------------------------------------------
@@ -146,18 +182,18 @@ _RECEIVED_PARTS = st.sampled_from([
 
 @fuzz(N_RECEIVED)
 @given(st.lists(st.one_of(st.lists(_RECEIVED_PARTS, max_size=30).map(" ".join), st.text(max_size=200)),
-                min_size=1, max_size=6))
-def test_received_parser_never_raises(values: list[str]) -> None:
-    COUNTS["received"] += len(values)
-
-    def run() -> None:
-        hops = parse_chain(values)
-        for h in hops:
-            j = h.to_json()
-            json.dumps(j, ensure_ascii=False)
+                min_size=1, max_size=6), st.integers(0, 2**32 - 1))
+def test_received_parser_never_raises(values: list[str], seed: int) -> None:
+    def one(fields: list[str]) -> None:
+        for h in parse_chain(fields):
+            json.dumps(h.to_json(), ensure_ascii=False)
             assert h.ts is None or 0 <= h.ts <= 253402300799
 
-    _bounded(run, sum(len(v) for v in values), 40, 1 << 20)
+    joined = "\x1e".join(values).encode("utf-8", "surrogatepass")
+    for i, data in enumerate((joined, *mutants(joined, seed, MUTANTS))):
+        fields = values if i == 0 else data.decode("utf-8", "surrogateescape").split("\x1e")
+        COUNTS["received"] += len(fields)
+        _bounded(lambda f=fields: one(f), sum(len(v) for v in fields), 40, 1 << 20)
 
 
 # -- log lines ---------------------------------------------------------------------------------------
@@ -187,20 +223,25 @@ _JSON = st.fixed_dictionaries({}, optional={
 
 @fuzz(N_LOG)
 @given(st.lists(st.one_of(st.tuples(_STAMPS, st.lists(_FIELDS, max_size=14)).map(lambda t: t[0] + "".join(t[1])),
-                          _JSON, st.text(max_size=150)), min_size=1, max_size=20))
-def test_log_line_parser_never_raises(lines: list[str]) -> None:
-    COUNTS["log_lines"] += len(lines)
+                          _JSON, st.text(max_size=150)), min_size=1, max_size=20), st.integers(0, 2**32 - 1))
+def test_log_line_parser_never_raises(lines: list[str], seed: int) -> None:
     p = PostfixParser("n", year=2026, max_queue_ids=8)
 
-    def run() -> None:
-        evs = list(p.feed(lines))
+    def one(batch: list[str]) -> None:
+        before = p.counters.lines, p.counters.events
+        evs = list(p.feed(batch))
         c = p.counters
-        assert c.lines == len(lines) and c.events == len(evs) == sum(c.status.values())
-        assert c.ignored + c.unparsed + c.used == c.lines and c.errors == 0, c.examples
+        assert c.lines - before[0] == len(batch) and c.events - before[1] == len(evs)
+        assert c.events == sum(c.status.values()) and c.ignored + c.unparsed + c.used == c.lines
+        assert c.errors == 0, c.examples
         for e in evs:
             assert len(e.vector()) == 8
             json.dumps(e.payload(), ensure_ascii=False, allow_nan=False)
             e.payload_json().decode("utf-8")
 
-    _bounded(run, sum(len(x) for x in lines), 60, 1 << 20)
+    joined = "\n".join(lines).encode("utf-8", "surrogateescape")
+    for i, data in enumerate((joined, *mutants(joined, seed, MUTANTS))):
+        batch = lines if i == 0 else data.decode("utf-8", "surrogateescape").split("\n")
+        COUNTS["log_lines"] += len(batch)
+        _bounded(lambda b=batch: one(b), sum(len(x) for x in batch), 60, 1 << 20)
     assert len(p.queue) <= 8 and len(p._ts_cache) <= 4097

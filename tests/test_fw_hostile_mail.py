@@ -407,3 +407,12 @@ def test_walk_agrees_on_the_real_messages(repo_data: Path) -> None:
 
 def test_address_counting_without_recursion() -> None:
     assert count_addresses(["a@b, (c" + "(" * 5000, "x:y@z,w@v;", '"a, b" <c@d>, <>']) == 4
+
+
+def test_malformed_rfc2231_continuations_do_not_raise() -> None:
+    """The standard library's parameter decoding raises TypeError on ``boundary*0=b; boundary*=c``
+    (found by the fuzzer): the part is a leaf, as with no boundary."""
+    data = b"Content-Type: multipart/mixed; boundary*0=b; boundary*=c\nContent-Disposition: attachment; " \
+           b"filename*0=a; filename*=b\n\n--b\n\nx\n"
+    s = walk(data)
+    assert s.parts == 1 and s.leaf_parts == 1 and s.attachments == 1
