@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import TextIO
@@ -87,7 +88,10 @@ def inspect_command(args: argparse.Namespace) -> int:
 
         limits = load_config(args.config, require_secrets=False).mime
     doc = inspect_file(args.file, limits)
-    print(json.dumps(doc, indent=None if args.compact else 2, ensure_ascii=False))
+    try:
+        print(json.dumps(doc, indent=None if args.compact else 2, ensure_ascii=False), flush=True)
+    except BrokenPipeError:   # the reader went away (``| head``): not an error of ours, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -52,6 +52,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from mailpulse import topics as T
 
 from .events import dumps as _dumps
+from .quarantine import describe
 from .spool import Spool, SpoolBatch
 
 __all__ = ["MqttSettings", "MqttSink", "PublishStats", "batch_payload"]
@@ -434,6 +435,6 @@ class MqttSink:
                 else:
                     self._idle.clear()
             except Exception as e:  # keep the pump alive; the spool keeps the data
-                self.stats.last_error = f"publisher error: {e}"
+                self.stats.last_error = f"publisher error: {describe(e)}"
                 log.exception("MQTT publisher error")
                 time.sleep(0.5)

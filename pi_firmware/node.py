@@ -228,7 +228,7 @@ class Node:
                 model = load_scoring_model(saved)
                 self.model.version = self._version_of(model, saved.read_bytes())
             except Exception as e:
-                self.errors["model.saved"] = f"the saved model {saved} is not usable: {e}"
+                self.errors["model.saved"] = f"the saved model {saved} is not usable: {describe(e)}"
                 log.error("%s", self.errors["model.saved"])
                 model = None
         self.scoring = model or untrained_model()

@@ -27,13 +27,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailpulse.errors import UserError
+
 _ADDRESS = re.compile(r"<([^<>]*?) (?:object )?at 0x[0-9a-fA-F]+>|\s+at 0x[0-9a-fA-F]+")
 
 
 def describe(e: BaseException, limit: int = 300) -> str:
-    """``Type: message`` of an exception, without memory addresses, at most ``limit`` characters."""
+    """``Type: message`` of an exception, without memory addresses, at most ``limit`` characters.
+
+    A :class:`~mailpulse.errors.UserError` is already a sentence for the user: its message alone.
+    """
     text = str(e)
     text = _ADDRESS.sub(lambda m: f"<{m.group(1)}>" if m.group(1) is not None else "", text)
+    if isinstance(e, UserError):
+        return text[:limit]
     out = f"{type(e).__name__}: {text}" if text else type(e).__name__
     return out[:limit]
 
