@@ -14,7 +14,8 @@ included; wall clock and CPU time of the process and its threads):
   uses the plain listener instead.
 
 and prints lines/s and the ratios to pflogsumm.  The command publishes from a second process
-(:mod:`mailpulse.pi_firmware.pubproc`: JSON, spool and MQTT beside the parser).  ``--profile``
+(:mod:`mailpulse.pi_firmware.pubproc`: JSON, spool and MQTT beside the parser) when a core is free,
+else from its own (the bench prints which).  ``--profile``
 runs the publishing path once more in this interpreter, the daemon's arrangement, and says where
 the time goes: CPU time per thread (the main thread: parse, score, JSON, spool writes; the pump:
 spool reads and paho's publish; paho's network thread: TLS and the socket) and the main thread's
@@ -246,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             runs.append((pw_, pc_, pout, broker.cpu() - m0))
         pw_, pc_, pout, mcpu = min(runs, key=lambda r: r[0])
         kind = "TLS" if broker.tls else "plain"
+        cores, load = os.cpu_count() or 1, os.getloadavg()[0]
+        where = "second process" if cores >= 2 and load < cores - 1 else "one process"
+        kind += f", {where} (load {load:.1f})"
         print(f"replay publishing ({kind}, QoS 1, spool): {_rate(lines, pw_, pc_)}; Mosquitto {mcpu:.2f} s CPU")
         print(f"  {pout.strip().splitlines()[-1]}")
         if pf is not None:

@@ -18,7 +18,7 @@ from typing import TextIO
 from mailpulse.errors import UserError
 
 from .pipeline import CountingSink, Sink
-from .pubproc import PublisherProcess
+from .pubproc import InProcessPublisher, PublisherProcess, publisher
 from .replay import ReplaySummary, replay
 
 
@@ -29,12 +29,12 @@ def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.config is None and not args.no_publish:
         raise UserError("node replay needs --config (the broker to publish to), or --no-publish to count only")
     cfg = load_config(args.config, require_secrets=not args.no_publish) if args.config is not None else None
-    pub: PublisherProcess | None = None
+    pub: InProcessPublisher | PublisherProcess | None = None
     sink: Sink
     if cfg is None or args.no_publish:
         sink = CountingSink()
     else:
-        sink = pub = PublisherProcess(cfg.sections)   # JSON, spool and MQTT in a process of their own
+        sink = pub = publisher(cfg.sections)   # a second process for JSON, spool and MQTT when a core is free
     t0 = time.perf_counter()
     try:
         if cfg is None:   # --no-publish without a config: the defaults

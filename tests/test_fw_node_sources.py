@@ -159,3 +159,14 @@ def test_a_publisher_process_that_fails_says_why(tmp_path: Path) -> None:
         pub.emit_many([MessageEvent(1.0, "n1", key="k", size=1)])
         pub.flush(5)
     pub.close(1)
+
+
+def test_the_replay_publishes_from_a_second_process_only_when_a_core_is_free(tmp_path: Path) -> None:
+    from mailpulse.pi_firmware.pubproc import InProcessPublisher, PublisherProcess, publisher
+
+    for cores, load, kind in ((4, 0.5, PublisherProcess), (2, 6.0, InProcessPublisher), (1, 0.0, InProcessPublisher)):
+        pub = publisher(_sections(tmp_path / f"s{cores}"), cores=cores, load=load)
+        try:
+            assert isinstance(pub, kind), (cores, load)
+        finally:
+            pub.close(0.5)

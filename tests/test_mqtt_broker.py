@@ -390,11 +390,19 @@ def test_daemon_scores_and_publishes_a_message_delivered_into_the_maildir(broker
         assert node.stop()
 
 
+@pytest.mark.parametrize("where", ["in-process", "second-process"])
 def test_replay_publishes_every_event_once_in_order(broker: Broker, recorder: Recorder, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """``mailpulse node replay`` (publishing): the summary line comes after the broker acknowledged
-    every event; every event arrives, in log order, in multi-event messages."""
+                                                    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                                    where: str) -> None:
+    """``mailpulse node replay`` (publishing, from this process or from a second one): the summary
+    line comes after the broker acknowledged every event; every event arrives, in log order, in
+    multi-event messages."""
+    from mailpulse.pi_firmware import cli, pubproc
+
     from mailpulse.cli import main
+
+    monkeypatch.setattr(cli, "publisher", pubproc.InProcessPublisher if where == "in-process"
+                        else pubproc.PublisherProcess)
 
     lines = log_lines(6000, seed=6)
     log = tmp_path / "mail.log"
