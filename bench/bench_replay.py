@@ -207,57 +207,54 @@ def main(argv: list[str] | None = None) -> int:
     print(f"log: {log} ({lines} lines, {log.stat().st_size / 1e6:.0f} MB); load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}")
 
-    def best(cmd: list[str]) -> tuple[float, float, str]:
-        runs = [timed(cmd) for _ in range(args.repeat)]
-        return min(runs, key=lambda r: r[0])
-
-    pf = None
-    if shutil.which("pflogsumm") is None:
+    have_pf = shutil.which("pflogsumm") is not None
+    if not have_pf:
         print("pflogsumm: not installed (apt-get install pflogsumm)")
-    else:
-        pw, pc, _ = best(["pflogsumm", str(log)])
-        pf = (pw, pc)
-        print(f"pflogsumm:                        {_rate(lines, pw, pc)}")
-    w, c, out = best(_mailpulse("--no-publish", "--log", str(log)))
-    print(f"replay --no-publish:              {_rate(lines, w, c)}")
-    print(f"  {out.strip().splitlines()[-1]}")
-    if pf is not None:
-        print(f"  ratio to pflogsumm: {pf[0] / w:.2f} (wall), {pf[1] / c:.2f} (CPU)")
-
-    if args.formats:
-        for fmt in FORMATS:
-            flog, flines = make_log(args.lines, args.seed, fmt) if args.log is None else (log, lines)
-            fw, fc, fout = best(_mailpulse("--no-publish", "--log", str(flog)))
-            counts = " ".join(fout.strip().splitlines()[-1].split()[:14])
-            print(f"  format {fmt:<18} {_rate(flines, fw, fc)}  {counts}")
-
-    if args.no_publish_only:
-        return 0
-    if shutil.which("mosquitto") is None:
+    publish = not args.no_publish_only and shutil.which("mosquitto") is not None
+    if not args.no_publish_only and not publish:
         print("publishing: mosquitto is not installed")
-        return 0
-    broker = Broker(tls=not args.plain_mqtt)
-    broker.start()
+    broker = Broker(tls=not args.plain_mqtt) if publish else None
+    if broker is not None:
+        broker.start()
+    # rounds of (pflogsumm, --no-publish, publishing), interleaved so that each round sees the same
+    # load; the fastest run of each is kept
+    runs: dict[str, list[tuple[float, float, str, str]]] = {"pflogsumm": [], "no-publish": [], "publish": []}
     try:
-        runs = []
         for _ in range(args.repeat):
-            broker.fresh_state()
-            m0 = broker.cpu()
-            pw_, pc_, pout = timed(_mailpulse("--config", str(broker.config), "--log", str(log)))
-            runs.append((pw_, pc_, pout, broker.cpu() - m0))
-        pw_, pc_, pout, mcpu = min(runs, key=lambda r: r[0])
-        kind = "TLS" if broker.tls else "plain"
-        cores, load = os.cpu_count() or 1, os.getloadavg()[0]
-        where = "second process" if cores >= 2 and load < cores - 1 else "one process"
-        kind += f", {where} (load {load:.1f})"
-        print(f"replay publishing ({kind}, QoS 1, spool): {_rate(lines, pw_, pc_)}; Mosquitto {mcpu:.2f} s CPU")
-        print(f"  {pout.strip().splitlines()[-1]}")
+            if have_pf:
+                runs["pflogsumm"].append((*timed(["pflogsumm", str(log)]), ""))
+            runs["no-publish"].append((*timed(_mailpulse("--no-publish", "--log", str(log))), ""))
+            if broker is not None:
+                broker.fresh_state()
+                m0 = broker.cpu()
+                cores, load = os.cpu_count() or 1, os.getloadavg()[0]
+                where = "second process" if cores >= 2 and load < cores - 1 else "one process"
+                w, c, out = timed(_mailpulse("--config", str(broker.config), "--log", str(log)))
+                runs["publish"].append((w, c, out, f"{where} at load {load:.1f}; Mosquitto {broker.cpu() - m0:.2f} s CPU"))
+        best = {k: min(v, key=lambda r: r[0]) for k, v in runs.items() if v}
+        pf = best.get("pflogsumm")
         if pf is not None:
-            print(f"  ratio to pflogsumm: {pf[0] / pw_:.2f} (wall), {pf[1] / pc_:.2f} (CPU)")
-        if args.profile:
+            print(f"pflogsumm:                        {_rate(lines, pf[0], pf[1])}")
+        for key, title in (("no-publish", "replay --no-publish:             "),
+                           ("publish", f"replay publishing ({'TLS' if broker and broker.tls else 'plain'}, QoS 1, spool):")):
+            if key not in best:
+                continue
+            w, c, out, note = best[key]
+            print(f"{title} {_rate(lines, w, c)}{f'; {note}' if note else ''}")
+            print(f"  {out.strip().splitlines()[-1]}")
+            if pf is not None:
+                print(f"  ratio to pflogsumm: {pf[0] / w:.2f} (wall), {pf[1] / c:.2f} (CPU)")
+        if args.formats:
+            for fmt in FORMATS:
+                flog, flines = make_log(args.lines, args.seed, fmt) if args.log is None else (log, lines)
+                fw, fc, fout = timed(_mailpulse("--no-publish", "--log", str(flog)))
+                counts = " ".join(fout.strip().splitlines()[-1].split()[:14])
+                print(f"  format {fmt:<18} {_rate(flines, fw, fc)}  {counts}")
+        if args.profile and broker is not None:
             profile_publishing(broker, log, args.profile_top)
     finally:
-        broker.stop()
+        if broker is not None:
+            broker.stop()
     return 0
 
 
