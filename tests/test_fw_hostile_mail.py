@@ -12,6 +12,7 @@ import email.policy
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -337,7 +338,8 @@ def _reference(data: bytes) -> dict[str, object]:
         out["body_bytes"] += len(body) if isinstance(body, bytes) else 0
 
     visit(msg, 0)
-    rcpts = [str(v) for k in ("to", "cc") for v in (msg.get_all(k) or [])]
+    # unfolded first (RFC 5322 2.2.3): getaddresses stops at a CRLF folded inside a quoted string
+    rcpts = [re.sub(r"\r?\n(?=[ \t])", "", str(v)) for k in ("to", "cc") for v in (msg.get_all(k) or [])]
     return {**{k: out[k] for k in ("parts", "depth", "messages", "multiparts", "leaf_parts", "attachments",
                                    "body_bytes")},
             "content_types": dict(types), "recipients": len([a for _, a in email.utils.getaddresses(rcpts) if a])}
