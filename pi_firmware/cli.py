@@ -13,13 +13,15 @@ import json
 import os
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from mailpulse.errors import UserError
 
 from .pipeline import CountingSink, Sink
-from .pubproc import InProcessPublisher, PublisherProcess, publisher
 from .replay import ReplaySummary, replay
+
+if TYPE_CHECKING:
+    from .pubproc import InProcessPublisher, PublisherProcess
 
 
 def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -34,6 +36,10 @@ def replay_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if cfg is None or args.no_publish:
         sink = CountingSink()
     else:
+        try:   # paho-mqtt is optional (the node extra)
+            from .pubproc import publisher
+        except ImportError as e:
+            raise UserError(f"publishing is not available in this build ({e}); use --no-publish") from None
         sink = pub = publisher(cfg.sections)   # a second process for JSON, spool and MQTT when a core is free
     t0 = time.perf_counter()
     try:

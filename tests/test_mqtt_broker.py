@@ -397,11 +397,11 @@ def test_replay_publishes_every_event_once_in_order(broker: Broker, recorder: Re
     """``mailpulse node replay`` (publishing, from this process or from a second one): the summary
     line comes after the broker acknowledged every event; every event arrives, in log order, in
     multi-event messages."""
-    from mailpulse.pi_firmware import cli, pubproc
+    from mailpulse.pi_firmware import pubproc
 
     from mailpulse.cli import main
 
-    monkeypatch.setattr(cli, "publisher", pubproc.InProcessPublisher if where == "in-process"
+    monkeypatch.setattr(pubproc, "publisher", pubproc.InProcessPublisher if where == "in-process"
                         else pubproc.PublisherProcess)
 
     lines = log_lines(6000, seed=6)
