@@ -84,7 +84,8 @@ def _archive_arrays(folder: str | os.PathLike[str]) -> tuple[npt.NDArray[np.floa
     labels: list[int | None] = []
     for ev in read_events(folder):
         x = ev.get("x")
-        if isinstance(x, list) and len(x) == F.D:
+        # vectors of another feature schema mean other things (slots, units, outcome codes)
+        if ev.get("schema") == F.SCHEMA_VERSION and isinstance(x, list) and len(x) == F.D:
             rows.append([float(v) for v in x])
             lab = ev.get("label")
             labels.append(None if lab is None else int(bool(lab)))
@@ -119,7 +120,7 @@ def publish_model(model_file: str | os.PathLike[str], site: str, host: str, port
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
     data = path.read_bytes()
-    load_model(data)  # raises UserError naming the problem
+    load_model(data).check_node_schema(f"model file {path}")  # raises UserError naming the problem
     try:
         topic = T.model_topic(site)
     except ValueError as e:

@@ -31,6 +31,7 @@ from mailpulse.hdl.params import PARAMETER_SETS, CoreParams
 from mailpulse.hdl.reference import CoreConfig
 
 from .errors import UserError
+from .features import SCHEMA_VERSION
 from .transform import WideTransform
 
 #: Value of the ``format`` field.
@@ -172,6 +173,14 @@ class TrainedModel:
                 f"the model was trained for parameter set {self.params.name!r} ({_describe(self.params)}) "
                 f"but the core has {params.name!r} ({_describe(params)}); retrain with --config {params.name}"
             )
+
+    def check_node_schema(self, what: str = "the model") -> None:
+        """Raise ``UserError`` unless the model was trained on the feature schema the node computes
+        (:data:`mailpulse.features.SCHEMA_VERSION`): a vector of another schema means other things
+        (slots, units, outcome codes), so the node refuses it and the collector does not publish it."""
+        if str(self.feature_schema) != str(SCHEMA_VERSION):
+            raise UserError(f"{what} was trained on feature schema {self.feature_schema!r}, "
+                            f"the node computes schema {SCHEMA_VERSION}; retrain it on current events")
 
     # -- serialisation ----------------------------------------------------------------------
     def to_document(self) -> dict[str, Any]:

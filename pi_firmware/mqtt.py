@@ -52,6 +52,7 @@ from mailpulse import topics as T
 from mailpulse.config.node import MqttSettings
 
 from .events import dumps as _dumps
+from .quarantine import describe
 from .spool import Spool, SpoolBatch
 
 __all__ = ["MqttSettings", "MqttSink", "PublishStats", "batch_payload"]
@@ -221,6 +222,10 @@ class MqttSink:
         """Spool events in one transaction, in order (durable when this returns)."""
         self._spool_rows((ev.id, *_encode(ev)) for ev in events)
 
+    def emit_encoded(self, rows: Iterable[tuple[str, bytes, bool]]) -> None:
+        """Spool already-encoded events: ``(event_id, payload JSON, anomaly)`` tuples."""
+        self._spool_rows(rows)
+
     def emit_payloads(self, rows: Iterable[tuple[str, Mapping[str, Any], bool]]) -> None:
         """Spool raw payload dicts: ``(event_id, payload, anomaly)`` tuples."""
         self._spool_rows((eid, _dumps(p), anomaly) for eid, p, anomaly in rows)
@@ -371,6 +376,6 @@ class MqttSink:
                 else:
                     self._idle.clear()
             except Exception as e:  # keep the pump alive; the spool keeps the data
-                self.stats.last_error = f"publisher error: {e}"
+                self.stats.last_error = f"publisher error: {describe(e)}"
                 log.exception("MQTT publisher error")
                 time.sleep(0.5)

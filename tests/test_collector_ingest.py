@@ -28,6 +28,7 @@ from mailpulse.pi_firmware.fleet import ModelUpdater
 from mailpulse.pi_firmware.pipeline import load_scoring_model
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailpulse import features as F
 from mailpulse import topics as T
 from mailpulse.config.collector import CollectorConfig, MqttSettings, RetrainSettings, WebSettings, parse_config
 from mailpulse.datasets import Dataset
@@ -61,7 +62,7 @@ def publish(c: mqtt.Client, topic: str, payload: bytes, retain: bool = False) ->
 
 
 def delivery(i: int, node: str = "node-a", anomaly: bool = False) -> dict[str, Any]:
-    return {"schema": 1, "kind": "delivery", "id": f"{node}-{i:06d}", "node": node, "ts": "2026-11-26T10:00:00.000Z",
+    return {"schema": F.SCHEMA_VERSION, "kind": "delivery", "id": f"{node}-{i:06d}", "node": node, "ts": "2026-11-26T10:00:00.000Z",
             "fields": {"host": "edge", "relay": "mx.example.net[10.0.0.1]:25", "status": "sent", "delay": 1.5,
                        "delays": [0.1, 0.2, 0.3, 0.9]},
             "x": [i % 100, 1, 2, 3, 4, 5, 6, 7], "score": 5, "anomaly": anomaly, "argmax": 0}
@@ -144,7 +145,8 @@ def test_duplicates_and_replays_are_archived_once(broker: Any, tmp_path: Path) -
 def _tiny_model(tmp_path: Path, shift: float = 0.0, rate: float = 0.01) -> Path:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 2000, size=(600, 8)).astype(np.float64) + shift
-    res = train(Dataset(x, None, "t", "0"), get_params("small"), seed=0, false_alarm_rate=rate, feature_schema="1")
+    res = train(Dataset(x, None, "t", "0"), get_params("small"), seed=0, false_alarm_rate=rate,
+                feature_schema=str(F.SCHEMA_VERSION))
     return res.model.save(tmp_path / f"model-{shift}-{rate}.json")
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from mailpulse.pi_firmware import pubproc
+from mailpulse.pi_firmware import replay as replay_mod
 from mailpulse.pi_firmware.events import DeliveryEvent
 from mailpulse.pi_firmware.mqtt import MqttSettings, MqttSink
 from mailpulse.pi_firmware.node import Node, build_node
@@ -101,7 +103,7 @@ def test_tls_publish_status_discovery_and_clean_stop(broker: Broker, recorder: R
         assert recorder.wait_for(lambda r: len(set(r.event_ids())) >= len(want), 20)
         assert dedup(recorder.event_ids()) == want
         got = recorder.events()[0]
-        assert got["kind"] == "delivery" and got["schema"] == 1 and "score" in got and len(got["x"]) == 8
+        assert got["kind"] == "delivery" and got["schema"] == F.SCHEMA_VERSION and "score" in got and len(got["x"]) == 8
         st = recorder.last_status("node-a")
         assert st is not None and st["state"] == "online" and st["spool"]["max"] == 1_000_000
         assert st["model_version"] == "untrained"
@@ -387,10 +389,16 @@ def test_daemon_scores_and_publishes_a_message_delivered_into_the_maildir(broker
         assert node.stop()
 
 
+@pytest.mark.parametrize("where", ["in-process", "second-process"])
 def test_replay_publishes_every_event_once_in_order(broker: Broker, recorder: Recorder, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """``mailpulse node replay`` (publishing): the summary line comes after the broker acknowledged
-    every event; every event arrives, in log order, in multi-event messages."""
+                                                    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                                    where: str) -> None:
+    """``mailpulse node replay`` (publishing, from this process or from a second one): the summary
+    line comes after the broker acknowledged every event; every event arrives, in log order, in
+    multi-event messages."""
+    monkeypatch.setattr(replay_mod, "publisher", pubproc.InProcessPublisher if where == "in-process"
+                        else pubproc.PublisherProcess)
+
     lines = log_lines(6000, seed=6)
     log = tmp_path / "mail.log"
     log.write_text("".join(lines))
