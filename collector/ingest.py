@@ -218,6 +218,9 @@ class MqttIngest:
         self._q: queue.Queue[Message] = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id,
                                   protocol=mqtt.MQTTv5, manual_ack=True)
+        # paho's default back-off grows to 120 s: after a broker outage the collector would stay
+        # away up to two minutes; at most 2 s between attempts bounds the ingest gap
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password)
         if settings.tls:

@@ -153,7 +153,9 @@ class MqttSink:
         )
         self.client.max_inflight_messages_set(max(20, s.inflight_max + 8))
         self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=8)
+        # at most 2 s between attempts: the node is back within 2 s of the broker (the spool holds the
+        # events meanwhile, so retrying often costs nothing but a TCP SYN)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         if s.username is not None:
             self.client.username_pw_set(s.username, s.password)
         if s.tls:
