@@ -224,7 +224,10 @@ class MqttIngest:
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password)
         if settings.tls:
-            self.client.tls_set(ca_certs=settings.ca_file)
+            self.client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
+        else:
+            log.warning("collector MQTT without TLS ([mqtt] tls = false): the password and every event cross the "
+                        "network in clear")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect

@@ -163,6 +163,9 @@ class MqttSink:
                                 cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
             if s.tls_insecure:
                 self.client.tls_insecure_set(True)
+        else:
+            log.warning("MQTT without TLS ([mqtt] tls = false): the node's password and events cross the network "
+                        "in clear")
         self.client.will_set(self.topics.status, self._offline_payload(), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
