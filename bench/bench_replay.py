@@ -104,14 +104,16 @@ def time_publish(path: Path, n_lines: int) -> tuple[str, int, float, float, floa
         else:
             with path.open("rb") as f:
                 lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-        broker = Mosquitto(d / "mq", {"bench": "pw"}, ["user bench", "topic readwrite mailpulse/#"], tls=False)
+        # the broker as `collector init` writes it (TLS with client certificates, passwords, ACL)
+        broker = Mosquitto.lab(d / "mq", nodes=[("lab", "bench")])
         broker.start()
         try:
             cfg = d / "node.toml"
+            bundle = broker.node("lab", "bench")
+            mqtt_lines = "".join(f'{k} = "{v}"\n' for k, v in bundle.client.mqtt_doc(broker.url).items())
             cfg.write_text(f'[node]\nid = "bench"\nsite = "lab"\nstate_dir = "{d}/state"\n'
-                           f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nusername = "bench"\n'
-                           'password_env = "MAILPULSE_BENCH_PW"\nha_discovery = false\n[postfix]\nyear = 2026\n')
-            os.environ["MAILPULSE_BENCH_PW"] = "pw"
+                           f'secrets_file = "{bundle.secrets}"\n'
+                           f'[mqtt]\n{mqtt_lines}ha_discovery = false\n[postfix]\nyear = 2026\n')
             node_cfg = load_config(cfg)
             assert broker.proc is not None
             m0 = _proc_cpu(broker.proc.pid)

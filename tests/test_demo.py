@@ -67,9 +67,9 @@ def test_full_demo_shows_the_fault() -> None:
     if os.geteuid() != 0:
         assert "The node stage needs root" in out
         return
-    if missing_tools("mosquitto", "postfix", "dovecot", "openssl", root=True) or \
+    if missing_tools("mosquitto", "postfix", "dovecot", root=True) or \
             importlib.util.find_spec("aiosmtpd") is None:
-        pytest.skip("; ".join(missing_tools("mosquitto", "postfix", "dovecot", "openssl")) or "aiosmtpd is absent")
+        pytest.skip("; ".join(missing_tools("mosquitto", "postfix", "dovecot")) or "aiosmtpd is absent")
     check_live_output(out)
     assert "Traceback" not in r.stderr
 
