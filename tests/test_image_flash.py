@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mailpulse.collector.provision import init_deployment
 from mailpulse.pi_firmware import image as img
 from packaging.utils import parse_wheel_filename
 
@@ -857,8 +858,6 @@ def test_flash_a_node_bundle_from_collector_add_node(bases: dict[str, Path], pro
     /etc/mailpulse/{ca.crt,node.crt,node.key}, secrets) goes onto the card; first boot installs the
     TLS files 0600 for the service user and takes the key off the FAT first."""
     import pip
-
-    from mailpulse.collector.provision import init_deployment
 
     dep = init_deployment(tmp_path / "deploy", hosts=["broker.example.org"], nodes=[("lon1", "pi-07")])
     bundle = dep.node_dir("lon1", "pi-07")
