@@ -17,9 +17,9 @@
 The broker (:func:`mosquitto_conf`) has one TLS listener that requires a client certificate signed
 by the CA *and* a user's password; the ACL (:mod:`mailpulse.topics`) lets a node write only its own
 topics; no anonymous access; a plaintext listener only with ``plaintext_port`` (said explicitly).
-After ``add-node``/``remove-node``, ``kill -HUP`` Mosquitto: it re-reads the password file and the
-ACL (a removed node is locked out at once; its revoked certificate in the CRL counts from the next
-restart).
+After ``add-node``/``remove-node``, ``kill -HUP`` Mosquitto: it re-reads the password file, the ACL
+and the CRL, so a removed node is locked out at once (its password is gone and its certificate is
+revoked).
 
 Passwords are random (192 bits), stored only in the secrets files and, as Mosquitto's PBKDF2-SHA512
 hashes (``$7$``, what ``mosquitto_passwd`` writes), in ``broker/passwd``.

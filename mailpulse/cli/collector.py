@@ -111,7 +111,7 @@ def cmd_remove_node(args: argparse.Namespace) -> int:
     site, node = _site_node(args.node)
     dep.remove_node(site, node)
     print(f"node {site}/{node} removed: password and ACL gone, certificate revoked; reload the broker "
-          f"(kill -HUP $(pidof mosquitto)) to lock it out now; the revocation list counts from its next restart")
+          f"(kill -HUP $(pidof mosquitto)) to lock it out now")
     return 0
 
 
