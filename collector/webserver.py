@@ -369,9 +369,9 @@ class SsePusher:
         for key, mask in events:
             c = key.data
             if c is None:
+                self._woken = False     # first: a wake-up after this point sends a byte again
                 with contextlib.suppress(BlockingIOError, OSError):
                     self._wake_r.recv(4096)
-                self._woken = False
                 continue
             if mask & selectors.EVENT_READ and not self._readable(c):
                 gone.add(c)
