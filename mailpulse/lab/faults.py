@@ -434,7 +434,12 @@ class Soak:
         return out
 
     def produced(self) -> set[tuple[str, str]]:
-        return {(n.name, i) for n in self.nodes for i in n.produced}
+        """(node, id) of every event the lines written so far produce (the writer may be adding)."""
+        out: set[tuple[str, str]] = set()
+        for n in self.nodes:
+            with n.lock:
+                out.update((n.name, i) for i in n.produced)
+        return out
 
     def settle(self) -> bool:
         """Pause the writer and wait until every produced event is archived."""
