@@ -100,6 +100,10 @@ def _tcp_port(v: int) -> int:
     return v
 
 
+def _port_or_default(v: int) -> int:
+    return v if v == 0 else _tcp_port(v)
+
+
 def _host(v: str) -> str:
     if not v.strip() or any(c.isspace() for c in v) or "/" in v:
         raise ValueError("is not a host name or address")
@@ -165,8 +169,8 @@ class BrokerSettings(Section):
                                      "sets `host`, `port` and `tls`, which must then not be given.")
     host: Host = Field("127.0.0.1", description="Broker host name or address (it must be in the broker "
                                                 "certificate's names: the host name is checked).")
-    port: Annotated[int, Field(ge=0, le=65535)] = Field(0, description="Broker TCP port (0: 8883 with TLS, 1883 "
-                                                                       "without).")
+    port: Annotated[int, AfterValidator(_port_or_default)] = Field(0, description="Broker TCP port (0: 8883 with "
+                                                                                  "TLS, 1883 without).")
     tls: bool = Field(True, description="Connect with TLS (the default). `false` sends the password and every event "
                                         "in clear: only on a network you trust, and the broker needs a plaintext "
                                         "listener (`collector init --plaintext-port`).")
