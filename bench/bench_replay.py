@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import os
 import pstats
 import resource
@@ -109,24 +110,29 @@ def _thread_cpu() -> dict[str, float]:
 
 
 class Broker:
-    """A local Mosquitto as the secure default set-up runs it (TLS, passwords, ACL) and a node config."""
+    """A local Mosquitto as the secure default set-up runs it (``collector init``: TLS with client
+    certificates, passwords, the per-node ACL) and a node config; ``tls=False`` adds the explicit
+    plaintext listener the node then uses."""
 
     def __init__(self, tls: bool) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="mailpulse-bench-")
         d = Path(self.tmp.name)
-        self.mq = Mosquitto(d / "mq", {"bench": "pw"}, ["user bench", "topic readwrite mailpulse/#"], tls=tls)
+        self.mq = Mosquitto.lab(d / "mq", nodes=[("lab", "bench")], plaintext=not tls)
         self.tls = tls
         self.config = d / "node.toml"
         self.state = d / "state"
 
     def start(self) -> None:
         self.mq.start()
-        port = self.mq.tls_port if self.tls else self.mq.port
-        tls = f'tls = true\nca_file = "{self.mq.ca_file}"\n' if self.tls else "tls = false\n"
+        bundle = self.mq.node("lab", "bench")
+        doc = bundle.client.mqtt_doc(self.mq.url)
+        if not self.tls:
+            doc = {k: v for k, v in doc.items() if k in ("username",)} | {
+                "host": "127.0.0.1", "port": self.mq.plaintext_port, "tls": False}
+        mqtt_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in doc.items())
         self.config.write_text(f'[node]\nid = "bench"\nsite = "lab"\nstate_dir = "{self.state}"\n'
-                               f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nusername = "bench"\n{tls}'
-                               'password_env = "MAILPULSE_BENCH_PW"\nha_discovery = false\n[postfix]\nyear = 2026\n')
-        os.environ["MAILPULSE_BENCH_PW"] = "pw"
+                               f'secrets_file = "{bundle.secrets}"\n'
+                               f"[mqtt]\n{mqtt_lines}ha_discovery = false\n[postfix]\nyear = 2026\n")
 
     def fresh_state(self) -> None:
         shutil.rmtree(self.state, ignore_errors=True)

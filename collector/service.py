@@ -65,7 +65,7 @@ class Collector:
             self.alerts.on_sent = lambda kind: self.metrics.alerts.labels(kind).inc()
         self.web: DashboardServer | None = None
         if cfg.web.enabled:
-            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web.host, cfg.web.port)
+            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web)
             if self.alerts is not None and not cfg.alerts.dashboard_url:
                 cfg.alerts.dashboard_url = self.web.url
         self.ingest = MqttIngest(cfg.mqtt, self.processor, self.on_batch)
@@ -208,7 +208,7 @@ class Collector:
                 m = self.cfg.mqtt
                 for site in r.sites:
                     publish_model(path, site, m.host, m.port, username=m.username, password=m.password, tls=m.tls,
-                                  ca_file=m.ca_file)
+                                  ca_file=m.ca_file, cert_file=m.cert_file, key_file=m.key_file)
         self.retrain_log.append(entry)
         return [entry]
 

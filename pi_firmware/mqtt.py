@@ -154,7 +154,9 @@ class MqttSink:
         )
         self.client.max_inflight_messages_set(max(20, s.inflight_max + 8))
         self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=8)
+        # at most 2 s between attempts: the node is back within 2 s of the broker (the spool holds the
+        # events meanwhile, so retrying often costs nothing but a TCP SYN)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         if s.username is not None:
             self.client.username_pw_set(s.username, s.password)
         if s.tls:
@@ -162,6 +164,9 @@ class MqttSink:
                                 cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
             if s.tls_insecure:
                 self.client.tls_insecure_set(True)
+        else:
+            log.warning("MQTT without TLS ([mqtt] tls = false): the node's password and events cross the network "
+                        "in clear")
         self.client.will_set(self.topics.status, self._offline_payload(), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

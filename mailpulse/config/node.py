@@ -82,8 +82,6 @@ class NodeIdentity(Section):
 class MqttSettings(BrokerSettings):
     """``[mqtt]``: how the node reaches its broker and how it publishes."""
 
-    cert_file: FileHere | None = Field(None, description="Client certificate (authenticates the node by certificate).")
-    key_file: FileHere | None = Field(None, description="Key of the client certificate.")
     tls_insecure: bool = Field(False, description="Skip the broker host-name check (tests only).")
     client_id: str = Field("", description="MQTT client id (default `mailpulse-<site>-<node>`); the persistent session "
                                            "is tied to it.")
@@ -95,12 +93,9 @@ class MqttSettings(BrokerSettings):
     ha_discovery: bool = Field(True, description="Publish Home Assistant MQTT discovery configs (retained) at connect.")
 
     @model_validator(mode="after")
-    def _client_certificate(self) -> MqttSettings:
-        if self.key_file and not self.cert_file:
-            raise ValueError("key_file is given without cert_file: the key belongs to a client certificate")
-        if (self.cert_file or self.tls_insecure) and not self.tls:
-            which = "cert_file" if self.cert_file else "tls_insecure"
-            raise ValueError(f"{which} is given but tls is false (set tls = true or use an mqtts:// url)")
+    def _insecure_needs_tls(self) -> MqttSettings:
+        if self.tls_insecure and not self.tls:
+            raise ValueError("tls_insecure is given but tls is false (set tls = true or use an mqtts:// url)")
         return self
 
 
