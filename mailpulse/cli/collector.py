@@ -11,13 +11,16 @@ import sys
 import threading
 from typing import Any
 
-from mailpulse.collector.correlate import correlate_folder, format_incident
+from mailpulse.collector.correlate import correlate_archive, correlate_folder, format_incident
+from mailpulse.collector.flink.runner import check_archives
+from mailpulse.collector.flink.segments import read_shards
 from mailpulse.collector.retrain import publish_model
 from mailpulse.collector.service import run_collector
 from mailpulse.config.collector import check_config, load_config
 from mailpulse.errors import UserError
 
 from . import prints_help
+from .flink import correlate_settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -49,7 +52,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_correlate(args: argparse.Namespace) -> int:
-    c = correlate_folder(args.archive, args.window)
+    if len(args.archive) == 1:
+        c = correlate_folder(args.archive[0], args.window)
+    else:   # several collector shards: their segments in the merged order (as the Flink job reads them)
+        check_archives(args.archive, follow=False)
+        c, _ = correlate_archive(read_shards(args.archive), correlate_settings(None, args.window))
     incs = c.all_incidents()
     if args.json:
         json.dump(incs, sys.stdout, indent=1)
@@ -90,7 +97,8 @@ def add_collector(c: argparse.ArgumentParser) -> None:
 
 def add_correlate(co: argparse.ArgumentParser) -> None:
     """``mailpulse correlate``."""
-    co.add_argument("--archive", required=True, metavar="DIR", help="the collector's archive folder")
+    co.add_argument("--archive", action="append", required=True, metavar="DIR",
+                    help="the collector's archive folder (repeat for each shard of a sharded fleet)")
     co.add_argument("--window", type=float, default=None, metavar="S", help="sliding window in seconds (default 60)")
     co.add_argument("--json", action="store_true", help="print the incidents as JSON")
     co.set_defaults(func=cmd_correlate)
