@@ -20,6 +20,7 @@ import pytest
 from flink_archives import concurrent_faults, two_shards
 from mailpulse.collector.archive import read_events
 from mailpulse.collector.correlate import CorrelateSettings, Correlator, correlate_archive
+from mailpulse.collector.flink.feed import IncidentFeed
 from mailpulse.collector.flink.runner import JobOptions, job_command, latest_checkpoint
 from mailpulse.collector.flink.segments import Monitor, merged_segments, read_shards
 from mailpulse.collector.flink.steps import (
@@ -169,26 +170,25 @@ def _reference_changes(folder: Path, s: CorrelateSettings) -> tuple[int, list[di
 
 
 class _Job:
-    """The job with --follow in its own process group (so that kill -9 reaches its JVM too)."""
+    """The job with --follow in its own process group (so that kill -9 reaches its JVM too); its
+    progress as the incident log shows it."""
 
     def __init__(self, opts: JobOptions, log: Path) -> None:
-        self.progress: list[dict[str, Any]] = []
+        assert opts.incidents
+        self.feed = IncidentFeed(opts.incidents)
+        self.changes: list[dict[str, Any]] = []
         with open(log, "w") as err:
-            self.p = subprocess.Popen(job_command(opts), stdout=subprocess.PIPE, stderr=err, text=True,
-                                      cwd=ROOT, start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
+            self.p = subprocess.Popen(job_command(opts), stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
+                                      start_new_session=True)
 
-    def _read(self) -> None:
-        assert self.p.stdout is not None
-        for line in self.p.stdout:
-            rec = json.loads(line)
-            if rec["type"] == "progress":
-                self.progress.append(rec)
+    def segments(self) -> int:
+        self.changes += [r for r in self.feed.poll() if r["type"] == "change"]
+        return self.feed.progress["segments"] if self.feed.progress else 0
 
     def wait_segments(self, n: int, timeout: float) -> bool:
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.progress and self.progress[-1]["segments"] >= n:
+        while time.monotonic() < end and self.p.poll() is None:
+            if self.segments() >= n:
                 return True
             time.sleep(0.2)
         return False
@@ -198,14 +198,8 @@ class _Job:
         self.p.wait(30)
 
 
-def _incident_log(folder: Path) -> list[dict[str, Any]]:
-    """The committed incident changes, in their order (``seq``), without ``seq``."""
-    out = []
-    for f in folder.glob("incidents-*"):
-        out += [json.loads(x) for x in f.read_text().splitlines() if x]
-    out.sort(key=lambda r: r["seq"])
-    assert [r["seq"] for r in out] == list(range(len(out))), "a change lost or repeated"
-    return [{k: v for k, v in r.items() if k not in ("seq", "type")} for r in out]
+def _plain(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k not in ("seq", "type")} for r in changes]
 
 
 @pytest.mark.xdist_group("flink")
@@ -223,9 +217,9 @@ def test_flink_job_restarts_from_its_checkpoint_without_loss_or_duplicates(tmp_p
                       incidents=str(tmp_path / "incidents"), checkpoint_ms=1000, idle_s=5.0)
     stop = threading.Event()
 
-    def grow() -> None:   # a collector closing a segment every 0.2 s (stamped now, same order)
+    def grow() -> None:   # a collector closing a segment every 0.4 s (stamped now, same order)
         for i, ref in enumerate(segs):
-            if stop.wait(0.2):
+            if stop.wait(0.4):
                 return
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             target = live / f"seg-{stamp}-{i:06d}.jsonl.gz"
@@ -239,19 +233,19 @@ def test_flink_job_restarts_from_its_checkpoint_without_loss_or_duplicates(tmp_p
         assert first.wait_segments(len(segs) // 3, 240), "the job made no progress"
     finally:
         first.kill()
-    done_before = first.progress[-1]["segments"]
+    done_before = first.segments()
     assert latest_checkpoint(tmp_path / "state") is not None
     second = _Job(opts, tmp_path / "second.log")   # resumes from the newest retained checkpoint
     try:
-        assert second.wait_segments(len(segs), 240), second.progress[-1:]
-        end = time.monotonic() + 30
-        while _incident_log(tmp_path / "incidents") != expected and time.monotonic() < end:
-            time.sleep(0.5)
+        assert second.wait_segments(len(segs), 240), (second.feed.progress,
+                                                      (tmp_path / "second.log").read_text()[-2000:])
     finally:
         stop.set()
         second.kill()
     assert 0 < done_before < len(segs)
-    assert second.progress[0]["segments"] > 1, "the second run started from scratch"
-    last = second.progress[-1]
-    assert last["observed"] == n and last["duplicates"] == 0
-    assert _incident_log(tmp_path / "incidents") == expected
+    last = second.feed.progress
+    assert last is not None and last["observed"] == n and last["duplicates"] == 0
+    # every change once and in order across the kill: what the first run committed, then the second
+    assert _plain(first.changes + second.changes[len(first.changes):]) == expected
+    whole = IncidentFeed(tmp_path / "incidents")
+    assert _plain([r for r in whole.poll() if r["type"] == "change"]) == expected

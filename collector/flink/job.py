@@ -6,6 +6,8 @@ Dataflow (the steps are :mod:`.steps`; docs/collector.md has the picture)::
     segments --rebalance--> read (P) --key (node, id)--> dedup (P) --key run--> aggregate (P)
              --key 0--> global step (1) --> printed / collected, and the incident log (FileSink)
 
+Output: a finished archive's records are printed (stdout, one JSON line each); with ``--follow``
+they go only to the incident log.
 *segments* is the list of closed segments of a finished archive (the job ends when it is read),
 or, with ``--follow``, a :class:`~.segments.Monitor` polled by a low-rate ``datagen`` tick
 source (the monitor's state is Flink state).  Checkpoints are on (``--checkpoint-ms``); with
@@ -259,8 +261,7 @@ def build(env: StreamExecutionEnvironment, args: argparse.Namespace, settings: C
                 .with_output_file_config(OutputFileConfig.builder().with_part_prefix("incidents")
                                          .with_part_suffix(".jsonl").build())
                 .build())
-        (out.filter(lambda line: not line.startswith('{"type":"progress"')).name("changes").uid("changes")
-         .sink_to(sink).name("incident-log").uid("incident-log").set_parallelism(1))
+        out.sink_to(sink).name("incident-log").uid("incident-log").set_parallelism(1)
     return out
 
 
@@ -304,11 +305,16 @@ def _worker_path(tmp: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the job; every output line of the global step goes to stdout as it is released."""
     args = parse_args(argv)
+    if args.follow and not args.incidents:
+        raise SystemExit("--follow needs --incidents DIR (its output)")
     settings = CorrelateSettings(**json.loads(args.settings))
     with tempfile.TemporaryDirectory(prefix="mailpulse-flink-") as tmp:
         os.environ["PYTHONPATH"] = os.pathsep.join(_worker_path(Path(tmp)))   # read when the JVM starts
         env = _environment(args)
         out = build(env, args, settings)
+        if args.follow:   # output only to the incident log (a collect sink cannot be resumed by a new client)
+            env.execute("mailpulse-correlate")
+            return 0
         with out.execute_and_collect("mailpulse-correlate") as results:
             for line in results:
                 sys.stdout.write(line + "\n")

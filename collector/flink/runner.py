@@ -13,6 +13,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ from mailpulse.collector.correlate import CorrelateSettings
 
 import mailpulse
 from mailpulse.errors import UserError
+
+from .feed import IncidentFeed
 
 __all__ = ["JobOptions", "flink_python", "latest_checkpoint", "run_job"]
 
@@ -98,25 +102,35 @@ def job_command(opts: JobOptions) -> list[str]:
     return [flink_python(), "-m", "mailpulse.collector.flink", *opts.argv()]
 
 
-def run_job(opts: JobOptions, stderr: Any = None) -> Iterator[dict[str, Any]]:
-    """Run the job; yield its output records (see :mod:`.steps`) as they come.
+def run_job(opts: JobOptions) -> Iterator[dict[str, Any]]:
+    """Run the job; yield its output records (see :mod:`.steps`) as they come (with ``follow``,
+    from the incident log as its checkpoints commit them; a temporary one without ``incidents``).
 
     :class:`UserError` when it fails (with the last lines of its error output).
     """
     check_archives(opts.archives, opts.follow)
-    cmd = job_command(opts)
-    err = stderr if stderr is not None else subprocess.PIPE
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1) as p:
-        assert p.stdout is not None
-        try:
-            for line in p.stdout:
-                if line.startswith("{"):
-                    yield json.loads(line)
-        finally:
-            if p.poll() is None:
-                p.terminate()
-        tail = p.stderr.read() if p.stderr is not None else ""
-        rc = p.wait()
+    with tempfile.TemporaryDirectory(prefix="mailpulse-flink-") as tmp:
+        if opts.follow and not opts.incidents:
+            opts.incidents = tmp
+        with tempfile.TemporaryFile("w+") as err:
+            with subprocess.Popen(job_command(opts), stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1) as p:
+                assert p.stdout is not None
+                try:
+                    yield from (_follow(p, IncidentFeed(opts.incidents or tmp)) if opts.follow else
+                                (json.loads(x) for x in p.stdout if x.startswith("{")))
+                finally:
+                    if p.poll() is None:
+                        p.terminate()
+                rc = p.wait()
+            err.seek(0)
+            tail = err.read()
     if rc != 0 and rc != -15:
         causes = [ln.strip() for ln in tail.splitlines() if "Caused by" in ln or "Error" in ln]
         raise UserError(f"the Flink job failed (status {rc}): {causes[-1] if causes else tail[-300:].strip()}")
+
+
+def _follow(p: subprocess.Popen[str], feed: IncidentFeed) -> Iterator[dict[str, Any]]:
+    while p.poll() is None:
+        yield from feed.poll()
+        time.sleep(0.2)
+    yield from feed.poll()
