@@ -170,7 +170,7 @@ class Observation:
 
     def tree_nodes(self) -> list[tuple[str, ...]]:
         """The tree nodes the event passes: the root, then each prefix of its path."""
-        out = [(ROOT,)]
+        out: list[tuple[str, ...]] = [(ROOT,)]
         for name in self.path:
             out.append((*out[-1], name))
         return out

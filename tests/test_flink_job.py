@@ -31,6 +31,9 @@ from mailpulse.collector.flink.steps import (
     read_segment_records,
     run_key,
 )
+from mailpulse.collector.service import Collector
+
+from mailpulse.config.collector import CollectorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 FLINK_PY = ROOT / ".venv-flink" / "bin" / "python"
@@ -249,3 +252,29 @@ def test_flink_job_restarts_from_its_checkpoint_without_loss_or_duplicates(tmp_p
     assert _plain(first.changes + second.changes[len(first.changes):]) == expected
     whole = IncidentFeed(tmp_path / "incidents")
     assert _plain([r for r in whole.poll() if r["type"] == "change"]) == expected
+
+
+def test_collector_dashboard_and_alerts_take_the_flink_incidents(tmp_path: Path) -> None:
+    """[flink] incidents_dir: the dashboard state, its live clients and the alert mails get the Flink
+    job's incident changes (here the global step's own lines, as its FileSink commits them)."""
+    n = concurrent_faults(tmp_path / "a", seconds=1500.0)
+    s = CorrelateSettings()
+    lines = _simulate([tmp_path / "a"], s, 4)
+    changes = [r for r in lines if r["type"] == "change"]
+    log = tmp_path / "incidents"
+    log.mkdir()
+    half = len(changes) // 2
+    (log / "incidents-a-0-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in changes[half:]))
+    cfg = CollectorConfig(archive={"dir": str(tmp_path / "own")}, web={"enabled": False},
+                          alerts={"to": ["ops@example.org"], "min_interval_s": 0, "rate_limit_per_hour": 1000},
+                          flink={"incidents_dir": str(log)})
+    sent: list[Any] = []
+    col = Collector(cfg, send=sent.append)
+    assert col.evaluate() == []   # the second half waits for the first (ordered by seq)
+    (log / "incidents-a-0-0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in changes[:half]))
+    got = col.evaluate()
+    assert [c.incident for c in got] == [r["incident"] for r in changes] and n > 0
+    opened = {r["incident"]["id"] for r in changes if r["kind"] == "opened"}
+    assert opened and set(col.state.incidents) >= opened
+    assert len(sent) >= len(opened) and col.correlator.observed == 0
+    assert col.evaluate() == []   # nothing twice

@@ -171,7 +171,7 @@ class GlobalStep:
         meta = self.store.get_meta()
         if meta is not None:
             c.__dict__.update(meta["correlator"])
-            self.next = tuple(meta["next"])   # type: ignore[assignment]
+            self.next = (int(meta["next"][0]), int(meta["next"][1]))
             self.counts = dict(meta["counts"])
             self.order = meta["order"]
             items = sorted(self.store.bucket_items(), key=lambda kv: kv[1][0])

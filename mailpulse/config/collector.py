@@ -33,7 +33,7 @@ from .base import (
 )
 from .validation import validate
 
-__all__ = ["AlertSettings", "ArchiveSettings", "CollectorConfig", "CorrelateSettings", "MqttSettings",
+__all__ = ["AlertSettings", "ArchiveSettings", "CollectorConfig", "CorrelateSettings", "FlinkSettings", "MqttSettings",
            "RetrainSettings", "WebSettings", "check_config", "load_config", "parse_config"]
 
 
@@ -151,6 +151,14 @@ class RetrainSettings(Section):
         return self
 
 
+class FlinkSettings(Section):
+    """``[flink]``: take the incidents from the Flink job (``mailpulse flink run --follow --incidents DIR``)."""
+
+    incidents_dir: str = Field("", description="The Flink job's incident log folder: when set, the dashboard and "
+                                               "alerts show its incidents (of every shard) instead of this "
+                                               "collector's own correlation.")
+
+
 class CollectorConfig(Section):
     """The whole collector configuration (one TOML file)."""
 
@@ -160,6 +168,7 @@ class CollectorConfig(Section):
     alerts: AlertSettings = Field(default_factory=lambda: AlertSettings(enabled=False))
     web: WebSettings = Field(default_factory=WebSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    flink: FlinkSettings = Field(default_factory=FlinkSettings)
 
 
 def _resolve(cfg: CollectorConfig, env: Mapping[str, str]) -> list[str]:
