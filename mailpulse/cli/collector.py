@@ -25,6 +25,8 @@ from .flink import correlate_settings
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    if args.client_id:
+        cfg.mqtt.client_id = args.client_id
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -43,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    errors = check_config(args.file)
+    errors = check_config(args.file, local=not args.elsewhere)
     for e in errors:
         print(e, file=sys.stderr)
     if not errors:
@@ -88,9 +90,13 @@ def add_collector(c: argparse.ArgumentParser) -> None:
     sub = c.add_subparsers(dest="collector_command", metavar="COMMAND")
     r = sub.add_parser("run", help="run the collector")
     r.add_argument("--config", required=True, metavar="FILE", help="collector TOML config")
+    r.add_argument("--client-id", default=None, metavar="ID",
+                   help="MQTT client id over [mqtt] client_id (a shard: e.g. its pod name)")
     r.set_defaults(func=cmd_run)
     k = sub.add_parser("check-config", help="validate a collector config file, one sentence per problem")
     k.add_argument("file", metavar="FILE")
+    k.add_argument("--elsewhere", action="store_true",
+                   help="the config is for another machine or a pod (a ConfigMap): its files are not looked for here")
     k.set_defaults(func=cmd_check_config)
     c.set_defaults(func=prints_help(c))
 

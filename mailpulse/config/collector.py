@@ -179,23 +179,24 @@ def _resolve(cfg: CollectorConfig, env: Mapping[str, str]) -> list[str]:
     return out
 
 
-def parse_config(doc: Any, source: str = "<config>") -> tuple[CollectorConfig | None, list[str]]:
+def parse_config(doc: Any, source: str = "<config>", local: bool = True) -> tuple[CollectorConfig | None, list[str]]:
     """The config of a parsed TOML document and its problems (each one sentence, prefixed with
-    ``source``); None when there are any.  Passwords are read from the environment here."""
-    cfg, errors = validate(CollectorConfig, doc, local=True)
-    if cfg is not None:
+    ``source``); None when there are any.  Passwords are read from the environment here.  With
+    ``local`` false (a config for a pod or another machine) its files and secrets are not looked for here."""
+    cfg, errors = validate(CollectorConfig, doc, local=local)
+    if cfg is not None and local:   # the secrets are in the environment of where it runs
         errors = _resolve(cfg, os.environ)
     return (None if errors else cfg), [f"{source}: {e}" for e in errors]
 
 
-def check_config(path: str | os.PathLike[str]) -> list[str]:
+def check_config(path: str | os.PathLike[str], local: bool = True) -> list[str]:
     """Every problem of a config file, one sentence each (empty when it is valid)."""
     p = Path(path)
     try:
         doc = read_toml(p, "config file")
     except UserError as e:
         return [f"{e}."]
-    return parse_config(doc, str(p))[1]
+    return parse_config(doc, str(p), local)[1]
 
 
 def load_config(path: str | os.PathLike[str]) -> CollectorConfig:
