@@ -12,7 +12,9 @@ import sys
 import threading
 from typing import Any
 
-from mailpulse.collector.correlate import correlate_folder, format_incident
+from mailpulse.collector.correlate import correlate_archive, correlate_folder, format_incident
+from mailpulse.collector.flink.runner import check_archives
+from mailpulse.collector.flink.segments import read_shards
 from mailpulse.collector.provision import Deployment, init_deployment, open_deployment
 from mailpulse.collector.retrain import publish_model
 from mailpulse.collector.service import run_collector
@@ -20,10 +22,13 @@ from mailpulse.config.collector import MqttSettings, check_config, load_config
 from mailpulse.errors import UserError
 
 from . import prints_help
+from .flink import correlate_settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    if args.client_id:
+        cfg.mqtt.client_id = args.client_id
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -44,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    errors = check_config(args.file)
+    errors = check_config(args.file, local=not args.elsewhere)
     for e in errors:
         print(e, file=sys.stderr)
     if not errors:
@@ -53,7 +58,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_correlate(args: argparse.Namespace) -> int:
-    c = correlate_folder(args.archive, args.window)
+    if len(args.archive) == 1:
+        c = correlate_folder(args.archive[0], args.window)
+    else:   # several collector shards: their segments in the merged order (as the Flink job reads them)
+        check_archives(args.archive, follow=False)
+        c, _ = correlate_archive(read_shards(args.archive), correlate_settings(None, args.window))
     incs = c.all_incidents()
     if args.json:
         json.dump(incs, sys.stdout, indent=1)
@@ -183,16 +192,21 @@ def add_collector(c: argparse.ArgumentParser) -> None:
     ac.set_defaults(func=cmd_add_consumer)
     r = sub.add_parser("run", help="run the collector")
     r.add_argument("--config", required=True, metavar="FILE", help="collector TOML config")
+    r.add_argument("--client-id", default=None, metavar="ID",
+                   help="MQTT client id over [mqtt] client_id (a shard: e.g. its pod name)")
     r.set_defaults(func=cmd_run)
     k = sub.add_parser("check-config", help="validate a collector config file, one sentence per problem")
     k.add_argument("file", metavar="FILE")
+    k.add_argument("--elsewhere", action="store_true",
+                   help="the config is for another machine or a pod (a ConfigMap): its files are not looked for here")
     k.set_defaults(func=cmd_check_config)
     c.set_defaults(func=prints_help(c))
 
 
 def add_correlate(co: argparse.ArgumentParser) -> None:
     """``mailpulse correlate``."""
-    co.add_argument("--archive", required=True, metavar="DIR", help="the collector's archive folder")
+    co.add_argument("--archive", action="append", required=True, metavar="DIR",
+                    help="the collector's archive folder (repeat for each shard of a sharded fleet)")
     co.add_argument("--window", type=float, default=None, metavar="S", help="sliding window in seconds (default 60)")
     co.add_argument("--json", action="store_true", help="print the incidents as JSON")
     co.set_defaults(func=cmd_correlate)

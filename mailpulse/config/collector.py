@@ -35,7 +35,7 @@ from .base import (
 )
 from .validation import validate
 
-__all__ = ["SECRET_KEYS", "AlertSettings", "ArchiveSettings", "CollectorConfig", "CollectorSettings", "CorrelateSettings", "MqttSettings",
+__all__ = ["SECRET_KEYS", "AlertSettings", "ArchiveSettings", "CollectorConfig", "CollectorSettings", "CorrelateSettings", "FlinkSettings", "MqttSettings",
            "RetrainSettings", "WebSettings", "check_config", "load_config", "parse_config"]
 
 
@@ -202,6 +202,14 @@ class CollectorSettings(Section):
                                               "environment variable a `*_env` key names.")
 
 
+class FlinkSettings(Section):
+    """``[flink]``: take the incidents from the Flink job (``mailpulse flink run --follow --incidents DIR``)."""
+
+    incidents_dir: str = Field("", description="The Flink job's incident log folder: when set, the dashboard and "
+                                               "alerts show its incidents (of every shard) instead of this "
+                                               "collector's own correlation.")
+
+
 class CollectorConfig(Section):
     """The whole collector configuration (one TOML file)."""
 
@@ -213,6 +221,7 @@ class CollectorConfig(Section):
     alerts: AlertSettings = Field(default_factory=lambda: AlertSettings(enabled=False))
     web: WebSettings = Field(default_factory=WebSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    flink: FlinkSettings = Field(default_factory=FlinkSettings)
 
 
 #: The keys of the collector's secrets file.
@@ -262,23 +271,24 @@ def _resolve(cfg: CollectorConfig, env: Mapping[str, str]) -> list[str]:
     return out + _web_problems(w)
 
 
-def parse_config(doc: Any, source: str = "<config>") -> tuple[CollectorConfig | None, list[str]]:
+def parse_config(doc: Any, source: str = "<config>", local: bool = True) -> tuple[CollectorConfig | None, list[str]]:
     """The config of a parsed TOML document and its problems (each one sentence, prefixed with
-    ``source``); None when there are any.  Passwords are read from the environment here."""
-    cfg, errors = validate(CollectorConfig, doc, local=True)
-    if cfg is not None:
+    ``source``); None when there are any.  Passwords are read from the environment here.  With
+    ``local`` false (a config for a pod or another machine) its files and secrets are not looked for here."""
+    cfg, errors = validate(CollectorConfig, doc, local=local)
+    if cfg is not None and local:   # the secrets are in the environment of where it runs
         errors = _resolve(cfg, os.environ)
     return (None if errors else cfg), [f"{source}: {e}" for e in errors]
 
 
-def check_config(path: str | os.PathLike[str]) -> list[str]:
+def check_config(path: str | os.PathLike[str], local: bool = True) -> list[str]:
     """Every problem of a config file, one sentence each (empty when it is valid)."""
     p = Path(path)
     try:
         doc = read_toml(p, "config file")
     except UserError as e:
         return [f"{e}."]
-    return parse_config(doc, str(p))[1]
+    return parse_config(doc, str(p), local)[1]
 
 
 def load_config(path: str | os.PathLike[str]) -> CollectorConfig:
