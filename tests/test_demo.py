@@ -60,7 +60,7 @@ def test_core_stage_matches_the_reference_model() -> None:
 
 def test_full_demo_shows_the_fault() -> None:
     need_core()
-    r = run_demo("--duration", "20", "--quick", timeout=420)
+    r = run_demo("--duration", "30", "--quick", timeout=420)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
     out = r.stdout
     assert "0 mismatches" in out

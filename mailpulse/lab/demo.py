@@ -637,9 +637,9 @@ def _trained_phase(con: Console, args: argparse.Namespace, view: LiveView, nodes
     if stop.wait(normal_s):
         return 0
     con.say()
-    con.step(con.bad("FAULT: the relay of lossy.test turns slow (2 s per message, one at a time); "
+    con.step(con.bad("FAULT: the relay of lossy.test turns slow (it holds every message 6 s); "
                      "watch the anomalies"))
-    relay.delay_s = 2.0
+    relay.delay_s = 6.0
     view.set_phase("fault")
     t_end = t_live + total if total else None
     shown: set[tuple[str, str]] = set()
