@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import tracemalloc
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,11 @@ from mailpulse.collector.ingest import Message
 from mailpulse.collector.retrain import retrain_from_archive
 from mailpulse.collector.service import Collector
 from prometheus_client.parser import text_string_to_metric_families
+from server_fixtures import secure_web
 
 from mailpulse import topics as T
 from mailpulse.config.collector import WebSettings, parse_config
+from mailpulse.lab.webclient import WebClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,11 +55,23 @@ def message(node: str, events: list[Any], site: str = "lab", channel: str = "eve
 
 
 def collector(tmp_path: Path, web: bool = False) -> Collector:
+    """A collector without MQTT; with ``web`` its dashboard as ``collector init`` sets it up (HTTPS,
+    passwords; the CA in ``tmp_path/web/ca.crt``, see :func:`dashboard`)."""
     cfg, errors = parse_config({"archive": {"dir": str(tmp_path / "archive"), "max_age_s": 3600.0, "fsync": False},
                                 "metrics": {"label_values": 20}}, "test")
     assert cfg is not None, errors
-    cfg.web = WebSettings(enabled=web, port=0)
+    if web:
+        (tmp_path / "web").mkdir(exist_ok=True)
+        cfg.web, _ = secure_web(tmp_path / "web")
+    else:
+        cfg.web = WebSettings(enabled=False)
     return Collector(cfg)
+
+
+def dashboard(col: Collector, tmp_path: Path) -> WebClient:
+    """An HTTPS client of :func:`collector`'s dashboard with the dashboard credential."""
+    assert col.web is not None
+    return WebClient.dashboard(col.web.url, col.cfg.web, tmp_path / "web" / "ca.crt")
 
 
 def feed(col: Collector, *msgs: Message) -> Any:
@@ -191,7 +204,8 @@ def test_a_10_mb_event_costs_bounded_memory_and_state(tmp_path: Path) -> None:
                      {"schema": 1, "site": "lab", "node": node, "state": "online", "ts": time.time(),
                       "version": "v" * 250, "model_version": "m" * 250, "extra": ["x" * 8000] * 10}).encode(),
                      time.time()))
-        body = urllib.request.urlopen(col.web.url + "api/state", timeout=10).read()
+        status, body = dashboard(col, tmp_path).request("api/state")
+        assert status == 200
         assert len(body) < 1 << 20, f"/api/state is {len(body)} bytes"
         state = json.loads(body)
         assert len(state["probes"]) <= 200 and len(state["anomalies"]) <= 50
