@@ -128,10 +128,13 @@ _CTYPES = st.sampled_from(["multipart/mixed; boundary=b", "multipart/mixed; boun
                            "text/plain; charset=utf-8", "multipart/alternative", "application/octet-stream; name=x",
                            "multipart/mixed; boundary*0=b; boundary*1=c", "text", ""])
 _VALUES = st.sampled_from(["a@b", "(((", "\"x, y\" <a@b>", "g: a@b, c@d;", "base64", "quoted-printable",
-                           "attachment; filename=\"ü.bin\"", "from a ([192.0.2.1]) by b; Thu, 26 Nov 2026 10:00:00 +0000",
-                           "from [::1] by b; 31 Feb 9999 25:61:61 +9999", "<id@x>", "università", "\\", "=?utf-8?q?x?="])
-_BODY = st.sampled_from(["--b\n", "--b--\n", "--bc\n", "\n", "\r\n", "iVBORw0KGgo=\n", "=41=\n", "=\n", "\x89PNG\r\n\x1a\n",
-                         "Content-Type: multipart/mixed; boundary=b\n\n", "Received: from x\n\n", "text\n", "\x00\xff"])
+                           "attachment; filename=\"ü.bin\"",
+                           "from a ([192.0.2.1]) by b; Thu, 26 Nov 2026 10:00:00 +0000",
+                           "from [::1] by b; 31 Feb 9999 25:61:61 +9999", "<id@x>", "università", "\\",
+                           "=?utf-8?q?x?="])
+_BODY = st.sampled_from(["--b\n", "--b--\n", "--bc\n", "\n", "\r\n", "iVBORw0KGgo=\n", "=41=\n", "=\n",
+                         "\x89PNG\r\n\x1a\n", "Content-Type: multipart/mixed; boundary=b\n\n", "Received: from x\n\n",
+                         "text\n", "\x00\xff"])
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""Featurise + score in batches: bit-exact with mailpulse.hdl.reference.score; replay end to end; the CLI summary line."""
+"""Featurise + score in batches: bit-exact with hdl.reference.score; replay end to end; the CLI summary line."""
 
 from __future__ import annotations
 

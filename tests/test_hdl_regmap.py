@@ -26,7 +26,8 @@ def test_resets_and_access_follow_the_declaration(name: str) -> None:
         if r.access == "WO":
             assert r.reset == 0, r.name
     assert rm["ID"].reset == CORE_ID
-    assert rm["VERSION"].value(MAJOR=CORE_VERSION[0], MINOR=CORE_VERSION[1], PATCH=CORE_VERSION[2]) == rm["VERSION"].reset
+    major, minor, patch = CORE_VERSION
+    assert rm["VERSION"].value(MAJOR=major, MINOR=minor, PATCH=patch) == rm["VERSION"].reset
     assert rm["PARAMS"].value(D=p.d, K=p.k, B_LOG2=p.b_log2, WEIGHT_BITS=p.weight_bits,
                               SHIFT_BITS=p.shift_bits) == rm["PARAMS"].reset
     assert rm["THRESHOLD"].reset == rm["THRESHOLD_ACTIVE"].reset == THRESHOLD_RESET

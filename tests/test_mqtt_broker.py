@@ -246,9 +246,10 @@ def test_node_sigkill_mid_stream_nothing_lost_then_sigterm(broker: Broker, recor
 def _model_bytes(threshold: int, version: str) -> bytes:
     base = untrained_model()
     c = base.config
-    m = TrainedModel(params=base.params, feature_schema=str(F.SCHEMA_VERSION), scaling=InputScaling.identity(base.params.d),
-              weights=c.weights, offsets=c.offsets, shifts=c.shifts, tables=c.tables + 1, threshold=threshold,
-              reference_tables=np.zeros(c.tables.shape), table_scale=1.0, provenance={"version": version})
+    m = TrainedModel(params=base.params, feature_schema=str(F.SCHEMA_VERSION),
+                     scaling=InputScaling.identity(base.params.d), weights=c.weights, offsets=c.offsets,
+                     shifts=c.shifts, tables=c.tables + 1, threshold=threshold,
+                     reference_tables=np.zeros(c.tables.shape), table_scale=1.0, provenance={"version": version})
     return m.to_bytes()
 
 
@@ -301,7 +302,8 @@ def test_fleet_nodes_see_each_other_and_share_routes(broker: Broker, tmp_path: P
     b.start()
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (a.fleet.live_nodes() == b.fleet.live_nodes() == ["node-a", "node-b"]):
+        while (time.monotonic() < deadline
+               and not (a.fleet.live_nodes() == b.fleet.live_nodes() == ["node-a", "node-b"])):
             time.sleep(0.05)
         assert a.fleet.live_nodes() == b.fleet.live_nodes() == ["node-a", "node-b"]
         ra, rb = a.fleet.my_routes(routes), b.fleet.my_routes(routes)
