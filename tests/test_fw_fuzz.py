@@ -15,6 +15,7 @@ state (queue-id join, caches) within its bounds.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -171,7 +172,7 @@ def test_message_parser_never_raises(data: bytes, seed: int) -> None:
 
     for msg in (data, *mutants(data, seed, MUTANTS)):
         COUNTS["messages"] += 1
-        _bounded(lambda m=msg: one(m), len(msg), 40, 2 << 20)
+        _bounded(functools.partial(one, msg), len(msg), 40, 2 << 20)
 
 
 # -- Received fields --------------------------------------------------------------------------------
@@ -196,7 +197,7 @@ def test_received_parser_never_raises(values: list[str], seed: int) -> None:
     for i, data in enumerate((joined, *mutants(joined, seed, MUTANTS))):
         fields = values if i == 0 else data.decode("utf-8", "surrogateescape").split("\x1e")
         COUNTS["received"] += len(fields)
-        _bounded(lambda f=fields: one(f), sum(len(v) for v in fields), 40, 1 << 20)
+        _bounded(functools.partial(one, fields), sum(len(v) for v in fields), 40, 1 << 20)
 
 
 # -- log lines ---------------------------------------------------------------------------------------
@@ -246,5 +247,5 @@ def test_log_line_parser_never_raises(lines: list[str], seed: int) -> None:
     for i, data in enumerate((joined, *mutants(joined, seed, MUTANTS))):
         batch = lines if i == 0 else data.decode("utf-8", "surrogateescape").split("\n")
         COUNTS["log_lines"] += len(batch)
-        _bounded(lambda b=batch: one(b), sum(len(x) for x in batch), 60, 1 << 20)
+        _bounded(functools.partial(one, batch), sum(len(x) for x in batch), 60, 1 << 20)
     assert len(p.queue) <= 8 and len(p._ts_cache) <= 4097

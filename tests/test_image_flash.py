@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +107,9 @@ STOCK_META_DATA = "instance-id: rpios-image\n"
 # ---------------------------------------------------------------------------------------------
 
 
-def _run(*cmd: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+def _run(*cmd: str | Path, input: str | None = None,
+         env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, input=input, env=env)
     assert p.returncode == 0, f"{cmd}: {p.stderr}{p.stdout}"
     return p
 
@@ -668,12 +669,11 @@ def one_node(config_file: Path) -> img.NodeSpec:
 
 
 def _fails(tmp_path: Path, base: Path, node: img.NodeSpec, wheels: list[Path], unit: Path, match: str,
-           **kw: object) -> None:
+           sha256: str | None = None) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir(exist_ok=True)
     with pytest.raises(UserError, match=match):
-        img.flash_image(base, out_dir / "node.img", node, wheels, unit=img.read_unit(unit),
-                        **kw)  # type: ignore[arg-type]
+        img.flash_image(base, out_dir / "node.img", node, wheels, unit=img.read_unit(unit), sha256=sha256)
     assert list(out_dir.iterdir()) == [], "a failed flash left files behind"
 
 

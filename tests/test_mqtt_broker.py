@@ -78,8 +78,10 @@ def log_lines(n: int, seed: int) -> list[str]:
 def deliveries(n_lines: int, seed: int, node: str = "node-a") -> list[DeliveryEvent]:
     """Delivery events of a synthetic log, one per id."""
     events, _ = parse_lines(log_lines(n_lines, seed), node)
-    seen: set[str] = set()
-    return [e for e in events if not (e.id in seen or seen.add(e.id))]  # type: ignore[func-returns-value]
+    first: dict[str, DeliveryEvent] = {}
+    for e in events:
+        first.setdefault(e.id, e)
+    return list(first.values())
 
 
 @pytest.fixture
@@ -92,8 +94,7 @@ def recorder(broker: Broker) -> Iterator[Recorder]:
 
 
 def dedup(ids: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return [i for i in ids if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
+    return list(dict.fromkeys(ids))
 
 
 def test_tls_publish_status_discovery_and_clean_stop(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
