@@ -157,7 +157,8 @@ def run_core(con: Console, *, quick: bool, data_path: Path, model_path: Path | N
     text = vpath.read_text()
     modules = sum(1 for ln in text.splitlines() if ln.startswith("module "))
     con.say(f"   {vpath.relative_to(ROOT) if vpath.is_relative_to(ROOT) else vpath}: "
-            f"{len(text.splitlines())} lines, {modules} modules, top `mailpulse_axi` ({time.monotonic() - t0:.1f} s; cached by HDL digest)")
+            f"{len(text.splitlines())} lines, {modules} modules, top `mailpulse_axi` "
+            f"({time.monotonic() - t0:.1f} s; cached by HDL digest)")
 
     if model_path is not None:
         con.step(f"loading the model file {model_path}")
@@ -181,7 +182,8 @@ def run_core(con: Console, *, quick: bool, data_path: Path, model_path: Path | N
     cfg = model.core_config()
 
     sim_name = simulator or ("verilator" if have_simulator("verilator") else "icarus")
-    con.step(f"starting the RTL in {sim_name} (mailpulse.sim.device; the first run compiles it, later runs reuse the build)")
+    con.step(f"starting the RTL in {sim_name} (mailpulse.sim.device; the first run compiles it, "
+             "later runs reuse the build)")
     t1 = time.monotonic()
     dev = open_device(params, simulator=sim_name)
     stack.callback(dev.close)
@@ -551,8 +553,9 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
     ops = Mailbox("ops@probe.test", "ops", "ops-secret")
     boxes = {"probe": Mailbox("probe@probe.test", "probe", "probe-secret"),
              "lossy": Mailbox("lossy@lossy.test", "lossy", "lossy-secret"), "ops": ops}
-    chain = MailChain(work / "chain", extra_relay=(relay.host, relay.port), mx_main={
-        "virtual_mailbox_maps": "inline:{ " + ", ".join(f"{m.address}={m.user}/Maildir/" for m in boxes.values()) + " }"})
+    maildirs = ", ".join(f"{m.address}={m.user}/Maildir/" for m in boxes.values())
+    chain = MailChain(work / "chain", extra_relay=(relay.host, relay.port),
+                      mx_main={"virtual_mailbox_maps": "inline:{ " + maildirs + " }"})
     # the chain's Dovecot, with the ops mailbox (the collector's alert e-mails) added
     chain.mailboxes = boxes
     chain.imap = Dovecot(work / "chain" / "dovecot", {m.user: m.password for m in boxes.values()}, chain.mail_root)
@@ -574,8 +577,8 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
 
     coll: CollectorPart | None = None
     if want_collector:
-        con.step("starting the collector (mailpulse.collector.service.run_collector): MQTT ingest, archive, correlation, "
-                 "dashboard, alert e-mails to ops@probe.test through the edge relay")
+        con.step("starting the collector (mailpulse.collector.service.run_collector): MQTT ingest, archive, "
+                 "correlation, dashboard, alert e-mails to ops@probe.test through the edge relay")
         coll = CollectorPart(con, work, broker.deployment, chain.smtp, ops.address, stop)
         stack.callback(coll.join)
         w = coll.cfg.web
@@ -601,8 +604,8 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
         stack.callback(node.stop)
         node.start()
         started.append(node)
-        con.say(f"   {n:<10} node daemon (mailpulse.pi_firmware.node): follows the {log.parent.parent.name} Postfix log, "
-                f"4K probes on route 'lossy' (the site's nodes share it), model backend")
+        con.say(f"   {n:<10} node daemon (mailpulse.pi_firmware.node): follows the {log.parent.parent.name} "
+                f"Postfix log, 4K probes on route 'lossy' (the site's nodes share it), model backend")
 
     traffic = Traffic(chain.smtp, ["probe@probe.test", "lossy@lossy.test"], 0.1, stop)
     threading.Thread(target=view.ticker, args=(stop,), name="demo-ticker", daemon=True).start()
@@ -614,7 +617,8 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
              f"bring-up model (flags nothing) until {need} events are in")
     traffic.start()
     if not _wait(lambda: view.counts["events"] >= need and view.kinds.count("probe") >= 2, 90 if args.quick else 180):
-        raise DemoError(f"only {view.counts['events']} events arrived in the warm-up (Postfix log: {chain.edge.maillog})")
+        raise DemoError(f"only {view.counts['events']} events arrived in the warm-up "
+                        f"(Postfix log: {chain.edge.maillog})")
     return _trained_phase(con, args, view, started, relay, traffic, stop, coll, chain, ops)
 
 
