@@ -234,3 +234,12 @@ def test_virtual_and_error_agents() -> None:
     assert (v.agent, v.status, v.relay, v.size) == ("virtual", "sent", "virtual", 100)
     assert (e.agent, e.status, e.dsn, e.relay, e.nrcpt) == ("error", "bounced", "5.0.0", "none", 2)
     assert c.unparsed == 0 and c.used == 3
+
+
+def test_a_used_line_without_a_queue_id_is_unparsed_not_an_event() -> None:
+    # found by the fuzz test: a qmgr "status=expired" line with no queue id became an event whose
+    # payload could not be written (queue_id None)
+    log = ["Nov 26 10:00:00 postfix/smtp[1]: postfix/qmgr[2]: from=<x>, status=expired"]
+    events, c = parse_lines(log, "n1", year=2026)
+    assert events == [] and c.unparsed == 1
+    assert [reason for reason, _ in c.examples] == ["a to=/from=/message-id= line without a queue id"]
