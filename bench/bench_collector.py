@@ -110,7 +110,8 @@ def burst_publisher(host: str, port: int, deployment: str, user: str, total: int
     for b in range(total // batch):
         node = f"n{b % 512:04d}"
         now = time.time()
-        evs = [_event(f"burst-{b}-{k}", node, now, k == 0 and b % 10 == 0, relays[(b + k) % 8], f"host{b % 64}.bench.org")
+        evs = [_event(f"burst-{b}-{k}", node, now, k == 0 and b % 10 == 0, relays[(b + k) % 8],
+                      f"host{b % 64}.bench.org")
                for k in range(batch)]
         infos.append(c.publish(T.NodeTopics(SITE, node).events,
                                json.dumps({"schema": 1, "site": SITE, "node": node, "events": evs}).encode(), qos=1))
@@ -300,8 +301,9 @@ def bench_alerts(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         pubc.loop_stop()
         pubc.disconnect()
         col.stop()
-        return {"alert_trials": args.alerts, "alerts_arrived": len(lat), "alert_latency_p50_s": round(pct(lat, 50), 3),
-                "alert_latency_p99_s": round(pct(lat, 99), 3), "alert_latency_max_s": round(max(lat), 3) if lat else None}
+        return {"alert_trials": args.alerts, "alerts_arrived": len(lat),
+                "alert_latency_p50_s": round(pct(lat, 50), 3), "alert_latency_p99_s": round(pct(lat, 99), 3),
+                "alert_latency_max_s": round(max(lat), 3) if lat else None}
     finally:
         broker.stop()
         chain.cleanup()

@@ -236,13 +236,15 @@ def main(argv: list[str] | None = None) -> int:
                 cores, load = os.cpu_count() or 1, os.getloadavg()[0]
                 where = "second process" if cores >= 2 and load < cores - 1 else "one process"
                 w, c, out = timed(_mailpulse("--config", str(broker.config), "--log", str(log)))
-                runs["publish"].append((w, c, out, f"{where} at load {load:.1f}; Mosquitto {broker.cpu() - m0:.2f} s CPU"))
+                runs["publish"].append(
+                    (w, c, out, f"{where} at load {load:.1f}; Mosquitto {broker.cpu() - m0:.2f} s CPU"))
         best = {k: min(v, key=lambda r: r[0]) for k, v in runs.items() if v}
         pf = best.get("pflogsumm")
         if pf is not None:
             print(f"pflogsumm:                        {_rate(lines, pf[0], pf[1])}")
+        transport = "TLS" if broker and broker.tls else "plain"
         for key, title in (("no-publish", "replay --no-publish:             "),
-                           ("publish", f"replay publishing ({'TLS' if broker and broker.tls else 'plain'}, QoS 1, spool):")):
+                           ("publish", f"replay publishing ({transport}, QoS 1, spool):")):
             if key not in best:
                 continue
             w, c, out, note = best[key]

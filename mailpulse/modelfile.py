@@ -3,14 +3,16 @@
 One versioned JSON document (see ``docs/model-file.md``) holding the parameter set the model was
 trained for, the feature schema version, the per-feature input scaling to signed 16-bit fixed
 point (and, for data wider than the core's D inputs, the wide-input transform of
-:mod:`mailpulse.transform` before it), the core's registers (weights, offsets, shifts, tables, threshold), the float reference
-tables the quantised tables were rounded from, and the provenance of the training run.  A
-``checksum`` field (SHA-256 over the canonical JSON of everything else) detects corruption.
+:mod:`mailpulse.transform` before it), the core's registers (weights, offsets, shifts, tables,
+threshold), the float reference tables the quantised tables were rounded from, and the provenance
+of the training run.  A ``checksum`` field (SHA-256 over the canonical JSON of everything else)
+detects corruption.
 
 Everything that scores applies the same input path, :func:`scale_features` (transform, if any,
-then scaling; ``TrainedModel.scale``), and then the bit-exact arithmetic of :func:`mailpulse.hdl.reference.score`.  Every way a file can be wrong (not JSON,
-truncated, bad checksum, other format or version, parameters that do not fit the core, values
-out of range) is a :class:`mailpulse.errors.UserError` with one sentence.
+then scaling; ``TrainedModel.scale``), and then the bit-exact arithmetic of
+:func:`mailpulse.hdl.reference.score`.  Every way a file can be wrong (not JSON, truncated, bad
+checksum, other format or version, parameters that do not fit the core, values out of range) is a
+:class:`mailpulse.errors.UserError` with one sentence.
 """
 
 from __future__ import annotations
@@ -307,7 +309,8 @@ def _params_from(doc: dict[str, Any]) -> CoreParams:
         raise ValueError(f"parameter_set {name!r} differs from params name {params.name!r}")
     known = PARAMETER_SETS.get(name)
     if known is not None and _shape_of(known) != _shape_of(params):
-        raise ValueError(f"params ({_describe(params)}) are not those of the parameter set {name!r} ({_describe(known)})")
+        raise ValueError(f"params ({_describe(params)}) are not those of the parameter set {name!r} "
+                         f"({_describe(known)})")
     return params
 
 
@@ -360,4 +363,5 @@ def _from_document(doc: dict[str, Any]) -> TrainedModel:
     return model
 
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ODDS_SCHEMA", "InputScaling", "TrainedModel", "load_model", "scale_features"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ODDS_SCHEMA", "InputScaling", "TrainedModel", "load_model",
+           "scale_features"]

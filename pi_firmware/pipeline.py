@@ -103,7 +103,8 @@ class ScoringSetup:
     """What the pipeline scores with: core parameters, registers and the input scaling.
 
     ``scale`` maps the schema's fixed-point vectors to the core's inputs (identity for models
-    trained on node events; a model file's ``TrainedModel.scale``, transform included).  ``version`` is reported in status.
+    trained on node events; a model file's ``TrainedModel.scale``, transform included).  ``version`` is
+    reported in status.
     """
 
     params: CoreParams

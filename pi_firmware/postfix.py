@@ -334,6 +334,9 @@ class PostfixParser:
                             ignored += 1  # a ": " inside the text, not after a queue id
                         continue
                     stamp, host, prog, qid = m.groups()
+                    if qid is None:   # to=, from= and message-id= lines all name their queue id
+                        self._unparsed("a to=/from=/message-id= line without a queue id", line)
+                        continue
                     agent = prog[prog.rfind("/") + 1:]
                     if key == "to=":
                         dm = DELIVERY_RE.match(line, j + 2)

@@ -448,7 +448,8 @@ class Spool:
                         n += mask[i]
                         mask[i] = 0
                     if any(mask):
-                        self._db.execute("UPDATE batches SET live = ?, n = ? WHERE seq = ?", (bytes(mask), sum(mask), seq))
+                        self._db.execute("UPDATE batches SET live = ?, n = ? WHERE seq = ?",
+                                         (bytes(mask), sum(mask), seq))
                     else:
                         self._db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
                 self._depth -= n

@@ -1,10 +1,11 @@
 """Deterministic synthetic Postfix logs, shaped like a busy relay's (for tests, benchmarks, demos).
 
 Each message gets the lines Postfix writes for it, interleaved with the other messages in flight:
-``postscreen`` CONNECT / PASS OLD, ``smtpd`` connect / TLS / ``client=`` / disconnect, ``cleanup`` ``message-id=``, ``qmgr`` ``from=``,
-one delivery line per recipient (``smtp`` to remote relays, after its TLS line, ``local`` and ``virtual`` for local
-mailboxes, ``lmtp``, ``pipe``), ``qmgr`` ``removed``.  About one message in a hundred is an address-verification
-probe (``verify``'s ``double-bounce`` sender, ``status=deliverable`` or ``undeliverable``).  A fraction of attempts are deferred and
+``postscreen`` CONNECT / PASS OLD, ``smtpd`` connect / TLS / ``client=`` / disconnect, ``cleanup``
+``message-id=``, ``qmgr`` ``from=``, one delivery line per recipient (``smtp`` to remote relays, after
+its TLS line, ``local`` and ``virtual`` for local mailboxes, ``lmtp``, ``pipe``), ``qmgr`` ``removed``.
+About one message in a hundred is an address-verification probe (``verify``'s ``double-bounce``
+sender, ``status=deliverable`` or ``undeliverable``).  A fraction of attempts are deferred and
 retried later (``qmgr`` re-logs ``from=``), some bounce (with the ``bounce`` notification) and some
 expire.  The expected counts are returned alongside, so tests can check the parser exactly.
 """
@@ -129,7 +130,8 @@ def generate(n_lines: int, seed: int = 1, *, rfc3339: bool = False, garbage_ever
                 tries += 1
                 delay = round(t_at - t + a, 2)
                 if roll < 0.05 and tries < 3:
-                    status, dsn, info, cc, dd = "deferred", "4.4.1", "connect to slow.example: Connection timed out", 30.0, 0.0
+                    status, dsn, info = "deferred", "4.4.1", "connect to slow.example: Connection timed out"
+                    cc, dd = 30.0, 0.0
                 elif roll < 0.015 and tries >= 3:
                     status, dsn, info, cc, dd = "bounced", "5.1.1", "host said: 550 5.1.1 no such user", c, d
                 else:
@@ -180,7 +182,8 @@ def generate(n_lines: int, seed: int = 1, *, rfc3339: bool = False, garbage_ever
 FORMATS = ("rfc3164", "rfc3164-precise", "rfc3164-pri", "rfc3339", "rfc5424", "short-iso", "short-iso-precise",
            "short-full", "short-unix", "json")
 
-_RFC3339_LINE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{6})\+00:00 (\S+) ([^\[\s]+)\[(\d+)\]: (.*)")
+_RFC3339_LINE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{6})\+00:00 "
+                           r"(\S+) ([^\[\s]+)\[(\d+)\]: (.*)")
 
 
 def reformat(line: str, fmt: str) -> str:

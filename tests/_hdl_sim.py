@@ -54,7 +54,7 @@ def unpack_result(p: CoreParams, v: int) -> Result:
     return Result(f("score"), f("anomaly"), f("argmax"), f("tag"), f("last"))
 
 
-async def core_load(ctx, core: ScorerCore, cfg: CoreConfig, bank: int) -> None:  # type: ignore[no-untyped-def]
+async def core_load(ctx, core: ScorerCore, cfg: CoreConfig, bank: int) -> None:
     """Poke ``cfg``'s tables into table ``bank`` and its threshold into the shadow threshold."""
     p = core.params
     ctx.set(core.ctrl.shadow_threshold, int(cfg.threshold))
@@ -63,7 +63,7 @@ async def core_load(ctx, core: ScorerCore, cfg: CoreConfig, bank: int) -> None: 
             ctx.set(core.table_data[k][bank * p.b + b], int(cfg.tables[k, b]))
 
 
-async def core_commit(ctx, core: ScorerCore, cfg: CoreConfig) -> None:  # type: ignore[no-untyped-def]
+async def core_commit(ctx, core: ScorerCore, cfg: CoreConfig) -> None:
     """Commit ``cfg``'s weights/offsets/shifts the way the front end does: strobe commit, wait
     for ``drained``, load one projection per cycle, strobe ``commit_done``."""
     c = core.ctrl
@@ -75,7 +75,7 @@ async def core_commit(ctx, core: ScorerCore, cfg: CoreConfig) -> None:  # type: 
     await load_active(ctx, core, cfg)
 
 
-async def load_active(ctx, core: ScorerCore, cfg: CoreConfig) -> None:  # type: ignore[no-untyped-def]
+async def load_active(ctx, core: ScorerCore, cfg: CoreConfig) -> None:
     """The copy phase of a commit (the core is drained): loads, then ``commit_done``."""
     p = core.params
     c = core.ctrl
@@ -127,7 +127,7 @@ class Bench(wiring.Component):
             "irq": Out(1),
         })
 
-    def elaborate(self, platform):  # type: ignore[no-untyped-def]
+    def elaborate(self, platform):
         m = Module()
         core = m.submodules.core = self.core
         regs = m.submodules.regs = RegisterFile(self.params, core.latency, core.clear_cycles)
@@ -151,7 +151,7 @@ class Bench(wiring.Component):
         return m
 
 
-async def bus_access(ctx, bus, addr: int, write: bool, data: int = 0) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+async def bus_access(ctx, bus, addr: int, write: bool, data: int = 0) -> tuple[int, int]:
     """One access on the internal port, behaving like a bridge (read errors -> err_set)."""
     ctx.set(bus.req_valid, 1)
     ctx.set(bus.req_write, int(write))
@@ -176,7 +176,7 @@ async def bus_access(ctx, bus, addr: int, write: bool, data: int = 0) -> tuple[i
     raise AssertionError(f"the front end never answered the access to 0x{addr:04X}")
 
 
-async def axil_write(ctx, a, addr: int, data: int, strb: int = 0xF) -> int:  # type: ignore[no-untyped-def]
+async def axil_write(ctx, a, addr: int, data: int, strb: int = 0xF) -> int:
     """AXI4-Lite write; returns ``bresp``."""
     ctx.set(a.awaddr, addr)
     ctx.set(a.awvalid, 1)
@@ -201,7 +201,7 @@ async def axil_write(ctx, a, addr: int, data: int, strb: int = 0xF) -> int:  # t
         await ctx.tick()
 
 
-async def axil_read(ctx, a, addr: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+async def axil_read(ctx, a, addr: int) -> tuple[int, int]:
     """AXI4-Lite read; returns ``(rdata, rresp)``."""
     ctx.set(a.araddr, addr)
     ctx.set(a.arvalid, 1)
@@ -221,7 +221,7 @@ async def axil_read(ctx, a, addr: int) -> tuple[int, int]:  # type: ignore[no-un
         await ctx.tick()
 
 
-async def spi_xfer(ctx, spi, mosi: bytes, half: int = 2) -> bytes:  # type: ignore[no-untyped-def]
+async def spi_xfer(ctx, spi, mosi: bytes, half: int = 2) -> bytes:
     """One SPI mode-0 transaction (cs_n low for its length), ``half`` clocks per sck half period."""
     ctx.set(spi.cs_n, 0)
     await ctx.tick().repeat(half)

@@ -65,7 +65,8 @@ def _write(folder: Path, evs: list[dict[str, Any]], batch: int = 60, max_bytes: 
 def concurrent_faults(folder: Path, seconds: float = 1500.0) -> int:
     """Three overlapping faults (a relay, a sender, a whole MX) in one archive; returns the event count."""
     nodes = [("lab", f"n{i:03d}") for i in range(90)]
-    faults = [("r1.example.net", 600, 900), ("g.example.org", 700, 1100), ("mx1.example.net", 1200, 1400)]
+    faults: list[tuple[str, float, float]] = [
+        ("r1.example.net", 600, 900), ("g.example.org", 700, 1100), ("mx1.example.net", 1200, 1400)]
     evs = _shuffle_locally(list(_events(seconds, 24.0, nodes, faults, seed=11)), seed=12)
     _write(folder, evs)
     return len(evs)

@@ -37,14 +37,14 @@ def merge(base: Any, patch: Any) -> Any:
             out[k] = merge(base[k], v) if k in base else copy.deepcopy(v)
         return out
     if isinstance(base, list) and isinstance(patch, list) and all(_name(x) for x in base + patch):
-        out = list(base)
+        items = list(base)
         for p in patch:
-            i = next((j for j, b in enumerate(out) if _name(b) == _name(p)), None)
+            i = next((j for j, b in enumerate(items) if _name(b) == _name(p)), None)
             if i is None:
-                out.append(copy.deepcopy(p))
+                items.append(copy.deepcopy(p))
             else:
-                out[i] = merge(out[i], p)
-        return out
+                items[i] = merge(items[i], p)
+        return items
     return copy.deepcopy(patch)
 
 

@@ -217,9 +217,12 @@ def test_published_model_reaches_a_node(broker: Any, tmp_path: Path) -> None:
     node = NodeModelSide(broker, tmp_path)
     model_file = _tiny_model(tmp_path)
     ident = broker.identity("viewer")
-    tls = {"ca_file": str(ident.ca_file), "cert_file": str(ident.cert_file), "key_file": str(ident.key_file)}
-    topic = publish_model(model_file, "lab", broker.host, broker.port, username=ident.user, password=ident.password,
-                          **tls)
+
+    def publish(path: Path) -> str:
+        return publish_model(path, "lab", broker.host, broker.port, username=ident.user, password=ident.password,
+                             ca_file=str(ident.ca_file), cert_file=str(ident.cert_file), key_file=str(ident.key_file))
+
+    topic = publish(model_file)
     assert topic == T.model_topic("lab")
     node.connect()   # connects after the publish: gets the retained model
     try:
@@ -232,7 +235,7 @@ def test_published_model_reaches_a_node(broker: Any, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(UserError):
-        publish_model(bad, "lab", broker.host, broker.port, username=ident.user, password=ident.password, **tls)
+        publish(bad)
 
 
 def test_scheduled_retraining_publishes_a_guarded_model_to_the_nodes(broker: Any, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mailpulse.pi_firmware import image as img
@@ -95,12 +96,12 @@ CASES = {
 
 
 def _secrets_toml(secrets: dict[str, str]) -> str:
-    nested: dict[str, object] = {}
+    nested: dict[str, Any] = {}
     for key, value in secrets.items():
         *tables, leaf = key.split(".")
         cur = nested
         for t in tables:
-            cur = cur.setdefault(t, {})  # type: ignore[assignment]
+            cur = cur.setdefault(t, {})
         cur[leaf] = value
     return img.dump_toml(nested)
 

@@ -10,7 +10,6 @@ the long one (10-minute outage, 2-minute partition, three nodes).
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 
 import pytest
@@ -19,7 +18,6 @@ from server_fixtures import require
 from mailpulse.lab.faults import FaultResult, SoakPlan, run_soak
 
 pytestmark = pytest.mark.xdist_group("soak")
-SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 
 #: The ingest gap after the broker returns (reconnect back-off at most 2 s, plus a message).
 GAP_S = 2.0
@@ -52,8 +50,7 @@ def test_fault_soak_short() -> None:
     _run(SoakPlan())
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not SOAK, reason="long soak: set MAILPULSE_SOAK=1")
+@pytest.mark.soak
 def test_fault_soak_long() -> None:
     _run(SoakPlan.long())
 

@@ -295,9 +295,10 @@ def test_collector_dashboard_and_alerts_take_the_flink_incidents(tmp_path: Path)
     log.mkdir()
     half = len(changes) // 2
     (log / "incidents-a-0-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in changes[half:]))
-    cfg = CollectorConfig(archive={"dir": str(tmp_path / "own")}, web={"enabled": False},
-                          alerts={"to": ["ops@example.org"], "min_interval_s": 0, "rate_limit_per_hour": 1000},
-                          flink={"incidents_dir": str(log)})
+    cfg = CollectorConfig.model_validate({
+        "archive": {"dir": str(tmp_path / "own")}, "web": {"enabled": False},
+        "alerts": {"to": ["ops@example.org"], "min_interval_s": 0, "rate_limit_per_hour": 1000},
+        "flink": {"incidents_dir": str(log)}})
     sent: list[Any] = []
     col = Collector(cfg, send=sent.append)
     assert col.evaluate() == []   # the second half waits for the first (ordered by seq)

@@ -25,10 +25,12 @@ from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mailpulse.pi_firmware.events import Event, MessageEvent
 from mailpulse.pi_firmware.headers import count_addresses
 from mailpulse.pi_firmware.maildir import MaildirWatcher, analyse, inspect_file
 from mailpulse.pi_firmware.mime import MimeLimits, walk
@@ -55,6 +57,12 @@ def _deep(levels: int) -> bytes:
     out += "Content-Type: multipart/mixed; boundary=b0\n\n"
     out += "".join(f"--b{i}\nContent-Type: multipart/mixed; boundary=b{i + 1}\n\n" for i in range(levels))
     return (out + "x\n").encode()
+
+
+def _key(e: Event) -> str:
+    """The Maildir file name a message event came from (the watcher emits message events only)."""
+    assert isinstance(e, MessageEvent), e
+    return e.key
 
 
 def _cli(*args: str, stdin: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
@@ -93,7 +101,7 @@ def test_maildir_with_poisoned_messages_emits_every_good_one(tmp_path: Path) -> 
     os.symlink("/dev/zero", md / "new" / "1010.M4P1.host")        # a device: must not be read
     q = Quarantine(tmp_path / "quarantine.jsonl")
     w = MaildirWatcher(md, "n1", tmp_path / "seen.json", backlog=True, quarantine=q)
-    emitted: list[list[object]] = []
+    emitted: list[list[Event]] = []
     stop = threading.Event()
     t = threading.Thread(target=w.run, args=(lambda evs: emitted.append(list(evs)), stop), daemon=True)
     t.start()
@@ -104,7 +112,7 @@ def test_maildir_with_poisoned_messages_emits_every_good_one(tmp_path: Path) -> 
     stop.set()
     t.join(10)
     assert not t.is_alive()
-    keys = [e.key for batch in emitted for e in batch]                # type: ignore[attr-defined]
+    keys = [_key(e) for batch in emitted for e in batch]
     assert set(good) <= set(keys)
     assert len(keys) == len(set(keys)), "a message was emitted twice"
     c = w.counters()
@@ -128,14 +136,15 @@ def test_a_message_whose_analysis_raises_is_quarantined_and_the_rest_goes_on(tmp
         (md / "new" / f"10{i}.x").write_bytes(_good(i))
     real = maildir.analyse
 
-    def flaky(data: bytes, **kw: object) -> object:
+    def flaky(data: bytes, *, key: str = "", node: str = "", limits: MimeLimits | None = None,
+              ts: float | None = None) -> tuple[MessageEvent, dict[str, Any]]:
         if b"hello 1" in data:
             raise RuntimeError(f"parser bug on {object()!r}")
-        return real(data, **kw)   # type: ignore[arg-type]
+        return real(data, key=key, node=node, limits=limits, ts=ts)
 
     monkeypatch.setattr(maildir, "analyse", flaky)
     w = MaildirWatcher(md, "n1", backlog=True)
-    assert sorted(e.key for e in w.poll()) == ["100.x", "102.x"]   # type: ignore[attr-defined]
+    assert sorted(_key(e) for e in w.poll()) == ["100.x", "102.x"]
     assert w.counters()["failed"] == 1 and w.poll() == []
     assert "0x" not in w.quarantine.last["maildir"] and "RuntimeError" in w.quarantine.last["maildir"]
 
@@ -329,6 +338,7 @@ def _reference(data: bytes) -> dict[str, object]:
             out["messages" if part.get_content_type().startswith("message/") else "multiparts"] += 1
             payload = part.get_payload()
             for child in payload if isinstance(payload, list) else [payload]:
+                assert isinstance(child, email.message.Message), child
                 visit(child, depth + 1)
             return
         out["leaf_parts"] += 1
@@ -365,9 +375,9 @@ def _messages(draw: st.DrawFn, depth: int = 0) -> email.message.Message:
     if kind == "qp":
         cs = Charset("utf-8")
         cs.body_encoding = QP
-        m = MIMEText("", "plain")
-        m.set_payload(draw(_text), cs)
-        return m
+        qp = MIMEText("", "plain")
+        qp.set_payload(draw(_text), cs)
+        return qp
     if kind in ("b64", "app"):
         part = MIMEApplication(draw(st.binary(max_size=3000)))
         if draw(st.booleans()):

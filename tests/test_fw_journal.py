@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -74,7 +74,7 @@ class Collect:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def __call__(self, evs: list[Event]) -> None:
+    def __call__(self, evs: Sequence[Event]) -> None:
         self.events.extend(evs)
 
     def wait(self, n: int, timeout: float = 30) -> bool:

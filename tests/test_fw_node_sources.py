@@ -7,19 +7,23 @@ assertions read (the MQTT side is covered by ``test_mqtt_broker.py``).
 
 from __future__ import annotations
 
+import imaplib
 import json
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from mailpulse.collector.metrics import Metrics
 from mailpulse.pi_firmware.events import Event, MessageEvent
+from mailpulse.pi_firmware.headers import HeaderBlock
+from mailpulse.pi_firmware.mime import MimeLimits
 from mailpulse.pi_firmware.node import Node, PostfixLogSource
 from mailpulse.pi_firmware.postfix import PostfixParser
-from mailpulse.pi_firmware.probe import Prober, ProbeRoute, ProbeSettings, probe_content
+from mailpulse.pi_firmware.probe import Integrity, ProbeContent, Prober, ProbeRoute, ProbeSettings, probe_content
 from mailpulse.pi_firmware.quarantine import Quarantine
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -55,18 +59,18 @@ class Crashy:
     def counters(self) -> dict[str, int]:
         return {"runs": self.runs}
 
-    def run(self, emit: object, stop: threading.Event) -> None:
+    def run(self, emit: Callable[[Sequence[Event]], None], stop: threading.Event) -> None:
         self.runs += 1
         if self.runs == 1:
             raise RuntimeError(f"the source broke at {object()!r}")
-        emit([MessageEvent(1.0, "n1", key="after-restart", size=10)])  # type: ignore[operator]
+        emit([MessageEvent(1.0, "n1", key="after-restart", size=10)])
         stop.wait()
 
 
-def _wait(cond: object, timeout: float = 20.0) -> bool:
+def _wait(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
+        if cond():
             return True
         time.sleep(0.05)
     return False
@@ -136,17 +140,19 @@ def test_a_probe_reply_that_breaks_the_analysis_is_quarantined(tmp_path: Path, m
     calls = []
     real = probe.analyse
 
-    def flaky(data: bytes, c: object, limits: object = None) -> object:
+    def flaky(data: bytes, c: ProbeContent, limits: MimeLimits | None = None) -> tuple[Integrity, HeaderBlock]:
         calls.append(data)
         if data.endswith(b"broken"):
             raise RecursionError("maximum recursion depth exceeded")
-        return real(data, c)  # type: ignore[arg-type]
+        return real(data, c)
 
     monkeypatch.setattr(probe, "analyse", flaky)
-    evs: Sequence[Event] = prober._collect(None, route, content, "cur", set())  # type: ignore[arg-type]
-    by = {e.probe_id: e for e in evs}   # type: ignore[attr-defined]
-    assert by["cur"].outcome == "ok" and by["p1"].outcome == "damaged"  # type: ignore[attr-defined]
-    assert "RecursionError" in (by["p1"].error or "") and q.counts == {"probe": 1}  # type: ignore[attr-defined]
+    im = mock.Mock(spec=imaplib.IMAP4)     # every IMAP call of _collect is patched above
+    evs = prober._collect(im, route, content, "cur", set())
+    assert im.method_calls == []
+    by = {e.probe_id: e for e in evs}
+    assert by["cur"].outcome == "ok" and by["p1"].outcome == "damaged"
+    assert "RecursionError" in (by["p1"].error or "") and q.counts == {"probe": 1}
 
 
 def test_a_publisher_process_that_fails_says_why(tmp_path: Path) -> None:

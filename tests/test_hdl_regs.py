@@ -15,7 +15,7 @@ from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore, model_wr
 from mailpulse.hdl.regmap import TABLE_BASE, RegisterMap
 
 
-def run(bench: Bench, tb) -> None:  # type: ignore[no-untyped-def]
+def run(bench: Bench, tb) -> None:
     sim = Simulator(bench)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
@@ -25,7 +25,7 @@ def run(bench: Bench, tb) -> None:  # type: ignore[no-untyped-def]
 class Host:
     """Does every access on the RTL and on the model and compares the answers."""
 
-    def __init__(self, ctx, bench: Bench, model: EmulatedCore) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ctx, bench: Bench, model: EmulatedCore) -> None:
         self.ctx, self.bench, self.model = ctx, bench, model
         self.latency = bench.core.latency
 
@@ -88,7 +88,7 @@ def test_reset_values_errors_and_rw(name: str) -> None:
     rm = model.regmap
     rng = np.random.default_rng(2)
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         h = Host(ctx, bench, model)
         for a in all_scalar_addresses(rm):
             await h.read(a)
@@ -138,7 +138,7 @@ def test_model_load_commit_push_stream_and_counters() -> None:
         cfg.threshold = int(np.median(score(p, cfg, xs).score))
     stream_out = []
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         h = Host(ctx, bench, model)
         ctx.set(bench.o_stream.ready, 1)
         for c, cfg in enumerate(cfgs):
@@ -199,7 +199,7 @@ def test_model_load_commit_push_stream_and_counters() -> None:
 
     seen = []
 
-    async def sink(ctx):  # type: ignore[no-untyped-def]
+    async def sink(ctx):
         async for _clk, _rst, valid, payload in ctx.tick().sample(bench.o_stream.valid,
                                                                   bench.o_stream.payload.as_value()):
             if valid:
@@ -222,9 +222,9 @@ def test_push_waits_behind_a_stalled_stream() -> None:
     rm = model.regmap
     rng = np.random.default_rng(4)
     xs = random_samples(p, rng, 40)
-    got = []
+    got: list[int] = []
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         h = Host(ctx, bench, model)
         ctx.set(bench.o_stream.ready, 0)
         n_in = 0
@@ -263,7 +263,7 @@ def test_table_writes_during_the_clear_after_reset() -> None:
     vals = [int(v) for v in rng.integers(1, 1 << 16, size=3 * p.b)]
     far = rm["TABLE"].count - 1
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         tab = rm["TABLE"]
         _, err = await bus_access(ctx, bench.bus, tab.address(far), True, 0xBEEF)
         assert not err

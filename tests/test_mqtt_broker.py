@@ -78,8 +78,10 @@ def log_lines(n: int, seed: int) -> list[str]:
 def deliveries(n_lines: int, seed: int, node: str = "node-a") -> list[DeliveryEvent]:
     """Delivery events of a synthetic log, one per id."""
     events, _ = parse_lines(log_lines(n_lines, seed), node)
-    seen: set[str] = set()
-    return [e for e in events if not (e.id in seen or seen.add(e.id))]  # type: ignore[func-returns-value]
+    first: dict[str, DeliveryEvent] = {}
+    for e in events:
+        first.setdefault(e.id, e)
+    return list(first.values())
 
 
 @pytest.fixture
@@ -92,8 +94,7 @@ def recorder(broker: Broker) -> Iterator[Recorder]:
 
 
 def dedup(ids: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return [i for i in ids if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
+    return list(dict.fromkeys(ids))
 
 
 def test_tls_publish_status_discovery_and_clean_stop(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
@@ -246,9 +247,10 @@ def test_node_sigkill_mid_stream_nothing_lost_then_sigterm(broker: Broker, recor
 def _model_bytes(threshold: int, version: str) -> bytes:
     base = untrained_model()
     c = base.config
-    m = TrainedModel(params=base.params, feature_schema=str(F.SCHEMA_VERSION), scaling=InputScaling.identity(base.params.d),
-              weights=c.weights, offsets=c.offsets, shifts=c.shifts, tables=c.tables + 1, threshold=threshold,
-              reference_tables=np.zeros(c.tables.shape), table_scale=1.0, provenance={"version": version})
+    m = TrainedModel(params=base.params, feature_schema=str(F.SCHEMA_VERSION),
+                     scaling=InputScaling.identity(base.params.d), weights=c.weights, offsets=c.offsets,
+                     shifts=c.shifts, tables=c.tables + 1, threshold=threshold,
+                     reference_tables=np.zeros(c.tables.shape), table_scale=1.0, provenance={"version": version})
     return m.to_bytes()
 
 
@@ -301,7 +303,8 @@ def test_fleet_nodes_see_each_other_and_share_routes(broker: Broker, tmp_path: P
     b.start()
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (a.fleet.live_nodes() == b.fleet.live_nodes() == ["node-a", "node-b"]):
+        while (time.monotonic() < deadline
+               and not (a.fleet.live_nodes() == b.fleet.live_nodes() == ["node-a", "node-b"])):
             time.sleep(0.05)
         assert a.fleet.live_nodes() == b.fleet.live_nodes() == ["node-a", "node-b"]
         ra, rb = a.fleet.my_routes(routes), b.fleet.my_routes(routes)

@@ -131,7 +131,7 @@ def test_checker_catches_every_field() -> None:
 
     def results() -> StreamResults:
         return StreamResults(score=exp.score.copy(), anomaly=exp.anomaly.copy(), argmax=exp.argmax.copy(),
-                             tag=exp.tag.copy(), tlast=case.tlast.copy())
+                             tag=exp.tag.copy(), tlast=case.tlast.astype(np.int64))
 
     counters = (300, int(exp.anomaly.sum()))
     assert bulk.check_case(p, case, results(), counters) == []

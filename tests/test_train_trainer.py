@@ -123,8 +123,10 @@ def test_constant_and_padded_features() -> None:
 
 def test_readers(tmp_path: Path) -> None:
     data = _blobs(n=300)
+    assert data.y is not None
     np.savez(tmp_path / "d.npz", X=data.X, y=data.y)
     ds = load_dataset(tmp_path / "d.npz")
+    assert ds.y is not None
     assert np.array_equal(ds.X, data.X) and np.array_equal(ds.y, data.y) and len(ds.sha256) == 64
     arch = tmp_path / "archive"
     arch.mkdir()
@@ -135,6 +137,7 @@ def test_readers(tmp_path: Path) -> None:
         fh.write("\n".join(lines[100:]) + "\n")
     (arch / "seg-002.jsonl.tmp").write_text('{"features": [1, 2')   # being written: ignored
     got = load_archive(arch)
+    assert got.y is not None
     assert np.array_equal(got.X, data.X) and np.array_equal(got.y, data.y)
     assert load_dataset(arch).sha256 == got.sha256
     (arch / "seg-003.jsonl").write_text(json.dumps({"features": [1.0, 2.0]}) + "\n")
@@ -170,6 +173,7 @@ def test_odds_mat_reader(repo_data: Path) -> None:
 
 def test_cli_train_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = _blobs(n=2000, seed=4)
+    assert data.y is not None
     np.savez(tmp_path / "d.npz", X=data.X, y=data.y)
     out = tmp_path / "m.json"
     assert main(["train", "--data", str(tmp_path / "d.npz"), "--config", "small", "--out", str(out),
@@ -193,6 +197,7 @@ def test_cli_train_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_cli_train_and_score_any_width(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = _wide_blobs(n=1500, f=11, seed=3)
+    assert data.y is not None
     np.savez(tmp_path / "w.npz", X=data.X, y=data.y)
     assert main(["evaluate", "--train-and-score", "--data", str(tmp_path / "w.npz"), "--config", "small"]) == 0
     text = capsys.readouterr().out
@@ -287,6 +292,7 @@ def test_model_with_a_transform_scores_identically_on_every_host_path(tmp_path: 
     model = load_model(path)
     other = _wide_blobs(n=700, seed=5)
     other.X[:5] *= 1e4                                              # saturating rows
+    assert other.y is not None and model.transform is not None
     np.savez(tmp_path / "rows.npz", X=other.X, y=other.y)
     raw, _ = read_data(tmp_path / "rows.npz")
     xq = to_fixed_point(raw, model, p.d)
@@ -298,7 +304,9 @@ def test_model_with_a_transform_scores_identically_on_every_host_path(tmp_path: 
         got = scorer.score_batch(xq)
     assert np.array_equal(got.score, want.score) and np.array_equal(got.anomaly, want.anomaly)
     node = ScoringSetup(model.params, model.core_config(), model.scale).scorer()
-    r = node(other.X, np.arange(len(other.X)))
+    # ScoreFn is typed for the node's schema vectors (int64); a wide model file scales raw float rows,
+    # which is what this checks (pi_firmware.pipeline would have to widen ScoreFn to accept them)
+    r = node(other.X, np.arange(len(other.X)))  # type: ignore[arg-type]
     assert np.array_equal(r.score, want.score)
     assert np.array_equal(trainer.evaluate(model, other).score_quantised, want.score)
 

@@ -84,7 +84,8 @@ def probe_command(args: argparse.Namespace) -> int:
     routes = [r.name for r in cfg.probe.routes]
     if args.route:
         if args.route not in routes:
-            raise UserError(f"{args.config} has no probe route named {args.route!r} (routes: {', '.join(routes) or 'none'})")
+            raise UserError(f"{args.config} has no probe route named {args.route!r} "
+                            f"(routes: {', '.join(routes) or 'none'})")
         routes = [args.route]
     if not routes:
         raise UserError(f"{args.config} has no [[probe.routes]] to probe")

@@ -27,9 +27,9 @@ from mailpulse.errors import UserError
 
 from .wheels import need_image_extra
 
-__all__ = ["BUNDLE_KEYS", "CONFIG_ALIASES", "DEFAULT_ADMIN_USER", "IMAGE_FIELDS", "PI_CONFIG", "PI_SECRETS", "NodeSpec", "Wifi",
-           "bundle_files", "dump_toml", "make_node", "read_nodes_csv", "read_secrets_file", "read_text", "validate_node_config",
-           "wpa_psk"]
+__all__ = ["BUNDLE_KEYS", "CONFIG_ALIASES", "DEFAULT_ADMIN_USER", "IMAGE_FIELDS", "PI_CONFIG", "PI_SECRETS", "NodeSpec",
+           "Wifi", "bundle_files", "dump_toml", "make_node", "read_nodes_csv", "read_secrets_file", "read_text",
+           "validate_node_config", "wpa_psk"]
 
 #: where the node config and its secrets land on the Pi
 PI_CONFIG = "/etc/mailpulse/node.toml"
