@@ -72,7 +72,7 @@ def valid_event(draw: Any) -> dict[str, Any]:
 
 # -- structurally invalid ones: a valid event with one thing broken ------------------------------
 
-hostile = (st.sampled_from([float("nan"), float("inf"), -float("inf"), "yesterday", "", "x" * (P.MAX_TEXT + 1),
+hostile: st.SearchStrategy[Any] = (st.sampled_from([float("nan"), float("inf"), -float("inf"), "yesterday", "", "x" * (P.MAX_TEXT + 1),
                             1 << 70, -1, True, [], {}, [[[[[[[[[[]]]]]]]]]], None, "NaN", 1e308, "\udc80",
                             "2026-11-26T10:00:00", "1969-12-31T23:59:59Z", "9999-12-31T23:59:59+00:00"])
            | json_value)
