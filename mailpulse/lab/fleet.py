@@ -390,6 +390,8 @@ class FleetRun:
             self.timeline["restarted"] = time.time()
         time.sleep(max(0.0, t_end - time.time()))
         for _, conn in workers:
+            if conn.poll(0):
+                raise RuntimeError(f"a fleet worker failed: {conn.recv()}")
             conn.send(("stop", None))
         self.timeline["stopped"] = time.time()
         cpu1 = self.cpu.snapshot()

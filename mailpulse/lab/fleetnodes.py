@@ -156,8 +156,8 @@ def _run(conn: multiprocessing.connection.Connection, nodes: list[_Node], plan: 
     rng = random.Random(seed)
     acc = [rng.random() for _ in nodes]
     cursor = [rng.randrange(len(pool)) for _ in nodes]
-    faults = sorted((t, k, node) for k, node, t in plan.faults)
     by_name = {n.spec.node: n for n in nodes}
+    faults = sorted((t, k, node) for k, node, t in plan.faults if node in by_name)
     beat = [time.monotonic() + plan.heartbeat_s * (i + 1) / len(nodes) for i in range(len(nodes))]
     counts = {"events": 0, "faults": 0, "rounds": 0, "late_rounds": 0}
     next_round = time.monotonic()
