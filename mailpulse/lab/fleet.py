@@ -53,6 +53,7 @@ import numpy as np
 
 from mailpulse import features as F
 from mailpulse.collector.archive import read_events
+from mailpulse.collector.flink.runner import latest_checkpoint
 from mailpulse.collector.trainer import train
 from mailpulse.config.collector import CorrelateSettings
 from mailpulse.datasets import Dataset
@@ -314,6 +315,16 @@ class FleetRun:
         self.cpu.track("flink", self.flink.pid)
         threading.Thread(target=self._read_flink, name="flink-out", daemon=True).start()
 
+    def wait_flink(self, timeout: float = 180.0) -> None:
+        """Wait for the Flink job's first completed checkpoint (it is running)."""
+        t0 = time.monotonic()
+        while latest_checkpoint(self.work / "flink" / "state") is None:
+            if self.flink is None or self.flink.proc is None or self.flink.proc.poll() is not None \
+                    or time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"the Flink job did not start: {(self.work / 'flink' / 'flink.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        self.timeline["flink_ready"] = time.time()
+
     def _read_flink(self) -> None:
         p = self.flink.proc if self.flink else None
         if p is None or p.stdout is None:
@@ -369,6 +380,8 @@ class FleetRun:
         if p.flink:
             self.start_flink()
         workers = self.start_workers()
+        if p.flink:
+            self.wait_flink()
         t_go = time.time() + 1.0
         schedule = self.fault_schedule(t_go)
         wplan = WorkerPlan(p.rate, p.tick_s, p.heartbeat_s, tuple(schedule))
