@@ -12,7 +12,6 @@ import base64
 import io
 import smtplib
 import ssl
-import time
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
