@@ -75,7 +75,7 @@ class FleetPlan:
     workers: int = 8                # node processes
     sites_per_dc: int = 8
     rate: float = 10.0              # events/s per node
-    tick_s: float = 0.5             # a node's read round
+    tick_s: float = 1.0             # a node's read round
     warm_s: float = 20.0            # traffic before the first fault
     faults: int = 4
     fault_every_s: float = 15.0
@@ -239,6 +239,7 @@ class FleetRun:
     flink_out: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     timeline: dict[str, Any] = field(default_factory=dict)
     worker_counts: list[dict[str, int]] = field(default_factory=list)
+    cpu0: dict[tuple[str, int], float] = field(default_factory=dict)
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -370,7 +371,7 @@ class FleetRun:
 
     # -- the run ----------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> None:
         p = self.plan
         self.cpu.start()
         for dc in self.dcs:
@@ -388,7 +389,7 @@ class FleetRun:
         for _, conn in workers:
             conn.send(("go", wplan))
         time.sleep(max(0.0, t_go - time.time()))
-        cpu0 = self.cpu.snapshot()
+        self.cpu0 = self.cpu.snapshot()
         t_end = t_go + p.warm_s + (p.faults - 1) * p.fault_every_s + p.tail_s
         self.timeline.update(go=t_go, end=t_end, faults=[t_go + p.warm_s + k * p.fault_every_s
                                                          for k in range(p.faults)])
@@ -407,21 +408,20 @@ class FleetRun:
                 raise RuntimeError(f"a fleet worker failed: {conn.recv()}")
             conn.send(("stop", None))
         self.timeline["stopped"] = time.time()
-        cpu1 = self.cpu.snapshot()
         for proc, conn in workers:
             kind, info = conn.recv() if conn.poll(120) else ("error", "no answer in 120 s")
             if kind != "done":
                 raise RuntimeError(f"a fleet worker failed: {info}")
             self.worker_counts.append(info)
             proc.join(30)
-        return {"cpu": CpuMeter.between(cpu0, cpu1)}
 
-    def settle(self, produced: int, timeout: float = 60.0) -> None:
-        """Wait until the archives hold ``produced`` lines (open segments included), then wait for the
-        Flink job to see the end, and stop the collectors (they close their segments)."""
+    def settle(self, produced: int, timeout: float = 300.0) -> None:
+        """Wait until the archives hold ``produced`` lines (open segments included), then stop the
+        collectors (they close their segments)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and _archived_lines([dc.archive for dc in self.dcs]) < produced:
             time.sleep(0.5)
+        self.timeline["archived"] = time.time()
         for dc in self.dcs:
             dc.collector.signal(signal.SIGTERM)
 
@@ -520,6 +520,8 @@ def account(run: FleetRun, cpu: dict[str, float]) -> dict[str, Any]:
     res: dict[str, Any] = {
         "nodes": p.nodes, "workers": p.workers, "rate_per_node": p.rate, "traffic_s": round(traffic_s, 1),
         "produced": events, "produced_twice": produced_twice, "events_per_s": round(events / traffic_s, 1),
+        "archived_events_per_s": round(events / (tl["archived"] - tl["go"]), 1),
+        "drain_s": round(tl["archived"] - tl["stopped"], 1),
         "archived": len(got), "lost": len(set(emitted) - set(got)), "duplicated": sum(c - 1 for c in got.values()),
         "unexpected": len(set(got) - set(emitted)),
         "ids_on_two_nodes": sum(1 for ns in nodes_of_id.values() if len(ns) > 1),
@@ -553,10 +555,11 @@ def run_fleet(plan: FleetPlan, work: Path | None = None) -> dict[str, Any]:
     res: dict[str, Any] = {}
     try:
         run.setup()
-        stats = run.run()
+        run.run()
         run.settle(sum(c["events"] for c in run.worker_counts))
         time.sleep(2.0 * plan.segment_s + plan.checkpoint_ms / 1000.0 + 1.0)   # the Flink job reads the last segments
-        res = account(run, stats["cpu"])
+        # CPU from the first event to the last one archived and correlated (the backlog included)
+        res = account(run, CpuMeter.between(run.cpu0, run.cpu.snapshot()))
         return res
     finally:
         run.close()
