@@ -238,7 +238,7 @@ class FleetRun:
     flink: _Proc | None = None
     flink_out: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     timeline: dict[str, Any] = field(default_factory=dict)
-    worker_counts: list[dict[str, int]] = field(default_factory=list)
+    worker_counts: list[dict[str, float]] = field(default_factory=list)
     cpu0: dict[tuple[str, int], float] = field(default_factory=dict)
 
     # -- set-up -----------------------------------------------------------------------------------
@@ -536,6 +536,8 @@ def account(run: FleetRun, cpu: dict[str, float]) -> dict[str, Any]:
         "cpu_us_per_event": {k: round(v / events * 1e6, 1) for k, v in cpu.items()} if events else {},
         "anomalies_scored": sum(c.get("anomalies", 0) for c in run.worker_counts),
         "late_rounds": sum(c.get("late_rounds", 0) for c in run.worker_counts),
+        # of the clients' CPU: the node rounds (events, scoring, payloads, spool writes); the rest is publishing
+        "clients_round_cpu_s": round(sum(c.get("round_cpu_s", 0.0) for c in run.worker_counts), 1),
         "left_in_spools": sum(c.get("left_in_spools", 0) for c in run.worker_counts),
         "kill": {"shard": run.dcs[1].name, "down_s": round(tl["restarted"] - tl["kill"], 1)} if "kill" in tl else None,
         "setup_s": {"train": tl.get("train_s"), "provision": tl.get("provision_s")},

@@ -123,6 +123,7 @@ class _Router:
 
     def __init__(self, sinks: dict[str, MqttSink]) -> None:
         self.sinks = sinks
+        self.spooled_at: dict[str, float] = {}    # node -> when its events of the round were in its spool
 
     def emit_many(self, events: Sequence[Event]) -> None:
         by: dict[str, list[Event]] = {}
@@ -130,6 +131,7 @@ class _Router:
             by.setdefault(e.node, []).append(e)
         for node, evs in by.items():
             self.sinks[node].emit_many(evs)
+            self.spooled_at[node] = time.time()
 
     def close(self) -> None:
         return None
@@ -151,7 +153,7 @@ class _Node:
 
 
 def _run(conn: multiprocessing.connection.Connection, nodes: list[_Node], plan: WorkerPlan, pool: list[DeliveryEvent],
-         pipeline: Pipeline, out: Any, seed: int) -> dict[str, int]:
+         pipeline: Pipeline, router: _Router, out: Any, seed: int) -> dict[str, float]:
     """The rounds: every ``tick_s`` each node emits its share of ``rate`` (and its fault events)."""
     rng = random.Random(seed)
     acc = [rng.random() for _ in nodes]
@@ -159,7 +161,8 @@ def _run(conn: multiprocessing.connection.Connection, nodes: list[_Node], plan: 
     by_name = {n.spec.node: n for n in nodes}
     faults = sorted((t, k, node) for k, node, t in plan.faults if node in by_name)
     beat = [time.monotonic() + plan.heartbeat_s * (i + 1) / len(nodes) for i in range(len(nodes))]
-    counts = {"events": 0, "faults": 0, "rounds": 0, "late_rounds": 0}
+    counts: dict[str, float] = {"events": 0, "faults": 0, "rounds": 0, "late_rounds": 0}
+    cpu0 = time.thread_time()
     next_round = time.monotonic()
     while not conn.poll(0):
         now = time.time()
@@ -176,8 +179,8 @@ def _run(conn: multiprocessing.connection.Connection, nodes: list[_Node], plan: 
             batch.append((fault_event(pool[cursor[0] % len(pool)], n.spec, now, k), k))
         pipeline.submit_many([e for e, _ in batch])
         pipeline.flush()
-        t_spooled = time.time()
-        out.write("".join(f"{e.node}\t{e.id}\t{t_spooled:.6f}\t{k}\n" for e, k in batch))
+        at = router.spooled_at
+        out.write("".join(f"{e.node}\t{e.id}\t{at[e.node]:.6f}\t{k}\n" for e, k in batch))
         counts["events"] += len(batch)
         counts["faults"] += sum(1 for _, k in batch if k >= 0)
         counts["rounds"] += 1
@@ -186,6 +189,7 @@ def _run(conn: multiprocessing.connection.Connection, nodes: list[_Node], plan: 
             if mono >= beat[i]:
                 n.sink.publish_status()
                 beat[i] = mono + plan.heartbeat_s
+        counts["round_cpu_s"] = time.thread_time() - cpu0
         next_round += plan.tick_s
         if next_round < mono:
             counts["late_rounds"] += 1
@@ -220,9 +224,10 @@ def worker_main(conn: multiprocessing.connection.Connection, specs: list[NodeSpe
         kind, plan = conn.recv()
         if kind != "go":
             return
-        pipeline = Pipeline(setup.scorer(), _Router({n.spec.node: n.sink for n in nodes}), batch_size=1 << 20)
+        router = _Router({n.spec.node: n.sink for n in nodes})
+        pipeline = Pipeline(setup.scorer(), router, batch_size=1 << 20)
         with open(out_file, "w") as out:
-            counts = _run(conn, nodes, plan, pool, pipeline, out, pool_seed)
+            counts = _run(conn, nodes, plan, pool, pipeline, router, out, pool_seed)
         conn.recv()   # "stop"
         counts["left_in_spools"] = _drain(nodes, 60.0)
         counts["anomalies"] = pipeline.stats.anomalies
