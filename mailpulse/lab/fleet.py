@@ -326,6 +326,18 @@ class FleetRun:
             time.sleep(0.2)
         self.timeline["flink_ready"] = time.time()
 
+    def wait_incidents(self, timeout: float = 300.0) -> None:
+        """Wait until the Flink job named every fault's relay (it may be behind), at most ``timeout`` s."""
+        want = {fault_relay(k).split("[", 1)[0] for k in range(self.plan.faults)}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = {rec.get("incident", {}).get("root_cause") for _, rec in list(self.flink_out)
+                    if rec.get("kind") == "opened"}
+            if want <= seen:
+                break
+            time.sleep(0.5)
+        self.timeline["incidents_waited"] = time.time()
+
     def _read_flink(self) -> None:
         p = self.flink.proc if self.flink else None
         if p is None or p.stdout is None:
@@ -559,7 +571,8 @@ def run_fleet(plan: FleetPlan, work: Path | None = None) -> dict[str, Any]:
         run.setup()
         run.run()
         run.settle(sum(c["events"] for c in run.worker_counts))
-        time.sleep(2.0 * plan.segment_s + plan.checkpoint_ms / 1000.0 + 1.0)   # the Flink job reads the last segments
+        if plan.flink:
+            run.wait_incidents()
         # CPU from the first event to the last one archived and correlated (the backlog included)
         res = account(run, CpuMeter.between(run.cpu0, run.cpu.snapshot()))
         return res
