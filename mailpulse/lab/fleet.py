@@ -73,7 +73,7 @@ class FleetPlan:
 
     nodes: int = 512                # over two data centres
     workers: int = 8                # node processes
-    sites_per_dc: int = 8
+    sites_per_dc: int = 16           # 16 nodes per site: each node follows its site's status (the daemon's Fleet)
     rate: float = 10.0              # events/s per node
     tick_s: float = 1.0             # a node's read round
     warm_s: float = 20.0            # traffic before the first fault
@@ -421,7 +421,8 @@ class FleetRun:
             conn.send(("stop", None))
         self.timeline["stopped"] = time.time()
         for proc, conn in workers:
-            kind, info = conn.recv() if conn.poll(120) else ("error", "no answer in 120 s")
+            msg: tuple[str, Any] = conn.recv() if conn.poll(120) else ("error", "no answer in 120 s")
+            kind, info = msg
             if kind != "done":
                 raise RuntimeError(f"a fleet worker failed: {info}")
             self.worker_counts.append(info)
@@ -496,12 +497,12 @@ def account(run: FleetRun, cpu: dict[str, float]) -> dict[str, Any]:
     produced_twice = 0
     for f in sorted(run.work.glob("emitted-*.tsv")):
         for line in f.read_text().splitlines():
-            node, eid, t, k = line.split("\t")
+            node, eid, t, fault = line.split("\t")
             if (node, eid) in emitted:
                 produced_twice += 1
             emitted[(node, eid)] = float(t)
-            if int(k) >= 0:
-                fault_of[(node, eid)] = int(k)
+            if int(fault) >= 0:
+                fault_of[(node, eid)] = int(fault)
     got: Counter[tuple[str, str]] = Counter()
     received: dict[tuple[str, str], float] = {}
     nodes_of_id: dict[str, set[str]] = {}
@@ -515,7 +516,7 @@ def account(run: FleetRun, cpu: dict[str, float]) -> dict[str, Any]:
     outage = (tl.get("kill", 0.0), tl.get("restarted", 0.0) + 2.0)
     lags_steady = [received[k] - t for k, t in emitted.items() if k in received and not outage[0] <= t <= outage[1]]
     traffic_s = tl["stopped"] - tl["go"]
-    faults = []
+    faults: list[dict[str, Any]] = []
     for k in range(p.faults):
         relay = fault_relay(k).split("[", 1)[0]
         keys = [key for key, kk in fault_of.items() if kk == k]
@@ -570,7 +571,7 @@ def run_fleet(plan: FleetPlan, work: Path | None = None) -> dict[str, Any]:
     try:
         run.setup()
         run.run()
-        run.settle(sum(c["events"] for c in run.worker_counts))
+        run.settle(int(sum(c["events"] for c in run.worker_counts)))
         if plan.flink:
             run.wait_incidents()
         # CPU from the first event to the last one archived and correlated (the backlog included)
