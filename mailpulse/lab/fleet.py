@@ -2,9 +2,9 @@
 
 Topology (all real, on loopback, in the secure set-up of ``collector init``)::
 
-    dc1: N/2 nodes (worker processes, mailpulse.lab.fleetnodes) --mqtts--> Mosquitto 1 --> collector shard 1 --> archive 1 --+
-    dc2: N/2 nodes                                            --mqtts--> Mosquitto 2 --> collector shard 2 --> archive 2 --+--> mailpulse flink run --follow
-                                                                                                                            (incident log)
+    dc1: N/2 nodes (workers) --mqtts--> Mosquitto 1 --> collector shard 1 --> archive 1 --+
+                                                                                          +--> flink run --follow
+    dc2: N/2 nodes (workers) --mqtts--> Mosquitto 2 --> collector shard 2 --> archive 2 --+    (incident log)
 
 Each data centre is a deployment of its own (``collector init`` + ``add-node`` per node: its own
 CA, broker, passwords, ACL, node bundles).  The collector shards are the real service
@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
-import os
 import shutil
 import signal
 import subprocess
@@ -59,6 +58,7 @@ from mailpulse.config.collector import CorrelateSettings
 from mailpulse.datasets import Dataset
 from mailpulse.hdl.params import get_params
 from mailpulse.lab.fleetnodes import NodeSpec, WorkerPlan, event_pool, fault_relay, worker_main
+from mailpulse.lab.procs import CpuMeter, Proc
 from mailpulse.lab.servers import Mosquitto, make_root
 from mailpulse.pi_firmware.pipeline import featurise
 
@@ -107,112 +107,6 @@ def train_fleet_model(path: Path, lines: int, seed: int = 1) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# processes and CPU
-# --------------------------------------------------------------------------------------------
-
-
-class _Proc:
-    """A child process in its own session (signalled as a group)."""
-
-    def __init__(self, argv: list[str], log: Path) -> None:
-        self.argv, self.log = argv, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, stdout: int | None = None) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=stdout or out, stderr=out,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    def signal(self, sig: int, timeout: float = 30.0) -> None:
-        p = self.proc
-        if p is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, sig)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
-        self.proc = None
-
-
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds user + system) of every process."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[int, float]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat", "rb") as f:
-                rest = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(d)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / tick)
-    return out
-
-
-class CpuMeter:
-    """CPU seconds per stage from ``/proc``: each stage's root processes and their descendants,
-    sampled every ``period`` s (a killed process keeps its last sample)."""
-
-    def __init__(self, period: float = 0.5) -> None:
-        self.roots: dict[str, set[int]] = {}
-        self.latest: dict[tuple[str, int], float] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="cpu-meter", daemon=True)
-        self.period = period
-
-    def track(self, stage: str, pid: int | None) -> None:
-        if pid is not None:
-            with self._lock:
-                self.roots.setdefault(stage, set()).add(pid)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def sample(self) -> None:
-        table = _proc_table()
-        kids: dict[int, list[int]] = {}
-        for pid, (ppid, _) in table.items():
-            kids.setdefault(ppid, []).append(pid)
-        with self._lock:
-            for stage, roots in self.roots.items():
-                todo = [r for r in roots if r in table]
-                while todo:
-                    pid = todo.pop()
-                    self.latest[(stage, pid)] = table[pid][1]
-                    todo.extend(kids.get(pid, ()))
-
-    def snapshot(self) -> dict[tuple[str, int], float]:
-        self.sample()
-        with self._lock:
-            return dict(self.latest)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.period):
-            self.sample()
-
-    @staticmethod
-    def between(a: dict[tuple[str, int], float], b: dict[tuple[str, int], float]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for (stage, pid), v in b.items():
-            out[stage] = out.get(stage, 0.0) + v - a.get((stage, pid), 0.0)
-        return out
-
-
-# --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
 
@@ -224,7 +118,7 @@ class _Dc:
     nodes: list[NodeSpec]
     config: Path
     archive: Path
-    collector: _Proc
+    collector: Proc
 
 
 @dataclass
@@ -235,7 +129,7 @@ class FleetRun:
     plan: FleetPlan
     dcs: list[_Dc] = field(default_factory=list)
     cpu: CpuMeter = field(default_factory=CpuMeter)
-    flink: _Proc | None = None
+    flink: Proc | None = None
     flink_out: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     timeline: dict[str, Any] = field(default_factory=dict)
     worker_counts: list[dict[str, float]] = field(default_factory=list)
@@ -256,7 +150,7 @@ class FleetRun:
             broker = Mosquitto.lab(self.work / name / "deployment", nodes=pairs)
             specs = [self._node_config(broker, name, site, node) for site, node in pairs]
             cfg, archive = self._shard_config(broker, name)
-            coll = _Proc([sys.executable, "-m", "mailpulse", "collector", "run", "--config", str(cfg)],
+            coll = Proc([sys.executable, "-m", "mailpulse", "collector", "run", "--config", str(cfg)],
                          self.work / name / "collector.log")
             self.dcs.append(_Dc(name, broker, specs, cfg, archive, coll))
         self.timeline["provision_s"] = round(time.monotonic() - t0 - self.timeline["train_s"], 1)
@@ -311,7 +205,7 @@ class FleetRun:
             argv += ["--archive", str(dc.archive)]
         for dc in self.dcs:
             dc.archive.mkdir(parents=True, exist_ok=True)
-        self.flink = _Proc(argv, fl / "flink.log")
+        self.flink = Proc(argv, fl / "flink.log")
         self.flink.start(stdout=subprocess.PIPE)
         self.cpu.track("flink", self.flink.pid)
         threading.Thread(target=self._read_flink, name="flink-out", daemon=True).start()
@@ -322,7 +216,8 @@ class FleetRun:
         while latest_checkpoint(self.work / "flink" / "state") is None:
             if self.flink is None or self.flink.proc is None or self.flink.proc.poll() is not None \
                     or time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"the Flink job did not start: {(self.work / 'flink' / 'flink.log').read_text()[-2000:]}")
+                log = (self.work / "flink" / "flink.log").read_text()
+                raise RuntimeError(f"the Flink job did not start: {log[-2000:]}")
             time.sleep(0.2)
         self.timeline["flink_ready"] = time.time()
 
