@@ -21,7 +21,7 @@ pytestmark = pytest.mark.xdist_group("flink")
 ROOT = Path(__file__).resolve().parents[1]
 
 PLAN = FleetPlan(nodes=16, workers=2, sites_per_dc=2, faults=1, warm_s=8.0, fault_every_s=6.0, tail_s=10.0,
-                 train_lines=60_000, pool_lines=12_000)
+                 train_lines=60_000, pool_lines=12_000, flink_batch=False)
 
 
 def test_fleet_split_fault_and_shard_kill() -> None:

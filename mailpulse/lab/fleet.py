@@ -89,6 +89,7 @@ class FleetPlan:
     pool_lines: int = 60_000        # synthetic log lines each worker parses for its events
     train_lines: int = 200_000
     flink: bool = True
+    flink_batch: bool = True        # also run the Flink job over the finished archives (batch) and compare
     keep: bool = False              # keep the work folder
 
     @property
@@ -373,15 +374,20 @@ def _q(xs: Sequence[float], q: float) -> float | None:
     return None if not len(xs) else round(float(np.quantile(np.asarray(xs), q)), 3)
 
 
-def _correlate(archives: Sequence[Path]) -> list[str]:
-    """Root causes of ``mailpulse correlate --archive ... --json`` (the command itself)."""
-    argv = [sys.executable, "-m", "mailpulse", "correlate", "--json"]
+def _incidents(command: Sequence[str], archives: Sequence[Path]) -> list[dict[str, Any]]:
+    """The incidents ``mailpulse <command> --archive ... --json`` prints (the command itself)."""
+    argv = [sys.executable, "-m", "mailpulse", *command, "--json"]
     for a in archives:
         argv += ["--archive", str(a)]
-    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
-        raise RuntimeError(f"mailpulse correlate failed: {r.stderr[-500:]}")
-    return sorted({inc["root_cause"] for inc in json.loads(r.stdout)})
+        raise RuntimeError(f"mailpulse {' '.join(command)} failed: {r.stderr[-500:]}")
+    out: list[dict[str, Any]] = json.loads(r.stdout)
+    return out
+
+
+def _causes(incidents: list[dict[str, Any]]) -> list[str]:
+    return sorted({inc["root_cause"] for inc in incidents})
 
 
 def account(run: FleetRun, cpu: dict[str, float]) -> dict[str, Any]:
@@ -454,8 +460,13 @@ def account(run: FleetRun, cpu: dict[str, float]) -> dict[str, Any]:
         "kill": {"shard": run.dcs[1].name, "down_s": round(tl["restarted"] - tl["kill"], 1)} if "kill" in tl else None,
         "setup_s": {"train": tl.get("train_s"), "provision": tl.get("provision_s")},
     }
-    res["correlate_shards"] = {dc.name: _correlate([dc.archive]) for dc in run.dcs}
-    res["correlate_global"] = _correlate([dc.archive for dc in run.dcs])
+    res["correlate_shards"] = {dc.name: _causes(_incidents(["correlate"], [dc.archive])) for dc in run.dcs}
+    both = [dc.archive for dc in run.dcs]
+    embedded = _incidents(["correlate"], both)
+    res["correlate_global"] = _causes(embedded)
+    if p.flink_batch:
+        # the Flink job over the finished archives, in batch mode: the same incidents, in the same form
+        res["flink_batch_equals_correlate"] = _incidents(["flink", "run"], both) == embedded
     res["flink_incidents"] = sorted({rec["incident"]["root_cause"] for _, rec in run.flink_out
                                      if rec.get("kind") == "opened"})
     return res
