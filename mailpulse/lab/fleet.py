@@ -417,9 +417,9 @@ def account(run: FleetRun, cpu: dict[str, float]) -> dict[str, Any]:
             nodes_of_id.setdefault(key[1], set()).add(key[0])
     lags = [received[k] - t for k, t in emitted.items() if k in received]
     by_shard: dict[str, list[float]] = {}
-    for k, t in emitted.items():
-        if k in received:
-            by_shard.setdefault(shard_of[k], []).append(received[k] - t)
+    for key, t_spooled in emitted.items():
+        if key in received:
+            by_shard.setdefault(shard_of[key], []).append(received[key] - t_spooled)
     traffic_s = tl["stopped"] - tl["go"]
     faults: list[dict[str, Any]] = []
     for k in range(p.faults):
