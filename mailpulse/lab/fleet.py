@@ -467,7 +467,10 @@ def account(run: FleetRun, cpu: dict[str, float]) -> dict[str, Any]:
     if p.flink_batch:
         # the Flink job over the finished archives, in batch mode: the same incidents, in the same form
         try:
-            res["flink_batch_equals_correlate"] = _incidents(["flink", "run"], both) == embedded
+            # --state-dir: file-system checkpoints (without it, the JobManager's memory storage holds at most
+            # 5 MB, and the global step's state for 512 nodes is larger: the job fails)
+            state = ["--state-dir", str(run.work / "flink" / "batch-state")]
+            res["flink_batch_equals_correlate"] = _incidents(["flink", "run", *state], both) == embedded
         except RuntimeError as e:     # reported, not raised: the run's other figures stand
             res["flink_batch_equals_correlate"] = str(e)
     res["flink_incidents"] = sorted({rec["incident"]["root_cause"] for _, rec in run.flink_out
