@@ -112,6 +112,10 @@ def run_job(opts: JobOptions) -> Iterator[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="mailpulse-flink-") as tmp:
         if opts.follow and not opts.incidents:
             opts.incidents = tmp
+        if not opts.state_dir:
+            # checkpoints always go to files: in the JobManager's memory they are capped at 5 MB, which
+            # the global step's state passed on a 512-node archive (7.3 MB); a temporary one resumes nothing
+            opts.state_dir = str(Path(tmp, "state"))
         with tempfile.TemporaryFile("w+") as err:
             with subprocess.Popen(job_command(opts), stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1) as p:
                 assert p.stdout is not None
