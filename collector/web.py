@@ -5,7 +5,8 @@ Routes:
 * ``/`` - ``collector/static/index.html`` (one file, plain JS, no build step);
 * ``/api/state`` - the current :meth:`DashboardState.snapshot` as JSON;
 * ``/events`` - Server-Sent Events: ``state`` once at connect, then ``anomaly``, ``incident``,
-  ``fleet``, ``heatmap`` and ``stats`` events as they happen (one JSON ``data`` line each);
+  ``fleet``, ``probe``, ``heatmap``, ``stats`` and ``health`` (broker link, quarantine counts) events
+  as they happen (one JSON ``data`` line each);
 * ``/metrics`` - Prometheus exposition (:mod:`mailpulse.collector.metrics`).
 
 :class:`Hub` fans messages out to every connected SSE client through a bounded queue per
@@ -22,6 +23,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -117,63 +119,139 @@ class Hub:
             self.on_publish()
 
 
-class DashboardState:
-    """What the page shows: fleet, recent anomalies, incidents, heatmap, probe fidelity, counters."""
+def _cell(v: Any, n: int = 200) -> Any:
+    """A value the page can show: finite numbers, booleans, None, strings cut to ``n`` characters;
+    anything else as its (cut) text."""
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, int | float):
+        return v if math.isfinite(v) else str(v)
+    return (v if isinstance(v, str) else str(v))[:n]
 
-    def __init__(self, max_anomalies: int = 50) -> None:
+
+class DashboardState:
+    """What the page shows: fleet, recent anomalies, incidents, heatmap, probe fidelity, counters,
+    the quarantine and the collector's own link.
+
+    Bounded whatever the nodes send: every row's values are display values (:func:`_cell`), and
+    every table has a size limit (``max_*``), so ``/api/state`` stays small.
+    """
+
+    def __init__(self, max_anomalies: int = 50, max_nodes: int = 1000, max_probes: int = 200,
+                 max_incidents: int = 200, max_quarantine: int = 50) -> None:
         self.lock = threading.Lock()
+        self.max_nodes, self.max_probes, self.max_incidents = max_nodes, max_probes, max_incidents
+        self.max_quarantine = max_quarantine
         self.fleet: dict[str, dict[str, Any]] = {}
         self.anomalies: collections.deque[dict[str, Any]] = collections.deque(maxlen=max_anomalies)
         self.incidents: dict[str, dict[str, Any]] = {}
         self.heatmap: dict[str, Any] = {"rows": [], "t0": 0, "bucket_s": 10}
         self.probes: dict[str, dict[str, Any]] = {}
-        self.stats: dict[str, Any] = {"events": 0, "duplicates": 0, "anomalies": 0}
+        self.stats: dict[str, Any] = {"events": 0, "duplicates": 0, "anomalies": 0, "quarantined": 0}
+        self.quarantine: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.quarantine_folded = 0
+        self.link: dict[str, Any] = {}
 
-    def set_status(self, site: str, node: str, doc: dict[str, Any] | None) -> dict[str, Any]:
+    @staticmethod
+    def _bounded_put(d: dict[str, dict[str, Any]], key: str, row: dict[str, Any], limit: int) -> None:
+        d.pop(key, None)
+        d[key] = row
+        while len(d) > limit:
+            d.pop(next(iter(d)))            # the least recently updated
+
+    def set_status(self, site: str, node: str, doc: dict[str, Any] | None,
+                   view: dict[str, Any] | None = None) -> dict[str, Any]:
         key = f"{site}/{node}"
         d = doc or {}
-        row = {"site": site, "node": node, "state": d.get("state", "offline" if doc is None else "unknown"),
-               "model_version": d.get("model_version"), "spool_depth": (d.get("spool") or {}).get("depth"),
-               "ts": d.get("ts"), "seen": time.time(), "version": d.get("version")}
+        v = view or {}
+        spool = d.get("spool")
+        row = {"site": _cell(site), "node": _cell(node),
+               "state": _cell(d.get("state", "offline" if doc is None else "unknown")),
+               "model_version": _cell(d.get("model_version")),
+               "spool_depth": _cell(spool.get("depth") if isinstance(spool, dict) else None),
+               "ts": _cell(d.get("ts")), "seen": time.time(), "version": _cell(d.get("version"))}
+        row.update({k: _cell(x) for k, x in v.items()})
         with self.lock:
-            self.fleet[key] = row
+            self._bounded_put(self.fleet, key, row, self.max_nodes)
+        return row
+
+    def set_online(self, site: str, node: str, online: bool, view: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The node went on- or offline by its heartbeats (not by its status)."""
+        key = f"{site}/{node}"
+        with self.lock:
+            row = dict(self.fleet.get(key) or {"site": _cell(site), "node": _cell(node), "state": "unknown"})
+            row.update({k: _cell(x) for k, x in (view or {}).items()})
+            row["online"] = online
+            if not online and row.get("state") == "online":
+                row["state"] = "silent"
+            elif online and row.get("state") == "silent":
+                row["state"] = "online"
+            self._bounded_put(self.fleet, key, row, self.max_nodes)
         return row
 
     def add_anomaly(self, ev: dict[str, Any]) -> dict[str, Any]:
-        f = ev.get("fields") or {}
-        row = {"id": ev.get("id"), "site": ev.get("site"), "node": ev.get("node"), "kind": ev.get("kind"),
-               "ts": ev.get("ts"), "score": ev.get("score"), "feature": ev.get("argmax_feature"),
-               "route": f.get("route"), "relay": f.get("relay"), "received": ev.get("received")}
+        f = ev.get("fields")
+        f = f if isinstance(f, dict) else {}
+        row = {"id": _cell(ev.get("id")), "site": _cell(ev.get("site")), "node": _cell(ev.get("node")),
+               "kind": _cell(ev.get("kind")), "ts": _cell(ev.get("ts")), "score": _cell(ev.get("score")),
+               "feature": _cell(ev.get("argmax_feature")), "route": _cell(f.get("route")),
+               "relay": _cell(f.get("relay")), "received": _cell(ev.get("received")), "clock": _cell(ev.get("clock"))}
         with self.lock:
             self.anomalies.appendleft(row)
         return row
 
     def add_probe(self, ev: dict[str, Any]) -> dict[str, Any]:
-        f = ev.get("fields") or {}
-        integ = f.get("integrity") or {}
-        key = f"{ev.get('site')}/{ev.get('node')}/{f.get('route')}"
-        row = {"site": ev.get("site"), "node": ev.get("node"), "route": f.get("route"), "outcome": f.get("outcome"),
-               "latency_ms": f.get("latency_ms"), "psnr_db": integ.get("psnr_db"), "intact": integ.get("intact"),
-               "ts": ev.get("ts")}
+        f = ev.get("fields")
+        f = f if isinstance(f, dict) else {}
+        integ = f.get("integrity")
+        integ = integ if isinstance(integ, dict) else {}
+        key = f"{ev.get('site')}/{ev.get('node')}/{str(f.get('route'))[:64]}"
+        row = {"site": _cell(ev.get("site")), "node": _cell(ev.get("node")), "route": _cell(f.get("route")),
+               "outcome": _cell(f.get("outcome")), "latency_ms": _cell(f.get("latency_ms")),
+               "psnr_db": _cell(integ.get("psnr_db")), "intact": _cell(integ.get("intact")), "ts": _cell(ev.get("ts"))}
         with self.lock:
-            self.probes[key] = row
+            self._bounded_put(self.probes, key, row, self.max_probes)
         return row
 
+    def add_quarantine(self, entries: list[tuple[str, str, str]]) -> None:
+        """Count quarantine records per (site, node, reason); beyond ``max_quarantine`` keys, as other."""
+        with self.lock:
+            for key in entries:
+                if key in self.quarantine or len(self.quarantine) < self.max_quarantine:
+                    self.quarantine[key] += 1
+                else:
+                    self.quarantine_folded += 1
+
     def set_incident(self, inc: dict[str, Any]) -> None:
+        inc = dict(inc)
+        for k in ("affected_nodes", "affected_routes"):
+            vals = inc.get(k) or []
+            inc[k] = [_cell(v) for v in vals[:50]] + ([f"... {len(vals) - 50} more"] if len(vals) > 50 else [])
         with self.lock:
             self.incidents[inc["id"]] = inc
-            if len(self.incidents) > 200:
-                for k in sorted(self.incidents, key=lambda k: self.incidents[k]["updated"])[:50]:
-                    if self.incidents[k]["state"] != "open":
-                        del self.incidents[k]
+            if len(self.incidents) > self.max_incidents:
+                order = sorted(self.incidents, key=lambda k: (self.incidents[k]["state"] == "open",
+                                                              self.incidents[k]["updated"]))
+                for k in order[: len(self.incidents) - self.max_incidents + self.max_incidents // 4]:
+                    del self.incidents[k]    # resolved first, oldest first
+
+    def health(self) -> dict[str, Any]:
+        """The collector's link and the quarantine counts (the page's ``health`` message)."""
+        with self.lock:
+            return {"link": dict(self.link), "quarantine_folded": self.quarantine_folded,
+                    "quarantine": [{"site": s, "node": n, "reason": r, "count": c}
+                                   for (s, n, r), c in self.quarantine.most_common()]}
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"fleet": sorted(self.fleet.values(), key=lambda r: (r["site"], r["node"])),
+            return {"fleet": sorted(self.fleet.values(), key=lambda r: (str(r["site"]), str(r["node"]))),
                     "anomalies": list(self.anomalies),
                     "incidents": sorted(self.incidents.values(), key=lambda i: (i["state"] != "open", -i["updated"])),
                     "heatmap": self.heatmap, "probes": sorted(self.probes.values(), key=lambda r: str(r["route"])),
-                    "stats": dict(self.stats), "server_time": time.time()}
+                    "stats": dict(self.stats), "server_time": time.time(),
+                    "quarantine": [{"site": s, "node": n, "reason": r, "count": c}
+                                   for (s, n, r), c in self.quarantine.most_common()],
+                    "quarantine_folded": self.quarantine_folded, "link": dict(self.link)}
 
 
 #: Shown at the top of the page when ``[web] auth = false``.

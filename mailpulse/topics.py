@@ -6,7 +6,7 @@ Layout (``<site>`` and ``<node>`` are ids made of ``[A-Za-z0-9_-]``, never ``/ +
     mailpulse/v1/<site>/<node>/anomalies   the events flagged anomalous, again (QoS 1)
     mailpulse/v1/<site>/<node>/status      node state (retained; last will = state "offline")
     mailpulse/v1/<site>/model              the site's current model file (retained, from the trainer)
-    homeassistant/sensor/mailpulse_<site>_<node>/<key>/config   Home Assistant discovery (retained)
+    homeassistant/sensor/<object>/<key>/config   Home Assistant discovery (retained; object: NodeTopics.ha_object)
 
 Every payload is JSON with ``"schema": PAYLOAD_SCHEMA``.  An ``events``/``anomalies`` message is a
 *batch* envelope ``{"schema", "site", "node", "events": [event, ...]}``; each event carries its own
@@ -86,6 +86,15 @@ class NodeTopics:
         return status_wildcard(self.site)
 
     def ha_object(self) -> str:
+        """Home Assistant object id of this node, unique per (site, node).
+
+        ``mailpulse_<site>_<node>`` when neither id holds ``_`` (as before); otherwise the site's
+        length comes first, ``mailpulse_<len(site)>_<site>_<node>``, so site ``lab_x`` / node ``y``
+        (``mailpulse_5_lab_x_y``) and site ``lab`` / node ``x_y`` (``mailpulse_3_lab_x_y``) differ.
+        The two forms never meet: the first has one ``_`` after ``mailpulse_``, the second at least three.
+        """
+        if "_" in self.site or "_" in self.node:
+            return f"mailpulse_{len(self.site)}_{self.site}_{self.node}"
         return f"mailpulse_{self.site}_{self.node}"
 
     def ha_config(self, key: str) -> str:

@@ -106,6 +106,7 @@ def test_duplicates_and_replays_are_archived_once(broker: Any, tmp_path: Path) -
         time.sleep(0.3)  # subscription in place
         topic = T.NodeTopics("lab", "node-a")
         publish(node, topic.status, json.dumps({"schema": 1, "site": "lab", "node": "node-a", "state": "online",
+                                                "ts": time.time(),
                                                 "model_version": "m1", "spool": {"depth": 7}}).encode(), retain=True)
         batch = [delivery(i, anomaly=(i % 10 == 0)) for i in range(50)]
         publish(node, topic.events, envelope("node-a", batch))

@@ -5,6 +5,7 @@ archives, and a growing archive with the job killed and resumed from its checkpo
 from __future__ import annotations
 
 import calendar
+import collections
 import json
 import os
 import random
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 from flink_archives import concurrent_faults, two_shards
-from mailpulse.collector.archive import read_events
+from mailpulse.collector.archive import ArchiveWriter, read_events, read_valid_events
 from mailpulse.collector.correlate import CorrelateSettings, Correlator, correlate_archive
 from mailpulse.collector.flink.feed import IncidentFeed
 from mailpulse.collector.flink.runner import JobOptions, job_command, latest_checkpoint
@@ -84,6 +85,35 @@ def test_steps_give_the_embedded_incidents_in_any_order(tmp_path: Path, seed: in
     assert len(ref.all_incidents()) >= 3
     assert final["incidents"] == ref.all_incidents()
     assert [o["incident"] for o in out if o["type"] == "change"] == [c.incident for c in ref_changes]
+
+
+def test_steps_with_judged_times_skewed_nodes_and_bad_entries(tmp_path: Path) -> None:
+    """The collector's time judgement in the archive (``t``, ``clock``): events of skewed nodes are
+    counted, not correlated, a node far behind does not hold the watermark, entries that fail the
+    payload declaration are skipped - by the job's steps exactly as by ``correlate``."""
+    concurrent_faults(tmp_path / "a", seconds=900.0)
+    rng = random.Random(5)
+    evs = []
+    for i, ev in enumerate(read_events(tmp_path / "a")):
+        if ev["node"] in ("n000", "n001"):
+            ev = dict(ev, clock="skewed", t=ev["received"])   # a fast clock: archived, never correlated
+        elif ev["node"] == "n002":
+            ev = dict(ev, clock="corrected", t=ev["received"] - 400.0)   # far behind: a replayed backlog
+        elif rng.random() < 0.3:
+            ev = dict(ev, clock="ok", t=ev["received"] - rng.uniform(0.1, 2.0))
+        evs.append(ev)
+        if i % 997 == 0:
+            evs.append(dict(ev, id=f"bad-{i}", fields="oops"))   # quarantined by validation
+    with ArchiveWriter(tmp_path / "b", max_bytes=96 << 10, fsync=False) as w:
+        for i in range(0, len(evs), 60):
+            w.write(evs[i:i + 60])
+    s = CorrelateSettings(history_s=900.0)
+    skipped: collections.Counter[str] = collections.Counter()
+    ref, _ = correlate_archive(read_valid_events(tmp_path / "b", skipped), s)
+    assert skipped["fields"] > 0 and ref.skipped_skewed > 0 and ref.all_incidents()
+    final = _simulate([tmp_path / "b"], s, 4)[-1]
+    assert final["observed"] == ref.observed
+    assert final["incidents"] == ref.all_incidents()
 
 
 def test_steps_on_two_shards(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ Each log is generated here (``synthlog``) and rewritten into every format the pa
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import re
@@ -92,8 +93,10 @@ def test_models_and_retraining_respect_the_schema(tmp_path: Path) -> None:
     with ArchiveWriter(tmp_path / "archive") as w:
         w.write([{"schema": v, "kind": "delivery", "id": f"e{v}-{i}", "node": "n", "ts": "2026-11-26T10:00:00.000Z",
                   "fields": {}, "x": [int(q) for q in rng.integers(0, 3000, 8)]} for v in (1, 2) for i in range(30)])
-    x, labels = _archive_arrays(tmp_path / "archive")
+    skipped: collections.Counter[str] = collections.Counter()
+    x, labels = _archive_arrays(tmp_path / "archive", skipped)
     assert x.shape == (30, F.D) and len(labels) == 30
+    assert skipped == {"other_feature_schema": 30}   # schema 1 vectors: counted, not trained on
 
 
 # -- finding 5: formats -----------------------------------------------------------------------------

@@ -16,18 +16,24 @@ same order as a batch run over the finished archive.  A shard whose open segment
 for ``idle_s`` (a dead collector) stops holding the others back; a segment it closes later is
 released after what was already released (the one case where live and batch order differ).
 
-**Runs.**  The correlator evaluates when the event time (the running maximum) passes a multiple
-of ``eval_interval_s`` (:meth:`Correlator.maybe_evaluate`).  :func:`segment_runs` cuts a segment
-into runs that end where such a step can fall whatever came before the segment: after the first
-event, and after each event that raises the segment's running maximum past the next multiple.  So
-no evaluation falls inside a run, and a run's statistics can be aggregated in parallel and merged
-at once (:meth:`Correlator.merge`).
+**Runs.**  The correlator looks at its watermark (and may evaluate) only on a tick: when the
+newest receive time of the correlated events passes a multiple of ``eval_interval_s``
+(:meth:`Correlator.maybe_evaluate`, :func:`~mailpulse.collector.correlate.next_step`).
+:func:`segment_runs` cuts a segment into runs that end where such a tick can fall whatever came
+before the segment: after the first event, and after each correlated event that raises the
+segment's running maximum of receive times past the next multiple (a tick needs the global
+maximum to pass one, and the global maximum is at least the segment's).  So no evaluation falls
+inside a run, and a run's statistics can be aggregated in parallel and merged at once
+(:meth:`Correlator.merge`).
 
-Reading a segment is :func:`segment_events` (the one place that reads segment files).
+Reading a segment is :func:`segment_events` (the one place that reads segment files): the
+events that pass the payload declaration, as ``mailpulse correlate --archive`` reads them.
 """
 
 from __future__ import annotations
 
+import collections
+import logging
 import math
 import os
 import re
@@ -37,11 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailpulse.collector.archive import closed_segments, read_segment
-from mailpulse.collector.correlate import CorrelateSettings, Observation, observation
+from mailpulse.collector.archive import closed_segments, read_valid_segment, skipped_summary
+from mailpulse.collector.correlate import CorrelateSettings, Observation, next_step, observation
 
 __all__ = ["Monitor", "Run", "SegmentRef", "merged_segments", "read_shards", "segment_events", "segment_key",
            "segment_runs"]
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^seg-(\d{8}T\d{6}Z)-(\d+)\.jsonl")
 _FAR = "99999999T999999Z"
@@ -73,23 +81,31 @@ def merged_segments(folders: Sequence[str | os.PathLike[str]]) -> list[SegmentRe
     return sorted(refs, key=lambda r: r.key)
 
 
-def segment_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The events of one closed segment (``OSError``/``ValueError`` when it is damaged)."""
-    return list(read_segment(path))
+def segment_events(path: str | os.PathLike[str], skipped: collections.Counter[str] | None = None
+                   ) -> list[dict[str, Any]]:
+    """The valid events of one closed segment (``ValueError`` when it cannot be read).  Entries that
+    fail the payload declaration are skipped, as ``mailpulse correlate`` skips them: counted in
+    ``skipped``, or said in one log line without it."""
+    mine: collections.Counter[str] = collections.Counter() if skipped is None else skipped
+    n = sum(mine.values())
+    events = read_valid_segment(path, mine)
+    if skipped is None and sum(mine.values()) > n:
+        log.warning("%s", skipped_summary(mine, str(path)))
+    return events
 
 
-def read_shards(folders: Sequence[str | os.PathLike[str]]) -> Iterator[dict[str, Any]]:
-    """The events of several shards' archives, in the merged order."""
+def read_shards(folders: Sequence[str | os.PathLike[str]], skipped: collections.Counter[str] | None = None
+                ) -> Iterator[dict[str, Any]]:
+    """The valid events of several shards' archives, in the merged order (skipped ones counted in
+    ``skipped``; an unreadable segment as ``unreadable_segment``)."""
     for ref in merged_segments(folders):
-        yield from segment_events(ref.path)
-
-
-def _next_step(x: float, step: float) -> float:
-    """The smallest ``j * step`` (j an integer, computed as the correlator computes it) above ``x``."""
-    j = math.floor(x / step) - 1
-    while j * step <= x:
-        j += 1
-    return j * step
+        try:
+            yield from segment_events(ref.path, skipped)
+        except ValueError as e:
+            if skipped is None:
+                raise
+            log.debug("segment %s skipped: %s", ref.path, e)
+            skipped["unreadable_segment"] += 1
 
 
 @dataclass
@@ -115,9 +131,9 @@ def segment_runs(events: Sequence[dict[str, Any]], s: CorrelateSettings) -> list
         run.events.append((line, ob))
         run.t_max = max(run.t_max, ob.t)
         cut = line == 0
-        if ob.t > top:
-            cut = cut or top == -math.inf or _next_step(top, step) <= ob.t
-            top = ob.t
+        if not ob.skewed and ob.rec > top:
+            cut = cut or top == -math.inf or next_step(top, step) <= ob.rec
+            top = ob.rec
         if cut and line + 1 < len(events):
             runs.append(Run(len(runs)))
     return runs

@@ -10,10 +10,12 @@
 3. :func:`aggregate_run` (parallel, keyed by (segment, run)): once a run's header and all its
    events are in, the run's statistics per (path prefix, time bucket) -- built with the
    correlator's own :meth:`Bucket.add <mailpulse.collector.correlate.Bucket.add>` in line order --
-   become one record ``("run", ordinal, run, runs, t_max, parts, kept, duplicates, damaged)``.
+   become one record ``("run", ordinal, run, runs, t_max, parts, kept, duplicates, damaged)``
+   (``parts`` a :class:`~mailpulse.collector.correlate.RunParts`, with the watermark's marks).
 4. :class:`GlobalStep` (one task): applies the runs in archive order (segment ordinal, run),
    holding back those that arrive early, with :meth:`Correlator.merge
-   <mailpulse.collector.correlate.Correlator.merge>`, then :meth:`Correlator.maybe_evaluate` --
+   <mailpulse.collector.correlate.Correlator.merge>`, then :meth:`Correlator.maybe_evaluate` (whose
+   ticks fall only at run ends) --
    the recursive walk of :mod:`mailpulse.collector.correlate` itself.  Its state lives in a
    :class:`Store` (Flink keyed state in the job, dicts in tests).
 
@@ -30,7 +32,15 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
-from mailpulse.collector.correlate import Bucket, Change, CorrelateSettings, Correlator, Observation
+from mailpulse.collector.correlate import (
+    Bucket,
+    Change,
+    CorrelateSettings,
+    Correlator,
+    Observation,
+    RunParts,
+    run_parts,
+)
 
 from .segments import segment_events, segment_runs
 
@@ -75,22 +85,17 @@ def run_key(rec: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def aggregate_run(events: Iterable[tuple[int, Observation | None]], s: CorrelateSettings
-                  ) -> tuple[list[tuple[tuple[str, ...], int, Bucket]], int, int]:
+                  ) -> tuple[RunParts, int, int]:
     """Step 3: a run's events (``(line, Observation or None for a duplicate)``, any order) as
-    ``(tree node, bucket, Bucket)`` in the order of their first event, and the counts kept and dropped."""
-    parts: dict[tuple[tuple[str, ...], int], Bucket] = {}
-    kept = dups = 0
+    :func:`~mailpulse.collector.correlate.run_parts` in line order, and the counts kept and dropped."""
+    obs: list[Observation] = []
+    dups = 0
     for _line, ob in sorted(events, key=lambda e: e[0]):
         if ob is None:
             dups += 1
-            continue
-        kept += 1
-        for key in ob.tree_nodes():
-            bk = parts.get((key, ob.bucket))
-            if bk is None:
-                bk = parts[(key, ob.bucket)] = Bucket()
-            bk.add(ob, ob.hops.get(key[-1]), s)
-    return [(k, b, bk) for (k, b), bk in parts.items()], kept, dups
+        else:
+            obs.append(ob)
+    return run_parts(obs, s), len(obs), dups
 
 
 class Store(Protocol):
@@ -212,10 +217,10 @@ class GlobalStep:
             changes = c.evaluate() if c.observed else []
             final = {"type": "final", "incidents": c.all_incidents(), "observed": c.observed, **self.counts}
             return [*self._lines(changes), json.dumps(final, separators=(",", ":"))]
-        _, ordinal, idx, runs, t_max, parts, kept, dups, damaged = rec
+        _, ordinal, idx, runs, _t_max, parts, kept, dups, damaged = rec
         oldest = c._oldest
-        touched = [_bkey(k, b) for k, b, _ in parts if b >= oldest]
-        c.merge(t_max, parts)
+        touched = [_bkey(k, b) for k, b, _ in parts.buckets if b >= oldest]
+        c.merge(parts)
         changes = c.maybe_evaluate() if kept else []
         for k in touched:
             key, b = _unbkey(k)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import sys
 import threading
 from typing import Any
 
+from mailpulse.collector.archive import skipped_summary
 from mailpulse.collector.correlate import correlate_archive, correlate_folder, format_incident
 from mailpulse.collector.flink.runner import check_archives
 from mailpulse.collector.flink.segments import read_shards
@@ -58,11 +60,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_correlate(args: argparse.Namespace) -> int:
+    skipped: collections.Counter[str] = collections.Counter()
     if len(args.archive) == 1:
-        c = correlate_folder(args.archive[0], args.window)
+        c = correlate_folder(args.archive[0], args.window, skipped)
     else:   # several collector shards: their segments in the merged order (as the Flink job reads them)
         check_archives(args.archive, follow=False)
-        c, _ = correlate_archive(read_shards(args.archive), correlate_settings(None, args.window))
+        c, _ = correlate_archive(read_shards(args.archive, skipped), correlate_settings(None, args.window))
+    where = ", ".join(args.archive)
+    if skipped:
+        print(skipped_summary(skipped, f"archive {where}"), file=sys.stderr)
+    if c.skipped_skewed:
+        print(f"archive {where}: {c.skipped_skewed} events of nodes with a skewed clock were not correlated",
+              file=sys.stderr)
     incs = c.all_incidents()
     if args.json:
         json.dump(incs, sys.stdout, indent=1)

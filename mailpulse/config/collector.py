@@ -35,8 +35,15 @@ from .base import (
 )
 from .validation import validate
 
-__all__ = ["SECRET_KEYS", "AlertSettings", "ArchiveSettings", "CollectorConfig", "CollectorSettings", "CorrelateSettings", "FlinkSettings", "MqttSettings",
-           "RetrainSettings", "WebSettings", "check_config", "load_config", "parse_config"]
+__all__ = ["SECRET_KEYS", "AlertSettings", "ArchiveSettings", "ClockSettings", "CollectorConfig", "CollectorSettings",
+           "CorrelateSettings", "FlinkSettings", "HealthSettings", "MetricsSettings", "MqttSettings", "RetrainSettings",
+           "WebSettings", "check_config", "load_config", "parse_config"]
+
+
+def _http_url(v: str) -> str:
+    if not v.startswith(("http://", "https://")) or len(v) > 2048:
+        raise ValueError("must be an http:// or https:// URL")
+    return v
 
 
 def _share_group(v: str) -> str:
@@ -54,6 +61,19 @@ class MqttSettings(BrokerSettings):
         "", description="Non-empty: subscribe `$share/<group>/...`, so collectors of one group split the load.")
     subscribe_anomalies: bool = Field(False, description="Also subscribe the `anomalies` topics (they are in "
                                                          "`events` too; de-duplication makes this harmless).")
+    reconnect_min_s: float = Field(0.5, gt=0, le=60, description="First wait before reconnecting to a lost broker.")
+    reconnect_max_s: float = Field(1.0, gt=0, le=300, description="Longest wait between reconnection attempts (the "
+                                                                  "collector is back within this of the broker).")
+    max_message_bytes: int = Field(1 << 20, ge=1024, le=256 << 20,
+                                   description="Larger messages are quarantined unparsed; at least the nodes' "
+                                               "`batch_max_bytes`.")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> MqttSettings:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s:g}) must be at least reconnect_min_s "
+                             f"({self.reconnect_min_s:g})")
+        return self
 
 
 class ArchiveSettings(Section):
@@ -93,6 +113,10 @@ class CorrelateSettings(Section):
                                                            "bucket.")
     examples: int = Field(5, ge=0, description="Example event ids kept per tree node and bucket (an incident's "
                                                "evidence).")
+    watermark_idle_s: float = Field(30.0, gt=0, description="A node silent this long (receive time) no longer holds "
+                                                            "the correlation watermark back.")
+    watermark_max_lag_s: float = Field(120.0, gt=0, description="The watermark is at least the newest receive time "
+                                                                "minus this (a node's old backlog holds nobody back).")
 
     @model_validator(mode="after")
     def _window_holds_buckets(self) -> CorrelateSettings:
@@ -100,6 +124,34 @@ class CorrelateSettings(Section):
             raise ValueError(f"window_s ({self.window_s:g}) must be at least bucket_s ({self.bucket_s:g}): "
                              "the window holds whole buckets")
         return self
+
+
+class ClockSettings(Section):
+    """``[clock]``: how far a node's clock may be off (see docs/collector.md, time)."""
+
+    max_offset_s: float = Field(30.0, gt=0, description="A node whose estimated clock offset is larger is skewed: "
+                                                        "reported, and kept out of the correlation.")
+    max_future_s: float = Field(10.0, ge=0, description="An event time further ahead of its receive time (after "
+                                                        "the offset correction) is replaced by the receive time.")
+
+
+class HealthSettings(Section):
+    """``[health]``: the collector's view of its own ingest and of the nodes' heartbeats."""
+
+    heartbeat_s: float = Field(10.0, gt=0, description="Nodes' heartbeat period when their status does not say it.")
+    missed_heartbeats: int = Field(3, ge=1, description="A node is offline after this many heartbeats without a "
+                                                        "message, even without its last will.")
+    ingest_stall_s: float = Field(30.0, gt=0, description="No message (or no broker) for this long, after ingest "
+                                                          "ran: the collector opens an incident of its own.")
+
+
+class MetricsSettings(Section):
+    """``[metrics]``: bounds of ``/metrics`` against label floods."""
+
+    label_values: int = Field(50, ge=1, le=10000, description="Distinct values kept per label of a free-text origin "
+                                                              "(status, route, outcome); the rest count as `other`.")
+    nodes: int = Field(1000, ge=1, le=100000, description="Distinct site/node label pairs kept; the rest count as "
+                                                          "`other`.")
 
 
 class AlertSettings(Section):
@@ -118,11 +170,22 @@ class AlertSettings(Section):
     min_interval_s: float = Field(300.0, ge=0, description="Flap interval: the same incident is not re-sent sooner.")
     summary_interval_s: float = Field(86400.0, ge=60, description="Period of the summary mail.")
     dashboard_url: str = Field("", description="Link in the alerts (default: the dashboard's own URL).")
+    webhook_urls: list[Annotated[str, AfterValidator(_http_url)]] = Field(
+        default_factory=list, description="Alertmanager-format webhooks (`http(s)://...`): a channel that does not "
+                                          "depend on the monitored mail path.")
+    webhook_token: str | None = secret_field("Bearer token of the webhooks (from `webhook_token_env`).")
+    webhook_token_env: str = Field("", description="Environment variable holding the webhooks' bearer token.")
+    outbox_dir: str = Field("", description="Folder of the persistent alert outbox (default: `outbox/` in the "
+                                            "archive folder).")
+    retry_min_s: float = Field(5.0, gt=0, description="First wait before retrying a failed delivery (doubles).")
+    retry_max_s: float = Field(300.0, gt=0, description="Longest wait between retries.")
+    give_up_after_s: float = Field(86400.0, gt=0, description="A delivery still failing after this long is given "
+                                                              "up (counted as failed, kept in `outbox/failed/`).")
 
     @model_validator(mode="after")
     def _someone_to_tell(self) -> AlertSettings:
-        if self.enabled and not self.to:
-            raise ValueError("to must list at least one recipient when alerts are enabled")
+        if self.enabled and not self.to and not self.webhook_urls:
+            raise ValueError("to must list at least one recipient (or webhook_urls a webhook) when alerts are enabled")
         return self
 
 
@@ -221,11 +284,14 @@ class CollectorConfig(Section):
     alerts: AlertSettings = Field(default_factory=lambda: AlertSettings(enabled=False))
     web: WebSettings = Field(default_factory=WebSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    clock: ClockSettings = Field(default_factory=ClockSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     flink: FlinkSettings = Field(default_factory=FlinkSettings)
 
 
 #: The keys of the collector's secrets file.
-SECRET_KEYS = ("mqtt_password", "web_password", "web_metrics_password", "alerts_password")
+SECRET_KEYS = ("mqtt_password", "web_password", "web_metrics_password", "alerts_password", "alerts_webhook_token")
 
 
 def _web_problems(w: WebSettings) -> list[str]:
@@ -260,6 +326,8 @@ def _resolve(cfg: CollectorConfig, env: Mapping[str, str]) -> list[str]:
                                     needed=False, out=out)
     cfg.alerts.password = secrets.get("alerts_password", cfg.alerts.password_env, "[alerts]", "password_env",
                                       needed=False, out=out)
+    cfg.alerts.webhook_token = secrets.get("alerts_webhook_token", cfg.alerts.webhook_token_env, "[alerts]",
+                                           "webhook_token_env", needed=False, out=out)
     w = cfg.web
     w.password = secrets.get("web_password", w.password_env, "[web]", "password_env", needed=False, out=out)
     w.metrics_password = secrets.get("web_metrics_password", w.metrics_password_env, "[web]", "metrics_password_env",
