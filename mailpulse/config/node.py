@@ -155,7 +155,10 @@ class ProbeRoute(Section):
     mailbox: str = Field("INBOX", description="IMAP folder the probe arrives in.")
     timeout_s: float = Field(30.0, gt=0, description="A probe not back within this is lost (a later arrival is "
                                                      "reported as late).")
-    poll_interval_s: float = Field(0.01, gt=0, description="IMAP poll period while waiting (the latency resolution).")
+    imap_idle: bool = Field(True, description="Wait with IMAP IDLE when the server advertises it (the arrival is "
+                                              "pushed: 1 ms resolution, no polling); false always polls.")
+    poll_interval_s: float = Field(0.01, gt=0, description="IMAP poll period while waiting when the server has no IDLE "
+                                                           "or `imap_idle` is false (the latency resolution).")
     ca_file: FileHere | None = Field(None, description="CA file that verifies the SMTP and IMAP servers.")
     maillogs: list[str] = Field(default_factory=list, description="Postfix logs of relays on the route that this node "
                                                                   "can read (refines hop delays).")
