@@ -56,7 +56,7 @@ class Collector:
 
     def __init__(self, cfg: CollectorConfig, send: Any = None) -> None:
         self.cfg = cfg
-        self.metrics = Metrics(cfg.metrics.label_values, cfg.metrics.nodes)
+        self.metrics = Metrics(cfg.metrics.label_values, cfg.metrics.nodes, cfg.relays.names)
         self.hub = Hub()
         self.state = DashboardState()
         a = cfg.archive

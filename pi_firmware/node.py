@@ -44,6 +44,7 @@ from .maildir import MaildirWatcher
 from .mqtt import MqttSink
 from .pipeline import Pipeline, ScoringSetup, bridge_scorer, load_scoring_model, untrained_model
 from .postfix import PostfixParser
+from .postqueue import queue_command, read_queue
 from .probe import ProbeError, ProbeEvent, Prober
 from .spool import Spool
 
@@ -197,6 +198,7 @@ class Node:
             self.model.version = self.scoring.version
         self.prober = Prober(self.node_id, cfg.probe, state_file=state / "probe-state.json", cache_dir=state)
         self.last_probe: dict[str, dict[str, Any]] = {}
+        self.postfix_queue: dict[str, Any] | None = None    # the last `postqueue -j` summary
         self.sink, self.spool = make_sink(cfg, status=self._status)
         self.pipeline = Pipeline(self._score_fn(self.scoring), self.sink, batch_size=batch_size)
         self.sink.subscribe(self.fleet.topic, self.fleet.on_message)
@@ -255,6 +257,7 @@ class Node:
             "probes": self.last_probe,
             "probe_counts": dict(self.prober.counts),
             "errors": dict(self.errors),
+            **({"postfix_queue": self.postfix_queue} if self.postfix_queue is not None else {}),
         }
 
     # -- threads ------------------------------------------------------------------------------
@@ -263,6 +266,15 @@ class Node:
         while not self.stop_event.wait(self.cfg.fleet.heartbeat_s):
             if self.sink.stats.connected:
                 self.sink.publish_status()
+
+    def _queue_loop(self) -> None:
+        pf = self.cfg.postfix
+        cmd = queue_command(pf.config_dir)
+        while not self.stop_event.is_set():
+            self.postfix_queue = read_queue(cmd, pf.queue_timeout_s)
+            if self.postfix_queue["error"]:
+                log.warning("%s", self.postfix_queue["error"])
+            self.stop_event.wait(pf.queue_poll_s)
 
     def _probe_loop(self) -> None:
         routes = [r.name for r in self.cfg.probe.routes]
@@ -306,6 +318,9 @@ class Node:
         targets: list[tuple[str, Callable[[], None]]] = [("heartbeat", self._heartbeat_loop)]
         if self.cfg.probe.enabled and self.cfg.probe.routes:
             targets.append(("prober", self._probe_loop))
+        pf = self.cfg.postfix
+        if pf.queue_poll_s > 0 and (pf.log or pf.config_dir):
+            targets.append(("postqueue", self._queue_loop))
         for i, src in enumerate(self.sources):
             targets.append((f"source-{i}", lambda s=src: self._source_loop(s)))  # type: ignore[misc]
         for name, fn in targets:

@@ -34,7 +34,7 @@ from .base import (
 from .validation import validate
 
 __all__ = ["AlertSettings", "ArchiveSettings", "ClockSettings", "CollectorConfig", "CorrelateSettings",
-           "HealthSettings", "MetricsSettings", "MqttSettings", "RetrainSettings", "WebSettings", "check_config",
+           "HealthSettings", "MetricsSettings", "MqttSettings", "RelaySettings", "RetrainSettings", "WebSettings", "check_config",
            "load_config", "parse_config"]
 
 
@@ -152,6 +152,22 @@ class MetricsSettings(Section):
                                                           "`other`.")
 
 
+_RELAY_ADDR = r"^[A-Za-z0-9._:\[\]-]{1,255}$"
+_RELAY_NAME = r"^[A-Za-z0-9._-]{1,64}$"
+RelayAddress = Annotated[str, Field(pattern=_RELAY_ADDR)]
+RelayName = Annotated[str, Field(pattern=_RELAY_NAME)]
+
+
+class RelaySettings(Section):
+    """``[relays]``: names of the relays, shown instead of addresses in metrics, alerts and the dashboard."""
+
+    names: dict[RelayAddress, RelayName] = Field(
+        default_factory=dict, max_length=10000,
+        description="Address to name, e.g. `{ \"127.0.0.1:47627\" = \"relay2\", \"mx.example.net\" = \"mx\" }`. An address "
+                    "is `host:port`, `ip:port`, `host` or `ip` (`[v6]:port` for IPv6); Postfix's `host[ip]:port` matches "
+                    "any of them, most specific first. Unnamed relays show as `host:port`.")
+
+
 class AlertSettings(Section):
     """``[alerts]``: e-mail about incidents (off when the section is absent)."""
 
@@ -226,6 +242,7 @@ class CollectorConfig(Section):
     clock: ClockSettings = Field(default_factory=ClockSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    relays: RelaySettings = Field(default_factory=RelaySettings)
 
 
 def _resolve(cfg: CollectorConfig, env: Mapping[str, str]) -> list[str]:

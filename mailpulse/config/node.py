@@ -230,6 +230,13 @@ class PostfixSettings(Section):
     max_queue_ids: int = Field(100_000, ge=1, description="Most queue ids held for the join (the oldest are evicted "
                                                           "first).")
     year: int = Field(0, ge=0, le=9999, description="Year of RFC 3164 timestamps (0: inferred from the clock).")
+    config_dir: str = Field("", description="Postfix configuration directory of `postqueue -c` (empty: Postfix's "
+                                            "default).")
+    queue_poll_s: float = Field(30.0, ge=0, description="Period of reading the queue with `postqueue -j` (sizes and "
+                                                        "oldest age per queue in the status); 0: not read. Read only "
+                                                        "when `log` or `config_dir` is set.")
+    queue_timeout_s: float = Field(20.0, gt=0, description="A queue reading that takes longer is stopped and reported "
+                                                           "as an error.")
 
     @field_validator("year")
     @classmethod
