@@ -49,7 +49,7 @@ class RelayNames:
         host, ip, port = split_relay(raw)
         ip_key = f"[{ip}]" if ":" in ip else ip
         keys = [f"{host}:{port}" if port else "", f"{ip_key}:{port}" if port and ip else "", host, ip, ip_key,
-                raw.strip().lower()]
+                raw.strip().lower(), "" if port else f"{host}:25"]   # the correlator drops ':25'
         for k in keys:
             if k and k in self.names:
                 return self.names[k]

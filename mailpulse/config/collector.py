@@ -183,7 +183,10 @@ class AlertSettings(Section):
     rate_limit_per_hour: int = Field(20, ge=1, description="Most alerts per hour.")
     min_interval_s: float = Field(300.0, ge=0, description="Flap interval: the same incident is not re-sent sooner.")
     summary_interval_s: float = Field(86400.0, ge=60, description="Period of the summary mail.")
-    dashboard_url: str = Field("", description="Link in the alerts (default: the dashboard's own URL).")
+    dashboard_url: str = Field("", description="Public URL of the dashboard as operators reach it (proxy, DNS name); "
+                                               "each alert links to `<dashboard_url>#incident=<id>` (default: the "
+                                               "dashboard's own listening address, right only on the collector's "
+                                               "machine).")
     webhook_urls: list[Annotated[str, AfterValidator(_http_url)]] = Field(
         default_factory=list, description="Alertmanager-format webhooks (`http(s)://...`): a channel that does not "
                                           "depend on the monitored mail path.")
