@@ -267,14 +267,18 @@ class Node:
             if self.sink.stats.connected:
                 self.sink.publish_status()
 
-    def _queue_loop(self) -> None:
+    def read_postfix_queue(self) -> dict[str, Any]:
+        """Read the Postfix queue now (``postqueue -j``); the next status carries it."""
         pf = self.cfg.postfix
-        cmd = queue_command(pf.config_dir)
+        self.postfix_queue = read_queue(queue_command(pf.config_dir), pf.queue_timeout_s)
+        if self.postfix_queue["error"]:
+            log.warning("%s", self.postfix_queue["error"])
+        return self.postfix_queue
+
+    def _queue_loop(self) -> None:
         while not self.stop_event.is_set():
-            self.postfix_queue = read_queue(cmd, pf.queue_timeout_s)
-            if self.postfix_queue["error"]:
-                log.warning("%s", self.postfix_queue["error"])
-            self.stop_event.wait(pf.queue_poll_s)
+            self.read_postfix_queue()
+            self.stop_event.wait(self.cfg.postfix.queue_poll_s)
 
     def _probe_loop(self) -> None:
         routes = [r.name for r in self.cfg.probe.routes]

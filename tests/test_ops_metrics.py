@@ -15,11 +15,14 @@ import pytest
 from mailpulse.collector.metrics import Metrics
 from mailpulse.collector.opsmetrics import dsn_class
 from mailpulse.collector.relays import RelayNames, domain_of
+from mailpulse.pi_firmware.node import Node
 from mailpulse.pi_firmware.postqueue import QUEUES, queue_command, read_queue, summarise
 from prometheus_client.parser import text_string_to_metric_families
 from server_fixtures import require
 
 from mailpulse import topics as T
+from mailpulse.config.base import SecretSource
+from mailpulse.config.node import validate_node
 from mailpulse.lab.servers import MailChain
 from mailpulse.payload import QUEUE_NAMES, check_status
 
@@ -131,6 +134,25 @@ def test_postqueue_on_a_real_queue(chain: MailChain) -> None:
         chain.mx.start()
     bad = read_queue(queue_command("/nonexistent-postfix-dir"))
     assert bad["queues"] == {} and "/nonexistent-postfix-dir" in bad["error"]
+
+
+@pytest.mark.xdist_group("servers")
+def test_node_status_carries_its_queue(chain: MailChain, tmp_path: Any) -> None:
+    """The node daemon reads the queue of the Postfix named by ``[postfix] config_dir`` and its
+    status document (as the sink publishes it) passes the collector's check."""
+    doc = {"node": {"id": "node-q", "site": "lab", "state_dir": str(tmp_path)},
+           "mqtt": {"host": "127.0.0.1", "port": 1883, "username": "node-q", "tls": False},
+           "postfix": {"config_dir": str(chain.edge.etc), "queue_poll_s": 5.0}, "probe": {"enabled": False}}
+    cfg, errors = validate_node(doc, SecretSource({"mqtt_password": "x"}), local=True)
+    assert cfg is not None, errors
+    node = Node(cfg)
+    try:
+        assert node.read_postfix_queue()["error"] is None
+        st = node.sink.status_payload()
+        assert st["postfix_queue"]["queues"]["deferred"]["messages"] == 0
+        assert check_status(json.loads(json.dumps(st))) is None
+    finally:
+        node.spool.close()
 
 
 # --------------------------------------------------------------------------------------------
