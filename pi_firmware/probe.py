@@ -25,8 +25,10 @@ One probe (:meth:`Prober.run`):
    names the relays' log files.
 
 Failure modes: an SMTP error (refused connection, rejected recipient) gives a ``lost`` result whose
-``error`` says which step failed; an IMAP login or connection error raises :class:`ProbeError`
-(nothing can be measured); a damaged probe is reported, not raised.
+``error`` says which step failed; an IMAP login or connection error before sending raises
+:class:`ProbeError` (nothing can be measured); an IMAP connection that breaks while waiting (idling
+or polling) gives a ``lost`` result saying so (a later arrival is then ``late``); a damaged probe is
+reported, not raised.
 """
 
 from __future__ import annotations
@@ -613,23 +615,32 @@ class Prober:
                 return [*out, ev]
             deadline = time.monotonic() + route.timeout_s
             notified: float | None = None
+            broken: str | None = None
             while True:
-                got = self._collect(im, route, content, probe_id, seen, notified)
+                try:
+                    got = self._collect(im, route, content, probe_id, seen, notified)
+                except (OSError, imaplib.IMAP4.error) as e:   # the connection broke while waiting
+                    broken = f"IMAP {route.imap_host}:{route.imap_port} failed while waiting: {e}"
+                    break
                 mine = [e for e in got if e.probe_id == probe_id]
                 out += got
                 if mine or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                     break
                 notified = None
                 if self.wait_mode[route.name] == "idle":
-                    notified = idle_wait(im, deadline - time.monotonic(), stop)
+                    try:
+                        notified = idle_wait(im, deadline - time.monotonic(), stop)
+                    except (OSError, imaplib.IMAP4.error) as e:
+                        broken = f"IMAP {route.imap_host}:{route.imap_port} failed while idling: {e}"
+                        break
                     if notified == REFUSED:
                         self.wait_mode[route.name], notified = "poll", None
                 else:
                     time.sleep(route.poll_interval_s)
             if not any(e.probe_id == probe_id for e in out):
                 ev = self._event(route, probe_id, "lost", sent_ms, size=len(data))
-                ev.error = (f"not arrived within {route.timeout_s:g} s" if stop is None or not stop.is_set()
-                            else "the node stopped before the probe came back")
+                ev.error = broken or (f"not arrived within {route.timeout_s:g} s" if stop is None or not stop.is_set()
+                                      else "the node stopped before the probe came back")
                 self._mark_lost(ev)
                 out.append(ev)
         return out

@@ -267,3 +267,31 @@ def test_probe_falls_back_to_polling(mail_lab: MailLab) -> None:
     finally:
         noidle.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_imap_gone_while_idling_reports_the_probe_lost_then_late(mail_lab: MailLab) -> None:
+    """Dovecot stops while the prober idles: the probe is lost with the reason, not an exception;
+    it is recognised as late once it arrives."""
+    c = mail_lab.chain
+    root = make_root("mailpulse-dropidle-")
+    extra = Dovecot(root, {m.user: m.password for m in c.mailboxes.values()}, c.mail_root)
+    extra.start()
+    base = route(mail_lab, name="main", timeout_s=20.0)
+    gone = ProbeRoute(**{**base.__dict__, "name": "gone", "imap_port": extra.port})
+    prober = Prober("node-d", ProbeSettings(routes=[gone, base]))
+    c.mx.stop()                                        # the probe cannot arrive meanwhile
+    try:
+        threading.Timer(1.0, extra.stop).start()
+        t = time.monotonic()
+        [lost] = prober.run("gone")
+        assert prober.wait_mode["gone"] == "idle" and time.monotonic() - t < 10
+        assert lost.outcome == "lost" and "failed while idling" in (lost.error or ""), lost.fields()
+        assert lost.probe_id in prober.lost
+    finally:
+        c.mx.start()
+        extra.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    c.edge.flush()
+    assert c.edge.wait_queue_empty(15)
+    by = {e.outcome: e for e in prober.run("main")}
+    assert set(by) == {"late", "ok"} and by["late"].supersedes == lost.id
