@@ -270,9 +270,13 @@ class Node:
     def read_postfix_queue(self) -> dict[str, Any]:
         """Read the Postfix queue now (``postqueue -j``); the next status carries it."""
         pf = self.cfg.postfix
+        before = (self.postfix_queue or {}).get("error")
         self.postfix_queue = read_queue(queue_command(pf.config_dir), pf.queue_timeout_s)
-        if self.postfix_queue["error"]:
-            log.warning("%s", self.postfix_queue["error"])
+        err = self.postfix_queue["error"]
+        if err and err != before:                  # logged when it starts or changes, not every reading
+            log.warning("%s", err)
+        elif before and not err:
+            log.info("the Postfix queue is readable again")
         return self.postfix_queue
 
     def _queue_loop(self) -> None:
