@@ -43,7 +43,7 @@ from typing import Any
 from mailpulse import payload as P
 
 __all__ = ["ArchiveWriter", "SegmentInfo", "closed_segments", "read_events", "read_segment", "read_valid_events",
-           "skipped_summary"]
+           "read_valid_segment", "skipped_summary", "valid_lines"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{6}Z)-(\d{6})\.jsonl(\.gz|\.tmp|\.gz\.part)?$")
 
@@ -95,19 +95,35 @@ def read_valid_events(folder: str | os.PathLike[str], skipped: collections.Count
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile):
             skipped["unreadable_segment"] += 1
             continue
-        for line in data.splitlines():
-            if not line.strip():
-                continue
-            try:
-                ev = json.loads(line)
-            except (ValueError, RecursionError):
-                skipped["not_json"] += 1
-                continue
-            prob = P.check_event(ev)
-            if prob is not None:
-                skipped[prob.reason] += 1
-                continue
-            yield ev
+        yield from valid_lines(data, skipped)
+
+
+def read_valid_segment(path: str | os.PathLike[str], skipped: collections.Counter[str]) -> list[dict[str, Any]]:
+    """The valid events of one closed segment (as :func:`read_valid_events` reads it); a segment
+    that cannot be read raises ``ValueError`` naming the reason."""
+    p = Path(path)
+    try:
+        data = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"unreadable segment ({e})") from None
+    return list(valid_lines(data, skipped))
+
+
+def valid_lines(data: bytes, skipped: collections.Counter[str]) -> Iterator[dict[str, Any]]:
+    """The events of a segment's bytes that pass the payload declaration; the rest counted by reason."""
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            ev = json.loads(line)
+        except (ValueError, RecursionError):
+            skipped["not_json"] += 1
+            continue
+        prob = P.check_event(ev)
+        if prob is not None:
+            skipped[prob.reason] += 1
+            continue
+        yield ev
 
 
 def skipped_summary(skipped: collections.Counter[str], what: str = "archive") -> str:

@@ -408,12 +408,15 @@ class MqttIngest:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id,
                                   protocol=mqtt.MQTTv5, manual_ack=True)
         # paho waits 1, 2, 4 ... 120 s between attempts by default: a broker back after 30 s would
-        # be seen up to a minute later
+        # be seen up to a minute later ([mqtt] reconnect_max_s, 2 s by default, bounds the ingest gap)
         self.client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password)
         if settings.tls:
-            self.client.tls_set(ca_certs=settings.ca_file)
+            self.client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
+        else:
+            log.warning("collector MQTT without TLS ([mqtt] tls = false): the password and every event cross the "
+                        "network in clear")
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message

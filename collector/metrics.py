@@ -11,9 +11,9 @@ mailpulse's own are listed, with their meaning, in ``docs/operations.md``; the r
 probe-freshness and Postfix queue families are in :mod:`.opsmetrics`.
 
 **Bounded.**  Label values that come from what nodes send (site/node pairs, delivery status, probe
-route and outcome) pass a :class:`LabelCap`: the first ``limit`` distinct values of a label
-(well-known values first) are kept, every further one is counted as ``other``, and
-``mailpulse_metrics_labels_folded_total{label}`` counts what was folded - so one message with
+route and outcome, a node's source names) pass a :class:`LabelCap`: the first ``limit`` distinct
+values of a label (well-known values first) are kept, every further one is counted as ``other``,
+and ``mailpulse_metrics_labels_folded_total{label}`` counts what was folded - so one message with
 3,000 invented statuses adds one series, not 3,000.  Values are cut to 64 characters and made
 encodable.  Everything else is a closed set (event kinds, quarantine reasons, clock judgements).
 
@@ -89,6 +89,7 @@ class Metrics:
         self._node = LabelCap("site/node", nodes, self.folded)
         self._status = LabelCap("status", label_values, self.folded, tuple(F.OUTCOMES))
         self._route = LabelCap("route", label_values, self.folded, ("",))
+        self._source = LabelCap("source", label_values, self.folded)
         self._outcome = LabelCap("outcome", label_values, self.folded, ("", *_PROBE_OUTCOMES))
         self.delay = Histogram("postfix_smtp_delivery_delay_seconds", "SMTP message processing time in seconds.",
                                ["site", "node", "stage"], buckets=_DELAY_BUCKETS, registry=r)
@@ -109,6 +110,11 @@ class Metrics:
                             ["site", "node"], registry=r)
         self.spool = Gauge("mailpulse_node_spool_depth", "Events waiting in the node's spool.", ["site", "node"],
                            registry=r)
+        self.node_quarantined = Gauge("mailpulse_node_quarantined", "Inputs a node's source skipped since the node started "
+                                 "(recorded with the reason in its quarantine).", ["site", "node", "source"],
+                                 registry=r)
+        self.restarts = Gauge("mailpulse_node_source_restarts", "Restarts of a node's source (or prober) thread after "
+                              "it failed, since the node started.", ["site", "node", "source"], registry=r)
         self.incidents = Gauge("mailpulse_incidents_open", "Open incidents.", registry=r)
         self.duplicates = Counter("mailpulse_ingest_duplicates_total", "Events dropped as duplicates (replays).",
                                   registry=r)
@@ -191,6 +197,15 @@ class Metrics:
         if isinstance(spool.get("depth"), int | float):
             self.spool.labels(s, n).set(spool["depth"])
         self.ops.queue(s, n, doc)
+        quarantine = (doc or {}).get("quarantine") or {}
+        by_source = quarantine.get("by_source") if isinstance(quarantine, dict) else None
+        for source, v in (by_source or {}).items() if isinstance(by_source, dict) else ():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                self.node_quarantined.labels(s, n, self._source(source)).set(v)
+        restarts = (doc or {}).get("restarts")
+        for source, v in restarts.items() if isinstance(restarts, dict) else ():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                self.restarts.labels(s, n, self._source(source)).set(v)
 
     def set_online(self, site: str, node: str, online: bool) -> None:
         s, n = self.node(site, node)

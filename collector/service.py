@@ -33,6 +33,7 @@ from .alerts import AlertManager
 from .archive import ArchiveWriter, skipped_summary
 from .clock import ClockBook
 from .correlate import Change, Correlator
+from .flink.feed import IncidentFeed, as_change
 from .health import Health
 from .ingest import Batch, Dedup, IngestProcessor, MqttIngest, load_index
 from .metrics import Metrics
@@ -78,7 +79,7 @@ class Collector:
             self.alerts = AlertManager(cfg.alerts, send, outbox_dir=outbox, on_event=self._alert_event)
         self.web: DashboardServer | None = None
         if cfg.web.enabled:
-            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web.host, cfg.web.port)
+            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web)
             if self.alerts is not None and not cfg.alerts.dashboard_url:
                 cfg.alerts.dashboard_url = self.web.url
         self.context = AlertContext(RelayNames(cfg.relays.names), cfg.alerts.dashboard_url, cfg.correlate.history_s,
@@ -98,6 +99,9 @@ class Collector:
         self.last_batch_at: float | None = None
         self._last_health = 0.0
         self._last_health_view: dict[str, Any] = {}
+        # [flink] incidents_dir: the incidents of the Flink job (all shards) replace this collector's own
+        self.flink_feed = IncidentFeed(cfg.flink.incidents_dir) if cfg.flink.incidents_dir else None
+        self._flink_open: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -230,7 +234,9 @@ class Collector:
                                                              "max_offset_s (its events are not correlated).", skewed)
 
     def evaluate(self) -> list[Change]:
-        """Run the correlation now and publish its changes."""
+        """Run the correlation now (or take the Flink job's new incident changes) and publish them."""
+        if self.flink_feed is not None:
+            return self._publish([as_change(r) for r in self.flink_feed.poll() if r["type"] == "change"], {})
         with self.corr_lock:
             changes = self.correlator.evaluate()
             heat = self.correlator.heatmap()
@@ -239,6 +245,14 @@ class Collector:
         self.metrics.incidents.set(n_open)
         self.state.heatmap = heat
         self.hub.publish("heatmap", heat)
+        return self._publish(changes, series)
+
+    def _publish(self, changes: list[Change], series: dict[str, Any]) -> list[Change]:
+        """Incident changes to the dashboard, its live clients and the alerts."""
+        if self.flink_feed is not None:
+            self._flink_open.update({c.incident["id"] for c in changes if c.kind == "opened"})
+            self._flink_open.difference_update({c.incident["id"] for c in changes if c.kind == "resolved"})
+            self.metrics.incidents.set(len(self._flink_open))
         for ch in changes:
             self._announce(ch, series.get(ch.incident["id"], ()))
         return changes
@@ -281,7 +295,7 @@ class Collector:
         """Housekeeping (call about every 0.1 s)."""
         now = time.time()
         self.processor.tick()
-        due = now - self._last_eval >= self.cfg.correlate.eval_interval_s
+        due = self.flink_feed is not None or now - self._last_eval >= self.cfg.correlate.eval_interval_s
         quick = self._new_anomalies and now - self._last_eval >= 0.25
         if due or quick:
             self._last_eval = now
@@ -321,7 +335,7 @@ class Collector:
                 m = self.cfg.mqtt
                 for site in r.sites:
                     publish_model(path, site, m.host, m.port, username=m.username, password=m.password, tls=m.tls,
-                                  ca_file=m.ca_file)
+                                  ca_file=m.ca_file, cert_file=m.cert_file, key_file=m.key_file)
         self.retrain_log.append(entry)
         return [entry]
 

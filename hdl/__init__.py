@@ -1,6 +1,9 @@
-"""mailpulse hardware: the scorer core's contracts (parameters, register map, reference model).
+"""mailpulse hardware: the scorer core's contracts (parameters, register map, wire protocols,
+reference model) and its gateware.
 
 This package's top level imports no Amaranth, so that hosts without an HDL toolchain can use the
-contracts and the reference model.  The Amaranth code lives in ``mailpulse.hdl.core``, ``mailpulse.hdl.axi``,
-``mailpulse.hdl.spi``, ``mailpulse.hdl.tops`` and ``mailpulse.hdl.build``.
+contracts and the reference model.  Pure Python (the contracts layer): ``params``, ``regmap``,
+``beats``, ``spiproto``, ``plan``, ``reference``, ``reports``.  Amaranth (the gateware):
+``control``, ``lane``, ``core``, ``dsp``, ``folded``, ``regs``, ``axi``, ``spi``, ``tops``,
+``board``, ``build``, ``platforms``.
 """

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .beats import RESULT_BEAT, RESULT_BEAT_BITS, SAMPLE_BEAT_BITS, sample_beat
 from .core import ResultLayout, SampleLayout
 from .params import CoreParams
 from .regmap import ADDR_BITS
@@ -21,8 +22,6 @@ from .regs import BusSignature
 __all__ = [
     "RESP_OKAY",
     "RESP_SLVERR",
-    "RESULT_TDATA_BITS",
-    "SAMPLE_TDATA_BITS",
     "AXI4LiteSignature",
     "AXI4LiteSlave",
     "AXIStreamSignature",
@@ -32,10 +31,6 @@ __all__ = [
 
 RESP_OKAY = 0b00
 RESP_SLVERR = 0b10
-#: Width of the sample stream's ``tdata`` (tag + up to 14 features).
-SAMPLE_TDATA_BITS = 256
-#: Width of the result stream's ``tdata``.
-RESULT_TDATA_BITS = 128
 
 
 class AXI4LiteSignature(wiring.Signature):
@@ -153,41 +148,39 @@ class AXI4LiteSlave(wiring.Component):
 
 
 class SampleFromAXIS(wiring.Component):
-    """``s_axis`` (256-bit beats: tag in ``tdata[31:0]``, feature d in ``tdata[32+16d+15:32+16d]``)
+    """``s_axis`` (the sample beat of :func:`mailpulse.hdl.beats.sample_beat`: tag and D features)
     to the core's sample stream.  Pure wiring."""
 
     def __init__(self, params: CoreParams) -> None:
-        if 32 + params.in_bits * params.d > SAMPLE_TDATA_BITS:
-            raise ValueError(f"D={params.d} features do not fit the {SAMPLE_TDATA_BITS}-bit sample beat")
         self.params = params
+        self.beat = sample_beat(params)   # raises ValueError when D features do not fit a beat
         super().__init__({
-            "axis": In(AXIStreamSignature(SAMPLE_TDATA_BITS)),
+            "axis": In(AXIStreamSignature(SAMPLE_BEAT_BITS)),
             "o_stream": Out(stream.Signature(SampleLayout(params))),
         })
 
     def elaborate(self, platform):
-        p = self.params
         m = Module()
+        tdata = self.axis.tdata
         m.d.comb += [
             self.o_stream.valid.eq(self.axis.tvalid),
             self.axis.tready.eq(self.o_stream.ready),
-            self.o_stream.payload.tag.eq(self.axis.tdata[:32]),
-            self.o_stream.payload.features.eq(self.axis.tdata[32:32 + p.in_bits * p.d]),
-            self.o_stream.payload.last.eq(self.axis.tlast),
         ]
+        for f in self.beat.fields:   # the payload's members are named after the beat's fields
+            m.d.comb += self.o_stream.payload[f.name].eq(tdata[f.lsb:f.end])
+        m.d.comb += self.o_stream.payload.last.eq(self.axis.tlast)
         return m
 
 
 class ResultToAXIS(wiring.Component):
-    """The core's result stream to ``m_axis`` (128-bit beats: score in ``tdata[31:0]``, tag in
-    ``tdata[63:32]``, argmax in ``tdata[71:64]``, anomaly flag in ``tdata[72]``, other bits 0).
-    Pure wiring."""
+    """The core's result stream to ``m_axis`` (:data:`mailpulse.hdl.beats.RESULT_BEAT`: score, tag,
+    argmax and anomaly flag, every other bit 0).  Pure wiring."""
 
     def __init__(self, params: CoreParams) -> None:
         self.params = params
         super().__init__({
             "i_stream": In(stream.Signature(ResultLayout(params))),
-            "axis": Out(AXIStreamSignature(RESULT_TDATA_BITS)),
+            "axis": Out(AXIStreamSignature(RESULT_BEAT_BITS)),
         })
 
     def elaborate(self, platform):
@@ -196,7 +189,19 @@ class ResultToAXIS(wiring.Component):
         m.d.comb += [
             self.axis.tvalid.eq(self.i_stream.valid),
             self.i_stream.ready.eq(self.axis.tready),
-            self.axis.tdata.eq(Cat(r.score, Const(0, 32 - len(r.score)), r.tag, r.argmax, r.anomaly)),
+            self.axis.tdata.eq(_place(RESULT_BEAT.bits, [(f.lsb, f.width, r[f.name]) for f in RESULT_BEAT.fields])),
             self.axis.tlast.eq(r.last),
         ]
         return m
+
+
+def _place(bits: int, parts: list[tuple[int, int, Value]]) -> Value:
+    """A ``bits``-wide value with each ``(lsb, width, value)`` zero-extended into its place, 0 elsewhere."""
+    out: list[Value] = []
+    pos = 0
+    for lsb, width, v in sorted(parts, key=lambda t: t[0]):
+        if lsb > pos:
+            out.append(Const(0, lsb - pos))
+        out.append(v.as_unsigned() if len(v) == width else Cat(v, Const(0, width - len(v))))
+        pos = lsb + width
+    return Cat(*out, Const(0, bits - pos)) if pos < bits else Cat(*out)

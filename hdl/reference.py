@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .params import CoreParams
-from .regmap import CORE_ID, TABLE_BASE, RegisterMap, pack_weights, unpack_weights
+from .regmap import CORE_ID, TABLE_BASE, Kind, RegisterMap, pack_weights, unpack_weights
 
 IntArray = npt.NDArray[np.int64]
 
@@ -210,11 +210,12 @@ class EmulatedCore:
         name = reg.name
         if reg.access == "WO":
             return 0
-        if name in ("ID", "VERSION", "PARAMS", "WIDTHS"):
+        if reg.kind is Kind.CONST:
             return reg.reset
         if name == "STATUS":
-            return ((self.active_bank << 1) | ((1 if self.result is not None else 0) << 3)
-                    | ((1 if self.bus_error else 0) << 5))
+            # COMMIT_PENDING, BUSY and PUSH_PENDING are 0: every access completes in the model
+            return reg.value(ACTIVE_BANK=self.active_bank, RESULT_VALID=self.result is not None,
+                             BUS_ERROR=self.bus_error)
         if name == "THRESHOLD":
             return int(self.shadow.threshold)
         if name == "THRESHOLD_ACTIVE":
@@ -232,7 +233,7 @@ class EmulatedCore:
         if name == "RESULT_SCORE":
             return self.result[0] if self.result else 0
         if name == "RESULT_INFO":
-            return (self.result[1] | (self.result[2] << 8)) if self.result else 0
+            return reg.value(ANOMALY=self.result[1], ARGMAX=self.result[2]) if self.result else 0
         if name == "RESULT_TAG":
             return self.result[3] if self.result else 0
         if name == "OFFSET":
@@ -256,13 +257,14 @@ class EmulatedCore:
             self.bus_error = True
             raise BusError(f"write of read-only register {name}")
         if name == "CTRL":
-            if value & 1:
+            fired = {f.name for f in reg.fields if value & f.mask}
+            if "COMMIT" in fired:
                 self.commit()
-            if value & 2:
+            if "COMMIT_THRESHOLD" in fired:
                 self.active.threshold = self.shadow.threshold
-            if value & 4:
+            if "CLEAR_COUNTERS" in fired:
                 self.samples = self.anomalies = 0
-            if value & 8:
+            if "CLEAR_ERROR" in fired:
                 self.bus_error = False
         elif name == "THRESHOLD":
             self.shadow.threshold = value

@@ -7,13 +7,22 @@ the project may spell an offset as a number.
 
 Pure Python, no Amaranth import.  Byte addresses, 32-bit registers, little-endian fields.
 
-Access semantics (the same over AXI4-Lite and SPI):
+Each register declares its :class:`Kind`, and the front end (:mod:`mailpulse.hdl.regs`) follows the
+kind, the way amaranth-soc's ``csr.Register`` fields carry their action; reset values are
+computed from the fields' declared resets.  The same over AXI4-Lite and SPI:
 
-* ``RO`` - writes are ignored and answered with an error (AXI ``SLVERR``; SPI sets
-  ``STATUS.BUS_ERROR``).
-* ``RW`` - the value written is stored in the register's field widths (upper bits of a
-  signed field are the sign, see each field); a read returns it, sign-extended for signed fields.
-* ``WO`` - a read returns 0 without error; ``CTRL`` bits are strobes that clear themselves.
+* ``CONST`` (read-only) - reads its reset value (identification and parameters).
+* ``STATUS`` (read-only) - each field reads a live value of the core or the front end.
+* ``STORAGE`` (read-write) - the value written is stored in the register's field widths (upper
+  bits of a signed field are the sign, see each field); a read returns it, sign-extended for a
+  register with one signed field.
+* ``ACTION`` (write-only) - each field is a strobe: writing 1 to it does its action once; the
+  register reads 0.
+* ``PUSH`` (write-only) - any write sends the register's ``operands`` as one sample; the write, and
+  a write to an operand, waits while a pushed sample is pending or in the pipeline.
+* ``WINDOW`` (write-only) - a memory window: entry ``i`` of the memory is at ``offset + 4 * i``.
+* Read-only registers answer writes with an error (AXI ``SLVERR``; SPI sets
+  ``STATUS.BUS_ERROR``); write-only registers read 0 without error.
 * Any address not declared here answers with an error (AXI ``SLVERR``; SPI ``BUS_ERROR``) and
   reads as 0.
 * ``shadow`` registers (and the whole ``TABLE`` window) are written into the shadow model; the
@@ -25,12 +34,37 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 from itertools import pairwise
 from typing import Literal
 
 from .params import CoreParams
 
 Access = Literal["RO", "RW", "WO"]
+
+
+class Kind(Enum):
+    """What a register does; the front end's behaviour and the bus access follow from it."""
+
+    #: Read-only; reads its reset value.
+    CONST = "const"
+    #: Read-only; each field reads a live value.
+    STATUS = "status"
+    #: Read-write storage.
+    STORAGE = "storage"
+    #: Write-only; each field is a strobe, fired by writing 1.
+    ACTION = "action"
+    #: Write-only; any write sends the register's operands as one sample.
+    PUSH = "push"
+    #: Write-only memory window.
+    WINDOW = "window"
+
+    @property
+    def access(self) -> Access:
+        """The bus access of the kind (the ``.hwh`` and the Vivado IP use these words)."""
+        if self in (Kind.CONST, Kind.STATUS):
+            return "RO"
+        return "RW" if self is Kind.STORAGE else "WO"
 
 #: Value of the ``ID`` register: ASCII "MPLS".
 CORE_ID = 0x4D504C53
@@ -42,15 +76,20 @@ ADDR_BITS = 16
 TABLE_BASE = 0x8000
 #: Vendor/library/name/version of the IP, as the PYNQ driver binds to it.
 VLNV = "mailpulse.org:mailpulse:scorer:1.0"
+#: Threshold after reset (shadow and active): no score exceeds it, so nothing is flagged.
+THRESHOLD_RESET = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
 class Field:
+    """A field of a register: bits ``lsb .. lsb + width - 1``, its value after reset."""
+
     name: str
     lsb: int
     width: int
     doc: str
     signed: bool = False
+    reset: int = 0
 
     @property
     def mask(self) -> int:
@@ -59,15 +98,49 @@ class Field:
 
 @dataclass(frozen=True)
 class Register:
+    """A register (or an array of ``count`` registers ``stride`` bytes apart) of kind ``kind``.
+
+    ``operands`` (``PUSH`` only) names the registers whose values a push sends.
+    """
+
     name: str
     offset: int
-    access: Access
+    kind: Kind
     doc: str
     fields: tuple[Field, ...]
-    reset: int = 0
     count: int = 1
     stride: int = 4
     shadow: bool = False
+    operands: tuple[str, ...] = ()
+
+    @property
+    def access(self) -> Access:
+        return self.kind.access
+
+    @property
+    def reset(self) -> int:
+        """The value after reset, from the fields' declared resets."""
+        v = 0
+        for f in self.fields:
+            v |= (f.reset << f.lsb) & f.mask
+        return v
+
+    @property
+    def width(self) -> int:
+        """Bits up to the highest field (what storage of the register holds)."""
+        return max(f.lsb + f.width for f in self.fields)
+
+    def value(self, **fields: int) -> int:
+        """The register value with the named fields set (the others 0); a value that does not fit
+        its field raises ``ValueError``."""
+        v = 0
+        for name, fv in fields.items():
+            f = self.field(name)
+            fv = int(fv)
+            if not (-(1 << (f.width - 1)) if f.signed else 0) <= fv < (1 << f.width):
+                raise ValueError(f"{fv} does not fit field {self.name}.{name} ({f.width} bits)")
+            v |= (fv << f.lsb) & f.mask
+        return v
 
     def address(self, index: int = 0) -> int:
         if not 0 <= index < self.count:
@@ -92,79 +165,91 @@ class Register:
         return m
 
 
-def _f(name: str, lsb: int, width: int, doc: str, signed: bool = False) -> Field:
-    return Field(name, lsb, width, doc, signed)
+_KIND_DOC = {
+    Kind.CONST: "reads its reset value",
+    Kind.STATUS: "each field reads a live value",
+    Kind.STORAGE: "stores what is written, reads it back",
+    Kind.ACTION: "writing 1 to a field fires its action once",
+    Kind.PUSH: "any write sends the operand registers as one sample",
+    Kind.WINDOW: "a memory window, entry i at offset + 4 i",
+}
+
+
+def _f(name: str, lsb: int, width: int, doc: str, signed: bool = False, reset: int = 0) -> Field:
+    return Field(name, lsb, width, doc, signed, reset)
 
 
 class RegisterMap:
     """The concrete register map for one parameter set."""
 
     def __init__(self, params: CoreParams) -> None:
+        """The declaration table of the map (one table, hence its length)."""
         p = params
         self.params = p
+        major, minor, patch = CORE_VERSION
+        C, S, RW, A, P, W = Kind.CONST, Kind.STATUS, Kind.STORAGE, Kind.ACTION, Kind.PUSH, Kind.WINDOW
         regs = [
-            Register("ID", 0x0000, "RO", "Core identifier, ASCII 'MPLS'.",
-                     (_f("ID", 0, 32, "0x4D504C53"),), reset=CORE_ID),
-            Register("VERSION", 0x0004, "RO", "Core and register-map version.",
-                     (_f("PATCH", 0, 8, "patch"), _f("MINOR", 8, 8, "minor"), _f("MAJOR", 16, 8, "major")),
-                     reset=(CORE_VERSION[0] << 16) | (CORE_VERSION[1] << 8) | CORE_VERSION[2]),
-            Register("PARAMS", 0x0008, "RO", "Elaboration parameters.",
-                     (_f("D", 0, 8, "features per sample"), _f("K", 8, 8, "projections"),
-                      _f("B_LOG2", 16, 4, "log2 of bins per projection"),
-                      _f("WEIGHT_BITS", 20, 4, "signed weight width"),
-                      _f("SHIFT_BITS", 24, 5, "bin shift width")),
-                     reset=p.d | (p.k << 8) | (p.b_log2 << 16) | (p.weight_bits << 20) | (p.shift_bits << 24)),
-            Register("WIDTHS", 0x000C, "RO", "Datapath widths.",
-                     (_f("IN_BITS", 0, 8, "signed feature width"), _f("TABLE_BITS", 8, 8, "table value width"),
-                      _f("PROJ_BITS", 16, 8, "signed projection/offset width"),
-                      _f("SCORE_BITS", 24, 8, "score width")),
-                     reset=p.in_bits | (p.table_bits << 8) | (p.proj_bits << 16) | (p.score_bits << 24)),
-            Register("CTRL", 0x0010, "WO", "Strobes; each bit clears itself.",
+            Register("ID", 0x0000, C, "Core identifier, ASCII 'MPLS'.",
+                     (_f("ID", 0, 32, "0x4D504C53", reset=CORE_ID),)),
+            Register("VERSION", 0x0004, C, "Core and register-map version.",
+                     (_f("PATCH", 0, 8, "patch", reset=patch), _f("MINOR", 8, 8, "minor", reset=minor),
+                      _f("MAJOR", 16, 8, "major", reset=major))),
+            Register("PARAMS", 0x0008, C, "Elaboration parameters.",
+                     (_f("D", 0, 8, "features per sample", reset=p.d), _f("K", 8, 8, "projections", reset=p.k),
+                      _f("B_LOG2", 16, 4, "log2 of bins per projection", reset=p.b_log2),
+                      _f("WEIGHT_BITS", 20, 4, "signed weight width", reset=p.weight_bits),
+                      _f("SHIFT_BITS", 24, 5, "bin shift width", reset=p.shift_bits))),
+            Register("WIDTHS", 0x000C, C, "Datapath widths.",
+                     (_f("IN_BITS", 0, 8, "signed feature width", reset=p.in_bits),
+                      _f("TABLE_BITS", 8, 8, "table value width", reset=p.table_bits),
+                      _f("PROJ_BITS", 16, 8, "signed projection/offset width", reset=p.proj_bits),
+                      _f("SCORE_BITS", 24, 8, "score width", reset=p.score_bits))),
+            Register("CTRL", 0x0010, A, "Strobes; each bit clears itself.",
                      (_f("COMMIT", 0, 1, "swap shadow and active model (tables, weights, offsets, shifts, "
                                          "threshold) between two samples"),
                       _f("COMMIT_THRESHOLD", 1, 1, "copy only the shadow threshold to the active one"),
                       _f("CLEAR_COUNTERS", 2, 1, "zero SAMPLES and ANOMALIES"),
                       _f("CLEAR_ERROR", 3, 1, "clear STATUS.BUS_ERROR"))),
-            Register("STATUS", 0x0014, "RO", "Core state.",
+            Register("STATUS", 0x0014, S, "Core state.",
                      (_f("COMMIT_PENDING", 0, 1, "a commit waits for the pipeline to drain"),
                       _f("ACTIVE_BANK", 1, 1, "table bank the core scores with"),
                       _f("BUSY", 2, 1, "samples are in the pipeline"),
                       _f("RESULT_VALID", 3, 1, "RESULT_* hold the result of the last PUSH"),
                       _f("PUSH_PENDING", 4, 1, "a PUSH waits to enter the pipeline"),
                       _f("BUS_ERROR", 5, 1, "sticky: a bus access hit a bad address or a read-only register"))),
-            Register("THRESHOLD", 0x0018, "RW", "Anomaly threshold (shadow): flag = score > threshold.",
-                     (_f("THRESHOLD", 0, 32, "unsigned"),), reset=0xFFFFFFFF, shadow=True),
-            Register("THRESHOLD_ACTIVE", 0x001C, "RO", "The threshold the core scores with.",
-                     (_f("THRESHOLD", 0, 32, "unsigned"),), reset=0xFFFFFFFF),
-            Register("SAMPLES", 0x0020, "RO", "Samples scored (wraps at 2**32).",
+            Register("THRESHOLD", 0x0018, RW, "Anomaly threshold (shadow): flag = score > threshold.",
+                     (_f("THRESHOLD", 0, 32, "unsigned", reset=THRESHOLD_RESET),), shadow=True),
+            Register("THRESHOLD_ACTIVE", 0x001C, S, "The threshold the core scores with.",
+                     (_f("THRESHOLD", 0, 32, "unsigned", reset=THRESHOLD_RESET),)),
+            Register("SAMPLES", 0x0020, S, "Samples scored (wraps at 2**32).",
                      (_f("COUNT", 0, 32, "count"),)),
-            Register("ANOMALIES", 0x0024, "RO", "Samples flagged (wraps at 2**32).",
+            Register("ANOMALIES", 0x0024, S, "Samples flagged (wraps at 2**32).",
                      (_f("COUNT", 0, 32, "count"),)),
-            Register("LATENCY", 0x0028, "RO", "Pipeline latency in clock cycles, input to output.",
+            Register("LATENCY", 0x0028, S, "Pipeline latency in clock cycles, input to output.",
                      (_f("CYCLES", 0, 8, "cycles"),)),
-            Register("FEATURE", 0x0040, "RW", "Feature d of the sample a PUSH sends.",
+            Register("FEATURE", 0x0040, RW, "Feature d of the sample a PUSH sends.",
                      (_f("VALUE", 0, p.in_bits, "signed feature", signed=True),), count=p.d),
-            Register("TAG", 0x0080, "RW", "Tag of the sample a PUSH sends.",
+            Register("TAG", 0x0080, RW, "Tag of the sample a PUSH sends.",
                      (_f("TAG", 0, p.tag_bits, "tag"),)),
-            Register("PUSH", 0x0084, "WO", "Any write sends FEATURE[*] and TAG as one sample; its result "
-                                          "goes to RESULT_* (not to the output stream).",
-                     (_f("PUSH", 0, 1, "strobe"),)),
-            Register("RESULT_SCORE", 0x0088, "RO", "Score of the last pushed sample.",
+            Register("PUSH", 0x0084, P, "Any write sends FEATURE[*] and TAG as one sample; its result "
+                                        "goes to RESULT_* (not to the output stream).",
+                     (_f("PUSH", 0, 1, "strobe"),), operands=("FEATURE", "TAG")),
+            Register("RESULT_SCORE", 0x0088, S, "Score of the last pushed sample.",
                      (_f("SCORE", 0, 32, "unsigned"),)),
-            Register("RESULT_TAG", 0x008C, "RO", "Tag of the last pushed sample.",
+            Register("RESULT_TAG", 0x008C, S, "Tag of the last pushed sample.",
                      (_f("TAG", 0, p.tag_bits, "tag"),)),
-            Register("RESULT_INFO", 0x0090, "RO", "Flag and explanation of the last pushed sample.",
+            Register("RESULT_INFO", 0x0090, S, "Flag and explanation of the last pushed sample.",
                      (_f("ANOMALY", 0, 1, "score > threshold"),
                       _f("ARGMAX", 8, 8, "projection with the largest table value (lowest index on ties)"))),
-            Register("OFFSET", 0x0100, "RW", "Bin offset of projection k (shadow).",
+            Register("OFFSET", 0x0100, RW, "Bin offset of projection k (shadow).",
                      (_f("OFFSET", 0, p.offset_bits, "signed", signed=True),), count=p.k, shadow=True),
-            Register("SHIFT", 0x0200, "RW", "Bin shift of projection k (shadow).",
+            Register("SHIFT", 0x0200, RW, "Bin shift of projection k (shadow).",
                      (_f("SHIFT", 0, p.shift_bits, "right shift"),), count=p.k, shadow=True),
-            Register("WEIGHTS", 0x0300, "RW", "Weights of projection k (shadow): field d is w[k][d].",
+            Register("WEIGHTS", 0x0300, RW, "Weights of projection k (shadow): field d is w[k][d].",
                      tuple(_f(f"W{d}", 2 * d, p.weight_bits, f"weight of feature {d}", signed=True)
                            for d in range(p.d)), count=p.k, shadow=True),
-            Register("TABLE", TABLE_BASE, "WO", "Table entry (k, b) of the shadow bank at index k*B + b: "
-                                               "-log density of bin b of projection k.",
+            Register("TABLE", TABLE_BASE, W, "Table entry (k, b) of the shadow bank at index k*B + b: "
+                                             "-log density of bin b of projection k.",
                      (_f("VALUE", 0, p.table_bits, "unsigned"),), count=p.k * p.b, shadow=True),
         ]
         self.registers: tuple[Register, ...] = tuple(regs)
@@ -183,7 +268,17 @@ class RegisterMap:
             for f in r.fields:
                 if f.mask & used or f.lsb + f.width > 32:
                     raise AssertionError(f"fields of {r.name} overlap or overflow")
+                if not 0 <= f.reset < (1 << f.width):
+                    raise AssertionError(f"reset of {r.name}.{f.name} does not fit its {f.width} bits")
                 used |= f.mask
+            if r.access == "WO" and r.reset:
+                raise AssertionError(f"write-only register {r.name} declares a reset value")
+            if bool(r.operands) != (r.kind is Kind.PUSH):
+                raise AssertionError(f"register {r.name}: operands belong to (every) PUSH register")
+            for name in r.operands:
+                op = self._by_name.get(name)
+                if op is None or op.kind is not Kind.STORAGE or op.shadow:
+                    raise AssertionError(f"operand {name} of {r.name} must be a live (not shadow) storage register")
 
     def __getitem__(self, name: str) -> Register:
         try:
@@ -213,10 +308,11 @@ class RegisterMap:
             "params": self.params.as_dict(),
             "registers": [
                 {
-                    "name": r.name, "offset": r.offset, "access": r.access, "reset": r.reset,
-                    "count": r.count, "stride": r.stride, "shadow": r.shadow, "doc": r.doc,
+                    "name": r.name, "offset": r.offset, "kind": r.kind.value, "access": r.access,
+                    "reset": r.reset, "count": r.count, "stride": r.stride, "shadow": r.shadow,
+                    **({"operands": list(r.operands)} if r.operands else {}), "doc": r.doc,
                     "fields": [{"name": f.name, "lsb": f.lsb, "width": f.width, "signed": f.signed,
-                                "doc": f.doc} for f in r.fields],
+                                "reset": f.reset, "doc": f.doc} for f in r.fields],
                 }
                 for r in self.registers
             ],
@@ -232,22 +328,24 @@ class RegisterMap:
             "",
             f"32-bit registers, byte addresses, {ADDR_BITS}-bit address window. VLNV `{VLNV}`.",
             "",
-            "| offset | name | access | reset | count | shadow | description |",
-            "|---|---|---|---|---|---|---|",
+            "Kinds: " + "; ".join(f"`{k.value}` ({k.access}) {_KIND_DOC[k]}" for k in Kind) + ".",
+            "",
+            "| offset | name | kind | access | reset | count | shadow | description |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in self.registers:
             span = f"0x{r.offset:04X}" if r.count == 1 else f"0x{r.offset:04X}..0x{r.last_address:04X}"
-            out.append(f"| {span} | `{r.name}` | {r.access} | 0x{r.reset:08X} | {r.count} | "
+            out.append(f"| {span} | `{r.name}` | {r.kind.value} | {r.access} | 0x{r.reset:08X} | {r.count} | "
                        f"{'yes' if r.shadow else ''} | {r.doc} |")
         out += ["", "## Fields", ""]
         for r in self.registers:
             out.append(f"### `{r.name}`")
             out.append("")
-            out.append("| bits | field | signed | description |")
-            out.append("|---|---|---|---|")
+            out.append("| bits | field | signed | reset | description |")
+            out.append("|---|---|---|---|---|")
             for f in r.fields:
                 bits = f"{f.lsb}" if f.width == 1 else f"{f.lsb + f.width - 1}:{f.lsb}"
-                out.append(f"| {bits} | `{f.name}` | {'yes' if f.signed else ''} | {f.doc} |")
+                out.append(f"| {bits} | `{f.name}` | {'yes' if f.signed else ''} | 0x{f.reset:X} | {f.doc} |")
             out.append("")
         return "\n".join(out)
 

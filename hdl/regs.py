@@ -1,28 +1,33 @@
 """Register front end of the scorer, generated from :class:`mailpulse.hdl.regmap.RegisterMap`.
 
-The bus bridges (:mod:`mailpulse.hdl.axi`, :mod:`mailpulse.hdl.spi`) talk to it through :class:`BusSignature`, a
-simple request/response port; it holds the shadow model and the push/result registers and drives
-the core through :class:`mailpulse.hdl.core.ControlSignature`.
+The bus bridges (:mod:`mailpulse.hdl.axi`, :mod:`mailpulse.hdl.spi`) talk to it through
+:class:`BusSignature`, a simple request/response port; it holds the shadow model and the
+push/result registers and drives the core through :class:`mailpulse.hdl.control.ControlSignature`.
 
-Address decoding loops over the register declarations: no address is written here.  Behaviour
-that is not plain storage (strobes, status, counters, push, results, the table window) is chosen
-by register name and placed by the declared field positions.
+Address decoding loops over the register declarations: no address is written here.  What an
+access does follows the register's declared :class:`~mailpulse.hdl.regmap.Kind` (as amaranth-soc's
+field actions do): ``CONST`` reads its reset, ``STATUS`` reads live sources field by field,
+``STORAGE`` stores (flip-flops; the per-projection shadow arrays in small memories), ``ACTION``
+fields fire one-cycle pulses, a ``PUSH`` write sends its operand registers as a sample, a
+``WINDOW`` write goes to a memory port.  What the sources, pulses and ports connect to in the core
+is one table, :meth:`RegisterFile._connections`; a declared field without a connection is an
+elaboration error.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import IntEnum
-from types import SimpleNamespace
 from typing import Any
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .core import ControlSignature
+from .control import ControlSignature
 from .params import CoreParams, clog2
-from .regmap import ADDR_BITS, Register, RegisterMap
+from .regmap import ADDR_BITS, Kind, Register, RegisterMap
 
 __all__ = ["BusSignature", "RegisterFile"]
 
@@ -90,6 +95,75 @@ class _State(IntEnum):
     COPY = 4
 
 
+@dataclass
+class _MemPort:
+    """The registered write of a shadow memory (it lands one cycle after the decision)."""
+
+    addr: Signal
+    data: Signal
+    en: Signal
+
+
+@dataclass
+class _Storage:
+    """``STORAGE`` registers: flip-flops (``regs``: one Signal per array element, field bits
+    only), or - the shadow arrays with one entry per projection, which only the bus and the
+    commit copy read, one entry at a time - small memories (``mem_rd`` read ports, ``mem_wr``
+    registered writes)."""
+
+    regs: dict[str, list[Signal]] = field(default_factory=dict)
+    #: Per flip-flop array: the register that DECODE loads with the addressed element.
+    sel: dict[str, Signal] = field(default_factory=dict)
+    mem_rd: dict[str, Any] = field(default_factory=dict)
+    mem_wr: dict[str, _MemPort] = field(default_factory=dict)
+
+
+@dataclass
+class _Access:
+    """The bus access pipeline: the latched request, the registered decode (``hits``: one bit per
+    register; ``rhits``: the same for a read, 0 for a write), the state, the response, and the
+    registered decisions ``wait``/``go``/``err`` (see :meth:`RegisterFile._wait_go_err`), and the
+    entry counter of a commit's copy (state COPY)."""
+
+    addr: Signal
+    wdata: Signal
+    write: Signal
+    hits: Signal
+    rhits: Signal
+    idx: Signal
+    state: Signal
+    resp_valid: Signal
+    resp_data: Signal
+    resp_err: Signal
+    start_copy: Signal
+    go: Signal
+    err: Signal
+    copy_cnt: Signal
+
+
+@dataclass
+class _PushResult:
+    """Front-end state that is not storage: the sticky bus error, the pending PUSH, and the
+    result registers of the last pushed sample."""
+
+    bus_error: Signal
+    push_pending: Signal
+    result_valid: Signal
+    score: Signal
+    tag: Signal
+    anomaly: Signal
+    argmax: Signal
+
+
+@dataclass
+class _Clear:
+    """The clear after reset (see :meth:`RegisterFile._clear_after_reset`)."""
+
+    clearing: Signal
+    ccnt: Signal
+    window_write_now: Signal
+
+
 class RegisterFile(wiring.Component):
     """Register front end.
 
@@ -110,11 +184,11 @@ class RegisterFile(wiring.Component):
 
     Timing: a request is latched (cycle 0), decoded into registered hit bits (cycle 1), read into
     a register (cycle 2) and executed (cycle 3, or later while it waits); ``resp_valid`` rises the
-    cycle after.  A write to ``FEATURE``/``TAG`` waits while a pushed sample is pending or in the
-    pipeline, a write to ``PUSH`` waits while the previous pushed sample is pending or in the
-    pipeline, so a pushed sample is exactly the registers at the time of the PUSH write and
-    RESULT_* always answer the last PUSH.  A commit's copy (K + 2 cycles, when the core is
-    drained) runs between accesses; the clear after reset (``clear_cycles``) runs beside them.
+    cycle after.  A write to a ``PUSH`` register's operands (``FEATURE``/``TAG``) or to ``PUSH``
+    itself waits while a pushed sample is pending or in the pipeline, so a pushed sample is
+    exactly the registers at the time of the PUSH write and RESULT_* always answer the last
+    PUSH.  A commit's copy (K + 2 cycles, when the core is drained) runs between accesses; the
+    clear after reset (``clear_cycles``) runs beside them.
     """
 
     def __init__(self, params: CoreParams, latency: int, clear_cycles: int | None = None) -> None:
@@ -131,309 +205,380 @@ class RegisterFile(wiring.Component):
         })
 
     def elaborate(self, platform):
-        p = self.params
-        rm = self.regmap
+        res = _PushResult(bus_error=Signal(name="bus_error"), push_pending=Signal(name="push_pending"),
+                          result_valid=Signal(name="result_valid"), score=Signal(32, name="result_score"),
+                          tag=Signal(self.params.tag_bits, name="result_tag"),
+                          anomaly=Signal(name="result_anomaly"), argmax=Signal(8, name="result_argmax"))
+        conn = self._connections(res)
+        strobes = self._check_connections(conn)
         m = Module()
-        bus = self.bus
+        clr = _Clear(clearing=Signal(init=1, name="clearing"),   # the clear after reset runs
+                     ccnt=Signal(range(self.clear_cycles + 1), name="ccnt"),
+                     window_write_now=Signal(name="table_write_now"))
+        acc = self._access(m, clr)
+        st = self._storage(m)
+        ro = self._read_only_values(m, conn["status"])
         ctrl = self.ctrl
-        regs = list(rm)
+        # strobes to the core default low (the access, the clear and the copy raise them)
+        m.d.sync += [*(s.eq(0) for s in strobes), ctrl.table_we.eq(0), ctrl.table_clear.eq(0),
+                     ctrl.load_valid.eq(0), ctrl.commit_done.eq(0)]
+        for wr in st.mem_wr.values():
+            m.d.sync += wr.en.eq(0)   # overridden below
+        self._clear_after_reset(m, st, clr)
+        self._commit_copy(m, acc, st, conn["copy"])
+        self._latch_and_decode(m, acc, st)
+        rdata = self._read(m, acc, st, ro)
+        self._wait_go_err(m, acc, clr, res)
+        self._execute(m, acc, st, rdata, res, conn)
+        with m.If(self.bus.err_set):
+            m.d.sync += res.bus_error.eq(1)
+        self._push_path(m, res)
+        m.d.comb += [port.eq(Cat(*st.regs[name])) for name, port in conn["storage"].items()]
+        m.d.comb += [ctrl.push_valid.eq(res.push_pending & ~clr.clearing), self.irq.eq(res.result_valid)]
+        return m
 
-        # ---- request latch ----------------------------------------------------------------
-        addr = Signal(ADDR_BITS)
-        wdata = Signal(32)
-        write = Signal()
-        hits = Signal(len(regs))
+    # ---- what the registers connect to -------------------------------------------------------
+    def _connections(self, res: _PushResult) -> dict[str, dict[str, Any]]:
+        """The one table of what the declared registers connect to (a declaration table).
+
+        ``status``: the live source of each ``STATUS`` field.  ``actions``: what writing a field
+        of an ``ACTION`` register with 1 does - a ``ControlSignature`` strobe (a Signal: high for
+        the one cycle after the write) or a list of statements (run once, in the write's cycle);
+        for a ``PUSH`` register, the statements any write runs.  ``copy``: the core load port each
+        per-projection shadow array feeds during a commit.  ``windows``: the (enable, index, data)
+        write port of each ``WINDOW``.  ``storage``: the core port that each flip-flop
+        ``STORAGE`` register (an array: its elements concatenated) drives.
+        """
+        ctrl = self.ctrl
+        return {
+            "status": {
+                "STATUS": {"COMMIT_PENDING": ctrl.commit_pending, "ACTIVE_BANK": ctrl.active_bank,
+                           "BUSY": ctrl.busy, "RESULT_VALID": res.result_valid,
+                           "PUSH_PENDING": res.push_pending, "BUS_ERROR": res.bus_error},
+                "THRESHOLD_ACTIVE": {"THRESHOLD": ctrl.threshold_active},
+                "SAMPLES": {"COUNT": ctrl.samples},
+                "ANOMALIES": {"COUNT": ctrl.anomalies},
+                "LATENCY": {"CYCLES": Const(self.latency, 32)},
+                "RESULT_SCORE": {"SCORE": res.score},
+                "RESULT_TAG": {"TAG": res.tag},
+                "RESULT_INFO": {"ANOMALY": res.anomaly, "ARGMAX": res.argmax},
+            },
+            "actions": {
+                "CTRL": {
+                    "COMMIT": ctrl.commit,
+                    "COMMIT_THRESHOLD": ctrl.commit_threshold,
+                    "CLEAR_COUNTERS": ctrl.clear_counters,
+                    "CLEAR_ERROR": [res.bus_error.eq(0)],
+                },
+                "PUSH": {"PUSH": [res.push_pending.eq(1), res.result_valid.eq(0)]},
+            },
+            "copy": {"WEIGHTS": ctrl.load_weights, "OFFSET": ctrl.load_offset, "SHIFT": ctrl.load_shift},
+            "storage": {"THRESHOLD": ctrl.shadow_threshold, "FEATURE": ctrl.push_features, "TAG": ctrl.push_tag},
+            "windows": {"TABLE": (ctrl.table_we, ctrl.table_index, ctrl.table_data)},
+        }
+
+    def _read_only_values(self, m: Module, status: dict[str, dict[str, Any]]) -> dict[str, Value]:
+        """The value each read-only register reads: a ``CONST`` its reset, a ``STATUS`` register
+        its fields' sources in their declared places."""
+        out: dict[str, Value] = {}
+        for r in self.regmap:
+            if r.kind is Kind.CONST:
+                out[r.name] = Const(r.reset, 32)
+            elif r.kind is Kind.STATUS:
+                src = status[r.name]
+                if len(r.fields) == 1 and r.fields[0].lsb == 0:
+                    out[r.name] = src[r.fields[0].name]
+                else:
+                    v = Signal(32, name=r.name.lower())
+                    for f in r.fields:
+                        m.d.comb += v[f.lsb:f.lsb + f.width].eq(src[f.name])
+                    out[r.name] = v
+        return out
+
+    def _check_connections(self, conn: dict[str, dict[str, Any]]) -> list[Signal]:
+        """Every field of every ``STATUS`` register has a source, every field of every ``ACTION``
+        and ``PUSH`` register an action, every ``STORAGE`` register a destination (the core, or the
+        commit copy for the memory-backed ones), every ``WINDOW`` a port, and nothing else has any
+        (a ``ValueError`` naming them otherwise).  Returns the strobe Signals among the actions."""
+        rm = self.regmap
+        checks = {
+            "status": ({f"{r.name}.{f.name}" for r in rm if r.kind is Kind.STATUS for f in r.fields},
+                       {f"{r}.{f}" for r, fields in conn["status"].items() for f in fields}),
+            "actions": ({f"{r.name}.{f.name}" for r in rm if r.kind in (Kind.ACTION, Kind.PUSH) for f in r.fields},
+                        {f"{r}.{f}" for r, fields in conn["actions"].items() for f in fields}),
+            "storage": ({r.name for r in rm if r.kind is Kind.STORAGE and not self._memory_backed(r)},
+                        set(conn["storage"])),
+            "copy": ({r.name for r in rm if self._memory_backed(r)}, set(conn["copy"])),
+            "windows": ({r.name for r in rm if r.kind is Kind.WINDOW}, set(conn["windows"])),
+        }
+        for key, (declared, connected) in checks.items():
+            if declared != connected:
+                raise ValueError(f"register front end: {key} not connected for "
+                                 f"{', '.join(sorted(declared - connected)) or 'none'}; connected but not declared: "
+                                 f"{', '.join(sorted(connected - declared)) or 'none'}")
+        return [a for fields in conn["actions"].values() for a in fields.values() if isinstance(a, Value)]
+
+    # ---- access state and storage ------------------------------------------------------------
+    def _access(self, m: Module, clr: _Clear) -> _Access:
+        regs = list(self.regmap)
+        bus = self.bus
         idx_w = max(clog2(r.count) for r in regs) or 1
-        idx = Signal(idx_w)
-        state = Signal(range(len(_State)))
-        clearing = Signal(init=1)   # the clear after reset runs (see CLEAR below)
-        resp_valid = Signal()
-        resp_data = Signal(32)
-        resp_err = Signal()
-        start_copy = Signal()   # a commit's copy has priority over bus requests
+        acc = _Access(
+            addr=Signal(ADDR_BITS, name="addr"), wdata=Signal(32, name="wdata"), write=Signal(name="write"),
+            hits=Signal(len(regs), name="hits"), rhits=Signal(len(regs), name="rhits"), idx=Signal(idx_w, name="idx"),
+            state=Signal(range(len(_State)), name="state"), resp_valid=Signal(name="resp_valid"),
+            resp_data=Signal(32, name="resp_data"), resp_err=Signal(name="resp_err"),
+            start_copy=Signal(name="start_copy"),   # a commit's copy has priority over bus requests
+            go=Signal(name="go"), err=Signal(name="err"),
+            copy_cnt=Signal(range(self.params.k + 2), name="cnt"),   # the commit copy's entry
+        )
         m.d.comb += [
-            start_copy.eq((state == _State.IDLE) & ctrl.drained & ~ctrl.commit_done & ~clearing),
-            bus.req_ready.eq((state == _State.IDLE) & ~start_copy),
-            bus.resp_valid.eq(resp_valid),
-            bus.resp_data.eq(resp_data),
-            bus.resp_err.eq(resp_err),
+            acc.start_copy.eq((acc.state == _State.IDLE) & self.ctrl.drained & ~self.ctrl.commit_done & ~clr.clearing),
+            bus.req_ready.eq((acc.state == _State.IDLE) & ~acc.start_copy),
+            bus.resp_valid.eq(acc.resp_valid),
+            bus.resp_data.eq(acc.resp_data),
+            bus.resp_err.eq(acc.resp_err),
         ]
-        m.d.sync += resp_valid.eq(0)
+        m.d.sync += acc.resp_valid.eq(0)
+        return acc
 
-        # ---- storage ------------------------------------------------------------------------
-        # Shadow arrays with one entry per projection (OFFSET, SHIFT, WEIGHTS) live in small
-        # memories (one read port: bus read-back or the commit copy); everything else RW in
-        # registers.  Storage holds the field bits only.
-        def width_of(r: Register) -> int:
-            return max(f.lsb + f.width for f in r.fields)
+    def _memory_backed(self, r: Register) -> bool:
+        """Shadow storage with one entry per projection: read only by the bus and the commit copy,
+        one entry at a time, so it lives in a small memory (one read port) instead of flip-flops."""
+        return r.kind is Kind.STORAGE and r.shadow and r.count == self.params.k
 
-        mem_regs = [r for r in regs if r.access == "RW" and r.shadow and r.count == p.k]
-        store: dict[str, list[Signal]] = {}
-        for r in regs:
-            if r.access == "RW" and r not in mem_regs:
-                store[r.name] = [Signal(width_of(r), init=r.reset, name=f"{r.name.lower()}{i}")
-                                 for i in range(r.count)]
-        kb = max(1, clog2(p.k))
-        mem_rd: dict[str, Any] = {}
-        mem_wr: dict[str, Any] = {}
-        for r in mem_regs:
-            mem = Memory(shape=unsigned(width_of(r)), depth=p.k, init=[])
+    def _storage(self, m: Module) -> _Storage:
+        p = self.params
+        st = _Storage()
+        for r in self.regmap:
+            if r.kind is Kind.STORAGE and not self._memory_backed(r):
+                st.regs[r.name] = [Signal(r.width, init=r.reset, name=f"{r.name.lower()}{i}") for i in range(r.count)]
+                if r.count > 1:
+                    st.sel[r.name] = Signal(r.width, name=f"sel_{r.name.lower()}")
+        for r in self.regmap:
+            if not self._memory_backed(r):
+                continue
+            if r.reset:
+                raise ValueError(f"register {r.name} lives in a memory, which the clear after reset zeroes; "
+                                 "it cannot declare a reset value")
+            mem = Memory(shape=unsigned(r.width), depth=p.k, init=[])
             m.submodules[f"shadow_{r.name.lower()}"] = mem
-            mem_rd[r.name] = mem.read_port(domain="sync")
+            st.mem_rd[r.name] = mem.read_port(domain="sync")
             port = mem.write_port(domain="sync")
             # the write is registered (it lands one cycle after the decision): the clear/EXEC
             # address and enable decode stays off the memory's (flip-flop) write enables.  The
             # next access or commit copy reads the memory three cycles later at the earliest.
             n = r.name.lower()
-            mem_wr[r.name] = wr = SimpleNamespace(
+            st.mem_wr[r.name] = wr = _MemPort(
                 addr=Signal.like(port.addr, name=f"wr_{n}_addr"), data=Signal.like(port.data, name=f"wr_{n}_data"),
                 en=Signal(name=f"wr_{n}_en"))
             m.d.comb += [port.addr.eq(wr.addr), port.data.eq(wr.data), port.en.eq(wr.en)]
+        return st
 
-        def sext_if_signed(r: Register, v):
-            if len(r.fields) == 1 and r.fields[0].signed and r.fields[0].lsb == 0:
-                return v.as_signed()   # sign-extended to 32 by the assignment it feeds
-            return v
-
-        # ---- status and push/result registers ----------------------------------------------
-        bus_error = Signal()
-        push_pending = Signal()
-        result_valid = Signal()
-        result_score = Signal(32)
-        result_tag = Signal(p.tag_bits)
-        result_anomaly = Signal()
-        result_argmax = Signal(8)
-
-        status = Signal(32)
-        st = rm["STATUS"]
-        m.d.comb += [
-            status[st.field("COMMIT_PENDING").lsb].eq(ctrl.commit_pending),
-            status[st.field("ACTIVE_BANK").lsb].eq(ctrl.active_bank),
-            status[st.field("BUSY").lsb].eq(ctrl.busy),
-            status[st.field("RESULT_VALID").lsb].eq(result_valid),
-            status[st.field("PUSH_PENDING").lsb].eq(push_pending),
-            status[st.field("BUS_ERROR").lsb].eq(bus_error),
-        ]
-        info = Signal(32)
-        ri = rm["RESULT_INFO"]
-        fa = ri.field("ARGMAX")
-        m.d.comb += [
-            info[ri.field("ANOMALY").lsb].eq(result_anomaly),
-            info[fa.lsb:fa.lsb + fa.width].eq(result_argmax),
-        ]
-
-        def ro_value(r: Register):
-            return {
-                "STATUS": status,
-                "THRESHOLD_ACTIVE": ctrl.threshold_active,
-                "SAMPLES": ctrl.samples,
-                "ANOMALIES": ctrl.anomalies,
-                "LATENCY": Const(self.latency, 32),
-                "RESULT_SCORE": result_score,
-                "RESULT_TAG": result_tag,
-                "RESULT_INFO": info,
-            }.get(r.name, Const(r.reset, 32))
-
-        # ---- strobes default low -------------------------------------------------------------
-        m.d.sync += [ctrl.commit.eq(0), ctrl.commit_threshold.eq(0), ctrl.clear_counters.eq(0),
-                     ctrl.table_we.eq(0), ctrl.table_clear.eq(0), ctrl.load_valid.eq(0),
-                     ctrl.commit_done.eq(0)]
-        for r in mem_regs:
-            m.d.sync += mem_wr[r.name].en.eq(0)   # overridden below
-
-        # ---- CLEAR (after reset): zero the shadow memories and both table banks, as the model's
-        # reset does.  The shadow memories take the first K cycles; the tables take
-        # `table_clear_cycles`, the shadow bank's half first (the core maps the clear index so).
-        # It runs beside the bus: an access to OFFSET/SHIFT/WEIGHTS waits for the first K cycles,
-        # a TABLE write only if the clear has not passed its entry yet (never, for a host that
-        # writes in address order), a commit's copy and a PUSH wait for the end.  A TABLE write
-        # takes the write port from the clear for its cycle.
-        n_clear = self.clear_cycles
-        half = self.table_clear_cycles // 2
-        ccnt = Signal(range(n_clear + 1))
-        table_write_now = Signal()
-        with m.If(clearing & (ccnt < p.k)):
-            for r in mem_regs:
-                m.d.sync += [mem_wr[r.name].addr.eq(ccnt), mem_wr[r.name].data.eq(0),
-                             mem_wr[r.name].en.eq(1)]
-        with m.If(clearing & ~table_write_now):
-            m.d.sync += ccnt.eq(ccnt + 1)
-            with m.If(ccnt < self.table_clear_cycles):
-                m.d.sync += [ctrl.table_we.eq(1), ctrl.table_clear.eq(1), ctrl.table_index.eq(ccnt),
+    # ---- the clear after reset and the commit copy ------------------------------------------------
+    def _clear_after_reset(self, m: Module, st: _Storage, clr: _Clear) -> None:
+        """Zero the shadow memories and both table banks, as the model's reset does.  The shadow
+        memories take the first K cycles; the tables take ``table_clear_cycles``, the shadow bank's
+        half first (the core maps the clear index so).  It runs beside the bus: an access to a
+        shadow memory waits for the first K cycles, a window write only if the clear has not passed
+        its entry yet (never, for a host that writes in address order), a commit's copy and a PUSH
+        wait for the end.  A window write takes the write port from the clear for its cycle."""
+        p = self.params
+        ctrl = self.ctrl
+        with m.If(clr.clearing & (clr.ccnt < p.k)):
+            for wr in st.mem_wr.values():
+                m.d.sync += [wr.addr.eq(clr.ccnt), wr.data.eq(0), wr.en.eq(1)]
+        with m.If(clr.clearing & ~clr.window_write_now):
+            m.d.sync += clr.ccnt.eq(clr.ccnt + 1)
+            with m.If(clr.ccnt < self.table_clear_cycles):
+                m.d.sync += [ctrl.table_we.eq(1), ctrl.table_clear.eq(1), ctrl.table_index.eq(clr.ccnt),
                              ctrl.table_data.eq(0)]
-            with m.If(ccnt == n_clear - 1):
-                m.d.sync += clearing.eq(0)
-        cnt = Signal(range(p.k + 2))
+            with m.If(clr.ccnt == self.clear_cycles - 1):
+                m.d.sync += clr.clearing.eq(0)
 
-        # ---- COPY (commit): when the core is drained, read shadow entry c in cycle c and hand
-        # it to the core in cycle c + 1 (registered); then strobe commit_done.
-        for r in mem_regs:   # the access's entry, or the commit copy's
-            m.d.comb += mem_rd[r.name].addr.eq(Mux(state == _State.COPY, cnt, addr[2:2 + kb]))
-        with m.If(state == _State.COPY):
+    def _commit_copy(self, m: Module, acc: _Access, st: _Storage, copy: dict[str, Any]) -> None:
+        """COPY (commit): when the core is drained, read shadow entry c in cycle c and hand it to
+        the core in cycle c + 1 (registered); then strobe ``commit_done``."""
+        p = self.params
+        ctrl = self.ctrl
+        kb = max(1, clog2(p.k))
+        cnt = acc.copy_cnt
+        for rd in st.mem_rd.values():   # the access's entry, or the commit copy's
+            m.d.comb += rd.addr.eq(Mux(acc.state == _State.COPY, cnt, acc.addr[2:2 + kb]))
+        with m.If(acc.state == _State.COPY):
             m.d.sync += [
                 cnt.eq(cnt + 1),
                 ctrl.load_valid.eq((cnt >= 1) & (cnt <= p.k)),
                 ctrl.load_index.eq(cnt - 1),
-                ctrl.load_weights.eq(mem_rd["WEIGHTS"].data),
-                ctrl.load_offset.eq(mem_rd["OFFSET"].data),
-                ctrl.load_shift.eq(mem_rd["SHIFT"].data),
+                *(port.eq(st.mem_rd[name].data) for name, port in copy.items()),
             ]
             with m.If(cnt == p.k + 1):
-                m.d.sync += [ctrl.commit_done.eq(1), state.eq(_State.IDLE), cnt.eq(0)]
+                m.d.sync += [ctrl.commit_done.eq(1), acc.state.eq(_State.IDLE), cnt.eq(0)]
 
-        # ---- bus access: latch, decode, execute --------------------------------------------
-        rhits = Signal(len(regs))   # hits of a read (0 for a write): gate the read multiplexer
-        arr_sel = {r.name: Signal(width_of(r), name=f"sel_{r.name.lower()}") for r in regs
-                   if r.access == "RW" and r not in mem_regs and r.count > 1}
-        with m.If(state == _State.IDLE):
-            with m.If(start_copy):
-                m.d.sync += [state.eq(_State.COPY), cnt.eq(0)]
+    # ---- the bus access: latch, decode, read, execute -----------------------------------------------
+    def _latch_and_decode(self, m: Module, acc: _Access, st: _Storage) -> None:
+        """IDLE starts a commit's copy (it has priority) or latches a request; DECODE registers the
+        hit bits and, for register arrays, the selected element (so READ is only an AND-OR)."""
+        bus = self.bus
+        regs = list(self.regmap)
+        with m.If(acc.state == _State.IDLE):
+            with m.If(acc.start_copy):
+                m.d.sync += [acc.state.eq(_State.COPY), acc.copy_cnt.eq(0)]
             with m.Elif(bus.req_valid):
-                m.d.sync += [addr.eq(bus.req_addr), wdata.eq(bus.req_data), write.eq(bus.req_write),
-                             state.eq(_State.DECODE)]
-        with m.If(state == _State.DECODE):
-            m.d.sync += state.eq(_State.READ)
+                m.d.sync += [acc.addr.eq(bus.req_addr), acc.wdata.eq(bus.req_data), acc.write.eq(bus.req_write),
+                             acc.state.eq(_State.DECODE)]
+        with m.If(acc.state == _State.DECODE):
+            m.d.sync += acc.state.eq(_State.READ)
             for j, r in enumerate(regs):
-                m.d.sync += [hits[j].eq(_decode(r, addr)), rhits[j].eq(_decode(r, addr) & ~write)]
-            m.d.sync += idx.eq(addr[2:2 + idx_w])
-            # register arrays: the element is selected here, so READ is only an AND-OR
-            for r in regs:
-                if r.access == "RW" and r not in mem_regs and r.count > 1:
-                    ib = clog2(r.count)
-                    sel = Const(0, len(arr_sel[r.name]))
-                    for i in range(r.count):
-                        sel = Mux(addr[2:2 + ib] == i, store[r.name][i], sel)
-                    m.d.sync += arr_sel[r.name].eq(sel)
+                m.d.sync += [acc.hits[j].eq(_decode(r, acc.addr)), acc.rhits[j].eq(_decode(r, acc.addr) & ~acc.write)]
+            m.d.sync += acc.idx.eq(acc.addr[2:2 + len(acc.idx)])
+            for name, target in st.sel.items():
+                elems = st.regs[name]
+                ib = clog2(len(elems))
+                sel: Value = Const(0, len(elems[0]))
+                for i, e in enumerate(elems):
+                    sel = Mux(acc.addr[2:2 + ib] == i, e, sel)
+                m.d.sync += target.eq(sel)
 
-        # READ: the read multiplexer into a register (its own cycle: no path from the access
-        # decision or the push/commit state into resp_data)
-        # The OR over all registers is split: READ registers the OR of each group of
-        # `_READ_GROUP` registers, EXEC ORs the groups into resp_data (two LUT levels each side
-        # instead of five from the shadow memories' read data; the UP5K's critical path).
+    def _read(self, m: Module, acc: _Access, st: _Storage, ro: dict[str, Value]) -> Value:
+        """READ: the read multiplexer into registers (its own cycle: no path from the access
+        decision or the push/commit state into ``resp_data``).  The OR over all registers is
+        split: READ registers the OR of each group of ``_READ_GROUP`` registers, EXEC ORs the
+        groups into ``resp_data`` (two LUT levels each side instead of five from the shadow
+        memories' read data; the UP5K's critical path).  Returns the OR of the groups."""
         terms = []
-        for j, r in enumerate(regs):
-            hit = rhits[j]
-            if r.access == "RW":
+        for j, r in enumerate(self.regmap):
+            hit = acc.rhits[j]
+            if r.kind is Kind.STORAGE:
                 term = Signal(32, name=f"rd_{r.name.lower()}")
-                if r in mem_regs:
-                    m.d.comb += term.eq(sext_if_signed(r, mem_rd[r.name].data))
+                if r.name in st.mem_rd:
+                    m.d.comb += term.eq(_sext_if_signed(r, st.mem_rd[r.name].data))
                 elif r.count == 1:
-                    m.d.comb += term.eq(sext_if_signed(r, store[r.name][0]))
+                    m.d.comb += term.eq(_sext_if_signed(r, st.regs[r.name][0]))
                 else:
-                    m.d.comb += term.eq(sext_if_signed(r, arr_sel[r.name]))
+                    m.d.comb += term.eq(_sext_if_signed(r, st.sel[r.name]))
                 terms.append(term & hit.replicate(32))
             elif r.access == "RO":
-                terms.append(ro_value(r) & hit.replicate(32))
+                terms.append(ro[r.name] & hit.replicate(32))
         groups = [terms[i:i + _READ_GROUP] for i in range(0, len(terms), _READ_GROUP)]
         rdata_g = [Signal(32, name=f"rdata_g{i}") for i in range(len(groups))]
-        with m.If(state == _State.READ):
-            m.d.sync += state.eq(_State.EXEC)
+        with m.If(acc.state == _State.READ):
+            m.d.sync += acc.state.eq(_State.EXEC)
             for g, grp in zip(rdata_g, groups):
-                acc = Const(0, 32)
+                v: Value = Const(0, 32)
                 for t in grp:
-                    acc = acc | t
-                m.d.sync += g.eq(acc)
-        rdata_r = Const(0, 32)
+                    v = v | t
+                m.d.sync += g.eq(v)
+        rdata: Value = Const(0, 32)
         for g in rdata_g:
-            rdata_r = rdata_r | g
+            rdata = rdata | g
+        return rdata
 
-        # `wait` (the access must wait: push path busy, clear not past the entry) is computed
-        # from the registered hits every cycle and registered: EXEC uses the value of the cycle
-        # before.  That is exact because every wait condition only ever falls during an access
-        # (push_pending/push_inflight are set only by this front end's PUSH write, the clear
-        # counter only grows), so a lagging 0 is still 0; a lagging 1 costs one cycle at most.
-        # It keeps the compares of the clear counter and the push state off the write-enable
-        # fan-out of the register file.
-        wait_c = Signal()
-        wait = Signal()
-        waits_on_pending = [j for j, r in enumerate(regs) if r.name in ("FEATURE", "TAG")]
-        j_push = next(j for j, r in enumerate(regs) if r.name == "PUSH")
-        j_mem = [j for j, r in enumerate(regs) if r in mem_regs]
-        j_table = next(j for j, r in enumerate(regs) if r.name == "TABLE")
-        tab_ib = clog2(rm["TABLE"].count)
-        # the clear's position of a table index: entry b of every projection's memory (B
-        # entries a bank), or the index itself (one memory of K*B entries a bank)
-        tab_key = idx[:tab_ib] if half >= rm["TABLE"].count else idx[:clog2(half)]
+    def _wait_go_err(self, m: Module, acc: _Access, clr: _Clear, res: _PushResult) -> None:
+        """The registered decisions of EXEC.
+
+        ``wait`` (the access must wait: push path busy, clear not past the entry) is computed from
+        the registered hits every cycle and registered: EXEC uses the value of the cycle before.
+        That is exact because every wait condition only ever falls during an access (push_pending
+        and push_inflight are set only by this front end's PUSH write, the clear counter only
+        grows), so a lagging 0 is still 0; a lagging 1 costs one cycle at most.  It keeps the
+        compares of the clear counter and the push state off the write-enable fan-out.
+
+        ``go`` = (state == EXEC) & ~wait, as a register of its own: the access's writes fan out
+        from one flip-flop instead of a decode of ``state`` (an UP5K critical path).  EXEC is
+        entered only from READ and left only when ~wait, so next(state) == EXEC exactly when
+        state == READ or (state == EXEC and wait); and next(wait) is wait_c.
+
+        ``err`` (no register at the address, or a write to a read-only one) depends only on
+        hits/write, which hold from DECODE to the end of EXEC: registered every cycle, it is exact
+        in EXEC (READ lies between) and keeps the wide reduction off the error flag."""
+        p = self.params
+        ctrl = self.ctrl
+        regs = list(self.regmap)
+        hits, write = acc.hits, acc.write
+        push_busy = res.push_pending | ctrl.push_inflight
+        pushes = [r for r in regs if r.kind is Kind.PUSH]
+        j_operand = [j for j, r in enumerate(regs) if any(r.name in q.operands for q in pushes)]
+        j_push = [j for j, r in enumerate(regs) if r.kind is Kind.PUSH]
+        j_mem = [j for j, r in enumerate(regs) if self._memory_backed(r)]
+        j_window = [j for j, r in enumerate(regs) if r.kind is Kind.WINDOW]
+        half = self.table_clear_cycles // 2
+        wait_c = Signal(name="wait_c")
+        wait = Signal(name="wait")
+        window_waits: Value = Const(0, 1)
+        for j in j_window:
+            # the clear's position of a window index: entry b of every projection's memory (B
+            # entries a bank), or the index itself (one memory of K*B entries a bank)
+            count = regs[j].count
+            key = acc.idx[:clog2(count)] if half >= count else acc.idx[:clog2(half)]
+            window_waits = window_waits | (clr.clearing & hits[j] & write & (clr.ccnt < half) & (key >= clr.ccnt))
         m.d.sync += wait.eq(wait_c)
         m.d.comb += wait_c.eq((write & (
-            (Cat(*(hits[j] for j in waits_on_pending)).any() & (push_pending | ctrl.push_inflight))
-            | (hits[j_push] & (push_pending | ctrl.push_inflight))))
-            | (clearing & Cat(*(hits[j] for j in j_mem)).any() & (ccnt < p.k))
-            | (clearing & hits[j_table] & write & (ccnt < half) & (tab_key >= ccnt)))
-        # `go` = (state == EXEC) & ~wait, as a register of its own: the access's writes fan out
-        # from one flip-flop instead of a decode of `state` (an UP5K critical path).  EXEC is
-        # entered only from READ and left only when ~wait, so next(state) == EXEC exactly when
-        # state == READ or (state == EXEC and wait); and next(wait) is wait_c.
-        go = Signal()
-        m.d.sync += go.eq(((state == _State.READ) | ((state == _State.EXEC) & wait)) & ~wait_c)
-        m.d.comb += table_write_now.eq(go & write & hits[j_table])
-
-        # the access's error (no register at the address, or a write to a read-only one) depends
-        # only on hits/write, which hold from DECODE to the end of EXEC: registered every cycle,
-        # it is exact in EXEC (READ lies between) and keeps the wide reduction off the error flag
+            (Cat(*(hits[j] for j in j_operand)).any() & push_busy)
+            | (Cat(*(hits[j] for j in j_push)).any() & push_busy)))
+            | (clr.clearing & Cat(*(hits[j] for j in j_mem)).any() & (clr.ccnt < p.k))
+            | window_waits)
+        m.d.sync += acc.go.eq(((acc.state == _State.READ) | ((acc.state == _State.EXEC) & wait)) & ~wait_c)
+        m.d.comb += clr.window_write_now.eq(acc.go & write & Cat(*(hits[j] for j in j_window)).any())
         err_c = hits == 0
         for j, r in enumerate(regs):
             if r.access == "RO":
                 err_c = err_c | (hits[j] & write)
-        err = Signal()
-        m.d.sync += err.eq(err_c)
+        m.d.sync += acc.err.eq(err_c)
 
-        with m.If(go):
-            m.d.sync += [state.eq(_State.IDLE), resp_valid.eq(1)]
-            for j, r in enumerate(regs):
-                hit = hits[j]
-                ib = clog2(r.count)
-                ix = idx[:ib] if ib else Const(0, 1)
-                # -- writes
-                with m.If(write & hit):
-                    if r in mem_regs:
-                        m.d.sync += [mem_wr[r.name].addr.eq(ix), mem_wr[r.name].data.eq(wdata),
-                                     mem_wr[r.name].en.eq(1)]
-                    elif r.access == "RW":
-                        for i, sig in enumerate(store[r.name]):
+    def _execute(self, m: Module, acc: _Access, st: _Storage, rdata: Value, res: _PushResult,
+                 conn: dict[str, dict[str, Any]]) -> None:
+        """EXEC (``go``): the write, by kind - store it (``STORAGE``), write the window's port
+        (``WINDOW``), run the actions of the fields written with 1 (``ACTION``) or of any write
+        (``PUSH``) - and the response."""
+        actions, windows = conn["actions"], conn["windows"]
+        with m.If(acc.go):
+            m.d.sync += [acc.state.eq(_State.IDLE), acc.resp_valid.eq(1)]
+            for j, r in enumerate(self.regmap):
+                ix = acc.idx[:clog2(r.count)] if r.count > 1 else Const(0, 1)
+                with m.If(acc.write & acc.hits[j]):
+                    if r.kind is Kind.STORAGE and r.name in st.mem_wr:
+                        wr = st.mem_wr[r.name]
+                        m.d.sync += [wr.addr.eq(ix), wr.data.eq(acc.wdata), wr.en.eq(1)]
+                    elif r.kind is Kind.STORAGE:
+                        for i, sig in enumerate(st.regs[r.name]):
                             with m.If(ix == i):
-                                m.d.sync += sig.eq(wdata[:len(sig)])
-                    elif r.name == "CTRL":
-                        m.d.sync += [
-                            ctrl.commit.eq(wdata[r.field("COMMIT").lsb]),
-                            ctrl.commit_threshold.eq(wdata[r.field("COMMIT_THRESHOLD").lsb]),
-                            ctrl.clear_counters.eq(wdata[r.field("CLEAR_COUNTERS").lsb]),
-                        ]
-                        with m.If(wdata[r.field("CLEAR_ERROR").lsb]):
-                            m.d.sync += bus_error.eq(0)
-                    elif r.name == "PUSH":
-                        m.d.sync += [push_pending.eq(1), result_valid.eq(0)]
-                    elif r.name == "TABLE":
-                        m.d.sync += [ctrl.table_we.eq(1), ctrl.table_index.eq(ix),
-                                     ctrl.table_data.eq(wdata)]
-                    elif r.access == "WO":  # pragma: no cover - a new WO register needs code here
-                        raise AssertionError(f"write-only register {r.name} has no behaviour")
-            m.d.sync += [resp_data.eq(rdata_r), resp_err.eq(err)]
-            with m.If(write & err):
-                m.d.sync += bus_error.eq(1)
+                                m.d.sync += sig.eq(acc.wdata[:len(sig)])
+                    elif r.kind is Kind.ACTION:
+                        fields = [(f, actions[r.name][f.name]) for f in r.fields]
+                        # strobes follow their bit; statements run when their bit is 1
+                        m.d.sync += [a.eq(acc.wdata[f.lsb]) for f, a in fields if isinstance(a, Value)]
+                        for f, a in fields:
+                            if not isinstance(a, Value):
+                                with m.If(acc.wdata[f.lsb]):
+                                    m.d.sync += a
+                    elif r.kind is Kind.PUSH:
+                        m.d.sync += [s for f in r.fields for s in actions[r.name][f.name]]
+                    elif r.kind is Kind.WINDOW:
+                        we, index, data = windows[r.name]
+                        m.d.sync += [we.eq(1), index.eq(ix), data.eq(acc.wdata)]
+            m.d.sync += [acc.resp_data.eq(rdata), acc.resp_err.eq(acc.err)]
+            with m.If(acc.write & acc.err):
+                m.d.sync += res.bus_error.eq(1)
 
-        with m.If(bus.err_set):
-            m.d.sync += bus_error.eq(1)
-
-        # ---- push path ---------------------------------------------------------------------
+    def _push_path(self, m: Module, res: _PushResult) -> None:
+        """A pending PUSH clears when the core takes it; the result of a pushed sample lands in
+        the RESULT_* registers."""
+        ctrl = self.ctrl
         with m.If(ctrl.push_ready):
-            m.d.sync += push_pending.eq(0)
+            m.d.sync += res.push_pending.eq(0)
         with m.If(ctrl.result_valid):
             m.d.sync += [
-                result_valid.eq(1),
-                result_score.eq(ctrl.result_score),
-                result_tag.eq(ctrl.result_tag),
-                result_anomaly.eq(ctrl.result_anomaly),
-                result_argmax.eq(ctrl.result_argmax),
+                res.result_valid.eq(1),
+                res.score.eq(ctrl.result_score),
+                res.tag.eq(ctrl.result_tag),
+                res.anomaly.eq(ctrl.result_anomaly),
+                res.argmax.eq(ctrl.result_argmax),
             ]
 
-        # ---- to the core -------------------------------------------------------------------
-        m.d.comb += [
-            ctrl.shadow_threshold.eq(store["THRESHOLD"][0]),
-            ctrl.push_valid.eq(push_pending & ~clearing),
-            ctrl.push_features.eq(Cat(*store["FEATURE"])),
-            ctrl.push_tag.eq(store["TAG"][0]),
-            self.irq.eq(result_valid),
-        ]
-        return m
 
+def _sext_if_signed(r: Register, v: Value) -> Value:
+    """A register with one signed field at bit 0 reads sign-extended (by the 32-bit assignment it feeds)."""
+    if len(r.fields) == 1 and r.fields[0].signed and r.fields[0].lsb == 0:
+        return v.as_signed()
+    return v

@@ -1,5 +1,7 @@
 """SPI slave register bridge (mode 0, MSB first), exactly as ``docs/interfaces.md`` describes.
 
+The command bytes and the frame layout are declared in :mod:`mailpulse.hdl.spiproto`.
+
 The bridge runs in the system clock domain and oversamples ``sck``, ``cs_n`` and ``mosi`` through
 two-flip-flop synchronizers, so ``sck`` must stay at or below ``clk / 4``.  A transaction::
 
@@ -26,12 +28,14 @@ from amaranth.lib.wiring import In, Out
 
 from .regmap import ADDR_BITS
 from .regs import BusSignature
+from .spiproto import ADDR_BYTES, CMD_READ, CMD_WRITE, SYNC_BYTE, WORD_BYTES
 
-__all__ = ["CMD_READ", "CMD_WRITE", "SYNC_BYTE", "SPIRegisterBridge", "SPISignature"]
+__all__ = ["SPIRegisterBridge", "SPISignature"]
 
-CMD_WRITE = 0x02
-CMD_READ = 0x0B
-SYNC_BYTE = 0xA5
+#: Value of the bit counter on the last bit of a command (or dummy) byte, of the address, of a word.
+_BYTE_END = 7
+_ADDR_END = 8 * ADDR_BYTES - 1
+_WORD_END = 8 * WORD_BYTES - 1
 
 
 class SPISignature(wiring.Signature):
@@ -67,11 +71,10 @@ class SPIRegisterBridge(wiring.Component):
     def __init__(self) -> None:
         super().__init__({"spi": In(SPISignature()), "bus": Out(BusSignature())})
 
-    def elaborate(self, platform):
-        m = Module()
+    def _pins(self, m: Module) -> tuple[Signal, Signal, Signal]:
+        """The pins through two-flip-flop synchronisers: ``(rise, cs_n, mosi)``, ``rise`` a
+        one-clock pulse on each rising ``sck`` edge while ``cs_n`` is low."""
         spi = self.spi
-        bus = self.bus
-
         sck = Signal()
         cs_n = Signal(init=1)
         mosi = Signal()
@@ -82,6 +85,15 @@ class SPIRegisterBridge(wiring.Component):
         m.d.sync += sck_d.eq(sck)
         rise = Signal()
         m.d.comb += rise.eq(sck & ~sck_d & ~cs_n)
+        return rise, cs_n, mosi
+
+    def elaborate(self, platform):
+        """The frame state machine (one state machine: command, address, dummy, data phases and
+        the bus requests they issue, in one ``Switch``)."""
+        m = Module()
+        spi = self.spi
+        bus = self.bus
+        rise, cs_n, mosi = self._pins(m)
 
         phase = Signal(range(len(_Phase)))
         cnt = Signal(5)
@@ -116,7 +128,7 @@ class SPIRegisterBridge(wiring.Component):
         # cs_n is high), and the next edge comes at least four clocks later (sck <= clk / 4), so
         # the flags are settled when they are used; they keep the compare off the path into the
         # request registers' enables
-        at = {n: Signal(name=f"cnt_is{n}") for n in (7, 15, 31)}
+        at = {n: Signal(name=f"cnt_is{n}") for n in (_BYTE_END, _ADDR_END, _WORD_END)}
         for n, flag in at.items():
             m.d.sync += flag.eq(cnt == n)
 
@@ -126,10 +138,10 @@ class SPIRegisterBridge(wiring.Component):
         iss_r = Signal()
         iss_w = Signal()
         m.d.sync += [
-            iss_w.eq((phase == _Phase.WDATA) & (cnt == 31)),
-            iss_r.eq(((phase == _Phase.ADDR) & (cnt == 15) & is_read)
-                     | ((phase == _Phase.DUMMY) & (cnt == 7))
-                     | ((phase == _Phase.RDATA) & (cnt == 31))),
+            iss_w.eq((phase == _Phase.WDATA) & (cnt == _WORD_END)),
+            iss_r.eq(((phase == _Phase.ADDR) & (cnt == _ADDR_END) & is_read)
+                     | ((phase == _Phase.DUMMY) & (cnt == _BYTE_END))
+                     | ((phase == _Phase.RDATA) & (cnt == _WORD_END))),
         ]
 
         # the error of a prefetched word counts once the host clocks its first bit
@@ -144,7 +156,7 @@ class SPIRegisterBridge(wiring.Component):
             m.d.sync += [rx.eq(rxn), cnt.eq(cnt + 1), tx.eq(Cat(Const(0, 1), tx[:31])),
                          bus.err_set.eq(tx_err), tx_err.eq(0)]
             with m.Switch(phase):
-                with m.Case(_Phase.CMD), m.If(at[7]):
+                with m.Case(_Phase.CMD), m.If(at[_BYTE_END]):
                     m.d.sync += cnt.eq(0)
                     with m.If(rxn[:8] == CMD_WRITE):
                         m.d.sync += [phase.eq(_Phase.ADDR), is_read.eq(0)]
@@ -152,24 +164,24 @@ class SPIRegisterBridge(wiring.Component):
                         m.d.sync += [phase.eq(_Phase.ADDR), is_read.eq(1)]
                     with m.Else():
                         m.d.sync += phase.eq(_Phase.IGNORE)
-                with m.Case(_Phase.ADDR), m.If(at[15]):
+                with m.Case(_Phase.ADDR), m.If(at[_ADDR_END]):
                     m.d.sync += cnt.eq(0)
                     with m.If(is_read):
-                        m.d.sync += [phase.eq(_Phase.DUMMY), addr.eq(rxn[:16] + 4)]
+                        m.d.sync += [phase.eq(_Phase.DUMMY), addr.eq(rxn[:ADDR_BITS] + 4)]
                     with m.Else():
-                        m.d.sync += [phase.eq(_Phase.WDATA), addr.eq(rxn[:16])]
-                with m.Case(_Phase.DUMMY), m.If(at[7]):
+                        m.d.sync += [phase.eq(_Phase.WDATA), addr.eq(rxn[:ADDR_BITS])]
+                with m.Case(_Phase.DUMMY), m.If(at[_BYTE_END]):
                     m.d.sync += phase.eq(_Phase.RDATA)
                     load_word()
-                with m.Case(_Phase.RDATA), m.If(at[31]):
+                with m.Case(_Phase.RDATA), m.If(at[_WORD_END]):
                     load_word()
-                with m.Case(_Phase.WDATA), m.If(at[31]):
+                with m.Case(_Phase.WDATA), m.If(at[_WORD_END]):
                     m.d.sync += [cnt.eq(0), addr.eq(addr + 4)]
                 with m.Case(_Phase.IGNORE):
                     m.d.sync += cnt.eq(0)
             # the request (after the clear on req_ready above: a new request wins)
             with m.If(iss_r | iss_w):
                 m.d.sync += [req_valid.eq(1), req_write.eq(iss_w),
-                             req_addr.eq(Mux(phase == _Phase.ADDR, rxn[:16], addr)),
+                             req_addr.eq(Mux(phase == _Phase.ADDR, rxn[:ADDR_BITS], addr)),
                              req_data.eq(Mux(iss_w, rxn, 0))]
         return m

@@ -13,14 +13,13 @@ from amaranth.lib.wiring import In, Out
 from mailpulse.errors import UserError
 
 from .axi import (
-    RESULT_TDATA_BITS,
-    SAMPLE_TDATA_BITS,
     AXI4LiteSignature,
     AXI4LiteSlave,
     AXIStreamSignature,
     ResultToAXIS,
     SampleFromAXIS,
 )
+from .beats import RESULT_BEAT_BITS, SAMPLE_BEAT_BITS
 from .core import ScorerCore
 from .folded import FoldedScorerCore
 from .params import CoreParams, params_or_error
@@ -44,8 +43,8 @@ class AXITop(wiring.Component):
             "aclk": In(1),
             "aresetn": In(1),
             "s_axil": In(AXI4LiteSignature()),
-            "s_axis": In(AXIStreamSignature(SAMPLE_TDATA_BITS)),
-            "m_axis": Out(AXIStreamSignature(RESULT_TDATA_BITS)),
+            "s_axis": In(AXIStreamSignature(SAMPLE_BEAT_BITS)),
+            "m_axis": Out(AXIStreamSignature(RESULT_BEAT_BITS)),
         })
 
     def elaborate(self, platform):

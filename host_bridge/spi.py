@@ -6,7 +6,8 @@ Host side: :class:`SpiRegisterBus` turns register reads/writes into SPI transact
     write  MOSI: 0x02 A1 A0 W0 W1 ...      (words big-endian, address +4 per word)
     read   MOSI: 0x0B A1 A0 00 xx xx ...   MISO: A5 00 00 00 W0 W1 ...
 
-The first MISO byte of every transaction is the sync byte ``0xA5``; anything else means no
+(the frame layout and the command bytes are declared in :mod:`mailpulse.hdl.spiproto`, which the
+gateware bridge and the simulation use too).  The first MISO byte of every transaction is the sync byte ``0xA5``; anything else means no
 configured bridge answers (an unconfigured iCE40 reads ``0x00`` or ``0xFF``), and the bus raises
 :class:`SpiSyncError` instead of returning garbage.
 
@@ -18,20 +19,28 @@ the simulated RTL's SPI top (``mailpulse.sim.device``), where the byte-level pro
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from mailpulse.hdl.reference import BusError, EmulatedCore
+from mailpulse.hdl.spiproto import (
+    CMD_READ,
+    CMD_WRITE,
+    MIN_CLK_BEFORE_READ_DATA,
+    READ_HEADER_BYTES,
+    SYNC_BYTE,
+    WORD_BYTES,
+    WRITE_HEADER_BYTES,
+    read_frame,
+    read_words,
+    write_frame,
+)
 
 from .bus import BurstMixin
 
-CMD_WRITE = 0x02
-CMD_READ = 0x0B
-SYNC = 0xA5
-#: Core clocks between ``cs_n`` falling and the first read-data bit: 4 bytes x 8 SCK x clk/SCK >= 4.
-MIN_CLK_BEFORE_READ_DATA = 4 * 8 * 4
+__all__ = ["CMD_READ", "CMD_WRITE", "MIN_CLK_BEFORE_READ_DATA", "SYNC_BYTE", "FakeSpiDev", "SpiBridgeModel",
+           "SpiDevLike", "SpiRegisterBus", "SpiSyncError"]
 #: spidev's default buffer (``/sys/module/spidev/parameters/bufsiz``): the longest transaction.
 SPIDEV_BUFSIZ = 4096
 
@@ -66,7 +75,7 @@ class SpiRegisterBus(BurstMixin):
         if max_transfer < 8:
             raise ValueError(f"max_transfer must be at least 8 bytes, not {max_transfer}")
         self.spi = spi
-        self.max_words = (max_transfer - 4) // 4
+        self.max_words = (max_transfer - READ_HEADER_BYTES) // WORD_BYTES
         self.transactions = 0
 
     def xfer(self, data: list[int]) -> list[int]:
@@ -78,8 +87,8 @@ class SpiRegisterBus(BurstMixin):
         miso = self.spi.xfer2(data)
         if len(miso) != len(data):
             raise SpiSyncError(f"the SPI device returned {len(miso)} bytes for a {len(data)}-byte transaction")
-        if miso[0] != SYNC:
-            raise SpiSyncError(f"the SPI bridge answered 0x{miso[0]:02X} instead of the sync byte 0x{SYNC:02X}: "
+        if miso[0] != SYNC_BYTE:
+            raise SpiSyncError(f"the SPI bridge answered 0x{miso[0]:02X} instead of the sync byte 0x{SYNC_BYTE:02X}: "
                                "no configured mailpulse FPGA on this bus (check the bitstream, CDONE and wiring)")
         return miso
 
@@ -87,16 +96,14 @@ class SpiRegisterBus(BurstMixin):
         for i in range(0, len(values), self.max_words):
             chunk = values[i:i + self.max_words]
             a = address + 4 * i
-            frame = struct.pack(f">BH{len(chunk)}I", CMD_WRITE, a & 0xFFFF, *(int(v) & 0xFFFFFFFF for v in chunk))
-            self._xfer(list(frame))
+            self._xfer(list(write_frame(a, chunk)))
 
     def read_burst(self, address: int, count: int) -> list[int]:
         out: list[int] = []
         for i in range(0, count, self.max_words):
             n = min(self.max_words, count - i)
             a = address + 4 * i
-            miso = self._xfer([CMD_READ, (a >> 8) & 0xFF, a & 0xFF, 0] + [0] * (4 * n))
-            out += struct.unpack(f">{n}I", bytes(miso[4:]))
+            out += read_words(self._xfer(list(read_frame(a, n))), n)
         return out
 
     def write(self, address: int, value: int) -> None:
@@ -121,32 +128,32 @@ class SpiBridgeModel:
         miso = bytearray(len(mosi))
         if not mosi:
             return bytes(miso)
-        miso[0] = SYNC
+        miso[0] = SYNC_BYTE
         cmd = mosi[0]
-        if len(mosi) < 3 or cmd not in (CMD_WRITE, CMD_READ):
+        if len(mosi) < WRITE_HEADER_BYTES or cmd not in (CMD_WRITE, CMD_READ):
             return bytes(miso)
-        addr = (mosi[1] << 8) | mosi[2]
+        addr = int.from_bytes(mosi[1:WRITE_HEADER_BYTES], "big")
         if cmd == CMD_WRITE:
-            body = mosi[3:]
-            for j in range(len(body) // 4):
+            body = mosi[WRITE_HEADER_BYTES:]
+            for j in range(len(body) // WORD_BYTES):
                 try:
-                    self.model.write(addr, int.from_bytes(body[4 * j:4 * j + 4], "big"))
+                    self.model.write(addr, int.from_bytes(body[WORD_BYTES * j:WORD_BYTES * (j + 1)], "big"))
                 except BusError:
                     pass
-                addr = (addr + 4) & 0xFFFF
+                addr = (addr + WORD_BYTES) & 0xFFFF
             return bytes(miso)
-        pos = 4
+        pos = READ_HEADER_BYTES
         while pos < len(mosi):
             reg = self.model.regmap.decode(addr)
             try:
                 value = 0 if reg is not None and reg[0].name == "LATENCY" else self.model.read(addr)
             except BusError:
                 value = 0
-            word = value.to_bytes(4, "big")
-            for j in range(min(4, len(mosi) - pos)):
+            word = value.to_bytes(WORD_BYTES, "big")
+            for j in range(min(WORD_BYTES, len(mosi) - pos)):
                 miso[pos + j] = word[j]
-            pos += 4
-            addr = (addr + 4) & 0xFFFF
+            pos += WORD_BYTES
+            addr = (addr + WORD_BYTES) & 0xFFFF
         return bytes(miso)
 
 

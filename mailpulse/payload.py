@@ -230,6 +230,8 @@ class Hop(_Open):
     ip: Text | None = Field(None, description="Address of the `from` host.")
     timestamp: Text | None = Field(None, description="The stamp's date (ISO 8601) or null.")
     delay_s: Seconds | None = Field(None, description="Seconds to the next hop's stamp (null for the newest).")
+    delay_uncertain: bool | None = Field(None, description="`delay_s` uses a date whose time zone was not known.")
+    date_note: Text | None = Field(None, description="Why the date is missing or uncertain (null: it is sound).")
     postfix: JsonValue = Field(None, description="Postfix delays of the hop's queue id (probes reading mail logs).")
 
 
@@ -260,6 +262,7 @@ class MessageFields(_Open):
     size: Count = Field(0, description="Size in bytes.")
     recipients: Count = Field(0, description="Addresses in To: and Cc:.")
     hops: list[Hop] = Field(default_factory=list, max_length=MAX_HOPS, description="Received hops, oldest first.")
+    hops_dropped: Count = Field(0, description="`Received:` fields beyond the hop limit (not in `hops`).")
     mime: JsonValue = Field(default_factory=dict, description="The MIME walk's summary (open JSON, bounded).")
     mailbox_delay_s: Seconds | None = Field(None, description="File time minus the newest hop's time.")
 
@@ -398,6 +401,10 @@ class StatusPayload(_Open):
     anomalies: Count | None = Field(None, description="Anomalies emitted.")
     rejected: Count | None = Field(None, description="Events the broker refused.")
     postfix_queue: PostfixQueueStatus | None = Field(None, description="The node's Postfix queue (`postqueue -j`).")
+    quarantine: JsonValue = Field(None, description="Inputs the node's sources skipped: `total`, `by_source` "
+                                                    "(counts), `last` (reason per source), `write_errors`.")
+    sources: JsonValue = Field(None, description="Per source: its counters and `restarts`.")
+    restarts: JsonValue = Field(None, description="Restarts of each source (or prober) thread after it failed.")
 
 
 _ENVELOPE = TypeAdapter(BatchEnvelope)

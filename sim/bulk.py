@@ -41,11 +41,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from mailpulse.hdl.beats import RESULT_BEAT
 from mailpulse.hdl.params import CoreParams, get_params
 from mailpulse.hdl.reference import CoreConfig, ScoreResult, model_writes, score
 from mailpulse.hdl.regmap import RegisterMap
 
-from .codec import StreamResults, compare, pack_samples, random_beats, unpack_results
+from .codec import StreamResults, beat_fields, compare, pack_samples, random_beats, unpack_results
 from .rtl import TOP_MODULE, build_root, file_lock, verilog_path
 from .runner import run_cocotb
 from .tools import require_simulator, sim_env
@@ -77,8 +78,7 @@ def make_case(params: CoreParams, seed: int, index: int, n: int) -> Case:
     rng = np.random.default_rng([seed, index])
     cfg = CoreConfig.random(params, rng)
     beats = random_beats(params, rng, n)
-    x = beats[:, 2:2 + params.d]           # views: mailpulse.hdl.reference.score widens each chunk to int64
-    tags = beats.view("<u4")[:, 0]
+    x, tags = beat_fields(params, beats)    # views: mailpulse.hdl.reference.score widens each chunk to int64
     tlast = (rng.integers(0, 64, size=n, dtype=np.uint8) == 0).view(np.uint8)
     if n:
         tlast[-1] = 1
@@ -298,16 +298,16 @@ def bad_beats(exp: ScoreResult, words: npt.NDArray[np.uint32], rtlast: npt.Array
               tlast: npt.ArrayLike) -> npt.NDArray[np.intp]:
     """Indices of the result beats (N, 4 words) that differ from ``exp`` in any bit, tlast included.
 
-    Field by field on the raw words: word 0 the score, word 1 the tag, word 2 the argmax (bits
-    0-7) and the anomaly flag (bit 8 and above must equal it: 0 or 1), word 3 zero.  Equivalent to
-    :func:`check_case` finding nothing (same lengths assumed), without unpacking the beats.
+    Field by field on views of the raw beats (:data:`mailpulse.hdl.beats.RESULT_BEAT`), and no bit
+    set outside the fields.  Equivalent to :func:`check_case` finding nothing (same lengths
+    assumed), without unpacking the beats.
     """
-    w0, w1, w2, w3 = words.T
-    bad = w0 != exp.score
-    bad |= w1 != exp.tag
-    bad |= (w2 & 0xFF) != exp.argmax
-    bad |= (w2 >> 8) != exp.anomaly
-    bad |= w3 != 0
+    beats = RESULT_BEAT.beats(words)
+    bad = RESULT_BEAT.view(beats, "score") != exp.score
+    bad |= RESULT_BEAT.view(beats, "tag") != exp.tag
+    bad |= RESULT_BEAT.view(beats, "argmax") != exp.argmax
+    bad |= RESULT_BEAT.get(beats, "anomaly") != exp.anomaly
+    bad |= RESULT_BEAT.stray(beats)
     bad |= np.asarray(rtlast) != np.asarray(tlast)
     return np.flatnonzero(bad)
 

@@ -55,8 +55,7 @@ import numpy.typing as npt
 from mailpulse.hdl.params import CoreParams, get_params
 from mailpulse.hdl.reference import BusError
 from mailpulse.hdl.regmap import RegisterMap
-from mailpulse.hdl.spi import CMD_READ, CMD_WRITE
-from mailpulse.hdl.spi import SYNC_BYTE as SPI_SYNC
+from mailpulse.hdl.spiproto import SYNC_BYTE, read_frame, read_words, write_frame
 
 from .codec import RESULT_BYTES, SAMPLE_BYTES, StreamResults, frame_lengths, pack_samples, unpack_results
 from .rtl import ROOT, build_root
@@ -192,16 +191,15 @@ class SimCore:
         return miso
 
     def _spi_read(self, addr: int) -> int:
-        miso = self.spi_transfer(bytes([CMD_READ, (addr >> 8) & 0xFF, addr & 0xFF, 0, 0, 0, 0, 0]))
-        if miso[0] != SPI_SYNC:
-            raise SimDeviceError(f"SPI sync byte 0x{miso[0]:02X}, not 0x{SPI_SYNC:02X}")
-        return int.from_bytes(miso[4:8], "big")
+        miso = self.spi_transfer(read_frame(addr, 1))
+        if miso[0] != SYNC_BYTE:
+            raise SimDeviceError(f"SPI sync byte 0x{miso[0]:02X}, not 0x{SYNC_BYTE:02X}")
+        return read_words(miso, 1)[0]
 
     def _spi_write(self, addr: int, value: int) -> None:
-        miso = self.spi_transfer(bytes([CMD_WRITE, (addr >> 8) & 0xFF, addr & 0xFF])
-                                 + (int(value) & 0xFFFFFFFF).to_bytes(4, "big"))
-        if miso[0] != SPI_SYNC:
-            raise SimDeviceError(f"SPI sync byte 0x{miso[0]:02X}, not 0x{SPI_SYNC:02X}")
+        miso = self.spi_transfer(write_frame(addr, [value]))
+        if miso[0] != SYNC_BYTE:
+            raise SimDeviceError(f"SPI sync byte 0x{miso[0]:02X}, not 0x{SYNC_BYTE:02X}")
 
     # -- registers ----------------------------------------------------------------------------------
     def read(self, addr: int) -> int:
@@ -236,8 +234,7 @@ class SimCore:
             start = 0
             for a, v in [*writes, (-1, 0)]:
                 if run and a != start + 4 * len(run):
-                    self.spi_transfer(bytes([CMD_WRITE, (start >> 8) & 0xFF, start & 0xFF])
-                                      + b"".join((w & 0xFFFFFFFF).to_bytes(4, "big") for w in run))
+                    self.spi_transfer(write_frame(start, run))
                     run = []
                 if not run:
                     start = a

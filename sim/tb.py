@@ -28,7 +28,7 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFram
 from cocotbext.axi.constants import AxiResp
 from mailpulse.hdl.params import CoreParams, get_params
 from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore, ScoreResult, model_writes
-from mailpulse.hdl.spi import CMD_READ, CMD_WRITE, SYNC_BYTE
+from mailpulse.hdl.spiproto import SYNC_BYTE, read_frame, read_words, write_frame
 
 from .codec import RESULT_BYTES, SAMPLE_BYTES, StreamResults, compare, pack_samples, unpack_results
 
@@ -425,8 +425,6 @@ class SpiMaster:
     first); the address advances by 4 per word.
     """
 
-    WRITE = CMD_WRITE
-    READ = CMD_READ
     SYNC = SYNC_BYTE
 
     def __init__(self, dut: Any, half_period_ns: int = 40) -> None:
@@ -459,18 +457,14 @@ class SpiMaster:
 
     async def write(self, addr: int, words: Sequence[int]) -> None:
         """One write transaction of ``words`` starting at byte address ``addr``."""
-        out = bytes([self.WRITE, (addr >> 8) & 0xFF, addr & 0xFF])
-        for w in words:
-            out += (w & 0xFFFFFFFF).to_bytes(4, "big")
-        got = await self._xfer(out)
+        got = await self._xfer(write_frame(addr, words))
         self.last_sync = got[0]
 
     async def read(self, addr: int, count: int = 1) -> list[int]:
         """One read transaction of ``count`` words starting at byte address ``addr``."""
-        out = bytes([self.READ, (addr >> 8) & 0xFF, addr & 0xFF, 0]) + bytes(4 * count)
-        got = await self._xfer(out)
+        got = await self._xfer(read_frame(addr, count))
         self.last_sync = got[0]
-        return [int.from_bytes(got[4 + 4 * i:8 + 4 * i], "big") for i in range(count)]
+        return read_words(got, count)
 
     async def raw(self, data: bytes) -> bytes:
         """Any byte sequence in one transaction (for protocol error tests)."""

@@ -18,6 +18,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 from mailpulse.hdl.params import CoreParams
 from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore, bins, model_writes, score
+from mailpulse.hdl.spiproto import CMD_WRITE
 
 from .codec import random_samples
 from .tb import CLK_NS, SpiMaster, settings
@@ -145,7 +146,7 @@ async def test_spi_registers(dut: Any) -> None:
     await tb.spi.raw(bytes([0x55, thr >> 8, thr & 0xFF, 1, 2, 3, 4]))
     await tb.read(thr)
     # a partial word at the end of a write is discarded (the whole words before it are written)
-    await tb.spi.raw(bytes([SpiMaster.WRITE, thr >> 8, thr & 0xFF, 0, 0, 0, 7, 9, 9]))
+    await tb.spi.raw(bytes([CMD_WRITE, thr >> 8, thr & 0xFF, 0, 0, 0, 7, 9, 9]))
     tb.model.write(thr, 7)
     await tb.read(thr)
     # the threshold commit and a full commit, read back

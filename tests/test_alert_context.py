@@ -7,13 +7,10 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import pytest
 from collector_synth import stream
 from mailpulse.collector.alertctx import AlertContext, duration, seconds
 from mailpulse.collector.alerts import compose_alert
@@ -24,6 +21,7 @@ from mailpulse.collector.service import Collector
 
 from mailpulse import topics as T
 from mailpulse.config.collector import AlertSettings, WebSettings, parse_config
+from mailpulse.lab.webclient import WebClient
 
 
 def delivery(i: int, relay: str = "127.0.0.1[127.0.0.1]:47627", delay: float = 41.0) -> dict[str, Any]:
@@ -116,11 +114,11 @@ def _bodies(msg: EmailMessage) -> tuple[str, str]:
 
 def test_collector_alert_from_events_names_the_relay_and_the_dashboard_finds_the_incident(tmp_path: Path) -> None:
     cfg, errors = parse_config({"archive": {"dir": str(tmp_path / "archive"), "fsync": False},
-                                "correlate": {"history_s": 600.0},
+                                "correlate": {"history_s": 600.0}, "web": {"enabled": False},
                                 "relays": {"names": {"relay2.example.net": "relay2", "mx.example.net:25": "mx"}}},
                                "test")
     assert cfg is not None, errors
-    cfg.web = WebSettings(port=0)
+    cfg.web = WebSettings(port=0, tls=False, password="pw-dash")      # behind a TLS proxy: plain HTTP, auth on
     cfg.alerts = AlertSettings(to=["ops@example.net"], dashboard_url="https://mailpulse.example.net/")
     sent: list[EmailMessage] = []
     col = Collector(cfg, send=sent.append)
@@ -149,12 +147,11 @@ def test_collector_alert_from_events_names_the_relay_and_the_dashboard_finds_the
         link = f"https://mailpulse.example.net/#incident={iid}"
         assert link in text and link in html
         # the id in the link is what the dashboard serves
-        with urllib.request.urlopen(f"{col.web.url}api/incidents/{iid}", timeout=5) as r:
-            served = json.loads(r.read())
+        web = WebClient(col.web.url, None, "mailpulse", "pw-dash")
+        served = json.loads(web.get(f"api/incidents/{iid}"))
         assert served["id"] == iid and served["context"]["relay"] == "relay2"
         assert served["context"]["link"] == link
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"{col.web.url}api/incidents/no-such-id", timeout=5)
-        assert err.value.code == 404
+        assert web.request("api/incidents/no-such-id")[0] == 404
+        assert WebClient(col.web.url).request(f"api/incidents/{iid}")[0] == 401     # not without the credential
     finally:
         col.web.stop()

@@ -16,7 +16,7 @@ from mailpulse.host_bridge.core import CoreClient, CoreMismatchError
 from mailpulse.host_bridge.spi import (
     CMD_READ,
     CMD_WRITE,
-    SYNC,
+    SYNC_BYTE,
     FakeSpiDev,
     SpiBridgeModel,
     SpiRegisterBus,
@@ -133,7 +133,7 @@ def test_spi_frames_are_the_documented_bytes() -> None:
     mosi, miso = spi.log[-1]
     a = regmap["OFFSET"].address(0)
     assert mosi == bytes([CMD_WRITE, a >> 8, a & 0xFF, 1, 2, 3, 4, 0xFF, 0xFF, 0xFF, 0xFF])
-    assert miso[0] == SYNC and miso[1:] == bytes(len(miso) - 1)
+    assert miso[0] == SYNC_BYTE and miso[1:] == bytes(len(miso) - 1)
     assert bus.read_burst(regmap["ID"].address(), 2) == [0x4D504C53, regmap["VERSION"].reset]
     mosi, miso = spi.log[-1]
     assert mosi[:4] == bytes([CMD_READ, 0, 0, 0]) and len(mosi) == 12

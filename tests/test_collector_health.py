@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,19 @@ import pytest
 from mailpulse.collector.health import INGEST_CAUSE
 from mailpulse.collector.service import Collector
 from prometheus_client.parser import text_string_to_metric_families
-from test_collector_ingest import _wait, collector_cfg, node_client, publish
+from test_collector_ingest import _wait, collector_cfg, node_client, publish, web_client
 
 from mailpulse import topics as T
 from mailpulse.config.collector import HealthSettings
+from mailpulse.lab.webclient import WebClient
 
 pytestmark = pytest.mark.xdist_group("collector-mqtt")
 
 
 def metrics(col: Collector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` read with the read-only metrics credential (HTTPS)."""
     assert col.web is not None
-    text = urllib.request.urlopen(col.web.url + "metrics", timeout=5).read().decode()
+    text = WebClient.metrics(col.web.url, col.cfg.web, Path(col.cfg.mqtt.ca_file or "")).metrics_text()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
@@ -66,7 +67,8 @@ def test_broker_outage_reconnects_within_2_s_and_is_reported(broker: Any, tmp_pa
         inc = col.health.incident
         assert inc is not None and inc["root_cause"] == INGEST_CAUSE and inc["severity"] == "critical"
         assert any(c.incident["root_cause"] == INGEST_CAUSE for c in col.changes if c.kind == "opened")
-        snap = urllib.request.urlopen(col.web.url + "api/state", timeout=5).read()  # type: ignore[union-attr]
+        status, snap = web_client(col).request("api/state")
+        assert status == 200
         state = json.loads(snap)
         assert state["link"]["connected"] is False
         assert any(i["root_cause"] == INGEST_CAUSE and i["state"] == "open" for i in state["incidents"])

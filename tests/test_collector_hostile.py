@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import tracemalloc
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,12 @@ from mailpulse.collector.ingest import Message
 from mailpulse.collector.retrain import retrain_from_archive
 from mailpulse.collector.service import Collector
 from prometheus_client.parser import text_string_to_metric_families
+from server_fixtures import secure_web
 
+from mailpulse import features as F
 from mailpulse import topics as T
-from mailpulse.config.collector import WebSettings, parse_config
+from mailpulse.config.collector import parse_config
+from mailpulse.lab.webclient import WebClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,11 +56,21 @@ def message(node: str, events: list[Any], site: str = "lab", channel: str = "eve
 
 
 def collector(tmp_path: Path, web: bool = False) -> Collector:
+    """A collector without MQTT; with ``web`` its dashboard as ``collector init`` sets it up (HTTPS,
+    passwords; the CA in ``tmp_path/web/ca.crt``, see :func:`dashboard`)."""
     cfg, errors = parse_config({"archive": {"dir": str(tmp_path / "archive"), "max_age_s": 3600.0, "fsync": False},
-                                "metrics": {"label_values": 20}}, "test")
+                                "metrics": {"label_values": 20}, "web": {"enabled": False}}, "test")
     assert cfg is not None, errors
-    cfg.web = WebSettings(enabled=web, port=0)
+    if web:
+        (tmp_path / "web").mkdir(exist_ok=True)
+        cfg.web, _ = secure_web(tmp_path / "web")
     return Collector(cfg)
+
+
+def dashboard(col: Collector, tmp_path: Path) -> WebClient:
+    """An HTTPS client of :func:`collector`'s dashboard with the dashboard credential."""
+    assert col.web is not None
+    return WebClient.dashboard(col.web.url, col.cfg.web, tmp_path / "web" / "ca.crt")
 
 
 def feed(col: Collector, *msgs: Message) -> Any:
@@ -106,7 +118,7 @@ def test_one_bad_event_never_blinds_the_others(tmp_path: Path) -> None:
 
 def _old_archive(folder: Path, n: int = 80) -> None:
     """An archive as the collector wrote it before validating: bad lines between good ones."""
-    evs = [dict(e, received=e.get("received", 1_790_000_000.0 + i * 0.05))
+    evs = [dict(e, schema=F.SCHEMA_VERSION, received=e.get("received", 1_790_000_000.0 + i * 0.05))
            for i, e in enumerate(stream(n / 20, seed=3, nodes=("node-a",)))]
     lines = [json.dumps(e).encode() for e in evs]
     lines.insert(3, json.dumps(dict(evs[0], id="bad-1", fields="oops")).encode())
@@ -133,7 +145,7 @@ def test_correlate_and_train_skip_and_count_bad_archive_entries(tmp_path: Path) 
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "skipped 4 entries" in lines[0], r.stderr
     assert "fields 1" in lines[0] and "x 1" in lines[0] and "not_json 1" in lines[0]
-    r = _cli("train", "--archive", str(arch), "--config", "small", "--feature-schema", "1", "--quiet",
+    r = _cli("train", "--archive", str(arch), "--config", "small", "--feature-schema", str(F.SCHEMA_VERSION), "--quiet",
              "--out", str(tmp_path / "m.json"))
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "skipped 4 entries" in r.stderr
@@ -191,7 +203,8 @@ def test_a_10_mb_event_costs_bounded_memory_and_state(tmp_path: Path) -> None:
                      {"schema": 1, "site": "lab", "node": node, "state": "online", "ts": time.time(),
                       "version": "v" * 250, "model_version": "m" * 250, "extra": ["x" * 8000] * 10}).encode(),
                      time.time()))
-        body = urllib.request.urlopen(col.web.url + "api/state", timeout=10).read()
+        status, body = dashboard(col, tmp_path).request("api/state")
+        assert status == 200
         assert len(body) < 1 << 20, f"/api/state is {len(body)} bytes"
         state = json.loads(body)
         assert len(state["probes"]) <= 200 and len(state["anomalies"]) <= 50

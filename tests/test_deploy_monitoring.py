@@ -1,7 +1,8 @@
 """The Prometheus and Grafana files in ``deploy/``: the rules pass ``promtool check rules`` and their
 unit tests (``promtool test rules``), every alert has a case that fires it, and every metric that a
 rule or a dashboard panel names is one a running collector exports on ``/metrics`` (scraped over
-HTTP after a node published through a real broker) or one the rules record."""
+HTTPS with the read-only metrics credential, as Prometheus does, after a node published through a
+real broker) or one the rules record."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_collector_ingest import collector_cfg, delivery, envelope, node_client, publish
 
 from mailpulse import topics as T
+from mailpulse.lab.webclient import WebClient
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "mailpulse-rules.yml"
@@ -191,10 +192,10 @@ def test_rules_and_dashboard_name_only_exported_metrics(broker: Any, tmp_path: P
                                                            "bad_lines": 0, "error": None, "ts": time.time()}}
         publish(node, topic.status, json.dumps(status).encode(), retain=True)
         publish(node, topic.events, envelope("node-a", [delivery(1)]))
+        scraper = WebClient.metrics(col.web.url, col.cfg.web, Path(col.cfg.mqtt.ca_file or ""))  # as Prometheus
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(col.web.url + "metrics", timeout=5) as r:
-                text = r.read().decode()
+            text = scraper.metrics_text()
             if "mailpulse_postfix_queue_messages{" in text and "mailpulse_relay_deliveries_total{" in text:
                 break
             time.sleep(0.1)

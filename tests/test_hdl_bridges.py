@@ -10,7 +10,7 @@ from mailpulse.hdl.axi import RESP_OKAY, RESP_SLVERR
 from mailpulse.hdl.params import get_params
 from mailpulse.hdl.reference import CoreConfig, EmulatedCore, bins, model_writes
 from mailpulse.hdl.regmap import CORE_ID, RegisterMap
-from mailpulse.hdl.spi import CMD_READ, CMD_WRITE, SYNC_BYTE
+from mailpulse.hdl.spiproto import CMD_READ, CMD_WRITE, SYNC_BYTE
 
 P = get_params("small")
 RM = RegisterMap(P)

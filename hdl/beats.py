@@ -1,0 +1,241 @@
+"""The AXI4-Stream beat layouts of the scorer, declared once (``docs/interfaces.md``).
+
+Everything that touches a beat takes its bit positions from here: the gateware's stream adapters
+(:mod:`mailpulse.hdl.axi`), the simulation's codec (:mod:`mailpulse.sim.codec`), the host
+bridge's DMA packing (:mod:`mailpulse.host_bridge.streamfmt`) and the PYNQ driver.
+
+Pure Python and numpy, no Amaranth import.  Beats are little-endian: bit ``i`` of ``tdata`` is
+bit ``i % 8`` of byte ``i // 8`` in memory, which is how a DMA engine moves them.
+
+Sample beat (``s_axis``, 256 bits)::
+
+    tdata[31:0]                 tag
+    tdata[32+16d+15 : 32+16d]   feature d, signed 16-bit, d = 0..D-1
+    above 32+16D                ignored (sent as 0)
+
+Result beat (``m_axis``, 128 bits)::
+
+    tdata[31:0]   score (zero-extended)
+    tdata[63:32]  tag
+    tdata[71:64]  argmax
+    tdata[72]     anomaly flag
+    other bits    0
+
+The numpy helpers pack and unpack whole batches with a handful of array operations (no per-sample
+Python): a byte-aligned field of 8, 16 or 32 bits is a strided view of the beat buffer, a narrower
+field is masked out of its byte.  They do not validate values: a value wider than its field is
+cut to the field's bits (callers that take user input check it first, see
+:func:`mailpulse.host_bridge.streamfmt.check_samples`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .params import CoreParams
+
+__all__ = [
+    "MAX_STREAM_FEATURES",
+    "RESULT_BEAT",
+    "RESULT_BEAT_BITS",
+    "RESULT_BYTES",
+    "SAMPLE_BEAT_BITS",
+    "SAMPLE_BYTES",
+    "BeatField",
+    "BeatLayout",
+    "sample_beat",
+]
+
+#: Width of the sample stream's ``tdata``.
+SAMPLE_BEAT_BITS = 256
+#: Width of the result stream's ``tdata``.
+RESULT_BEAT_BITS = 128
+#: Bytes per sample beat.
+SAMPLE_BYTES = SAMPLE_BEAT_BITS // 8
+#: Bytes per result beat.
+RESULT_BYTES = RESULT_BEAT_BITS // 8
+#: Width of the tag field of both beats.
+TAG_BITS = 32
+#: Width of one feature slot of the sample beat.
+FEATURE_BITS = 16
+#: Most features a sample beat carries after its tag.
+MAX_STREAM_FEATURES = (SAMPLE_BEAT_BITS - TAG_BITS) // FEATURE_BITS
+
+_UNSIGNED: dict[int, np.dtype[Any]] = {8: np.dtype("<u1"), 16: np.dtype("<u2"), 32: np.dtype("<u4")}
+_SIGNED: dict[int, np.dtype[Any]] = {8: np.dtype("<i1"), 16: np.dtype("<i2"), 32: np.dtype("<i4")}
+
+
+@dataclass(frozen=True)
+class BeatField:
+    """One field of a beat: ``count`` elements of ``width`` bits, element ``i`` at
+    ``tdata[lsb + i * width + width - 1 : lsb + i * width]``."""
+
+    name: str
+    lsb: int
+    width: int
+    doc: str
+    signed: bool = False
+    count: int = 1
+
+    @property
+    def end(self) -> int:
+        """One past the field's highest bit."""
+        return self.lsb + self.width * self.count
+
+    @property
+    def mask(self) -> int:
+        """The field's bits in the beat."""
+        return ((1 << (self.width * self.count)) - 1) << self.lsb
+
+    @property
+    def viewable(self) -> bool:
+        """The elements are whole, aligned 8/16/32-bit words: a numpy view reaches them."""
+        return self.width in _UNSIGNED and self.lsb % self.width == 0
+
+    def bits(self, i: int = 0) -> tuple[int, int]:
+        """``(lo, hi)``: element ``i`` is ``tdata[lo:hi]`` (Python slice bounds)."""
+        if not 0 <= i < self.count:
+            raise IndexError(f"beat field {self.name}[{i}] is out of range 0..{self.count - 1}")
+        lo = self.lsb + i * self.width
+        return lo, lo + self.width
+
+
+@dataclass(frozen=True)
+class BeatLayout:
+    """The layout of one stream's beats; bits outside every field are 0 (sent and expected)."""
+
+    name: str
+    bits: int
+    fields: tuple[BeatField, ...]
+
+    def __post_init__(self) -> None:
+        spans = sorted((f.lsb, f.end, f.name) for f in self.fields)
+        for (_a0, a1, n0), (b0, _b1, n1) in pairwise(spans):
+            if b0 < a1:
+                raise ValueError(f"fields {n0} and {n1} of the {self.name} beat overlap")
+        for f in self.fields:
+            if f.end > self.bits:
+                raise ValueError(f"field {f.name} (bits {f.lsb}..{f.end - 1}) does not fit the "
+                                 f"{self.bits}-bit {self.name} beat")
+            if not f.viewable and (f.count != 1 or f.lsb // 8 != (f.end - 1) // 8):
+                raise ValueError(f"field {f.name} of the {self.name} beat must be an aligned 8/16/32-bit "
+                                 "word (array) or lie within one byte")
+
+    @property
+    def nbytes(self) -> int:
+        return self.bits // 8
+
+    @property
+    def used_mask(self) -> int:
+        """Bits that belong to a field."""
+        m = 0
+        for f in self.fields:
+            m |= f.mask
+        return m
+
+    def __getitem__(self, name: str) -> BeatField:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"the {self.name} beat has no field {name!r}")
+
+    # -- numpy ---------------------------------------------------------------------------------
+    def beats(self, data: bytes | bytearray | npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
+        """``data`` (bytes or any array holding whole beats) as a ``(N, nbytes)`` uint8 array."""
+        if isinstance(data, bytes | bytearray):
+            raw = np.frombuffer(bytes(data), dtype=np.uint8)
+        else:
+            raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        if raw.size % self.nbytes:
+            raise ValueError(f"{raw.size} bytes is not a whole number of {self.nbytes}-byte {self.name} beats")
+        return raw.reshape(-1, self.nbytes)
+
+    def view(self, beats: npt.NDArray[np.uint8], name: str, *, signed: bool | None = None) -> npt.NDArray[np.integer]:
+        """A view of field ``name`` in ``beats`` (``(N, nbytes)`` uint8): shape ``(N,)`` for a
+        scalar field, ``(N, count)`` for an array; signed as the field declares unless ``signed``
+        says otherwise.  Writing into it writes the beats."""
+        f = self[name]
+        if not f.viewable:
+            raise ValueError(f"field {f.name} of the {self.name} beat is narrower than a byte: no view")
+        sgn = f.signed if signed is None else signed
+        words = beats.view((_SIGNED if sgn else _UNSIGNED)[f.width])
+        i = f.lsb // f.width
+        return words[:, i] if f.count == 1 else words[:, i:i + f.count]
+
+    def get(self, beats: npt.NDArray[np.uint8], name: str) -> npt.NDArray[np.int64]:
+        """Field ``name`` of every beat as int64 (sign-extended for a signed field)."""
+        f = self[name]
+        if f.viewable:
+            return self.view(beats, name).astype(np.int64)
+        v = (beats[:, f.lsb // 8].astype(np.int64) >> (f.lsb % 8)) & ((1 << f.width) - 1)
+        if f.signed:
+            v = np.where(v >> (f.width - 1), v - (1 << f.width), v)
+        return v
+
+    def pack(self, n: int, values: Mapping[str, npt.ArrayLike],
+             out: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint8]:
+        """``n`` beats with the fields in ``values`` (the others 0), as ``(n, nbytes)`` uint8.
+
+        ``out``, when given, is a uint8 array of at least ``n * nbytes`` bytes (a DMA buffer viewed
+        as bytes, say): the beats are written into its first ``n * nbytes`` bytes and that view is
+        returned.  Values are cut to their field's width.
+        """
+        if out is None:
+            beats = np.zeros((n, self.nbytes), dtype=np.uint8)
+        else:
+            flat = out.reshape(-1).view(np.uint8)
+            if flat.size < n * self.nbytes:
+                raise ValueError(f"the output buffer holds {flat.size} bytes, {n * self.nbytes} are needed")
+            beats = flat[:n * self.nbytes].reshape(n, self.nbytes)
+            beats[...] = 0
+        for name, value in values.items():
+            f = self[name]
+            v = np.asarray(value)
+            if f.viewable:
+                self.view(beats, name, signed=False)[...] = (v & ((1 << f.width) - 1)).astype(_UNSIGNED[f.width])
+            else:
+                beats[:, f.lsb // 8] |= ((v.astype(np.int64) & ((1 << f.width) - 1)) << (f.lsb % 8)).astype(np.uint8)
+        return beats
+
+    def stray(self, beats: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+        """Per beat: a bit outside every field is set (a misaligned stream or a broken sender)."""
+        return np.any(beats & ~self._byte_mask(), axis=1)
+
+    def stray_bits(self, beats: npt.NDArray[np.uint8]) -> int:
+        """The bits outside every field that are set in any beat (OR over the beats), as an int."""
+        if not len(beats):
+            return 0
+        return int.from_bytes((np.bitwise_or.reduce(beats, axis=0) & ~self._byte_mask()).tobytes(), "little")
+
+    def _byte_mask(self) -> npt.NDArray[np.uint8]:
+        return np.frombuffer(self.used_mask.to_bytes(self.nbytes, "little"), dtype=np.uint8)
+
+
+def sample_beat(params: CoreParams) -> BeatLayout:
+    """The ``s_axis`` sample beat for D = ``params.d`` features."""
+    if params.d > MAX_STREAM_FEATURES:
+        raise ValueError(f"a {SAMPLE_BEAT_BITS}-bit beat carries at most {MAX_STREAM_FEATURES} features, "
+                         f"not {params.d}")
+    if params.in_bits != FEATURE_BITS or params.tag_bits != TAG_BITS:
+        raise ValueError(f"the sample beat carries {FEATURE_BITS}-bit features and {TAG_BITS}-bit tags, "
+                         f"not {params.in_bits}/{params.tag_bits}")
+    return BeatLayout("sample", SAMPLE_BEAT_BITS, (
+        BeatField("tag", 0, TAG_BITS, "the sample's tag, returned with its result"),
+        BeatField("features", TAG_BITS, FEATURE_BITS, "feature d (two's complement)", signed=True,
+                  count=params.d),
+    ))
+
+
+#: The ``m_axis`` result beat.
+RESULT_BEAT = BeatLayout("result", RESULT_BEAT_BITS, (
+    BeatField("score", 0, 32, "the score, zero-extended"),
+    BeatField("tag", 32, TAG_BITS, "the sample's tag"),
+    BeatField("argmax", 64, 8, "projection with the largest table value (lowest index on ties)"),
+    BeatField("anomaly", 72, 1, "score > threshold"),
+))

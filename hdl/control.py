@@ -1,0 +1,113 @@
+"""The contract between the register front end and a scorer core, and the state both cores share.
+
+:class:`ControlSignature` is the port between :class:`mailpulse.hdl.regs.RegisterFile` (the
+initiator) and either core (:class:`mailpulse.hdl.core.ScorerCore`,
+:class:`mailpulse.hdl.folded.FoldedScorerCore`); :class:`CommitState` is the active-model control
+state both cores keep, with its one copy of the commit rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .params import CoreParams, clog2
+from .regmap import THRESHOLD_RESET
+
+__all__ = ["CommitState", "ControlSignature"]
+
+
+class ControlSignature(wiring.Signature):
+    """Wires between the register front end (the initiator, ``Out`` members) and the core.
+
+    Members (front end -> core)
+    ---------------------------
+    shadow_threshold : 32
+    commit, commit_threshold, clear_counters : strobes (one cycle)
+    load_valid, load_index, load_weights, load_offset, load_shift : during a commit, the front end
+        copies shadow entry ``load_index`` into the active registers, one projection per cycle
+    commit_done : strobe after the last load: flip the bank, copy the threshold, accept again
+    table_we, table_index, table_data : write of shadow-bank entry ``index = k * B + b``
+    table_clear : with ``table_we``: write ``table_data`` at address ``table_index`` of *every*
+        table memory, both banks (the clear after reset)
+    push_valid, push_features, push_tag : a pushed sample (held until ``push_ready``)
+
+    Members (core -> front end)
+    ---------------------------
+    drained : a commit is pending and the pipeline is empty: the front end may copy
+    push_ready : the pushed sample enters the pipeline this cycle
+    push_inflight : a pushed sample is in the pipeline
+    result_valid, result_score, result_anomaly, result_argmax, result_tag : the result of a pushed
+        sample (``result_valid`` is a one-cycle strobe)
+    commit_pending, active_bank, busy : status
+    threshold_active, samples, anomalies : read-back
+    """
+
+    def __init__(self, params: CoreParams) -> None:
+        p = params
+        self.params = p
+        super().__init__({
+            "shadow_threshold": Out(32),
+            "commit": Out(1),
+            "commit_threshold": Out(1),
+            "clear_counters": Out(1),
+            "load_valid": Out(1),
+            "load_index": Out(max(1, clog2(p.k))),
+            "load_weights": Out(p.d * p.weight_bits),
+            "load_offset": Out(p.offset_bits),
+            "load_shift": Out(p.shift_bits),
+            "commit_done": Out(1),
+            "table_we": Out(1),
+            "table_clear": Out(1),
+            "table_index": Out(max(1, clog2(2 * p.k * p.b))),
+            "table_data": Out(p.table_bits),
+            "push_valid": Out(1),
+            "push_features": Out(p.d * p.in_bits),
+            "push_tag": Out(p.tag_bits),
+            "drained": In(1),
+            "push_ready": In(1),
+            "push_inflight": In(1),
+            "result_valid": In(1),
+            "result_score": In(p.score_bits),
+            "result_anomaly": In(1),
+            "result_argmax": In(8),
+            "result_tag": In(p.tag_bits),
+            "commit_pending": In(1),
+            "active_bank": In(1),
+            "busy": In(1),
+            "threshold_active": In(32),
+            "samples": In(32),
+            "anomalies": In(32),
+        })
+
+
+class CommitState:
+    """The active-model control state both cores keep, and how it changes (one copy of the rules).
+
+    ``thr_active`` (the threshold in use; after reset the ``THRESHOLD_ACTIVE`` register's declared
+    reset), ``active_bank`` (the table bank in use) and ``commit_pending`` (a COMMIT waits for the
+    pipeline to drain).  :meth:`update` adds the transitions: COMMIT_THRESHOLD copies the shadow
+    threshold at once; ``commit_done`` (after the front end's copy) clears the pending flag, flips
+    the bank and copies the threshold; a COMMIT sets the pending flag, written after
+    ``commit_done`` so that a COMMIT in the very cycle a commit completes is not lost (it commits
+    again once drained, as the model does).
+    """
+
+    def __init__(self) -> None:
+        self.thr_active = Signal(32, init=THRESHOLD_RESET)
+        self.active_bank = Signal()
+        self.commit_pending = Signal()
+
+    def update(self, m: Module, ctrl: Any) -> None:
+        with m.If(ctrl.commit_threshold):
+            m.d.sync += self.thr_active.eq(ctrl.shadow_threshold)
+        with m.If(ctrl.commit_done):
+            m.d.sync += [self.commit_pending.eq(0), self.active_bank.eq(~self.active_bank),
+                         self.thr_active.eq(ctrl.shadow_threshold)]
+        with m.If(ctrl.commit):
+            m.d.sync += self.commit_pending.eq(1)
+        m.d.comb += [ctrl.commit_pending.eq(self.commit_pending), ctrl.active_bank.eq(self.active_bank),
+                     ctrl.threshold_active.eq(self.thr_active)]

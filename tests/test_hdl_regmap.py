@@ -1,0 +1,64 @@
+"""The register map's declaration (kinds, field resets, PUSH operands) and the front end that follows it.
+
+The behaviour of every register over the bus is tested in test_hdl_regs.py against the model; here:
+the declaration is self-consistent, reset values come from the fields, and the front end refuses to
+elaborate a declared field it has nothing to connect to (so a new field cannot silently read 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from amaranth.hdl import Fragment
+from mailpulse.hdl.params import PARAMETER_SETS, get_params
+from mailpulse.hdl.regmap import CORE_ID, CORE_VERSION, THRESHOLD_RESET, Field, Kind, RegisterMap
+from mailpulse.hdl.regs import RegisterFile
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_SETS))
+def test_resets_and_access_follow_the_declaration(name: str) -> None:
+    p = get_params(name)
+    rm = RegisterMap(p)
+    for r in rm:
+        assert r.reset == sum((f.reset << f.lsb) for f in r.fields), r.name
+        assert r.access == {"const": "RO", "status": "RO", "storage": "RW"}.get(r.kind.value, "WO"), r.name
+        if r.access == "WO":
+            assert r.reset == 0, r.name
+    assert rm["ID"].reset == CORE_ID
+    assert rm["VERSION"].value(MAJOR=CORE_VERSION[0], MINOR=CORE_VERSION[1], PATCH=CORE_VERSION[2]) == rm["VERSION"].reset
+    assert rm["PARAMS"].value(D=p.d, K=p.k, B_LOG2=p.b_log2, WEIGHT_BITS=p.weight_bits,
+                              SHIFT_BITS=p.shift_bits) == rm["PARAMS"].reset
+    assert rm["THRESHOLD"].reset == rm["THRESHOLD_ACTIVE"].reset == THRESHOLD_RESET
+    assert [r.name for r in rm if r.kind is Kind.PUSH] == ["PUSH"] and rm["PUSH"].operands == ("FEATURE", "TAG")
+    with pytest.raises(ValueError, match=r"does not fit field STATUS\.BUSY"):
+        rm["STATUS"].value(BUSY=2)
+
+
+def _with(rm: RegisterMap, name: str, **changes: object) -> RegisterMap:
+    rm.registers = tuple(replace(r, **changes) if r.name == name else r for r in rm.registers)  # type: ignore[arg-type]
+    rm._by_name = {r.name: r for r in rm.registers}
+    return rm
+
+
+@pytest.mark.parametrize(("reg", "kind"), [("STATUS", "status"), ("CTRL", "action")])
+def test_front_end_refuses_a_field_it_cannot_connect(reg: str, kind: str) -> None:
+    p = get_params("small")
+    rf = RegisterFile(p, latency=20)
+    r = rf.regmap[reg]
+    rf.regmap = _with(rf.regmap, reg, fields=(*r.fields, Field("NEW", 20, 1, "not connected")))
+    with pytest.raises(ValueError, match="NEW"):
+        Fragment.get(rf, None)
+
+
+def test_declaration_checks() -> None:
+    p = get_params("small")
+    rm = RegisterMap(p)
+    with pytest.raises(AssertionError, match="does not fit"):
+        _with(rm, "LATENCY", fields=(Field("CYCLES", 0, 8, "cycles", reset=256),))._check()
+    rm = RegisterMap(p)
+    with pytest.raises(AssertionError, match=r"live .* storage"):
+        _with(rm, "PUSH", operands=("FEATURE", "OFFSET"))._check()
+    rm = RegisterMap(p)
+    with pytest.raises(AssertionError, match="declares a reset"):
+        _with(rm, "CTRL", fields=(Field("COMMIT", 0, 1, "x", reset=1),))._check()
