@@ -81,9 +81,13 @@ def compose_alert(kind: str, inc: dict[str, Any], sender: str, to: Sequence[str]
                   dashboard_url: str = "", previous: str | None = None) -> EmailMessage:
     """The e-mail for one incident transition (``opened``, ``severity``, ``resolved``)."""
     e = inc.get("evidence", {})
+    ctx = inc.get("context") or {}
     verb = {"opened": "OPEN", "severity": f"SEVERITY {previous} -> {inc['severity']}", "resolved": "RESOLVED"}[kind]
-    subject = f"[mailpulse] {verb}: {inc['severity']} incident at {inc['root_cause']} ({inc['id']})"
-    facts = [
+    where = ctx.get("relay") or inc["root_cause"]
+    subject = f"[mailpulse] {verb}: {inc['severity']} incident at {where} (incident {inc['id']})"
+    dashboard_url = ctx.get("link") or dashboard_url
+    facts = [*([("What", ctx["evidence"]), ("Relay", ctx["relay"]), ("Path", ctx["path"]),
+                ("Incident", inc["id"])] if ctx else []),
         ("Root cause", inc["root_cause"]),
         ("Severity", inc["severity"]),
         ("State", inc["state"]),
@@ -95,7 +99,8 @@ def compose_alert(kind: str, inc: dict[str, Any], sender: str, to: Sequence[str]
                                 f" (history p90 {e.get('history_latency_p90_s')} s)"),
         ("Affected nodes", ", ".join(inc.get("affected_nodes") or []) or "-"),
         ("Affected routes", ", ".join(inc.get("affected_routes") or []) or "-"),
-        ("Example events", ", ".join(e.get("example_event_ids") or []) or "-"),
+        *([("Examples", "\n  " + "\n  ".join(ctx["example_lines"]))] if ctx.get("example_lines") else
+          [("Example events", ", ".join(e.get("example_event_ids") or []) or "-")]),
     ]
     text = f"{subject}\n\n" + "\n".join(f"{k}: {v}" for k, v in facts)
     if dashboard_url:
@@ -123,7 +128,8 @@ def _message(subject: str, sender: str, to: Sequence[str], text: str, facts: lis
     msg["Date"] = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
     msg.set_content(text)
     cid = make_msgid("chart")
-    rows = "".join(f"<tr><th align='left'>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in facts)
+    rows = "".join(f"<tr><th align='left' valign='top'>{escape(k)}</th><td>{_cell_html(v)}</td></tr>"
+                   for k, v in facts)
     link = f"<p><a href='{escape(dashboard_url)}'>Dashboard</a></p>" if dashboard_url else ""
     html = (f"<html><body><h3>{escape(subject)}</h3><table>{rows}</table>"
             f"<p><img src='cid:{cid[1:-1]}' alt='{escape(chart_title)}'></p>{link}</body></html>")
@@ -133,6 +139,10 @@ def _message(subject: str, sender: str, to: Sequence[str], text: str, facts: lis
     html_part.add_related(render_chart(list(series), chart_title), maintype="image", subtype="png", cid=cid,
                           filename="chart.png")
     return msg
+
+
+def _cell_html(v: str) -> str:
+    return "<br>".join(escape(line) for line in v.strip("\n").split("\n"))
 
 
 def smtp_send(settings: AlertSettings, msg: EmailMessage, timeout: float = 10.0) -> None:
@@ -246,8 +256,12 @@ class AlertManager:
         return None
 
     def handle(self, kind: str, inc: dict[str, Any], previous: str | None = None,
-               series: Sequence[float | None] = ()) -> bool:
-        """Consider one incident transition; True when a mail was queued."""
+               series: Sequence[float | None] = (), context: dict[str, Any] | None = None) -> bool:
+        """Consider one incident transition; True when a mail was queued.  ``context`` (relay name,
+        evidence in words, examples, link: :mod:`mailpulse.collector.alertctx`) goes into the mail
+        and the webhook."""
+        if context is not None:
+            inc = {**inc, "context": context}
         self._period[f"incidents_{kind}"] += 1
         self._period_incidents[inc["id"]] = inc
         why = self.decide(kind, inc, previous)

@@ -249,16 +249,19 @@ def _rfc3339(t: float | None) -> str:
 
 def _alert(inc: dict[str, Any], severity: str, status: str, ends: float | None, url: str) -> dict[str, Any]:
     e = inc.get("evidence") or {}
+    ctx = inc.get("context") or {}
     labels = {"alertname": "MailpulseIncident", "incident": str(inc["id"]), "root_cause": str(inc["root_cause"]),
-              "severity": severity, "service": "mailpulse"}
+              "severity": severity, "service": "mailpulse", **({"relay": str(ctx["relay"])} if ctx else {})}
     annotations = {
-        "summary": f"{severity} incident at {inc['root_cause']}",
-        "description": (f"{e.get('anomalies')}/{e.get('events')} anomalous in {e.get('window_s')} s (rate "
-                        f"{e.get('anomaly_rate')}, history {e.get('history_rate')})"
-                        + (f"; {e['reason']}" if e.get("reason") else "")),
+        "summary": f"{severity} incident at {ctx.get('relay') or inc['root_cause']}",
+        "description": ctx.get("evidence") or (
+            f"{e.get('anomalies')}/{e.get('events')} anomalous in {e.get('window_s')} s (rate "
+            f"{e.get('anomaly_rate')}, history {e.get('history_rate')})" + (f"; {e['reason']}" if e.get("reason") else "")),
         "affected_nodes": ", ".join(inc.get("affected_nodes") or []),
         "affected_routes": ", ".join(inc.get("affected_routes") or []),
+        **({"examples": "\n".join(ctx.get("example_lines") or []), "dashboard": ctx.get("link") or url} if ctx else {}),
     }
+    url = ctx.get("link") or url
     fp = hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
     return {"status": status, "labels": labels, "annotations": annotations, "startsAt": _rfc3339(inc.get("opened")),
             "endsAt": _rfc3339(ends), "generatorURL": url, "fingerprint": fp}

@@ -7,7 +7,8 @@ one collector sees a whole fleet:
   ``queue_manager``, ``connection_setup``, ``transmission`` (Postfix's ``delays=a/b/c/d``);
 * ``postfix_smtp_messages_processed_total{status}`` (``sent``, ``deferred``, ``bounced``, ...).
 
-mailpulse's own are listed, with their meaning, in ``docs/operations.md``.
+mailpulse's own are listed, with their meaning, in ``docs/operations.md``; the relay, domain, DSN,
+probe-freshness and Postfix queue families are in :mod:`.opsmetrics`.
 
 **Bounded.**  Label values that come from what nodes send (site/node pairs, delivery status, probe
 route and outcome, a node's source names) pass a :class:`LabelCap`: the first ``limit`` distinct
@@ -21,7 +22,7 @@ Each :class:`Metrics` owns its registry (so several collectors in one test proce
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -29,6 +30,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from mailpulse import features as F
+
+from .opsmetrics import OpsMetrics
+from .relays import RelayNames
 
 __all__ = ["STAGES", "LabelCap", "Metrics"]
 
@@ -77,7 +81,7 @@ class _Live(Collector):
 class Metrics:
     """The collector's metric families and how events update them."""
 
-    def __init__(self, label_values: int = 50, nodes: int = 1000) -> None:
+    def __init__(self, label_values: int = 50, nodes: int = 1000, relays: Mapping[str, str] | None = None) -> None:
         r = self.registry = CollectorRegistry()
         self.folded = Counter("mailpulse_metrics_labels_folded_total",
                               "Label values counted as `other` because the label holds its limit of distinct values.",
@@ -138,6 +142,7 @@ class Metrics:
         self.alerts_suppressed = Counter("mailpulse_alerts_suppressed_total",
                                          "Alerts held back by de-duplication, flapping, hysteresis or the rate limit.",
                                          ["reason"], registry=r)
+        self.ops = OpsMetrics(r, lambda name: LabelCap(name, label_values, self.folded), RelayNames(relays))
         self._live: list[Callable[[], Iterator[Metric]]] = []
         r.register(_Live(self._collect_live))
 
@@ -174,10 +179,12 @@ class Metrics:
                         self.delay.labels(site, node, stage).observe(float(v))
             if f.get("status"):
                 self.processed.labels(site, node, self._status(f["status"])).inc()
+            self.ops.delivery(site, f)
         elif kind == "probe":
             if isinstance(f.get("latency_ms"), int | float):
                 self.probe_latency.labels(site, node, route).observe(f["latency_ms"] / 1000.0)
             self.probe_outcomes.labels(site, node, route, self._outcome(f.get("outcome") or "")).inc()
+            self.ops.probe(site, node, route, ev)
             integ = f.get("integrity")
             psnr = integ.get("psnr_db") if isinstance(integ, dict) else None
             if isinstance(psnr, int | float) and not isinstance(psnr, bool):
@@ -189,6 +196,7 @@ class Metrics:
         spool = (doc or {}).get("spool") or {}
         if isinstance(spool.get("depth"), int | float):
             self.spool.labels(s, n).set(spool["depth"])
+        self.ops.queue(s, n, doc)
         quarantine = (doc or {}).get("quarantine") or {}
         by_source = quarantine.get("by_source") if isinstance(quarantine, dict) else None
         for source, v in (by_source or {}).items() if isinstance(by_source, dict) else ():

@@ -28,6 +28,7 @@ from prometheus_client.core import Metric
 from mailpulse.config.collector import CollectorConfig
 
 from . import metrics as M
+from .alertctx import AlertContext
 from .alerts import AlertManager
 from .archive import ArchiveWriter, skipped_summary
 from .clock import ClockBook
@@ -36,6 +37,7 @@ from .flink.feed import IncidentFeed, as_change
 from .health import Health
 from .ingest import Batch, Dedup, IngestProcessor, MqttIngest, load_index
 from .metrics import Metrics
+from .relays import RelayNames
 from .retrain import publish_model, retrain_from_archive
 from .web import DashboardServer, DashboardState, Hub
 
@@ -57,7 +59,7 @@ class Collector:
 
     def __init__(self, cfg: CollectorConfig, send: Any = None) -> None:
         self.cfg = cfg
-        self.metrics = Metrics(cfg.metrics.label_values, cfg.metrics.nodes)
+        self.metrics = Metrics(cfg.metrics.label_values, cfg.metrics.nodes, cfg.relays.names)
         self.hub = Hub()
         self.state = DashboardState()
         a = cfg.archive
@@ -80,6 +82,8 @@ class Collector:
             self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web)
             if self.alerts is not None and not cfg.alerts.dashboard_url:
                 cfg.alerts.dashboard_url = self.web.url
+        self.context = AlertContext(RelayNames(cfg.relays.names), cfg.alerts.dashboard_url, cfg.correlate.history_s,
+                                    cfg.correlate.examples)
         self.ingest = MqttIngest(cfg.mqtt, self.processor, self.on_batch)
         self.metrics.add_live(self._live_metrics)
         self.lags: collections.deque[float] = collections.deque(maxlen=200_000)
@@ -173,6 +177,7 @@ class Collector:
     def _event(self, ev: dict[str, Any], st: dict[str, Any], now: float) -> None:
         self.metrics.observe_event(ev)
         if ev.get("anomaly"):
+            self.context.remember(ev)
             self._new_anomalies += 1
             st["anomalies"] += 1
             self.hub.publish("anomaly", self.state.add_anomaly(ev))
@@ -254,10 +259,11 @@ class Collector:
 
     def _announce(self, ch: Change, series: Any = ()) -> None:
         self.changes.append(ch)
-        self.state.set_incident(ch.incident)
-        self.hub.publish("incident", ch.incident)
+        ctx = self.context.describe(ch.incident)      # relay name, evidence in words, examples, link
+        self.state.set_incident({**ch.incident, "context": ctx})
+        self.hub.publish("incident", {**ch.incident, "context": ctx})
         if self.alerts is not None:
-            self.alerts.handle(ch.kind, ch.incident, ch.previous_severity, series)
+            self.alerts.handle(ch.kind, ch.incident, ch.previous_severity, series, ctx)
 
     def check_health(self, now: float | None = None) -> None:
         """Nodes' liveness and the ingest-stall incident (part of :meth:`tick`)."""

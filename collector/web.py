@@ -7,7 +7,8 @@ Routes:
 * ``/events`` - Server-Sent Events: ``state`` once at connect, then ``anomaly``, ``incident``,
   ``fleet``, ``probe``, ``heatmap``, ``stats`` and ``health`` (broker link, quarantine counts) events
   as they happen (one JSON ``data`` line each);
-* ``/metrics`` - Prometheus exposition (:mod:`mailpulse.collector.metrics`).
+* ``/metrics`` - Prometheus exposition (:mod:`mailpulse.collector.metrics`);
+* ``/api/incidents/<id>`` - one incident (the id an alert names), JSON; 404 when unknown.
 
 :class:`Hub` fans messages out to every connected SSE client through a bounded queue per
 client; a client that does not keep up loses the oldest messages (counted) instead of slowing the
@@ -27,6 +28,7 @@ import math
 import queue
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -346,6 +348,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "application/json", json.dumps(dash.state.snapshot(), default=str).encode())
         elif path == "/metrics":
             self._send(200, CONTENT_TYPE_LATEST, dash.metrics.exposition())
+        elif path.startswith("/api/incidents/"):        # an alert's incident id -> the incident
+            inc = dash.state.incidents.get(urllib.parse.unquote(path[len("/api/incidents/"):]))
+            if inc is None:
+                self._send(404, "application/json", b'{"error": "no such incident"}\n')
+            else:
+                self._send(200, "application/json", json.dumps(inc, default=str).encode())
         elif path == "/events":
             self._sse()
         else:

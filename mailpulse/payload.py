@@ -52,6 +52,7 @@ __all__ = [
     "MAX_ITEMS",
     "MAX_MESSAGE_BYTES",
     "MAX_TEXT",
+    "QUEUE_NAMES",
     "REASONS",
     "BatchEnvelope",
     "DeliveryFields",
@@ -60,9 +61,11 @@ __all__ = [
     "Hop",
     "MessageFields",
     "MessagePayload",
+    "PostfixQueueStatus",
     "ProbeFields",
     "ProbePayload",
     "Problem",
+    "QueueGauge",
     "StatusPayload",
     "check_envelope",
     "check_event",
@@ -273,7 +276,8 @@ class ProbeFields(_Open):
     sent_ms: Count = Field(0, description="Send time (Unix milliseconds).")
     arrived_ms: Count | None = Field(None, description="Arrival time (Unix milliseconds) or null.")
     latency_ms: Annotated[float, Field(ge=-1e12, le=1e12)] | None = Field(None, description="End-to-end latency.")
-    poll_interval_ms: Annotated[float, Field(ge=0, le=1e12)] = Field(0.0, description="Mailbox poll period.")
+    poll_interval_ms: Annotated[float, Field(ge=0, le=1e12)] = Field(0.0, description="Mailbox poll period (0: IMAP IDLE, the arrival "
+                                                                                  "was pushed).")
     size: Count = Field(0, description="Probe size in bytes.")
     image_pixels: Count | None = Field(None, description="Pixels of the decoded image.")
     hops: list[Hop] = Field(default_factory=list, max_length=MAX_HOPS, description="Received hops, oldest first.")
@@ -355,6 +359,30 @@ class SpoolStatus(_Open):
     depth: Count | None = Field(None, description="Events waiting to be published.")
 
 
+#: The Postfix queues a node reports (``postqueue -j`` names; :mod:`mailpulse.pi_firmware.postqueue`).
+QUEUE_NAMES = ("active", "deferred", "hold", "incoming", "maildrop")
+QueueName = Literal["active", "deferred", "hold", "incoming", "maildrop"]
+
+
+class QueueGauge(_Closed):
+    """One Postfix queue of the node."""
+
+    messages: Count = Field(description="Messages in the queue.")
+    bytes: Count = Field(description="Their total size.")
+    oldest_age_s: Annotated[float, Field(ge=0, le=1e9)] | None = Field(description="Age of the oldest message "
+                                                                                   "(seconds) or null when empty.")
+
+
+class PostfixQueueStatus(_Closed):
+    """The node's Postfix queue as ``postqueue -j`` showed it (every ``[postfix] queue_poll_s``)."""
+
+    queues: dict[QueueName, QueueGauge] = Field(max_length=len(QUEUE_NAMES), description="Per queue; empty when "
+                                                                                         "the reading failed.")
+    bad_lines: Count = Field(0, description="Output lines skipped as unreadable.")
+    error: Text | None = Field(None, description="Why the queue could not be read, or null.")
+    ts: Instant = Field(description="When it was read (node clock).")
+
+
 class StatusPayload(_Open):
     """The retained ``status`` message (a heartbeat every ``heartbeat_s``; the last will says offline)."""
 
@@ -372,6 +400,7 @@ class StatusPayload(_Open):
     published: Count | None = Field(None, description="Events acknowledged by the broker.")
     anomalies: Count | None = Field(None, description="Anomalies emitted.")
     rejected: Count | None = Field(None, description="Events the broker refused.")
+    postfix_queue: PostfixQueueStatus | None = Field(None, description="The node's Postfix queue (`postqueue -j`).")
     quarantine: JsonValue = Field(None, description="Inputs the node's sources skipped: `total`, `by_source` "
                                                     "(counts), `last` (reason per source), `write_errors`.")
     sources: JsonValue = Field(None, description="Per source: its counters and `restarts`.")
@@ -484,6 +513,8 @@ def _type_text(tp: Any, meta: Any = ()) -> str:
     bounds = _bounds(meta)
     if origin is list:
         text = f"list of {_type_text(get_args(tp)[0])}"
+    elif origin is dict:
+        text = "object of {} to {}".format(*(_type_text(a) for a in get_args(tp)))
     elif origin is Literal:
         text = " or ".join(json.dumps(a) for a in get_args(tp))
     elif tp is Any:
@@ -497,7 +528,7 @@ def markdown() -> str:
     """The payload tables of ``docs/mqtt.md`` (between its ``payload-tables`` markers)."""
     out: list[str] = []
     for model in (BatchEnvelope, DeliveryPayload, DeliveryFields, MessageFields, Hop, ProbeFields, StatusPayload,
-                  SpoolStatus):
+                  SpoolStatus, PostfixQueueStatus, QueueGauge):
         doc = (model.__doc__ or "").strip().splitlines()[0]
         extra = " Further keys: bounded JSON values." if issubclass(model, _Open) else " No other keys."
         out += [f"#### {model.__name__}", "", doc + extra, "", "| key | type | required | meaning |",

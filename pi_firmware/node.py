@@ -52,6 +52,7 @@ from .maildir import MaildirWatcher
 from .mqtt import MqttSink
 from .pipeline import Pipeline, ScoringSetup, bridge_scorer, load_scoring_model, untrained_model
 from .postfix import PostfixParser
+from .postqueue import queue_command, read_queue
 from .probe import ProbeError, ProbeEvent, Prober
 from .quarantine import Quarantine, describe
 from .spool import Spool
@@ -239,6 +240,7 @@ class Node:
         self.prober = Prober(self.node_id, cfg.probe, state_file=state / "probe-state.json", cache_dir=state,
                              quarantine=self.quarantine)
         self.last_probe: dict[str, dict[str, Any]] = {}
+        self.postfix_queue: dict[str, Any] | None = None    # the last `postqueue -j` summary
         self.sink, self.spool = make_sink(cfg, status=self._status)
         self.pipeline = Pipeline(self._score_fn(self.scoring), self.sink, batch_size=batch_size)
         self.sink.subscribe(self.fleet.topic, self.fleet.on_message)
@@ -297,6 +299,7 @@ class Node:
             "probes": self.last_probe,
             "probe_counts": dict(self.prober.counts),
             "errors": dict(self.errors),
+            **({"postfix_queue": self.postfix_queue} if self.postfix_queue is not None else {}),
             "quarantine": self.quarantine.status(),
             "sources": {src.name: {**src.counters(), "restarts": self.restarts.get(src.name, 0)}
                         for src in self.sources},
@@ -309,6 +312,23 @@ class Node:
         while not self.stop_event.wait(self.cfg.fleet.heartbeat_s):
             if self.sink.stats.connected:
                 self.sink.publish_status()
+
+    def read_postfix_queue(self) -> dict[str, Any]:
+        """Read the Postfix queue now (``postqueue -j``); the next status carries it."""
+        pf = self.cfg.postfix
+        before = (self.postfix_queue or {}).get("error")
+        self.postfix_queue = read_queue(queue_command(pf.config_dir), pf.queue_timeout_s)
+        err = self.postfix_queue["error"]
+        if err and err != before:                  # logged when it starts or changes, not every reading
+            log.warning("%s", err)
+        elif before and not err:
+            log.info("the Postfix queue is readable again")
+        return self.postfix_queue
+
+    def _queue_loop(self) -> None:
+        while not self.stop_event.is_set():
+            self.read_postfix_queue()
+            self.stop_event.wait(self.cfg.postfix.queue_poll_s)
 
     def _probe_loop(self) -> None:
         routes = [r.name for r in self.cfg.probe.routes]
@@ -370,6 +390,9 @@ class Node:
         targets: list[tuple[str, Callable[[], None]]] = [("heartbeat", self._heartbeat_loop)]
         if self.cfg.probe.enabled and self.cfg.probe.routes:
             targets.append(("prober", self._probe_loop))
+        pf = self.cfg.postfix
+        if pf.queue_poll_s > 0 and (pf.log or pf.config_dir):
+            targets.append(("postqueue", self._queue_loop))
         for src in self.sources:
             targets.append((src.name, functools.partial(src.run, self.emit, self.stop_event)))
         for name, fn in targets:

@@ -9,11 +9,15 @@ One probe (:meth:`Prober.run`):
    node, the route, the send time in Unix milliseconds (``X-Mailpulse-Sent-Ms``) and the SHA-256 of
    the image and the attachment.
 2. **Send** over SMTP to the route's relay (STARTTLS and AUTH when configured).
-3. **Fetch back** over IMAP: the mailbox is opened *before* sending, then polled every
-   ``poll_interval_s`` (``NOOP`` + ``UID SEARCH HEADER``) until the probe appears or
-   ``timeout_s`` passes; the probe is fetched and deleted (``\\Deleted`` + ``EXPUNGE``).
-4. **Measure**: latency (arrival seen by the poll minus the send timestamp, in ms; its resolution
-   is the poll interval), outcome (``ok``, ``damaged``, ``lost``; a probe that shows up after its
+3. **Fetch back** over IMAP: the mailbox is opened *before* sending; then, when the server
+   advertises IDLE (and the route's ``imap_idle`` allows it), the prober idles until the server
+   pushes ``EXISTS`` (:mod:`.imapwait`), else it polls every ``poll_interval_s`` (``NOOP`` +
+   ``UID SEARCH HEADER``), until the probe appears or ``timeout_s`` passes; the probe is fetched
+   and deleted (``\\Deleted`` + ``EXPUNGE``).
+4. **Measure**: latency (arrival minus the send timestamp, in ms: with IDLE the arrival is when
+   the ``EXISTS`` push was read, resolution 1 ms from the send header's whole milliseconds, and
+   the event's ``poll_interval_ms`` is 0; when polling it is the poll that saw it, resolution the
+   poll interval), outcome (``ok``, ``damaged``, ``lost``; a probe that shows up after its
    timeout is reported once more as ``late`` - the earlier ``lost`` verdict is superseded, never
    counted twice), integrity (MIME structure, image decodes at 3840x2160, byte hashes; PSNR of the
    arrived image against the original when a hop recompressed or resized it), per-hop delays from
@@ -21,8 +25,10 @@ One probe (:meth:`Prober.run`):
    names the relays' log files.
 
 Failure modes: an SMTP error (refused connection, rejected recipient) gives a ``lost`` result whose
-``error`` says which step failed; an IMAP login or connection error raises :class:`ProbeError`
-(nothing can be measured); a damaged probe is reported, not raised.
+``error`` says which step failed; an IMAP login or connection error before sending raises
+:class:`ProbeError` (nothing can be measured); an IMAP connection that breaks while waiting (idling
+or polling) gives a ``lost`` result saying so (a later arrival is then ``late``); a damaged probe is
+reported, not raised.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from mailpulse.features import OUTCOMES
 
 from .events import Event, event_id
 from .headers import HeaderBlock, read_header_block
+from .imapwait import REFUSED, has_idle, idle_wait
 from .mime import DecodedReader, Part, iter_parts
 from .quarantine import Quarantine, describe
 from .received import parse_chain
@@ -489,6 +496,8 @@ class Prober:
         self._content: ProbeContent | None = None
         self.lost: dict[str, _Lost] = {}
         self.counts = {"sent": 0, "ok": 0, "damaged": 0, "lost": 0, "late": 0, "stray": 0}
+        #: per route, how the last probe waited for mail: ``idle`` (IMAP IDLE) or ``poll``
+        self.wait_mode: dict[str, str] = {}
         self._load()
 
     @property
@@ -539,6 +548,7 @@ class Prober:
             typ, _ = im.select(route.mailbox)
             if typ != "OK":
                 raise ProbeError(f"probe route {route.name}: IMAP mailbox {route.mailbox} cannot be selected")
+            self.wait_mode[route.name] = "idle" if route.imap_idle and has_idle(im) else "poll"
         except (OSError, imaplib.IMAP4.error) as e:
             raise ProbeError(f"probe route {route.name}: IMAP {route.imap_host}:{route.imap_port} failed: {e}") from e
         try:
@@ -616,17 +626,33 @@ class Prober:
                 self._mark_lost(ev)
                 return [*out, ev]
             deadline = time.monotonic() + route.timeout_s
+            notified: float | None = None
+            broken: str | None = None
             while True:
-                got = self._collect(im, route, content, probe_id, seen)
+                try:
+                    got = self._collect(im, route, content, probe_id, seen, notified)
+                except (OSError, imaplib.IMAP4.error) as e:   # the connection broke while waiting
+                    broken = f"IMAP {route.imap_host}:{route.imap_port} failed while waiting: {e}"
+                    break
                 mine = [e for e in got if e.probe_id == probe_id]
                 out += got
                 if mine or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                     break
-                time.sleep(route.poll_interval_s)
+                notified = None
+                if self.wait_mode[route.name] == "idle":
+                    try:
+                        notified = idle_wait(im, deadline - time.monotonic(), stop)
+                    except (OSError, imaplib.IMAP4.error) as e:
+                        broken = f"IMAP {route.imap_host}:{route.imap_port} failed while idling: {e}"
+                        break
+                    if notified == REFUSED:
+                        self.wait_mode[route.name], notified = "poll", None
+                else:
+                    time.sleep(route.poll_interval_s)
             if not any(e.probe_id == probe_id for e in out):
                 ev = self._event(route, probe_id, "lost", sent_ms, size=len(data))
-                ev.error = (f"not arrived within {route.timeout_s:g} s" if stop is None or not stop.is_set()
-                            else "the node stopped before the probe came back")
+                ev.error = broken or (f"not arrived within {route.timeout_s:g} s" if stop is None or not stop.is_set()
+                                      else "the node stopped before the probe came back")
                 self._mark_lost(ev)
                 out.append(ev)
         return out
@@ -637,18 +663,20 @@ class Prober:
         self._save()
 
     def _event(self, route: ProbeRoute, probe_id: str, outcome: str, sent_ms: int, size: int = 0) -> ProbeEvent:
+        idle = self.wait_mode.get(route.name) == "idle"
         return ProbeEvent(ts=sent_ms / 1000.0, node=self.node, route=route.name, probe_id=probe_id,
                           outcome=outcome, sent_ms=sent_ms, size=size,
-                          poll_interval_ms=route.poll_interval_s * 1000.0)
+                          poll_interval_ms=0.0 if idle else route.poll_interval_s * 1000.0)
 
     def _collect(self, im: imaplib.IMAP4, route: ProbeRoute, content: ProbeContent, current: str | None,
-                 seen: set[str]) -> list[ProbeEvent]:
-        """Fetch, measure and delete every new probe of this node in the mailbox."""
+                 seen: set[str], notified: float | None = None) -> list[ProbeEvent]:
+        """Fetch, measure and delete every new probe of this node in the mailbox; ``notified`` is
+        when IDLE reported the arrival (``time.time()``), else arrival is now (the poll saw it)."""
         uids = [u for u in self._search(im, self.node) if u not in seen]
         if not uids:
             return []
-        arrived_ms = int(time.time() * 1000)
-        arrived_precise = time.time() * 1000.0
+        arrived_precise = (time.time() if notified is None else notified) * 1000.0
+        arrived_ms = int(arrived_precise)
         out: list[ProbeEvent] = []
         delete: list[str] = []
         for uid in uids:

@@ -23,6 +23,23 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# --- promtool (Prometheus rule checks and rule unit tests) ------------------------------------
+# From Debian's `prometheus` package, unpacked rather than installed: installing it would start
+# the Prometheus service.  Kept in .tools/ of this checkout; skipped when it is already there.
+PROMTOOL=.tools/prometheus/usr/bin/promtool
+if [ ! -x "$PROMTOOL" ]; then
+    echo "setup: unpacking promtool from Debian's prometheus package into .tools/prometheus"
+    dl=$(mktemp -d)
+    chmod 755 "$dl"   # apt's download user must be able to write there
+    (cd "$dl" && apt-get download -qq prometheus >/dev/null 2>&1) || { [ "$(id -u)" -eq 0 ] || SUDO=sudo; \
+        ${SUDO:-} apt-get update -qq && (cd "$dl" && apt-get download -qq prometheus >/dev/null); }
+    rm -rf .tools/prometheus
+    mkdir -p .tools
+    dpkg -x "$dl"/prometheus_*.deb .tools/prometheus
+    rm -rf "$dl"
+    "$PROMTOOL" --version >/dev/null
+fi
+
 # --- virtual environment ----------------------------------------------------------------------
 stamp="$VENV/.mailpulse-setup"
 want=$(cat pyproject.toml tools/setup.sh | sha256sum | cut -c1-16)

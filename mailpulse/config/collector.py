@@ -36,8 +36,8 @@ from .base import (
 from .validation import validate
 
 __all__ = ["SECRET_KEYS", "AlertSettings", "ArchiveSettings", "ClockSettings", "CollectorConfig", "CollectorSettings",
-           "CorrelateSettings", "FlinkSettings", "HealthSettings", "MetricsSettings", "MqttSettings", "RetrainSettings",
-           "WebSettings", "check_config", "load_config", "parse_config"]
+           "CorrelateSettings", "FlinkSettings", "HealthSettings", "MetricsSettings", "MqttSettings", "RelaySettings",
+           "RetrainSettings", "WebSettings", "check_config", "load_config", "parse_config"]
 
 
 def _http_url(v: str) -> str:
@@ -154,6 +154,22 @@ class MetricsSettings(Section):
                                                           "`other`.")
 
 
+_RELAY_ADDR = r"^[A-Za-z0-9._:\[\]-]{1,255}$"
+_RELAY_NAME = r"^[A-Za-z0-9._-]{1,64}$"
+RelayAddress = Annotated[str, Field(pattern=_RELAY_ADDR)]
+RelayName = Annotated[str, Field(pattern=_RELAY_NAME)]
+
+
+class RelaySettings(Section):
+    """``[relays]``: names of the relays, shown instead of addresses in metrics, alerts and the dashboard."""
+
+    names: dict[RelayAddress, RelayName] = Field(
+        default_factory=dict, max_length=10000,
+        description="Address to name, e.g. `{ \"127.0.0.1:47627\" = \"relay2\", \"mx.example.net\" = \"mx\" }`. An address "
+                    "is `host:port`, `ip:port`, `host` or `ip` (`[v6]:port` for IPv6); Postfix's `host[ip]:port` matches "
+                    "any of them, most specific first. Unnamed relays show as `host:port`.")
+
+
 class AlertSettings(Section):
     """``[alerts]``: e-mail about incidents (off when the section is absent)."""
 
@@ -169,7 +185,10 @@ class AlertSettings(Section):
     rate_limit_per_hour: int = Field(20, ge=1, description="Most alerts per hour.")
     min_interval_s: float = Field(300.0, ge=0, description="Flap interval: the same incident is not re-sent sooner.")
     summary_interval_s: float = Field(86400.0, ge=60, description="Period of the summary mail.")
-    dashboard_url: str = Field("", description="Link in the alerts (default: the dashboard's own URL).")
+    dashboard_url: str = Field("", description="Public URL of the dashboard as operators reach it (proxy, DNS name); "
+                                               "each alert links to `<dashboard_url>#incident=<id>` (default: the "
+                                               "dashboard's own listening address, right only on the collector's "
+                                               "machine).")
     webhook_urls: list[Annotated[str, AfterValidator(_http_url)]] = Field(
         default_factory=list, description="Alertmanager-format webhooks (`http(s)://...`): a channel that does not "
                                           "depend on the monitored mail path.")
@@ -287,6 +306,7 @@ class CollectorConfig(Section):
     clock: ClockSettings = Field(default_factory=ClockSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    relays: RelaySettings = Field(default_factory=RelaySettings)
     flink: FlinkSettings = Field(default_factory=FlinkSettings)
 
 

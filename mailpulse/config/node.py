@@ -157,7 +157,10 @@ class ProbeRoute(Section):
     mailbox: str = Field("INBOX", description="IMAP folder the probe arrives in.")
     timeout_s: float = Field(30.0, gt=0, description="A probe not back within this is lost (a later arrival is "
                                                      "reported as late).")
-    poll_interval_s: float = Field(0.01, gt=0, description="IMAP poll period while waiting (the latency resolution).")
+    imap_idle: bool = Field(True, description="Wait with IMAP IDLE when the server advertises it (the arrival is "
+                                              "pushed: 1 ms resolution, no polling); false always polls.")
+    poll_interval_s: float = Field(0.01, gt=0, description="IMAP poll period while waiting when the server has no IDLE "
+                                                           "or `imap_idle` is false (the latency resolution).")
     ca_file: FileHere | None = Field(None, description="CA file that verifies the SMTP and IMAP servers.")
     maillogs: list[str] = Field(default_factory=list, description="Postfix logs of relays on the route that this node "
                                                                   "can read (refines hop delays).")
@@ -229,6 +232,13 @@ class PostfixSettings(Section):
     max_queue_ids: int = Field(100_000, ge=1, description="Most queue ids held for the join (the oldest are evicted "
                                                           "first).")
     year: int = Field(0, ge=0, le=9999, description="Year of RFC 3164 timestamps (0: inferred from the clock).")
+    config_dir: str = Field("", description="Postfix configuration directory of `postqueue -c` (empty: Postfix's "
+                                            "default).")
+    queue_poll_s: float = Field(30.0, ge=0, description="Period of reading the queue with `postqueue -j` (sizes and "
+                                                        "oldest age per queue in the status); 0: not read. Read only "
+                                                        "when `log` or `config_dir` is set.")
+    queue_timeout_s: float = Field(20.0, gt=0, description="A queue reading that takes longer is stopped and reported "
+                                                           "as an error.")
 
     @field_validator("year")
     @classmethod

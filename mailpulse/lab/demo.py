@@ -435,7 +435,9 @@ def _node_toml(path: Path, bundle: NodeBundle, url: str, state: Path, log: Path 
         "[scorer]", 'backend = "model"', 'params = "full"',
     ]
     if log is not None:
-        lines += ["[postfix]", f'log = "{log}"', "from_start = true", "poll_s = 0.2"]
+        # the lab Postfix's log is <root>/log/maillog, its configuration <root>/etc (postqueue -c)
+        lines += ["[postfix]", f'log = "{log}"', "from_start = true", "poll_s = 0.2",
+                  f'config_dir = "{log.parent.parent / "etc"}"', "queue_poll_s = 5.0"]
     if probe is not None:
         lines += ["[probe]", f"interval_s = {probe_interval_s}", "attachment_bytes = 65536",
                   "[[probe.routes]]", *(f"{k} = {v!r}".replace("'", '"') for k, v in probe.items())]

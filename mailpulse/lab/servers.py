@@ -486,13 +486,14 @@ class Dovecot(_Daemon):
     :class:`CertificateAuthority`) also STARTTLS on :attr:`port` and implicit TLS on :attr:`imaps_port`.
 
     Mail of user ``u`` lives in ``mail_root/u/Maildir`` owned by ``mail_user`` (default ``nobody``),
-    the same layout the :class:`MailChain` "mx" Postfix delivers into.
+    the same layout the :class:`MailChain` "mx" Postfix delivers into.  ``settings`` are extra
+    top-level ``dovecot.conf`` lines (e.g. ``imap_capability`` for a server without IDLE).
     """
 
     name = "dovecot"
 
     def __init__(self, root: Path, users: Mapping[str, str], mail_root: Path, mail_user: str = "nobody",
-                 tls: CertificateAuthority | None = None) -> None:
+                 tls: CertificateAuthority | None = None, settings: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -557,7 +558,7 @@ service anvil {{
 service imap-login {{
   chroot =
 }}
-""")
+""" + "".join(f"{k} = {v}\n" for k, v in (settings or {}).items()))
         for u in self.users:
             md = self.mail_root / u / "Maildir"
             for sub in ("cur", "new", "tmp"):
