@@ -116,7 +116,7 @@ class ScorerCore(wiring.Component):
     ----------
     i_stream : In(stream.Signature(SampleLayout))
         Samples.  ``ready`` is a function of registers only (pipeline enable, commit pending, push
-        pending), never of ``o_stream.ready`` combinationally.
+        pending, the clear after reset), never of ``o_stream.ready`` combinationally.
     o_stream : Out(stream.Signature(ResultLayout))
         Results of stream samples, in order, from a two-entry output buffer.
     ctrl : In(ControlSignature)
@@ -221,7 +221,9 @@ class ScorerCore(wiring.Component):
         if self.stream:
             m.d.comb += [
                 f.en.eq((f.fifo_cnt < 2) | ~f.valid[-1]),
-                self.i_stream.ready.eq(f.open_ & ~ctrl.push_valid),
+                # no sample enters during the clear after reset (the tables still hold what they
+                # held before it); PUSH is held off by the front end itself
+                self.i_stream.ready.eq(f.open_ & ~ctrl.push_valid & ~ctrl.clearing),
                 f.take_stream.eq(self.i_stream.ready & self.i_stream.valid),
             ]
         else:
