@@ -27,6 +27,7 @@ and the result, the counters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,10 +118,15 @@ class FoldedScorerCore(wiring.Component):
         self.latency = p.k + self.lane_depth
         self.clear_cycles = 2 * p.k * p.b
         self.table_data = MemoryData(shape=unsigned(p.table_bits), depth=2 * p.k * p.b, init=[])
+        #: Formal verification only (:mod:`mailpulse.hdl.formal`): called at the end of
+        #: :meth:`elaborate` with the module and the internal signals the proofs name.
+        self.formal_hook: Callable[[Module, dict[str, Any]], None] | None = None
+        self._probes: dict[str, Any] = {}
         super().__init__({"ctrl": In(ControlSignature(params))})
 
     def elaborate(self, platform):
         m = Module()
+        self._probes = {}
         kb = max(1, clog2(self.params.k))
         cs = CommitState()
         iss = _Issue(busy=Signal(name="busy"), issuing=Signal(name="issuing"), k_issue=Signal(kb, name="k_issue"))
@@ -139,6 +145,8 @@ class FoldedScorerCore(wiring.Component):
             self.ctrl.samples.eq(samples),
             self.ctrl.anomalies.eq(anomalies),
         ]
+        if self.formal_hook is not None:
+            self.formal_hook(m, {"issue": iss, "cs": cs, **self._probes})
         return m
 
     def _active_memory(self, m: Module, iss: _Issue) -> Any:
@@ -176,6 +184,7 @@ class FoldedScorerCore(wiring.Component):
             awr.en.eq(ld_valid | clear_param),
             ard.addr.eq(iss.k_issue),
         ]
+        self._probes["active_write"] = awr.en
         return ard
 
     def _issue(self, m: Module, cs: CommitState, iss: _Issue) -> None:
@@ -186,6 +195,7 @@ class FoldedScorerCore(wiring.Component):
             take_push.eq(ctrl.push_valid & ~iss.busy & ~cs.commit_pending),
             ctrl.push_ready.eq(take_push),
         ]
+        self._probes["take_push"] = take_push
         with m.If(take_push):
             m.d.sync += [iss.busy.eq(1), iss.issuing.eq(1), iss.k_issue.eq(0)]
         with m.Elif(iss.issuing):
@@ -254,6 +264,7 @@ class FoldedScorerCore(wiring.Component):
             twr.data.eq(ctrl.table_data),
             twr.en.eq(ctrl.table_we),
         ]
+        self._probes["table_write"] = (twr.en, twr.addr >= kbsz)   # (enable, bank)
         c = c.next(m, kb, 0, 0, "m")
         val_r = reg(p.table_bits, "val_r")
         m.d.sync += val_r.eq(trd.data)

@@ -16,6 +16,7 @@ elaboration error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -143,16 +144,25 @@ class RegisterFile(wiring.Component):
     clear after reset (``clear_cycles``) runs beside them.
     """
 
-    def __init__(self, params: CoreParams, latency: int, clear_cycles: int | None = None) -> None:
+    def __init__(self, params: CoreParams, latency: int, clear_cycles: int | None = None, *,
+                 wait_limit: int = WAIT_LIMIT) -> None:
         self.params = params
         self.latency = latency
+        if wait_limit < 2 or wait_limit & (wait_limit - 1):
+            raise ValueError(f"the wait limit must be a power of two >= 2, not {wait_limit}")
+        #: Cycles an access waits before it is answered with an error (:data:`WAIT_LIMIT`; the
+        #: formal fault-injection test shortens it so that a bounded model check reaches it).
+        self.wait_limit = wait_limit
         #: Cycles of table clearing after reset (both banks); the shadow bank's half goes first.
         self.table_clear_cycles = 2 * params.b if clear_cycles is None else clear_cycles
         self.clear_cycles = max(params.k, self.table_clear_cycles)
-        if self.clear_cycles + 4 * latency + 2 * params.k + 100 > WAIT_LIMIT:
+        if wait_limit == WAIT_LIMIT and self.clear_cycles + 4 * latency + 2 * params.k + 100 > WAIT_LIMIT:
             raise ValueError(f"the clear after reset ({self.clear_cycles} cycles) and the latency ({latency}) "
                              f"leave too little margin below the access time-out WAIT_LIMIT ({WAIT_LIMIT} cycles)")
         self.regmap = RegisterMap(params)
+        #: Formal verification only (:mod:`mailpulse.hdl.formal`): called at the end of
+        #: :meth:`elaborate` with the module and the access/clear/push state.
+        self.formal_hook: Callable[[Module, dict[str, Any]], None] | None = None
         super().__init__({
             "bus": In(BusSignature()),
             "ctrl": Out(ControlSignature(params)),
@@ -191,6 +201,8 @@ class RegisterFile(wiring.Component):
         m.d.comb += [port.eq(Cat(*st.regs[name])) for name, port in conn["storage"].items()]
         m.d.comb += [ctrl.push_valid.eq(res.push_pending & ~clr.clearing), ctrl.clearing.eq(clr.clearing),
                      self.irq.eq(res.result_valid)]
+        if self.formal_hook is not None:
+            self.formal_hook(m, {"access": acc, "clear": clr, "push": res})
         return m
 
     # ---- what the registers connect to -------------------------------------------------------
@@ -289,7 +301,7 @@ class RegisterFile(wiring.Component):
             copy_cnt=Signal(range(self.params.k + 2), name="cnt"),   # the commit copy's entry
             resume=Signal(name="resume"),
             # cycles the access in EXEC has waited; its top bit is the time-out (WAIT_LIMIT)
-            waited=Signal(clog2(WAIT_LIMIT) + 1, name="waited"),
+            waited=Signal(clog2(self.wait_limit) + 1, name="waited"),
         )
         # the copy starts between accesses, or while an access waits in EXEC (which may wait for
         # this very commit: a shadow write, or an operand write behind a PUSH held by the commit)

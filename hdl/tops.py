@@ -35,10 +35,11 @@ class AXITop(wiring.Component):
     ``aclk`` clocks everything; ``aresetn`` is an active-low synchronous reset.
     """
 
-    def __init__(self, params: CoreParams) -> None:
+    def __init__(self, params: CoreParams, *, dsp: bool = True) -> None:
         self.params = params
-        # the Zynq IP: the projections go to DSP48 multiply-add chains where they fit
-        self.core = ScorerCore(params, dsp=True)
+        # the Zynq IP: the projections go to DSP48 multiply-add chains where they fit; dsp=False
+        # is the LUT variant of the streaming core (as the ECP5 builds carry it)
+        self.core = ScorerCore(params, dsp=dsp)
         super().__init__({
             "aclk": In(1),
             "aresetn": In(1),
