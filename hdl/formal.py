@@ -295,6 +295,8 @@ class RegisterBusHarness(_Harness):
         self.age = Signal(range(self.bound + 2), name="age")
         self._fe: dict[str, Any] = {}
         self._axi_state: Signal | None = None
+        self._invariants_added = False
+        self._counting: Signal | None = None
 
     def elaborate(self, platform: Any) -> Module:
         m = Module()
@@ -328,29 +330,38 @@ class RegisterBusHarness(_Harness):
             "contract: table clears only during the clear": ~c.table_clear | (c.clearing & c.table_we),
             "contract: a PUSH holds with its operands until taken": push_held,
             "no stream sample taken during the clear": ~core.i_stream.ready | ~c.clearing})
+        # the age of the request in flight: from its handshake to its response
+        start = (a.awvalid & a.awready) | (a.arvalid & a.arready)
         responding = a.bvalid | a.rvalid
-        st = self._axi_state
-        assert st is not None
-        counting = (st != 0) & ~responding
-        with m.If(counting):
+        counting = Signal(name="counting")
+        with m.If(start):
+            m.d.sync += [counting.eq(1), self.age.eq(1)]
+        with m.Elif(responding):
+            m.d.sync += [counting.eq(0), self.age.eq(0)]
+        with m.Elif(counting & (self.age <= self.bound)):
             m.d.sync += self.age.eq(self.age + 1)
-        with m.Else():
-            m.d.sync += self.age.eq(0)
+        self._counting = counting
         m.d.comb += [Assert(self.age <= self.bound, "every AXI4-Lite request answered within the bound"),
                      Cover(a.bvalid & (a.bresp != 0) & (self.age > 4 + 2 * self.params.k))]
-        self._bus_invariants(m, st)
         return m
 
     def _axi_props(self, m: Module, pr: dict[str, Any]) -> None:
         self._axi_state = pr["state"]
+        self._bus_invariants(m)
 
     def _regs_props(self, m: Module, pr: dict[str, Any]) -> None:
         self._fe = pr
         if self.fault == "no_time_out":
             m.d.sync += pr["access"].waited.eq(0)
+        self._bus_invariants(m)
 
-    def _bus_invariants(self, m: Module, st: Signal) -> None:
-        """How long the access has taken so far, by the state of the slave and the front end."""
+    def _bus_invariants(self, m: Module) -> None:
+        """How long the access has taken so far, by the state of the slave and the front end (added
+        by whichever of the two hooks runs second: both states are known then)."""
+        st = self._axi_state
+        if st is None or not self._fe or self._invariants_added:
+            return
+        self._invariants_added = True
         acc = self._fe["access"]
         k = self.params.k
         fs = acc.state
@@ -369,7 +380,7 @@ class RegisterBusHarness(_Harness):
             ~acc.resp_valid | in_wait,
             ~acc.go | (fs == execute),
             ~(fs == copy) | ~acc.resume | in_wait,
-            (st == 0) | (st == w_resp) | (st == r_resp) | in_req | in_wait | (self.age <= 1),
+            (st == w_resp) | (st == r_resp) | in_req | in_wait | (self.age <= 1),
             ~in_wait | (fs == idle) | (fs == copy) | acc.resp_valid
             | (self.age <= 4 + (k + 3) + 4 + acc.waited + (k + 3)),
             ~(in_wait & (fs == copy) & acc.resume) | (self.age <= 4 + (k + 3) + 4 + acc.waited + acc.copy_cnt),
@@ -404,9 +415,18 @@ class SPIBridgeHarness(_Harness):
             m.d.sync += level.eq(0)
         with m.Elif(level < 3):
             m.d.sync += level.eq(level + 1)
+        # cs_n: high >= 4 clocks between frames, low >= 2 clocks before the first sck edge (a
+        # set-up and a gap of half a sck period at the fastest sck; spidev's are microseconds)
+        cs_level = Signal(3, name="cs_level_cycles")
+        with m.If(cs_n != p_cs):
+            m.d.sync += cs_level.eq(0)
+        with m.Elif(cs_level < 7):
+            m.d.sync += cs_level.eq(cs_level + 1)
         with m.If(self.started):
             m.d.comb += [Assume((sck == p_sck) | (level >= 1)),
-                         Assume(((cs_n == p_cs) & (mosi == p_mosi)) | (~sck & ~p_sck))]
+                         Assume(((cs_n == p_cs) & (mosi == p_mosi)) | (~sck & ~p_sck)),
+                         Assume((cs_n == p_cs) | ~p_cs | (cs_level >= 3)),
+                         Assume(~(sck & ~p_sck) | ((cs_n == p_cs) & (cs_level >= 1)))]
         m.d.comb += [Assume(~(cs_n & sck)), Assume(~Initial() | cs_n)]
         # the bus: accepts a request, answers it once, within 48 clocks in all (the front end
         # answers in a few clocks unless an access waits; one word takes >= 128 clocks)

@@ -342,6 +342,11 @@ class RegisterMap:
             "",
             "Kinds: " + "; ".join(f"`{k.value}` ({k.access}) {_KIND_DOC[k]}" for k in Kind) + ".",
             "",
+            "Waits: a write to `PUSH` or its operands waits while a pushed sample is pending or in the "
+            "pipeline; a write to a shadow register (or `CTRL.COMMIT`) waits while a commit is pending. "
+            f"No access waits more than {WAIT_LIMIT} clocks: then it is answered with an error (AXI `SLVERR`, "
+            "`STATUS.BUS_ERROR` set) and does nothing. Reads never wait for the pipeline.",
+            "",
             "| offset | name | kind | access | reset | count | shadow | description |",
             "|---|---|---|---|---|---|---|---|",
         ]
