@@ -137,6 +137,10 @@ def fault_jobs() -> list[ProofJob]:
     depth = {"ready_ignores_clear": 12, "stall_ignores_full_buffer": 16, "push_during_commit": 12, "no_time_out": 48}
     jobs = []
     for harness, faults in FAULTS.items():
+        if harness == "regbus":
+            # not yet: the register-bus harness fails its contract check first (the last table
+            # clear strobe comes one cycle after `clearing` falls; docs/verification.md)
+            continue
         for fault in faults:
             opts: tuple[tuple[str, Any], ...] = (("fault", fault),)
             if fault == "no_time_out":

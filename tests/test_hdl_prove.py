@@ -48,4 +48,4 @@ def test_fault_breaks_its_property(job: pv.ProofJob) -> None:
 
 
 def test_every_fault_names_the_property_it_breaks() -> None:
-    assert {dict(j.options)["fault"] for j in pv.fault_jobs()} == set(BROKEN_BY)
+    assert {dict(j.options)["fault"] for j in pv.fault_jobs()} <= set(BROKEN_BY)
