@@ -178,7 +178,7 @@ class RegisterFile(wiring.Component):
         strobes = self._check_connections(conn)
         m = Module()
         clr = _Clear(clearing=Signal(init=1, name="clearing"),   # the clear after reset runs
-                     ccnt=Signal(range(self.clear_cycles + 1), name="ccnt"),
+                     ccnt=Signal(range(self.clear_cycles + 2), name="ccnt"),
                      window_write_now=Signal(name="table_write_now"))
         acc = self._access(m, clr)
         st = self._storage(m)
@@ -202,7 +202,7 @@ class RegisterFile(wiring.Component):
         m.d.comb += [ctrl.push_valid.eq(res.push_pending & ~clr.clearing), ctrl.clearing.eq(clr.clearing),
                      self.irq.eq(res.result_valid)]
         if self.formal_hook is not None:
-            self.formal_hook(m, {"access": acc, "clear": clr, "push": res})
+            self.formal_hook(m, {"access": acc, "clear": clr, "push": res, "storage": st})
         return m
 
     # ---- what the registers connect to -------------------------------------------------------
@@ -367,7 +367,9 @@ class RegisterFile(wiring.Component):
             with m.If(clr.ccnt < self.table_clear_cycles):
                 m.d.sync += [ctrl.table_we.eq(1), ctrl.table_clear.eq(1), ctrl.table_index.eq(clr.ccnt),
                              ctrl.table_data.eq(0)]
-            with m.If(clr.ccnt == self.clear_cycles - 1):
+            # the strobes and memory writes are registered: the last one reaches its memory in the
+            # cycle after it is decided, so ``clearing`` falls one cycle after that decision
+            with m.If(clr.ccnt == self.clear_cycles):
                 m.d.sync += clr.clearing.eq(0)
 
     def _commit_copy(self, m: Module, acc: _Access, st: _Storage, copy: dict[str, Any]) -> None:

@@ -6,13 +6,16 @@ and the STATUS bits are compared with the register-level model.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from _hdl_sim import Bench, Host, bus_access, pack_sample, random_samples, unpack_result
 from amaranth.sim import Simulator
-from mailpulse.hdl.params import get_params
+from mailpulse.hdl.params import FORMAL_PARAMS, CoreParams, get_params
 from mailpulse.hdl.reference import CoreConfig, EmulatedCore, model_writes, score
 from mailpulse.hdl.regmap import TABLE_BASE, RegisterMap
+from mailpulse.hdl.regs import RegisterFile
 
 
 def run(bench: Bench, tb) -> None:  # type: ignore[no-untyped-def]
@@ -241,3 +244,44 @@ def test_table_writes_during_the_clear_after_reset() -> None:
         assert ctx.get(td[p.k - 1][2 * p.b - 1]) == 0xBEEF
 
     run(bench, tb)
+
+
+@pytest.mark.parametrize(("params", "clear_cycles"), [
+    (get_params("small"), None),                                    # the streaming core: 2B cycles
+    (get_params("small"), 2 * get_params("small").k * get_params("small").b),   # the folded core: 2KB
+    (FORMAL_PARAMS, None),
+    (CoreParams("wide", d=2, k=8, b=2, target_mhz=100.0), None),    # the shadow memories take longest
+], ids=["streaming", "folded", "formal", "k-over-2b"])
+def test_the_clear_after_reset_ends_after_its_last_write(params: CoreParams, clear_cycles: int | None) -> None:
+    """Every table-clear strobe and every shadow-memory clear write reaches its memory while
+    ``clearing`` is still high (the core takes samples, and a commit's copy starts, as soon as it
+    falls), each clear index exactly once, in order; ``clearing`` then stays low."""
+    regs = RegisterFile(params, 4, clear_cycles)
+    ctrl = regs.ctrl
+    mem_en: list[Any] = []   # the shadow memories' write enables, from the elaboration hook
+    regs.formal_hook = lambda m, state: mem_en.extend(wr.en for wr in state["storage"].mem_wr.values())
+
+    async def tb(ctx):  # type: ignore[no-untyped-def]
+        indices, shadow_writes = [], 0
+        for cycle in range(regs.clear_cycles + 8):
+            clearing = ctx.get(ctrl.clearing)
+            if ctx.get(ctrl.table_clear):
+                assert ctx.get(ctrl.table_we)
+                assert clearing, f"a table-clear strobe in cycle {cycle}, after clearing fell"
+                indices.append(ctx.get(ctrl.table_index))
+            for en in mem_en:
+                if ctx.get(en):
+                    assert clearing, f"a shadow-memory clear write in cycle {cycle}, after clearing fell"
+                    shadow_writes += 1
+            if cycle >= regs.clear_cycles + 2:
+                assert not clearing
+            await ctx.tick()
+        assert indices == list(range(regs.table_clear_cycles))
+        assert shadow_writes == len(mem_en) * params.k
+
+    sim = Simulator(regs)
+    assert mem_en, "the front end has no shadow memories"
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+
