@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In
@@ -42,6 +42,10 @@ from .lane import stage_reg as reg
 from .params import CoreParams, clog2
 
 __all__ = ["FoldedScorerCore", "lane_depth", "sample_period"]
+
+#: Widest piece of the score in the threshold compare (:meth:`FoldedScorerCore._result`): a 7-bit
+#: equality is two LUT4 levels.
+_CMP_PIECE = 7
 
 
 def lane_depth(p: CoreParams) -> int:
@@ -324,9 +328,10 @@ class FoldedScorerCore(wiring.Component):
         ``res_score > thr_active`` is split over two stages (the compare of a wide threshold is
         too deep for one UP5K clock).  ``res_score`` is ``score_r`` one clock later, and
         ``thr_active`` then holds its next value: the shadow threshold if a threshold commit takes
-        effect now, else its own.  Stage F compares ``score_r`` with both candidates in two halves
-        (registered); stage O combines the halves of the candidate that became ``thr_active``.
-        Exact."""
+        effect now, else its own.  Stage F compares ``score_r`` with both candidates in pieces of
+        at most ``_CMP_PIECE`` bits (registered: greater and equal per piece, and the threshold's
+        bits above the score's all zero); stage O combines the pieces of the candidate that became
+        ``thr_active``.  Exact."""
         p = self.params
         ctrl = self.ctrl
         kb = max(1, clog2(p.k))
@@ -336,18 +341,27 @@ class FoldedScorerCore(wiring.Component):
         anomaly = Signal()
         m.d.sync += [out_valid.eq(res_valid), out_score.eq(res_score), out_arg.eq(res_arg)]
         sb = p.score_bits
-        lo_w = sb // 2
+        # pieces of at most _CMP_PIECE bits, low first: each compare is one short carry chain, each
+        # equality two LUT levels
+        n_pc = -(-sb // _CMP_PIECE)
+        pieces = [(i * sb // n_pc, (i + 1) * sb // n_pc) for i in range(n_pc)]
         thr_sel = Signal()
         m.d.sync += thr_sel.eq(ctrl.commit_threshold | ctrl.commit_done)
         gt_parts = []
         for c, thr_c in (("act", cs.thr_active), ("shd", ctrl.shadow_threshold)):
-            hi_zero, hi_gt, hi_eq, lo_gt = (Signal(name=f"cmp_{c}_{n}")
-                                            for n in ("hz", "hgt", "heq", "lgt"))
-            m.d.sync += [hi_zero.eq(thr_c[sb:] == 0) if len(thr_c) > sb else hi_zero.eq(1),
-                         hi_gt.eq(score_r[lo_w:] > thr_c[lo_w:sb]),
-                         hi_eq.eq(score_r[lo_w:] == thr_c[lo_w:sb]),
-                         lo_gt.eq(score_r[:lo_w] > thr_c[:lo_w])]
-            gt_parts.append(hi_zero & (hi_gt | (hi_eq & lo_gt)))
+            hi_zero = Signal(name=f"cmp_{c}_hz")
+            m.d.sync += hi_zero.eq(thr_c[sb:] == 0) if len(thr_c) > sb else hi_zero.eq(1)
+            gt: Value = Const(0, 1)
+            for i, (lo, hi) in enumerate(pieces):
+                g = Signal(name=f"cmp_{c}_gt{i}")
+                m.d.sync += g.eq(score_r[lo:hi] > thr_c[lo:hi])
+                if i == 0:
+                    gt = g
+                    continue
+                e = Signal(name=f"cmp_{c}_eq{i}")
+                m.d.sync += e.eq(score_r[lo:hi] == thr_c[lo:hi])
+                gt = g | (e & gt)   # a higher piece decides unless it is equal
+            gt_parts.append(hi_zero & gt)
         m.d.sync += anomaly.eq(Mux(thr_sel, gt_parts[1], gt_parts[0]))
         with m.If(out_valid):
             m.d.sync += iss.busy.eq(0)

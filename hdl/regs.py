@@ -66,6 +66,8 @@ class _Storage:
     sel: dict[str, Signal] = field(default_factory=dict)
     mem_rd: dict[str, Any] = field(default_factory=dict)
     mem_wr: dict[str, _MemPort] = field(default_factory=dict)
+    #: The memories themselves (a test sets their ``init`` to what block RAM holds across a reset).
+    mems: dict[str, Memory] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,6 +89,8 @@ class _Access:
     resp_data: Signal
     resp_err: Signal
     start_copy: Signal
+    #: ``drained & ~commit_done`` of the cycle before (see :meth:`RegisterFile._access`).
+    copy_req: Signal
     go: Signal
     err: Signal
     copy_cnt: Signal
@@ -115,6 +119,8 @@ class _Clear:
     clearing: Signal
     ccnt: Signal
     window_write_now: Signal
+    #: The shadow memories are being cleared (the first K cycles): no request is taken.
+    mem_clearing: Signal
 
 
 class RegisterFile(wiring.Component):
@@ -179,7 +185,8 @@ class RegisterFile(wiring.Component):
         m = Module()
         clr = _Clear(clearing=Signal(init=1, name="clearing"),   # the clear after reset runs
                      ccnt=Signal(range(self.clear_cycles + 2), name="ccnt"),
-                     window_write_now=Signal(name="table_write_now"))
+                     window_write_now=Signal(name="table_write_now"),
+                     mem_clearing=Signal(init=1, name="mem_clearing"))
         acc = self._access(m, clr)
         st = self._storage(m)
         ro = self._read_only_values(m, conn["status"])
@@ -297,6 +304,7 @@ class RegisterFile(wiring.Component):
             state=Signal(range(len(_State)), name="state"), resp_valid=Signal(name="resp_valid"),
             resp_data=Signal(32, name="resp_data"), resp_err=Signal(name="resp_err"),
             start_copy=Signal(name="start_copy"),   # a commit's copy has priority over bus requests
+            copy_req=Signal(name="copy_req"),
             go=Signal(name="go"), err=Signal(name="err"),
             copy_cnt=Signal(range(self.params.k + 2), name="cnt"),   # the commit copy's entry
             resume=Signal(name="resume"),
@@ -307,13 +315,15 @@ class RegisterFile(wiring.Component):
         # this very commit: a shadow write, or an operand write behind a PUSH held by the commit)
         idle_or_waiting = (acc.state == _State.IDLE) | ((acc.state == _State.EXEC) & ~acc.go)
         m.d.comb += [
-            acc.start_copy.eq(idle_or_waiting & self.ctrl.drained & ~self.ctrl.commit_done & ~clr.clearing),
-            bus.req_ready.eq((acc.state == _State.IDLE) & ~acc.start_copy),
+            acc.start_copy.eq(idle_or_waiting & acc.copy_req & ~self.ctrl.commit_done & ~clr.clearing),
+            bus.req_ready.eq((acc.state == _State.IDLE) & ~acc.start_copy & ~clr.mem_clearing),
             bus.resp_valid.eq(acc.resp_valid),
             bus.resp_data.eq(acc.resp_data),
             bus.resp_err.eq(acc.resp_err),
         ]
-        m.d.sync += acc.resp_valid.eq(0)
+        # ``drained`` a cycle late (it stays high until the copy's ``commit_done``: no sample enters
+        # while a commit is pending), so the core's pipeline state is off the copy's start path
+        m.d.sync += [acc.resp_valid.eq(0), acc.copy_req.eq(self.ctrl.drained & ~self.ctrl.commit_done)]
         return acc
 
     def _memory_backed(self, r: Register) -> bool:
@@ -336,7 +346,7 @@ class RegisterFile(wiring.Component):
                 raise ValueError(f"register {r.name} lives in a memory, which the clear after reset zeroes; "
                                  "it cannot declare a reset value")
             mem = Memory(shape=unsigned(r.width), depth=p.k, init=[])
-            m.submodules[f"shadow_{r.name.lower()}"] = mem
+            m.submodules[f"shadow_{r.name.lower()}"] = st.mems[r.name] = mem
             st.mem_rd[r.name] = mem.read_port(domain="sync")
             port = mem.write_port(domain="sync")
             # the write is registered (it lands one cycle after the decision): the clear/EXEC
@@ -353,17 +363,19 @@ class RegisterFile(wiring.Component):
     def _clear_after_reset(self, m: Module, st: _Storage, clr: _Clear) -> None:
         """Zero the shadow memories and both table banks, as the model's reset does.  The shadow
         memories take the first K cycles; the tables take ``table_clear_cycles``, the shadow bank's
-        half first (the core maps the clear index so).  It runs beside the bus: an access to a
-        shadow memory waits for the first K cycles, a window write only if the clear has not passed
+        half first (the core maps the clear index so).  It runs beside the bus: no request is taken
+        in its first K cycles (``mem_clearing``), a window write waits only if it has not passed
         its entry yet (never, for a host that writes in address order), a commit's copy and a PUSH
         wait for the end.  A window write takes the write port from the clear for its cycle."""
         p = self.params
         ctrl = self.ctrl
-        with m.If(clr.clearing & (clr.ccnt < p.k)):
+        with m.If(clr.mem_clearing):
             for wr in st.mem_wr.values():
                 m.d.sync += [wr.addr.eq(clr.ccnt), wr.data.eq(0), wr.en.eq(1)]
         with m.If(clr.clearing & ~clr.window_write_now):
             m.d.sync += clr.ccnt.eq(clr.ccnt + 1)
+            with m.If(clr.ccnt == p.k - 1):
+                m.d.sync += clr.mem_clearing.eq(0)
             with m.If(clr.ccnt < self.table_clear_cycles):
                 m.d.sync += [ctrl.table_we.eq(1), ctrl.table_clear.eq(1), ctrl.table_index.eq(clr.ccnt),
                              ctrl.table_data.eq(0)]
@@ -456,8 +468,9 @@ class RegisterFile(wiring.Component):
         ``wait_c`` (the access must wait) holds for: a write to a PUSH register or its operands
         while a pushed sample is pending or in the pipeline; a write to a shadow register, or a
         COMMIT, while a commit is pending (so a COMMIT takes the shadow model as it was when
-        COMMIT was written, as the model says); an access to a shadow memory during the first K
-        cycles of the clear after reset; a window write the clear has not passed yet.  Every
+        COMMIT was written, as the model says); a window write the clear has not passed yet (no
+        request is taken at all while the clear zeroes the shadow memories, its first K cycles:
+        a read of one would see what it held before the reset).  Every
         condition only ever falls during an access (push_pending, push_inflight and
         commit_pending are set only by this front end's own writes, the clear counter only
         grows), so a decision taken on the value of a cycle before is still right.
@@ -478,7 +491,6 @@ class RegisterFile(wiring.Component):
         hits/write, which hold from DECODE to the end of EXEC (or change once, by the time-out,
         two cycles before ``go``): registered every cycle, it is exact when ``go`` is.
         """
-        p = self.params
         ctrl = self.ctrl
         regs = list(self.regmap)
         hits, write = acc.hits, acc.write
@@ -486,7 +498,6 @@ class RegisterFile(wiring.Component):
         pushes = [r for r in regs if r.kind is Kind.PUSH]
         j_operand = [j for j, r in enumerate(regs) if any(r.name in q.operands for q in pushes)]
         j_push = [j for j, r in enumerate(regs) if r.kind is Kind.PUSH]
-        j_mem = [j for j, r in enumerate(regs) if self._memory_backed(r)]
         j_window = [j for j, r in enumerate(regs) if r.kind is Kind.WINDOW]
         j_shadow = [j for j, r in enumerate(regs) if r.shadow]
         j_ctrl = [j for j, r in enumerate(regs) if r.name == "CTRL"]
@@ -496,15 +507,18 @@ class RegisterFile(wiring.Component):
         window_waits: Value = Const(0, 1)
         for j in j_window:
             # the clear's position of a window index: entry b of every projection's memory (B
-            # entries a bank), or the index itself (one memory of K*B entries a bank)
+            # entries a bank), or the index itself (one memory of K*B entries a bank); compared
+            # with the clear counter of the cycle before (registered: the compare is off ``go``'s
+            # path; the counter only grows, so the write may wait one cycle more, never less)
             count = regs[j].count
-            key = acc.idx[:clog2(count)] if half >= count else acc.idx[:clog2(half)]
-            window_waits = window_waits | (clr.clearing & hits[j] & write & (clr.ccnt < half) & (key >= clr.ccnt))
+            key = acc.addr[2:2 + clog2(min(count, half))]
+            ahead = Signal(name=f"{regs[j].name.lower()}_ahead_of_clear")
+            m.d.sync += ahead.eq(clr.clearing & (clr.ccnt < half) & (key >= clr.ccnt))
+            window_waits = window_waits | (hits[j] & write & ahead)
         commit_waits = write & ctrl.commit_pending & (
             Cat(*(hits[j] for j in j_shadow)).any() | (Cat(*(hits[j] for j in j_ctrl)).any() & acc.wdata[commit_bit]))
         m.d.comb += wait_c.eq((write & Cat(*(hits[j] for j in j_operand + j_push)).any() & push_busy)
                               | commit_waits
-                              | (clr.clearing & Cat(*(hits[j] for j in j_mem)).any() & (clr.ccnt < p.k))
                               | window_waits)
         waiting = (acc.state == _State.EXEC) & ~acc.go
         m.d.sync += acc.go.eq(((acc.state == _State.READ) | (waiting & ~acc.start_copy)) & ~wait_c)

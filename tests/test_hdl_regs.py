@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import _hdl_sim
 import numpy as np
 import pytest
 from _hdl_sim import Bench, Host, bus_access, pack_sample, random_samples, unpack_result
@@ -285,3 +286,35 @@ def test_the_clear_after_reset_ends_after_its_last_write(params: CoreParams, cle
     sim.add_testbench(tb)
     sim.run()
 
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["streaming", "folded"])
+def test_shadow_reads_from_the_first_cycle_see_the_clear(folded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read of a memory-backed shadow register (WEIGHTS, OFFSET, SHIFT) issued right after reset
+    answers 0, as the model's reset says, though the memory still holds what it held before the
+    reset (block RAM keeps it; here: an ``init``)."""
+    p = get_params("small")
+    rm = RegisterMap(p)
+    mems: dict[str, Any] = {}
+
+    def old_contents(m, state):  # type: ignore[no-untyped-def]
+        for name, mem in state["storage"].mems.items():
+            mem.init = [(0x5A5A + 977 * i) & ((1 << mem.shape.width) - 1) or 1 for i in range(mem.depth)]
+            mems[name] = mem
+
+    class OldContents(RegisterFile):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.formal_hook = old_contents
+
+    monkeypatch.setattr(_hdl_sim, "RegisterFile", OldContents)
+    bench = Bench(p, folded=folded)
+
+    async def tb(ctx):  # type: ignore[no-untyped-def]
+        assert mems, "no memory-backed shadow registers"
+        name = sorted(mems)[0]
+        for i in (p.k - 1, p.k - 2, p.k // 2):
+            got, err = await bus_access(ctx, bench.bus, rm[name].address(i), False)
+            assert (got, err) == (0, 0), f"{name}[{i}] read {got:#x} right after reset"
+
+    run(bench, tb)
