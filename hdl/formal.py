@@ -69,6 +69,7 @@ class _Harness(Elaboratable):
         self.fault = fault
         self.clk = Signal()
         self.started = Signal()    # 0 in the first two cycles (reset, then the reset values)
+        self.past_ok = Signal()    # 0 in the first cycle only: the ``past`` registers hold a real cycle
 
     name = ""
 
@@ -76,7 +77,7 @@ class _Harness(Elaboratable):
         m.domains.sync = cd = ClockDomain("sync")
         m.d.comb += [cd.clk.eq(self.clk), cd.rst.eq(Initial())]
         warm = Signal()
-        m.d.sync += [warm.eq(1), self.started.eq(warm)]
+        m.d.sync += [warm.eq(1), self.started.eq(warm), self.past_ok.eq(1)]
 
     @staticmethod
     def past(m: Module, v: Value, name: str) -> Signal:
@@ -94,10 +95,11 @@ class _Harness(Elaboratable):
                 m.d.comb += sig.eq(AnySeq(len(sig)))
 
     def held(self, m: Module, valid: Value, ready: Value, payload: Value, name: str) -> Value:
-        """True when the AXI rule holds for this handshake: a valid not taken stays, payload unchanged."""
+        """True when the AXI rule holds for this handshake: a valid not taken stays, payload unchanged
+        (from the second cycle: a handshake may start in the cycle after reset)."""
         pv = self.past(m, valid & ~ready, f"{name}_stall")
         pp = self.past(m, payload, f"{name}_payload")
-        return ~self.started | ~pv | (valid & (payload == pp))
+        return ~self.past_ok | ~pv | (valid & (payload == pp))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +238,7 @@ class FoldedCoreHarness(_Harness):
         # the front end holds FEATURE/TAG while a pushed sample is in the lane (operand writes wait)
         ops = Cat(c.push_tag, c.push_features)
         p_ops = self.past(m, ops, "ops")
-        with m.If(self.started & c.push_inflight):
+        with m.If(self.past_ok & c.push_inflight):   # a push may be taken in the cycle after reset
             m.d.comb += Assume(ops == p_ops)
         take = c.push_valid & c.push_ready
         with m.If(take):

@@ -386,13 +386,22 @@ class RegisterFile(wiring.Component):
 
     def _commit_copy(self, m: Module, acc: _Access, st: _Storage, copy: dict[str, Any]) -> None:
         """COPY (commit): when the core is drained, read shadow entry c in cycle c and hand it to
-        the core in cycle c + 1 (registered); then strobe ``commit_done``."""
+        the core in cycle c + 1 (registered); then strobe ``commit_done``.  The shadow memories'
+        read address is a register: the request's entry from the latch on, the copy's entry
+        (``copy_cnt``, which is 0 outside COPY) during it."""
         p = self.params
         ctrl = self.ctrl
         kb = max(1, clog2(p.k))
         cnt = acc.copy_cnt
+        rd_addr = Signal(kb, name="shadow_rd_addr")
+        with m.If(acc.start_copy):
+            m.d.sync += rd_addr.eq(0)
+        with m.Elif(acc.state == _State.COPY):
+            m.d.sync += rd_addr.eq(cnt + 1)
+        with m.Elif(self.bus.req_valid & self.bus.req_ready):
+            m.d.sync += rd_addr.eq(self.bus.req_addr[2:2 + kb])
         for rd in st.mem_rd.values():   # the access's entry, or the commit copy's
-            m.d.comb += rd.addr.eq(Mux(acc.state == _State.COPY, cnt, acc.addr[2:2 + kb]))
+            m.d.comb += rd.addr.eq(rd_addr)
         with m.If(acc.state == _State.COPY):
             m.d.sync += [
                 cnt.eq(cnt + 1),
@@ -410,9 +419,9 @@ class RegisterFile(wiring.Component):
         hit bits and, for register arrays, the selected element (so READ is only an AND-OR)."""
         bus = self.bus
         regs = list(self.regmap)
-        with m.If(acc.start_copy):
-            m.d.sync += [acc.state.eq(_State.COPY), acc.copy_cnt.eq(0), acc.resume.eq(acc.state == _State.EXEC)]
-        with m.Elif(acc.state == _State.IDLE), m.If(bus.req_valid):
+        with m.If(acc.start_copy):   # (copy_cnt is 0: COPY leaves it so)
+            m.d.sync += [acc.state.eq(_State.COPY), acc.resume.eq(acc.state == _State.EXEC)]
+        with m.Elif(bus.req_valid & bus.req_ready):
             m.d.sync += [acc.addr.eq(bus.req_addr), acc.wdata.eq(bus.req_data), acc.write.eq(bus.req_write),
                          acc.state.eq(_State.DECODE)]
         with m.If(acc.state == _State.DECODE):

@@ -160,6 +160,8 @@ async def bus_access(ctx, bus, addr: int, write: bool, data: int = 0) -> tuple[i
     ctx.set(bus.req_data, data & 0xFFFFFFFF)
     for _ in range(BUS_TIMEOUT):
         ready = ctx.get(bus.req_ready)
+        # the front end answers only a request it took (a latch without req_ready would run it twice)
+        assert not ctx.get(bus.resp_valid), f"an answer to 0x{addr:04X} before the front end took it"
         await ctx.tick()
         if ready:
             break
