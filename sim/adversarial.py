@@ -100,8 +100,10 @@ def adversarial_config(p: CoreParams, rng: np.random.Generator, kind: str) -> Co
             elif style == 1:
                 cfg.tables[k] = 0
                 cfg.tables[k, int(rng.integers(0, p.b))] = p.table_max
-            else:    # most projections saturated: the largest scores and ties everywhere
+            elif style == 2:    # saturated: the largest scores and ties everywhere
                 cfg.tables[k] = p.table_max
+            else:               # a few values: ties between some projections, the lowest index wins
+                cfg.tables[k] = rng.choice([0, 1, p.table_max - 1, p.table_max], size=p.b)
         if rng.integers(0, 2):
             cfg.tables[...] = p.table_max
         top = int(cfg.tables.max(axis=1).sum())
@@ -144,9 +146,9 @@ def _extreme_samples(p: CoreParams, rng: np.random.Generator, n: int) -> IntArra
     x = np.zeros((n, p.d), dtype=np.int64)
     x[style == 0] = p.in_max
     x[style == 1] = p.in_min
-    alt = np.where(np.arange(p.d) % 2 == 0, p.in_max, p.in_min)
-    x[style == 2] = alt
-    x[style == 3] = -alt
+    even = np.arange(p.d) % 2 == 0
+    x[style == 2] = np.where(even, p.in_max, p.in_min)
+    x[style == 3] = np.where(even, p.in_min, p.in_max)
     one = np.flatnonzero(style == 4)
     x[one, rng.integers(0, p.d, size=len(one))] = rng.choice([p.in_max, p.in_min], size=len(one))
     rnd = np.flatnonzero(style == 5)   # random extremes per feature
@@ -187,3 +189,33 @@ def adversarial_case(p: CoreParams, rng: np.random.Generator, n: int, kind: str)
             s = int(score(p, cfg, pivot[None, :]).score[0])
             cfg.threshold = s - 1
     return cfg, adversarial_samples(p, cfg, rng, n, kind, pivot)
+
+
+def corners(p: CoreParams, cfg: CoreConfig, x: npt.ArrayLike) -> dict[str, int]:
+    """How often ``x`` (N, D) hits each corner under ``cfg`` (counts over samples, or over
+    (sample, projection) pairs for the per-projection ones): the measure the tests hold the
+    recipes to."""
+    xs = np.asarray(x, dtype=np.int64)
+    proj = xs @ cfg.weights.T
+    diff = proj - cfg.offsets[None, :]
+    sh = cfg.shifts[None, :]
+    edge = np.zeros_like(diff, dtype=bool)
+    for j in (0, 1, p.b - 1, p.b):
+        at = j << sh
+        edge |= (diff >= at - 1) & (diff <= at + 1)
+    shifted = diff >> sh
+    vals = cfg.tables[np.arange(p.k)[None, :], np.clip(shifted, 0, p.b - 1)]
+    total = vals.sum(axis=1)
+    top = vals.max(axis=1, keepdims=True)
+    widest = p.d * p.weight_min * p.in_min        # the largest |projection|: every weight and input at its minimum
+    return {
+        "bin_edge": int((edge & (sh > 0)).sum()),
+        "clamp_low": int((shifted < 0).sum()),
+        "clamp_high": int((shifted >= p.b).sum()),
+        "widest_projection": int((np.abs(proj) == widest).sum()),
+        "extreme_inputs": int(np.all((xs == p.in_max) | (xs == p.in_min), axis=1).sum()),
+        "score_at_threshold": int((total == cfg.threshold).sum()),
+        "score_one_above_threshold": int((total == cfg.threshold + 1).sum()),
+        "largest_score": int((total == p.k * p.table_max).sum()),
+        "argmax_tie": int(((vals == top).sum(axis=1) > 1).sum()),
+    }
