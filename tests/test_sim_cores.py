@@ -4,9 +4,11 @@
   ``full`` set of the HX8K) and ``--core lut`` (the streaming core with LUT projections, the
   ``zynq`` set of the ECP5 builds): >= 1M samples each, adversarial configurations on every odd
   index, the counters preset across the 32-bit wrap on every third (``--core streaming`` is
-  ``tests/test_sim_bulk.py``).  ``--core spi-stream`` (the ECP5 SPI top's core) on fewer samples.
+  ``tests/test_sim_bulk.py``); the folded core also on ``small`` and ``zynq``.  ``--core spi-stream``
+  (the ECP5 SPI top's core) on fewer samples.
 * The preset of the counters really happens and really wraps, on both harnesses.
-* The scenarios of :mod:`mailpulse.sim.scenarios` on the register-bus tops, bit-exact against
+* The scenarios of :mod:`mailpulse.sim.scenarios` on the top of every shipped core (the AXI tops
+  through ``bulk.cpp``'s script mode, the register-bus tops through ``bus.cpp``), bit-exact against
   ``EmulatedCore``: the counter wrap, shadow writes between ``COMMIT`` and its copy, and
   ``COMMIT_THRESHOLD`` racing a push (an RTL defect: strict xfail, see the test).
 * The adversarial recipes reach the corners they are for.
@@ -54,6 +56,15 @@ def test_verify_folded_million(capsys: pytest.CaptureFixture[str]) -> None:
     _verify(capsys, "folded", "full", samples, configs)
 
 
+@pytest.mark.xdist_group("sim_verilator_bus")
+@pytest.mark.parametrize("config", ["small", "zynq"])
+def test_verify_folded_other_sets(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The folded core on the other shipped sets (the UP5K's ``small``; ``zynq``), fewer samples."""
+    need_verilator()
+    samples, configs = (1_000_000, 6) if SOAK else (100_000, 3)
+    _verify(capsys, "folded", config, samples, configs)
+
+
 @pytest.mark.xdist_group("sim_verilator_lut")
 def test_verify_lut_million(capsys: pytest.CaptureFixture[str]) -> None:
     need_verilator()
@@ -84,7 +95,7 @@ def test_counter_preset_wraps(top: str, tmp_path: Path) -> None:
     """A preset case: SAMPLES and ANOMALIES read back below the counts of the run (both wrapped)
     and as the model says; without the preset they read the plain counts."""
     need_verilator()
-    p = get_params("small" if top == "bus" else "zynq")
+    p = get_params("full" if top == "bus" else "zynq")
     exe = build_harness(p, top=top)
     case = bulk.make_case(p, 4, bulk.PRESET_EVERY - 1, 3000, adversarial="off")
     case.cfg.threshold = 0                                  # nearly every sample flagged: ANOMALIES wraps too
@@ -97,10 +108,15 @@ def test_counter_preset_wraps(top: str, tmp_path: Path) -> None:
     assert _run(top, exe, p, case, tmp_path / "plain") == (len(case.x), anomalies)
 
 
+#: --core -> (harness top, parameter set): the builds the bulk tests above make anyway.
+SCENARIO_TOPS = {"streaming": ("axi", "zynq"), "lut": ("axi_lut", "zynq"), "folded": ("bus", "full"),
+                 "spi-stream": ("bus_stream", "small")}
+
+
 @pytest.mark.xdist_group("sim_verilator_bus")
-@pytest.mark.parametrize("top", ["bus", "bus_stream"])
+@pytest.mark.parametrize("core", sorted(SCENARIO_TOPS))
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_scenario(top: str, name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_scenario(core: str, name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     need_verilator()
     if name == "threshold_race":
         request.applymarker(pytest.mark.xfail(strict=True, reason=(
@@ -109,7 +125,8 @@ def test_scenario(top: str, name: str, tmp_path: Path, request: pytest.FixtureRe
             "EmulatedCore scores a push with the threshold active when PUSH was written. Fix (front end, "
             "hdl/regs.py): a CTRL write with COMMIT_THRESHOLD waits while a pushed sample is pending or in "
             "flight, as the operand writes do. See docs/verification.md.")))
-    p = get_params("small")
+    top, config = SCENARIO_TOPS[core]
+    p = get_params(config)
     exe = build_harness(p, top=top)
     r = run_scenario(exe, p, name, int(SEED), tmp_path)
     assert r.ops > 100 and r.cycles > 1000

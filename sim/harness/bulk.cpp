@@ -5,6 +5,7 @@
 // reference model happens in Python.  No register offset or beat width is spelled here: they come
 // from the generated mp_harness.h (hdl/regmap.py, hdl/beats.py).
 //
+// usage: bulk script OPS RESULTS SEED [TRACE.vcd]   (see run_script and sim/harness/bus.cpp)
 // usage: bulk WRITES SAMPLES TLAST N RESULTS RTLAST SEED IDLE_PERMILLE BP_PERMILLE PRESET_SAMPLES
 //             PRESET_ANOMALIES [TRACE.vcd TRACE_FROM]
 //   WRITES   (addr u32, value u32) little-endian pairs, written in order (the last is CTRL.COMMIT)
@@ -192,9 +193,78 @@ uint32_t axil_read(Sim& s, uint32_t addr, uint32_t* resp_out) {
     std::exit(3);
 }
 
+void preset_counters(Vtop* t, uint32_t samples, uint32_t anomalies) {
+#ifdef MP_SAMPLES_REG
+    t->rootp->MP_SAMPLES_REG = samples;
+    t->rootp->MP_ANOMALIES_REG = anomalies;
+#else
+    (void)t;
+    if (samples || anomalies) {
+        std::fprintf(stderr, "bulk: this top has no counter registers to preset\n");
+        std::exit(2);
+    }
+#endif
+}
+
+// Script mode (the register-level scenarios of sim/scenarios.py, as bus.cpp runs them): the same
+// (op, a, b) triples and (value, flag) records; the AXI top has no irq pin, so "wait for irq"
+// polls STATUS.RESULT_VALID (clocks waited, timed out).  m_axis.tready stays high, no stream.
+int run_script(int argc, char** argv) {
+    if (argc != 5 && argc != 6) {
+        std::fprintf(stderr, "usage: bulk script OPS RESULTS SEED [TRACE]\n");
+        return 2;
+    }
+    const std::vector<uint8_t> ops = slurp(argv[2]);
+    mp::seed(std::strtoull(argv[4], nullptr, 0));
+    if (ops.size() % 12) { std::fprintf(stderr, "bulk: the script is not whole (op, a, b) triples\n"); return 2; }
+    Sim s(argc == 6 ? argv[5] : nullptr);
+#ifdef MP_TRACE
+    s.dumping = static_cast<bool>(s.tfp);
+#endif
+    Vtop* t = s.top.get();
+    for (int i = 0; i < 4; ++i) s.tick();
+    t->aresetn = 1;
+    t->m_axis___05Ftready = 1;
+    s.tick();
+    std::vector<uint32_t> out;
+    for (size_t i = 0; i < ops.size(); i += 12) {
+        const uint32_t op = le32(&ops[i]), a = le32(&ops[i + 4]), b = le32(&ops[i + 8]);
+        uint32_t v = 0, flag = 0;
+        switch (op) {
+            case 0: flag = axil_write(s, a, b); break;
+            case 1: v = axil_read(s, a, &flag); break;
+            case 2: for (uint32_t k = 0; k < a; ++k) s.tick(); break;
+            case 3: {
+                const uint64_t start = s.cycle;
+                flag = 1;
+                while (s.cycle - start < a) {
+                    if (axil_read(s, MP_ADDR_STATUS, nullptr) & MP_STATUS_RESULT_VALID) { flag = 0; break; }
+                }
+                v = (uint32_t)(s.cycle - start);
+                break;
+            }
+            case 4: preset_counters(t, a, b); break;
+            case 5:
+                flag = 1;
+                for (uint32_t k = 0; k < a; ++k) {
+                    v = axil_read(s, MP_ADDR_STATUS, nullptr);
+                    if (!(v & MP_STATUS_BUSY_MASK)) { flag = 0; break; }
+                }
+                break;
+            default: std::fprintf(stderr, "bulk: unknown script op %u\n", op); return 2;
+        }
+        out.push_back(v);
+        out.push_back(flag);
+    }
+    spit(argv[3], out.data(), out.size() * 4);
+    std::printf("cycles %llu comb_outputs 0\n", (unsigned long long)s.cycle);
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc >= 2 && !std::strcmp(argv[1], "script")) return run_script(argc, argv);
     if (argc != 12 && argc != 14) {
         std::fprintf(stderr, "usage: bulk WRITES SAMPLES TLAST N RESULTS RTLAST SEED IDLE BP PRESET_SAMPLES "
                              "PRESET_ANOMALIES [TRACE FROM]\n");
@@ -229,15 +299,7 @@ int main(int argc, char** argv) {
         if (!(axil_read(s, MP_ADDR_STATUS, nullptr) & MP_STATUS_BUSY_MASK)) break;
         if (guard > 100000) { std::fprintf(stderr, "bulk: STATUS stays busy after the commit\n"); return 3; }
     }
-    if (preset_samples || preset_anom) {
-#ifdef MP_SAMPLES_REG
-        t->rootp->MP_SAMPLES_REG = preset_samples;
-        t->rootp->MP_ANOMALIES_REG = preset_anom;
-#else
-        std::fprintf(stderr, "bulk: this top has no counter registers to preset\n");
-        return 2;
-#endif
-    }
+    preset_counters(t, preset_samples, preset_anom);
 
     std::vector<uint8_t> results(n * MP_RESULT_BYTES), rtlast(n);
     size_t in = 0, out = 0;
