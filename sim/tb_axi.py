@@ -288,6 +288,58 @@ async def test_commit_under_traffic(dut: object) -> None:
 
 
 @cocotb.test()
+async def test_shadow_writes_between_commit_and_copy(dut: object) -> None:
+    """COMMIT while samples flow (pending until the pipeline drains, then the copy), and at once
+    shadow writes of a third model: they wait until the copy is done, so the results switch once
+    from the old model to the committed one, never to the third; the next COMMIT then gives what
+    EmulatedCore says of the writes (weights, offsets, shifts, sampled table entries, threshold)."""
+    tb = await start(dut)
+    params, _seed, n, _m = settings()
+    old, new, third = (CoreConfig.random(params, tb.nrng) for _ in range(3))
+    await tb.load(old)
+    await tb.write_many(model_writes(tb.regmap, new))
+    writes = model_writes(tb.regmap, third)
+    table = tb.regmap["TABLE"].offset
+    tables = [w for w in writes if w[0] >= table]
+    picked = [w for w in writes if w[0] < table] + [tables[i] for i in tb.rng.sample(range(len(tables)), 48)]
+    tb.set_stress(0.2, 0.3)
+    count = max(n, 600)
+    x, tags = random_samples(params, tb.nrng, count)
+    tlast = tb.send(x, tags, tb.random_frames(count), check=False)
+    await ClockCycles(dut.aclk, tb.rng.randrange(20, 120))  # type: ignore[attr-defined]
+    await tb.ctrl("COMMIT")
+    status, _ = await tb.raw_read(tb.addr("STATUS"))
+    assert status & tb.regmap["STATUS"].field("COMMIT_PENDING").mask, "the COMMIT did not wait for the pipeline"
+    await tb.write_many(picked)         # between COMMIT and its copy
+    got = await tb.receive(count)
+    a, b = score(params, old, x, tags), score(params, new, x, tags)
+    ok_a = np.ones(count, dtype=bool)
+    ok_b = np.ones(count, dtype=bool)
+    for name in ("score", "anomaly", "argmax", "tag"):
+        ok_a &= getattr(a, name) == getattr(got, name)
+        ok_b &= getattr(b, name) == getattr(got, name)
+    switch = int(np.argmin(ok_a)) if not ok_a.all() else count
+    assert 0 < switch < count, f"the commit took effect at sample {switch} of {count}"
+    assert ok_b[switch:].all(), (f"result {switch + int(np.argmin(ok_b[switch:]))} is neither the old nor the "
+                                 "committed model: a shadow write after COMMIT reached the committed model")
+    assert np.array_equal(got.tlast, tlast)
+    tb.model.samples = (tb.model.samples + count) & 0xFFFFFFFF
+    tb.model.anomalies = (tb.model.anomalies + int(a.anomaly[:switch].sum()) + int(b.anomaly[switch:].sum())) \
+        & 0xFFFFFFFF
+    tb.set_stress(0, 0)
+    await tb.wait_quiet()
+    for name in ("SAMPLES", "ANOMALIES", "THRESHOLD", "THRESHOLD_ACTIVE", "STATUS"):
+        await tb.read(tb.addr(name))
+    for k in range(params.k):
+        for name in ("WEIGHTS", "OFFSET", "SHIFT"):
+            await tb.read(tb.addr(name, k))
+    await tb.ctrl("COMMIT")
+    await tb.wait_quiet()
+    x, tags = random_samples(params, tb.nrng, 300)
+    await tb.stream_check(x, tags)
+
+
+@cocotb.test()
 async def test_stream_right_after_reset(dut: object) -> None:
     """Samples offered from the first cycle after a reset score as the model's reset state (all
     tables 0), though block RAM still holds the last model in bank 0: no sample enters while the

@@ -92,7 +92,9 @@ def add_hdl(hdl: argparse.ArgumentParser) -> None:
 
     v = sub.add_parser("verilog", help="generate the Verilog of a top")
     v.add_argument("--config", default="full", help=f"parameter set ({sets}; default full)")
-    v.add_argument("--top", default="axi", choices=tuple(TOPS), help="top: axi (mailpulse_axi) or spi (mailpulse_spi)")
+    v.add_argument("--top", default="axi", choices=tuple(TOPS),
+                   help="top: axi (mailpulse_axi), spi (mailpulse_spi), or a verification top: axi_lut, bus, "
+                        "bus_stream (docs/verification.md)")
     v.add_argument("-o", "--output", type=Path, default=None, help="output file (default: stdout)")
     v.set_defaults(func=_cmd_verilog)
 
