@@ -31,7 +31,6 @@ from mailpulse.pi_firmware.probe import Prober, ProbeRoute, ProbeSettings, probe
 from mailpulse.pi_firmware.spool import Spool
 from mailpulse.pi_firmware.synthlog import generate
 
-from mailpulse import topics as T
 from mailpulse.lab.servers import MailChain, Mosquitto, make_root, missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +73,8 @@ def bench_publish(broker: Mosquitto, tmp: Path) -> None:
     n = len(events)
     for batch in (1, 50, 500):
         spool = Spool(tmp / f"spool-{batch}.db")
-        sink = MqttSink(SITE, "node-a", MqttSettings(port=broker.port, username="node-a", password="pw-a",
+        ident = broker.node(SITE, "node-a").client
+        sink = MqttSink(SITE, "node-a", MqttSettings(**ident.mqtt_doc(broker.url), password=ident.password,
                                                       batch_max_events=batch, client_id=f"bench-{batch}",
                                                       ha_discovery=False), spool)
         sink.start()
@@ -99,7 +99,7 @@ def bench_rss(broker: Mosquitto, chain: MailChain | None, tmp: Path, flood: bool
     cfg = tmp / "node.toml"
     lines = [
         "[node]", 'id = "node-a"', f'site = "{SITE}"', f'state_dir = "{tmp / "state"}"',
-        "[mqtt]", f'host = "{broker.host}"', f"port = {broker.port}", 'username = "node-a"',
+        "[mqtt]", *(f'{k} = "{v}"' for k, v in broker.node(SITE, "node-a").client.mqtt_doc(broker.url).items()),
         'password_env = "BENCH_MQTT_PW"',
         "[fleet]", "heartbeat_s = 1.0",
         "[postfix]", f'log = "{log}"', "from_start = true", "poll_s = 0.1",
@@ -113,7 +113,7 @@ def bench_rss(broker: Mosquitto, chain: MailChain | None, tmp: Path, flood: bool
     else:
         lines += ["[probe]", "enabled = false"]
     cfg.write_text("\n".join(lines) + "\n")
-    env = dict(os.environ, BENCH_MQTT_PW="pw-a", BENCH_IMAP_PW=chain.mailboxes["probe"].password if chain else "")
+    env = dict(os.environ, BENCH_MQTT_PW=broker.node(SITE, "node-a").client.password, BENCH_IMAP_PW=chain.mailboxes["probe"].password if chain else "")
     proc = subprocess.Popen([sys.executable, "-m", "mailpulse", "node", "run", "--config", str(cfg),
                              "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
     peak = 0
@@ -145,12 +145,12 @@ def main() -> int:
     broker = None
     chain = None
     try:
-        miss = missing_tools("mosquitto", "openssl")
+        miss = missing_tools("mosquitto")
         if miss:
             print("publish/daemon: skipped:", "; ".join(miss))
         else:
-            acl = T.node_acl(SITE, "node-a")
-            broker = Mosquitto(make_root("mailpulse-bench-mq-"), {"node-a": "pw-a"}, acl, tls=False)
+            # the broker as `collector init` writes it: TLS with client certificates, passwords, ACL
+            broker = Mosquitto.lab(make_root("mailpulse-bench-mq-"), nodes=[(SITE, "node-a")])
             broker.start()
         miss = missing_tools("postfix", "dovecot", root=True)
         if miss:
@@ -169,7 +169,7 @@ def main() -> int:
             chain.cleanup()
         if broker is not None:
             broker.stop()
-            shutil.rmtree(broker.root, ignore_errors=True)
+            shutil.rmtree(broker.deployment.root, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 import re
 from collections import defaultdict
@@ -64,8 +65,8 @@ from mailpulse.errors import UserError
 from .archive import closed_segments, read_events
 
 __all__ = [
-    "Change", "CorrelateSettings", "Correlator", "Incident", "correlate_archive", "correlate_folder", "event_latency_s",
-    "event_path", "event_time", "format_incident",
+    "Bucket", "Change", "CorrelateSettings", "Correlator", "Incident", "Observation", "correlate_archive", "correlate_folder",
+    "event_latency_s", "event_path", "event_time", "format_incident", "observation",
 ]
 
 ROOT = "*"
@@ -153,7 +154,46 @@ def event_latency_s(ev: dict[str, Any], hops: dict[str, float] | None = None) ->
     return sum(d.values()) if d else None
 
 
-class _Bucket:
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one event adds to the tree (:func:`observation`; :meth:`Correlator.observe` applies it)."""
+
+    t: float                     # event time, bounded by the receive time (FUTURE_TOLERANCE_S)
+    bucket: int                  # time bucket index of ``t``
+    path: tuple[str, ...]        # :func:`event_path`
+    anomalous: bool
+    lat: float | None            # :func:`event_latency_s`
+    hops: dict[str, float]       # :func:`hop_delays`
+    node: str                    # ``site/node``
+    route: str | None            # a probe's route
+    eid: str
+
+    def tree_nodes(self) -> list[tuple[str, ...]]:
+        """The tree nodes the event passes: the root, then each prefix of its path."""
+        out: list[tuple[str, ...]] = [(ROOT,)]
+        for name in self.path:
+            out.append((*out[-1], name))
+        return out
+
+
+def observation(ev: dict[str, Any], s: CorrelateSettings) -> Observation:
+    """The :class:`Observation` of one event (a pure function: the Flink job computes it in parallel)."""
+    t = event_time(ev)
+    r = ev.get("received")
+    if isinstance(r, int | float) and t > r + FUTURE_TOLERANCE_S:
+        t = float(r)   # a node clock far ahead must not drag the window into the future
+    hops = hop_delays(ev)
+    route = (ev.get("fields") or {}).get("route") if ev.get("kind") == "probe" else None
+    return Observation(t, int(t // s.bucket_s), event_path(ev), bool(ev.get("anomaly")), event_latency_s(ev, hops),
+                       hops, f"{ev.get('site', '?')}/{ev.get('node', '?')}", str(route) if route else None,
+                       str(ev.get("id", "")))
+
+
+class Bucket:
+    """One tree node's statistics in one time bucket.  ``nodes`` and ``routes`` are insertion-ordered
+    (dicts used as sets), so that a bucket built from a run of events can be :meth:`merge`\\ d into
+    another exactly as if those events had been added to it one by one."""
+
     __slots__ = ("anomalies", "events", "examples", "hop", "lat", "nodes", "routes")
 
     def __init__(self) -> None:
@@ -162,8 +202,42 @@ class _Bucket:
         self.lat: list[float] = []
         self.hop: list[float] = []
         self.examples: list[str] = []
-        self.nodes: set[str] = set()
-        self.routes: set[str] = set()
+        self.nodes: dict[str, None] = {}
+        self.routes: dict[str, None] = {}
+
+    def add(self, ob: Observation, hop: float | None, s: CorrelateSettings) -> None:
+        """Count one event (``hop``: its hop delay at this tree node)."""
+        cap = s.samples_per_bucket
+        self.events += 1
+        if ob.lat is not None and len(self.lat) < cap:
+            self.lat.append(ob.lat)
+        if hop is not None and len(self.hop) < cap:
+            self.hop.append(hop)
+        if ob.anomalous:
+            self.anomalies += 1
+            if len(self.examples) < s.examples:
+                self.examples.append(ob.eid)
+            if len(self.nodes) < 64:
+                self.nodes[ob.node] = None
+            if ob.route and len(self.routes) < 64:
+                self.routes[ob.route] = None
+
+    def merge(self, o: Bucket, s: CorrelateSettings) -> None:
+        """Add a bucket built from events that come after this one's (same result as adding them)."""
+        cap = s.samples_per_bucket
+        self.events += o.events
+        self.anomalies += o.anomalies
+        self.lat.extend(o.lat[: cap - len(self.lat)])
+        self.hop.extend(o.hop[: cap - len(self.hop)])
+        self.examples.extend(o.examples[: s.examples - len(self.examples)])
+        for n in o.nodes:
+            if len(self.nodes) >= 64:
+                break
+            self.nodes[n] = None
+        for r in o.routes:
+            if len(self.routes) >= 64:
+                break
+            self.routes[r] = None
 
 
 @dataclass
@@ -242,8 +316,8 @@ class Correlator:
 
     def __init__(self, settings: CorrelateSettings | None = None) -> None:
         self.s = settings or CorrelateSettings()
-        # tree node (path prefix) -> bucket index -> _Bucket
-        self.buckets: dict[tuple[str, ...], dict[int, _Bucket]] = defaultdict(dict)
+        # tree node (path prefix) -> bucket index -> Bucket
+        self.buckets: dict[tuple[str, ...], dict[int, Bucket]] = defaultdict(dict)
         self.children: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
         self.now = 0.0
         self.incidents: dict[str, Incident] = {}   # id -> incident (open and resolved)
@@ -259,49 +333,45 @@ class Correlator:
 
     def observe(self, ev: dict[str, Any]) -> None:
         """Add one event to the statistics of every tree node on its path."""
-        t = event_time(ev)
-        r = ev.get("received")
-        if isinstance(r, int | float) and t > r + FUTURE_TOLERANCE_S:
-            t = float(r)   # a node clock far ahead must not drag the window into the future
-        if t > self.now:
-            self.now = t
-        b = int(t // self.s.bucket_s)
+        self.add(observation(ev, self.s))
+
+    def add(self, ob: Observation) -> None:
+        """Add one event's :class:`Observation` (what :meth:`observe` does)."""
+        if ob.t > self.now:
+            self.now = ob.t
+        b = ob.bucket
         if b < self._oldest:
             return  # older than the history: ignored
-        path = event_path(ev)
-        anomalous = bool(ev.get("anomaly"))
-        hops = hop_delays(ev)
-        lat = event_latency_s(ev, hops)
-        node = f"{ev.get('site', '?')}/{ev.get('node', '?')}"
-        route = (ev.get("fields") or {}).get("route") if ev.get("kind") == "probe" else None
-        eid = str(ev.get("id", ""))
-        cap = self.s.samples_per_bucket
-        prefix: tuple[str, ...] = (ROOT,)
-        nodes = [prefix]
-        for name in path:
-            child = (*prefix, name)
-            self.children[prefix].add(child)
-            prefix = child
-            nodes.append(prefix)
-        for key in nodes:
+        keys = ob.tree_nodes()
+        for parent, child in itertools.pairwise(keys):
+            self.children[parent].add(child)
+        for key in keys:
             bk = self.buckets[key].get(b)
             if bk is None:
-                bk = self.buckets[key][b] = _Bucket()
-            bk.events += 1
-            if lat is not None and len(bk.lat) < cap:
-                bk.lat.append(lat)
-            h = hops.get(key[-1])
-            if h is not None and len(bk.hop) < cap:
-                bk.hop.append(h)
-            if anomalous:
-                bk.anomalies += 1
-                if len(bk.examples) < self.s.examples:
-                    bk.examples.append(eid)
-                if len(bk.nodes) < 64:
-                    bk.nodes.add(node)
-                if route and len(bk.routes) < 64:
-                    bk.routes.add(str(route))
+                bk = self.buckets[key][b] = Bucket()
+            bk.add(ob, ob.hops.get(key[-1]), self.s)
         self.observed += 1
+
+    def merge(self, t_max: float, parts: Iterable[tuple[tuple[str, ...], int, Bucket]]) -> None:
+        """Add the statistics of a run of events at once, exactly as :meth:`add` of each would.
+
+        ``parts`` are ``(tree node, bucket, Bucket)`` built with :meth:`Bucket.add` from the run
+        (in event order), listed in the order of their first event; ``t_max`` is the run's latest
+        event time.  Valid when no evaluation falls inside the run (the Flink job cuts runs so).
+        """
+        if t_max > self.now:
+            self.now = t_max
+        for key, b, part in parts:
+            if b < self._oldest:
+                continue
+            if len(key) > 1:
+                self.children[key[:-1]].add(key)
+            bk = self.buckets[key].get(b)
+            if bk is None:
+                bk = self.buckets[key][b] = Bucket()
+            bk.merge(part, self.s)
+            if len(key) == 1:
+                self.observed += part.events
 
     def _range(self, key: tuple[str, ...], lo: int, hi: int) -> _Stats:
         st = _Stats()
@@ -313,8 +383,8 @@ class Correlator:
                 st.hop.extend(bk.hop)
                 if len(st.examples) < self.s.examples:
                     st.examples.extend(bk.examples[: self.s.examples - len(st.examples)])
-                st.nodes |= bk.nodes
-                st.routes |= bk.routes
+                st.nodes.update(bk.nodes)
+                st.routes.update(bk.routes)
         return st
 
     def _bounds(self) -> tuple[int, int, int]:

@@ -11,6 +11,8 @@ mailpulse's own: ``mailpulse_events_total{site,node,kind}``,
 ``mailpulse_anomalies_total{site,node,kind,route}``, ``mailpulse_probe_latency_seconds{site,node,route}``,
 ``mailpulse_probe_outcomes_total{site,node,route,outcome}``, ``mailpulse_probe_psnr_db{site,node,route}``,
 ``mailpulse_node_online{site,node}``, ``mailpulse_node_spool_depth{site,node}``,
+``mailpulse_node_quarantined{site,node,source}`` (inputs a node's source skipped, with the reason in
+the node's quarantine file), ``mailpulse_node_source_restarts{site,node,source}``,
 ``mailpulse_incidents_open``, ``mailpulse_ingest_duplicates_total``, ``mailpulse_ingest_lag_seconds``,
 ``mailpulse_alerts_sent_total{kind}``, ``mailpulse_alerts_suppressed_total``.
 
@@ -52,6 +54,11 @@ class Metrics:
                             ["site", "node"], registry=r)
         self.spool = Gauge("mailpulse_node_spool_depth", "Events waiting in the node's spool.", ["site", "node"],
                            registry=r)
+        self.quarantined = Gauge("mailpulse_node_quarantined", "Inputs a node's source skipped since the node started "
+                                 "(recorded with the reason in its quarantine).", ["site", "node", "source"],
+                                 registry=r)
+        self.restarts = Gauge("mailpulse_node_source_restarts", "Restarts of a node's source (or prober) thread after "
+                              "it failed, since the node started.", ["site", "node", "source"], registry=r)
         self.incidents = Gauge("mailpulse_incidents_open", "Open incidents.", registry=r)
         self.duplicates = Counter("mailpulse_ingest_duplicates_total", "Events dropped as duplicates (replays).",
                                   registry=r)
@@ -90,6 +97,15 @@ class Metrics:
         spool = (doc or {}).get("spool") or {}
         if isinstance(spool.get("depth"), int | float):
             self.spool.labels(site, node).set(spool["depth"])
+        quarantine = (doc or {}).get("quarantine") or {}
+        by_source = quarantine.get("by_source") if isinstance(quarantine, dict) else None
+        for source, n in (by_source or {}).items() if isinstance(by_source, dict) else ():
+            if isinstance(n, int | float):
+                self.quarantined.labels(site, node, str(source)).set(n)
+        restarts = (doc or {}).get("restarts")
+        for source, n in restarts.items() if isinstance(restarts, dict) else ():
+            if isinstance(n, int | float):
+                self.restarts.labels(site, node, str(source)).set(n)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,6 +20,7 @@ where nodes pick it up and hot-swap it.
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,8 @@ def _archive_arrays(folder: str | os.PathLike[str]) -> tuple[npt.NDArray[np.floa
     labels: list[int | None] = []
     for ev in read_events(folder):
         x = ev.get("x")
-        if isinstance(x, list) and len(x) == F.D:
+        # vectors of another feature schema mean other things (slots, units, outcome codes)
+        if ev.get("schema") == F.SCHEMA_VERSION and isinstance(x, list) and len(x) == F.D:
             rows.append([float(v) for v in x])
             lab = ev.get("label")
             labels.append(None if lab is None else int(bool(lab)))
@@ -109,9 +111,10 @@ def retrain_from_archive(folder: str | os.PathLike[str], current: TrainedModel |
     return res.model, guard
 
 
-def publish_model(model_file: str | os.PathLike[str], site: str, host: str, port: int = 1883, *,
-                  username: str | None = None, password: str | None = None, tls: bool = False,
-                  ca_file: str | None = None, timeout: float = 10.0) -> str:
+def publish_model(model_file: str | os.PathLike[str], site: str, host: str, port: int = 8883, *,
+                  username: str | None = None, password: str | None = None, tls: bool = True,
+                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
+                  timeout: float = 10.0) -> str:
     """Validate ``model_file`` and publish it retained to the site's model topic; returns the topic."""
     import paho.mqtt.client as mqtt
 
@@ -119,7 +122,7 @@ def publish_model(model_file: str | os.PathLike[str], site: str, host: str, port
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
     data = path.read_bytes()
-    load_model(data)  # raises UserError naming the problem
+    load_model(data).check_node_schema(f"model file {path}")  # raises UserError naming the problem
     try:
         topic = T.model_topic(site)
     except ValueError as e:
@@ -128,7 +131,7 @@ def publish_model(model_file: str | os.PathLike[str], site: str, host: str, port
     if username:
         client.username_pw_set(username, password)
     if tls:
-        client.tls_set(ca_certs=ca_file)
+        client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
     done = threading.Event()
     result: dict[str, Any] = {}
 
@@ -145,6 +148,9 @@ def publish_model(model_file: str | os.PathLike[str], site: str, host: str, port
     client.on_publish = on_publish
     try:
         client.connect(host, port, 30)
+    except ssl.SSLError as e:
+        raise UserError(f"TLS with the MQTT broker {host}:{port} failed ({e.reason or e}); check the CA and the "
+                        "client certificate") from None
     except OSError as e:
         raise UserError(f"MQTT broker {host}:{port} is not reachable ({e})") from None
     client.loop_start()

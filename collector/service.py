@@ -25,6 +25,7 @@ from mailpulse.config.collector import CollectorConfig
 from .alerts import AlertManager
 from .archive import ArchiveWriter
 from .correlate import Change, Correlator
+from .flink.feed import IncidentFeed, as_change
 from .ingest import Batch, Dedup, IngestProcessor, MqttIngest, load_index
 from .metrics import Metrics
 from .retrain import publish_model, retrain_from_archive
@@ -65,7 +66,7 @@ class Collector:
             self.alerts.on_sent = lambda kind: self.metrics.alerts.labels(kind).inc()
         self.web: DashboardServer | None = None
         if cfg.web.enabled:
-            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web.host, cfg.web.port)
+            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web)
             if self.alerts is not None and not cfg.alerts.dashboard_url:
                 cfg.alerts.dashboard_url = self.web.url
         self.ingest = MqttIngest(cfg.mqtt, self.processor, self.on_batch)
@@ -80,6 +81,9 @@ class Collector:
         self.first_batch_at: float | None = None
         self.current_model: Any = None   # the last model this collector published (the guard's reference)
         self.last_batch_at: float | None = None
+        # [flink] incidents_dir: the incidents of the Flink job (all shards) replace this collector's own
+        self.flink_feed = IncidentFeed(cfg.flink.incidents_dir) if cfg.flink.incidents_dir else None
+        self._flink_open: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -142,7 +146,9 @@ class Collector:
             self.hub.publish("stats", dict(st))
 
     def evaluate(self) -> list[Change]:
-        """Run the correlation now and publish its changes."""
+        """Run the correlation now (or take the Flink job's new incident changes) and publish them."""
+        if self.flink_feed is not None:
+            return self._publish([as_change(r) for r in self.flink_feed.poll() if r["type"] == "change"], {})
         with self.corr_lock:
             changes = self.correlator.evaluate()
             heat = self.correlator.heatmap()
@@ -151,6 +157,14 @@ class Collector:
         self.metrics.incidents.set(n_open)
         self.state.heatmap = heat
         self.hub.publish("heatmap", heat)
+        return self._publish(changes, series)
+
+    def _publish(self, changes: list[Change], series: dict[str, Any]) -> list[Change]:
+        """Incident changes to the dashboard, its live clients and the alerts."""
+        if self.flink_feed is not None:
+            self._flink_open.update({c.incident["id"] for c in changes if c.kind == "opened"})
+            self._flink_open.difference_update({c.incident["id"] for c in changes if c.kind == "resolved"})
+            self.metrics.incidents.set(len(self._flink_open))
         for ch in changes:
             self.changes.append(ch)
             self.state.set_incident(ch.incident)
@@ -174,7 +188,7 @@ class Collector:
         now = time.time()
         with self.archive_lock:
             self.archive.tick()
-        due = now - self._last_eval >= self.cfg.correlate.eval_interval_s
+        due = self.flink_feed is not None or now - self._last_eval >= self.cfg.correlate.eval_interval_s
         quick = self._new_anomalies and now - self._last_eval >= 0.25
         if due or quick:
             self._last_eval = now
@@ -208,7 +222,7 @@ class Collector:
                 m = self.cfg.mqtt
                 for site in r.sites:
                     publish_model(path, site, m.host, m.port, username=m.username, password=m.password, tls=m.tls,
-                                  ca_file=m.ca_file)
+                                  ca_file=m.ca_file, cert_file=m.cert_file, key_file=m.key_file)
         self.retrain_log.append(entry)
         return [entry]
 

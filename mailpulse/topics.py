@@ -127,15 +127,21 @@ def parse_topic(topic: str) -> ParsedTopic:
     raise ValueError(f"topic {topic!r} is not a mailpulse v1 topic")
 
 
+def node_user(site: str, node: str) -> str:
+    """The MQTT user name of a node: ``<site>.<node>`` (ids never hold ``.``, so two nodes of
+    different sites never share a user, and so never an ACL)."""
+    return f"{check_id(site, 'site')}.{check_id(node, 'node')}"
+
+
 def node_acl(site: str, node: str, user: str | None = None) -> list[str]:
-    """Lines of a Mosquitto ACL file for one node's MQTT user (default user name = node id).
+    """Lines of a Mosquitto ACL file for one node's MQTT user (default :func:`node_user`).
 
     The node may write its own events, anomalies, status and discovery topics, and read the fleet's
     status and the site's model; nothing else (so it cannot publish as another node).
     """
     t = NodeTopics(site, node)
     return [
-        f"user {user or node}",
+        f"user {user or node_user(site, node)}",
         f"topic write {t.base}/#",
         f"topic read {t.fleet_status}",
         f"topic read {t.model}",
@@ -145,6 +151,8 @@ def node_acl(site: str, node: str, user: str | None = None) -> list[str]:
 
 def collector_acl(user: str) -> list[str]:
     """ACL lines for a central consumer: read everything of mailpulse, write the model topics."""
+    if not user or any(c.isspace() for c in user):
+        raise ValueError(f"MQTT user {user!r} must be a non-empty name without spaces")
     return [f"user {user}", f"topic read {PREFIX}/#", f"topic write {PREFIX}/+/model", f"topic read {HA_PREFIX}/#"]
 
 
@@ -196,6 +204,6 @@ def ha_discovery(site: str, node: str, sw_version: str = "") -> dict[str, dict[s
 
 __all__ = [
     "CHANNELS", "HA_PREFIX", "HA_SENSORS", "PAYLOAD_SCHEMA", "PREFIX", "SUBSCRIPTIONS", "NodeTopics",
-    "ParsedTopic", "check_id", "collector_acl", "ha_discovery", "model_topic", "node_acl", "parse_topic",
+    "ParsedTopic", "check_id", "collector_acl", "ha_discovery", "model_topic", "node_acl", "node_user", "parse_topic",
     "status_wildcard",
 ]

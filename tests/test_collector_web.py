@@ -7,16 +7,17 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from collector_synth import stream
+from mailpulse.collector.pki import spki_sha256
 from mailpulse.collector.service import Collector
-from test_collector_ingest import collector_cfg, delivery, envelope, node_client, publish
+from test_collector_ingest import collector_cfg, delivery, envelope, node_client, publish, web_client
 
 from mailpulse import topics as T
+from mailpulse.lab.webclient import WebClient
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "build" / "artifacts"
@@ -39,8 +40,10 @@ def test_dashboard_live_in_chromium(broker: Any, tmp_path: Path) -> None:
     try:
         assert col.ingest.wait_connected()
         assert col.web is not None
+        web = web_client(col)
+        assert WebClient(col.web.url, web.ca_file).request("")[0] == 401
         # the SSE stream speaks text/event-stream and starts with the state
-        with urllib.request.urlopen(col.web.url + "events", timeout=5) as r:
+        with web.open("events", timeout=5) as r:
             assert r.headers["Content-Type"] == "text/event-stream"
             assert r.readline().startswith(b"retry:")
             assert r.readline() == b"event: state\n"
@@ -48,9 +51,16 @@ def test_dashboard_live_in_chromium(broker: Any, tmp_path: Path) -> None:
                                                 "model_version": "m-test", "spool": {"depth": 3}}).encode(),
                 retain=True)
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            # HTTPS with the deployment's own CA: chromium trusts exactly the dashboard's key (pinned),
+            # and logs in with basic auth like a person would
+            assert col.cfg.web.cert_file is not None
+            pin = spki_sha256(Path(col.cfg.web.cert_file).read_bytes())
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=[*ARGS, f"--ignore-certificate-errors-spki-list={pin}"])
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                ctx = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                          http_credentials={"username": web.user or "", "password": web.password or ""})
+                page = ctx.new_page()
                 page.goto(col.web.url)
                 page.wait_for_function("document.getElementById('conn').textContent === 'live'", timeout=15000)
                 page.wait_for_selector("#fleet td.online", timeout=10000)

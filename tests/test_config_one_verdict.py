@@ -73,7 +73,7 @@ CASES = {
     "empty broker host": Case(node(body='[mqtt]\nhost = ""\n'), False),
     "boolean of the wrong type": Case(node(body='[mqtt]\ntls = "yes"\n'), False),
     "password in the config file": Case(node(SECRETS_FILE, '[mqtt]\npassword = "x"\n'), False, {"mqtt_password": "x"}),
-    "ca_file without TLS": Case(node(body='[mqtt]\nca_file = "{d}/ca.pem"\n'), False),
+    "ca_file without TLS": Case(node(body='[mqtt]\ntls = false\nca_file = "{d}/ca.pem"\n'), False),
     "fleet timeout shorter than a heartbeat": Case(node(body="[fleet]\nheartbeat_s = 10\ntimeout_s = 5\n"), False),
     "probe poll longer than its timeout": Case(
         node(SECRETS_FILE, ROUTE + "timeout_s = 1.0\npoll_interval_s = 2.0\n"), False, IMAP),

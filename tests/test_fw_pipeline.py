@@ -126,10 +126,11 @@ def test_replay_cli_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
     m = re.fullmatch(r"lines (\d+) events (\d+) sent (\d+) deferred (\d+) bounced (\d+) expired (\d+) "
-                     r"unparsed (\d+) lines_per_s (\d+)", out[0])
+                     r"unparsed (\d+) lines_per_s (\d+) deliverable (\d+) undeliverable (\d+)", out[0])
     assert m, out
     assert [int(v) for v in m.groups()[:7]] == [exp.lines, exp.events, exp.status["sent"], exp.status["deferred"],
                                                 exp.status["bounced"], exp.status["expired"], 0]
+    assert [int(v) for v in m.groups()[8:]] == [exp.status["deliverable"], exp.status["undeliverable"]]
 
 
 def test_replay_cli_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,8 @@ from mailpulse.pi_firmware.postfix import PostfixParser, parse_lines
 from mailpulse.pi_firmware.spool import Spool
 from mailpulse.pi_firmware.synthlog import Expected, generate
 
+from mailpulse import features as F
+
 SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 
 LOG = """\
@@ -49,7 +51,7 @@ def test_join_and_fields() -> None:
     assert evs[3].dsn == "4.4.1" and evs[3].size == 4567     # expired: the still deferred recipient
     assert evs[4].sender is None and evs[4].queue_id == "4V6JZg0FYXz9sDN"   # long queue id, no join
     assert c.lines == 15 and c.events == 6 and c.unparsed == 2   # the garbage and the broken status line
-    assert c.status == {"sent": 3, "deferred": 1, "bounced": 1, "expired": 1}
+    assert c.status == {"sent": 3, "deferred": 1, "bounced": 1, "expired": 1, "deliverable": 0, "undeliverable": 0}
     assert c.used == 2 + 6 and c.ignored == 5   # cleanup + qmgr from= + 6 event lines; removed is "ignored"
     assert c.lines == c.ignored + c.unparsed + c.used
 
@@ -62,7 +64,7 @@ def test_event_ids_are_deterministic_and_unique() -> None:
     assert len({e.id for e in a}) == len(a)
     assert not {e.id for e in a} & {e.id for e in c}
     p = a[0].payload()
-    assert p["schema"] == 1 and p["kind"] == "delivery" and len(p["x"]) == 8 and p["fields"]["to"] == "b@y.org"
+    assert p["schema"] == F.SCHEMA_VERSION and p["kind"] == "delivery" and len(p["x"]) == 8 and p["fields"]["to"] == "b@y.org"
 
 
 def test_rfc3164_timestamps_are_local_time() -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mailpulse.collector.provision import init_deployment
 from mailpulse.pi_firmware import image as img
 from packaging.utils import parse_wheel_filename
 
@@ -849,3 +850,54 @@ def test_download_deps_for_the_pi(tmp_path: Path) -> None:
     assert "aarch64" in names["pillow"] and "cp311" in names["pillow"]
     assert not img.wheel_fits(names["pillow"], img.Target("3.13", "aarch64"))
     assert sys.platform != "linux" or "x86_64" not in names["pillow"]
+
+
+def test_flash_a_node_bundle_from_collector_add_node(bases: dict[str, Path], project_wheel: Path, unit_file: Path,
+                                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``image flash --bundle``: the folder ``collector add-node`` wrote (config naming
+    /etc/mailpulse/{ca.crt,node.crt,node.key}, secrets) goes onto the card; first boot installs the
+    TLS files 0600 for the service user and takes the key off the FAT first."""
+    import pip
+
+    dep = init_deployment(tmp_path / "deploy", hosts=["broker.example.org"], nodes=[("lon1", "pi-07")])
+    bundle = dep.node_dir("lon1", "pi-07")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for n in ("numpy-2.1.3-py3-none-any.whl", "pillow-11.0.0-py3-none-any.whl", "paho_mqtt-2.1.0-py3-none-any.whl",
+              "pydantic-2.11.0-py3-none-any.whl"):
+        fake_wheel(wheels, n)
+    shutil.copy2(project_wheel, wheels)
+    out = tmp_path / "bundle.img"
+    assert mailpulse_main(["image", "flash", str(bases["bookworm"]), "--bundle", str(bundle), "--out", str(out),
+                           "--wheels", str(wheels), "--unit", str(unit_file)]) == 0
+    capsys.readouterr()
+    assert mailpulse_main(["image", "inspect", "--json", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["node"]["node_id"] == "pi-07" and "mailpulse/node.key" in info["secrets_on_fat"]
+    fat = Fat(out)
+    cfg = tomllib.loads(fat.text("mailpulse/node.toml"))
+    assert cfg["mqtt"]["url"] == "mqtts://broker.example.org:8883" and cfg["mqtt"]["username"] == "lon1.pi-07"
+    assert cfg["mqtt"]["key_file"] == "/etc/mailpulse/node.key"
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    _run("mcopy", "-s", "-n", "-i", f"{out}@@{fat.offset}", "::mailpulse", boot, env=fat.env)
+    shims, state, root = tmp_path / "shims", tmp_path / "state", tmp_path / "root"
+    for d in (shims, state, root / "var/log"):
+        d.mkdir(parents=True)
+    for name, body in SHIMS.items():
+        (shims / name).write_text("#!/bin/sh\n" + body)
+        (shims / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "MAILPULSE_FIRSTBOOT_ROOT": str(root),
+           "SHIM_LOG": str(tmp_path / "shim.log"), "SHIM_STATE": str(state), "REAL_PYTHON": sys.executable,
+           "PIP_DIR": str(Path(pip.__file__).parent)}
+    p = subprocess.run(["sh", str(boot / "mailpulse/setup.sh")], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (root / "var/log/mailpulse-firstboot.log").read_text()
+    for name in ("ca.crt", "node.crt", "node.key", "secrets.toml"):
+        on_pi = root / "etc/mailpulse" / name
+        assert on_pi.read_bytes() == (bundle / name).read_bytes() and on_pi.stat().st_mode & 0o777 == 0o600
+        assert not (boot / "mailpulse" / name).exists()
+    # a bundle whose config names a TLS file elsewhere, or lacks one, is one sentence
+    (bundle / "node.key").unlink()
+    assert mailpulse_main(["image", "flash", str(bases["bookworm"]), "--bundle", str(bundle), "--out",
+                           str(tmp_path / "x.img"), "--wheels", str(wheels), "--unit", str(unit_file)]) == 2
+    assert "has no node.key" in capsys.readouterr().err

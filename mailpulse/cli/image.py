@@ -28,7 +28,10 @@ def add_image(p: argparse.ArgumentParser) -> None:
                        description="Write a stock Raspberry Pi OS image with a node's firmware, config and first-boot setup.\n"
                                    "Only the FAT boot partition is changed (mtools, no mounting, no root). See docs/provisioning.md.")
     f.add_argument("base", type=Path, help="stock Raspberry Pi OS image, .img or .img.xz")
-    f.add_argument("--config", type=Path, required=True, help="node config (TOML); with --batch: the template every row fills in")
+    f.add_argument("--config", type=Path, help="node config (TOML); with --batch: the template every row fills in")
+    f.add_argument("--bundle", type=Path, metavar="DIR", help="a node's folder from 'mailpulse collector add-node': "
+                                                              "its node.toml, secrets.toml and TLS files (CA, client "
+                                                              "certificate and key) go onto the card")
     out = f.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", type=Path, help="write the image to this file")
     out.add_argument("--device", type=Path, help="write the image to this card (/dev/sdX, /dev/mmcblkN)")
@@ -79,6 +82,15 @@ def _confirm(question: str) -> bool:
 
 
 def cmd_flash(a: argparse.Namespace) -> int:
+    files: dict[str, bytes] = {}
+    if a.bundle is not None:
+        if a.batch:
+            raise UserError("--bundle is one node's folder: flash enrolled nodes one by one (--out or --device)")
+        a.config = a.config or a.bundle / "node.toml"
+        a.secrets = a.secrets or a.bundle / "secrets.toml"
+        files = img.bundle_files(a.bundle, img.read_text(a.config, "node config"), str(a.config))
+    if a.config is None:
+        raise UserError("give the node config with --config FILE (or a node's folder with --bundle DIR)")
     overrides: dict[str, str] = {}
     for item in a.set:
         key, eq, value = item.partition("=")
@@ -95,7 +107,8 @@ def cmd_flash(a: argparse.Namespace) -> int:
             raise UserError("--hostname names one node: give a hostname column in the CSV for --batch")
         nodes = img.read_nodes_csv(a.batch, a.config, **{k: v for k, v in common.items() if k != "hostname"})
     else:
-        nodes = [img.make_node(img.read_text(a.config, "node config"), str(a.config), overrides=overrides, **common)]
+        nodes = [img.make_node(img.read_text(a.config, "node config"), str(a.config), overrides=overrides, files=files,
+                               **common)]
     unit = img.read_unit(a.unit, a.venv)
     sha = img.expected_sha256(a.sha256)
     if a.device:

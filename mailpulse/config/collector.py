@@ -1,8 +1,8 @@
 """The collector's configuration: one TOML file, built like the node's (:mod:`mailpulse.config.node`).
 
 Every key is optional except ``[archive] dir``; every key, with its type, default and meaning, is in
-``docs/config.md``.  Passwords come from environment variables named in the file
-(``[mqtt] password_env``, ``[alerts] password_env``).
+``docs/config.md``.  Passwords come from the secrets file (``secrets_file``, mode 0600, written by
+``mailpulse collector init``) or from environment variables named in the file (``*_env``).
 
 :func:`check_config` returns every problem as one sentence; :func:`load_config` raises
 :class:`~mailpulse.errors.UserError` with the first one.
@@ -22,18 +22,20 @@ from mailpulse.errors import UserError
 from .base import (
     Address,
     BrokerSettings,
+    FileHere,
     Host,
     Id,
     ParamsName,
     Port,
     SecretSource,
     Section,
+    read_secrets,
     read_toml,
     secret_field,
 )
 from .validation import validate
 
-__all__ = ["AlertSettings", "ArchiveSettings", "CollectorConfig", "CorrelateSettings", "MqttSettings",
+__all__ = ["SECRET_KEYS", "AlertSettings", "ArchiveSettings", "CollectorConfig", "CollectorSettings", "CorrelateSettings", "FlinkSettings", "MqttSettings",
            "RetrainSettings", "WebSettings", "check_config", "load_config", "parse_config"]
 
 
@@ -125,11 +127,51 @@ class AlertSettings(Section):
 
 
 class WebSettings(Section):
-    """``[web]``: the live dashboard and ``/metrics``."""
+    """``[web]``: the live dashboard, ``/api/state`` and ``/metrics``.
+
+    Secure by default: served over TLS (``cert_file``/``key_file``, made by ``collector init``)
+    and only to a client that authenticates (HTTP basic auth, or the password alone as a bearer
+    token): the dashboard credential (``username``) may read everything, the metrics credential
+    (``metrics_username``, for Prometheus) only ``/metrics``.  ``auth = false`` and ``tls = false``
+    must be said explicitly; the log and the page then say so.
+    """
 
     enabled: bool = Field(True, description="Serve the dashboard.")
     host: Host = Field("127.0.0.1", description="Address to listen on.")
-    port: int = Field(8080, ge=0, le=65535, description="Port to listen on (0: any free port).")
+    port: int = Field(8443, ge=0, le=65535, description="Port to listen on (0: any free port).")
+    tls: bool = Field(True, description="Serve HTTPS with `cert_file`/`key_file` (the default). `false`: plain HTTP, "
+                                        "for a TLS-terminating proxy in front on the same host.")
+    cert_file: FileHere | None = Field(None, description="Server certificate of the dashboard (PEM; `collector init` "
+                                                         "makes one from the deployment's CA).")
+    key_file: FileHere | None = Field(None, description="Its private key (PEM, mode 0600).")
+    auth: bool = Field(True, description="Require a credential for every request (the default). `false` serves the "
+                                         "dashboard, `/api/state` and `/metrics` to anyone who can connect; the log, "
+                                         "the page and `mailpulse_web_auth_enabled` say so.")
+    username: str = Field("mailpulse", min_length=1, description="User name of the dashboard credential (reads "
+                                                                 "everything).")
+    password: str | None = secret_field("The dashboard password (secrets file `web_password` or `password_env`).")
+    password_env: str = Field("", description="Environment variable holding the dashboard password (else the "
+                                              "secrets file's `web_password`).")
+    metrics_username: str = Field("prometheus", min_length=1, description="User name of the read-only metrics "
+                                                                          "credential (only `/metrics`).")
+    metrics_password: str | None = secret_field("The metrics password (secrets file `web_metrics_password` or "
+                                                "`metrics_password_env`).")
+    metrics_password_env: str = Field("", description="Environment variable holding the metrics password (else the "
+                                                      "secrets file's `web_metrics_password`; none: only the "
+                                                      "dashboard credential reads `/metrics`).")
+    max_sse_clients: int = Field(100, ge=1, description="Most open live-update (SSE) connections; one more is refused "
+                                                        "with 503. One thread serves all of them.")
+    max_connections: int = Field(64, ge=1, description="Most other connections being served or waiting for a worker; "
+                                                       "beyond it a new connection is closed at once.")
+    workers: int = Field(4, ge=1, le=64, description="Threads that serve requests (the thread count does not grow "
+                                                     "with the connections).")
+    request_timeout_s: float = Field(10.0, gt=0, description="A request (TLS handshake, request line and headers) "
+                                                             "not complete within this is cut off.")
+    max_request_bytes: int = Field(16384, ge=1024, description="Largest request line plus headers; requests with a "
+                                                               "body are refused (413).")
+    rate_per_s: float = Field(20.0, gt=0, description="Requests per second per client address (token bucket); "
+                                                      "beyond it 429.")
+    rate_burst: int = Field(60, ge=1, description="Burst of that token bucket.")
 
 
 class RetrainSettings(Section):
@@ -151,8 +193,27 @@ class RetrainSettings(Section):
         return self
 
 
+class CollectorSettings(Section):
+    """``[collector]``: the collector itself (as ``[node]`` is the node)."""
+
+    secrets_file: str = Field("", description="TOML file (mode 0600) with the collector's passwords: `mqtt_password`, "
+                                              "`web_password`, `web_metrics_password`, `alerts_password` "
+                                              "(`collector init` writes it); a key absent there may come from the "
+                                              "environment variable a `*_env` key names.")
+
+
+class FlinkSettings(Section):
+    """``[flink]``: take the incidents from the Flink job (``mailpulse flink run --follow --incidents DIR``)."""
+
+    incidents_dir: str = Field("", description="The Flink job's incident log folder: when set, the dashboard and "
+                                               "alerts show its incidents (of every shard) instead of this "
+                                               "collector's own correlation.")
+
+
 class CollectorConfig(Section):
     """The whole collector configuration (one TOML file)."""
+
+    collector: CollectorSettings = Field(default_factory=CollectorSettings)
 
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     archive: ArchiveSettings
@@ -160,33 +221,74 @@ class CollectorConfig(Section):
     alerts: AlertSettings = Field(default_factory=lambda: AlertSettings(enabled=False))
     web: WebSettings = Field(default_factory=WebSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    flink: FlinkSettings = Field(default_factory=FlinkSettings)
+
+
+#: The keys of the collector's secrets file.
+SECRET_KEYS = ("mqtt_password", "web_password", "web_metrics_password", "alerts_password")
+
+
+def _web_problems(w: WebSettings) -> list[str]:
+    if not w.enabled:
+        return []
+    out = []
+    if w.tls and not (w.cert_file and w.key_file):
+        out.append("[web] tls is on (the default) but cert_file and key_file are not both set: run 'mailpulse "
+                   "collector init' to make them, or set tls = false to serve plain HTTP.")
+    if w.auth and w.password is None:
+        out.append("[web] auth is on (the default) but there is no dashboard password: put web_password in the "
+                   "secrets file or name an environment variable with password_env (or set auth = false to serve "
+                   "the dashboard to anyone).")
+    if w.auth and w.metrics_password is not None and w.metrics_password == w.password:
+        out.append("[web] metrics_password equals the dashboard password: the metrics credential must be a "
+                   "separate one (it may read only /metrics).")
+    return out
 
 
 def _resolve(cfg: CollectorConfig, env: Mapping[str, str]) -> list[str]:
     out: list[str] = []
-    secrets = SecretSource(None, env)
-    cfg.mqtt.password = secrets.get("", cfg.mqtt.password_env, "[mqtt]", "password_env", needed=False, out=out)
-    cfg.alerts.password = secrets.get("", cfg.alerts.password_env, "[alerts]", "password_env", needed=False, out=out)
-    return out
+    values: dict[str, str] | None = {}
+    secrets_file = cfg.collector.secrets_file
+    if secrets_file:
+        try:
+            values = read_secrets(Path(secrets_file))
+        except UserError as e:
+            out.append(f"{e}.")
+            values = None
+    secrets = SecretSource(values, env, f"the secrets file {secrets_file}")
+    cfg.mqtt.password = secrets.get("mqtt_password", cfg.mqtt.password_env, "[mqtt]", "password_env",
+                                    needed=False, out=out)
+    cfg.alerts.password = secrets.get("alerts_password", cfg.alerts.password_env, "[alerts]", "password_env",
+                                      needed=False, out=out)
+    w = cfg.web
+    w.password = secrets.get("web_password", w.password_env, "[web]", "password_env", needed=False, out=out)
+    w.metrics_password = secrets.get("web_metrics_password", w.metrics_password_env, "[web]", "metrics_password_env",
+                                     needed=False, out=out)
+    for key in values or {}:
+        if key not in SECRET_KEYS:
+            out.append(f"the secrets file {secrets_file} has the key {key!r}, which the collector does not use "
+                       f"(known: {', '.join(SECRET_KEYS)}).")
+    return out + _web_problems(w)
 
 
-def parse_config(doc: Any, source: str = "<config>") -> tuple[CollectorConfig | None, list[str]]:
+def parse_config(doc: Any, source: str = "<config>", local: bool = True) -> tuple[CollectorConfig | None, list[str]]:
     """The config of a parsed TOML document and its problems (each one sentence, prefixed with
-    ``source``); None when there are any.  Passwords are read from the environment here."""
-    cfg, errors = validate(CollectorConfig, doc, local=True)
-    if cfg is not None:
+    ``source``); None when there are any.  Passwords are read from the environment here.  With
+    ``local`` false (a config for a pod or another machine) its files and secrets are not looked for here."""
+    cfg, errors = validate(CollectorConfig, doc, local=local)
+    if cfg is not None and local:   # the secrets are in the environment of where it runs
         errors = _resolve(cfg, os.environ)
     return (None if errors else cfg), [f"{source}: {e}" for e in errors]
 
 
-def check_config(path: str | os.PathLike[str]) -> list[str]:
+def check_config(path: str | os.PathLike[str], local: bool = True) -> list[str]:
     """Every problem of a config file, one sentence each (empty when it is valid)."""
     p = Path(path)
     try:
         doc = read_toml(p, "config file")
     except UserError as e:
         return [f"{e}."]
-    return parse_config(doc, str(p))[1]
+    return parse_config(doc, str(p), local)[1]
 
 
 def load_config(path: str | os.PathLike[str]) -> CollectorConfig:
