@@ -474,8 +474,9 @@ class RegisterFile(wiring.Component):
     def _wait_go_err(self, m: Module, acc: _Access, clr: _Clear, res: _PushResult) -> None:
         """The registered decisions of EXEC, and the time-out.
 
-        ``wait_c`` (the access must wait) holds for: a write to a PUSH register or its operands
-        while a pushed sample is pending or in the pipeline; a write to a shadow register, or a
+        ``wait_c`` (the access must wait) holds for: a write to a PUSH register or its operands,
+        or a CTRL write with COMMIT_THRESHOLD (a push is scored with the threshold active when PUSH
+        was written, as the model says), while a pushed sample is pending or in the pipeline; a write to a shadow register, or a
         COMMIT, while a commit is pending (so a COMMIT takes the shadow model as it was when
         COMMIT was written, as the model says); a window write the clear has not passed yet (no
         request is taken at all while the clear zeroes the shadow memories, its first K cycles:
@@ -511,6 +512,7 @@ class RegisterFile(wiring.Component):
         j_shadow = [j for j, r in enumerate(regs) if r.shadow]
         j_ctrl = [j for j, r in enumerate(regs) if r.name == "CTRL"]
         commit_bit = self.regmap["CTRL"].field("COMMIT").lsb
+        threshold_bit = self.regmap["CTRL"].field("COMMIT_THRESHOLD").lsb
         half = self.table_clear_cycles // 2
         wait_c = Signal(name="wait_c")
         window_waits: Value = Const(0, 1)
@@ -526,7 +528,9 @@ class RegisterFile(wiring.Component):
             window_waits = window_waits | (hits[j] & write & ahead)
         commit_waits = write & ctrl.commit_pending & (
             Cat(*(hits[j] for j in j_shadow)).any() | (Cat(*(hits[j] for j in j_ctrl)).any() & acc.wdata[commit_bit]))
-        m.d.comb += wait_c.eq((write & Cat(*(hits[j] for j in j_operand + j_push)).any() & push_busy)
+        ctrl_hit = Cat(*(hits[j] for j in j_ctrl)).any()
+        m.d.comb += wait_c.eq((write & push_busy & (Cat(*(hits[j] for j in j_operand + j_push)).any()
+                                                    | (ctrl_hit & acc.wdata[threshold_bit])))
                               | commit_waits
                               | window_waits)
         waiting = (acc.state == _State.EXEC) & ~acc.go

@@ -120,8 +120,9 @@ def test_no_sample_enters_during_the_clear_after_reset(name: str) -> None:
 
 def test_stalled_result_stream_bounds_every_access() -> None:
     """Result stream stalled, pipeline full: a PUSH and a COMMIT stay pending; every access that
-    would wait for them is answered with an error after WAIT_LIMIT cycles and does nothing, the
-    others (reads, COMMIT_THRESHOLD, CLEAR_ERROR) answer at once - all as the model says.  When
+    would wait for them (COMMIT_THRESHOLD too: it waits for the PUSH) is answered with an error
+    after WAIT_LIMIT cycles and does nothing, the others (reads, CLEAR_ERROR) answer at once - all
+    as the model says.  When
     the stream flows, the stream results come out intact, the commit happens, then the push."""
     p = get_params("small")
     bench = Bench(p)
@@ -155,7 +156,9 @@ def test_stalled_result_stream_bounds_every_access() -> None:
         for a, v in [(rm["THRESHOLD"].address(), 7), (rm["OFFSET"].address(1), 9), (rm["TABLE"].address(3), 11),
                      (rm["CTRL"].address(), CTRL_BITS["COMMIT"] | CTRL_BITS["CLEAR_COUNTERS"])]:
             assert await h.write(a, v)
-        await h.write(rm["CTRL"].address(), CTRL_BITS["COMMIT_THRESHOLD"])     # at once
+        t0 = clock[0]
+        assert await h.write(rm["CTRL"].address(), CTRL_BITS["COMMIT_THRESHOLD"])   # behind the PUSH: an error
+        waited.append(clock[0] - t0)
         await read_all(h, "STATUS", "THRESHOLD", "THRESHOLD_ACTIVE", "OFFSET")
         ctx.set(bench.o_stream.ready, 1)
         model.stall_results(False)

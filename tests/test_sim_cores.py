@@ -10,7 +10,8 @@
 * The scenarios of :mod:`mailpulse.sim.scenarios` on the top of every shipped core (the AXI tops
   through ``bulk.cpp``'s script mode, the register-bus tops through ``bus.cpp``), bit-exact against
   ``EmulatedCore``: the counter wrap, shadow writes between ``COMMIT`` and its copy, and
-  ``COMMIT_THRESHOLD`` racing a push (an RTL defect: strict xfail, see the test).
+  ``COMMIT_THRESHOLD`` racing a push (it found that a COMMIT_THRESHOLD written while a pushed
+  sample was in the core changed that sample's flag: the write now waits for the push).
 * The adversarial recipes reach the corners they are for.
 """
 
@@ -116,15 +117,8 @@ SCENARIO_TOPS = {"streaming": ("axi", "zynq"), "lut": ("axi_lut", "zynq"), "fold
 @pytest.mark.xdist_group("sim_verilator_bus")
 @pytest.mark.parametrize("core", sorted(SCENARIO_TOPS))
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_scenario(core: str, name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_scenario(core: str, name: str, tmp_path: Path) -> None:
     need_verilator()
-    if name == "threshold_race":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "RTL defect found by this scenario: a COMMIT_THRESHOLD written while a pushed sample is in the "
-            "core changes that sample's flag (the core compares with the active threshold at its last stage); "
-            "EmulatedCore scores a push with the threshold active when PUSH was written. Fix (front end, "
-            "hdl/regs.py): a CTRL write with COMMIT_THRESHOLD waits while a pushed sample is pending or in "
-            "flight, as the operand writes do. See docs/verification.md.")))
     top, config = SCENARIO_TOPS[core]
     p = get_params(config)
     exe = build_harness(p, top=top)
