@@ -290,10 +290,11 @@ class RegisterBusHarness(_Harness):
         self.axil = AXI4LiteSlave()
         self.regs.formal_hook = self._regs_props
         self.axil.formal_hook = self._axi_props
-        k = params.k
-        #: Most cycles from a request's handshake to its response: the slave's own cycles, one
-        #: commit copy before the access starts and one while it waits, the wait itself.
-        self.bound = 4 + (k + 3) + 4 + wait_limit + 3 + (k + 3) + 6
+        self.core.formal_hook = self._core_props
+        #: Most cycles from a request's handshake to its response: the wait limit, at most one
+        #: commit copy (K + 3 cycles) or the clear of the shadow memories (K) per request, the
+        #: slave's and the front end's own cycles (proved; 10 fails the induction).
+        self.bound = wait_limit + params.k + 11
         self.age = Signal(range(self.bound + 2), name="age")
         self._fe: dict[str, Any] = {}
         self._axi_state: Signal | None = None
@@ -357,39 +358,111 @@ class RegisterBusHarness(_Harness):
             m.d.sync += pr["access"].waited.eq(0)
         self._bus_invariants(m)
 
+    def _core_props(self, m: Module, pr: dict[str, Any]) -> None:
+        """The core's own invariants that the front end's contract depends on (its registered
+        "pipeline empty" and "push in flight" flags)."""
+        fl, c = pr["flow"], self.core.ctrl
+        check(m, ~Initial(), {
+            "inv: core pipe_empty = no valid stage": fl.pipe_empty == (fl.valid == 0),
+            "inv: core push_inflight = a pushed sample in a stage": fl.push_inflight == ((fl.valid & fl.src_push) != 0),
+            "inv: core buffer count <= 2": fl.fifo_cnt <= 2,
+            "inv: core no sample in flight during the clear": ~c.clearing | fl.pipe_empty,
+            "inv: core load only when drained": ~pr["ld_valid"] | c.drained,
+        })
+
     def _bus_invariants(self, m: Module) -> None:
-        """How long the access has taken so far, by the state of the slave and the front end (added
-        by whichever of the two hooks runs second: both states are known then)."""
+        """How long the request in flight has taken so far, by the state of the slave and the front
+        end (added by whichever of the two hooks runs second: both states are known then).
+
+        ``spent`` counts the cycles the front end held the request up (a commit's copy, the clear
+        of the shadow memories, a copy after the time-out); each phase of the access bounds
+        ``age`` by its own cycles + ``waited`` + ``spent``, and ``spent`` is bounded because a
+        request meets at most one copy (after it, no commit can be pending until the access
+        itself executes) or the clear (no commit is pending then).  Checked from the second
+        cycle (``~Initial()``), so that the induction has every step constrained."""
         st = self._axi_state
         if st is None or not self._fe or self._invariants_added:
             return
         self._invariants_added = True
-        acc = self._fe["access"]
+        if self.fault is not None:
+            return   # they describe the shipped design: a fault job shows that the bound itself fails
+        acc, clr, c, a = self._fe["access"], self._fe["clear"], self.core.ctrl, self.axil.axil
         k = self.params.k
-        fs = acc.state
+        kc = self.params.k      # cycles of the shadow-memory clear
+        fs, age, counting = acc.state, self.age, self._counting
+        assert counting is not None     # set by elaborate, which runs before the hooks
         idle, decode, read, execute, copy = 0, 1, 2, 3, 4
         w_req, w_wait, w_resp, r_req, r_wait, r_resp = 2, 3, 4, 6, 7, 8
         top = 1 << (len(acc.waited) - 1)
         in_req = (st == w_req) | (st == r_req)
         in_wait = (st == w_wait) | (st == r_wait)
-        inv = [
-            st <= 8, fs <= copy, acc.waited <= top, acc.copy_cnt <= k + 1,
-            (fs == copy) | (acc.copy_cnt == 0),
-            ~in_req | (fs == idle) | (fs == copy),
-            ~in_req | (self.age <= 2 + acc.copy_cnt),
-            ~in_wait | (fs != copy) | acc.resume | acc.resp_valid | (self.age <= 3 + acc.copy_cnt),
-            ~(in_wait & (fs == idle)) | acc.resp_valid,
-            ~acc.resp_valid | in_wait,
-            ~acc.go | (fs == execute),
-            ~(fs == copy) | ~acc.resume | in_wait,
-            (st == w_resp) | (st == r_resp) | in_req | in_wait | (self.age <= 1),
-            ~in_wait | (fs == idle) | (fs == copy) | acc.resp_valid
-            | (self.age <= 4 + (k + 3) + 4 + acc.waited + (k + 3)),
-            ~(in_wait & (fs == copy) & acc.resume) | (self.age <= 4 + (k + 3) + 4 + acc.waited + acc.copy_cnt),
-            ~(in_wait & (fs == idle)) | (self.age <= self.bound),
-            ~(in_wait & ((fs == decode) | (fs == read))) | (acc.waited == 0) | (fs != decode),
-        ]
-        check(m, self.started, {f"inv: bus {i}": v for i, v in enumerate(inv)})
+        in_resp = (st == w_resp) | (st == r_resp)
+        start = (a.awvalid & a.awready) | (a.arvalid & a.arready)
+        # cycles the request in flight was held up by the front end (a commit's copy, the clear of
+        # the shadow memories): at most one copy or the clear per request
+        spent = Signal(range(2 * (k + kc) + 16), name="spent")
+        copied = Signal(name="copied")
+        sat = acc.waited[-1]
+        stall = (fs == copy) | (in_req & (acc.start_copy | clr.mem_clearing)) | ((fs == execute) & acc.start_copy & sat)
+        nohit = acc.hits == 0
+        with m.If(start):
+            m.d.sync += [spent.eq(0), copied.eq(0)]
+        with m.Elif(counting & stall & (spent < k + kc + 8)):
+            m.d.sync += spent.eq(spent + 1)
+        with m.If(~start & counting & (fs == copy)):
+            m.d.sync += copied.eq(1)
+        pending = in_req | (in_wait & ((fs == decode) | (fs == read) | (fs == execute) | (fs == copy)))
+        done = in_wait & (fs == idle) | (in_wait & (fs == copy) & ~acc.resume)
+        inv = {
+            "slave state": st <= 8, "front end state": fs <= copy, "waited": acc.waited <= top,
+            "copy count": acc.copy_cnt <= k + 1,
+            "copy count only in COPY": (fs == copy) | (acc.copy_cnt == 0),
+            "a request waits in REQ only with the front end idle or copying": ~in_req | (fs == idle) | (fs == copy),
+            "an access in the front end only while the slave waits for it": (fs == idle) | (fs == copy) | in_wait,
+            "a copy that interrupts an access only while the slave waits": (fs != copy) | ~acc.resume | in_wait,
+            "the slave waits in COPY only for an interrupted access": ~(in_wait & (fs == copy)) | acc.resume,
+            "the slave waits with the front end idle only for the response": ~(in_wait & (fs == idle)) | acc.resp_valid,
+            "a response only while the slave waits": ~acc.resp_valid | in_wait,
+            "a response only with the access done": ~acc.resp_valid | (fs == idle) | ((fs == copy) & ~acc.resume),
+            "go only in EXEC": ~acc.go | (fs == execute),
+            "counting while a request is in flight": ~(pending | done) | counting,
+            "counting only while a request is in flight or answered": ~counting | pending | done | in_resp,
+            "age 0 when not counting": counting | (age == 0),
+            "age in the response": ~in_resp | (age <= self.bound),
+            "mem clear only early in the clear": ~clr.mem_clearing | (clr.clearing & (clr.ccnt < kc)),
+            "mem clear ends at K": clr.mem_clearing | ~clr.clearing | (clr.ccnt >= kc),
+            "clear counter": ~clr.clearing | (clr.ccnt <= self.regs.clear_cycles),
+            "no access during the mem clear": ~clr.mem_clearing | (fs == idle),
+            "no copy during the clear": ~clr.clearing | (fs != copy),
+            "no commit pending during the mem clear": ~clr.mem_clearing | ~c.commit_pending,
+            "no copy seen during the clear": ~clr.clearing | ~copied,
+            "the copy only while drained": (fs != copy) | c.drained,
+            "a copy request only while drained": ~acc.copy_req | c.drained,
+            "after a copy no commit pending until the access executes":
+                ~(copied & pending & (fs != copy)) | ~c.commit_pending | c.commit_done,
+            "a request held up by the clear sees no commit pending":
+                ~(~copied & pending & (fs != copy) & (spent != 0)) | ~c.commit_pending,
+            "spent in a copy": ~(pending & (fs == copy)) | (spent <= acc.copy_cnt + 1),
+            "spent after a copy": ~(copied & pending & (fs != copy)) | (spent <= k + 3),
+            "spent without a copy": ~(~copied & pending & (fs != copy)) | (spent <= kc + 1),
+            "age in REQ": ~in_req | (age <= 1 + spent),
+            "age in DECODE": ~(in_wait & (fs == decode)) | (age <= 2 + spent),
+            "age in READ": ~(in_wait & (fs == read)) | (age <= 3 + spent),
+            "age in EXEC": ~(in_wait & (fs == execute) & ~(sat & nohit)) | (age <= 4 + acc.waited + spent),
+            "age in EXEC after the time-out": ~(in_wait & (fs == execute) & sat & nohit & ~acc.go)
+            | (age <= 5 + acc.waited + spent),
+            "age in EXEC after the time-out, go": ~(in_wait & (fs == execute) & sat & nohit & acc.go)
+            | (age <= 6 + acc.waited + spent),
+            "age in an interrupting COPY": ~(in_wait & (fs == copy) & ~nohit) | (age <= 4 + acc.waited + spent),
+            "age in an interrupting COPY after the time-out": ~(in_wait & (fs == copy) & nohit)
+            | (age <= 5 + acc.waited + spent),
+            "an access to no register waits only after its time-out": ~((fs == execute) & ~acc.go & nohit) | sat,
+            "a copy interrupts an access to no register only after its time-out":
+                ~((fs == copy) & acc.resume & nohit) | sat,
+            "age after EXEC": ~done | (age <= 7 + acc.waited + spent),
+            "age, spent bound": spent <= k + kc + 8,
+        }
+        check(m, ~Initial(), {f"inv: bus {n}": v for n, v in inv.items()})
 
 
 # ---------------------------------------------------------------------------------------------
