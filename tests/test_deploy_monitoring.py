@@ -111,7 +111,8 @@ def test_promtool_unit_tests_of_the_rules() -> None:
 
 def test_every_alert_fires_in_a_unit_test_and_is_silent_in_another() -> None:
     alerts = {r["alert"] for g in rule_groups() for r in g["rules"] if "alert" in r}
-    fired, silent = set(), set()
+    fired: set[str] = set()
+    silent: set[str] = set()
     for f in RULE_TESTS:
         for case in yaml.safe_load(f.read_text())["tests"]:
             for a in case.get("alert_rule_test", []):

@@ -187,7 +187,7 @@ def test_push_waits_behind_a_stalled_stream() -> None:
     rm = model.regmap
     rng = np.random.default_rng(4)
     xs = random_samples(p, rng, 40)
-    got = []
+    got: list[int] = []
 
     async def tb(ctx):
         h = Host(ctx, bench, model)
