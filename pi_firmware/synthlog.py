@@ -58,6 +58,9 @@ def generate(n_lines: int, seed: int = 1, *, rfc3339: bool = False, garbage_ever
     """Yield about ``n_lines`` log lines (each ending in ``\\n``); fill ``expected`` as it goes.
 
     ``garbage_every`` > 0 inserts a line that is not a syslog line every that many lines.
+
+    One generator on purpose (over the ~100-line guide): a single state machine over each message's
+    life in the queue (qmgr, cleanup, delivery attempts, removal), with the expected counts as its state.
     """
     rng = random.Random(seed)
     vrng = random.Random(seed + 1_000_003)   # address-verification probes (apart: the rest stays as it was)

@@ -48,7 +48,10 @@ def _q(text: str) -> str:
 
 
 def generate_package_tcl(params: CoreParams | str = OVERLAY_PARAMS) -> str:
-    """``package_ip.tcl`` for one parameter set."""
+    """``package_ip.tcl`` for one parameter set.
+
+    One template on purpose (over the ~100-line guide): the Tcl text in the order Vivado reads it.
+    """
     p = get_params(params) if isinstance(params, str) else params
     regmap = RegisterMap(p)
     vendor, library, name, version = VLNV.split(":")

@@ -146,7 +146,11 @@ def _pick_stream(y: npt.NDArray[np.int64] | None, n: int, rng: np.random.Generat
 
 def run_core(con: Console, *, quick: bool, data_path: Path, model_path: Path | None, simulator: str | None,
              stack: contextlib.ExitStack, params_name: str = "full") -> CoreOutcome:
-    """Stage 1: Verilog, model, RTL simulation, comparison with the reference model."""
+    """Stage 1: Verilog, model, RTL simulation, comparison with the reference model.
+
+    One function on purpose (just over the ~100-line guide): the stage's steps in the order the user
+    sees them printed.
+    """
     con.heading("1/3  The scorer core: Verilog -> RTL simulation -> bit-exact check")
     params = get_params(params_name)
     rm = RegisterMap(params)
