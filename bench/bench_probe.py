@@ -28,7 +28,8 @@ from pathlib import Path
 
 from mailpulse.pi_firmware.mqtt import MqttSettings, MqttSink
 from mailpulse.pi_firmware.postfix import parse_lines
-from mailpulse.pi_firmware.probe import Prober, ProbeRoute, ProbeSettings, probe_content
+from mailpulse.pi_firmware.probe import Prober, ProbeRoute, ProbeSettings
+from mailpulse.pi_firmware.probemail import probe_content
 from mailpulse.pi_firmware.spool import Spool
 from mailpulse.pi_firmware.synthlog import generate
 

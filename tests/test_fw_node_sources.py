@@ -23,7 +23,8 @@ from mailpulse.pi_firmware.headers import HeaderBlock
 from mailpulse.pi_firmware.mime import MimeLimits
 from mailpulse.pi_firmware.node import Node, PostfixLogSource
 from mailpulse.pi_firmware.postfix import PostfixParser
-from mailpulse.pi_firmware.probe import Integrity, ProbeContent, Prober, ProbeRoute, ProbeSettings, probe_content
+from mailpulse.pi_firmware.probe import Prober, ProbeRoute, ProbeSettings
+from mailpulse.pi_firmware.probemail import Integrity, ProbeContent, probe_content
 from mailpulse.pi_firmware.quarantine import Quarantine
 from prometheus_client.parser import text_string_to_metric_families
 

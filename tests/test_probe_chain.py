@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from mailpulse.pi_firmware.imapwait import idle_wait
 from mailpulse.pi_firmware.postfix import parse_lines
-from mailpulse.pi_firmware.probe import HEIGHT, WIDTH, ProbeError, Prober, ProbeRoute, ProbeSettings
+from mailpulse.pi_firmware.probe import ProbeError, Prober, ProbeRoute, ProbeSettings
+from mailpulse.pi_firmware.probemail import HEIGHT, WIDTH
 from server_fixtures import MailLab
 
 from mailpulse.cli import main

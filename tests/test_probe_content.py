@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mailpulse.pi_firmware.probe import (
+from mailpulse.pi_firmware.probe import ProbeEvent, ProbeRoute
+from mailpulse.pi_firmware.probemail import (
     HEIGHT,
     WIDTH,
     ProbeContent,
-    ProbeEvent,
-    ProbeRoute,
     analyse,
     cached_content,
     compose,
