@@ -9,8 +9,8 @@
 3. Publishing throughput: events/s from ``MqttSink.emit_many`` (spool commit) to PUBACK of the last
    batch, QoS 1, local Mosquitto, for a few batch sizes.
 
-Run: ``.venv/bin/python bench/bench_probe.py [probe]`` (``probe``: the round trip only; root needed for Postfix and Dovecot; parts whose
-servers cannot start are skipped with the reason).
+Run: ``.venv/bin/python bench/bench_probe.py [probe]`` (``probe``: the round trip only; root needed for
+Postfix and Dovecot; parts whose servers cannot start are skipped with the reason).
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def bench_rss(broker: Mosquitto, chain: MailChain | None, tmp: Path, flood: bool
     else:
         lines += ["[probe]", "enabled = false"]
     cfg.write_text("\n".join(lines) + "\n")
-    env = dict(os.environ, BENCH_MQTT_PW=broker.node(SITE, "node-a").client.password, BENCH_IMAP_PW=chain.mailboxes["probe"].password if chain else "")
+    env = dict(os.environ, BENCH_MQTT_PW=broker.node(SITE, "node-a").client.password,
+               BENCH_IMAP_PW=chain.mailboxes["probe"].password if chain else "")
     proc = subprocess.Popen([sys.executable, "-m", "mailpulse", "node", "run", "--config", str(cfg),
                              "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
     peak = 0

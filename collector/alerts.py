@@ -94,7 +94,8 @@ def compose_alert(kind: str, inc: dict[str, Any], sender: str, to: Sequence[str]
         ("Opened", _fmt_t(inc.get("opened"))),
         ("Resolved", _fmt_t(inc.get("resolved")) if inc.get("resolved") else "-"),
         ("Anomalies / events", f"{e.get('anomalies')} / {e.get('events')} in {e.get('window_s')} s"),
-        ("Anomaly rate", f"{e.get('anomaly_rate')} (siblings {e.get('sibling_rate')}, history {e.get('history_rate')})"),
+        ("Anomaly rate",
+         f"{e.get('anomaly_rate')} (siblings {e.get('sibling_rate')}, history {e.get('history_rate')})"),
         ("Latency p50/p90/p99", f"{e.get('latency_p50_s')} / {e.get('latency_p90_s')} / {e.get('latency_p99_s')} s"
                                 f" (history p90 {e.get('history_latency_p90_s')} s)"),
         ("Affected nodes", ", ".join(inc.get("affected_nodes") or []) or "-"),

@@ -707,7 +707,8 @@ def format_incident(inc: dict[str, Any]) -> str:
              f"siblings {e['sibling_rate']}, history {e['history_rate']}); latency p50/p90/p99 "
              f"{e['latency_p50_s']}/{e['latency_p90_s']}/{e['latency_p99_s']} s (history p90 "
              f"{e['history_latency_p90_s']} s)",
-             f"    nodes: {', '.join(inc['affected_nodes']) or '-'}; routes: {', '.join(inc['affected_routes']) or '-'}",
+             f"    nodes: {', '.join(inc['affected_nodes']) or '-'}; "
+             f"routes: {', '.join(inc['affected_routes']) or '-'}",
              f"    examples: {', '.join(e['example_event_ids'])}"]
     return "\n".join(lines)
 

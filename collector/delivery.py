@@ -256,7 +256,8 @@ def _alert(inc: dict[str, Any], severity: str, status: str, ends: float | None, 
         "summary": f"{severity} incident at {ctx.get('relay') or inc['root_cause']}",
         "description": ctx.get("evidence") or (
             f"{e.get('anomalies')}/{e.get('events')} anomalous in {e.get('window_s')} s (rate "
-            f"{e.get('anomaly_rate')}, history {e.get('history_rate')})" + (f"; {e['reason']}" if e.get("reason") else "")),
+            f"{e.get('anomaly_rate')}, history {e.get('history_rate')})"
+            + (f"; {e['reason']}" if e.get("reason") else "")),
         "affected_nodes": ", ".join(inc.get("affected_nodes") or []),
         "affected_routes": ", ".join(inc.get("affected_routes") or []),
         **({"examples": "\n".join(ctx.get("example_lines") or []), "dashboard": ctx.get("link") or url} if ctx else {}),

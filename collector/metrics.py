@@ -110,9 +110,10 @@ class Metrics:
                             ["site", "node"], registry=r)
         self.spool = Gauge("mailpulse_node_spool_depth", "Events waiting in the node's spool.", ["site", "node"],
                            registry=r)
-        self.node_quarantined = Gauge("mailpulse_node_quarantined", "Inputs a node's source skipped since the node started "
-                                 "(recorded with the reason in its quarantine).", ["site", "node", "source"],
-                                 registry=r)
+        self.node_quarantined = Gauge("mailpulse_node_quarantined",
+                                      "Inputs a node's source skipped since the node started "
+                                      "(recorded with the reason in its quarantine).", ["site", "node", "source"],
+                                      registry=r)
         self.restarts = Gauge("mailpulse_node_source_restarts", "Restarts of a node's source (or prober) thread after "
                               "it failed, since the node started.", ["site", "node", "source"], registry=r)
         self.incidents = Gauge("mailpulse_incidents_open", "Open incidents.", registry=r)

@@ -88,7 +88,8 @@ class _Harness(Elaboratable):
 
     @staticmethod
     def free_inputs(m: Module, port: Any, flow: Any) -> None:
-        """Drive every member of ``port`` whose flow is ``flow`` (``In``: the inputs of the design that owns the port) from AnySeq."""
+        """Drive every member of ``port`` whose flow is ``flow`` (``In``: the inputs of the design that
+        owns the port) from AnySeq."""
         for name, member in port.signature.members.items():
             if member.is_port and member.flow == flow:
                 sig = getattr(port, name)
@@ -123,7 +124,8 @@ class StreamCoreHarness(_Harness):
         core = m.submodules.core = self.core
         c = core.ctrl
         self.free_inputs(m, c, wiring.Flow.In)
-        m.d.comb += [core.i_stream.valid.eq(AnySeq(1)), core.i_stream.payload.as_value().eq(AnySeq(len(core.i_stream.payload.as_value()))),
+        payload = core.i_stream.payload.as_value()
+        m.d.comb += [core.i_stream.valid.eq(AnySeq(1)), payload.eq(AnySeq(len(payload))),
                      core.o_stream.ready.eq(AnySeq(1))]
         # the environment: an AXI-Stream source whose tags count the samples it delivers
         i, o = core.i_stream, core.o_stream
@@ -164,7 +166,8 @@ class StreamCoreHarness(_Harness):
             "inv: pipe_empty = no valid stage": fl.pipe_empty == (fl.valid == 0),
             "inv: push_inflight = a pushed sample in a stage": fl.push_inflight == (push_bits != 0),
             "inv: buffer count <= 2": fl.fifo_cnt <= 2,
-            "inv: samples in = out + buffered + in flight": self.in_cnt == (self.out_cnt + fl.fifo_cnt + popcount(stream_bits))[:32],
+            "inv: samples in = out + buffered + in flight":
+                self.in_cnt == (self.out_cnt + fl.fifo_cnt + popcount(stream_bits))[:32],
             "inv: pushes in = out + in flight": self.push_in == (self.push_out + popcount(push_bits))[:32],
             "inv: buffer entry 0 is the next result": (fl.fifo_cnt == 0) | (buf0.tag == self.out_cnt),
             "inv: buffer entry 1 follows it": (fl.fifo_cnt != 2) | (buf1.tag == (self.out_cnt + 1)[:32]),
@@ -177,7 +180,8 @@ class StreamCoreHarness(_Harness):
             later_p = push_bits[s + 1:] if s + 1 < n else Const(0, 1)
             inv[f"inv: stage {s} stream tag"] = ~stream_bits[s] | (
                 pr["tag_pipe"][s] == (self.out_cnt + fl.fifo_cnt + popcount(later))[:32])
-            inv[f"inv: stage {s} push tag"] = ~push_bits[s] | (pr["tag_pipe"][s] == (self.push_out + popcount(later_p))[:32])
+            inv[f"inv: stage {s} push tag"] = ~push_bits[s] | (
+                pr["tag_pipe"][s] == (self.push_out + popcount(later_p))[:32])
         check(m, self.started, inv)
         # the model changes only while no sample is in the pipeline or entering it (COMMIT_THRESHOLD
         # changes the threshold at once, by design)
@@ -270,7 +274,8 @@ class FoldedCoreHarness(_Harness):
         })
         busy = self.past(m, iss.busy | pr["take_push"], "busy")
         p_bank = self.past(m, cs.active_bank, "bank")
-        check(m, self.started & busy, {"atomic swap: the bank holds while a sample is in the lane": cs.active_bank == p_bank})
+        check(m, self.started & busy,
+              {"atomic swap: the bank holds while a sample is in the lane": cs.active_bank == p_bank})
         en, bank = pr["table_write"]
         m.d.comb += Assert(~(en & (bank == cs.active_bank)) | ~(iss.busy | pr["take_push"]),
                            "atomic swap: no write into the active bank with a sample in the lane")
@@ -311,7 +316,8 @@ class RegisterBusHarness(_Harness):
         wiring.connect(m, axil.bus, regs.bus)
         a = axil.axil
         self.free_inputs(m, a, wiring.Flow.In)
-        m.d.comb += [core.i_stream.valid.eq(AnySeq(1)), core.i_stream.payload.as_value().eq(AnySeq(len(core.i_stream.payload.as_value()))),
+        payload = core.i_stream.payload.as_value()
+        m.d.comb += [core.i_stream.valid.eq(AnySeq(1)), payload.eq(AnySeq(len(payload))),
                      core.o_stream.ready.eq(AnySeq(1))]
         # a legal AXI4-Lite master: a valid stays until taken, its payload unchanged
         m.d.comb += [Assume(self.held(m, a.awvalid, a.awready, a.awaddr, "aw")),
@@ -321,7 +327,8 @@ class RegisterBusHarness(_Harness):
                                       core.i_stream.payload.as_value(), "in"))]
         # the slave: a response stays until taken
         m.d.comb += [Assert(self.held(m, a.bvalid, a.bready, a.bresp, "b"), "AXI: bvalid/bresp hold until taken"),
-                     Assert(self.held(m, a.rvalid, a.rready, Cat(a.rdata, a.rresp), "r"), "AXI: rvalid/rdata hold until taken")]
+                     Assert(self.held(m, a.rvalid, a.rready, Cat(a.rdata, a.rresp), "r"),
+                            "AXI: rvalid/rdata hold until taken")]
         c = regs.ctrl
         # the contract the core harnesses assume, kept by the front end
         push_held = self.held(m, c.push_valid, c.push_ready, Cat(c.push_tag, c.push_features), "push")

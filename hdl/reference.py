@@ -183,11 +183,12 @@ class EmulatedCore:
     the pipeline is full, so nothing gets through it.  Then a PUSH stays pending
     (``STATUS.PUSH_PENDING``, no result) and a COMMIT stays pending (``STATUS.COMMIT_PENDING``,
     nothing swapped); an access that would have to wait for them - a write to ``PUSH``,
-    ``FEATURE`` or ``TAG``, or of ``CTRL.COMMIT_THRESHOLD``, behind a pending PUSH, a write to a shadow register or the table
-    window, or a write of ``CTRL.COMMIT``, behind a pending COMMIT - is answered with an error
-    after :data:`~mailpulse.hdl.regmap.WAIT_LIMIT` cycles and does nothing at all (not even the
-    other bits of that ``CTRL`` write); reads always answer.  When the stream flows again, the
-    pending COMMIT takes effect first, then the pending PUSH is scored (with the committed model).
+    ``FEATURE`` or ``TAG``, or of ``CTRL.COMMIT_THRESHOLD``, behind a pending PUSH, a write to a
+    shadow register or the table window, or a write of ``CTRL.COMMIT``, behind a pending COMMIT -
+    is answered with an error after :data:`~mailpulse.hdl.regmap.WAIT_LIMIT` cycles and does
+    nothing at all (not even the other bits of that ``CTRL`` write); reads always answer.  When the
+    stream flows again, the pending COMMIT takes effect first, then the pending PUSH is scored
+    (with the committed model).
     """
 
     def __init__(self, params: CoreParams) -> None:

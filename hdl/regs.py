@@ -476,8 +476,8 @@ class RegisterFile(wiring.Component):
 
         ``wait_c`` (the access must wait) holds for: a write to a PUSH register or its operands,
         or a CTRL write with COMMIT_THRESHOLD (a push is scored with the threshold active when PUSH
-        was written, as the model says), while a pushed sample is pending or in the pipeline; a write to a shadow register, or a
-        COMMIT, while a commit is pending (so a COMMIT takes the shadow model as it was when
+        was written, as the model says), while a pushed sample is pending or in the pipeline; a write
+        to a shadow register, or a COMMIT, while a commit is pending (so a COMMIT takes the shadow model as it was when
         COMMIT was written, as the model says); a window write the clear has not passed yet (no
         request is taken at all while the clear zeroes the shadow memories, its first K cycles:
         a read of one would see what it held before the reset).  Every

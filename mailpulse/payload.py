@@ -276,8 +276,8 @@ class ProbeFields(_Open):
     sent_ms: Count = Field(0, description="Send time (Unix milliseconds).")
     arrived_ms: Count | None = Field(None, description="Arrival time (Unix milliseconds) or null.")
     latency_ms: Annotated[float, Field(ge=-1e12, le=1e12)] | None = Field(None, description="End-to-end latency.")
-    poll_interval_ms: Annotated[float, Field(ge=0, le=1e12)] = Field(0.0, description="Mailbox poll period (0: IMAP IDLE, the arrival "
-                                                                                  "was pushed).")
+    poll_interval_ms: Annotated[float, Field(ge=0, le=1e12)] = Field(
+        0.0, description="Mailbox poll period (0: IMAP IDLE, the arrival was pushed).")
     size: Count = Field(0, description="Probe size in bytes.")
     image_pixels: Count | None = Field(None, description="Pixels of the decoded image.")
     hops: list[Hop] = Field(default_factory=list, max_length=MAX_HOPS, description="Received hops, oldest first.")

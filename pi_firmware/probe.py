@@ -65,7 +65,8 @@ _DELAYS = re.compile(r"\b(?P<qid>[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z
                      r"\bdelay=(?P<delay>[\d.]+), delays=(?P<delays>[\d./]+).*?status=(?P<status>\w+)")
 
 
-def postfix_delays(queue_ids: Sequence[str], logs: Sequence[str], tail_bytes: int = 8 << 20) -> dict[str, dict[str, Any]]:
+def postfix_delays(queue_ids: Sequence[str], logs: Sequence[str],
+                   tail_bytes: int = 8 << 20) -> dict[str, dict[str, Any]]:
     """Postfix ``delay=``/``delays=`` (10 ms resolution) of the given queue ids, from the last
     ``tail_bytes`` of each readable log file (unreadable files are skipped)."""
     want = set(q for q in queue_ids if q)

@@ -123,8 +123,8 @@ def _fetch(ch: MailChain, subject_part: str, timeout: float = 30.0) -> EmailMess
 @pytest.mark.xdist_group("collector-mail")
 def test_alert_arrives_in_a_real_mailbox(chain: MailChain) -> None:
     host, port = chain.smtp
-    s = AlertSettings(smtp_host=host, smtp_port=port, sender="mailpulse@collector.test", to=[chain.mailboxes["probe"].address],
-                      dashboard_url="http://127.0.0.1:8080/")
+    s = AlertSettings(smtp_host=host, smtp_port=port, sender="mailpulse@collector.test",
+                      to=[chain.mailboxes["probe"].address], dashboard_url="http://127.0.0.1:8080/")
     am = AlertManager(s)
     am.start()
     inc = _incident()

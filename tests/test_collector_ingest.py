@@ -63,7 +63,8 @@ def publish(c: mqtt.Client, topic: str, payload: bytes, retain: bool = False) ->
 
 
 def delivery(i: int, node: str = "node-a", anomaly: bool = False) -> dict[str, Any]:
-    return {"schema": F.SCHEMA_VERSION, "kind": "delivery", "id": f"{node}-{i:06d}", "node": node, "ts": "2026-11-26T10:00:00.000Z",
+    return {"schema": F.SCHEMA_VERSION, "kind": "delivery", "id": f"{node}-{i:06d}", "node": node,
+            "ts": "2026-11-26T10:00:00.000Z",
             "fields": {"host": "edge", "relay": "mx.example.net[10.0.0.1]:25", "status": "sent", "delay": 1.5,
                        "delays": [0.1, 0.2, 0.3, 0.9]},
             "x": [i % 100, 1, 2, 3, 4, 5, 6, 7], "score": 5, "anomaly": anomaly, "argmax": 0}

@@ -182,8 +182,8 @@ def test_dashboard_keeps_rendering_hostile_payloads(tmp_path: Path) -> None:
                 assert page.evaluate("window.mailpulseRenderErrors || 0") == 0
                 # a reload renders the snapshot (state), hostile rows stored in the state included
                 with col.state.lock:
-                    col.state.fleet["lab/weird"] = {"site": "lab", "node": "weird", "state": {"x": 1}, "ts": "yesterday",
-                                                    "clock_offset_s": [1]}
+                    col.state.fleet["lab/weird"] = {"site": "lab", "node": "weird", "state": {"x": 1},
+                                                    "ts": "yesterday", "clock_offset_s": [1]}
                 page.reload()
                 page.wait_for_function("document.getElementById('conn').textContent === 'live'", timeout=15000)
                 page.wait_for_selector('tr[data-node="lab/weird"]', timeout=10000)

@@ -62,7 +62,8 @@ def test_reset_values_errors_and_rw(name: str) -> None:
             if r.access != "RW":
                 continue
             for i in sorted({0, r.count - 1}):
-                for v in (0xFFFFFFFF, 0x80000000, int(rng.integers(0, 1 << 32)), 1 << (r.fields[-1].lsb + r.fields[-1].width - 1)):
+                top = 1 << (r.fields[-1].lsb + r.fields[-1].width - 1)
+                for v in (0xFFFFFFFF, 0x80000000, int(rng.integers(0, 1 << 32)), top):
                     await h.write(r.address(i), v)
                     await h.read(r.address(i))
         # RO writes: error, sticky BUS_ERROR, value unchanged

@@ -69,7 +69,8 @@ def test_message_and_probe_events_match_the_declaration() -> None:
     for f in sorted((ROOT / "data" / "mail").glob("*.eml")):
         ev, _ = analyse(f.read_bytes(), key=f.name, node="node-a", ts=1_790_000_000.0)
         validate_node_event(dumps(ev.payload()))
-    hops: list[dict[str, Any]] = [{"from": "node-a.lan", "by": "edge.mailpulse.test", "with": "ESMTP", "id": "ABC", "for": "p@x",
+    hops: list[dict[str, Any]] = [{"from": "node-a.lan", "by": "edge.mailpulse.test", "with": "ESMTP", "id": "ABC",
+             "for": "p@x",
              "ip": "10.0.0.1", "timestamp": "2026-11-26T10:00:00.000Z", "delay_s": 0.4,
              "postfix": {"delay": 0.4, "delays": [0.1, 0, 0.1, 0.2]}},
             {"from": "edge.mailpulse.test", "by": "mx.mailpulse.test", "with": "ESMTP", "id": "DEF", "for": None,

@@ -20,9 +20,9 @@
    :class:`Store` (Flink keyed state in the job, dicts in tests).
 
 Output lines (JSON, one per record): ``{"type": "change", "seq", "kind", "incident",
-"previous_severity"}`` for each incident change (``seq`` numbers them from 0), ``{"type": "progress", ...}`` after each segment and ``{"type":
-"final", "incidents": [...], ...}`` at the end of a finished archive (the list that
-``mailpulse correlate --json`` prints).
+"previous_severity"}`` for each incident change (``seq`` numbers them from 0), ``{"type": "progress",
+...}`` after each segment and ``{"type": "final", "incidents": [...], ...}`` at the end of a finished
+archive (the list that ``mailpulse correlate --json`` prints).
 """
 
 from __future__ import annotations

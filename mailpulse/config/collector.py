@@ -165,9 +165,9 @@ class RelaySettings(Section):
 
     names: dict[RelayAddress, RelayName] = Field(
         default_factory=dict, max_length=10000,
-        description="Address to name, e.g. `{ \"127.0.0.1:47627\" = \"relay2\", \"mx.example.net\" = \"mx\" }`. An address "
-                    "is `host:port`, `ip:port`, `host` or `ip` (`[v6]:port` for IPv6); Postfix's `host[ip]:port` matches "
-                    "any of them, most specific first. Unnamed relays show as `host:port`.")
+        description="Address to name, e.g. `{ \"127.0.0.1:47627\" = \"relay2\", \"mx.example.net\" = \"mx\" }`. "
+                    "An address is `host:port`, `ip:port`, `host` or `ip` (`[v6]:port` for IPv6); Postfix's "
+                    "`host[ip]:port` matches any of them, most specific first. Unnamed relays show as `host:port`.")
 
 
 class AlertSettings(Section):

@@ -286,7 +286,8 @@ class Mosquitto(_Daemon):
         self._spawn(argv, self.root / "mosquitto.stdout")
         if not self._ready():
             self.stop()
-            raise ServerError(f"mosquitto did not start: {_tail(self.log_path)} {_tail(self.root / 'mosquitto.stdout')}")
+            raise ServerError(f"mosquitto did not start: {_tail(self.log_path)} "
+                              f"{_tail(self.root / 'mosquitto.stdout')}")
 
     def reload(self) -> None:
         """Re-read the password file and the ACL (SIGHUP), as after ``add-node``/``remove-node``."""
@@ -440,7 +441,8 @@ class Postfix(_Daemon):
             self.stop()
             chk = subprocess.run(["script", "-qc", f"postfix -c {self.etc} check", "/dev/null"],
                                  capture_output=True, text=True)
-            raise ServerError(f"postfix {self.hostname} did not start: {out} {chk.stdout.strip()} {_tail(self.maillog)}")
+            raise ServerError(f"postfix {self.hostname} did not start: {out} {chk.stdout.strip()} "
+                              f"{_tail(self.maillog)}")
 
     def stop(self) -> None:
         if self.proc is None:
