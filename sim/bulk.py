@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.beats import RESULT_BEAT
+from mailpulse.hdl.beats import RESULT_BEAT, RESULT_BYTES, sample_bytes
 from mailpulse.hdl.params import CoreParams, get_params
 from mailpulse.hdl.reference import CoreConfig, ScoreResult, model_writes, score
 from mailpulse.hdl.regmap import RegisterMap
@@ -194,7 +194,7 @@ def build_harness(params_name: str, trace: bool = False) -> Path:
     src = verilog_path("axi", params_name)
     d = harness_dir(params_name, trace)
     exe = d / "bulk"
-    args = [*BULK_VERILATOR_ARGS, *(TRACE_BUILD_ARGS if trace else FAST_BUILD_ARGS)]
+    args = [*BULK_VERILATOR_ARGS, *(TRACE_BUILD_ARGS if trace else FAST_BUILD_ARGS), *beat_size_args(params_name)]
     key = hashlib.sha256(src.read_bytes() + HARNESS.read_bytes() + repr(args).encode()).hexdigest()
     stamp = d / ".mailpulse-stamp"
     with file_lock(d.with_name(d.name + ".lock")):
@@ -203,6 +203,12 @@ def build_harness(params_name: str, trace: bool = False) -> Path:
         verilate_harness(src, d, args)
         stamp.write_text(key)
     return exe
+
+
+def beat_size_args(params_name: str) -> list[str]:
+    """The beat sizes of :mod:`mailpulse.hdl.beats`, as the harness's compile-time constants."""
+    return ["-CFLAGS", f"-DMP_SAMPLE_BYTES={sample_bytes(get_params(params_name))}",
+            "-CFLAGS", f"-DMP_RESULT_BYTES={RESULT_BYTES}"]
 
 
 def verilate_harness(src: Path, d: Path, args: list[str]) -> Path:
@@ -231,7 +237,7 @@ def config_writes(regmap: RegisterMap, cfg: CoreConfig) -> list[tuple[int, int]]
 
 @dataclass
 class HarnessRun:
-    """Raw output of one harness run: result words (N, 4) ``uint32``, their tlast, the counters."""
+    """Raw output of one harness run: result words (N, RESULT_BYTES / 4) ``uint32``, their tlast, the counters."""
 
     words: npt.NDArray[np.uint32]
     tlast: npt.NDArray[np.uint8]
@@ -273,9 +279,10 @@ def _finish_harness(proc: subprocess.Popen[str], t0: float, workdir: Path) -> Ha
     if proc.returncode not in (0, 3):
         raise RuntimeError(f"the bulk harness failed ({proc.returncode}): {err.strip()}")
     words = np.fromfile(workdir / "results.bin", dtype="<u4")
-    m = len(words) // 4
+    wpb = RESULT_BYTES // 4
+    m = len(words) // wpb
     tl = np.fromfile(workdir / "rtlast.bin", dtype=np.uint8)[:m]
-    run = HarnessRun(words[: m * 4].reshape(m, 4), tl, (-1, -1), dt)
+    run = HarnessRun(words[: m * wpb].reshape(m, wpb), tl, (-1, -1), dt)
     if proc.returncode == 0:
         parts = out.split()
         run.counters = (int(parts[parts.index("samples") + 1]), int(parts[parts.index("anomalies") + 1]))
@@ -296,16 +303,16 @@ def run_harness(exe: Path, params: CoreParams, case: Case, workdir: Path, seed: 
 
 def bad_beats(exp: ScoreResult, words: npt.NDArray[np.uint32], rtlast: npt.ArrayLike,
               tlast: npt.ArrayLike) -> npt.NDArray[np.intp]:
-    """Indices of the result beats (N, 4 words) that differ from ``exp`` in any bit, tlast included.
+    """Indices of the result beats (N, RESULT_BYTES / 4 words) that differ from ``exp`` in any bit, tlast included.
 
     Field by field on views of the raw beats (:data:`mailpulse.hdl.beats.RESULT_BEAT`), and no bit
     set outside the fields.  Equivalent to :func:`check_case` finding nothing (same lengths
     assumed), without unpacking the beats.
     """
     beats = RESULT_BEAT.beats(words)
-    bad = RESULT_BEAT.view(beats, "score") != exp.score
+    bad = RESULT_BEAT.get(beats, "score") != exp.score
     bad |= RESULT_BEAT.view(beats, "tag") != exp.tag
-    bad |= RESULT_BEAT.view(beats, "argmax") != exp.argmax
+    bad |= RESULT_BEAT.get(beats, "argmax") != exp.argmax
     bad |= RESULT_BEAT.get(beats, "anomaly") != exp.anomaly
     bad |= RESULT_BEAT.stray(beats)
     bad |= np.asarray(rtlast) != np.asarray(tlast)

@@ -7,8 +7,10 @@
 // usage: bulk WRITES SAMPLES TLAST N RESULTS RTLAST SEED IDLE_PERMILLE BP_PERMILLE
 //             STATUS_ADDR BUSY_MASK SAMPLES_ADDR ANOMALIES_ADDR [TRACE.vcd TRACE_FROM]
 //   WRITES   (addr u32, value u32) little-endian pairs, written in order (the last is CTRL.COMMIT)
-//   SAMPLES  N x 32-byte s_axis beats;  TLAST N bytes (0/1)
-//   RESULTS  N x 16-byte m_axis beats;  RTLAST N bytes
+//   SAMPLES  N x MP_SAMPLE_BYTES-byte s_axis beats;  TLAST N bytes (0/1)
+//   RESULTS  N x MP_RESULT_BYTES-byte m_axis beats;  RTLAST N bytes
+//   (the beat sizes of mailpulse/hdl/beats.py, passed by sim/bulk.py as -D definitions; a port is
+//   copied byte for byte, whether Verilator makes it a QData or a VlWide)
 //   TRACE    VCD written from the cycle sample TRACE_FROM is offered (the AXI4-Lite set-up too when 0);
 //            only in the build with -DMP_TRACE (verilator --trace)
 // stdout: one line "cycles C write_errors E samples S anomalies A comb_outputs K"
@@ -46,6 +48,13 @@
 namespace {
 
 constexpr uint64_t CHECK_CYCLES = 4096;
+#ifndef MP_SAMPLE_BYTES
+#error "MP_SAMPLE_BYTES (bytes per s_axis beat) must be defined"
+#endif
+#ifndef MP_RESULT_BYTES
+#error "MP_RESULT_BYTES (bytes per m_axis beat) must be defined"
+#endif
+constexpr size_t SAMPLE_BYTES = MP_SAMPLE_BYTES, RESULT_BYTES = MP_RESULT_BYTES;
 
 // Clears the clock trigger's previous value when this Verilator names it as 5.0xx does; returns
 // false (and the harness evaluates twice per clock) when the model has no such member.
@@ -127,11 +136,12 @@ struct Sim {
 };
 
 struct StreamOutputs {
-    uint32_t tdata[4];
+    uint8_t tdata[RESULT_BYTES];
     uint8_t tready, tvalid, tlast;
     explicit StreamOutputs(const Vtop* t)
-        : tdata{t->m_axis___05Ftdata[0], t->m_axis___05Ftdata[1], t->m_axis___05Ftdata[2], t->m_axis___05Ftdata[3]},
-          tready(t->s_axis___05Ftready), tvalid(t->m_axis___05Ftvalid), tlast(t->m_axis___05Ftlast) {}
+        : tready(t->s_axis___05Ftready), tvalid(t->m_axis___05Ftvalid), tlast(t->m_axis___05Ftlast) {
+        std::memcpy(tdata, &t->m_axis___05Ftdata, RESULT_BYTES);
+    }
     bool operator==(const StreamOutputs& o) const {
         return tready == o.tready && tvalid == o.tvalid && tlast == o.tlast && std::memcmp(tdata, o.tdata, sizeof tdata) == 0;
     }
@@ -223,7 +233,9 @@ int main(int argc, char** argv) {
     const uint32_t idle = std::strtoul(argv[8], nullptr, 0), bp = std::strtoul(argv[9], nullptr, 0);
     const uint32_t status_addr = std::strtoul(argv[10], nullptr, 0), busy_mask = std::strtoul(argv[11], nullptr, 0);
     const uint32_t samples_addr = std::strtoul(argv[12], nullptr, 0), anom_addr = std::strtoul(argv[13], nullptr, 0);
-    if (samples.size() != n * 32 || tlast.size() != n || writes.size() % 8) {
+    static_assert(sizeof(Vtop::s_axis___05Ftdata) >= SAMPLE_BYTES && sizeof(Vtop::m_axis___05Ftdata) >= RESULT_BYTES,
+                  "the beat sizes do not match the model's ports");
+    if (samples.size() != n * SAMPLE_BYTES || tlast.size() != n || writes.size() % 8) {
         std::fprintf(stderr, "bulk: input sizes do not match N=%zu\n", n);
         return 2;
     }
@@ -246,7 +258,7 @@ int main(int argc, char** argv) {
         if (guard > 100000) { std::fprintf(stderr, "bulk: STATUS stays busy after the commit\n"); return 3; }
     }
 
-    std::vector<uint8_t> results(n * 16), rtlast(n);
+    std::vector<uint8_t> results(n * RESULT_BYTES), rtlast(n);
     size_t in = 0, out = 0;
     uint64_t last_progress = s.cycle;
     const uint64_t stream_start = s.cycle;
@@ -255,8 +267,7 @@ int main(int argc, char** argv) {
     while (out < n) {
         // input beat for this cycle (a beat offered stays offered until accepted: AXI rule)
         if (!valid && in < n && (idle == 0 || rnd() % 1000 >= idle)) {
-            const uint32_t* w = reinterpret_cast<const uint32_t*>(&samples[in * 32]);
-            for (int k = 0; k < 8; ++k) t->s_axis___05Ftdata[k] = w[k];
+            std::memcpy(&t->s_axis___05Ftdata, &samples[in * SAMPLE_BYTES], SAMPLE_BYTES);
             t->s_axis___05Ftlast = tlast[in];
             valid = true;
         }
@@ -274,8 +285,7 @@ int main(int argc, char** argv) {
         }
         const bool in_fire = valid && t->s_axis___05Ftready;
         if (t->m_axis___05Ftvalid && t->m_axis___05Ftready) {
-            uint32_t* r = reinterpret_cast<uint32_t*>(&results[out * 16]);
-            for (int k = 0; k < 4; ++k) r[k] = t->m_axis___05Ftdata[k];
+            std::memcpy(&results[out * RESULT_BYTES], &t->m_axis___05Ftdata, RESULT_BYTES);
             rtlast[out] = t->m_axis___05Ftlast;
             ++out;
             last_progress = s.cycle;
@@ -284,7 +294,7 @@ int main(int argc, char** argv) {
         if (in_fire) { ++in; valid = false; last_progress = s.cycle; }
         if (s.cycle - last_progress > 1000000) {
             std::fprintf(stderr, "bulk: no progress for 1M cycles (%zu in, %zu out of %zu)\n", in, out, n);
-            spit(argv[5], results.data(), out * 16);
+            spit(argv[5], results.data(), out * RESULT_BYTES);
             spit(argv[6], rtlast.data(), out);
             return 3;
         }
@@ -294,7 +304,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 64; ++i) s.tick();
     uint32_t r1 = 0, r2 = 0;
     const uint32_t nsamp = axil_read(s, samples_addr, &r1), nanom = axil_read(s, anom_addr, &r2);
-    spit(argv[5], results.data(), n * 16);
+    spit(argv[5], results.data(), n * RESULT_BYTES);
     spit(argv[6], rtlast.data(), n);
     std::printf("cycles %llu write_errors %u samples %u anomalies %u comb_outputs %u\n", (unsigned long long)s.cycle,
                 errors + (r1 != 0) + (r2 != 0), nsamp, nanom, comb_outputs);
