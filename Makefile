@@ -12,7 +12,8 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(PY) tools/pkgview.py >/dev/null
 	cd build/pkgview && $(CURDIR)/$(VENV)/bin/lint-imports --no-cache --no-logo $(CURDIR)/pyproject.toml
-	cd build/pkgview && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p mailpulse
+# mypy: the package (as one tree) and the tests, whose helpers (conftest, server_fixtures, ...) are top-level modules
+	cd build/pkgview && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml mailpulse $(CURDIR)/tests
 
 test: setup lint
 	$(PY) -m pytest -n 2 --dist loadgroup -q tests

@@ -26,18 +26,20 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
+from mailpulse.collector.provision import open_deployment
 from mailpulse.collector.service import Collector
 
 from mailpulse import topics as T
-from mailpulse.config.collector import AlertSettings, MqttSettings, WebSettings, parse_config
+from mailpulse.config.collector import AlertSettings, CollectorConfig, WebSettings, parse_config
 from mailpulse.lab.servers import MailChain, Mosquitto, make_root, missing_tools
+from mailpulse.lab.webclient import WebClient
 
 SITE = "bench"
 
@@ -57,9 +59,12 @@ def _event(eid: str, node: str, t: float, anomaly: bool, relay: str, sender: str
             "anomaly": anomaly, "argmax": 0, "argmax_feature": "delay_total_ms"}
 
 
-def _client(host: str, port: int, user: str, pw: str, cid: str) -> mqtt.Client:
+def _client(host: str, port: int, deployment: str, user: str, cid: str) -> mqtt.Client:
+    """A client with ``user``'s identity in the deployment (TLS, client certificate, password)."""
+    ident = open_deployment(deployment).client(user)
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
-    c.username_pw_set(user, pw)
+    c.username_pw_set(ident.user, ident.password)
+    c.tls_set(ca_certs=str(ident.ca_file), certfile=str(ident.cert_file), keyfile=str(ident.key_file))
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     c.connect(host, port, 60)
@@ -67,9 +72,9 @@ def _client(host: str, port: int, user: str, pw: str, cid: str) -> mqtt.Client:
     return c
 
 
-def publisher(host: str, port: int, user: str, pw: str, nodes: int, rate: int, seconds: float) -> None:
+def publisher(host: str, port: int, deployment: str, user: str, nodes: int, rate: int, seconds: float) -> None:
     """The separate process: every node publishes one batch of ``rate`` events per second."""
-    c = _client(host, port, user, pw, "bench-publisher")
+    c = _client(host, port, deployment, user, "bench-publisher")
     rng = random.Random(1)
     relays = [f"relay{i}.bench.net" for i in range(8)]
     t_start = time.time()
@@ -96,16 +101,17 @@ def publisher(host: str, port: int, user: str, pw: str, nodes: int, rate: int, s
     print(json.dumps({"published": n, "seconds": time.time() - t_start}), flush=True)
 
 
-def burst_publisher(host: str, port: int, user: str, pw: str, total: int, batch: int = 50) -> None:
+def burst_publisher(host: str, port: int, deployment: str, user: str, total: int, batch: int = 50) -> None:
     """Publish ``total`` events as fast as possible (capacity test), batches of ``batch`` events."""
-    c = _client(host, port, user, pw, "bench-burst")
+    c = _client(host, port, deployment, user, "bench-burst")
     relays = [f"relay{i}.bench.net" for i in range(8)]
     infos = []
     t0 = time.time()
     for b in range(total // batch):
         node = f"n{b % 512:04d}"
         now = time.time()
-        evs = [_event(f"burst-{b}-{k}", node, now, k == 0 and b % 10 == 0, relays[(b + k) % 8], f"host{b % 64}.bench.org")
+        evs = [_event(f"burst-{b}-{k}", node, now, k == 0 and b % 10 == 0, relays[(b + k) % 8],
+                      f"host{b % 64}.bench.org")
                for k in range(batch)]
         infos.append(c.publish(T.NodeTopics(SITE, node).events,
                                json.dumps({"schema": 1, "site": SITE, "node": node, "events": evs}).encode(), qos=1))
@@ -119,14 +125,14 @@ def burst_publisher(host: str, port: int, user: str, pw: str, total: int, batch:
 class SseReader(threading.Thread):
     """Records the arrival time of every ``anomaly`` SSE event by id."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, web: WebClient) -> None:
         super().__init__(daemon=True)
-        self.url = url
+        self.web = web
         self.arrived: dict[str, float] = {}
         self.ready = threading.Event()
 
     def run(self) -> None:
-        with urllib.request.urlopen(self.url, timeout=60) as r:
+        with self.web.open("events", timeout=60) as r:
             ev = ""
             for raw in r:
                 line = raw.decode().rstrip("\n")
@@ -136,6 +142,24 @@ class SseReader(threading.Thread):
                         self.ready.set()
                 elif line.startswith("data: ") and ev == "anomaly":
                     self.arrived.setdefault(json.loads(line[6:])["id"], time.monotonic())
+
+
+def _secure_broker(root: Path) -> Mosquitto:
+    """The broker as `collector init` writes it, plus a publisher user ``bench`` that plays every node."""
+    broker = Mosquitto.lab(root)
+    broker.deployment.add_consumer("bench", [f"topic write {T.PREFIX}/#"])
+    return broker
+
+
+def _collector_cfg(broker: Mosquitto, archive: Path, client_id: str) -> CollectorConfig:
+    """The collector config `collector init` wrote, with this archive, any free web port and ``client_id``."""
+    doc = tomllib.loads(broker.deployment.collector_config.read_text())
+    doc["archive"] = {"dir": str(archive)}
+    doc["web"]["port"] = 0
+    doc["mqtt"]["client_id"] = client_id
+    cfg, errs = parse_config(doc, "bench")
+    assert cfg is not None, errs
+    return cfg
 
 
 def _ticker(col: Collector, stop: threading.Event, period: float) -> None:
@@ -148,16 +172,10 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    users = {"bench": "pw-bench", "collector": "pw-c"}
-    acl = ["user bench", f"topic write {T.PREFIX}/#", *T.collector_acl("collector")]
-    broker = Mosquitto(tmp / "mqtt", users, acl, tls=False)
+    broker = _secure_broker(tmp / "mqtt")
     broker.start()
     try:
-        cfg, errs = parse_config({"archive": {"dir": str(tmp / "archive")}}, "bench")
-        assert cfg is not None, errs
-        cfg.mqtt = MqttSettings(host=broker.host, port=broker.port, username="collector", password="pw-c",
-                                client_id="bench-collector")
-        cfg.web = WebSettings(port=0)
+        cfg = _collector_cfg(broker, tmp / "archive", "bench-collector")
         col = Collector(cfg)
         stop = threading.Event()
         col.start()
@@ -165,14 +183,15 @@ def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         assert col.web is not None
         ticker = threading.Thread(target=_ticker, args=(col, stop, 0.1), daemon=True)
         ticker.start()
-        sse = SseReader(col.web.url + "events")
+        sse = SseReader(WebClient.dashboard(col.web.url, cfg.web, broker.ca_file))
         sse.start()
         sse.ready.wait(10)
         time.sleep(0.5)
-        pub = subprocess.Popen([sys.executable, __file__, "--publisher", broker.host, str(broker.port), "bench",
-                                "pw-bench", str(args.nodes), str(args.rate), str(args.seconds)],
+        dep = str(broker.deployment.root)
+        pub = subprocess.Popen([sys.executable, __file__, "--publisher", broker.host, str(broker.port), dep,
+                                "bench", str(args.nodes), str(args.rate), str(args.seconds)],
                                stdout=subprocess.PIPE, text=True)
-        probe = _client(broker.host, broker.port, "bench", "pw-bench", "bench-probe")
+        probe = _client(broker.host, broker.port, dep, "bench", "bench-probe")
         sent: dict[str, float] = {}
         t0 = time.time()
         k = 0
@@ -207,8 +226,8 @@ def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if args.burst:
             before = col.processor.total_events
             col.first_batch_at = None
-            p2 = subprocess.run([sys.executable, __file__, "--burst-publisher", broker.host, str(broker.port), "bench",
-                                 "pw-bench", str(args.burst)], capture_output=True, text=True, timeout=600)
+            p2 = subprocess.run([sys.executable, __file__, "--burst-publisher", broker.host, str(broker.port), dep,
+                                 "bench", str(args.burst)], capture_output=True, text=True, timeout=600)
             pub_s = json.loads(p2.stdout.strip().splitlines()[-1])["seconds"]
             end = time.monotonic() + 120
             while time.monotonic() < end and col.processor.total_events < before + args.burst:
@@ -230,16 +249,11 @@ def bench_alerts(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if miss:
         return {"skipped": "; ".join(miss)}
     chain = MailChain(make_root("mailpulse-bench-chain-"))
-    users = {"bench": "pw-bench", "collector": "pw-c"}
-    broker = Mosquitto(tmp / "mqtt2", users, ["user bench", f"topic write {T.PREFIX}/#", *T.collector_acl("collector")],
-                       tls=False)
+    broker = _secure_broker(tmp / "mqtt2")
     try:
         chain.start()
         broker.start()
-        cfg, errs = parse_config({"archive": {"dir": str(tmp / "archive2")}}, "bench")
-        assert cfg is not None, errs
-        cfg.mqtt = MqttSettings(host=broker.host, port=broker.port, username="collector", password="pw-c",
-                                client_id="bench-collector2")
+        cfg = _collector_cfg(broker, tmp / "archive2", "bench-collector2")
         cfg.web = WebSettings(enabled=False)
         box = chain.mailboxes["probe"]
         cfg.alerts = AlertSettings(smtp_host=chain.smtp[0], smtp_port=chain.smtp[1], to=[box.address],
@@ -250,7 +264,7 @@ def bench_alerts(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         assert col.ingest.wait_connected()
         ticker = threading.Thread(target=_ticker, args=(col, stop, 0.05), daemon=True)
         ticker.start()
-        pubc = _client(broker.host, broker.port, "bench", "pw-bench", "bench-alert-pub")
+        pubc = _client(broker.host, broker.port, str(broker.deployment.root), "bench", "bench-alert-pub")
         topic = T.NodeTopics(SITE, "node-a").events
         im = imaplib.IMAP4(chain.imap.host, chain.imap.port)
         im.login(box.user, box.password)
@@ -287,8 +301,9 @@ def bench_alerts(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         pubc.loop_stop()
         pubc.disconnect()
         col.stop()
-        return {"alert_trials": args.alerts, "alerts_arrived": len(lat), "alert_latency_p50_s": round(pct(lat, 50), 3),
-                "alert_latency_p99_s": round(pct(lat, 99), 3), "alert_latency_max_s": round(max(lat), 3) if lat else None}
+        return {"alert_trials": args.alerts, "alerts_arrived": len(lat),
+                "alert_latency_p50_s": round(pct(lat, 50), 3), "alert_latency_p99_s": round(pct(lat, 99), 3),
+                "alert_latency_max_s": round(max(lat), 3) if lat else None}
     finally:
         broker.stop()
         chain.cleanup()
@@ -296,12 +311,12 @@ def bench_alerts(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--burst-publisher":
-        h, p, u, pw, n = sys.argv[2:7]
-        burst_publisher(h, int(p), u, pw, int(n))
+        h, p, d, u, n = sys.argv[2:7]
+        burst_publisher(h, int(p), d, u, int(n))
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "--publisher":
-        h, p, u, pw, n, r, s = sys.argv[2:9]
-        publisher(h, int(p), u, pw, int(n), int(r), float(s))
+        h, p, d, u, n, r, s = sys.argv[2:9]
+        publisher(h, int(p), d, u, int(n), int(r), float(s))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--nodes", type=int, default=512)

@@ -1,9 +1,11 @@
-"""Alert e-mails: incident opened / severity changed / resolved, and a periodic summary.
+"""Alerts: incident opened / severity changed / resolved, and a periodic summary.
 
-:class:`AlertManager` decides *whether* to send (the rules below), composes a
+:class:`AlertManager` decides *whether* to alert (the rules below), composes a
 ``multipart/alternative`` mail (plain text, and HTML with a small PNG chart of the root cause's
-anomaly rate embedded as a ``multipart/related`` part, drawn with Pillow) and hands it to a sender
-thread that talks SMTP (:func:`smtp_send`), so a slow mail server never stalls the ingest.
+anomaly rate embedded as a ``multipart/related`` part, drawn with Pillow) and, for every
+configured webhook, the Alertmanager-format document, and puts them in the persistent outbox
+(:mod:`mailpulse.collector.delivery`), whose thread sends them - SMTP (:func:`smtp_send`) and HTTP -
+with retries, so a slow or failing mail server never stalls the ingest or loses an alert.
 
 Rules against floods:
 
@@ -16,18 +18,21 @@ Rules against floods:
 * **rate limit**: at most ``rate_limit_per_hour`` alert mails in any sliding hour; the excess is
   counted and listed in the next summary.
 
-Failure: SMTP errors are logged and counted (``failed``); the mail is not retried (the next
-transition or summary carries the state).
+Every suppression is counted by reason (``suppressed``; ``mailpulse_alerts_suppressed_total``).
+Failure: a delivery that fails is retried with back-off and given up only after
+``give_up_after_s`` (see :mod:`mailpulse.collector.delivery`).
 """
 
 from __future__ import annotations
 
 import collections
+import email
+import email.policy
 import io
+import json
 import logging
-import queue
+import os
 import smtplib
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -39,6 +44,7 @@ from typing import Any
 from mailpulse.config.collector import AlertSettings
 
 from .correlate import SEVERITIES
+from .delivery import Outbox, alertmanager_payload, post_webhook
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +81,13 @@ def compose_alert(kind: str, inc: dict[str, Any], sender: str, to: Sequence[str]
                   dashboard_url: str = "", previous: str | None = None) -> EmailMessage:
     """The e-mail for one incident transition (``opened``, ``severity``, ``resolved``)."""
     e = inc.get("evidence", {})
+    ctx = inc.get("context") or {}
     verb = {"opened": "OPEN", "severity": f"SEVERITY {previous} -> {inc['severity']}", "resolved": "RESOLVED"}[kind]
-    subject = f"[mailpulse] {verb}: {inc['severity']} incident at {inc['root_cause']} ({inc['id']})"
-    facts = [
+    where = ctx.get("relay") or inc["root_cause"]
+    subject = f"[mailpulse] {verb}: {inc['severity']} incident at {where} (incident {inc['id']})"
+    dashboard_url = ctx.get("link") or dashboard_url
+    facts = [*([("What", ctx["evidence"]), ("Relay", ctx["relay"]), ("Path", ctx["path"]),
+                ("Incident", inc["id"])] if ctx else []),
         ("Root cause", inc["root_cause"]),
         ("Severity", inc["severity"]),
         ("State", inc["state"]),
@@ -89,7 +99,8 @@ def compose_alert(kind: str, inc: dict[str, Any], sender: str, to: Sequence[str]
                                 f" (history p90 {e.get('history_latency_p90_s')} s)"),
         ("Affected nodes", ", ".join(inc.get("affected_nodes") or []) or "-"),
         ("Affected routes", ", ".join(inc.get("affected_routes") or []) or "-"),
-        ("Example events", ", ".join(e.get("example_event_ids") or []) or "-"),
+        *([("Examples", "\n  " + "\n  ".join(ctx["example_lines"]))] if ctx.get("example_lines") else
+          [("Example events", ", ".join(e.get("example_event_ids") or []) or "-")]),
     ]
     text = f"{subject}\n\n" + "\n".join(f"{k}: {v}" for k, v in facts)
     if dashboard_url:
@@ -117,7 +128,8 @@ def _message(subject: str, sender: str, to: Sequence[str], text: str, facts: lis
     msg["Date"] = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
     msg.set_content(text)
     cid = make_msgid("chart")
-    rows = "".join(f"<tr><th align='left'>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in facts)
+    rows = "".join(f"<tr><th align='left' valign='top'>{escape(k)}</th><td>{_cell_html(v)}</td></tr>"
+                   for k, v in facts)
     link = f"<p><a href='{escape(dashboard_url)}'>Dashboard</a></p>" if dashboard_url else ""
     html = (f"<html><body><h3>{escape(subject)}</h3><table>{rows}</table>"
             f"<p><img src='cid:{cid[1:-1]}' alt='{escape(chart_title)}'></p>{link}</body></html>")
@@ -127,6 +139,10 @@ def _message(subject: str, sender: str, to: Sequence[str], text: str, facts: lis
     html_part.add_related(render_chart(list(series), chart_title), maintype="image", subtype="png", cid=cid,
                           filename="chart.png")
     return msg
+
+
+def _cell_html(v: str) -> str:
+    return "<br>".join(escape(line) for line in v.strip("\n").split("\n"))
 
 
 def smtp_send(settings: AlertSettings, msg: EmailMessage, timeout: float = 10.0) -> None:
@@ -140,65 +156,79 @@ def smtp_send(settings: AlertSettings, msg: EmailMessage, timeout: float = 10.0)
 
 
 class AlertManager:
-    """Applies the rules of the module docstring and sends from a background thread.
+    """Applies the rules of the module docstring and queues the alerts in the outbox.
 
     Parameters
     ----------
     settings : AlertSettings
-        Recipients, SMTP server, limits.
+        Recipients, SMTP server, webhooks, limits, retries.
     send : callable, optional
-        ``send(msg)``; default :func:`smtp_send` with ``settings``.
+        ``send(msg)`` for the e-mail channel; default :func:`smtp_send` with ``settings``.
     clock : callable
         Wall-clock time source (tests).
+    outbox_dir : path, optional
+        The persistent outbox (None: in memory, tests).
+    on_event : callable, optional
+        ``on_event(what, label)``: ``queued`` (label = transition), ``suppressed`` (reason),
+        ``delivered``/``retried``/``failed`` (channel) - the collector's counters.
     """
 
     def __init__(self, settings: AlertSettings, send: Callable[[EmailMessage], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, outbox_dir: str | os.PathLike[str] | None = None,
+                 on_event: Callable[[str, str], None] | None = None) -> None:
         self.s = settings
         self.send_fn = send or (lambda m: smtp_send(settings, m))
         self.clock = clock
+        self.on_event = on_event
         self._announced: set[tuple[str, str, str]] = set()
         self._last_by_cause: dict[str, float] = {}
         self._last_by_incident: dict[str, float] = {}
         self._flapping: set[str] = set()
         self._sent_times: collections.deque[float] = collections.deque()
-        self.sent = collections.Counter[str]()
-        self.suppressed = collections.Counter[str]()
-        self.failed = 0
-        self._q: queue.Queue[EmailMessage | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="collector-alerts", daemon=True)
+        self.sent = collections.Counter[str]()          # queued, by transition
+        self.suppressed = collections.Counter[str]()    # by reason
+        self.outbox = Outbox(outbox_dir, {"email": self._send_email, "webhook": self._send_webhook},
+                             retry_min_s=settings.retry_min_s, retry_max_s=settings.retry_max_s,
+                             give_up_after_s=settings.give_up_after_s,
+                             on_event=lambda what, ch: self._emit(what, ch), clock=clock)
         self._started = False
         self._period_start = clock()
         self._period: collections.Counter[str] = collections.Counter()
         self._period_incidents: dict[str, dict[str, Any]] = {}
-        self.on_sent: Callable[[str], None] | None = None
+
+    @property
+    def failed(self) -> int:
+        return self.outbox.failed
+
+    def _emit(self, what: str, label: str) -> None:
+        if self.on_event is not None:
+            self.on_event(what, label)
+
+    def _send_email(self, data: bytes, target: str) -> None:
+        msg = email.message_from_bytes(data, _class=EmailMessage, policy=email.policy.default)
+        self.send_fn(msg)
+
+    def _send_webhook(self, data: bytes, target: str) -> None:
+        post_webhook(data, target, self.s.webhook_token)
 
     def start(self) -> None:
         if not self._started:
-            self._thread.start()
+            self.outbox.start()
             self._started = True
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._started:
-            self._q.put(None)
-            self._thread.join(timeout)
+            self.outbox.stop(timeout)
 
-    def _run(self) -> None:
-        while True:
-            msg = self._q.get()
-            if msg is None:
-                return
-            try:
-                self.send_fn(msg)
-            except (OSError, smtplib.SMTPException) as e:
-                self.failed += 1
-                log.error("alert mail %r not sent: %s", msg["Subject"], e)
-
-    def _submit(self, msg: EmailMessage) -> None:
-        if self._started:
-            self._q.put(msg)
-        else:
-            self.send_fn(msg)
+    def _submit(self, msg: EmailMessage | None, kind: str, webhook: dict[str, Any] | None = None) -> None:
+        if msg is not None and self.s.to:
+            self.outbox.put("email", kind, msg.as_bytes())
+        if webhook is not None:
+            data = json.dumps(webhook, separators=(",", ":")).encode()
+            for url in self.s.webhook_urls:
+                self.outbox.put("webhook", kind, data, url)
+        if not self._started:
+            self.outbox.run_due()
 
     def decide(self, kind: str, inc: dict[str, Any], previous: str | None = None) -> str | None:
         """Why a transition is *not* mailed (``duplicate``, ``flapping``, ``hysteresis``, ``rate``), else None."""
@@ -226,24 +256,30 @@ class AlertManager:
         return None
 
     def handle(self, kind: str, inc: dict[str, Any], previous: str | None = None,
-               series: Sequence[float | None] = ()) -> bool:
-        """Consider one incident transition; True when a mail was queued."""
+               series: Sequence[float | None] = (), context: dict[str, Any] | None = None) -> bool:
+        """Consider one incident transition; True when a mail was queued.  ``context`` (relay name,
+        evidence in words, examples, link: :mod:`mailpulse.collector.alertctx`) goes into the mail
+        and the webhook."""
+        if context is not None:
+            inc = {**inc, "context": context}
         self._period[f"incidents_{kind}"] += 1
         self._period_incidents[inc["id"]] = inc
         why = self.decide(kind, inc, previous)
         if why is not None:
             self.suppressed[why] += 1
+            self._emit("suppressed", why)
             return False
         now = self.clock()
         self._announced.add((inc["id"], kind, inc["severity"]))
         self._last_by_cause[inc["root_cause"]] = now
         self._last_by_incident[inc["id"]] = now
         self._sent_times.append(now)
-        msg = compose_alert(kind, inc, self.s.sender, self.s.to, series, self.s.dashboard_url, previous)
+        msg = compose_alert(kind, inc, self.s.sender, self.s.to, series, self.s.dashboard_url, previous) \
+            if self.s.to else None
+        hook = alertmanager_payload(kind, inc, previous, self.s.dashboard_url) if self.s.webhook_urls else None
         self.sent[kind] += 1
-        if self.on_sent is not None:
-            self.on_sent(kind)
-        self._submit(msg)
+        self._emit("queued", kind)
+        self._submit(msg, kind, hook)
         return True
 
     def count(self, name: str, n: int = 1) -> None:
@@ -265,5 +301,6 @@ class AlertManager:
         self._period.clear()
         self._period_incidents.clear()
         self.sent["summary"] += 1
-        self._submit(msg)
+        self._emit("queued", "summary")
+        self._submit(msg, "summary")
         return True

@@ -27,18 +27,23 @@ MQTT batch, so the broker redelivers it).
 
 from __future__ import annotations
 
+import collections
 import gzip
 import json
 import os
 import re
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ArchiveWriter", "SegmentInfo", "closed_segments", "read_events", "read_segment"]
+from mailpulse import payload as P
+
+__all__ = ["ArchiveWriter", "SegmentInfo", "closed_segments", "read_events", "read_segment", "read_valid_events",
+           "read_valid_segment", "skipped_summary", "valid_lines"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{6}Z)-(\d{6})\.jsonl(\.gz|\.tmp|\.gz\.part)?$")
 
@@ -75,6 +80,59 @@ def read_events(folder: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Events of every closed segment of an archive, in write order."""
     for seg in closed_segments(folder):
         yield from read_segment(seg)
+
+
+def read_valid_events(folder: str | os.PathLike[str], skipped: collections.Counter[str]) -> Iterator[dict[str, Any]]:
+    """Events of every closed segment that pass the payload declaration (:func:`mailpulse.payload.check_event`).
+
+    Whatever does not - a line that is not JSON, an event that fails the declaration (an archive
+    written before the collector validated), a segment that cannot be read - is skipped and
+    counted in ``skipped`` by reason; :func:`skipped_summary` says it in one line.
+    """
+    for seg in closed_segments(folder):
+        try:
+            data = gzip.decompress(seg.read_bytes()) if seg.name.endswith(".gz") else seg.read_bytes()
+        except (OSError, EOFError, zlib.error, gzip.BadGzipFile):
+            skipped["unreadable_segment"] += 1
+            continue
+        yield from valid_lines(data, skipped)
+
+
+def read_valid_segment(path: str | os.PathLike[str], skipped: collections.Counter[str]) -> list[dict[str, Any]]:
+    """The valid events of one closed segment (as :func:`read_valid_events` reads it); a segment
+    that cannot be read raises ``ValueError`` naming the reason."""
+    p = Path(path)
+    try:
+        data = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"unreadable segment ({e})") from None
+    return list(valid_lines(data, skipped))
+
+
+def valid_lines(data: bytes, skipped: collections.Counter[str]) -> Iterator[dict[str, Any]]:
+    """The events of a segment's bytes that pass the payload declaration; the rest counted by reason."""
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            ev = json.loads(line)
+        except (ValueError, RecursionError):
+            skipped["not_json"] += 1
+            continue
+        prob = P.check_event(ev)
+        if prob is not None:
+            skipped[prob.reason] += 1
+            continue
+        yield ev
+
+
+def skipped_summary(skipped: collections.Counter[str], what: str = "archive") -> str:
+    """One line: how many archive entries were skipped and why (empty when none were)."""
+    n = sum(skipped.values())
+    if not n:
+        return ""
+    reasons = ", ".join(f"{r} {c}" for r, c in skipped.most_common())
+    return f"{what}: skipped {n} entries that fail the payload declaration ({reasons})"
 
 
 def _fsync_dir(d: Path) -> None:

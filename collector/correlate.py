@@ -45,8 +45,10 @@ the root under the observing node's name.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
+import itertools
 import math
 import re
 from collections import defaultdict
@@ -58,19 +60,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mailpulse import payload as P
 from mailpulse.config.collector import CorrelateSettings
 from mailpulse.errors import UserError
 
-from .archive import closed_segments, read_events
+from .archive import closed_segments, read_valid_events
+from .clock import Watermark
 
 __all__ = [
-    "Change", "CorrelateSettings", "Correlator", "Incident", "correlate_archive", "correlate_folder", "event_latency_s",
-    "event_path", "event_time", "format_incident",
+    "Bucket", "Change", "CorrelateSettings", "Correlator", "Incident", "Observation", "RunParts", "correlate_archive",
+    "correlate_folder", "event_latency_s", "event_path", "event_time", "format_incident", "next_step", "observation",
+    "run_parts",
 ]
 
 ROOT = "*"
-#: Event times more than this ahead of the collector's receive time are replaced by the latter.
-FUTURE_TOLERANCE_S = 300.0
+#: Events archived without the collector's time (``t``, older archives): times more than this
+#: ahead of the receive time are replaced by the latter (the live default of ``[clock] max_future_s``).
+FUTURE_TOLERANCE_S = 10.0
 _ADDR = re.compile(r"\[[^\]]*\]")
 _PORT25 = re.compile(r":25$")
 
@@ -128,17 +134,23 @@ def hop_delays(ev: dict[str, Any]) -> dict[str, float]:
 
 
 def event_time(ev: dict[str, Any]) -> float:
-    """Event time (Unix seconds) from ``ts`` (ISO 8601), else ``received``, else 0."""
+    """The time the correlation uses: the collector's judged ``t`` (see
+    :mod:`mailpulse.collector.clock`), else ``ts`` bounded by ``received`` + :data:`FUTURE_TOLERANCE_S`,
+    else ``received``, else 0."""
+    t = ev.get("t")
+    if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t):
+        return float(t)
+    r = ev.get("received")
+    rec = float(r) if isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) else None
     ts = ev.get("ts")
     if isinstance(ts, str):
         try:
-            return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+            e = P.parse_time(ts)
         except ValueError:
             pass
-    elif isinstance(ts, int | float):
-        return float(ts)
-    r = ev.get("received")
-    return float(r) if isinstance(r, int | float) else 0.0
+        else:
+            return rec if rec is not None and e > rec + FUTURE_TOLERANCE_S else e
+    return rec if rec is not None else 0.0
 
 
 def event_latency_s(ev: dict[str, Any], hops: dict[str, float] | None = None) -> float | None:
@@ -153,7 +165,56 @@ def event_latency_s(ev: dict[str, Any], hops: dict[str, float] | None = None) ->
     return sum(d.values()) if d else None
 
 
-class _Bucket:
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one event adds to the tree (:func:`observation`; :meth:`Correlator.observe` applies it)."""
+
+    t: float                     # :func:`event_time`
+    bucket: int                  # time bucket index of ``t``
+    path: tuple[str, ...]        # :func:`event_path`
+    anomalous: bool
+    lat: float | None            # :func:`event_latency_s`
+    hops: dict[str, float]       # :func:`hop_delays`
+    node: str                    # ``site/node``
+    route: str | None            # a probe's route
+    eid: str
+    rec: float = 0.0             # receive time (``t`` when the event has none): the watermark's input
+    skewed: bool = False         # archived as ``"clock": "skewed"``: not correlated
+
+    def tree_nodes(self) -> list[tuple[str, ...]]:
+        """The tree nodes the event passes: the root, then each prefix of its path."""
+        out: list[tuple[str, ...]] = [(ROOT,)]
+        for name in self.path:
+            out.append((*out[-1], name))
+        return out
+
+
+def observation(ev: dict[str, Any], s: CorrelateSettings) -> Observation:
+    """The :class:`Observation` of one event (a pure function: the Flink job computes it in parallel)."""
+    t = event_time(ev)
+    r = ev.get("received")
+    rec = float(r) if isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) else t
+    hops = hop_delays(ev)
+    route = (ev.get("fields") or {}).get("route") if ev.get("kind") == "probe" else None
+    return Observation(t, int(t // s.bucket_s), event_path(ev), bool(ev.get("anomaly")), event_latency_s(ev, hops),
+                       hops, f"{ev.get('site', '?')}/{ev.get('node', '?')}", str(route) if route else None,
+                       str(ev.get("id", "")), rec, ev.get("clock") == "skewed")
+
+
+def next_step(x: float, step: float) -> float:
+    """The smallest ``j * step`` (``j`` an integer) above ``x``: where the next tick of
+    :meth:`Correlator.maybe_evaluate` lies (the Flink job cuts its runs with the same function)."""
+    j = math.floor(x / step) - 1
+    while j * step <= x:
+        j += 1
+    return j * step
+
+
+class Bucket:
+    """One tree node's statistics in one time bucket.  ``nodes`` and ``routes`` are insertion-ordered
+    (dicts used as sets), so that a bucket built from a run of events can be :meth:`merge`\\ d into
+    another exactly as if those events had been added to it one by one."""
+
     __slots__ = ("anomalies", "events", "examples", "hop", "lat", "nodes", "routes")
 
     def __init__(self) -> None:
@@ -162,9 +223,74 @@ class _Bucket:
         self.lat: list[float] = []
         self.hop: list[float] = []
         self.examples: list[str] = []
-        self.nodes: set[str] = set()
-        self.routes: set[str] = set()
+        self.nodes: dict[str, None] = {}
+        self.routes: dict[str, None] = {}
 
+    def add(self, ob: Observation, hop: float | None, s: CorrelateSettings) -> None:
+        """Count one event (``hop``: its hop delay at this tree node)."""
+        cap = s.samples_per_bucket
+        self.events += 1
+        if ob.lat is not None and len(self.lat) < cap:
+            self.lat.append(ob.lat)
+        if hop is not None and len(self.hop) < cap:
+            self.hop.append(hop)
+        if ob.anomalous:
+            self.anomalies += 1
+            if len(self.examples) < s.examples:
+                self.examples.append(ob.eid)
+            if len(self.nodes) < 64:
+                self.nodes[ob.node] = None
+            if ob.route and len(self.routes) < 64:
+                self.routes[ob.route] = None
+
+    def merge(self, o: Bucket, s: CorrelateSettings) -> None:
+        """Add a bucket built from events that come after this one's (same result as adding them)."""
+        cap = s.samples_per_bucket
+        self.events += o.events
+        self.anomalies += o.anomalies
+        self.lat.extend(o.lat[: cap - len(self.lat)])
+        self.hop.extend(o.hop[: cap - len(self.hop)])
+        self.examples.extend(o.examples[: s.examples - len(self.examples)])
+        for n in o.nodes:
+            if len(self.nodes) >= 64:
+                break
+            self.nodes[n] = None
+        for r in o.routes:
+            if len(self.routes) >= 64:
+                break
+            self.routes[r] = None
+
+
+
+@dataclass
+class RunParts:
+    """A run of events, aggregated (:func:`run_parts`) for :meth:`Correlator.merge`."""
+
+    #: ``(tree node, bucket index, Bucket)`` built with :meth:`Bucket.add` in event order, listed
+    #: in the order of their first event
+    buckets: list[tuple[tuple[str, ...], int, Bucket]]
+    #: ``site/node`` -> (largest event time, largest receive time): the watermark's inputs
+    marks: dict[str, tuple[float, float]]
+    skewed: int = 0            # events of skewed clocks (counted, not correlated)
+
+
+def run_parts(obs: Iterable[Observation], s: CorrelateSettings) -> RunParts:
+    """Aggregate a run's observations (in event order) as :meth:`Correlator.add` of each would."""
+    parts: dict[tuple[tuple[str, ...], int], Bucket] = {}
+    marks: dict[str, tuple[float, float]] = {}
+    skewed = 0
+    for ob in obs:
+        if ob.skewed:
+            skewed += 1
+            continue
+        hi, rec = marks.get(ob.node, (-math.inf, -math.inf))
+        marks[ob.node] = (max(hi, ob.t), max(rec, ob.rec))
+        for key in ob.tree_nodes():
+            bk = parts.get((key, ob.bucket))
+            if bk is None:
+                bk = parts[(key, ob.bucket)] = Bucket()
+            bk.add(ob, ob.hops.get(key[-1]), s)
+    return RunParts([(k, b, bk) for (k, b), bk in parts.items()], marks, skewed)
 
 @dataclass
 class _Stats:
@@ -242,8 +368,8 @@ class Correlator:
 
     def __init__(self, settings: CorrelateSettings | None = None) -> None:
         self.s = settings or CorrelateSettings()
-        # tree node (path prefix) -> bucket index -> _Bucket
-        self.buckets: dict[tuple[str, ...], dict[int, _Bucket]] = defaultdict(dict)
+        # tree node (path prefix) -> bucket index -> Bucket
+        self.buckets: dict[tuple[str, ...], dict[int, Bucket]] = defaultdict(dict)
         self.children: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
         self.now = 0.0
         self.incidents: dict[str, Incident] = {}   # id -> incident (open and resolved)
@@ -254,54 +380,63 @@ class Correlator:
         self.frozen: dict[tuple[str, ...], float] = {}
         self._next_eval: float | None = None
         self._oldest = 0
+        #: correlation time (:attr:`now`) advances on this, never on the largest event time
+        self.watermark = Watermark(self.s.watermark_idle_s, self.s.watermark_max_lag_s)
+        #: events of nodes whose clock is skewed (archived, not correlated)
+        self.skipped_skewed = 0
+        self._tick_at: float | None = None   # the watermark's frontier at the last tick (maybe_evaluate)
 
     # -- statistics ---------------------------------------------------------------------------
 
     def observe(self, ev: dict[str, Any]) -> None:
-        """Add one event to the statistics of every tree node on its path."""
-        t = event_time(ev)
-        r = ev.get("received")
-        if isinstance(r, int | float) and t > r + FUTURE_TOLERANCE_S:
-            t = float(r)   # a node clock far ahead must not drag the window into the future
-        if t > self.now:
-            self.now = t
-        b = int(t // self.s.bucket_s)
+        """Add one event to the statistics of every tree node on its path (:meth:`add`)."""
+        self.add(observation(ev, self.s))
+
+    def add(self, ob: Observation) -> None:
+        """Add one event's :class:`Observation` (what :meth:`observe` does).
+
+        An event of a node with a skewed clock (``"clock": "skewed"``) is not added: such a node can
+        neither open nor resolve an incident.  Every other event moves its node's high mark of the
+        watermark (with its receive time, or its own time when it has none).
+        """
+        if ob.skewed:
+            self.skipped_skewed += 1
+            return
+        self.watermark.observe(ob.node, ob.t, ob.rec)
+        b = ob.bucket
         if b < self._oldest:
             return  # older than the history: ignored
-        path = event_path(ev)
-        anomalous = bool(ev.get("anomaly"))
-        hops = hop_delays(ev)
-        lat = event_latency_s(ev, hops)
-        node = f"{ev.get('site', '?')}/{ev.get('node', '?')}"
-        route = (ev.get("fields") or {}).get("route") if ev.get("kind") == "probe" else None
-        eid = str(ev.get("id", ""))
-        cap = self.s.samples_per_bucket
-        prefix: tuple[str, ...] = (ROOT,)
-        nodes = [prefix]
-        for name in path:
-            child = (*prefix, name)
-            self.children[prefix].add(child)
-            prefix = child
-            nodes.append(prefix)
-        for key in nodes:
+        keys = ob.tree_nodes()
+        for parent, child in itertools.pairwise(keys):
+            self.children[parent].add(child)
+        for key in keys:
             bk = self.buckets[key].get(b)
             if bk is None:
-                bk = self.buckets[key][b] = _Bucket()
-            bk.events += 1
-            if lat is not None and len(bk.lat) < cap:
-                bk.lat.append(lat)
-            h = hops.get(key[-1])
-            if h is not None and len(bk.hop) < cap:
-                bk.hop.append(h)
-            if anomalous:
-                bk.anomalies += 1
-                if len(bk.examples) < self.s.examples:
-                    bk.examples.append(eid)
-                if len(bk.nodes) < 64:
-                    bk.nodes.add(node)
-                if route and len(bk.routes) < 64:
-                    bk.routes.add(str(route))
+                bk = self.buckets[key][b] = Bucket()
+            bk.add(ob, ob.hops.get(key[-1]), self.s)
         self.observed += 1
+
+    def merge(self, run: RunParts) -> None:
+        """Add the statistics of a run of events at once, exactly as :meth:`add` of each would.
+
+        ``run`` is :func:`run_parts` of the run's observations (in event order).  Valid when no
+        tick of :meth:`maybe_evaluate` falls inside the run (the Flink job cuts runs so): the
+        watermark's marks are maxima, so their order inside a run does not matter.
+        """
+        self.skipped_skewed += run.skewed
+        for node, (high, heard) in run.marks.items():
+            self.watermark.observe(node, high, heard)
+        for key, b, part in run.buckets:
+            if b < self._oldest:
+                continue
+            if len(key) > 1:
+                self.children[key[:-1]].add(key)
+            bk = self.buckets[key].get(b)
+            if bk is None:
+                bk = self.buckets[key][b] = Bucket()
+            bk.merge(part, self.s)
+            if len(key) == 1:
+                self.observed += part.events
 
     def _range(self, key: tuple[str, ...], lo: int, hi: int) -> _Stats:
         st = _Stats()
@@ -313,8 +448,8 @@ class Correlator:
                 st.hop.extend(bk.hop)
                 if len(st.examples) < self.s.examples:
                     st.examples.extend(bk.examples[: self.s.examples - len(st.examples)])
-                st.nodes |= bk.nodes
-                st.routes |= bk.routes
+                st.nodes.update(bk.nodes)
+                st.routes.update(bk.routes)
         return st
 
     def _bounds(self) -> tuple[int, int, int]:
@@ -432,7 +567,8 @@ class Correlator:
         return ev, w
 
     def evaluate(self) -> list[Change]:
-        """Run the walk at the current event time; open, update and resolve incidents."""
+        """Run the walk at the watermark; open, update and resolve incidents."""
+        self.now = self.watermark.advance()
         self._prune()
         changes: list[Change] = []
         found = self.root_causes()
@@ -488,8 +624,21 @@ class Correlator:
         return changes
 
     def maybe_evaluate(self) -> list[Change]:
-        """Evaluate when the event time passed the next multiple of ``eval_interval_s``."""
+        """Evaluate when the watermark passed the next multiple of ``eval_interval_s``.
+
+        The watermark is looked at only on a *tick*: when the newest receive time (its frontier)
+        passed a multiple of ``eval_interval_s`` (:func:`next_step`) since the last tick, and on
+        the first call after the first event.  So the correlation depends only on the events and
+        their order, not on how often this is called (the Flink job calls it once per run).
+        """
         step = self.s.eval_interval_s
+        wm = self.watermark
+        if not wm.high:
+            return []
+        if self._tick_at is not None and wm.frontier < next_step(self._tick_at, step):
+            return []
+        self._tick_at = wm.frontier
+        self.now = wm.advance()
         if self._next_eval is None:
             self._next_eval = (math.floor(self.now / step) + 1) * step
             return []
@@ -563,9 +712,11 @@ def format_incident(inc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def correlate_folder(folder: Path | str, window_s: float | None = None) -> Correlator:
+def correlate_folder(folder: Path | str, window_s: float | None = None,
+                     skipped: collections.Counter[str] | None = None) -> Correlator:
     """Replay the closed segments of an archive folder through a :class:`Correlator` (what
-    ``mailpulse correlate --archive DIR`` prints).  Bad folders and settings are ``UserError``."""
+    ``mailpulse correlate --archive DIR`` prints).  Bad folders and settings are ``UserError``;
+    entries that fail the payload declaration are skipped and counted in ``skipped``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"archive folder {folder} does not exist")
@@ -579,8 +730,9 @@ def correlate_folder(folder: Path | str, window_s: float | None = None) -> Corre
     except ValidationError as e:
         reason = str(e.errors()[0]["msg"]).removeprefix("Value error, ")
         raise UserError(f"--window {window_s} cannot be used: {reason}") from None
+    skipped = collections.Counter() if skipped is None else skipped
     try:
-        c, _ = correlate_archive(read_events(folder), settings)
-    except (OSError, ValueError) as e:
+        c, _ = correlate_archive(read_valid_events(folder, skipped), settings)
+    except OSError as e:
         raise UserError(f"archive folder {folder} cannot be read ({e})") from None
     return c

@@ -19,7 +19,9 @@ where nodes pick it up and hot-swap it.
 
 from __future__ import annotations
 
+import collections
 import os
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ from mailpulse.datasets import Dataset
 from mailpulse.errors import UserError
 from mailpulse.modelfile import TrainedModel, load_model
 
-from .archive import read_events
+from .archive import read_valid_events
 from .trainer import train
 
 __all__ = ["GuardResult", "false_alarm_rate", "publish_model", "retrain_from_archive", "retrain_guard"]
@@ -79,12 +81,16 @@ def retrain_guard(candidate: TrainedModel, current: TrainedModel | None, recent_
                        f"running {far_old:.4f} (allowed increase {max_increase:.4f})")
 
 
-def _archive_arrays(folder: str | os.PathLike[str]) -> tuple[npt.NDArray[np.float64], list[int | None]]:
+def _archive_arrays(folder: str | os.PathLike[str], skipped: collections.Counter[str]
+                    ) -> tuple[npt.NDArray[np.float64], list[int | None]]:
     rows: list[list[float]] = []
     labels: list[int | None] = []
-    for ev in read_events(folder):
-        x = ev.get("x")
-        if isinstance(x, list) and len(x) == F.D:
+    for ev in read_valid_events(folder, skipped):
+        x = ev["x"]
+        # vectors of another feature schema mean other things (slots, units, outcome codes)
+        if ev.get("schema") != F.SCHEMA_VERSION or len(x) != F.D:
+            skipped["other_feature_schema"] += 1
+        else:
             rows.append([float(v) for v in x])
             lab = ev.get("label")
             labels.append(None if lab is None else int(bool(lab)))
@@ -93,9 +99,15 @@ def _archive_arrays(folder: str | os.PathLike[str]) -> tuple[npt.NDArray[np.floa
 
 def retrain_from_archive(folder: str | os.PathLike[str], current: TrainedModel | None, *, params: str = "small",
                          recent_fraction: float = 0.2, false_alarm_rate_target: float = 0.01,
-                         max_increase: float = 0.0, seed: int = 0) -> tuple[TrainedModel, GuardResult]:
-    """Train a candidate on the older archive and guard it on the newest events."""
-    x, labels = _archive_arrays(folder)
+                         max_increase: float = 0.0, seed: int = 0,
+                         skipped: collections.Counter[str] | None = None) -> tuple[TrainedModel, GuardResult]:
+    """Train a candidate on the older archive and guard it on the newest events.
+
+    Archive entries that fail the payload declaration, or carry another feature schema, are
+    skipped and counted in ``skipped`` (by reason), never a reason to refuse the archive.
+    """
+    skipped = collections.Counter() if skipped is None else skipped
+    x, labels = _archive_arrays(folder, skipped)
     if len(x) < 50:
         raise UserError(f"archive {folder} holds {len(x)} events with feature vectors; retraining needs at least 50")
     cut = int(len(x) * (1 - recent_fraction))
@@ -109,9 +121,10 @@ def retrain_from_archive(folder: str | os.PathLike[str], current: TrainedModel |
     return res.model, guard
 
 
-def publish_model(model_file: str | os.PathLike[str], site: str, host: str, port: int = 1883, *,
-                  username: str | None = None, password: str | None = None, tls: bool = False,
-                  ca_file: str | None = None, timeout: float = 10.0) -> str:
+def publish_model(model_file: str | os.PathLike[str], site: str, host: str, port: int = 8883, *,
+                  username: str | None = None, password: str | None = None, tls: bool = True,
+                  ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
+                  timeout: float = 10.0) -> str:
     """Validate ``model_file`` and publish it retained to the site's model topic; returns the topic."""
     import paho.mqtt.client as mqtt
 
@@ -119,7 +132,7 @@ def publish_model(model_file: str | os.PathLike[str], site: str, host: str, port
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
     data = path.read_bytes()
-    load_model(data)  # raises UserError naming the problem
+    load_model(data).check_node_schema(f"model file {path}")  # raises UserError naming the problem
     try:
         topic = T.model_topic(site)
     except ValueError as e:
@@ -128,7 +141,7 @@ def publish_model(model_file: str | os.PathLike[str], site: str, host: str, port
     if username:
         client.username_pw_set(username, password)
     if tls:
-        client.tls_set(ca_certs=ca_file)
+        client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
     done = threading.Event()
     result: dict[str, Any] = {}
 
@@ -145,6 +158,9 @@ def publish_model(model_file: str | os.PathLike[str], site: str, host: str, port
     client.on_publish = on_publish
     try:
         client.connect(host, port, 30)
+    except ssl.SSLError as e:
+        raise UserError(f"TLS with the MQTT broker {host}:{port} failed ({e.reason or e}); check the CA and the "
+                        "client certificate") from None
     except OSError as e:
         raise UserError(f"MQTT broker {host}:{port} is not reachable ({e})") from None
     client.loop_start()

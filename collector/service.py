@@ -2,12 +2,14 @@
 
 :class:`Collector` wires the parts together; :func:`run_collector` runs one until ``stop`` is set.
 
-Threads: paho's network thread queues messages; the ingest worker archives them (fsync), acks
-them and calls :meth:`Collector.on_batch`, which feeds the correlator, the metrics and the
-dashboard (an anomaly reaches the SSE clients right there); :meth:`Collector.tick` (the main
-loop, every 0.1 s) rotates the archive by age, evaluates the correlation (every
-``eval_interval_s``, and within 0.25 s after new anomalies), pushes incident changes to the
-dashboard and the alert mailer, sends the periodic summary and runs the scheduled retraining.
+Threads: paho's network thread queues messages; the ingest worker validates them, archives them
+(fsync), quarantines what fails, acks them and calls :meth:`Collector.on_batch`, which feeds the
+correlator, the metrics and the dashboard (an anomaly reaches the SSE clients right there);
+:meth:`Collector.tick` (the main loop, every 0.1 s) rotates the archive by age, evaluates the
+correlation (every ``eval_interval_s``, and within 0.25 s after new anomalies), checks the
+collector's own health (nodes' liveness, the ingest-stall incident, :mod:`mailpulse.collector.health`),
+pushes incident changes to the dashboard and the alert outbox, sends the periodic summary and runs
+the scheduled retraining.
 """
 
 from __future__ import annotations
@@ -17,16 +19,25 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.core import Metric
+
 from mailpulse.config.collector import CollectorConfig
 
+from . import metrics as M
+from .alertctx import AlertContext
 from .alerts import AlertManager
-from .archive import ArchiveWriter
+from .archive import ArchiveWriter, skipped_summary
+from .clock import ClockBook
 from .correlate import Change, Correlator
+from .flink.feed import IncidentFeed, as_change
+from .health import Health
 from .ingest import Batch, Dedup, IngestProcessor, MqttIngest, load_index
 from .metrics import Metrics
+from .relays import RelayNames
 from .retrain import publish_model, retrain_from_archive
 from .web import DashboardServer, DashboardState, Hub
 
@@ -48,27 +59,33 @@ class Collector:
 
     def __init__(self, cfg: CollectorConfig, send: Any = None) -> None:
         self.cfg = cfg
-        self.metrics = Metrics()
+        self.metrics = Metrics(cfg.metrics.label_values, cfg.metrics.nodes, cfg.relays.names)
         self.hub = Hub()
         self.state = DashboardState()
         a = cfg.archive
         self.archive = ArchiveWriter(a.dir, max_bytes=a.max_bytes, max_age_s=a.max_age_s, fsync=a.fsync)
         self.dedup = Dedup(a.dedup_capacity)
         self.indexed = load_index(a.dir, self.dedup, a.index_segments)
-        self.processor = IngestProcessor(self.archive, self.dedup)
+        self.clocks = ClockBook(cfg.clock.max_offset_s, cfg.clock.max_future_s)
+        self.processor = IngestProcessor(self.archive, self.dedup, clocks=self.clocks,
+                                         max_message_bytes=cfg.mqtt.max_message_bytes)
         self.archive_lock = self.processor.lock
         self.correlator = Correlator(cfg.correlate)
         self.corr_lock = threading.Lock()
+        self.health = Health(cfg.health)
         self.alerts: AlertManager | None = None
         if cfg.alerts.enabled:
-            self.alerts = AlertManager(cfg.alerts, send)
-            self.alerts.on_sent = lambda kind: self.metrics.alerts.labels(kind).inc()
+            outbox = cfg.alerts.outbox_dir or str(Path(a.dir) / "outbox")
+            self.alerts = AlertManager(cfg.alerts, send, outbox_dir=outbox, on_event=self._alert_event)
         self.web: DashboardServer | None = None
         if cfg.web.enabled:
-            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web.host, cfg.web.port)
+            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web)
             if self.alerts is not None and not cfg.alerts.dashboard_url:
                 cfg.alerts.dashboard_url = self.web.url
+        self.context = AlertContext(RelayNames(cfg.relays.names), cfg.alerts.dashboard_url, cfg.correlate.history_s,
+                                    cfg.correlate.examples)
         self.ingest = MqttIngest(cfg.mqtt, self.processor, self.on_batch)
+        self.metrics.add_live(self._live_metrics)
         self.lags: collections.deque[float] = collections.deque(maxlen=200_000)
         self.anomaly_seen: dict[str, float] = {}
         self._new_anomalies = 0
@@ -80,6 +97,11 @@ class Collector:
         self.first_batch_at: float | None = None
         self.current_model: Any = None   # the last model this collector published (the guard's reference)
         self.last_batch_at: float | None = None
+        self._last_health = 0.0
+        self._last_health_view: dict[str, Any] = {}
+        # [flink] incidents_dir: the incidents of the Flink job (all shards) replace this collector's own
+        self.flink_feed = IncidentFeed(cfg.flink.incidents_dir) if cfg.flink.incidents_dir else None
+        self._flink_open: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -92,8 +114,7 @@ class Collector:
 
     def stop(self) -> None:
         self.ingest.stop()
-        with self.archive_lock:
-            self.archive.close()
+        self.processor.close()
         if self.alerts is not None:
             self.alerts.stop()
         if self.web is not None:
@@ -102,10 +123,14 @@ class Collector:
     # -- data path ----------------------------------------------------------------------------
 
     def on_batch(self, batch: Batch) -> None:
-        """A durable, de-duplicated batch: correlate, count, push anomalies to the dashboard."""
+        """A durable, validated, de-duplicated batch: correlate, count, push to the dashboard."""
         with self.corr_lock:
             for ev in batch.events:
-                self.correlator.observe(ev)
+                try:
+                    self.correlator.observe(ev)
+                except Exception:   # validated events should never get here; one must not stop the rest
+                    self.metrics.handler_errors.inc()
+                    log.exception("correlation failed on event %s", str(ev.get("id"))[:64])
         st = self.state.stats
         now = time.time()
         if batch.events:
@@ -113,21 +138,28 @@ class Collector:
                 self.first_batch_at = now
             self.last_batch_at = now
         for ev in batch.events:
-            self.metrics.observe_event(ev)
-            if ev.get("anomaly"):
-                self._new_anomalies += 1
-                st["anomalies"] += 1
-                self.hub.publish("anomaly", self.state.add_anomaly(ev))
-                self.anomaly_seen[str(ev.get("id"))] = now
-                if len(self.anomaly_seen) > 10000:
-                    self.anomaly_seen.pop(next(iter(self.anomaly_seen)))
-            if ev.get("kind") == "probe":
-                self.hub.publish("probe", self.state.add_probe(ev))
-        for site, node, doc, _retained in batch.statuses:
+            try:
+                self._event(ev, st, now)
+            except Exception:   # validated events should never get here; one must not stop the rest
+                self.metrics.handler_errors.inc()
+                log.exception("collector failed on event %s", str(ev.get("id"))[:64])
+        for (site, node), t in batch.seen.items():
+            self.health.seen(site, node, t)
+        for site, node, doc, retained, received in batch.statuses:
+            online = self.health.status(site, node, doc, retained, received, now)
             self.metrics.observe_status(site, node, doc)
-            self.hub.publish("fleet", self.state.set_status(site, node, doc))
+            self.metrics.set_online(site, node, online)
+            row = self.state.set_status(site, node, doc, self._node_view(site, node))
+            if not online and row.get("state") == "online":
+                row = self.state.set_online(site, node, False, self._node_view(site, node))
+            self.hub.publish("fleet", row)
+        for site, node, reason in batch.quarantined:
+            self.metrics.observe_quarantine(site, node, reason)
+        if batch.quarantined:
+            self.state.add_quarantine(batch.quarantined)
         st["events"] += len(batch.events)
         st["duplicates"] += batch.duplicates
+        st["quarantined"] = st.get("quarantined", 0) + len(batch.quarantined)
         if batch.duplicates:
             self.metrics.duplicates.inc(batch.duplicates)
         for lag in batch.lags:
@@ -137,12 +169,74 @@ class Collector:
             self.alerts.count("events", len(batch.events))
             self.alerts.count("duplicates", batch.duplicates)
             self.alerts.count("anomalies", sum(1 for e in batch.events if e.get("anomaly")))
+            self.alerts.count("quarantined", len(batch.quarantined))
         if now - self._last_stats >= 0.5:
             self._last_stats = now
             self.hub.publish("stats", dict(st))
 
+    def _event(self, ev: dict[str, Any], st: dict[str, Any], now: float) -> None:
+        self.metrics.observe_event(ev)
+        if ev.get("anomaly"):
+            self.context.remember(ev)
+            self._new_anomalies += 1
+            st["anomalies"] += 1
+            self.hub.publish("anomaly", self.state.add_anomaly(ev))
+            self.anomaly_seen[str(ev.get("id"))] = now
+            if len(self.anomaly_seen) > 10000:
+                self.anomaly_seen.pop(next(iter(self.anomaly_seen)))
+        if ev.get("kind") == "probe":
+            self.hub.publish("probe", self.state.add_probe(ev))
+
+    def _node_view(self, site: str, node: str) -> dict[str, Any]:
+        return {**self.clocks.view(site, node), **self.health.view(site, node)}
+
+    def _alert_event(self, what: str, label: str) -> None:
+        m = self.metrics
+        counter = {"queued": m.alerts_queued, "suppressed": m.alerts_suppressed, "delivered": m.alerts_delivered,
+                   "retried": m.alerts_retried, "failed": m.alerts_failed}.get(what)
+        if counter is not None:
+            counter.labels(label).inc()
+
+    def link(self) -> dict[str, Any]:
+        """The broker link and ingest state (dashboard and metrics)."""
+        return self.ingest.link.as_dict()
+
+    def _live_metrics(self) -> Iterator[Metric]:
+        ln = self.ingest.link
+        yield from M.gauge("mailpulse_broker_connected", "1 while the collector is connected to the broker.",
+                           1 if ln.connected else 0)
+        yield from M.counter("mailpulse_broker_reconnect_attempts", "Connection attempts after the first.",
+                             ln.attempts)
+        yield from M.counter("mailpulse_broker_connect_failures", "Connection attempts that failed.", ln.failures)
+        yield from M.counter("mailpulse_broker_connection_losses", "Connections to the broker lost.", ln.losses)
+        yield from M.gauge("mailpulse_ingest_last_message_timestamp_seconds", "When the newest message arrived.",
+                           ln.last_message)
+        yield from M.gauge("mailpulse_ingest_last_timestamp_seconds", "When the newest accepted event was archived.",
+                           ln.last_ingest)
+        yield from M.gauge("mailpulse_alerts_outbox_depth", "Alert deliveries waiting in the outbox.",
+                           len(self.alerts.outbox) if self.alerts is not None else 0)
+        yield from M.gauge("mailpulse_incident_ingest_open", "1 while the collector's own ingest-stall incident is "
+                                                             "open.", 1 if self.health.incident else 0)
+        seen, offset, skewed = [], [], []
+        for (site, node), nh in list(self.health.nodes.items()):
+            s, n = self.metrics.node(site, node)
+            if nh.last_seen:
+                seen.append((s, n, nh.last_seen))
+            v = self.clocks.view(site, node)
+            if v["clock_offset_s"] is not None:
+                offset.append((s, n, v["clock_offset_s"]))
+            skewed.append((s, n, 1.0 if v["clock_skewed"] else 0.0))
+        yield from M.per_node("mailpulse_node_last_seen_timestamp_seconds", "When a valid message of the node last "
+                                                                            "arrived.", seen)
+        yield from M.per_node("mailpulse_node_clock_offset_seconds", "Estimated node clock minus collector clock.",
+                              offset)
+        yield from M.per_node("mailpulse_node_clock_skewed", "1 while the node's clock is beyond [clock] "
+                                                             "max_offset_s (its events are not correlated).", skewed)
+
     def evaluate(self) -> list[Change]:
-        """Run the correlation now and publish its changes."""
+        """Run the correlation now (or take the Flink job's new incident changes) and publish them."""
+        if self.flink_feed is not None:
+            return self._publish([as_change(r) for r in self.flink_feed.poll() if r["type"] == "change"], {})
         with self.corr_lock:
             changes = self.correlator.evaluate()
             heat = self.correlator.heatmap()
@@ -151,13 +245,41 @@ class Collector:
         self.metrics.incidents.set(n_open)
         self.state.heatmap = heat
         self.hub.publish("heatmap", heat)
+        return self._publish(changes, series)
+
+    def _publish(self, changes: list[Change], series: dict[str, Any]) -> list[Change]:
+        """Incident changes to the dashboard, its live clients and the alerts."""
+        if self.flink_feed is not None:
+            self._flink_open.update({c.incident["id"] for c in changes if c.kind == "opened"})
+            self._flink_open.difference_update({c.incident["id"] for c in changes if c.kind == "resolved"})
+            self.metrics.incidents.set(len(self._flink_open))
         for ch in changes:
-            self.changes.append(ch)
-            self.state.set_incident(ch.incident)
-            self.hub.publish("incident", ch.incident)
-            if self.alerts is not None:
-                self.alerts.handle(ch.kind, ch.incident, ch.previous_severity, series.get(ch.incident["id"], ()))
+            self._announce(ch, series.get(ch.incident["id"], ()))
         return changes
+
+    def _announce(self, ch: Change, series: Any = ()) -> None:
+        self.changes.append(ch)
+        ctx = self.context.describe(ch.incident)      # relay name, evidence in words, examples, link
+        self.state.set_incident({**ch.incident, "context": ctx})
+        self.hub.publish("incident", {**ch.incident, "context": ctx})
+        if self.alerts is not None:
+            self.alerts.handle(ch.kind, ch.incident, ch.previous_severity, series, ctx)
+
+    def check_health(self, now: float | None = None) -> None:
+        """Nodes' liveness and the ingest-stall incident (part of :meth:`tick`)."""
+        now = time.time() if now is None else now
+        ln = self.ingest.link
+        flips, changes = self.health.tick(now, ln.connected, ln.last_message, ln.disconnected_since)
+        for site, node, online in flips:
+            self.metrics.set_online(site, node, online)
+            self.hub.publish("fleet", self.state.set_online(site, node, online, self._node_view(site, node)))
+        for ch in changes:
+            self._announce(ch)
+        self.state.link = self.link()
+        view = self.state.health()
+        if view != self._last_health_view:
+            self._last_health_view = view
+            self.hub.publish("health", view)
 
     def _rate_series(self, key: tuple[str, ...], n: int = 30) -> list[float | None]:
         c = self.correlator
@@ -172,14 +294,16 @@ class Collector:
     def tick(self) -> None:
         """Housekeeping (call about every 0.1 s)."""
         now = time.time()
-        with self.archive_lock:
-            self.archive.tick()
-        due = now - self._last_eval >= self.cfg.correlate.eval_interval_s
+        self.processor.tick()
+        due = self.flink_feed is not None or now - self._last_eval >= self.cfg.correlate.eval_interval_s
         quick = self._new_anomalies and now - self._last_eval >= 0.25
         if due or quick:
             self._last_eval = now
             self._new_anomalies = 0
             self.evaluate()
+        if now - self._last_health >= 0.5:
+            self._last_health = now
+            self.check_health(now)
         if self.alerts is not None:
             self.alerts.maybe_summary()
         if self.cfg.retrain.enabled and now >= self._next_retrain:
@@ -189,18 +313,21 @@ class Collector:
     def retrain_once(self) -> list[dict[str, Any]]:
         """Train on the archive, guard, publish to each configured site if accepted."""
         r = self.cfg.retrain
+        skipped: collections.Counter[str] = collections.Counter()
         try:
             model, guard = retrain_from_archive(self.cfg.archive.dir, self.current_model, params=r.params,
                                                 recent_fraction=r.recent_fraction,
                                                 false_alarm_rate_target=r.false_alarm_rate,
-                                                max_increase=r.max_far_increase)
+                                                max_increase=r.max_far_increase, skipped=skipped)
         except Exception as e:
             log.error("retraining failed: %s", e)
-            failed: dict[str, Any] = {"ts": time.time(), "error": str(e)}
+            failed: dict[str, Any] = {"ts": time.time(), "error": str(e), "skipped": dict(skipped)}
             self.retrain_log.append(failed)
             return [failed]
+        if skipped:
+            log.warning("retraining: %s", skipped_summary(skipped))
         entry: dict[str, Any] = {"ts": time.time(), "accept": guard.accept, "reason": guard.reason,
-                                 "published_to": list(r.sites) if guard.accept else []}
+                                 "published_to": list(r.sites) if guard.accept else [], "skipped": dict(skipped)}
         if guard.accept:
             self.current_model = model
             with tempfile.TemporaryDirectory() as d:
@@ -208,7 +335,7 @@ class Collector:
                 m = self.cfg.mqtt
                 for site in r.sites:
                     publish_model(path, site, m.host, m.port, username=m.username, password=m.password, tls=m.tls,
-                                  ca_file=m.ca_file)
+                                  ca_file=m.ca_file, cert_file=m.cert_file, key_file=m.key_file)
         self.retrain_log.append(entry)
         return [entry]
 

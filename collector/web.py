@@ -1,16 +1,22 @@
-"""The dashboard: a threaded stdlib HTTP server inside the collector process, pushed by SSE.
+"""The dashboard: an HTTPS server inside the collector process, pushed by SSE.
 
 Routes:
 
 * ``/`` - ``collector/static/index.html`` (one file, plain JS, no build step);
 * ``/api/state`` - the current :meth:`DashboardState.snapshot` as JSON;
 * ``/events`` - Server-Sent Events: ``state`` once at connect, then ``anomaly``, ``incident``,
-  ``fleet``, ``heatmap`` and ``stats`` events as they happen (one JSON ``data`` line each);
-* ``/metrics`` - Prometheus exposition (:mod:`mailpulse.collector.metrics`).
+  ``fleet``, ``probe``, ``heatmap``, ``stats`` and ``health`` (broker link, quarantine counts) events
+  as they happen (one JSON ``data`` line each);
+* ``/metrics`` - Prometheus exposition (:mod:`mailpulse.collector.metrics`);
+* ``/api/incidents/<id>`` - one incident (the id an alert names), JSON; 404 when unknown.
 
 :class:`Hub` fans messages out to every connected SSE client through a bounded queue per
 client; a client that does not keep up loses the oldest messages (counted) instead of slowing the
 ingest.  A comment line every 10 s keeps idle connections (and proxies) alive.
+
+Every route needs a credential unless ``[web] auth = false`` (then the page carries a warning);
+TLS, the credentials, the caps on connections, SSE streams, request sizes and rates, and the
+fixed thread count are in :mod:`mailpulse.collector.webserver`.
 """
 
 from __future__ import annotations
@@ -18,16 +24,32 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import queue
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import urllib.parse
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from mailpulse.config.collector import WebSettings
+
 from .metrics import Metrics
+from .webserver import (
+    AUTH_FAILURE_COST,
+    BoundedServer,
+    Guard,
+    LimitedReader,
+    RateLimiter,
+    RequestTooLarge,
+    SsePusher,
+    WebMetrics,
+    server_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +80,8 @@ class Hub:
         self.dropped = 0
         self.resyncs = 0
         self.sent = 0
+        #: called after each publish (the SSE writer's wake-up)
+        self.on_publish: Callable[[], None] | None = None
 
     def subscribe(self) -> queue.Queue[tuple[str, str]]:
         q: queue.Queue[tuple[str, str]] = queue.Queue(self.per_client)
@@ -93,65 +117,163 @@ class Hub:
                             break
                     q.put_nowait(RESYNC)
                     self.resyncs += 1
+        if self.on_publish is not None:
+            self.on_publish()
+
+
+def _cell(v: Any, n: int = 200) -> Any:
+    """A value the page can show: finite numbers, booleans, None, strings cut to ``n`` characters;
+    anything else as its (cut) text."""
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, int | float):
+        return v if math.isfinite(v) else str(v)
+    return (v if isinstance(v, str) else str(v))[:n]
 
 
 class DashboardState:
-    """What the page shows: fleet, recent anomalies, incidents, heatmap, probe fidelity, counters."""
+    """What the page shows: fleet, recent anomalies, incidents, heatmap, probe fidelity, counters,
+    the quarantine and the collector's own link.
 
-    def __init__(self, max_anomalies: int = 50) -> None:
+    Bounded whatever the nodes send: every row's values are display values (:func:`_cell`), and
+    every table has a size limit (``max_*``), so ``/api/state`` stays small.
+    """
+
+    def __init__(self, max_anomalies: int = 50, max_nodes: int = 1000, max_probes: int = 200,
+                 max_incidents: int = 200, max_quarantine: int = 50) -> None:
         self.lock = threading.Lock()
+        self.max_nodes, self.max_probes, self.max_incidents = max_nodes, max_probes, max_incidents
+        self.max_quarantine = max_quarantine
         self.fleet: dict[str, dict[str, Any]] = {}
         self.anomalies: collections.deque[dict[str, Any]] = collections.deque(maxlen=max_anomalies)
         self.incidents: dict[str, dict[str, Any]] = {}
         self.heatmap: dict[str, Any] = {"rows": [], "t0": 0, "bucket_s": 10}
         self.probes: dict[str, dict[str, Any]] = {}
-        self.stats: dict[str, Any] = {"events": 0, "duplicates": 0, "anomalies": 0}
+        self.stats: dict[str, Any] = {"events": 0, "duplicates": 0, "anomalies": 0, "quarantined": 0}
+        self.quarantine: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.quarantine_folded = 0
+        self.link: dict[str, Any] = {}
 
-    def set_status(self, site: str, node: str, doc: dict[str, Any] | None) -> dict[str, Any]:
+    @staticmethod
+    def _bounded_put(d: dict[str, dict[str, Any]], key: str, row: dict[str, Any], limit: int) -> None:
+        d.pop(key, None)
+        d[key] = row
+        while len(d) > limit:
+            d.pop(next(iter(d)))            # the least recently updated
+
+    def set_status(self, site: str, node: str, doc: dict[str, Any] | None,
+                   view: dict[str, Any] | None = None) -> dict[str, Any]:
         key = f"{site}/{node}"
         d = doc or {}
-        row = {"site": site, "node": node, "state": d.get("state", "offline" if doc is None else "unknown"),
-               "model_version": d.get("model_version"), "spool_depth": (d.get("spool") or {}).get("depth"),
-               "ts": d.get("ts"), "seen": time.time(), "version": d.get("version")}
+        v = view or {}
+        spool = d.get("spool")
+        row = {"site": _cell(site), "node": _cell(node),
+               "state": _cell(d.get("state", "offline" if doc is None else "unknown")),
+               "model_version": _cell(d.get("model_version")),
+               "spool_depth": _cell(spool.get("depth") if isinstance(spool, dict) else None),
+               "ts": _cell(d.get("ts")), "seen": time.time(), "version": _cell(d.get("version"))}
+        row.update({k: _cell(x) for k, x in v.items()})
         with self.lock:
-            self.fleet[key] = row
+            self._bounded_put(self.fleet, key, row, self.max_nodes)
+        return row
+
+    def set_online(self, site: str, node: str, online: bool, view: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The node went on- or offline by its heartbeats (not by its status)."""
+        key = f"{site}/{node}"
+        with self.lock:
+            row = dict(self.fleet.get(key) or {"site": _cell(site), "node": _cell(node), "state": "unknown"})
+            row.update({k: _cell(x) for k, x in (view or {}).items()})
+            row["online"] = online
+            if not online and row.get("state") == "online":
+                row["state"] = "silent"
+            elif online and row.get("state") == "silent":
+                row["state"] = "online"
+            self._bounded_put(self.fleet, key, row, self.max_nodes)
         return row
 
     def add_anomaly(self, ev: dict[str, Any]) -> dict[str, Any]:
-        f = ev.get("fields") or {}
-        row = {"id": ev.get("id"), "site": ev.get("site"), "node": ev.get("node"), "kind": ev.get("kind"),
-               "ts": ev.get("ts"), "score": ev.get("score"), "feature": ev.get("argmax_feature"),
-               "route": f.get("route"), "relay": f.get("relay"), "received": ev.get("received")}
+        f = ev.get("fields")
+        f = f if isinstance(f, dict) else {}
+        row = {"id": _cell(ev.get("id")), "site": _cell(ev.get("site")), "node": _cell(ev.get("node")),
+               "kind": _cell(ev.get("kind")), "ts": _cell(ev.get("ts")), "score": _cell(ev.get("score")),
+               "feature": _cell(ev.get("argmax_feature")), "route": _cell(f.get("route")),
+               "relay": _cell(f.get("relay")), "received": _cell(ev.get("received")), "clock": _cell(ev.get("clock"))}
         with self.lock:
             self.anomalies.appendleft(row)
         return row
 
     def add_probe(self, ev: dict[str, Any]) -> dict[str, Any]:
-        f = ev.get("fields") or {}
-        integ = f.get("integrity") or {}
-        key = f"{ev.get('site')}/{ev.get('node')}/{f.get('route')}"
-        row = {"site": ev.get("site"), "node": ev.get("node"), "route": f.get("route"), "outcome": f.get("outcome"),
-               "latency_ms": f.get("latency_ms"), "psnr_db": integ.get("psnr_db"), "intact": integ.get("intact"),
-               "ts": ev.get("ts")}
+        f = ev.get("fields")
+        f = f if isinstance(f, dict) else {}
+        integ = f.get("integrity")
+        integ = integ if isinstance(integ, dict) else {}
+        key = f"{ev.get('site')}/{ev.get('node')}/{str(f.get('route'))[:64]}"
+        row = {"site": _cell(ev.get("site")), "node": _cell(ev.get("node")), "route": _cell(f.get("route")),
+               "outcome": _cell(f.get("outcome")), "latency_ms": _cell(f.get("latency_ms")),
+               "psnr_db": _cell(integ.get("psnr_db")), "intact": _cell(integ.get("intact")), "ts": _cell(ev.get("ts"))}
         with self.lock:
-            self.probes[key] = row
+            self._bounded_put(self.probes, key, row, self.max_probes)
         return row
 
+    def add_quarantine(self, entries: list[tuple[str, str, str]]) -> None:
+        """Count quarantine records per (site, node, reason); beyond ``max_quarantine`` keys, as other."""
+        with self.lock:
+            for key in entries:
+                if key in self.quarantine or len(self.quarantine) < self.max_quarantine:
+                    self.quarantine[key] += 1
+                else:
+                    self.quarantine_folded += 1
+
     def set_incident(self, inc: dict[str, Any]) -> None:
+        inc = dict(inc)
+        for k in ("affected_nodes", "affected_routes"):
+            vals = inc.get(k) or []
+            inc[k] = [_cell(v) for v in vals[:50]] + ([f"... {len(vals) - 50} more"] if len(vals) > 50 else [])
         with self.lock:
             self.incidents[inc["id"]] = inc
-            if len(self.incidents) > 200:
-                for k in sorted(self.incidents, key=lambda k: self.incidents[k]["updated"])[:50]:
-                    if self.incidents[k]["state"] != "open":
-                        del self.incidents[k]
+            if len(self.incidents) > self.max_incidents:
+                order = sorted(self.incidents, key=lambda k: (self.incidents[k]["state"] == "open",
+                                                              self.incidents[k]["updated"]))
+                for k in order[: len(self.incidents) - self.max_incidents + self.max_incidents // 4]:
+                    del self.incidents[k]    # resolved first, oldest first
+
+    def health(self) -> dict[str, Any]:
+        """The collector's link and the quarantine counts (the page's ``health`` message)."""
+        with self.lock:
+            return {"link": dict(self.link), "quarantine_folded": self.quarantine_folded,
+                    "quarantine": [{"site": s, "node": n, "reason": r, "count": c}
+                                   for (s, n, r), c in self.quarantine.most_common()]}
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"fleet": sorted(self.fleet.values(), key=lambda r: (r["site"], r["node"])),
+            return {"fleet": sorted(self.fleet.values(), key=lambda r: (str(r["site"]), str(r["node"]))),
                     "anomalies": list(self.anomalies),
                     "incidents": sorted(self.incidents.values(), key=lambda i: (i["state"] != "open", -i["updated"])),
                     "heatmap": self.heatmap, "probes": sorted(self.probes.values(), key=lambda r: str(r["route"])),
-                    "stats": dict(self.stats), "server_time": time.time()}
+                    "stats": dict(self.stats), "server_time": time.time(),
+                    "quarantine": [{"site": s, "node": n, "reason": r, "count": c}
+                                   for (s, n, r), c in self.quarantine.most_common()],
+                    "quarantine_folded": self.quarantine_folded, "link": dict(self.link)}
+
+
+#: Shown at the top of the page when ``[web] auth = false``.
+INSECURE_BANNER = (b'<div id="insecure" style="background:#b00020;color:#fff;padding:6px 12px;font-weight:bold">'
+                   b"Authentication is off ([web] auth = false): anyone who can reach this port reads this "
+                   b"dashboard, /api/state and /metrics.</div>")
+
+
+def render_sse(q: queue.Queue[tuple[str, str]], snapshot: Callable[[], str], most: int = 100) -> bytes:
+    """What a client's queue holds as SSE text (at most ``most`` events; RESYNC -> a fresh state)."""
+    chunks: list[str] = []
+    while len(chunks) < most:
+        try:
+            ev, data = q.get_nowait()
+        except queue.Empty:
+            break
+        if (ev, data) == RESYNC:
+            data = snapshot()
+        chunks.append(f"event: {ev}\ndata: {data}\n\n")
+    return "".join(chunks).encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -161,23 +283,77 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("web: " + format, *args)
 
-    def _send(self, code: int, ctype: str, body: bytes) -> None:
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = LimitedReader(self.rfile, self.server.settings.max_request_bytes)  # type: ignore[assignment]
+
+    def handle(self) -> None:
+        self.close_connection = True      # one request per connection: a worker is never held by keep-alive
+        try:
+            self.handle_one_request()
+        except RequestTooLarge:
+            self.requestline, self.request_version, self.command = "", "HTTP/1.1", "GET"
+            self._send(431, "text/plain", b"request header fields too large\n")
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.server.dashboard.web_metrics.requests.labels(str(code)).inc()
+        super().send_response(code, message)
+
+    def _send(self, code: int, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
+
+    def _admit(self, path: str) -> bool:
+        """Rate limit, no bodies, authentication; False when an error was sent."""
+        dash = self.server.dashboard
+        addr = str(self.client_address[0])
+        wait = dash.limiter.take(addr)
+        if wait:
+            dash.web_metrics.rate_limited.inc()
+            self._send(429, "text/plain", b"too many requests\n", {"Retry-After": str(max(1, round(wait)))})
+            return False
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or self.headers.get("Transfer-Encoding"):
+            self._send(413, "text/plain", b"request bodies are not accepted\n")
+            return False
+        verdict = dash.guard.check(self.headers.get("Authorization"), path)
+        if verdict == 401:
+            dash.web_metrics.auth_failures.inc()
+            dash.limiter.charge(addr, AUTH_FAILURE_COST)
+            self._send(401, "text/plain", b"authentication required\n",
+                       {"WWW-Authenticate": 'Basic realm="mailpulse", charset="UTF-8"'})
+            return False
+        if verdict == 403:
+            self._send(403, "text/plain", b"this credential may read only /metrics\n")
+            return False
+        return True
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         dash = self.server.dashboard
+        if not self._admit(path):
+            return
         if path in ("/", "/index.html"):
-            self._send(200, "text/html; charset=utf-8", (STATIC / "index.html").read_bytes())
+            page = (STATIC / "index.html").read_bytes()
+            if not dash.guard.auth:
+                page = page.replace(b"<body>", b"<body>" + INSECURE_BANNER, 1)
+            self._send(200, "text/html; charset=utf-8", page)
         elif path == "/api/state":
             self._send(200, "application/json", json.dumps(dash.state.snapshot(), default=str).encode())
         elif path == "/metrics":
             self._send(200, CONTENT_TYPE_LATEST, dash.metrics.exposition())
+        elif path.startswith("/api/incidents/"):        # an alert's incident id -> the incident
+            inc = dash.state.incidents.get(urllib.parse.unquote(path[len("/api/incidents/"):]))
+            if inc is None:
+                self._send(404, "application/json", b'{"error": "no such incident"}\n')
+            else:
+                self._send(200, "application/json", json.dumps(inc, default=str).encode())
         elif path == "/events":
             self._sse()
         else:
@@ -185,71 +361,78 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _sse(self) -> None:
         dash = self.server.dashboard
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
+        if not dash.pusher.reserve(self.server.settings.max_sse_clients):
+            self.server.metrics.refused.labels("sse_full").inc()
+            self._send(503, "text/plain", b"too many live connections\n", {"Retry-After": "10"})
+            return
         q = dash.hub.subscribe()
         try:
-            first = json.dumps(dash.state.snapshot(), default=str)
-            self.wfile.write(f"retry: 1000\nevent: state\ndata: {first}\n\n".encode())
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
             self.wfile.flush()
-            while not dash.stopping.is_set():
-                try:
-                    ev, data = q.get(timeout=10.0)
-                except queue.Empty:
-                    self.wfile.write(b": keep-alive\n\n")
-                    self.wfile.flush()
-                    continue
-                chunks: list[str] = []
-                while True:
-                    if (ev, data) == RESYNC:
-                        data = json.dumps(dash.state.snapshot(), default=str)
-                    chunks.append(f"event: {ev}\ndata: {data}\n\n")
-                    if len(chunks) >= 100:
-                        break
-                    try:
-                        ev, data = q.get_nowait()
-                    except queue.Empty:
-                        break
-                self.wfile.write("".join(chunks).encode())
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, OSError):
-            pass
-        finally:
+        except OSError:
             dash.hub.unsubscribe(q)
+            dash.pusher.release()
+            return
+        first = json.dumps(dash.state.snapshot(), default=str)
+        self.server.detach()
+        dash.pusher.add(self.connection, q, f"retry: 1000\nevent: state\ndata: {first}\n\n".encode())
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(BoundedServer):
     dashboard: DashboardServer
 
 
 class DashboardServer:
-    """The HTTP server on its own thread; ``port=0`` picks a free port (see :attr:`url`)."""
+    """The HTTP(S) server on its own thread; ``port=0`` picks a free port (see :attr:`url`).
 
-    def __init__(self, state: DashboardState, hub: Hub, metrics: Metrics, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
-        self.state, self.hub, self.metrics = state, hub, metrics
+    ``settings`` holds TLS, credentials and caps (a :class:`WebSettings` whose passwords are
+    resolved); the server refuses to start with ``auth`` on and no password, or ``tls`` on and no
+    certificate.
+    """
+
+    def __init__(self, state: DashboardState, hub: Hub, metrics: Metrics, settings: WebSettings) -> None:
+        self.state, self.hub, self.metrics, self.settings = state, hub, metrics, settings
         self.stopping = threading.Event()
-        self.httpd = _Server((host, port), _Handler)
+        self.guard = Guard.from_settings(settings)
+        self.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
+        self.web_metrics = WebMetrics(metrics.registry)
+        self.web_metrics.auth_enabled.set(1 if settings.auth else 0)
+        self.web_metrics.tls_enabled.set(1 if settings.tls else 0)
+        ctx = None
+        if settings.tls:
+            if not (settings.cert_file and settings.key_file):
+                raise ValueError("[web] tls is on but cert_file/key_file are not set")
+            ctx = server_context(settings.cert_file, settings.key_file)
+        self.pusher = SsePusher(render_sse, lambda: json.dumps(state.snapshot(), default=str), hub.unsubscribe,
+                                self.web_metrics)
+        hub.on_publish = self.pusher.wake
+        self.httpd = _Server((settings.host, settings.port), _Handler, settings, self.web_metrics, ctx)
         self.httpd.dashboard = self
         addr = self.httpd.server_address
         self.host, self.port = str(addr[0]), int(addr[1])
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="collector-web", daemon=True)
+        if not settings.auth:
+            log.warning("dashboard authentication is OFF ([web] auth = false): anyone who can reach %s reads the "
+                        "dashboard, /api/state and /metrics", self.url)
+        if not settings.tls:
+            log.warning("dashboard TLS is OFF ([web] tls = false): %s", "credentials cross the network in clear"
+                        if settings.auth else "everything crosses the network in clear")
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        return f"{'https' if self.settings.tls else 'http'}://{self.host}:{self.port}/"
 
     def start(self) -> None:
+        self.pusher.start()
         self._thread.start()
 
     def stop(self) -> None:
         self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.pusher.stop()

@@ -7,7 +7,9 @@ and cocotbext-axi finds them with ``bus_separator="__"``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
+from typing import Any
 
 from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import stream, wiring
@@ -83,6 +85,9 @@ class AXI4LiteSlave(wiring.Component):
     """
 
     def __init__(self) -> None:
+        #: Formal verification only (:mod:`mailpulse.hdl.formal`): called at the end of
+        #: :meth:`elaborate` with the module and the transaction state.
+        self.formal_hook: Callable[[Module, dict[str, Any]], None] | None = None
         super().__init__({
             "axil": In(AXI4LiteSignature()),
             "bus": Out(BusSignature()),
@@ -144,6 +149,8 @@ class AXI4LiteSlave(wiring.Component):
                              resp.eq(Cat(Const(0, 1), bus.resp_err)), bus.err_set.eq(bus.resp_err)]
             with m.Case(_State.R_RESP), m.If(a.rready):
                 m.d.sync += state.eq(_State.IDLE)
+        if self.formal_hook is not None:
+            self.formal_hook(m, {"state": state})
         return m
 
 

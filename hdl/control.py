@@ -33,6 +33,8 @@ class ControlSignature(wiring.Signature):
     table_we, table_index, table_data : write of shadow-bank entry ``index = k * B + b``
     table_clear : with ``table_we``: write ``table_data`` at address ``table_index`` of *every*
         table memory, both banks (the clear after reset)
+    clearing : the clear after reset runs: the core accepts no sample (block RAM keeps its old
+        contents across a reset, so a sample scored now would read a table not yet cleared)
     push_valid, push_features, push_tag : a pushed sample (held until ``push_ready``)
 
     Members (core -> front end)
@@ -62,6 +64,7 @@ class ControlSignature(wiring.Signature):
             "commit_done": Out(1),
             "table_we": Out(1),
             "table_clear": Out(1),
+            "clearing": Out(1),
             "table_index": Out(max(1, clog2(2 * p.k * p.b))),
             "table_data": Out(p.table_bits),
             "push_valid": Out(1),

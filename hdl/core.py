@@ -18,6 +18,7 @@ outputs (result stream, pushed result, counters) and the commit load.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -123,7 +124,7 @@ class ScorerCore(wiring.Component):
     ----------
     i_stream : In(stream.Signature(SampleLayout))
         Samples.  ``ready`` is a function of registers only (pipeline enable, commit pending, push
-        pending), never of ``o_stream.ready`` combinationally.
+        pending, the clear after reset), never of ``o_stream.ready`` combinationally.
     o_stream : Out(stream.Signature(ResultLayout))
         Results of stream samples, in order, from a two-entry output buffer.
     ctrl : In(ControlSignature)
@@ -156,6 +157,10 @@ class ScorerCore(wiring.Component):
         #: Table storage, one per projection: entry ``bank * B + b`` (simulation tests poke it).
         self.table_data = [MemoryData(shape=unsigned(params.table_bits), depth=2 * params.b, init=[])
                            for _ in range(params.k)]
+        #: Formal verification only (:mod:`mailpulse.hdl.formal`): called at the end of
+        #: :meth:`elaborate` with the module and the internal signals the proofs' invariants name.
+        self.formal_hook: Callable[[Module, dict[str, Any]], None] | None = None
+        self._probes: dict[str, Any] = {}
         members: dict[str, wiring.Member] = {"ctrl": In(ControlSignature(params))}
         if stream:
             members["i_stream"] = In(_stream.Signature(SampleLayout(params)))
@@ -164,6 +169,7 @@ class ScorerCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        self._probes = {}
         act = self._active_model()
         flow = self._flow(m, act.cs)
         out_tag, out_last = self._sideband(m, flow)
@@ -187,6 +193,8 @@ class ScorerCore(wiring.Component):
             self.ctrl.samples.eq(counters[0]),
             self.ctrl.anomalies.eq(counters[1]),
         ]
+        if self.formal_hook is not None:
+            self.formal_hook(m, {"flow": flow, "act": act, **self._probes})
         return m
 
     # ---- active model and flow control -------------------------------------------------------
@@ -243,7 +251,9 @@ class ScorerCore(wiring.Component):
         if self.stream:
             self._registered_enables(m, f, tree_stages)
             m.d.comb += [
-                self.i_stream.ready.eq(f.open_ & ~ctrl.push_valid),
+                # no sample enters during the clear after reset (the tables still hold what they
+                # held before it); PUSH is held off by the front end itself
+                self.i_stream.ready.eq(f.open_ & ~ctrl.push_valid & ~ctrl.clearing),
                 f.take_stream.eq(self.i_stream.ready & self.i_stream.valid),
             ]
         else:
@@ -300,6 +310,7 @@ class ScorerCore(wiring.Component):
             ]
             for i in range(1, n_regs):
                 m.d.sync += [tag_pipe[i].eq(tag_pipe[i - 1]), last_pipe[i].eq(last_pipe[i - 1])]
+        self._probes["tag_pipe"] = tag_pipe
         return tag_pipe[-1], last_pipe[-1]
 
     # ---- the lanes -----------------------------------------------------------------------------
@@ -364,6 +375,7 @@ class ScorerCore(wiring.Component):
         ctrl = self.ctrl
         bl = p.b_log2
         vals = []
+        self._probes["table_writes"] = writes = []
         for k in range(p.k):
             wr_addr = Mux(ctrl.table_clear, Cat(ctrl.table_index[:bl], ctrl.table_index[bl] ^ ~cs.active_bank),
                           Cat(ctrl.table_index[:bl], ~cs.active_bank))
@@ -375,6 +387,7 @@ class ScorerCore(wiring.Component):
                 tm = m.submodules[f"table{k}"] = TableMemory(self.table_data[k])
                 m.d.comb += [tm.rd_addr.eq(Cat(bins[k], cs.active_bank)), tm.rd_en.eq(en[k]),
                              tm.wr_addr.eq(wr_addr), tm.wr_data.eq(ctrl.table_data), tm.wr_en.eq(wr_en)]
+                writes.append((wr_en, wr_addr[bl]))   # (enable, bank)
                 vals.append(tm.rd_data)
                 continue
             mem = Memory(data=self.table_data[k])
@@ -388,6 +401,7 @@ class ScorerCore(wiring.Component):
                 wr.data.eq(ctrl.table_data),
                 wr.en.eq(wr_en),
             ]
+            writes.append((wr.en, wr.addr[bl]))   # (enable, bank)
             vals.append(rd.data)
         return vals
 
@@ -486,6 +500,7 @@ class ScorerCore(wiring.Component):
         p = self.params
         buf0 = Signal(ResultLayout(p), reset_less=True)
         buf1 = Signal(ResultLayout(p), reset_less=True)
+        self._probes["buffer"] = (buf0, buf1)
         pop = Signal()
         m.d.comb += [
             self.o_stream.valid.eq(fifo_cnt != 0),
@@ -522,6 +537,7 @@ class ScorerCore(wiring.Component):
         ld_shift = Signal.like(ctrl.load_shift, reset_less=True)
         m.d.sync += [ld_valid.eq(ctrl.load_valid), ld_index.eq(ctrl.load_index), ld_w.eq(lw),
                      ld_shift.eq(ctrl.load_shift)]
+        self._probes["ld_valid"] = ld_valid
         if act.dsp is not None:
             # exact products: no one's complement correction; the chain adds -offset
             m.d.sync += off_eff.eq(-ctrl.load_offset.as_signed())

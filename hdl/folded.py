@@ -27,10 +27,11 @@ and the result, the counters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In
@@ -41,6 +42,10 @@ from .lane import stage_reg as reg
 from .params import CoreParams, clog2
 
 __all__ = ["FoldedScorerCore", "lane_depth", "sample_period"]
+
+#: Widest piece of the score in the threshold compare (:meth:`FoldedScorerCore._result`): a 7-bit
+#: equality is two LUT4 levels.
+_CMP_PIECE = 7
 
 
 def lane_depth(p: CoreParams) -> int:
@@ -117,10 +122,15 @@ class FoldedScorerCore(wiring.Component):
         self.latency = p.k + self.lane_depth
         self.clear_cycles = 2 * p.k * p.b
         self.table_data = MemoryData(shape=unsigned(p.table_bits), depth=2 * p.k * p.b, init=[])
+        #: Formal verification only (:mod:`mailpulse.hdl.formal`): called at the end of
+        #: :meth:`elaborate` with the module and the internal signals the proofs name.
+        self.formal_hook: Callable[[Module, dict[str, Any]], None] | None = None
+        self._probes: dict[str, Any] = {}
         super().__init__({"ctrl": In(ControlSignature(params))})
 
     def elaborate(self, platform):
         m = Module()
+        self._probes = {}
         kb = max(1, clog2(self.params.k))
         cs = CommitState()
         iss = _Issue(busy=Signal(name="busy"), issuing=Signal(name="issuing"), k_issue=Signal(kb, name="k_issue"))
@@ -139,6 +149,8 @@ class FoldedScorerCore(wiring.Component):
             self.ctrl.samples.eq(samples),
             self.ctrl.anomalies.eq(anomalies),
         ]
+        if self.formal_hook is not None:
+            self.formal_hook(m, {"issue": iss, "cs": cs, **self._probes})
         return m
 
     def _active_memory(self, m: Module, iss: _Issue) -> Any:
@@ -176,6 +188,7 @@ class FoldedScorerCore(wiring.Component):
             awr.en.eq(ld_valid | clear_param),
             ard.addr.eq(iss.k_issue),
         ]
+        self._probes["active_write"] = awr.en
         return ard
 
     def _issue(self, m: Module, cs: CommitState, iss: _Issue) -> None:
@@ -186,6 +199,7 @@ class FoldedScorerCore(wiring.Component):
             take_push.eq(ctrl.push_valid & ~iss.busy & ~cs.commit_pending),
             ctrl.push_ready.eq(take_push),
         ]
+        self._probes["take_push"] = take_push
         with m.If(take_push):
             m.d.sync += [iss.busy.eq(1), iss.issuing.eq(1), iss.k_issue.eq(0)]
         with m.Elif(iss.issuing):
@@ -254,6 +268,7 @@ class FoldedScorerCore(wiring.Component):
             twr.data.eq(ctrl.table_data),
             twr.en.eq(ctrl.table_we),
         ]
+        self._probes["table_write"] = (twr.en, twr.addr >= kbsz)   # (enable, bank)
         c = c.next(m, kb, 0, 0, "m")
         val_r = reg(p.table_bits, "val_r")
         m.d.sync += val_r.eq(trd.data)
@@ -313,9 +328,10 @@ class FoldedScorerCore(wiring.Component):
         ``res_score > thr_active`` is split over two stages (the compare of a wide threshold is
         too deep for one UP5K clock).  ``res_score`` is ``score_r`` one clock later, and
         ``thr_active`` then holds its next value: the shadow threshold if a threshold commit takes
-        effect now, else its own.  Stage F compares ``score_r`` with both candidates in two halves
-        (registered); stage O combines the halves of the candidate that became ``thr_active``.
-        Exact."""
+        effect now, else its own.  Stage F compares ``score_r`` with both candidates in pieces of
+        at most ``_CMP_PIECE`` bits (registered: greater and equal per piece, and the threshold's
+        bits above the score's all zero); stage O combines the pieces of the candidate that became
+        ``thr_active``.  Exact."""
         p = self.params
         ctrl = self.ctrl
         kb = max(1, clog2(p.k))
@@ -325,18 +341,27 @@ class FoldedScorerCore(wiring.Component):
         anomaly = Signal()
         m.d.sync += [out_valid.eq(res_valid), out_score.eq(res_score), out_arg.eq(res_arg)]
         sb = p.score_bits
-        lo_w = sb // 2
+        # pieces of at most _CMP_PIECE bits, low first: each compare is one short carry chain, each
+        # equality two LUT levels
+        n_pc = -(-sb // _CMP_PIECE)
+        pieces = [(i * sb // n_pc, (i + 1) * sb // n_pc) for i in range(n_pc)]
         thr_sel = Signal()
         m.d.sync += thr_sel.eq(ctrl.commit_threshold | ctrl.commit_done)
         gt_parts = []
         for c, thr_c in (("act", cs.thr_active), ("shd", ctrl.shadow_threshold)):
-            hi_zero, hi_gt, hi_eq, lo_gt = (Signal(name=f"cmp_{c}_{n}")
-                                            for n in ("hz", "hgt", "heq", "lgt"))
-            m.d.sync += [hi_zero.eq(thr_c[sb:] == 0) if len(thr_c) > sb else hi_zero.eq(1),
-                         hi_gt.eq(score_r[lo_w:] > thr_c[lo_w:sb]),
-                         hi_eq.eq(score_r[lo_w:] == thr_c[lo_w:sb]),
-                         lo_gt.eq(score_r[:lo_w] > thr_c[:lo_w])]
-            gt_parts.append(hi_zero & (hi_gt | (hi_eq & lo_gt)))
+            hi_zero = Signal(name=f"cmp_{c}_hz")
+            m.d.sync += hi_zero.eq(thr_c[sb:] == 0) if len(thr_c) > sb else hi_zero.eq(1)
+            gt: Value = Const(0, 1)
+            for i, (lo, hi) in enumerate(pieces):
+                g = Signal(name=f"cmp_{c}_gt{i}")
+                m.d.sync += g.eq(score_r[lo:hi] > thr_c[lo:hi])
+                if i == 0:
+                    gt = g
+                    continue
+                e = Signal(name=f"cmp_{c}_eq{i}")
+                m.d.sync += e.eq(score_r[lo:hi] == thr_c[lo:hi])
+                gt = g | (e & gt)   # a higher piece decides unless it is equal
+            gt_parts.append(hi_zero & gt)
         m.d.sync += anomaly.eq(Mux(thr_sel, gt_parts[1], gt_parts[0]))
         with m.If(out_valid):
             m.d.sync += iss.busy.eq(0)

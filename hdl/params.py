@@ -144,6 +144,13 @@ PARAMETER_SETS: dict[str, CoreParams] = {
 }
 
 
+#: The smallest core that still has every structure of the shipped ones (a two-input adder tree, a
+#: two-way score/argmax tree, two table banks of several bins): the formal proofs
+#: (:mod:`mailpulse.hdl.formal`) run k-induction on it, where the state space of a shipped set is
+#: too large; the shipped sets get a bounded model check.  Not a set a bitstream is built for.
+FORMAL_PARAMS = CoreParams("formal", d=2, k=2, b=4)
+
+
 def get_params(name: str) -> CoreParams:
     """Look a parameter set up by name, with an error that lists the known ones."""
     try:

@@ -178,6 +178,16 @@ class EmulatedCore:
     Stream samples are scored with :meth:`stream`; pushed samples with a write to ``PUSH``.  The
     model treats every transaction as complete when the call returns (the RTL's pipeline latency
     is not modelled; commits happen between samples, which the model has no way to split).
+
+    A stalled result stream (:meth:`stall_results`): the output stream does not take results and
+    the pipeline is full, so nothing gets through it.  Then a PUSH stays pending
+    (``STATUS.PUSH_PENDING``, no result) and a COMMIT stays pending (``STATUS.COMMIT_PENDING``,
+    nothing swapped); an access that would have to wait for them - a write to ``PUSH``,
+    ``FEATURE`` or ``TAG``, or of ``CTRL.COMMIT_THRESHOLD``, behind a pending PUSH, a write to a shadow register or the table
+    window, or a write of ``CTRL.COMMIT``, behind a pending COMMIT - is answered with an error
+    after :data:`~mailpulse.hdl.regmap.WAIT_LIMIT` cycles and does nothing at all (not even the
+    other bits of that ``CTRL`` write); reads always answer.  When the stream flows again, the
+    pending COMMIT takes effect first, then the pending PUSH is scored (with the committed model).
     """
 
     def __init__(self, params: CoreParams) -> None:
@@ -198,6 +208,9 @@ class EmulatedCore:
         self.features = [0] * p.d
         self.tag = 0
         self.result: tuple[int, int, int, int] | None = None
+        self.stalled = False
+        self.push_pending = False
+        self.commit_pending = False
 
     # -- register access ------------------------------------------------------------------
     def read(self, address: int) -> int:
@@ -213,9 +226,11 @@ class EmulatedCore:
         if reg.kind is Kind.CONST:
             return reg.reset
         if name == "STATUS":
-            # COMMIT_PENDING, BUSY and PUSH_PENDING are 0: every access completes in the model
+            # COMMIT_PENDING, BUSY and PUSH_PENDING are 0 unless the result stream is stalled:
+            # every other access completes in the model
             return reg.value(ACTIVE_BANK=self.active_bank, RESULT_VALID=self.result is not None,
-                             BUS_ERROR=self.bus_error)
+                             BUS_ERROR=self.bus_error, COMMIT_PENDING=self.commit_pending,
+                             PUSH_PENDING=self.push_pending, BUSY=self.stalled)
         if name == "THRESHOLD":
             return int(self.shadow.threshold)
         if name == "THRESHOLD_ACTIVE":
@@ -256,10 +271,19 @@ class EmulatedCore:
         if reg.access == "RO":
             self.bus_error = True
             raise BusError(f"write of read-only register {name}")
+        fired = {f.name for f in reg.fields if value & f.mask} if name == "CTRL" else set()
+        if (self.push_pending and (reg.kind is Kind.PUSH or name in self.regmap["PUSH"].operands
+                                   or "COMMIT_THRESHOLD" in fired)) or (
+                self.commit_pending and (reg.shadow or "COMMIT" in fired)):
+            self.bus_error = True
+            raise BusError(f"write of {name} timed out: the result stream is stalled with "
+                           f"{'a PUSH' if self.push_pending and not self.commit_pending else 'a COMMIT'} pending")
         if name == "CTRL":
-            fired = {f.name for f in reg.fields if value & f.mask}
             if "COMMIT" in fired:
-                self.commit()
+                if self.stalled:
+                    self.commit_pending = True
+                else:
+                    self.commit()
             if "COMMIT_THRESHOLD" in fired:
                 self.active.threshold = self.shadow.threshold
             if "CLEAR_COUNTERS" in fired:
@@ -273,8 +297,11 @@ class EmulatedCore:
         elif name == "TAG":
             self.tag = value
         elif name == "PUSH":
-            r = self._score(np.array([self.features], dtype=np.int64), np.array([self.tag]))
-            self.result = r.row(0)
+            self.result = None
+            if self.stalled:
+                self.push_pending = True
+            else:
+                self._push()
         elif name == "OFFSET":
             self.shadow.offsets[i] = _sext(value, p.offset_bits)
         elif name == "SHIFT":
@@ -294,7 +321,23 @@ class EmulatedCore:
                                  self.shadow.shifts.copy(), self.bank_tables[self.active_bank].copy(),
                                  int(self.shadow.threshold))
 
+    def stall_results(self, stalled: bool = True) -> None:
+        """The result stream stalls with the pipeline full (``True``), or flows again (``False``:
+        a pending COMMIT takes effect, then a pending PUSH is scored)."""
+        self.stalled = stalled
+        if not stalled:
+            if self.commit_pending:
+                self.commit_pending = False
+                self.commit()
+            if self.push_pending:
+                self.push_pending = False
+                self._push()
+
     # -- samples --------------------------------------------------------------------------
+    def _push(self) -> None:
+        r = self._score(np.array([self.features], dtype=np.int64), np.array([self.tag]))
+        self.result = r.row(0)
+
     def _score(self, x: IntArray, tags: npt.ArrayLike) -> ScoreResult:
         r = score(self.params, self.active, x, tags)
         self.samples = (self.samples + len(r)) & 0xFFFFFFFF
@@ -304,6 +347,8 @@ class EmulatedCore:
     def stream(self, x: npt.ArrayLike, tags: npt.ArrayLike | None = None) -> ScoreResult:
         """Score samples that arrive on the input stream (results leave on the output stream)."""
         xs = np.asarray(x, dtype=np.int64)
+        if self.stalled:
+            raise RuntimeError("no sample enters while the result stream is stalled with the pipeline full")
         return self._score(xs, np.zeros(len(xs), dtype=np.int64) if tags is None else tags)
 
     # -- convenience: the register writes that load a whole model --------------------------

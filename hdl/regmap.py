@@ -20,6 +20,13 @@ computed from the fields' declared resets.  The same over AXI4-Lite and SPI:
   register reads 0.
 * ``PUSH`` (write-only) - any write sends the register's ``operands`` as one sample; the write, and
   a write to an operand, waits while a pushed sample is pending or in the pipeline.
+* A write to a ``shadow`` register (or the ``TABLE`` window), and a write of ``CTRL.COMMIT``, waits
+  while a commit is pending: a commit takes the shadow model exactly as it was when COMMIT was
+  written.
+* No access waits longer than :data:`WAIT_LIMIT` cycles: then it is answered with an error (AXI
+  ``SLVERR``; ``STATUS.BUS_ERROR`` set) and does nothing.  Only a stalled result stream makes a
+  wait that long (a pushed sample or a commit cannot get through a full pipeline); reads never
+  wait for it, so ``STATUS`` always answers.
 * ``WINDOW`` (write-only) - a memory window: entry ``i`` of the memory is at ``offset + 4 * i``.
 * Read-only registers answer writes with an error (AXI ``SLVERR``; SPI sets
   ``STATUS.BUS_ERROR``); write-only registers read 0 without error.
@@ -78,6 +85,11 @@ TABLE_BASE = 0x8000
 VLNV = "mailpulse.org:mailpulse:scorer:1.0"
 #: Threshold after reset (shadow and active): no score exceeds it, so nothing is flagged.
 THRESHOLD_RESET = 0xFFFFFFFF
+#: Most clock cycles a register access waits (see the module docstring) before it is answered
+#: with an error instead: 16384 (164 us at 100 MHz, 341 us at 48 MHz).  Far above any wait of a
+#: core whose result stream flows (a pipeline latency, a commit's copy, the clear after reset: at
+#: most 2 K B + 100 cycles); reached only when the result stream stalls with the pipeline full.
+WAIT_LIMIT = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -329,6 +341,11 @@ class RegisterMap:
             f"32-bit registers, byte addresses, {ADDR_BITS}-bit address window. VLNV `{VLNV}`.",
             "",
             "Kinds: " + "; ".join(f"`{k.value}` ({k.access}) {_KIND_DOC[k]}" for k in Kind) + ".",
+            "",
+            "Waits: a write to `PUSH` or its operands waits while a pushed sample is pending or in the "
+            "pipeline; a write to a shadow register (or `CTRL.COMMIT`) waits while a commit is pending. "
+            f"No access waits more than {WAIT_LIMIT} clocks: then it is answered with an error (AXI `SLVERR`, "
+            "`STATUS.BUS_ERROR` set) and does nothing. Reads never wait for the pipeline.",
             "",
             "| offset | name | kind | access | reset | count | shadow | description |",
             "|---|---|---|---|---|---|---|---|",

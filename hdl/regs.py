@@ -16,6 +16,7 @@ elaboration error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -25,66 +26,15 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .bus import BusSignature, decode, sext_if_signed
 from .control import ControlSignature
 from .params import CoreParams, clog2
-from .regmap import ADDR_BITS, Kind, Register, RegisterMap
+from .regmap import ADDR_BITS, WAIT_LIMIT, Kind, Register, RegisterMap
 
 __all__ = ["BusSignature", "RegisterFile"]
 
 #: Registers per partial OR of the read multiplexer (see ``RegisterFile.elaborate``).
 _READ_GROUP = 6
-
-
-class BusSignature(wiring.Signature):
-    """Internal register port, from the bus bridge's (initiator's) side.
-
-    Members
-    -------
-    req_valid, req_ready : request handshake (``req_ready`` only while the front end is idle)
-    req_write : 1 = write, 0 = read
-    req_addr : byte address, :data:`mailpulse.hdl.regmap.ADDR_BITS` wide
-    req_data : write data
-    resp_valid : one-cycle strobe answering the accepted request (a few cycles later)
-    resp_data : read data (0 for writes, write-only registers and errors)
-    resp_err : the access hit a bad address or wrote a read-only register
-    err_set : strobe from the initiator: set ``STATUS.BUS_ERROR``.  Reads never set it in the
-        front end, because the SPI bridge prefetches words the host may never clock out; the
-        bridge reports a read error when it actually delivers the word.  Write errors set it in
-        the front end.
-    """
-
-    def __init__(self) -> None:
-        super().__init__({
-            "req_valid": Out(1),
-            "req_ready": In(1),
-            "req_write": Out(1),
-            "req_addr": Out(ADDR_BITS),
-            "req_data": Out(32),
-            "resp_valid": In(1),
-            "resp_data": In(32),
-            "resp_err": In(1),
-            "err_set": Out(1),
-        })
-
-
-def _decode(reg: Register, addr: Signal):
-    """Hit expression for ``reg`` at byte address ``addr``.
-
-    An array decodes by a compare of the address bits above its power-of-two span plus a bound
-    on the index (the index is then simply ``addr[2:2 + clog2(count)]``).  Every array in the map
-    is aligned to its span; an unaligned one is refused at elaboration.
-    """
-    if reg.count == 1:
-        return addr == reg.offset
-    ib = clog2(reg.count)
-    span = 1 << (ib + 2)
-    if reg.stride != 4 or reg.offset % span:
-        raise ValueError(f"register array {reg.name} at 0x{reg.offset:04X} is not aligned to its "
-                         f"{span}-byte span; the front end decodes arrays by address prefix")
-    hit = (addr[2 + ib:] == reg.offset >> (2 + ib)) & (addr[:2] == 0)
-    if reg.count != 1 << ib:
-        hit = hit & (addr[2:2 + ib] < reg.count)
-    return hit
 
 
 class _State(IntEnum):
@@ -116,14 +66,17 @@ class _Storage:
     sel: dict[str, Signal] = field(default_factory=dict)
     mem_rd: dict[str, Any] = field(default_factory=dict)
     mem_wr: dict[str, _MemPort] = field(default_factory=dict)
+    #: The memories themselves (a test sets their ``init`` to what block RAM holds across a reset).
+    mems: dict[str, Memory] = field(default_factory=dict)
 
 
 @dataclass
 class _Access:
     """The bus access pipeline: the latched request, the registered decode (``hits``: one bit per
-    register; ``rhits``: the same for a read, 0 for a write), the state, the response, and the
-    registered decisions ``wait``/``go``/``err`` (see :meth:`RegisterFile._wait_go_err`), and the
-    entry counter of a commit's copy (state COPY)."""
+    register; ``rhits``: the same for a read, 0 for a write), the state, the response, the
+    registered decisions ``go``/``err`` and the wait counter ``waited`` (see
+    :meth:`RegisterFile._wait_go_err`), and the entry counter of a commit's copy (state COPY) with
+    ``resume`` (the copy interrupted a waiting access, which EXEC takes up again after it)."""
 
     addr: Signal
     wdata: Signal
@@ -136,9 +89,13 @@ class _Access:
     resp_data: Signal
     resp_err: Signal
     start_copy: Signal
+    #: ``drained & ~commit_done`` of the cycle before (see :meth:`RegisterFile._access`).
+    copy_req: Signal
     go: Signal
     err: Signal
     copy_cnt: Signal
+    resume: Signal
+    waited: Signal
 
 
 @dataclass
@@ -162,6 +119,8 @@ class _Clear:
     clearing: Signal
     ccnt: Signal
     window_write_now: Signal
+    #: The shadow memories are being cleared (the first K cycles): no request is taken.
+    mem_clearing: Signal
 
 
 class RegisterFile(wiring.Component):
@@ -191,13 +150,25 @@ class RegisterFile(wiring.Component):
     clear after reset (``clear_cycles``) runs beside them.
     """
 
-    def __init__(self, params: CoreParams, latency: int, clear_cycles: int | None = None) -> None:
+    def __init__(self, params: CoreParams, latency: int, clear_cycles: int | None = None, *,
+                 wait_limit: int = WAIT_LIMIT) -> None:
         self.params = params
         self.latency = latency
+        if wait_limit < 2 or wait_limit & (wait_limit - 1):
+            raise ValueError(f"the wait limit must be a power of two >= 2, not {wait_limit}")
+        #: Cycles an access waits before it is answered with an error (:data:`WAIT_LIMIT`; the
+        #: formal fault-injection test shortens it so that a bounded model check reaches it).
+        self.wait_limit = wait_limit
         #: Cycles of table clearing after reset (both banks); the shadow bank's half goes first.
         self.table_clear_cycles = 2 * params.b if clear_cycles is None else clear_cycles
         self.clear_cycles = max(params.k, self.table_clear_cycles)
+        if wait_limit == WAIT_LIMIT and self.clear_cycles + 4 * latency + 2 * params.k + 100 > WAIT_LIMIT:
+            raise ValueError(f"the clear after reset ({self.clear_cycles} cycles) and the latency ({latency}) "
+                             f"leave too little margin below the access time-out WAIT_LIMIT ({WAIT_LIMIT} cycles)")
         self.regmap = RegisterMap(params)
+        #: Formal verification only (:mod:`mailpulse.hdl.formal`): called at the end of
+        #: :meth:`elaborate` with the module and the access/clear/push state.
+        self.formal_hook: Callable[[Module, dict[str, Any]], None] | None = None
         super().__init__({
             "bus": In(BusSignature()),
             "ctrl": Out(ControlSignature(params)),
@@ -213,8 +184,9 @@ class RegisterFile(wiring.Component):
         strobes = self._check_connections(conn)
         m = Module()
         clr = _Clear(clearing=Signal(init=1, name="clearing"),   # the clear after reset runs
-                     ccnt=Signal(range(self.clear_cycles + 1), name="ccnt"),
-                     window_write_now=Signal(name="table_write_now"))
+                     ccnt=Signal(range(self.clear_cycles + 2), name="ccnt"),
+                     window_write_now=Signal(name="table_write_now"),
+                     mem_clearing=Signal(init=1, name="mem_clearing"))
         acc = self._access(m, clr)
         st = self._storage(m)
         ro = self._read_only_values(m, conn["status"])
@@ -234,7 +206,10 @@ class RegisterFile(wiring.Component):
             m.d.sync += res.bus_error.eq(1)
         self._push_path(m, res)
         m.d.comb += [port.eq(Cat(*st.regs[name])) for name, port in conn["storage"].items()]
-        m.d.comb += [ctrl.push_valid.eq(res.push_pending & ~clr.clearing), self.irq.eq(res.result_valid)]
+        m.d.comb += [ctrl.push_valid.eq(res.push_pending & ~clr.clearing), ctrl.clearing.eq(clr.clearing),
+                     self.irq.eq(res.result_valid)]
+        if self.formal_hook is not None:
+            self.formal_hook(m, {"access": acc, "clear": clr, "push": res, "storage": st})
         return m
 
     # ---- what the registers connect to -------------------------------------------------------
@@ -329,17 +304,26 @@ class RegisterFile(wiring.Component):
             state=Signal(range(len(_State)), name="state"), resp_valid=Signal(name="resp_valid"),
             resp_data=Signal(32, name="resp_data"), resp_err=Signal(name="resp_err"),
             start_copy=Signal(name="start_copy"),   # a commit's copy has priority over bus requests
+            copy_req=Signal(name="copy_req"),
             go=Signal(name="go"), err=Signal(name="err"),
             copy_cnt=Signal(range(self.params.k + 2), name="cnt"),   # the commit copy's entry
+            resume=Signal(name="resume"),
+            # cycles the access in EXEC has waited; its top bit is the time-out (WAIT_LIMIT)
+            waited=Signal(clog2(self.wait_limit) + 1, name="waited"),
         )
+        # the copy starts between accesses, or while an access waits in EXEC (which may wait for
+        # this very commit: a shadow write, or an operand write behind a PUSH held by the commit)
+        idle_or_waiting = (acc.state == _State.IDLE) | ((acc.state == _State.EXEC) & ~acc.go)
         m.d.comb += [
-            acc.start_copy.eq((acc.state == _State.IDLE) & self.ctrl.drained & ~self.ctrl.commit_done & ~clr.clearing),
-            bus.req_ready.eq((acc.state == _State.IDLE) & ~acc.start_copy),
+            acc.start_copy.eq(idle_or_waiting & acc.copy_req & ~self.ctrl.commit_done & ~clr.clearing),
+            bus.req_ready.eq((acc.state == _State.IDLE) & ~acc.start_copy & ~clr.mem_clearing),
             bus.resp_valid.eq(acc.resp_valid),
             bus.resp_data.eq(acc.resp_data),
             bus.resp_err.eq(acc.resp_err),
         ]
-        m.d.sync += acc.resp_valid.eq(0)
+        # ``drained`` a cycle late (it stays high until the copy's ``commit_done``: no sample enters
+        # while a commit is pending), so the core's pipeline state is off the copy's start path
+        m.d.sync += [acc.resp_valid.eq(0), acc.copy_req.eq(self.ctrl.drained & ~self.ctrl.commit_done)]
         return acc
 
     def _memory_backed(self, r: Register) -> bool:
@@ -362,7 +346,7 @@ class RegisterFile(wiring.Component):
                 raise ValueError(f"register {r.name} lives in a memory, which the clear after reset zeroes; "
                                  "it cannot declare a reset value")
             mem = Memory(shape=unsigned(r.width), depth=p.k, init=[])
-            m.submodules[f"shadow_{r.name.lower()}"] = mem
+            m.submodules[f"shadow_{r.name.lower()}"] = st.mems[r.name] = mem
             st.mem_rd[r.name] = mem.read_port(domain="sync")
             port = mem.write_port(domain="sync")
             # the write is registered (it lands one cycle after the decision): the clear/EXEC
@@ -379,32 +363,45 @@ class RegisterFile(wiring.Component):
     def _clear_after_reset(self, m: Module, st: _Storage, clr: _Clear) -> None:
         """Zero the shadow memories and both table banks, as the model's reset does.  The shadow
         memories take the first K cycles; the tables take ``table_clear_cycles``, the shadow bank's
-        half first (the core maps the clear index so).  It runs beside the bus: an access to a
-        shadow memory waits for the first K cycles, a window write only if the clear has not passed
+        half first (the core maps the clear index so).  It runs beside the bus: no request is taken
+        in its first K cycles (``mem_clearing``), a window write waits only if it has not passed
         its entry yet (never, for a host that writes in address order), a commit's copy and a PUSH
         wait for the end.  A window write takes the write port from the clear for its cycle."""
         p = self.params
         ctrl = self.ctrl
-        with m.If(clr.clearing & (clr.ccnt < p.k)):
+        with m.If(clr.mem_clearing):
             for wr in st.mem_wr.values():
                 m.d.sync += [wr.addr.eq(clr.ccnt), wr.data.eq(0), wr.en.eq(1)]
         with m.If(clr.clearing & ~clr.window_write_now):
             m.d.sync += clr.ccnt.eq(clr.ccnt + 1)
+            with m.If(clr.ccnt == p.k - 1):
+                m.d.sync += clr.mem_clearing.eq(0)
             with m.If(clr.ccnt < self.table_clear_cycles):
                 m.d.sync += [ctrl.table_we.eq(1), ctrl.table_clear.eq(1), ctrl.table_index.eq(clr.ccnt),
                              ctrl.table_data.eq(0)]
-            with m.If(clr.ccnt == self.clear_cycles - 1):
+            # the strobes and memory writes are registered: the last one reaches its memory in the
+            # cycle after it is decided, so ``clearing`` falls one cycle after that decision
+            with m.If(clr.ccnt == self.clear_cycles):
                 m.d.sync += clr.clearing.eq(0)
 
     def _commit_copy(self, m: Module, acc: _Access, st: _Storage, copy: dict[str, Any]) -> None:
         """COPY (commit): when the core is drained, read shadow entry c in cycle c and hand it to
-        the core in cycle c + 1 (registered); then strobe ``commit_done``."""
+        the core in cycle c + 1 (registered); then strobe ``commit_done``.  The shadow memories'
+        read address is a register: the request's entry from the latch on, the copy's entry
+        (``copy_cnt``, which is 0 outside COPY) during it."""
         p = self.params
         ctrl = self.ctrl
         kb = max(1, clog2(p.k))
         cnt = acc.copy_cnt
+        rd_addr = Signal(kb, name="shadow_rd_addr")
+        with m.If(acc.start_copy):
+            m.d.sync += rd_addr.eq(0)
+        with m.Elif(acc.state == _State.COPY):
+            m.d.sync += rd_addr.eq(cnt + 1)
+        with m.Elif(self.bus.req_valid & self.bus.req_ready):
+            m.d.sync += rd_addr.eq(self.bus.req_addr[2:2 + kb])
         for rd in st.mem_rd.values():   # the access's entry, or the commit copy's
-            m.d.comb += rd.addr.eq(Mux(acc.state == _State.COPY, cnt, acc.addr[2:2 + kb]))
+            m.d.comb += rd.addr.eq(rd_addr)
         with m.If(acc.state == _State.COPY):
             m.d.sync += [
                 cnt.eq(cnt + 1),
@@ -413,7 +410,8 @@ class RegisterFile(wiring.Component):
                 *(port.eq(st.mem_rd[name].data) for name, port in copy.items()),
             ]
             with m.If(cnt == p.k + 1):
-                m.d.sync += [ctrl.commit_done.eq(1), acc.state.eq(_State.IDLE), cnt.eq(0)]
+                m.d.sync += [ctrl.commit_done.eq(1), acc.state.eq(Mux(acc.resume, _State.EXEC, _State.IDLE)),
+                             cnt.eq(0)]
 
     # ---- the bus access: latch, decode, read, execute -----------------------------------------------
     def _latch_and_decode(self, m: Module, acc: _Access, st: _Storage) -> None:
@@ -421,16 +419,15 @@ class RegisterFile(wiring.Component):
         hit bits and, for register arrays, the selected element (so READ is only an AND-OR)."""
         bus = self.bus
         regs = list(self.regmap)
-        with m.If(acc.state == _State.IDLE):
-            with m.If(acc.start_copy):
-                m.d.sync += [acc.state.eq(_State.COPY), acc.copy_cnt.eq(0)]
-            with m.Elif(bus.req_valid):
-                m.d.sync += [acc.addr.eq(bus.req_addr), acc.wdata.eq(bus.req_data), acc.write.eq(bus.req_write),
-                             acc.state.eq(_State.DECODE)]
+        with m.If(acc.start_copy):   # (copy_cnt is 0: COPY leaves it so)
+            m.d.sync += [acc.state.eq(_State.COPY), acc.resume.eq(acc.state == _State.EXEC)]
+        with m.Elif(bus.req_valid & bus.req_ready):
+            m.d.sync += [acc.addr.eq(bus.req_addr), acc.wdata.eq(bus.req_data), acc.write.eq(bus.req_write),
+                         acc.state.eq(_State.DECODE)]
         with m.If(acc.state == _State.DECODE):
             m.d.sync += acc.state.eq(_State.READ)
             for j, r in enumerate(regs):
-                m.d.sync += [acc.hits[j].eq(_decode(r, acc.addr)), acc.rhits[j].eq(_decode(r, acc.addr) & ~acc.write)]
+                m.d.sync += [acc.hits[j].eq(decode(r, acc.addr)), acc.rhits[j].eq(decode(r, acc.addr) & ~acc.write)]
             m.d.sync += acc.idx.eq(acc.addr[2:2 + len(acc.idx)])
             for name, target in st.sel.items():
                 elems = st.regs[name]
@@ -452,11 +449,11 @@ class RegisterFile(wiring.Component):
             if r.kind is Kind.STORAGE:
                 term = Signal(32, name=f"rd_{r.name.lower()}")
                 if r.name in st.mem_rd:
-                    m.d.comb += term.eq(_sext_if_signed(r, st.mem_rd[r.name].data))
+                    m.d.comb += term.eq(sext_if_signed(r, st.mem_rd[r.name].data))
                 elif r.count == 1:
-                    m.d.comb += term.eq(_sext_if_signed(r, st.regs[r.name][0]))
+                    m.d.comb += term.eq(sext_if_signed(r, st.regs[r.name][0]))
                 else:
-                    m.d.comb += term.eq(_sext_if_signed(r, st.sel[r.name]))
+                    m.d.comb += term.eq(sext_if_signed(r, st.sel[r.name]))
                 terms.append(term & hit.replicate(32))
             elif r.access == "RO":
                 terms.append(ro[r.name] & hit.replicate(32))
@@ -475,24 +472,35 @@ class RegisterFile(wiring.Component):
         return rdata
 
     def _wait_go_err(self, m: Module, acc: _Access, clr: _Clear, res: _PushResult) -> None:
-        """The registered decisions of EXEC.
+        """The registered decisions of EXEC, and the time-out.
 
-        ``wait`` (the access must wait: push path busy, clear not past the entry) is computed from
-        the registered hits every cycle and registered: EXEC uses the value of the cycle before.
-        That is exact because every wait condition only ever falls during an access (push_pending
-        and push_inflight are set only by this front end's PUSH write, the clear counter only
-        grows), so a lagging 0 is still 0; a lagging 1 costs one cycle at most.  It keeps the
-        compares of the clear counter and the push state off the write-enable fan-out.
+        ``wait_c`` (the access must wait) holds for: a write to a PUSH register or its operands,
+        or a CTRL write with COMMIT_THRESHOLD (a push is scored with the threshold active when PUSH
+        was written, as the model says), while a pushed sample is pending or in the pipeline; a write to a shadow register, or a
+        COMMIT, while a commit is pending (so a COMMIT takes the shadow model as it was when
+        COMMIT was written, as the model says); a window write the clear has not passed yet (no
+        request is taken at all while the clear zeroes the shadow memories, its first K cycles:
+        a read of one would see what it held before the reset).  Every
+        condition only ever falls during an access (push_pending, push_inflight and
+        commit_pending are set only by this front end's own writes, the clear counter only
+        grows), so a decision taken on the value of a cycle before is still right.
 
-        ``go`` = (state == EXEC) & ~wait, as a register of its own: the access's writes fan out
-        from one flip-flop instead of a decode of ``state`` (an UP5K critical path).  EXEC is
-        entered only from READ and left only when ~wait, so next(state) == EXEC exactly when
-        state == READ or (state == EXEC and wait); and next(wait) is wait_c.
+        ``go`` = the access executes next cycle, as a register of its own: the access's writes fan
+        out from one flip-flop instead of a decode of ``state`` (an UP5K critical path).  EXEC is
+        entered from READ (or from COPY, see ``resume``) and left the cycle after ``go``.
+
+        The time-out: ``waited`` counts the cycles an access waits in EXEC (a commit's copy in
+        between does not count).  When its top bit sets (:data:`WAIT_LIMIT` cycles) the hit bits
+        are cleared, so the access executes as one to no register: nothing is written, the answer
+        is an error (AXI ``SLVERR``) and a write sets ``STATUS.BUS_ERROR``.  Only writes wait for
+        longer than the clear or a copy, and they wait for the pipeline: with ``o_stream`` stalled
+        and the pipeline full, a pushed sample or a commit never gets through, and without the
+        time-out the bus (and a CPU on it) would hang.
 
         ``err`` (no register at the address, or a write to a read-only one) depends only on
-        hits/write, which hold from DECODE to the end of EXEC: registered every cycle, it is exact
-        in EXEC (READ lies between) and keeps the wide reduction off the error flag."""
-        p = self.params
+        hits/write, which hold from DECODE to the end of EXEC (or change once, by the time-out,
+        two cycles before ``go``): registered every cycle, it is exact when ``go`` is.
+        """
         ctrl = self.ctrl
         regs = list(self.regmap)
         hits, write = acc.hits, acc.write
@@ -500,25 +508,39 @@ class RegisterFile(wiring.Component):
         pushes = [r for r in regs if r.kind is Kind.PUSH]
         j_operand = [j for j, r in enumerate(regs) if any(r.name in q.operands for q in pushes)]
         j_push = [j for j, r in enumerate(regs) if r.kind is Kind.PUSH]
-        j_mem = [j for j, r in enumerate(regs) if self._memory_backed(r)]
         j_window = [j for j, r in enumerate(regs) if r.kind is Kind.WINDOW]
+        j_shadow = [j for j, r in enumerate(regs) if r.shadow]
+        j_ctrl = [j for j, r in enumerate(regs) if r.name == "CTRL"]
+        commit_bit = self.regmap["CTRL"].field("COMMIT").lsb
+        threshold_bit = self.regmap["CTRL"].field("COMMIT_THRESHOLD").lsb
         half = self.table_clear_cycles // 2
         wait_c = Signal(name="wait_c")
-        wait = Signal(name="wait")
         window_waits: Value = Const(0, 1)
         for j in j_window:
             # the clear's position of a window index: entry b of every projection's memory (B
-            # entries a bank), or the index itself (one memory of K*B entries a bank)
+            # entries a bank), or the index itself (one memory of K*B entries a bank); compared
+            # with the clear counter of the cycle before (registered: the compare is off ``go``'s
+            # path; the counter only grows, so the write may wait one cycle more, never less)
             count = regs[j].count
-            key = acc.idx[:clog2(count)] if half >= count else acc.idx[:clog2(half)]
-            window_waits = window_waits | (clr.clearing & hits[j] & write & (clr.ccnt < half) & (key >= clr.ccnt))
-        m.d.sync += wait.eq(wait_c)
-        m.d.comb += wait_c.eq((write & (
-            (Cat(*(hits[j] for j in j_operand)).any() & push_busy)
-            | (Cat(*(hits[j] for j in j_push)).any() & push_busy)))
-            | (clr.clearing & Cat(*(hits[j] for j in j_mem)).any() & (clr.ccnt < p.k))
-            | window_waits)
-        m.d.sync += acc.go.eq(((acc.state == _State.READ) | ((acc.state == _State.EXEC) & wait)) & ~wait_c)
+            key = acc.addr[2:2 + clog2(min(count, half))]
+            ahead = Signal(name=f"{regs[j].name.lower()}_ahead_of_clear")
+            m.d.sync += ahead.eq(clr.clearing & (clr.ccnt < half) & (key >= clr.ccnt))
+            window_waits = window_waits | (hits[j] & write & ahead)
+        commit_waits = write & ctrl.commit_pending & (
+            Cat(*(hits[j] for j in j_shadow)).any() | (Cat(*(hits[j] for j in j_ctrl)).any() & acc.wdata[commit_bit]))
+        ctrl_hit = Cat(*(hits[j] for j in j_ctrl)).any()
+        m.d.comb += wait_c.eq((write & push_busy & (Cat(*(hits[j] for j in j_operand + j_push)).any()
+                                                    | (ctrl_hit & acc.wdata[threshold_bit])))
+                              | commit_waits
+                              | window_waits)
+        waiting = (acc.state == _State.EXEC) & ~acc.go
+        m.d.sync += acc.go.eq(((acc.state == _State.READ) | (waiting & ~acc.start_copy)) & ~wait_c)
+        with m.If(acc.state == _State.READ):
+            m.d.sync += acc.waited.eq(0)
+        with m.Elif(waiting & ~acc.waited[-1]):
+            m.d.sync += acc.waited.eq(acc.waited + 1)
+        with m.If(waiting & acc.waited[-1]):
+            m.d.sync += [acc.hits.eq(0), acc.rhits.eq(0)]   # time-out: executes as no register
         m.d.comb += clr.window_write_now.eq(acc.go & write & Cat(*(hits[j] for j in j_window)).any())
         err_c = hits == 0
         for j, r in enumerate(regs):
@@ -575,10 +597,3 @@ class RegisterFile(wiring.Component):
                 res.anomaly.eq(ctrl.result_anomaly),
                 res.argmax.eq(ctrl.result_argmax),
             ]
-
-
-def _sext_if_signed(r: Register, v: Value) -> Value:
-    """A register with one signed field at bit 0 reads sign-extended (by the 32-bit assignment it feeds)."""
-    if len(r.fields) == 1 and r.fields[0].signed and r.fields[0].lsb == 0:
-        return v.as_signed()
-    return v

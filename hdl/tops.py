@@ -1,8 +1,17 @@
 """The generated tops: ``mailpulse_axi`` (Zynq IP, cocotb, Verilator) and ``mailpulse_spi``
-(iCE40/ECP5 boards with a Pi as SPI master).  Ports are listed in ``docs/interfaces.md``."""
+(iCE40/ECP5 boards with a Pi as SPI master).  Ports are listed in ``docs/interfaces.md``.
+
+Three more tops exist for verification only (``mailpulse sim verify --core``, ``docs/verification.md``):
+``mailpulse_axi_lut`` is the AXI top with the LUT projections (``AXITop(dsp=False)``: the streaming
+core as the ECP5 carries it), and ``mailpulse_bus`` / ``mailpulse_bus_stream`` are the SPI top without
+its SPI bridge (:class:`BusTop`): the same register front end and core, the front end's register port
+on the top's pins, so that a simulator pushes a sample in tens of clocks instead of an SPI frame's
+thousands."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -20,13 +29,14 @@ from .axi import (
     SampleFromAXIS,
 )
 from .beats import RESULT_BEAT_BITS, sample_beat_bits
+from .bus import BusSignature
 from .core import ScorerCore
 from .folded import FoldedScorerCore
 from .params import CoreParams, params_or_error
 from .regs import RegisterFile
 from .spi import SPIRegisterBridge, SPISignature
 
-__all__ = ["TOPS", "AXITop", "SPITop", "generate_verilog", "write_verilog"]
+__all__ = ["TOPS", "AXITop", "BusTop", "SPITop", "generate_verilog", "write_verilog"]
 
 
 class AXITop(wiring.Component):
@@ -35,10 +45,11 @@ class AXITop(wiring.Component):
     ``aclk`` clocks everything; ``aresetn`` is an active-low synchronous reset.
     """
 
-    def __init__(self, params: CoreParams) -> None:
+    def __init__(self, params: CoreParams, *, dsp: bool = True) -> None:
         self.params = params
-        # the Zynq IP: the projections go to DSP48 multiply-add chains where they fit
-        self.core = ScorerCore(params, dsp=True)
+        # the Zynq IP: the projections go to DSP48 multiply-add chains where they fit; dsp=False
+        # is the LUT variant of the streaming core (as the ECP5 builds carry it)
+        self.core = ScorerCore(params, dsp=dsp)
         super().__init__({
             "aclk": In(1),
             "aresetn": In(1),
@@ -67,6 +78,17 @@ class AXITop(wiring.Component):
         return m
 
 
+def spi_top_core(params: CoreParams, core: str = "folded") -> FoldedScorerCore | ScorerCore:
+    """The core inside the SPI top (and inside :class:`BusTop`, which verifies it): ``folded``
+    (:class:`mailpulse.hdl.folded.FoldedScorerCore`, the iCE40 boards) or ``stream`` (the pipelined
+    core without stream ports, LUT projections: the ECP5 boards)."""
+    if core == "folded":
+        return FoldedScorerCore(params)
+    if core == "stream":
+        return ScorerCore(params, stream=False)
+    raise ValueError(f"unknown SPI top core {core!r}; use 'folded' or 'stream'")
+
+
 class SPITop(wiring.Component):
     """Core + register front end + SPI register bridge; ``irq`` = ``STATUS.RESULT_VALID``.
 
@@ -79,12 +101,7 @@ class SPITop(wiring.Component):
 
     def __init__(self, params: CoreParams, core: str = "folded") -> None:
         self.params = params
-        if core == "folded":
-            self.core: FoldedScorerCore | ScorerCore = FoldedScorerCore(params)
-        elif core == "stream":
-            self.core = ScorerCore(params, stream=False)
-        else:
-            raise ValueError(f"unknown SPI top core {core!r}; use 'folded' or 'stream'")
+        self.core = spi_top_core(params, core)
         super().__init__({
             "clk": In(1),
             "rst": In(1),
@@ -107,10 +124,47 @@ class SPITop(wiring.Component):
         return m
 
 
-#: Top name -> (class, Verilog module name).
-TOPS: dict[str, tuple[type[AXITop] | type[SPITop], str]] = {
+class BusTop(wiring.Component):
+    """The SPI top without its SPI bridge, for verification: the same register front end and the
+    same core (:func:`spi_top_core`), with the front end's register port
+    (:class:`mailpulse.hdl.bus.BusSignature`) as the top's ``bus__*`` pins in place of
+    :class:`mailpulse.hdl.spi.SPIRegisterBridge`.  A sample costs its register accesses (about 4
+    clocks each) plus the core's latency, not an SPI frame per register; the SPI bridge itself is
+    verified on the SPI top (``sim/tb_spi.py``, ``hdl prove``).  ``clk``, ``rst`` (active high,
+    synchronous) and ``irq`` as on the SPI top.
+    """
+
+    def __init__(self, params: CoreParams, core: str = "folded") -> None:
+        self.params = params
+        self.core = spi_top_core(params, core)
+        super().__init__({
+            "clk": In(1),
+            "rst": In(1),
+            "bus": In(BusSignature()),
+            "irq": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cd = ClockDomain("sync")
+        m.domains.sync = cd
+        m.d.comb += [cd.clk.eq(self.clk), cd.rst.eq(self.rst)]
+        core = m.submodules.core = self.core
+        regs = m.submodules.regs = RegisterFile(self.params, core.latency, core.clear_cycles)
+        wiring.connect(m, regs.ctrl, core.ctrl)
+        wiring.connect(m, wiring.flipped(self.bus), regs.bus)
+        m.d.comb += self.irq.eq(regs.irq)
+        return m
+
+
+#: Top name -> (constructor from the parameters, Verilog module name).  ``axi`` and ``spi`` are
+#: what ships; the others are verification tops (see the module docstring).
+TOPS: dict[str, tuple[Callable[[CoreParams], wiring.Component], str]] = {
     "axi": (AXITop, "mailpulse_axi"),
     "spi": (SPITop, "mailpulse_spi"),
+    "axi_lut": (partial(AXITop, dsp=False), "mailpulse_axi_lut"),
+    "bus": (BusTop, "mailpulse_bus"),
+    "bus_stream": (partial(BusTop, core="stream"), "mailpulse_bus_stream"),
 }
 
 

@@ -9,8 +9,9 @@ Formats (by suffix):
 * ``.jsonl`` / ``.json`` - one JSON object per line: ``{"x": [...], "tag": 7}`` (``features`` is
   accepted for ``x``), or a bare list of numbers.
 
-With a model file (``mailpulse.modelfile.TrainedModel``) samples always go through its input scaling
-(``TrainedModel.scale``: raw features to the core's signed 16-bit inputs).  With a raw register image
+With a model file (``mailpulse.modelfile.TrainedModel``) samples always go through its input path
+(``TrainedModel.scale``: raw features to the core's signed 16-bit inputs, through the model's
+wide-input transform first when it was trained on more than D features).  With a raw register image
 (no scaling), integer data in the signed 16-bit range is used as is and anything else is an
 error - never a silent rounding.
 

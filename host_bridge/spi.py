@@ -7,14 +7,15 @@ Host side: :class:`SpiRegisterBus` turns register reads/writes into SPI transact
     read   MOSI: 0x0B A1 A0 00 xx xx ...   MISO: A5 00 00 00 W0 W1 ...
 
 (the frame layout and the command bytes are declared in :mod:`mailpulse.hdl.spiproto`, which the
-gateware bridge and the simulation use too).  The first MISO byte of every transaction is the sync byte ``0xA5``; anything else means no
-configured bridge answers (an unconfigured iCE40 reads ``0x00`` or ``0xFF``), and the bus raises
-:class:`SpiSyncError` instead of returning garbage.
+gateware bridge and the simulation use too).  The first MISO byte of every transaction is the sync
+byte ``0xA5``; anything else means no configured bridge answers (an unconfigured iCE40 reads
+``0x00`` or ``0xFF``), and the bus raises :class:`SpiSyncError` instead of returning garbage.
 
 Device side for tests and benchmarks without the RTL: :class:`SpiBridgeModel` implements the same
-byte protocol over :class:`mailpulse.hdl.reference.EmulatedCore`, and :class:`FakeSpiDev` is a ``spidev``-compatible
-object that forwards each transaction to any ``transfer(bytes) -> bytes`` callable - the model, or
-the simulated RTL's SPI top (``mailpulse.sim.device``), where the byte-level protocol is the real one.
+byte protocol over :class:`mailpulse.hdl.reference.EmulatedCore`, and :class:`FakeSpiDev` is a
+``spidev``-compatible object that forwards each transaction to any ``transfer(bytes) -> bytes``
+callable - the model, or the simulated RTL's SPI top (``mailpulse.sim.device``), where the
+byte-level protocol is the real one.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class SpiRegisterBus(BurstMixin):
 
 
 class SpiBridgeModel:
-    """The SPI bridge's byte protocol over :class:`~mailpulse.hdl.reference.EmulatedCore` (one call = one ``cs_n`` frame).
+    """The SPI bridge's byte protocol over :class:`~mailpulse.hdl.reference.EmulatedCore` (one call per ``cs_n`` frame).
 
     Bus errors (unmapped address, read-only write) set ``STATUS.BUS_ERROR`` in the model and the
     frame continues, as the RTL bridge does.  A partial word at the end of a write is discarded;

@@ -21,6 +21,7 @@ archive (a folder, or one ``.jsonl`` / ``.jsonl.gz`` segment)
 
 from __future__ import annotations
 
+import collections
 import gzip
 import hashlib
 import json
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import payload as P
 from .errors import UserError
 
 FloatArray = npt.NDArray[np.float64]
@@ -160,11 +162,16 @@ def archive_segments(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz")))
 
 
-def load_archive(path: str | os.PathLike[str]) -> Dataset:
+def load_archive(path: str | os.PathLike[str], skipped: collections.Counter[str] | None = None) -> Dataset:
     """Read the collector's archive: a folder of segments, or one segment file.
 
-    Labels are used only if every event has one.  Raises ``UserError`` for an empty archive, a
-    line that is not a JSON event, events without a feature vector or with differing lengths.
+    Labels are used only if every event has one.  Without ``skipped``, a line that is not a JSON
+    event, an event without a feature vector or with another length is a ``UserError`` naming
+    it (a data file given on purpose).  With ``skipped`` (``train --archive``, retraining), such
+    lines - and collector events that fail the payload declaration (:mod:`mailpulse.payload`),
+    from an archive written before the collector validated - are skipped and counted there by
+    reason; only an archive without any usable event is an error.  A segment that cannot be
+    read is always an error.
     """
     p = Path(path)
     if p.is_dir():
@@ -187,25 +194,42 @@ def load_archive(path: str | os.PathLike[str]) -> Dataset:
         for lineno, line in enumerate(data.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                ev = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise UserError(f"archive segment {seg.name} line {lineno} is not a JSON object") from None
-            vec = ev.get("features", ev.get("x")) if isinstance(ev, dict) else None
-            if not isinstance(vec, list) or not vec or not all(
-                    isinstance(v, int | float) and not isinstance(v, bool) for v in vec):
-                raise UserError(f"archive segment {seg.name} line {lineno} has no 'features' list of numbers")
-            if rows and len(vec) != len(rows[0]):
-                raise UserError(f"archive segment {seg.name} line {lineno} has {len(vec)} features, "
-                                f"earlier events have {len(rows[0])}")
-            rows.append([float(v) for v in vec])
+            ev, reason, problem = _archive_line(line, rows[0] if rows else None)
+            if reason:
+                if skipped is None:
+                    raise UserError(f"archive segment {seg.name} line {lineno} {problem}")
+                skipped[reason] += 1
+                continue
+            rows.append([float(v) for v in ev.get("features", ev.get("x"))])
             lab = ev.get("label")
             labels.append(None if lab is None else int(bool(lab)))
     if not rows:
-        raise UserError(f"archive {p} holds no events")
+        more = f" (skipped {sum(skipped.values())} that are not usable)" if skipped else ""
+        raise UserError(f"archive {p} holds no events{more}")
     y = np.asarray(labels, dtype=np.int64) if all(v is not None for v in labels) else None
     ds = Dataset(np.asarray(rows, dtype=np.float64), y, p.name, h.hexdigest())
     return _checked(ds, p)
+
+
+def _archive_line(line: bytes, first: list[float] | None) -> tuple[Any, str, str]:
+    """``(event, "", "")`` for a usable line, else ``(None, reason, what is wrong)``."""
+    try:
+        ev = json.loads(line)
+    except (ValueError, RecursionError):
+        return None, "not_json", "is not a JSON object"
+    if not isinstance(ev, dict):
+        return None, "not_object", "is not a JSON object"
+    if "kind" in ev:      # a collector event: the payload declaration says what is valid
+        prob = P.check_event(ev)
+        if prob is not None:
+            return None, prob.reason, f"is not a valid event ({prob.detail})"
+    vec = ev.get("features", ev.get("x"))
+    if not isinstance(vec, list) or not vec or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in vec):
+        return None, "no_features", "has no 'features' list of numbers"
+    if first is not None and len(vec) != len(first):
+        return None, "feature_count", f"has {len(vec)} features, earlier events have {len(first)}"
+    return ev, "", ""
 
 
 __all__ = ["Dataset", "archive_segments", "load_archive", "load_dataset"]

@@ -22,6 +22,7 @@ OPTIONAL_PACKAGES: dict[str, tuple[str, str, str]] = {
     "paho": ("paho-mqtt", "paho-mqtt", "node"),
     "PIL": ("Pillow", "Pillow", "node"),
     "prometheus_client": ("prometheus-client", "prometheus-client", "collector"),
+    "cryptography": ("cryptography", "cryptography", "collector"),
     "scipy": ("SciPy", "scipy", "train"),
     "matplotlib": ("Matplotlib", "matplotlib", "train"),
 }

@@ -35,7 +35,10 @@ import numpy as np
 import numpy.typing as npt
 
 #: Version of this schema; carried by every event payload and every model file.
-SCHEMA_VERSION = 1
+#: 2: Postfix address-verification results (``status=deliverable``/``undeliverable``) are outcomes of
+#: their own (4, 5; were scored as expired), the outcome scale is 4096 per code (was 8192), and a
+#: delivered message's delays use only dates that name their zone.
+SCHEMA_VERSION = 2
 
 #: Number of features (the scorer cores' ``D``).
 D = 8
@@ -63,6 +66,8 @@ OUTCOMES: dict[str, int] = {
     "damaged": 2,
     "expired": 3,     # delivery given up after the maximal queue lifetime / probe never arrived
     "lost": 3,
+    "deliverable": 4,     # address verification (reject_unverified_*): the address would be accepted
+    "undeliverable": 5,   # address verification: the address would be refused
 }
 
 
@@ -120,12 +125,12 @@ class Feature:
 FEATURES: tuple[Feature, ...] = (
     Feature(0, "delay_total_ms", "ms", "log", LOG_SCALE,
             {"delivery": "Postfix `delay=` (receipt to this attempt's end)",
-             "message": "last minus first `Received:` timestamp",
+             "message": "last minus first `Received:` timestamp (dates with a zone only)",
              "probe": "send timestamp to IMAP arrival"},
             "End-to-end time of the event."),
     Feature(1, "delay_queue_ms", "ms", "log", LOG_SCALE,
             {"delivery": "`delays=` a + b (before and in the queue manager)",
-             "message": "longest single hop delay (may be negative)",
+             "message": "longest single hop delay (may be negative; dates with a zone only)",
              "probe": "longest single hop delay (may be negative)"},
             "Longest wait inside one relay."),
     Feature(2, "delay_connect_ms", "ms", "log", LOG_SCALE,
@@ -138,8 +143,8 @@ FEATURES: tuple[Feature, ...] = (
             {"delivery": "qmgr `size=`", "message": "message size on disk",
              "probe": "probe message size"},
             "Message size."),
-    Feature(5, "outcome", "code", "code", 8192.0,
-            {"delivery": "`status=`: sent 0, deferred 1, bounced 2, expired 3",
+    Feature(5, "outcome", "code", "code", 4096.0,
+            {"delivery": "`status=`: sent 0, deferred 1, bounced 2, expired 3, deliverable 4, undeliverable 5",
              "message": "always 0 (delivered)",
              "probe": "arrived 0, late 1, damaged 2, lost 3"},
             "What happened to the message."),

@@ -2,14 +2,17 @@
 
 One versioned JSON document (see ``docs/model-file.md``) holding the parameter set the model was
 trained for, the feature schema version, the per-feature input scaling to signed 16-bit fixed
-point, the core's registers (weights, offsets, shifts, tables, threshold), the float reference
-tables the quantised tables were rounded from, and the provenance of the training run.  A
-``checksum`` field (SHA-256 over the canonical JSON of everything else) detects corruption.
+point (and, for data wider than the core's D inputs, the wide-input transform of
+:mod:`mailpulse.transform` before it), the core's registers (weights, offsets, shifts, tables,
+threshold), the float reference tables the quantised tables were rounded from, and the provenance
+of the training run.  A ``checksum`` field (SHA-256 over the canonical JSON of everything else)
+detects corruption.
 
-Everything that scores applies the same input scaling, :func:`scale_features`, and then the
-bit-exact arithmetic of :func:`mailpulse.hdl.reference.score`.  Every way a file can be wrong (not JSON,
-truncated, bad checksum, other format or version, parameters that do not fit the core, values
-out of range) is a :class:`mailpulse.errors.UserError` with one sentence.
+Everything that scores applies the same input path, :func:`scale_features` (transform, if any,
+then scaling; ``TrainedModel.scale``), and then the bit-exact arithmetic of
+:func:`mailpulse.hdl.reference.score`.  Every way a file can be wrong (not JSON, truncated, bad
+checksum, other format or version, parameters that do not fit the core, values out of range) is a
+:class:`mailpulse.errors.UserError` with one sentence.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ from mailpulse.hdl.params import PARAMETER_SETS, CoreParams
 from mailpulse.hdl.reference import CoreConfig
 
 from .errors import UserError
+from .features import SCHEMA_VERSION
+from .transform import WideTransform
 
 #: Value of the ``format`` field.
 FORMAT_NAME = "mailpulse-model"
-#: Version of the document layout; a loader refuses any other.
-FORMAT_VERSION = 1
+#: Version of the document layout; a loader refuses any other.  Version 2 added ``transform``
+#: (version 1 was never released; its files are refused with a sentence that says to retrain).
+FORMAT_VERSION = 2
 #: Feature schema of ODDS-style data (raw float features scaled by the model's input scaling).
 ODDS_SCHEMA = "odds"
 
@@ -65,13 +71,18 @@ class InputScaling:
         return {"center": list(self.center), "scale": list(self.scale), "n_features": self.n_features}
 
 
-def scale_features(scaling: InputScaling, x: npt.ArrayLike, params: CoreParams) -> IntArray:
+def scale_features(scaling: InputScaling, x: npt.ArrayLike, params: CoreParams,
+                   transform: WideTransform | None = None) -> IntArray:
     """Raw samples ``(N, F)`` to the core's ``(N, D)`` signed ``in_bits`` integers.
 
-    ``F`` must equal ``scaling.n_features``; the remaining ``D - F`` inputs are 0.  Values beyond
-    the 16-bit range saturate (the bins at the ends of each histogram hold them).  Raises
-    ``UserError`` for a wrong feature count or non-finite values.
+    With a ``transform`` (a model trained on more than D features), the samples first go through
+    it (:meth:`mailpulse.transform.WideTransform.apply`: ``F`` raw features to D integer channels),
+    then through ``scaling``.  Otherwise ``F`` must equal ``scaling.n_features`` and the remaining
+    ``D - F`` inputs are 0.  Values beyond the 16-bit range saturate (the bins at the ends of each
+    histogram hold them).  Raises ``UserError`` for a wrong feature count or non-finite values.
     """
+    if transform is not None:
+        x = transform.apply(x)
     xs = np.asarray(x, dtype=np.float64)
     if xs.ndim == 1:
         xs = xs[None, :]
@@ -114,6 +125,9 @@ class TrainedModel:
     provenance : dict
         Data file and its SHA-256, time, seed, target false-alarm rate, training scores, trainer
         version (free-form JSON values).
+    transform : WideTransform or None
+        For data with more features than D: raw features to D channels, applied before
+        ``scaling`` (which is then the identity on the channels).  ``None`` for narrow data.
     """
 
     params: CoreParams
@@ -127,6 +141,12 @@ class TrainedModel:
     reference_tables: FloatArray
     table_scale: float
     provenance: dict[str, Any] = field(default_factory=dict)
+    transform: WideTransform | None = None
+
+    @property
+    def n_features(self) -> int:
+        """Raw features per sample the model takes."""
+        return self.transform.n_features if self.transform is not None else self.scaling.n_features
 
     def core_config(self) -> CoreConfig:
         """The registers as :class:`mailpulse.hdl.reference.CoreConfig` (copies)."""
@@ -139,8 +159,8 @@ class TrainedModel:
         )
 
     def scale(self, x: npt.ArrayLike) -> IntArray:
-        """Raw samples to the core's integer inputs (:func:`scale_features`)."""
-        return scale_features(self.scaling, x, self.params)
+        """Raw samples to the core's integer inputs (:func:`scale_features`, transform included)."""
+        return scale_features(self.scaling, x, self.params, self.transform)
 
     def check_against(self, params: CoreParams) -> None:
         """Raise ``UserError`` if the model does not fit a core with ``params``.
@@ -156,6 +176,14 @@ class TrainedModel:
                 f"but the core has {params.name!r} ({_describe(params)}); retrain with --config {params.name}"
             )
 
+    def check_node_schema(self, what: str = "the model") -> None:
+        """Raise ``UserError`` unless the model was trained on the feature schema the node computes
+        (:data:`mailpulse.features.SCHEMA_VERSION`): a vector of another schema means other things
+        (slots, units, outcome codes), so the node refuses it and the collector does not publish it."""
+        if str(self.feature_schema) != str(SCHEMA_VERSION):
+            raise UserError(f"{what} was trained on feature schema {self.feature_schema!r}, "
+                            f"the node computes schema {SCHEMA_VERSION}; retrain it on current events")
+
     # -- serialisation ----------------------------------------------------------------------
     def to_document(self) -> dict[str, Any]:
         """The JSON document, checksum included."""
@@ -165,6 +193,7 @@ class TrainedModel:
             "parameter_set": self.params.name,
             "params": self.params.as_dict(),
             "feature_schema": self.feature_schema,
+            "transform": None if self.transform is None else self.transform.as_dict(),
             "input_scaling": self.scaling.as_dict(),
             "weights": [[int(w) for w in row] for row in np.asarray(self.weights)],
             "offsets": [int(v) for v in np.asarray(self.offsets)],
@@ -247,6 +276,9 @@ def load_model(source: str | os.PathLike[str] | bytes) -> TrainedModel:
         raise UserError(f"{what} is JSON but not a mailpulse model (no top-level object)")
     if doc.get("format") != FORMAT_NAME:
         raise UserError(f"{what} is not a mailpulse model (format is {doc.get('format')!r}, not {FORMAT_NAME!r})")
+    if doc.get("format_version") == 1:
+        raise UserError(f"{what} has format version 1, from before wide-input transforms; this mailpulse reads "
+                        f"version {FORMAT_VERSION}: retrain the model with this mailpulse")
     if doc.get("format_version") != FORMAT_VERSION:
         raise UserError(
             f"{what} has format version {doc.get('format_version')!r}; this mailpulse reads version {FORMAT_VERSION}"
@@ -277,7 +309,8 @@ def _params_from(doc: dict[str, Any]) -> CoreParams:
         raise ValueError(f"parameter_set {name!r} differs from params name {params.name!r}")
     known = PARAMETER_SETS.get(name)
     if known is not None and _shape_of(known) != _shape_of(params):
-        raise ValueError(f"params ({_describe(params)}) are not those of the parameter set {name!r} ({_describe(known)})")
+        raise ValueError(f"params ({_describe(params)}) are not those of the parameter set {name!r} "
+                         f"({_describe(known)})")
     return params
 
 
@@ -301,6 +334,9 @@ def _from_document(doc: dict[str, Any]) -> TrainedModel:
         raise ValueError(f"input_scaling n_features {scaling.n_features} is outside 1..{params.d}")
     if not all(math.isfinite(v) for v in scaling.center + scaling.scale):
         raise ValueError("input_scaling holds a non-finite number")
+    transform = None if doc["transform"] is None else WideTransform.from_dict(doc["transform"], params.d)
+    if transform is not None and scaling != InputScaling.identity(params.d):
+        raise ValueError("a model with a transform needs the identity input_scaling (its channels are the inputs)")
     threshold = doc["threshold"]
     if not isinstance(threshold, int) or isinstance(threshold, bool):
         raise TypeError("threshold must be an integer")
@@ -317,6 +353,7 @@ def _from_document(doc: dict[str, Any]) -> TrainedModel:
         reference_tables=ref,
         table_scale=float(doc["table_scale"]),
         provenance=dict(doc["provenance"]),
+        transform=transform,
     )
     model.core_config().validate(params)
     if ref.shape != (params.k, params.b) or not np.all(np.isfinite(ref)):
@@ -326,4 +363,5 @@ def _from_document(doc: dict[str, Any]) -> TrainedModel:
     return model
 
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ODDS_SCHEMA", "InputScaling", "TrainedModel", "load_model", "scale_features"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ODDS_SCHEMA", "InputScaling", "TrainedModel", "load_model",
+           "scale_features"]

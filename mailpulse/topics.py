@@ -6,7 +6,7 @@ Layout (``<site>`` and ``<node>`` are ids made of ``[A-Za-z0-9_-]``, never ``/ +
     mailpulse/v1/<site>/<node>/anomalies   the events flagged anomalous, again (QoS 1)
     mailpulse/v1/<site>/<node>/status      node state (retained; last will = state "offline")
     mailpulse/v1/<site>/model              the site's current model file (retained, from the trainer)
-    homeassistant/sensor/mailpulse_<site>_<node>/<key>/config   Home Assistant discovery (retained)
+    homeassistant/sensor/<object>/<key>/config   Home Assistant discovery (retained; object: NodeTopics.ha_object)
 
 Every payload is JSON with ``"schema": PAYLOAD_SCHEMA``.  An ``events``/``anomalies`` message is a
 *batch* envelope ``{"schema", "site", "node", "events": [event, ...]}``; each event carries its own
@@ -86,6 +86,15 @@ class NodeTopics:
         return status_wildcard(self.site)
 
     def ha_object(self) -> str:
+        """Home Assistant object id of this node, unique per (site, node).
+
+        ``mailpulse_<site>_<node>`` when neither id holds ``_`` (as before); otherwise the site's
+        length comes first, ``mailpulse_<len(site)>_<site>_<node>``, so site ``lab_x`` / node ``y``
+        (``mailpulse_5_lab_x_y``) and site ``lab`` / node ``x_y`` (``mailpulse_3_lab_x_y``) differ.
+        The two forms never meet: the first has one ``_`` after ``mailpulse_``, the second at least three.
+        """
+        if "_" in self.site or "_" in self.node:
+            return f"mailpulse_{len(self.site)}_{self.site}_{self.node}"
         return f"mailpulse_{self.site}_{self.node}"
 
     def ha_config(self, key: str) -> str:
@@ -127,15 +136,21 @@ def parse_topic(topic: str) -> ParsedTopic:
     raise ValueError(f"topic {topic!r} is not a mailpulse v1 topic")
 
 
+def node_user(site: str, node: str) -> str:
+    """The MQTT user name of a node: ``<site>.<node>`` (ids never hold ``.``, so two nodes of
+    different sites never share a user, and so never an ACL)."""
+    return f"{check_id(site, 'site')}.{check_id(node, 'node')}"
+
+
 def node_acl(site: str, node: str, user: str | None = None) -> list[str]:
-    """Lines of a Mosquitto ACL file for one node's MQTT user (default user name = node id).
+    """Lines of a Mosquitto ACL file for one node's MQTT user (default :func:`node_user`).
 
     The node may write its own events, anomalies, status and discovery topics, and read the fleet's
     status and the site's model; nothing else (so it cannot publish as another node).
     """
     t = NodeTopics(site, node)
     return [
-        f"user {user or node}",
+        f"user {user or node_user(site, node)}",
         f"topic write {t.base}/#",
         f"topic read {t.fleet_status}",
         f"topic read {t.model}",
@@ -145,6 +160,8 @@ def node_acl(site: str, node: str, user: str | None = None) -> list[str]:
 
 def collector_acl(user: str) -> list[str]:
     """ACL lines for a central consumer: read everything of mailpulse, write the model topics."""
+    if not user or any(c.isspace() for c in user):
+        raise ValueError(f"MQTT user {user!r} must be a non-empty name without spaces")
     return [f"user {user}", f"topic read {PREFIX}/#", f"topic write {PREFIX}/+/model", f"topic read {HA_PREFIX}/#"]
 
 
@@ -196,6 +213,6 @@ def ha_discovery(site: str, node: str, sw_version: str = "") -> dict[str, dict[s
 
 __all__ = [
     "CHANNELS", "HA_PREFIX", "HA_SENSORS", "PAYLOAD_SCHEMA", "PREFIX", "SUBSCRIPTIONS", "NodeTopics",
-    "ParsedTopic", "check_id", "collector_acl", "ha_discovery", "model_topic", "node_acl", "parse_topic",
+    "ParsedTopic", "check_id", "collector_acl", "ha_discovery", "model_topic", "node_acl", "node_user", "parse_topic",
     "status_wildcard",
 ]

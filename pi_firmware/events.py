@@ -42,7 +42,8 @@ _ISO_CACHE: dict[float, str] = {}
 
 
 def iso_utc(ts: float | None) -> str | None:
-    """ISO 8601 UTC with milliseconds (``2026-11-26T10:00:00.123Z``), or ``None``.
+    """ISO 8601 UTC with milliseconds (``2026-11-26T10:00:00.123Z``), or ``None`` (also for a time
+    outside the years 1-9999, which ISO 8601 cannot write with four digits).
 
     Log timestamps repeat (many lines per second), so results are cached (a small, cleared cache).
     """
@@ -50,9 +51,12 @@ def iso_utc(ts: float | None) -> str | None:
         return None
     v = _ISO_CACHE.get(ts)
     if v is None:
+        try:
+            v = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        except (ValueError, OverflowError, OSError):
+            return None
         if len(_ISO_CACHE) >= 4096:
             _ISO_CACHE.clear()
-        v = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         _ISO_CACHE[ts] = v
     return v
 
@@ -173,6 +177,7 @@ class Event:
     ts: float
     node: str
     x: list[int] | None = field(default=None, init=False)
+    x_json: str | None = field(default=None, init=False, repr=False, compare=False)   # "1,2,..." of x
     scored: Scored | None = field(default=None, init=False)
 
     @property
@@ -223,13 +228,6 @@ class Event:
         """:meth:`payload` encoded as compact UTF-8 JSON (what the spool stores and MQTT carries)."""
         return dumps(self.payload())
 
-    def _verdict_json(self) -> str:
-        s = self.scored
-        if s is None:
-            return "}"
-        a = s.argmax
-        feat = _FEATURE_JSON[a] if 0 <= a < F.D else "null"
-        return f',"score":{s.score},"anomaly":{"true" if s.anomaly else "false"},"argmax":{a},"argmax_feature":{feat}}}'
 
 
 @dataclass(slots=True)
@@ -265,32 +263,15 @@ class DeliveryEvent(Event):
     def id(self) -> str:
         i = self._id
         if i is None:
-            if self.text:
-                # the line holds host, queue id, timestamp, status and dsn; the recipient is added
-                # because one qmgr "expired" line stands for every deferred recipient
-                i = _blake(f"{self.node}\x1f{self.KIND}\x1f{self.recipient}\x1f{self.text}\x1f{self.occ}")
-            else:   # built by hand (tests, tools): the identifying fields
-                i = event_id(self.node, self.KIND, self.host, self.queue_id, self.recipient, self.stamp,
-                             self.status, self.dsn, self.occ)
-            self._id = i
+            i = self._id = _delivery_id(self.node, self.host, self.queue_id, self.recipient, self.stamp, self.status,
+                                        self.dsn, self.text, self.occ)
         return i
 
     def payload_json(self) -> bytes:
         # The replay's hot path: the bytes dumps(self.payload()) gives, written without the dicts.
-        key = (self.node, self.host, self.agent, self.relay, self.dsn)
-        node_j, host_j, agent_j, relay_j, dsn_j = _GROUP_JSON.get(key) or _group(key)
-        d = self.delays
-        delays = _DELAYS_JSON.get(d) or _delays(d)
-        x = self.x if self.x is not None else self.vector()
-        doc = (f'{{"schema":{F.SCHEMA_VERSION},"kind":"delivery","id":"{self.id}","node":{node_j},'
-               f'"ts":{_cstr(iso_utc(self.ts))},"fields":{{"host":{host_j},'
-               f'"queue_id":{_jstr(self.queue_id)},"agent":{agent_j},"to":{_jstr(self.recipient)},'
-               f'"status":{_cstr(self.status)},"relay":{relay_j},"delay":{_cnum(self.delay)},'
-               f'"delays":{delays},"dsn":{dsn_j},"from":{_jopt(self.sender)},'
-               f'"size":{"null" if self.size is None else int(self.size)},'
-               f'"nrcpt":{"null" if self.nrcpt is None else int(self.nrcpt)},'
-               f'"message_id":{_jopt(self.message_id)}}},"x":[{_ints(x)}]{self._verdict_json()}')
-        return doc.encode("utf-8", "backslashreplace")
+        eid, data, _ = delivery_payload(delivery_row(self))
+        self._id = eid
+        return data
 
     def raw_features(self) -> dict[str, float | None]:
         d = self.delays
@@ -325,6 +306,59 @@ class DeliveryEvent(Event):
         }
 
 
+def _delivery_id(node: str, host: str, queue_id: str, recipient: str, stamp: str, status: str, dsn: str | None,
+                 text: str, occ: int) -> str:
+    if text:
+        # the line holds host, queue id, timestamp, status and dsn; the recipient is added
+        # because one qmgr "expired" line stands for every deferred recipient
+        return _blake(f"{node}\x1fdelivery\x1f{recipient}\x1f{text}\x1f{occ}")
+    # built by hand (tests, tools): the identifying fields
+    return event_id(node, "delivery", host, queue_id, recipient, stamp, status, dsn, occ)
+
+
+#: A scored delivery event as a plain tuple (:func:`delivery_row`): what its payload is written
+#: from, cheap to pickle (the replay hands these to its publisher process).
+DeliveryRow = tuple[Any, ...]
+
+
+def delivery_row(e: DeliveryEvent) -> DeliveryRow:
+    """The fields :func:`delivery_payload` writes, in its order."""
+    s = e.scored
+    xj = e.x_json
+    if xj is None:
+        xj = _ints(e.x if e.x is not None else e.vector())
+    return (e.ts, e.node, e.host, e.queue_id, e.agent, e.recipient, e.status, e.relay, e.delay, e.delays, e.dsn,
+            e.sender, e.size, e.nrcpt, e.message_id, e._id, e.stamp, e.text, e.occ, xj,
+            None if s is None else (s.score, s.anomaly, s.argmax))
+
+
+def delivery_payload(row: DeliveryRow) -> tuple[str, bytes, bool]:
+    """(event id, payload JSON, anomaly) of a :func:`delivery_row`: the bytes ``dumps(e.payload())``
+    gives, written without building the dicts (the replay's hot path; a test checks the equality)."""
+    (ts, node, host, qid, agent, to, status, relay, delay, delays, dsn, sender, size, nrcpt, mid, eid, stamp, text, occ,
+     xj, verdict) = row
+    if eid is None:
+        eid = _delivery_id(node, host, qid, to, stamp, status, dsn, text, occ)
+    key = (node, host, agent, relay, dsn)
+    node_j, host_j, agent_j, relay_j, dsn_j = _GROUP_JSON.get(key) or _group(key)
+    if verdict is None:
+        tail = "}"
+    else:
+        a = verdict[2]
+        feat = _FEATURE_JSON[a] if 0 <= a < F.D else "null"
+        tail = (f',"score":{verdict[0]},"anomaly":{"true" if verdict[1] else "false"},"argmax":{a},'
+                f'"argmax_feature":{feat}}}')
+    doc = (f'{{"schema":{F.SCHEMA_VERSION},"kind":"delivery","id":"{eid}","node":{node_j},'
+           f'"ts":{_cstr(iso_utc(ts))},"fields":{{"host":{host_j},'
+           f'"queue_id":{_jstr(qid)},"agent":{agent_j},"to":{_jstr(to)},'
+           f'"status":{_cstr(status)},"relay":{relay_j},"delay":{_cnum(delay)},'
+           f'"delays":{_DELAYS_JSON.get(delays) or _delays(delays)},"dsn":{dsn_j},"from":{_jopt(sender)},'
+           f'"size":{"null" if size is None else int(size)},'
+           f'"nrcpt":{"null" if nrcpt is None else int(nrcpt)},'
+           f'"message_id":{_jopt(mid)}}},"x":[{xj}]{tail}')
+    return eid, doc.encode("utf-8", "backslashreplace"), bool(verdict is not None and verdict[1])
+
+
 @dataclass(slots=True)
 class MessageEvent(Event):
     """One delivered message (Maildir watcher or ``mailpulse inspect``): hops and render features.
@@ -342,14 +376,16 @@ class MessageEvent(Event):
     hops: list[dict[str, Any]] = field(default_factory=list)
     mime: dict[str, Any] = field(default_factory=dict)
     mailbox_delay_s: float | None = None    # file time minus the newest hop's time (Maildir only)
+    hops_dropped: int = 0                   # Received: fields beyond the hop limit (not in ``hops``)
 
     @property
     def id(self) -> str:
         return event_id(self.node, self.KIND, self.key, self.message_id, self.size)
 
     def raw_features(self) -> dict[str, float | None]:
-        times = [h["ts"] for h in self.hops if h.get("ts") is not None]
-        delays = [h["delay_s"] for h in self.hops if h.get("delay_s") is not None]
+        # only sound dates count: a date without a zone was taken as UTC and may be hours off
+        times = [h["ts"] for h in self.hops if h.get("ts") is not None and h.get("zone_known", True)]
+        delays = [h["delay_s"] for h in self.hops if h.get("delay_s") is not None and not h.get("delay_uncertain")]
         pixels = sum(int(i.get("pixels") or 0) for i in self.mime.get("images", []))
         return {
             "delay_total_ms": (times[-1] - times[0]) * 1000.0 if len(times) >= 2 else None,
@@ -361,10 +397,11 @@ class MessageEvent(Event):
         }
 
     def fields(self) -> dict[str, Any]:
-        hops = [{k: v for k, v in h.items() if k != "ts"} for h in self.hops]
+        hops = [{k: v for k, v in h.items() if k not in ("ts", "zone_known")} for h in self.hops]
         return {"key": self.key, "message_id": self.message_id, "size": self.size,
-                "recipients": self.recipients, "hops": hops, "mime": self.mime,
+                "recipients": self.recipients, "hops": hops, "hops_dropped": self.hops_dropped, "mime": self.mime,
                 "mailbox_delay_s": self.mailbox_delay_s}
 
 
-__all__ = ["DeliveryEvent", "Event", "MessageEvent", "Scored", "dumps", "event_id", "iso_utc"]
+__all__ = ["DeliveryEvent", "DeliveryRow", "Event", "MessageEvent", "Scored", "delivery_payload", "delivery_row",
+           "dumps", "event_id", "iso_utc"]

@@ -34,6 +34,8 @@ from typing import Any, Protocol
 
 from mailpulse import topics as T
 
+from .quarantine import describe
+
 __all__ = ["Fleet", "ModelUpdater", "NodeView", "assign_routes", "route_owner"]
 
 log = logging.getLogger(__name__)
@@ -195,7 +197,7 @@ class ModelUpdater:
             version = self.install(data)
         except Exception as e:  # any failure keeps the running model
             self.refused += 1
-            self.error = f"model refused: {e}"
+            self.error = f"model refused: {describe(e)}"
             log.error("%s", self.error)
             return False
         self.version = version or f"sha256:{digest[:12]}"

@@ -52,6 +52,7 @@ from mailpulse import topics as T
 from mailpulse.config.node import MqttSettings
 
 from .events import dumps as _dumps
+from .quarantine import describe
 from .spool import Spool, SpoolBatch
 
 __all__ = ["MqttSettings", "MqttSink", "PublishStats", "batch_payload"]
@@ -153,7 +154,9 @@ class MqttSink:
         )
         self.client.max_inflight_messages_set(max(20, s.inflight_max + 8))
         self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=8)
+        # at most 2 s between attempts: the node is back within 2 s of the broker (the spool holds the
+        # events meanwhile, so retrying often costs nothing but a TCP SYN)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         if s.username is not None:
             self.client.username_pw_set(s.username, s.password)
         if s.tls:
@@ -161,6 +164,9 @@ class MqttSink:
                                 cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
             if s.tls_insecure:
                 self.client.tls_insecure_set(True)
+        else:
+            log.warning("MQTT without TLS ([mqtt] tls = false): the node's password and events cross the network "
+                        "in clear")
         self.client.will_set(self.topics.status, self._offline_payload(), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -220,6 +226,10 @@ class MqttSink:
     def emit_many(self, events: Iterable[_EventLike]) -> None:
         """Spool events in one transaction, in order (durable when this returns)."""
         self._spool_rows((ev.id, *_encode(ev)) for ev in events)
+
+    def emit_encoded(self, rows: Iterable[tuple[str, bytes, bool]]) -> None:
+        """Spool already-encoded events: ``(event_id, payload JSON, anomaly)`` tuples."""
+        self._spool_rows(rows)
 
     def emit_payloads(self, rows: Iterable[tuple[str, Mapping[str, Any], bool]]) -> None:
         """Spool raw payload dicts: ``(event_id, payload, anomaly)`` tuples."""
@@ -371,6 +381,6 @@ class MqttSink:
                 else:
                     self._idle.clear()
             except Exception as e:  # keep the pump alive; the spool keeps the data
-                self.stats.last_error = f"publisher error: {e}"
+                self.stats.last_error = f"publisher error: {describe(e)}"
                 log.exception("MQTT publisher error")
                 time.sleep(0.5)

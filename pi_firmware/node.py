@@ -13,7 +13,13 @@
   site's model (:class:`~mailpulse.pi_firmware.fleet.ModelUpdater`).
 
 Every batch of events is scored (when a scorer is configured) and written to the spool in one
-transaction before ``emit`` returns, so a source may save its position right after.  SIGTERM (and
+transaction before ``emit`` returns, so a source may save its position right after.
+
+No single input stops observing: each source isolates each message or line (one that fails is
+recorded in the quarantine, :mod:`mailpulse.pi_firmware.quarantine`, and skipped), and every thread
+runs under a supervisor: a source (or the prober, or the heartbeat) that raises is restarted after
+a back-off (1 s doubling to :data:`RESTART_MAX_S`), its restarts and last error reported in the
+status (``sources``, ``errors``) next to the quarantine counts (``quarantine``).  SIGTERM (and
 SIGINT) stop the sources, flush the spool to the broker for up to ``flush_timeout_s``, publish the
 ``offline`` status and exit 0; whatever the broker did not acknowledge stays in the spool for the
 next start.
@@ -22,6 +28,7 @@ next start.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import signal
@@ -40,24 +47,39 @@ from mailpulse.errors import UserError
 from .events import Event
 from .fleet import Fleet, ModelUpdater
 from .follow import Follower, Position
+from .journal import JournalSource
 from .maildir import MaildirWatcher
 from .mqtt import MqttSink
 from .pipeline import Pipeline, ScoringSetup, bridge_scorer, load_scoring_model, untrained_model
 from .postfix import PostfixParser
+from .postqueue import queue_command, read_queue
 from .probe import ProbeError, ProbeEvent, Prober
+from .quarantine import Quarantine, describe
 from .spool import Spool
 
-__all__ = ["Node", "PostfixLogSource", "Source", "build_node", "make_sink", "run_node"]
+__all__ = ["RESTART_MAX_S", "Node", "PostfixLogSource", "Source", "build_node", "make_sink", "run_node"]
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Sequence[Event]], None]
 
+#: Longest wait before a failed thread is restarted (seconds).
+RESTART_MAX_S = 60.0
+
 
 class Source(Protocol):
-    """Something that observes mail and emits events until ``stop`` is set."""
+    """Something that observes mail and emits events until ``stop`` is set.
+
+    A source has a ``name`` (its key in the status and the quarantine), a ``quarantine`` the
+    node replaces with its own, and ``counters()`` for the status.
+    """
+
+    name: str
+    quarantine: Quarantine
 
     def run(self, emit: Emit, stop: threading.Event) -> None: ...
+
+    def counters(self) -> dict[str, int]: ...
 
 
 class _ScorerLike(Protocol):
@@ -93,24 +115,40 @@ class PostfixLogSource:
     saved with the position (one atomic write), so re-read lines get the ids they had.  The
     queue-id join (qmgr ``from=``/``size=``, cleanup ``message-id=`` of messages still in the
     queue) is saved next to it (``<state_file>.join``) at most every ``join_save_s`` seconds and
-    when the source stops, so delivery lines read after a restart are still joined.
+    when the source stops, so delivery lines read after a restart are still joined.  A line whose
+    handling raises is recorded in the quarantine and skipped (the parser isolates it).
     """
+
+    name = "postfix"
 
     def __init__(self, path: Path | str, node: str, state_file: Path | str | None = None, from_start: bool = False,
                  poll_s: float = 0.2, max_lines: int = 5000, join_save_s: float = 5.0, year: int | None = None,
-                 max_queue_ids: int = 100_000) -> None:
+                 max_queue_ids: int = 100_000, quarantine: Quarantine | None = None) -> None:
         self.path, self.node, self.state_file = Path(path), node, state_file
         self.from_start, self.poll_s, self.max_lines = from_start, poll_s, max_lines
         self.join_save_s, self.year, self.max_queue_ids = join_save_s, year, max_queue_ids
+        self.quarantine = quarantine or Quarantine()
         self.lines = 0
+        self.parser: PostfixParser | None = None
 
     @property
     def join_file(self) -> Path | None:
         return None if self.state_file is None else Path(str(self.state_file) + ".join")
 
+    def counters(self) -> dict[str, int]:
+        c = self.parser.counters if self.parser is not None else None
+        return {"lines": self.lines, "events": c.events if c else 0, "unparsed": c.unparsed if c else 0,
+                "errors": c.errors if c else 0}
+
+    def _on_error(self, line: str, reason: str) -> None:
+        self.quarantine.record(self.name, str(self.path), reason, line)
+
     def run(self, emit: Emit, stop: threading.Event) -> None:
         follower = Follower(self.path, self.state_file, from_start=self.from_start)
-        parser = PostfixParser(self.node, year=self.year, max_queue_ids=self.max_queue_ids)
+        parser = PostfixParser(self.node, year=self.year, max_queue_ids=self.max_queue_ids, on_error=self._on_error)
+        if self.parser is not None:   # a restart: keep counting where the last run stopped
+            parser.counters = self.parser.counters
+        self.parser = parser
         join = self.join_file
         if join is not None:
             parser.load_state(join)
@@ -182,6 +220,10 @@ class Node:
         state = cfg.state_dir
         state.mkdir(parents=True, exist_ok=True)
         self.state_dir = state
+        self.quarantine = Quarantine(state / "quarantine.jsonl")
+        for src in self.sources:
+            src.quarantine = self.quarantine
+        self.restarts: dict[str, int] = {}
         self.model = ModelUpdater(self._install_model)
         saved = state / "model.json"
         if model is None and saved.exists():
@@ -189,14 +231,16 @@ class Node:
                 model = load_scoring_model(saved)
                 self.model.version = self._version_of(model, saved.read_bytes())
             except Exception as e:
-                self.errors["model.saved"] = f"the saved model {saved} is not usable: {e}"
+                self.errors["model.saved"] = f"the saved model {saved} is not usable: {describe(e)}"
                 log.error("%s", self.errors["model.saved"])
                 model = None
         self.scoring = model or untrained_model()
         if self.model.version is None:
             self.model.version = self.scoring.version
-        self.prober = Prober(self.node_id, cfg.probe, state_file=state / "probe-state.json", cache_dir=state)
+        self.prober = Prober(self.node_id, cfg.probe, state_file=state / "probe-state.json", cache_dir=state,
+                             quarantine=self.quarantine)
         self.last_probe: dict[str, dict[str, Any]] = {}
+        self.postfix_queue: dict[str, Any] | None = None    # the last `postqueue -j` summary
         self.sink, self.spool = make_sink(cfg, status=self._status)
         self.pipeline = Pipeline(self._score_fn(self.scoring), self.sink, batch_size=batch_size)
         self.sink.subscribe(self.fleet.topic, self.fleet.on_message)
@@ -255,6 +299,11 @@ class Node:
             "probes": self.last_probe,
             "probe_counts": dict(self.prober.counts),
             "errors": dict(self.errors),
+            **({"postfix_queue": self.postfix_queue} if self.postfix_queue is not None else {}),
+            "quarantine": self.quarantine.status(),
+            "sources": {src.name: {**src.counters(), "restarts": self.restarts.get(src.name, 0)}
+                        for src in self.sources},
+            "restarts": dict(self.restarts),
         }
 
     # -- threads ------------------------------------------------------------------------------
@@ -263,6 +312,23 @@ class Node:
         while not self.stop_event.wait(self.cfg.fleet.heartbeat_s):
             if self.sink.stats.connected:
                 self.sink.publish_status()
+
+    def read_postfix_queue(self) -> dict[str, Any]:
+        """Read the Postfix queue now (``postqueue -j``); the next status carries it."""
+        pf = self.cfg.postfix
+        before = (self.postfix_queue or {}).get("error")
+        self.postfix_queue = read_queue(queue_command(pf.config_dir), pf.queue_timeout_s)
+        err = self.postfix_queue["error"]
+        if err and err != before:                  # logged when it starts or changes, not every reading
+            log.warning("%s", err)
+        elif before and not err:
+            log.info("the Postfix queue is readable again")
+        return self.postfix_queue
+
+    def _queue_loop(self) -> None:
+        while not self.stop_event.is_set():
+            self.read_postfix_queue()
+            self.stop_event.wait(self.cfg.postfix.queue_poll_s)
 
     def _probe_loop(self) -> None:
         routes = [r.name for r in self.cfg.probe.routes]
@@ -277,12 +343,16 @@ class Node:
             self.stop_event.wait(min(1.0, self.cfg.fleet.heartbeat_s / 2))
 
     def probe_once(self, route: str) -> list[ProbeEvent]:
-        """Run one probe on ``route`` and emit its events."""
+        """Run one probe on ``route`` and emit its events (a failure is reported, never raised)."""
         try:
             evs = self.prober.run(route, stop=self.stop_event)
         except ProbeError as err:
             self.errors[f"probe.{route}"] = str(err)
             log.warning("%s", err)
+            return []
+        except Exception as err:  # a bug or a hostile reply: this probe fails, the next one runs
+            self.errors[f"probe.{route}"] = f"the probe failed: {describe(err)}"
+            log.exception("probe on %s failed", route)
             return []
         self.errors.pop(f"probe.{route}", None)
         for e in evs:
@@ -294,22 +364,39 @@ class Node:
         _trim_heap()
         return evs
 
-    def _source_loop(self, src: Source) -> None:
-        try:
-            src.run(self.emit, self.stop_event)
-        except Exception as e:
-            self.errors[f"source.{type(src).__name__}"] = str(e)
-            log.exception("source %s failed", type(src).__name__)
+    def _supervise(self, name: str, fn: Callable[[], None]) -> None:
+        """Run ``fn`` until the node stops; restart it after a back-off whenever it raises (or
+        returns early), counting the restarts and keeping the last error in the status."""
+        delay = 1.0
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                fn()
+                if self.stop_event.is_set():
+                    return
+                self.errors[name] = "it stopped by itself"
+            except Exception as e:
+                self.errors[name] = describe(e)
+                log.exception("%s failed; restarting it", name)
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            if time.monotonic() - started > 10 * RESTART_MAX_S:
+                delay = 1.0        # it ran for a good while: a fresh failure, not a crash loop
+            if self.stop_event.wait(delay):
+                return
+            delay = min(delay * 2, RESTART_MAX_S)
 
     def start(self) -> None:
         self.sink.start()
         targets: list[tuple[str, Callable[[], None]]] = [("heartbeat", self._heartbeat_loop)]
         if self.cfg.probe.enabled and self.cfg.probe.routes:
             targets.append(("prober", self._probe_loop))
-        for i, src in enumerate(self.sources):
-            targets.append((f"source-{i}", lambda s=src: self._source_loop(s)))  # type: ignore[misc]
+        pf = self.cfg.postfix
+        if pf.queue_poll_s > 0 and (pf.log or pf.config_dir):
+            targets.append(("postqueue", self._queue_loop))
+        for src in self.sources:
+            targets.append((src.name, functools.partial(src.run, self.emit, self.stop_event)))
         for name, fn in targets:
-            t = threading.Thread(target=fn, name=name, daemon=True)
+            t = threading.Thread(target=self._supervise, args=(name, fn), name=name, daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -355,6 +442,9 @@ def build_node(cfg: NodeConfig, model_path: str | None = None) -> Node:
     if cfg.maildir.path:
         sources.append(MaildirWatcher(cfg.maildir.path, cfg.node_id, cfg.maildir.state_file, limits=cfg.mime,
                                       max_seen=cfg.maildir.max_seen, poll_s=cfg.maildir.poll_s))
+    if cfg.journal.enabled:
+        sources.append(JournalSource(cfg.journal, cfg.node_id, year=cfg.postfix.year or None,
+                                     max_queue_ids=cfg.postfix.max_queue_ids))
     model_file = model_path or cfg.scorer.model
     model = load_scoring_model(model_file, cfg.scorer.params) if model_file else None
     scorer = None

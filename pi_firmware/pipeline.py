@@ -34,7 +34,6 @@ from mailpulse.hdl.reference import CoreConfig, ScoreResult
 from mailpulse.hdl.reference import score as model_score
 
 from mailpulse import features as F
-from mailpulse.errors import UserError
 from mailpulse.modelfile import load_model
 
 from .events import Event, Scored
@@ -104,7 +103,8 @@ class ScoringSetup:
     """What the pipeline scores with: core parameters, registers and the input scaling.
 
     ``scale`` maps the schema's fixed-point vectors to the core's inputs (identity for models
-    trained on node events).  ``version`` is reported in status.
+    trained on node events; a model file's ``TrainedModel.scale``, transform included).  ``version`` is
+    reported in status.
     """
 
     params: CoreParams
@@ -147,9 +147,7 @@ def load_scoring_model(path: Path | str, params: CoreParams | str | None = None)
     fit the expected core parameters.
     """
     m = load_model(path)
-    if str(m.feature_schema) != str(F.SCHEMA_VERSION):
-        raise UserError(f"model {path} was trained on feature schema {m.feature_schema!r}, "
-                        f"the node computes schema {F.SCHEMA_VERSION}")
+    m.check_node_schema(f"model {path}")
     if params is not None:
         m.check_against(get_params(params) if isinstance(params, str) else params)
     cfg = m.core_config()
@@ -238,16 +236,23 @@ class Pipeline:
         if len(r) != len(batch):
             raise RuntimeError(f"the scorer returned {len(r)} results for {len(batch)} events")
         xs = x.tolist()
+        # the vectors' JSON text, one C call for the batch (the payloads' "x"): "[[1,2],[3,4]]" -> "1,2", "3,4"
+        xj = json.dumps(xs, separators=(",", ":"))[2:-2].split("],[")
         sc, an, am = r.score.tolist(), r.anomaly.tolist(), r.argmax.tolist()
         for i, e in enumerate(batch):
             e.x = xs[i]
+            e.x_json = xj[i]
             e.scored = Scored(sc[i], bool(an[i]), am[i])
         st = self.stats
         st.events += len(batch)
         st.batches += 1
         st.anomalies += int(r.anomaly.sum())
-        for e in batch:
-            st.by_kind[e.KIND] = st.by_kind.get(e.KIND, 0) + 1
+        first = batch[0].KIND
+        if all(e.KIND is first for e in batch):   # the usual case: one source, one kind
+            st.by_kind[first] = st.by_kind.get(first, 0) + len(batch)
+        else:
+            for e in batch:
+                st.by_kind[e.KIND] = st.by_kind.get(e.KIND, 0) + 1
         self.sink.emit_many(batch)
 
     def close(self) -> None:

@@ -9,11 +9,15 @@ One probe (:meth:`Prober.run`):
    node, the route, the send time in Unix milliseconds (``X-Mailpulse-Sent-Ms``) and the SHA-256 of
    the image and the attachment.
 2. **Send** over SMTP to the route's relay (STARTTLS and AUTH when configured).
-3. **Fetch back** over IMAP: the mailbox is opened *before* sending, then polled every
-   ``poll_interval_s`` (``NOOP`` + ``UID SEARCH HEADER``) until the probe appears or
-   ``timeout_s`` passes; the probe is fetched and deleted (``\\Deleted`` + ``EXPUNGE``).
-4. **Measure**: latency (arrival seen by the poll minus the send timestamp, in ms; its resolution
-   is the poll interval), outcome (``ok``, ``damaged``, ``lost``; a probe that shows up after its
+3. **Fetch back** over IMAP: the mailbox is opened *before* sending; then, when the server
+   advertises IDLE (and the route's ``imap_idle`` allows it), the prober idles until the server
+   pushes ``EXISTS`` (:mod:`.imapwait`), else it polls every ``poll_interval_s`` (``NOOP`` +
+   ``UID SEARCH HEADER``), until the probe appears or ``timeout_s`` passes; the probe is fetched
+   and deleted (``\\Deleted`` + ``EXPUNGE``).
+4. **Measure**: latency (arrival minus the send timestamp, in ms: with IDLE the arrival is when
+   the ``EXISTS`` push was read, resolution 1 ms from the send header's whole milliseconds, and
+   the event's ``poll_interval_ms`` is 0; when polling it is the poll that saw it, resolution the
+   poll interval), outcome (``ok``, ``damaged``, ``lost``; a probe that shows up after its
    timeout is reported once more as ``late`` - the earlier ``lost`` verdict is superseded, never
    counted twice), integrity (MIME structure, image decodes at 3840x2160, byte hashes; PSNR of the
    arrived image against the original when a hop recompressed or resized it), per-hop delays from
@@ -21,8 +25,10 @@ One probe (:meth:`Prober.run`):
    names the relays' log files.
 
 Failure modes: an SMTP error (refused connection, rejected recipient) gives a ``lost`` result whose
-``error`` says which step failed; an IMAP login or connection error raises :class:`ProbeError`
-(nothing can be measured); a damaged probe is reported, not raised.
+``error`` says which step failed; an IMAP login or connection error before sending raises
+:class:`ProbeError` (nothing can be measured); an IMAP connection that breaks while waiting (idling
+or polling) gives a ``lost`` result saying so (a later arrival is then ``late``); a damaged probe is
+reported, not raised.
 """
 
 from __future__ import annotations
@@ -46,7 +52,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from email import policy
-from email.message import Message
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,10 +60,14 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from mailpulse.config.node import ProbeRoute, ProbeSettings
+from mailpulse.config.node import MimeLimits, ProbeRoute, ProbeSettings
 from mailpulse.features import OUTCOMES
 
 from .events import Event, event_id
+from .headers import HeaderBlock, read_header_block
+from .imapwait import REFUSED, has_idle, idle_wait
+from .mime import DecodedReader, Part, iter_parts
+from .quarantine import Quarantine, describe
 from .received import parse_chain
 
 __all__ = [
@@ -271,10 +280,6 @@ class Integrity:
         return d
 
 
-def _structure(msg: Message) -> list[str]:
-    return [p.get_content_type() for p in msg.walk()]
-
-
 def _structure_matches(found: Sequence[str], content_type: str) -> bool:
     want = [content_type if t == "image/*" else t for t in STRUCTURE]
     return list(found) == want
@@ -298,40 +303,51 @@ def psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], band: int = 64) -> 
     return 10.0 * math.log10(255.0 ** 2 / mse)
 
 
-def analyse(data: bytes, content: ProbeContent) -> tuple[Integrity, Message]:
+def _sha256(part: Part, data: bytes) -> str:
+    h = hashlib.sha256()
+    for chunk in part.decoded(data):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def analyse(data: bytes, content: ProbeContent, limits: MimeLimits | None = None) -> tuple[Integrity, HeaderBlock]:
     """Compare an arrived probe with the original content.
 
-    The image is decoded only when its bytes differ (to tell a recompression from a corruption and
-    measure PSNR); an image that arrives at another size is resized back (bilinear) before PSNR.
+    The message is walked in place (:func:`mailpulse.pi_firmware.mime.iter_parts`): the image and
+    the attachment are hashed as they are decoded, never held whole.  The image is decoded only
+    when its bytes differ (to tell a recompression from a corruption and measure PSNR); an image
+    that arrives at another size is resized back (bilinear) before PSNR.  ``MessageRefused`` when
+    the message's header block breaks a limit.
     """
-    msg = BytesParser(policy=policy.compat32).parsebytes(data)
-    parts = list(msg.walk())
-    found = [p.get_content_type() for p in parts]
-    structure_ok = _structure_matches(found, content.image_type)
-    imgs = [p for p in parts if p.get_content_maintype() == "image"]
-    atts = [p for p in parts if p.get_content_type() == "application/octet-stream"]
-    att_ok = False
-    if atts:
-        payload = atts[0].get_payload(decode=True)
-        att_ok = isinstance(payload, bytes) and hashlib.sha256(payload).hexdigest() == content.attachment_sha256
+    limits = limits or MimeLimits()
+    head = read_header_block(data, max_headers=limits.max_headers, max_header_bytes=limits.max_header_bytes,
+                             where="the arrived probe")
+    notes: list[str] = []
+    parts = list(iter_parts(data, head, limits, notes))
+    found = [p.ctype for p in parts]
+    structure_ok = _structure_matches(found, content.image_type) and not notes
+    imgs = [p for p in parts if p.children is None and p.ctype.startswith("image/")]
+    atts = [p for p in parts if p.children is None and p.ctype == "application/octet-stream"]
+    att_ok = bool(atts) and _sha256(atts[0], data) == content.attachment_sha256
     integ = Integrity(structure_ok, found, False, False, None, None, None, False, att_ok, None)
     if not imgs:
         integ.error = "no image part arrived"
-        return integ, msg
-    raw = imgs[0].get_payload(decode=True)
-    if not isinstance(raw, bytes):
-        integ.error = "the image part has no body"
-        return integ, msg
-    integ.image_hash_ok = hashlib.sha256(raw).hexdigest() == content.image_sha256
+        return integ, head
+    img = imgs[0]
+    integ.image_hash_ok = _sha256(img, data) == content.image_sha256
     if integ.image_hash_ok:
         integ.image_decodes, integ.resolution_ok = True, True
         integ.image_width, integ.image_height = content.width, content.height
         integ.image_format = content.image_type.split("/")[1].upper()
-        return integ, msg
+        return integ, head
     try:
-        with Image.open(io.BytesIO(raw)) as im:
+        with io.BufferedReader(DecodedReader(data, img.body, img.end, img.cte), 1 << 16) as fp, Image.open(fp) as im:
             integ.image_format = im.format
             integ.image_width, integ.image_height = im.size
+            if im.size[0] * im.size[1] > limits.max_pixels:
+                integ.error = (f"the image announces {im.size[0]}x{im.size[1]} pixels, more than the limit "
+                               f"mime.max_pixels ({limits.max_pixels})")
+                return integ, head
             rgb = im.convert("RGB")
             if im.size != (content.width, content.height):
                 rgb = rgb.resize((content.width, content.height), Image.Resampling.BILINEAR)
@@ -342,8 +358,8 @@ def analyse(data: bytes, content: ProbeContent) -> tuple[Integrity, Message]:
         if integ.psnr_db is not None:
             integ.psnr_db = round(integ.psnr_db, 2)
     except Exception as e:  # any decoder failure is a finding, not a crash
-        integ.error = f"the image does not decode: {e}"
-    return integ, msg
+        integ.error = f"the image does not decode: {describe(e)}"
+    return integ, head
 
 
 _DELAYS = re.compile(r"\b(?P<qid>[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}): to=<(?P<to>[^>]*)>.*?"
@@ -374,10 +390,9 @@ def postfix_delays(queue_ids: Sequence[str], logs: Sequence[str], tail_bytes: in
     return out
 
 
-def hops_of(msg: Message, route: ProbeRoute) -> list[dict[str, Any]]:
+def hops_of(head: HeaderBlock, route: ProbeRoute) -> list[dict[str, Any]]:
     """Per-hop delays: the ``Received:`` chain (oldest first), refined with Postfix ``delays=``."""
-    values = [str(v) for v in msg.get_all("Received", [])]
-    hops = [h.to_json() | {"ts": h.ts} for h in parse_chain(values)]
+    hops = [h.to_json() | {"ts": h.ts} for h in parse_chain(head.get_all("received"))]
     if route.maillogs:
         found = postfix_delays([h.get("id") or "" for h in hops], route.maillogs)
         for h in hops:
@@ -468,15 +483,21 @@ class Prober:
         Where the lost-probe registry is kept across restarts (JSON).
     """
 
+    #: Name of the prober in the quarantine.
+    name = "probe"
+
     def __init__(self, node: str, settings: ProbeSettings, state_file: Path | None = None,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, quarantine: Quarantine | None = None) -> None:
         self.node = node
         self.settings = settings
+        self.quarantine = quarantine or Quarantine()
         self.state_file = state_file
         self.cache_dir = cache_dir
         self._content: ProbeContent | None = None
         self.lost: dict[str, _Lost] = {}
         self.counts = {"sent": 0, "ok": 0, "damaged": 0, "lost": 0, "late": 0, "stray": 0}
+        #: per route, how the last probe waited for mail: ``idle`` (IMAP IDLE) or ``poll``
+        self.wait_mode: dict[str, str] = {}
         self._load()
 
     @property
@@ -527,6 +548,7 @@ class Prober:
             typ, _ = im.select(route.mailbox)
             if typ != "OK":
                 raise ProbeError(f"probe route {route.name}: IMAP mailbox {route.mailbox} cannot be selected")
+            self.wait_mode[route.name] = "idle" if route.imap_idle and has_idle(im) else "poll"
         except (OSError, imaplib.IMAP4.error) as e:
             raise ProbeError(f"probe route {route.name}: IMAP {route.imap_host}:{route.imap_port} failed: {e}") from e
         try:
@@ -604,17 +626,33 @@ class Prober:
                 self._mark_lost(ev)
                 return [*out, ev]
             deadline = time.monotonic() + route.timeout_s
+            notified: float | None = None
+            broken: str | None = None
             while True:
-                got = self._collect(im, route, content, probe_id, seen)
+                try:
+                    got = self._collect(im, route, content, probe_id, seen, notified)
+                except (OSError, imaplib.IMAP4.error) as e:   # the connection broke while waiting
+                    broken = f"IMAP {route.imap_host}:{route.imap_port} failed while waiting: {e}"
+                    break
                 mine = [e for e in got if e.probe_id == probe_id]
                 out += got
                 if mine or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                     break
-                time.sleep(route.poll_interval_s)
+                notified = None
+                if self.wait_mode[route.name] == "idle":
+                    try:
+                        notified = idle_wait(im, deadline - time.monotonic(), stop)
+                    except (OSError, imaplib.IMAP4.error) as e:
+                        broken = f"IMAP {route.imap_host}:{route.imap_port} failed while idling: {e}"
+                        break
+                    if notified == REFUSED:
+                        self.wait_mode[route.name], notified = "poll", None
+                else:
+                    time.sleep(route.poll_interval_s)
             if not any(e.probe_id == probe_id for e in out):
                 ev = self._event(route, probe_id, "lost", sent_ms, size=len(data))
-                ev.error = (f"not arrived within {route.timeout_s:g} s" if stop is None or not stop.is_set()
-                            else "the node stopped before the probe came back")
+                ev.error = broken or (f"not arrived within {route.timeout_s:g} s" if stop is None or not stop.is_set()
+                                      else "the node stopped before the probe came back")
                 self._mark_lost(ev)
                 out.append(ev)
         return out
@@ -625,18 +663,20 @@ class Prober:
         self._save()
 
     def _event(self, route: ProbeRoute, probe_id: str, outcome: str, sent_ms: int, size: int = 0) -> ProbeEvent:
+        idle = self.wait_mode.get(route.name) == "idle"
         return ProbeEvent(ts=sent_ms / 1000.0, node=self.node, route=route.name, probe_id=probe_id,
                           outcome=outcome, sent_ms=sent_ms, size=size,
-                          poll_interval_ms=route.poll_interval_s * 1000.0)
+                          poll_interval_ms=0.0 if idle else route.poll_interval_s * 1000.0)
 
     def _collect(self, im: imaplib.IMAP4, route: ProbeRoute, content: ProbeContent, current: str | None,
-                 seen: set[str]) -> list[ProbeEvent]:
-        """Fetch, measure and delete every new probe of this node in the mailbox."""
+                 seen: set[str], notified: float | None = None) -> list[ProbeEvent]:
+        """Fetch, measure and delete every new probe of this node in the mailbox; ``notified`` is
+        when IDLE reported the arrival (``time.time()``), else arrival is now (the poll saw it)."""
         uids = [u for u in self._search(im, self.node) if u not in seen]
         if not uids:
             return []
-        arrived_ms = int(time.time() * 1000)
-        arrived_precise = time.time() * 1000.0
+        arrived_precise = (time.time() if notified is None else notified) * 1000.0
+        arrived_ms = int(arrived_precise)
         out: list[ProbeEvent] = []
         delete: list[str] = []
         for uid in uids:
@@ -664,7 +704,15 @@ class Prober:
                 self.counts["stray"] += 1
                 delete.append(uid)
                 continue
-            ev = self._measure(route, content, pid, sent_ms, arrived_ms, arrived_precise, data, outcome)
+            try:
+                ev = self._measure(route, content, pid, sent_ms, arrived_ms, arrived_precise, data, outcome)
+            except Exception as e:   # one hostile or broken arrival must not stop the prober
+                reason = f"the arrived probe could not be analysed: {describe(e)}"
+                self.quarantine.record(self.name, pid, reason, data[:1024])
+                self.counts["damaged"] += 1
+                ev = self._event(route, pid, "damaged", sent_ms, size=len(data))
+                ev.arrived_ms = arrived_ms
+                ev.error = reason
             ev.supersedes = supersedes
             out.append(ev)
             delete.append(uid)
@@ -673,7 +721,7 @@ class Prober:
 
     def _measure(self, route: ProbeRoute, content: ProbeContent, probe_id: str, sent_ms: int, arrived_ms: int,
                  arrived_precise: float, data: bytes, outcome: str | None) -> ProbeEvent:
-        integ, msg = analyse(data, content)
+        integ, head = analyse(data, content)
         if outcome is None:
             outcome = "ok" if integ.intact else "damaged"
         self.counts[outcome] += 1
@@ -682,5 +730,5 @@ class Prober:
         ev.latency_ms = round(arrived_precise - sent_ms, 1)
         ev.image_pixels = (integ.image_width or 0) * (integ.image_height or 0) if integ.image_decodes else None
         ev.integrity = integ.to_json()
-        ev.hops = hops_of(msg, route)
+        ev.hops = hops_of(head, route)
         return ev

@@ -1,27 +1,36 @@
-"""Replaying a Postfix log through the node's pipeline (parse, join, featurise, score), as fast as
-it goes: what ``mailpulse node replay`` runs, and what the benchmarks time.
+"""``node replay``: feed a whole Postfix log through parse, join, featurise, score and a sink.
 
-:func:`replay` feeds one log into any :class:`~mailpulse.pi_firmware.pipeline.Sink`;
-:func:`replay_node` does it with a node's config, publishing through the node's spool and MQTT
-sink (or only counting), and waits until the broker has acknowledged every event.
+:func:`replay` reads the log as bytes in chunks (:func:`read_lines`: a line longer than
+``max_line`` bytes is cut, so ``/dev/zero`` or a log without newlines cannot exhaust memory; any
+byte sequence decodes, as UTF-8 with ``surrogateescape``), detects each line's format
+(:mod:`mailpulse.pi_firmware.logformats`) and returns a :class:`ReplaySummary`, whose
+:meth:`~ReplaySummary.line` is the stable summary the command prints::
+
+    lines N events E sent S deferred D bounced B expired X unparsed U lines_per_s R deliverable V undeliverable W
+
+and whose :meth:`~ReplaySummary.example_lines` show the first unparsed lines with the reason.  A
+non-empty log of which no line is a log line the parser can read is a ``UserError`` (exit 2).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 from mailpulse.backends import open_scorer
 from mailpulse.config.node import NodeConfig
 from mailpulse.errors import UserError
 
-from .node import make_sink
 from .pipeline import CountingSink, Pipeline, ScoringSetup, Sink, bridge_scorer, load_scoring_model, untrained_model
 from .postfix import PostfixParser
+from .pubproc import InProcessPublisher, PublisherProcess, publisher
 
-__all__ = ["ReplaySummary", "replay", "replay_node"]
+#: Longest line read, in bytes (a longer one is cut, the cut counted).
+MAX_LINE = 64 * 1024
+_CHUNK = 1 << 20
 
 
 @dataclass
@@ -37,8 +46,11 @@ class ReplaySummary:
     unparsed: int
     seconds: float
     anomalies: int = 0
-    #: Rows left in the spool when the broker did not acknowledge every event within the flush
-    #: timeout (``None``: everything acknowledged, or nothing published).
+    deliverable: int = 0
+    undeliverable: int = 0
+    long_lines: int = 0
+    examples: list[tuple[str, str]] = field(default_factory=list)
+    #: rows left in the spool when publishing and the broker did not acknowledge them in time
     unflushed: int | None = None
 
     @property
@@ -46,24 +58,78 @@ class ReplaySummary:
         return self.lines / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        """The stable summary line."""
+        """The stable summary line (the outcome counts added after ``lines_per_s``)."""
         return (f"lines {self.lines} events {self.events} sent {self.sent} deferred {self.deferred} "
                 f"bounced {self.bounced} expired {self.expired} unparsed {self.unparsed} "
-                f"lines_per_s {self.lines_per_s:.0f}")
+                f"lines_per_s {self.lines_per_s:.0f} deliverable {self.deliverable} undeliverable {self.undeliverable}")
+
+    def example_lines(self) -> list[str]:
+        """One line per unparsed example: ``unparsed: <reason>: <line>``."""
+        return [f"unparsed: {reason}: {text}" for reason, text in self.examples]
+
+
+def read_lines(f: BinaryIO, max_line: int = MAX_LINE, counts: list[int] | None = None) -> Iterator[list[str]]:
+    """The lines of a binary stream, a chunk's worth at a time, without their newlines.
+
+    A line longer than ``max_line`` bytes is cut there (``counts[0]`` counts the cuts); the rest
+    of it up to its newline is dropped.
+    """
+    carry = b""
+    skipping = False
+    while True:
+        data = f.read(_CHUNK)
+        if not data:
+            break
+        data = carry + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            if len(carry) > max_line:
+                if not skipping and counts is not None:
+                    counts[0] += 1
+                if not skipping:
+                    yield [carry[:max_line].decode("utf-8", "surrogateescape")]
+                carry, skipping = b"", True
+            continue
+        carry = data[cut + 1:]
+        lines = data[:cut].decode("utf-8", "surrogateescape").split("\n")
+        if skipping:   # the first piece is the tail of a cut line
+            lines, skipping = lines[1:], False
+        if max(map(len, lines), default=0) > max_line:
+            if counts is not None:
+                counts[0] += sum(1 for x in lines if len(x) > max_line)
+            lines = [x[:max_line] for x in lines]
+        yield lines
+    if carry and not skipping:
+        if len(carry) > max_line and counts is not None:
+            counts[0] += 1
+        yield [carry[:max_line].decode("utf-8", "surrogateescape")]
+
+
+def _open_log(p: Path) -> BinaryIO:
+    if p.is_dir():
+        raise UserError(f"the log {p} is a directory, not a file")
+    try:
+        return p.open("rb")
+    except FileNotFoundError:
+        raise UserError(f"the log {p} does not exist") from None
+    except PermissionError:
+        raise UserError(f"the log {p} cannot be read (permission denied)") from None
+    except OSError as e:
+        raise UserError(f"the log {p} cannot be read: {e.strerror or e}") from None
 
 
 def replay(log: Path | str, sink: Sink, *, node: str = "replay", params: str = "small", model: str = "",
            batch_size: int = 4096, year: int | None = None, max_queue_ids: int = 100_000,
-           backend: str = "model") -> ReplaySummary:
-    """Feed a Postfix log through parse + join + featurise + score into ``sink``, as fast as possible.
+           backend: str = "model", max_line: int = MAX_LINE) -> ReplaySummary:
+    """Feed a Postfix log (any supported format, per line) through parse + join + featurise + score
+    into ``sink``, as fast as possible.
 
-    ``backend`` ``model`` scores with :func:`mailpulse.hdl.reference.score` in process (vectorised); any other
-    name opens that backend (:func:`mailpulse.backends.open_scorer`).  Raises ``UserError`` for an
-    unreadable log or model.
+    ``backend`` ``model`` scores with :func:`mailpulse.hdl.reference.score` in process (vectorised);
+    any other name opens that ``host_bridge`` backend.  Raises ``UserError`` for an unreadable log
+    or model, and for a non-empty log of which no line could be read.
     """
     p = Path(log)
-    if p.is_dir():
-        raise UserError(f"the log {p} is a directory, not a file")
     sm: ScoringSetup = load_scoring_model(model, params) if model else untrained_model(params)
     scorer_obj = None
     if backend == "model":
@@ -73,55 +139,61 @@ def replay(log: Path | str, sink: Sink, *, node: str = "replay", params: str = "
         score = bridge_scorer(scorer_obj, sm)
     parser = PostfixParser(node, year=year, max_queue_ids=max_queue_ids)
     pipe = Pipeline(score, sink, batch_size=batch_size)
+    long_lines = [0]
     t0 = time.perf_counter()
     try:
-        with p.open("r", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
-            pipe.submit_many(parser.feed(f))
+        with _open_log(p) as f:
+            for lines in read_lines(f, max_line, long_lines):
+                pipe.submit_many(parser.feed(lines))
             pipe.flush()
-    except FileNotFoundError:
-        raise UserError(f"the log {p} does not exist") from None
-    except PermissionError:
-        raise UserError(f"the log {p} cannot be read (permission denied)") from None
     finally:
         if scorer_obj is not None:
             scorer_obj.close()
     dt = time.perf_counter() - t0
     c = parser.counters
-    return ReplaySummary(c.lines, c.events, c.status.get("sent", 0), c.status.get("deferred", 0),
-                         c.status.get("bounced", 0), c.status.get("expired", 0), c.unparsed, dt,
-                         pipe.stats.anomalies)
+    if c.lines and not (c.used or c.ignored):
+        why = f" (the first: {c.examples[0][0]}: {c.examples[0][1][:120]!r})" if c.examples else ""
+        raise UserError(f"no line of the log {p} could be read as a log line ({c.lines} lines: RFC 3164, RFC 5424, "
+                        f"RFC 3339 or a journald export were expected){why}")
+    st = c.status
+    return ReplaySummary(c.lines, c.events, st.get("sent", 0), st.get("deferred", 0), st.get("bounced", 0),
+                         st.get("expired", 0), c.unparsed, dt, pipe.stats.anomalies, st.get("deliverable", 0),
+                         st.get("undeliverable", 0), long_lines[0], list(c.examples))
 
 
-def replay_node(cfg: NodeConfig, log: Path | str, *, publish: bool = True,
+def replay_node(cfg: NodeConfig | None, log: Path | str, *, publish: bool = True,
                 flush_timeout: float = 300.0) -> ReplaySummary:
-    """Replay ``log`` with the scorer, model and parser settings of a node config.
+    """Replay ``log`` with the scorer, model and parser settings of a node config (``None``: the
+    defaults, only with ``publish=False``).
 
-    With ``publish`` the events go through the node's spool and MQTT sink, and the rate counts until
-    the broker has acknowledged every event (at most ``flush_timeout`` seconds; what is left stays in
-    the spool, counted in :attr:`ReplaySummary.unflushed`).  Without it they are only counted.
+    With ``publish`` the events go through the node's spool and MQTT sink (in a second process when
+    a core is free, :func:`mailpulse.pi_firmware.pubproc.publisher`), and the rate counts until the
+    broker has acknowledged every event (at most ``flush_timeout`` seconds; what is left stays in the
+    spool, counted in :attr:`ReplaySummary.unflushed`).  Without it they are only counted.
     """
-    spool = None
-    mq: Any = None
-    sink: Sink
+    if cfg is None:
+        if publish:
+            raise UserError("node replay needs --config (the broker to publish to), or --no-publish to count only")
+        return replay(log, CountingSink())
+    pub: InProcessPublisher | PublisherProcess | None = None
+    sink: Sink = CountingSink()
     if publish:
-        mq, spool = make_sink(cfg)
-        mq.start()
-        sink = mq
-    else:
-        sink = CountingSink()
+        sink = pub = publisher(cfg)
     t0 = time.perf_counter()
     try:
         summary = replay(log, sink, node=cfg.node_id, params=cfg.scorer.params, model=cfg.scorer.model,
                          batch_size=cfg.scorer.batch_size, year=cfg.postfix.year or None,
                          max_queue_ids=cfg.postfix.max_queue_ids,
                          backend="model" if cfg.scorer.backend in ("model", "auto") else cfg.scorer.backend)
-        if spool is not None:
-            flushed = mq.flush(flush_timeout)
+        if pub is not None:
+            flushed = pub.flush(flush_timeout)
             summary.seconds = time.perf_counter() - t0
             if not flushed:
-                summary.unflushed = len(spool)
+                summary.unflushed = pub.left
     finally:
-        if spool is not None:
-            mq.close(5.0)
-            spool.close()
+        if pub is not None:
+            pub.close(5.0)
     return summary
+
+
+__all__ = ["MAX_LINE", "ReplaySummary", "read_lines", "replay", "replay_node"]

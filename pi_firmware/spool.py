@@ -201,6 +201,16 @@ class Spool:
         for k in reversed(keys[:self.dedup_window]):
             self._remember(k)
 
+    def _remember_many(self, keys: list[str]) -> None:
+        """Add new keys (none of them in the window yet), oldest first; evict beyond the window."""
+        if not self.dedup_window or not keys:
+            return
+        recent, q = self._recent, self._recent_q
+        recent.update(keys)
+        q.extend(keys)
+        for _ in range(len(q) - self.dedup_window):
+            recent.discard(q.popleft())
+
     def _remember(self, key: str) -> None:
         if key in self._recent or not self.dedup_window:
             return
@@ -247,7 +257,7 @@ class Spool:
         me = self.max_events if max_events is None else max(1, int(max_events))
         mb = self.max_bytes if max_bytes is None else max(1, int(max_bytes))
         with self._lock:
-            keys: set[str] = set()
+            keys: dict[str, None] = {}   # the new (channel, id) keys, in order
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 added = self._insert(rows, me, mb, keys)
@@ -263,11 +273,11 @@ class Spool:
                 if isinstance(e, sqlite3.Error):
                     raise SpoolError(f"cannot write to the spool {self.path}: {e}") from e
                 raise
-            for k in keys:          # only what is committed joins the window
-                self._remember(k)
+            self._remember_many(list(keys))   # only what is committed joins the window
         return added
 
-    def _insert(self, rows: list[tuple[str, str, bytes]], max_events: int, max_bytes: int, keys: set[str]) -> int:
+    def _insert(self, rows: list[tuple[str, str, bytes]], max_events: int, max_bytes: int,
+                keys: dict[str, None]) -> int:
         """Insert batches (inside a transaction); the new (channel, id) keys are added to ``keys``."""
         recent = self._recent
         out: list[tuple[int, str, int, int, None, str, bytes, bytes]] = []
@@ -293,7 +303,7 @@ class Spool:
                 continue
             if _SEP in eid:
                 raise ValueError(f"event id {eid!r} contains U+001F")
-            keys.add(key)
+            keys[key] = None
             ln = len(payload)
             if ids and (ch != channel or len(ids) >= max_events or size + ln + 1 > max_bytes):
                 cut()
@@ -438,7 +448,8 @@ class Spool:
                         n += mask[i]
                         mask[i] = 0
                     if any(mask):
-                        self._db.execute("UPDATE batches SET live = ?, n = ? WHERE seq = ?", (bytes(mask), sum(mask), seq))
+                        self._db.execute("UPDATE batches SET live = ?, n = ? WHERE seq = ?",
+                                         (bytes(mask), sum(mask), seq))
                     else:
                         self._db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
                 self._depth -= n

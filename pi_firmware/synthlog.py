@@ -1,9 +1,11 @@
 """Deterministic synthetic Postfix logs, shaped like a busy relay's (for tests, benchmarks, demos).
 
 Each message gets the lines Postfix writes for it, interleaved with the other messages in flight:
-``postscreen`` CONNECT / PASS OLD, ``smtpd`` connect / TLS / ``client=`` / disconnect, ``cleanup`` ``message-id=``, ``qmgr`` ``from=``,
-one delivery line per recipient (``smtp`` to remote relays, after its TLS line, ``local`` and ``virtual`` for local
-mailboxes, ``lmtp``, ``pipe``), ``qmgr`` ``removed``.  A fraction of attempts are deferred and
+``postscreen`` CONNECT / PASS OLD, ``smtpd`` connect / TLS / ``client=`` / disconnect, ``cleanup``
+``message-id=``, ``qmgr`` ``from=``, one delivery line per recipient (``smtp`` to remote relays, after
+its TLS line, ``local`` and ``virtual`` for local mailboxes, ``lmtp``, ``pipe``), ``qmgr`` ``removed``.
+About one message in a hundred is an address-verification probe (``verify``'s ``double-bounce``
+sender, ``status=deliverable`` or ``undeliverable``).  A fraction of attempts are deferred and
 retried later (``qmgr`` re-logs ``from=``), some bounce (with the ``bounce`` notification) and some
 expire.  The expected counts are returned alongside, so tests can check the parser exactly.
 """
@@ -11,9 +13,13 @@ expire.  The expected counts are returned alongside, so tests can check the pars
 from __future__ import annotations
 
 import heapq
+import json
 import random
+import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 _MON = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -23,7 +29,8 @@ class Expected:
     """What a parser must find in the generated log."""
 
     lines: int = 0
-    status: dict[str, int] = field(default_factory=lambda: {"sent": 0, "deferred": 0, "bounced": 0, "expired": 0})
+    status: dict[str, int] = field(default_factory=lambda: {"sent": 0, "deferred": 0, "bounced": 0, "expired": 0,
+                                                            "deliverable": 0, "undeliverable": 0})
     garbage: int = 0
 
     @property
@@ -53,6 +60,7 @@ def generate(n_lines: int, seed: int = 1, *, rfc3339: bool = False, garbage_ever
     ``garbage_every`` > 0 inserts a line that is not a syslog line every that many lines.
     """
     rng = random.Random(seed)
+    vrng = random.Random(seed + 1_000_003)   # address-verification probes (apart: the rest stays as it was)
     exp = expected if expected is not None else Expected()
     host = "relay1"
     heap: list[tuple[float, int, str]] = []
@@ -122,7 +130,8 @@ def generate(n_lines: int, seed: int = 1, *, rfc3339: bool = False, garbage_ever
                 tries += 1
                 delay = round(t_at - t + a, 2)
                 if roll < 0.05 and tries < 3:
-                    status, dsn, info, cc, dd = "deferred", "4.4.1", "connect to slow.example: Connection timed out", 30.0, 0.0
+                    status, dsn, info = "deferred", "4.4.1", "connect to slow.example: Connection timed out"
+                    cc, dd = 30.0, 0.0
                 elif roll < 0.015 and tries >= 3:
                     status, dsn, info, cc, dd = "bounced", "5.1.1", "host said: 550 5.1.1 no such user", c, d
                 else:
@@ -147,6 +156,21 @@ def generate(n_lines: int, seed: int = 1, *, rfc3339: bool = False, garbage_ever
                              "returned to sender")
             exp.status["expired"] += 1
         push(end + 0.02, f"postfix/qmgr[900]: {q}: removed")
+        if vrng.random() < 0.01:
+            v = f"{vrng.getrandbits(40):010X}"
+            dom = vrng.choice(domains)
+            push(t + 0.003, f"postfix/cleanup[{pid + 7}]: {v}: message-id=<{v.lower()}@relay1.example.com>")
+            push(t + 0.004, f"postfix/qmgr[900]: {v}: from=<double-bounce@relay1.example.com>, size=251, "
+                            "nrcpt=1 (queue active)")
+            ok = vrng.random() < 0.8
+            status, dsn, info = (("deliverable", "2.1.5", "250 2.1.5 Ok") if ok else
+                                 ("undeliverable", "5.1.1", f"host mx.{dom}[192.0.2.9] said: 550 5.1.1 "
+                                  "Recipient address rejected: User unknown (in reply to RCPT TO command)"))
+            push(t + 0.3, f"postfix/smtp[{pid + 60}]: {v}: to=<check{vrng.randrange(1000)}@{dom}>, "
+                          f"relay=mx.{dom}[192.0.2.9]:25, delay=0.3, delays=0/0/0.21/0, dsn={dsn}, status={status} "
+                          f"({info})")
+            push(t + 0.31, f"postfix/qmgr[900]: {v}: removed")
+            exp.status[status] += 1
         # flush what is due (older than a few seconds of log time; retries wait in the heap)
         while heap and heap[0][0] < t - 5:
             yield from pop()
@@ -154,4 +178,41 @@ def generate(n_lines: int, seed: int = 1, *, rfc3339: bool = False, garbage_ever
         yield from pop()
 
 
-__all__ = ["Expected", "generate"]
+#: The formats :func:`reformat` writes (every format the parser reads).
+FORMATS = ("rfc3164", "rfc3164-precise", "rfc3164-pri", "rfc3339", "rfc5424", "short-iso", "short-iso-precise",
+           "short-full", "short-unix", "json")
+
+_RFC3339_LINE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)\.(\d{6})\+00:00 "
+                           r"(\S+) ([^\[\s]+)\[(\d+)\]: (.*)")
+
+
+def reformat(line: str, fmt: str) -> str:
+    """A line of :func:`generate` with ``rfc3339=True`` written in another format of :data:`FORMATS`
+    (UTC times; RFC 3164 forms in local time as syslog writes them).  A line of another shape (the
+    garbage lines) is returned as it is."""
+    m = _RFC3339_LINE.fullmatch(line.rstrip("\n"))
+    if m is None or fmt == "rfc3339":
+        return line
+    y, mo, d, hh, mm, ss, us, host, prog, pid, msg = m.groups()
+    dt = datetime(int(y), int(mo), int(d), int(hh), int(mm), int(ss), int(us), tzinfo=UTC)
+    unix = f"{int(dt.timestamp())}.{us}"
+    local = time.localtime(int(dt.timestamp()))
+    stamp3164 = f"{_MON[local.tm_mon - 1]} {local.tm_mday:2d} {local.tm_hour:02d}:{local.tm_min:02d}:{local.tm_sec:02d}"
+    iso = f"{y}-{mo}-{d}T{hh}:{mm}:{ss}"
+    out = {
+        "rfc3164": f"{stamp3164} {host} {prog}[{pid}]: {msg}",
+        "rfc3164-precise": f"{stamp3164}.{us} {host} {prog}[{pid}]: {msg}",
+        "rfc3164-pri": f"<22>{stamp3164} {host} {prog}[{pid}]: {msg}",
+        "rfc5424": f'<22>1 {iso}.{us}Z {host} {prog} {pid} - [origin software="postfix"] \ufeff{msg}',
+        "short-iso": f"{iso}+0000 {host} {prog}[{pid}]: {msg}",
+        "short-iso-precise": f"{iso}.{us}+0000 {host} {prog}[{pid}]: {msg}",
+        "short-full": f"{dt.strftime('%a')} {y}-{mo}-{d} {hh}:{mm}:{ss} UTC {host} {prog}[{pid}]: {msg}",
+        "short-unix": f"{unix} {host} {prog}[{pid}]: {msg}",
+        "json": json.dumps({"__REALTIME_TIMESTAMP": f"{int(dt.timestamp())}{us}", "_HOSTNAME": host,
+                            "SYSLOG_IDENTIFIER": prog, "SYSLOG_PID": pid, "MESSAGE": msg,
+                            "__CURSOR": f"s=1;i={unix}"}),
+    }
+    return out[fmt] + "\n"
+
+
+__all__ = ["FORMATS", "Expected", "generate", "reformat"]

@@ -1,31 +1,38 @@
 """Bulk verification: millions of random samples through the RTL, compared with the model.
 
-``verify(set, samples=N, configs=M, seed=S)`` draws M random configurations
-(:meth:`mailpulse.hdl.reference.CoreConfig.random`) and N random samples for each (:func:`mailpulse.sim.codec.random_beats`),
-all from ``numpy.random.default_rng([S, config_index])`` so that any case can be regenerated from
-(seed, config index).  Each configuration is loaded over AXI4-Lite (the writes of
-:func:`mailpulse.hdl.reference.model_writes` plus ``CTRL.COMMIT``), then the samples stream at one per clock
-with occasional idle cycles and back-pressure, and every result (score, flag, argmax, tag, tlast,
-the result bits that must be 0) and the ``SAMPLES``/``ANOMALIES`` counters are compared exactly
-with :func:`mailpulse.hdl.reference.score`.
+``verify(set, samples=N, configs=M, seed=S, core=C)`` draws M configurations and N samples for
+each, all from ``numpy.random.default_rng([S, config_index])`` so that any case can be regenerated
+from (seed, config index): ordinary random ones (:meth:`mailpulse.hdl.reference.CoreConfig.random`,
+:func:`mailpulse.sim.codec.random_beats`) and, for every odd index by default (``adversarial``:
+``mixed``, ``only`` or ``off``), adversarial ones (:mod:`mailpulse.sim.adversarial`).  Every third
+configuration presets the ``SAMPLES``/``ANOMALIES`` counters just below 2**32 so that they wrap
+during its samples.  Each result (score, flag, argmax, tag, tlast, the result bits that must be 0)
+and the counters are compared exactly with :func:`mailpulse.hdl.reference.score`.
+
+The cores (:data:`CORES`): ``streaming`` (the Zynq AXI top, DSP projections), ``lut`` (the same
+top with LUT projections, as the ECP5 carries them), ``folded`` (the iCE40 SPI top's folded core
+and register front end) and ``spi-stream`` (the ECP5 SPI top's push-only pipelined core).  The AXI
+tops load each configuration over AXI4-Lite and stream the samples at one per clock with
+occasional idle cycles and back-pressure; the SPI tops' core and front end are driven through the
+front end's register port (:class:`mailpulse.hdl.tops.BusTop`: the SPI top without its SPI
+bridge), each sample pushed with ``FEATURE``/``TAG``/``PUSH`` and its result read from
+``RESULT_*`` (:mod:`mailpulse.sim.bulk_push`).
 
 Two engines:
 
-* ``verilator`` (default): the C++ harness ``sim/harness/bulk.cpp`` built with
-  ``verilator --cc --exe --build`` into ``build/sim/bulk/<set>/`` (no tracing, one eval per clock).
-  ``jobs`` configurations run at once (default: one per core); each worker thread generates its
-  case, starts the harness, scores the case with the model while the harness runs, then compares
-  the raw result words (:func:`bad_beats`).  About 1.15 (small), 1.6 (full) and 2.6 (zynq) us of
-  CPU per sample in all, of which the model is 0.3 / 0.45 / 0.8 us.  When a configuration
-  mismatches, it is re-run (up to 256 samples past the first mismatch) on a second, traced build
-  (``build/sim/bulk/<set>-trace/``, built then) with the VCD on from 64 samples before it, and the
-  report names the VCD file.
-* ``icarus``: the cocotb bench (``mailpulse.sim.tb_verify``) on Icarus; a few thousand samples/s, for small N.
+* ``verilator`` (default): the C++ harnesses ``sim/harness/bulk.cpp`` (AXI tops) and
+  ``sim/harness/bus.cpp`` (register-bus tops), built by :mod:`mailpulse.sim.verilated` into
+  ``build/sim/bulk/<set>[-<top>]/`` (no tracing, one eval per clock).  ``jobs`` configurations
+  run at once (default: one per core); each worker thread generates its case, starts the harness,
+  scores the case with the model while the harness runs, then compares the raw result words.
+  When a configuration mismatches, it is re-run (up to 256 samples past the first mismatch) on a
+  second, traced build with the VCD on from 64 samples before it, and the report names the VCD.
+* ``icarus``: the cocotb bench (``mailpulse.sim.tb_verify``) on Icarus, AXI tops only (no
+  counter preset); a few thousand samples/s, for small N.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import resource
@@ -41,19 +48,44 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.beats import RESULT_BEAT, RESULT_BYTES, sample_bytes
+from mailpulse.hdl.beats import RESULT_BEAT, RESULT_BYTES
 from mailpulse.hdl.params import CoreParams, get_params
 from mailpulse.hdl.reference import CoreConfig, ScoreResult, model_writes, score
 from mailpulse.hdl.regmap import RegisterMap
 
+from . import bulk_push as bp
+from .adversarial import KINDS, adversarial_case
 from .codec import StreamResults, beat_fields, compare, pack_samples, random_beats, unpack_results
-from .rtl import TOP_MODULE, build_root, file_lock, verilog_path
+from .rtl import build_root
 from .runner import run_cocotb
-from .tools import require_simulator, sim_env
+from .verilated import (
+    BULK_VERILATOR_ARGS,
+    FAST_BUILD_ARGS,
+    HARNESS_TOPS,
+    TRACE_BUILD_ARGS,
+    build_harness,
+    harness_dir,
+    harness_header,
+    verilate_harness,
+)
 
-HARNESS = Path(__file__).resolve().parent / "harness" / "bulk.cpp"
+__all__ = ["ADVERSARIAL", "BULK_VERILATOR_ARGS", "CORES", "FAST_BUILD_ARGS", "TRACE_BUILD_ARGS", "Case", "Mismatch",
+           "VerifyReport", "build_harness", "case_kind", "check_case", "config_writes", "harness_dir", "harness_header",
+           "make_case", "verify", "verilate_harness"]
+
 #: (idle, back-pressure) in permille, by configuration index (cycled).
 STRESS = [(0, 0), (50, 0), (0, 50), (200, 300), (0, 0), (20, 20)]
+#: ``--core`` -> (the harness top of :data:`mailpulse.sim.verilated.HARNESS_TOPS`, what ships it).
+CORES = {
+    "streaming": ("axi", "the Zynq AXI top: streaming core, DSP projections"),
+    "lut": ("axi_lut", "the streaming core with LUT projections (AXITop(dsp=False)), as the ECP5 carries them"),
+    "folded": ("bus", "the iCE40 SPI top's folded core and register front end"),
+    "spi-stream": ("bus_stream", "the ECP5 SPI top's push-only pipelined core and register front end"),
+}
+#: ``adversarial`` settings: every odd configuration index, every configuration, none.
+ADVERSARIAL = ("mixed", "only", "off")
+#: Every PRESET_EVERY-th configuration (index % PRESET_EVERY == PRESET_EVERY - 1) presets the counters.
+PRESET_EVERY = 3
 
 
 @dataclass
@@ -68,22 +100,58 @@ class Case:
     tlast: npt.NDArray[np.integer[Any]]
     idle: int
     backpressure: int
-    #: The samples and tags as packed ``s_axis`` beats ((N, 16) int16, :func:`mailpulse.sim.codec.random_beats`).
+    #: The samples and tags as packed ``s_axis`` beats (:func:`mailpulse.sim.codec.random_beats`).
     beats: npt.NDArray[np.int16] | None = None
+    #: ``random`` or the adversarial recipe (:data:`mailpulse.sim.adversarial.KINDS`).
+    kind: str = "random"
+    #: (SAMPLES, ANOMALIES) preset into the counters before the samples (the test of the wrap).
+    preset: tuple[int, int] = (0, 0)
+
+    def counters(self, anomalies: int) -> tuple[int, int]:
+        """The counters after the samples, ``anomalies`` of them flagged (32-bit, wrapping), as
+        :class:`mailpulse.hdl.reference.EmulatedCore` counts them."""
+        return (self.preset[0] + len(self.x)) & 0xFFFFFFFF, (self.preset[1] + anomalies) & 0xFFFFFFFF
 
 
-def make_case(params: CoreParams, seed: int, index: int, n: int) -> Case:
-    """Configuration ``index`` of ``seed``: a random :class:`CoreConfig`, ``n`` random samples and
-    tags (:func:`mailpulse.sim.codec.random_beats`), ``tlast`` on about one sample in 64 and on the last."""
+def case_kind(index: int, adversarial: str = "mixed") -> str:
+    """``random`` or the adversarial recipe of configuration ``index``."""
+    if adversarial not in ADVERSARIAL:
+        raise ValueError(f"unknown adversarial setting {adversarial!r}; use one of {', '.join(ADVERSARIAL)}")
+    if adversarial == "only":
+        return KINDS[index % len(KINDS)]
+    if adversarial == "mixed" and index % 2 == 1:
+        return KINDS[(index // 2) % len(KINDS)]
+    return "random"
+
+
+def make_case(params: CoreParams, seed: int, index: int, n: int, adversarial: str = "mixed",
+              presets: bool = True) -> Case:
+    """Configuration ``index`` of ``seed``: a random :class:`CoreConfig` and ``n`` random samples
+    and tags (:func:`mailpulse.sim.codec.random_beats`), or an adversarial configuration and samples
+    (:func:`case_kind`, :func:`mailpulse.sim.adversarial.adversarial_case`); ``tlast`` on about
+    one sample in 64 and on the last; with ``presets``, every :data:`PRESET_EVERY`-th configuration
+    presets the counters so that both wrap within the first ``n`` samples when enough are flagged
+    (SAMPLES always)."""
     rng = np.random.default_rng([seed, index])
-    cfg = CoreConfig.random(params, rng)
-    beats = random_beats(params, rng, n)
-    x, tags = beat_fields(params, beats)    # views: mailpulse.hdl.reference.score widens each chunk to int64
+    kind = case_kind(index, adversarial)
+    if kind == "random":
+        cfg = CoreConfig.random(params, rng)
+        beats = random_beats(params, rng, n)
+        x, tags = beat_fields(params, beats)    # views: mailpulse.hdl.reference.score widens each chunk to int64
+    else:
+        cfg, xa = adversarial_case(params, rng, n, kind)
+        beats = random_beats(params, rng, n)    # the tags; the features are replaced
+        x, tags = beat_fields(params, beats)
+        x[...] = xa
     tlast = (rng.integers(0, 64, size=n, dtype=np.uint8) == 0).view(np.uint8)
     if n:
         tlast[-1] = 1
     idle, bp = STRESS[index % len(STRESS)]
-    return Case(index, cfg, x, tags, tlast, idle, bp, beats)
+    preset = (0, 0)
+    if presets and index % PRESET_EVERY == PRESET_EVERY - 1:
+        pr = np.random.default_rng([seed, index, 1])
+        preset = ((1 << 32) - int(pr.integers(1, max(2, n))), (1 << 32) - int(pr.integers(1, max(2, n // 16))))
+    return Case(index, cfg, x, tags, tlast, idle, bp, beats, kind, preset)
 
 
 @dataclass
@@ -113,6 +181,11 @@ class VerifyReport:
     #: Stream cycles in which the harness saw an output follow an input combinationally (it then
     #: evaluates twice per clock; 0 on the current RTL).
     comb_outputs: int = 0
+    #: ``--core`` (:data:`CORES`) and the ``adversarial`` setting.
+    core: str = "streaming"
+    adversarial: str = "mixed"
+    #: Configurations run, by kind (``random`` or an adversarial recipe).
+    kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -139,10 +212,13 @@ class VerifyReport:
         return f"verified {self.samples} samples x {self.configs} configs: {len(self.mismatches)} mismatches"
 
 
-def describe(case: Case, exp: ScoreResult, got: StreamResults, i: int) -> str:
-    return (f"config {case.index} sample {i}: x={case.x[i].tolist()} tag={int(case.tags[i])} tlast={int(case.tlast[i])} "
-            f"expected (score, anomaly, argmax, tag)={exp.row(i)} got {got.row(i) if i < len(got) else 'nothing'}"
-            + (f" tlast={int(got.tlast[i])}" if i < len(got) else ""))
+def describe(case: Case, exp: ScoreResult, got: ScoreResult, i: int) -> str:
+    """One mismatch: the inputs of sample ``i`` of ``case`` (its recipe), expected and actual outputs."""
+    stream = isinstance(got, StreamResults)
+    return (f"config {case.index} ({case.kind}) sample {i}: x={case.x[i].tolist()} tag={int(case.tags[i])}"
+            + (f" tlast={int(case.tlast[i])}" if stream else "")
+            + f" expected (score, anomaly, argmax, tag)={exp.row(i)} got {got.row(i) if i < len(got) else 'nothing'}"
+            + (f" tlast={int(got.tlast[i])}" if isinstance(got, StreamResults) and i < len(got) else ""))
 
 
 def check_case(params: CoreParams, case: Case, got: StreamResults, counters: tuple[int, int] | None,
@@ -157,78 +233,14 @@ def check_case(params: CoreParams, case: Case, got: StreamResults, counters: tup
     if got.stray_bits:
         out.append(Mismatch(case.index, -1, f"config {case.index}: result bits outside the fields: 0x{got.stray_bits:x}"))
     if counters is not None:
-        want = (len(case.x) & 0xFFFFFFFF, int(exp.anomaly.sum()) & 0xFFFFFFFF)
+        want = case.counters(int(exp.anomaly.sum()))
         if tuple(counters) != want:
             out.append(Mismatch(case.index, -1, f"config {case.index}: SAMPLES/ANOMALIES read {counters}, "
                                                 f"the model says {want}"))
     return out
 
 
-# -- the Verilator harness -----------------------------------------------------------------------
-#: Verilator options of both harness builds.
-BULK_VERILATOR_ARGS = ["-Wno-WIDTH", "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-Wno-fatal", "-O3",
-                       "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
-#: C++ options of the fast build (no tracing, which would cost ~12%): the per-clock code at -O2
-#: (measured as fast as -O3 on this design, built in 2/3 of the time), constructors (the __Slow
-#: files) at -O0.  See docs/verification.md, "Speed", for what else was measured.
-FAST_BUILD_ARGS = ["-CFLAGS", "-march=native", "-MAKEFLAGS", "OPT_FAST=-O2", "-MAKEFLAGS", "OPT_SLOW=-O0"]
-#: C++ options of the traced build, made only to write the waveform of a failure: all -O0, which
-#: builds in about half the time of an optimised traced build (zynq: 41 s instead of 74 s) and
-#: runs at ~100k cycles/s (zynq), enough to reach a mismatch anywhere in 1M samples.
-TRACE_BUILD_ARGS = ["--trace", "-CFLAGS", "-DMP_TRACE", "-MAKEFLAGS", "OPT_FAST=-O0", "-MAKEFLAGS", "OPT_SLOW=-O0",
-                    "-MAKEFLAGS", "OPT_GLOBAL=-O0"]
-
-
-def harness_dir(params_name: str, trace: bool = False) -> Path:
-    return build_root() / "bulk" / (params_name + ("-trace" if trace else ""))
-
-
-def build_harness(params_name: str, trace: bool = False) -> Path:
-    """Build (or reuse) the bulk harness for ``params_name``; returns the executable.
-
-    Two builds: the fast one (``trace=False``) runs every verification; the traced one
-    (``--trace``, unoptimised) is built only when a failure needs a waveform.  VCD, not FST:
-    Verilator's FST writer needs liblz4 headers, which this bench does not require.
-    """
-    require_simulator("verilator")
-    src = verilog_path("axi", params_name)
-    d = harness_dir(params_name, trace)
-    exe = d / "bulk"
-    args = [*BULK_VERILATOR_ARGS, *(TRACE_BUILD_ARGS if trace else FAST_BUILD_ARGS), *beat_size_args(params_name)]
-    key = hashlib.sha256(src.read_bytes() + HARNESS.read_bytes() + repr(args).encode()).hexdigest()
-    stamp = d / ".mailpulse-stamp"
-    with file_lock(d.with_name(d.name + ".lock")):
-        if stamp.exists() and stamp.read_text() == key and exe.exists():
-            return exe
-        verilate_harness(src, d, args)
-        stamp.write_text(key)
-    return exe
-
-
-def beat_size_args(params_name: str) -> list[str]:
-    """The beat sizes of :mod:`mailpulse.hdl.beats`, as the harness's compile-time constants."""
-    return ["-CFLAGS", f"-DMP_SAMPLE_BYTES={sample_bytes(get_params(params_name))}",
-            "-CFLAGS", f"-DMP_RESULT_BYTES={RESULT_BYTES}"]
-
-
-def verilate_harness(src: Path, d: Path, args: list[str]) -> Path:
-    """Build the harness around the ``mailpulse_axi`` module of ``src`` in ``d`` (emptied first)."""
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    exe = d / "bulk"
-    env = sim_env()
-    cmd = [str(Path(env["VERILATOR_ROOT"]) / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", "2",
-           *args, "--top-module", TOP_MODULE["axi"], "--prefix", "Vtop", "-Mdir", str(d), "-o", "bulk",
-           str(HARNESS), str(src)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    (d / "build.log").write_text(r.stdout + r.stderr)
-    if r.returncode != 0 or not exe.exists():
-        raise RuntimeError(f"building the Verilator bulk harness failed; log in {d / 'build.log'}:\n"
-                           f"{(r.stdout + r.stderr)[-3000:]}")
-    return exe
-
-
+# -- the Verilator harness of the AXI tops ---------------------------------------------------------
 def config_writes(regmap: RegisterMap, cfg: CoreConfig) -> list[tuple[int, int]]:
     """The AXI4-Lite writes that load and commit ``cfg``."""
     ctrl = regmap["CTRL"]
@@ -263,12 +275,10 @@ def _start_harness(exe: Path, params: CoreParams, case: Case, workdir: Path, see
     else:
         (workdir / "samples.bin").write_bytes(pack_samples(params, case.x[:n], case.tags[:n]))
     case.tlast[:n].astype(np.uint8).tofile(workdir / "tlast.bin")
-    st = rm["STATUS"]
-    busy = st.field("COMMIT_PENDING").mask | st.field("BUSY").mask | st.field("PUSH_PENDING").mask
     cmd = [str(exe), str(workdir / "writes.bin"), str(workdir / "samples.bin"), str(workdir / "tlast.bin"), str(n),
            str(workdir / "results.bin"), str(workdir / "rtlast.bin"), str(seed * 1000 + case.index),
-           str(case.idle), str(case.backpressure), str(st.address()), str(busy), str(rm["SAMPLES"].address()),
-           str(rm["ANOMALIES"].address())] + ([str(trace), str(trace_from)] if trace else [])
+           str(case.idle), str(case.backpressure), str(case.preset[0]), str(case.preset[1])] + (
+               [str(trace), str(trace_from)] if trace else [])
     t0 = time.perf_counter()
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), t0
 
@@ -279,10 +289,10 @@ def _finish_harness(proc: subprocess.Popen[str], t0: float, workdir: Path) -> Ha
     if proc.returncode not in (0, 3):
         raise RuntimeError(f"the bulk harness failed ({proc.returncode}): {err.strip()}")
     words = np.fromfile(workdir / "results.bin", dtype="<u4")
-    wpb = RESULT_BYTES // 4
-    m = len(words) // wpb
+    w = RESULT_BYTES // 4
+    m = len(words) // w
     tl = np.fromfile(workdir / "rtlast.bin", dtype=np.uint8)[:m]
-    run = HarnessRun(words[: m * wpb].reshape(m, wpb), tl, (-1, -1), dt)
+    run = HarnessRun(words[: m * w].reshape(m, w), tl, (-1, -1), dt)
     if proc.returncode == 0:
         parts = out.split()
         run.counters = (int(parts[parts.index("samples") + 1]), int(parts[parts.index("anomalies") + 1]))
@@ -303,15 +313,15 @@ def run_harness(exe: Path, params: CoreParams, case: Case, workdir: Path, seed: 
 
 def bad_beats(exp: ScoreResult, words: npt.NDArray[np.uint32], rtlast: npt.ArrayLike,
               tlast: npt.ArrayLike) -> npt.NDArray[np.intp]:
-    """Indices of the result beats (N, RESULT_BYTES / 4 words) that differ from ``exp`` in any bit, tlast included.
+    """Indices of the result beats (N x 32-bit words) that differ from ``exp`` in any bit, tlast included.
 
-    Field by field on views of the raw beats (:data:`mailpulse.hdl.beats.RESULT_BEAT`), and no bit
-    set outside the fields.  Equivalent to :func:`check_case` finding nothing (same lengths
-    assumed), without unpacking the beats.
+    Field by field on the raw beats (:data:`mailpulse.hdl.beats.RESULT_BEAT`), and no bit set
+    outside the fields.  Equivalent to :func:`check_case` finding nothing (same lengths assumed),
+    without unpacking the beats into a :class:`~mailpulse.sim.codec.StreamResults`.
     """
     beats = RESULT_BEAT.beats(words)
     bad = RESULT_BEAT.get(beats, "score") != exp.score
-    bad |= RESULT_BEAT.view(beats, "tag") != exp.tag
+    bad |= RESULT_BEAT.get(beats, "tag") != exp.tag
     bad |= RESULT_BEAT.get(beats, "argmax") != exp.argmax
     bad |= RESULT_BEAT.get(beats, "anomaly") != exp.anomaly
     bad |= RESULT_BEAT.stray(beats)
@@ -321,7 +331,7 @@ def bad_beats(exp: ScoreResult, words: npt.NDArray[np.uint32], rtlast: npt.Array
 
 def _check_run(params: CoreParams, case: Case, exp: ScoreResult, run: HarnessRun) -> list[Mismatch]:
     """Exact comparison of one harness run with the model; the detailed report only on a difference."""
-    want = (len(case.x) & 0xFFFFFFFF, int(exp.anomaly.sum()) & 0xFFFFFFFF)
+    want = case.counters(int(exp.anomaly.sum()))
     if len(run.words) == len(case.x) and run.counters == want \
             and not len(bad_beats(exp, run.words, run.tlast, case.tlast)):
         return []
@@ -329,9 +339,49 @@ def _check_run(params: CoreParams, case: Case, exp: ScoreResult, run: HarnessRun
     return bad or [Mismatch(case.index, -1, f"config {case.index}: the results differ from the model")]
 
 
+def _check_push(params: CoreParams, case: Case, exp: ScoreResult, run: bp.PushRun) -> list[Mismatch]:
+    """Exact comparison of one register-bus harness run with the model (results and counters)."""
+    want = case.counters(int(exp.anomaly.sum()))
+    n = len(case.x)
+    bad_i = bp.bad_rows(params, exp, run.words) if len(run.words) == n else np.array([], dtype=np.intp)
+    if len(run.words) == n and run.counters == want and not len(bad_i):
+        return []
+    got = bp.push_results(params, run.words)
+    idx = [int(i) for i in bad_i[:5]] if len(run.words) == n else compare(exp, got)
+    out = [Mismatch(case.index, i, describe(case, exp, got, i)) for i in idx]
+    if run.counters != want:
+        out.append(Mismatch(case.index, -1, f"config {case.index}: SAMPLES/ANOMALIES read {run.counters}, "
+                                            f"the model says {want}"))
+    return out or [Mismatch(case.index, -1, f"config {case.index}: the results differ from the model")]
+
+
+def _run_case(harness: str, exe: Path, params: CoreParams, case: Case, wd: Path, seed: int, *,
+              exp: ScoreResult | None = None, trace: Path | None = None, n: int | None = None,
+              trace_from: int = 0) -> tuple[list[Mismatch], float, int]:
+    """One case through the harness (``bulk``: AXI tops, ``bus``: register-bus tops), compared
+    with the model (scored while the harness runs when ``exp`` is None)."""
+    n = len(case.x) if n is None else n
+    if harness == "bus":
+        proc, t0 = bp.start_bulk(exe, params, config_writes(RegisterMap(params), case.cfg), case.x[:n],
+                                 case.tags[:n], wd, seed * 1000 + case.index, case.idle, case.preset, trace, trace_from)
+    else:
+        proc, t0 = _start_harness(exe, params, case, wd, seed, trace, n, trace_from)
+    try:
+        if exp is None:
+            exp = score(params, case.cfg, case.x, case.tags)  # while the harness runs
+    finally:
+        run: bp.PushRun | HarnessRun = bp.finish_bulk(proc, t0, wd) if harness == "bus" else \
+            _finish_harness(proc, t0, wd)
+    bad = _check_push(params, case, exp, run) if isinstance(run, bp.PushRun) else _check_run(params, case, exp, run)
+    return bad, run.seconds, run.comb_outputs
+
+
 def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulator: str = "verilator",
-           log: Callable[[str], None] | None = None, jobs: int | None = None) -> VerifyReport:
-    """Run ``configs`` random configurations x ``samples`` random samples through the RTL.
+           log: Callable[[str], None] | None = None, jobs: int | None = None, core: str = "streaming",
+           adversarial: str = "mixed") -> VerifyReport:
+    """Run ``configs`` configurations x ``samples`` samples through the RTL of ``core``
+    (:data:`CORES`), ``adversarial`` (:data:`ADVERSARIAL`) choosing which configurations are
+    adversarial (:func:`case_kind`).
 
     Verilator: ``jobs`` (default: one per core) worker threads; each generates a case, starts its
     harness process, scores the case with the model while the harness runs, then compares.  The
@@ -341,12 +391,19 @@ def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulato
     params = get_params(params_name)
     if samples < 1 or configs < 1:
         raise ValueError("samples and configs must be at least 1")
-    rep = VerifyReport(params_name, samples, configs, seed, simulator)
+    if core not in CORES:
+        raise ValueError(f"unknown core {core!r}; known cores: {', '.join(CORES)}")
+    case_kind(0, adversarial)   # checks the setting
+    top = CORES[core][0]
+    rep = VerifyReport(params_name, samples, configs, seed, simulator, core=core, adversarial=adversarial)
     if simulator == "icarus":
-        return _verify_cocotb(rep, "icarus")
+        if HARNESS_TOPS[top][1] != "bulk":
+            raise ValueError(f"the icarus engine drives the AXI tops only (--core streaming or lut), not {core}")
+        return _verify_cocotb(rep, "icarus", top)
     if simulator != "verilator":
         raise ValueError(f"unknown simulator {simulator!r}; use verilator or icarus")
-    exe = build_harness(params_name)
+    harness = HARNESS_TOPS[top][1]
+    exe = build_harness(params, top=top)
     base = build_root() / "bulk" / "runs"
     base.mkdir(parents=True, exist_ok=True)
     # One harness process per configuration, as many at once as there are cores: the harnesses are
@@ -355,20 +412,15 @@ def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulato
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         work = Path(tmp)
 
-        def run_one(c: int) -> tuple[list[Mismatch], float, int]:
+        def run_one(c: int) -> tuple[list[Mismatch], float, int, str]:
             # returns only small things: the futures keep their results until the end
-            case = make_case(params, seed, c, samples)
+            case = make_case(params, seed, c, samples, adversarial)
             wd = work / f"config{c}"
             wd.mkdir()
-            proc, t0 = _start_harness(exe, params, case, wd, seed)
-            try:
-                exp = score(params, case.cfg, case.x, case.tags)  # while the harness runs
-            finally:
-                run = _finish_harness(proc, t0, wd)
-            bad = _check_run(params, case, exp, run)
+            bad, seconds, comb = _run_case(harness, exe, params, case, wd, seed)
             if not bad:
-                shutil.rmtree(wd)  # 48 bytes per sample
-            return bad, run.seconds, run.comb_outputs
+                shutil.rmtree(wd)
+            return bad, seconds, comb, case.kind
 
         t0 = time.perf_counter()
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -376,20 +428,21 @@ def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulato
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
             futures = [pool.submit(run_one, c) for c in range(configs)]
             for c, fut in enumerate(futures):
-                bad, seconds, comb = fut.result()
+                bad, seconds, comb, kind = fut.result()
                 rep.sim_seconds += seconds
                 rep.comb_outputs += comb
+                rep.kinds[kind] = rep.kinds.get(kind, 0) + 1
                 if log:
-                    log(f"config {c}: {samples} samples in {seconds:.2f} s, {len(bad)} mismatches")
+                    log(f"config {c} ({kind}): {samples} samples in {seconds:.2f} s, {len(bad)} mismatches")
                 if bad:
                     for f in futures:
                         f.cancel()
                     rep.mismatches += bad
                     first = min([m.index for m in bad if m.index >= 0] or [samples])
-                    n = min(samples, first + 256)
-                    wave = harness_dir(params_name).parent / f"fail_{params_name}_seed{seed}_config{c}.vcd"
-                    run_harness(build_harness(params_name, trace=True), params, make_case(params, seed, c, samples),
-                                work / f"config{c}", seed, trace=wave, n=n, trace_from=max(0, first - 64))
+                    wave = harness_dir(params_name, top=top).parent / f"fail_{core}_{params_name}_seed{seed}_config{c}.vcd"
+                    _run_case(harness, build_harness(params, trace=True, top=top), params,
+                              make_case(params, seed, c, samples, adversarial), work / f"config{c}", seed,
+                              trace=wave, n=min(samples, first + 256), trace_from=max(0, first - 64))
                     rep.waveform = wave
                     break
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -401,13 +454,13 @@ def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulato
     return rep
 
 
-def _verify_cocotb(rep: VerifyReport, sim: str) -> VerifyReport:
+def _verify_cocotb(rep: VerifyReport, sim: str, top: str) -> VerifyReport:
     out = build_root() / "bulk" / f"cocotb_{sim}_{rep.params}_{os.getpid()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {"MAILPULSE_SIM_SAMPLES": str(rep.samples), "MAILPULSE_SIM_CONFIGS": str(rep.configs),
-           "MAILPULSE_SIM_REPORT": str(out)}
+           "MAILPULSE_SIM_REPORT": str(out), "MAILPULSE_SIM_ADVERSARIAL": rep.adversarial}
     t0 = time.perf_counter()
-    res = run_cocotb(sim, "axi", rep.params, "mailpulse.sim.tb_verify", env=env, seed=rep.seed, tag=f"verify_{os.getpid()}")
+    res = run_cocotb(sim, top, rep.params, "mailpulse.sim.tb_verify", env=env, seed=rep.seed, tag=f"verify_{os.getpid()}")
     rep.sim_seconds = time.perf_counter() - t0
     if res.ok:
         shutil.rmtree(res.results_xml.parent, ignore_errors=True)
@@ -418,7 +471,7 @@ def _verify_cocotb(rep: VerifyReport, sim: str) -> VerifyReport:
     if not res.ok and not rep.mismatches:
         rep.mismatches = [Mismatch(-1, -1, f"cocotb run failed: {res.failed}")]
     if rep.mismatches:
-        again = run_cocotb(sim, "axi", rep.params, "mailpulse.sim.tb_verify", env=env, seed=rep.seed,
+        again = run_cocotb(sim, top, rep.params, "mailpulse.sim.tb_verify", env=env, seed=rep.seed,
                            tag=f"verify_{os.getpid()}_waves", waves=True)
         rep.waveform = again.waves
     return rep

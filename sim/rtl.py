@@ -1,7 +1,7 @@
 """The Verilog under test: generated once per (top, parameter set) and cached.
 
 The Verilog comes from the ``hdl`` part through its documented command line
-(``mailpulse hdl verilog --config NAME --top axi|spi -o FILE``), run in a subprocess so that the
+(``mailpulse hdl verilog --config NAME --top TOP -o FILE``), run in a subprocess so that the
 bench depends only on that contract.  Files are cached under ``build/sim/verilog/`` keyed by a hash
 of the ``hdl/`` sources, so an edit of the core regenerates them and nothing else does.
 
@@ -23,9 +23,12 @@ from pathlib import Path
 from mailpulse.hdl.params import PARAMETER_SETS
 
 ROOT = Path(__file__).resolve().parent.parent
-TOPS = ("axi", "spi")
+#: The tops ``mailpulse hdl verilog --top`` generates: the shipped ``axi`` and ``spi``, and the
+#: verification tops of the bulk harnesses (``axi_lut``: the AXI top with LUT projections; ``bus``,
+#: ``bus_stream``: the SPI top's front end and core with the register port on pins).
+TOPS = ("axi", "spi", "axi_lut", "bus", "bus_stream")
 #: Verilog module name of each top (docs/interfaces.md).
-TOP_MODULE = {"axi": "mailpulse_axi", "spi": "mailpulse_spi"}
+TOP_MODULE = {top: f"mailpulse_{top}" for top in TOPS}
 
 
 def build_root() -> Path:

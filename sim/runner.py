@@ -27,7 +27,7 @@ VERILATOR_ARGS = ["-Wno-WIDTH", "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-Wno-f
                   "--x-assign", "fast", "--x-initial", "fast"]
 #: Extra Verilator options per top.  The SPI top is driven bit by bit from Python, so the speed of
 #: its C++ model does not matter: -O0 builds it in 2/3 of the time of Verilator's default -Os.
-VERILATOR_TOP_ARGS = {"axi": [], "spi": ["-CFLAGS", "-O0"]}
+VERILATOR_TOP_ARGS = {"axi": [], "axi_lut": [], "spi": ["-CFLAGS", "-O0"]}
 TIMESCALE = ("1ns", "1ps")
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
+from cocotb.utils import get_sim_time
 from cocotbext.axi.constants import AxiResp
 from mailpulse.hdl.reference import CoreConfig, bins, model_writes, score
+from mailpulse.hdl.regmap import WAIT_LIMIT
 
 from .codec import random_samples
-from .tb import TB, settings
+from .tb import CLK_NS, TB, settings
 
 
 async def start(dut: object) -> TB:
@@ -283,3 +285,117 @@ async def test_commit_under_traffic(dut: object) -> None:
     await tb.wait_quiet()
     x, tags = random_samples(params, tb.nrng, 200)
     await tb.stream_check(x, tags)
+
+
+@cocotb.test()
+async def test_shadow_writes_between_commit_and_copy(dut: object) -> None:
+    """COMMIT while samples flow (pending until the pipeline drains, then the copy), and at once
+    shadow writes of a third model: they wait until the copy is done, so the results switch once
+    from the old model to the committed one, never to the third; the next COMMIT then gives what
+    EmulatedCore says of the writes (weights, offsets, shifts, sampled table entries, threshold)."""
+    tb = await start(dut)
+    params, _seed, n, _m = settings()
+    old, new, third = (CoreConfig.random(params, tb.nrng) for _ in range(3))
+    await tb.load(old)
+    await tb.write_many(model_writes(tb.regmap, new))
+    writes = model_writes(tb.regmap, third)
+    table = tb.regmap["TABLE"].offset
+    tables = [w for w in writes if w[0] >= table]
+    picked = [w for w in writes if w[0] < table] + [tables[i] for i in tb.rng.sample(range(len(tables)), 48)]
+    tb.set_stress(0.2, 0.3)
+    count = max(n, 600)
+    x, tags = random_samples(params, tb.nrng, count)
+    tlast = tb.send(x, tags, tb.random_frames(count), check=False)
+    await ClockCycles(dut.aclk, tb.rng.randrange(20, 120))  # type: ignore[attr-defined]
+    await tb.ctrl("COMMIT")
+    status, _ = await tb.raw_read(tb.addr("STATUS"))
+    assert status & tb.regmap["STATUS"].field("COMMIT_PENDING").mask, "the COMMIT did not wait for the pipeline"
+    await tb.write_many(picked)         # between COMMIT and its copy
+    got = await tb.receive(count)
+    a, b = score(params, old, x, tags), score(params, new, x, tags)
+    ok_a = np.ones(count, dtype=bool)
+    ok_b = np.ones(count, dtype=bool)
+    for name in ("score", "anomaly", "argmax", "tag"):
+        ok_a &= getattr(a, name) == getattr(got, name)
+        ok_b &= getattr(b, name) == getattr(got, name)
+    switch = int(np.argmin(ok_a)) if not ok_a.all() else count
+    assert 0 < switch < count, f"the commit took effect at sample {switch} of {count}"
+    assert ok_b[switch:].all(), (f"result {switch + int(np.argmin(ok_b[switch:]))} is neither the old nor the "
+                                 "committed model: a shadow write after COMMIT reached the committed model")
+    assert np.array_equal(got.tlast, tlast)
+    tb.model.samples = (tb.model.samples + count) & 0xFFFFFFFF
+    tb.model.anomalies = (tb.model.anomalies + int(a.anomaly[:switch].sum()) + int(b.anomaly[switch:].sum())) \
+        & 0xFFFFFFFF
+    tb.set_stress(0, 0)
+    await tb.wait_quiet()
+    for name in ("SAMPLES", "ANOMALIES", "THRESHOLD", "THRESHOLD_ACTIVE", "STATUS"):
+        await tb.read(tb.addr(name))
+    for k in range(params.k):
+        for name in ("WEIGHTS", "OFFSET", "SHIFT"):
+            await tb.read(tb.addr(name, k))
+    await tb.ctrl("COMMIT")
+    await tb.wait_quiet()
+    x, tags = random_samples(params, tb.nrng, 300)
+    await tb.stream_check(x, tags)
+
+
+@cocotb.test()
+async def test_stream_right_after_reset(dut: object) -> None:
+    """Samples offered from the first cycle after a reset score as the model's reset state (all
+    tables 0), though block RAM still holds the last model in bank 0: no sample enters while the
+    clear after reset runs."""
+    tb = await start(dut)
+    params, _seed, _n, _m = settings()
+    for _ in range(2):   # after two commits the active bank is 0 again, holding the second model
+        cfg = CoreConfig.random(params, tb.nrng)
+        cfg.tables[:, 0] = params.table_max   # bin 0: where every sample lands after reset
+        await tb.load(cfg)
+    x, tags = random_samples(params, tb.nrng, 4 * params.b + 64)
+    await FallingEdge(dut.aclk)  # type: ignore[attr-defined]
+    await tb.reset(cycles=2)
+    await tb.stream_check(x, tags)
+    await tb.wait_quiet()
+    await tb.read(tb.addr("SAMPLES"))
+
+
+@cocotb.test()
+async def test_stalled_results_keep_the_bus_alive(dut: object) -> None:
+    """m_axis stalled with the pipeline full and a PUSH pending: the next FEATURE write is answered
+    SLVERR after WAIT_LIMIT cycles, STATUS answers, a COMMIT stays pending and a shadow write
+    behind it is refused; once m_axis flows, the stream results, the commit and the push complete
+    as the model says."""
+    tb = await start(dut)
+    params, _seed, _n, _m = settings()
+    rm = tb.regmap
+    await tb.load(CoreConfig.random(params, tb.nrng))
+    await tb.write_many(model_writes(rm, CoreConfig.random(params, tb.nrng)))
+    x, tags = random_samples(params, tb.nrng, 40)
+    assert tb.sink is not None
+    tb.sink.pause = True
+    tb.send(x, tags, [len(x)], check=False)
+    while int(dut.s_axis__tready.value) or not int(dut.s_axis__tvalid.value):  # type: ignore[attr-defined]
+        await RisingEdge(dut.aclk)  # type: ignore[attr-defined]
+    await ClockCycles(dut.aclk, 8)  # type: ignore[attr-defined]
+    assert not int(dut.s_axis__tready.value), "the pipeline did not fill"  # type: ignore[attr-defined]
+    # how many samples went in: the source queue holds the rest of the frame
+    tb.model.stall_results(True)
+    await tb.write(rm["PUSH"].address(), 1)
+    await tb.read(rm["STATUS"].address())
+    t0 = get_sim_time("ns")
+    # SLVERR (checked against the model); a bus that hangs fails here instead of hanging the test
+    await with_timeout(tb.write(rm["FEATURE"].address(0), 1), (WAIT_LIMIT + 1000) * CLK_NS, "ns")
+    waited = int(get_sim_time("ns") - t0) // CLK_NS
+    assert WAIT_LIMIT <= waited < WAIT_LIMIT + 64, f"the refused write took {waited} cycles"
+    await tb.read(rm["STATUS"].address())
+    await tb.ctrl("CLEAR_ERROR")
+    await tb.ctrl("COMMIT")
+    await tb.write(rm["THRESHOLD"].address(), 99)        # SLVERR: a commit is pending
+    for name in ("STATUS", "THRESHOLD", "RESULT_TAG"):
+        await tb.read(rm[name].address())
+    tb.sink.pause = False
+    got = await tb.receive(len(x))
+    assert list(got.tag) == [int(t) for t in tags], "stream results lost or reordered"
+    tb.model.stall_results(False)
+    await tb.wait_quiet()
+    for name in ("STATUS", "RESULT_SCORE", "RESULT_TAG", "RESULT_INFO", "THRESHOLD_ACTIVE"):
+        await tb.read(rm[name].address())

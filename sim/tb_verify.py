@@ -25,7 +25,7 @@ async def test_verify(dut: object) -> None:
     mismatches = []
     for c in range(m):
         await tb.reset()
-        case = make_case(params, seed, c, n)
+        case = make_case(params, seed, c, n, os.environ.get("MAILPULSE_SIM_ADVERSARIAL", "mixed"), presets=False)
         await tb.write_many(config_writes(tb.regmap, case.cfg))
         await tb.wait_quiet()
         tb.set_stress(case.idle / 1000, case.backpressure / 1000)

@@ -17,8 +17,8 @@ from mailpulse.hdl.axi import AXI4LiteSignature, AXI4LiteSlave
 from mailpulse.hdl.core import ResultLayout, SampleLayout, ScorerCore
 from mailpulse.hdl.folded import FoldedScorerCore
 from mailpulse.hdl.params import CoreParams
-from mailpulse.hdl.reference import CoreConfig
-from mailpulse.hdl.regmap import pack_weights
+from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore
+from mailpulse.hdl.regmap import WAIT_LIMIT, pack_weights
 from mailpulse.hdl.regs import BusSignature, RegisterFile
 from mailpulse.hdl.spi import SPIRegisterBridge, SPISignature
 
@@ -54,7 +54,7 @@ def unpack_result(p: CoreParams, v: int) -> Result:
     return Result(f("score"), f("anomaly"), f("argmax"), f("tag"), f("last"))
 
 
-async def core_load(ctx, core: ScorerCore, cfg: CoreConfig, bank: int) -> None:  # type: ignore[no-untyped-def]
+async def core_load(ctx, core: ScorerCore, cfg: CoreConfig, bank: int) -> None:
     """Poke ``cfg``'s tables into table ``bank`` and its threshold into the shadow threshold."""
     p = core.params
     ctx.set(core.ctrl.shadow_threshold, int(cfg.threshold))
@@ -63,7 +63,7 @@ async def core_load(ctx, core: ScorerCore, cfg: CoreConfig, bank: int) -> None: 
             ctx.set(core.table_data[k][bank * p.b + b], int(cfg.tables[k, b]))
 
 
-async def core_commit(ctx, core: ScorerCore, cfg: CoreConfig) -> None:  # type: ignore[no-untyped-def]
+async def core_commit(ctx, core: ScorerCore, cfg: CoreConfig) -> None:
     """Commit ``cfg``'s weights/offsets/shifts the way the front end does: strobe commit, wait
     for ``drained``, load one projection per cycle, strobe ``commit_done``."""
     c = core.ctrl
@@ -75,7 +75,7 @@ async def core_commit(ctx, core: ScorerCore, cfg: CoreConfig) -> None:  # type: 
     await load_active(ctx, core, cfg)
 
 
-async def load_active(ctx, core: ScorerCore, cfg: CoreConfig) -> None:  # type: ignore[no-untyped-def]
+async def load_active(ctx, core: ScorerCore, cfg: CoreConfig) -> None:
     """The copy phase of a commit (the core is drained): loads, then ``commit_done``."""
     p = core.params
     c = core.ctrl
@@ -106,8 +106,9 @@ def random_samples(p: CoreParams, rng: np.random.Generator, n: int) -> np.ndarra
 # ---------------------------------------------------------------------------------------------
 
 
-#: Cycles a register access may take before a test calls it hung.
-BUS_TIMEOUT = 10000   # > the clear after reset of the largest set (2 * K * B)
+#: Cycles a register access may take before a test calls it hung: the front end answers every
+#: access within WAIT_LIMIT cycles of waiting (plus a commit's copy and a few cycles of its own).
+BUS_TIMEOUT = WAIT_LIMIT + 1000
 
 
 class Bench(wiring.Component):
@@ -127,7 +128,7 @@ class Bench(wiring.Component):
             "irq": Out(1),
         })
 
-    def elaborate(self, platform):  # type: ignore[no-untyped-def]
+    def elaborate(self, platform):
         m = Module()
         core = m.submodules.core = self.core
         regs = m.submodules.regs = RegisterFile(self.params, core.latency, core.clear_cycles)
@@ -151,7 +152,7 @@ class Bench(wiring.Component):
         return m
 
 
-async def bus_access(ctx, bus, addr: int, write: bool, data: int = 0) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+async def bus_access(ctx, bus, addr: int, write: bool, data: int = 0) -> tuple[int, int]:
     """One access on the internal port, behaving like a bridge (read errors -> err_set)."""
     ctx.set(bus.req_valid, 1)
     ctx.set(bus.req_write, int(write))
@@ -159,6 +160,8 @@ async def bus_access(ctx, bus, addr: int, write: bool, data: int = 0) -> tuple[i
     ctx.set(bus.req_data, data & 0xFFFFFFFF)
     for _ in range(BUS_TIMEOUT):
         ready = ctx.get(bus.req_ready)
+        # the front end answers only a request it took (a latch without req_ready would run it twice)
+        assert not ctx.get(bus.resp_valid), f"an answer to 0x{addr:04X} before the front end took it"
         await ctx.tick()
         if ready:
             break
@@ -176,7 +179,7 @@ async def bus_access(ctx, bus, addr: int, write: bool, data: int = 0) -> tuple[i
     raise AssertionError(f"the front end never answered the access to 0x{addr:04X}")
 
 
-async def axil_write(ctx, a, addr: int, data: int, strb: int = 0xF) -> int:  # type: ignore[no-untyped-def]
+async def axil_write(ctx, a, addr: int, data: int, strb: int = 0xF) -> int:
     """AXI4-Lite write; returns ``bresp``."""
     ctx.set(a.awaddr, addr)
     ctx.set(a.awvalid, 1)
@@ -201,7 +204,7 @@ async def axil_write(ctx, a, addr: int, data: int, strb: int = 0xF) -> int:  # t
         await ctx.tick()
 
 
-async def axil_read(ctx, a, addr: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+async def axil_read(ctx, a, addr: int) -> tuple[int, int]:
     """AXI4-Lite read; returns ``(rdata, rresp)``."""
     ctx.set(a.araddr, addr)
     ctx.set(a.arvalid, 1)
@@ -221,7 +224,7 @@ async def axil_read(ctx, a, addr: int) -> tuple[int, int]:  # type: ignore[no-un
         await ctx.tick()
 
 
-async def spi_xfer(ctx, spi, mosi: bytes, half: int = 2) -> bytes:  # type: ignore[no-untyped-def]
+async def spi_xfer(ctx, spi, mosi: bytes, half: int = 2) -> bytes:
     """One SPI mode-0 transaction (cs_n low for its length), ``half`` clocks per sck half period."""
     ctx.set(spi.cs_n, 0)
     await ctx.tick().repeat(half)
@@ -240,3 +243,44 @@ async def spi_xfer(ctx, spi, mosi: bytes, half: int = 2) -> bytes:  # type: igno
     ctx.set(spi.cs_n, 1)
     await ctx.tick().repeat(4)
     return bytes(out)
+
+
+class Host:
+    """Does every access on the RTL and on the model and compares the answers."""
+
+    def __init__(self, ctx, bench: Bench, model: EmulatedCore) -> None:
+        self.ctx, self.bench, self.model = ctx, bench, model
+        self.latency = bench.core.latency
+
+    async def read(self, addr: int) -> int:
+        rdata, err = await bus_access(self.ctx, self.bench.bus, addr, False)
+        reg = self.model.regmap.decode(addr)
+        if reg is not None and reg[0].name == "LATENCY":
+            exp, exp_err = self.latency, 0
+        else:
+            try:
+                exp, exp_err = self.model.read(addr), 0
+            except BusError:
+                exp, exp_err = 0, 1
+        assert (rdata, err) == (exp, exp_err), f"read 0x{addr:04X}: RTL {(rdata, err)} != model {(exp, exp_err)}"
+        return rdata
+
+    async def write(self, addr: int, value: int) -> int:
+        """Write on both; returns the RTL's error bit."""
+        _, err = await bus_access(self.ctx, self.bench.bus, addr, True, value)
+        try:
+            self.model.write(addr, value)
+            exp_err = 0
+        except BusError:
+            exp_err = 1
+        assert err == exp_err, f"write 0x{addr:04X}: RTL err {err} != model {exp_err}"
+        return int(err)
+
+    async def wait_status(self, field: str, value: int) -> None:
+        st = self.model.regmap["STATUS"]
+        f = st.field(field)
+        for _ in range(500):
+            rdata, _ = await bus_access(self.ctx, self.bench.bus, st.address(), False)
+            if (rdata >> f.lsb) & 1 == value:
+                return
+        raise AssertionError(f"STATUS.{field} never became {value}")

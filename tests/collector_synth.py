@@ -38,8 +38,12 @@ def message_event(i: int, t: float, route: tuple[str, str, str], anomalous: bool
 
 def stream(seconds: float, rate: float = 20.0, seed: int = 1, t0: float = 1_790_000_000.0,
            fault: str | None = None, fault_from: float = 0.0, fault_rate: float = 0.7,
-           base_rate: float = 0.01, fault_until: float = float("inf")) -> Iterator[dict[str, Any]]:
-    """``rate`` events/s over all routes; after ``fault_from`` s, mail through relay ``fault`` is slow."""
+           base_rate: float = 0.01, fault_until: float = float("inf"),
+           nodes: tuple[str, ...] = ("node-b", "node-a")) -> Iterator[dict[str, Any]]:
+    """``rate`` events/s over all routes; after ``fault_from`` s, mail through relay ``fault`` is slow.
+
+    Event ``i`` is observed by ``nodes[i % len(nodes)]`` (give one node for events published on
+    one node's topic: the collector refuses an event that names another node)."""
     rng = random.Random(seed)
     rs = routes()
     n = int(seconds * rate)
@@ -49,4 +53,4 @@ def stream(seconds: float, rate: float = 20.0, seed: int = 1, t0: float = 1_790_
         faulty = fault is not None and fault_from <= t - t0 < fault_until and fault in route
         anomalous = rng.random() < (fault_rate if faulty else base_rate)
         delay = rng.uniform(5, 9) if faulty and anomalous else rng.uniform(0.05, 0.3)
-        yield message_event(i, t, route, anomalous, delay, node=("node-a" if i % 2 else "node-b"))
+        yield message_event(i, t, route, anomalous, delay, node=nodes[i % len(nodes)])

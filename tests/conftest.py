@@ -15,6 +15,17 @@ SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 pytest_plugins = ["server_fixtures"]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``soak`` run only with ``MAILPULSE_SOAK=1``; otherwise they are deselected (not
+    skipped: a skip in ``make test`` means a missing tool, never a test left out on purpose)."""
+    if SOAK:
+        return
+    soak = [it for it in items if it.get_closest_marker("soak") is not None]
+    if soak:
+        config.hook.pytest_deselected(items=soak)
+        items[:] = [it for it in items if it.get_closest_marker("soak") is None]
+
+
 @pytest.fixture(scope="session")
 def repo_data() -> Path:
     """``data/``: real data nobody here wrote, carried by the repository with its licences."""

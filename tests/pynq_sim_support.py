@@ -28,7 +28,8 @@ def make_overlay_dir(root: Path, params: CoreParams, name: str = "mailpulse") ->
 @contextlib.contextmanager
 def active_device(port: CorePort) -> Iterator[SimulatedDevice]:
     """A :class:`SimulatedDevice` made ``pynq.Device.active_device`` for the block, then removed."""
-    importlib.import_module("mailpulse.pynq_overlays.driver")   # binds the driver by VLNV, as the pynq.lib entry point does
+    # binds the driver by VLNV, as the pynq.lib entry point does
+    importlib.import_module("mailpulse.pynq_overlays.driver")
 
     saved: Any = pynq.Device.__dict__.get("_active_device")
     dev = SimulatedDevice(port).activate()

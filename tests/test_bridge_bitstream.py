@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from ice40_double import FakeIce40, VirtualClock
 from mailpulse.host_bridge.bitstream import (
+    Ice40LoadReport,
     Ice40Timing,
     check_ice40_image,
     load_ice40,
@@ -57,8 +58,8 @@ def test_ice40_image_checks() -> None:
         check_ice40_image(b"\x7e\xaa\x99\x7e")
 
 
-def _load(img: bytes, fpga: FakeIce40, clock: VirtualClock, **timing: float) -> object:
-    return load_ice40(img, fpga, fpga, timing=Ice40Timing(**timing), sleep=clock.sleep, now=clock.now)  # type: ignore[arg-type]
+def _load(img: bytes, fpga: FakeIce40, clock: VirtualClock, timing: Ice40Timing | None = None) -> Ice40LoadReport:
+    return load_ice40(img, fpga, fpga, timing=timing, sleep=clock.sleep, now=clock.now)
 
 
 def test_ice40_sequence_follows_the_datasheet() -> None:
@@ -79,7 +80,7 @@ def test_ice40_sequence_follows_the_datasheet() -> None:
     assert t["creset=1"] - t["creset=0"] >= 200e-9
     first_clock = next(tt for tt, k, _ in fpga.events if k == "spi")
     assert first_clock - t["creset=1"] >= 1200e-6
-    assert report.image_bytes == len(img)            # type: ignore[attr-defined]
+    assert report.image_bytes == len(img)
 
 
 def test_fake_rejects_short_housekeeping_and_the_loader_reports_it() -> None:
@@ -87,7 +88,7 @@ def test_fake_rejects_short_housekeeping_and_the_loader_reports_it() -> None:
     clock = VirtualClock()
     fpga = FakeIce40(clock, expected=img)
     with pytest.raises(UserError, match="CDONE did not go high"):
-        _load(img, fpga, clock, housekeeping_s=100e-6)
+        _load(img, fpga, clock, Ice40Timing(housekeeping_s=100e-6))
     assert any("1200 us" in v for v in fpga.violations)
     assert not fpga.user_mode
 
@@ -116,7 +117,7 @@ def test_cdone_stuck_high_and_bad_speed_are_errors() -> None:
     with pytest.raises(UserError, match="did not reset"):
         _load(img, CdoneStuck(clock), clock)
     with pytest.raises(UserError, match=r"1\.\.25 MHz"):
-        _load(img, FakeIce40(clock), clock, speed_hz=50_000_000)
+        _load(img, FakeIce40(clock), clock, Ice40Timing(speed_hz=50_000_000))
 
 
 def test_truncated_image_touches_no_pin() -> None:

@@ -78,7 +78,8 @@ def test_score_reads_jsonl_and_npz_and_reports_bad_files(tmp_path: Path, capsys:
     assert "parameter set small" in capsys.readouterr().err
 
 
-def test_score_with_a_trained_model_file_uses_its_input_scaling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_with_a_trained_model_file_uses_its_input_scaling(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     p = get_params("small")
     rng = np.random.default_rng(12)
     cfg = CoreConfig.random(p, rng)

@@ -126,7 +126,7 @@ class _Counter(Elaboratable):
 
         self.spi = _Spi()
 
-    def elaborate(self, platform):  # type: ignore[no-untyped-def]
+    def elaborate(self, platform):
         from amaranth.hdl import ClockDomain
 
         m = Module()

@@ -31,7 +31,8 @@ def test_every_command_has_its_parser(capsys: pytest.CaptureFixture[str]) -> Non
             main([c.name, "--help"])
         assert exc.value.code == 0
         usage = capsys.readouterr().out.split("\n\n")[0]
-        assert usage.startswith(f"usage: mailpulse {c.name} [-h] ") and len(usage) > len(f"usage: mailpulse {c.name} [-h]"), usage
+        assert usage.startswith(f"usage: mailpulse {c.name} [-h] "), usage
+        assert len(usage) > len(f"usage: mailpulse {c.name} [-h]"), usage
 
 
 def test_help_imports_no_command_module() -> None:
@@ -53,7 +54,8 @@ def test_a_command_loads_only_its_module() -> None:
 @pytest.mark.parametrize(("command", "package", "sentence"), [
     ("hdl", "amaranth", "mailpulse hdl needs Amaranth: pip install 'mailpulse[hdl]'"),
     ("node", "paho", "mailpulse node needs paho-mqtt: pip install 'mailpulse[node]'"),
-    ("collector", "prometheus_client", "mailpulse collector needs prometheus-client: pip install 'mailpulse[collector]'"),
+    ("collector", "prometheus_client",
+     "mailpulse collector needs prometheus-client: pip install 'mailpulse[collector]'"),
 ])
 def test_a_missing_optional_package_is_one_sentence(command: str, package: str, sentence: str) -> None:
     """The package is made unimportable in a child interpreter (as if it were not installed)."""

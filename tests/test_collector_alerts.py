@@ -158,7 +158,8 @@ def test_collector_mails_an_incident_from_published_events(chain: MailChain, bro
     try:
         assert col.ingest.wait_connected()
         time.sleep(0.3)
-        evs = list(stream(900, seed=11, t0=time.time() - 900, fault="relay1.example.net", fault_from=600))
+        evs = list(stream(900, seed=11, t0=time.time() - 900, fault="relay1.example.net", fault_from=600,
+                          nodes=("node-a",)))
         for i in range(0, len(evs), 500):
             publish(node, T.NodeTopics("lab", "node-a").events, envelope("node-a", evs[i:i + 500]))
         end = time.monotonic() + 20

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _ev(i: int) -> dict:
-    return {"id": f"e{i}", "kind": "delivery", "x": [i, 1, 2, 3, 4, 5, 6, 7], "site": "lab", "node": "n"}
+    return {"schema": 1, "id": f"e{i}", "kind": "delivery", "ts": "2026-11-26T10:00:00.000Z", "fields": {},
+            "x": [i, 1, 2, 3, 4, 5, 6, 7], "site": "lab", "node": "n"}
 
 
 def test_rotation_by_size_and_age_and_reading(tmp_path: Path) -> None:

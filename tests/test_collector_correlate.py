@@ -11,6 +11,7 @@ import pytest
 from collector_synth import stream
 from mailpulse.collector.archive import ArchiveWriter, read_events
 from mailpulse.collector.correlate import CorrelateSettings, correlate_archive, event_path
+from mailpulse.collector.provision import init_deployment
 
 from mailpulse.config.collector import check_config, load_config
 from mailpulse.errors import UserError
@@ -99,8 +100,9 @@ def test_config_errors_are_sentences(tmp_path: Path) -> None:
     assert any("[webb]" in e for e in errs) and any("'bogus'" in e for e in errs)
     with pytest.raises(UserError, match="more problems"):
         load_config(bad)
-    good = tmp_path / "good.toml"
-    good.write_text(f'[archive]\ndir = "{tmp_path / "a"}"\n[correlate]\nwindow_s = 30\n[web]\nport = 0\n')
+    good = tmp_path / "good.toml"      # what collector init writes, plus a [correlate] section
+    dep = init_deployment(tmp_path / "deployment")
+    good.write_text(dep.collector_config.read_text() + "\n[correlate]\nwindow_s = 30\n")
     assert check_config(good) == []
     cfg = load_config(good)
     assert cfg.correlate.window_s == 30.0 and cfg.alerts.enabled is False

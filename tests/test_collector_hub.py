@@ -4,11 +4,14 @@ one resync, which the writer turns into a fresh ``state`` snapshot)."""
 from __future__ import annotations
 
 import json
-import urllib.request
+from pathlib import Path
 from typing import Any
 
 from mailpulse.collector.metrics import Metrics
 from mailpulse.collector.web import RESYNC, DashboardServer, DashboardState, Hub
+from server_fixtures import secure_web
+
+from mailpulse.lab.webclient import WebClient
 
 
 def _incident(i: int) -> dict[str, Any]:
@@ -55,12 +58,13 @@ def _read_event(resp: Any) -> tuple[str, str]:
             return event, data
 
 
-def test_writer_sends_a_fresh_snapshot_for_a_resync() -> None:
+def test_writer_sends_a_fresh_snapshot_for_a_resync(tmp_path: Path) -> None:
     state, hub = DashboardState(), Hub(per_client=8)
-    server = DashboardServer(state, hub, Metrics())
+    web, ca = secure_web(tmp_path)
+    server = DashboardServer(state, hub, Metrics(), web)
     server.start()
     try:
-        with urllib.request.urlopen(server.url + "events", timeout=10) as resp:
+        with WebClient.dashboard(server.url, web, ca).open("events", timeout=10) as resp:
             assert _read_event(resp)[0] == "state"
             assert hub.clients == 1
             # a change whose message was lost with the queue: the snapshot carries it

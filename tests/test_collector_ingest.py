@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+import tomli_w
 from mailpulse.collector.archive import ArchiveWriter, read_events
 from mailpulse.collector.retrain import publish_model, retrain_guard
 from mailpulse.collector.service import Collector
@@ -28,10 +29,12 @@ from mailpulse.pi_firmware.fleet import ModelUpdater
 from mailpulse.pi_firmware.pipeline import load_scoring_model
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailpulse import features as F
 from mailpulse import topics as T
-from mailpulse.config.collector import CollectorConfig, MqttSettings, RetrainSettings, WebSettings, parse_config
+from mailpulse.config.collector import CollectorConfig, RetrainSettings, WebSettings, parse_config
 from mailpulse.datasets import Dataset
 from mailpulse.errors import UserError
+from mailpulse.lab.webclient import WebClient
 from mailpulse.modelfile import load_model
 
 pytestmark = pytest.mark.xdist_group("collector-mqtt")
@@ -47,8 +50,7 @@ def _wait(cond: Callable[[], bool], timeout: float = 15.0) -> bool:
 
 
 def node_client(broker: Any, node: str) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{node}", protocol=mqtt.MQTTv5)
-    c.username_pw_set(node, broker.users[node])
+    c = broker.paho(node, f"test-{node}")
     c.connect(broker.host, broker.port, 30)
     c.loop_start()
     return c
@@ -61,7 +63,7 @@ def publish(c: mqtt.Client, topic: str, payload: bytes, retain: bool = False) ->
 
 
 def delivery(i: int, node: str = "node-a", anomaly: bool = False) -> dict[str, Any]:
-    return {"schema": 1, "kind": "delivery", "id": f"{node}-{i:06d}", "node": node, "ts": "2026-11-26T10:00:00.000Z",
+    return {"schema": F.SCHEMA_VERSION, "kind": "delivery", "id": f"{node}-{i:06d}", "node": node, "ts": "2026-11-26T10:00:00.000Z",
             "fields": {"host": "edge", "relay": "mx.example.net[10.0.0.1]:25", "status": "sent", "delay": 1.5,
                        "delays": [0.1, 0.2, 0.3, 0.9]},
             "x": [i % 100, 1, 2, 3, 4, 5, 6, 7], "score": 5, "anomaly": anomaly, "argmax": 0}
@@ -71,13 +73,27 @@ def envelope(node: str, events: list[dict[str, Any]]) -> bytes:
     return json.dumps({"schema": 1, "site": "lab", "node": node, "events": events}).encode()
 
 
-def collector_cfg(broker: Any, tmp_path: Path) -> CollectorConfig:
-    cfg, errors = parse_config({"archive": {"dir": str(tmp_path / "archive"), "max_age_s": 3600.0}}, "test")
+def collector_doc(broker: Any, tmp_path: Path, user: str = "collector") -> dict[str, Any]:
+    """The collector config ``collector init`` wrote, with the archive in ``tmp_path``, any free web
+    port and the MQTT identity of the consumer ``user``."""
+    doc = tomllib.loads(broker.deployment.collector_config.read_text())
+    doc["archive"] = {"dir": str(tmp_path / "archive"), "max_age_s": 3600.0}
+    doc["web"]["port"] = 0
+    doc["mqtt"] = {**broker.mqtt_doc(user), "client_id": f"{user}-test", "session_expiry_s": 600}
+    return doc
+
+
+def collector_cfg(broker: Any, tmp_path: Path, user: str = "collector") -> CollectorConfig:
+    cfg, errors = parse_config(collector_doc(broker, tmp_path, user), "test")
     assert cfg is not None, errors
-    cfg.mqtt = MqttSettings(host=broker.host, port=broker.port, username="collector", password=broker.users["collector"],
-                            client_id="collector-test", session_expiry_s=600)
-    cfg.web = WebSettings(port=0)
+    cfg.mqtt.password = broker.users[user]
     return cfg
+
+
+def web_client(col: Collector) -> WebClient:
+    """An HTTPS client of the collector's dashboard with its dashboard credential."""
+    assert col.web is not None
+    return WebClient.dashboard(col.web.url, col.cfg.web, Path(col.cfg.mqtt.ca_file or ""))
 
 
 def test_duplicates_and_replays_are_archived_once(broker: Any, tmp_path: Path) -> None:
@@ -90,6 +106,7 @@ def test_duplicates_and_replays_are_archived_once(broker: Any, tmp_path: Path) -
         time.sleep(0.3)  # subscription in place
         topic = T.NodeTopics("lab", "node-a")
         publish(node, topic.status, json.dumps({"schema": 1, "site": "lab", "node": "node-a", "state": "online",
+                                                "ts": time.time(),
                                                 "model_version": "m1", "spool": {"depth": 7}}).encode(), retain=True)
         batch = [delivery(i, anomaly=(i % 10 == 0)) for i in range(50)]
         publish(node, topic.events, envelope("node-a", batch))
@@ -103,7 +120,8 @@ def test_duplicates_and_replays_are_archived_once(broker: Any, tmp_path: Path) -
 
         # /metrics, parsed by prometheus_client's own parser
         assert col.web is not None
-        text = urllib.request.urlopen(col.web.url + "metrics", timeout=5).read().decode()
+        assert WebClient(col.web.url, Path(cfg.mqtt.ca_file or "")).request("metrics")[0] == 401
+        text = WebClient.metrics(col.web.url, cfg.web, Path(cfg.mqtt.ca_file or "")).metrics_text()
         fams = {f.name: f for f in text_string_to_metric_families(text)}
         ev = {tuple(sorted(s.labels.items())): s.value for s in fams["mailpulse_events"].samples
               if s.name == "mailpulse_events_total"}
@@ -144,7 +162,8 @@ def test_duplicates_and_replays_are_archived_once(broker: Any, tmp_path: Path) -
 def _tiny_model(tmp_path: Path, shift: float = 0.0, rate: float = 0.01) -> Path:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 2000, size=(600, 8)).astype(np.float64) + shift
-    res = train(Dataset(x, None, "t", "0"), get_params("small"), seed=0, false_alarm_rate=rate, feature_schema="1")
+    res = train(Dataset(x, None, "t", "0"), get_params("small"), seed=0, false_alarm_rate=rate,
+                feature_schema=str(F.SCHEMA_VERSION))
     return res.model.save(tmp_path / f"model-{shift}-{rate}.json")
 
 
@@ -175,9 +194,7 @@ class NodeModelSide:
 
         self.updater = ModelUpdater(install)
         self.got = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{node}-model",
-                                  protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(node, broker.users[node])
+        self.client = broker.paho(node, f"test-{node}-model")
 
         def on_message(c: Any, u: Any, msg: Any) -> None:
             self.updater.on_message(msg)
@@ -199,8 +216,13 @@ class NodeModelSide:
 def test_published_model_reaches_a_node(broker: Any, tmp_path: Path) -> None:
     node = NodeModelSide(broker, tmp_path)
     model_file = _tiny_model(tmp_path)
-    topic = publish_model(model_file, "lab", broker.host, broker.port, username="collector",
-                          password=broker.users["collector"])
+    ident = broker.identity("viewer")
+
+    def publish(path: Path) -> str:
+        return publish_model(path, "lab", broker.host, broker.port, username=ident.user, password=ident.password,
+                             ca_file=str(ident.ca_file), cert_file=str(ident.cert_file), key_file=str(ident.key_file))
+
+    topic = publish(model_file)
     assert topic == T.model_topic("lab")
     node.connect()   # connects after the publish: gets the retained model
     try:
@@ -213,7 +235,7 @@ def test_published_model_reaches_a_node(broker: Any, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(UserError):
-        publish_model(bad, "lab", broker.host, broker.port, username="collector", password=broker.users["collector"])
+        publish(bad)
 
 
 def test_scheduled_retraining_publishes_a_guarded_model_to_the_nodes(broker: Any, tmp_path: Path) -> None:
@@ -244,20 +266,9 @@ def test_scheduled_retraining_publishes_a_guarded_model_to_the_nodes(broker: Any
 def test_collector_run_command(broker: Any, tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     conf = tmp_path / "collector.toml"
-    conf.write_text(f"""
-[mqtt]
-host = "{broker.host}"
-port = {broker.port}
-username = "collector"
-password_env = "TEST_COLLECTOR_PW"
-client_id = "collector-cli-test"
-
-[archive]
-dir = "{tmp_path / 'archive'}"
-
-[web]
-port = 0
-""")
+    doc = collector_doc(broker, tmp_path)
+    doc["mqtt"]["password_env"] = "TEST_COLLECTOR_PW"     # an env variable wins over a missing key
+    conf.write_text(tomli_w.dumps(doc))
     env = dict(os.environ, TEST_COLLECTOR_PW=broker.users["collector"])
     chk = subprocess.run([sys.executable, "-m", "mailpulse", "collector", "check-config", str(conf)],
                          capture_output=True, text=True, cwd=root, env=env, timeout=60)
@@ -268,14 +279,16 @@ port = 0
     try:
         assert p.stdout is not None
         line = p.stdout.readline()
-        assert "dashboard at http://" in line, line
+        assert "dashboard at https://" in line, line
         url = line.split("dashboard at ")[1].split(",")[0]
+        cfg = collector_cfg(broker, tmp_path)
+        web = WebClient.dashboard(url, cfg.web, broker.deployment.ca_file)
+        assert WebClient(url, broker.deployment.ca_file).request("api/state")[0] == 401
         time.sleep(0.5)
         publish(node, T.NodeTopics("lab", "node-b").events, envelope("node-b", [delivery(1, "node-b")]))
 
         def seen() -> bool:
-            st = json.loads(urllib.request.urlopen(url + "api/state", timeout=5).read())
-            return bool(st["stats"]["events"] == 1)
+            return bool(web.state()["stats"]["events"] == 1)
 
         assert _wait(seen)
     finally:
@@ -289,8 +302,8 @@ port = 0
 
 def test_shared_subscription_splits_the_load(broker: Any, tmp_path: Path) -> None:
     cols = []
-    for i in range(2):
-        cfg = collector_cfg(broker, tmp_path / f"c{i}")
+    for i, user in enumerate(("collector", "collector-2")):
+        cfg = collector_cfg(broker, tmp_path / f"c{i}", user)
         cfg.mqtt.client_id = f"collector-shared-{i}"
         cfg.mqtt.share_group = "ops"
         cfg.web = WebSettings(enabled=False)

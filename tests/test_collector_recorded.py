@@ -98,6 +98,11 @@ def test_slow_relay_found_in_a_recorded_archive(tmp_path: Path) -> None:
         assert [i["root_cause"] for i in incs] == [f"127.0.0.1:{relay.port}"], incs
         assert incs[0]["evidence"]["anomalies"] >= 5
         assert incs[0]["evidence"]["sibling_rate"] == 0.0
+        if (ROOT / ".venv-flink" / "bin" / "python").exists():   # the Flink job: the same incidents
+            r = subprocess.run([sys.executable, "-m", "mailpulse", "flink", "run", "--archive", str(tmp_path / "all"),
+                                "--json"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+            assert r.returncode == 0, r.stderr[-2000:]
+            assert json.loads(r.stdout) == incs
     finally:
         relay.stop()
         chain.cleanup()

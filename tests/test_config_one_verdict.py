@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mailpulse.pi_firmware import image as img
@@ -73,7 +74,7 @@ CASES = {
     "empty broker host": Case(node(body='[mqtt]\nhost = ""\n'), False),
     "boolean of the wrong type": Case(node(body='[mqtt]\ntls = "yes"\n'), False),
     "password in the config file": Case(node(SECRETS_FILE, '[mqtt]\npassword = "x"\n'), False, {"mqtt_password": "x"}),
-    "ca_file without TLS": Case(node(body='[mqtt]\nca_file = "{d}/ca.pem"\n'), False),
+    "ca_file without TLS": Case(node(body='[mqtt]\ntls = false\nca_file = "{d}/ca.pem"\n'), False),
     "fleet timeout shorter than a heartbeat": Case(node(body="[fleet]\nheartbeat_s = 10\ntimeout_s = 5\n"), False),
     "probe poll longer than its timeout": Case(
         node(SECRETS_FILE, ROUTE + "timeout_s = 1.0\npoll_interval_s = 2.0\n"), False, IMAP),
@@ -95,12 +96,12 @@ CASES = {
 
 
 def _secrets_toml(secrets: dict[str, str]) -> str:
-    nested: dict[str, object] = {}
+    nested: dict[str, Any] = {}
     for key, value in secrets.items():
         *tables, leaf = key.split(".")
         cur = nested
         for t in tables:
-            cur = cur.setdefault(t, {})  # type: ignore[assignment]
+            cur = cur.setdefault(t, {})
         cur[leaf] = value
     return img.dump_toml(nested)
 

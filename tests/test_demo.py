@@ -60,16 +60,16 @@ def test_core_stage_matches_the_reference_model() -> None:
 
 def test_full_demo_shows_the_fault() -> None:
     need_core()
-    r = run_demo("--duration", "20", "--quick", timeout=420)
+    r = run_demo("--duration", "30", "--quick", timeout=420)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
     out = r.stdout
     assert "0 mismatches" in out
     if os.geteuid() != 0:
         assert "The node stage needs root" in out
         return
-    if missing_tools("mosquitto", "postfix", "dovecot", "openssl", root=True) or \
+    if missing_tools("mosquitto", "postfix", "dovecot", root=True) or \
             importlib.util.find_spec("aiosmtpd") is None:
-        pytest.skip("; ".join(missing_tools("mosquitto", "postfix", "dovecot", "openssl")) or "aiosmtpd is absent")
+        pytest.skip("; ".join(missing_tools("mosquitto", "postfix", "dovecot")) or "aiosmtpd is absent")
     check_live_output(out)
     assert "Traceback" not in r.stderr
 
@@ -92,7 +92,10 @@ def check_live_output(out: str, collector: bool = True) -> None:
     assert "ANOMALY" not in warm
     if not collector:
         return
-    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+", out)
+    # the secure set-up collector init writes: TLS broker with client certificates, HTTPS dashboard
+    assert re.search(r"mosquitto  mqtts://127\.0\.0\.1:\d+ \(TLS, client certificate \+ password per node, ACL", out)
+    assert re.search(r"dashboard: https://127\.0\.0\.1:\d+", out)
+    assert re.search(r"log in as mailpulse / \S{20,} \(HTTPS with the deployment's CA", out)
     assert re.search(r">>> INCIDENT opened: \S+ at root cause 127\.0\.0\.1:\d+ = the slow relay of lossy\.test", out), \
         after[-3000:]
     assert re.search(r">>> ALERT E-MAIL in ops@probe\.test \(IMAP\): \[mailpulse\] OPEN", out), after[-3000:]

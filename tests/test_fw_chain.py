@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from mailpulse.pi_firmware.events import DeliveryEvent, Event
+from mailpulse.pi_firmware.events import DeliveryEvent, Event, MessageEvent
 from mailpulse.pi_firmware.follow import Follower
 from mailpulse.pi_firmware.maildir import MaildirWatcher
 from mailpulse.pi_firmware.postfix import PostfixParser
@@ -81,10 +81,11 @@ def test_chain_logs_and_maildir(tmp_path: Path) -> None:
     assert all(p.counters.unparsed == 0 for p in parsers)
     # the delivered message: hops edge then mx, render features from the PNG
     (msg,) = messages
-    hops = msg.hops  # type: ignore[attr-defined]
+    assert isinstance(msg, MessageEvent)
+    hops = msg.hops
     assert [h["by"] for h in hops][-2:] == ["edge.mailpulse.test", "mx.mailpulse.test"]
     assert all(h["delay_s"] is None or abs(h["delay_s"]) < 60 for h in hops)
-    mime = msg.mime  # type: ignore[attr-defined]
+    mime = msg.mime
     assert [(i["format"], i["width"], i["height"], i["decoded"]) for i in mime["images"]] == [("PNG", 320, 200, True)]
     x = msg.vector()
     assert x[7] > 0 and x[5] == 0   # image pixels present, outcome delivered

@@ -35,7 +35,8 @@ def test_known_values() -> None:
     assert f.encode(None) == F.MISSING
     assert f.encode(float("nan")) == F.MISSING
     assert f.encode(1e300) == F.FIXED_MAX
-    assert F.feature("outcome").encode(3) == 3 * 8192
+    assert F.feature("outcome").encode(3) == 3 * 4096
+    assert F.feature("outcome").encode(max(F.OUTCOMES.values())) < F.FIXED_MAX   # every code is distinct
     assert F.feature("recipients").encode(1000) == F.FIXED_MAX
 
 

@@ -6,6 +6,7 @@ import shutil
 import threading
 from pathlib import Path
 
+from mailpulse.pi_firmware.events import MessageEvent
 from mailpulse.pi_firmware.maildir import MaildirWatcher
 
 
@@ -24,6 +25,7 @@ def test_new_messages_once(tmp_path: Path, repo_data: Path) -> None:
     assert w.poll() == []                                     # what was there at the first start is old
     shutil.copy(repo_data / "mail" / "sa_001.eml", md / "new" / "2.a.host")
     (ev,) = w.poll()
+    assert isinstance(ev, MessageEvent)
     assert ev.KIND == "message" and ev.key == "2.a.host" and len(ev.hops) == 6
     assert ev.mailbox_delay_s is not None and ev.mailbox_delay_s > 0
     x = ev.vector()
@@ -35,6 +37,7 @@ def test_new_messages_once(tmp_path: Path, repo_data: Path) -> None:
     assert w2.poll() == []
     shutil.copy(repo_data / "mail" / "sa_004.eml", md / "new" / "3.b.host")
     (ev3,) = w2.poll()
+    assert isinstance(ev3, MessageEvent)
     assert ev3.mime["attachments"] == 1 and ev3.id != ev.id
 
 

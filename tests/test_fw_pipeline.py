@@ -1,4 +1,4 @@
-"""Featurise + score in batches: bit-exact with mailpulse.hdl.reference.score; replay end to end; the CLI summary line."""
+"""Featurise + score in batches: bit-exact with hdl.reference.score; replay end to end; the CLI summary line."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mailpulse.hdl.params import get_params
 from mailpulse.hdl.reference import CoreConfig, score
-from mailpulse.pi_firmware.events import DeliveryEvent, MessageEvent, Scored, dumps
+from mailpulse.pi_firmware.events import DeliveryEvent, Event, MessageEvent, Scored, dumps
 from mailpulse.pi_firmware.pipeline import (
     CountingSink,
     ListSink,
@@ -35,6 +35,12 @@ from mailpulse.modelfile import InputScaling, TrainedModel
 
 def _identity(x: np.ndarray) -> np.ndarray:
     return x
+
+
+def _verdict(e: Event) -> Scored:
+    """The scorer's verdict on ``e`` (every event out of a pipeline has one)."""
+    assert e.scored is not None, e
+    return e.scored
 
 
 def _random_model(seed: int = 3) -> ScoringSetup:
@@ -62,9 +68,10 @@ def test_batched_scores_equal_reference(log_lines: list[str], batch: int) -> Non
     assert len(evs) == len(evs0) > 200 and pipe.stats.events == len(evs)
     assert (np.array([e.x for e in evs]) == x).all()
     ref = score(m.params, m.config, x)
-    assert [e.scored.score for e in evs] == ref.score.tolist()           # type: ignore[union-attr]
-    assert [e.scored.anomaly for e in evs] == ref.anomaly.astype(bool).tolist()  # type: ignore[union-attr]
-    assert [e.scored.argmax for e in evs] == ref.argmax.tolist()         # type: ignore[union-attr]
+    verdicts = [_verdict(e) for e in evs]
+    assert [v.score for v in verdicts] == ref.score.tolist()
+    assert [v.anomaly for v in verdicts] == ref.anomaly.astype(bool).tolist()
+    assert [v.argmax for v in verdicts] == ref.argmax.tolist()
     assert sink.anomalies == int(ref.anomaly.sum()) and 0 < sink.anomalies < len(evs)
 
 
@@ -90,8 +97,7 @@ def test_bridge_model_backend_gives_the_same_integers(log_lines: list[str]) -> N
         p2 = Pipeline(bridge_scorer(s, m), b, 512)
         p2.submit_many(evs2)
         p2.close()
-    assert [(e.scored.score, e.scored.anomaly, e.scored.argmax) for e in a.items] == \
-        [(e.scored.score, e.scored.anomaly, e.scored.argmax) for e in b.items]  # type: ignore[union-attr]
+    assert [_verdict(e) for e in a.items] == [_verdict(e) for e in b.items]
 
 
 def test_untrained_model_never_flags(log_lines: list[str]) -> None:
@@ -126,10 +132,11 @@ def test_replay_cli_summary_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
     m = re.fullmatch(r"lines (\d+) events (\d+) sent (\d+) deferred (\d+) bounced (\d+) expired (\d+) "
-                     r"unparsed (\d+) lines_per_s (\d+)", out[0])
+                     r"unparsed (\d+) lines_per_s (\d+) deliverable (\d+) undeliverable (\d+)", out[0])
     assert m, out
     assert [int(v) for v in m.groups()[:7]] == [exp.lines, exp.events, exp.status["sent"], exp.status["deferred"],
                                                 exp.status["bounced"], exp.status["expired"], 0]
+    assert [int(v) for v in m.groups()[8:]] == [exp.status["deliverable"], exp.status["undeliverable"]]
 
 
 def test_replay_cli_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -156,7 +163,7 @@ def test_model_file_is_scored_bit_exactly(tmp_path: Path, log_lines: list[str]) 
     pipe.close()
     x = np.array([e.x for e in sink.items])
     ref = score(sm.params, sm.config, x)
-    assert [e.scored.score for e in sink.items] == ref.score.tolist()  # type: ignore[union-attr]
+    assert [_verdict(e).score for e in sink.items] == ref.score.tolist()
 
 
 def test_model_of_another_schema_is_refused(tmp_path: Path) -> None:

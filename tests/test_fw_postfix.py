@@ -15,24 +15,33 @@ from mailpulse.pi_firmware.postfix import PostfixParser, parse_lines
 from mailpulse.pi_firmware.spool import Spool
 from mailpulse.pi_firmware.synthlog import Expected, generate
 
+from mailpulse import features as F
+
 SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 
+# A backslash at the end of a line continues the log line: the string has no newline there.
 LOG = """\
 Nov 26 10:00:00 mx1 postfix/smtpd[100]: connect from unknown[10.0.0.1]
 Nov 26 10:00:00 mx1 postfix/smtpd[100]: 4ABCDEF12: client=unknown[10.0.0.1]
 Nov 26 10:00:00 mx1 postfix/cleanup[101]: 4ABCDEF12: message-id=<m1@x>
 Nov 26 10:00:00 mx1 postfix/qmgr[102]: 4ABCDEF12: from=<a@x.org>, size=4567, nrcpt=3 (queue active)
-Nov 26 10:00:01 mx1 postfix/smtp[103]: 4ABCDEF12: to=<b@y.org>, relay=mx.y.org[192.0.2.4]:25, delay=1.2, delays=0.1/0.01/0.5/0.59, dsn=2.0.0, status=sent (250 ok)
-2026-11-26T10:00:01.250000+00:00 mx1 postfix/smtp[103]: 4ABCDEF12: to=<c@z.org>, orig_to=<cc@z.org>, relay=none, delay=1.3, delays=0.1/0.01/1.2/0, dsn=4.4.1, status=deferred (connect to z.org: timed out)
-Nov 26 10:00:02 mx1 postfix/lmtp[104]: 4ABCDEF12: to=<d@local>, relay=mail.local[private/dovecot-lmtp], conn_use=2, delay=2, delays=1/0/0.5/0.5, dsn=5.1.1, status=bounced (user unknown)
+Nov 26 10:00:01 mx1 postfix/smtp[103]: 4ABCDEF12: to=<b@y.org>, relay=mx.y.org[192.0.2.4]:25, delay=1.2, \
+delays=0.1/0.01/0.5/0.59, dsn=2.0.0, status=sent (250 ok)
+2026-11-26T10:00:01.250000+00:00 mx1 postfix/smtp[103]: 4ABCDEF12: to=<c@z.org>, orig_to=<cc@z.org>, \
+relay=none, delay=1.3, delays=0.1/0.01/1.2/0, dsn=4.4.1, status=deferred (connect to z.org: timed out)
+Nov 26 10:00:02 mx1 postfix/lmtp[104]: 4ABCDEF12: to=<d@local>, relay=mail.local[private/dovecot-lmtp], \
+conn_use=2, delay=2, delays=1/0/0.5/0.5, dsn=5.1.1, status=bounced (user unknown)
 Nov 26 10:00:02 mx1 postfix/smtpd[100]: warning: hostname 10.0.0.1 does not resolve
-Nov 26 10:00:02 mx1 postfix/smtpd[100]: NOQUEUE: reject: RCPT from x[10.0.0.9]: 554 5.7.1 <q@x>: Relay access denied; from=<s@x> to=<q@x> proto=ESMTP helo=<x>
+Nov 26 10:00:02 mx1 postfix/smtpd[100]: NOQUEUE: reject: RCPT from x[10.0.0.9]: 554 5.7.1 <q@x>: Relay access denied; \
+from=<s@x> to=<q@x> proto=ESMTP helo=<x>
 \x00 garbage, not syslog
 Nov 26 10:00:03 mx1 postfix/smtp[103]: 4ABCDEF12: to=<e@y.org>, relay=mx.y.org, status=sent (broken line)
 Nov 27 10:00:00 mx1 postfix/qmgr[102]: 4ABCDEF12: from=<a@x.org>, status=expired, returned to sender
 Nov 27 10:00:00 mx1 postfix/qmgr[102]: 4ABCDEF12: removed
-Nov 27 10:00:00 mx1 postfix-out/local[105]: 4V6JZg0FYXz9sDN: to=<u@localhost>, relay=local, delay=0.01, delays=0/0/0/0.01, dsn=2.0.0, status=sent (delivered to mailbox)
-Nov 27 10:00:00 mx1 postfix/pipe[106]: 4V6JZg0FYXz9sDN: to=<v@localhost>, relay=spamfilter, delay=0.2, delays=0/0/0/0.2, dsn=2.0.0, status=sent (delivered via spamfilter service)
+Nov 27 10:00:00 mx1 postfix-out/local[105]: 4V6JZg0FYXz9sDN: to=<u@localhost>, relay=local, delay=0.01, \
+delays=0/0/0/0.01, dsn=2.0.0, status=sent (delivered to mailbox)
+Nov 27 10:00:00 mx1 postfix/pipe[106]: 4V6JZg0FYXz9sDN: to=<v@localhost>, relay=spamfilter, delay=0.2, \
+delays=0/0/0/0.2, dsn=2.0.0, status=sent (delivered via spamfilter service)
 """
 
 
@@ -49,7 +58,7 @@ def test_join_and_fields() -> None:
     assert evs[3].dsn == "4.4.1" and evs[3].size == 4567     # expired: the still deferred recipient
     assert evs[4].sender is None and evs[4].queue_id == "4V6JZg0FYXz9sDN"   # long queue id, no join
     assert c.lines == 15 and c.events == 6 and c.unparsed == 2   # the garbage and the broken status line
-    assert c.status == {"sent": 3, "deferred": 1, "bounced": 1, "expired": 1}
+    assert c.status == {"sent": 3, "deferred": 1, "bounced": 1, "expired": 1, "deliverable": 0, "undeliverable": 0}
     assert c.used == 2 + 6 and c.ignored == 5   # cleanup + qmgr from= + 6 event lines; removed is "ignored"
     assert c.lines == c.ignored + c.unparsed + c.used
 
@@ -62,7 +71,8 @@ def test_event_ids_are_deterministic_and_unique() -> None:
     assert len({e.id for e in a}) == len(a)
     assert not {e.id for e in a} & {e.id for e in c}
     p = a[0].payload()
-    assert p["schema"] == 1 and p["kind"] == "delivery" and len(p["x"]) == 8 and p["fields"]["to"] == "b@y.org"
+    assert p["schema"] == F.SCHEMA_VERSION and p["kind"] == "delivery"
+    assert len(p["x"]) == 8 and p["fields"]["to"] == "b@y.org"
 
 
 def test_rfc3164_timestamps_are_local_time() -> None:
@@ -141,11 +151,16 @@ def test_join_survives_a_restart(tmp_path: Path) -> None:
 # A .forward with "\u, |/usr/bin/filter": two deliveries of one recipient in the same second, and a
 # recipient listed twice (duplicate_filter_limit = 0): two byte-identical lines.
 SAME_SECOND = """\
-Nov 26 10:00:05 mx1 postfix/local[110]: 4F00D1234: to=<u@mx1>, orig_to=<u>, relay=local, delay=0.02, delays=0/0/0/0.02, dsn=2.0.0, status=sent (delivered to mailbox)
-Nov 26 10:00:05 mx1 postfix/local[110]: 4F00D1234: to=<u@mx1>, orig_to=<u>, relay=local, delay=0.03, delays=0/0/0/0.03, dsn=2.0.0, status=sent (delivered to command: /usr/bin/filter)
-Nov 26 10:00:05 mx1 postfix/smtp[111]: 4F00D1234: to=<w@y.org>, relay=mx.y.org[192.0.2.4]:25, delay=0.2, delays=0/0/0.1/0.1, dsn=2.0.0, status=sent (250 ok)
-Nov 26 10:00:05 mx1 postfix/smtp[111]: 4F00D1234: to=<w@y.org>, relay=mx.y.org[192.0.2.4]:25, delay=0.2, delays=0/0/0.1/0.1, dsn=2.0.0, status=sent (250 ok)
-Nov 26 10:00:06 mx1 postfix/smtp[111]: 4F00D1234: to=<w@y.org>, relay=mx.y.org[192.0.2.4]:25, delay=0.2, delays=0/0/0.1/0.1, dsn=2.0.0, status=sent (250 ok)
+Nov 26 10:00:05 mx1 postfix/local[110]: 4F00D1234: to=<u@mx1>, orig_to=<u>, relay=local, delay=0.02, \
+delays=0/0/0/0.02, dsn=2.0.0, status=sent (delivered to mailbox)
+Nov 26 10:00:05 mx1 postfix/local[110]: 4F00D1234: to=<u@mx1>, orig_to=<u>, relay=local, delay=0.03, \
+delays=0/0/0/0.03, dsn=2.0.0, status=sent (delivered to command: /usr/bin/filter)
+Nov 26 10:00:05 mx1 postfix/smtp[111]: 4F00D1234: to=<w@y.org>, relay=mx.y.org[192.0.2.4]:25, delay=0.2, \
+delays=0/0/0.1/0.1, dsn=2.0.0, status=sent (250 ok)
+Nov 26 10:00:05 mx1 postfix/smtp[111]: 4F00D1234: to=<w@y.org>, relay=mx.y.org[192.0.2.4]:25, delay=0.2, \
+delays=0/0/0.1/0.1, dsn=2.0.0, status=sent (250 ok)
+Nov 26 10:00:06 mx1 postfix/smtp[111]: 4F00D1234: to=<w@y.org>, relay=mx.y.org[192.0.2.4]:25, delay=0.2, \
+delays=0/0/0.1/0.1, dsn=2.0.0, status=sent (250 ok)
 """
 
 
@@ -219,3 +234,12 @@ def test_virtual_and_error_agents() -> None:
     assert (v.agent, v.status, v.relay, v.size) == ("virtual", "sent", "virtual", 100)
     assert (e.agent, e.status, e.dsn, e.relay, e.nrcpt) == ("error", "bounced", "5.0.0", "none", 2)
     assert c.unparsed == 0 and c.used == 3
+
+
+def test_a_used_line_without_a_queue_id_is_unparsed_not_an_event() -> None:
+    # found by the fuzz test: a qmgr "status=expired" line with no queue id became an event whose
+    # payload could not be written (queue_id None)
+    log = ["Nov 26 10:00:00 postfix/smtp[1]: postfix/qmgr[2]: from=<x>, status=expired"]
+    events, c = parse_lines(log, "n1", year=2026)
+    assert events == [] and c.unparsed == 1
+    assert [reason for reason, _ in c.examples] == ["a to=/from=/message-id= line without a queue id"]

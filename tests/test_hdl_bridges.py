@@ -16,7 +16,7 @@ P = get_params("small")
 RM = RegisterMap(P)
 
 
-def run(bench: Bench, tb) -> None:  # type: ignore[no-untyped-def]
+def run(bench: Bench, tb) -> None:
     sim = Simulator(bench)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
@@ -30,7 +30,7 @@ def status_bit(value: int, name: str) -> int:
 def test_axil_reads_writes_and_errors() -> None:
     bench = Bench(P, "axil")
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         a = bench.axil
         assert await axil_read(ctx, a, RM["ID"].address()) == (CORE_ID, RESP_OKAY)
         thr = RM["THRESHOLD"].address()
@@ -66,7 +66,7 @@ def test_axil_read_and_write_waiting_together() -> None:
     """A read and a write offered in the same cycle are both served (alternating)."""
     bench = Bench(P, "axil")
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         a = bench.axil
         for _ in range(4):
             await ctx.tick()
@@ -128,7 +128,7 @@ def test_spi_protocol_burst_errors_and_push() -> None:
     x = rng.integers(P.in_min, P.in_max + 1, size=P.d)
     cfg.threshold = 5   # flagged (the score is a sum of K random 16-bit values)
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         spi = bench.spi
         ctx.set(spi.cs_n, 1)
         for _ in range(4):
@@ -202,7 +202,7 @@ def test_spi_writes_right_after_reset_survive_the_clear() -> None:
     weights = [int(v) for v in rng.integers(0, 1 << (2 * P.d), size=P.k)]
     table = [int(v) for v in rng.integers(0, 1 << 16, size=24)]
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         spi = bench.spi
         ctx.set(spi.cs_n, 1)
         await ctx.tick().repeat(3)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _hdl_sim import core_commit, core_load, load_active, pack_sample, random_samples, unpack_result
+from _hdl_sim import Result, core_commit, core_load, load_active, pack_sample, random_samples, unpack_result
 from amaranth.sim import Simulator
 from mailpulse.hdl.core import MAX_LATENCY, ScorerCore, dsp_plan, pipeline_plan
 from mailpulse.hdl.params import PARAMETER_SETS, CoreParams, get_params
@@ -17,19 +17,19 @@ from mailpulse.hdl.reference import CoreConfig, bins, score
 SETS = sorted(PARAMETER_SETS)
 
 
-def run(core: ScorerCore, tb) -> None:  # type: ignore[no-untyped-def]
+def run(core: ScorerCore, tb) -> None:
     sim = Simulator(core)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
 
 
-async def drive(ctx, core, x, tags, rng, p_valid=1.0, p_ready=1.0, lasts=None, on_cycle=None):  # type: ignore[no-untyped-def]
+async def drive(ctx, core, x, tags, rng, p_valid=1.0, p_ready=1.0, lasts=None, on_cycle=None):
     """Stream all samples through with random idle (input) and back-pressure (output); return
     the results in output order.  ``on_cycle(ctx, cycle, n_in)`` runs before each edge."""
     p = core.params
     n = len(x)
-    out = []
+    out: list[Result] = []
     i = cyc = 0
     while len(out) < n:
         if on_cycle is not None:
@@ -52,7 +52,7 @@ async def drive(ctx, core, x, tags, rng, p_valid=1.0, p_ready=1.0, lasts=None, o
     return out
 
 
-def check(p: CoreParams, cfg: CoreConfig, x, tags, out) -> None:  # type: ignore[no-untyped-def]
+def check(p: CoreParams, cfg: CoreConfig, x, tags, out) -> None:
     exp = score(p, cfg, x, tags)
     assert len(out) == len(exp)
     for j, r in enumerate(out):
@@ -80,7 +80,7 @@ def test_random_configs_with_backpressure(name: str, dsp: bool) -> None:
         cases.append((cfg, x, rng.integers(0, 1 << 32, n), rng.integers(0, 2, n)))
     results = []
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         bank = 1
         for c, (cfg, x, tags, lasts) in enumerate(cases):
             await core_load(ctx, core, cfg, bank)
@@ -116,7 +116,7 @@ def test_clamp_ends_and_threshold_equality() -> None:
     core = ScorerCore(p)
     outs = []
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         for bank, thr in ((1, int(s[0])), (0, int(s[0]) - 1)):
             cfg.threshold = thr
             await core_load(ctx, core, cfg, bank)
@@ -138,12 +138,14 @@ def test_latency_and_throughput(dsp: bool) -> None:
     p = get_params("full")
     core = ScorerCore(p, dsp=dsp)
     assert core.latency <= MAX_LATENCY
-    assert core.latency == (dsp_plan(p) if dsp else pipeline_plan(p))["latency"]
+    plan = dsp_plan(p) if dsp else pipeline_plan(p)
+    assert plan is not None, "the projection does not fit the DSP chains"
+    assert core.latency == plan["latency"]
     rng = np.random.default_rng(3)
     cfg = CoreConfig.random(p, rng)
     x = random_samples(p, rng, 40)
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         await core_load(ctx, core, cfg, 1)
         await core_commit(ctx, core, cfg)
         ctx.set(core.o_stream.ready, 1)
@@ -204,7 +206,7 @@ def test_commit_under_traffic(name: str) -> None:
     tags = np.arange(n)
     ready_during_pending = []
 
-    async def on_cycle(ctx, cyc, n_in):  # type: ignore[no-untyped-def]
+    async def on_cycle(ctx, cyc, n_in):
         if cyc == 40:
             await core_load(ctx, core, new, 0)   # shadow threshold + shadow bank (0)
             ctx.set(core.ctrl.commit, 1)
@@ -220,7 +222,7 @@ def test_commit_under_traffic(name: str) -> None:
 
     out = []
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         await core_load(ctx, core, old, 1)
         await core_commit(ctx, core, old)
         out.extend(await drive(ctx, core, x, tags, rng, 0.9, 0.8, on_cycle=on_cycle))
@@ -252,7 +254,7 @@ def test_counters_and_push_port() -> None:
     exp = score(p, cfg, x, np.arange(60))
     pushed = []
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         await core_load(ctx, core, cfg, 1)
         await core_commit(ctx, core, cfg)
         out = await drive(ctx, core, x[:50], np.arange(50), rng, 0.8, 0.8)
@@ -326,9 +328,9 @@ def test_odd_parameters(dsp: bool) -> None:
         cfg = CoreConfig.random(p, rng)
         x = random_samples(p, rng, 60)
         tags = rng.integers(0, 1 << 32, 60)
-        out = []
+        out: list[Result] = []
 
-        async def tb(ctx, core=core, cfg=cfg, x=x, tags=tags, rng=rng, out=out):  # type: ignore[no-untyped-def]
+        async def tb(ctx, core=core, cfg=cfg, x=x, tags=tags, rng=rng, out=out):
             await core_load(ctx, core, cfg, 1)
             await core_commit(ctx, core, cfg)
             out.extend(await drive(ctx, core, x, tags, rng, 0.8, 0.8))

@@ -17,7 +17,7 @@ from mailpulse.hdl.regmap import RegisterMap
 
 
 class Host:
-    def __init__(self, ctx, bench: Bench, model: EmulatedCore) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ctx, bench: Bench, model: EmulatedCore) -> None:
         self.ctx, self.bench, self.model = ctx, bench, model
         self.rm: RegisterMap = model.regmap
 
@@ -60,7 +60,7 @@ class Host:
                 return
         raise AssertionError("commit never completed")
 
-    async def push(self, x, tag: int) -> tuple[int, int, int, int]:  # type: ignore[no-untyped-def]
+    async def push(self, x, tag: int) -> tuple[int, int, int, int]:
         p = self.model.params
         for d in range(p.d):
             await self.write(self.rm["FEATURE"].address(d), int(x[d]))
@@ -79,7 +79,7 @@ class Host:
         return out
 
 
-def run(bench: Bench, tb) -> None:  # type: ignore[no-untyped-def]
+def run(bench: Bench, tb) -> None:
     sim = Simulator(bench)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
@@ -99,7 +99,7 @@ def test_folded_random_configs(name: str) -> None:
     for cfg in cfgs:
         cfg.threshold = int(np.median(score(p, cfg, xs).score))
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         h = Host(ctx, bench, model)
         await ctx.tick().repeat(bench.core.clear_cycles + 2)   # tables are poked, not written
         for c, cfg in enumerate(cfgs):
@@ -127,7 +127,7 @@ def test_folded_latency_constant() -> None:
     bench = Bench(p, folded=True)
     rm = RegisterMap(p)
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         for _ in range(bench.core.clear_cycles + 2):
             await ctx.tick()
         c = bench.core.ctrl
@@ -165,7 +165,7 @@ def test_back_to_back_period(name: str) -> None:
     sim.add_clock(1e-8)
     strobes: list[int] = []
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         ctx.set(core.ctrl.push_valid, 1)
         for cyc in range(6 * sample_period(p)):
             await ctx.tick()

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from amaranth.hdl import Fragment
 from mailpulse.hdl.params import PARAMETER_SETS, get_params
-from mailpulse.hdl.regmap import CORE_ID, CORE_VERSION, THRESHOLD_RESET, Field, Kind, RegisterMap
+from mailpulse.hdl.regmap import CORE_ID, CORE_VERSION, THRESHOLD_RESET, Field, Kind, Register, RegisterMap
 from mailpulse.hdl.regs import RegisterFile
 
 
@@ -26,7 +26,8 @@ def test_resets_and_access_follow_the_declaration(name: str) -> None:
         if r.access == "WO":
             assert r.reset == 0, r.name
     assert rm["ID"].reset == CORE_ID
-    assert rm["VERSION"].value(MAJOR=CORE_VERSION[0], MINOR=CORE_VERSION[1], PATCH=CORE_VERSION[2]) == rm["VERSION"].reset
+    major, minor, patch = CORE_VERSION
+    assert rm["VERSION"].value(MAJOR=major, MINOR=minor, PATCH=patch) == rm["VERSION"].reset
     assert rm["PARAMS"].value(D=p.d, K=p.k, B_LOG2=p.b_log2, WEIGHT_BITS=p.weight_bits,
                               SHIFT_BITS=p.shift_bits) == rm["PARAMS"].reset
     assert rm["THRESHOLD"].reset == rm["THRESHOLD_ACTIVE"].reset == THRESHOLD_RESET
@@ -35,8 +36,9 @@ def test_resets_and_access_follow_the_declaration(name: str) -> None:
         rm["STATUS"].value(BUSY=2)
 
 
-def _with(rm: RegisterMap, name: str, **changes: object) -> RegisterMap:
-    rm.registers = tuple(replace(r, **changes) if r.name == name else r for r in rm.registers)  # type: ignore[arg-type]
+def _with(rm: RegisterMap, new: Register) -> RegisterMap:
+    """``rm`` with its register of ``new``'s name replaced by ``new``."""
+    rm.registers = tuple(new if r.name == new.name else r for r in rm.registers)
     rm._by_name = {r.name: r for r in rm.registers}
     return rm
 
@@ -46,7 +48,7 @@ def test_front_end_refuses_a_field_it_cannot_connect(reg: str, kind: str) -> Non
     p = get_params("small")
     rf = RegisterFile(p, latency=20)
     r = rf.regmap[reg]
-    rf.regmap = _with(rf.regmap, reg, fields=(*r.fields, Field("NEW", 20, 1, "not connected")))
+    rf.regmap = _with(rf.regmap, replace(r, fields=(*r.fields, Field("NEW", 20, 1, "not connected"))))
     with pytest.raises(ValueError, match="NEW"):
         Fragment.get(rf, None)
 
@@ -55,10 +57,10 @@ def test_declaration_checks() -> None:
     p = get_params("small")
     rm = RegisterMap(p)
     with pytest.raises(AssertionError, match="does not fit"):
-        _with(rm, "LATENCY", fields=(Field("CYCLES", 0, 8, "cycles", reset=256),))._check()
+        _with(rm, replace(rm["LATENCY"], fields=(Field("CYCLES", 0, 8, "cycles", reset=256),)))._check()
     rm = RegisterMap(p)
     with pytest.raises(AssertionError, match=r"live .* storage"):
-        _with(rm, "PUSH", operands=("FEATURE", "OFFSET"))._check()
+        _with(rm, replace(rm["PUSH"], operands=("FEATURE", "OFFSET")))._check()
     rm = RegisterMap(p)
     with pytest.raises(AssertionError, match="declares a reset"):
-        _with(rm, "CTRL", fields=(Field("COMMIT", 0, 1, "x", reset=1),))._check()
+        _with(rm, replace(rm["CTRL"], fields=(Field("COMMIT", 0, 1, "x", reset=1),)))._check()

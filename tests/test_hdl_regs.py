@@ -6,59 +6,24 @@ and the STATUS bits are compared with the register-level model.
 
 from __future__ import annotations
 
+from typing import Any
+
+import _hdl_sim
 import numpy as np
 import pytest
-from _hdl_sim import Bench, bus_access, pack_sample, random_samples, unpack_result
+from _hdl_sim import Bench, Host, bus_access, pack_sample, random_samples, unpack_result
 from amaranth.sim import Simulator
-from mailpulse.hdl.params import get_params
-from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore, model_writes, score
+from mailpulse.hdl.params import FORMAL_PARAMS, CoreParams, get_params
+from mailpulse.hdl.reference import CoreConfig, EmulatedCore, model_writes, score
 from mailpulse.hdl.regmap import TABLE_BASE, RegisterMap
+from mailpulse.hdl.regs import RegisterFile
 
 
-def run(bench: Bench, tb) -> None:  # type: ignore[no-untyped-def]
+def run(bench: Bench, tb) -> None:
     sim = Simulator(bench)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
-
-
-class Host:
-    """Does every access on the RTL and on the model and compares the answers."""
-
-    def __init__(self, ctx, bench: Bench, model: EmulatedCore) -> None:  # type: ignore[no-untyped-def]
-        self.ctx, self.bench, self.model = ctx, bench, model
-        self.latency = bench.core.latency
-
-    async def read(self, addr: int) -> int:
-        rdata, err = await bus_access(self.ctx, self.bench.bus, addr, False)
-        reg = self.model.regmap.decode(addr)
-        if reg is not None and reg[0].name == "LATENCY":
-            exp, exp_err = self.latency, 0
-        else:
-            try:
-                exp, exp_err = self.model.read(addr), 0
-            except BusError:
-                exp, exp_err = 0, 1
-        assert (rdata, err) == (exp, exp_err), f"read 0x{addr:04X}: RTL {(rdata, err)} != model {(exp, exp_err)}"
-        return rdata
-
-    async def write(self, addr: int, value: int) -> None:
-        _, err = await bus_access(self.ctx, self.bench.bus, addr, True, value)
-        try:
-            self.model.write(addr, value)
-            exp_err = 0
-        except BusError:
-            exp_err = 1
-        assert err == exp_err, f"write 0x{addr:04X}: RTL err {err} != model {exp_err}"
-
-    async def wait_status(self, field: str, value: int) -> None:
-        st = self.model.regmap["STATUS"]
-        f = st.field(field)
-        for _ in range(500):
-            rdata, _ = await bus_access(self.ctx, self.bench.bus, st.address(), False)
-            if (rdata >> f.lsb) & 1 == value:
-                return
-        raise AssertionError(f"STATUS.{field} never became {value}")
 
 
 def bad_addresses(rm: RegisterMap) -> list[int]:
@@ -88,7 +53,7 @@ def test_reset_values_errors_and_rw(name: str) -> None:
     rm = model.regmap
     rng = np.random.default_rng(2)
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         h = Host(ctx, bench, model)
         for a in all_scalar_addresses(rm):
             await h.read(a)
@@ -138,7 +103,7 @@ def test_model_load_commit_push_stream_and_counters() -> None:
         cfg.threshold = int(np.median(score(p, cfg, xs).score))
     stream_out = []
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         h = Host(ctx, bench, model)
         ctx.set(bench.o_stream.ready, 1)
         for c, cfg in enumerate(cfgs):
@@ -199,7 +164,7 @@ def test_model_load_commit_push_stream_and_counters() -> None:
 
     seen = []
 
-    async def sink(ctx):  # type: ignore[no-untyped-def]
+    async def sink(ctx):
         async for _clk, _rst, valid, payload in ctx.tick().sample(bench.o_stream.valid,
                                                                   bench.o_stream.payload.as_value()):
             if valid:
@@ -222,11 +187,12 @@ def test_push_waits_behind_a_stalled_stream() -> None:
     rm = model.regmap
     rng = np.random.default_rng(4)
     xs = random_samples(p, rng, 40)
-    got = []
+    got: list[int] = []
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         h = Host(ctx, bench, model)
         ctx.set(bench.o_stream.ready, 0)
+        await ctx.tick().repeat(bench.core.clear_cycles + 4)   # no sample enters during the clear
         n_in = 0
         ctx.set(bench.i_stream.valid, 1)
         for _ in range(3 * bench.core.latency):
@@ -263,7 +229,7 @@ def test_table_writes_during_the_clear_after_reset() -> None:
     vals = [int(v) for v in rng.integers(1, 1 << 16, size=3 * p.b)]
     far = rm["TABLE"].count - 1
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         tab = rm["TABLE"]
         _, err = await bus_access(ctx, bench.bus, tab.address(far), True, 0xBEEF)
         assert not err
@@ -277,5 +243,78 @@ def test_table_writes_during_the_clear_after_reset() -> None:
             assert ctx.get(td[k][p.b + b]) == v
             assert ctx.get(td[k][b]) == 0
         assert ctx.get(td[p.k - 1][2 * p.b - 1]) == 0xBEEF
+
+    run(bench, tb)
+
+
+@pytest.mark.parametrize(("params", "clear_cycles"), [
+    (get_params("small"), None),                                    # the streaming core: 2B cycles
+    (get_params("small"), 2 * get_params("small").k * get_params("small").b),   # the folded core: 2KB
+    (FORMAL_PARAMS, None),
+    (CoreParams("wide", d=2, k=8, b=2), None),    # the shadow memories take longest
+], ids=["streaming", "folded", "formal", "k-over-2b"])
+def test_the_clear_after_reset_ends_after_its_last_write(params: CoreParams, clear_cycles: int | None) -> None:
+    """Every table-clear strobe and every shadow-memory clear write reaches its memory while
+    ``clearing`` is still high (the core takes samples, and a commit's copy starts, as soon as it
+    falls), each clear index exactly once, in order; ``clearing`` then stays low."""
+    regs = RegisterFile(params, 4, clear_cycles)
+    ctrl = regs.ctrl
+    mem_en: list[Any] = []   # the shadow memories' write enables, from the elaboration hook
+    regs.formal_hook = lambda m, state: mem_en.extend(wr.en for wr in state["storage"].mem_wr.values())
+
+    async def tb(ctx):
+        indices, shadow_writes = [], 0
+        for cycle in range(regs.clear_cycles + 8):
+            clearing = ctx.get(ctrl.clearing)
+            if ctx.get(ctrl.table_clear):
+                assert ctx.get(ctrl.table_we)
+                assert clearing, f"a table-clear strobe in cycle {cycle}, after clearing fell"
+                indices.append(ctx.get(ctrl.table_index))
+            for en in mem_en:
+                if ctx.get(en):
+                    assert clearing, f"a shadow-memory clear write in cycle {cycle}, after clearing fell"
+                    shadow_writes += 1
+            if cycle >= regs.clear_cycles + 2:
+                assert not clearing
+            await ctx.tick()
+        assert indices == list(range(regs.table_clear_cycles))
+        assert shadow_writes == len(mem_en) * params.k
+
+    sim = Simulator(regs)
+    assert mem_en, "the front end has no shadow memories"
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["streaming", "folded"])
+def test_shadow_reads_from_the_first_cycle_see_the_clear(folded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read of a memory-backed shadow register (WEIGHTS, OFFSET, SHIFT) issued right after reset
+    answers 0, as the model's reset says, though the memory still holds what it held before the
+    reset (block RAM keeps it; here: an ``init``)."""
+    p = get_params("small")
+    rm = RegisterMap(p)
+    mems: dict[str, Any] = {}
+
+    def old_contents(m, state):
+        for name, mem in state["storage"].mems.items():
+            mem.init = [(0x5A5A + 977 * i) & ((1 << mem.shape.width) - 1) or 1 for i in range(mem.depth)]
+            mems[name] = mem
+
+    class OldContents(RegisterFile):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.formal_hook = old_contents
+
+    monkeypatch.setattr(_hdl_sim, "RegisterFile", OldContents)
+    bench = Bench(p, folded=folded)
+
+    async def tb(ctx):
+        assert mems, "no memory-backed shadow registers"
+        name = sorted(mems)[0]
+        for i in (p.k - 1, p.k - 2, p.k // 2):
+            got, err = await bus_access(ctx, bench.bus, rm[name].address(i), False)
+            assert (got, err) == (0, 0), f"{name}[{i}] read {got:#x} right after reset"
 
     run(bench, tb)

@@ -24,11 +24,12 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mailpulse.collector.provision import init_deployment
 from mailpulse.pi_firmware import image as img
 from packaging.utils import parse_wheel_filename
 
@@ -44,7 +45,8 @@ BOOT_START = 8192  # sectors, as Raspberry Pi OS
 TOOLS = ("sfdisk", "mkfs.fat", "fsck.fat", "mke2fs", "e2fsck", "debugfs", "mcopy", "mdir", "minfo", "mmd", "mtype")
 _missing = [t for t in TOOLS if shutil.which(t) is None]
 if _missing:
-    pytest.skip(f"image tests need {', '.join(_missing)} (Debian: mtools dosfstools fdisk e2fsprogs)", allow_module_level=True)
+    pytest.skip(f"image tests need {', '.join(_missing)} (Debian: mtools dosfstools fdisk e2fsprogs)",
+                allow_module_level=True)
 
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq0c2VzdGtleWZvcm1haWxwdWxzZWltYWdldGVzdHM admin@laptop"
 CONFIG = """\
@@ -94,7 +96,8 @@ otg_mode=1
 
 [all]
 """
-CMDLINE = "console=serial0,115200 console=tty1 root=PARTUUID=3bd5e7cb-02 rootfstype=ext4 fsck.repair=yes rootwait quiet splash\n"
+CMDLINE = ("console=serial0,115200 console=tty1 root=PARTUUID=3bd5e7cb-02 rootfstype=ext4 fsck.repair=yes "
+           "rootwait quiet splash\n")
 STOCK_USER_DATA = "#cloud-config\n# stock seed: Raspberry Pi OS Trixie\nmanage_resolv_conf: false\n"
 STOCK_META_DATA = "instance-id: rpios-image\n"
 
@@ -104,8 +107,9 @@ STOCK_META_DATA = "instance-id: rpios-image\n"
 # ---------------------------------------------------------------------------------------------
 
 
-def _run(*cmd: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+def _run(*cmd: str | Path, input: str | None = None,
+         env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, input=input, env=env)
     assert p.returncode == 0, f"{cmd}: {p.stderr}{p.stdout}"
     return p
 
@@ -119,7 +123,8 @@ def build_pi_image(path: Path, release: str, *, boot_mib: int = 64, root_mib: in
     root_sectors = root_mib * MIB // 512
     with path.open("wb") as f:
         f.truncate((root_start + root_sectors) * 512)
-    _run("sfdisk", "-q", path, input=f"label: dos\nstart={BOOT_START}, size={boot_sectors}, type=c\nstart={root_start}, size={root_sectors}, type=83\n")
+    _run("sfdisk", "-q", path, input=f"label: dos\nstart={BOOT_START}, size={boot_sectors}, type=c\n"
+                                     f"start={root_start}, size={root_sectors}, type=83\n")
     _run("mkfs.fat", "-F", "32", "-n", "bootfs", "--offset", str(BOOT_START), path, str(boot_sectors // 2))
     boot = work / "boot"
     boot.mkdir()
@@ -139,9 +144,11 @@ def build_pi_image(path: Path, release: str, *, boot_mib: int = 64, root_mib: in
     python = {"bookworm": "3.11", "trixie": "3.13"}[release]
     for d in ("etc", f"usr/lib/python{python}", "usr/lib/aarch64-linux-gnu", "usr/bin", "boot/firmware", "home"):
         (root / d).mkdir(parents=True)
-    (root / "etc/os-release").write_text(f'PRETTY_NAME="Debian GNU/Linux ({release})"\nID=debian\nVERSION_CODENAME={release}\n')
+    (root / "etc/os-release").write_text(
+        f'PRETTY_NAME="Debian GNU/Linux ({release})"\nID=debian\nVERSION_CODENAME={release}\n')
     (root / "etc/hostname").write_text("raspberrypi\n")
-    _run("mke2fs", "-q", "-t", "ext4", "-L", "rootfs", "-d", root, "-E", f"offset={root_start * 512}", path, f"{root_sectors // 2}k")
+    _run("mke2fs", "-q", "-t", "ext4", "-L", "rootfs", "-d", root, "-E", f"offset={root_start * 512}",
+         path, f"{root_sectors // 2}k")
     shutil.rmtree(work)
     return path
 
@@ -153,7 +160,8 @@ def fake_wheel(folder: Path, filename: str) -> Path:
     files = {
         f"{name}/__init__.py": f"__version__ = {version!r}\n",
         f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: mailpulse-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{name}-{version}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: mailpulse-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"),
     }
     record = "".join(f"{k},,\n" for k in files) + f"{name}-{version}.dist-info/RECORD,,\n"
     with zipfile.ZipFile(p, "w") as z:
@@ -193,7 +201,8 @@ class Fat:
 
     def names(self) -> set[str]:
         out = _run("mdir", "-b", "-/", "-a", "-i", f"{self.image}@@{self.offset}", "::", env=self.env).stdout
-        return {ln.strip()[3:] for ln in out.splitlines() if ln.strip().startswith("::/") and not ln.strip().endswith("/")}
+        return {ln.strip()[3:] for ln in out.splitlines()
+                if ln.strip().startswith("::/") and not ln.strip().endswith("/")}
 
     def extract(self, dst: Path) -> Path:
         with self.image.open("rb") as fi, dst.open("wb") as fo:
@@ -280,7 +289,8 @@ def _table(image: Path) -> list[tuple[int, int, str]]:
     return [(p["start"], p["size"], p["type"]) for p in parts]
 
 
-def check_common(out: Path, base: Path, result: img.FlashResult, wheels: list[Path], node: img.NodeSpec, unit: Path, tmp: Path) -> Fat:
+def check_common(out: Path, base: Path, result: img.FlashResult, wheels: list[Path], node: img.NodeSpec, unit: Path,
+                 tmp: Path) -> Fat:
     fat = Fat(out)
     # the partition table and the root file system are untouched, the copy stays sparse
     assert _table(out) == _table(base)
@@ -335,7 +345,8 @@ def systemd_verify(unit_bytes: bytes, name: str, tmp: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("#!/bin/sh\n")
         target.chmod(0o755)
-    p = subprocess.run(["systemd-analyze", "verify", f"--root={root}", f"/etc/systemd/system/{name}"], capture_output=True, text=True)
+    p = subprocess.run(["systemd-analyze", "verify", f"--root={root}", f"/etc/systemd/system/{name}"],
+                       capture_output=True, text=True)
     assert p.returncode == 0 and not p.stderr.strip(), p.stderr
 
 
@@ -344,10 +355,11 @@ def systemd_verify(unit_bytes: bytes, name: str, tmp: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_flash_bookworm_firstrun(bases: dict[str, Path], project_wheel: Path, unit_file: Path, config_file: Path, tmp_path: Path) -> None:
+def test_flash_bookworm_firstrun(bases: dict[str, Path], project_wheel: Path, unit_file: Path, config_file: Path,
+                                 tmp_path: Path) -> None:
     wheels = wheels_for(tmp_path, project_wheel, "cp311")
-    node = img.make_node(config_file.read_text(), str(config_file), secrets=SECRETS, ssh_keys=[SSH_KEY], wifi_ssid="Pi Lab 'A'",
-                         wifi_psk="pa$$ word `x`", wifi_country="gb")
+    node = img.make_node(config_file.read_text(), str(config_file), secrets=SECRETS, ssh_keys=[SSH_KEY],
+                         wifi_ssid="Pi Lab 'A'", wifi_psk="pa$$ word `x`", wifi_country="gb")
     out = tmp_path / "node.img"
     r = img.flash_image(bases["bookworm"], out, node, wheels, unit=img.read_unit(unit_file))
     assert r.init == "firstrun" and r.target == img.Target("3.11", "aarch64")
@@ -361,8 +373,10 @@ def test_flash_bookworm_firstrun(bases: dict[str, Path], project_wheel: Path, un
     script = fat.text("firstrun.sh")
     _run("bash", "-n", "-c", script)
     # the values survive shell quoting exactly: evaluate the assignments in bash
-    assigns = "\n".join(ln for ln in script.splitlines() if re.match(r"^(NEW_HOSTNAME|ADMIN_USER|SSH_KEYS|WIFI_\w+)=", ln))
-    got = _run("bash", "-c", assigns + '\nprintf "%s\\0" "$NEW_HOSTNAME" "$ADMIN_USER" "$SSH_KEYS" "$WIFI_SSID" "$WIFI_PSK" "$WIFI_COUNTRY"').stdout
+    assigns = "\n".join(ln for ln in script.splitlines()
+                        if re.match(r"^(NEW_HOSTNAME|ADMIN_USER|SSH_KEYS|WIFI_\w+)=", ln))
+    got = _run("bash", "-c", assigns + '\nprintf "%s\\0" "$NEW_HOSTNAME" "$ADMIN_USER" "$SSH_KEYS" '
+                                       '"$WIFI_SSID" "$WIFI_PSK" "$WIFI_COUNTRY"').stdout
     psk = hashlib.pbkdf2_hmac("sha1", b"pa$$ word `x`", b"Pi Lab 'A'", 4096, 32).hex()
     assert got.split("\0")[:6] == ["mailpulse-relay-a", "pi", SSH_KEY, "Pi Lab 'A'", psk, "GB"]
     assert "pa$$" not in script, "the Wi-Fi passphrase itself is on the card"
@@ -370,13 +384,16 @@ def test_flash_bookworm_firstrun(bases: dict[str, Path], project_wheel: Path, un
     assert "s3cr3t" not in fat.text("mailpulse/manifest.json") and "s3cr3t" not in fat.text("mailpulse/node.toml")
     assert tomllib.loads(fat.text("mailpulse/node.toml"))["node"]["secrets_file"] == "/etc/mailpulse/secrets.toml"
     secrets = tomllib.loads(fat.text("mailpulse/secrets.toml"))
-    assert secrets["mqtt_password"] == "s3cr3t-broker-pass" and secrets["probe"]["via-relay1"]["imap_password"] == "imap-pass"
+    assert secrets["mqtt_password"] == "s3cr3t-broker-pass"
+    assert secrets["probe"]["via-relay1"]["imap_password"] == "imap-pass"
     systemd_verify(fat.read(f"mailpulse/{unit_file.name}"), unit_file.name, tmp_path)
 
     info = img.inspect_image(out)
-    assert info["node"]["node_id"] == "relay-a" and info["init"] == "firstrun" and info["state"] == "ready for first boot"
+    assert info["node"]["node_id"] == "relay-a" and info["init"] == "firstrun"
+    assert info["state"] == "ready for first boot"
     assert info["os"] == {"codename": "bookworm", "python": "3.11", "arch": "aarch64"}
-    assert info["spi_enabled"] and info["secrets_on_fat"] == ["firstrun.sh", "mailpulse/secrets.toml"] and info["config_on_fat"]
+    assert info["spi_enabled"] and info["config_on_fat"]
+    assert info["secrets_on_fat"] == ["firstrun.sh", "mailpulse/secrets.toml"]
     text = img.format_inspect(info)
     assert "node: relay-a (site lon1)" in text and "pa$$" not in text
 
@@ -389,7 +406,8 @@ SHIMS = {
     "id": '[ -e "$SHIM_STATE/user" ]\n',
     "getent": "exit 2\n",
     "systemctl": 'echo "systemctl $*" >>"$SHIM_LOG"\n',
-    "install": 'echo "install $*" >>"$SHIM_LOG"\nargs=""\nwhile [ $# -gt 0 ]; do case "$1" in -o|-g) shift 2;; *) args="$args|$1"; shift;; esac; done\n'
+    "install": 'echo "install $*" >>"$SHIM_LOG"\nargs=""\n'
+               'while [ $# -gt 0 ]; do case "$1" in -o|-g) shift 2;; *) args="$args|$1"; shift;; esac; done\n'
                'IFS="|"; set -- ${args#|}; exec /usr/bin/install "$@"\n',
     "python3": 'if [ "$1 $2" = "-m venv" ]; then "$REAL_PYTHON" -m venv --without-pip "$3" || exit 1\n'
                '  site=$("$3/bin/python" -c "import sysconfig; print(sysconfig.get_paths()[\'purelib\'])")\n'
@@ -397,13 +415,15 @@ SHIMS = {
 }
 
 
-def test_first_boot_installer_runs(bases: dict[str, Path], project_wheel: Path, unit_file: Path, config_file: Path, tmp_path: Path) -> None:
+def test_first_boot_installer_runs(bases: dict[str, Path], project_wheel: Path, unit_file: Path, config_file: Path,
+                                   tmp_path: Path) -> None:
     """Run the flashed ``mailpulse/setup.sh`` for real in a scratch root: config and secrets land
     0600 for the service user and leave the FAT first, pip installs the wheels offline into the
     venv, the unit is installed and enabled; a failed install leaves FAILED.log and no secrets."""
     import pip
 
-    wheels = [project_wheel, *(fake_wheel(tmp_path, n) for n in ("numpy-2.1.3-py3-none-any.whl", "pillow-11.0.0-py3-none-any.whl",
+    wheels = [project_wheel, *(fake_wheel(tmp_path, n) for n in ("numpy-2.1.3-py3-none-any.whl",
+                                                                  "pillow-11.0.0-py3-none-any.whl",
                                                                   "paho_mqtt-2.1.0-py3-none-any.whl",
                                                                   "pydantic-2.11.0-py3-none-any.whl"))]
     node = img.make_node(config_file.read_text(), "node.toml", secrets=SECRETS)
@@ -420,8 +440,9 @@ def test_first_boot_installer_runs(bases: dict[str, Path], project_wheel: Path, 
         (shims / name).write_text("#!/bin/sh\n" + body)
         (shims / name).chmod(0o755)
     log = tmp_path / "shim.log"
-    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "MAILPULSE_FIRSTBOOT_ROOT": str(root), "SHIM_LOG": str(log),
-           "SHIM_STATE": str(state), "REAL_PYTHON": sys.executable, "PIP_DIR": str(Path(pip.__file__).parent)}
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "MAILPULSE_FIRSTBOOT_ROOT": str(root),
+           "SHIM_LOG": str(log), "SHIM_STATE": str(state), "REAL_PYTHON": sys.executable,
+           "PIP_DIR": str(Path(pip.__file__).parent)}
     unit = img.read_unit(unit_file)
     # 1. a wheel is missing: the install fails, but the secrets are already off the FAT
     paho = boot / "mailpulse/wheels/paho_mqtt-2.1.0-py3-none-any.whl"
@@ -433,18 +454,22 @@ def test_first_boot_installer_runs(bases: dict[str, Path], project_wheel: Path, 
     for f in ("node.toml", "secrets.toml"):
         st = (root / "etc/mailpulse" / f).stat()
         assert st.st_mode & 0o777 == 0o600
-        assert f"install -m 0600 -o {unit.user} -g {unit.user} {boot}/mailpulse/{f} {root}/etc/mailpulse/{f}" in log.read_text()
+        assert (f"install -m 0600 -o {unit.user} -g {unit.user} {boot}/mailpulse/{f} {root}/etc/mailpulse/{f}"
+                in log.read_text())
     assert (root / "etc/mailpulse/node.toml").read_text() == node.config_text
     assert tomllib.loads((root / "etc/mailpulse/secrets.toml").read_text())["mqtt_password"] == "s3cr3t-broker-pass"
-    assert f"useradd --system --home-dir {root}/var/lib/{unit.user} --create-home --shell /usr/sbin/nologin {unit.user}" in log.read_text()
+    assert (f"useradd --system --home-dir {root}/var/lib/{unit.user} --create-home --shell /usr/sbin/nologin "
+            f"{unit.user}") in log.read_text()
     assert "systemctl enable" not in log.read_text() and "systemctl start" not in log.read_text()
     # 2. with the wheel back, the same script finishes (it is idempotent)
     (tmp_path / paho.name).rename(paho)
-    p = subprocess.run(["sh", str(boot / "mailpulse/setup.sh"), "--start"], env=env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(["sh", str(boot / "mailpulse/setup.sh"), "--start"], env=env, capture_output=True, text=True,
+                       timeout=300)
     assert p.returncode == 0, (root / "var/log/mailpulse-firstboot.log").read_text()
     assert f"systemctl start --no-block {unit.name}" in log.read_text()
     venv_py = root / unit.venv.lstrip("/") / "bin/python"
-    listed = _run(venv_py, "-c", "import importlib.metadata as m; print(sorted(d.metadata['Name'].lower() for d in m.distributions()))").stdout
+    listed = _run(venv_py, "-c", "import importlib.metadata as m; "
+                                 "print(sorted(d.metadata['Name'].lower() for d in m.distributions()))").stdout
     assert all(n in listed for n in ("'mailpulse'", "'numpy'", "'pillow'", "'paho_mqtt'")), listed
     assert (root / "etc/systemd/system" / unit.name).read_bytes() == unit_file.read_bytes()
     for link in unit.links:  # the unit's own path to the executable leads into the venv
@@ -469,10 +494,12 @@ def cloud_init_cmd() -> list[str] | None:
         subprocess.run(["dpkg", "-x", str(debs[-1]), str(extracted)], check=True)
     if not (extracted / "usr/bin/cloud-init").exists():
         return None
-    return ["env", f"PYTHONPATH={extracted}/usr/lib/python3/dist-packages", "/usr/bin/python3", str(extracted / "usr/bin/cloud-init")]
+    return ["env", f"PYTHONPATH={extracted}/usr/lib/python3/dist-packages", "/usr/bin/python3",
+            str(extracted / "usr/bin/cloud-init")]
 
 
-def test_flash_trixie_cloudinit_from_xz(bases: dict[str, Path], project_wheel: Path, unit_file: Path, config_file: Path, tmp_path: Path) -> None:
+def test_flash_trixie_cloudinit_from_xz(bases: dict[str, Path], project_wheel: Path, unit_file: Path, config_file: Path,
+                                        tmp_path: Path) -> None:
     xz = tmp_path / "trixie.img.xz"
     with bases["trixie"].open("rb") as fi, lzma.open(xz, "wb", preset=0) as fo:
         shutil.copyfileobj(fi, fo, 1 << 20)
@@ -480,7 +507,8 @@ def test_flash_trixie_cloudinit_from_xz(bases: dict[str, Path], project_wheel: P
     (tmp_path / "trixie.img.xz.sha256").write_text(f"{sha}  trixie.img.xz\n")
     wheels = wheels_for(tmp_path, project_wheel, "cp313")
     node = img.make_node(config_file.read_text(), "node.toml", overrides={"node_id": "edge-7", "backend": "model"},
-                         secrets=SECRETS, ssh_keys=[SSH_KEY], wifi_ssid="lab: net #2", wifi_psk="correct horse battery", wifi_country="DE")
+                         secrets=SECRETS, ssh_keys=[SSH_KEY], wifi_ssid="lab: net #2", wifi_psk="correct horse battery",
+                         wifi_country="DE")
     out = tmp_path / "edge-7.img"
     r = img.flash_image(xz, out, node, wheels, sha256=img.expected_sha256(str(tmp_path / "trixie.img.xz.sha256")),
                         unit=img.read_unit(unit_file))
@@ -497,7 +525,8 @@ def test_flash_trixie_cloudinit_from_xz(bases: dict[str, Path], project_wheel: P
     assert r.instance_id.startswith("mailpulse-edge-7-")
     user_data = fat.text("user-data")
     assert "mailpulse/setup.sh --start" in user_data
-    assert user_data.startswith("#cloud-config\n") and SSH_KEY in user_data and "hostname: \"mailpulse-edge-7\"" in user_data
+    assert user_data.startswith("#cloud-config\n") and SSH_KEY in user_data
+    assert "hostname: \"mailpulse-edge-7\"" in user_data
     assert tomllib.loads(fat.text("mailpulse/node.toml"))["node"]["id"] == "edge-7"
     # cloud-init's own schema check
     ci = cloud_init_cmd()
@@ -507,7 +536,8 @@ def test_flash_trixie_cloudinit_from_xz(bases: dict[str, Path], project_wheel: P
     p = subprocess.run([*ci, "schema", "--config-file", str(tmp_path / "user-data")], capture_output=True, text=True)
     if "ModuleNotFoundError" in p.stderr:
         pytest.fail("the unpacked cloud-init needs the Debian packages python3-yaml python3-jsonschema python3-jinja2 "
-                    f"python3-configobj python3-jsonpatch python3-netifaces python3-oauthlib python3-requests: {p.stderr.splitlines()[-1]}")
+                    "python3-configobj python3-jsonpatch python3-netifaces python3-oauthlib python3-requests: "
+                    f"{p.stderr.splitlines()[-1]}")
     assert p.returncode == 0, p.stdout + p.stderr
     (tmp_path / "broken").write_text(user_data.replace("ssh_pwauth: false", "ssh_pwauth: [1]"))
     p = subprocess.run([*ci, "schema", "--config-file", str(tmp_path / "broken")], capture_output=True, text=True)
@@ -530,10 +560,12 @@ def test_project_wheel_ships_the_templates(project_wheel: Path) -> None:
     with zipfile.ZipFile(project_wheel) as z:
         names = set(z.namelist())
     for t in ("setup.sh", "firstrun.sh", "user-data", "network-config"):
-        assert f"mailpulse/pi_firmware/firstboot/{t}" in names, f"{t} is not in the wheel: `mailpulse image` would fail when installed"
+        assert f"mailpulse/pi_firmware/firstboot/{t}" in names, (
+            f"{t} is not in the wheel: `mailpulse image` would fail when installed")
 
 
-def test_init_detection_and_override(bases: dict[str, Path], project_wheel: Path, unit_file: Path, config_file: Path, tmp_path: Path) -> None:
+def test_init_detection_and_override(bases: dict[str, Path], project_wheel: Path, unit_file: Path, config_file: Path,
+                                     tmp_path: Path) -> None:
     bookworm = img.FatPartition(bases["bookworm"], BOOT_START * 512)
     trixie = img.FatPartition(bases["trixie"], BOOT_START * 512)
     assert img.detect_init(trixie) == "cloudinit" and img.detect_init(bookworm) == "firstrun"
@@ -549,14 +581,19 @@ def test_init_detection_and_override(bases: dict[str, Path], project_wheel: Path
     assert r.init == "cloudinit" and r.target.python == "3.11"
     assert {"user-data", "meta-data"} <= names and "firstrun.sh" not in names and "network-config" not in names
     # an image mailpulse already wrote is not a base: it may hold another node's secrets
-    _fails(tmp_path, r.image, node, wheels_for(tmp_path, project_wheel, "cp311"), unit_file, "already written by mailpulse for node relay-a")
+    _fails(tmp_path, r.image, node, wheels_for(tmp_path, project_wheel, "cp311"), unit_file,
+           "already written by mailpulse for node relay-a")
 
 
-def test_batch_from_csv(bases: dict[str, Path], project_wheel: Path, unit_file: Path, config_file: Path, tmp_path: Path) -> None:
+def test_batch_from_csv(bases: dict[str, Path], project_wheel: Path, unit_file: Path, config_file: Path,
+                        tmp_path: Path) -> None:
     rows = [
-        {"node_id": "n1", "site": "lon1", "hostname": "", "broker_url": "mqtts://n1:pw1@mq.example.net:8884", "broker_password": "", "wifi_ssid": "", "wifi_psk": "", "wifi_country": "", "mqtt.client_id": "c1"},
-        {"node_id": "n2", "site": "par2", "hostname": "pi-paris", "broker_url": "", "broker_password": "", "wifi_ssid": "Lab", "wifi_psk": "12345678", "wifi_country": "FR", "mqtt.client_id": "c2"},
-        {"node_id": "n3", "site": "lon1", "hostname": "", "broker_url": "mqtt://10.0.0.5", "broker_password": "pw3", "wifi_ssid": "", "wifi_psk": "", "wifi_country": "", "mqtt.client_id": "c3"},
+        {"node_id": "n1", "site": "lon1", "hostname": "", "broker_url": "mqtts://n1:pw1@mq.example.net:8884",
+         "broker_password": "", "wifi_ssid": "", "wifi_psk": "", "wifi_country": "", "mqtt.client_id": "c1"},
+        {"node_id": "n2", "site": "par2", "hostname": "pi-paris", "broker_url": "", "broker_password": "",
+         "wifi_ssid": "Lab", "wifi_psk": "12345678", "wifi_country": "FR", "mqtt.client_id": "c2"},
+        {"node_id": "n3", "site": "lon1", "hostname": "", "broker_url": "mqtt://10.0.0.5",
+         "broker_password": "pw3", "wifi_ssid": "", "wifi_psk": "", "wifi_country": "", "mqtt.client_id": "c3"},
     ]
     nodes_csv = tmp_path / "nodes.csv"
     with nodes_csv.open("w", newline="") as f:
@@ -598,9 +635,9 @@ def test_cli_flash_and_inspect(bases: dict[str, Path], project_wheel: Path, unit
     out = tmp_path / "cli.img"
     secrets = tmp_path / "secrets.toml"
     secrets.write_text('mqtt_password = "s3cr3t-broker-pass"\n[probe.via-relay1]\nimap_password = "imap-pass"\n')
-    argv = ["image", "flash", str(bases["trixie"]), "--config", str(config_file), "--out", str(out), "--wheels", str(wheels),
-            "--unit", str(unit_file), "--ssh-key", SSH_KEY, "--set", "node_id=cli-1", "--hostname", "cli-node",
-            "--secrets", str(secrets)]
+    argv = ["image", "flash", str(bases["trixie"]), "--config", str(config_file), "--out", str(out),
+            "--wheels", str(wheels), "--unit", str(unit_file), "--ssh-key", SSH_KEY, "--set", "node_id=cli-1",
+            "--hostname", "cli-node", "--secrets", str(secrets)]
     assert mailpulse_main(argv) == 0
     assert Fat(out).text("meta-data").endswith("local-hostname: cli-node\n")
     capsys.readouterr()
@@ -631,15 +668,17 @@ def one_node(config_file: Path) -> img.NodeSpec:
     return img.make_node(config_file.read_text(), "node.toml", secrets=SECRETS)
 
 
-def _fails(tmp_path: Path, base: Path, node: img.NodeSpec, wheels: list[Path], unit: Path, match: str, **kw: object) -> None:
+def _fails(tmp_path: Path, base: Path, node: img.NodeSpec, wheels: list[Path], unit: Path, match: str,
+           sha256: str | None = None) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir(exist_ok=True)
     with pytest.raises(UserError, match=match):
-        img.flash_image(base, out_dir / "node.img", node, wheels, unit=img.read_unit(unit), **kw)  # type: ignore[arg-type]
+        img.flash_image(base, out_dir / "node.img", node, wheels, unit=img.read_unit(unit), sha256=sha256)
     assert list(out_dir.iterdir()) == [], "a failed flash left files behind"
 
 
-def test_refuses_images_without_the_partitions(tmp_path: Path, project_wheel: Path, unit_file: Path, one_node: img.NodeSpec) -> None:
+def test_refuses_images_without_the_partitions(tmp_path: Path, project_wheel: Path, unit_file: Path,
+                                               one_node: img.NodeSpec) -> None:
     wheels = wheels_for(tmp_path, project_wheel, "cp311")
     blank = tmp_path / "blank.img"
     blank.write_bytes(bytes(2 * MIB))
@@ -649,7 +688,8 @@ def test_refuses_images_without_the_partitions(tmp_path: Path, project_wheel: Pa
         f.truncate(40 * MIB)
     _run("sfdisk", "-q", only_fat, input="label: dos\nstart=8192, type=c\n")
     _run("mkfs.fat", "-F", "32", "--offset", "8192", only_fat)
-    _fails(tmp_path, only_fat, one_node, wheels, unit_file, r"needs a FAT boot partition followed by a Linux root partition, found #1 type c")
+    _fails(tmp_path, only_fat, one_node, wheels, unit_file,
+           r"needs a FAT boot partition followed by a Linux root partition, found #1 type c")
     not_fat = tmp_path / "notfat.img"
     with not_fat.open("wb") as f:
         f.truncate(40 * MIB)
@@ -659,12 +699,14 @@ def test_refuses_images_without_the_partitions(tmp_path: Path, project_wheel: Pa
     truncated = tmp_path / "trunc.img"
     with truncated.open("wb") as f:
         f.truncate(300 * MIB)
-    _run("sfdisk", "-q", truncated, input="label: dos\nstart=8192, size=40960, type=c\nstart=49152, size=400000, type=83\n")
+    _run("sfdisk", "-q", truncated,
+         input="label: dos\nstart=8192, size=40960, type=c\nstart=49152, size=400000, type=83\n")
     os.truncate(truncated, 40 * MIB)
     _fails(tmp_path, truncated, one_node, wheels, unit_file, "is truncated")
 
 
-def test_refuses_a_full_fat_partition(tmp_path: Path, project_wheel: Path, unit_file: Path, one_node: img.NodeSpec) -> None:
+def test_refuses_a_full_fat_partition(tmp_path: Path, project_wheel: Path, unit_file: Path,
+                                      one_node: img.NodeSpec) -> None:
     wheels = wheels_for(tmp_path, project_wheel, "cp311")
     big = fake_wheel(tmp_path, "pillow-11.0.0-cp311-cp311-manylinux_2_28_aarch64.whl")
     with zipfile.ZipFile(big, "a") as z:
@@ -677,9 +719,11 @@ def test_refuses_a_full_fat_partition(tmp_path: Path, project_wheel: Path, unit_
         fat.write("huge.bin", os.urandom(4 * MIB))
 
 
-def test_refuses_checksum_mismatch_and_bad_xz(bases: dict[str, Path], tmp_path: Path, project_wheel: Path, unit_file: Path, one_node: img.NodeSpec) -> None:
+def test_refuses_checksum_mismatch_and_bad_xz(bases: dict[str, Path], tmp_path: Path, project_wheel: Path,
+                                              unit_file: Path, one_node: img.NodeSpec) -> None:
     wheels = wheels_for(tmp_path, project_wheel, "cp311")
-    _fails(tmp_path, bases["bookworm"], one_node, wheels, unit_file, "does not match its expected sha256", sha256="ab" * 32)
+    _fails(tmp_path, bases["bookworm"], one_node, wheels, unit_file, "does not match its expected sha256",
+           sha256="ab" * 32)
     broken = tmp_path / "broken.img.xz"
     broken.write_bytes(lzma.compress(b"\0" * MIB)[:-40])
     _fails(tmp_path, broken, one_node, wheels, unit_file, "is not a complete .xz file")
@@ -687,11 +731,14 @@ def test_refuses_checksum_mismatch_and_bad_xz(bases: dict[str, Path], tmp_path: 
         img.expected_sha256("not-a-checksum")
 
 
-def test_refuses_wheels_that_cannot_install(bases: dict[str, Path], tmp_path: Path, project_wheel: Path, unit_file: Path, one_node: img.NodeSpec) -> None:
+def test_refuses_wheels_that_cannot_install(bases: dict[str, Path], tmp_path: Path, project_wheel: Path,
+                                            unit_file: Path, one_node: img.NodeSpec) -> None:
     # the Trixie image runs 3.13: cp311 binary wheels do not fit
-    _fails(tmp_path, bases["trixie"], one_node, wheels_for(tmp_path, project_wheel, "cp311"), unit_file, r"no wheel of numpy, pillow for the Pi \(CPython 3.13")
+    _fails(tmp_path, bases["trixie"], one_node, wheels_for(tmp_path, project_wheel, "cp311"), unit_file,
+           r"no wheel of numpy, pillow for the Pi \(CPython 3.13")
     _fails(tmp_path, bases["bookworm"], one_node, [project_wheel], unit_file, "--download-deps")
-    _fails(tmp_path, bases["bookworm"], one_node, dep_wheels(tmp_path / "d", "cp311"), unit_file, "exactly one mailpulse")
+    _fails(tmp_path, bases["bookworm"], one_node, dep_wheels(tmp_path / "d", "cp311"), unit_file,
+           "exactly one mailpulse")
 
 
 def test_bad_configs_are_one_sentence(tmp_path: Path) -> None:
@@ -701,7 +748,8 @@ def test_bad_configs_are_one_sentence(tmp_path: Path) -> None:
         CONFIG.replace('backend = "ice40"', 'backend = "gpu"'): r"\[scorer\] backend 'gpu' is not one of",
         CONFIG.replace('host = "broker.example.net"', 'host = ""'): r"\[mqtt\] host '' is not a host name",
         CONFIG + "[node\n": "is not valid TOML",
-        CONFIG.replace('username = "node"', 'username = "node"\npassword = "x"'): r"\[mqtt\] password must not be in the config file",
+        CONFIG.replace('username = "node"', 'username = "node"\npassword = "x"'):
+            r"\[mqtt\] password must not be in the config file",
         # a probe route without its SMTP port
         CONFIG.replace("smtp_port = 25\n", ""): r"\[\[probe.routes\]\] via-relay1 is missing the key 'smtp_port'",
         CONFIG.replace('[node]\n', '[node]\nstate_dir = 5\n'): r"state_dir",
@@ -806,7 +854,8 @@ def test_device_refusals(tmp_path: Path) -> None:
     kw: dict[str, Any] = {"sysfs": sysfs, "mountinfo": mountinfo, "swaps": swaps}
     mountinfo.write_text("22 1 8:2 / / rw,relatime - ext4 /dev/sda2 rw\n")
     sdz = img.disk_info_from_sysfs(Path("/dev/sdz"), "sdz", sysfs)
-    assert sdz.devnums == {"8:224", "8:225", "8:226"} and sdz.size == 64 * 1024**3 and "SD Card Reader" in sdz.description
+    assert sdz.devnums == {"8:224", "8:225", "8:226"} and sdz.size == 64 * 1024**3
+    assert "SD Card Reader" in sdz.description
     assert img.assess_device(sdz, **kw) == sdz
     mountinfo.write_text("22 1 8:2 / / rw - ext4 /dev/sda2 rw\n40 22 8:225 / /media/me/bootfs rw - vfat /dev/sdz1 rw\n")
     with pytest.raises(UserError, match="is mounted at /media/me/bootfs: unmount it first"):
@@ -849,3 +898,54 @@ def test_download_deps_for_the_pi(tmp_path: Path) -> None:
     assert "aarch64" in names["pillow"] and "cp311" in names["pillow"]
     assert not img.wheel_fits(names["pillow"], img.Target("3.13", "aarch64"))
     assert sys.platform != "linux" or "x86_64" not in names["pillow"]
+
+
+def test_flash_a_node_bundle_from_collector_add_node(bases: dict[str, Path], project_wheel: Path, unit_file: Path,
+                                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``image flash --bundle``: the folder ``collector add-node`` wrote (config naming
+    /etc/mailpulse/{ca.crt,node.crt,node.key}, secrets) goes onto the card; first boot installs the
+    TLS files 0600 for the service user and takes the key off the FAT first."""
+    import pip
+
+    dep = init_deployment(tmp_path / "deploy", hosts=["broker.example.org"], nodes=[("lon1", "pi-07")])
+    bundle = dep.node_dir("lon1", "pi-07")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for n in ("numpy-2.1.3-py3-none-any.whl", "pillow-11.0.0-py3-none-any.whl", "paho_mqtt-2.1.0-py3-none-any.whl",
+              "pydantic-2.11.0-py3-none-any.whl"):
+        fake_wheel(wheels, n)
+    shutil.copy2(project_wheel, wheels)
+    out = tmp_path / "bundle.img"
+    assert mailpulse_main(["image", "flash", str(bases["bookworm"]), "--bundle", str(bundle), "--out", str(out),
+                           "--wheels", str(wheels), "--unit", str(unit_file)]) == 0
+    capsys.readouterr()
+    assert mailpulse_main(["image", "inspect", "--json", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["node"]["node_id"] == "pi-07" and "mailpulse/node.key" in info["secrets_on_fat"]
+    fat = Fat(out)
+    cfg = tomllib.loads(fat.text("mailpulse/node.toml"))
+    assert cfg["mqtt"]["url"] == "mqtts://broker.example.org:8883" and cfg["mqtt"]["username"] == "lon1.pi-07"
+    assert cfg["mqtt"]["key_file"] == "/etc/mailpulse/node.key"
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    _run("mcopy", "-s", "-n", "-i", f"{out}@@{fat.offset}", "::mailpulse", boot, env=fat.env)
+    shims, state, root = tmp_path / "shims", tmp_path / "state", tmp_path / "root"
+    for d in (shims, state, root / "var/log"):
+        d.mkdir(parents=True)
+    for name, body in SHIMS.items():
+        (shims / name).write_text("#!/bin/sh\n" + body)
+        (shims / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "MAILPULSE_FIRSTBOOT_ROOT": str(root),
+           "SHIM_LOG": str(tmp_path / "shim.log"), "SHIM_STATE": str(state), "REAL_PYTHON": sys.executable,
+           "PIP_DIR": str(Path(pip.__file__).parent)}
+    p = subprocess.run(["sh", str(boot / "mailpulse/setup.sh")], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (root / "var/log/mailpulse-firstboot.log").read_text()
+    for name in ("ca.crt", "node.crt", "node.key", "secrets.toml"):
+        on_pi = root / "etc/mailpulse" / name
+        assert on_pi.read_bytes() == (bundle / name).read_bytes() and on_pi.stat().st_mode & 0o777 == 0o600
+        assert not (boot / "mailpulse" / name).exists()
+    # a bundle whose config names a TLS file elsewhere, or lacks one, is one sentence
+    (bundle / "node.key").unlink()
+    assert mailpulse_main(["image", "flash", str(bases["bookworm"]), "--bundle", str(bundle), "--out",
+                           str(tmp_path / "x.img"), "--wheels", str(wheels), "--unit", str(unit_file)]) == 2
+    assert "has no node.key" in capsys.readouterr().err

@@ -21,8 +21,10 @@ _scalars = st.one_of(
     st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
 )
-_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3), max_leaves=8)
-_docs = st.dictionaries(_keys, st.one_of(_values, st.lists(st.dictionaries(_keys, _scalars, min_size=1, max_size=3), min_size=1, max_size=2)), max_size=5)
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3),
+                       max_leaves=8)
+_tables = st.lists(st.dictionaries(_keys, _scalars, min_size=1, max_size=3), min_size=1, max_size=2)
+_docs = st.dictionaries(_keys, st.one_of(_values, _tables), max_size=5)
 
 
 @settings(max_examples=60, deadline=None)
@@ -106,7 +108,8 @@ def test_read_unit(tmp_path: Path) -> None:
     # the firmware's unit runs /usr/local/bin/mailpulse: never a venv there, a link to the venv instead
     u.write_text("[Service]\nUser=mailpulse\nExecStartPre=/usr/local/bin/mailpulse node check-config F\n"
                  "ExecStart=/usr/local/bin/mailpulse node run --config F\n")
-    assert img.read_unit(u) == img.UnitInfo(u, "x.service", "mailpulse", img.DEFAULT_VENV, ("/usr/local/bin/mailpulse",))
+    assert img.read_unit(u) == img.UnitInfo(u, "x.service", "mailpulse", img.DEFAULT_VENV,
+                                            ("/usr/local/bin/mailpulse",))
     assert img.read_unit(u, venv="/srv/mp").venv == "/srv/mp"
     with pytest.raises(UserError, match="not a place for the node's virtual environment"):
         img.read_unit(u, venv="/usr")
@@ -132,7 +135,8 @@ def test_wheels_resolve_downloads_only_what_is_missing(tmp_path: Path) -> None:
                    "Requires-Python: >=3.11\nRequires-Dist: numpy>=1.26\nRequires-Dist: scipy; extra == \"train\"\n"
                    "Requires-Dist: paho-mqtt<3,>=2.1; extra == \"node\"\n")
     assert img.project_requirements(proj) == (">=3.11", ["numpy", "paho-mqtt"])
-    have = [proj, tmp_path / "numpy-2.1.3-cp311-cp311-manylinux2014_aarch64.whl", tmp_path / "paho_mqtt-2.1.0-py3-none-any.whl"]
+    have = [proj, tmp_path / "numpy-2.1.3-cp311-cp311-manylinux2014_aarch64.whl",
+            tmp_path / "paho_mqtt-2.1.0-py3-none-any.whl"]
     w = img.Wheels(have, download=True, workdir=None)
     assert w.resolve(img.Target("3.11", "aarch64")) == have  # nothing missing: no download, no workdir needed
     assert img.Wheels(have[:1]).resolve(img.Target("3.11", "aarch64")) == have[:1]

@@ -1,4 +1,5 @@
-"""The node's publishing path against a real Mosquitto (password file, ACL, TLS listener).
+"""The node's publishing path against a real Mosquitto as ``collector init`` configures it (TLS
+with client certificates, per-node passwords, the per-node ACL).
 
 Cases: TLS + login + status/discovery; the broker's ACL refuses a node that publishes under
 another node's topic; the broker stopped and restarted: every event arrives (once after
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
+from mailpulse.pi_firmware import pubproc
+from mailpulse.pi_firmware import replay as replay_mod
 from mailpulse.pi_firmware.events import DeliveryEvent
 from mailpulse.pi_firmware.mqtt import MqttSettings, MqttSink
 from mailpulse.pi_firmware.node import Node, build_node
@@ -28,7 +30,6 @@ from mailpulse.pi_firmware.pipeline import load_scoring_model, untrained_model
 from mailpulse.pi_firmware.postfix import parse_lines
 from mailpulse.pi_firmware.spool import Spool
 from mailpulse.pi_firmware.synthlog import generate
-from paho.mqtt.enums import CallbackAPIVersion
 from server_fixtures import SITE, Broker
 
 from mailpulse import features as F
@@ -44,24 +45,30 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.xdist_group("servers")
 
 
-def node_doc(broker: Broker, state: Path, node: str = "node-a", tls: bool = True) -> dict[str, Any]:
+def node_doc(broker: Broker, state: Path, node: str = "node-a") -> dict[str, Any]:
     return {
         "node": {"id": node, "site": SITE, "state_dir": str(state)},
-        "mqtt": {"host": "127.0.0.1", "port": broker.tls_port if tls else broker.port, "username": node,
-                 "tls": tls, "ca_file": broker.ca_file if tls else None, "keepalive_s": 2,
-                 "batch_max_events": 200},
+        "mqtt": {**broker.mqtt_doc(node), "keepalive_s": 2, "batch_max_events": 200},
         "fleet": {"heartbeat_s": 1.0},
         "probe": {"enabled": False},
     }
 
 
-def node_config(broker: Broker, state: Path, node: str = "node-a", tls: bool = True) -> NodeConfig:
-    doc = node_doc(broker, state, node, tls)
-    if doc["mqtt"]["ca_file"] is None:
-        del doc["mqtt"]["ca_file"]
+def node_config(broker: Broker, state: Path, node: str = "node-a") -> NodeConfig:
+    doc = node_doc(broker, state, node)
     cfg, errors = validate_node(doc, SecretSource({"mqtt_password": broker.users[node]}), local=True)
     assert cfg is not None, errors
     return cfg
+
+
+def sink_settings(broker: Broker, name: str, **kw: Any) -> MqttSettings:
+    """The node's MQTT settings connecting as ``name`` (a node or a consumer user)."""
+    return MqttSettings(**broker.mqtt_doc(name), password=broker.users[name], **kw)
+
+
+def mqtt_toml(broker: Broker, name: str) -> list[str]:
+    """The ``[mqtt]`` lines of a node config file connecting as ``name``."""
+    return ["[mqtt]", *(f'{k} = "{v}"' for k, v in broker.mqtt_doc(name).items())]
 
 
 def log_lines(n: int, seed: int) -> list[str]:
@@ -71,13 +78,15 @@ def log_lines(n: int, seed: int) -> list[str]:
 def deliveries(n_lines: int, seed: int, node: str = "node-a") -> list[DeliveryEvent]:
     """Delivery events of a synthetic log, one per id."""
     events, _ = parse_lines(log_lines(n_lines, seed), node)
-    seen: set[str] = set()
-    return [e for e in events if not (e.id in seen or seen.add(e.id))]  # type: ignore[func-returns-value]
+    first: dict[str, DeliveryEvent] = {}
+    for e in events:
+        first.setdefault(e.id, e)
+    return list(first.values())
 
 
 @pytest.fixture
 def recorder(broker: Broker) -> Iterator[Recorder]:
-    r = Recorder(broker.host, broker.port, "collector", broker.users["collector"],
+    r = Recorder(broker.host, broker.port, broker.identity("viewer"),
                  topics=[f"{T.PREFIX}/#", f"{T.HA_PREFIX}/#"], client_id=f"rec-{os.getpid()}-{time.monotonic_ns()}")
     assert r.connected.wait(5)
     yield r
@@ -85,8 +94,7 @@ def recorder(broker: Broker) -> Iterator[Recorder]:
 
 
 def dedup(ids: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return [i for i in ids if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
+    return list(dict.fromkeys(ids))
 
 
 def test_tls_publish_status_discovery_and_clean_stop(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
@@ -101,7 +109,7 @@ def test_tls_publish_status_discovery_and_clean_stop(broker: Broker, recorder: R
         assert recorder.wait_for(lambda r: len(set(r.event_ids())) >= len(want), 20)
         assert dedup(recorder.event_ids()) == want
         got = recorder.events()[0]
-        assert got["kind"] == "delivery" and got["schema"] == 1 and "score" in got and len(got["x"]) == 8
+        assert got["kind"] == "delivery" and got["schema"] == F.SCHEMA_VERSION and "score" in got and len(got["x"]) == 8
         st = recorder.last_status("node-a")
         assert st is not None and st["state"] == "online" and st["spool"]["max"] == 1_000_000
         assert st["model_version"] == "untrained"
@@ -116,8 +124,7 @@ def test_tls_publish_status_discovery_and_clean_stop(broker: Broker, recorder: R
 
 def test_acl_refuses_publishing_under_another_nodes_topic(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
     codes: list[int] = []
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="intruder", protocol=mqtt.MQTTv5)
-    c.username_pw_set("node-b", broker.users["node-b"])
+    c = broker.paho("node-b", "intruder")
     c.on_publish = lambda _c, _u, _mid, rc, _p: codes.append(rc.value)
     c.connect(broker.host, broker.port)
     c.loop_start()
@@ -130,8 +137,7 @@ def test_acl_refuses_publishing_under_another_nodes_topic(broker: Broker, record
     assert codes == [0x87, 0x00]      # MQTT v5 PUBACK "Not authorized", then success
     # the spool-backed sink: refused rows are dropped and counted, not retried forever
     spool = Spool(tmp_path / "s.db")
-    sink = MqttSink(SITE, "node-a", MqttSettings(port=broker.port, username="node-b", password=broker.users["node-b"],
-                                                  client_id="node-b-as-a", ha_discovery=False), spool)
+    sink = MqttSink(SITE, "node-a", sink_settings(broker, "node-b", client_id="node-b-as-a", ha_discovery=False), spool)
     sink.start()
     try:
         assert sink.wait_connected(5)
@@ -147,7 +153,7 @@ def test_acl_refuses_publishing_under_another_nodes_topic(broker: Broker, record
 
 
 def test_broker_outage_every_event_arrives_once(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
-    node = Node(node_config(broker, tmp_path / "a", tls=False))
+    node = Node(node_config(broker, tmp_path / "a", ))
     node.start()
     events = deliveries(6000, seed=3)
     third = len(events) // 3
@@ -177,12 +183,10 @@ def test_broker_outage_every_event_arrives_once(broker: Broker, recorder: Record
 
 def _write_config(path: Path, broker: Broker, state: Path, log: Path) -> None:
     doc = node_doc(broker, state)
-    m = doc["mqtt"]
     lines = [
         "[node]", f'id = "{doc["node"]["id"]}"', f'site = "{SITE}"', f'state_dir = "{state}"',
         f'secrets_file = "{path.parent / "secrets.toml"}"',
-        "[mqtt]", f'host = "{m["host"]}"', f'port = {m["port"]}', f'username = "{m["username"]}"', "tls = true",
-        f'ca_file = "{m["ca_file"]}"', "keepalive_s = 2", "batch_max_events = 200",
+        *mqtt_toml(broker, "node-a"), "keepalive_s = 2", "batch_max_events = 200",
         "[fleet]", "heartbeat_s = 1.0",
         "[probe]", "enabled = false",
         "[postfix]", f'log = "{log}"', "from_start = true",
@@ -243,15 +247,15 @@ def test_node_sigkill_mid_stream_nothing_lost_then_sigterm(broker: Broker, recor
 def _model_bytes(threshold: int, version: str) -> bytes:
     base = untrained_model()
     c = base.config
-    m = TrainedModel(params=base.params, feature_schema=str(F.SCHEMA_VERSION), scaling=InputScaling.identity(base.params.d),
-              weights=c.weights, offsets=c.offsets, shifts=c.shifts, tables=c.tables + 1, threshold=threshold,
-              reference_tables=np.zeros(c.tables.shape), table_scale=1.0, provenance={"version": version})
+    m = TrainedModel(params=base.params, feature_schema=str(F.SCHEMA_VERSION),
+                     scaling=InputScaling.identity(base.params.d), weights=c.weights, offsets=c.offsets,
+                     shifts=c.shifts, tables=c.tables + 1, threshold=threshold,
+                     reference_tables=np.zeros(c.tables.shape), table_scale=1.0, provenance={"version": version})
     return m.to_bytes()
 
 
 def _publish_retained(broker: Broker, topic: str, payload: bytes) -> None:
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="trainer", protocol=mqtt.MQTTv5)
-    c.username_pw_set("collector", broker.users["collector"])
+    c = broker.paho("collector", "trainer")
     c.connect(broker.host, broker.port)
     c.loop_start()
     try:
@@ -263,7 +267,7 @@ def _publish_retained(broker: Broker, topic: str, payload: bytes) -> None:
 
 
 def test_model_update_from_the_retained_model_topic(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
-    node = Node(node_config(broker, tmp_path / "a", tls=False))
+    node = Node(node_config(broker, tmp_path / "a", ))
     node.start()
     events = deliveries(2000, seed=5)
     try:
@@ -286,20 +290,21 @@ def test_model_update_from_the_retained_model_topic(broker: Broker, recorder: Re
     finally:
         assert node.stop()
     # the model is kept for the next start
-    again = Node(node_config(broker, tmp_path / "a", tls=False))
+    again = Node(node_config(broker, tmp_path / "a", ))
     assert again.model.version == "test-7"
     again.spool.close()
 
 
 def test_fleet_nodes_see_each_other_and_share_routes(broker: Broker, tmp_path: Path) -> None:
     routes = [f"route-{i}" for i in range(12)]
-    a = Node(node_config(broker, tmp_path / "a", "node-a", tls=False))
-    b = Node(node_config(broker, tmp_path / "b", "node-b", tls=False))
+    a = Node(node_config(broker, tmp_path / "a", "node-a", ))
+    b = Node(node_config(broker, tmp_path / "b", "node-b", ))
     a.start()
     b.start()
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (a.fleet.live_nodes() == b.fleet.live_nodes() == ["node-a", "node-b"]):
+        while (time.monotonic() < deadline
+               and not (a.fleet.live_nodes() == b.fleet.live_nodes() == ["node-a", "node-b"])):
             time.sleep(0.05)
         assert a.fleet.live_nodes() == b.fleet.live_nodes() == ["node-a", "node-b"]
         ra, rb = a.fleet.my_routes(routes), b.fleet.my_routes(routes)
@@ -320,8 +325,7 @@ def test_spool_bound_drops_ordinary_events_first_and_says_so(broker: Broker, rec
                                                              tmp_path: Path) -> None:
     broker.server.stop()                                   # the broker is away from the start
     spool = Spool(tmp_path / "s.db", max_rows=100)
-    sink = MqttSink(SITE, "node-a", MqttSettings(port=broker.port, username="node-a", password=broker.users["node-a"],
-                                                  ha_discovery=False), spool)
+    sink = MqttSink(SITE, "node-a", sink_settings(broker, "node-a", ha_discovery=False), spool)
     sink.start()
     try:
         # 300 events, every 10th anomalous (it takes two rows: events + anomalies)
@@ -359,7 +363,7 @@ def test_daemon_scores_and_publishes_a_message_delivered_into_the_maildir(broker
     cfg.write_text("\n".join([
         "[node]", 'id = "node-a"', f'site = "{SITE}"', f'state_dir = "{tmp_path / "state"}"',
         f'secrets_file = "{tmp_path / "secrets.toml"}"',
-        "[mqtt]", 'host = "127.0.0.1"', f"port = {broker.port}", 'username = "node-a"', "ha_discovery = false",
+        *mqtt_toml(broker, "node-a"), "ha_discovery = false",
         "[fleet]", "heartbeat_s = 1.0", "[probe]", "enabled = false",
         "[scorer]", f'model = "{model}"',
         "[maildir]", f'path = "{md}"', "poll_s = 0.05",
@@ -387,10 +391,16 @@ def test_daemon_scores_and_publishes_a_message_delivered_into_the_maildir(broker
         assert node.stop()
 
 
+@pytest.mark.parametrize("where", ["in-process", "second-process"])
 def test_replay_publishes_every_event_once_in_order(broker: Broker, recorder: Recorder, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """``mailpulse node replay`` (publishing): the summary line comes after the broker acknowledged
-    every event; every event arrives, in log order, in multi-event messages."""
+                                                    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                                    where: str) -> None:
+    """``mailpulse node replay`` (publishing, from this process or from a second one): the summary
+    line comes after the broker acknowledged every event; every event arrives, in log order, in
+    multi-event messages."""
+    monkeypatch.setattr(replay_mod, "publisher", pubproc.InProcessPublisher if where == "in-process"
+                        else pubproc.PublisherProcess)
+
     lines = log_lines(6000, seed=6)
     log = tmp_path / "mail.log"
     log.write_text("".join(lines))
@@ -401,7 +411,7 @@ def test_replay_publishes_every_event_once_in_order(broker: Broker, recorder: Re
     cfg.write_text("\n".join([
         "[node]", 'id = "node-a"', f'site = "{SITE}"', f'state_dir = "{tmp_path / "state"}"',
         f'secrets_file = "{tmp_path / "secrets.toml"}"',
-        "[mqtt]", 'host = "127.0.0.1"', f"port = {broker.port}", 'username = "node-a"', "ha_discovery = false",
+        *mqtt_toml(broker, "node-a"), "ha_discovery = false",
         "batch_max_events = 100", "[postfix]", "year = 2026",
     ]) + "\n")
     assert main(["node", "replay", "--config", str(cfg), "--log", str(log)]) == 0

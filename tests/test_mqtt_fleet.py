@@ -28,7 +28,7 @@ def test_topic_layout_and_parse() -> None:
 
 def test_acl_lines_confine_a_node_to_its_own_topics() -> None:
     lines = T.node_acl("lab", "node-a")
-    assert lines[0] == "user node-a"
+    assert lines[0] == "user lab.node-a" == f"user {T.node_user('lab', 'node-a')}"
     writes = [ln.split()[-1] for ln in lines if ln.startswith("topic write")]
     assert "mailpulse/v1/lab/node-a/#" in writes
     assert not any("node-b" in w or w.startswith("mailpulse/v1/lab/+") for w in writes)

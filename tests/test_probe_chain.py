@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from mailpulse.pi_firmware.imapwait import idle_wait
 from mailpulse.pi_firmware.postfix import parse_lines
 from mailpulse.pi_firmware.probe import HEIGHT, WIDTH, ProbeError, Prober, ProbeRoute, ProbeSettings
 from server_fixtures import MailLab
@@ -207,3 +210,88 @@ def test_probe_reads_back_over_imap_starttls_and_tls(mail_lab: MailLab, tmp_path
     finally:
         imaps.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_probe_waits_with_idle_against_dovecot(mail_lab: MailLab) -> None:
+    """Dovecot advertises IDLE: the prober idles (no polling) and times the EXISTS push to 1 ms."""
+    prober = Prober("node-i", ProbeSettings(routes=[route(mail_lab, name="idle")]))
+    polls = 0
+    search = Prober._search
+
+    def counting(im: object, node: str) -> list[str]:
+        nonlocal polls
+        polls += 1
+        return search(im, node)  # type: ignore[arg-type]
+
+    prober._search = counting  # type: ignore[method-assign]
+    [ev] = prober.run("idle")
+    assert prober.wait_mode["idle"] == "idle"
+    assert ev.outcome == "ok" and ev.poll_interval_ms == 0.0, ev.fields()
+    assert ev.latency_ms is not None and 0 < ev.latency_ms < 5000 and ev.arrived_ms and ev.arrived_ms >= ev.sent_ms
+    # one look before sending, one after, one when the push came: a 5 ms poll would look hundreds of times
+    assert polls <= 4, polls
+    # the connection left IDLE cleanly: the next probe on a fresh connection works the same way
+    [again] = prober.run("idle")
+    assert again.outcome == "ok" and prober.wait_mode["idle"] == "idle"
+    # nothing arrives: IDLE ends at its timeout (or at once when stopped) and the connection still answers
+    r = route(mail_lab, name="idle")
+    with prober._imap(r) as im:
+        t = time.monotonic()
+        assert idle_wait(im, 0.3) is None and 0.25 < time.monotonic() - t < 2.0
+        stop = threading.Event()
+        stop.set()
+        t = time.monotonic()
+        assert idle_wait(im, 30.0, stop) is None and time.monotonic() - t < 1.0
+        assert im.noop()[0] == "OK"
+
+
+def test_probe_falls_back_to_polling(mail_lab: MailLab) -> None:
+    """A Dovecot whose capabilities lack IDLE, and a route with ``imap_idle = false``: the prober polls."""
+    c = mail_lab.chain
+    root = make_root("mailpulse-noidle-")
+    caps = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ NAMESPACE UIDPLUS"
+    noidle = Dovecot(root, {m.user: m.password for m in c.mailboxes.values()}, c.mail_root,
+                     settings={"imap_capability": caps})
+    noidle.start()
+    try:
+        base = route(mail_lab, name="poll")
+        r = ProbeRoute(**{**base.__dict__, "imap_port": noidle.port})
+        prober = Prober("node-p", ProbeSettings(routes=[r]))
+        [ev] = prober.run("poll")
+        assert prober.wait_mode["poll"] == "poll"
+        assert ev.outcome == "ok" and ev.poll_interval_ms == 5.0, ev.fields()
+        off = ProbeRoute(**{**base.__dict__, "imap_idle": False})
+        prober = Prober("node-p", ProbeSettings(routes=[off]))
+        [ev] = prober.run("poll")
+        assert prober.wait_mode["poll"] == "poll" and ev.outcome == "ok" and ev.poll_interval_ms == 5.0
+    finally:
+        noidle.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_imap_gone_while_idling_reports_the_probe_lost_then_late(mail_lab: MailLab) -> None:
+    """Dovecot stops while the prober idles: the probe is lost with the reason, not an exception;
+    it is recognised as late once it arrives."""
+    c = mail_lab.chain
+    root = make_root("mailpulse-dropidle-")
+    extra = Dovecot(root, {m.user: m.password for m in c.mailboxes.values()}, c.mail_root)
+    extra.start()
+    base = route(mail_lab, name="main", timeout_s=20.0)
+    gone = ProbeRoute(**{**base.__dict__, "name": "gone", "imap_port": extra.port})
+    prober = Prober("node-d", ProbeSettings(routes=[gone, base]))
+    c.mx.stop()                                        # the probe cannot arrive meanwhile
+    try:
+        threading.Timer(1.0, extra.stop).start()
+        t = time.monotonic()
+        [lost] = prober.run("gone")
+        assert prober.wait_mode["gone"] == "idle" and time.monotonic() - t < 10
+        assert lost.outcome == "lost" and "failed while idling" in (lost.error or ""), lost.fields()
+        assert lost.probe_id in prober.lost
+    finally:
+        c.mx.start()
+        extra.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    c.edge.flush()
+    assert c.edge.wait_queue_empty(15)
+    by = {e.outcome: e for e in prober.run("main")}
+    assert set(by) == {"late", "ok"} and by["late"].supersedes == lost.id

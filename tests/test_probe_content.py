@@ -102,6 +102,6 @@ def test_probe_event_payload_and_features() -> None:
     assert p["kind"] == "probe" and p["fields"]["latency_ms"] == 250.0 and "ts" not in p["fields"]["hops"][0]
 
     x = ev.vector()
-    assert x[F.feature("outcome").index] == 0 and lost.vector()[F.feature("outcome").index] == 3 * 8192
+    assert x[F.feature("outcome").index] == 0 and lost.vector()[F.feature("outcome").index] == 3 * 4096
     assert x[F.feature("delay_connect_ms").index] == F.MISSING
     assert x[F.feature("delay_queue_ms").index] == F.feature("delay_queue_ms").encode(1000.0)

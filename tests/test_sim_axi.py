@@ -21,7 +21,8 @@ SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 #: AXI builds (bulk harness, cocotb) in one, Icarus and the SPI top in the other.
 GROUP = {"verilator": "sim_verilator_axi", "icarus": "sim_icarus_spi"}
 ALL_TESTS = ["test_registers", "test_random_configs", "test_clamp_and_threshold", "test_push",
-             "test_reset_midstream", "test_commit_under_traffic"]
+             "test_reset_midstream", "test_commit_under_traffic", "test_stream_right_after_reset",
+             "test_stalled_results_keep_the_bus_alive", "test_shadow_writes_between_commit_and_copy"]
 
 
 def sim_env(samples: int, configs: int) -> dict[str, str]:

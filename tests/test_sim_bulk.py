@@ -63,7 +63,7 @@ def test_verify_reports_mismatch_with_waveform(monkeypatch: pytest.MonkeyPatch,
     assert rc == 1
     lines = out.splitlines()
     assert lines[0].startswith("verified 500 samples x 3 configs: ") and not lines[0].endswith(": 0 mismatches")
-    assert "config 1 sample 123: x=[" in out
+    assert f"config 1 ({bulk.case_kind(1)}) sample 123: x=[" in out
     wave = next(line.split("waveform: ", 1)[1] for line in lines if "waveform: " in line)
     assert wave.endswith(".vcd") and os.path.getsize(wave) > 1000, wave
 
@@ -112,8 +112,8 @@ def test_harness_detects_combinational_outputs(tmp_path: Path) -> None:
     src = tmp_path / "stub.v"
     src.write_text(COMB_STUB)
     p = get_params("small")
-    exe = bulk.verilate_harness(src, tmp_path / "obj", [*bulk.BULK_VERILATOR_ARGS, *bulk.FAST_BUILD_ARGS,
-                                                        *bulk.beat_size_args(p.name)])
+    exe = bulk.verilate_harness(src, tmp_path / "obj", [*bulk.BULK_VERILATOR_ARGS, *bulk.FAST_BUILD_ARGS],
+                                header=bulk.harness_header(p, {}))
     case = bulk.make_case(p, 5, 3, 3000)        # index 3: 20% idle, 30% back-pressure
     assert (case.idle, case.backpressure) == (200, 300)
     proc, t0 = bulk._start_harness(exe, p, case, tmp_path, 5)
@@ -132,7 +132,7 @@ def test_checker_catches_every_field() -> None:
 
     def results() -> StreamResults:
         return StreamResults(score=exp.score.copy(), anomaly=exp.anomaly.copy(), argmax=exp.argmax.copy(),
-                             tag=exp.tag.copy(), tlast=case.tlast.copy())
+                             tag=exp.tag.copy(), tlast=case.tlast.astype(np.int64))
 
     counters = (300, int(exp.anomaly.sum()))
     assert bulk.check_case(p, case, results(), counters) == []

@@ -19,7 +19,7 @@ class _Clocked(Elaboratable):
     def __init__(self, top: StreamBenchTop) -> None:
         self.top = top
 
-    def elaborate(self, platform):  # type: ignore[no-untyped-def]
+    def elaborate(self, platform):
         m = Module()
         m.domains.drv = ClockDomain("drv")
         m.submodules.top = self.top
@@ -37,7 +37,7 @@ def test_stream_bench_source_core_sink() -> None:
     taken: list[tuple[int, int]] = []        # (tdata, tlast) of every result beat the sink took
     seen = {"lfsr_ok": True, "sig": 0}
 
-    async def tb(ctx):  # type: ignore[no-untyped-def]
+    async def tb(ctx):
         state = LFSR_INIT
         held = None
         for _cycle in range(CYCLES):

@@ -1,4 +1,5 @@
-"""The model file: round trip, every kind of broken file, parameter mismatch, input scaling."""
+"""The model file: round trip, every kind of broken file, parameter mismatch, input scaling, and the
+wide-input transform (its integer arithmetic, its fields, a wide model's round trip)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mailpulse.hdl.params import CoreParams, get_params
 from mailpulse.datasets import Dataset
 from mailpulse.errors import UserError
 from mailpulse.modelfile import FORMAT_VERSION, InputScaling, TrainedModel, _checksum, load_model, scale_features
+from mailpulse.transform import UNIT, WideTransform, cauchy_energy, group_shift, log2fix
 
 
 def _data(n: int = 3000, f: int = 4, seed: int = 1) -> Dataset:
@@ -101,7 +103,11 @@ def test_not_a_model_and_wrong_version(model: TrainedModel) -> None:
         load_model(b"[1, 2, 3]")
     with pytest.raises(UserError, match="format version 99"):
         load_model(_rewrite(_doc(model), format_version=99))
-    assert FORMAT_VERSION == 1
+    assert FORMAT_VERSION == 2
+    # version 1 (before the wide-input transform, never released): one sentence that says what to do
+    old = {k: v for k, v in _doc(model).items() if k != "transform"}
+    with pytest.raises(UserError, match=r"format version 1, from before wide-input transforms.*retrain"):
+        load_model(_rewrite(old, format_version=1))
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -164,3 +170,113 @@ def test_scale_features_contract() -> None:
         scale_features(sc, np.zeros((3, 3)), p)
     with pytest.raises(UserError, match="NaN"):
         scale_features(sc, np.array([[np.nan, 0.0]]), p)
+
+
+# -- the wide-input transform ------------------------------------------------------------------
+
+def _wide(n: int = 2500, f: int = 13, seed: int = 5) -> Dataset:
+    """Correlated features, a few rows that break the correlation, one constant column."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)) @ rng.normal(size=(4, f)) + 0.3 * rng.normal(size=(n, f))
+    x[:, 5] = 7.0
+    y = np.zeros(n, dtype=np.int64)
+    y[:15] = 1
+    x[:15, 0] += 4.0 * x[:15, 1].std()
+    return Dataset(x * 100.0 + 3.0, y, "wide", "1" * 64)
+
+
+@pytest.fixture(scope="module")
+def wide_model() -> TrainedModel:
+    return train(_wide(), get_params("small"), seed=2).model
+
+
+def test_log2fix_and_cauchy_energy_are_exact_integers() -> None:
+    powers = np.array([1 << e for e in range(40)], dtype=np.int64)
+    assert log2fix(powers).tolist() == [e << 8 for e in range(40)]          # exact at powers of two
+    v = np.arange(1, 70_000, dtype=np.int64)
+    lv = log2fix(v)
+    assert np.all(np.diff(lv) >= 0)                                           # monotone
+    assert np.max(np.abs(lv / 256.0 - np.log2(v))) < 0.09                     # linear between powers
+    assert lv[2] == 256 + 128                                                 # log2fix(3) = 1 + 1/2
+    r = np.array([0, UNIT, -UNIT, 32767, -32767])
+    assert cauchy_energy(r).tolist()[:3] == [0, 256, 256]                     # log2(1 + 1) = 1
+    assert cauchy_energy(r).max() <= 15 << 8
+    assert group_shift(8) == 0 and group_shift(9) == 1 and group_shift(100) == 4
+    with pytest.raises(ValueError):
+        log2fix([0])
+
+
+def test_transform_arithmetic_by_hand() -> None:
+    t = WideTransform(center=[1.0, 0.0, -1.0], scale=[256.0, 512.0, 0.0],
+                      rows=np.array([[1 << 4, 0, 0], [0, 1 << 4, 0], [1 << 4, -(1 << 4), 0]]), row_shift=4,
+                      row_center=[0, 0, 10], groups=[[0, 1], [2], [], [0], [1], [2], [0, 2], []],
+                      out_shift=[0] * 8)
+    t.validate(8)
+    x = np.array([[2.0, 0.5, 99.0], [1.0, 0.0, 5.0]])
+    z = t.features_to_int(x)
+    assert z.tolist() == [[256, 256, 0], [0, 0, 0]]
+    r = t.rows_of(z)
+    assert r.tolist() == [[256, 256, -10], [0, 0, -10]]
+    e = cauchy_energy(r)
+    out = t.apply(x)
+    assert out.tolist()[0] == [512, int(e[0, 2]), 0, 256, 256, int(e[0, 2]), 256 + int(e[0, 2]), 0]
+    assert out.tolist()[1] == [0, int(e[1, 2]), 0, 0, 0, int(e[1, 2]), int(e[1, 2]), 0]
+    with pytest.raises(UserError, match="expects 3 features"):
+        t.apply(np.zeros((2, 4)))
+    with pytest.raises(UserError, match="NaN"):
+        t.apply(np.array([[np.nan, 0.0, 0.0]]))
+
+
+def test_transform_row_sums_are_exact_at_the_extremes() -> None:
+    """float64 accumulation of integer products is exact: compare with Python integers."""
+    rng = np.random.default_rng(0)
+    f = 300
+    rows = rng.integers(-(1 << 20), (1 << 20) + 1, size=(5, f))
+    z = rng.choice([-32767, 32767, -32766, 32765, 1, -1], size=(50, f))
+    t = WideTransform([0.0] * f, [1.0] * f, rows, 20, [0] * 5, [[0]] * 8, [0] * 8)
+    got = t.rows_of(z)
+    want = [[max(-32767, min(32767, sum(int(a) * int(b) for a, b in zip(zr, row)) >> 20)) for row in rows]
+            for zr in z]
+    assert got.tolist() == want
+
+
+def test_wide_model_round_trip_and_inputs(wide_model: TrainedModel, tmp_path: Path) -> None:
+    m = wide_model
+    assert m.transform is not None and m.n_features == 13
+    assert m.scaling == InputScaling.identity(8)
+    assert m.provenance["inputs"] == "13 features -> 8 energy channels"
+    back = load_model(m.save(tmp_path / "w.json"))
+    assert back.transform == m.transform and back.to_bytes() == m.to_bytes()
+    x = _wide(400, seed=9).X
+    xq = back.scale(x)
+    assert np.array_equal(xq, m.transform.apply(x)) and xq.shape == (400, 8)
+    assert xq.min() >= 0 and xq.max() <= 32767
+    assert np.array_equal(hm.score(back.params, back.core_config(), xq).score,
+                          hm.score(m.params, m.core_config(), m.scale(x)).score)
+    with pytest.raises(UserError, match="expects 13 features per sample, the data has 8"):
+        back.scale(np.zeros((2, 8)))
+
+
+def test_bad_transform_fields_are_refused(wide_model: TrainedModel) -> None:
+    doc = _doc(wide_model)
+    tr = doc["transform"]
+
+    def bad(match: str, **change: object) -> None:
+        with pytest.raises(UserError, match=match):
+            load_model(_rewrite(doc, transform={**tr, **change}))
+
+    bad("kind 'pca' is unknown", kind="pca")
+    bad("beyond 2\\*\\*20", rows=[[1 << 21, *r[1:]] for r in tr["rows"]])
+    bad("rows must hold integers", rows=[[0.5, *r[1:]] for r in tr["rows"]])
+    bad("names a row outside", groups=[[10000], *tr["groups"][1:]])
+    bad("cannot hold a group", out_shift=[0] * 8, groups=[list(range(len(tr["rows"])))] * 8)
+    bad("needs 8 groups", groups=tr["groups"][:7])
+    bad("row_center", row_center=tr["row_center"][:-1])
+    bad("same length", scale=tr["scale"][:-1])
+    bad("row_shift", row_shift=25)
+    with pytest.raises(UserError, match="identity input_scaling"):
+        load_model(_rewrite(doc, input_scaling=InputScaling.identity(8, 7).as_dict()))
+    with pytest.raises(UserError, match="transform is not an object"):
+        load_model(_rewrite(doc, transform=[1, 2]))
+    with pytest.raises(UserError, match="row_center must hold integers"):
+        load_model(_rewrite(doc, transform={**tr, "row_center": [0.5] * len(tr["row_center"])}))

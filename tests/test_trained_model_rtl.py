@@ -1,5 +1,7 @@
 """A model trained on real data gives the same integers through the evaluation, the model backend and
-the RTL under simulation: all three compute the same integer scores for a trained model."""
+the RTL under simulation: all three compute the same integer scores for a trained model, narrow
+(mammography, 6 features) and wide (cardio, 21 features through the model's wide-input transform,
+applied on the host)."""
 
 from __future__ import annotations
 
@@ -20,16 +22,18 @@ ROWS = int(os.environ.get("MAILPULSE_TRAINED_RTL_ROWS", "160"))
 
 
 @pytest.mark.xdist_group("rtl_identity")
+@pytest.mark.parametrize(("data_file", "wide"), [("odds/mammography.mat", False), ("adbench/cardio.npz", True)])
 def test_trained_model_scores_identically_in_evaluation_model_backend_and_rtl(
-        repo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        data_file: str, wide: bool, repo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("cocotb", reason="cocotb is not installed")
 
     if not have_simulator(SIMULATOR):
         pytest.skip(f"{SIMULATOR} is not installed")
     p = get_params("full")
-    data = load_dataset(repo_data / "odds" / "mammography.mat")
+    data = load_dataset(repo_data / data_file)
     result = trainer.train(data, p, seed=3)
-    model_path = result.model.save(tmp_path / "mammography_full.json")
+    assert (result.model.transform is not None) == wide
+    model_path = result.model.save(tmp_path / "model_full.json")
     # The rows to score: every anomaly among the first rows plus normal ones, inputs as raw floats.
     assert data.y is not None
     anomalous = np.flatnonzero(data.y == 1)[: ROWS // 4]

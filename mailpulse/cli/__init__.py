@@ -55,6 +55,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("image", "image", "per-node Raspberry Pi OS SD-card images"),
     Command("collector", "collector", "the central collector: ingest, archive, correlate, dashboard, alerts"),
     Command("correlate", "collector", "replay an archive through the correlation and print the incidents"),
+    Command("flink", "flink", "the correlation of collector shards' archives on Apache Flink"),
     Command("model", "collector", "publish models to the nodes"),
 )
 

@@ -1,5 +1,5 @@
-"""``mailpulse hdl verilog|regmap|build|synth``: thin layers over :func:`mailpulse.hdl.tops.write_verilog`,
-:func:`mailpulse.hdl.regdoc.regmap_text` and :mod:`mailpulse.hdl.build`.
+"""``mailpulse hdl verilog|regmap|build|synth|prove``: thin layers over :func:`mailpulse.hdl.tops.write_verilog`,
+:func:`mailpulse.hdl.regdoc.regmap_text`, :mod:`mailpulse.hdl.build` and :func:`mailpulse.hdl.prove.prove`.
 
 Exit status of ``build`` and ``synth``: 0 when the report passes its targets, 1 when the build or
 synthesis ran but a target is missed (or a tool failed), 2 for bad input (unknown platform/config,
@@ -17,6 +17,7 @@ from typing import Any
 
 from mailpulse.errors import UserError
 from mailpulse.hdl import build as b
+from mailpulse.hdl import prove as pv
 from mailpulse.hdl.params import PARAMETER_SETS
 from mailpulse.hdl.platforms import PLATFORMS
 from mailpulse.hdl.regdoc import FORMATS, regmap_text
@@ -65,6 +66,26 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return _run(lambda: b.synth_xc7(args.config, args.outdir), args.json)
 
 
+def _cmd_prove(args: argparse.Namespace) -> int:
+    jobs = (pv.all_jobs() if args.all else pv.default_jobs()) + (pv.fault_jobs() if args.faults else [])
+    if args.only:
+        jobs = [j for j in jobs if any(o in j.name for o in args.only)]
+        if not jobs:
+            raise UserError(f"no proof job matches {', '.join(args.only)}; `mailpulse hdl prove --list` lists them")
+    if args.list:
+        for j in jobs:
+            print(f"{j.name}  (expect {j.expect})")
+        return 0
+    try:
+        results = pv.prove(jobs, args.outdir, parallel=args.jobs, log=print, timeout=args.timeout)
+    except pv.ToolMissing as e:
+        raise UserError(str(e)) from None
+    bad = [r for r in results if not r.ok]
+    print(f"{len(results) - len(bad)} of {len(results)} proof jobs as expected" + (
+        "" if not bad else "; not: " + ", ".join(r.job.name for r in bad)))
+    return 1 if bad else 0
+
+
 def add_hdl(hdl: argparse.ArgumentParser) -> None:
     """``mailpulse hdl`` and its sub-commands."""
     sub = hdl.add_subparsers(dest="hdl_command", metavar="HDL_COMMAND")
@@ -72,7 +93,9 @@ def add_hdl(hdl: argparse.ArgumentParser) -> None:
 
     v = sub.add_parser("verilog", help="generate the Verilog of a top")
     v.add_argument("--config", default="full", help=f"parameter set ({sets}; default full)")
-    v.add_argument("--top", default="axi", choices=tuple(TOPS), help="top: axi (mailpulse_axi) or spi (mailpulse_spi)")
+    v.add_argument("--top", default="axi", choices=tuple(TOPS),
+                   help="top: axi (mailpulse_axi), spi (mailpulse_spi), or a verification top: axi_lut, bus, "
+                        "bus_stream (docs/verification.md)")
     v.add_argument("-o", "--output", type=Path, default=None, help="output file (default: stdout)")
     v.set_defaults(func=_cmd_verilog)
 
@@ -118,5 +141,24 @@ def add_hdl(hdl: argparse.ArgumentParser) -> None:
     s.add_argument("-o", "--outdir", default=None, help="work directory (default build/xc7-<config>)")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=_cmd_synth)
+
+    f = sub.add_parser(
+        "prove",
+        help="formal proofs with SymbiYosys: k-induction on the formal set, bounded checks of the shipped sets",
+        description="Run the formal proofs of docs/verification.md (yowasp-sby, yices): each job prints PASS/FAIL, "
+                    "its time, and the names of failed properties with the counterexample trace.",
+    )
+    f.add_argument("--only", action="append", default=[], metavar="TEXT",
+                   help="run only the jobs whose name contains TEXT (repeatable)")
+    f.add_argument("--faults", action="store_true",
+                   help="also run the fault-injection jobs, each of which must FAIL")
+    f.add_argument("--all", action="store_true",
+                   help="every property job (the folded core, register bus, SPI bridge, bounded checks of the "
+                        "shipped sets), not only the ones make test runs")
+    f.add_argument("--jobs", type=int, default=None, help="proofs at once (default: one per core)")
+    f.add_argument("--timeout", type=float, default=None, help="seconds per job (default: none)")
+    f.add_argument("-o", "--outdir", type=Path, default=None, help="work directory (default build/formal)")
+    f.add_argument("--list", action="store_true", help="list the jobs and exit")
+    f.set_defaults(func=_cmd_prove)
 
     hdl.set_defaults(func=prints_help(hdl))

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
-from mailpulse.config.node import check_config, load_config
+from mailpulse.config.node import MimeLimits, check_config, load_config
 from mailpulse.errors import UserError
 from mailpulse.pi_firmware.maildir import inspect_file
-from mailpulse.pi_firmware.mime import MimeLimits
 from mailpulse.pi_firmware.node import build_node
 from mailpulse.pi_firmware.probe import ProbeError, Prober
 from mailpulse.pi_firmware.replay import replay_node
@@ -26,12 +26,16 @@ from . import COMMANDS, prints_help
 
 
 def replay_command(args: argparse.Namespace) -> int:
-    """``node replay``: the summary line on standard output."""
-    cfg = load_config(args.config, require_secrets=not args.no_publish)
+    """``node replay``: examples of unparsed lines, then the summary line, on standard output."""
+    if args.config is None and not args.no_publish:
+        raise UserError("node replay needs --config (the broker to publish to), or --no-publish to count only")
+    cfg = load_config(args.config, require_secrets=not args.no_publish) if args.config is not None else None
     summary = replay_node(cfg, args.log, publish=not args.no_publish, flush_timeout=args.flush_timeout)
-    if summary.unflushed is not None:
+    if summary.unflushed is not None and cfg is not None:
         print(f"mailpulse: the broker did not acknowledge every event within {args.flush_timeout} s; "
               f"{summary.unflushed} rows stay in the spool {cfg.spool.path}", file=sys.stderr)
+    for line in summary.example_lines():
+        print(line)
     print(summary.line(), flush=True)
     return 0
 
@@ -59,7 +63,10 @@ def inspect_command(args: argparse.Namespace) -> int:
     if getattr(args, "config", None):
         limits = load_config(args.config, require_secrets=False).mime
     doc = inspect_file(args.file, limits)
-    print(json.dumps(doc, indent=None if args.compact else 2, ensure_ascii=False))
+    try:
+        print(json.dumps(doc, indent=None if args.compact else 2, ensure_ascii=False), flush=True)
+    except BrokenPipeError:   # the reader went away (``| head``): not an error of ours, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -77,7 +84,8 @@ def probe_command(args: argparse.Namespace) -> int:
     routes = [r.name for r in cfg.probe.routes]
     if args.route:
         if args.route not in routes:
-            raise UserError(f"{args.config} has no probe route named {args.route!r} (routes: {', '.join(routes) or 'none'})")
+            raise UserError(f"{args.config} has no probe route named {args.route!r} "
+                            f"(routes: {', '.join(routes) or 'none'})")
         routes = [args.route]
     if not routes:
         raise UserError(f"{args.config} has no [[probe.routes]] to probe")
@@ -120,8 +128,8 @@ def add_node(node: argparse.ArgumentParser) -> None:
     p.add_argument("--no-secrets", action="store_true", help="do not require the secrets (on a build machine)")
     p.set_defaults(func=check_config_command)
     r = node_sub.add_parser("replay", help="feed a Postfix log through parse, join, featurise, score (and publish)")
-    r.add_argument("--config", required=True, help="node config TOML file")
-    r.add_argument("--log", required=True, help="Postfix log file")
+    r.add_argument("--config", help="node config TOML file (needed to publish; --no-publish uses the defaults)")
+    r.add_argument("--log", required=True, help="Postfix log file (syslog, RFC 5424 or a journalctl export)")
     r.add_argument("--no-publish", action="store_true", help="score but do not publish (counts only)")
     r.add_argument("--flush-timeout", type=float, default=300.0,
                    help="seconds to wait for the broker to acknowledge every event (default 300)")

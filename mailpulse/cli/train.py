@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
 
 from mailpulse.collector import trainer
@@ -24,7 +25,13 @@ def _rate(text: str) -> float:
 
 def _data(args: argparse.Namespace) -> Dataset:
     if getattr(args, "archive", None):
-        return load_archive(args.archive)
+        skipped: collections.Counter[str] = collections.Counter()
+        ds = load_archive(args.archive, skipped)
+        if skipped:
+            reasons = ", ".join(f"{r} {n}" for r, n in skipped.most_common())
+            print(f"archive {args.archive}: skipped {sum(skipped.values())} entries that are not usable ({reasons})",
+                  file=sys.stderr)
+        return ds
     if not args.data:
         raise UserError("give the training data with --data FILE or --archive DIR")
     return load_dataset(args.data)

@@ -100,6 +100,10 @@ def _tcp_port(v: int) -> int:
     return v
 
 
+def _port_or_default(v: int) -> int:
+    return v if v == 0 else _tcp_port(v)
+
+
 def _host(v: str) -> str:
     if not v.strip() or any(c.isspace() for c in v) or "/" in v:
         raise ValueError("is not a host name or address")
@@ -155,17 +159,28 @@ ParamsName = Annotated[str, AfterValidator(_params)]
 
 
 class BrokerSettings(Section):
-    """``[mqtt]``: how a node or the collector reaches the MQTT broker."""
+    """``[mqtt]``: how a node or the collector reaches the MQTT broker.
 
-    url: str = Field("", description="Broker as a URL, `mqtt://host:port` or `mqtts://host:port` (TLS); sets `host`, "
-                                     "`port` and `tls`, which must then not be given.")
-    host: Host = Field("127.0.0.1", description="Broker host name or address.")
-    port: Port = Field(1883, description="Broker TCP port (8883 is usual with TLS).")
-    tls: bool = Field(False, description="Connect with TLS.")
+    TLS is the default (``mailpulse collector init`` writes a broker that has no other listener);
+    plaintext needs ``tls = false`` or an ``mqtt://`` url, said explicitly.
+    """
+
+    url: str = Field("", description="Broker as a URL, `mqtts://host:port` (TLS) or `mqtt://host:port` (plaintext); "
+                                     "sets `host`, `port` and `tls`, which must then not be given.")
+    host: Host = Field("127.0.0.1", description="Broker host name or address (it must be in the broker "
+                                                "certificate's names: the host name is checked).")
+    port: Annotated[int, AfterValidator(_port_or_default)] = Field(0, description="Broker TCP port (0: 8883 with "
+                                                                                  "TLS, 1883 without).")
+    tls: bool = Field(True, description="Connect with TLS (the default). `false` sends the password and every event "
+                                        "in clear: only on a network you trust, and the broker needs a plaintext "
+                                        "listener (`collector init --plaintext-port`).")
     ca_file: FileHere | None = Field(None, description="CA certificate file that verifies the broker (system CAs "
-                                                       "when absent).")
-    username: str | None = Field(None, description="Broker user name (the password comes from `password_env` or, "
-                                                   "on a node, the secrets file).")
+                                                       "when absent); `collector init` makes one.")
+    cert_file: FileHere | None = Field(None, description="Client certificate (PEM); the broker that `collector init` "
+                                                         "writes requires one signed by its CA.")
+    key_file: FileHere | None = Field(None, description="Private key of the client certificate (PEM, mode 0600).")
+    username: str | None = Field(None, description="Broker user name (the password comes from `password_env` or the "
+                                                   "secrets file).")
     password: str | None = secret_field("The broker password (from the secrets file or `password_env`).")
     password_env: str = Field("", description="Environment variable holding the broker password.")
     client_id: str = Field("", description="MQTT client id; the broker's persistent session is tied to it.")
@@ -182,7 +197,7 @@ class BrokerSettings(Section):
             raise ValueError(f"url and {', '.join(clash)} are both given: use one or the other")
         u = urlsplit(self.url)
         if u.scheme not in ("mqtt", "mqtts") or not u.hostname or u.path not in ("", "/") or u.query:
-            raise ValueError(f"url {self.url!r} must look like mqtt://host:port or mqtts://host:port")
+            raise ValueError(f"url {self.url!r} must look like mqtts://host:port or mqtt://host:port")
         if u.username or u.password:
             raise ValueError("url must not carry credentials: use username and the secrets file")
         try:
@@ -190,14 +205,25 @@ class BrokerSettings(Section):
         except ValueError:
             raise ValueError(f"url {self.url!r} has a bad port") from None
         self.tls = u.scheme == "mqtts"
-        self.host, self.port = u.hostname, port or (8883 if self.tls else 1883)
+        self.host, self.port = u.hostname, port or 0
+        return self
+
+    @model_validator(mode="after")
+    def _default_port(self) -> BrokerSettings:
+        if not self.port:
+            self.port = 8883 if self.tls else 1883
         return self
 
     @model_validator(mode="after")
     def _tls_files_need_tls(self) -> BrokerSettings:
-        if self.ca_file and not self.tls:
-            raise ValueError("ca_file is given but tls is false: the broker would be reached without TLS "
-                             "(set tls = true or use an mqtts:// url)")
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file is given without cert_file: the key belongs to a client certificate")
+        if self.cert_file and not self.key_file:
+            raise ValueError("cert_file is given without key_file: a client certificate needs its private key")
+        for name in ("ca_file", "cert_file"):
+            if getattr(self, name) and not self.tls:
+                raise ValueError(f"{name} is given but tls is false: the broker would be reached without TLS "
+                                 "(set tls = true or use an mqtts:// url)")
         return self
 
 

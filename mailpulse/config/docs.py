@@ -119,9 +119,13 @@ _COLLECTOR = """
 ## Collector
 
 `mailpulse.config.collector.CollectorConfig`, used by `mailpulse collector run` and
-`mailpulse collector check-config F` (see `docs/collector.md` for an example). Every key is
-optional except `[archive] dir`; without an `[alerts]` section no alert is sent. Passwords come
-from the environment variables named by `password_env`.
+`mailpulse collector check-config F` (`mailpulse collector init DIR` writes one, see
+`docs/operations.md`). Every key is optional except `[archive] dir`; without an `[alerts]` section
+no alert is sent. The dashboard is served over TLS and requires a credential unless `[web] tls` /
+`[web] auth` are set to `false`; a `[web]` without certificate or password is refused. Passwords
+come from `[collector] secrets_file` (mode 0600: `mqtt_password`, `web_password`,
+`web_metrics_password`, `alerts_password`) or from the environment variables named by the
+`*_env` keys.
 
 """
 

@@ -25,7 +25,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mailpulse import topics as T
 from mailpulse.errors import UserError
@@ -75,8 +82,6 @@ class NodeIdentity(Section):
 class MqttSettings(BrokerSettings):
     """``[mqtt]``: how the node reaches its broker and how it publishes."""
 
-    cert_file: FileHere | None = Field(None, description="Client certificate (authenticates the node by certificate).")
-    key_file: FileHere | None = Field(None, description="Key of the client certificate.")
     tls_insecure: bool = Field(False, description="Skip the broker host-name check (tests only).")
     client_id: str = Field("", description="MQTT client id (default `mailpulse-<site>-<node>`); the persistent session "
                                            "is tied to it.")
@@ -88,12 +93,9 @@ class MqttSettings(BrokerSettings):
     ha_discovery: bool = Field(True, description="Publish Home Assistant MQTT discovery configs (retained) at connect.")
 
     @model_validator(mode="after")
-    def _client_certificate(self) -> MqttSettings:
-        if self.key_file and not self.cert_file:
-            raise ValueError("key_file is given without cert_file: the key belongs to a client certificate")
-        if (self.cert_file or self.tls_insecure) and not self.tls:
-            which = "cert_file" if self.cert_file else "tls_insecure"
-            raise ValueError(f"{which} is given but tls is false (set tls = true or use an mqtts:// url)")
+    def _insecure_needs_tls(self) -> MqttSettings:
+        if self.tls_insecure and not self.tls:
+            raise ValueError("tls_insecure is given but tls is false (set tls = true or use an mqtts:// url)")
         return self
 
 
@@ -155,7 +157,10 @@ class ProbeRoute(Section):
     mailbox: str = Field("INBOX", description="IMAP folder the probe arrives in.")
     timeout_s: float = Field(30.0, gt=0, description="A probe not back within this is lost (a later arrival is "
                                                      "reported as late).")
-    poll_interval_s: float = Field(0.01, gt=0, description="IMAP poll period while waiting (the latency resolution).")
+    imap_idle: bool = Field(True, description="Wait with IMAP IDLE when the server advertises it (the arrival is "
+                                              "pushed: 1 ms resolution, no polling); false always polls.")
+    poll_interval_s: float = Field(0.01, gt=0, description="IMAP poll period while waiting when the server has no IDLE "
+                                                           "or `imap_idle` is false (the latency resolution).")
     ca_file: FileHere | None = Field(None, description="CA file that verifies the SMTP and IMAP servers.")
     maillogs: list[str] = Field(default_factory=list, description="Postfix logs of relays on the route that this node "
                                                                   "can read (refines hop delays).")
@@ -227,6 +232,13 @@ class PostfixSettings(Section):
     max_queue_ids: int = Field(100_000, ge=1, description="Most queue ids held for the join (the oldest are evicted "
                                                           "first).")
     year: int = Field(0, ge=0, le=9999, description="Year of RFC 3164 timestamps (0: inferred from the clock).")
+    config_dir: str = Field("", description="Postfix configuration directory of `postqueue -c` (empty: Postfix's "
+                                            "default).")
+    queue_poll_s: float = Field(30.0, ge=0, description="Period of reading the queue with `postqueue -j` (sizes and "
+                                                        "oldest age per queue in the status); 0: not read. Read only "
+                                                        "when `log` or `config_dir` is set.")
+    queue_timeout_s: float = Field(20.0, gt=0, description="A queue reading that takes longer is stopped and reported "
+                                                           "as an error.")
 
     @field_validator("year")
     @classmethod
@@ -249,7 +261,7 @@ class MaildirSettings(Section):
 
 class MimeLimits(Section):
     """``[mime]``: limits of the MIME walker (the defaults fit a Pi-class node's memory with room for
-    a 4K probe)."""
+    a 4K probe: the peak is about twice the message size plus the pixels of the largest image)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -260,6 +272,46 @@ class MimeLimits(Section):
     max_pixels: int = Field(4096 * 4096, ge=1, description="Images announcing more pixels are refused before "
                                                            "decoding (decompression bombs).")
     max_total_pixels: int = Field(4 * 4096 * 4096, ge=1, description="Most decoded image pixels per message.")
+    max_header_bytes: int = Field(64 << 10, ge=1, description="Longest header field in bytes (continuation lines "
+                                                              "included); a message with a longer one is refused.")
+    max_headers: int = Field(1000, ge=1, description="Most fields in one header block; a message with more is "
+                                                     "refused.")
+
+
+class JournalSettings(Section):
+    """``[journal]``: follow the systemd journal for Postfix (disabled unless ``enabled``)."""
+
+    enabled: bool = Field(False, description="Follow the systemd journal for Postfix's entries (where Postfix logs "
+                                             "only there).")
+    units: list[str] = Field(
+        default_factory=lambda: ["postfix.service", "postfix@-.service"],
+        description="Units whose entries are read (`journalctl --unit`; a pattern must match a unit already in the "
+                    "journal, or journalctl refuses it).")
+    identifiers: list[str] = Field(
+        default_factory=list, description="Syslog identifiers whose entries are read (`journalctl --identifier`), "
+                                          "e.g. `postfix/smtp`; used instead of `units` when given.")
+    state_file: str = Field("", description="Where the journal cursor is kept (default `<state_dir>/journal.cursor`).")
+    from_start: bool = Field(False, description="Without a saved cursor, read the whole journal (else only new "
+                                                "entries).")
+    namespace: str = Field("", description="Journal namespace to read (`journalctl --namespace`); empty: the default "
+                                           "one.")
+    directory: str = Field("", description="Read the journal files in this directory (`journalctl --directory`) "
+                                           "instead of the system journal.")
+    journalctl: str = Field("journalctl", description="The journalctl program.")
+    poll_s: float = Field(0.2, gt=0, description="Longest wait for new entries before a batch is handed on.")
+
+    @field_validator("units", "identifiers")
+    @classmethod
+    def _no_empty_names(cls, v: list[str]) -> list[str]:
+        if any(not x for x in v):
+            raise ValueError("must not hold an empty name")
+        return v
+
+    @model_validator(mode="after")
+    def _reads_something(self) -> JournalSettings:
+        if self.enabled and not (self.units or self.identifiers):
+            raise ValueError("is enabled but names no units and no identifiers to read")
+        return self
 
 
 class NodeConfig(Section):
@@ -274,6 +326,7 @@ class NodeConfig(Section):
     postfix: PostfixSettings = Field(default_factory=PostfixSettings)
     maildir: MaildirSettings = Field(default_factory=MaildirSettings)
     mime: MimeLimits = Field(default_factory=MimeLimits)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
 
     @property
     def node_id(self) -> str:
@@ -308,6 +361,8 @@ class NodeConfig(Section):
             self.postfix.state_file = str(state / "postfix.pos")
         if self.maildir.path and not self.maildir.state_file:
             self.maildir.state_file = str(state / "maildir.json")
+        if self.journal.enabled and not self.journal.state_file:
+            self.journal.state_file = str(state / "journal.cursor")
         return self
 
 

@@ -15,6 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from mailpulse import topics as T
+from mailpulse.collector.provision import Client
 
 __all__ = ["Received", "Recorder"]
 
@@ -35,16 +36,17 @@ class Recorder:
 
     Parameters
     ----------
-    host, port, username, password : connection
+    host, port : the broker (TLS)
+    identity : Client
+        The MQTT identity (user, password, CA and client certificate) of a consumer of the deployment.
     topics : sequence of str
         Subscriptions (default: every mailpulse topic).
     client_id : str
         Session id; the same id after a reconnect gets the messages queued meanwhile.
     """
 
-    def __init__(self, host: str, port: int, username: str | None = None, password: str | None = None,
-                 topics: Sequence[str] = (f"{T.PREFIX}/#",), client_id: str = "mailpulse-recorder",
-                 ca_file: str | None = None) -> None:
+    def __init__(self, host: str, port: int, identity: Client, topics: Sequence[str] = (f"{T.PREFIX}/#",),
+                 client_id: str = "mailpulse-recorder") -> None:
         self.messages: list[Received] = []
         self._events: dict[str, list[dict[str, Any]]] = {"events": [], "anomalies": []}
         self._lock = threading.Lock()
@@ -53,10 +55,9 @@ class Recorder:
         self.connected = threading.Event()
         self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv5)
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        if ca_file:
-            self.client.tls_set(ca_certs=ca_file)
+        self.client.username_pw_set(identity.user, identity.password)
+        self.client.tls_set(ca_certs=str(identity.ca_file), certfile=str(identity.cert_file),
+                            keyfile=str(identity.key_file))
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message

@@ -7,11 +7,11 @@ resized), the way some gateways and webmail "optimisers" do.  It adds its own ``
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import smtplib
 import ssl
-import time
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
@@ -60,7 +60,7 @@ class _Handler:
         r = self.relay
         data = bytes(envelope.original_content or envelope.content)
         if r.delay_s:
-            time.sleep(r.delay_s)
+            await asyncio.sleep(r.delay_s)     # each message held, the others go on (no one-at-a-time queue)
         if r.quality is not None:
             data = recompress_images(data, r.quality, r.scale)
         peer = session.peer[0] if session.peer else "unknown"

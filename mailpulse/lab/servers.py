@@ -5,8 +5,9 @@ the foreground in its own process group, waits until its port accepts connection
 whole process group on :meth:`stop` (also from ``__exit__`` and at interpreter exit), so a failing
 test never leaves a daemon behind.
 
-- :class:`Mosquitto`: password file, ACL file, a plain and a TLS listener (self-signed CA made with
-  ``openssl``), persistence on disk (so a restart keeps persistent sessions).
+- :class:`Mosquitto`: the broker exactly as ``mailpulse collector init`` configures it (TLS with
+  client certificates, per-user passwords, the per-node ACL, persistence on disk, so a restart
+  keeps persistent sessions).
 - :class:`Postfix`: one Postfix instance (``postfix -c DIR start-fg``) with its own queue,
   ``maillog_file`` under ``maillog_file_prefixes``, no DNS, large messages allowed.
 - :class:`Dovecot`: IMAP with a ``passwd-file`` and Maildir, plain text login on loopback.
@@ -31,10 +32,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from mailpulse.collector import pki
+from mailpulse.collector.provision import Client, Deployment, NodeBundle, init_deployment
 
 __all__ = [
     "CertificateAuthority",
@@ -70,9 +74,9 @@ atexit.register(_kill_all_at_exit)
 
 def missing_tools(*names: str, root: bool = False) -> list[str]:
     """Return what is missing to run the named servers (``"mosquitto"``, ``"postfix"``, ``"dovecot"``,
-    ``"openssl"``) as human-readable reasons; an empty list means all is there."""
+    or any command) as human-readable reasons; an empty list means all is there."""
     out = []
-    paths = {"mosquitto": "mosquitto", "postfix": "postfix", "dovecot": "dovecot", "openssl": "openssl"}
+    paths = {"mosquitto": "mosquitto", "postfix": "postfix", "dovecot": "dovecot"}
     for n in names:
         exe = paths.get(n, n)
         if shutil.which(exe) is None and not Path("/usr/sbin", exe).exists():
@@ -181,7 +185,8 @@ class _Daemon:
 
 @dataclass(frozen=True)
 class CertificateAuthority:
-    """A self-signed CA and one server certificate for ``localhost`` / ``127.0.0.1`` (EC P-256)."""
+    """A CA and one server certificate for ``localhost`` / ``127.0.0.1`` (EC P-256, two days),
+    made like the deployment's own (:mod:`mailpulse.collector.pki`), for the mail servers' TLS."""
 
     ca_cert: Path
     server_cert: Path
@@ -189,27 +194,12 @@ class CertificateAuthority:
 
     @classmethod
     def create(cls, directory: Path) -> CertificateAuthority:
-        """Make the CA and the server certificate with ``openssl`` in ``directory``."""
+        """Make the CA and the server certificate in ``directory`` (readable by the daemons' users)."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        ca_key, ca_crt = d / "ca.key", d / "ca.crt"
-        key, csr, crt, ext = d / "server.key", d / "server.csr", d / "server.crt", d / "server.ext"
-        ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-
-        def run(*args: str) -> None:
-            r = subprocess.run(["openssl", *args], capture_output=True, text=True)
-            if r.returncode != 0:
-                raise ServerError(f"openssl {args[0]} failed: {r.stderr.strip()}")
-
-        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", str(ca_key), "-out", str(ca_crt), "-days", "2", "-subj", "/CN=mailpulse test CA")
-        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost")
-        run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
-            "-out", str(crt), "-days", "2", "-extfile", str(ext))
-        for f in (ca_crt, crt, key):
-            f.chmod(0o644)
-        return cls(ca_crt, crt, key)
+        ca = pki.CertificateAuthority.create("mailpulse test CA", days=2)
+        ca.save(d / "ca.crt", d / "ca.key")
+        ca.issue_server(["localhost", "127.0.0.1"], days=2).save(d / "server.crt", d / "server.key", key_mode=0o644)
+        return cls(d / "ca.crt", d / "server.crt", d / "server.key")
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,85 +208,90 @@ class CertificateAuthority:
 
 
 class Mosquitto(_Daemon):
-    """Mosquitto 2.x with a password file, an ACL and (optionally) a TLS listener, on loopback.
+    """Mosquitto 2.x run from the configuration ``mailpulse collector init`` writes: one TLS
+    listener requiring a client certificate of the deployment's CA and a user's password, the
+    per-node ACL, persistence on disk (a restart keeps persistent sessions).
 
-    Parameters
-    ----------
-    root : Path
-        Directory for config, data and log (created).
-    users : mapping
-        User name -> password.
-    acl : iterable of str
-        Lines of a Mosquitto ACL file (``user NAME`` / ``topic read|write|readwrite T`` / ``pattern``).
-    tls : bool
-        Also open a TLS listener (:attr:`tls_port`, CA in :attr:`ca_file`).
+    Build one with :meth:`lab` (a fresh deployment under ``root``) or from an existing
+    :class:`~mailpulse.collector.provision.Deployment`.  ``netns`` runs the broker inside that
+    network namespace (``ip netns exec``).
     """
 
     name = "mosquitto"
 
-    def __init__(self, root: Path, users: Mapping[str, str], acl: Iterable[str], tls: bool = True) -> None:
+    def __init__(self, deployment: Deployment, netns: str | None = None) -> None:
         super().__init__()
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)
-        self.host = "127.0.0.1"
-        self.port = free_port()
-        self.tls_port = free_port() if tls else 0
-        self.users = dict(users)
-        self.ca: CertificateAuthority | None = CertificateAuthority.create(self.root / "tls") if tls else None
-        self.log_path = self.root / "mosquitto.log"
-        self.conf_path = self.root / "mosquitto.conf"
-        (self.root / "data").mkdir(exist_ok=True)
-        passwd = self.root / "passwd"
-        passwd.write_text("")
-        for u, pw in self.users.items():
-            r = subprocess.run(["mosquitto_passwd", "-b", str(passwd), u, pw], capture_output=True, text=True)
-            if r.returncode != 0:
-                raise ServerError(f"mosquitto_passwd failed for user {u}: {r.stderr.strip()}")
-        (self.root / "acl").write_text("\n".join(acl) + "\n")
-        for f in (passwd, self.root / "acl"):
-            f.chmod(0o644)
-        lines = [
-            "per_listener_settings false",
-            "allow_anonymous false",
-            f"password_file {passwd}",
-            f"acl_file {self.root / 'acl'}",
-            "persistence true",
-            f"persistence_location {self.root / 'data'}/",
-            "autosave_interval 1",
-            f"log_dest file {self.log_path}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-            "connection_messages true",
-            "max_queued_messages 100000",
-            f"listener {self.port} {self.host}",
-        ]
-        if os.geteuid() == 0:
-            lines.insert(0, "user root")  # keep file access simple in a temp dir
-        if self.ca is not None:
-            lines += [
-                f"listener {self.tls_port} {self.host}",
-                f"cafile {self.ca.ca_cert}",
-                f"certfile {self.ca.server_cert}",
-                f"keyfile {self.ca.server_key}",
-            ]
-        self.conf_path.write_text("\n".join(lines) + "\n")
+        self.deployment = deployment
+        self.netns = netns
+        self.root = deployment.broker_dir
+        self.host = deployment.hosts[0]
+        self.port = deployment.port
+        self.plaintext_port = deployment.plaintext_port
+        self.log_path = deployment.broker_log
+        self.conf_path = deployment.mosquitto_conf
+
+    @classmethod
+    def lab(cls, root: Path, nodes: Sequence[tuple[str, str]] = (), consumers: Sequence[str] = (),
+            hosts: Sequence[str] = ("127.0.0.1", "localhost"), plaintext: bool = False,
+            netns: str | None = None) -> Mosquitto:
+        """A new deployment in ``root`` (free ports, Mosquitto as root when we are, autosave every
+        second, node bundles that name their own folder) and its broker, not started."""
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o755)
+        dep = init_deployment(root, hosts=hosts, port=free_port(), plaintext_port=free_port() if plaintext else 0,
+                              web_port=0, node_dir="", broker_user="root" if os.geteuid() == 0 else "",
+                              autosave_s=1, nodes=nodes)
+        for user in consumers:
+            dep.add_consumer(user)
+        return cls(dep, netns)
 
     @property
-    def ca_file(self) -> Path | None:
-        return self.ca.ca_cert if self.ca else None
+    def ca_file(self) -> Path:
+        return self.deployment.ca_file
+
+    @property
+    def url(self) -> str:
+        return self.deployment.url
+
+    def client(self, user: str) -> Client:
+        """A consumer's MQTT identity (``collector`` or one added with ``add_consumer``)."""
+        return self.deployment.client(user)
+
+    def node(self, site: str, node: str) -> NodeBundle:
+        """A node's bundle (its MQTT identity is ``.client``)."""
+        return self.deployment.bundle(site, node)
+
+    def _ready(self) -> bool:
+        if self.netns is None:
+            return wait_port(self.port, self.host, proc=self.proc) and (
+                not self.plaintext_port or wait_port(self.plaintext_port, self.host, proc=self.proc))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.running:
+            if f"Opening ipv4 listen socket on port {self.port}" in _tail(self.log_path, 40) and \
+                    "running" in _tail(self.log_path, 40):
+                return True
+            time.sleep(0.05)
+        return False
 
     def start(self) -> None:
-        """Start the broker and wait until both listeners accept connections."""
+        """Start the broker and wait until its listeners accept connections."""
         if self.running:
             return
-        self._spawn(["mosquitto", "-c", str(self.conf_path)], self.root / "mosquitto.stdout")
-        ok = wait_port(self.port, proc=self.proc) and (not self.tls_port or wait_port(self.tls_port, proc=self.proc))
-        if not ok:
+        argv = ["mosquitto", "-c", str(self.conf_path)]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+            with contextlib.suppress(OSError):
+                self.log_path.write_text("")   # _ready reads the log of this start only
+        self._spawn(argv, self.root / "mosquitto.stdout")
+        if not self._ready():
             self.stop()
             raise ServerError(f"mosquitto did not start: {_tail(self.log_path)} {_tail(self.root / 'mosquitto.stdout')}")
+
+    def reload(self) -> None:
+        """Re-read the password file and the ACL (SIGHUP), as after ``add-node``/``remove-node``."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM saves the persistence file) and wait for the port to close."""
@@ -491,13 +486,14 @@ class Dovecot(_Daemon):
     :class:`CertificateAuthority`) also STARTTLS on :attr:`port` and implicit TLS on :attr:`imaps_port`.
 
     Mail of user ``u`` lives in ``mail_root/u/Maildir`` owned by ``mail_user`` (default ``nobody``),
-    the same layout the :class:`MailChain` "mx" Postfix delivers into.
+    the same layout the :class:`MailChain` "mx" Postfix delivers into.  ``settings`` are extra
+    top-level ``dovecot.conf`` lines (e.g. ``imap_capability`` for a server without IDLE).
     """
 
     name = "dovecot"
 
     def __init__(self, root: Path, users: Mapping[str, str], mail_root: Path, mail_user: str = "nobody",
-                 tls: CertificateAuthority | None = None) -> None:
+                 tls: CertificateAuthority | None = None, settings: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -562,7 +558,7 @@ service anvil {{
 service imap-login {{
   chroot =
 }}
-""")
+""" + "".join(f"{k} = {v}\n" for k, v in (settings or {}).items()))
         for u in self.users:
             md = self.mail_root / u / "Maildir"
             for sub in ("cur", "new", "tmp"):

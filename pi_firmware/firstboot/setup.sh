@@ -18,6 +18,7 @@ UNIT=@@UNIT_NAME@@
 BACKEND=@@BACKEND@@
 REQUIREMENT=@@REQUIREMENT@@
 LINKS=@@LINKS@@                             # the unit's mailpulse paths outside the venv
+ETC_FILES=@@ETC_FILES@@                     # the node bundle's TLS files (CA, client certificate and key)
 LOG=$R/var/log/mailpulse-firstboot.log
 
 exec >>"$LOG" 2>&1
@@ -42,10 +43,10 @@ if [ "$BACKEND" = ice40 ]; then
     done
 fi
 
-# 2. the node config and its secrets: /etc/mailpulse/{node,secrets}.toml, 0600, owned by the
-#    service user; then off the FAT
+# 2. the node config, its secrets and its TLS files: /etc/mailpulse/, 0600, owned by the service
+#    user; then off the FAT
 install -d -m 0750 -o root -g "$SERVICE_USER" "$R/etc/mailpulse" || fail "cannot create /etc/mailpulse"
-for f in node.toml secrets.toml; do
+for f in node.toml secrets.toml $ETC_FILES; do
     if [ -f "$SRC/$f" ]; then
         install -m 0600 -o "$SERVICE_USER" -g "$SERVICE_USER" "$SRC/$f" "$R/etc/mailpulse/$f" \
             || fail "cannot install /etc/mailpulse/$f"

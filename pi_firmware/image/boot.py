@@ -159,8 +159,11 @@ def render_firstboot(node: NodeSpec, init: InitKind, unit: UnitInfo, iid: str) -
         "SERVICE_USER": q(unit.user), "SERVICE_HOME": q(f"/var/lib/{unit.user}"), "VENV": q(unit.venv),
         "UNIT_NAME": q(unit.name), "BACKEND": q(node.backend), "REQUIREMENT": q(f"mailpulse[{NODE_EXTRA}]"),
         "LINKS": q(" ".join(unit.links)),
+        "ETC_FILES": q(" ".join(sorted(node.files))),
     }).encode()
     files[f"{FAT_DIR}/node.toml"] = node.config_text.encode()
+    for name, data in node.files.items():
+        files[f"{FAT_DIR}/{name}"] = data
     if node.secrets:
         files[f"{FAT_DIR}/secrets.toml"] = node.secrets_text().encode()
     files[f"{FAT_DIR}/{unit.name}"] = unit.path.read_bytes()

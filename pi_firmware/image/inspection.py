@@ -51,7 +51,8 @@ def inspect_image(image: Path) -> dict[str, Any]:
     else:
         info["state"] = "ready for first boot"
     secret_files = (f"{FAT_DIR}/secrets.toml", "network-config", "firstrun.sh")
-    info["secrets_on_fat"] = sorted(f for f in files if f in secret_files)
+    info["secrets_on_fat"] = sorted(f for f in files if f in secret_files or (f.startswith(f"{FAT_DIR}/")
+                                                                              and f.endswith(".key")))
     info["config_on_fat"] = f"{FAT_DIR}/node.toml" in files
     return info
 

@@ -27,9 +27,9 @@ from mailpulse.errors import UserError
 
 from .wheels import need_image_extra
 
-__all__ = ["CONFIG_ALIASES", "DEFAULT_ADMIN_USER", "IMAGE_FIELDS", "PI_CONFIG", "PI_SECRETS", "NodeSpec", "Wifi",
-           "dump_toml", "make_node", "read_nodes_csv", "read_secrets_file", "read_text", "validate_node_config",
-           "wpa_psk"]
+__all__ = ["BUNDLE_KEYS", "CONFIG_ALIASES", "DEFAULT_ADMIN_USER", "IMAGE_FIELDS", "PI_CONFIG", "PI_SECRETS", "NodeSpec",
+           "Wifi", "bundle_files", "dump_toml", "make_node", "read_nodes_csv", "read_secrets_file", "read_text",
+           "validate_node_config", "wpa_psk"]
 
 #: where the node config and its secrets land on the Pi
 PI_CONFIG = "/etc/mailpulse/node.toml"
@@ -91,6 +91,9 @@ class NodeSpec:
     ssh_keys : tuple of str
         Public keys of the administrator account (``admin_user``); none means no SSH.
     wifi : Wifi or None
+    files : dict
+        Further files for ``/etc/mailpulse/`` by name (the broker's CA, the node's client
+        certificate and key from ``collector add-node``), installed 0600 for the service user.
     """
 
     node_id: str
@@ -102,6 +105,7 @@ class NodeSpec:
     ssh_keys: tuple[str, ...] = ()
     wifi: Wifi | None = None
     admin_user: str = DEFAULT_ADMIN_USER
+    files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
 
     def secrets_text(self) -> str:
         """The secrets file (TOML, dotted keys nested as tables)."""
@@ -310,6 +314,7 @@ def make_node(
     wifi_psk: str | None = None,
     wifi_country: str | None = None,
     admin_user: str | None = None,
+    files: Mapping[str, bytes] | None = None,
 ) -> NodeSpec:
     """Build and validate one node from a node config (TOML text) and per-node values.
 
@@ -317,8 +322,9 @@ def make_node(
     ``broker_url`` (``mqtt[s]://[user[:password]@]host[:port]``), ``broker_password``,
     ``secret.<key>`` (a key of the secrets file), dotted config keys (``mqtt.client_id``, given the
     type the node config declares there) and the image fields of :data:`IMAGE_FIELDS`.  ``secrets``
-    is the template of the secrets file.  The config is rewritten only when something changes it,
-    otherwise it is used verbatim (comments and all).
+    is the template of the secrets file; ``files`` go to ``/etc/mailpulse/`` (:func:`bundle_files`).
+    The config is rewritten only when something changes it, otherwise it is used verbatim (comments
+    and all).
     """
     need_image_extra()
     try:
@@ -348,7 +354,37 @@ def make_node(
         raise UserError(f"{source}: a Wi-Fi passphrase is given without an SSID")
     keys = _read_ssh_keys(ssh_keys if ssh_keys else image.get("ssh_key"), source)
     return NodeSpec(node_id=cfg.node_id, site=cfg.site, backend=cfg.scorer.backend, hostname=host, config_text=text,
-                    secrets=sec, ssh_keys=keys, wifi=wifi, admin_user=admin)
+                    secrets=sec, ssh_keys=keys, wifi=wifi, admin_user=admin, files=dict(files or {}))
+
+
+#: The node config keys naming TLS files that a bundle carries.
+BUNDLE_KEYS = (("mqtt", "ca_file"), ("mqtt", "cert_file"), ("mqtt", "key_file"))
+
+
+def bundle_files(bundle: Path, config_text: str, source: str) -> dict[str, bytes]:
+    """The TLS files a node bundle (``mailpulse collector add-node``) carries: each file that the
+    config's ``[mqtt] ca_file`` / ``cert_file`` / ``key_file`` names in ``/etc/mailpulse/`` is read
+    from the bundle folder by its name."""
+    try:
+        data = tomllib.loads(config_text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{source} is not valid TOML: {e}") from None
+    out: dict[str, bytes] = {}
+    etc = Path(PI_CONFIG).parent
+    for path in BUNDLE_KEYS:
+        named = _get(data, path)
+        if not isinstance(named, str) or not named:
+            continue
+        on_pi = Path(named)
+        if on_pi.parent != etc:
+            raise UserError(f"{source}: [{path[0]}] {path[1]} = {named!r} is not in {etc}/, where the image puts the "
+                            "bundle's files (run collector add-node with --node-dir /etc/mailpulse)")
+        try:
+            out[on_pi.name] = (bundle / on_pi.name).read_bytes()
+        except OSError as e:
+            raise UserError(f"the bundle {bundle} has no {on_pi.name} ([{path[0]}] {path[1]}): {e.strerror or e}") \
+                from None
+    return out
 
 
 def read_nodes_csv(csv_path: Path, config_path: Path, **defaults: Any) -> list[NodeSpec]:

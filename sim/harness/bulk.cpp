@@ -1,16 +1,18 @@
-// Verilator bulk harness of the mailpulse_axi top: loads a configuration over AXI4-Lite, then
-// streams samples at one per clock (with seeded random idle and back-pressure) and records every
-// result beat.  Built by sim/bulk.py (verilator --cc --exe --build); the comparison with the
-// reference model happens in Python.  No register offset is spelled here: the Python side passes
-// every address it needs on the command line.
+// Verilator bulk harness of the AXI tops (mailpulse_axi, mailpulse_axi_lut): loads a
+// configuration over AXI4-Lite, optionally presets the SAMPLES/ANOMALIES counters, then streams
+// samples at one per clock (with seeded random idle and back-pressure) and records every result
+// beat.  Built by sim/verilated.py (verilator --cc --exe --build); the comparison with the
+// reference model happens in Python.  No register offset or beat width is spelled here: they come
+// from the generated mp_harness.h (hdl/regmap.py, hdl/beats.py).
 //
-// usage: bulk WRITES SAMPLES TLAST N RESULTS RTLAST SEED IDLE_PERMILLE BP_PERMILLE
-//             STATUS_ADDR BUSY_MASK SAMPLES_ADDR ANOMALIES_ADDR [TRACE.vcd TRACE_FROM]
+// usage: bulk script OPS RESULTS SEED [TRACE.vcd]   (see run_script and sim/harness/bus.cpp)
+// usage: bulk WRITES SAMPLES TLAST N RESULTS RTLAST SEED IDLE_PERMILLE BP_PERMILLE PRESET_SAMPLES
+//             PRESET_ANOMALIES [TRACE.vcd TRACE_FROM]
 //   WRITES   (addr u32, value u32) little-endian pairs, written in order (the last is CTRL.COMMIT)
-//   SAMPLES  N x MP_SAMPLE_BYTES-byte s_axis beats;  TLAST N bytes (0/1)
-//   RESULTS  N x MP_RESULT_BYTES-byte m_axis beats;  RTLAST N bytes
-//   (the beat sizes of mailpulse/hdl/beats.py, passed by sim/bulk.py as -D definitions; a port is
-//   copied byte for byte, whether Verilator makes it a QData or a VlWide)
+//   SAMPLES  N x MP_SAMPLE_BYTES s_axis beats;  TLAST N bytes (0/1)
+//   RESULTS  N x MP_RESULT_BYTES m_axis beats;  RTLAST N bytes
+//   PRESET_* values written into the core's counter registers after the commit, before the
+//            stream (the test of the 32-bit wrap; needs MP_SAMPLES_REG, see sim/verilated.py)
 //   TRACE    VCD written from the cycle sample TRACE_FROM is offered (the AXI4-Lite set-up too when 0);
 //            only in the build with -DMP_TRACE (verilator --trace)
 // stdout: one line "cycles C write_errors E samples S anomalies A comb_outputs K"
@@ -40,6 +42,8 @@
 
 #include "Vtop.h"
 #include "Vtop___024root.h"
+#include "common.h"
+#include "mp_harness.h"
 #include "verilated.h"
 #ifdef MP_TRACE
 #include "verilated_vcd_c.h"
@@ -48,13 +52,12 @@
 namespace {
 
 constexpr uint64_t CHECK_CYCLES = 4096;
-#ifndef MP_SAMPLE_BYTES
-#error "MP_SAMPLE_BYTES (bytes per s_axis beat) must be defined"
-#endif
-#ifndef MP_RESULT_BYTES
-#error "MP_RESULT_BYTES (bytes per m_axis beat) must be defined"
-#endif
-constexpr size_t SAMPLE_BYTES = MP_SAMPLE_BYTES, RESULT_BYTES = MP_RESULT_BYTES;
+// The model's stream ports hold exactly the beats of hdl/beats.py (a port rounds up to whole
+// 8/16/32/64-bit words): a wider or narrower port than MP_*_BYTES is a stale header or top.
+static_assert(sizeof(Vtop::s_axis___05Ftdata) >= MP_SAMPLE_BYTES && sizeof(Vtop::s_axis___05Ftdata) - MP_SAMPLE_BYTES < 4,
+              "s_axis.tdata is not the MP_SAMPLE_BYTES sample beat");
+static_assert(sizeof(Vtop::m_axis___05Ftdata) >= MP_RESULT_BYTES && sizeof(Vtop::m_axis___05Ftdata) - MP_RESULT_BYTES < 4,
+              "m_axis.tdata is not the MP_RESULT_BYTES result beat");
 
 // Clears the clock trigger's previous value when this Verilator names it as 5.0xx does; returns
 // false (and the harness evaluates twice per clock) when the model has no such member.
@@ -136,43 +139,21 @@ struct Sim {
 };
 
 struct StreamOutputs {
-    uint8_t tdata[RESULT_BYTES];
+    uint8_t tdata[MP_RESULT_BYTES];
     uint8_t tready, tvalid, tlast;
     explicit StreamOutputs(const Vtop* t)
         : tready(t->s_axis___05Ftready), tvalid(t->m_axis___05Ftvalid), tlast(t->m_axis___05Ftlast) {
-        std::memcpy(tdata, &t->m_axis___05Ftdata, RESULT_BYTES);
+        mp::get_port(t->m_axis___05Ftdata, tdata, MP_RESULT_BYTES);
     }
     bool operator==(const StreamOutputs& o) const {
         return tready == o.tready && tvalid == o.tvalid && tlast == o.tlast && std::memcmp(tdata, o.tdata, sizeof tdata) == 0;
     }
 };
 
-uint64_t rng_state;
-inline uint32_t rnd() {  // xorshift64*
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 2685821657736338717ULL) >> 32);
-}
-
-std::vector<uint8_t> slurp(const char* path) {
-    std::vector<uint8_t> out;
-    FILE* f = std::fopen(path, "rb");
-    if (!f) { std::fprintf(stderr, "bulk: cannot open %s\n", path); std::exit(2); }
-    uint8_t buf[1 << 16];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.insert(out.end(), buf, buf + n);
-    std::fclose(f);
-    return out;
-}
-
-void spit(const char* path, const uint8_t* data, size_t n) {
-    FILE* f = std::fopen(path, "wb");
-    if (!f || std::fwrite(data, 1, n, f) != n) { std::fprintf(stderr, "bulk: cannot write %s\n", path); std::exit(2); }
-    std::fclose(f);
-}
-
-uint32_t le32(const uint8_t* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24); }
+using mp::le32;
+using mp::rnd;
+using mp::slurp;
+using mp::spit;
 
 // One AXI4-Lite write; returns bresp.
 uint32_t axil_write(Sim& s, uint32_t addr, uint32_t data) {
@@ -218,29 +199,96 @@ uint32_t axil_read(Sim& s, uint32_t addr, uint32_t* resp_out) {
     std::exit(3);
 }
 
+void preset_counters(Vtop* t, uint32_t samples, uint32_t anomalies) {
+#ifdef MP_SAMPLES_REG
+    t->rootp->MP_SAMPLES_REG = samples;
+    t->rootp->MP_ANOMALIES_REG = anomalies;
+#else
+    (void)t;
+    if (samples || anomalies) {
+        std::fprintf(stderr, "bulk: this top has no counter registers to preset\n");
+        std::exit(2);
+    }
+#endif
+}
+
+// Script mode (the register-level scenarios of sim/scenarios.py, as bus.cpp runs them): the same
+// (op, a, b) triples and (value, flag) records; the AXI top has no irq pin, so "wait for irq"
+// polls STATUS.RESULT_VALID (clocks waited, timed out).  m_axis.tready stays high, no stream.
+int run_script(int argc, char** argv) {
+    if (argc != 5 && argc != 6) {
+        std::fprintf(stderr, "usage: bulk script OPS RESULTS SEED [TRACE]\n");
+        return 2;
+    }
+    const std::vector<uint8_t> ops = slurp(argv[2]);
+    mp::seed(std::strtoull(argv[4], nullptr, 0));
+    if (ops.size() % 12) { std::fprintf(stderr, "bulk: the script is not whole (op, a, b) triples\n"); return 2; }
+    Sim s(argc == 6 ? argv[5] : nullptr);
+#ifdef MP_TRACE
+    s.dumping = static_cast<bool>(s.tfp);
+#endif
+    Vtop* t = s.top.get();
+    for (int i = 0; i < 4; ++i) s.tick();
+    t->aresetn = 1;
+    t->m_axis___05Ftready = 1;
+    s.tick();
+    std::vector<uint32_t> out;
+    for (size_t i = 0; i < ops.size(); i += 12) {
+        const uint32_t op = le32(&ops[i]), a = le32(&ops[i + 4]), b = le32(&ops[i + 8]);
+        uint32_t v = 0, flag = 0;
+        switch (op) {
+            case 0: flag = axil_write(s, a, b); break;
+            case 1: v = axil_read(s, a, &flag); break;
+            case 2: for (uint32_t k = 0; k < a; ++k) s.tick(); break;
+            case 3: {
+                const uint64_t start = s.cycle;
+                flag = 1;
+                while (s.cycle - start < a) {
+                    if (axil_read(s, MP_ADDR_STATUS, nullptr) & MP_STATUS_RESULT_VALID) { flag = 0; break; }
+                }
+                v = (uint32_t)(s.cycle - start);
+                break;
+            }
+            case 4: preset_counters(t, a, b); break;
+            case 5:
+                flag = 1;
+                for (uint32_t k = 0; k < a; ++k) {
+                    v = axil_read(s, MP_ADDR_STATUS, nullptr);
+                    if (!(v & MP_STATUS_BUSY_MASK)) { flag = 0; break; }
+                }
+                break;
+            default: std::fprintf(stderr, "bulk: unknown script op %u\n", op); return 2;
+        }
+        out.push_back(v);
+        out.push_back(flag);
+    }
+    spit(argv[3], out.data(), out.size() * 4);
+    std::printf("cycles %llu comb_outputs 0\n", (unsigned long long)s.cycle);
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 14 && argc != 16) {
-        std::fprintf(stderr, "usage: bulk WRITES SAMPLES TLAST N RESULTS RTLAST SEED IDLE BP STATUS BUSY SAMPLES_ADDR ANOM_ADDR [TRACE FROM]\n");
+    if (argc >= 2 && !std::strcmp(argv[1], "script")) return run_script(argc, argv);
+    if (argc != 12 && argc != 14) {
+        std::fprintf(stderr, "usage: bulk WRITES SAMPLES TLAST N RESULTS RTLAST SEED IDLE BP PRESET_SAMPLES "
+                             "PRESET_ANOMALIES [TRACE FROM]\n");
         return 2;
     }
     const std::vector<uint8_t> writes = slurp(argv[1]);
     const std::vector<uint8_t> samples = slurp(argv[2]);
     const std::vector<uint8_t> tlast = slurp(argv[3]);
     const size_t n = std::strtoull(argv[4], nullptr, 0);
-    rng_state = std::strtoull(argv[7], nullptr, 0) * 0x9E3779B97F4A7C15ULL + 1;
+    mp::seed(std::strtoull(argv[7], nullptr, 0));
     const uint32_t idle = std::strtoul(argv[8], nullptr, 0), bp = std::strtoul(argv[9], nullptr, 0);
-    const uint32_t status_addr = std::strtoul(argv[10], nullptr, 0), busy_mask = std::strtoul(argv[11], nullptr, 0);
-    const uint32_t samples_addr = std::strtoul(argv[12], nullptr, 0), anom_addr = std::strtoul(argv[13], nullptr, 0);
-    static_assert(sizeof(Vtop::s_axis___05Ftdata) >= SAMPLE_BYTES && sizeof(Vtop::m_axis___05Ftdata) >= RESULT_BYTES,
-                  "the beat sizes do not match the model's ports");
-    if (samples.size() != n * SAMPLE_BYTES || tlast.size() != n || writes.size() % 8) {
+    const uint32_t preset_samples = std::strtoul(argv[10], nullptr, 0), preset_anom = std::strtoul(argv[11], nullptr, 0);
+    if (samples.size() != n * MP_SAMPLE_BYTES || tlast.size() != n || writes.size() % 8) {
         std::fprintf(stderr, "bulk: input sizes do not match N=%zu\n", n);
         return 2;
     }
-    Sim s(argc == 16 ? argv[14] : nullptr);
-    const size_t trace_from = argc == 16 ? std::strtoull(argv[15], nullptr, 0) : 0;
+    Sim s(argc == 14 ? argv[12] : nullptr);
+    const size_t trace_from = argc == 14 ? std::strtoull(argv[13], nullptr, 0) : 0;
 #ifdef MP_TRACE
     s.dumping = s.tfp && trace_from == 0;
 #else
@@ -254,11 +302,12 @@ int main(int argc, char** argv) {
     uint32_t errors = 0;
     for (size_t i = 0; i < writes.size(); i += 8) errors += axil_write(s, le32(&writes[i]), le32(&writes[i + 4])) != 0;
     for (int guard = 0;; ++guard) {
-        if (!(axil_read(s, status_addr, nullptr) & busy_mask)) break;
+        if (!(axil_read(s, MP_ADDR_STATUS, nullptr) & MP_STATUS_BUSY_MASK)) break;
         if (guard > 100000) { std::fprintf(stderr, "bulk: STATUS stays busy after the commit\n"); return 3; }
     }
+    preset_counters(t, preset_samples, preset_anom);
 
-    std::vector<uint8_t> results(n * RESULT_BYTES), rtlast(n);
+    std::vector<uint8_t> results(n * MP_RESULT_BYTES), rtlast(n);
     size_t in = 0, out = 0;
     uint64_t last_progress = s.cycle;
     const uint64_t stream_start = s.cycle;
@@ -267,7 +316,7 @@ int main(int argc, char** argv) {
     while (out < n) {
         // input beat for this cycle (a beat offered stays offered until accepted: AXI rule)
         if (!valid && in < n && (idle == 0 || rnd() % 1000 >= idle)) {
-            std::memcpy(&t->s_axis___05Ftdata, &samples[in * SAMPLE_BYTES], SAMPLE_BYTES);
+            mp::put_port(t->s_axis___05Ftdata, &samples[in * MP_SAMPLE_BYTES], MP_SAMPLE_BYTES);
             t->s_axis___05Ftlast = tlast[in];
             valid = true;
         }
@@ -285,7 +334,7 @@ int main(int argc, char** argv) {
         }
         const bool in_fire = valid && t->s_axis___05Ftready;
         if (t->m_axis___05Ftvalid && t->m_axis___05Ftready) {
-            std::memcpy(&results[out * RESULT_BYTES], &t->m_axis___05Ftdata, RESULT_BYTES);
+            mp::get_port(t->m_axis___05Ftdata, &results[out * MP_RESULT_BYTES], MP_RESULT_BYTES);
             rtlast[out] = t->m_axis___05Ftlast;
             ++out;
             last_progress = s.cycle;
@@ -294,7 +343,7 @@ int main(int argc, char** argv) {
         if (in_fire) { ++in; valid = false; last_progress = s.cycle; }
         if (s.cycle - last_progress > 1000000) {
             std::fprintf(stderr, "bulk: no progress for 1M cycles (%zu in, %zu out of %zu)\n", in, out, n);
-            spit(argv[5], results.data(), out * RESULT_BYTES);
+            spit(argv[5], results.data(), out * MP_RESULT_BYTES);
             spit(argv[6], rtlast.data(), out);
             return 3;
         }
@@ -303,8 +352,8 @@ int main(int argc, char** argv) {
     t->m_axis___05Ftready = 1;
     for (int i = 0; i < 64; ++i) s.tick();
     uint32_t r1 = 0, r2 = 0;
-    const uint32_t nsamp = axil_read(s, samples_addr, &r1), nanom = axil_read(s, anom_addr, &r2);
-    spit(argv[5], results.data(), n * RESULT_BYTES);
+    const uint32_t nsamp = axil_read(s, MP_ADDR_SAMPLES, &r1), nanom = axil_read(s, MP_ADDR_ANOMALIES, &r2);
+    spit(argv[5], results.data(), n * MP_RESULT_BYTES);
     spit(argv[6], rtlast.data(), n);
     std::printf("cycles %llu write_errors %u samples %u anomalies %u comb_outputs %u\n", (unsigned long long)s.cycle,
                 errors + (r1 != 0) + (r2 != 0), nsamp, nanom, comb_outputs);

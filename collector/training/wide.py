@@ -1,0 +1,108 @@
+"""Fit the wide-input transform: F > D raw features to D energy channels, without labels.
+
+Half of the D channels look at the features one by one, the other half at their correlations:
+
+* **Feature-group energies** (channels ``0 .. D/2 - 1``): the non-constant features, robustly
+  standardised (median, IQR / 1.349, or the standard deviation where the IQR is 0), in column
+  order, split into D/2 contiguous groups; a channel is the sum over its group of the Cauchy
+  energy ``log2(1 + z**2)`` (:func:`mailpulse.transform.cauchy_energy`).  This is the ``-log``
+  density of a product of heavy-tailed marginals: a feature far out in its own range raises its
+  group's energy, however many features there are.
+* **Whitened-band energies** (channels ``D/2 .. D - 1``): the principal components of the
+  standardised features, each divided by its standard deviation (whitened; components with
+  less than 1e-4 of the largest variance are dropped), in order of decreasing variance, split into
+  D - D/2 contiguous bands, each channel the Cauchy energy of its band.  A row that breaks the
+  features' correlations is far out in the minor components though every feature is in range.
+
+Each channel's anomalies are large values only, so the trainer gives channels one-sided tail
+tables and no pair projections.  Of the label-free reductions compared on the wide development
+sets kept for tuning (cardio, letter, pendigits, satellite), this two-view split came out best
+(``docs/trainer.md`` has the table, and the sets where it still trails IForest).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from mailpulse.transform import ROW_COEF_BITS, UNIT, WideTransform, group_shift
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+#: Rows used to fit the transform (a random subset of larger data).
+FIT_ROWS = 100_000
+#: Whitened components with less than this fraction of the largest variance are dropped.
+MIN_VARIANCE_RATIO = 1e-4
+
+
+def robust_scale(x: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Per-feature median and counts per unit (``UNIT`` per robust standard deviation; 0 if constant)."""
+    center = np.median(x, axis=0)
+    q1, q3 = np.quantile(x, [0.25, 0.75], axis=0)
+    sd = (q3 - q1) / 1.349
+    sd = np.where(sd > 0, sd, np.std(x, axis=0))
+    scale = np.where(sd > 0, UNIT / np.where(sd > 0, sd, 1.0), 0.0)
+    return center, scale
+
+
+def whitening_rows(z: IntArray) -> FloatArray:
+    """Rows ``A`` (components x features) with ``A z`` the whitened principal components, in z units."""
+    zf = z.astype(np.float64) / UNIT
+    cov = np.atleast_2d(np.cov(zf, rowvar=False))
+    lam, vec = np.linalg.eigh(cov)
+    order = np.argsort(-lam, kind="stable")
+    lam, vec = lam[order], vec[:, order]
+    keep = lam > MIN_VARIANCE_RATIO * max(float(lam[0]), 1e-300)
+    rows = vec[:, keep].T / np.sqrt(lam[keep])[:, None]
+    # Fix each component's sign (eigh may return either): largest coefficient positive.
+    sign = np.sign(rows[np.arange(len(rows)), np.argmax(np.abs(rows), axis=1)])
+    return np.asarray(rows * np.where(sign == 0, 1.0, sign)[:, None], dtype=np.float64)
+
+
+def fit_wide_transform(x: FloatArray, d: int, rng: np.random.Generator,
+                       feature_groups: int | None = None) -> WideTransform:
+    """The transform for raw samples ``x`` (N, F > d): see the module docstring.
+
+    ``feature_groups`` channels (default ``d // 2``) are feature-group energies, the rest
+    whitened-band energies.
+    """
+    fit = x[rng.choice(len(x), FIT_ROWS, replace=False)] if len(x) > FIT_ROWS else x
+    center, scale = robust_scale(fit)
+    f = x.shape[1]
+    used = np.flatnonzero(scale > 0)
+    probe = WideTransform([float(c) for c in center], [float(s) for s in scale], np.zeros((1, f), dtype=np.int64),
+                          0, [0], [[] for _ in range(d)], [0] * d)
+    z = probe.features_to_int(fit)
+    white = np.zeros((0, f))
+    if len(used) > 1:
+        a = whitening_rows(z[:, used])
+        white = np.zeros((len(a), f))
+        white[:, used] = a
+    top = max(1.0, float(np.abs(white).max()) if white.size else 1.0)
+    row_shift = int(np.clip(ROW_COEF_BITS - math.ceil(math.log2(top)), 0, ROW_COEF_BITS))
+    ident = np.zeros((len(used), f))
+    ident[np.arange(len(used)), used] = 1.0
+    rows = np.rint(np.vstack([ident, white]) * (1 << row_shift)).astype(np.int64)
+    if len(rows) == 0:                       # every feature constant: channels that are always 0
+        return WideTransform(probe.center, probe.scale, np.zeros((1, f), dtype=np.int64), 0, [0],
+                             [[] for _ in range(d)], [0] * d)
+    t = WideTransform([float(c) for c in center], [float(s) for s in scale], rows, row_shift,
+                      [0] * len(rows), [[] for _ in range(d)], [0] * d)
+    r = t.rows_of(z)
+    t.row_center = [0] * len(used) + [int(v) for v in np.median(r[:, len(used):], axis=0).astype(np.int64)]
+    n_feature_groups = d // 2 if feature_groups is None else feature_groups
+    groups = [[int(i) for i in g] for g in np.array_split(np.arange(len(used)), n_feature_groups)
+              ] if n_feature_groups else []
+    if d > n_feature_groups:
+        groups += [[int(i) + len(used) for i in g]
+                   for g in np.array_split(np.arange(len(white)), d - n_feature_groups)]
+    t.groups = groups
+    t.out_shift = [group_shift(len(g)) for g in groups]
+    t.validate(d)
+    return t
+
+
+__all__ = ["fit_wide_transform"]

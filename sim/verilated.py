@@ -1,0 +1,170 @@
+"""Builds of the Verilator C++ harnesses (``sim/harness/*.cpp``), cached under ``build/sim/bulk/``.
+
+Two harnesses:
+
+* ``bulk.cpp`` for the AXI tops (``mailpulse_axi``, ``mailpulse_axi_lut``): samples on ``s_axis``
+  at one per clock, results from ``m_axis``;
+* ``bus.cpp`` for the register-bus tops (``mailpulse_bus``: the SPI top's folded core and front end;
+  ``mailpulse_bus_stream``: the ECP5 SPI top's core): samples pushed through ``FEATURE``/``TAG``/
+  ``PUSH``, results read from ``RESULT_*``, and a script mode of register operations.
+
+Nothing about the design is spelled in the C++: each build gets a generated header,
+``mp_harness.h`` (:func:`harness_header`), with the beat sizes of :mod:`mailpulse.hdl.beats`, the
+register addresses and masks of :class:`mailpulse.hdl.regmap.RegisterMap`, and the Verilator names
+of the core's ``SAMPLES``/``ANOMALIES`` counter registers, which a Verilator configuration file
+(:data:`COUNTER_VLT`) makes ``public_flat_rw``: the harness presets them to test the 32-bit wrap
+without 2**32 samples (the only test-only access; no RTL changes for it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from mailpulse.hdl.beats import RESULT_BEAT, sample_beat
+from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.regmap import RegisterMap
+
+from .rtl import build_root, file_lock, verilog_path
+from .tools import require_simulator, sim_env
+
+HARNESS_DIR = Path(__file__).resolve().parent / "harness"
+#: Harness source and its shared helpers, by harness name.
+HARNESS_SOURCES = {"bulk": HARNESS_DIR / "bulk.cpp", "bus": HARNESS_DIR / "bus.cpp"}
+COMMON_HEADER = HARNESS_DIR / "common.h"
+
+#: Verilator options of every harness build.
+BULK_VERILATOR_ARGS = ["-Wno-WIDTH", "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-Wno-fatal", "-O3",
+                       "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
+#: C++ options of the fast build (no tracing, which would cost ~12%): the per-clock code at -O2
+#: (measured as fast as -O3 on this design, built in 2/3 of the time), constructors (the __Slow
+#: files) at -O0.  See docs/verification.md, "Speed", for what else was measured.
+FAST_BUILD_ARGS = ["-CFLAGS", "-march=native", "-MAKEFLAGS", "OPT_FAST=-O2", "-MAKEFLAGS", "OPT_SLOW=-O0"]
+#: C++ options of the traced build, made only to write the waveform of a failure: all -O0, which
+#: builds in about half the time of an optimised traced build (zynq: 41 s instead of 74 s) and
+#: runs at ~100k cycles/s (zynq), enough to reach a mismatch anywhere in 1M samples.
+TRACE_BUILD_ARGS = ["--trace", "-CFLAGS", "-DMP_TRACE", "-MAKEFLAGS", "OPT_FAST=-O0", "-MAKEFLAGS", "OPT_SLOW=-O0",
+                    "-MAKEFLAGS", "OPT_GLOBAL=-O0"]
+
+#: Verilator configuration: the counter registers of the core stay visible and writable from C++.
+#: (The folded core names them ``samples``/``anomalies``; the streaming core's registers take the
+#: name of the port they drive, ``ctrl__samples``/``ctrl__anomalies``.)
+COUNTER_VLT = """`verilator_config
+public_flat_rw -module "*core" -var "samples"
+public_flat_rw -module "*core" -var "anomalies"
+public_flat_rw -module "*core" -var "ctrl__samples"
+public_flat_rw -module "*core" -var "ctrl__anomalies"
+"""
+
+#: Harness top -> (Verilog module name, harness).
+HARNESS_TOPS = {
+    "axi": ("mailpulse_axi", "bulk"),
+    "axi_lut": ("mailpulse_axi_lut", "bulk"),
+    "bus": ("mailpulse_bus", "bus"),
+    "bus_stream": ("mailpulse_bus_stream", "bus"),
+}
+
+
+def counter_registers(verilog: str, module: str) -> dict[str, str]:
+    """Verilator's C++ names (members of the model's root) of the core's ``SAMPLES`` and
+    ``ANOMALIES`` counter registers in the generated Verilog of top ``module``: the 32-bit ``reg``
+    named ``[ctrl__]samples`` / ``[ctrl__]anomalies`` in module ``<module>.core``.  Empty when the
+    Verilog has no such module (a stand-in top)."""
+    start = verilog.find(f"module \\{module}.core ")
+    if start < 0:
+        return {}
+    end = verilog.find("endmodule", start)
+    body = verilog[start:end]
+    out = {}
+    for what in ("samples", "anomalies"):
+        names = re.findall(rf"^\s*reg \[31:0\] ((?:ctrl__)?{what})\b", body, re.M)
+        if len(names) != 1:
+            raise RuntimeError(f"cannot find the {what} counter register in module {module}.core "
+                               f"(found {names or 'none'}); the preset of the counters needs it")
+        # Verilator escapes a "__" inside a name as "___05F"
+        out[what] = f"{module}__DOT__core__DOT__{names[0].replace('__', '___05F')}"
+    return out
+
+
+def harness_header(params: CoreParams, counters: dict[str, str]) -> str:
+    """The generated ``mp_harness.h``: beat sizes, register addresses and masks, counter names."""
+    rm = RegisterMap(params)
+    st = rm["STATUS"]
+    ctrl = rm["CTRL"]
+    busy = st.field("COMMIT_PENDING").mask | st.field("BUSY").mask | st.field("PUSH_PENDING").mask
+    lines = [
+        "// Generated by mailpulse.sim.verilated from hdl/beats.py and hdl/regmap.py; do not edit.",
+        "#pragma once",
+        "#include <cstdint>",
+        f"#define MP_SAMPLE_BYTES {sample_beat(params).nbytes}",
+        f"#define MP_RESULT_BYTES {RESULT_BEAT.nbytes}",
+        f"#define MP_D {params.d}",
+        "static const uint32_t MP_ADDR_FEATURE[MP_D] = {"
+        + ", ".join(f"0x{rm['FEATURE'].address(d):04X}" for d in range(params.d)) + "};",
+    ]
+    for name in ("TAG", "PUSH", "RESULT_SCORE", "RESULT_TAG", "RESULT_INFO", "STATUS", "CTRL", "SAMPLES",
+                 "ANOMALIES"):
+        lines.append(f"#define MP_ADDR_{name} 0x{rm[name].address():04X}u")
+    lines += [
+        f"#define MP_STATUS_BUSY_MASK 0x{busy:X}u",
+        f"#define MP_STATUS_RESULT_VALID 0x{st.field('RESULT_VALID').mask:X}u",
+        f"#define MP_CTRL_COMMIT 0x{ctrl.field('COMMIT').mask:X}u",
+    ]
+    if counters:
+        lines += [f"#define MP_SAMPLES_REG {counters['samples']}", f"#define MP_ANOMALIES_REG {counters['anomalies']}"]
+    return "\n".join(lines) + "\n"
+
+
+def harness_dir(params_name: str, trace: bool = False, top: str = "axi") -> Path:
+    """Build directory of the harness of ``top`` (``build/sim/bulk/<set>[-<top>][-trace]``)."""
+    return build_root() / "bulk" / (params_name + ("" if top == "axi" else f"-{top}") + ("-trace" if trace else ""))
+
+
+def build_harness(params: CoreParams, trace: bool = False, top: str = "axi") -> Path:
+    """Build (or reuse) the harness of ``top`` for ``params``; returns the executable.
+
+    Two builds: the fast one (``trace=False``) runs every verification; the traced one
+    (``--trace``, unoptimised) is built only when a failure needs a waveform.  VCD, not FST:
+    Verilator's FST writer needs liblz4 headers, which this bench does not require.
+    """
+    require_simulator("verilator")
+    src = verilog_path(top, params.name)
+    d = harness_dir(params.name, trace, top)
+    module, harness = HARNESS_TOPS[top]
+    args = [*BULK_VERILATOR_ARGS, *(TRACE_BUILD_ARGS if trace else FAST_BUILD_ARGS)]
+    header = harness_header(params, counter_registers(src.read_text(), module))
+    key = hashlib.sha256(src.read_bytes() + HARNESS_SOURCES[harness].read_bytes() + COMMON_HEADER.read_bytes()
+                         + header.encode() + COUNTER_VLT.encode() + repr(args).encode()).hexdigest()
+    stamp = d / ".mailpulse-stamp"
+    exe = d / harness
+    with file_lock(d.with_name(d.name + ".lock")):
+        if stamp.exists() and stamp.read_text() == key and exe.exists():
+            return exe
+        verilate_harness(src, d, args, header=header, module=module, harness=harness)
+        stamp.write_text(key)
+    return exe
+
+
+def verilate_harness(src: Path, d: Path, args: list[str], *, header: str, module: str = "mailpulse_axi",
+                     harness: str = "bulk") -> Path:
+    """Build ``harness`` around module ``module`` of ``src`` in ``d`` (emptied first), with
+    ``header`` as its ``mp_harness.h``; returns the executable ``d/<harness>``."""
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    (d / "mp_harness.h").write_text(header)
+    (d / "counters.vlt").write_text(COUNTER_VLT)
+    exe = d / harness
+    env = sim_env()
+    cmd = [str(Path(env["VERILATOR_ROOT"]) / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", "2",
+           *args, "-CFLAGS", f"-I{d} -I{HARNESS_DIR}", "--top-module", module, "--prefix", "Vtop", "-Mdir", str(d),
+           "-o", harness, str(d / "counters.vlt"), str(HARNESS_SOURCES[harness]), str(src)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    (d / "build.log").write_text(r.stdout + r.stderr)
+    if r.returncode != 0 or not exe.exists():
+        raise RuntimeError(f"building the Verilator harness {harness} failed; log in {d / 'build.log'}:\n"
+                           f"{(r.stdout + r.stderr)[-3000:]}")
+    return exe
