@@ -15,7 +15,7 @@ from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .beats import RESULT_BEAT, RESULT_BEAT_BITS, SAMPLE_BEAT_BITS, sample_beat
+from .beats import RESULT_BEAT, RESULT_BEAT_BITS, sample_beat
 from .core import ResultLayout, SampleLayout
 from .params import CoreParams
 from .regmap import ADDR_BITS
@@ -162,7 +162,7 @@ class SampleFromAXIS(wiring.Component):
         self.params = params
         self.beat = sample_beat(params)   # raises ValueError when D features do not fit a beat
         super().__init__({
-            "axis": In(AXIStreamSignature(SAMPLE_BEAT_BITS)),
+            "axis": In(AXIStreamSignature(self.beat.bits)),
             "o_stream": Out(stream.Signature(SampleLayout(params))),
         })
 
@@ -209,6 +209,9 @@ def _place(bits: int, parts: list[tuple[int, int, Value]]) -> Value:
     for lsb, width, v in sorted(parts, key=lambda t: t[0]):
         if lsb > pos:
             out.append(Const(0, lsb - pos))
-        out.append(v.as_unsigned() if len(v) == width else Cat(v, Const(0, width - len(v))))
+        # a value narrower than its field is zero-extended; a wider one (the 8-bit argmax in its 7-bit
+        # field: K <= 64) loses only bits that are always 0
+        out.append(v.as_unsigned() if len(v) == width else v[:width] if len(v) > width else
+                   Cat(v, Const(0, width - len(v))))
         pos = lsb + width
     return Cat(*out, Const(0, bits - pos)) if pos < bits else Cat(*out)

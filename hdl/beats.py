@@ -7,23 +7,23 @@ bridge's DMA packing (:mod:`mailpulse.host_bridge.streamfmt`) and the PYNQ drive
 Pure Python and numpy, no Amaranth import.  Beats are little-endian: bit ``i`` of ``tdata`` is
 bit ``i % 8`` of byte ``i // 8`` in memory, which is how a DMA engine moves them.
 
-Sample beat (``s_axis``, 256 bits)::
+Both beats are dense: every bit belongs to a field.
+
+Sample beat (``s_axis``, 32 + 16D bits: 160 for D = 8, 20 bytes)::
 
     tdata[31:0]                 tag
     tdata[32+16d+15 : 32+16d]   feature d, signed 16-bit, d = 0..D-1
-    above 32+16D                ignored (sent as 0)
 
-Result beat (``m_axis``, 128 bits)::
+Result beat (``m_axis``, 64 bits, 8 bytes)::
 
-    tdata[31:0]   score (zero-extended)
+    tdata[23:0]   score (zero-extended; at most 22 bits for K <= 64)
+    tdata[30:24]  argmax
+    tdata[31]     anomaly flag
     tdata[63:32]  tag
-    tdata[71:64]  argmax
-    tdata[72]     anomaly flag
-    other bits    0
 
 The numpy helpers pack and unpack whole batches with a handful of array operations (no per-sample
 Python): a byte-aligned field of 8, 16 or 32 bits is a strided view of the beat buffer, a narrower
-field is masked out of its byte.  They do not validate values: a value wider than its field is
+field (the 24-bit score) is gathered from the bytes it spans.  They do not validate values: a value wider than its field is
 cut to the field's bits (callers that take user input check it first, see
 :func:`mailpulse.host_bridge.streamfmt.check_samples`).
 """
@@ -45,27 +45,27 @@ __all__ = [
     "RESULT_BEAT",
     "RESULT_BEAT_BITS",
     "RESULT_BYTES",
-    "SAMPLE_BEAT_BITS",
-    "SAMPLE_BYTES",
     "BeatField",
     "BeatLayout",
     "sample_beat",
+    "sample_beat_bits",
+    "sample_bytes",
 ]
 
-#: Width of the sample stream's ``tdata``.
-SAMPLE_BEAT_BITS = 256
-#: Width of the result stream's ``tdata``.
-RESULT_BEAT_BITS = 128
-#: Bytes per sample beat.
-SAMPLE_BYTES = SAMPLE_BEAT_BITS // 8
-#: Bytes per result beat.
-RESULT_BYTES = RESULT_BEAT_BITS // 8
 #: Width of the tag field of both beats.
 TAG_BITS = 32
 #: Width of one feature slot of the sample beat.
 FEATURE_BITS = 16
-#: Most features a sample beat carries after its tag.
-MAX_STREAM_FEATURES = (SAMPLE_BEAT_BITS - TAG_BITS) // FEATURE_BITS
+#: Most features a sample beat carries (the most :class:`~mailpulse.hdl.params.CoreParams` allows).
+MAX_STREAM_FEATURES = 16
+#: Width of the result stream's ``tdata``.
+RESULT_BEAT_BITS = 64
+#: Bytes per result beat.
+RESULT_BYTES = RESULT_BEAT_BITS // 8
+#: Width of the result beat's score field (a score has at most 16 + clog2(64) = 22 bits).
+SCORE_FIELD_BITS = 24
+#: Width of the result beat's argmax field (K <= 64 projections).
+ARGMAX_FIELD_BITS = 7
 
 _UNSIGNED: dict[int, np.dtype[Any]] = {8: np.dtype("<u1"), 16: np.dtype("<u2"), 32: np.dtype("<u4")}
 _SIGNED: dict[int, np.dtype[Any]] = {8: np.dtype("<i1"), 16: np.dtype("<i2"), 32: np.dtype("<i4")}
@@ -95,8 +95,8 @@ class BeatField:
 
     @property
     def viewable(self) -> bool:
-        """The elements are whole, aligned 8/16/32-bit words: a numpy view reaches them."""
-        return self.width in _UNSIGNED and self.lsb % self.width == 0
+        """The elements are whole 8/16/32-bit words starting on a byte: a numpy view reaches them."""
+        return self.width in _UNSIGNED and self.lsb % 8 == 0
 
     def bits(self, i: int = 0) -> tuple[int, int]:
         """``(lo, hi)``: element ``i`` is ``tdata[lo:hi]`` (Python slice bounds)."""
@@ -123,9 +123,9 @@ class BeatLayout:
             if f.end > self.bits:
                 raise ValueError(f"field {f.name} (bits {f.lsb}..{f.end - 1}) does not fit the "
                                  f"{self.bits}-bit {self.name} beat")
-            if not f.viewable and (f.count != 1 or f.lsb // 8 != (f.end - 1) // 8):
-                raise ValueError(f"field {f.name} of the {self.name} beat must be an aligned 8/16/32-bit "
-                                 "word (array) or lie within one byte")
+            if not f.viewable and (f.count != 1 or f.width > 56):
+                raise ValueError(f"field {f.name} of the {self.name} beat must be a byte-aligned 8/16/32-bit "
+                                 "word (array) or a single field of at most 56 bits")
 
     @property
     def nbytes(self) -> int:
@@ -164,16 +164,20 @@ class BeatLayout:
         if not f.viewable:
             raise ValueError(f"field {f.name} of the {self.name} beat is narrower than a byte: no view")
         sgn = f.signed if signed is None else signed
-        words = beats.view((_SIGNED if sgn else _UNSIGNED)[f.width])
-        i = f.lsb // f.width
-        return words[:, i] if f.count == 1 else words[:, i:i + f.count]
+        b0 = f.lsb // 8
+        # the field's bytes (last axis contiguous), reinterpreted: a view, unaligned or not
+        words = beats[:, b0:b0 + f.width // 8 * f.count].view((_SIGNED if sgn else _UNSIGNED)[f.width])
+        return words[:, 0] if f.count == 1 else words
 
     def get(self, beats: npt.NDArray[np.uint8], name: str) -> npt.NDArray[np.int64]:
         """Field ``name`` of every beat as int64 (sign-extended for a signed field)."""
         f = self[name]
         if f.viewable:
             return self.view(beats, name).astype(np.int64)
-        v = (beats[:, f.lsb // 8].astype(np.int64) >> (f.lsb % 8)) & ((1 << f.width) - 1)
+        v = np.zeros(len(beats), dtype=np.int64)
+        for i, b in enumerate(range(f.lsb // 8, (f.end - 1) // 8 + 1)):
+            v |= beats[:, b].astype(np.int64) << (8 * i)
+        v = (v >> (f.lsb % 8)) & ((1 << f.width) - 1)
         if f.signed:
             v = np.where(v >> (f.width - 1), v - (1 << f.width), v)
         return v
@@ -200,7 +204,9 @@ class BeatLayout:
             if f.viewable:
                 self.view(beats, name, signed=False)[...] = (v & ((1 << f.width) - 1)).astype(_UNSIGNED[f.width])
             else:
-                beats[:, f.lsb // 8] |= ((v.astype(np.int64) & ((1 << f.width) - 1)) << (f.lsb % 8)).astype(np.uint8)
+                placed = (v.astype(np.int64) & ((1 << f.width) - 1)) << (f.lsb % 8)
+                for i, b in enumerate(range(f.lsb // 8, (f.end - 1) // 8 + 1)):
+                    beats[:, b] |= ((placed >> (8 * i)) & 0xFF).astype(np.uint8)
         return beats
 
     def stray(self, beats: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
@@ -217,15 +223,24 @@ class BeatLayout:
         return np.frombuffer(self.used_mask.to_bytes(self.nbytes, "little"), dtype=np.uint8)
 
 
+def sample_beat_bits(params: CoreParams) -> int:
+    """Width of the ``s_axis`` beat for ``params``: the tag and D features, nothing else."""
+    return TAG_BITS + FEATURE_BITS * params.d
+
+
+def sample_bytes(params: CoreParams) -> int:
+    """Bytes per ``s_axis`` beat for ``params`` (20 for D = 8)."""
+    return sample_beat_bits(params) // 8
+
+
 def sample_beat(params: CoreParams) -> BeatLayout:
     """The ``s_axis`` sample beat for D = ``params.d`` features."""
     if params.d > MAX_STREAM_FEATURES:
-        raise ValueError(f"a {SAMPLE_BEAT_BITS}-bit beat carries at most {MAX_STREAM_FEATURES} features, "
-                         f"not {params.d}")
+        raise ValueError(f"a sample beat carries at most {MAX_STREAM_FEATURES} features, not {params.d}")
     if params.in_bits != FEATURE_BITS or params.tag_bits != TAG_BITS:
         raise ValueError(f"the sample beat carries {FEATURE_BITS}-bit features and {TAG_BITS}-bit tags, "
                          f"not {params.in_bits}/{params.tag_bits}")
-    return BeatLayout("sample", SAMPLE_BEAT_BITS, (
+    return BeatLayout("sample", sample_beat_bits(params), (
         BeatField("tag", 0, TAG_BITS, "the sample's tag, returned with its result"),
         BeatField("features", TAG_BITS, FEATURE_BITS, "feature d (two's complement)", signed=True,
                   count=params.d),
@@ -234,8 +249,9 @@ def sample_beat(params: CoreParams) -> BeatLayout:
 
 #: The ``m_axis`` result beat.
 RESULT_BEAT = BeatLayout("result", RESULT_BEAT_BITS, (
-    BeatField("score", 0, 32, "the score, zero-extended"),
+    BeatField("score", 0, SCORE_FIELD_BITS, "the score, zero-extended"),
+    BeatField("argmax", SCORE_FIELD_BITS, ARGMAX_FIELD_BITS,
+              "projection with the largest table value (lowest index on ties)"),
+    BeatField("anomaly", SCORE_FIELD_BITS + ARGMAX_FIELD_BITS, 1, "score > threshold"),
     BeatField("tag", 32, TAG_BITS, "the sample's tag"),
-    BeatField("argmax", 64, 8, "projection with the largest table value (lowest index on ties)"),
-    BeatField("anomaly", 72, 1, "score > threshold"),
 ))

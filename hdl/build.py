@@ -3,11 +3,13 @@
 Two library calls, used by ``mailpulse hdl build`` / ``mailpulse hdl synth``, the tests and
 ``bench/bench_fmax.py``:
 
-* :func:`build` - place and route the ``mailpulse_spi`` top for one board of
-  :mod:`mailpulse.hdl.platforms` (iCE40 or ECP5) with Yosys + nextpnr + icepack/ecppack, all from the
-  YoWASP wheels on PyPI, and return a :class:`BuildReport`: utilisation (LC/LUT, FF, block RAM,
-  used and percent of the device), the fmax nextpnr achieved against the parameter set's
-  ``target_mhz`` (which is also the clock constraint), and the bitstream path.
+* :func:`build` - place and route a top (``spi``: ``mailpulse_spi``; ``stream-bench``: the
+  streaming core between an on-chip beat source and sink, :mod:`mailpulse.hdl.streambench`) for
+  one board of :mod:`mailpulse.hdl.platforms` (iCE40 or ECP5) with Yosys + nextpnr +
+  icepack/ecppack, all from the YoWASP wheels on PyPI, and return a :class:`BuildReport`:
+  utilisation (LC/LUT, FF, block RAM, used and percent of the device), the PLL and the core clock
+  it makes (the board's clock for that build, or ``clock_mhz``), the fmax nextpnr achieved with
+  the core clock as the constraint, whether timing closes at that clock, and the bitstream path.
 * :func:`synth_xc7` - synthesise the ``mailpulse_axi`` top with Yosys ``synth_xilinx`` and return a
   :class:`SynthReport`: a resource estimate for the Zynq-7020 (there is no open place-and-route for
   7-series, so there is no fmax).
@@ -44,10 +46,12 @@ from . import tops
 from .board import BoardTop
 from .params import CoreParams, get_params
 from .platforms import BoardSpec, get_board
+from .pll import PLLError, pll_for
 from .reports import (
     XC7Z020,
     BuildError,
     BuildReport,
+    ClockTiming,
     SynthReport,
     Usage,
     overfull_from_log,
@@ -55,6 +59,7 @@ from .reports import (
     parse_yosys_stat,
     xc7_report,
 )
+from .streambench import StreamBenchTop
 
 __all__ = [
     "XC7Z020",
@@ -72,6 +77,8 @@ __all__ = [
 SPI_TOP = "mailpulse_spi"
 #: Name of the AXI top as a Verilog module.
 AXI_TOP = "mailpulse_axi"
+#: The tops ``build`` places: name -> Verilog module name (and name of the build products).
+BOARD_TOPS = {"spi": SPI_TOP, "stream-bench": "mailpulse_stream_bench"}
 
 
 #: Amaranth's tool name -> the YoWASP executable.
@@ -145,18 +152,19 @@ def _nextpnr_opts(name: str, seed: int) -> list[str]:
 
 
 def build_design(board: BoardSpec, params: CoreParams, design: Any, outdir: Path, *, seed: int = 1,
-                 name: str = SPI_TOP, core: str = "") -> BuildReport:
+                 name: str = SPI_TOP, core: str = "", top: str = "spi", pll: str = "") -> BuildReport:
     """Place and route an arbitrary elaboratable ``design`` on ``board`` (the engine of :func:`build`).
 
-    ``design`` is elaborated for the board's platform, whose clock is constrained to
-    ``params.target_mhz``.
+    ``design`` is elaborated for the board's platform (its ``clk`` the oscillator) and constrains
+    its own clocks (a :class:`~mailpulse.hdl.board.BoardTop` constrains the PLL's output); ``pll``
+    describes the PLL for the report.
     """
     env = tool_env(board.family)
     outdir = Path(outdir).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     for stale in (f"{name}.report.json", f"{name}.bin", f"{name}.bit"):
         (outdir / stale).unlink(missing_ok=True)
-    platform = board.make(params.target_mhz * 1e6)
+    platform = board.make()
     t0 = time.monotonic()
     plan = platform.prepare(
         design,
@@ -174,7 +182,7 @@ def build_design(board: BoardSpec, params: CoreParams, design: Any, outdir: Path
                              + f" (nextpnr log {outdir / (name + '.tim')})") from e
         raise
     seconds = time.monotonic() - t0
-    usage, fmax, path_nets = parse_nextpnr_report(outdir / f"{name}.report.json", board.family)
+    usage, clocks, path_nets = parse_nextpnr_report(outdir / f"{name}.report.json", board.family)
     stat = parse_yosys_stat(outdir / f"{name}.stat.json")
     if board.family == "ice40":
         lc = usage["lc"].available
@@ -185,12 +193,17 @@ def build_design(board: BoardSpec, params: CoreParams, design: Any, outdir: Path
         bitstream = outdir / f"{name}.bit"
     if not bitstream.is_file() or bitstream.stat().st_size == 0:
         raise BuildError(f"the flow ended without a bitstream {bitstream}")
+    core_net = _core_clock(clocks)
     report = BuildReport(
         platform=board.name,
         device=board.description,
         config=params.name,
-        target_mhz=params.target_mhz,
-        fmax_mhz=fmax,
+        target_mhz=clocks[core_net].constraint,
+        fmax_mhz=clocks[core_net].achieved,
+        clocks=clocks,
+        top=top,
+        pll=pll,
+        osc_mhz=board.osc_mhz,
         usage=usage,
         bitstream=bitstream,
         outdir=outdir,
@@ -204,8 +217,8 @@ def build_design(board: BoardSpec, params: CoreParams, design: Any, outdir: Path
 
 
 def build(platform: str, config: str | None = None, outdir: str | Path | None = None, *,
-          seed: int = 1, core: str | None = None) -> BuildReport:
-    """Build the ``mailpulse_spi`` top with parameter set ``config`` for board ``platform``.
+          seed: int = 1, core: str | None = None, top: str = "spi", clock_mhz: float | None = None) -> BuildReport:
+    """Build ``top`` with parameter set ``config`` for board ``platform``, its core on a PLL clock.
 
     Parameters
     ----------
@@ -215,11 +228,19 @@ def build(platform: str, config: str | None = None, outdir: str | Path | None = 
     config : str, optional
         A parameter set of :mod:`mailpulse.hdl.params`; default: the board's (``small``, ``full``, ``zynq``).
     outdir : path, optional
-        Build directory; default ``build/<platform>-<config>``.  Created; old products replaced.
+        Build directory; default ``build/<platform>-<config>`` (``-stream-bench`` appended for that
+        top).  Created; old products replaced.
     seed : int
         nextpnr's placer seed (builds are deterministic for a given seed).
     core : {"folded", "stream"}, optional
-        The core inside the SPI top; default: the board's (``folded`` on iCE40, ``stream`` on ECP5).
+        The core inside the SPI top; default: the board's (``folded``).  Not for ``stream-bench``.
+    top : {"spi", "stream-bench"}
+        ``spi``: ``mailpulse_spi``; ``stream-bench``: the streaming core with its stream handshake,
+        fed and drained on chip (:mod:`mailpulse.hdl.streambench`), on the boards that list it.
+    clock_mhz : float, optional
+        The core clock to ask the PLL for; default: the board's clock for this build
+        (:meth:`mailpulse.hdl.platforms.BoardSpec.clock_mhz`).  The PLL gives the nearest clock it
+        can make, and that clock is the timing constraint.
 
     Returns
     -------
@@ -228,7 +249,8 @@ def build(platform: str, config: str | None = None, outdir: str | Path | None = 
     Raises
     ------
     ValueError
-        Unknown platform or parameter set.
+        Unknown platform, parameter set, top or core, a top the board does not build, or a clock
+        the PLL cannot make.
     ToolMissing
         A YoWASP tool is not installed.
     BuildError
@@ -236,11 +258,39 @@ def build(platform: str, config: str | None = None, outdir: str | Path | None = 
     """
     board = get_board(platform)
     params = get_params(config or board.default_config)
+    if top not in BOARD_TOPS:
+        raise ValueError(f"unknown top {top!r}; known tops: {', '.join(BOARD_TOPS)}")
+    if top not in board.tops:
+        raise ValueError(f"{platform} does not build the {top} top (the streaming core does not fit); "
+                         f"it builds {', '.join(board.tops)}")
+    if top == "stream-bench" and core is not None:
+        raise ValueError("--core selects the SPI top's core; the stream-bench top always carries the streaming core")
     tool_env(board.family)  # a missing tool is reported before any elaboration
-    core = core or board.default_core
-    out = Path(outdir) if outdir is not None else Path("build") / f"{platform}-{params.name}"
-    report = build_design(board, params, BoardTop(_spi_top(params, core)), out, seed=seed, core=core)
+    core = "" if top == "stream-bench" else core or board.default_core
+    want = clock_mhz if clock_mhz is not None else board.clock_mhz(top, core, params.name)
+    try:
+        pll = pll_for(board.family, board.osc_mhz, want)
+    except PLLError as e:
+        raise ValueError(f"{platform}: {e}") from None
+    suffix = "" if top == "spi" else f"-{top}"
+    out = Path(outdir) if outdir is not None else Path("build") / f"{platform}-{params.name}{suffix}"
+    design = BoardTop(_spi_top(params, core) if top == "spi" else StreamBenchTop(params), pll,
+                      pll_pad=board.pll_pad)
+    report = build_design(board, params, design, out, seed=seed, core=core, name=BOARD_TOPS[top], top=top,
+                          pll=pll.describe())
+    if abs(report.target_mhz - pll.f_out) > 1e-3 * pll.f_out:
+        raise BuildError(f"nextpnr timed the core clock at {report.target_mhz:.3f} MHz, not at the PLL's "
+                         f"{pll.f_out:.3f} MHz (clocks: {', '.join(report.clocks)})")
     return report
+
+
+def _core_clock(clocks: dict[str, ClockTiming]) -> str:
+    """The core clock's net among nextpnr's clocks: ``core_clk`` (the PLL's output, see
+    :class:`~mailpulse.hdl.board.BoardTop`), else the fastest constrained clock."""
+    named = [n for n in clocks if "core_clk" in n]
+    if named:
+        return named[0]
+    return max(clocks, key=lambda n: (clocks[n].constraint, n))
 
 
 def synth_design_xc7(design: Any, config: str, outdir: Path, *, name: str = AXI_TOP) -> SynthReport:

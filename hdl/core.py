@@ -35,6 +35,7 @@ from .dsp import DSPProjections
 from .lane import stage_reg, sync
 from .params import CoreParams, clog2
 from .plan import MAX_LATENCY, dsp_plan, pipeline_plan
+from .tablemem import TableMemory
 
 __all__ = [
     "MAX_LATENCY",
@@ -90,11 +91,17 @@ class _Flow:
 
     ``valid``/``src_push`` hold one bit per register (a sample is there; it came from PUSH);
     ``fifo_cnt`` counts the results in the output buffer; ``pipe_empty`` and ``push_inflight`` are
-    registered reductions of ``valid``/``src_push`` (exact in every cycle).
+    registered reductions of ``valid``/``src_push`` (exact in every cycle).  ``lane_en`` (one per
+    projection), ``x_en``, ``side_en`` and ``tree_en`` are copies of ``en`` for the datapath
+    registers (see :meth:`ScorerCore._flow`).
     """
 
     n_regs: int
     en: Signal
+    lane_en: list[Any]
+    x_en: Any
+    side_en: Any
+    tree_en: Any
     valid: Signal
     src_push: Signal
     fifo_cnt: Signal
@@ -170,10 +177,10 @@ class ScorerCore(wiring.Component):
         if act.dsp is not None:
             diffs = act.dsp.diffs(m, x, flow.en)
         else:
-            diffs = self._lut_projections(m, x, flow.en, act)
-        bins = self._bins(m, diffs, flow.en, act)
-        vals = self._tables(m, bins, flow.en, act.cs)
-        score_last, arg_last, tree_stages = self._score_argmax(m, vals, flow.en)
+            diffs = self._lut_projections(m, x, flow.lane_en, act)
+        bins = self._bins(m, diffs, flow.lane_en, act)
+        vals = self._tables(m, bins, flow.lane_en, act.cs)
+        score_last, arg_last, tree_stages = self._score_argmax(m, vals, flow.tree_en)
         if self.dsp:
             assert flow.n_regs == 1 + self.plan["chain_len"] + 2 + 1 + tree_stages, "latency bookkeeping"
         else:
@@ -206,14 +213,29 @@ class ScorerCore(wiring.Component):
 
     def _flow(self, m: Module, cs: CommitState) -> _Flow:
         """Global enable.  The last pipeline register feeds a two-entry output buffer; the pipeline
-        advances when the buffer has room or the last stage is empty.  Both are registers, so
-        ``en`` (and ``i_stream.ready``) is two LUT levels deep.  A sample enters when the pipeline
-        advances and no commit is pending; PUSH has priority over the stream."""
+        advances when the buffer has room or the last stage is empty:
+        ``en = fifo_cnt < 2 or not valid[-1]``.  A sample enters when the pipeline advances and no
+        commit is pending; PUSH has priority over the stream.
+
+        ``en`` drives the clock enable of every pipeline register (thousands of loads), so it is a
+        register itself, computed one cycle early from the next values of ``fifo_cnt`` and
+        ``valid[-1]`` (exact: equal to the expression above in every cycle), and the datapath takes
+        it from copies (one per projection lane, one each for the input register, the tag/last
+        side band and each stage of the score/argmax tree), each with its own next-state logic and
+        a few hundred loads.  A copy's next value uses the copy itself where the expression uses
+        ``en``, so no two copies have the same inputs and synthesis keeps them apart.  (With ``en``
+        a LUT after ``fifo_cnt``, its fan-out was the ECP5 streaming build's critical path: 99.5 MHz
+        at speed grade 6.)"""
         ctrl = self.ctrl
         n_regs = self.plan["latency"] - 1    # pipeline registers R0..R(n-1); the buffer is the last stage
+        tree_stages = self.plan.get("tree_stages", 0)
         f = _Flow(
             n_regs=n_regs,
-            en=Signal(name="en"),
+            en=Signal(init=1, name="en"),
+            lane_en=[],
+            x_en=None,
+            side_en=None,
+            tree_en=None,
             valid=Signal(n_regs, name="valid"),
             src_push=Signal(n_regs, name="src_push"),
             fifo_cnt=Signal(range(3), name="fifo_cnt"),
@@ -227,8 +249,8 @@ class ScorerCore(wiring.Component):
             open_=Signal(name="open_"),
         )
         if self.stream:
+            self._registered_enables(m, f, tree_stages)
             m.d.comb += [
-                f.en.eq((f.fifo_cnt < 2) | ~f.valid[-1]),
                 # no sample enters during the clear after reset (the tables still hold what they
                 # held before it); PUSH is held off by the front end itself
                 self.i_stream.ready.eq(f.open_ & ~ctrl.push_valid & ~ctrl.clearing),
@@ -236,6 +258,9 @@ class ScorerCore(wiring.Component):
             ]
         else:
             m.d.comb += f.en.eq(1)
+            f.lane_en = [f.en] * self.params.k
+            f.x_en = f.side_en = f.en
+            f.tree_en = [f.en] * max(1, tree_stages)
         m.d.comb += [
             f.open_.eq(f.en & ~cs.commit_pending),
             f.take_push.eq(f.open_ & ctrl.push_valid),
@@ -253,6 +278,23 @@ class ScorerCore(wiring.Component):
             ]
         return f
 
+    def _registered_enables(self, m: Module, f: _Flow, tree_stages: int) -> None:
+        """``en`` and its copies as registers (see :meth:`_flow`): each one's next value is
+        ``next fifo_cnt < 2 or not next valid[-1]``, with the register itself standing for ``en``."""
+        n_regs = f.n_regs
+        copies = [Signal(init=1, name=f"en_lane{k}") for k in range(self.params.k)]
+        copies += [Signal(init=1, name=n) for n in ("en_x", "en_side")]
+        copies += [Signal(init=1, name=f"en_tree{i}") for i in range(max(1, tree_stages))]
+        pop = Signal(name="pop")
+        m.d.comb += pop.eq((f.fifo_cnt != 0) & self.o_stream.ready)
+        for e in [f.en, *copies]:
+            push = e & f.valid[-1] & ~f.src_push[-1]
+            last_next = Mux(e, f.valid[-2] if n_regs > 1 else f.take_push | f.take_stream, f.valid[-1])
+            m.d.sync += e.eq((f.fifo_cnt + push - pop < 2) | ~last_next)
+        f.lane_en = copies[:self.params.k]
+        f.x_en, f.side_en = copies[self.params.k:self.params.k + 2]
+        f.tree_en = copies[self.params.k + 2:]
+
     def _sideband(self, m: Module, flow: _Flow) -> tuple[Any, Any]:
         """Tag and ``tlast`` travel alongside the sample (pure datapath): the output's tag and last."""
         ctrl = self.ctrl
@@ -261,7 +303,7 @@ class ScorerCore(wiring.Component):
         n_regs = flow.n_regs
         tag_pipe = [stage_reg(self.params.tag_bits, f"tag_r{i}") for i in range(n_regs)]
         last_pipe = [stage_reg(1, f"last_r{i}") for i in range(n_regs)]
-        with m.If(flow.en):
+        with m.If(flow.side_en):
             m.d.sync += [
                 tag_pipe[0].eq(Mux(ctrl.push_valid, ctrl.push_tag, self.i_stream.payload.tag)),
                 last_pipe[0].eq(~ctrl.push_valid & self.i_stream.payload.last),
@@ -281,12 +323,12 @@ class ScorerCore(wiring.Component):
             feats = Mux(ctrl.push_valid, ctrl.push_features, self.i_stream.payload.features)
         else:
             feats = ctrl.push_features
-        with m.If(flow.en):
+        with m.If(flow.x_en):
             for d in range(p.d):
                 m.d.sync += x[d].eq(feats[d * p.in_bits:(d + 1) * p.in_bits])
         return x
 
-    def _lut_projections(self, m: Module, x: list[Signal], en: Signal, act: _ActiveModel) -> list[Signal]:
+    def _lut_projections(self, m: Module, x: list[Signal], en: list[Any], act: _ActiveModel) -> list[Signal]:
         """Weighted terms, the projection adder trees and the offset subtraction, in LUTs.
 
         The terms are not registered: they feed the first adder level directly, so on 6-input-LUT
@@ -309,23 +351,23 @@ class ScorerCore(wiring.Component):
             if p.d == 1:
                 projs.append(terms[k][0])
                 continue
-            s, nst = lane.add_tree(m, terms[k], self.plan["proj_per_stage"], partial(_proj_reg_name, k), en)
+            s, nst = lane.add_tree(m, terms[k], self.plan["proj_per_stage"], partial(_proj_reg_name, k), en[k])
             assert nst == self.plan["proj_stages"]
             projs.append(s)
-        return [lane.diff_stage(m, projs[k], act.off[k], p, f"diff{k}", en) for k in range(p.k)]
+        return [lane.diff_stage(m, projs[k], act.off[k], p, f"diff{k}", en[k]) for k in range(p.k)]
 
-    def _bins(self, m: Module, diffs: list[Any], en: Signal, act: _ActiveModel) -> list[Signal]:
+    def _bins(self, m: Module, diffs: list[Any], en: list[Any], act: _ActiveModel) -> list[Signal]:
         """Shift and clamp, per projection.  The shift amount is active model, constant between
         commits, and commits happen with the pipeline empty, so it need not travel with the sample.
         The LUT variant has one more register before the clamp (the ECP5 150 MHz check); the DSP
         variant has no latency left for it."""
         bins = []
         for k in range(self.params.k):
-            part1 = lane.shift_hi_stage(m, diffs[k], act.shift[k], self.params, f"{k}", en)
-            bins.append(lane.clamp_stage(m, part1, act.shift[k], self.params, f"{k}", en, extra_reg=not self.dsp))
+            part1 = lane.shift_hi_stage(m, diffs[k], act.shift[k], self.params, f"{k}", en[k])
+            bins.append(lane.clamp_stage(m, part1, act.shift[k], self.params, f"{k}", en[k], extra_reg=not self.dsp))
         return bins
 
-    def _tables(self, m: Module, bins: list[Signal], en: Signal, cs: CommitState) -> list[Any]:
+    def _tables(self, m: Module, bins: list[Signal], en: list[Any], cs: CommitState) -> list[Any]:
         """One memory per projection, bank bit = address MSB: the read of bin ``b`` of the active
         bank, and the front end's writes into the shadow bank (or, during the clear after reset,
         into both banks: the clear index's MSB picks the bank, the shadow bank first)."""
@@ -335,30 +377,35 @@ class ScorerCore(wiring.Component):
         vals = []
         self._probes["table_writes"] = writes = []
         for k in range(p.k):
+            wr_addr = Mux(ctrl.table_clear, Cat(ctrl.table_index[:bl], ctrl.table_index[bl] ^ ~cs.active_bank),
+                          Cat(ctrl.table_index[:bl], ~cs.active_bank))
+            wr_en = ctrl.table_we & (ctrl.table_clear | (ctrl.table_index[bl:] == k))
+            if not self.dsp:
+                # LUT variant: the block RAM's data is registered once more before the score and
+                # argmax trees (ECP5 DP16KD clock-to-out + compare missed 150 MHz), on ECP5 in the
+                # DP16KD's own output register (mailpulse.hdl.tablemem)
+                tm = m.submodules[f"table{k}"] = TableMemory(self.table_data[k])
+                m.d.comb += [tm.rd_addr.eq(Cat(bins[k], cs.active_bank)), tm.rd_en.eq(en[k]),
+                             tm.wr_addr.eq(wr_addr), tm.wr_data.eq(ctrl.table_data), tm.wr_en.eq(wr_en)]
+                writes.append((wr_en, wr_addr[bl]))   # (enable, bank)
+                vals.append(tm.rd_data)
+                continue
             mem = Memory(data=self.table_data[k])
             m.submodules[f"table{k}"] = mem
             rd = mem.read_port(domain="sync")
             wr = mem.write_port(domain="sync")
             m.d.comb += [
                 rd.addr.eq(Cat(bins[k], cs.active_bank)),
-                rd.en.eq(en),
-                wr.addr.eq(Mux(ctrl.table_clear, Cat(ctrl.table_index[:bl], ctrl.table_index[bl] ^ ~cs.active_bank),
-                               Cat(ctrl.table_index[:bl], ~cs.active_bank))),
+                rd.en.eq(en[k]),
+                wr.addr.eq(wr_addr),
                 wr.data.eq(ctrl.table_data),
-                wr.en.eq(ctrl.table_we & (ctrl.table_clear | (ctrl.table_index[bl:] == k))),
+                wr.en.eq(wr_en),
             ]
             writes.append((wr.en, wr.addr[bl]))   # (enable, bank)
-            if self.dsp:
-                vals.append(rd.data)
-            else:
-                # LUT variant: the block RAM's data is registered once more before the score and
-                # argmax trees (ECP5 DP16KD clock-to-out + compare missed 150 MHz)
-                vr = stage_reg(p.table_bits, f"val{k}")
-                sync(m, en, vr.eq(rd.data))
-                vals.append(vr)
+            vals.append(rd.data)
         return vals
 
-    def _score_argmax(self, m: Module, vals: list[Any], en: Signal) -> tuple[Any, Any, int]:
+    def _score_argmax(self, m: Module, vals: list[Any], en: list[Any]) -> tuple[Any, Any, int]:
         """The score (sum of the K table values) and the argmax (lowest index of the largest value)
         as two trees side by side, registered every ``tree_per_stage`` levels.  Returns the score,
         the argmax and the number of register stages."""
@@ -390,7 +437,7 @@ class ScorerCore(wiring.Component):
                     r = stage_reg(e.shape(), f"sum_s{stage}_{j}")
                     rv = stage_reg(p.table_bits, f"max_s{stage}_{j}")
                     rix = stage_reg(kb, f"arg_s{stage}_{j}")
-                    sync(m, en, [r.eq(e), rv.eq(va), rix.eq(ia)])
+                    sync(m, en[stage], [r.eq(e), rv.eq(va), rix.eq(ia)])
                     rs.append(r)
                     ri.append((rv, rix))
                 sums, items = rs, ri

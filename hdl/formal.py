@@ -157,7 +157,9 @@ class StreamCoreHarness(_Harness):
         if self.fault == "ready_ignores_clear":       # issue 14's defect 1
             m.d.comb += core.i_stream.ready.eq(fl.open_ & ~c.push_valid)
         elif self.fault == "stall_ignores_full_buffer":
-            m.d.comb += fl.en.eq(1)
+            # ``en`` and its copies are registers (ScorerCore._flow): held at 1, as a combinational
+            # ``en = 1`` was before them
+            m.d.sync += [e.eq(1) for e in _enables(fl)]
         stream_bits = fl.valid & ~fl.src_push
         push_bits = fl.valid & fl.src_push
         take = fl.take_push | fl.take_stream
@@ -175,6 +177,8 @@ class StreamCoreHarness(_Harness):
             "drained means the pipeline is empty": ~c.drained | fl.pipe_empty,
             "no sample in flight during the clear after reset": ~c.clearing | fl.pipe_empty,
         }
+        if self.fault != "stall_ignores_full_buffer":   # the fault replaces the logic these describe
+            inv.update(_enable_invariants(fl))
         for s in range(n):
             later = stream_bits[s + 1:] if s + 1 < n else Const(0, 1)
             later_p = push_bits[s + 1:] if s + 1 < n else Const(0, 1)
@@ -198,6 +202,24 @@ class StreamCoreHarness(_Harness):
         for k, (en, bank) in enumerate(pr["table_writes"]):
             m.d.comb += Assert(~(en & (bank == act.cs.active_bank)) | (fl.pipe_empty & ~take),
                                f"atomic swap: no write into table {k}'s active bank with a sample in flight")
+
+
+def _enables(fl: Any) -> list[Signal]:
+    """``en`` of the streaming core and its copies for the datapath (:meth:`ScorerCore._flow`)."""
+    out: list[Signal] = []
+    for e in [fl.en, *fl.lane_en, fl.x_en, fl.side_en, *fl.tree_en]:
+        if all(e is not o for o in out):
+            out.append(e)
+    return out
+
+
+def _enable_invariants(fl: Any) -> dict[str, Value]:
+    """``en`` is a register computed one cycle early (:meth:`ScorerCore._flow`): it equals
+    ``fifo_cnt < 2 or not valid[-1]`` in every cycle, and every copy of it equals it."""
+    inv = {"inv: en = buffer has room or last stage empty": fl.en == ((fl.fifo_cnt < 2) | ~fl.valid[-1])}
+    for e in _enables(fl)[1:]:
+        inv[f"inv: {e.name} = en"] = e == fl.en
+    return inv
 
 
 def _front_end_contract(h: _Harness, m: Module, c: Any, push_tag_counter: Signal | None = None) -> None:
@@ -375,6 +397,7 @@ class RegisterBusHarness(_Harness):
             "inv: core buffer count <= 2": fl.fifo_cnt <= 2,
             "inv: core no sample in flight during the clear": ~c.clearing | fl.pipe_empty,
             "inv: core load only when drained": ~pr["ld_valid"] | c.drained,
+            **{name.replace("inv: ", "inv: core ", 1): v for name, v in _enable_invariants(fl).items()},
         })
 
     def _bus_invariants(self, m: Module) -> None:

@@ -6,7 +6,7 @@ machines that have no HDL toolchain.  Every width the core uses is derived here,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mailpulse.errors import UserError
 
@@ -47,7 +47,6 @@ class CoreParams:
     table_bits: int = 16
     shift_bits: int = 5
     tag_bits: int = 32
-    target_mhz: float = field(default=100.0, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.d <= 16:
@@ -139,9 +138,9 @@ class CoreParams:
 #: The named parameter sets.  ``small`` fits an iCE40 UP5K, ``full`` an iCE40 HX8K, ``zynq`` the
 #: Zynq-7020 IP (and an ECP5-25F/85F for the open-tool timing check).
 PARAMETER_SETS: dict[str, CoreParams] = {
-    "small": CoreParams("small", d=8, k=8, b=64, target_mhz=48.0),
-    "full": CoreParams("full", d=8, k=16, b=64, target_mhz=100.0),
-    "zynq": CoreParams("zynq", d=8, k=32, b=128, target_mhz=150.0),
+    "small": CoreParams("small", d=8, k=8, b=64),
+    "full": CoreParams("full", d=8, k=16, b=64),
+    "zynq": CoreParams("zynq", d=8, k=32, b=128),
 }
 
 
@@ -149,7 +148,7 @@ PARAMETER_SETS: dict[str, CoreParams] = {
 #: two-way score/argmax tree, two table banks of several bins): the formal proofs
 #: (:mod:`mailpulse.hdl.formal`) run k-induction on it, where the state space of a shipped set is
 #: too large; the shipped sets get a bounded model check.  Not a set a bitstream is built for.
-FORMAL_PARAMS = CoreParams("formal", d=2, k=2, b=4, target_mhz=100.0)
+FORMAL_PARAMS = CoreParams("formal", d=2, k=2, b=4)
 
 
 def get_params(name: str) -> CoreParams:

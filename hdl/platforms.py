@@ -6,15 +6,16 @@ host GPIO, the four SPI pins and the ``irq`` output.  No dependency on amaranth-
 follow well-known boards (iCEBreaker, the iCE40-HX8K breakout, ULX3S) so that a bitstream can be
 tried on them, but only the pins listed here are used.
 
-The clock resource carries the frequency the build constrains to; :class:`BoardSpec` chooses it
-from the parameter set's ``target_mhz`` (see :mod:`mailpulse.hdl.build`).  A board whose oscillator is
-slower needs a PLL in front (not part of this version).
+The clock resource is the board's oscillator (12 MHz on the iCE40 boards, 25 MHz on the ULX3S);
+the core runs from a PLL (:mod:`mailpulse.hdl.pll`, instantiated by :class:`mailpulse.hdl.board.BoardTop`)
+at the clock :class:`BoardSpec` names for each top and parameter set, a clock the build's timing
+report supports.  The ECP5 platforms carry speed grade 6, the grade of the ULX3S.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from amaranth.build import Attrs, Clock, Pins, Resource, Subsignal
@@ -32,8 +33,11 @@ __all__ = [
 
 
 def _board_resources(clk_hz: float, pins: dict[str, str], attrs: Attrs) -> list[Resource]:
-    """The five resources every mailpulse board has: ``clk``, ``rst``, ``spi``, ``irq``."""
+    """The resources every mailpulse board has: ``clk``, ``rst``, ``spi``, ``irq``; and ``sig`` (the
+    ``stream-bench`` top's signature) where the board names a pin for it."""
+    extra = [Resource("sig", 0, Pins(pins["sig"], dir="o"), attrs)] if "sig" in pins else []
     return [
+        *extra,
         Resource("clk", 0, Pins(pins["clk"], dir="i"), Clock(clk_hz), attrs),
         Resource("rst", 0, Pins(pins["rst"], dir="i"), attrs),
         Resource(
@@ -96,8 +100,9 @@ class _MailpulseECP5Platform(_ClockedMixin, LatticeECP5Platform):
     """ECP5 in the caBGA381 package (ULX3S pin-out; SPI on GPIO pairs 0-2)."""
 
     package = "BG381"
-    speed = "8"
-    pins: ClassVar[dict[str, str]] = {"clk": "G2", "rst": "B10", "sck": "B11", "cs_n": "C11", "mosi": "A10", "miso": "A11", "irq": "A9"}
+    speed = "6"    # the ULX3S carries the slowest grade (6); grade 8 is about 15 % faster
+    pins: ClassVar[dict[str, str]] = {"clk": "G2", "rst": "B10", "sck": "B11", "cs_n": "C11", "mosi": "A10", "miso": "A11",
+                                      "irq": "A9", "sig": "B2"}
     io_attrs: ClassVar[dict[str, str]] = {"IO_TYPE": "LVCMOS33"}
 
     def __init__(self, *, clk_hz: float = 25e6) -> None:
@@ -126,36 +131,64 @@ class BoardSpec:
     default_config : str
         The parameter set built when ``--config`` is not given.
     factory : callable
-        ``factory(clk_hz)`` returns a fresh Amaranth platform.
+        ``factory()`` returns a fresh Amaranth platform (its ``clk`` is the oscillator).
     description : str
         Device, speed grade and package, as printed in reports.
     default_core : str
         The core the SPI top carries unless ``--core`` says otherwise (see ``mailpulse.hdl.build.CORES``).
+    osc_mhz : float
+        The board's oscillator on the ``clk`` pin: the PLL's input.
+    clocks : mapping of (top, core, config) to MHz
+        The clock the core runs at (the PLL's output) in each build this board ships, chosen below
+        the fmax its timing report gives, with margin (``docs/builds.md``); ``mailpulse hdl build
+        --clock`` overrides it.
+    fallback_mhz : float
+        The clock of a build not in ``clocks`` (a conservative one; the report says whether it closes).
+    pll_pad : bool
+        The ``clk`` pin is the PLL's own input pad (iCE40 ``SB_PLL40_PAD`` instead of ``_CORE``).
+    tops : tuple of str
+        The tops this board builds (``spi``; ``stream-bench`` where the streaming core fits).
     """
 
     name: str
     family: str
     default_config: str
-    factory: Callable[[float], Any]
+    factory: Callable[[], Any]
     description: str
     default_core: str
+    osc_mhz: float
+    clocks: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
+    fallback_mhz: float = 24.0
+    pll_pad: bool = False
+    tops: tuple[str, ...] = ("spi",)
 
-    def make(self, clk_hz: float) -> Any:
-        return self.factory(clk_hz)
+    def make(self) -> Any:
+        return self.factory()
 
+    def clock_mhz(self, top: str, core: str, config: str) -> float:
+        """The core clock of the build ``(top, core, config)`` (``core`` is ``""`` for ``stream-bench``)."""
+        return self.clocks.get((top, core, config), self.fallback_mhz)
+
+
+#: The core clock of each shipped build (MHz), below the fmax its report gives (docs/builds.md).
+_ICE40_CLOCKS = {("spi", "folded", "small"): 45.0, ("spi", "folded", "full"): 100.5}
+_ECP5_CLOCKS = {("stream-bench", "", "zynq"): 125.0, ("spi", "folded", "zynq"): 100.0}
 
 PLATFORMS: dict[str, BoardSpec] = {
     "ice40-up5k": BoardSpec(
-        "ice40-up5k", "ice40", "small", lambda hz: MailpulseUP5KPlatform(clk_hz=hz), "iCE40UP5K-SG48", "folded",
+        "ice40-up5k", "ice40", "small", MailpulseUP5KPlatform, "iCE40UP5K-SG48", "folded", 12.0,
+        _ICE40_CLOCKS, pll_pad=True,
     ),
     "ice40-hx8k": BoardSpec(
-        "ice40-hx8k", "ice40", "full", lambda hz: MailpulseHX8KPlatform(clk_hz=hz), "iCE40HX8K-CT256", "folded",
+        "ice40-hx8k", "ice40", "full", MailpulseHX8KPlatform, "iCE40HX8K-CT256", "folded", 12.0, _ICE40_CLOCKS,
     ),
     "ecp5-25f": BoardSpec(
-        "ecp5-25f", "ecp5", "zynq", lambda hz: MailpulseECP5_25FPlatform(clk_hz=hz), "LFE5U-25F-8BG381C", "stream",
+        "ecp5-25f", "ecp5", "zynq", MailpulseECP5_25FPlatform, "LFE5U-25F-6BG381C", "folded", 25.0, _ECP5_CLOCKS,
+        fallback_mhz=50.0, tops=("spi", "stream-bench"),
     ),
     "ecp5-85f": BoardSpec(
-        "ecp5-85f", "ecp5", "zynq", lambda hz: MailpulseECP5_85FPlatform(clk_hz=hz), "LFE5U-85F-8BG381C", "stream",
+        "ecp5-85f", "ecp5", "zynq", MailpulseECP5_85FPlatform, "LFE5U-85F-6BG381C", "folded", 25.0, _ECP5_CLOCKS,
+        fallback_mhz=50.0, tops=("spi", "stream-bench"),
     ),
 }
 

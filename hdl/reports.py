@@ -17,6 +17,7 @@ __all__ = [
     "XC7_LUT_BUDGET_PCT",
     "BuildError",
     "BuildReport",
+    "ClockTiming",
     "SynthReport",
     "Usage",
     "overfull_from_log",
@@ -48,6 +49,18 @@ class Usage:
         return 100.0 * self.used / self.available if self.available else 0.0
 
 
+@dataclass(frozen=True)
+class ClockTiming:
+    """One clock of a routed design: nextpnr's fmax for it and its constraint (MHz)."""
+
+    achieved: float
+    constraint: float
+
+    @property
+    def closed(self) -> bool:
+        return self.achieved >= self.constraint
+
+
 @dataclass
 class BuildReport:
     """What one place-and-route build produced.
@@ -57,9 +70,17 @@ class BuildReport:
     platform, device, config : str
         The board (CLI name), the device (part/package) and the parameter set.
     target_mhz : float
-        The clock constraint (the parameter set's ``target_mhz``).
+        The core clock: the PLL's output frequency, which is the core clock's timing constraint.
     fmax_mhz : float
         The fmax nextpnr reports for the core clock after routing.
+    clocks : dict of str to ClockTiming
+        Every constrained clock (the oscillator's power-on-reset domain, the core clock).
+    top : str
+        ``spi`` (``mailpulse_spi``) or ``stream-bench``.
+    pll : str
+        The PLL's settings (``""``: the core runs from the oscillator).
+    osc_mhz : float
+        The board's oscillator, the PLL's input.
     usage : dict of str to Usage
         ``lut`` (LUT4s; on iCE40 also ``lc``, the logic cells, each LUT4+FF+carry), ``ff``, ``ram``
         (EBR on iCE40, DP16KD on ECP5) and ``io``.
@@ -86,9 +107,16 @@ class BuildReport:
     seconds: float
     critical_path: list[str] = field(default_factory=list)
     core: str = ""
+    clocks: dict[str, ClockTiming] = field(default_factory=dict)
+    top: str = "spi"
+    pll: str = ""
+    osc_mhz: float = 0.0
 
     @property
     def timing_met(self) -> bool:
+        """Timing closes: every clock (the core clock at the PLL's frequency) meets its constraint."""
+        if self.clocks:
+            return all(c.closed for c in self.clocks.values())
         return self.fmax_mhz >= self.target_mhz
 
     @property
@@ -119,13 +147,16 @@ class BuildReport:
         d["outdir"] = str(self.outdir)
         d["usage"] = {k: {"used": u.used, "available": u.available, "percent": round(u.percent, 2)}
                       for k, u in self.usage.items()}
+        d["clocks"] = {k: {"achieved": c.achieved, "constraint": c.constraint, "closed": c.closed}
+                       for k, c in self.clocks.items()}
         d.update(timing_met=self.timing_met, fits=self.fits, passed=self.passed)
         return d
 
     def format(self) -> str:
         """The human report ``mailpulse hdl build`` prints."""
         core = f" ({self.core} core)" if self.core else ""
-        lines = [f"mailpulse_spi{core} / {self.config} on {self.platform} ({self.device}), seed {self.seed}, "
+        top = "mailpulse_spi" if self.top == "spi" else self.top
+        lines = [f"{top}{core} / {self.config} on {self.platform} ({self.device}), seed {self.seed}, "
                  f"{self.seconds:.0f} s"]
         names = {"lc": "LC", "lut": "LUT4", "ff": "FF", "ram": "EBR" if "ICE" in self.device.upper() else "DP16KD",
                  "io": "IO"}
@@ -133,8 +164,12 @@ class BuildReport:
             if key in self.usage:
                 u = self.usage[key]
                 lines.append(f"  {names[key]:<7}{u.used:>7} / {u.available:<7}{u.percent:6.1f} %")
-        verdict = "PASS" if self.timing_met else "FAIL"
-        lines.append(f"  fmax   {self.fmax_mhz:7.1f} MHz, target {self.target_mhz:.1f} MHz: {verdict}")
+        verdict = "closed" if self.timing_met else "NOT closed"
+        lines.append(f"  clock  {self.target_mhz:7.2f} MHz from " + (self.pll or f"the {self.osc_mhz:g} MHz oscillator"))
+        lines.append(f"  fmax   {self.fmax_mhz:7.1f} MHz: timing {verdict} at {self.target_mhz:.2f} MHz")
+        for name, c in self.clocks.items():
+            if not c.closed:
+                lines.append(f"  clock {name}: {c.achieved:.1f} MHz < {c.constraint:.1f} MHz")
         if not self.fits:
             lines.append("  does NOT fit the device: FAIL")
         if not self.timing_met and self.critical_path:
@@ -198,8 +233,8 @@ def _design_name(net: str) -> str:
     return re.split(r"_(?:SB|TRELLIS|CCU2C|LUT4|DFF|DP16KD)_|\$", net, maxsplit=1)[0]
 
 
-def parse_nextpnr_report(path: Path, family: str) -> tuple[dict[str, Usage], float, list[str]]:
-    """Read nextpnr's ``--report`` JSON: (usage by kind, fmax of the slowest clock, critical path).
+def parse_nextpnr_report(path: Path, family: str) -> tuple[dict[str, Usage], dict[str, ClockTiming], list[str]]:
+    """Read nextpnr's ``--report`` JSON: (usage by kind, each clock's fmax and constraint, critical path).
 
     Raises ``BuildError`` when the file lacks the utilisation or fmax sections.
     """
@@ -223,21 +258,25 @@ def parse_nextpnr_report(path: Path, family: str) -> tuple[dict[str, Usage], flo
         usage["ff"] = get("TRELLIS_FF")
         usage["ram"] = get("DP16KD")
         usage["io"] = get("TRELLIS_IO")
-    achieved = min(float(v["achieved"]) for v in fmax.values())
-    return usage, achieved, _critical_path(data.get("critical_paths") or [])
+    clocks = {str(k): ClockTiming(float(v["achieved"]), float(v.get("constraint", 0.0))) for k, v in fmax.items()}
+    # the path of the clock with the least margin (the core clock, on a design that closes)
+    worst = min(clocks, key=lambda k: clocks[k].achieved / (clocks[k].constraint or 1.0))
+    return usage, clocks, _critical_path(data.get("critical_paths") or [], worst)
 
 
-def _critical_path(paths: list[dict[str, Any]]) -> list[str]:
+def _critical_path(paths: list[dict[str, Any]], clock: str = "") -> list[str]:
     """The register-to-register critical path: the start cell, each net as ``net (source lines)``,
     the end cell.
 
-    nextpnr lists one path per clock pair; the one between two clock edges (not ``<async>``) is the
-    one fmax is computed from.  Each routing segment names the net and the Amaranth source lines
+    nextpnr lists one path per clock pair; a path between two edges of ``clock`` (else the first
+    between two clock edges, not ``<async>``) is one an fmax is computed from.  Each routing segment names the net and the Amaranth source lines
     that created it, which is what a timing request to the HDL side needs.
     """
     regs = [p for p in paths if "<async>" not in (str(p.get("from")), str(p.get("to")))]
     if not regs:
         return []
+    same = [p for p in regs if str(p.get("from")).endswith(f" {clock}") and str(p.get("to")).endswith(f" {clock}")]
+    regs = same or regs
     items: list[str] = []
     segs = regs[0].get("path", [])
     for seg in segs:

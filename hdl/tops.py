@@ -28,7 +28,7 @@ from .axi import (
     ResultToAXIS,
     SampleFromAXIS,
 )
-from .beats import RESULT_BEAT_BITS, SAMPLE_BEAT_BITS
+from .beats import RESULT_BEAT_BITS, sample_beat_bits
 from .bus import BusSignature
 from .core import ScorerCore
 from .folded import FoldedScorerCore
@@ -54,7 +54,7 @@ class AXITop(wiring.Component):
             "aclk": In(1),
             "aresetn": In(1),
             "s_axil": In(AXI4LiteSignature()),
-            "s_axis": In(AXIStreamSignature(SAMPLE_BEAT_BITS)),
+            "s_axis": In(AXIStreamSignature(sample_beat_bits(params))),
             "m_axis": Out(AXIStreamSignature(RESULT_BEAT_BITS)),
         })
 

@@ -1,9 +1,11 @@
 """The AXI4-Stream beats as a DMA engine moves them (``docs/interfaces.md``), vectorised with numpy.
 
-The layouts are declared once in :mod:`mailpulse.hdl.beats` (256-bit sample beats: tag and D
-signed 16-bit features; 128-bit result beats: score, tag, argmax, anomaly flag).  This module adds
-the host's side: the batch is validated (:func:`check_samples`) before it is packed, and result
-beats are checked for stray bits as they are unpacked, with no per-sample Python.  The inverse
+The layouts are declared once in :mod:`mailpulse.hdl.beats` (dense beats: 32 + 16D-bit sample
+beats, tag and D signed 16-bit features, 20 bytes for D = 8; 64-bit result beats, score, argmax,
+anomaly flag and tag).  This module adds the host's side: the batch is validated
+(:func:`check_samples`) before it is packed, and result beats are checked as they are unpacked
+(a score wider than the core's scores or an argmax >= K means a misaligned stream), with no
+per-sample Python.  The inverse
 functions (unpacking samples, packing results) are what a stream *device* model needs.
 """
 
@@ -11,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.beats import MAX_STREAM_FEATURES, RESULT_BEAT, RESULT_BYTES, SAMPLE_BYTES, sample_beat
+from mailpulse.hdl.beats import MAX_STREAM_FEATURES, RESULT_BEAT, RESULT_BYTES, sample_beat, sample_bytes
 from mailpulse.hdl.params import CoreParams
 from mailpulse.hdl.reference import ScoreResult
 
-__all__ = ["MAX_STREAM_FEATURES", "RESULT_BYTES", "SAMPLE_BYTES", "check_samples", "pack_results", "pack_samples",
+__all__ = ["MAX_STREAM_FEATURES", "RESULT_BYTES", "check_samples", "pack_results", "pack_samples", "sample_bytes",
            "unpack_results", "unpack_samples"]
 
 
@@ -52,9 +54,9 @@ def check_samples(params: CoreParams, x: npt.ArrayLike, tags: npt.ArrayLike | No
 
 def pack_samples(params: CoreParams, x: npt.ArrayLike, tags: npt.ArrayLike | None = None,
                  out: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint8]:
-    """Pack N samples into N sample beats (uint8 array of shape (N, SAMPLE_BYTES)).
+    """Pack N samples into N sample beats (uint8 array of shape (N, sample_bytes(params))).
 
-    ``out``, when given, is a uint8 array of at least N * SAMPLE_BYTES bytes (for example a DMA
+    ``out``, when given, is a uint8 array of at least N * sample_bytes(params) bytes (for example a DMA
     buffer viewed as bytes); the beats are written into its first bytes and that view is returned.
     """
     lay = sample_beat(params)
@@ -76,20 +78,27 @@ def pack_results(result: ScoreResult) -> npt.NDArray[np.uint8]:
                                           for name in ("score", "tag", "argmax", "anomaly")})
 
 
-def unpack_results(data: bytes | npt.NDArray[np.uint8], n: int | None = None) -> ScoreResult:
+def unpack_results(data: bytes | npt.NDArray[np.uint8], n: int | None = None,
+                   params: CoreParams | None = None) -> ScoreResult:
     """Decode result beats (``m_axis`` layout) into a :class:`~mailpulse.hdl.reference.ScoreResult`.
 
-    ``n`` limits the decoding to the first n beats.  Bits that the layout declares 0 are checked:
-    a beat with any of them set raises ``ValueError`` (it means the stream was misaligned).
+    ``n`` limits the decoding to the first n beats.  Values no core of ``params`` can produce are
+    checked when ``params`` is given: a score of more than ``score_bits`` bits or an argmax >= K
+    raises ``ValueError`` (it means the stream was misaligned); so does a bit outside the fields.
     """
     beats = RESULT_BEAT.beats(data)
     if n is not None:
         beats = beats[:n]
-    if RESULT_BEAT.stray_bits(beats):
-        raise ValueError("result beats have bits set that the m_axis layout declares 0 (misaligned stream?)")
-    return ScoreResult(
+    out = ScoreResult(
         score=RESULT_BEAT.get(beats, "score"),
         anomaly=RESULT_BEAT.get(beats, "anomaly"),
         argmax=RESULT_BEAT.get(beats, "argmax"),
         tag=RESULT_BEAT.get(beats, "tag"),
     )
+    bad = RESULT_BEAT.stray(beats)
+    if params is not None:
+        bad |= (out.score >> params.score_bits != 0) | (out.argmax >= params.k)
+    if bad.any():
+        raise ValueError(f"result beat {int(np.flatnonzero(bad)[0])} holds a score or argmax no {params.name if params else ''}"
+                         " core produces (misaligned stream?)".replace("no  core", "no core"))
+    return out

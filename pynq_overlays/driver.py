@@ -7,8 +7,8 @@
 same one every other backend uses.
 
 Batches go over AXI4-Stream through ``pynq.lib.dma.DMA`` with ``pynq.allocate`` buffers: samples
-are packed into 32-byte beats with numpy (no per-sample Python), the S2MM channel is armed
-first, then MM2S; results come back as 16-byte beats.
+are packed into dense sample beats (20 bytes for D = 8) with numpy (no per-sample Python), the S2MM channel is armed
+first, then MM2S; results come back as 8-byte beats.
 
 Example (on a PYNQ-Z2, or against ``mailpulse.pynq_overlays.sim_device``)::
 
@@ -32,7 +32,7 @@ from mailpulse.hdl.regmap import VLNV, RegisterMap
 from mailpulse.host_bridge.bus import BurstMixin
 from mailpulse.host_bridge.core import CoreClient, CoreIdentity, Counters, params_from_registers
 from mailpulse.host_bridge.scorer import as_core_config
-from mailpulse.host_bridge.streamfmt import RESULT_BYTES, SAMPLE_BYTES, check_samples, pack_samples, unpack_results
+from mailpulse.host_bridge.streamfmt import RESULT_BYTES, check_samples, pack_samples, sample_bytes, unpack_results
 from pynq import DefaultIP, allocate
 
 #: Samples per DMA transfer (32 B in, 16 B out each): 128 KiB + 64 KiB of buffers.
@@ -131,20 +131,21 @@ class MailpulseScorer(DefaultIP):
         n = len(xs)
         parts: list[ScoreResult] = []
         chunk = max(1, min(chunk, n or 1))
-        with allocate((chunk, SAMPLE_BYTES), dtype=np.uint8, target=self.device) as inbuf, \
+        nb = sample_bytes(self.params)
+        with allocate((chunk, nb), dtype=np.uint8, target=self.device) as inbuf, \
                 allocate((chunk, RESULT_BYTES), dtype=np.uint8, target=self.device) as outbuf:
             for start in range(0, n, chunk):
                 m = min(chunk, n - start)
                 pack_samples(self.params, xs[start:start + m], ts[start:start + m], out=inbuf)
                 dma.recvchannel.transfer(outbuf, nbytes=m * RESULT_BYTES)
-                dma.sendchannel.transfer(inbuf, nbytes=m * SAMPLE_BYTES)
+                dma.sendchannel.transfer(inbuf, nbytes=m * nb)
                 dma.sendchannel.wait()
                 dma.recvchannel.wait()
                 got = int(dma.recvchannel.transferred)
                 if got != m * RESULT_BYTES:
                     raise RuntimeError(f"the DMA returned {got} bytes of results for {m} samples "
                                        f"({m * RESULT_BYTES} expected)")
-                parts.append(unpack_results(np.asarray(outbuf), m))
+                parts.append(unpack_results(np.asarray(outbuf), m, self.params))
         if not parts:
             z = np.zeros(0, dtype=np.int64)
             return ScoreResult(z, z.copy(), z.copy(), z.copy())

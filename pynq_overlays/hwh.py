@@ -1,9 +1,11 @@
 """Generate the ``.hwh`` (hardware handoff) of the mailpulse block design from the register map.
 
 The block design is the one ``pynq_overlays/tcl.py`` builds in Vivado for a Zynq-7020
-(PYNQ-Z2): the PS7, the scorer IP on ``M_AXI_GP0`` and an AXI DMA (simple mode) whose MM2S
-stream feeds the scorer's 256-bit ``s_axis`` and whose S2MM stream takes the scorer's 128-bit
-``m_axis``, both DMA masters on ``S_AXI_HP0``.  The file carries what PYNQ reads: the modules
+(PYNQ-Z2): the PS7, the scorer IP on ``M_AXI_GP0`` and an AXI DMA (simple mode) with 64-bit
+streams, the width of the ``S_AXI_HP0`` port both DMA masters use.  The MM2S stream reaches the
+scorer's dense ``s_axis`` (20 bytes per sample for D = 8, :mod:`mailpulse.hdl.beats`) through an
+AXI4-Stream data width converter (8 to 20 bytes); the scorer's 64-bit ``m_axis`` feeds S2MM
+directly.  The file carries what PYNQ reads: the modules
 and their VLNVs, the PS memory map (base address and range of each IP), the IP parameters and
 the scorer's registers and fields, all taken from :class:`mailpulse.hdl.regmap.RegisterMap`.
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from mailpulse.hdl.beats import RESULT_BEAT_BITS, sample_beat_bits
 from mailpulse.hdl.params import CoreParams, get_params
 from mailpulse.hdl.regmap import ADDR_BITS, VLNV, RegisterMap
 
@@ -32,6 +35,11 @@ SCORER_INSTANCE = "mailpulse_0"
 DMA_INSTANCE = "axi_dma_0"
 PS_INSTANCE = "processing_system7_0"
 DMA_VLNV = "xilinx.com:ip:axi_dma:7.1"
+CONV_INSTANCE = "axis_dwidth_converter_0"
+CONV_VLNV = "xilinx.com:ip:axis_dwidth_converter:1.1"
+#: Width of the DMA's streams and memory-mapped masters: the PS7's HP0 port (64 bits).
+DMA_STREAM_BITS = 64
+assert RESULT_BEAT_BITS == DMA_STREAM_BITS, "the result beat goes to S2MM without a width converter"
 PS_VLNV = "xilinx.com:ip:processing_system7:5.5"
 
 
@@ -168,22 +176,50 @@ def _scorer_module(mods: ET.Element, params: CoreParams, plan: AddressPlan) -> N
         ("aresetn", "I", 1, []),
     ]
     ports += [(f"s_axil__{s.lower()}", d, w, []) for s, d, w in AXIL_SIGNALS]
-    ports += [(f"s_axis__{s.lower()}", d, w, [(DMA_INSTANCE, f"m_axis_mm2s_{s.lower()}")])
-              for s, d, w in _axis_signals(256, master=False)]
+    sbits = sample_beat_bits(params)
+    ports += [(f"s_axis__{s.lower()}", d, w, [(CONV_INSTANCE, f"m_axis_{s.lower()}")])
+              for s, d, w in _axis_signals(sbits, master=False)]
     ports += [(f"m_axis__{s.lower()}", d, w, [(DMA_INSTANCE, f"s_axis_s2mm_{s.lower()}")])
-              for s, d, w in _axis_signals(128, master=True)]
+              for s, d, w in _axis_signals(RESULT_BEAT_BITS, master=True)]
     _ports(m, ports)
     bifs = _sub(m, "BUSINTERFACES")
     _busif(bifs, "s_axil", "SLAVE", "xilinx.com:interface:aximm:1.0", "ps7_0_axi_periph_M01_AXI",
            [(s, f"s_axil__{s.lower()}") for s, _d, _w in AXIL_SIGNALS],
            {"ADDR_WIDTH": ADDR_BITS, "DATA_WIDTH": 32, "PROTOCOL": "AXI4LITE", "HAS_WSTRB": 1,
             "FREQ_HZ": plan.fclk0_mhz * 1_000_000}, datawidth=32)
-    _busif(bifs, "s_axis", "TARGET", "xilinx.com:interface:axis:1.0", f"{DMA_INSTANCE}_M_AXIS_MM2S",
-           [(s, f"s_axis__{s.lower()}") for s, _d, _w in _axis_signals(256, False)],
-           {"TDATA_NUM_BYTES": 32, "HAS_TLAST": 1, "HAS_TREADY": 1, "HAS_TKEEP": 0})
+    _busif(bifs, "s_axis", "TARGET", "xilinx.com:interface:axis:1.0", f"{CONV_INSTANCE}_M_AXIS",
+           [(s, f"s_axis__{s.lower()}") for s, _d, _w in _axis_signals(sbits, False)],
+           {"TDATA_NUM_BYTES": sbits // 8, "HAS_TLAST": 1, "HAS_TREADY": 1, "HAS_TKEEP": 0})
     _busif(bifs, "m_axis", "INITIATOR", "xilinx.com:interface:axis:1.0", f"{SCORER_INSTANCE}_m_axis",
-           [(s, f"m_axis__{s.lower()}") for s, _d, _w in _axis_signals(128, True)],
-           {"TDATA_NUM_BYTES": 16, "HAS_TLAST": 1, "HAS_TREADY": 1, "HAS_TKEEP": 0})
+           [(s, f"m_axis__{s.lower()}") for s, _d, _w in _axis_signals(RESULT_BEAT_BITS, True)],
+           {"TDATA_NUM_BYTES": RESULT_BEAT_BITS // 8, "HAS_TLAST": 1, "HAS_TREADY": 1, "HAS_TKEEP": 0})
+
+
+def _conv_module(mods: ET.Element, params: CoreParams) -> None:
+    """The AXI4-Stream data width converter from the DMA's 8-byte beats to the sample beat."""
+    sbits = sample_beat_bits(params)
+    m = _sub(mods, "MODULE", COREREVISION=25, FULLNAME=f"/{CONV_INSTANCE}", HWVERSION="1.1", INSTANCE=CONV_INSTANCE,
+             IPTYPE="PERIPHERAL", IS_ENABLE=1, MODCLASS="PERIPHERAL", MODTYPE="axis_dwidth_converter",
+             VLNV=CONV_VLNV)
+    _sub(m, "DOCUMENTS")
+    _params(m, {"S_TDATA_NUM_BYTES": DMA_STREAM_BITS // 8, "M_TDATA_NUM_BYTES": sbits // 8, "HAS_TLAST": 1,
+                "HAS_TKEEP": 1, "HAS_MI_TKEEP": 0, "Component_Name": f"mailpulse_{CONV_INSTANCE}"})
+    ports: list[tuple[str, str, int, list[tuple[str, str]]]] = [
+        ("aclk", "I", 1, [(PS_INSTANCE, "FCLK_CLK0")]),
+        ("aresetn", "I", 1, []),
+    ]
+    ports += [(f"s_axis_{s.lower()}", d, w, [(DMA_INSTANCE, f"m_axis_mm2s_{s.lower()}")])
+              for s, d, w in _axis_signals(DMA_STREAM_BITS, master=False)]
+    ports += [(f"m_axis_{s.lower()}", d, w, [(SCORER_INSTANCE, f"s_axis__{s.lower()}")])
+              for s, d, w in _axis_signals(sbits, master=True)]
+    _ports(m, ports)
+    bifs = _sub(m, "BUSINTERFACES")
+    _busif(bifs, "S_AXIS", "TARGET", "xilinx.com:interface:axis:1.0", f"{DMA_INSTANCE}_M_AXIS_MM2S",
+           [(s, f"s_axis_{s.lower()}") for s, _d, _w in _axis_signals(DMA_STREAM_BITS, False)],
+           {"TDATA_NUM_BYTES": DMA_STREAM_BITS // 8, "HAS_TLAST": 1, "HAS_TKEEP": 1})
+    _busif(bifs, "M_AXIS", "INITIATOR", "xilinx.com:interface:axis:1.0", f"{CONV_INSTANCE}_M_AXIS",
+           [(s, f"m_axis_{s.lower()}") for s, _d, _w in _axis_signals(sbits, True)],
+           {"TDATA_NUM_BYTES": sbits // 8, "HAS_TLAST": 1, "HAS_TKEEP": 0})
 
 
 def _dma_module(mods: ET.Element, plan: AddressPlan) -> None:
@@ -198,8 +234,9 @@ def _dma_module(mods: ET.Element, plan: AddressPlan) -> None:
         _register(regs, name, off, acc, f"AXI DMA {name} (PG021)", 0, [(name, 0, 32, name)])
     values: dict[str, str | int] = {
         "C_INCLUDE_SG": 0, "C_SG_LENGTH_WIDTH": 26, "C_MICRO_DMA": 0, "C_INCLUDE_MM2S": 1,
-        "C_INCLUDE_S2MM": 1, "C_M_AXI_MM2S_DATA_WIDTH": 256, "C_M_AXI_S2MM_DATA_WIDTH": 128,
-        "C_M_AXIS_MM2S_TDATA_WIDTH": 256, "C_S_AXIS_S2MM_TDATA_WIDTH": 128, "C_INCLUDE_MM2S_DRE": 0,
+        "C_INCLUDE_S2MM": 1, "C_M_AXI_MM2S_DATA_WIDTH": DMA_STREAM_BITS, "C_M_AXI_S2MM_DATA_WIDTH": DMA_STREAM_BITS,
+        "C_M_AXIS_MM2S_TDATA_WIDTH": DMA_STREAM_BITS, "C_S_AXIS_S2MM_TDATA_WIDTH": DMA_STREAM_BITS,
+        "C_INCLUDE_MM2S_DRE": 0,
         "C_INCLUDE_S2MM_DRE": 0, "C_MM2S_BURST_SIZE": 16, "C_S2MM_BURST_SIZE": 16, "C_ADDR_WIDTH": 32,
     }
     values.update({k.lower(): v for k, v in list(values.items())})
@@ -209,20 +246,20 @@ def _dma_module(mods: ET.Element, plan: AddressPlan) -> None:
         ("s_axi_lite_aclk", "I", 1, [(PS_INSTANCE, "FCLK_CLK0")]),
         ("axi_resetn", "I", 1, []),
     ]
-    ports += [(f"m_axis_mm2s_{s.lower()}", d, w, [(SCORER_INSTANCE, f"s_axis__{s.lower()}")])
-              for s, d, w in _axis_signals(256, master=True)]
+    ports += [(f"m_axis_mm2s_{s.lower()}", d, w, [(CONV_INSTANCE, f"s_axis_{s.lower()}")])
+              for s, d, w in _axis_signals(DMA_STREAM_BITS, master=True)]
     ports += [(f"s_axis_s2mm_{s.lower()}", d, w, [(SCORER_INSTANCE, f"m_axis__{s.lower()}")])
-              for s, d, w in _axis_signals(128, master=False)]
+              for s, d, w in _axis_signals(DMA_STREAM_BITS, master=False)]
     _ports(m, ports)
     bifs = _sub(m, "BUSINTERFACES")
     _busif(bifs, "S_AXI_LITE", "SLAVE", "xilinx.com:interface:aximm:1.0", "ps7_0_axi_periph_M00_AXI", [],
            {"ADDR_WIDTH": 10, "DATA_WIDTH": 32, "PROTOCOL": "AXI4LITE"}, datawidth=32)
     _busif(bifs, "M_AXIS_MM2S", "INITIATOR", "xilinx.com:interface:axis:1.0", f"{DMA_INSTANCE}_M_AXIS_MM2S",
-           [(s, f"m_axis_mm2s_{s.lower()}") for s, _d, _w in _axis_signals(256, True)],
-           {"TDATA_NUM_BYTES": 32, "HAS_TLAST": 1})
+           [(s, f"m_axis_mm2s_{s.lower()}") for s, _d, _w in _axis_signals(DMA_STREAM_BITS, True)],
+           {"TDATA_NUM_BYTES": DMA_STREAM_BITS // 8, "HAS_TLAST": 1})
     _busif(bifs, "S_AXIS_S2MM", "TARGET", "xilinx.com:interface:axis:1.0", f"{SCORER_INSTANCE}_m_axis",
-           [(s, f"s_axis_s2mm_{s.lower()}") for s, _d, _w in _axis_signals(128, False)],
-           {"TDATA_NUM_BYTES": 16, "HAS_TLAST": 1})
+           [(s, f"s_axis_s2mm_{s.lower()}") for s, _d, _w in _axis_signals(DMA_STREAM_BITS, False)],
+           {"TDATA_NUM_BYTES": DMA_STREAM_BITS // 8, "HAS_TLAST": 1})
     for name in ("M_AXI_MM2S", "M_AXI_S2MM"):
         _busif(bifs, name, "MASTER", "xilinx.com:interface:aximm:1.0", "axi_mem_intercon_M00_AXI", [],
                {"DATA_WIDTH": 64, "PROTOCOL": "AXI4"}, datawidth=64)
@@ -248,7 +285,8 @@ def _ps_module(mods: ET.Element, plan: AddressPlan) -> None:
         values[f"PCW_FPGA{i}_PERIPHERAL_FREQMHZ"] = plan.fclk0_mhz if i == 0 else 50
         values[f"PCW_ACT_FPGA{i}_PERIPHERAL_FREQMHZ"] = f"{plan.fclk0_mhz if i == 0 else 10:.6f}"
     _params(m, values)
-    _ports(m, [("FCLK_CLK0", "O", 1, [(SCORER_INSTANCE, "aclk"), (DMA_INSTANCE, "s_axi_lite_aclk")]),
+    _ports(m, [("FCLK_CLK0", "O", 1, [(SCORER_INSTANCE, "aclk"), (DMA_INSTANCE, "s_axi_lite_aclk"),
+                                      (CONV_INSTANCE, "aclk")]),
                ("FCLK_RESET0_N", "O", 1, [])])
     bifs = _sub(m, "BUSINTERFACES")
     _busif(bifs, "M_AXI_GP0", "MASTER", "xilinx.com:interface:aximm:1.0", "processing_system7_0_M_AXI_GP0", [],
@@ -283,6 +321,7 @@ def generate_hwh(params: CoreParams | str = OVERLAY_PARAMS, plan: AddressPlan | 
     _sub(root, "EXTERNALINTERFACES")
     mods = _sub(root, "MODULES")
     _dma_module(mods, plan)
+    _conv_module(mods, p)
     _scorer_module(mods, p, plan)
     _ps_module(mods, plan)
     ET.indent(root, space="  ")

@@ -44,7 +44,7 @@ from mailpulse.hdl.regmap import VLNV
 from mailpulse.host_bridge.backends.sim import open_rtl
 from mailpulse.host_bridge.bitstream import read_xilinx_bit
 from mailpulse.host_bridge.bus import EmulatedBus
-from mailpulse.host_bridge.streamfmt import RESULT_BYTES, SAMPLE_BYTES, pack_results, unpack_samples
+from mailpulse.host_bridge.streamfmt import RESULT_BYTES, pack_results, sample_bytes, unpack_samples
 from pynq.buffer import PynqBuffer
 from pynq.ps import Clocks
 from pynqmetadata.frontends import Metadata
@@ -69,7 +69,7 @@ class CorePort(Protocol):
     def write(self, address: int, value: int) -> None: ...
 
     def stream_raw(self, beats: bytes, tlast: npt.ArrayLike | None = None) -> tuple[bytes, npt.NDArray[np.int64]]:
-        """32-byte sample beats in on ``s_axis`` (``tlast`` on the last), 16-byte result beats out."""
+        """Sample beats in on ``s_axis`` (``tlast`` on the last), 8-byte result beats out."""
         ...
 
     def close(self) -> None: ...
@@ -237,8 +237,11 @@ class AxiDmaModel:
             ch.err |= 0x40          # DMADecErr: address outside memory
             ch.armed = False
             return
-        if len(data) % SAMPLE_BYTES:     # a partial last beat: the scorer ignores tkeep, bytes read as 0
-            data += bytes(SAMPLE_BYTES - len(data) % SAMPLE_BYTES)
+        # the AXI4-Stream width converter regroups the DMA's 64-bit beats into sample beats; a
+        # partial last sample beat: the scorer ignores tkeep, the missing bytes read as 0
+        nb = sample_bytes(self.device.port.params)
+        if len(data) % nb:
+            data += bytes(nb - len(data) % nb)
         out, _tlast = self.device.port.stream_raw(data)      # one packet: tlast on the last beat
         self.fifo.append(bytearray(out))
         ch.transferred, ch.idle, ch.ioc, ch.armed = ch.length, True, True, False

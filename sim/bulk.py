@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.beats import RESULT_BEAT
+from mailpulse.hdl.beats import RESULT_BEAT, RESULT_BYTES
 from mailpulse.hdl.params import CoreParams, get_params
 from mailpulse.hdl.reference import CoreConfig, ScoreResult, model_writes, score
 from mailpulse.hdl.regmap import RegisterMap
@@ -249,7 +249,7 @@ def config_writes(regmap: RegisterMap, cfg: CoreConfig) -> list[tuple[int, int]]
 
 @dataclass
 class HarnessRun:
-    """Raw output of one harness run: result words (N, 4) ``uint32``, their tlast, the counters."""
+    """Raw output of one harness run: result words (N, RESULT_BYTES / 4) ``uint32``, their tlast, the counters."""
 
     words: npt.NDArray[np.uint32]
     tlast: npt.NDArray[np.uint8]
@@ -289,7 +289,7 @@ def _finish_harness(proc: subprocess.Popen[str], t0: float, workdir: Path) -> Ha
     if proc.returncode not in (0, 3):
         raise RuntimeError(f"the bulk harness failed ({proc.returncode}): {err.strip()}")
     words = np.fromfile(workdir / "results.bin", dtype="<u4")
-    w = RESULT_BEAT.nbytes // 4
+    w = RESULT_BYTES // 4
     m = len(words) // w
     tl = np.fromfile(workdir / "rtlast.bin", dtype=np.uint8)[:m]
     run = HarnessRun(words[: m * w].reshape(m, w), tl, (-1, -1), dt)

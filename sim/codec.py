@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.beats import RESULT_BEAT, RESULT_BYTES, SAMPLE_BYTES, sample_beat
+from mailpulse.hdl.beats import RESULT_BEAT, RESULT_BYTES, sample_beat, sample_bytes
 from mailpulse.hdl.params import CoreParams
 from mailpulse.hdl.reference import IntArray, ScoreResult
 
-__all__ = ["RESULT_BYTES", "SAMPLE_BYTES", "StreamResults", "beat_fields", "compare", "frame_lengths",
-           "pack_samples", "random_beats", "random_samples", "unpack_results", "unpack_samples"]
+__all__ = ["RESULT_BYTES", "StreamResults", "beat_fields", "compare", "frame_lengths",
+           "pack_samples", "random_beats", "random_samples", "sample_bytes", "unpack_results", "unpack_samples"]
 
 
 @dataclass
@@ -77,7 +77,7 @@ def random_samples(params: CoreParams, rng: np.random.Generator, n: int) -> tupl
 
 
 def random_beats(params: CoreParams, rng: np.random.Generator, n: int) -> npt.NDArray[np.int16]:
-    """``n`` random ``s_axis`` beats, packed: an (N, SAMPLE_BYTES / 2) ``int16`` array laid out as
+    """``n`` random ``s_axis`` beats, packed: an (N, sample_bytes(params) / 2) ``int16`` array laid out as
     :func:`pack_samples` lays it out (``.tobytes()`` gives the beats; :func:`beat_fields` gives
     views of the features and tags).
 
@@ -88,7 +88,7 @@ def random_beats(params: CoreParams, rng: np.random.Generator, n: int) -> npt.ND
     """
     if not 1 <= params.in_bits <= 16:
         raise ValueError(f"random_beats needs features of at most 16 bits, not {params.in_bits}")
-    buf = np.zeros((n, SAMPLE_BYTES // 2), dtype="<i2")
+    buf = np.zeros((n, sample_bytes(params) // 2), dtype="<i2")
     feats, tags = beat_fields(params, buf)
     d = params.d
     feats[...] = rng.integers(params.in_min, params.in_max + 1, size=(n, d), dtype=np.int16)
@@ -107,7 +107,7 @@ def beat_fields(params: CoreParams, beats: npt.NDArray[np.int16]
     """Views of the features ((N, D) ``int16``) and the tags ((N,) ``uint32``) in packed sample
     beats (as :func:`random_beats` returns them): no copy, writing them writes the beats."""
     lay = sample_beat(params)
-    raw = beats.view(np.uint8).reshape(-1, SAMPLE_BYTES)
+    raw = beats.view(np.uint8).reshape(-1, sample_bytes(params))
     return lay.view(raw, "features"), lay.view(raw, "tag")
 
 

@@ -13,7 +13,7 @@ API::
         dev.write(addr, value)                # AXI4-Lite write; BusError on SLVERR (RO/unmapped/...)
         dev.write_many([(addr, value), ...])  # pipelined writes (a whole model in one request)
         dev.stream(x, tags=None, tlast=None) -> StreamResults   # samples in on s_axis, results out
-        dev.stream_raw(beats: bytes, tlast=None) -> (bytes, tlast)  # 32-byte beats in, 16-byte out
+        dev.stream_raw(beats: bytes, tlast=None) -> (bytes, tlast)  # sample beats in (20 bytes for D = 8), 8-byte result beats out
         dev.cycles(n)                         # let n clock cycles pass
         dev.reset()                           # pulse aresetn
         dev.set_stress(idle, backpressure)    # random idle / back-pressure probabilities on the streams
@@ -57,7 +57,7 @@ from mailpulse.hdl.reference import BusError
 from mailpulse.hdl.regmap import RegisterMap
 from mailpulse.hdl.spiproto import SYNC_BYTE, read_frame, read_words, write_frame
 
-from .codec import RESULT_BYTES, SAMPLE_BYTES, StreamResults, frame_lengths, pack_samples, unpack_results
+from .codec import RESULT_BYTES, StreamResults, frame_lengths, pack_samples, sample_bytes, unpack_results
 from .rtl import ROOT, build_root
 from .runner import build, run_cocotb
 from .tools import have_simulator
@@ -247,11 +247,12 @@ class SimCore:
 
     # -- streams ------------------------------------------------------------------------------------
     def stream_raw(self, beats: bytes, tlast: npt.ArrayLike | None = None) -> tuple[bytes, npt.NDArray[np.int64]]:
-        """Send 32-byte sample beats on ``s_axis``; returns the 16-byte result beats and their tlast."""
+        """Send sample beats on ``s_axis``; returns the result beats and their tlast."""
         self._need("axi", "streaming")
-        if len(beats) % SAMPLE_BYTES:
-            raise ValueError(f"{len(beats)} bytes is not a whole number of {SAMPLE_BYTES}-byte beats")
-        n = len(beats) // SAMPLE_BYTES
+        nb = sample_bytes(self.params)
+        if len(beats) % nb:
+            raise ValueError(f"{len(beats)} bytes is not a whole number of {nb}-byte beats")
+        n = len(beats) // nb
         if n == 0:
             return b"", np.zeros(0, dtype=np.int64)
         tl = np.zeros(n, dtype=np.int64) if tlast is None else np.asarray(tlast, dtype=np.int64)

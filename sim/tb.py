@@ -30,7 +30,7 @@ from mailpulse.hdl.params import CoreParams, get_params
 from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore, ScoreResult, model_writes
 from mailpulse.hdl.spiproto import SYNC_BYTE, read_frame, read_words, write_frame
 
-from .codec import RESULT_BYTES, SAMPLE_BYTES, StreamResults, compare, pack_samples, unpack_results
+from .codec import RESULT_BYTES, StreamResults, compare, pack_samples, sample_bytes, unpack_results
 
 CLK_NS = 10
 
@@ -260,8 +260,9 @@ class TB:
         return tlast
 
     def send_raw(self, data: bytes, frames: Sequence[int]) -> None:
-        """Queue 32-byte sample beats on ``s_axis`` as frames of the given lengths (in beats)."""
-        beats = [int.from_bytes(data[i:i + SAMPLE_BYTES], "little") for i in range(0, len(data), SAMPLE_BYTES)]
+        """Queue sample beats on ``s_axis`` as frames of the given lengths (in beats)."""
+        nb = sample_bytes(self.params)
+        beats = [int.from_bytes(data[i:i + nb], "little") for i in range(0, len(data), nb)]
         if self.fast is not None:
             self.fast.queue(beats, frames)
             return

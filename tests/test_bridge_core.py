@@ -38,11 +38,11 @@ def test_sample_beat_layout_is_the_documented_one() -> None:
     x = np.array([[-1, 2, -32768, 32767, 0, 5, 6, 7]])
     beats = pack_samples(p, x, [0xDEADBEEF])
     raw = bytes(beats[0])
-    assert len(raw) == 32
+    assert len(raw) == 4 + 2 * p.d == 20                                    # dense: tag and D features
     assert raw[0:4] == (0xDEADBEEF).to_bytes(4, "little")                 # tdata[31:0] = tag
     assert raw[4:6] == (0xFFFF).to_bytes(2, "little")                     # feature 0 = -1
     assert raw[8:10] == (0x8000).to_bytes(2, "little")                    # feature 2 = -32768
-    assert raw[4 + 2 * p.d:] == bytes(32 - 4 - 2 * p.d)                    # above 32+16D: 0
+    assert raw[18:20] == (7).to_bytes(2, "little")                        # feature 7, the last bytes
     xs, tags = unpack_samples(p, raw)
     assert xs.tolist() == x.tolist() and tags.tolist() == [0xDEADBEEF]
 
@@ -55,13 +55,18 @@ def test_result_beat_layout_and_misalignment_check() -> None:
     r = score(p, cfg, x, rng.integers(0, 1 << 32, size=50))
     beats = pack_results(r)
     w = beats.view("<u4")
-    assert np.array_equal(w[:, 0], r.score) and np.array_equal(w[:, 1], r.tag)
-    assert np.array_equal(w[:, 2], r.argmax | (r.anomaly << 8))
+    assert beats.shape == (50, 8)
+    assert np.array_equal(w[:, 0], r.score | (r.argmax << 24) | (r.anomaly << 31)) and np.array_equal(w[:, 1], r.tag)
     _same(unpack_results(beats.tobytes()), r)
+    _same(unpack_results(beats.tobytes(), params=p), r)
     bad = beats.copy()
-    bad[3, 12] = 1
+    bad[3, 2] |= 0x80                     # score bit 23: more than the core's 20 score bits
     with pytest.raises(ValueError, match="misaligned"):
-        unpack_results(bad)
+        unpack_results(bad, params=p)
+    bad = beats.copy()
+    bad[4, 3] = (bad[4, 3] & 0x80) | p.k  # argmax K
+    with pytest.raises(ValueError, match="misaligned"):
+        unpack_results(bad, params=p)
 
 
 def test_sample_validation_never_truncates() -> None:

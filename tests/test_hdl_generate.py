@@ -53,7 +53,7 @@ def test_verilog_for_every_set_and_top(name: str, tmp_path: Path) -> None:
     axi = write_verilog(name, "axi", tmp_path / "axi.v")
     ports = top_ports(axi, "mailpulse_axi")
     assert set(ports) == AXI_PORTS | {"s_axil__awprot", "s_axil__arprot"}
-    assert ports["s_axis__tdata"] == "input [255:0]" and ports["m_axis__tdata"] == "output [127:0]"
+    assert ports["s_axis__tdata"] == "input [159:0]" and ports["m_axis__tdata"] == "output [63:0]"
     assert ports["s_axil__awaddr"] == "input [15:0]"
     assert (tmp_path / "axi.v").read_text() == axi
     spi = write_verilog(name, "spi", None)

@@ -252,7 +252,7 @@ def test_table_writes_during_the_clear_after_reset() -> None:
     (get_params("small"), None),                                    # the streaming core: 2B cycles
     (get_params("small"), 2 * get_params("small").k * get_params("small").b),   # the folded core: 2KB
     (FORMAL_PARAMS, None),
-    (CoreParams("wide", d=2, k=8, b=2, target_mhz=100.0), None),    # the shadow memories take longest
+    (CoreParams("wide", d=2, k=8, b=2), None),    # the shadow memories take longest
 ], ids=["streaming", "folded", "formal", "k-over-2b"])
 def test_the_clear_after_reset_ends_after_its_last_write(params: CoreParams, clear_cycles: int | None) -> None:
     """Every table-clear strobe and every shadow-memory clear write reaches its memory while

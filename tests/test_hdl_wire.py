@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mailpulse.hdl import spiproto
-from mailpulse.hdl.beats import MAX_STREAM_FEATURES, RESULT_BEAT, SAMPLE_BYTES, BeatField, BeatLayout, sample_beat
+from mailpulse.hdl.beats import MAX_STREAM_FEATURES, RESULT_BEAT, BeatField, BeatLayout, sample_beat, sample_bytes
 from mailpulse.hdl.params import PARAMETER_SETS, CoreParams
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,19 +54,27 @@ def test_layouts_round_trip_and_refuse_bad_declarations() -> None:
     x = rng.integers(p.in_min, p.in_max + 1, size=(50, p.d))
     t = rng.integers(0, 1 << 32, size=50)
     beats = lay.pack(50, {"tag": t, "features": x})
-    assert beats.shape == (50, SAMPLE_BYTES) and not lay.stray(beats).any()
+    assert beats.shape == (50, sample_bytes(p)) == (50, 20) and not lay.stray(beats).any()
+    assert lay.used_mask == (1 << lay.bits) - 1 and RESULT_BEAT.used_mask == (1 << 64) - 1, "dense beats"
     assert (lay.get(beats, "features") == x).all() and (lay.get(beats, "tag") == t).all()
-    res = RESULT_BEAT.pack(3, {"anomaly": [1, 0, 1], "argmax": [5, 6, 7]})
+    assert (lay.view(beats, "features") == x).all(), "a byte-aligned field is a view"
+    score = rng.integers(0, 1 << p.score_bits, size=3)
+    res = RESULT_BEAT.pack(3, {"score": score, "anomaly": [1, 0, 1], "argmax": [5, 6, 63], "tag": [1, 2, 0xFFFFFFFF]})
     assert RESULT_BEAT.get(res, "anomaly").tolist() == [1, 0, 1] and RESULT_BEAT.stray_bits(res) == 0
-    res[1, 15] = 0x80
-    assert RESULT_BEAT.stray(res).tolist() == [False, True, False] and RESULT_BEAT.stray_bits(res) == 1 << 127
-    with pytest.raises(ValueError, match="at most 14 features"):
-        sample_beat(CoreParams("wide", d=15, k=2, b=4))
-    assert MAX_STREAM_FEATURES == 14
+    assert RESULT_BEAT.get(res, "score").tolist() == score.tolist()
+    assert RESULT_BEAT.get(res, "argmax").tolist() == [5, 6, 63]
+    w = res.view("<u4")
+    assert w[:, 0].tolist() == [int(s) | a << 24 | f << 31 for s, a, f in zip(score, [5, 6, 63], [1, 0, 1])]
+    assert w[:, 1].tolist() == [1, 2, 0xFFFFFFFF]
+    odd = sample_beat(CoreParams("odd", d=15, k=2, b=4))         # 272 bits, 34 bytes: not a multiple of 4
+    xo = rng.integers(-32768, 32768, size=(5, 15))
+    ob = odd.pack(5, {"features": xo, "tag": [7] * 5})
+    assert ob.shape == (5, 34) and (odd.get(ob, "features") == xo).all() and (odd.view(ob, "tag") == 7).all()
+    assert MAX_STREAM_FEATURES == 16
     with pytest.raises(ValueError, match="overlap"):
         BeatLayout("x", 64, (BeatField("a", 0, 32, ""), BeatField("b", 16, 32, "")))
-    with pytest.raises(ValueError, match="one byte"):
-        BeatLayout("x", 64, (BeatField("a", 4, 8, ""),))
+    with pytest.raises(ValueError, match="at most 56 bits"):
+        BeatLayout("x", 128, (BeatField("a", 4, 60, ""),))
 
 
 def test_contracts_and_their_users_import_no_amaranth() -> None:

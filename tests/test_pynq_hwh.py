@@ -10,9 +10,11 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 import pytest
+from mailpulse.hdl.beats import sample_bytes
 from mailpulse.hdl.params import get_params
 from mailpulse.hdl.regmap import ADDR_BITS, VLNV, RegisterMap
 from mailpulse.pynq_overlays.hwh import (
+    CONV_INSTANCE,
     DMA_INSTANCE,
     DMA_VLNV,
     OVERLAY_DIR,
@@ -99,7 +101,13 @@ def test_dma_is_simple_mode_with_the_stream_widths(parsed: Any) -> None:
     assert (dma["phys_addr"], dma["addr_range"]) == (plan.dma_base, plan.dma_range)
     prm = dma["parameters"]
     assert prm["c_include_sg"] == "0" and prm["c_micro_dma"] == "0"
-    assert prm["c_m_axis_mm2s_tdata_width"] == "256" and prm["c_s_axis_s2mm_tdata_width"] == "128"
+    # the HP0 port's width on both sides; the sample beats (20 bytes) come from a width converter
+    assert prm["c_m_axis_mm2s_tdata_width"] == "64" and prm["c_s_axis_s2mm_tdata_width"] == "64"
+    mod = ET.fromstring(generate_hwh(OVERLAY_PARAMS)).find(f".//MODULE[@INSTANCE='{CONV_INSTANCE}']")
+    assert mod is not None, "no width converter in the block design"
+    conv = {e.get("NAME"): e.get("VALUE") for e in mod.iter("PARAMETER")}
+    assert conv["S_TDATA_NUM_BYTES"] == "8"
+    assert conv["M_TDATA_NUM_BYTES"] == str(sample_bytes(get_params(OVERLAY_PARAMS))) == "20"
     assert prm["c_include_mm2s"] == "1" and prm["c_include_s2mm"] == "1"
     assert dma["interrupts"] == {}      # the driver polls; interrupts are not wired
     assert parsed.clock_dict[0]["enable"] == 1
@@ -147,12 +155,13 @@ def test_build_tcl_builds_the_block_design_and_writes_bit_and_hwh() -> None:
     text = generate_bd_tcl(plan)
     assert _tcl_words_balanced(text) and text.count("[") == text.count("]")
     for needle in ("xilinx.com:ip:processing_system7:5.5", "xilinx.com:ip:axi_dma:7.1", VLNV,
-                   "CONFIG.c_include_sg {0}", "CONFIG.c_m_axis_mm2s_tdata_width {256}",
-                   "CONFIG.c_s_axis_s2mm_tdata_width {128}", "M_AXI_GP0", "S_AXI_HP0",
+                   "CONFIG.c_include_sg {0}", "CONFIG.c_m_axis_mm2s_tdata_width {64}",
+                   "CONFIG.c_s_axis_s2mm_tdata_width {64}", "CONFIG.M_TDATA_NUM_BYTES {20}", "M_AXI_GP0", "S_AXI_HP0",
                    f"0x{plan.scorer_base:08X}", f"0x{plan.dma_base:08X}", "write_bitstream",
                    "[file join $out_dir $design.bit]", "[file join $out_dir $design.hwh]"):
         assert needle in text, needle
-    assert f"{DMA_INSTANCE}/M_AXIS_MM2S] [get_bd_intf_pins {SCORER_INSTANCE}/s_axis]" in text
+    assert f"{DMA_INSTANCE}/M_AXIS_MM2S] [get_bd_intf_pins {CONV_INSTANCE}/S_AXIS]" in text
+    assert f"{CONV_INSTANCE}/M_AXIS] [get_bd_intf_pins {SCORER_INSTANCE}/s_axis]" in text
     assert f"{SCORER_INSTANCE}/m_axis] [get_bd_intf_pins {DMA_INSTANCE}/S_AXIS_S2MM]" in text
 
 

@@ -58,7 +58,8 @@ def _run(call: Callable[[], Any], as_json: bool) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    return _run(lambda: b.build(args.platform, args.config, args.outdir, seed=args.seed, core=args.core), args.json)
+    return _run(lambda: b.build(args.platform, args.config, args.outdir, seed=args.seed, core=args.core,
+                                top=args.top, clock_mhz=args.clock), args.json)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -106,18 +107,25 @@ def add_hdl(hdl: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser(
         "build",
-        help="place and route the SPI top for an iCE40/ECP5 board with open tools (YoWASP)",
-        description="Build a bitstream of the mailpulse_spi top with Yosys + nextpnr (YoWASP) and print "
-                    "utilisation and fmax against the parameter set's target.",
+        help="place and route a top for an iCE40/ECP5 board with open tools (YoWASP)",
+        description="Build a bitstream of the mailpulse_spi top (or of the stream-bench top: the streaming "
+                    "core fed and drained on chip) with Yosys + nextpnr (YoWASP), its core on a PLL clock, "
+                    "and print utilisation, the PLL's clock, fmax and whether timing closes at that clock.",
     )
     p.add_argument("--platform", required=True, choices=list(PLATFORMS), help="the board")
     p.add_argument("--config", default=None, choices=sorted(PARAMETER_SETS),
                    help="parameter set (default: the board's: " +
                         ", ".join(f"{k} -> {brd.default_config}" for k, brd in PLATFORMS.items()) + ")")
-    p.add_argument("-o", "--outdir", default=None, help="build directory (default build/<platform>-<config>)")
+    p.add_argument("-o", "--outdir", default=None,
+                   help="build directory (default build/<platform>-<config>[-stream-bench])")
+    p.add_argument("--top", default="spi", choices=list(b.BOARD_TOPS),
+                   help="spi (mailpulse_spi, default) or stream-bench (the streaming core with its stream "
+                        "handshake, fed and drained on chip; ECP5 boards)")
     p.add_argument("--core", default=None, choices=["folded", "stream"],
-                   help="core inside the SPI top: folded (K clocks/sample) or stream (1 sample/clock); "
-                        "default folded on iCE40, stream on ECP5")
+                   help="core inside the SPI top: folded (K clocks/sample, the default) or stream "
+                        "(1 sample/clock, no stream ports)")
+    p.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                   help="core clock to ask the board's PLL for (default: the board's clock for this build)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_build)

@@ -16,13 +16,19 @@ set ps [create_bd_cell -type ip -vlnv xilinx.com:ip:processing_system7:5.5 proce
 apply_bd_automation -rule xilinx.com:bd_rule:processing_system7 -config {make_external "FIXED_IO, DDR" apply_board_preset "1"} $ps
 set_property -dict [list CONFIG.PCW_USE_M_AXI_GP0 {1} CONFIG.PCW_USE_S_AXI_HP0 {1} CONFIG.PCW_S_AXI_HP0_DATA_WIDTH {64} CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ {100}] $ps
 
-# AXI DMA, simple mode (no scatter-gather), no interrupts (the PYNQ driver polls).
+# AXI DMA, simple mode (no scatter-gather), no interrupts (the PYNQ driver polls); its streams
+# and masters have the HP0 port's width.
 set dma [create_bd_cell -type ip -vlnv xilinx.com:ip:axi_dma:7.1 axi_dma_0]
-set_property -dict [list CONFIG.c_include_sg {0} CONFIG.c_sg_length_width {26} CONFIG.c_include_mm2s {1} CONFIG.c_include_s2mm {1} CONFIG.c_m_axis_mm2s_tdata_width {256} CONFIG.c_m_axi_mm2s_data_width {256} CONFIG.c_s_axis_s2mm_tdata_width {128} CONFIG.c_m_axi_s2mm_data_width {128} CONFIG.c_mm2s_burst_size {16} CONFIG.c_s2mm_burst_size {16}] $dma
+set_property -dict [list CONFIG.c_include_sg {0} CONFIG.c_sg_length_width {26} CONFIG.c_include_mm2s {1} CONFIG.c_include_s2mm {1} CONFIG.c_m_axis_mm2s_tdata_width {64} CONFIG.c_m_axi_mm2s_data_width {64} CONFIG.c_s_axis_s2mm_tdata_width {64} CONFIG.c_m_axi_s2mm_data_width {64} CONFIG.c_mm2s_burst_size {16} CONFIG.c_s2mm_burst_size {16}] $dma
+
+# The dense sample beats (mailpulse/hdl/beats.py) from the DMA's 8-byte beats: a width converter.
+set conv [create_bd_cell -type ip -vlnv xilinx.com:ip:axis_dwidth_converter:1.1 axis_dwidth_converter_0]
+set_property -dict [list CONFIG.S_TDATA_NUM_BYTES {8} CONFIG.M_TDATA_NUM_BYTES {20} CONFIG.HAS_TLAST {1} CONFIG.HAS_TKEEP {1}] $conv
 
 # The scorer, between the DMA's streams.
 set core [create_bd_cell -type ip -vlnv mailpulse.org:mailpulse:scorer:1.0 mailpulse_0]
-connect_bd_intf_net [get_bd_intf_pins axi_dma_0/M_AXIS_MM2S] [get_bd_intf_pins mailpulse_0/s_axis]
+connect_bd_intf_net [get_bd_intf_pins axi_dma_0/M_AXIS_MM2S] [get_bd_intf_pins axis_dwidth_converter_0/S_AXIS]
+connect_bd_intf_net [get_bd_intf_pins axis_dwidth_converter_0/M_AXIS] [get_bd_intf_pins mailpulse_0/s_axis]
 connect_bd_intf_net [get_bd_intf_pins mailpulse_0/m_axis] [get_bd_intf_pins axi_dma_0/S_AXIS_S2MM]
 
 # GP0 to both register ports; HP0 for both DMA masters (interconnects and resets by automation).
@@ -31,7 +37,9 @@ apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config {Master "/processing_s
 apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config {Slave "/processing_system7_0/S_AXI_HP0" Clk "Auto"} [get_bd_intf_pins axi_dma_0/M_AXI_MM2S]
 apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config {Slave "/processing_system7_0/S_AXI_HP0" Clk "Auto"} [get_bd_intf_pins axi_dma_0/M_AXI_S2MM]
 connect_bd_net [get_bd_pins processing_system7_0/FCLK_CLK0] [get_bd_pins mailpulse_0/aclk]
+connect_bd_net [get_bd_pins processing_system7_0/FCLK_CLK0] [get_bd_pins axis_dwidth_converter_0/aclk]
 connect_bd_net [get_bd_pins rst_ps7_0_100M/peripheral_aresetn] [get_bd_pins mailpulse_0/aresetn]
+connect_bd_net [get_bd_pins rst_ps7_0_100M/peripheral_aresetn] [get_bd_pins axis_dwidth_converter_0/aresetn]
 
 # Addresses: the ones the shipped .hwh and the driver tests assume.
 assign_bd_address

@@ -52,6 +52,12 @@
 namespace {
 
 constexpr uint64_t CHECK_CYCLES = 4096;
+// The model's stream ports hold exactly the beats of hdl/beats.py (a port rounds up to whole
+// 8/16/32/64-bit words): a wider or narrower port than MP_*_BYTES is a stale header or top.
+static_assert(sizeof(Vtop::s_axis___05Ftdata) >= MP_SAMPLE_BYTES && sizeof(Vtop::s_axis___05Ftdata) - MP_SAMPLE_BYTES < 4,
+              "s_axis.tdata is not the MP_SAMPLE_BYTES sample beat");
+static_assert(sizeof(Vtop::m_axis___05Ftdata) >= MP_RESULT_BYTES && sizeof(Vtop::m_axis___05Ftdata) - MP_RESULT_BYTES < 4,
+              "m_axis.tdata is not the MP_RESULT_BYTES result beat");
 
 // Clears the clock trigger's previous value when this Verilator names it as 5.0xx does; returns
 // false (and the harness evaluates twice per clock) when the model has no such member.
