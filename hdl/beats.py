@@ -23,8 +23,8 @@ Result beat (``m_axis``, 64 bits, 8 bytes)::
 
 The numpy helpers pack and unpack whole batches with a handful of array operations (no per-sample
 Python): a byte-aligned field of 8, 16 or 32 bits is a strided view of the beat buffer, a narrower
-field (the 24-bit score) is gathered from the bytes it spans.  They do not validate values: a value wider than its field is
-cut to the field's bits (callers that take user input check it first, see
+field (the 24-bit score) is gathered from the bytes it spans.  They do not validate values: a value
+wider than its field is cut to the field's bits (callers that take user input check it first, see
 :func:`mailpulse.host_bridge.streamfmt.check_samples`).
 """
 

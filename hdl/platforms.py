@@ -75,7 +75,8 @@ class MailpulseUP5KPlatform(_ClockedMixin, LatticeICE40Platform):
 
     device = "iCE40UP5K"
     package = "SG48"
-    pins: ClassVar[dict[str, str]] = {"clk": "35", "rst": "3", "sck": "45", "cs_n": "4", "mosi": "2", "miso": "47", "irq": "48"}
+    pins: ClassVar[dict[str, str]] = {"clk": "35", "rst": "3", "sck": "45", "cs_n": "4",
+                                      "mosi": "2", "miso": "47", "irq": "48"}
     io_attrs: ClassVar[dict[str, str]] = {"IO_STANDARD": "SB_LVCMOS"}
 
     def __init__(self, *, clk_hz: float = 12e6) -> None:
@@ -88,7 +89,8 @@ class MailpulseHX8KPlatform(_ClockedMixin, LatticeICE40Platform):
 
     device = "iCE40HX8K"
     package = "CT256"
-    pins: ClassVar[dict[str, str]] = {"clk": "J3", "rst": "P16", "sck": "R15", "cs_n": "P15", "mosi": "N16", "miso": "M15", "irq": "M16"}
+    pins: ClassVar[dict[str, str]] = {"clk": "J3", "rst": "P16", "sck": "R15", "cs_n": "P15",
+                                      "mosi": "N16", "miso": "M15", "irq": "M16"}
     io_attrs: ClassVar[dict[str, str]] = {"IO_STANDARD": "SB_LVCMOS"}
 
     def __init__(self, *, clk_hz: float = 12e6) -> None:
@@ -101,8 +103,8 @@ class _MailpulseECP5Platform(_ClockedMixin, LatticeECP5Platform):
 
     package = "BG381"
     speed = "6"    # the ULX3S carries the slowest grade (6); grade 8 is about 15 % faster
-    pins: ClassVar[dict[str, str]] = {"clk": "G2", "rst": "B10", "sck": "B11", "cs_n": "C11", "mosi": "A10", "miso": "A11",
-                                      "irq": "A9", "sig": "B2"}
+    pins: ClassVar[dict[str, str]] = {"clk": "G2", "rst": "B10", "sck": "B11", "cs_n": "C11",
+                                      "mosi": "A10", "miso": "A11", "irq": "A9", "sig": "B2"}
     io_attrs: ClassVar[dict[str, str]] = {"IO_TYPE": "LVCMOS33"}
 
     def __init__(self, *, clk_hz: float = 25e6) -> None:

@@ -165,7 +165,8 @@ class BuildReport:
                 u = self.usage[key]
                 lines.append(f"  {names[key]:<7}{u.used:>7} / {u.available:<7}{u.percent:6.1f} %")
         verdict = "closed" if self.timing_met else "NOT closed"
-        lines.append(f"  clock  {self.target_mhz:7.2f} MHz from " + (self.pll or f"the {self.osc_mhz:g} MHz oscillator"))
+        source = self.pll or f"the {self.osc_mhz:g} MHz oscillator"
+        lines.append(f"  clock  {self.target_mhz:7.2f} MHz from {source}")
         lines.append(f"  fmax   {self.fmax_mhz:7.1f} MHz: timing {verdict} at {self.target_mhz:.2f} MHz")
         for name, c in self.clocks.items():
             if not c.closed:
@@ -269,8 +270,8 @@ def _critical_path(paths: list[dict[str, Any]], clock: str = "") -> list[str]:
     the end cell.
 
     nextpnr lists one path per clock pair; a path between two edges of ``clock`` (else the first
-    between two clock edges, not ``<async>``) is one an fmax is computed from.  Each routing segment names the net and the Amaranth source lines
-    that created it, which is what a timing request to the HDL side needs.
+    between two clock edges, not ``<async>``) is one an fmax is computed from.  Each routing segment
+    names the net and the Amaranth source lines that created it, which is what a timing request to the HDL side needs.
     """
     regs = [p for p in paths if "<async>" not in (str(p.get("from")), str(p.get("to")))]
     if not regs:

@@ -99,6 +99,7 @@ def unpack_results(data: bytes | npt.NDArray[np.uint8], n: int | None = None,
     if params is not None:
         bad |= (out.score >> params.score_bits != 0) | (out.argmax >= params.k)
     if bad.any():
-        raise ValueError(f"result beat {int(np.flatnonzero(bad)[0])} holds a score or argmax no {params.name if params else ''}"
-                         " core produces (misaligned stream?)".replace("no  core", "no core"))
+        which = f"no {params.name} core" if params else "no core"
+        raise ValueError(f"result beat {int(np.flatnonzero(bad)[0])} holds a score or argmax {which} produces "
+                         "(misaligned stream?)")
     return out

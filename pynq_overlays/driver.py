@@ -149,7 +149,8 @@ class MailpulseScorer(DefaultIP):
         if not parts:
             z = np.zeros(0, dtype=np.int64)
             return ScoreResult(z, z.copy(), z.copy(), z.copy())
-        return ScoreResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("score", "anomaly", "argmax", "tag")))
+        fields = ("score", "anomaly", "argmax", "tag")
+        return ScoreResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
 
 
 __all__ = ["DEFAULT_CHUNK", "MailpulseScorer", "MmioBus"]

@@ -10,9 +10,9 @@ address plan, so the IP-XACT register description, the ``.hwh`` and the driver c
   window as a memory block, and the parameter set as informational user parameters.
 * ``build_overlay.tcl`` - creates the Zynq-7020 project and block design (PS7 with ``S_AXI_HP0``,
   FCLK0 100 MHz; AXI DMA in simple mode with 64-bit streams: MM2S through a width converter
-  into the dense ``s_axis``, the 64-bit ``m_axis`` into S2MM; ``M_AXI_GP0`` to the DMA's and the scorer's registers at the planned addresses),
-  runs synthesis and implementation, and copies ``mailpulse.bit`` and ``mailpulse.hwh`` (same
-  basename, as PYNQ requires) to the output folder.
+  into the dense ``s_axis``, the 64-bit ``m_axis`` into S2MM; ``M_AXI_GP0`` to the DMA's and the
+  scorer's registers at the planned addresses), runs synthesis and implementation, and copies
+  ``mailpulse.bit`` and ``mailpulse.hwh`` (same basename, as PYNQ requires) to the output folder.
 
 Vivado is not available where this project is developed: the scripts are generated and checked
 for structure (``tests/test_pynq_tcl.py``), not run.  ``docs/pynq.md`` says how to run them.
@@ -81,7 +81,8 @@ def generate_package_tcl(params: CoreParams | str = OVERLAY_PARAMS) -> str:
         "set_property supported_families {zynq Production} $core",
         "",
         "# Bus interfaces (Amaranth names ports bus__signal; map them explicitly).",
-        "foreach bi [ipx::get_bus_interfaces -of_objects $core] { ipx::remove_bus_interface [get_property name $bi] $core }",
+        "foreach bi [ipx::get_bus_interfaces -of_objects $core] "
+        "{ ipx::remove_bus_interface [get_property name $bi] $core }",
         "set bi [ipx::add_bus_interface s_axil $core]",
         "set_property abstraction_type_vlnv xilinx.com:interface:aximm_rtl:1.0 $bi",
         "set_property bus_type_vlnv xilinx.com:interface:aximm:1.0 $bi",
@@ -136,7 +137,8 @@ def generate_package_tcl(params: CoreParams | str = OVERLAY_PARAMS) -> str:
             ]
             if reg.reset:
                 out.append("set_property size_format long [ipx::add_register_parameter RESET_VALUE $r]")
-                out.append(f"set_property value 0x{reg.reset:08X} [ipx::get_register_parameters RESET_VALUE -of_objects $r]")
+                out.append(f"set_property value 0x{reg.reset:08X} "
+                           "[ipx::get_register_parameters RESET_VALUE -of_objects $r]")
             for f in reg.fields:
                 out += [
                     f"set f [ipx::add_field {f.name} $r]",
@@ -220,7 +222,8 @@ def generate_bd_tcl(plan: AddressPlan | None = None, design: str = "mailpulse",
         f"set core [create_bd_cell -type ip -vlnv {VLNV} {SCORER_INSTANCE}]",
         f"connect_bd_intf_net [get_bd_intf_pins {DMA_INSTANCE}/M_AXIS_MM2S] [get_bd_intf_pins {CONV_INSTANCE}/S_AXIS]",
         f"connect_bd_intf_net [get_bd_intf_pins {CONV_INSTANCE}/M_AXIS] [get_bd_intf_pins {SCORER_INSTANCE}/s_axis]",
-        f"connect_bd_intf_net [get_bd_intf_pins {SCORER_INSTANCE}/m_axis] [get_bd_intf_pins {DMA_INSTANCE}/S_AXIS_S2MM]",
+        f"connect_bd_intf_net [get_bd_intf_pins {SCORER_INSTANCE}/m_axis] "
+        f"[get_bd_intf_pins {DMA_INSTANCE}/S_AXIS_S2MM]",
         "",
         "# GP0 to both register ports; HP0 for both DMA masters (interconnects and resets by automation).",
         "apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config "
@@ -241,7 +244,8 @@ def generate_bd_tcl(plan: AddressPlan | None = None, design: str = "mailpulse",
         "# Addresses: the ones the shipped .hwh and the driver tests assume.",
         "assign_bd_address",
         f"set_property offset 0x{plan.dma_base:08X} [get_bd_addr_segs {{{PS_INSTANCE}/Data/SEG_{DMA_INSTANCE}_Reg}}]",
-        f"set_property range {plan.dma_range // 1024}K [get_bd_addr_segs {{{PS_INSTANCE}/Data/SEG_{DMA_INSTANCE}_Reg}}]",
+        f"set_property range {plan.dma_range // 1024}K "
+        f"[get_bd_addr_segs {{{PS_INSTANCE}/Data/SEG_{DMA_INSTANCE}_Reg}}]",
         f"set_property offset 0x{plan.scorer_base:08X} "
         f"[get_bd_addr_segs {{{PS_INSTANCE}/Data/SEG_{SCORER_INSTANCE}_registers}}]",
         f"set_property range {plan.scorer_range // 1024}K "
@@ -273,7 +277,8 @@ def write_overlay_files(out_dir: Path = OVERLAY_DIR, params: CoreParams | str = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [write_hwh(out_dir / "mailpulse.hwh", params)]
-    for fname, text in (("package_ip.tcl", generate_package_tcl(params)), ("build_overlay.tcl", generate_bd_tcl(params=params))):
+    files = (("package_ip.tcl", generate_package_tcl(params)), ("build_overlay.tcl", generate_bd_tcl(params=params)))
+    for fname, text in files:
         (out_dir / fname).write_text(text, encoding="utf-8")
         written.append(out_dir / fname)
     return written

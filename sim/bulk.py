@@ -231,7 +231,8 @@ def check_case(params: CoreParams, case: Case, got: StreamResults, counters: tup
         bad_tl = np.flatnonzero(np.asarray(got.tlast) != case.tlast)[: limit - len(out)]
         out += [Mismatch(case.index, int(i), "tlast not carried: " + describe(case, exp, got, int(i))) for i in bad_tl]
     if got.stray_bits:
-        out.append(Mismatch(case.index, -1, f"config {case.index}: result bits outside the fields: 0x{got.stray_bits:x}"))
+        out.append(Mismatch(case.index, -1,
+                            f"config {case.index}: result bits outside the fields: 0x{got.stray_bits:x}"))
     if counters is not None:
         want = case.counters(int(exp.anomaly.sum()))
         if tuple(counters) != want:
@@ -439,7 +440,8 @@ def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulato
                         f.cancel()
                     rep.mismatches += bad
                     first = min([m.index for m in bad if m.index >= 0] or [samples])
-                    wave = harness_dir(params_name, top=top).parent / f"fail_{core}_{params_name}_seed{seed}_config{c}.vcd"
+                    name = f"fail_{core}_{params_name}_seed{seed}_config{c}.vcd"
+                    wave = harness_dir(params_name, top=top).parent / name
                     _run_case(harness, build_harness(params, trace=True, top=top), params,
                               make_case(params, seed, c, samples, adversarial), work / f"config{c}", seed,
                               trace=wave, n=min(samples, first + 256), trace_from=max(0, first - 64))
@@ -460,7 +462,8 @@ def _verify_cocotb(rep: VerifyReport, sim: str, top: str) -> VerifyReport:
     env = {"MAILPULSE_SIM_SAMPLES": str(rep.samples), "MAILPULSE_SIM_CONFIGS": str(rep.configs),
            "MAILPULSE_SIM_REPORT": str(out), "MAILPULSE_SIM_ADVERSARIAL": rep.adversarial}
     t0 = time.perf_counter()
-    res = run_cocotb(sim, top, rep.params, "mailpulse.sim.tb_verify", env=env, seed=rep.seed, tag=f"verify_{os.getpid()}")
+    res = run_cocotb(sim, top, rep.params, "mailpulse.sim.tb_verify", env=env, seed=rep.seed,
+                     tag=f"verify_{os.getpid()}")
     rep.sim_seconds = time.perf_counter() - t0
     if res.ok:
         shutil.rmtree(res.results_xml.parent, ignore_errors=True)

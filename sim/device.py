@@ -13,7 +13,8 @@ API::
         dev.write(addr, value)                # AXI4-Lite write; BusError on SLVERR (RO/unmapped/...)
         dev.write_many([(addr, value), ...])  # pipelined writes (a whole model in one request)
         dev.stream(x, tags=None, tlast=None) -> StreamResults   # samples in on s_axis, results out
-        dev.stream_raw(beats: bytes, tlast=None) -> (bytes, tlast)  # sample beats in (20 bytes for D = 8), 8-byte result beats out
+        dev.stream_raw(beats: bytes, tlast=None) -> (bytes, tlast)  # sample beats in (20 bytes for D = 8),
+                                                                    # 8-byte result beats out
         dev.cycles(n)                         # let n clock cycles pass
         dev.reset()                           # pulse aresetn
         dev.set_stress(idle, backpressure)    # random idle / back-pressure probabilities on the streams

@@ -1,11 +1,13 @@
 """cocotb testbench components for the ``mailpulse_axi`` and ``mailpulse_spi`` tops.
 
-Runs inside the simulator (imported by the cocotb test modules ``mailpulse.sim.tb_axi``, ``mailpulse.sim.tb_spi``,
-``mailpulse.sim.tb_verify``, ``mailpulse.sim.tb_selftest`` and ``mailpulse.sim.device_tb``).  :class:`TB` owns the clock, the reset, a cocotbext-axi ``AxiLiteMaster`` on
-``s_axil``, an ``AxiStreamSource`` on ``s_axis`` (256 bit) and an ``AxiStreamSink`` on ``m_axis``
-(128 bit), random idle (source pause generator) and back-pressure (sink pause generator), and a
-:class:`mailpulse.hdl.reference.EmulatedCore` that mirrors every register access.  Register reads and writes are
-checked against that model on the spot; streamed samples go through the model into an in-order
+Runs inside the simulator (imported by the cocotb test modules ``mailpulse.sim.tb_axi``,
+``mailpulse.sim.tb_spi``, ``mailpulse.sim.tb_verify``, ``mailpulse.sim.tb_selftest`` and
+``mailpulse.sim.device_tb``).  :class:`TB` owns the clock, the reset, a cocotbext-axi ``AxiLiteMaster``
+on ``s_axil``, an ``AxiStreamSource`` on ``s_axis`` (the dense sample beat of
+:mod:`mailpulse.hdl.beats`) and an ``AxiStreamSink`` on ``m_axis`` (64-bit result beats), random idle
+(source pause generator) and back-pressure (sink pause generator), and a
+:class:`mailpulse.hdl.reference.EmulatedCore` that mirrors every register access.  Register reads and
+writes are checked against that model on the spot; streamed samples go through the model into an in-order
 :class:`Scoreboard`.  :class:`FastStreams` is a leaner stream driver for the simulated device;
 :class:`SpiMaster` is a bit-level SPI mode-0 master for the SPI top.
 

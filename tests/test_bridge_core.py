@@ -159,7 +159,8 @@ def test_spi_detects_a_missing_fpga_and_splits_long_bursts() -> None:
     table = RegisterMap(p)["TABLE"]
     bus.write_burst(table.address(0), list(range(100)))
     assert all(len(m) <= 64 for m, _ in spi.log) and len(spi.log) == 7
-    assert model.bank_tables[1][0, :64].tolist() == list(range(64)) and model.bank_tables[1][1, :36].tolist() == list(range(64, 100))
+    assert model.bank_tables[1][0, :64].tolist() == list(range(64))
+    assert model.bank_tables[1][1, :36].tolist() == list(range(64, 100))
 
 
 @pytest.mark.parametrize("pset", ["small", "full"])

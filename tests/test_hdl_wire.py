@@ -85,7 +85,8 @@ def test_contracts_and_their_users_import_no_amaranth() -> None:
 
     mods = ["mailpulse.hdl.params", "mailpulse.hdl.regmap", "mailpulse.hdl.beats", "mailpulse.hdl.spiproto",
             "mailpulse.hdl.plan", "mailpulse.hdl.reference", "mailpulse.hdl.reports", "mailpulse.sim.codec",
-            "mailpulse.sim.device", "mailpulse.sim.bulk", "mailpulse.host_bridge.spi", "mailpulse.host_bridge.streamfmt"]
+            "mailpulse.sim.device", "mailpulse.sim.bulk", "mailpulse.host_bridge.spi",
+            "mailpulse.host_bridge.streamfmt"]
     code = ("import importlib, sys\n"
             "class Block:\n"
             "    def find_spec(self, name, path=None, target=None):\n"

@@ -137,7 +137,8 @@ def test_package_tcl_declares_every_register() -> None:
     vendor, library, name, version = VLNV.split(":")
     assert "ipx::package_project" in text and f"-vendor {vendor} -library {library}" in text
     assert f"set_property name {name} $core" in text and f"set_property version {version} $core" in text
-    declared = dict(re.findall(r"set r \[ipx::add_register (\w+) \$ab\]\nset_property address_offset (0x[0-9A-F]+)", text))
+    declared = dict(re.findall(r"set r \[ipx::add_register (\w+) \$ab\]\n"
+                               r"set_property address_offset (0x[0-9A-F]+)", text))
     want = {}
     for reg in regmap:
         if reg.name != "TABLE":
