@@ -154,7 +154,7 @@ class StreamCoreHarness(_Harness):
         core, c = self.core, self.core.ctrl
         fl, act = pr["flow"], pr["act"]
         n = fl.n_regs
-        if self.fault == "ready_ignores_clear":       # issue 14's defect 1
+        if self.fault == "ready_ignores_clear":       # the post-reset window, as the RTL once had it
             m.d.comb += core.i_stream.ready.eq(fl.open_ & ~c.push_valid)
         elif self.fault == "stall_ignores_full_buffer":
             # ``en`` and its copies are registers (ScorerCore._flow): held at 1, as a combinational
@@ -602,7 +602,7 @@ HARNESSES: dict[str, type[_Harness]] = {h.name: h for h in (StreamCoreHarness, F
 #: Faults by harness: what each changes, and the property that must then fail.
 FAULTS: dict[str, dict[str, str]] = {
     "stream": {
-        "ready_ignores_clear": "s_axis.tready ignores the clear after reset (issue 14's defect 1): "
+        "ready_ignores_clear": "s_axis.tready ignores the clear after reset (the old post-reset window): "
                                "a table write into the active bank meets a sample in flight",
         "stall_ignores_full_buffer": "the pipeline advances with the output buffer full: a result is lost",
     },

@@ -1,4 +1,4 @@
-"""Alert delivery you can count on (issue 12, finding 7): retries with back-off, a persistent outbox
+"""Alert delivery you can count on: retries with back-off, a persistent outbox
 that survives a restart, a webhook channel in the Alertmanager webhook format (against a real HTTP
 server on loopback) that does not depend on the mail path, and counters of queued, delivered,
 retried, failed and suppressed alerts."""

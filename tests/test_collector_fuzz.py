@@ -1,4 +1,4 @@
-"""Fuzzing the ingest path (issue 12): structurally valid and invalid payloads, straight into
+"""Fuzzing the ingest path: structurally valid and invalid payloads, straight into
 :meth:`IngestProcessor.process` (what the MQTT worker calls).  No crash, no stall (a per-message
 deadline), every event either archived or quarantined (or a counted duplicate), and the outcome
 agrees with the declaration (:func:`mailpulse.payload.check_event`).

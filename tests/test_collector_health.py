@@ -1,4 +1,4 @@
-"""Self-health (issue 12, finding 5) against a real Mosquitto: the collector is back within 2 s of
+"""Self-health against a real Mosquitto: the collector is back within 2 s of
 the broker returning from an outage, and the outage shows on ``/metrics``, the dashboard and as an
 incident of its own; a node whose last status is old, or that stopped sending without its last
 will, goes offline after three missed heartbeats."""

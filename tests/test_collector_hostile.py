@@ -1,4 +1,4 @@
-"""Hostile payloads against the collector (issue 12, findings 1, 3 and 4): validation and quarantine,
+"""Hostile payloads against the collector: validation and quarantine,
 archive readers that skip and count, bounded metrics, ``/api/state`` and memory, and identity
 (de-duplication per node, Home Assistant topics that cannot collide).
 

@@ -1,4 +1,4 @@
-"""Time you can trust (issue 12, finding 2): one event from the future cannot resolve an open
+"""Time you can trust: one event from the future cannot resolve an open
 incident, a node whose clock runs minutes fast is flagged skewed and kept out of the correlation,
 and the watermark cannot be pushed forward by one node.
 

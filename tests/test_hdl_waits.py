@@ -1,6 +1,7 @@
 """What the register front end and the cores do when something must wait (Amaranth simulator).
 
-Regression tests of issue 14's defects, each compared with mailpulse.hdl.reference.EmulatedCore:
+Regression tests of the post-reset window and the register-bus hang, each compared with
+mailpulse.hdl.reference.EmulatedCore:
 
 * the post-reset window: no stream sample enters while the tables are cleared after reset (block
   RAM keeps what it held before the reset);
