@@ -25,7 +25,7 @@ core's own.  One 32-bit Galois LFSR (taps 0x80200003, period 2**32 - 1) drives b
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockDomain, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,8 +33,8 @@ from .axi import AXIStreamSignature, ResultToAXIS, SampleFromAXIS
 from .beats import RESULT_BEAT_BITS, sample_beat_bits
 from .core import ScorerCore
 from .params import CoreParams
-from .regs import RegisterFile
 from .spi import SPIRegisterBridge, SPISignature
+from .tops import register_side
 
 __all__ = ["LFSR_INIT", "LFSR_TAPS", "BeatSink", "BeatSource", "StreamBenchTop", "fold_step", "lfsr_step"]
 
@@ -139,16 +139,11 @@ class StreamBenchTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cd = ClockDomain("sync")
-        m.domains.sync = cd
-        m.d.comb += [cd.clk.eq(self.clk), cd.rst.eq(self.rst)]
-        core = m.submodules.core = self.core
-        regs = m.submodules.regs = RegisterFile(self.params, core.latency, core.clear_cycles)
+        core = self.core
+        regs = register_side(m, self, self.params, core)
         bridge = m.submodules.spi = SPIRegisterBridge()
-        wiring.connect(m, regs.ctrl, core.ctrl)
         wiring.connect(m, bridge.bus, regs.bus)
         wiring.connect(m, wiring.flipped(self.spi), bridge.spi)
-        m.d.comb += self.irq.eq(regs.irq)
 
         src = m.submodules.source = self.source
         sin = m.submodules.s_axis = SampleFromAXIS(self.params)

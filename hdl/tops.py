@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from amaranth.back import verilog
 from amaranth.hdl import ClockDomain, Module
@@ -78,6 +79,20 @@ class AXITop(wiring.Component):
         return m
 
 
+def register_side(m: Module, top: wiring.Component, params: CoreParams, core: Any) -> RegisterFile:
+    """What every register-bus top elaborates first: the ``sync`` domain from the top's ``clk`` and
+    ``rst``, the core, its register front end (connected to the core) and ``irq``; returns the front
+    end, whose ``bus`` the top connects (SPI bridge, ``bus__*`` pins)."""
+    cd = ClockDomain("sync")
+    m.domains.sync = cd
+    m.d.comb += [cd.clk.eq(top.clk), cd.rst.eq(top.rst)]
+    m.submodules.core = core
+    regs = m.submodules.regs = RegisterFile(params, core.latency, core.clear_cycles)
+    wiring.connect(m, regs.ctrl, core.ctrl)
+    m.d.comb += top.irq.eq(regs.irq)
+    return regs
+
+
 def spi_top_core(params: CoreParams, core: str = "folded") -> FoldedScorerCore | ScorerCore:
     """The core inside the SPI top (and inside :class:`BusTop`, which verifies it): ``folded``
     (:class:`mailpulse.hdl.folded.FoldedScorerCore`, the iCE40 boards) or ``stream`` (the pipelined
@@ -111,16 +126,10 @@ class SPITop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cd = ClockDomain("sync")
-        m.domains.sync = cd
-        m.d.comb += [cd.clk.eq(self.clk), cd.rst.eq(self.rst)]
-        core = m.submodules.core = self.core
-        regs = m.submodules.regs = RegisterFile(self.params, core.latency, core.clear_cycles)
+        regs = register_side(m, self, self.params, self.core)
         bridge = m.submodules.spi = SPIRegisterBridge()
-        wiring.connect(m, regs.ctrl, core.ctrl)
         wiring.connect(m, bridge.bus, regs.bus)
         wiring.connect(m, wiring.flipped(self.spi), bridge.spi)
-        m.d.comb += self.irq.eq(regs.irq)
         return m
 
 
@@ -146,14 +155,8 @@ class BusTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cd = ClockDomain("sync")
-        m.domains.sync = cd
-        m.d.comb += [cd.clk.eq(self.clk), cd.rst.eq(self.rst)]
-        core = m.submodules.core = self.core
-        regs = m.submodules.regs = RegisterFile(self.params, core.latency, core.clear_cycles)
-        wiring.connect(m, regs.ctrl, core.ctrl)
+        regs = register_side(m, self, self.params, self.core)
         wiring.connect(m, wiring.flipped(self.bus), regs.bus)
-        m.d.comb += self.irq.eq(regs.irq)
         return m
 
 
