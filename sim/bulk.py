@@ -280,15 +280,11 @@ def _start_harness(exe: Path, params: CoreParams, case: Case, workdir: Path, see
            str(workdir / "results.bin"), str(workdir / "rtlast.bin"), str(seed * 1000 + case.index),
            str(case.idle), str(case.backpressure), str(case.preset[0]), str(case.preset[1])] + (
                [str(trace), str(trace_from)] if trace else [])
-    t0 = time.perf_counter()
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), t0
+    return bp.start_harness(cmd)
 
 
 def _finish_harness(proc: subprocess.Popen[str], t0: float, workdir: Path) -> HarnessRun:
-    out, err = proc.communicate()
-    dt = time.perf_counter() - t0
-    if proc.returncode not in (0, 3):
-        raise RuntimeError(f"the bulk harness failed ({proc.returncode}): {err.strip()}")
+    out, dt = bp.wait_harness(proc, t0, "bulk harness")
     words = np.fromfile(workdir / "results.bin", dtype="<u4")
     w = RESULT_BYTES // 4
     m = len(words) // w

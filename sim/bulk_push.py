@@ -28,7 +28,8 @@ from mailpulse.hdl.params import CoreParams
 from mailpulse.hdl.reference import ScoreResult
 from mailpulse.hdl.regmap import RegisterMap
 
-__all__ = ["Op", "OpCode", "PushRun", "bad_rows", "finish_bulk", "push_results", "run_script", "start_bulk"]
+__all__ = ["Op", "OpCode", "PushRun", "bad_rows", "finish_bulk", "push_results", "run_script", "start_bulk",
+           "start_harness", "wait_harness"]
 
 #: Result words per sample: RESULT_SCORE, RESULT_TAG, RESULT_INFO.
 RESULT_WORDS = 3
@@ -61,15 +62,27 @@ def start_bulk(exe: Path, params: CoreParams, writes: list[tuple[int, int]], x: 
     cmd = [str(exe), "bulk", str(workdir / "writes.bin"), str(workdir / "samples.bin"), str(n),
            str(workdir / "results.bin"), str(seed), str(idle), str(preset[0]), str(preset[1])] + (
                [str(trace), str(trace_from)] if trace else [])
+    return start_harness(cmd)
+
+
+def start_harness(cmd: list[str]) -> tuple[subprocess.Popen[str], float]:
+    """Start a Verilator harness (either one); its start time for :func:`wait_harness`."""
     t0 = time.perf_counter()
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), t0
 
 
-def finish_bulk(proc: subprocess.Popen[str], t0: float, workdir: Path) -> PushRun:
+def wait_harness(proc: subprocess.Popen[str], t0: float, what: str) -> tuple[str, float]:
+    """Its standard output and run time; status 0 (done) and 3 (stopped at a mismatch) are results,
+    anything else a failure of ``what``."""
     out, err = proc.communicate()
     dt = time.perf_counter() - t0
     if proc.returncode not in (0, 3):
-        raise RuntimeError(f"the register-bus harness failed ({proc.returncode}): {err.strip()}")
+        raise RuntimeError(f"the {what} failed ({proc.returncode}): {err.strip()}")
+    return out, dt
+
+
+def finish_bulk(proc: subprocess.Popen[str], t0: float, workdir: Path) -> PushRun:
+    out, dt = wait_harness(proc, t0, "register-bus harness")
     words = np.fromfile(workdir / "results.bin", dtype="<u4")
     m = len(words) // RESULT_WORDS
     run = PushRun(words[: m * RESULT_WORDS].reshape(m, RESULT_WORDS), (-1, -1), dt)
