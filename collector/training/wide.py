@@ -4,10 +4,13 @@ Half of the D channels look at the features one by one, the other half at their 
 
 * **Feature-group energies** (channels ``0 .. D/2 - 1``): the non-constant features, robustly
   standardised (median, IQR / 1.349, or the standard deviation where the IQR is 0), in column
-  order, split into D/2 contiguous groups; a channel is the sum over its group of the Cauchy
-  energy ``log2(1 + z**2)`` (:func:`mailpulse.transform.cauchy_energy`).  This is the ``-log``
-  density of a product of heavy-tailed marginals: a feature far out in its own range raises its
-  group's energy, however many features there are.
+  order, split into D/2 contiguous groups; a channel is the sum over its group of each feature's
+  learnt energy (:class:`mailpulse.transform.RowTable`): the ``-log2`` density of its own
+  histogram (Laplace-smoothed, bins of a quarter robust standard deviation over +-3 of them),
+  continued beyond that window by the Cauchy energy ``log2(1 + d**2)`` of the distance ``d`` to
+  it.  The sum is the ``-log`` density of a product of the marginals (as HBOS) with heavy tails:
+  a feature in a rare part of its own range, or far beyond it, raises its group's energy, however
+  many features there are.
 * **Whitened-band energies** (channels ``D/2 .. D - 1``): the principal components of the
   standardised features, each divided by its standard deviation (whitened; components with
   less than 1e-4 of the largest variance are dropped), in order of decreasing variance, split into
