@@ -15,6 +15,15 @@ interpolates linearly between powers of two (exact integer arithmetic).  ``L`` i
 ``-log`` density of ``r / U`` in fixed point: each channel is a robust *energy* of its group of
 rows, so a single extreme row cannot swamp the rest.
 
+A row may instead carry a :class:`RowTable` (kind ``energy-tables``): its energy is a learnt
+``-log2`` histogram density over a window of ``n`` bins of width ``2**shift`` from ``offset``,
+continued beyond the window by the Cauchy energy of the distance to it::
+
+    E(r) = table[clamp((r - offset) >> shift, 0, n - 1)] + L(max(offset - r, r - end, 0))
+    end  = offset + (n << shift) - 1
+
+(the distance clipped to 32767, so ``E`` stays within ``2 * L_MAX``).
+
 Determinism: the first step is the same elementwise IEEE-754 arithmetic as the narrow input scaling
 (one subtraction, one multiplication, each correctly rounded, then ``rint``), identical on every
 conforming platform.  Everything after it is integer arithmetic.  The row products are accumulated
@@ -43,6 +52,8 @@ LOG_FRAC_BITS = 8
 ROW_COEF_BITS = 20
 #: Most raw features a transform takes (keeps every row sum exact in float64).
 MAX_FEATURES = 1 << 16
+#: Most bins of a row table.
+MAX_TABLE_BINS = 256
 #: Largest value of ``L(r)``: ``log2((32767**2 + UNIT**2) / UNIT**2) < 15``, in fixed point.
 L_MAX = 15 << LOG_FRAC_BITS
 _INPUT_MAX = 32767
@@ -79,6 +90,47 @@ def group_shift(size: int) -> int:
     return shift
 
 
+@dataclass
+class RowTable:
+    """A row's learnt energy: ``-log2`` density table (``LOG_FRAC_BITS`` fixed point, ``0..L_MAX``)."""
+
+    offset: int
+    shift: int
+    table: list[int]
+
+    @property
+    def end(self) -> int:
+        """Last row value inside the window."""
+        return self.offset + (len(self.table) << self.shift) - 1
+
+    def validate(self) -> None:
+        if not 1 <= len(self.table) <= MAX_TABLE_BINS:
+            raise ValueError(f"transform row table needs 1..{MAX_TABLE_BINS} entries, not {len(self.table)}")
+        if not 0 <= self.shift <= 15:
+            raise ValueError(f"transform row table shift {self.shift} is outside 0..15")
+        if abs(self.offset) > _INPUT_MAX or abs(self.end) > _INPUT_MAX:
+            raise ValueError(f"transform row table window {self.offset}..{self.end} is beyond +-{_INPUT_MAX}")
+        if min(self.table) < 0 or max(self.table) > L_MAX:
+            raise ValueError(f"transform row table values must be within 0..{L_MAX}")
+
+    def energy(self, r: IntArray) -> IntArray:
+        """``E(r)`` (see the module docstring), elementwise, in ``0..2 * L_MAX``."""
+        ra = np.asarray(r, dtype=np.int64)
+        idx = np.clip((ra - self.offset) >> self.shift, 0, len(self.table) - 1)
+        beyond = np.clip(np.maximum(self.offset - ra, ra - self.end), 0, _INPUT_MAX)
+        return np.asarray(self.table, dtype=np.int64)[idx] + cauchy_energy(beyond)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"offset": int(self.offset), "shift": int(self.shift), "table": [int(v) for v in self.table]}
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> RowTable:
+        if not isinstance(doc, dict) or not isinstance(doc["table"], list):
+            raise TypeError("transform row table must be an object with a table list")
+        return cls(_int(doc["offset"], "row table offset"), _int(doc["shift"], "row table shift"),
+                   [_int(v, "row table") for v in doc["table"]])
+
+
 @dataclass(eq=False)
 class WideTransform:
     """``F`` raw features to ``D`` channels (see the module docstring for the arithmetic).
@@ -96,7 +148,9 @@ class WideTransform:
     groups : list of D lists of row indices
         The rows whose energies make each channel (an empty group is a channel that is always 0).
     out_shift : list of D ints
-        Right shift of each channel's sum (:func:`group_shift` of its size, or more).
+        Right shift of each channel's sum (:func:`group_shift` of its weight, or more).
+    row_tables : list of R (RowTable or None), or None
+        A row's learnt energy (``None``: the Cauchy energy ``L``); ``None`` for no tables at all.
     """
 
     center: list[float]
@@ -106,6 +160,7 @@ class WideTransform:
     row_center: list[int]
     groups: list[list[int]]
     out_shift: list[int]
+    row_tables: list[RowTable | None] | None = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, WideTransform) and self.as_dict() == other.as_dict()
@@ -136,11 +191,22 @@ class WideTransform:
             raise ValueError(f"transform row_center needs {rows.shape[0]} integers within +-{_INPUT_MAX}")
         if len(self.groups) != d or len(self.out_shift) != d:
             raise ValueError(f"transform needs {d} groups and out_shifts (D of the core)")
+        if self.row_tables is not None:
+            if len(self.row_tables) != rows.shape[0]:
+                raise ValueError(f"transform row_tables needs {rows.shape[0]} entries (one per row, or null)")
+            for rt in self.row_tables:
+                if rt is not None:
+                    rt.validate()
         for g, sh in zip(self.groups, self.out_shift):
             if any(not 0 <= i < rows.shape[0] for i in g):
                 raise ValueError(f"transform group {g} names a row outside 0..{rows.shape[0] - 1}")
-            if not group_shift(len(g)) <= sh <= 31:
+            if not group_shift(self.group_weight(g)) <= sh <= 31:
                 raise ValueError(f"transform out_shift {sh} cannot hold a group of {len(g)} rows")
+
+    def group_weight(self, group: list[int]) -> int:
+        """Bound of a group's energy sum in units of ``L_MAX`` (a row with a table counts twice)."""
+        tables = self.row_tables or []
+        return sum(2 if i < len(tables) and tables[i] is not None else 1 for i in group)
 
     def features_to_int(self, x: npt.ArrayLike) -> IntArray:
         """Step 1: ``(N, F)`` raw floats to ``(N, F)`` integers ``z`` (UserError on a bad shape or NaN)."""
@@ -167,6 +233,9 @@ class WideTransform:
     def channels_of(self, r: IntArray) -> IntArray:
         """Step 3: row values to ``(N, D)`` channels in ``0..32767``."""
         energy = cauchy_energy(r)
+        for i, rt in enumerate(self.row_tables or []):
+            if rt is not None:
+                energy[:, i] = rt.energy(r[:, i])
         out = np.zeros((len(r), self.n_channels), dtype=np.int64)
         for d, (g, sh) in enumerate(zip(self.groups, self.out_shift)):
             if g:
@@ -183,8 +252,10 @@ class WideTransform:
         return np.concatenate(parts) if parts else np.zeros((0, self.n_channels), dtype=np.int64)
 
     def as_dict(self) -> dict[str, Any]:
+        tables = {} if self.row_tables is None else {
+            "row_tables": [None if rt is None else rt.as_dict() for rt in self.row_tables]}
         return {
-            "kind": "energy-groups",
+            "kind": "energy-groups" if self.row_tables is None else "energy-tables",
             "center": [float(c) for c in self.center],
             "scale": [float(s) for s in self.scale],
             "rows": [[int(v) for v in row] for row in np.asarray(self.rows)],
@@ -192,6 +263,7 @@ class WideTransform:
             "row_center": [int(c) for c in self.row_center],
             "groups": [[int(i) for i in g] for g in self.groups],
             "out_shift": [int(s) for s in self.out_shift],
+            **tables,
         }
 
     @classmethod
@@ -199,8 +271,14 @@ class WideTransform:
         """Parse and validate the model file's ``transform`` object (``ValueError``/``TypeError``/``KeyError``)."""
         if not isinstance(doc, dict):
             raise TypeError("transform is not an object")
-        if doc["kind"] != "energy-groups":
-            raise ValueError(f"transform kind {doc['kind']!r} is unknown (this mailpulse knows 'energy-groups')")
+        if doc["kind"] not in ("energy-groups", "energy-tables"):
+            raise ValueError(f"transform kind {doc['kind']!r} is unknown "
+                             "(this mailpulse knows 'energy-groups' and 'energy-tables')")
+        row_tables = None
+        if doc["kind"] == "energy-tables":
+            if not isinstance(doc["row_tables"], list):
+                raise TypeError("transform row_tables must be a list (a table object or null per row)")
+            row_tables = [None if rt is None else RowTable.from_dict(rt) for rt in doc["row_tables"]]
         rows = np.asarray(doc["rows"])
         if rows.size and rows.dtype.kind not in "iu":
             raise TypeError("transform rows must hold integers")
@@ -211,7 +289,7 @@ class WideTransform:
                 rows=rows.astype(np.int64), row_shift=_int(doc["row_shift"], "row_shift"),
                 row_center=[_int(c, "row_center") for c in doc["row_center"]],
                 groups=[[_int(i, "groups") for i in g] for g in groups],
-                out_shift=[_int(s, "out_shift") for s in doc["out_shift"]])
+                out_shift=[_int(s, "out_shift") for s in doc["out_shift"]], row_tables=row_tables)
         t.validate(d)
         return t
 
@@ -222,4 +300,4 @@ def _int(v: Any, name: str) -> int:
     return v
 
 
-__all__ = ["LOG_FRAC_BITS", "UNIT", "WideTransform", "cauchy_energy", "group_shift", "log2fix"]
+__all__ = ["LOG_FRAC_BITS", "L_MAX", "UNIT", "RowTable", "WideTransform", "cauchy_energy", "group_shift", "log2fix"]

@@ -15,7 +15,7 @@ from mailpulse.hdl.params import CoreParams, get_params
 from mailpulse.datasets import Dataset
 from mailpulse.errors import UserError
 from mailpulse.modelfile import FORMAT_VERSION, InputScaling, TrainedModel, _checksum, load_model, scale_features
-from mailpulse.transform import UNIT, WideTransform, cauchy_energy, group_shift, log2fix
+from mailpulse.transform import L_MAX, UNIT, RowTable, WideTransform, cauchy_energy, group_shift, log2fix
 
 
 def _data(n: int = 3000, f: int = 4, seed: int = 1) -> Dataset:
@@ -227,6 +227,29 @@ def test_transform_arithmetic_by_hand() -> None:
         t.apply(np.array([[np.nan, 0.0, 0.0]]))
 
 
+def test_row_table_energy_by_hand() -> None:
+    """Table inside the window, table edge plus the Cauchy energy of the distance beyond it."""
+    rt = RowTable(offset=-128, shift=6, table=[300, 0, 100, 700])           # window -128..127
+    assert rt.end == 127
+    r = np.array([-128, -65, -64, 0, 63, 64, 127, 128, 127 + UNIT, -128 - UNIT, -32767, 32767])
+    want = [300, 300, 0, 100, 100, 700, 700, 700 + 0, 700 + 256, 300 + 256,
+            300 + int(cauchy_energy(np.array([32767 - 128]))[0]), 700 + int(cauchy_energy(np.array([32767 - 127]))[0])]
+    assert rt.energy(r).tolist() == want
+    assert rt.energy(r).max() <= 2 * L_MAX
+    t = WideTransform(center=[0.0, 0.0], scale=[1.0, 1.0], rows=np.array([[1, 0], [0, 1]]), row_shift=0,
+                      row_center=[0, 0], groups=[[0, 1], [0], [1], [], [], [], [], []], out_shift=[0] * 8,
+                      row_tables=[rt, None])
+    t.validate(8)
+    out = t.apply(np.array([[64.0, 256.0], [-300.0, 0.0]]))
+    e300 = 300 + int(cauchy_energy(np.array([300 - 128]))[0])
+    assert out.tolist() == [[700 + 256, 700, 256, 0, 0, 0, 0, 0], [e300, e300, 0, 0, 0, 0, 0, 0]]
+    # a row with a table counts twice toward the shift that keeps a channel in 16 bits
+    assert t.group_weight([0, 1]) == 3 and t.group_weight([1]) == 1
+    with pytest.raises(ValueError, match="cannot hold a group"):
+        WideTransform([0.0] * 2, [1.0] * 2, np.array([[1, 0], [0, 1]]), 0, [0, 0], [[0, 0, 0, 0, 0]] + [[]] * 7,
+                      [0] * 8, row_tables=[rt, None]).validate(8)
+
+
 def test_transform_row_sums_are_exact_at_the_extremes() -> None:
     """float64 accumulation of integer products is exact: compare with Python integers."""
     rng = np.random.default_rng(0)
@@ -245,6 +268,9 @@ def test_wide_model_round_trip_and_inputs(wide_model: TrainedModel, tmp_path: Pa
     assert m.transform is not None and m.n_features == 13
     assert m.scaling == InputScaling.identity(8)
     assert m.provenance["inputs"] == "13 features -> 8 energy channels"
+    tables = m.transform.row_tables
+    assert tables is not None and sum(t is not None for t in tables) == 12        # the 12 varying features
+    assert _doc(m)["transform"]["kind"] == "energy-tables"
     back = load_model(m.save(tmp_path / "w.json"))
     assert back.transform == m.transform and back.to_bytes() == m.to_bytes()
     x = _wide(400, seed=9).X
@@ -274,6 +300,19 @@ def test_bad_transform_fields_are_refused(wide_model: TrainedModel) -> None:
     bad("row_center", row_center=tr["row_center"][:-1])
     bad("same length", scale=tr["scale"][:-1])
     bad("row_shift", row_shift=25)
+    bad("needs 2 entries|row_tables needs", row_tables=tr["row_tables"][:-1])
+    first = tr["row_tables"][0]
+    bad("values must be within", row_tables=[{**first, "table": [L_MAX + 1] * len(first["table"])},
+                                             *tr["row_tables"][1:]])
+    bad("window", row_tables=[{**first, "offset": 32767}, *tr["row_tables"][1:]])
+    bad("row table must be an object", row_tables=[[1, 2], *tr["row_tables"][1:]])
+    bad("row table must hold integers|row table offset must hold integers",
+        row_tables=[{**first, "offset": 0.5}, *tr["row_tables"][1:]])
+    # a transform without tables (the Cauchy energy on every row) still loads
+    plain = {k: v for k, v in tr.items() if k != "row_tables"}
+    m = load_model(_rewrite(doc, transform={**plain, "kind": "energy-groups",
+                                            "out_shift": [group_shift(len(g)) for g in tr["groups"]]}))
+    assert m.transform is not None and m.transform.row_tables is None
     with pytest.raises(UserError, match="identity input_scaling"):
         load_model(_rewrite(doc, input_scaling=InputScaling.identity(8, 7).as_dict()))
     with pytest.raises(UserError, match="transform is not an object"):

@@ -270,6 +270,24 @@ def test_wide_data_train_through_a_transform_and_detect(config: str) -> None:
     assert abs(res.metrics["quantisation_loss"]) <= 0.005
 
 
+def test_wide_feature_energy_sees_a_gap_between_modes() -> None:
+    """A value between a feature's two modes is rare though it sits at the feature's median: the
+    learnt feature energy (its histogram's -log density) flags it; a Cauchy energy of the distance
+    from the median alone would call it the most typical value (channel AUC about 0.3)."""
+    rng = np.random.default_rng(4)
+    n, f = 3000, 12
+    x = rng.normal(size=(n, f))
+    x[:, 0] = rng.choice([-2.0, 2.0], size=n) + 0.3 * rng.normal(size=n)
+    y = np.zeros(n, dtype=np.int64)
+    y[:20] = 1
+    x[:20, 0] = 0.3 * rng.normal(size=20)
+    res = trainer.train(Dataset(x, y, "gap", "0" * 64), get_params("small"), seed=0)
+    transform = res.model.transform
+    assert transform is not None and transform.row_tables is not None and 0 in transform.groups[0]
+    assert trainer.roc_auc(y, res.xq[:, 0].astype(np.float64)) > 0.9
+    assert res.metrics["auc_quantised"] > 0.7
+
+
 def test_same_data_other_seed_same_auc() -> None:
     """Stability: the seed does not move the AUC by more than 0.01 (narrow and wide data).
 

@@ -4,10 +4,13 @@ Half of the D channels look at the features one by one, the other half at their 
 
 * **Feature-group energies** (channels ``0 .. D/2 - 1``): the non-constant features, robustly
   standardised (median, IQR / 1.349, or the standard deviation where the IQR is 0), in column
-  order, split into D/2 contiguous groups; a channel is the sum over its group of the Cauchy
-  energy ``log2(1 + z**2)`` (:func:`mailpulse.transform.cauchy_energy`).  This is the ``-log``
-  density of a product of heavy-tailed marginals: a feature far out in its own range raises its
-  group's energy, however many features there are.
+  order, split into D/2 contiguous groups; a channel is the sum over its group of each feature's
+  learnt energy (:class:`mailpulse.transform.RowTable`): the ``-log2`` density of its own
+  histogram (Laplace-smoothed, bins of a quarter robust standard deviation over +-3 of them),
+  continued beyond that window by the Cauchy energy ``log2(1 + d**2)`` of the distance ``d`` to
+  it.  The sum is the ``-log`` density of a product of the marginals (as HBOS) with heavy tails:
+  a feature in a rare part of its own range, or far beyond it, raises its group's energy, however
+  many features there are.
 * **Whitened-band energies** (channels ``D/2 .. D - 1``): the principal components of the
   standardised features, each divided by its standard deviation (whitened; components with
   less than 1e-4 of the largest variance are dropped), in order of decreasing variance, split into
@@ -27,13 +30,19 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from mailpulse.transform import ROW_COEF_BITS, UNIT, WideTransform, group_shift
+from mailpulse.transform import L_MAX, LOG_FRAC_BITS, ROW_COEF_BITS, UNIT, RowTable, WideTransform, group_shift
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 #: Rows used to fit the transform (a random subset of larger data).
 FIT_ROWS = 100_000
+#: Feature rows' energy tables: bins of 2**TABLE_SHIFT counts (UNIT = one robust standard deviation)
+#: over +-TABLE_REACH robust standard deviations; beyond, the Cauchy energy of the distance.
+TABLE_SHIFT = 6
+TABLE_REACH = 3
+#: Pseudo-count of every table bin.
+TABLE_SMOOTHING = 1.0
 #: Whitened components with less than this fraction of the largest variance are dropped.
 MIN_VARIANCE_RATIO = 1e-4
 
@@ -60,6 +69,18 @@ def whitening_rows(z: IntArray) -> FloatArray:
     # Fix each component's sign (eigh may return either): largest coefficient positive.
     sign = np.sign(rows[np.arange(len(rows)), np.argmax(np.abs(rows), axis=1)])
     return np.asarray(rows * np.where(sign == 0, 1.0, sign)[:, None], dtype=np.float64)
+
+
+def row_table(r: IntArray) -> RowTable:
+    """``-log2`` histogram density of the row values ``r`` (Laplace-smoothed) as a :class:`RowTable`."""
+    offset = -TABLE_REACH * UNIT
+    shift = TABLE_SHIFT
+    n = (2 * TABLE_REACH * UNIT) >> shift
+    idx = np.clip((r - offset) >> shift, 0, n - 1)
+    counts = np.bincount(idx, minlength=n).astype(np.float64) + TABLE_SMOOTHING
+    t = -np.log2(counts / counts.sum())
+    t = np.rint((t - t.min()) * (1 << LOG_FRAC_BITS))
+    return RowTable(offset, shift, [int(v) for v in np.clip(t, 0, L_MAX)])
 
 
 def fit_wide_transform(x: FloatArray, d: int, rng: np.random.Generator,
@@ -100,7 +121,8 @@ def fit_wide_transform(x: FloatArray, d: int, rng: np.random.Generator,
         groups += [[int(i) + len(used) for i in g]
                    for g in np.array_split(np.arange(len(white)), d - n_feature_groups)]
     t.groups = groups
-    t.out_shift = [group_shift(len(g)) for g in groups]
+    t.row_tables = [row_table(r[:, i]) for i in range(len(used))] + [None] * len(white)
+    t.out_shift = [group_shift(t.group_weight(g)) for g in groups]
     t.validate(d)
     return t
 
