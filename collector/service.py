@@ -239,13 +239,20 @@ class Collector:
             return self._publish([as_change(r) for r in self.flink_feed.poll() if r["type"] == "change"], {})
         with self.corr_lock:
             changes = self.correlator.evaluate()
-            heat = self.correlator.heatmap()
+            heat = self._named_heatmap(self.correlator.heatmap())
             series = {c.incident["id"]: self._rate_series(tuple(c.incident["path"])) for c in changes}
             n_open = len(self.correlator.open_by_path)
         self.metrics.incidents.set(n_open)
         self.state.heatmap = heat
         self.hub.publish("heatmap", heat)
         return self._publish(changes, series)
+
+    def _named_heatmap(self, heat: dict[str, Any]) -> dict[str, Any]:
+        """The heatmap's rows with the relay's configured name (``name``) and the path in names."""
+        for row in heat["rows"]:
+            names = [self.context.name(p) for p in str(row["hop"]).split(" > ")]
+            row["name"], row["path_names"] = names[-1], " > ".join(names)
+        return heat
 
     def _publish(self, changes: list[Change], series: dict[str, Any]) -> list[Change]:
         """Incident changes to the dashboard, its live clients and the alerts."""

@@ -2,7 +2,8 @@
 
 Routes:
 
-* ``/`` - ``collector/static/index.html`` (one file, plain JS, no build step);
+* ``/`` - ``collector/static/index.html`` with ``/app.js`` and ``/app.css`` (plain JS and CSS, no build
+  step; a Content-Security-Policy lets the page run only its own script);
 * ``/api/state`` - the current :meth:`DashboardState.snapshot` as JSON;
 * ``/events`` - Server-Sent Events: ``state`` once at connect, then ``anomaly``, ``incident``,
   ``fleet``, ``probe``, ``heatmap``, ``stats`` and ``health`` (broker link, quarantine counts) events
@@ -57,6 +58,12 @@ __all__ = ["RESYNC", "DashboardServer", "DashboardState", "Hub"]
 
 STATIC = Path(__file__).parent / "static"
 
+
+#: The page's other files (no build step: served as they are in the package) and their types.
+STATIC_FILES = {"/app.js": "text/javascript; charset=utf-8", "/app.css": "text/css; charset=utf-8"}
+#: The page loads nothing but its own files and talks only to its own server.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 #: The queue entry that tells a client's writer to send a fresh ``state`` snapshot.
 RESYNC = ("state", "")
@@ -343,7 +350,9 @@ class _Handler(BaseHTTPRequestHandler):
             page = (STATIC / "index.html").read_bytes()
             if not dash.guard.auth:
                 page = page.replace(b"<body>", b"<body>" + INSECURE_BANNER, 1)
-            self._send(200, "text/html; charset=utf-8", page)
+            self._send(200, "text/html; charset=utf-8", page, {"Content-Security-Policy": CSP})
+        elif path in STATIC_FILES:
+            self._send(200, STATIC_FILES[path], (STATIC / path[1:]).read_bytes())
         elif path == "/api/state":
             self._send(200, "application/json", json.dumps(dash.state.snapshot(), default=str).encode())
         elif path == "/metrics":

@@ -1,13 +1,18 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright): live SSE updates after
 events are published to a real broker, the incident with its root cause, and a screenshot kept in
-``build/artifacts/``."""
+``build/artifacts/``; each dashboard feature (time axes and zones, the incident page, acknowledging
+and silencing, the topology, search) in its own test that saves the screenshot ``docs/img/`` shows."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 from typing import Any
 
 import pytest
@@ -15,14 +20,19 @@ from collector_synth import stream
 from mailpulse.collector.ingest import Message
 from mailpulse.collector.pki import spki_sha256
 from mailpulse.collector.service import Collector
+from server_fixtures import secure_web
 from test_collector_hostile import collector, feed, message
 from test_collector_ingest import collector_cfg, delivery, envelope, node_client, publish, web_client
 
 from mailpulse import topics as T
+from mailpulse.config.collector import parse_config
 from mailpulse.lab.webclient import WebClient
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "build" / "artifacts"
+SHOTS = ROOT / "docs" / "img"
+#: the relay names of the fault-stream collector (collector_synth's topology)
+NAMES = {"relay2.example.net": "relay2", "relay1.example.net": "relay1", "mx.example.net": "mx"}
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -65,7 +75,7 @@ def test_dashboard_live_in_chromium(broker: Any, tmp_path: Path) -> None:
                                           http_credentials={"username": web.user or "", "password": web.password or ""})
                 page = ctx.new_page()
                 page.goto(col.web.url)
-                page.wait_for_function("document.getElementById('conn').textContent === 'live'", timeout=15000)
+                page.wait_for_function("() => document.getElementById('conn').textContent === 'live'", timeout=15000)
                 page.wait_for_selector("#fleet td.online", timeout=10000)
                 # one anomalous event -> its row appears, pushed (no reload)
                 ev = delivery(1, anomaly=True)
@@ -101,7 +111,7 @@ def test_dashboard_live_in_chromium(broker: Any, tmp_path: Path) -> None:
                 # 1842 anomalies follow each other here: a page that falls behind gets a resync
                 # snapshot (mailpulse.collector.web.Hub), so the incident shows even if its message was lost
                 page.wait_for_selector("td.root-cause:has-text('relay2.example.net')", timeout=15000)
-                page.wait_for_function("document.querySelector('#n-events').textContent !== '0'", timeout=5000)
+                page.wait_for_function("() => document.querySelector('#n-events').textContent !== '0'", timeout=5000)
                 assert page.evaluate("window.mailpulseUpdates") > 3
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "collector-dashboard.png"), full_page=True)
@@ -157,7 +167,7 @@ def test_dashboard_keeps_rendering_hostile_payloads(tmp_path: Path) -> None:
                 page = ctx.new_page()
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 page.goto(col.web.url)
-                page.wait_for_function("document.getElementById('conn').textContent === 'live'", timeout=15000)
+                page.wait_for_function("() => document.getElementById('conn').textContent === 'live'", timeout=15000)
                 # a node publishes hostile events among valid ones: the valid ones show, the rest is counted
                 good = [delivery(i, anomaly=True) for i in range(3)]
                 for g in good:
@@ -185,7 +195,7 @@ def test_dashboard_keeps_rendering_hostile_payloads(tmp_path: Path) -> None:
                     col.state.fleet["lab/weird"] = {"site": "lab", "node": "weird", "state": {"x": 1},
                                                     "ts": "yesterday", "clock_offset_s": [1]}
                 page.reload()
-                page.wait_for_function("document.getElementById('conn').textContent === 'live'", timeout=15000)
+                page.wait_for_function("() => document.getElementById('conn').textContent === 'live'", timeout=15000)
                 page.wait_for_selector('tr[data-node="lab/weird"]', timeout=10000)
                 page.wait_for_selector('tr.anomaly[data-id="late-good"]', timeout=10000)
                 quarantined = page.evaluate("document.getElementById('n-quar').textContent")
@@ -197,3 +207,115 @@ def test_dashboard_keeps_rendering_hostile_payloads(tmp_path: Path) -> None:
     finally:
         col.web.stop()
     assert not errors, errors
+
+
+# -- the dashboard's features, without a broker: events fed straight into a collector ----------------
+
+
+def fault_collector(tmp_path: Path, alerts: bool = False) -> Collector:
+    """A collector (HTTPS, passwords, relay names) that saw 15 minutes of mail through
+    collector_synth's relays, relay2 slow and anomalous for the last 5: one incident open at relay2."""
+    doc: dict[str, Any] = {"archive": {"dir": str(tmp_path / "archive"), "max_age_s": 3600.0, "fsync": False},
+                           "web": {"enabled": False}, "relays": {"names": NAMES}}
+    if alerts:
+        doc["alerts"] = {"to": ["ops@example.net"], "sender": "mailpulse@example.net"}
+    cfg, errors = parse_config(doc, "test")
+    assert cfg is not None, errors
+    (tmp_path / "web").mkdir(exist_ok=True)
+    cfg.web, _ = secure_web(tmp_path / "web")
+    col = Collector(cfg, send=lambda m: None)
+    feed(col, Message(T.NodeTopics("lab", "node-a").status, json.dumps(
+        {"schema": 1, "site": "lab", "node": "node-a", "state": "online", "ts": time.time(), "model_version": "m-1",
+         "spool": {"depth": 0}}).encode(), time.time()))
+    batch: list[dict[str, Any]] = []
+    for e in stream(900, rate=8, seed=7, t0=time.time() - 900, fault="relay2.example.net", fault_from=600,
+                    nodes=("node-a",)):
+        batch.append(e)
+        if len(batch) == 500:
+            feed(col, message("node-a", batch))
+            batch = []
+    feed(col, message("node-a", batch))
+    col.evaluate()
+    assert col.correlator.open_by_path, "no incident opened"
+    return col
+
+
+@contextlib.contextmanager
+def browse(col: Collector, timezone: str = "UTC") -> Iterator[Any]:
+    """A page of ``col``'s dashboard in headless chromium (pinned TLS key, basic auth) in ``timezone``;
+    fails the test on a script error or a render error."""
+    if not shutil.which(CHROMIUM):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
+    assert col.web is not None and col.cfg.web.cert_file is not None
+    col.web.start()
+    errors: list[str] = []
+    try:
+        with sync_api.sync_playwright() as pw:
+            pin = spki_sha256(Path(col.cfg.web.cert_file).read_bytes())
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=[*ARGS, f"--ignore-certificate-errors-spki-list={pin}"])
+            try:
+                web = col.cfg.web
+                ctx = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id=timezone,
+                                          locale="en-US",
+                                          http_credentials={"username": web.username, "password": web.password or ""})
+                page = ctx.new_page()
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                yield page
+                assert page.evaluate("window.mailpulseRenderErrors || 0") == 0
+            finally:
+                browser.close()
+    finally:
+        col.web.stop()
+    assert not errors, errors
+
+
+def live(page: Any, url: str) -> None:
+    page.goto(url)
+    page.wait_for_function("() => document.getElementById('conn').textContent === 'live'", timeout=15000)
+
+
+def shot(page: Any, name: str, selector: str | None = None) -> Path:
+    """A screenshot for docs/img (of one element when ``selector`` is given), kept small."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / name
+    if selector:
+        page.locator(selector).screenshot(path=str(path))
+    else:
+        page.screenshot(path=str(path))
+    assert 5_000 < path.stat().st_size < 400_000, path.stat().st_size
+    return path
+
+
+def test_times_in_the_viewers_zone_and_charts_with_axes_legend_names(tmp_path: Path) -> None:
+    """Every time shows its date in the viewer's zone (named in the header); the heatmap has a time
+    axis in that zone, a colour legend in seconds and its rows named by ``[relays] names``."""
+    col = fault_collector(tmp_path)
+    inc = col.correlator.open_incidents()[0]
+    zone = "Asia/Tokyo"
+    with browse(col, zone) as page:
+        assert col.web is not None
+        live(page, col.web.url)
+        assert page.locator("#tz").text_content() == "Asia/Tokyo (GMT+9)"
+        cell = page.locator(f'#incidents tr[data-id="{inc["id"]}"] time')
+        expected = datetime.fromtimestamp(inc["opened"], ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+        assert cell.text_content() == expected
+        assert cell.get_attribute("title", timeout=5000).endswith(" UTC")
+        page.wait_for_function("() => window.mailpulseDrawn && window.mailpulseDrawn.heatmap", timeout=5000)
+        drawn = page.evaluate("window.mailpulseDrawn.heatmap")
+        # rows by relay name, the path in names beside them; no raw host name as a row's name
+        assert "relay2" in drawn["rows"] and "relay1" in drawn["rows"], drawn["rows"]
+        assert "mx > relay2" in drawn["paths"], drawn["paths"]
+        # the time axis: ticks in Tokyo time, the zone named; the legend in seconds
+        heat = col.state.heatmap
+        t_end = heat["t0"] + len(heat["rows"][0]["values"]) * heat["bucket_s"]
+        assert len(drawn["ticks"]) >= 3
+        for t, label in drawn["ticks"]:
+            assert heat["t0"] <= t <= t_end
+            assert label == datetime.fromtimestamp(t, ZoneInfo(zone)).strftime("%H:%M:%S" if len(label) > 5
+                                                                                else "%H:%M"), (t, label)
+        assert drawn["axis"] == "time (Asia/Tokyo (GMT+9))"
+        assert all(t.endswith(" s") for t in drawn["legend"]) and drawn["legend_title"].startswith("median delay (s")
+        shot(page, "dashboard-overview.png")

@@ -1,0 +1,215 @@
+"use strict";
+// The collector's dashboard.  Everything shown comes from the nodes: any value may be of any type.
+// Every formatter returns text or a DOM node for any input (a bad value is shown as such, in red),
+// values only ever reach the page as text (textContent, attribute values, canvas fillText; never
+// innerHTML), and every table and chart is rendered on its own, so one hostile value never blanks
+// the page.
+const S = { fleet: {}, anomalies: [], incidents: {}, probes: {}, heatmap: { rows: [] }, stats: {}, quarantine: [],
+            link: {}, serverSkew: 0 };
+const str = v => { try { return typeof v === "string" ? v : (v == null ? "" : (typeof v === "object" ? JSON.stringify(v) : String(v))); } catch (e) { return "?"; } };
+const cut = (v, n) => str(v).slice(0, n || 300);
+const obj = v => (v && typeof v === "object" && !Array.isArray(v)) ? v : {};
+const arr = v => Array.isArray(v) ? v : [];
+const fin = v => typeof v === "number" && isFinite(v);
+
+// h("td", {class: "x", "data-id": id}, child, ...): children are nodes or text (strings are never parsed)
+function h(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v == null || v === false) continue;
+    if (typeof v === "function") e.addEventListener(k, v);
+    else e.setAttribute(k, cut(v));
+  }
+  for (const c of kids.flat(3)) if (c != null && c !== false && c !== "") e.append(c instanceof Node ? c : cut(c, 2000));
+  return e;
+}
+const bad = v => h("span", { class: "bad", title: "not a valid value" }, cut(v));
+const num = (v, digits) => v == null || v === "" ? "" : (fin(v) ? (digits == null ? String(v) : v.toFixed(digits)) : bad(v));
+const list = v => Array.isArray(v) ? v.map(x => cut(x)).join(", ") : (v == null ? "" : bad(v));
+
+// -- times: the viewer's time zone, with the date --------------------------------------------------
+const TZ = (() => { try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; } catch (e) { return "UTC"; } })();
+const TZ_OFFSET = (() => { try { return new Intl.DateTimeFormat("en-US", { timeZone: TZ, timeZoneName: "shortOffset" })
+  .formatToParts(new Date()).find(p => p.type === "timeZoneName").value; } catch (e) { return ""; } })();
+const PARTS = new Intl.DateTimeFormat("en-US", { timeZone: TZ, year: "numeric", month: "2-digit", day: "2-digit",
+  hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+function parts(d) { const p = {}; PARTS.formatToParts(d).forEach(x => { p[x.type] = x.value; }); return p; }
+function localDateTime(d) { const p = parts(d); return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`; }
+function localClock(d, seconds) { const p = parts(d); return seconds ? `${p.hour}:${p.minute}:${p.second}` : `${p.hour}:${p.minute}`; }
+function localDate(d) { const p = parts(d); return `${p.year}-${p.month}-${p.day}`; }
+const toDate = t => new Date(typeof t === "number" ? t * 1000 : (typeof t === "string" ? t : NaN));
+// a time cell: date and time in the viewer's zone; the UTC time on hover
+function tm(t) {
+  if (t == null || t === "") return "";
+  const d = toDate(t);
+  if (isNaN(d.getTime())) return bad(t);
+  return h("time", { datetime: d.toISOString(), title: d.toISOString().replace("T", " ").slice(0, 19) + " UTC" }, localDateTime(d));
+}
+const zoneLabel = `${TZ}${TZ_OFFSET ? " (" + TZ_OFFSET + ")" : ""}`;
+
+// -- tables ----------------------------------------------------------------------------------------
+function rows(items, fn) {
+  return arr(items).map(x => { try { return fn(obj(x)); } catch (e) { return h("tr", {}, h("td", { colspan: 9 }, bad(x))); } });
+}
+function fill(id, trs) { document.querySelector(`#${id} tbody`).replaceChildren(...trs); }
+function section(name, fn) { try { fn(); } catch (e) { window.mailpulseRenderErrors = (window.mailpulseRenderErrors || 0) + 1; console.error(name, e); } }
+function setText(id, v) { document.getElementById(id).replaceChildren(v instanceof Node ? v : cut(v)); }
+
+function incidentRow(i) {
+  const e = obj(i.evidence);
+  return h("tr", { class: `sev-${cut(i.severity, 20)} ${i.state === "open" ? "" : "resolved"}`, "data-id": i.id },
+    h("td", {}, cut(i.state)), h("td", {}, cut(i.severity)),
+    h("td", { class: "root-cause" }, h("b", {}, cut(obj(i.context).path || i.root_cause)),
+      obj(i.context).path && obj(i.context).path !== i.root_cause ? h("div", { class: "muted" }, cut(i.root_cause)) : ""),
+    h("td", {}, num(e.anomalies), "/", num(e.events)),
+    h("td", {}, num(e.anomaly_rate), " (", e.sibling_rate == null ? "-" : num(e.sibling_rate), ", ", num(e.history_rate), ")"),
+    h("td", {}, e.latency_p90_s == null ? "-" : num(e.latency_p90_s), " (", e.history_latency_p90_s == null ? "-" : num(e.history_latency_p90_s), ")"),
+    h("td", {}, list(i.affected_nodes)), h("td", {}, list(i.affected_routes)), h("td", {}, tm(i.opened)));
+}
+function sortedIncidents() {
+  return Object.values(S.incidents).map(obj).sort((a, b) => (a.state !== "open") - (b.state !== "open") ||
+    (Number(b.updated) || 0) - (Number(a.updated) || 0));
+}
+
+function render() {
+  const inc = sortedIncidents();
+  section("incidents", () => fill("incidents", rows(inc, incidentRow)));
+  section("fleet", () => fill("fleet", rows(Object.values(S.fleet).sort((a, b) => (str(obj(a).site) + str(obj(a).node)).localeCompare(str(obj(b).site) + str(obj(b).node))), f =>
+    h("tr", { "data-node": `${str(f.site)}/${str(f.node)}` }, h("td", {}, `${str(f.site)}/${str(f.node)}`),
+      h("td", { class: f.state === "online" && f.online !== false ? "online" : "offline" }, cut(f.state)),
+      h("td", {}, cut(f.model_version)), h("td", {}, num(f.spool_depth)), h("td", {}, tm(f.ts)), h("td", {}, tm(f.last_seen)),
+      h("td", { class: f.clock_skewed ? "skewed" : "" }, num(f.clock_offset_s, 3), f.clock_skewed ? " skewed" : "")))));
+  section("probes", () => fill("probes", rows(Object.values(S.probes), p => h("tr", {}, h("td", {}, cut(p.route)), h("td", {}, cut(p.node)),
+    h("td", {}, cut(p.outcome)), h("td", {}, fin(p.latency_ms) ? String(Math.round(p.latency_ms)) : num(p.latency_ms)), h("td", {}, num(p.psnr_db, 1))))));
+  section("anomalies", () => fill("anomalies", rows(arr(S.anomalies).slice(0, 50), a =>
+    h("tr", { class: "anomaly", "data-id": a.id }, h("td", {}, tm(a.ts)), h("td", {}, `${str(a.site)}/${str(a.node)}`),
+      h("td", {}, cut(a.kind)), h("td", {}, num(a.score)), h("td", {}, cut(a.feature)), h("td", {}, cut(a.route || a.relay_name || a.relay || "")),
+      h("td", {}, cut(a.id))))));
+  section("quarantine", () => fill("quarantine", rows(S.quarantine, q => h("tr", { class: "quarantine", "data-reason": q.reason },
+    h("td", {}, `${str(q.site)}/${str(q.node)}`), h("td", {}, cut(q.reason)), h("td", {}, num(q.count))))));
+  section("link", () => { const l = obj(S.link);
+    const kv = (k, v, id) => h("tr", {}, h("th", {}, k), h("td", { id }, v));
+    fill("link", [kv("broker", l.connected ? "connected" : "disconnected", "link-state"), kv("reconnect attempts", num(l.reconnect_attempts)),
+      kv("connection losses", num(l.connection_losses)), kv("last message", tm(l.last_message)), kv("last ingest", tm(l.last_ingest))]);
+    setText("broker", l.connected ? "connected" : "down");
+    setText("last-ingest", tm(l.last_ingest) || "-"); });
+  section("counters", () => { const st = obj(S.stats);
+    setText("n-events", num(st.events ?? 0)); setText("n-anom", num(st.anomalies ?? 0));
+    setText("n-dup", num(st.duplicates ?? 0)); setText("n-quar", num(st.quarantined ?? 0));
+    setText("n-inc", String(inc.filter(i => i.state === "open").length)); });
+  section("heatmap", drawHeatmap);
+}
+
+// -- charts ----------------------------------------------------------------------------------------
+// nice time ticks for [t0, t1] seconds: every 10 s ... 1 day, at most ~8
+function timeTicks(t0, t1, most) {
+  const steps = [10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+  const span = Math.max(t1 - t0, 1);
+  const step = steps.find(s => span / s <= (most || 8)) || 86400 * Math.ceil(span / 86400 / (most || 8));
+  const off = (() => { const d = new Date(t0 * 1000); const p = parts(d);   // align ticks to the local clock
+    const local = Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute, +p.second) / 1000; return local - Math.floor(t0); })();
+  const out = [];
+  for (let t = Math.ceil((t0 + off) / step) * step - off; t <= t1 && out.length < 50; t += step) out.push(t);
+  return { ticks: out, step };
+}
+// the time axis under a plot from x0 to x1 (pixels) for [t0, t1]; labels in the viewer's zone
+function timeAxis(g, x0, x1, y, t0, t1, record) {
+  const { ticks, step } = timeTicks(t0, t1, Math.max(2, Math.floor((x1 - x0) / 90)));
+  if (record) { record.ticks = []; record.axis = `time (${zoneLabel})`; }
+  g.strokeStyle = "#888"; g.fillStyle = "#333"; g.font = "11px sans-serif"; g.textAlign = "center";
+  g.beginPath(); g.moveTo(x0, y); g.lineTo(x1, y); g.stroke();
+  let lastDay = "";
+  for (const t of ticks) {
+    const x = x0 + (x1 - x0) * (t - t0) / Math.max(t1 - t0, 1e-9);
+    g.beginPath(); g.moveTo(x, y); g.lineTo(x, y + 4); g.stroke();
+    const d = new Date(t * 1000), day = localDate(d);
+    g.fillText(localClock(d, step < 60), x, y + 15);
+    if (record) record.ticks.push([t, localClock(d, step < 60)]);
+    if (day !== lastDay) { g.fillStyle = "#777"; g.fillText(day, x, y + 27); g.fillStyle = "#333"; lastDay = day; }
+  }
+  g.textAlign = "right"; g.fillStyle = "#555";
+  g.fillText(`time (${zoneLabel})`, x1, y + 27); g.textAlign = "left";
+}
+// the end of a text that fits ``width`` pixels ("…" in front when cut)
+function fitLeft(g, text, width) {
+  let t = text.slice(-200);
+  if (g.measureText(t).width <= width) return t;
+  while (t.length > 1 && g.measureText("…" + t).width > width) t = t.slice(1);
+  return "…" + t;
+}
+const heatColour = x => `hsl(${Math.round(120 - 120 * x)}, 75%, ${Math.round(85 - 40 * x)}%)`;
+function fmtSeconds(v) { return v < 1 ? v.toPrecision(2) : (v < 10 ? v.toFixed(1) : v.toFixed(0)); }
+function drawHeatmap() {
+  const c = document.getElementById("heatmap"), hm = obj(S.heatmap);
+  const rs = arr(hm.rows).map(obj).filter(r => Array.isArray(r.values) && r.values.length).slice(0, 40);
+  const rowH = 20, top = 8, axisH = 36, left = 300, legendW = 150;
+  const drawn = { rows: [], paths: [], ticks: [], legend: [] };
+  window.mailpulseDrawn = Object.assign(window.mailpulseDrawn || {}, { heatmap: drawn });
+  c.height = Math.max(96, top + rs.length * rowH + axisH);
+  const g = c.getContext("2d");
+  g.clearRect(0, 0, c.width, c.height); g.font = "11px sans-serif"; g.textAlign = "left";
+  if (!rs.length) { g.fillStyle = "#888"; g.fillText("no latency data yet", 10, 20); return; }
+  const n = Math.min(200, rs[0].values.length), right = c.width - legendW, w = (right - left) / n;
+  let max = 0; rs.forEach(r => r.values.forEach(v => { if (fin(v) && v > max) max = v; }));
+  const scale = v => Math.log1p(Math.max(v, 0)) / Math.log1p(max || 1);
+  rs.forEach((r, i) => {
+    const y = top + i * rowH, path = str(r.hop), name = str(r.name || path.split(" > ").slice(-1)[0]);
+    g.fillStyle = "#222"; g.font = "bold 11px sans-serif"; g.fillText(name.slice(0, 24), 4, y + rowH * 0.7);
+    drawn.rows.push(name.slice(0, 24)); drawn.paths.push(str(r.path_names || path).slice(-200));
+    g.fillStyle = "#888"; g.font = "11px sans-serif";
+    g.fillText(fitLeft(g, str(r.path_names || path), left - 136), 130, y + rowH * 0.7);
+    r.values.slice(0, n).forEach((v, j) => {
+      g.fillStyle = fin(v) ? heatColour(scale(v)) : "#f0f0f0";
+      g.fillRect(left + j * w, y, Math.max(w - 1, 1), rowH - 1);
+    });
+  });
+  // time axis: bucket j covers [t0 + j*bucket_s, t0 + (j+1)*bucket_s)
+  const t0 = fin(hm.t0) ? hm.t0 : 0, bs = fin(hm.bucket_s) && hm.bucket_s > 0 ? hm.bucket_s : 10;
+  if (t0 > 0) timeAxis(g, left, right, top + rs.length * rowH + 2, t0, t0 + n * bs, drawn);
+  // the colour legend, with units
+  const lx = right + 30, ly = top, lh = Math.max(40, rs.length * rowH - 4);
+  for (let k = 0; k < lh; k++) { g.fillStyle = heatColour(1 - k / lh); g.fillRect(lx, ly + k, 14, 1); }
+  g.strokeStyle = "#888"; g.strokeRect(lx, ly, 14, lh);
+  g.fillStyle = "#333"; g.font = "11px sans-serif";
+  const inv = x => Math.expm1(x * Math.log1p(max || 1));
+  for (const x of [1, 0.5, 0]) { const l = `${fmtSeconds(inv(x))} s`; g.fillText(l, lx + 18, ly + (1 - x) * lh + 4); drawn.legend.push(l); }
+  g.fillStyle = "#f0f0f0"; g.fillRect(lx, ly + lh + 8, 14, 10); g.fillStyle = "#555"; g.fillText("no data", lx + 18, ly + lh + 17);
+  g.save(); g.translate(lx - 6, ly + lh / 2); g.rotate(-Math.PI / 2); g.textAlign = "center";
+  g.fillText("median delay (s, log scale)", 0, 0); g.restore(); drawn.legend_title = "median delay (s, log scale)";
+  g.fillStyle = "#555"; g.fillText(`${bs} s per column`, lx, ly + lh + 32);
+}
+
+// -- live updates ----------------------------------------------------------------------------------
+const key = (...p) => p.map(str).join("/");
+function apply(kind, d) {
+  if (kind === "state") {
+    d = obj(d);
+    S.fleet = {}; arr(d.fleet).map(obj).forEach(f => { S.fleet[key(f.site, f.node)] = f; });
+    S.anomalies = arr(d.anomalies); S.incidents = {}; arr(d.incidents).map(obj).forEach(i => { S.incidents[str(i.id)] = i; });
+    S.probes = {}; arr(d.probes).map(obj).forEach(p => { S.probes[key(p.site, p.node, p.route)] = p; });
+    S.heatmap = obj(d.heatmap); S.stats = obj(d.stats); S.quarantine = arr(d.quarantine); S.link = obj(d.link);
+  } else if (kind === "anomaly") {
+    d = obj(d);
+    // after a resync snapshot the newest anomalies may arrive once more: keep one row per id
+    if (!S.anomalies.some(a => obj(a).id === d.id)) { S.anomalies.unshift(d); S.anomalies.length = Math.min(S.anomalies.length, 50); }
+  }
+  else if (kind === "incident") { d = obj(d); S.incidents[str(d.id)] = d; }
+  else if (kind === "fleet") { d = obj(d); S.fleet[key(d.site, d.node)] = d; }
+  else if (kind === "probe") { d = obj(d); S.probes[key(d.site, d.node, d.route)] = d; }
+  else if (kind === "heatmap") S.heatmap = obj(d);
+  else if (kind === "stats") S.stats = obj(d);
+  else if (kind === "health") { d = obj(d); S.link = obj(d.link); S.quarantine = arr(d.quarantine); }
+  window.mailpulseUpdates = (window.mailpulseUpdates || 0) + 1;
+  document.getElementById("last").textContent = "updated " + localClock(new Date(), true);
+}
+let pending = false;
+function schedule() { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; render(); }); } }
+document.getElementById("tz").textContent = zoneLabel;
+const es = new EventSource("events");
+for (const k of ["state", "anomaly", "incident", "fleet", "probe", "heatmap", "stats", "health"])
+  es.addEventListener(k, m => {
+    let d; try { d = JSON.parse(m.data); } catch (e) { window.mailpulseBadMessages = (window.mailpulseBadMessages || 0) + 1; return; }
+    try { apply(k, d); } catch (e) { window.mailpulseRenderErrors = (window.mailpulseRenderErrors || 0) + 1; console.error(k, e); }
+    schedule(); });
+es.onopen = () => { const e = document.getElementById("conn"); e.textContent = "live"; e.className = "live"; };
+es.onerror = () => { const e = document.getElementById("conn"); e.textContent = "reconnecting"; e.className = "down"; };
