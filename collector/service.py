@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import tempfile
 import threading
 import time
@@ -43,7 +44,12 @@ from .web import DashboardServer, DashboardState, Hub
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Collector", "run_collector"]
+__all__ = ["EVIDENCE_PUSH_MOST", "EVIDENCE_PUSH_S", "Collector", "run_collector"]
+
+#: An open incident's evidence goes to the dashboard at most this often (seconds) ...
+EVIDENCE_PUSH_S = 2.0
+#: ... and at most this many incidents' per evaluation (the least recently pushed first).
+EVIDENCE_PUSH_MOST = 20
 
 
 class Collector:
@@ -79,7 +85,7 @@ class Collector:
             self.alerts = AlertManager(cfg.alerts, send, outbox_dir=outbox, on_event=self._alert_event)
         self.web: DashboardServer | None = None
         if cfg.web.enabled:
-            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web)
+            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web, search=self._search)
             if self.alerts is not None and not cfg.alerts.dashboard_url:
                 cfg.alerts.dashboard_url = self.web.url
         self.context = AlertContext(RelayNames(cfg.relays.names), cfg.alerts.dashboard_url, cfg.correlate.history_s,
@@ -102,6 +108,7 @@ class Collector:
         # [flink] incidents_dir: the incidents of the Flink job (all shards) replace this collector's own
         self.flink_feed = IncidentFeed(cfg.flink.incidents_dir) if cfg.flink.incidents_dir else None
         self._flink_open: set[str] = set()
+        self._evidence_sent: dict[str, float] = {}     # incident id -> when its evidence was last pushed
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -187,6 +194,9 @@ class Collector:
         if ev.get("kind") == "probe":
             self.hub.publish("probe", self.state.add_probe(ev))
 
+    def _search(self, **query: Any) -> list[dict[str, Any]]:
+        return self.context.search(**query)
+
     def _node_view(self, site: str, node: str) -> dict[str, Any]:
         return {**self.clocks.view(site, node), **self.health.view(site, node)}
 
@@ -242,10 +252,27 @@ class Collector:
             heat = self._named_heatmap(self.correlator.heatmap())
             series = {c.incident["id"]: self._rate_series(tuple(c.incident["path"])) for c in changes}
             n_open = len(self.correlator.open_by_path)
+            changed = {c.incident["id"] for c in changes}
+            still = [self.correlator.incidents[i].to_json() for i in self.correlator.open_by_path.values()
+                     if i not in changed]
         self.metrics.incidents.set(n_open)
         self.state.heatmap = heat
         self.hub.publish("heatmap", heat)
-        return self._publish(changes, series)
+        out = self._publish(changes, series)
+        self._push_evidence(still)
+        return out
+
+    def _push_evidence(self, incidents: list[dict[str, Any]]) -> None:
+        """The open incidents' new evidence to the dashboard (no alert): each at most every
+        :data:`EVIDENCE_PUSH_S`, at most :data:`EVIDENCE_PUSH_MOST` per evaluation."""
+        now = time.monotonic()
+        due = [i for i in incidents if now - self._evidence_sent.get(i["id"], -math.inf) >= EVIDENCE_PUSH_S]
+        for inc in sorted(due, key=lambda i: self._evidence_sent.get(i["id"], -math.inf))[:EVIDENCE_PUSH_MOST]:
+            self._evidence_sent[inc["id"]] = now
+            row = self.state.set_incident({**inc, "context": self.context.describe(inc)}, "evidence")
+            self.hub.publish("incident", row)
+        for iid in [i for i in self._evidence_sent if now - self._evidence_sent[i] > 3600]:
+            del self._evidence_sent[iid]
 
     def _named_heatmap(self, heat: dict[str, Any]) -> dict[str, Any]:
         """The heatmap's rows with the relay's configured name (``name``) and the path in names."""
@@ -267,8 +294,9 @@ class Collector:
     def _announce(self, ch: Change, series: Any = ()) -> None:
         self.changes.append(ch)
         ctx = self.context.describe(ch.incident)      # relay name, evidence in words, examples, link
-        self.state.set_incident({**ch.incident, "context": ctx})
-        self.hub.publish("incident", {**ch.incident, "context": ctx})
+        row = self.state.set_incident({**ch.incident, "context": ctx}, ch.kind)
+        self._evidence_sent[ch.incident["id"]] = time.monotonic()
+        self.hub.publish("incident", row)
         if self.alerts is not None:
             self.alerts.handle(ch.kind, ch.incident, ch.previous_severity, series, ctx)
 

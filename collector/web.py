@@ -9,7 +9,10 @@ Routes:
   ``fleet``, ``probe``, ``heatmap``, ``stats`` and ``health`` (broker link, quarantine counts) events
   as they happen (one JSON ``data`` line each);
 * ``/metrics`` - Prometheus exposition (:mod:`mailpulse.collector.metrics`);
-* ``/api/incidents/<id>`` - one incident (the id an alert names), JSON; 404 when unknown.
+* ``/api/incidents/<id>`` - one incident (the id an alert names), JSON; 404 when unknown;
+* ``/api/events?q=&relay=&node=&route=&domain=&outcome=&limit=`` - the recent anomalous events the
+  collector holds for alerts (:meth:`~mailpulse.collector.alertctx.AlertContext.search`), newest
+  first, at most ``limit`` (100, at most :data:`MAX_SEARCH`).
 
 :class:`Hub` fans messages out to every connected SSE client through a bounded queue per
 client; a client that does not keep up loses the oldest messages (counted) instead of slowing the
@@ -64,6 +67,13 @@ STATIC_FILES = {"/app.js": "text/javascript; charset=utf-8", "/app.css": "text/c
 #: The page loads nothing but its own files and talks only to its own server.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+#: Points kept in an incident's ``history`` (opened, severity changes, resolved).
+MAX_HISTORY = 50
+
+#: The query fields of ``/api/events`` and the most events it returns.
+SEARCH_FIELDS = ("q", "relay", "node", "route", "domain", "outcome", "limit")
+MAX_SEARCH = 500
 
 #: The queue entry that tells a client's writer to send a fresh ``state`` snapshot.
 RESYNC = ("state", "")
@@ -231,18 +241,32 @@ class DashboardState:
                 else:
                     self.quarantine_folded += 1
 
-    def set_incident(self, inc: dict[str, Any]) -> None:
+    def set_incident(self, inc: dict[str, Any], kind: str = "evidence", at: float | None = None) -> dict[str, Any]:
+        """Store an incident as the page shows it; ``kind`` is what happened (``opened``, ``severity``,
+        ``resolved``: a point of its ``history``, at most :data:`MAX_HISTORY`; ``evidence``: new numbers
+        only, stamped ``evidence_at``).  Returns the stored row (what the SSE message carries)."""
         inc = dict(inc)
         for k in ("affected_nodes", "affected_routes"):
             vals = inc.get(k) or []
             inc[k] = [_cell(v) for v in vals[:50]] + ([f"... {len(vals) - 50} more"] if len(vals) > 50 else [])
+        now = time.time() if at is None else at
         with self.lock:
+            old = self.incidents.get(inc["id"]) or {}
+            history = list(old.get("history") or [])
+            if kind != "evidence":
+                t = {"opened": inc.get("opened"), "resolved": inc.get("resolved")}.get(kind) or inc.get("updated")
+                history.append({"t": t, "kind": kind, "severity": inc.get("severity")})
+                if len(history) > MAX_HISTORY:
+                    history = history[:1] + history[-(MAX_HISTORY - 1):]
+            inc["history"] = history
+            inc["evidence_at"] = now
             self.incidents[inc["id"]] = inc
             if len(self.incidents) > self.max_incidents:
                 order = sorted(self.incidents, key=lambda k: (self.incidents[k]["state"] == "open",
                                                               self.incidents[k]["updated"]))
                 for k in order[: len(self.incidents) - self.max_incidents + self.max_incidents // 4]:
                     del self.incidents[k]    # resolved first, oldest first
+            return inc
 
     def health(self) -> dict[str, Any]:
         """The collector's link and the quarantine counts (the page's ``health`` message)."""
@@ -363,10 +387,25 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(404, "application/json", b'{"error": "no such incident"}\n')
             else:
                 self._send(200, "application/json", json.dumps(inc, default=str).encode())
+        elif path == "/api/events":
+            self._events_search()
         elif path == "/events":
             self._sse()
         else:
             self._send(404, "text/plain", b"not found\n")
+
+    def _events_search(self) -> None:
+        """``/api/events?q=&relay=&node=&route=&domain=&outcome=&limit=``: recent anomalous events."""
+        dash = self.server.dashboard
+        args = {k: v[-1][:200] for k, v in urllib.parse.parse_qs(self.path.partition("?")[2]).items()
+                if k in SEARCH_FIELDS}
+        try:
+            limit = min(max(int(args.pop("limit", "100")), 1), MAX_SEARCH)
+        except ValueError:
+            self._send(400, "application/json", b'{"error": "limit is a whole number"}\n')
+            return
+        found = dash.search(limit=limit, **args) if dash.search is not None else []
+        self._send(200, "application/json", json.dumps({"events": found, "limit": limit}, default=str).encode())
 
     def _sse(self) -> None:
         dash = self.server.dashboard
@@ -403,8 +442,10 @@ class DashboardServer:
     certificate.
     """
 
-    def __init__(self, state: DashboardState, hub: Hub, metrics: Metrics, settings: WebSettings) -> None:
+    def __init__(self, state: DashboardState, hub: Hub, metrics: Metrics, settings: WebSettings,
+                 search: Callable[..., list[dict[str, Any]]] | None = None) -> None:
         self.state, self.hub, self.metrics, self.settings = state, hub, metrics, settings
+        self.search = search
         self.stopping = threading.Event()
         self.guard = Guard.from_settings(settings)
         self.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)

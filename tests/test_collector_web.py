@@ -241,9 +241,10 @@ def fault_collector(tmp_path: Path, alerts: bool = False) -> Collector:
 
 
 @contextlib.contextmanager
-def browse(col: Collector, timezone: str = "UTC") -> Iterator[Any]:
+def browse(col: Collector, timezone: str = "UTC", expect_404: bool = False) -> Iterator[Any]:
     """A page of ``col``'s dashboard in headless chromium (pinned TLS key, basic auth) in ``timezone``;
-    fails the test on a script error or a render error."""
+    fails the test on a script error, a render error or a console error (but for a 404 the test
+    asks for with ``expect_404``)."""
     if not shutil.which(CHROMIUM):
         pytest.skip("chromium is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
@@ -262,7 +263,8 @@ def browse(col: Collector, timezone: str = "UTC") -> Iterator[Any]:
                                           http_credentials={"username": web.username, "password": web.password or ""})
                 page = ctx.new_page()
                 page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not (
+                    expect_404 and "status of 404" in m.text) else None)
                 yield page
                 assert page.evaluate("window.mailpulseRenderErrors || 0") == 0
             finally:
@@ -319,3 +321,80 @@ def test_times_in_the_viewers_zone_and_charts_with_axes_legend_names(tmp_path: P
         assert drawn["axis"] == "time (Asia/Tokyo (GMT+9))"
         assert all(t.endswith(" s") for t in drawn["legend"]) and drawn["legend_title"].startswith("median delay (s")
         shot(page, "dashboard-overview.png")
+
+
+def more_fault_events(col: Collector, seconds: float = 40, prefix: str = "late") -> None:
+    """``seconds`` more of the fault (new event ids), ending now."""
+    batch = [dict(e, id=f"{prefix}-{e['id']}") for e in stream(seconds, rate=8, seed=11, t0=time.time() - seconds,
+                                                                 fault="relay2.example.net", nodes=("node-a",))]
+    feed(col, message("node-a", batch))
+
+
+def test_evidence_of_open_incidents_is_pushed_at_a_bounded_rate(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    col = fault_collector(tmp_path)
+    pushed: list[dict[str, Any]] = []
+    publish_ = col.hub.publish
+    monkeypatch.setattr(col.hub, "publish", lambda k, d: (pushed.append(d) if k == "incident" else None,
+                                                          publish_(k, d)))
+    iid = col.correlator.open_incidents()[0]["id"]
+    more_fault_events(col)
+    col.evaluate()
+    assert pushed == []           # the opening was pushed less than EVIDENCE_PUSH_S ago
+    monkeypatch.setattr("mailpulse.collector.service.EVIDENCE_PUSH_S", 0.0)
+    col.evaluate()
+    assert [p["id"] for p in pushed] == [iid]
+    assert pushed[0]["history"][0]["kind"] == "opened" and len(pushed[0]["history"]) == 1  # no new history point
+    assert pushed[0]["context"]["relay"] == "relay2" and pushed[0]["context"]["examples"]
+    monkeypatch.setattr("mailpulse.collector.service.EVIDENCE_PUSH_S", 3600.0)
+    col.evaluate()
+    assert len(pushed) == 1       # bounded: not again within EVIDENCE_PUSH_S
+
+
+def test_incident_page_timeline_live_evidence_and_its_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``#incident=<id>`` (the alert mail's link) opens the incident's page; its evidence follows the
+    SSE stream without a reload; its example events link to the event search; the timeline shows it."""
+    monkeypatch.setattr("mailpulse.collector.service.EVIDENCE_PUSH_S", 0.0)
+    col = fault_collector(tmp_path, alerts=True)
+    inc = col.correlator.open_incidents()[0]
+    assert col.context.link(inc["id"]).endswith(f"/#incident={inc['id']}")
+    with browse(col, "Europe/Berlin", expect_404=True) as page:
+        assert col.web is not None
+        page.set_viewport_size({"width": 1400, "height": 1100})
+        live(page, col.web.url + f"#incident={inc['id']}")
+        page.wait_for_selector("#incident-page h2", timeout=5000)
+        title = page.locator("#incident-page h2").text_content() or ""
+        assert inc["id"] in title and "relay2" in title and "critical" in title
+        assert "relay2" in (page.locator("#incident-page .sentence").text_content() or "")
+        hops = page.locator("#incident-examples td.hops").all_text_contents()
+        assert hops and all("relay2 (" in x and x.endswith("mx") for x in hops), hops
+        assert page.locator("#incident-nodes").text_content() == "lab/node-a"
+        # the page scrolled to it
+        assert page.evaluate("document.getElementById('incident-page').getBoundingClientRect().top") < 200
+        # the timeline draws it, with its opening and a legend
+        drawn = page.evaluate("window.mailpulseDrawn.timeline")
+        assert [r["id"] for r in drawn["rows"]] == [inc["id"]] and drawn["rows"][0]["points"] == ["opened"]
+        assert drawn["rows"][0]["x1"] > drawn["rows"][0]["x0"] and "critical" in drawn["legend"]
+        assert drawn["axis"].startswith("time (Europe/Berlin")
+        shot(page, "dashboard-incident.png", "#incident-page")
+        shot(page, "dashboard-timeline.png", "canvas#timeline")
+        # live: more of the fault arrives; the new evidence is pushed and shown, no reload
+        before = page.locator("#incident-evidence .ev-counts").text_content()
+        renders = page.evaluate("window.mailpulseIncidentPage.renders")
+        more_fault_events(col)
+        col.evaluate()
+        page.wait_for_function(f"() => document.querySelector('#incident-evidence .ev-counts').textContent !== "
+                               f"{json.dumps(before)}", timeout=5000)
+        assert page.evaluate("window.mailpulseIncidentPage.renders") > renders
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+        # an example's event id is searchable: the link finds it among the events
+        eid = page.locator("#incident-examples a.evid").first.text_content()
+        page.locator("#incident-examples a.evid").first.click()
+        page.wait_for_function("() => document.querySelectorAll('#events tr.event').length === 1", timeout=5000)
+        assert page.locator("#events tr.event").get_attribute("data-event") == eid
+        assert page.locator("#q").input_value() == eid
+        # a row of the incident table opens the page too; an unknown id says so
+        page.evaluate("location.hash = '#incident=nope'")
+        page.wait_for_selector("#incident-page:has-text('does not hold that incident')", timeout=5000)
+        page.locator(f'#incidents tr[data-id="{inc["id"]}"]').click()
+        page.wait_for_selector(f"#incident-page h2:has-text('{inc['id']}')", timeout=5000)

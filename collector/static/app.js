@@ -57,7 +57,8 @@ function setText(id, v) { document.getElementById(id).replaceChildren(v instance
 
 function incidentRow(i) {
   const e = obj(i.evidence);
-  return h("tr", { class: `sev-${cut(i.severity, 20)} ${i.state === "open" ? "" : "resolved"}`, "data-id": i.id },
+  return h("tr", { class: `sev-${cut(i.severity, 20)} ${i.state === "open" ? "" : "resolved"} incident`, "data-id": i.id,
+    title: "open the incident's page", click: () => openIncident(str(i.id)) },
     h("td", {}, cut(i.state)), h("td", {}, cut(i.severity)),
     h("td", { class: "root-cause" }, h("b", {}, cut(obj(i.context).path || i.root_cause)),
       obj(i.context).path && obj(i.context).path !== i.root_cause ? h("div", { class: "muted" }, cut(i.root_cause)) : ""),
@@ -98,7 +99,180 @@ function render() {
     setText("n-dup", num(st.duplicates ?? 0)); setText("n-quar", num(st.quarantined ?? 0));
     setText("n-inc", String(inc.filter(i => i.state === "open").length)); });
   section("heatmap", drawHeatmap);
+  section("timeline", drawTimeline);
+  section("incident page", renderIncidentPage);
+  section("events", renderEvents);
 }
+
+// -- the incident page: #incident=<id> -------------------------------------------------------------
+const SEV_COLOUR = { critical: "#d32f2f", major: "#f57c00", minor: "#fbc02d" };
+let pageId = null, pageScrolled = false;
+const missing = new Set();
+function hashId() {
+  const m = /^#incident=(.+)$/.exec(location.hash);
+  if (!m) return null;
+  try { return decodeURIComponent(m[1]); } catch (e) { return m[1]; }
+}
+function openIncident(id) { location.hash = "incident=" + encodeURIComponent(id); }
+function onHash() {
+  pageId = hashId(); pageScrolled = false;
+  if (pageId && !S.incidents[pageId]) fetchIncident(pageId);
+  schedule();
+}
+async function fetchIncident(id) {
+  try {
+    const r = await fetch("api/incidents/" + encodeURIComponent(id), { credentials: "same-origin" });
+    if (r.status === 404) missing.add(id);
+    else if (r.ok) { const d = obj(await r.json()); if (str(d.id) === id && !S.incidents[id]) S.incidents[id] = d; }
+  } catch (e) { console.warn("incident", e); }
+  schedule();
+}
+const secs = v => v == null ? "-" : (fin(v) ? `${fmtSeconds(v)} s` : bad(v));
+const pct = v => v == null ? "-" : (fin(v) ? `${(v * 100).toFixed(1)} %` : bad(v));
+function evLink(id) {
+  return h("a", { class: "evid", "data-event": id, title: "find this event", click: ev => { ev.preventDefault(); findEvent(str(id)); } }, cut(id));
+}
+function filterLink(field, value) {
+  return h("a", { class: "id", "data-filter": `${field}=${str(value)}`, click: ev => { ev.preventDefault(); setFilter(field, str(value)); } }, cut(value));
+}
+let pageShown = null;
+function renderIncidentPage() {
+  const sec = document.getElementById("incident-page");
+  if (!pageId) { sec.classList.add("hidden"); sec.replaceChildren(); pageShown = null; return; }
+  sec.classList.remove("hidden");
+  const i = S.incidents[pageId];
+  const actions = obj(S.actions)[pageId];
+  if (i && pageShown && pageShown.i === i && pageShown.id === pageId && pageShown.a === actions) return;   // unchanged
+  pageShown = { i, id: pageId, a: actions };
+  const close = h("a", { class: "id", href: "#", click: ev => { ev.preventDefault(); history.pushState(null, "", location.pathname); onHash(); } }, "close");
+  if (!i) { sec.replaceChildren(h("h2", {}, `Incident ${cut(pageId, 80)} `, close),
+    h("p", { class: "muted" }, missing.has(pageId) ? "This collector does not hold that incident (it may be old or from another collector)." : "loading ...")); return; }
+  const inc = obj(i), e = obj(inc.evidence), ctx = obj(inc.context);
+  const kv = (k, ...v) => h("tr", {}, h("th", {}, k), h("td", {}, ...v));
+  const ev = h("table", { id: "incident-evidence" },
+    kv(`anomalies / events (last ${fin(e.window_s) ? fmtSeconds(e.window_s) : "?"} s)`, h("span", { class: "ev-counts" }, num(e.anomalies), " / ", num(e.events))),
+    kv("anomaly rate", h("span", { class: "ev-rate" }, pct(e.anomaly_rate))),
+    kv("siblings' rate, own history", pct(e.sibling_rate), ", ", pct(e.history_rate)),
+    kv("latency p50 / p90 / p99", h("span", { class: "ev-latency" }, secs(e.latency_p50_s), " / ", secs(e.latency_p90_s), " / ", secs(e.latency_p99_s))),
+    kv("latency p90 before", secs(e.history_latency_p90_s)),
+    kv("wait at the relay p50 (p90 before)", secs(e.hop_delay_p50_s), " (", secs(e.history_hop_delay_p90_s), ")"),
+    kv("evidence of", h("span", { class: "ev-at live-tick" }, tm(inc.evidence_at))));
+  const about = h("table", {},
+    kv("relay", h("b", {}, cut(ctx.relay || inc.root_cause))), kv("path", cut(ctx.path || inc.root_cause)),
+    kv("root cause (tree node)", cut(inc.root_cause)), kv("opened", tm(inc.opened)), kv("updated", tm(inc.updated)),
+    kv("resolved", inc.resolved == null ? "-" : tm(inc.resolved)),
+    kv("affected nodes", h("span", { id: "incident-nodes" }, ...arr(inc.affected_nodes).flatMap((n, k) => [k ? ", " : "", filterLink("node", n)]))),
+    kv("affected routes", h("span", { id: "incident-routes" }, ...arr(inc.affected_routes).flatMap((n, k) => [k ? ", " : "", filterLink("route", n)]))));
+  const hist = h("table", { id: "incident-history" }, h("tr", {}, h("th", {}, "time"), h("th", {}, "what"), h("th", {}, "severity")),
+    ...rows(inc.history, p => h("tr", {}, h("td", {}, tm(p.t)), h("td", {}, cut(p.kind)), h("td", {}, cut(p.severity)))));
+  const exRows = rows(ctx.examples, x => h("tr", { class: "example", "data-event": x.id },
+    h("td", {}, tm(x.t ?? x.ts)), h("td", {}, `${str(x.site)}/${str(x.node)}`), h("td", {}, cut(x.kind)), h("td", {}, cut(x.domain)),
+    h("td", {}, cut(x.route)), h("td", {}, cut(x.outcome), x.dsn ? ` (${str(x.dsn)})` : ""), h("td", {}, secs(x.delay_s)),
+    h("td", { class: "hops" }, arr(x.hops).map(v => cut(v)).join(" → ")), h("td", {}, evLink(x.id))));
+  const exTable = h("table", { id: "incident-examples" }, h("tr", {}, ...["time", "node", "kind", "to domain", "route", "outcome", "delay", "hops", "event"].map(t => h("th", {}, t))), ...exRows);
+  const ids = arr(e.example_event_ids);
+  sec.replaceChildren(
+    h("h2", { class: `sev-${cut(inc.severity, 20)}` }, `Incident ${cut(inc.id, 80)}: ${str(inc.severity)} at ${str(ctx.relay || inc.root_cause)} (${str(inc.state)}) `, close),
+    h("p", { class: "sentence" }, cut(ctx.evidence || "")),
+    h("div", { class: "grid" }, h("div", {}, h("h3", {}, "Evidence (live)"), ev), h("div", {}, h("h3", {}, "Where"), about)),
+    h("h3", {}, "Example deliveries with their hops"), exRows.length ? exTable : h("p", { class: "muted" }, "none remembered"),
+    h("p", {}, "events behind it: ", ...ids.flatMap((x, k) => [k ? ", " : "", evLink(x)])),
+    h("h3", {}, "History"), hist);
+  if (!pageScrolled) { pageScrolled = true; sec.scrollIntoView({ block: "start" }); }
+  window.mailpulseIncidentPage = { id: pageId, renders: ((window.mailpulseIncidentPage || {}).renders || 0) + 1 };
+}
+
+// -- the incident timeline -------------------------------------------------------------------------
+let timelineBars = [];
+function serverNow() { return Date.now() / 1000 + S.serverSkew; }
+function drawTimeline() {
+  const c = document.getElementById("timeline");
+  const incs = Object.values(S.incidents).map(obj).filter(i => fin(i.opened)).sort((a, b) => b.opened - a.opened).slice(0, 15);
+  const rowH = 18, top = 6, axisH = 36, left = 300, right = c.width - 170;
+  c.height = Math.max(112, top + incs.length * rowH + axisH);
+  const g = c.getContext("2d"); g.clearRect(0, 0, c.width, c.height); g.font = "11px sans-serif"; g.textAlign = "left";
+  const drawn = { rows: [], ticks: [], legend: [] };
+  window.mailpulseDrawn = Object.assign(window.mailpulseDrawn || {}, { timeline: drawn });
+  timelineBars = [];
+  if (!incs.length) { g.fillStyle = "#888"; g.fillText("no incidents", 10, 20); return; }
+  const now = serverNow();
+  const t0 = Math.min(now - 900, ...incs.map(i => i.opened)), t1 = now;
+  const X = t => left + (right - left) * (t - t0) / Math.max(t1 - t0, 1);
+  incs.forEach((i, k) => {
+    const y = top + k * rowH, ctx = obj(i.context), end = fin(i.resolved) ? i.resolved : now;
+    const label = `${str(ctx.relay || i.root_cause).slice(0, 30)}`;
+    g.fillStyle = "#222"; g.font = "bold 11px sans-serif"; g.fillText(label, 4, y + 12);
+    g.font = "11px sans-serif"; g.fillStyle = "#888"; g.fillText(`${str(i.id).slice(0, 14)} ${i.state === "open" ? "open" : "resolved"}`, 190, y + 12);
+    // one segment per severity period (history points), then the points themselves
+    const pts = arr(i.history).map(obj).filter(p => fin(p.t));
+    let from = i.opened, sev = str((pts[0] || i).severity);
+    const seg = (a, b, s) => { g.fillStyle = SEV_COLOUR[s] || "#999"; g.fillRect(X(a), y + 3, Math.max(X(b) - X(a), 2), rowH - 6); };
+    pts.forEach(p => { if (p.kind === "severity") { seg(from, p.t, sev); from = p.t; sev = str(p.severity); } });
+    seg(from, end, i.state === "open" ? str(i.severity) : sev);
+    if (i.state === "open") { g.fillStyle = "#222"; g.fillText("▶", X(end) + 2, y + 13); }
+    for (const p of pts) {
+      const x = X(p.t); g.fillStyle = "#111";
+      if (p.kind === "opened") { g.beginPath(); g.arc(x, y + rowH / 2, 4, 0, 7); g.fill(); }
+      else if (p.kind === "resolved") g.fillRect(x - 3, y + rowH / 2 - 3, 7, 7);
+      else { g.beginPath(); g.moveTo(x, y + 3); g.lineTo(x + 4, y + rowH / 2); g.lineTo(x, y + rowH - 3); g.lineTo(x - 4, y + rowH / 2); g.fill(); }
+    }
+    if (fin(i.evidence_at) && i.state === "open") { g.strokeStyle = "#1f2a44"; g.beginPath(); g.moveTo(X(i.evidence_at), y + 1); g.lineTo(X(i.evidence_at), y + rowH - 1); g.stroke(); }
+    timelineBars.push({ id: str(i.id), y0: y, y1: y + rowH });
+    drawn.rows.push({ id: str(i.id), label, x0: X(i.opened), x1: X(end), points: pts.map(p => str(p.kind)) });
+  });
+  timeAxis(g, left, right, top + incs.length * rowH + 2, t0, t1, drawn);
+  // legend: colours by severity and the marks
+  let ly = top + 4; const lx = right + 16;
+  for (const [s, col] of Object.entries(SEV_COLOUR)) { g.fillStyle = col; g.fillRect(lx, ly, 14, 9); g.fillStyle = "#333"; g.fillText(s, lx + 18, ly + 9); drawn.legend.push(s); ly += 14; }
+  g.fillStyle = "#111"; g.beginPath(); g.arc(lx + 7, ly + 5, 4, 0, 7); g.fill(); g.fillStyle = "#333"; g.fillText("opened", lx + 18, ly + 9); ly += 14;
+  g.fillStyle = "#111"; g.beginPath(); g.moveTo(lx + 7, ly); g.lineTo(lx + 11, ly + 5); g.lineTo(lx + 7, ly + 10); g.lineTo(lx + 3, ly + 5); g.fill();
+  g.fillStyle = "#333"; g.fillText("severity changed", lx + 18, ly + 9); ly += 14;
+  g.fillStyle = "#111"; g.fillRect(lx + 4, ly + 2, 7, 7); g.fillStyle = "#333"; g.fillText("resolved", lx + 18, ly + 9); ly += 14;
+  g.strokeStyle = "#1f2a44"; g.beginPath(); g.moveTo(lx + 7, ly); g.lineTo(lx + 7, ly + 10); g.stroke(); g.fillText("evidence updated", lx + 18, ly + 9);
+  drawn.legend.push("opened", "severity changed", "resolved", "evidence updated");
+}
+document.getElementById("timeline").addEventListener("click", ev => {
+  const c = ev.currentTarget, r = c.getBoundingClientRect(), y = (ev.clientY - r.top) * c.height / r.height;
+  const bar = timelineBars.find(b => y >= b.y0 && y < b.y1);
+  if (bar) openIncident(bar.id);
+});
+
+// -- events: search the recent anomalous events the collector holds --------------------------------
+S.events = []; S.eventsQuery = "";
+let searchTimer = null, searchSeq = 0;
+function currentQuery() {
+  const q = new URLSearchParams();
+  const v = document.getElementById("q").value.trim(); if (v) q.set("q", v);
+  for (const [k, val] of Object.entries(FILTER)) if (val) q.set(k, val);
+  q.set("limit", "200");
+  return q.toString();
+}
+async function searchEvents() {
+  const query = currentQuery(), seq = ++searchSeq;
+  try {
+    const r = await fetch("api/events?" + query, { credentials: "same-origin" });
+    const d = obj(await r.json());
+    if (seq !== searchSeq) return;
+    S.events = arr(d.events); S.eventsQuery = query;
+  } catch (e) { console.warn("search", e); }
+  window.mailpulseSearches = (window.mailpulseSearches || 0) + 1;
+  schedule();
+}
+function searchSoon() { clearTimeout(searchTimer); searchTimer = setTimeout(searchEvents, 250); }
+function findEvent(id) {
+  document.getElementById("q").value = id;
+  searchEvents().then(() => document.getElementById("events-section").scrollIntoView({ block: "start" }));
+}
+function renderEvents() {
+  fill("events", rows(S.events, x => h("tr", { class: "event", "data-event": x.id },
+    h("td", {}, tm(x.t ?? x.ts)), h("td", {}, cut(x.id)), h("td", {}, `${str(x.site)}/${str(x.node)}`), h("td", {}, cut(x.kind)),
+    h("td", {}, cut(x.domain)), h("td", {}, cut(x.route)), h("td", {}, cut(x.outcome)), h("td", {}, secs(x.delay_s)),
+    h("td", {}, arr(x.hops).map(v => cut(v)).join(" → ")))));
+  setText("events-count", `${arr(S.events).length} shown`);
+}
+const FILTER = {};
+function setFilter(field, value) { FILTER[field] = value; searchEvents(); schedule(); }
+document.getElementById("q").addEventListener("input", searchSoon);
 
 // -- charts ----------------------------------------------------------------------------------------
 // nice time ticks for [t0, t1] seconds: every 10 s ... 1 day, at most ~8
@@ -188,6 +362,7 @@ function apply(kind, d) {
     S.anomalies = arr(d.anomalies); S.incidents = {}; arr(d.incidents).map(obj).forEach(i => { S.incidents[str(i.id)] = i; });
     S.probes = {}; arr(d.probes).map(obj).forEach(p => { S.probes[key(p.site, p.node, p.route)] = p; });
     S.heatmap = obj(d.heatmap); S.stats = obj(d.stats); S.quarantine = arr(d.quarantine); S.link = obj(d.link);
+    if (fin(d.server_time)) S.serverSkew = d.server_time - Date.now() / 1000;
   } else if (kind === "anomaly") {
     d = obj(d);
     // after a resync snapshot the newest anomalies may arrive once more: keep one row per id
@@ -211,5 +386,8 @@ for (const k of ["state", "anomaly", "incident", "fleet", "probe", "heatmap", "s
     let d; try { d = JSON.parse(m.data); } catch (e) { window.mailpulseBadMessages = (window.mailpulseBadMessages || 0) + 1; return; }
     try { apply(k, d); } catch (e) { window.mailpulseRenderErrors = (window.mailpulseRenderErrors || 0) + 1; console.error(k, e); }
     schedule(); });
+window.addEventListener("hashchange", onHash);
+onHash();
+searchEvents();
 es.onopen = () => { const e = document.getElementById("conn"); e.textContent = "live"; e.className = "live"; };
 es.onerror = () => { const e = document.getElementById("conn"); e.textContent = "reconnecting"; e.className = "down"; };
