@@ -29,6 +29,7 @@ from prometheus_client.core import Metric
 from mailpulse.config.collector import CollectorConfig
 
 from . import metrics as M
+from .actions import IncidentActions
 from .alertctx import AlertContext
 from .alerts import AlertManager
 from .archive import ArchiveWriter, skipped_summary
@@ -79,13 +80,18 @@ class Collector:
         self.correlator = Correlator(cfg.correlate)
         self.corr_lock = threading.Lock()
         self.health = Health(cfg.health)
+        # acknowledgements and silences from the dashboard, kept in the collector's state folder
+        self.actions = IncidentActions(Path(a.dir) / "state" / "incident-actions.json")
+        self.state.actions = self.actions
         self.alerts: AlertManager | None = None
         if cfg.alerts.enabled:
             outbox = cfg.alerts.outbox_dir or str(Path(a.dir) / "outbox")
-            self.alerts = AlertManager(cfg.alerts, send, outbox_dir=outbox, on_event=self._alert_event)
+            self.alerts = AlertManager(cfg.alerts, send, outbox_dir=outbox, on_event=self._alert_event,
+                                       actions=self.actions)
         self.web: DashboardServer | None = None
         if cfg.web.enabled:
-            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web, search=self._search)
+            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web, search=self._search,
+                                       actions=self.actions)
             if self.alerts is not None and not cfg.alerts.dashboard_url:
                 cfg.alerts.dashboard_url = self.web.url
         self.context = AlertContext(RelayNames(cfg.relays.names), cfg.alerts.dashboard_url, cfg.correlate.history_s,

@@ -12,7 +12,14 @@ Routes:
 * ``/api/incidents/<id>`` - one incident (the id an alert names), JSON; 404 when unknown;
 * ``/api/events?q=&relay=&node=&route=&domain=&outcome=&limit=`` - the recent anomalous events the
   collector holds for alerts (:meth:`~mailpulse.collector.alertctx.AlertContext.search`), newest
-  first, at most ``limit`` (100, at most :data:`MAX_SEARCH`).
+  first, at most ``limit`` (100, at most :data:`MAX_SEARCH`);
+* ``POST /api/incidents/<id>/ack``, ``.../silence`` (``{"duration_s": 3600, "note": "..."}``),
+  ``.../clear`` - acknowledge, silence or clear an incident (:mod:`mailpulse.collector.actions`),
+  pushed to every page as an ``action`` event.  The same credential as the page; the body is
+  JSON (``Content-Type: application/json``, which a browser sends cross-site only after a CORS
+  preflight this server never answers) of at most :data:`MAX_BODY` bytes; a request with an
+  ``Origin`` other than this server is refused, so another site cannot act through a logged-in
+  browser.
 
 :class:`Hub` fans messages out to every connected SSE client through a bounded queue per
 client; a client that does not keep up loses the oldest messages (counted) instead of slowing the
@@ -25,6 +32,8 @@ fixed thread count are in :mod:`mailpulse.collector.webserver`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import collections
 import json
 import logging
@@ -42,6 +51,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from mailpulse.config.collector import WebSettings
 
+from .actions import IncidentActions
 from .metrics import Metrics
 from .webserver import (
     AUTH_FAILURE_COST,
@@ -74,6 +84,10 @@ MAX_HISTORY = 50
 #: The query fields of ``/api/events`` and the most events it returns.
 SEARCH_FIELDS = ("q", "relay", "node", "route", "domain", "outcome", "limit")
 MAX_SEARCH = 500
+
+#: The incident actions that can be posted, and the largest body of such a request.
+ACTIONS = ("ack", "silence", "clear")
+MAX_BODY = 2048
 
 #: The queue entry that tells a client's writer to send a fresh ``state`` snapshot.
 RESYNC = ("state", "")
@@ -170,6 +184,7 @@ class DashboardState:
         self.quarantine: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.quarantine_folded = 0
         self.link: dict[str, Any] = {}
+        self.actions: IncidentActions | None = None      # acknowledgements and silences, by incident id
 
     @staticmethod
     def _bounded_put(d: dict[str, dict[str, Any]], key: str, row: dict[str, Any], limit: int) -> None:
@@ -284,7 +299,8 @@ class DashboardState:
                     "stats": dict(self.stats), "server_time": time.time(),
                     "quarantine": [{"site": s, "node": n, "reason": r, "count": c}
                                    for (s, n, r), c in self.quarantine.most_common()],
-                    "quarantine_folded": self.quarantine_folded, "link": dict(self.link)}
+                    "quarantine_folded": self.quarantine_folded, "link": dict(self.link),
+                    "actions": self.actions.view() if self.actions is not None else {}}
 
 
 #: Shown at the top of the page when ``[web] auth = false``.
@@ -341,8 +357,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _admit(self, path: str) -> bool:
-        """Rate limit, no bodies, authentication; False when an error was sent."""
+    def _admit(self, path: str, body: bool = False) -> bool:
+        """Rate limit, no bodies (``body``: at most :data:`MAX_BODY` bytes), authentication; False when an
+        error was sent."""
         dash = self.server.dashboard
         addr = str(self.client_address[0])
         wait = dash.limiter.take(addr)
@@ -350,8 +367,11 @@ class _Handler(BaseHTTPRequestHandler):
             dash.web_metrics.rate_limited.inc()
             self._send(429, "text/plain", b"too many requests\n", {"Retry-After": str(max(1, round(wait)))})
             return False
-        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or self.headers.get("Transfer-Encoding"):
-            self._send(413, "text/plain", b"request bodies are not accepted\n")
+        length = self.headers.get("Content-Length", "0").strip()
+        if self.headers.get("Transfer-Encoding") or (length not in ("", "0") and not (
+                body and length.isdigit() and int(length) <= MAX_BODY)):
+            self._send(413, "text/plain", b"request bodies are not accepted\n" if not body else
+                       f"a request body is at most {MAX_BODY} bytes\n".encode())
             return False
         verdict = dash.guard.check(self.headers.get("Authorization"), path)
         if verdict == 401:
@@ -364,6 +384,71 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(403, "text/plain", b"this credential may read only /metrics\n")
             return False
         return True
+
+    def do_POST(self) -> None:
+        """``POST /api/incidents/<id>/ack|silence|clear`` with a small JSON body (see the module docstring)."""
+        path = self.path.split("?", 1)[0]
+        dash = self.server.dashboard
+        parts = path.split("/")
+        if len(parts) != 5 or parts[:3] != ["", "api", "incidents"] or parts[4] not in ACTIONS:
+            self._send(405, "text/plain", b"only incident actions are posted\n", {"Allow": "GET"})
+            return
+        if not self._admit(path, body=True):
+            return
+        # a browser sends this content type cross-site only after a CORS preflight, which is never
+        # answered here; and an Origin, when sent, must be this server
+        if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+            self._send(415, "application/json", b'{"error": "send the action as application/json"}\n')
+            return
+        origin = self.headers.get("Origin")
+        if origin is not None and urllib.parse.urlsplit(origin).netloc != self.headers.get("Host", ""):
+            self._send(403, "application/json", b'{"error": "actions are taken from the dashboard\'s own page"}\n')
+            return
+        iid, what = urllib.parse.unquote(parts[3]), parts[4]
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body is not a JSON object")
+        except (ValueError, RecursionError) as e:
+            self._send(400, "application/json", json.dumps({"error": f"bad request body: {str(e)[:100]}"}).encode())
+            return
+        with dash.state.lock:
+            inc = dash.state.incidents.get(iid)
+        if inc is None or dash.actions is None:
+            self._send(404, "application/json", b'{"error": "no such incident"}\n')
+            return
+        by, note, cause = self._user(), body.get("note"), str(inc.get("root_cause", ""))
+        note = note if isinstance(note, str) else ""
+        try:
+            if what == "ack":
+                view = dash.actions.acknowledge(iid, cause, by, note)
+            elif what == "silence":
+                d = body.get("duration_s")
+                view = dash.actions.silence(iid, d if isinstance(d, int | float) and not isinstance(d, bool)
+                                            else float("nan"), cause, by, note)
+            else:
+                view = dash.actions.clear(iid)
+        except ValueError as e:
+            self._send(400, "application/json", json.dumps({"error": str(e)}).encode())
+            return
+        except OSError as e:
+            log.error("incident action not saved: %s", e)
+            self._send(500, "application/json", json.dumps({"error": f"not saved: {e.strerror}"}).encode())
+            return
+        log.info("incident %s: %s by %s", iid, what, by or "(no user)")
+        dash.hub.publish("action", view)
+        self._send(200, "application/json", json.dumps(view).encode())
+
+    def _user(self) -> str:
+        """The user name of the request's basic-auth credential (``token`` for a bearer token)."""
+        scheme, _, value = (self.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() == "bearer":
+            return "token"
+        try:
+            return base64.b64decode(value.strip(), validate=True).partition(b":")[0].decode(errors="replace")[:64]
+        except (ValueError, binascii.Error):
+            return ""
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -443,9 +528,13 @@ class DashboardServer:
     """
 
     def __init__(self, state: DashboardState, hub: Hub, metrics: Metrics, settings: WebSettings,
-                 search: Callable[..., list[dict[str, Any]]] | None = None) -> None:
+                 search: Callable[..., list[dict[str, Any]]] | None = None,
+                 actions: IncidentActions | None = None) -> None:
         self.state, self.hub, self.metrics, self.settings = state, hub, metrics, settings
         self.search = search
+        if actions is not None:
+            state.actions = actions
+        self.actions = state.actions
         self.stopping = threading.Event()
         self.guard = Guard.from_settings(settings)
         self.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)

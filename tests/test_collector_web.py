@@ -398,3 +398,48 @@ def test_incident_page_timeline_live_evidence_and_its_events(tmp_path: Path, mon
         page.wait_for_selector("#incident-page:has-text('does not hold that incident')", timeout=5000)
         page.locator(f'#incidents tr[data-id="{inc["id"]}"]').click()
         page.wait_for_selector(f"#incident-page h2:has-text('{inc['id']}')", timeout=5000)
+
+
+def test_acknowledge_and_silence_from_the_dashboard_persist_and_mute_alerts(tmp_path: Path) -> None:
+    """The incident page's buttons post to the authenticated API; the state file keeps it across a
+    restart; the alerts honour it; the API refuses what a browser of another site could send."""
+    col = fault_collector(tmp_path, alerts=True)
+    inc = col.correlator.open_incidents()[0]
+    assert col.web is not None and col.alerts is not None
+    with browse(col, "UTC") as page:
+        ca = tmp_path / "web" / "ca.crt"
+        web = WebClient.dashboard(col.web.url, col.cfg.web, ca)
+        api = f"api/incidents/{inc['id']}/"
+        assert WebClient(col.web.url, ca).post(api + "ack", {})[0] == 401
+        assert WebClient.metrics(col.web.url, col.cfg.web, ca).post(api + "ack", {})[0] == 403
+        assert web.post(api + "ack", {}, headers={"Content-Type": "text/plain"})[0] == 415
+        assert web.post(api + "ack", {}, headers={"Origin": "https://evil.example"})[0] == 403
+        assert web.post("api/incidents/nope/ack", {})[0] == 404
+        assert web.post(api + "silence", {"duration_s": "forever"})[0] == 400
+        assert web.post(api + "reboot", {})[0] == 405
+        assert web.post(api + "ack", {"note": "x" * 5000})[0] == 413
+        assert col.actions.view() == {}
+        live(page, col.web.url + f"#incident={inc['id']}")
+        page.wait_for_selector("#incident-actions button#ack", timeout=5000)
+        assert "Alerts go out as usual" in (page.locator("#action-status").text_content() or "")
+        page.fill("#action-note", "looking at relay2's queue")
+        page.click("#ack")
+        page.wait_for_selector("#action-status .badge.acked", timeout=5000)
+        page.select_option("#silence-for", "14400")
+        page.click("#silence")
+        page.wait_for_selector("#action-status .badge.silenced", timeout=5000)
+        status = page.locator("#action-status").text_content() or ""
+        assert f"by {col.cfg.web.username}" in status and "looking at relay2's queue" in status
+        page.wait_for_selector(f'#incidents tr[data-id="{inc["id"]}"] .badge.silenced', timeout=5000)
+        page.wait_for_selector(f'#incidents tr[data-id="{inc["id"]}"] .badge.acked', timeout=5000)
+        shot(page, "dashboard-incident-actions.png", "#incident-page")
+    v = col.actions.view()[inc["id"]]
+    assert v["acked_by"] == col.cfg.web.username and v["silenced"]
+    assert 14390 < v["silenced_until"] - time.time() <= 14400
+    # the alerts honour it: a severity change of the silenced incident sends nothing
+    assert not col.alerts.handle("severity", dict(inc, severity="minor"), previous=inc["severity"])
+    assert col.alerts.suppressed["silenced"] == 1
+    # a restarted collector reads the same state file
+    again = Collector(col.cfg, send=lambda m: None)
+    assert again.actions.view()[inc["id"]]["silenced"]
+    assert again.alerts is not None and again.alerts.decide("resolved", dict(inc, state="resolved")) == "silenced"

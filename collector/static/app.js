@@ -65,7 +65,17 @@ function incidentRow(i) {
     h("td", {}, num(e.anomalies), "/", num(e.events)),
     h("td", {}, num(e.anomaly_rate), " (", e.sibling_rate == null ? "-" : num(e.sibling_rate), ", ", num(e.history_rate), ")"),
     h("td", {}, e.latency_p90_s == null ? "-" : num(e.latency_p90_s), " (", e.history_latency_p90_s == null ? "-" : num(e.history_latency_p90_s), ")"),
-    h("td", {}, list(i.affected_nodes)), h("td", {}, list(i.affected_routes)), h("td", {}, tm(i.opened)));
+    h("td", {}, list(i.affected_nodes)), h("td", {}, list(i.affected_routes)), h("td", {}, tm(i.opened), badges(str(i.id))));
+}
+// acknowledged / silenced: what an operator said (S.actions, from the server)
+function actionState(id) {
+  const a = obj(obj(S.actions)[id]);
+  return { acked: fin(a.acked) ? a : null, silenced: fin(a.silenced_until) && a.silenced_until > serverNow() ? a : null };
+}
+function badges(id) {
+  const st = actionState(id);
+  return [st.acked ? h("span", { class: "badge acked", title: `by ${str(st.acked.acked_by)}` }, "acknowledged") : "",
+          st.silenced ? h("span", { class: "badge silenced" }, "silenced until ", tm(st.silenced.silenced_until)) : ""];
 }
 function sortedIncidents() {
   return Object.values(S.incidents).map(obj).sort((a, b) => (a.state !== "open") - (b.state !== "open") ||
@@ -174,12 +184,49 @@ function renderIncidentPage() {
   sec.replaceChildren(
     h("h2", { class: `sev-${cut(inc.severity, 20)}` }, `Incident ${cut(inc.id, 80)}: ${str(inc.severity)} at ${str(ctx.relay || inc.root_cause)} (${str(inc.state)}) `, close),
     h("p", { class: "sentence" }, cut(ctx.evidence || "")),
+    actionControls(str(inc.id)),
     h("div", { class: "grid" }, h("div", {}, h("h3", {}, "Evidence (live)"), ev), h("div", {}, h("h3", {}, "Where"), about)),
     h("h3", {}, "Example deliveries with their hops"), exRows.length ? exTable : h("p", { class: "muted" }, "none remembered"),
     h("p", {}, "events behind it: ", ...ids.flatMap((x, k) => [k ? ", " : "", evLink(x)])),
     h("h3", {}, "History"), hist);
   if (!pageScrolled) { pageScrolled = true; sec.scrollIntoView({ block: "start" }); }
   window.mailpulseIncidentPage = { id: pageId, renders: ((window.mailpulseIncidentPage || {}).renders || 0) + 1 };
+}
+
+// the acknowledge / silence controls: built once per incident (a live update keeps what was typed)
+let controls = null;
+function actionControls(id) {
+  if (!controls || controls.id !== id) {
+    const note = h("input", { type: "text", id: "action-note", placeholder: "note (optional)", maxlength: 200, size: 30 });
+    const dur = h("select", { id: "silence-for" }, ...[["15 min", 900], ["1 hour", 3600], ["4 hours", 14400], ["1 day", 86400], ["1 week", 604800]]
+      .map(([t, v]) => h("option", { value: v }, t)));
+    dur.value = "3600";
+    const status = h("span", { id: "action-status" }), err = h("span", { id: "action-error", class: "bad" });
+    const post = (what, body) => act(id, what, Object.assign({ note: note.value }, body), err);
+    controls = { id, status, el: h("div", { id: "incident-actions" }, h("p", {}, status), h("p", {},
+      h("button", { id: "ack", click: () => post("ack", {}) }, "Acknowledge"),
+      h("button", { id: "silence", click: () => post("silence", { duration_s: Number(dur.value) }) }, "Silence"), "for ", dur, " ",
+      h("button", { id: "clear-action", click: () => post("clear", {}) }, "Clear"), note, " ", err)) };
+  }
+  const st = actionState(id), parts = [];
+  if (st.acked) parts.push(h("span", { class: "badge acked" }, "acknowledged"), ` by ${str(st.acked.acked_by) || "?"} at `, tm(st.acked.acked), ". ");
+  if (st.silenced) parts.push(h("span", { class: "badge silenced" }, "silenced"), ` by ${str(st.silenced.silenced_by) || "?"} until `, tm(st.silenced.silenced_until),
+    ": no alert mail until then. ");
+  if (!st.acked && !st.silenced) parts.push("Alerts go out as usual. ");
+  const note = obj(obj(S.actions)[id]).note;
+  if (note) parts.push(`Note: ${str(note)}`);
+  controls.status.replaceChildren(...parts.map(p => p instanceof Node ? p : cut(p)));
+  return controls.el;
+}
+async function act(id, what, body, err) {
+  err.textContent = "";
+  try {
+    const r = await fetch(`api/incidents/${encodeURIComponent(id)}/${what}`, { method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const d = obj(await r.json().catch(() => ({})));
+    if (!r.ok) { err.textContent = `${what} failed: ${str(d.error || r.status)}`; return; }
+    S.actions = Object.assign({}, S.actions, { [id]: d }); schedule();
+  } catch (e) { err.textContent = `${what} failed: ${str(e)}`; }
 }
 
 // -- the incident timeline -------------------------------------------------------------------------
@@ -363,12 +410,14 @@ function apply(kind, d) {
     S.probes = {}; arr(d.probes).map(obj).forEach(p => { S.probes[key(p.site, p.node, p.route)] = p; });
     S.heatmap = obj(d.heatmap); S.stats = obj(d.stats); S.quarantine = arr(d.quarantine); S.link = obj(d.link);
     if (fin(d.server_time)) S.serverSkew = d.server_time - Date.now() / 1000;
+    S.actions = obj(d.actions);
   } else if (kind === "anomaly") {
     d = obj(d);
     // after a resync snapshot the newest anomalies may arrive once more: keep one row per id
     if (!S.anomalies.some(a => obj(a).id === d.id)) { S.anomalies.unshift(d); S.anomalies.length = Math.min(S.anomalies.length, 50); }
   }
   else if (kind === "incident") { d = obj(d); S.incidents[str(d.id)] = d; }
+  else if (kind === "action") { d = obj(d); S.actions = Object.assign({}, S.actions, { [str(d.id)]: d }); }
   else if (kind === "fleet") { d = obj(d); S.fleet[key(d.site, d.node)] = d; }
   else if (kind === "probe") { d = obj(d); S.probes[key(d.site, d.node, d.route)] = d; }
   else if (kind === "heatmap") S.heatmap = obj(d);
@@ -381,7 +430,7 @@ let pending = false;
 function schedule() { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; render(); }); } }
 document.getElementById("tz").textContent = zoneLabel;
 const es = new EventSource("events");
-for (const k of ["state", "anomaly", "incident", "fleet", "probe", "heatmap", "stats", "health"])
+for (const k of ["state", "anomaly", "incident", "action", "fleet", "probe", "heatmap", "stats", "health"])
   es.addEventListener(k, m => {
     let d; try { d = JSON.parse(m.data); } catch (e) { window.mailpulseBadMessages = (window.mailpulseBadMessages || 0) + 1; return; }
     try { apply(k, d); } catch (e) { window.mailpulseRenderErrors = (window.mailpulseRenderErrors || 0) + 1; console.error(k, e); }
