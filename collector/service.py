@@ -34,7 +34,7 @@ from .alertctx import AlertContext
 from .alerts import AlertManager
 from .archive import ArchiveWriter, skipped_summary
 from .clock import ClockBook
-from .correlate import Change, Correlator
+from .correlate import ROOT, Change, Correlator
 from .flink.feed import IncidentFeed, as_change
 from .health import Health
 from .ingest import Batch, Dedup, IngestProcessor, MqttIngest, load_index
@@ -45,12 +45,16 @@ from .web import DashboardServer, DashboardState, Hub
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVIDENCE_PUSH_MOST", "EVIDENCE_PUSH_S", "Collector", "run_collector"]
+__all__ = ["EVIDENCE_PUSH_MOST", "EVIDENCE_PUSH_S", "MAX_TOPOLOGY", "TOPOLOGY_PUSH_S", "Collector", "run_collector"]
 
 #: An open incident's evidence goes to the dashboard at most this often (seconds) ...
 EVIDENCE_PUSH_S = 2.0
 #: ... and at most this many incidents' per evaluation (the least recently pushed first).
 EVIDENCE_PUSH_MOST = 20
+#: The topology goes to the dashboard at most this often (seconds), and on every incident change.
+TOPOLOGY_PUSH_S = 1.0
+#: Most tree nodes in the dashboard's topology.
+MAX_TOPOLOGY = 300
 
 
 class Collector:
@@ -115,6 +119,7 @@ class Collector:
         self.flink_feed = IncidentFeed(cfg.flink.incidents_dir) if cfg.flink.incidents_dir else None
         self._flink_open: set[str] = set()
         self._evidence_sent: dict[str, float] = {}     # incident id -> when its evidence was last pushed
+        self._topology_at = -math.inf
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -264,6 +269,12 @@ class Collector:
         self.metrics.incidents.set(n_open)
         self.state.heatmap = heat
         self.hub.publish("heatmap", heat)
+        if changes or time.monotonic() - self._topology_at >= TOPOLOGY_PUSH_S:
+            self._topology_at = time.monotonic()
+            with self.corr_lock:
+                topo = self.topology()
+            self.state.topology = topo
+            self.hub.publish("topology", topo)
         out = self._publish(changes, series)
         self._push_evidence(still)
         return out
@@ -279,6 +290,42 @@ class Collector:
             self.hub.publish("incident", row)
         for iid in [i for i in self._evidence_sent if now - self._evidence_sent[i] > 3600]:
             del self._evidence_sent[iid]
+
+    def topology(self, most: int = MAX_TOPOLOGY) -> dict[str, Any]:
+        """The transmission-path tree as the deliveries' hops drew it (receiving relays first, towards
+        the senders), each tree node with its relay's name, window counts and state: ``incident``
+        (the root cause of an open incident, whose id it carries), ``degraded`` (its anomaly rate in
+        the window at least ``min_ratio`` times its own history's, or the floor rate's) or ``ok``.
+        At most ``most`` tree nodes, breadth first (``truncated`` counts the rest).  Call with
+        ``corr_lock`` held."""
+        c, s = self.correlator, self.cfg.correlate
+        causes = {key: iid for key, iid in c.open_by_path.items()}
+        count = 0
+        truncated = 0
+
+        def node(key: tuple[str, ...]) -> dict[str, Any]:
+            w, hist = c.window(key), c.history(key)
+            base = max(c.frozen.get(key, hist.rate), s.floor_rate)
+            state = "incident" if key in causes else (
+                "degraded" if w.anomalies >= max(1, s.min_anomalies // 2) and w.rate >= s.min_ratio * base else "ok")
+            return {"key": " > ".join(key[1:]), "host": key[-1], "name": self.context.name(key[-1]),
+                    "depth": len(key) - 1, "events": w.events, "anomalies": w.anomalies, "rate": round(w.rate, 4),
+                    "history_rate": round(hist.rate, 4), "state": state, "incident": causes.get(key), "children": []}
+
+        root: dict[str, Any] = {"key": "", "name": "*", "children": []}
+        queue: collections.deque[tuple[tuple[str, ...], dict[str, Any]]] = collections.deque([((ROOT,), root)])
+        while queue:
+            key, parent = queue.popleft()
+            for child in sorted(c.children.get(key, ())):
+                if count >= most:
+                    truncated += 1
+                    continue
+                count += 1
+                n = node(child)
+                parent["children"].append(n)
+                queue.append((child, n))
+        return {"children": root["children"], "nodes": count, "truncated": truncated, "window_s": s.window_s,
+                "t": c.now}
 
     def _named_heatmap(self, heat: dict[str, Any]) -> dict[str, Any]:
         """The heatmap's rows with the relay's configured name (``name``) and the path in names."""

@@ -5,9 +5,10 @@ Routes:
 * ``/`` - ``collector/static/index.html`` with ``/app.js`` and ``/app.css`` (plain JS and CSS, no build
   step; a Content-Security-Policy lets the page run only its own script);
 * ``/api/state`` - the current :meth:`DashboardState.snapshot` as JSON;
-* ``/events`` - Server-Sent Events: ``state`` once at connect, then ``anomaly``, ``incident``,
-  ``fleet``, ``probe``, ``heatmap``, ``stats`` and ``health`` (broker link, quarantine counts) events
-  as they happen (one JSON ``data`` line each);
+* ``/events`` - Server-Sent Events: ``state`` once at connect, then ``anomaly``, ``incident``
+  (transitions, and open incidents' new evidence every 2 s at most), ``action`` (acknowledged,
+  silenced), ``topology``, ``fleet``, ``probe``, ``heatmap``, ``stats`` and ``health`` (broker
+  link, quarantine counts) events as they happen (one JSON ``data`` line each);
 * ``/metrics`` - Prometheus exposition (:mod:`mailpulse.collector.metrics`);
 * ``/api/incidents/<id>`` - one incident (the id an alert names), JSON; 404 when unknown;
 * ``/api/events?q=&relay=&node=&route=&domain=&outcome=&limit=`` - the recent anomalous events the
@@ -185,6 +186,7 @@ class DashboardState:
         self.quarantine_folded = 0
         self.link: dict[str, Any] = {}
         self.actions: IncidentActions | None = None      # acknowledgements and silences, by incident id
+        self.topology: dict[str, Any] = {"children": [], "nodes": 0, "truncated": 0}
 
     @staticmethod
     def _bounded_put(d: dict[str, dict[str, Any]], key: str, row: dict[str, Any], limit: int) -> None:
@@ -300,7 +302,8 @@ class DashboardState:
                     "quarantine": [{"site": s, "node": n, "reason": r, "count": c}
                                    for (s, n, r), c in self.quarantine.most_common()],
                     "quarantine_folded": self.quarantine_folded, "link": dict(self.link),
-                    "actions": self.actions.view() if self.actions is not None else {}}
+                    "actions": self.actions.view() if self.actions is not None else {},
+                    "topology": self.topology}
 
 
 #: Shown at the top of the page when ``[web] auth = false``.

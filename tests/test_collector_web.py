@@ -443,3 +443,32 @@ def test_acknowledge_and_silence_from_the_dashboard_persist_and_mute_alerts(tmp_
     again = Collector(col.cfg, send=lambda m: None)
     assert again.actions.view()[inc["id"]]["silenced"]
     assert again.alerts is not None and again.alerts.decide("resolved", dict(inc, state="resolved")) == "silenced"
+
+
+def test_topology_tree_with_relay_names_and_states(tmp_path: Path) -> None:
+    """The tree of the paths mail took, senders to mailboxes: relays by name; relay2 is the root cause
+    of the open incident (a click opens it), the hosts behind it degraded, the rest ok."""
+    col = fault_collector(tmp_path)
+    inc = col.correlator.open_incidents()[0]
+    topo = col.state.topology
+    assert topo["nodes"] == 9 and topo["truncated"] == 0
+    with browse(col, "UTC") as page:
+        assert col.web is not None
+        live(page, col.web.url)
+        page.wait_for_selector("#topology svg g.topo-node", timeout=5000)
+        drawn = {n["key"]: n for n in page.evaluate("window.mailpulseDrawn.topology")}
+        assert drawn["mx.example.net"]["name"] == "mx" and drawn["mx.example.net"]["depth"] == 1
+        assert drawn["mx.example.net > relay2.example.net"]["state"] == "incident"
+        assert drawn["mx.example.net > relay2.example.net"]["name"] == "relay2"
+        assert drawn["mx.example.net > relay2.example.net > c.example.org"]["state"] == "degraded"
+        assert drawn["mx.example.net > relay1.example.net"]["state"] == "ok"
+        assert drawn["mx.example.net > relay3.example.net"]["name"] == "relay3.example.net"   # unnamed
+        assert drawn["mx.example.net > relay1.example.net > a.example.org"]["depth"] == 3
+        # senders left of the relays, relays left of the mailbox side
+        xs = {k: page.locator(f'#topology g[data-key="{k}"] rect').bounding_box() for k in
+              ("mx.example.net", "mx.example.net > relay2.example.net", "mx.example.net > relay2.example.net > d.example.org")}
+        assert xs["mx.example.net > relay2.example.net > d.example.org"]["x"] < \
+            xs["mx.example.net > relay2.example.net"]["x"] < xs["mx.example.net"]["x"]
+        shot(page, "dashboard-topology.png", "#topology")
+        page.locator('#topology g[data-key="mx.example.net > relay2.example.net"]').click()
+        page.wait_for_selector(f"#incident-page h2:has-text('{inc['id']}')", timeout=5000)

@@ -112,6 +112,70 @@ function render() {
   section("timeline", drawTimeline);
   section("incident page", renderIncidentPage);
   section("events", renderEvents);
+  section("topology", drawTopology);
+}
+
+// -- topology: the transmission-path tree, senders -> relays -> mailboxes --------------------------
+const SVG = "http://www.w3.org/2000/svg";
+function sv(tag, attrs, ...kids) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) if (v != null) { if (typeof v === "function") e.addEventListener(k, v); else e.setAttribute(k, cut(v)); }
+  for (const c of kids) if (c != null && c !== "") e.append(c instanceof Node ? c : cut(c, 2000));
+  return e;
+}
+let topoShown = null;
+function drawTopology() {
+  const box = document.getElementById("topology"), topo = obj(S.topology);
+  const sig = JSON.stringify([topo, FILTER.relay || "", S.actions]);
+  if (sig === topoShown) return;            // unchanged: keep the drawing (and the hover)
+  topoShown = sig;
+  const drawn = [];
+  window.mailpulseDrawn = Object.assign(window.mailpulseDrawn || {}, { topology: drawn });
+  const roots = arr(topo.children).map(obj);
+  if (!roots.length) { box.replaceChildren(h("p", { class: "muted" }, "no paths yet")); return; }
+  // lay out: leaves one per row (depth first), a parent in the middle of its children
+  let leaves = 0, depth = 1;
+  const walk = (n, d) => { n._d = d; depth = Math.max(depth, d); const kids = arr(n.children).map(obj);
+    n._kids = kids; if (!kids.length) n._y = leaves++; else { kids.forEach(k => walk(k, d + 1)); n._y = (kids[0]._y + kids[kids.length - 1]._y) / 2; } };
+  roots.forEach(r => walk(r, 1));
+  const colW = 200, boxW = 160, boxH = 24, rowH = 30, top = 34, width = Math.max(700, depth * colW + 40);
+  const height = top + leaves * rowH + 54;
+  const X = d => width - 20 - boxW - (d - 1) * colW, Y = n => top + n._y * rowH;
+  const svg = sv("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "topology" });
+  svg.append(sv("text", { x: X(1), y: 14 }, "receiving relays (mailbox side)"), sv("text", { x: 8, y: 14 }, "sending side (nodes, senders)"));
+  const edges = sv("g", {}), nodes = sv("g", {});
+  const visit = n => {
+    const x = X(n._d), y = Y(n), state = ["ok", "degraded", "incident"].includes(n.state) ? n.state : "ok";
+    const match = FILTER.relay && (str(n.name) === FILTER.relay || str(n.host) === FILTER.relay);
+    const rate = fin(n.rate) ? `${(n.rate * 100).toFixed(0)} %` : "";
+    const g = sv("g", { class: `topo-node topo-${state}-node`, "data-key": n.key, "data-state": state, "data-name": n.name,
+      style: "cursor:pointer", click: () => { if (n.incident) openIncident(str(n.incident)); else setFilter("relay", str(n.name)); } },
+      sv("title", {}, `${str(n.key)}\n${str(n.name)}: ${state}${n.incident ? " (incident " + str(n.incident) + ")" : ""}\n` +
+        `${str(n.anomalies)} of ${str(n.events)} anomalous in the last ${str(topo.window_s)} s (history ${fin(n.history_rate) ? (n.history_rate * 100).toFixed(1) : "?"} %)`),
+      sv("rect", { x, y: y - boxH / 2, width: boxW, height: boxH, rx: 4, class: `topo-${state}${match ? " topo-match" : ""}` }),
+      sv("text", { x: x + 6, y: y + 4 }, str(n.name).slice(0, 18)),
+      sv("text", { x: x + boxW - 6, y: y + 4, "text-anchor": "end", fill: "#555" }, rate));
+    nodes.append(g);
+    drawn.push({ key: str(n.key), name: str(n.name), state, depth: n._d, match: !!match });
+    for (const k of n._kids) {
+      const kx = X(k._d) + boxW, ky = Y(k), mx = (kx + x) / 2;
+      edges.append(sv("path", { d: `M${kx},${ky} C${mx},${ky} ${mx},${y} ${x},${y}`, class: "topo-edge", "marker-end": "url(#arrow)" }));
+      visit(k);
+    }
+  };
+  roots.forEach(visit);
+  const defs = sv("defs", {}, sv("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" },
+    sv("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#999" })));
+  // legend
+  const lg = sv("g", {}); let lx = 8;
+  for (const [st, label] of [["ok", "ok"], ["degraded", "degraded (anomaly rate well above its history)"], ["incident", "root cause of an open incident"]]) {
+    lg.append(sv("rect", { x: lx, y: height - 40, width: 14, height: 12, class: `topo-${st}` }), sv("text", { x: lx + 18, y: height - 30 }, label));
+    lx += 30 + label.length * 6;
+  }
+  lg.append(sv("text", { x: 8, y: height - 10, fill: "#555" }, `% = anomalous in the last ${str(topo.window_s)} s; arrows: the way mail went` +
+    (fin(topo.truncated) && topo.truncated > 0 ? `; ${topo.truncated} more not shown` : "")));
+  svg.append(defs, edges, nodes, lg);
+  box.replaceChildren(svg);
 }
 
 // -- the incident page: #incident=<id> -------------------------------------------------------------
@@ -410,7 +474,7 @@ function apply(kind, d) {
     S.probes = {}; arr(d.probes).map(obj).forEach(p => { S.probes[key(p.site, p.node, p.route)] = p; });
     S.heatmap = obj(d.heatmap); S.stats = obj(d.stats); S.quarantine = arr(d.quarantine); S.link = obj(d.link);
     if (fin(d.server_time)) S.serverSkew = d.server_time - Date.now() / 1000;
-    S.actions = obj(d.actions);
+    S.actions = obj(d.actions); S.topology = obj(d.topology);
   } else if (kind === "anomaly") {
     d = obj(d);
     // after a resync snapshot the newest anomalies may arrive once more: keep one row per id
@@ -421,6 +485,7 @@ function apply(kind, d) {
   else if (kind === "fleet") { d = obj(d); S.fleet[key(d.site, d.node)] = d; }
   else if (kind === "probe") { d = obj(d); S.probes[key(d.site, d.node, d.route)] = d; }
   else if (kind === "heatmap") S.heatmap = obj(d);
+  else if (kind === "topology") S.topology = obj(d);
   else if (kind === "stats") S.stats = obj(d);
   else if (kind === "health") { d = obj(d); S.link = obj(d.link); S.quarantine = arr(d.quarantine); }
   window.mailpulseUpdates = (window.mailpulseUpdates || 0) + 1;
@@ -430,7 +495,7 @@ let pending = false;
 function schedule() { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; render(); }); } }
 document.getElementById("tz").textContent = zoneLabel;
 const es = new EventSource("events");
-for (const k of ["state", "anomaly", "incident", "action", "fleet", "probe", "heatmap", "stats", "health"])
+for (const k of ["state", "anomaly", "incident", "action", "topology", "fleet", "probe", "heatmap", "stats", "health"])
   es.addEventListener(k, m => {
     let d; try { d = JSON.parse(m.data); } catch (e) { window.mailpulseBadMessages = (window.mailpulseBadMessages || 0) + 1; return; }
     try { apply(k, d); } catch (e) { window.mailpulseRenderErrors = (window.mailpulseRenderErrors || 0) + 1; console.error(k, e); }
