@@ -97,17 +97,18 @@ class AlertContext:
         self._events: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._lock = threading.Lock()     # the ingest remembers, the web server searches
 
-    def remember(self, ev: dict[str, Any]) -> None:
-        """Keep a compact copy of an (anomalous) event for the examples of later alerts."""
+    def remember(self, ev: dict[str, Any]) -> dict[str, Any] | None:
+        """Keep a compact copy of an (anomalous) event for the examples of later alerts; returns it."""
         eid = str(ev.get("id", ""))
         if not eid:
-            return
+            return None
         compact = self._compact(ev)
         with self._lock:
             self._events[eid] = compact
             self._events.move_to_end(eid)
             while len(self._events) > self.capacity:
                 self._events.popitem(last=False)
+        return compact
 
     def name(self, host: str) -> str:
         return self.relays.name(host)

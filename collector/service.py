@@ -195,10 +195,10 @@ class Collector:
     def _event(self, ev: dict[str, Any], st: dict[str, Any], now: float) -> None:
         self.metrics.observe_event(ev)
         if ev.get("anomaly"):
-            self.context.remember(ev)
+            compact = self.context.remember(ev)
             self._new_anomalies += 1
             st["anomalies"] += 1
-            self.hub.publish("anomaly", self.state.add_anomaly(ev))
+            self.hub.publish("anomaly", self.state.add_anomaly(ev, compact))
             self.anomaly_seen[str(ev.get("id"))] = now
             if len(self.anomaly_seen) > 10000:
                 self.anomaly_seen.pop(next(iter(self.anomaly_seen)))

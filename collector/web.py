@@ -225,13 +225,18 @@ class DashboardState:
             self._bounded_put(self.fleet, key, row, self.max_nodes)
         return row
 
-    def add_anomaly(self, ev: dict[str, Any]) -> dict[str, Any]:
+    def add_anomaly(self, ev: dict[str, Any], named: dict[str, Any] | None = None) -> dict[str, Any]:
+        """An anomaly row; ``named`` (the alert context's compact event) adds the relays by name, the
+        recipient domain and the outcome the page filters by."""
         f = ev.get("fields")
         f = f if isinstance(f, dict) else {}
+        n = named or {}
         row = {"id": _cell(ev.get("id")), "site": _cell(ev.get("site")), "node": _cell(ev.get("node")),
                "kind": _cell(ev.get("kind")), "ts": _cell(ev.get("ts")), "score": _cell(ev.get("score")),
                "feature": _cell(ev.get("argmax_feature")), "route": _cell(f.get("route")),
-               "relay": _cell(f.get("relay")), "received": _cell(ev.get("received")), "clock": _cell(ev.get("clock"))}
+               "relay": _cell(f.get("relay")), "received": _cell(ev.get("received")), "clock": _cell(ev.get("clock")),
+               "relays": [_cell(r) for r in (n.get("relays") or [])[:12]], "domain": _cell(n.get("domain")),
+               "outcome": _cell(n.get("outcome"))}
         with self.lock:
             self.anomalies.appendleft(row)
         return row

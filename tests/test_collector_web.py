@@ -472,3 +472,71 @@ def test_topology_tree_with_relay_names_and_states(tmp_path: Path) -> None:
         shot(page, "dashboard-topology.png", "#topology")
         page.locator('#topology g[data-key="mx.example.net > relay2.example.net"]').click()
         page.wait_for_selector(f"#incident-page h2:has-text('{inc['id']}')", timeout=5000)
+
+
+def test_search_and_filter_by_relay_node_route_domain_outcome(tmp_path: Path) -> None:
+    """The filter bar narrows every table that has the field (client side) and asks the collector's
+    bounded /api/events for the recent events that match."""
+    col = fault_collector(tmp_path)
+    deferred = []
+    for i in range(6):
+        d = delivery(i, node="node-b", anomaly=True)
+        d["fields"].update(to=f"u{i}@{'example.com' if i % 2 else 'example.org'}", status="deferred",
+                           relay="relay1.example.net[10.0.0.5]:25")
+        deferred.append(d)
+    probe = {"schema": 1, "kind": "probe", "id": "probe-1", "node": "node-b", "ts": deferred[0]["ts"],
+             "fields": {"route": "lossy", "probe_id": "p1", "outcome": "damaged", "latency_ms": 812.0,
+                        "integrity": {"psnr_db": 31.2, "intact": False},
+                        "hops": [{"from": "node-b.lan", "by": "relay1.example.net", "delay_s": 0.4}]},
+             "x": [812, 0, 0, 0, 0, 1, 1, 0], "score": 700, "anomaly": True, "argmax": 5}
+    feed(col, message("node-b", [*deferred, probe]))
+    with browse(col, "UTC") as page:
+        assert col.web is not None
+        web = WebClient.dashboard(col.web.url, col.cfg.web, tmp_path / "web" / "ca.crt")
+        found = json.loads(web.get("api/events?relay=relay2&limit=5"))
+        assert len(found["events"]) == 5 and all("relay2" in e["relays"] for e in found["events"])
+        assert [e["id"] for e in json.loads(web.get("api/events?domain=example.com"))["events"]] == \
+            ["node-b-000005", "node-b-000003", "node-b-000001"]
+        assert json.loads(web.get("api/events?limit=99999"))["limit"] == 500
+        assert web.request("api/events?limit=many")[0] == 400
+        live(page, col.web.url)
+        page.wait_for_selector('#f-relay option[value="relay2"]', state="attached", timeout=5000)
+        visible = "tr:not(.filtered-out)"
+        # relay: the incident at relay2 stays, anomalies through relay1 go, the server's events follow
+        page.select_option("#f-relay", "relay2")
+        page.wait_for_function("() => document.querySelectorAll('#anomalies tbody tr.filtered-out').length > 0", timeout=5000)
+        assert page.locator(f"#incidents tbody {visible}").count() == 1
+        rows = page.locator(f"#anomalies tbody {visible}").all_text_contents()
+        assert rows and all("relay2" in r for r in rows), rows
+        page.wait_for_function("() => document.querySelector('#events-count').textContent.includes('relay relay2')",
+                               timeout=5000)
+        assert page.locator("#events tr.event").count() > 5
+        assert all("relay2" in r for r in page.locator("#events tr.event").all_text_contents())
+        assert "relay2" in page.evaluate("window.mailpulseDrawn.topology.filter(n => n.match).map(n => n.name)")
+        page.select_option("#f-relay", "relay1")
+        page.wait_for_function("() => !document.querySelector('#incidents tbody tr:not(.filtered-out)')", timeout=5000)   # not at relay1
+        # domain and outcome: only the deferred deliveries to example.com
+        page.select_option("#f-relay", "")
+        page.select_option("#f-domain", "example.com")
+        page.select_option("#f-outcome", "deferred")
+        page.wait_for_function("() => document.querySelectorAll('#anomalies tbody tr:not(.filtered-out)').length === 3",
+                               timeout=5000)
+        page.wait_for_function("() => document.querySelectorAll('#events tr.event').length === 3", timeout=5000)
+        page.evaluate("window.scrollTo(0, 0)")
+        shot(page, "dashboard-search.png")
+        # node and route: the fleet and the probes narrow too
+        page.click("#f-clear")
+        page.select_option("#f-node", "lab/node-b")
+        page.wait_for_function("() => document.querySelectorAll('#fleet tbody tr:not(.filtered-out)').length === 0",
+                               timeout=5000)        # node-a only in the fleet
+        assert page.locator(f"#probes tbody {visible}").count() == 1
+        page.select_option("#f-node", "")
+        page.select_option("#f-route", "lossy")
+        page.wait_for_function("() => document.querySelectorAll('#anomalies tbody tr:not(.filtered-out)').length === 1",
+                               timeout=5000)
+        # free text: an event id
+        page.click("#f-clear")
+        page.fill("#q", "node-b-000004")
+        page.wait_for_function("() => document.querySelectorAll('#anomalies tbody tr:not(.filtered-out)').length === 1",
+                               timeout=5000)
+        page.wait_for_function("() => document.querySelectorAll('#events tr.event').length === 1", timeout=5000)

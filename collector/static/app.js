@@ -47,6 +47,35 @@ function tm(t) {
 }
 const zoneLabel = `${TZ}${TZ_OFFSET ? " (" + TZ_OFFSET + ")" : ""}`;
 
+// -- filters: relay, node, route, domain, outcome and free text, over everything the page holds ------
+const FILTER = {};            // field -> chosen value ("" or absent: any)
+const FIELDS = ["relay", "node", "route", "domain", "outcome"];
+// does an item with these values pass the filters?  A field the item does not have (undefined)
+// does not filter it; the text must be part of one of its values.
+function keep(values) {
+  for (const f of FIELDS) {
+    const want = FILTER[f];
+    if (!want || values[f] === undefined) continue;
+    if (!arr(values[f]).map(str).includes(want)) return false;
+  }
+  const q = (document.getElementById("q").value || "").trim().toLowerCase();
+  if (q) {
+    const all = [...Object.values(values).flatMap(v => arr(v).map(str)), ...arr(values.text).map(str)];
+    if (!all.some(v => v.toLowerCase().includes(q))) return false;
+  }
+  return true;
+}
+let shownCount = {};
+function filtered(name, trs, valuesOf, items) {
+  let n = 0;
+  trs.forEach((tr, k) => { let ok = true; try { ok = keep(valuesOf(obj(arr(items)[k]))); } catch (e) { ok = true; }
+    if (!ok) tr.classList.add("filtered-out"); else n++; });
+  shownCount[name] = [n, trs.length];
+  return trs;
+}
+const nodeNames = x => [`${str(x.site)}/${str(x.node)}`, str(x.node)];
+const pathNames = i => str(obj(i.context).path || i.root_cause).split(" > ").concat(str(i.root_cause).split(" > "));
+
 // -- tables ----------------------------------------------------------------------------------------
 function rows(items, fn) {
   return arr(items).map(x => { try { return fn(obj(x)); } catch (e) { return h("tr", {}, h("td", { colspan: 9 }, bad(x))); } });
@@ -84,18 +113,29 @@ function sortedIncidents() {
 
 function render() {
   const inc = sortedIncidents();
-  section("incidents", () => fill("incidents", rows(inc, incidentRow)));
-  section("fleet", () => fill("fleet", rows(Object.values(S.fleet).sort((a, b) => (str(obj(a).site) + str(obj(a).node)).localeCompare(str(obj(b).site) + str(obj(b).node))), f =>
+  shownCount = {};
+  section("incidents", () => fill("incidents", filtered("incidents", rows(inc, incidentRow), i => ({
+    relay: pathNames(i), node: arr(i.affected_nodes), route: arr(i.affected_routes), text: [str(i.id), str(i.root_cause), str(obj(i.context).evidence),
+      ...arr(obj(i.evidence).example_event_ids).map(v => str(v))] }), inc)));
+  const fleet = Object.values(S.fleet).sort((a, b) => (str(obj(a).site) + str(obj(a).node)).localeCompare(str(obj(b).site) + str(obj(b).node)));
+  section("fleet", () => fill("fleet", filtered("fleet", rows(fleet, f =>
     h("tr", { "data-node": `${str(f.site)}/${str(f.node)}` }, h("td", {}, `${str(f.site)}/${str(f.node)}`),
       h("td", { class: f.state === "online" && f.online !== false ? "online" : "offline" }, cut(f.state)),
       h("td", {}, cut(f.model_version)), h("td", {}, num(f.spool_depth)), h("td", {}, tm(f.ts)), h("td", {}, tm(f.last_seen)),
-      h("td", { class: f.clock_skewed ? "skewed" : "" }, num(f.clock_offset_s, 3), f.clock_skewed ? " skewed" : "")))));
-  section("probes", () => fill("probes", rows(Object.values(S.probes), p => h("tr", {}, h("td", {}, cut(p.route)), h("td", {}, cut(p.node)),
-    h("td", {}, cut(p.outcome)), h("td", {}, fin(p.latency_ms) ? String(Math.round(p.latency_ms)) : num(p.latency_ms)), h("td", {}, num(p.psnr_db, 1))))));
-  section("anomalies", () => fill("anomalies", rows(arr(S.anomalies).slice(0, 50), a =>
+      h("td", { class: f.clock_skewed ? "skewed" : "" }, num(f.clock_offset_s, 3), f.clock_skewed ? " skewed" : ""))),
+    f => ({ node: nodeNames(f), text: [str(f.model_version), str(f.state)] }), fleet)));
+  const probes = Object.values(S.probes);
+  section("probes", () => fill("probes", filtered("probes", rows(probes, p => h("tr", { class: "probe" }, h("td", {}, cut(p.route)), h("td", {}, cut(p.node)),
+    h("td", {}, cut(p.outcome)), h("td", {}, fin(p.latency_ms) ? String(Math.round(p.latency_ms)) : num(p.latency_ms)), h("td", {}, num(p.psnr_db, 1)))),
+    p => ({ node: nodeNames(p), route: [str(p.route)], outcome: [str(p.outcome)] }), probes)));
+  const anomalies = arr(S.anomalies).slice(0, 50);
+  section("anomalies", () => fill("anomalies", filtered("anomalies", rows(anomalies, a =>
     h("tr", { class: "anomaly", "data-id": a.id }, h("td", {}, tm(a.ts)), h("td", {}, `${str(a.site)}/${str(a.node)}`),
-      h("td", {}, cut(a.kind)), h("td", {}, num(a.score)), h("td", {}, cut(a.feature)), h("td", {}, cut(a.route || a.relay_name || a.relay || "")),
-      h("td", {}, cut(a.id))))));
+      h("td", {}, cut(a.kind)), h("td", {}, num(a.score)), h("td", {}, cut(a.feature)),
+      h("td", {}, cut(a.route || (Array.isArray(a.relays) && a.relays.length ? a.relays.map(v => str(v)).join(" → ") : a.relay) || "")),
+      h("td", {}, evLink(a.id)))),
+    a => ({ node: nodeNames(a), relay: arr(a.relays), route: a.route ? [str(a.route)] : [], domain: a.domain ? [str(a.domain)] : [],
+            outcome: a.outcome ? [str(a.outcome)] : [], text: [str(a.id), str(a.kind), str(a.feature)] }), anomalies)));
   section("quarantine", () => fill("quarantine", rows(S.quarantine, q => h("tr", { class: "quarantine", "data-reason": q.reason },
     h("td", {}, `${str(q.site)}/${str(q.node)}`), h("td", {}, cut(q.reason)), h("td", {}, num(q.count))))));
   section("link", () => { const l = obj(S.link);
@@ -113,7 +153,34 @@ function render() {
   section("incident page", renderIncidentPage);
   section("events", renderEvents);
   section("topology", drawTopology);
+  section("filters", renderFilters);
 }
+// the choices of each filter: what the page holds (bounded), the chosen value kept
+function renderFilters() {
+  const seen = { relay: new Set(), node: new Set(), route: new Set(), domain: new Set(), outcome: new Set() };
+  const add = (f, v) => { if (v != null && v !== "" && seen[f].size < 200) seen[f].add(str(v).slice(0, 100)); };
+  const walk = n => { n = obj(n); add("relay", n.name); arr(n.children).forEach(walk); };
+  arr(obj(S.topology).children).forEach(walk);
+  Object.values(S.fleet).map(obj).forEach(f => add("node", `${str(f.site)}/${str(f.node)}`));
+  Object.values(S.probes).map(obj).forEach(p => { add("route", p.route); add("outcome", p.outcome); add("node", `${str(p.site)}/${str(p.node)}`); });
+  Object.values(S.incidents).map(obj).forEach(i => { arr(i.affected_nodes).forEach(n => add("node", n)); arr(i.affected_routes).forEach(r => add("route", r)); });
+  [...arr(S.anomalies), ...arr(S.events)].map(obj).forEach(a => { add("node", `${str(a.site)}/${str(a.node)}`); arr(a.relays).forEach(r => add("relay", r));
+    add("route", a.route); add("domain", a.domain); add("outcome", a.outcome); });
+  for (const f of FIELDS) {
+    const sel = document.getElementById(`f-${f}`), want = FILTER[f] || "";
+    if (want) seen[f].add(want);
+    const values = [...seen[f]].sort();
+    const sig = values.join("\u0000");
+    if (sel.dataset.sig !== sig) { sel.dataset.sig = sig; sel.replaceChildren(h("option", { value: "" }, "any"), ...values.map(v => h("option", { value: v }, v))); }
+    sel.value = want;
+  }
+  const c = shownCount, parts = [];
+  for (const [name, [n, all]] of Object.entries(c)) if (n !== all) parts.push(`${name} ${n} of ${all}`);
+  setText("filter-count", parts.length ? "showing " + parts.join(", ") : "");
+}
+for (const f of FIELDS) document.getElementById(`f-${f}`).addEventListener("change", ev => setFilter(f, ev.currentTarget.value));
+document.getElementById("f-clear").addEventListener("click", () => {
+  for (const f of FIELDS) FILTER[f] = ""; document.getElementById("q").value = ""; searchEvents(); schedule(); });
 
 // -- topology: the transmission-path tree, senders -> relays -> mailboxes --------------------------
 const SVG = "http://www.w3.org/2000/svg";
@@ -320,7 +387,7 @@ function drawTimeline() {
     const seg = (a, b, s) => { g.fillStyle = SEV_COLOUR[s] || "#999"; g.fillRect(X(a), y + 3, Math.max(X(b) - X(a), 2), rowH - 6); };
     pts.forEach(p => { if (p.kind === "severity") { seg(from, p.t, sev); from = p.t; sev = str(p.severity); } });
     seg(from, end, i.state === "open" ? str(i.severity) : sev);
-    if (i.state === "open") { g.fillStyle = "#222"; g.fillText("▶", X(end) + 2, y + 13); }
+    if (i.state === "open" && X(end) - X(i.opened) > 12) { g.fillStyle = "#222"; g.fillText("▶", X(end) + 2, y + 13); }
     for (const p of pts) {
       const x = X(p.t); g.fillStyle = "#111";
       if (p.kind === "opened") { g.beginPath(); g.arc(x, y + rowH / 2, 4, 0, 7); g.fill(); }
@@ -375,15 +442,20 @@ function findEvent(id) {
   searchEvents().then(() => document.getElementById("events-section").scrollIntoView({ block: "start" }));
 }
 function renderEvents() {
+  const active = !!(document.getElementById("q").value.trim() || FIELDS.some(f => FILTER[f]));
+  document.getElementById("events-section").classList.toggle("hidden", !active);
   fill("events", rows(S.events, x => h("tr", { class: "event", "data-event": x.id },
     h("td", {}, tm(x.t ?? x.ts)), h("td", {}, cut(x.id)), h("td", {}, `${str(x.site)}/${str(x.node)}`), h("td", {}, cut(x.kind)),
     h("td", {}, cut(x.domain)), h("td", {}, cut(x.route)), h("td", {}, cut(x.outcome)), h("td", {}, secs(x.delay_s)),
     h("td", {}, arr(x.hops).map(v => cut(v)).join(" → ")))));
-  setText("events-count", `${arr(S.events).length} shown`);
+  const asked = [...new URLSearchParams(S.eventsQuery).entries()].filter(([k]) => k !== "limit").map(([k, v]) => `${k} ${v}`).join(", ");
+  setText("events-count", `${arr(S.events).length} found by the collector for: ${asked || "everything"}`);
 }
-const FILTER = {};
-function setFilter(field, value) { FILTER[field] = value; searchEvents(); schedule(); }
-document.getElementById("q").addEventListener("input", searchSoon);
+function setFilter(field, value) {
+  FILTER[field] = value; searchEvents(); schedule();
+  document.getElementById("filter-bar").scrollIntoView({ block: "start" });
+}
+document.getElementById("q").addEventListener("input", () => { searchSoon(); schedule(); });
 
 // -- charts ----------------------------------------------------------------------------------------
 // nice time ticks for [t0, t1] seconds: every 10 s ... 1 day, at most ~8
