@@ -88,8 +88,8 @@ class IncidentActions:
             with contextlib.suppress(OSError):
                 self.path.replace(self.path.with_name(self.path.name + ".bad"))
             return
-        for iid, e in list(doc["incidents"].items())[:MAX_ENTRIES]:
-            entry = self._clean(e)
+        for iid, raw in list(doc["incidents"].items())[:MAX_ENTRIES]:
+            entry = self._clean(raw)
             if isinstance(iid, str) and iid and len(iid) <= _MAX_TEXT and entry is not None:
                 self.entries[iid] = entry
 

@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from collector_synth import stream
@@ -335,8 +335,13 @@ def test_evidence_of_open_incidents_is_pushed_at_a_bounded_rate(tmp_path: Path,
     col = fault_collector(tmp_path)
     pushed: list[dict[str, Any]] = []
     publish_ = col.hub.publish
-    monkeypatch.setattr(col.hub, "publish", lambda k, d: (pushed.append(d) if k == "incident" else None,
-                                                          publish_(k, d)))
+
+    def publish(kind: str, data: Any) -> None:
+        if kind == "incident":
+            pushed.append(data)
+        publish_(kind, data)
+
+    monkeypatch.setattr(col.hub, "publish", publish)
     iid = col.correlator.open_incidents()[0]["id"]
     more_fault_events(col)
     col.evaluate()
@@ -465,10 +470,11 @@ def test_topology_tree_with_relay_names_and_states(tmp_path: Path) -> None:
         assert drawn["mx.example.net > relay3.example.net"]["name"] == "relay3.example.net"   # unnamed
         assert drawn["mx.example.net > relay1.example.net > a.example.org"]["depth"] == 3
         # senders left of the relays, relays left of the mailbox side
-        xs = {k: page.locator(f'#topology g[data-key="{k}"] rect').bounding_box() for k in
-              ("mx.example.net", "mx.example.net > relay2.example.net", "mx.example.net > relay2.example.net > d.example.org")}
-        assert xs["mx.example.net > relay2.example.net > d.example.org"]["x"] < \
-            xs["mx.example.net > relay2.example.net"]["x"] < xs["mx.example.net"]["x"]
+        keys = ("mx.example.net > relay2.example.net > d.example.org", "mx.example.net > relay2.example.net",
+                "mx.example.net")
+        xs = [page.locator(f'#topology g[data-key="{k}"] rect').bounding_box() for k in keys]
+        assert xs[0] is not None and xs[1] is not None and xs[2] is not None
+        assert xs[0]["x"] < xs[1]["x"] < xs[2]["x"]
         shot(page, "dashboard-topology.png", "#topology")
         page.locator('#topology g[data-key="mx.example.net > relay2.example.net"]').click()
         page.wait_for_selector(f"#incident-page h2:has-text('{inc['id']}')", timeout=5000)
@@ -504,7 +510,8 @@ def test_search_and_filter_by_relay_node_route_domain_outcome(tmp_path: Path) ->
         visible = "tr:not(.filtered-out)"
         # relay: the incident at relay2 stays, anomalies through relay1 go, the server's events follow
         page.select_option("#f-relay", "relay2")
-        page.wait_for_function("() => document.querySelectorAll('#anomalies tbody tr.filtered-out').length > 0", timeout=5000)
+        page.wait_for_function("() => document.querySelectorAll('#anomalies tbody tr.filtered-out').length > 0",
+                               timeout=5000)
         assert page.locator(f"#incidents tbody {visible}").count() == 1
         rows = page.locator(f"#anomalies tbody {visible}").all_text_contents()
         assert rows and all("relay2" in r for r in rows), rows
@@ -514,7 +521,8 @@ def test_search_and_filter_by_relay_node_route_domain_outcome(tmp_path: Path) ->
         assert all("relay2" in r for r in page.locator("#events tr.event").all_text_contents())
         assert "relay2" in page.evaluate("window.mailpulseDrawn.topology.filter(n => n.match).map(n => n.name)")
         page.select_option("#f-relay", "relay1")
-        page.wait_for_function("() => !document.querySelector('#incidents tbody tr:not(.filtered-out)')", timeout=5000)   # not at relay1
+        page.wait_for_function("() => !document.querySelector('#incidents tbody tr:not(.filtered-out)')",
+                               timeout=5000)   # the incident is not at relay1
         # domain and outcome: only the deferred deliveries to example.com
         page.select_option("#f-relay", "")
         page.select_option("#f-domain", "example.com")
