@@ -151,6 +151,16 @@ def test_dashboard_keeps_rendering_hostile_payloads(tmp_path: Path) -> None:
         ("heatmap", {"rows": [{"hop": 5, "values": ["a", None, 1e308, -3]}, "junk", {"values": "x"}]}),
         ("stats", {"events": "many", "anomalies": None, "duplicates": [1], "quarantined": {"x": 1}}),
         ("health", {"link": "down", "quarantine": [{"site": 1, "node": None, "reason": "<b>", "count": "x"}, 5]}),
+        ("incident", {"id": "i-ctx", "state": "open", "opened": 5, "updated": "x", "severity": "<b>x</b>",
+                      "context": {"examples": [{"hops": "x", "t": "soon", "id": {"a": 1}}, 5], "relay": {"x": 1},
+                                  "evidence": ["<img src=x onerror=window.pwned=1>"]},
+                      "history": [{"t": "x", "kind": "<i>"}, 7], "evidence": {"example_event_ids": "nope",
+                                                                            "window_s": "long"}}),
+        ("topology", {"children": [{"name": "<img src=x onerror=window.pwned=1>", "children": "x", "rate": "NaN",
+                                    "state": {"a": 1}, "key": None}, "junk", {"children": [{"name": 5}]}],
+                      "truncated": "many"}),
+        ("action", {"id": "i-ctx", "acked": "yesterday", "silenced_until": [1], "note": {"n": 1}}),
+        ("action", ["not", "an", "object"]),
     ]
     errors: list[str] = []
     try:
@@ -200,6 +210,17 @@ def test_dashboard_keeps_rendering_hostile_payloads(tmp_path: Path) -> None:
                 page.wait_for_selector('tr.anomaly[data-id="late-good"]', timeout=10000)
                 quarantined = page.evaluate("document.getElementById('n-quar').textContent")
                 assert int(quarantined) == 4, quarantined
+                # the incident page, the timeline, the topology and the filters of hostile values
+                for kind, data in hostile_rows[-4:]:
+                    col.hub.publish(kind, data)
+                page.evaluate("location.hash = '#incident=i-ctx'")
+                page.wait_for_selector("#incident-page h2:has-text('i-ctx')", timeout=10000)
+                page.wait_for_selector("#topology svg", timeout=10000)
+                page.select_option("#f-relay", "5")
+                page.wait_for_function("() => document.querySelectorAll('#anomalies tbody tr.filtered-out').length",
+                                       timeout=5000)
+                assert page.evaluate("window.pwned") is None, "markup from a payload ran"
+                assert page.evaluate("window.mailpulseRenderErrors || 0") == 0
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "collector-dashboard-hostile.png"), full_page=True)
             finally:
@@ -321,6 +342,7 @@ def test_times_in_the_viewers_zone_and_charts_with_axes_legend_names(tmp_path: P
         assert drawn["axis"] == "time (Asia/Tokyo (GMT+9))"
         assert all(t.endswith(" s") for t in drawn["legend"]) and drawn["legend_title"].startswith("median delay (s")
         shot(page, "dashboard-overview.png")
+        shot(page, "dashboard-heatmap.png", "canvas#heatmap")
 
 
 def more_fault_events(col: Collector, seconds: float = 40, prefix: str = "late") -> None:

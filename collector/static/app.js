@@ -374,8 +374,9 @@ function drawTimeline() {
   timelineBars = [];
   if (!incs.length) { g.fillStyle = "#888"; g.fillText("no incidents", 10, 20); return; }
   const now = serverNow();
-  const t0 = Math.min(now - 900, ...incs.map(i => i.opened)), t1 = now;
-  const X = t => left + (right - left) * (t - t0) / Math.max(t1 - t0, 1);
+  // at least the last 15 min, at most the last week (older starts are cut at the left edge)
+  const t0 = Math.max(now - 7 * 86400, Math.min(now - 900, ...incs.map(i => i.opened))), t1 = now;
+  const X = t => Math.min(right + 8, Math.max(left, left + (right - left) * (t - t0) / Math.max(t1 - t0, 1)));
   incs.forEach((i, k) => {
     const y = top + k * rowH, ctx = obj(i.context), end = fin(i.resolved) ? i.resolved : now;
     const label = `${str(ctx.relay || i.root_cause).slice(0, 30)}`;
