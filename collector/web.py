@@ -308,6 +308,7 @@ class DashboardState:
                                    for (s, n, r), c in self.quarantine.most_common()],
                     "quarantine_folded": self.quarantine_folded, "link": dict(self.link),
                     "actions": self.actions.view() if self.actions is not None else {},
+                    "actions_error": self.actions.load_error if self.actions is not None else None,
                     "topology": self.topology}
 
 

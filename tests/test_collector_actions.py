@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from mailpulse.collector.actions import MAX_ENTRIES, MAX_SILENCE_S, IncidentActions
 from mailpulse.collector.alerts import AlertManager
+from test_collector_hostile import collector
 
 from mailpulse.config.collector import AlertSettings
 
@@ -119,3 +120,16 @@ def test_an_acknowledged_incident_stops_repeating_but_its_resolution_is_mailed()
     # clearing the acknowledgement brings the mails back
     actions.clear("i1")
     assert am.handle("severity", _inc(severity="critical"), previous="major")
+
+
+def test_a_collector_with_a_corrupt_state_file_starts_clean_and_says_so(tmp_path: Path) -> None:
+    state = tmp_path / "archive" / "state"
+    state.mkdir(parents=True)
+    (state / "incident-actions.json").write_bytes(b'{"schema": 1, "incidents": ')
+    col = collector(tmp_path)
+    assert col.actions.view() == {}
+    snap = col.state.snapshot()
+    assert snap["actions"] == {} and "set aside" in snap["actions_error"]
+    assert (state / "incident-actions.json.bad").exists()
+    col.actions.silence("i1", 60)
+    assert json.loads((state / "incident-actions.json").read_text())["incidents"]["i1"]["silenced_until"]

@@ -448,6 +448,7 @@ def test_acknowledge_and_silence_from_the_dashboard_persist_and_mute_alerts(tmp_
         assert col.actions.view() == {}
         live(page, col.web.url + f"#incident={inc['id']}")
         page.wait_for_selector("#incident-actions button#ack", timeout=5000)
+        assert page.locator("#actions-state").text_content() == "kept in the state folder"
         assert "Alerts go out as usual" in (page.locator("#action-status").text_content() or "")
         page.fill("#action-note", "looking at relay2's queue")
         page.click("#ack")

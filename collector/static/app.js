@@ -141,7 +141,8 @@ function render() {
   section("link", () => { const l = obj(S.link);
     const kv = (k, v, id) => h("tr", {}, h("th", {}, k), h("td", { id }, v));
     fill("link", [kv("broker", l.connected ? "connected" : "disconnected", "link-state"), kv("reconnect attempts", num(l.reconnect_attempts)),
-      kv("connection losses", num(l.connection_losses)), kv("last message", tm(l.last_message)), kv("last ingest", tm(l.last_ingest))]);
+      kv("connection losses", num(l.connection_losses)), kv("last message", tm(l.last_message)), kv("last ingest", tm(l.last_ingest)),
+      kv("acknowledgements, silences", S.actionsError ? h("span", { class: "bad" }, cut(S.actionsError, 400)) : "kept in the state folder", "actions-state")]);
     setText("broker", l.connected ? "connected" : "down");
     setText("last-ingest", tm(l.last_ingest) || "-"); });
   section("counters", () => { const st = obj(S.stats);
@@ -547,7 +548,7 @@ function apply(kind, d) {
     S.probes = {}; arr(d.probes).map(obj).forEach(p => { S.probes[key(p.site, p.node, p.route)] = p; });
     S.heatmap = obj(d.heatmap); S.stats = obj(d.stats); S.quarantine = arr(d.quarantine); S.link = obj(d.link);
     if (fin(d.server_time)) S.serverSkew = d.server_time - Date.now() / 1000;
-    S.actions = obj(d.actions); S.topology = obj(d.topology);
+    S.actions = obj(d.actions); S.topology = obj(d.topology); S.actionsError = d.actions_error;
   } else if (kind === "anomaly") {
     d = obj(d);
     // after a resync snapshot the newest anomalies may arrive once more: keep one row per id
