@@ -24,6 +24,7 @@ an alert large.
 from __future__ import annotations
 
 import collections
+import math
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -148,11 +149,15 @@ class AlertContext:
             if good and isinstance(good[0].get("from"), str) and good[0]["from"].split():
                 hops.append(self.name(_cut(good[0]["from"]).split()[0]))
                 relays.append(hops[-1])
+            waited: list[float] = []
             for h in good:
                 by = self.name(_cut(h["by"]).split()[0]) if isinstance(h.get("by"), str) and h["by"].split() else "?"
                 d = _num(h.get("delay_s"))
                 hops.append(f"{by} ({seconds(d)})" if d is not None else by)
                 relays.append(by)
+                if d is not None and math.isfinite(d):
+                    waited.append(d)
+            out["waited_s"] = round(sum(waited), 6) if waited else None    # the time spent at its hops
         out["hops"] = hops
         out["relays"] = relays
         return out

@@ -266,6 +266,8 @@ class Collector:
             changed = {c.incident["id"] for c in changes}
             still = [self.correlator.incidents[i].to_json() for i in self.correlator.open_by_path.values()
                      if i not in changed]
+            charts = {i["id"]: self._incident_series(tuple(i["path"]))
+                      for i in [*(c.incident for c in changes), *still]}
         self.metrics.incidents.set(n_open)
         self.state.heatmap = heat
         self.hub.publish("heatmap", heat)
@@ -275,18 +277,19 @@ class Collector:
                 topo = self.topology()
             self.state.topology = topo
             self.hub.publish("topology", topo)
-        out = self._publish(changes, series)
-        self._push_evidence(still)
+        out = self._publish(changes, series, charts)
+        self._push_evidence(still, charts)
         return out
 
-    def _push_evidence(self, incidents: list[dict[str, Any]]) -> None:
+    def _push_evidence(self, incidents: list[dict[str, Any]], charts: dict[str, Any]) -> None:
         """The open incidents' new evidence to the dashboard (no alert): each at most every
         :data:`EVIDENCE_PUSH_S`, at most :data:`EVIDENCE_PUSH_MOST` per evaluation."""
         now = time.monotonic()
         due = [i for i in incidents if now - self._evidence_sent.get(i["id"], -math.inf) >= EVIDENCE_PUSH_S]
         for inc in sorted(due, key=lambda i: self._evidence_sent.get(i["id"], -math.inf))[:EVIDENCE_PUSH_MOST]:
             self._evidence_sent[inc["id"]] = now
-            row = self.state.set_incident({**inc, "context": self.context.describe(inc)}, "evidence")
+            row = self.state.set_incident({**inc, "context": self.context.describe(inc),
+                                           "series": charts.get(inc["id"])}, "evidence")
             self.hub.publish("incident", row)
         for iid in [i for i in self._evidence_sent if now - self._evidence_sent[i] > 3600]:
             del self._evidence_sent[iid]
@@ -334,20 +337,21 @@ class Collector:
             row["name"], row["path_names"] = names[-1], " > ".join(names)
         return heat
 
-    def _publish(self, changes: list[Change], series: dict[str, Any]) -> list[Change]:
+    def _publish(self, changes: list[Change], series: dict[str, Any],
+                 charts: dict[str, Any] | None = None) -> list[Change]:
         """Incident changes to the dashboard, its live clients and the alerts."""
         if self.flink_feed is not None:
             self._flink_open.update({c.incident["id"] for c in changes if c.kind == "opened"})
             self._flink_open.difference_update({c.incident["id"] for c in changes if c.kind == "resolved"})
             self.metrics.incidents.set(len(self._flink_open))
         for ch in changes:
-            self._announce(ch, series.get(ch.incident["id"], ()))
+            self._announce(ch, series.get(ch.incident["id"], ()), (charts or {}).get(ch.incident["id"]))
         return changes
 
-    def _announce(self, ch: Change, series: Any = ()) -> None:
+    def _announce(self, ch: Change, series: Any = (), chart: dict[str, Any] | None = None) -> None:
         self.changes.append(ch)
         ctx = self.context.describe(ch.incident)      # relay name, evidence in words, examples, link
-        row = self.state.set_incident({**ch.incident, "context": ctx}, ch.kind)
+        row = self.state.set_incident({**ch.incident, "context": ctx, "series": chart}, ch.kind)
         self._evidence_sent[ch.incident["id"]] = time.monotonic()
         self.hub.publish("incident", row)
         if self.alerts is not None:
@@ -368,6 +372,24 @@ class Collector:
         if view != self._last_health_view:
             self._last_health_view = view
             self.hub.publish("health", view)
+
+    def _incident_series(self, key: tuple[str, ...], n: int = 30) -> dict[str, Any]:
+        """The incident page's chart: per bucket of the last ``n``, the anomaly rate, the events and the
+        p90 latency at the incident's tree node."""
+        c = self.correlator
+        hi = int(c.now // c.s.bucket_s) + 1
+        d = c.buckets.get(key, {})
+        rate: list[float | None] = []
+        events: list[int] = []
+        p90: list[float | None] = []
+        for b in range(hi - n, hi):
+            bk = d.get(b)
+            events.append(bk.events if bk is not None else 0)
+            rate.append(round(bk.anomalies / bk.events, 4) if bk is not None and bk.events else None)
+            lat = sorted(bk.lat) if bk is not None else []
+            p90.append(round(lat[min(len(lat) - 1, max(0, math.ceil(0.9 * len(lat)) - 1))], 4) if lat else None)
+        return {"t0": (hi - n) * c.s.bucket_s, "bucket_s": c.s.bucket_s, "anomaly_rate": rate, "events": events,
+                "latency_p90_s": p90}
 
     def _rate_series(self, key: tuple[str, ...], n: int = 30) -> list[float | None]:
         c = self.correlator

@@ -396,6 +396,12 @@ def test_incident_page_timeline_live_evidence_and_its_events(tmp_path: Path, mon
         hops = page.locator("#incident-examples td.hops").all_text_contents()
         assert hops and all("relay2 (" in x and x.endswith("mx") for x in hops), hops
         assert page.locator("#incident-nodes").text_content() == "lab/node-a"
+        # its chart: anomaly rate and latency p90 per bucket, with a time axis, units and a legend
+        chart = page.evaluate("window.mailpulseDrawn.incident")
+        assert chart["rate"] >= 25 and chart["p90"] >= 25, chart
+        assert "100 %" in chart["y"] and any(y.endswith(" s") for y in chart["y"])
+        assert chart["axis"].startswith("time (Europe/Berlin") and len(chart["ticks"]) >= 3
+        assert "latency p90 (s)" in chart["legend"]
         # the page scrolled to it
         assert page.evaluate("document.getElementById('incident-page').getBoundingClientRect().top") < 200
         # the timeline draws it, with its opening and a legend

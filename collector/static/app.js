@@ -309,7 +309,7 @@ function renderIncidentPage() {
     ...rows(inc.history, p => h("tr", {}, h("td", {}, tm(p.t)), h("td", {}, cut(p.kind)), h("td", {}, cut(p.severity)))));
   const exRows = rows(ctx.examples, x => h("tr", { class: "example", "data-event": x.id },
     h("td", {}, tm(x.t ?? x.ts)), h("td", {}, `${str(x.site)}/${str(x.node)}`), h("td", {}, cut(x.kind)), h("td", {}, cut(x.domain)),
-    h("td", {}, cut(x.route)), h("td", {}, cut(x.outcome), x.dsn ? ` (${str(x.dsn)})` : ""), h("td", {}, secs(x.delay_s)),
+    h("td", {}, cut(x.route)), h("td", {}, cut(x.outcome), x.dsn ? ` (${str(x.dsn)})` : ""), h("td", {}, x.delay_s == null && fin(x.waited_s) ? secs(x.waited_s) : secs(x.delay_s)),
     h("td", { class: "hops" }, arr(x.hops).map(v => cut(v)).join(" → ")), h("td", {}, evLink(x.id))));
   const exTable = h("table", { id: "incident-examples" }, h("tr", {}, ...["time", "node", "kind", "to domain", "route", "outcome", "delay", "hops", "event"].map(t => h("th", {}, t))), ...exRows);
   const ids = arr(e.example_event_ids);
@@ -318,6 +318,7 @@ function renderIncidentPage() {
     h("p", { class: "sentence" }, cut(ctx.evidence || "")),
     actionControls(str(inc.id)),
     h("div", { class: "grid" }, h("div", {}, h("h3", {}, "Evidence (live)"), ev), h("div", {}, h("h3", {}, "Where"), about)),
+    h("h3", {}, "At this relay, per time bucket"), incidentChart(obj(inc.series)),
     h("h3", {}, "Example deliveries with their hops"), exRows.length ? exTable : h("p", { class: "muted" }, "none remembered"),
     h("p", {}, "events behind it: ", ...ids.flatMap((x, k) => [k ? ", " : "", evLink(x)])),
     h("h3", {}, "History"), hist);
@@ -359,6 +360,50 @@ async function act(id, what, body, err) {
     if (!r.ok) { err.textContent = `${what} failed: ${str(d.error || r.status)}`; return; }
     S.actions = Object.assign({}, S.actions, { [id]: d }); schedule();
   } catch (e) { err.textContent = `${what} failed: ${str(e)}`; }
+}
+
+// the incident's chart: anomaly rate (bars, %) and latency p90 (line, s) per bucket, one time axis
+function incidentChart(se) {
+  const c = h("canvas", { id: "incident-chart", width: 1300, height: 230 });
+  const g = c.getContext("2d");
+  const drawn = { ticks: [], legend: [], y: [] };
+  window.mailpulseDrawn = Object.assign(window.mailpulseDrawn || {}, { incident: drawn });
+  const rate = arr(se.anomaly_rate), p90 = arr(se.latency_p90_s), n = Math.max(rate.length, p90.length);
+  const t0 = fin(se.t0) ? se.t0 : 0, bs = fin(se.bucket_s) && se.bucket_s > 0 ? se.bucket_s : 10;
+  g.font = "11px sans-serif";
+  if (!n || !t0) { g.fillStyle = "#888"; g.fillText("no series yet", 10, 20); return c; }
+  const left = 70, right = c.width - 200, w = (right - left) / n;
+  const panel = (top, height, label, max, unit, fmt) => {
+    g.strokeStyle = "#ccc"; g.strokeRect(left, top, right - left, height); g.fillStyle = "#333"; g.textAlign = "right";
+    for (const f of [0, 0.5, 1]) { const l = `${fmt(max * f)} ${unit}`; g.fillText(l, left - 6, top + height - f * height + 4); drawn.y.push(l); }
+    g.save(); g.translate(12, top + height / 2); g.rotate(-Math.PI / 2); g.textAlign = "center"; g.fillText(label, 0, 0); g.restore();
+    g.textAlign = "left";
+  };
+  // anomaly rate, 0..100 %
+  const top1 = 8, h1 = 80;
+  panel(top1, h1, "anomalous", 100, "%", v => v.toFixed(0));
+  rate.forEach((v, j) => { if (!fin(v)) return; g.fillStyle = v >= 0.5 ? "#d32f2f" : "#5b8def";
+    const bh = Math.max(0, Math.min(1, v)) * h1; g.fillRect(left + j * w + 1, top1 + h1 - bh, Math.max(w - 2, 1), bh); });
+  // latency p90, 0..max s
+  const top2 = top1 + h1 + 16, h2 = 80;
+  let max = 0; p90.forEach(v => { if (fin(v) && v > max) max = v; });
+  max = max > 0 ? max * 1.1 : 1;
+  panel(top2, h2, "latency p90", max, "s", fmtSeconds);
+  g.strokeStyle = "#1f2a44"; g.lineWidth = 2; g.beginPath(); let pen = false;
+  p90.forEach((v, j) => { if (!fin(v)) { pen = false; return; } const x = left + (j + 0.5) * w, y = top2 + h2 - Math.max(0, v) / max * h2;
+    if (pen) g.lineTo(x, y); else g.moveTo(x, y); pen = true; });
+  g.stroke(); g.lineWidth = 1;
+  timeAxis(g, left, right, top2 + h2 + 2, t0, t0 + n * bs, drawn);
+  // legend
+  const lx = right + 16; g.textAlign = "left";
+  g.fillStyle = "#d32f2f"; g.fillRect(lx, 12, 14, 9); g.fillStyle = "#333"; g.fillText("≥ 50 % anomalous", lx + 18, 21);
+  g.fillStyle = "#5b8def"; g.fillRect(lx, 28, 14, 9); g.fillStyle = "#333"; g.fillText("< 50 % anomalous", lx + 18, 37);
+  g.strokeStyle = "#1f2a44"; g.lineWidth = 2; g.beginPath(); g.moveTo(lx, top2 + 10); g.lineTo(lx + 14, top2 + 10); g.stroke(); g.lineWidth = 1;
+  g.fillText("latency p90 (s)", lx + 18, top2 + 14);
+  g.fillStyle = "#555"; g.fillText(`${bs} s per bucket`, lx, top2 + 34);
+  drawn.legend.push("≥ 50 % anomalous", "< 50 % anomalous", "latency p90 (s)");
+  drawn.rate = rate.filter(fin).length; drawn.p90 = p90.filter(fin).length;
+  return c;
 }
 
 // -- the incident timeline -------------------------------------------------------------------------
@@ -448,7 +493,7 @@ function renderEvents() {
   document.getElementById("events-section").classList.toggle("hidden", !active);
   fill("events", rows(S.events, x => h("tr", { class: "event", "data-event": x.id },
     h("td", {}, tm(x.t ?? x.ts)), h("td", {}, cut(x.id)), h("td", {}, `${str(x.site)}/${str(x.node)}`), h("td", {}, cut(x.kind)),
-    h("td", {}, cut(x.domain)), h("td", {}, cut(x.route)), h("td", {}, cut(x.outcome)), h("td", {}, secs(x.delay_s)),
+    h("td", {}, cut(x.domain)), h("td", {}, cut(x.route)), h("td", {}, cut(x.outcome)), h("td", {}, x.delay_s == null && fin(x.waited_s) ? secs(x.waited_s) : secs(x.delay_s)),
     h("td", {}, arr(x.hops).map(v => cut(v)).join(" → ")))));
   const asked = [...new URLSearchParams(S.eventsQuery).entries()].filter(([k]) => k !== "limit").map(([k, v]) => `${k} ${v}`).join(", ");
   setText("events-count", `${arr(S.events).length} found by the collector for: ${asked || "everything"}`);
