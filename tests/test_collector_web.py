@@ -233,9 +233,7 @@ def test_dashboard_keeps_rendering_hostile_payloads(tmp_path: Path) -> None:
 # -- the dashboard's features, without a broker: events fed straight into a collector ----------------
 
 
-def fault_collector(tmp_path: Path, alerts: bool = False) -> Collector:
-    """A collector (HTTPS, passwords, relay names) that saw 15 minutes of mail through
-    collector_synth's relays, relay2 slow and anomalous for the last 5: one incident open at relay2."""
+def _collector(tmp_path: Path, alerts: bool = False) -> Collector:
     doc: dict[str, Any] = {"archive": {"dir": str(tmp_path / "archive"), "max_age_s": 3600.0, "fsync": False},
                            "web": {"enabled": False}, "relays": {"names": NAMES}}
     if alerts:
@@ -244,7 +242,13 @@ def fault_collector(tmp_path: Path, alerts: bool = False) -> Collector:
     assert cfg is not None, errors
     (tmp_path / "web").mkdir(exist_ok=True)
     cfg.web, _ = secure_web(tmp_path / "web")
-    col = Collector(cfg, send=lambda m: None)
+    return Collector(cfg, send=lambda m: None)
+
+
+def fault_collector(tmp_path: Path, alerts: bool = False) -> Collector:
+    """A collector (HTTPS, passwords, relay names) that saw 15 minutes of mail through
+    collector_synth's relays, relay2 slow and anomalous for the last 5: one incident open at relay2."""
+    col = _collector(tmp_path, alerts)
     feed(col, Message(T.NodeTopics("lab", "node-a").status, json.dumps(
         {"schema": 1, "site": "lab", "node": "node-a", "state": "online", "ts": time.time(), "model_version": "m-1",
          "spool": {"depth": 0}}).encode(), time.time()))
@@ -410,7 +414,6 @@ def test_incident_page_timeline_live_evidence_and_its_events(tmp_path: Path, mon
         assert drawn["rows"][0]["x1"] > drawn["rows"][0]["x0"] and "critical" in drawn["legend"]
         assert drawn["axis"].startswith("time (Europe/Berlin")
         shot(page, "dashboard-incident.png", "#incident-page")
-        shot(page, "dashboard-timeline.png", "canvas#timeline")
         # live: more of the fault arrives; the new evidence is pushed and shown, no reload
         before = page.locator("#incident-evidence .ev-counts").text_content()
         renders = page.evaluate("window.mailpulseIncidentPage.renders")
@@ -577,3 +580,35 @@ def test_search_and_filter_by_relay_node_route_domain_outcome(tmp_path: Path) ->
         page.wait_for_function("() => document.querySelectorAll('#anomalies tbody tr:not(.filtered-out)').length === 1",
                                timeout=5000)
         page.wait_for_function("() => document.querySelectorAll('#events tr.event').length === 1", timeout=5000)
+
+
+def test_timeline_of_an_afternoon_resolved_and_open_incidents(tmp_path: Path) -> None:
+    """25 minutes replayed with an evaluation every 10 s of event time: relay2 is slow from minute 5
+    to 11 (an incident that opens and resolves), relay1 from minute 20 on (open now); the timeline
+    draws both with their marks, the resolved one ending where it resolved."""
+    col = _collector(tmp_path)
+    t0 = time.time() - 1500
+    first = stream(1200, rate=8, seed=7, t0=t0, fault="relay2.example.net", fault_from=300, fault_until=660,
+                   nodes=("node-a",))
+    second = stream(300, rate=8, seed=8, t0=t0 + 1200, fault="relay1.example.net", fault_from=0, nodes=("node-a",))
+    topic = T.NodeTopics("lab", "node-a").events
+    events = [*first, *(dict(e, id=f"b-{e['id']}") for e in second)]
+    for k in range(0, len(events), 80):    # 10 s of mail, received as it was sent (the watermark follows)
+        batch = events[k:k + 80]
+        feed(col, Message(topic, envelope("node-a", batch), t0 + (k + len(batch)) / 8 + 0.5, qos=1))
+        col.evaluate()
+    incs = {i["root_cause"]: i for i in col.correlator.all_incidents()}
+    relay2, relay1 = incs["mx.example.net > relay2.example.net"], incs["mx.example.net > relay1.example.net"]
+    assert relay2["state"] == "resolved" and relay1["state"] == "open"
+    assert relay2["opened"] - t0 >= 300 and relay2["resolved"] - t0 <= 900
+    with browse(col, "America/New_York") as page:
+        assert col.web is not None
+        live(page, col.web.url)
+        drawn = page.evaluate("window.mailpulseDrawn.timeline")
+        rows = {r["id"]: r for r in drawn["rows"]}
+        r2, r1 = rows[relay2["id"]], rows[relay1["id"]]
+        assert r2["points"][0] == "opened" and r2["points"][-1] == "resolved"
+        assert r1["points"][0] == "opened" and "resolved" not in r1["points"]
+        assert r2["x0"] < r2["x1"] < r1["x0"] < r1["x1"]
+        assert drawn["axis"].startswith("time (America/New_York")
+        shot(page, "dashboard-timeline.png", "canvas#timeline")

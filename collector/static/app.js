@@ -421,13 +421,14 @@ function drawTimeline() {
   if (!incs.length) { g.fillStyle = "#888"; g.fillText("no incidents", 10, 20); return; }
   const now = serverNow();
   // at least the last 15 min, at most the last week (older starts are cut at the left edge)
-  const t0 = Math.max(now - 7 * 86400, Math.min(now - 900, ...incs.map(i => i.opened))), t1 = now;
+  const first = Math.max(now - 7 * 86400, Math.min(now - 900, ...incs.map(i => i.opened)));
+  const t0 = first - 0.03 * (now - first), t1 = now;
   const X = t => Math.min(right + 8, Math.max(left, left + (right - left) * (t - t0) / Math.max(t1 - t0, 1)));
   incs.forEach((i, k) => {
     const y = top + k * rowH, ctx = obj(i.context), end = fin(i.resolved) ? i.resolved : now;
     const label = `${str(ctx.relay || i.root_cause).slice(0, 30)}`;
     g.fillStyle = "#222"; g.font = "bold 11px sans-serif"; g.fillText(label, 4, y + 12);
-    g.font = "11px sans-serif"; g.fillStyle = "#888"; g.fillText(`${str(i.id).slice(0, 14)} ${i.state === "open" ? "open" : "resolved"}`, 190, y + 12);
+    g.font = "11px sans-serif"; g.fillStyle = "#888"; g.fillText(`${str(i.id).slice(0, 14)} ${i.state === "open" ? "open" : "resolved"}`, 150, y + 12);
     // one segment per severity period (history points), then the points themselves
     const pts = arr(i.history).map(obj).filter(p => fin(p.t));
     let from = i.opened, sev = str((pts[0] || i).severity);
