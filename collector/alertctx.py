@@ -24,6 +24,8 @@ an alert large.
 from __future__ import annotations
 
 import collections
+import math
+import threading
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -94,16 +96,20 @@ class AlertContext:
         self.n_examples = examples
         self.capacity = capacity
         self._events: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._lock = threading.Lock()     # the ingest remembers, the web server searches
 
-    def remember(self, ev: dict[str, Any]) -> None:
-        """Keep a compact copy of an (anomalous) event for the examples of later alerts."""
+    def remember(self, ev: dict[str, Any]) -> dict[str, Any] | None:
+        """Keep a compact copy of an (anomalous) event for the examples of later alerts; returns it."""
         eid = str(ev.get("id", ""))
         if not eid:
-            return
-        self._events[eid] = self._compact(ev)
-        self._events.move_to_end(eid)
-        while len(self._events) > self.capacity:
-            self._events.popitem(last=False)
+            return None
+        compact = self._compact(ev)
+        with self._lock:
+            self._events[eid] = compact
+            self._events.move_to_end(eid)
+            while len(self._events) > self.capacity:
+                self._events.popitem(last=False)
+        return compact
 
     def name(self, host: str) -> str:
         return self.relays.name(host)
@@ -130,6 +136,7 @@ class AlertContext:
             out["delay_s"] = _num(f.get("delay"))
             relay = self.name(_cut(f.get("relay") or "none"))
             hops = [_cut(f.get("host") or ev.get("node") or "?"), relay]
+            relays = [relay]
         else:
             out["outcome"] = _cut(f.get("outcome") or "")
             lat = _num(f.get("latency_ms"))
@@ -138,13 +145,48 @@ class AlertContext:
             raw = f.get("hops") if isinstance(f.get("hops"), list) else []
             assert isinstance(raw, list)
             good = [h for h in raw[-_MAX_HOPS:] if isinstance(h, dict)]
-            if good and good[0].get("from"):
+            relays = []
+            if good and isinstance(good[0].get("from"), str) and good[0]["from"].split():
                 hops.append(self.name(_cut(good[0]["from"]).split()[0]))
+                relays.append(hops[-1])
+            waited: list[float] = []
             for h in good:
-                by = self.name(_cut(h.get("by") or "?").split()[0] if h.get("by") else "?")
+                by = self.name(_cut(h["by"]).split()[0]) if isinstance(h.get("by"), str) and h["by"].split() else "?"
                 d = _num(h.get("delay_s"))
                 hops.append(f"{by} ({seconds(d)})" if d is not None else by)
+                relays.append(by)
+                if d is not None and math.isfinite(d):
+                    waited.append(d)
+            out["waited_s"] = round(sum(waited), 6) if waited else None    # the time spent at its hops
         out["hops"] = hops
+        out["relays"] = relays
+        return out
+
+    def search(self, q: str = "", relay: str = "", node: str = "", route: str = "", domain: str = "",
+               outcome: str = "", limit: int = 100) -> list[dict[str, Any]]:
+        """The remembered (anomalous) events that match, newest first, at most ``limit`` (the dashboard's
+        ``/api/events``).  ``q`` is a case-insensitive part of the id, node, relay names, route, domain
+        or outcome; the others must equal the field (``relay``: one of the relays by name, ``node``:
+        ``site/node`` or the node)."""
+        ql = q.strip().lower()
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            events = list(self._events.values())
+        for ev in reversed(events):
+            if relay and relay not in ev.get("relays", ()):
+                continue
+            if node and node not in (ev["node"], f"{ev['site']}/{ev['node']}"):
+                continue
+            if (route and ev.get("route") != route) or (domain and ev.get("domain") != domain) \
+                    or (outcome and ev.get("outcome") != outcome):
+                continue
+            if ql and not any(ql in str(v).lower() for v in (ev["id"], ev["node"], ev["site"], ev.get("route"),
+                                                               ev.get("domain"), ev.get("outcome"), ev["kind"],
+                                                               *ev.get("relays", ()))):
+                continue
+            out.append(ev)
+            if len(out) >= limit:
+                break
         return out
 
     def example_line(self, ex: dict[str, Any]) -> str:
@@ -191,7 +233,8 @@ class AlertContext:
         """The ``context`` of an incident (see the module docstring)."""
         e = inc.get("evidence") or {}
         ids = [str(i) for i in (e.get("example_event_ids") or [])][: self.n_examples]
-        examples = [self._events[i] for i in ids if i in self._events]
+        with self._lock:
+            examples = [self._events[i] for i in ids if i in self._events]
         kinds = {x["kind"] for x in examples}
         noun = _NOUN.get(next(iter(kinds)), "mails") if len(kinds) == 1 else "mails"
         path = [p for p in inc.get("path") or [] if p != "*"]

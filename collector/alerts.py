@@ -16,7 +16,10 @@ Rules against floods:
   *flap*: neither its opening nor its resolution is mailed (they are counted for the summary);
   a severity *drop* is mailed only if ``min_interval_s`` passed since the incident's last mail;
 * **rate limit**: at most ``rate_limit_per_hour`` alert mails in any sliding hour; the excess is
-  counted and listed in the next summary.
+  counted and listed in the next summary;
+* **operators' word** (:mod:`mailpulse.collector.actions`, from the dashboard): a *silenced*
+  incident (or a new one at the root cause of a silenced one) sends nothing until the silence
+  expires; an *acknowledged* one sends nothing more but its resolution.
 
 Every suppression is counted by reason (``suppressed``; ``mailpulse_alerts_suppressed_total``).
 Failure: a delivery that fails is retried with back-off and given up only after
@@ -43,6 +46,7 @@ from typing import Any
 
 from mailpulse.config.collector import AlertSettings
 
+from .actions import IncidentActions
 from .correlate import SEVERITIES
 from .delivery import Outbox, alertmanager_payload, post_webhook
 
@@ -172,12 +176,15 @@ class AlertManager:
     on_event : callable, optional
         ``on_event(what, label)``: ``queued`` (label = transition), ``suppressed`` (reason),
         ``delivered``/``retried``/``failed`` (channel) - the collector's counters.
+    actions : IncidentActions, optional
+        Acknowledgements and silences (suppression reasons ``silenced``, ``acknowledged``).
     """
 
     def __init__(self, settings: AlertSettings, send: Callable[[EmailMessage], None] | None = None,
                  clock: Callable[[], float] = time.time, outbox_dir: str | os.PathLike[str] | None = None,
-                 on_event: Callable[[str, str], None] | None = None) -> None:
+                 on_event: Callable[[str, str], None] | None = None, actions: IncidentActions | None = None) -> None:
         self.s = settings
+        self.actions = actions
         self.send_fn = send or (lambda m: smtp_send(settings, m))
         self.clock = clock
         self.on_event = on_event
@@ -232,11 +239,14 @@ class AlertManager:
             self.outbox.run_due()
 
     def decide(self, kind: str, inc: dict[str, Any], previous: str | None = None) -> str | None:
-        """Why a transition is *not* mailed (``duplicate``, ``flapping``, ``hysteresis``, ``rate``), else None."""
+        """Why a transition is *not* mailed (``duplicate``, ``silenced``, ``acknowledged``, ``flapping``,
+        ``hysteresis``, ``rate``), else None."""
         now = self.clock()
         key = (inc["id"], kind, inc["severity"])
         if key in self._announced:
             return "duplicate"
+        if self.actions is not None and (muted := self.actions.mute(kind, inc)) is not None:
+            return muted
         cause = inc["root_cause"]
         if kind == "opened":
             last = self._last_by_cause.get(cause)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import tempfile
 import threading
 import time
@@ -28,11 +29,12 @@ from prometheus_client.core import Metric
 from mailpulse.config.collector import CollectorConfig
 
 from . import metrics as M
+from .actions import IncidentActions
 from .alertctx import AlertContext
 from .alerts import AlertManager
 from .archive import ArchiveWriter, skipped_summary
 from .clock import ClockBook
-from .correlate import Change, Correlator
+from .correlate import ROOT, Change, Correlator
 from .flink.feed import IncidentFeed, as_change
 from .health import Health
 from .ingest import Batch, Dedup, IngestProcessor, MqttIngest, load_index
@@ -43,7 +45,16 @@ from .web import DashboardServer, DashboardState, Hub
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Collector", "run_collector"]
+__all__ = ["EVIDENCE_PUSH_MOST", "EVIDENCE_PUSH_S", "MAX_TOPOLOGY", "TOPOLOGY_PUSH_S", "Collector", "run_collector"]
+
+#: An open incident's evidence goes to the dashboard at most this often (seconds) ...
+EVIDENCE_PUSH_S = 2.0
+#: ... and at most this many incidents' per evaluation (the least recently pushed first).
+EVIDENCE_PUSH_MOST = 20
+#: The topology goes to the dashboard at most this often (seconds), and on every incident change.
+TOPOLOGY_PUSH_S = 1.0
+#: Most tree nodes in the dashboard's topology.
+MAX_TOPOLOGY = 300
 
 
 class Collector:
@@ -73,13 +84,18 @@ class Collector:
         self.correlator = Correlator(cfg.correlate)
         self.corr_lock = threading.Lock()
         self.health = Health(cfg.health)
+        # acknowledgements and silences from the dashboard, kept in the collector's state folder
+        self.actions = IncidentActions(Path(a.dir) / "state" / "incident-actions.json")
+        self.state.actions = self.actions
         self.alerts: AlertManager | None = None
         if cfg.alerts.enabled:
             outbox = cfg.alerts.outbox_dir or str(Path(a.dir) / "outbox")
-            self.alerts = AlertManager(cfg.alerts, send, outbox_dir=outbox, on_event=self._alert_event)
+            self.alerts = AlertManager(cfg.alerts, send, outbox_dir=outbox, on_event=self._alert_event,
+                                       actions=self.actions)
         self.web: DashboardServer | None = None
         if cfg.web.enabled:
-            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web)
+            self.web = DashboardServer(self.state, self.hub, self.metrics, cfg.web, search=self._search,
+                                       actions=self.actions)
             if self.alerts is not None and not cfg.alerts.dashboard_url:
                 cfg.alerts.dashboard_url = self.web.url
         self.context = AlertContext(RelayNames(cfg.relays.names), cfg.alerts.dashboard_url, cfg.correlate.history_s,
@@ -102,6 +118,8 @@ class Collector:
         # [flink] incidents_dir: the incidents of the Flink job (all shards) replace this collector's own
         self.flink_feed = IncidentFeed(cfg.flink.incidents_dir) if cfg.flink.incidents_dir else None
         self._flink_open: set[str] = set()
+        self._evidence_sent: dict[str, float] = {}     # incident id -> when its evidence was last pushed
+        self._topology_at = -math.inf
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -177,15 +195,18 @@ class Collector:
     def _event(self, ev: dict[str, Any], st: dict[str, Any], now: float) -> None:
         self.metrics.observe_event(ev)
         if ev.get("anomaly"):
-            self.context.remember(ev)
+            compact = self.context.remember(ev)
             self._new_anomalies += 1
             st["anomalies"] += 1
-            self.hub.publish("anomaly", self.state.add_anomaly(ev))
+            self.hub.publish("anomaly", self.state.add_anomaly(ev, compact))
             self.anomaly_seen[str(ev.get("id"))] = now
             if len(self.anomaly_seen) > 10000:
                 self.anomaly_seen.pop(next(iter(self.anomaly_seen)))
         if ev.get("kind") == "probe":
             self.hub.publish("probe", self.state.add_probe(ev))
+
+    def _search(self, **query: Any) -> list[dict[str, Any]]:
+        return self.context.search(**query)
 
     def _node_view(self, site: str, node: str) -> dict[str, Any]:
         return {**self.clocks.view(site, node), **self.health.view(site, node)}
@@ -239,29 +260,100 @@ class Collector:
             return self._publish([as_change(r) for r in self.flink_feed.poll() if r["type"] == "change"], {})
         with self.corr_lock:
             changes = self.correlator.evaluate()
-            heat = self.correlator.heatmap()
+            heat = self._named_heatmap(self.correlator.heatmap())
             series = {c.incident["id"]: self._rate_series(tuple(c.incident["path"])) for c in changes}
             n_open = len(self.correlator.open_by_path)
+            changed = {c.incident["id"] for c in changes}
+            still = [self.correlator.incidents[i].to_json() for i in self.correlator.open_by_path.values()
+                     if i not in changed]
+            charts = {i["id"]: self._incident_series(tuple(i["path"]))
+                      for i in [*(c.incident for c in changes), *still]}
         self.metrics.incidents.set(n_open)
         self.state.heatmap = heat
         self.hub.publish("heatmap", heat)
-        return self._publish(changes, series)
+        if changes or time.monotonic() - self._topology_at >= TOPOLOGY_PUSH_S:
+            self._topology_at = time.monotonic()
+            with self.corr_lock:
+                topo = self.topology()
+            self.state.topology = topo
+            self.hub.publish("topology", topo)
+        out = self._publish(changes, series, charts)
+        self._push_evidence(still, charts)
+        return out
 
-    def _publish(self, changes: list[Change], series: dict[str, Any]) -> list[Change]:
+    def _push_evidence(self, incidents: list[dict[str, Any]], charts: dict[str, Any]) -> None:
+        """The open incidents' new evidence to the dashboard (no alert): each at most every
+        :data:`EVIDENCE_PUSH_S`, at most :data:`EVIDENCE_PUSH_MOST` per evaluation."""
+        now = time.monotonic()
+        due = [i for i in incidents if now - self._evidence_sent.get(i["id"], -math.inf) >= EVIDENCE_PUSH_S]
+        for inc in sorted(due, key=lambda i: self._evidence_sent.get(i["id"], -math.inf))[:EVIDENCE_PUSH_MOST]:
+            self._evidence_sent[inc["id"]] = now
+            row = self.state.set_incident({**inc, "context": self.context.describe(inc),
+                                           "series": charts.get(inc["id"])}, "evidence")
+            self.hub.publish("incident", row)
+        for iid in [i for i in self._evidence_sent if now - self._evidence_sent[i] > 3600]:
+            del self._evidence_sent[iid]
+
+    def topology(self, most: int = MAX_TOPOLOGY) -> dict[str, Any]:
+        """The transmission-path tree as the deliveries' hops drew it (receiving relays first, towards
+        the senders), each tree node with its relay's name, window counts and state: ``incident``
+        (the root cause of an open incident, whose id it carries), ``degraded`` (its anomaly rate in
+        the window at least ``min_ratio`` times its own history's, or the floor rate's) or ``ok``.
+        At most ``most`` tree nodes, breadth first (``truncated`` counts the rest).  Call with
+        ``corr_lock`` held."""
+        c, s = self.correlator, self.cfg.correlate
+        causes = {key: iid for key, iid in c.open_by_path.items()}
+        count = 0
+        truncated = 0
+
+        def node(key: tuple[str, ...]) -> dict[str, Any]:
+            w, hist = c.window(key), c.history(key)
+            base = max(c.frozen.get(key, hist.rate), s.floor_rate)
+            state = "incident" if key in causes else (
+                "degraded" if w.anomalies >= max(1, s.min_anomalies // 2) and w.rate >= s.min_ratio * base else "ok")
+            return {"key": " > ".join(key[1:]), "host": key[-1], "name": self.context.name(key[-1]),
+                    "depth": len(key) - 1, "events": w.events, "anomalies": w.anomalies, "rate": round(w.rate, 4),
+                    "history_rate": round(hist.rate, 4), "state": state, "incident": causes.get(key), "children": []}
+
+        root: dict[str, Any] = {"key": "", "name": "*", "children": []}
+        queue: collections.deque[tuple[tuple[str, ...], dict[str, Any]]] = collections.deque([((ROOT,), root)])
+        while queue:
+            key, parent = queue.popleft()
+            for child in sorted(c.children.get(key, ())):
+                if count >= most:
+                    truncated += 1
+                    continue
+                count += 1
+                n = node(child)
+                parent["children"].append(n)
+                queue.append((child, n))
+        return {"children": root["children"], "nodes": count, "truncated": truncated, "window_s": s.window_s,
+                "t": c.now}
+
+    def _named_heatmap(self, heat: dict[str, Any]) -> dict[str, Any]:
+        """The heatmap's rows with the relay's configured name (``name``) and the path in names."""
+        for row in heat["rows"]:
+            names = [self.context.name(p) for p in str(row["hop"]).split(" > ")]
+            row["name"], row["path_names"] = names[-1], " > ".join(names)
+        return heat
+
+    def _publish(self, changes: list[Change], series: dict[str, Any],
+                 charts: dict[str, Any] | None = None) -> list[Change]:
         """Incident changes to the dashboard, its live clients and the alerts."""
         if self.flink_feed is not None:
             self._flink_open.update({c.incident["id"] for c in changes if c.kind == "opened"})
             self._flink_open.difference_update({c.incident["id"] for c in changes if c.kind == "resolved"})
             self.metrics.incidents.set(len(self._flink_open))
         for ch in changes:
-            self._announce(ch, series.get(ch.incident["id"], ()))
+            self._announce(ch, series.get(ch.incident["id"], ()), (charts or {}).get(ch.incident["id"]))
         return changes
 
-    def _announce(self, ch: Change, series: Any = ()) -> None:
+    def _announce(self, ch: Change, series: Any = (), chart: dict[str, Any] | None = None) -> None:
         self.changes.append(ch)
         ctx = self.context.describe(ch.incident)      # relay name, evidence in words, examples, link
-        self.state.set_incident({**ch.incident, "context": ctx})
-        self.hub.publish("incident", {**ch.incident, "context": ctx})
+        row = self.state.set_incident({**ch.incident, "context": ctx, "series": chart}, ch.kind)
+        self._evidence_sent[ch.incident["id"]] = time.monotonic()
+        self.hub.publish("incident", row)
         if self.alerts is not None:
             self.alerts.handle(ch.kind, ch.incident, ch.previous_severity, series, ctx)
 
@@ -280,6 +372,24 @@ class Collector:
         if view != self._last_health_view:
             self._last_health_view = view
             self.hub.publish("health", view)
+
+    def _incident_series(self, key: tuple[str, ...], n: int = 30) -> dict[str, Any]:
+        """The incident page's chart: per bucket of the last ``n``, the anomaly rate, the events and the
+        p90 latency at the incident's tree node."""
+        c = self.correlator
+        hi = int(c.now // c.s.bucket_s) + 1
+        d = c.buckets.get(key, {})
+        rate: list[float | None] = []
+        events: list[int] = []
+        p90: list[float | None] = []
+        for b in range(hi - n, hi):
+            bk = d.get(b)
+            events.append(bk.events if bk is not None else 0)
+            rate.append(round(bk.anomalies / bk.events, 4) if bk is not None and bk.events else None)
+            lat = sorted(bk.lat) if bk is not None else []
+            p90.append(round(lat[min(len(lat) - 1, max(0, math.ceil(0.9 * len(lat)) - 1))], 4) if lat else None)
+        return {"t0": (hi - n) * c.s.bucket_s, "bucket_s": c.s.bucket_s, "anomaly_rate": rate, "events": events,
+                "latency_p90_s": p90}
 
     def _rate_series(self, key: tuple[str, ...], n: int = 30) -> list[float | None]:
         c = self.correlator

@@ -2,13 +2,25 @@
 
 Routes:
 
-* ``/`` - ``collector/static/index.html`` (one file, plain JS, no build step);
+* ``/`` - ``collector/static/index.html`` with ``/app.js`` and ``/app.css`` (plain JS and CSS, no build
+  step; a Content-Security-Policy lets the page run only its own script);
 * ``/api/state`` - the current :meth:`DashboardState.snapshot` as JSON;
-* ``/events`` - Server-Sent Events: ``state`` once at connect, then ``anomaly``, ``incident``,
-  ``fleet``, ``probe``, ``heatmap``, ``stats`` and ``health`` (broker link, quarantine counts) events
-  as they happen (one JSON ``data`` line each);
+* ``/events`` - Server-Sent Events: ``state`` once at connect, then ``anomaly``, ``incident``
+  (transitions, and open incidents' new evidence every 2 s at most), ``action`` (acknowledged,
+  silenced), ``topology``, ``fleet``, ``probe``, ``heatmap``, ``stats`` and ``health`` (broker
+  link, quarantine counts) events as they happen (one JSON ``data`` line each);
 * ``/metrics`` - Prometheus exposition (:mod:`mailpulse.collector.metrics`);
-* ``/api/incidents/<id>`` - one incident (the id an alert names), JSON; 404 when unknown.
+* ``/api/incidents/<id>`` - one incident (the id an alert names), JSON; 404 when unknown;
+* ``/api/events?q=&relay=&node=&route=&domain=&outcome=&limit=`` - the recent anomalous events the
+  collector holds for alerts (:meth:`~mailpulse.collector.alertctx.AlertContext.search`), newest
+  first, at most ``limit`` (100, at most :data:`MAX_SEARCH`);
+* ``POST /api/incidents/<id>/ack``, ``.../silence`` (``{"duration_s": 3600, "note": "..."}``),
+  ``.../clear`` - acknowledge, silence or clear an incident (:mod:`mailpulse.collector.actions`),
+  pushed to every page as an ``action`` event.  The same credential as the page; the body is
+  JSON (``Content-Type: application/json``, which a browser sends cross-site only after a CORS
+  preflight this server never answers) of at most :data:`MAX_BODY` bytes; a request with an
+  ``Origin`` other than this server is refused, so another site cannot act through a logged-in
+  browser.
 
 :class:`Hub` fans messages out to every connected SSE client through a bounded queue per
 client; a client that does not keep up loses the oldest messages (counted) instead of slowing the
@@ -21,6 +33,8 @@ fixed thread count are in :mod:`mailpulse.collector.webserver`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import collections
 import json
 import logging
@@ -38,6 +52,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from mailpulse.config.collector import WebSettings
 
+from .actions import IncidentActions
 from .metrics import Metrics
 from .webserver import (
     AUTH_FAILURE_COST,
@@ -57,6 +72,23 @@ __all__ = ["RESYNC", "DashboardServer", "DashboardState", "Hub"]
 
 STATIC = Path(__file__).parent / "static"
 
+
+#: The page's other files (no build step: served as they are in the package) and their types.
+STATIC_FILES = {"/app.js": "text/javascript; charset=utf-8", "/app.css": "text/css; charset=utf-8"}
+#: The page loads nothing but its own files and talks only to its own server.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+#: Points kept in an incident's ``history`` (opened, severity changes, resolved).
+MAX_HISTORY = 50
+
+#: The query fields of ``/api/events`` and the most events it returns.
+SEARCH_FIELDS = ("q", "relay", "node", "route", "domain", "outcome", "limit")
+MAX_SEARCH = 500
+
+#: The incident actions that can be posted, and the largest body of such a request.
+ACTIONS = ("ack", "silence", "clear")
+MAX_BODY = 2048
 
 #: The queue entry that tells a client's writer to send a fresh ``state`` snapshot.
 RESYNC = ("state", "")
@@ -153,6 +185,8 @@ class DashboardState:
         self.quarantine: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.quarantine_folded = 0
         self.link: dict[str, Any] = {}
+        self.actions: IncidentActions | None = None      # acknowledgements and silences, by incident id
+        self.topology: dict[str, Any] = {"children": [], "nodes": 0, "truncated": 0}
 
     @staticmethod
     def _bounded_put(d: dict[str, dict[str, Any]], key: str, row: dict[str, Any], limit: int) -> None:
@@ -191,13 +225,18 @@ class DashboardState:
             self._bounded_put(self.fleet, key, row, self.max_nodes)
         return row
 
-    def add_anomaly(self, ev: dict[str, Any]) -> dict[str, Any]:
+    def add_anomaly(self, ev: dict[str, Any], named: dict[str, Any] | None = None) -> dict[str, Any]:
+        """An anomaly row; ``named`` (the alert context's compact event) adds the relays by name, the
+        recipient domain and the outcome the page filters by."""
         f = ev.get("fields")
         f = f if isinstance(f, dict) else {}
+        n = named or {}
         row = {"id": _cell(ev.get("id")), "site": _cell(ev.get("site")), "node": _cell(ev.get("node")),
                "kind": _cell(ev.get("kind")), "ts": _cell(ev.get("ts")), "score": _cell(ev.get("score")),
                "feature": _cell(ev.get("argmax_feature")), "route": _cell(f.get("route")),
-               "relay": _cell(f.get("relay")), "received": _cell(ev.get("received")), "clock": _cell(ev.get("clock"))}
+               "relay": _cell(f.get("relay")), "received": _cell(ev.get("received")), "clock": _cell(ev.get("clock")),
+               "relays": [_cell(r) for r in (n.get("relays") or [])[:12]], "domain": _cell(n.get("domain")),
+               "outcome": _cell(n.get("outcome"))}
         with self.lock:
             self.anomalies.appendleft(row)
         return row
@@ -224,18 +263,32 @@ class DashboardState:
                 else:
                     self.quarantine_folded += 1
 
-    def set_incident(self, inc: dict[str, Any]) -> None:
+    def set_incident(self, inc: dict[str, Any], kind: str = "evidence", at: float | None = None) -> dict[str, Any]:
+        """Store an incident as the page shows it; ``kind`` is what happened (``opened``, ``severity``,
+        ``resolved``: a point of its ``history``, at most :data:`MAX_HISTORY`; ``evidence``: new numbers
+        only, stamped ``evidence_at``).  Returns the stored row (what the SSE message carries)."""
         inc = dict(inc)
         for k in ("affected_nodes", "affected_routes"):
             vals = inc.get(k) or []
             inc[k] = [_cell(v) for v in vals[:50]] + ([f"... {len(vals) - 50} more"] if len(vals) > 50 else [])
+        now = time.time() if at is None else at
         with self.lock:
+            old = self.incidents.get(inc["id"]) or {}
+            history = list(old.get("history") or [])
+            if kind != "evidence":
+                t = {"opened": inc.get("opened"), "resolved": inc.get("resolved")}.get(kind) or inc.get("updated")
+                history.append({"t": t, "kind": kind, "severity": inc.get("severity")})
+                if len(history) > MAX_HISTORY:
+                    history = history[:1] + history[-(MAX_HISTORY - 1):]
+            inc["history"] = history
+            inc["evidence_at"] = now
             self.incidents[inc["id"]] = inc
             if len(self.incidents) > self.max_incidents:
                 order = sorted(self.incidents, key=lambda k: (self.incidents[k]["state"] == "open",
                                                               self.incidents[k]["updated"]))
                 for k in order[: len(self.incidents) - self.max_incidents + self.max_incidents // 4]:
                     del self.incidents[k]    # resolved first, oldest first
+            return inc
 
     def health(self) -> dict[str, Any]:
         """The collector's link and the quarantine counts (the page's ``health`` message)."""
@@ -253,7 +306,10 @@ class DashboardState:
                     "stats": dict(self.stats), "server_time": time.time(),
                     "quarantine": [{"site": s, "node": n, "reason": r, "count": c}
                                    for (s, n, r), c in self.quarantine.most_common()],
-                    "quarantine_folded": self.quarantine_folded, "link": dict(self.link)}
+                    "quarantine_folded": self.quarantine_folded, "link": dict(self.link),
+                    "actions": self.actions.view() if self.actions is not None else {},
+                    "actions_error": self.actions.load_error if self.actions is not None else None,
+                    "topology": self.topology}
 
 
 #: Shown at the top of the page when ``[web] auth = false``.
@@ -310,8 +366,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _admit(self, path: str) -> bool:
-        """Rate limit, no bodies, authentication; False when an error was sent."""
+    def _admit(self, path: str, body: bool = False) -> bool:
+        """Rate limit, no bodies (``body``: at most :data:`MAX_BODY` bytes), authentication; False when an
+        error was sent."""
         dash = self.server.dashboard
         addr = str(self.client_address[0])
         wait = dash.limiter.take(addr)
@@ -319,8 +376,11 @@ class _Handler(BaseHTTPRequestHandler):
             dash.web_metrics.rate_limited.inc()
             self._send(429, "text/plain", b"too many requests\n", {"Retry-After": str(max(1, round(wait)))})
             return False
-        if self.headers.get("Content-Length", "0").strip() not in ("", "0") or self.headers.get("Transfer-Encoding"):
-            self._send(413, "text/plain", b"request bodies are not accepted\n")
+        length = self.headers.get("Content-Length", "0").strip()
+        if self.headers.get("Transfer-Encoding") or (length not in ("", "0") and not (
+                body and length.isdigit() and int(length) <= MAX_BODY)):
+            self._send(413, "text/plain", b"request bodies are not accepted\n" if not body else
+                       f"a request body is at most {MAX_BODY} bytes\n".encode())
             return False
         verdict = dash.guard.check(self.headers.get("Authorization"), path)
         if verdict == 401:
@@ -334,6 +394,71 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def do_POST(self) -> None:
+        """``POST /api/incidents/<id>/ack|silence|clear`` with a small JSON body (see the module docstring)."""
+        path = self.path.split("?", 1)[0]
+        dash = self.server.dashboard
+        parts = path.split("/")
+        if len(parts) != 5 or parts[:3] != ["", "api", "incidents"] or parts[4] not in ACTIONS:
+            self._send(405, "text/plain", b"only incident actions are posted\n", {"Allow": "GET"})
+            return
+        if not self._admit(path, body=True):
+            return
+        # a browser sends this content type cross-site only after a CORS preflight, which is never
+        # answered here; and an Origin, when sent, must be this server
+        if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+            self._send(415, "application/json", b'{"error": "send the action as application/json"}\n')
+            return
+        origin = self.headers.get("Origin")
+        if origin is not None and urllib.parse.urlsplit(origin).netloc != self.headers.get("Host", ""):
+            self._send(403, "application/json", b'{"error": "actions are taken from the dashboard\'s own page"}\n')
+            return
+        iid, what = urllib.parse.unquote(parts[3]), parts[4]
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            body = json.loads(raw or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("the body is not a JSON object")
+        except (ValueError, RecursionError) as e:
+            self._send(400, "application/json", json.dumps({"error": f"bad request body: {str(e)[:100]}"}).encode())
+            return
+        with dash.state.lock:
+            inc = dash.state.incidents.get(iid)
+        if inc is None or dash.actions is None:
+            self._send(404, "application/json", b'{"error": "no such incident"}\n')
+            return
+        by, note, cause = self._user(), body.get("note"), str(inc.get("root_cause", ""))
+        note = note if isinstance(note, str) else ""
+        try:
+            if what == "ack":
+                view = dash.actions.acknowledge(iid, cause, by, note)
+            elif what == "silence":
+                d = body.get("duration_s")
+                view = dash.actions.silence(iid, d if isinstance(d, int | float) and not isinstance(d, bool)
+                                            else float("nan"), cause, by, note)
+            else:
+                view = dash.actions.clear(iid)
+        except ValueError as e:
+            self._send(400, "application/json", json.dumps({"error": str(e)}).encode())
+            return
+        except OSError as e:
+            log.error("incident action not saved: %s", e)
+            self._send(500, "application/json", json.dumps({"error": f"not saved: {e.strerror}"}).encode())
+            return
+        log.info("incident %s: %s by %s", iid, what, by or "(no user)")
+        dash.hub.publish("action", view)
+        self._send(200, "application/json", json.dumps(view).encode())
+
+    def _user(self) -> str:
+        """The user name of the request's basic-auth credential (``token`` for a bearer token)."""
+        scheme, _, value = (self.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() == "bearer":
+            return "token"
+        try:
+            return base64.b64decode(value.strip(), validate=True).partition(b":")[0].decode(errors="replace")[:64]
+        except (ValueError, binascii.Error):
+            return ""
+
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         dash = self.server.dashboard
@@ -343,7 +468,9 @@ class _Handler(BaseHTTPRequestHandler):
             page = (STATIC / "index.html").read_bytes()
             if not dash.guard.auth:
                 page = page.replace(b"<body>", b"<body>" + INSECURE_BANNER, 1)
-            self._send(200, "text/html; charset=utf-8", page)
+            self._send(200, "text/html; charset=utf-8", page, {"Content-Security-Policy": CSP})
+        elif path in STATIC_FILES:
+            self._send(200, STATIC_FILES[path], (STATIC / path[1:]).read_bytes())
         elif path == "/api/state":
             self._send(200, "application/json", json.dumps(dash.state.snapshot(), default=str).encode())
         elif path == "/metrics":
@@ -354,10 +481,25 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(404, "application/json", b'{"error": "no such incident"}\n')
             else:
                 self._send(200, "application/json", json.dumps(inc, default=str).encode())
+        elif path == "/api/events":
+            self._events_search()
         elif path == "/events":
             self._sse()
         else:
             self._send(404, "text/plain", b"not found\n")
+
+    def _events_search(self) -> None:
+        """``/api/events?q=&relay=&node=&route=&domain=&outcome=&limit=``: recent anomalous events."""
+        dash = self.server.dashboard
+        args = {k: v[-1][:200] for k, v in urllib.parse.parse_qs(self.path.partition("?")[2]).items()
+                if k in SEARCH_FIELDS}
+        try:
+            limit = min(max(int(args.pop("limit", "100")), 1), MAX_SEARCH)
+        except ValueError:
+            self._send(400, "application/json", b'{"error": "limit is a whole number"}\n')
+            return
+        found = dash.search(limit=limit, **args) if dash.search is not None else []
+        self._send(200, "application/json", json.dumps({"events": found, "limit": limit}, default=str).encode())
 
     def _sse(self) -> None:
         dash = self.server.dashboard
@@ -394,8 +536,14 @@ class DashboardServer:
     certificate.
     """
 
-    def __init__(self, state: DashboardState, hub: Hub, metrics: Metrics, settings: WebSettings) -> None:
+    def __init__(self, state: DashboardState, hub: Hub, metrics: Metrics, settings: WebSettings,
+                 search: Callable[..., list[dict[str, Any]]] | None = None,
+                 actions: IncidentActions | None = None) -> None:
         self.state, self.hub, self.metrics, self.settings = state, hub, metrics, settings
+        self.search = search
+        if actions is not None:
+            state.actions = actions
+        self.actions = state.actions
         self.stopping = threading.Event()
         self.guard = Guard.from_settings(settings)
         self.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)

@@ -13,7 +13,8 @@ What :mod:`mailpulse.collector.web` serves runs on :class:`BoundedServer`:
   headers, and the answer) within ``request_timeout_s`` is cut off by the accept thread, so slow
   or silent clients cannot hold the workers.
 * **Requests are capped**: request line plus headers at most ``max_request_bytes`` (431), no request
-  bodies (413), one request per connection (``Connection: close``), GET only.
+  bodies (413) but a JSON body of at most 2 KiB on the incident actions (POST), one request per
+  connection (``Connection: close``), GET otherwise.
 * **Rates are capped** per client address by a token bucket (``rate_per_s``, ``rate_burst``; 429
   with ``Retry-After``); a failed authentication costs :data:`AUTH_FAILURE_COST` tokens.
 * **Authentication** (:class:`Guard`): HTTP basic auth or the password alone as a bearer token;

@@ -62,16 +62,21 @@ def _raw(server: DashboardServer, ca: Path, request: bytes) -> bytes:
 def test_every_route_needs_a_credential(tmp_path: Path) -> None:
     with serving(tmp_path, rate_burst=1000) as (server, web, ca):
         anon = WebClient(server.url, ca)
-        for path in ("", "index.html", "api/state", "metrics", "events"):
+        for path in ("", "index.html", "app.js", "app.css", "api/state", "api/events?q=x", "api/incidents/x",
+                     "metrics", "events"):
             code, _ = anon.request(path)
             assert code == 401, path
+        assert anon.post("api/incidents/x/ack", {})[0] == 401
         assert b'WWW-Authenticate: Basic realm="mailpulse"' in _raw(server, ca, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert WebClient(server.url, ca, web.username, "wrong").request("api/state")[0] == 401
         assert WebClient(server.url, ca, "someone", web.password).request("api/state")[0] == 401
         assert WebClient(server.url, ca, bearer="not-it").request("metrics")[0] == 401
         dash = WebClient.dashboard(server.url, web, ca)
-        for path in ("", "api/state", "metrics"):
+        for path in ("", "app.js", "app.css", "api/state", "api/events", "metrics"):
             assert dash.request(path)[0] == 200, path
+        # the page runs only its own script
+        with dash.open("") as r:
+            assert "script-src 'self'" in r.headers["Content-Security-Policy"]
         assert WebClient(server.url, ca, bearer=web.password).request("api/state")[0] == 200
         metrics = WebClient.metrics(server.url, web, ca)
         assert metrics.request("metrics")[0] == 200
@@ -107,7 +112,7 @@ def test_request_size_body_and_method_caps(tmp_path: Path) -> None:
         body = f"GET /api/state HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 5\r\n\r\nhello"
         assert _raw(server, ca, body.encode()).startswith(b"HTTP/1.1 413")
         post = f"POST /api/state HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 0\r\n\r\n"
-        assert _raw(server, ca, post.encode()).startswith(b"HTTP/1.1 501")
+        assert _raw(server, ca, post.encode()).startswith(b"HTTP/1.1 405")   # only incident actions are posted
         ok = f"GET /api/state HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n"
         reply = _raw(server, ca, ok.encode())
         assert reply.startswith(b"HTTP/1.1 200") and b"Connection: close" in reply

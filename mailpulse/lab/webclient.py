@@ -20,7 +20,8 @@ __all__ = ["WebClient"]
 
 @dataclass(frozen=True)
 class WebClient:
-    """GETs from the collector's web server (``base`` is its URL, ending in ``/``)."""
+    """GETs from the collector's web server (``base`` is its URL, ending in ``/``), and POSTs its incident
+    actions."""
 
     base: str
     ca_file: Path | None = None
@@ -59,6 +60,21 @@ class WebClient:
                 return int(r.status), r.read()
         except urllib.error.HTTPError as e:
             return int(e.code), e.read()
+
+    def post(self, path: str, body: Any, timeout: float = 10.0,
+             headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """(status, decoded JSON answer) of ``POST base + path`` with ``body`` as JSON (an incident action)."""
+        req = self._request(path, {"Content-Type": "application/json", **(headers or {})})
+        req.data, req.method = json.dumps(body).encode(), "POST"
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._context()) as r:
+                return int(r.status), json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return int(e.code), json.loads(raw)
+            except ValueError:
+                return int(e.code), raw.decode(errors="replace")
 
     def open(self, path: str, timeout: float = 10.0) -> Any:
         """The open response of ``GET base + path`` (a stream such as ``/events``); raises on an error status."""
