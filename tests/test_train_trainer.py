@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mailpulse.collector import trainer
-from mailpulse.collector.training.wide import channel_split, tail_row_table
 from mailpulse.hdl import reference as hm
 from mailpulse.hdl.params import get_params
 from mailpulse.host_bridge.data import read_data, to_fixed_point
@@ -287,44 +286,6 @@ def test_wide_feature_energy_sees_a_gap_between_modes() -> None:
     assert transform is not None and transform.row_tables is not None and 0 in transform.groups[0]
     assert trainer.roc_auc(y, res.xq[:, 0].astype(np.float64)) > 0.9
     assert res.metrics["auc_quantised"] > 0.7
-
-
-def test_wide_feature_tail_energy_rises_from_the_median() -> None:
-    """The tail view's energy is -log2 of the two-sided tail probability: 0 at the median bin,
-    never falling outward; the outermost bins (beyond 2.75 robust standard deviations, a normal's
-    two-sided tail 0.006) about 7.4 bits."""
-    r = np.rint(np.random.default_rng(5).normal(size=20_000) * 256).astype(np.int64)
-    rt = tail_row_table(r)
-    t = np.asarray(rt.table)
-    mid = int(np.argmin(t))
-    assert t[mid] == 0 and abs(rt.offset + (mid << rt.shift)) <= 1 << rt.shift
-    assert np.all(np.diff(t[:mid + 1]) <= 0) and np.all(np.diff(t[mid:]) >= 0)
-    assert 7.0 * 256 < t[0] < 7.8 * 256 and 7.0 * 256 < t[-1] < 7.8 * 256
-    # beyond the window the Cauchy energy of the distance continues it upwards
-    e = rt.energy(np.array([0, rt.end, rt.end + 256, rt.end + 2560]))
-    assert e[0] < e[1] < e[2] < e[3]
-
-
-def test_wide_transform_has_three_views() -> None:
-    """Density groups, tail groups over the same features, whitened bands: 3 + 2 + 3 channels for D = 8."""
-    assert channel_split(8) == (3, 2, 3) and sum(channel_split(16)) == 16
-    x = np.random.default_rng(6).normal(size=(2000, 12))
-    res = trainer.train(Dataset(x, None, "views", "0" * 64), get_params("small"), seed=0)
-    t = res.model.transform
-    assert t is not None and t.row_tables is not None
-    density_rows = sorted(i for g in t.groups[:3] for i in g)
-    tail_rows = sorted(i for g in t.groups[3:5] for i in g)
-    band_rows = sorted(i for g in t.groups[5:] for i in g)
-    assert len(density_rows) == len(tail_rows) == 12 and len(band_rows) == 12
-    # the tail rows read the same features as the density rows, with other tables
-    assert np.array_equal(t.rows[density_rows], t.rows[tail_rows])
-    assert all(t.row_tables[i] is not None for i in density_rows + tail_rows)
-    assert all(t.row_tables[i] is None for i in band_rows)
-    assert all(t.row_tables[i] != t.row_tables[j] for i, j in zip(density_rows, tail_rows))
-    # a row far out in one feature raises its tail channel
-    far = x[:1].copy()
-    far[0, 0] = 6.0
-    assert t.apply(far)[0, 3] > t.apply(x[:1] * 0)[0, 3]
 
 
 def test_same_data_other_seed_same_auc() -> None:

@@ -1,32 +1,26 @@
 """Fit the wide-input transform: F > D raw features to D energy channels, without labels.
 
-The D channels look at the data in three ways (for D = 8: 3 + 2 + 3 channels, :func:`channel_split`):
+Half of the D channels look at the features one by one, the other half at their correlations:
 
-* **Feature-density energies** (channels ``0 .. n_density - 1``): the non-constant features,
-  robustly standardised (median, IQR / 1.349, or the standard deviation where the IQR is 0), in
-  column order, split into contiguous groups; a channel is the sum over its group of each
-  feature's learnt energy (:class:`mailpulse.transform.RowTable`): the ``-log2`` density of its
-  own histogram (Laplace-smoothed, bins of a quarter robust standard deviation over +-3 of them),
+* **Feature-group energies** (channels ``0 .. D/2 - 1``): the non-constant features, robustly
+  standardised (median, IQR / 1.349, or the standard deviation where the IQR is 0), in column
+  order, split into D/2 contiguous groups; a channel is the sum over its group of each feature's
+  learnt energy (:class:`mailpulse.transform.RowTable`): the ``-log2`` density of its own
+  histogram (Laplace-smoothed, bins of a quarter robust standard deviation over +-3 of them),
   continued beyond that window by the Cauchy energy ``log2(1 + d**2)`` of the distance ``d`` to
   it.  The sum is the ``-log`` density of a product of the marginals (as HBOS) with heavy tails:
-  a feature in a rare part of its own range (a gap between modes, a rare discrete value), or far
-  beyond it, raises its group's energy, however many features there are.
-* **Feature-tail energies** (the next ``n_tail`` channels): the same features in as many
-  contiguous groups, each feature's energy now ``-log2`` of its two-sided empirical tail
-  probability ``min(1, 2 min(P(Z <= z), P(Z >= z)))`` over the same window (same continuation):
-  how far out a value is in the ranks of its own feature, rising monotonically from the median.
-  This is what an isolation forest's axis-parallel cuts see; a density energy scores a rare value
-  in the middle as high as one far out, and a value in a well-filled tail as low as the bulk.
-* **Whitened-band energies** (the last channels): the principal components of the standardised
-  features, each divided by its standard deviation (whitened; components with less than 1e-4 of
-  the largest variance are dropped), in order of decreasing variance, split into contiguous
-  bands, each channel the Cauchy energy of its band.  A row that breaks the features'
-  correlations is far out in the minor components though every feature is in range.
+  a feature in a rare part of its own range, or far beyond it, raises its group's energy, however
+  many features there are.
+* **Whitened-band energies** (channels ``D/2 .. D - 1``): the principal components of the
+  standardised features, each divided by its standard deviation (whitened; components with
+  less than 1e-4 of the largest variance are dropped), in order of decreasing variance, split into
+  D - D/2 contiguous bands, each channel the Cauchy energy of its band.  A row that breaks the
+  features' correlations is far out in the minor components though every feature is in range.
 
 Each channel's anomalies are large values only, so the trainer gives channels one-sided tail
 tables and no pair projections.  Of the label-free reductions compared on the wide development
-sets kept for tuning (cardio, letter, pendigits, satellite), this three-view split came out best
-(``docs/trainer.md`` has the tables, and the sets where it still trails IForest).
+sets kept for tuning (cardio, letter, pendigits, satellite), this two-view split came out best
+(``docs/trainer.md`` has the table, and the sets where it still trails IForest).
 """
 
 from __future__ import annotations
@@ -89,37 +83,13 @@ def row_table(r: IntArray) -> RowTable:
     return RowTable(offset, shift, [int(v) for v in np.clip(t, 0, L_MAX)])
 
 
-def tail_row_table(r: IntArray) -> RowTable:
-    """``-log2`` two-sided tail probability of the row values ``r`` per bin, as a :class:`RowTable`.
+def fit_wide_transform(x: FloatArray, d: int, rng: np.random.Generator,
+                       feature_groups: int | None = None) -> WideTransform:
+    """The transform for raw samples ``x`` (N, F > d): see the module docstring.
 
-    Same window as :func:`row_table`.  A bin below the median gets ``P(r <= its upper edge)``, one
-    above it ``P(r >= its lower edge)`` (counts + 1 over n + 2), doubled and capped at 1: 0 at the
-    median, rising monotonically into either tail.
+    ``feature_groups`` channels (default ``d // 2``) are feature-group energies, the rest
+    whitened-band energies.
     """
-    offset = -TABLE_REACH * UNIT
-    shift = TABLE_SHIFT
-    n = (2 * TABLE_REACH * UNIT) >> shift
-    rs = np.sort(r)
-    lo = offset + (np.arange(n, dtype=np.int64) << shift)
-    hi = lo + (1 << shift) - 1
-    m = len(rs)
-    left = (np.searchsorted(rs, hi, side="right") + 1) / (m + 2)
-    right = (m - np.searchsorted(rs, lo, side="left") + 1) / (m + 2)
-    tail = np.where(lo + (1 << (shift - 1)) < np.median(rs), left, right)
-    t = -np.log2(np.minimum(2.0 * tail, 1.0))
-    t = np.rint((t - t.min()) * (1 << LOG_FRAC_BITS))
-    return RowTable(offset, shift, [int(v) for v in np.clip(t, 0, L_MAX)])
-
-
-def channel_split(d: int) -> tuple[int, int, int]:
-    """Channels of each view for a core of ``d`` inputs: feature-density, feature-tail, whitened bands."""
-    n_tail = d // 4
-    n_density = (d - n_tail + 1) // 2
-    return n_density, n_tail, d - n_density - n_tail
-
-
-def fit_wide_transform(x: FloatArray, d: int, rng: np.random.Generator) -> WideTransform:
-    """The transform for raw samples ``x`` (N, F > d): see the module docstring."""
     fit = x[rng.choice(len(x), FIT_ROWS, replace=False)] if len(x) > FIT_ROWS else x
     center, scale = robust_scale(fit)
     f = x.shape[1]
@@ -136,27 +106,25 @@ def fit_wide_transform(x: FloatArray, d: int, rng: np.random.Generator) -> WideT
     row_shift = int(np.clip(ROW_COEF_BITS - math.ceil(math.log2(top)), 0, ROW_COEF_BITS))
     ident = np.zeros((len(used), f))
     ident[np.arange(len(used)), used] = 1.0
-    # Rows: the features (density tables), the whitened components (Cauchy), the features again (tail tables).
-    rows = np.rint(np.vstack([ident, white, ident]) * (1 << row_shift)).astype(np.int64)
+    rows = np.rint(np.vstack([ident, white]) * (1 << row_shift)).astype(np.int64)
     if len(rows) == 0:                       # every feature constant: channels that are always 0
         return WideTransform(probe.center, probe.scale, np.zeros((1, f), dtype=np.int64), 0, [0],
                              [[] for _ in range(d)], [0] * d)
     t = WideTransform([float(c) for c in center], [float(s) for s in scale], rows, row_shift,
                       [0] * len(rows), [[] for _ in range(d)], [0] * d)
     r = t.rows_of(z)
-    nu, nw = len(used), len(white)
-    t.row_center = ([0] * nu + [int(v) for v in np.median(r[:, nu:nu + nw], axis=0).astype(np.int64)]
-                    + [0] * nu)
-    n_density, n_tail, n_bands = channel_split(d)
-    groups: list[list[int]] = []
-    for n_groups, first, count in ((n_density, 0, nu), (n_tail, nu + nw, nu), (n_bands, nu, nw)):
-        groups += [[int(i) + first for i in g] for g in np.array_split(np.arange(count), n_groups)] if n_groups else []
+    t.row_center = [0] * len(used) + [int(v) for v in np.median(r[:, len(used):], axis=0).astype(np.int64)]
+    n_feature_groups = d // 2 if feature_groups is None else feature_groups
+    groups = [[int(i) for i in g] for g in np.array_split(np.arange(len(used)), n_feature_groups)
+              ] if n_feature_groups else []
+    if d > n_feature_groups:
+        groups += [[int(i) + len(used) for i in g]
+                   for g in np.array_split(np.arange(len(white)), d - n_feature_groups)]
     t.groups = groups
-    t.row_tables = ([row_table(r[:, i]) for i in range(nu)] + [None] * nw
-                    + [tail_row_table(r[:, i]) for i in range(nu)])
+    t.row_tables = [row_table(r[:, i]) for i in range(len(used))] + [None] * len(white)
     t.out_shift = [group_shift(t.group_weight(g)) for g in groups]
     t.validate(d)
     return t
 
 
-__all__ = ["channel_split", "fit_wide_transform", "row_table", "tail_row_table"]
+__all__ = ["fit_wide_transform"]
