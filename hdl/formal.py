@@ -586,8 +586,9 @@ class SPIBridgeHarness(_Harness):
         pending = Signal(name="bus_pending")
         m.d.comb += pending.eq(bus.req_valid | outstanding)
         with m.If(pending):
-            m.d.sync += wait.eq(wait + 1)
             m.d.comb += Assume(wait <= self.bus_bound)
+        with m.If(pending & ~bus.resp_valid):   # the clocks since the request in flight was issued
+            m.d.sync += wait.eq(wait + 1)
         with m.Else():
             m.d.sync += wait.eq(0)
         # the frame as the master sent it
