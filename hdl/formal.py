@@ -20,8 +20,9 @@ Harnesses (``docs/verification.md`` states each property in words):
   :attr:`RegisterBusHarness.bound` cycles, the AXI outputs hold until taken, and the front end
   keeps the control contract the core harnesses assume.
 * :class:`SPIBridgeHarness` - :class:`SPIRegisterBridge` against a SPI master at any legal ``sck``
-  and a bus that answers in any time: the sync byte, every whole word written to its address,
-  every read word delivered as the bus answered it.
+  and a bus that answers within :data:`SPI_BUS_BOUND` clocks: the sync byte, every request held
+  until taken, every whole word written to its address, the first read word delivered as the bus
+  answered it.
 """
 
 from __future__ import annotations

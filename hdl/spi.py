@@ -48,6 +48,8 @@ class SPISignature(wiring.Signature):
 
 
 class Phase(IntEnum):
+    """The frame state machine's phase (the formal invariants of :mod:`mailpulse.hdl.formal` name it)."""
+
     CMD = 0
     ADDR = 1
     DUMMY = 2
