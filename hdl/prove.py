@@ -77,6 +77,16 @@ class ProofJob:
         opts = "".join(f"-{v if isinstance(v, str) else k}" for k, v in self.options if v is not False)
         return f"{self.harness}{opts}-{self.params}-{self.mode}{self.depth}"
 
+    def describe(self) -> str:
+        """What the job shows, how and where, in one line (``mailpulse hdl prove --list``)."""
+        p = self.core_params()
+        how = {"prove": f"k-induction of depth {self.depth} (every reachable state)",
+               "bmc": f"bounded check of {self.depth} cycles from reset",
+               "cover": f"every Cover reached within {self.depth} cycles"}[self.mode]
+        opts = ", ".join(f"{k}={v}" for k, v in self.options)
+        return (f"{self.name}: {how}, {HARNESSES[self.harness].__name__} on {p.name} (D={p.d} K={p.k} B={p.b})"
+                + (f", {opts}" if opts else "") + f"; expect {self.expect}")
+
     def core_params(self) -> CoreParams:
         return FORMAL_PARAMS if self.params == FORMAL_PARAMS.name else PARAMETER_SETS[self.params]
 

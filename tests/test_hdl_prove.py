@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mailpulse.cli import main
 from mailpulse.hdl import prove as pv
 from mailpulse.hdl.formal import SPI_BUS_BOUND
 
@@ -71,3 +72,13 @@ def test_spi_proof_needs_the_bus_bound() -> None:
     r = pv.run_job(job, OUT, timeout=JOB_TIMEOUT)
     assert r.status != "PASS", r.line()
     assert any("read word" in f for f in r.failed), r.line()
+
+
+def test_list_says_how_each_job_proves_what_where(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hdl", "prove", "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(pv.default_jobs())
+    spi = next(line for line in out if line.startswith("spi-"))
+    assert "k-induction of depth 6" in spi and "SPIBridgeHarness on formal (D=2 K=2 B=4)" in spi
+    zynq = next(line for line in out if line.startswith("stream-free_tables-props_only-zynq-bmc"))
+    assert "bounded check of 24 cycles from reset" in zynq and "on zynq (D=8 K=32 B=128)" in zynq

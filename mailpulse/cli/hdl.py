@@ -74,7 +74,7 @@ def _cmd_prove(args: argparse.Namespace) -> int:
             raise UserError(f"no proof job matches {', '.join(args.only)}; `mailpulse hdl prove --list` lists them")
     if args.list:
         for j in jobs:
-            print(f"{j.name}  (expect {j.expect})")
+            print(j.describe())
         return 0
     try:
         results = pv.prove(jobs, args.outdir, parallel=args.jobs, log=print, timeout=args.timeout)
