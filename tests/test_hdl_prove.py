@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mailpulse.cli import main
 from mailpulse.hdl import prove as pv
 from mailpulse.hdl.formal import SPI_BUS_BOUND
+
+from mailpulse.cli import main
 
 OUT = Path(__file__).resolve().parent.parent / "build" / "formal" / "pytest"
 #: Seconds one job may take here (the slowest of make test's took ~25 s on this machine).
