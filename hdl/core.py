@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from amaranth.asserts import AnySeq
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib import stream as _stream
@@ -160,6 +161,11 @@ class ScorerCore(wiring.Component):
         #: Formal verification only (:mod:`mailpulse.hdl.formal`): called at the end of
         #: :meth:`elaborate` with the module and the internal signals the proofs' invariants name.
         self.formal_hook: Callable[[Module, dict[str, Any]], None] | None = None
+        #: Formal verification only: the table reads return any value in every cycle (no memories,
+        #: and with them the projections and bins, which only address the tables, leave the model).
+        #: Sound for the flow-control properties of :mod:`mailpulse.hdl.formal`, which never depend
+        #: on a table value (it reaches only score, argmax and flag); the writes stay as they are.
+        self.formal_free_tables = False
         self._probes: dict[str, Any] = {}
         members: dict[str, wiring.Member] = {"ctrl": In(ControlSignature(params))}
         if stream:
@@ -380,6 +386,12 @@ class ScorerCore(wiring.Component):
             wr_addr = Mux(ctrl.table_clear, Cat(ctrl.table_index[:bl], ctrl.table_index[bl] ^ ~cs.active_bank),
                           Cat(ctrl.table_index[:bl], ~cs.active_bank))
             wr_en = ctrl.table_we & (ctrl.table_clear | (ctrl.table_index[bl:] == k))
+            if self.formal_free_tables:
+                free = Signal(p.table_bits, name=f"table{k}_free")
+                m.d.comb += free.eq(AnySeq(p.table_bits))
+                writes.append((wr_en, wr_addr[bl]))
+                vals.append(free)
+                continue
             if not self.dsp:
                 # LUT variant: the block RAM's data is registered once more before the score and
                 # argmax trees (ECP5 DP16KD clock-to-out + compare missed 150 MHz), on ECP5 in the

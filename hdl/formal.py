@@ -20,8 +20,9 @@ Harnesses (``docs/verification.md`` states each property in words):
   :attr:`RegisterBusHarness.bound` cycles, the AXI outputs hold until taken, and the front end
   keeps the control contract the core harnesses assume.
 * :class:`SPIBridgeHarness` - :class:`SPIRegisterBridge` against a SPI master at any legal ``sck``
-  and a bus that answers in any time: the sync byte, every whole word written to its address,
-  every read word delivered as the bus answered it.
+  and a bus that answers within :data:`SPI_BUS_BOUND` clocks: the sync byte, every request held
+  until taken, every whole word written to its address, the first read word delivered as the bus
+  answered it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from amaranth.asserts import AnySeq, Initial
-from amaranth.hdl import Assert, Assume, Cat, ClockDomain, Const, Cover, Elaboratable, Module, Signal, Value
+from amaranth.hdl import Assert, Assume, Cat, ClockDomain, Const, Cover, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 
 from .axi import AXI4LiteSlave
@@ -38,11 +39,17 @@ from .folded import FoldedScorerCore
 from .params import CoreParams
 from .regmap import WAIT_LIMIT
 from .regs import RegisterFile
-from .spi import SPIRegisterBridge
+from .spi import Phase, SPIRegisterBridge
 from .spiproto import CMD_READ, CMD_WRITE, SYNC_BYTE
 
-__all__ = ["FAULTS", "HARNESSES", "FoldedCoreHarness", "RegisterBusHarness", "SPIBridgeHarness",
+__all__ = ["FAULTS", "HARNESSES", "SPI_BUS_BOUND", "FoldedCoreHarness", "RegisterBusHarness", "SPIBridgeHarness",
            "StreamCoreHarness"]
+
+
+#: Most clocks the SPI harness's bus takes from a request to its answer.  A read frame's first word
+#: is requested after the address and must be in the bridge when the dummy byte ends, 8 bits later:
+#: 32 clocks at the fastest ``sck`` (``clk / 4``), minus the request's own cycle.
+SPI_BUS_BOUND = 30
 
 
 def check(m: Module, when: Value, props: dict[str, Value]) -> None:
@@ -109,10 +116,15 @@ class StreamCoreHarness(_Harness):
 
     name = "stream"
 
-    def __init__(self, params: CoreParams, fault: str | None = None, *, dsp: bool = False) -> None:
+    def __init__(self, params: CoreParams, fault: str | None = None, *, dsp: bool = False,
+                 free_tables: bool = False, props_only: bool = False) -> None:
         super().__init__(params, fault)
         self.core = ScorerCore(params, dsp=dsp)
         self.core.formal_hook = self._props
+        self.core.formal_free_tables = free_tables
+        #: With True the white-box invariants (``inv: ...``, what makes the induction work) are
+        #: not asserted: a bounded check from reset needs only the properties.
+        self.props_only = props_only
         self.in_cnt = Signal(32, name="in_cnt")
         self.out_cnt = Signal(32, name="out_cnt")
         self.push_in = Signal(32, name="push_in")
@@ -186,6 +198,8 @@ class StreamCoreHarness(_Harness):
                 pr["tag_pipe"][s] == (self.out_cnt + fl.fifo_cnt + popcount(later))[:32])
             inv[f"inv: stage {s} push tag"] = ~push_bits[s] | (
                 pr["tag_pipe"][s] == (self.push_out + popcount(later_p))[:32])
+        if self.props_only:
+            inv = {name: v for name, v in inv.items() if not name.startswith("inv: ")}
         check(m, self.started, inv)
         # the model changes only while no sample is in the pipeline or entering it (COMMIT_THRESHOLD
         # changes the threshold at once, by design)
@@ -498,21 +512,35 @@ class RegisterBusHarness(_Harness):
 # ---------------------------------------------------------------------------------------------
 class SPIBridgeHarness(_Harness):
     """:class:`SPIRegisterBridge` against any legal SPI master (mode 0, ``sck`` at most
-    ``clk / 4``) and a bus that accepts and answers in any time."""
+    ``clk / 4``) and a bus that accepts and answers within :data:`SPI_BUS_BOUND` clocks.
+
+    The frame is decoded from the pins two clocks late, as the bridge sees them through its
+    synchronisers (the same bits, each sampled where the master sent it; MISO as the master
+    sampled it at the pin); the bridge's bit and byte counters, phase, shift registers and address
+    are then functions of what the harness has decoded, which the white-box invariants state.  A
+    frame has at most :attr:`max_bits` bits (127: a read of two words, a write of three), which
+    keeps the harness's counters exact."""
 
     name = "spi"
 
-    def __init__(self, params: CoreParams, fault: str | None = None) -> None:
+    def __init__(self, params: CoreParams, fault: str | None = None, *, bus_bound: int | None = None,
+                 max_bits: int = 127, props_only: bool = False) -> None:
         super().__init__(params, fault)
         self.bridge = SPIRegisterBridge()
+        self.bridge.formal_hook = self._props
+        self.bus_bound = SPI_BUS_BOUND if bus_bound is None else bus_bound
+        self.max_bits = max_bits
+        self.props_only = props_only
+        self.s: dict[str, Any] = {}
 
     def elaborate(self, platform: Any) -> Module:
         m = Module()
         self._domain(m)
         br = m.submodules.bridge = self.bridge
         spi, bus = br.spi, br.bus
-        sck, cs_n, mosi = AnySeq(1), AnySeq(1), AnySeq(1)
-        m.d.comb += [spi.sck.eq(sck), spi.cs_n.eq(cs_n), spi.mosi.eq(mosi)]
+        sck, cs_n, mosi = Signal(name="pin_sck"), Signal(name="pin_cs_n"), Signal(name="pin_mosi")
+        m.d.comb += [sck.eq(AnySeq(1)), cs_n.eq(AnySeq(1)), mosi.eq(AnySeq(1)),
+                     spi.sck.eq(sck), spi.cs_n.eq(cs_n), spi.mosi.eq(mosi)]
         # the master: sck holds each level >= 2 clocks; cs_n and mosi change only while sck is low
         p_sck, p_cs, p_mosi = self.past(m, sck, "sck"), self.past(m, cs_n, "cs"), self.past(m, mosi, "mosi")
         level = Signal(2, name="sck_level_cycles")
@@ -533,8 +561,20 @@ class SPIBridgeHarness(_Harness):
                          Assume((cs_n == p_cs) | ~p_cs | (cs_level >= 3)),
                          Assume(~(sck & ~p_sck) | ((cs_n == p_cs) & (cs_level >= 1)))]
         m.d.comb += [Assume(~(cs_n & sck)), Assume(~Initial() | cs_n)]
-        # the bus: accepts a request, answers it once, within 48 clocks in all (the front end
-        # answers in a few clocks unless an access waits; one word takes >= 128 clocks)
+        # the pins two clocks late (sck three: its edge), as the bridge's synchronisers see them
+        s2, s3 = self._delay(m, sck, 3, "sck")[1:]
+        c2 = self._delay(m, cs_n, 2, "cs", init=1)[1]
+        mo2 = self._delay(m, mosi, 2, "mosi")[1]
+        mi2 = self._delay(m, spi.miso, 2, "miso")[1]
+        rise = Signal(name="frame_rise")
+        m.d.comb += rise.eq(s2 & ~s3 & ~c2)
+        gap = Signal(2, init=3, name="cycles_since_rise")   # saturating at 3
+        with m.If(rise):
+            m.d.sync += gap.eq(0)
+        with m.Elif(gap != 3):
+            m.d.sync += gap.eq(gap + 1)
+        # the bus: one request at a time, accepted and answered within bus_bound clocks in all (the
+        # front end answers in a few clocks unless an access waits for the pipeline)
         outstanding = Signal(name="outstanding")
         wait = Signal(range(64), name="bus_wait")
         ready, resp = AnySeq(1), AnySeq(1)
@@ -544,13 +584,15 @@ class SPIBridgeHarness(_Harness):
             m.d.sync += outstanding.eq(1)
         with m.Elif(bus.resp_valid):
             m.d.sync += outstanding.eq(0)
-        with m.If(bus.req_valid | outstanding):
+        pending = Signal(name="bus_pending")
+        m.d.comb += pending.eq(bus.req_valid | outstanding)
+        with m.If(pending):
+            m.d.comb += Assume(wait <= self.bus_bound)
+        with m.If(pending & ~bus.resp_valid):   # the clocks since the request in flight was issued
             m.d.sync += wait.eq(wait + 1)
-            m.d.comb += Assume(wait < 48)
         with m.Else():
             m.d.sync += wait.eq(0)
-        # the frame as the master sent it, decoded at the pins
-        rise = sck & ~p_sck & ~cs_n
+        # the frame as the master sent it
         bits = Signal(range(128), name="frame_bits")
         sh = Signal(32, name="mosi_bits")
         miso = Signal(32, name="miso_bits")
@@ -558,41 +600,134 @@ class SPIBridgeHarness(_Harness):
         addr = Signal(16, name="frame_addr")
         word = Signal(32, name="frame_word")
         words = Signal(3, name="frame_words")     # whole words written so far
-        taken = Signal(3, name="bus_writes")      # write requests taken so far
+        issued = Signal(3, name="bus_writes")     # write requests issued so far
         first_read = Signal(32, name="first_read")
         read_asked = Signal(name="read_asked")
         read_answered = Signal(name="read_answered")
-        with m.If(cs_n):
-            m.d.sync += [bits.eq(0), words.eq(0), taken.eq(0), read_asked.eq(0), read_answered.eq(0)]
+        m.d.comb += Assume(~rise | (bits < self.max_bits))
+        with m.If(c2):
+            m.d.sync += [bits.eq(0), words.eq(0), issued.eq(0), read_asked.eq(0), read_answered.eq(0)]
         with m.Elif(rise):
-            m.d.sync += [sh.eq(Cat(mosi, sh[:31])), bits.eq(bits + (bits < 127)), miso.eq(Cat(spi.miso, miso[:31]))]
+            m.d.sync += [sh.eq(Cat(mo2, sh[:31])), bits.eq(bits + 1), miso.eq(Cat(mi2, miso[:31]))]
             with m.If(bits == 7):
-                m.d.sync += cmd.eq(Cat(mosi, sh[:7]))
+                m.d.sync += cmd.eq(Cat(mo2, sh[:7]))
             with m.If(bits == 23):
-                m.d.sync += addr.eq(Cat(mosi, sh[:15]))
+                m.d.sync += addr.eq(Cat(mo2, sh[:15]))
             with m.If((bits >= 24) & (bits[:5] == 23) & (cmd == CMD_WRITE)):   # bit 31 of a data word
-                m.d.sync += [word.eq(Cat(mosi, sh[:31])), words.eq(words + 1)]
-        with m.If(~cs_n & (bits == 8)):
+                m.d.sync += [word.eq(Cat(mo2, sh[:31])), words.eq(words + 1)]
+        with m.If(~c2 & (bits == 8)):
             m.d.comb += Assert(miso[:8] == SYNC_BYTE, "SPI: the first MISO byte is the sync byte")
-        # every write request: a whole word of this frame, at the frame's address + 4 per word
-        with m.If(bus.req_valid & bus.req_ready & bus.req_write):
-            m.d.comb += [Assert(~cs_n & (cmd == CMD_WRITE), "SPI: writes only in a write frame"),
-                         Assert(taken + 1 == words, "SPI: one write per whole word"),
+        # every request holds until taken; a new one: a write is a whole word of this frame, at the
+        # frame's address + 4 per word; the first read is for the frame's address
+        req = Cat(bus.req_write, bus.req_addr, bus.req_data)
+        m.d.comb += Assert(self.held(m, bus.req_valid, bus.req_ready, req, "req"),
+                           "SPI: a request holds until the bus takes it")
+        waiting = self.past(m, bus.req_valid & ~bus.req_ready, "req_waiting")
+        new = Signal(name="new_request")
+        m.d.comb += new.eq(bus.req_valid & ~(self.past_ok & waiting))
+        with m.If(new & bus.req_write):
+            m.d.comb += [Assert(~c2 & (cmd == CMD_WRITE), "SPI: writes only in a write frame"),
+                         Assert(issued + 1 == words, "SPI: one write per whole word"),
                          Assert(bus.req_data == word, "SPI: the word written is the word sent"),
-                         Assert(bus.req_addr == addr + 4 * taken, "SPI: word i goes to address + 4 i")]
-            m.d.sync += taken.eq(taken + 1)
-        # a read frame: the first request is for the frame's address; its answer is the first word
-        with m.If(bus.req_valid & bus.req_ready & ~bus.req_write & ~read_asked & ~cs_n):
-            m.d.comb += [Assert(cmd == CMD_READ, "SPI: reads only in a read frame"),
-                         Assert(bus.req_addr == addr, "SPI: the first read is of the frame's address")]
-            m.d.sync += read_asked.eq(1)
-        with m.If(bus.resp_valid & read_asked & ~read_answered & ~cs_n):
+                         Assert(bus.req_addr == (addr + 4 * issued)[:16], "SPI: word i goes to address + 4 i")]
+            m.d.sync += issued.eq(issued + 1)
+        with m.If(new & ~bus.req_write):
+            m.d.comb += Assert(~c2 & (cmd == CMD_READ), "SPI: reads only in a read frame")
+            with m.If(~read_asked):
+                m.d.comb += Assert(bus.req_addr == addr, "SPI: the first read is of the frame's address")
+                m.d.sync += read_asked.eq(1)
+        with m.If(bus.resp_valid & read_asked & ~read_answered & ~c2):
             m.d.sync += [first_read.eq(bus.resp_data), read_answered.eq(1)]
-        with m.If(~cs_n & (cmd == CMD_READ) & (bits == 64) & read_answered):
+        with m.If(~c2 & (cmd == CMD_READ) & (bits == 64) & read_answered):
             m.d.comb += Assert(miso == first_read, "SPI: the first word read is the bus's answer")
         m.d.comb += [Cover(bus.req_valid & bus.req_ready & bus.req_write),
-                     Cover(~cs_n & (cmd == CMD_READ) & (bits == 64))]
+                     Cover(~c2 & (cmd == CMD_READ) & (bits == 64))]
+        # what the invariants need: rises since the last new request (saturating at 15), whether
+        # that request was issued in this frame
+        req_rises = Signal(4, name="rises_since_request")
+        req_frame = Signal(name="request_in_frame")
+        with m.If(new):
+            m.d.sync += [req_rises.eq(0), req_frame.eq(1)]
+        with m.Elif(rise & (req_rises != 15)):
+            m.d.sync += req_rises.eq(req_rises + 1)
+        with m.If(c2):
+            m.d.sync += req_frame.eq(0)
+        self.s = dict(rise=rise, gap=gap, c2=c2, pending=pending, outstanding=outstanding, wait=wait, bits=bits,
+                      sh=sh, miso=miso, cmd=cmd, addr=addr, word=word, words=words, issued=issued,
+                      first_read=first_read, read_asked=read_asked, read_answered=read_answered, new=new,
+                      req_rises=req_rises, req_frame=req_frame)
         return m
+
+    def _delay(self, m: Module, v: Value, n: int, name: str, init: int = 0) -> list[Signal]:
+        """``v`` delayed by 1..n clocks."""
+        out = []
+        for i in range(n):
+            r = Signal(init=init, reset_less=True, name=f"{name}_d{i + 1}")
+            m.d.sync += r.eq(v)
+            out.append(r)
+            v = r
+        return out
+
+    def _props(self, m: Module, pr: dict[str, Any]) -> None:
+        """The white-box invariants: the bridge's state as a function of the frame decoded so far."""
+        if self.props_only:
+            return
+        s, bus = self.s, self.bridge.bus
+        bits, cmd, phase, cnt = s["bits"], s["cmd"], pr["phase"], pr["cnt"]
+        w, r = cmd == CMD_WRITE, cmd == CMD_READ
+        new_w = s["new"] & bus.req_write
+        req_frame = s["req_frame"] | s["new"]
+        read_asked = s["read_asked"] | (s["new"] & ~bus.req_write)
+        rises = Mux(s["new"], 0, s["req_rises"])
+        fr, tx, mrec = s["first_read"], pr["tx"], s["miso"]
+        inv: dict[str, Value] = {
+            "inv: rx = the MOSI bits": pr["rx"] == s["sh"],
+            "inv: cs_n as the bridge sees it": pr["cs_n"] == s["c2"],
+            "inv: the bridge's rise is the frame's": pr["rise"] == s["rise"],
+            "inv: a rise 4 clocks after the last at the earliest": ~s["rise"] | (s["gap"] == 3),
+            "inv: command byte": (bits >= 8) | ((phase == Phase.CMD) & (cnt == bits)),
+            "inv: ignored frame": (bits < 8) | w | r | ((phase == Phase.IGNORE) & (cnt == 0)),
+            "inv: address": (bits < 8) | (bits >= 24) | ~(w | r)
+            | ((phase == Phase.ADDR) & (cnt == bits - 8) & (pr["is_read"] == r)),
+            "inv: write data": (bits < 24) | ~w | ((phase == Phase.WDATA) & (cnt == (bits - 24)[:5]) & ~pr["is_read"]
+                                                  & (s["words"] == (bits - 24)[5:])
+                                                  & (pr["addr"] == (s["addr"] + 4 * s["words"])[:16])),
+            "inv: dummy byte": (bits < 24) | (bits >= 32) | ~r
+            | ((phase == Phase.DUMMY) & (cnt == bits - 24) & pr["is_read"] & (pr["addr"] == (s["addr"] + 4)[:16])),
+            "inv: read data": (bits < 32) | ~r | ((phase == Phase.RDATA) & (cnt == (bits - 32)[:5]) & pr["is_read"]
+                                                 & (pr["addr"] == (s["addr"] + 8 + 4 * (bits - 32)[5:])[:16])),
+            "inv: MISO before the read data": ((bits >= 32) & r) | (tx == (Const(SYNC_BYTE << 24, 32) << bits)[:32]),
+            "inv: whole words": s["words"] == Mux(w & (bits >= 24), (bits - 24)[5:], 0),
+            "inv: one write request per whole word": s["issued"] + new_w == s["words"],
+            "inv: one request at a time": ~(bus.req_valid & s["outstanding"]),
+            "inv: bus wait": ~s["pending"] | (s["wait"] >= 4 * rises + s["gap"]),
+            "inv: a new request only right after a rise": ~s["new"] | (s["gap"] == 0),
+            "inv: a request of this frame is as old as the bit counter": ~s["pending"] | ~req_frame
+            | (rises == cnt),
+            "inv: a request of this frame only after the address of a read or write":
+                ~(s["pending"] & req_frame) | ((bits >= 24) & (w | r)),
+            "inv: a request of an earlier frame is older": ~s["pending"] | req_frame | (rises >= bits),
+            "inv: the first read asked only after the address of a read": ~s["read_asked"] | (r & (bits >= 24)),
+            "inv: the first read answered only once asked": ~s["read_answered"] | s["read_asked"],
+            "inv: the first read is asked or answered": (bits < 24) | ~r | read_asked,
+            "inv: the first read, answered before the data": (bits < 32) | ~r | s["read_answered"],
+            "inv: the first read, answered, in the buffer": (bits < 24) | (bits >= 32) | ~r | ~s["read_answered"]
+            | (~s["pending"] & (pr["rbuf"] == fr)),
+            "inv: the first read, asked, not answered": (bits < 24) | (bits >= 32) | ~r | s["read_answered"]
+            | (s["pending"] & req_frame),
+        }
+        for j in range(1, 9):
+            inv[f"inv: MISO bit {j} of the sync byte"] = (bits != j) | (mrec[:j] == SYNC_BYTE >> (8 - j))
+        for j in range(32):
+            inv[f"inv: read word bit {j}"] = (bits != 32 + j) | ~r | ((tx == Cat(Const(0, j), fr[:32 - j])[:32])
+                                                                     & ((j == 0) | (mrec[:j] == fr[32 - j:])))
+        for n, flag in pr["at"].items():
+            inv[f"inv: cnt flag {n} at a rise"] = ~s["rise"] | (flag == (cnt == n))
+        inv["inv: write issue flag at a rise"] = ~s["rise"] | (pr["iss_w"] == ((phase == Phase.WDATA) & (cnt == 31)))
+        inv["inv: read issue flag at a rise"] = ~s["rise"] | (pr["iss_r"] == (
+            ((phase == Phase.ADDR) & (cnt == 15) & pr["is_read"]) | ((phase == Phase.DUMMY) & (cnt == 7))
+            | ((phase == Phase.RDATA) & (cnt == 31))))
+        check(m, self.started, inv)
 
 
 #: Harness classes by name.

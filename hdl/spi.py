@@ -19,7 +19,9 @@ reported to ``STATUS.BUS_ERROR`` only when the host clocks the first bit of that
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
+from typing import Any
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
@@ -30,7 +32,7 @@ from .regmap import ADDR_BITS
 from .regs import BusSignature
 from .spiproto import ADDR_BYTES, CMD_READ, CMD_WRITE, SYNC_BYTE, WORD_BYTES
 
-__all__ = ["SPIRegisterBridge", "SPISignature"]
+__all__ = ["Phase", "SPIRegisterBridge", "SPISignature"]
 
 #: Value of the bit counter on the last bit of a command (or dummy) byte, of the address, of a word.
 _BYTE_END = 7
@@ -45,7 +47,9 @@ class SPISignature(wiring.Signature):
         super().__init__({"sck": Out(1), "cs_n": Out(1, init=1), "mosi": Out(1), "miso": In(1)})
 
 
-class _Phase(IntEnum):
+class Phase(IntEnum):
+    """The frame state machine's phase (the formal invariants of :mod:`mailpulse.hdl.formal` name it)."""
+
     CMD = 0
     ADDR = 1
     DUMMY = 2
@@ -70,6 +74,9 @@ class SPIRegisterBridge(wiring.Component):
 
     def __init__(self) -> None:
         super().__init__({"spi": In(SPISignature()), "bus": Out(BusSignature())})
+        #: Formal verification only (:mod:`mailpulse.hdl.formal`): called at the end of
+        #: :meth:`elaborate` with the module and the frame state machine's signals.
+        self.formal_hook: Callable[[Module, dict[str, Any]], None] | None = None
 
     def _pins(self, m: Module) -> tuple[Signal, Signal, Signal]:
         """The pins through two-flip-flop synchronisers: ``(rise, cs_n, mosi)``, ``rise`` a
@@ -95,7 +102,7 @@ class SPIRegisterBridge(wiring.Component):
         bus = self.bus
         rise, cs_n, mosi = self._pins(m)
 
-        phase = Signal(range(len(_Phase)))
+        phase = Signal(range(len(Phase)))
         cnt = Signal(5)
         is_read = Signal()
         rx = Signal(32)
@@ -138,10 +145,10 @@ class SPIRegisterBridge(wiring.Component):
         iss_r = Signal()
         iss_w = Signal()
         m.d.sync += [
-            iss_w.eq((phase == _Phase.WDATA) & (cnt == _WORD_END)),
-            iss_r.eq(((phase == _Phase.ADDR) & (cnt == _ADDR_END) & is_read)
-                     | ((phase == _Phase.DUMMY) & (cnt == _BYTE_END))
-                     | ((phase == _Phase.RDATA) & (cnt == _WORD_END))),
+            iss_w.eq((phase == Phase.WDATA) & (cnt == _WORD_END)),
+            iss_r.eq(((phase == Phase.ADDR) & (cnt == _ADDR_END) & is_read)
+                     | ((phase == Phase.DUMMY) & (cnt == _BYTE_END))
+                     | ((phase == Phase.RDATA) & (cnt == _WORD_END))),
         ]
 
         # the error of a prefetched word counts once the host clocks its first bit
@@ -151,37 +158,41 @@ class SPIRegisterBridge(wiring.Component):
             m.d.sync += [tx.eq(rbuf), tx_err.eq(rbuf_err), cnt.eq(0), addr.eq(addr + 4)]
 
         with m.If(cs_n):
-            m.d.sync += [phase.eq(_Phase.CMD), cnt.eq(0), tx.eq(SYNC_BYTE << 24), tx_err.eq(0)]
+            m.d.sync += [phase.eq(Phase.CMD), cnt.eq(0), tx.eq(SYNC_BYTE << 24), tx_err.eq(0)]
         with m.Elif(rise):
             m.d.sync += [rx.eq(rxn), cnt.eq(cnt + 1), tx.eq(Cat(Const(0, 1), tx[:31])),
                          bus.err_set.eq(tx_err), tx_err.eq(0)]
             with m.Switch(phase):
-                with m.Case(_Phase.CMD), m.If(at[_BYTE_END]):
+                with m.Case(Phase.CMD), m.If(at[_BYTE_END]):
                     m.d.sync += cnt.eq(0)
                     with m.If(rxn[:8] == CMD_WRITE):
-                        m.d.sync += [phase.eq(_Phase.ADDR), is_read.eq(0)]
+                        m.d.sync += [phase.eq(Phase.ADDR), is_read.eq(0)]
                     with m.Elif(rxn[:8] == CMD_READ):
-                        m.d.sync += [phase.eq(_Phase.ADDR), is_read.eq(1)]
+                        m.d.sync += [phase.eq(Phase.ADDR), is_read.eq(1)]
                     with m.Else():
-                        m.d.sync += phase.eq(_Phase.IGNORE)
-                with m.Case(_Phase.ADDR), m.If(at[_ADDR_END]):
+                        m.d.sync += phase.eq(Phase.IGNORE)
+                with m.Case(Phase.ADDR), m.If(at[_ADDR_END]):
                     m.d.sync += cnt.eq(0)
                     with m.If(is_read):
-                        m.d.sync += [phase.eq(_Phase.DUMMY), addr.eq(rxn[:ADDR_BITS] + 4)]
+                        m.d.sync += [phase.eq(Phase.DUMMY), addr.eq(rxn[:ADDR_BITS] + 4)]
                     with m.Else():
-                        m.d.sync += [phase.eq(_Phase.WDATA), addr.eq(rxn[:ADDR_BITS])]
-                with m.Case(_Phase.DUMMY), m.If(at[_BYTE_END]):
-                    m.d.sync += phase.eq(_Phase.RDATA)
+                        m.d.sync += [phase.eq(Phase.WDATA), addr.eq(rxn[:ADDR_BITS])]
+                with m.Case(Phase.DUMMY), m.If(at[_BYTE_END]):
+                    m.d.sync += phase.eq(Phase.RDATA)
                     load_word()
-                with m.Case(_Phase.RDATA), m.If(at[_WORD_END]):
+                with m.Case(Phase.RDATA), m.If(at[_WORD_END]):
                     load_word()
-                with m.Case(_Phase.WDATA), m.If(at[_WORD_END]):
+                with m.Case(Phase.WDATA), m.If(at[_WORD_END]):
                     m.d.sync += [cnt.eq(0), addr.eq(addr + 4)]
-                with m.Case(_Phase.IGNORE):
+                with m.Case(Phase.IGNORE):
                     m.d.sync += cnt.eq(0)
             # the request (after the clear on req_ready above: a new request wins)
             with m.If(iss_r | iss_w):
                 m.d.sync += [req_valid.eq(1), req_write.eq(iss_w),
-                             req_addr.eq(Mux(phase == _Phase.ADDR, rxn[:ADDR_BITS], addr)),
+                             req_addr.eq(Mux(phase == Phase.ADDR, rxn[:ADDR_BITS], addr)),
                              req_data.eq(Mux(iss_w, rxn, 0))]
+        if self.formal_hook is not None:
+            self.formal_hook(m, {"rise": rise, "cs_n": cs_n, "mosi": mosi, "phase": phase, "cnt": cnt,
+                                 "is_read": is_read, "rx": rx, "tx": tx, "tx_err": tx_err, "addr": addr,
+                                 "rbuf": rbuf, "req_valid": req_valid, "at": at, "iss_r": iss_r, "iss_w": iss_w})
         return m

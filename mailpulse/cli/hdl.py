@@ -74,7 +74,7 @@ def _cmd_prove(args: argparse.Namespace) -> int:
             raise UserError(f"no proof job matches {', '.join(args.only)}; `mailpulse hdl prove --list` lists them")
     if args.list:
         for j in jobs:
-            print(f"{j.name}  (expect {j.expect})")
+            print(j.describe())
         return 0
     try:
         results = pv.prove(jobs, args.outdir, parallel=args.jobs, log=print, timeout=args.timeout)
@@ -145,16 +145,19 @@ def add_hdl(hdl: argparse.ArgumentParser) -> None:
     f = sub.add_parser(
         "prove",
         help="formal proofs with SymbiYosys: k-induction on the formal set, bounded checks of the shipped sets",
-        description="Run the formal proofs of docs/verification.md (yowasp-sby, yices): each job prints PASS/FAIL, "
-                    "its time, and the names of failed properties with the counterexample trace.",
+        description="Run the formal proofs of docs/verification.md (yowasp-sby, boolector): k-induction of the "
+                    "streaming core (LUT, DSP), the folded core, the register bus and the SPI bridge on the formal "
+                    "set; bounded checks and cover runs of both cores on every shipped set to latency + 8 cycles. "
+                    "Each job prints PASS/FAIL, its time, and the names of failed properties with the "
+                    "counterexample trace.",
     )
     f.add_argument("--only", action="append", default=[], metavar="TEXT",
                    help="run only the jobs whose name contains TEXT (repeatable)")
     f.add_argument("--faults", action="store_true",
                    help="also run the fault-injection jobs, each of which must FAIL")
     f.add_argument("--all", action="store_true",
-                   help="every property job (the folded core, register bus, SPI bridge, bounded checks of the "
-                        "shipped sets), not only the ones make test runs")
+                   help="also the deeper bounded checks of the shipped sets (two latencies + 8 cycles), which "
+                        "make test does not run")
     f.add_argument("--jobs", type=int, default=None, help="proofs at once (default: one per core)")
     f.add_argument("--timeout", type=float, default=None, help="seconds per job (default: none)")
     f.add_argument("-o", "--outdir", type=Path, default=None, help="work directory (default build/formal)")
