@@ -9,7 +9,9 @@ sender (:func:`event_path`):
   the path is ``[relay, host]`` (just ``[host]`` for local deliveries, ``relay=none``).
 
 Host names are lower-cased and stripped of ``[ip]`` and of port ``:25`` (another port is kept,
-so two relays on one address stay apart); consecutive repeats are merged.  All
+so two relays on one address stay apart); a relay the ``[relays] names`` map names (Postfix knows
+many only as ``127.0.0.1[127.0.0.1]:47627``) is that name, so a root cause reads as the relay's
+name and a delivery meets the probes through the same relay; consecutive repeats are merged.  All
 paths hang below one virtual root, so the tree's first level is the receiving relays and it
 branches towards senders.  Each tree node keeps, per time bucket of ``bucket_s`` seconds (event
 time), the events that passed through it, how many were anomalous, a bounded sample of their
@@ -66,6 +68,7 @@ from mailpulse.errors import UserError
 
 from .archive import closed_segments, read_valid_events
 from .clock import Watermark
+from .relays import RelayNames
 
 __all__ = [
     "Bucket", "Change", "CorrelateSettings", "Correlator", "Incident", "Observation", "RunParts", "correlate_archive",
@@ -96,22 +99,34 @@ def _host_str(name: str) -> str | None:
     return h
 
 
-def event_path(ev: dict[str, Any]) -> tuple[str, ...]:
-    """The relays an event's mail went through, receiving side first (see the module docstring)."""
+def _named(raw: Any, names: RelayNames | None) -> str | None:
+    """A relay's tree-node name: its configured name (``[relays] names``) when it has one, else
+    the host name it was given (:func:`_host`)."""
+    if names is not None and isinstance(raw, str) and (known := names.configured(raw.split("(", 1)[0].strip())):
+        return _host(known)
+    return _host(raw)
+
+
+def event_path(ev: dict[str, Any], names: RelayNames | None = None) -> tuple[str, ...]:
+    """The relays an event's mail went through, receiving side first (see the module docstring).
+
+    ``names`` (the ``[relays] names`` map) renames relays known only by address, such as
+    Postfix's ``relay=127.0.0.1[127.0.0.1]:47627``, so that a delivery and a probe through the
+    same relay meet at one tree node and a root cause reads as the relay's name."""
     f = ev.get("fields") or {}
     out: list[str] = []
     hops = f.get("hops")
     if isinstance(hops, list) and hops:
         for h in reversed(hops):
-            if isinstance(h, dict) and (b := _host(h.get("by"))):
+            if isinstance(h, dict) and (b := _named(h.get("by"), names)):
                 out.append(b)
         first = hops[0]
-        if isinstance(first, dict) and (fr := _host(first.get("from"))):
+        if isinstance(first, dict) and (fr := _named(first.get("from"), names)):
             out.append(fr)
     elif ev.get("kind") == "delivery":
-        if (r := _host(f.get("relay"))):
+        if (r := _named(f.get("relay"), names)):
             out.append(r)
-        if (h := _host(f.get("host"))):
+        if (h := _named(f.get("host"), names)):
             out.append(h)
     if not out:
         out.append(str(ev.get("node") or "unknown"))
@@ -189,14 +204,15 @@ class Observation:
         return out
 
 
-def observation(ev: dict[str, Any], s: CorrelateSettings) -> Observation:
-    """The :class:`Observation` of one event (a pure function: the Flink job computes it in parallel)."""
+def observation(ev: dict[str, Any], s: CorrelateSettings, names: RelayNames | None = None) -> Observation:
+    """The :class:`Observation` of one event (a pure function: the Flink job computes it in parallel);
+    ``names``: the ``[relays] names`` map (:func:`event_path`)."""
     t = event_time(ev)
     r = ev.get("received")
     rec = float(r) if isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) else t
     hops = hop_delays(ev)
     route = (ev.get("fields") or {}).get("route") if ev.get("kind") == "probe" else None
-    return Observation(t, int(t // s.bucket_s), event_path(ev), bool(ev.get("anomaly")), event_latency_s(ev, hops),
+    return Observation(t, int(t // s.bucket_s), event_path(ev, names), bool(ev.get("anomaly")), event_latency_s(ev, hops),
                        hops, f"{ev.get('site', '?')}/{ev.get('node', '?')}", str(route) if route else None,
                        str(ev.get("id", "")), rec, ev.get("clock") == "skewed")
 
@@ -366,8 +382,10 @@ def severity_of(anomalies: int, rate: float) -> str:
 class Correlator:
     """Keeps the tree's statistics and the incidents; feed events with :meth:`observe`."""
 
-    def __init__(self, settings: CorrelateSettings | None = None) -> None:
+    def __init__(self, settings: CorrelateSettings | None = None, names: RelayNames | None = None) -> None:
         self.s = settings or CorrelateSettings()
+        #: ``[relays] names``: relays known only by address are tree nodes under their names
+        self.names = names
         # tree node (path prefix) -> bucket index -> Bucket
         self.buckets: dict[tuple[str, ...], dict[int, Bucket]] = defaultdict(dict)
         self.children: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
@@ -390,7 +408,7 @@ class Correlator:
 
     def observe(self, ev: dict[str, Any]) -> None:
         """Add one event to the statistics of every tree node on its path (:meth:`add`)."""
-        self.add(observation(ev, self.s))
+        self.add(observation(ev, self.s, self.names))
 
     def add(self, ob: Observation) -> None:
         """Add one event's :class:`Observation` (what :meth:`observe` does).

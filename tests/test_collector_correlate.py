@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from collector_synth import stream
 from mailpulse.collector.archive import ArchiveWriter, read_events
-from mailpulse.collector.correlate import CorrelateSettings, correlate_archive, event_path
+from mailpulse.collector.correlate import CorrelateSettings, Correlator, correlate_archive, event_path
 from mailpulse.collector.provision import init_deployment
+from mailpulse.collector.relays import RelayNames
 
 from mailpulse.config.collector import check_config, load_config
 from mailpulse.errors import UserError
@@ -69,6 +70,39 @@ def test_event_paths_from_hops_and_relay() -> None:
     assert event_path(dl) == ("mx.example.net", "edge")
     local = {"kind": "delivery", "node": "n", "fields": {"host": "edge", "relay": "none"}}
     assert event_path(local) == ("edge",)
+
+
+def test_root_cause_reads_the_relays_name() -> None:
+    """A relay Postfix knows only by address is named by the ``[relays] names`` map, and deliveries and
+    probes through it meet at that name: the incident's root cause is the relay's name, not ``ip:port``."""
+    names = RelayNames({"127.0.0.1:47627": "slow.mailpulse.test", "127.0.0.1:47700": "fast.mailpulse.test"})
+    dl = {"kind": "delivery", "node": "n", "fields": {"host": "edge.mailpulse.test",
+                                                     "relay": "127.0.0.1[127.0.0.1]:47627"}}
+    assert event_path(dl) == ("127.0.0.1:47627", "edge.mailpulse.test")
+    assert event_path(dl, names) == ("slow.mailpulse.test", "edge.mailpulse.test")
+    probe = {"kind": "probe", "fields": {"hops": [
+        {"from": "node1.lan", "by": "edge.mailpulse.test"}, {"from": "edge", "by": "slow.mailpulse.test"}]}}
+    assert event_path(probe, names)[0] == "slow.mailpulse.test"
+
+    def events() -> list[dict]:
+        out = []
+        for i in range(2400):
+            t = 1_700_000_000.0 + i * 0.5
+            port = 47627 if i % 2 else 47700
+            bad = port == 47627 and i >= 1800 or i % 97 == 0
+            out.append({"id": f"e{i}", "site": "lab", "node": "edge", "kind": "delivery", "t": t, "received": t,
+                        "anomaly": bad, "fields": {"host": "edge.mailpulse.test", "delay": 9.0 if bad else 0.2,
+                                                   "relay": f"127.0.0.1[127.0.0.1]:{port}"}})
+        return out
+
+    _, plain = correlate_archive(events(), FAST)
+    assert _root_causes(plain) == {"127.0.0.1:47627"}
+    c = Correlator(FAST, names)
+    changes = []
+    for ev in events():
+        c.observe(ev)
+        changes.extend(c.maybe_evaluate())
+    assert _root_causes(changes) == {"slow.mailpulse.test"}
 
 
 def test_correlate_cli_on_an_archive(tmp_path: Path) -> None:
