@@ -463,7 +463,8 @@ class CollectorPart:
     """The collector in a thread: ingest, archive, correlation, dashboard, alert e-mails."""
 
     def __init__(self, con: Console, work: Path, deployment: Deployment, smtp: tuple[str, int], ops: str,
-                 stop: threading.Event, relay_names: dict[str, str] | None = None) -> None:
+                 stop: threading.Event, relay_names: dict[str, str] | None = None,
+                 correlate: dict[str, Any] | None = None, alerts: bool = True) -> None:
         # the config 'collector init' wrote (TLS and a client certificate to the broker, the
         # dashboard over HTTPS with its credentials), with the demo's own parts
         doc = tomllib.loads(deployment.collector_config.read_text())
@@ -483,6 +484,9 @@ class CollectorPart:
                        "sender": "mailpulse@collector.mailpulse.test", "min_interval_s": 60.0},
             "relays": {"names": dict(relay_names or {})},
         }
+        doc["correlate"].update(correlate or {})
+        if not alerts:
+            del doc["alerts"]
         cfg, errors = parse_config(doc, "demo collector config")
         if cfg is None:
             raise DemoError(errors[0])
