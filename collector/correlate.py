@@ -24,10 +24,12 @@ children of a node that have anomalies in the window and tests each child ``c`` 
 baseline rate ``p0 = max(rate of its siblings pooled, c's own history rate, floor_rate)`` with
 the z-score of the exact binomial tail ``P(X >= a)`` (:func:`tail_z`).  Children with ``z >= z_min``, a rate
 of at least ``min_ratio * p0`` (an effect size, so large counts do not make small differences
-"significant") and at least ``min_anomalies`` anomalies are *suspects*.  While an incident is
+"significant") and at least ``min_anomalies`` anomalies are *suspects*; so is a child one of whose own children passes that test
+against the child's baseline (and its own history) while the child's other traffic dilutes it.  While an incident is
 open, the history rates of the tree nodes on its path are frozen at their pre-incident values,
 so a long fault never becomes its own baseline.  If the suspects together hold at least
-``explain_frac`` of the node's window anomalies, the walk recurses into each suspect (to
+``explain_frac`` of the node's window anomalies beyond ``floor_rate`` of its events (ordinary false
+alarms need no explaining), the walk recurses into each suspect (to
 ``max_depth``); otherwise the node itself is the root cause (its anomalies are spread over its
 children, so the common part - this relay or the link into it - explains them).  A leaf that is a
 suspect is its own root cause.  Everything is a function of the events and their order, so the
@@ -548,9 +550,25 @@ class Correlator:
                 now_hop, was_hop = _quantile(w.hop, 0.5), _quantile(hist.hop, 0.9)
                 if now_hop is None or was_hop is None or now_hop <= 2.0 * max(was_hop, 0.001):
                     continue
-            if z >= self.s.z_min and w.rate >= self.s.min_ratio * p0:
+            if z >= self.s.z_min and w.rate >= self.s.min_ratio * p0 or self._hidden_branch(k, p0, win):
                 out.append(k)
         return out
+
+    def _hidden_branch(self, key: tuple[str, ...], p0: float, win: dict[tuple[str, ...], _Stats]) -> bool:
+        """Whether a child of ``key`` stands out against ``key``'s baseline ``p0`` (and its own history)
+        while ``key``'s other traffic dilutes it below significance: the probes of one route through a
+        busy mx, say.  Then the walk must descend into ``key`` all the same."""
+        wk = win[key]
+        for g in sorted(self.children.get(key, ())):
+            if g not in win:
+                win[g] = self.window(g)
+            wg = win[g]
+            if wg.anomalies < self.s.min_anomalies or wg.anomalies < self.s.explain_frac * wk.anomalies:
+                continue
+            pg = min(max(p0, self.frozen.get(g, self.history(g).rate)), 0.999)
+            if self._z(wg.anomalies, wg.events, pg) >= self.s.z_min and wg.rate >= self.s.min_ratio * pg:
+                return True
+        return False
 
     def _walk(self, key: tuple[str, ...], depth: int, win: dict[tuple[str, ...], _Stats],
               found: list[tuple[str, ...]]) -> None:
@@ -558,7 +576,10 @@ class Correlator:
             win[key] = self.window(key)
         sus = self._suspects(key, win) if depth < self.s.max_depth else []
         held = sum(win[k].anomalies for k in sus)
-        if sus and held >= self.s.explain_frac * win[key].anomalies:
+        # the share is of the anomalies beyond the floor rate's expectation: ordinary false alarms
+        # spread over the other children need no explaining
+        excess = win[key].anomalies - self.s.floor_rate * win[key].events
+        if sus and held >= self.s.explain_frac * excess:
             for k in sus:
                 self._walk(k, depth + 1, win, found)
         elif key != (ROOT,):

@@ -429,8 +429,9 @@ class Traffic:
 
 
 def _node_toml(path: Path, bundle: NodeBundle, url: str, state: Path, log: Path | None,
-               probe: dict[str, Any] | None, probe_interval_s: float) -> None:
-    """The node's config: its bundle from ``add-node`` (TLS files, user, secrets file) plus the demo's parts."""
+               probe: dict[str, Any] | list[dict[str, Any]] | None, probe_interval_s: float) -> None:
+    """The node's config: its bundle from ``add-node`` (TLS files, user, secrets file) plus the demo's parts
+    (``probe``: one probe route or several)."""
     lines = [
         "[node]", f'id = "{bundle.node}"', f'site = "{SITE}"', f'state_dir = "{state}"',
         f'secrets_file = "{bundle.secrets}"',
@@ -443,8 +444,9 @@ def _node_toml(path: Path, bundle: NodeBundle, url: str, state: Path, log: Path 
         lines += ["[postfix]", f'log = "{log}"', "from_start = true", "poll_s = 0.2",
                   f'config_dir = "{log.parent.parent / "etc"}"', "queue_poll_s = 5.0"]
     if probe is not None:
-        lines += ["[probe]", f"interval_s = {probe_interval_s}", "attachment_bytes = 65536",
-                  "[[probe.routes]]", *(f"{k} = {v!r}".replace("'", '"') for k, v in probe.items())]
+        lines += ["[probe]", f"interval_s = {probe_interval_s}", "attachment_bytes = 65536"]
+        for r in probe if isinstance(probe, list) else [probe]:
+            lines += ["[[probe.routes]]", *(f"{k} = {v!r}".replace("'", '"') for k, v in r.items())]
     else:
         lines += ["[probe]", "enabled = false"]
     path.write_text("\n".join(lines) + "\n")

@@ -60,6 +60,7 @@ class _Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         r = self.relay
         data = bytes(envelope.original_content or envelope.content)
+        stamped = formatdate(usegmt=True)      # on arrival, as an MTA stamps: the hold is this hop's delay
         if r.refuse:
             r.refused += 1
             return r.refuse                    # a deferral storm: the sender keeps retrying
@@ -77,7 +78,7 @@ class _Handler:
         r.count += 1
         received = (f"Received: from {session.host_name or 'unknown'} ([{peer}])\r\n"
                     f"\tby {r.hostname} (mailpulse mangle relay) with ESMTP id MR{r.count:06d}\r\n"
-                    f"\tfor <{envelope.rcpt_tos[0]}>; {formatdate(usegmt=True)}\r\n").encode()
+                    f"\tfor <{envelope.rcpt_tos[0]}>; {stamped}\r\n").encode()
         try:
             with smtplib.SMTP(*r.next_hop, timeout=30) as s:
                 s.sendmail(envelope.mail_from, envelope.rcpt_tos, received + data)
