@@ -22,23 +22,24 @@ the mail spent between this relay's stamp and the next one's).
 *history* the ``history_s`` before it.  Starting at the root, :meth:`Correlator._walk` looks at the
 children of a node that have anomalies in the window and tests each child ``c`` against the
 baseline rate ``p0 = max(rate of its siblings pooled, c's own history rate, floor_rate)`` with
-the z-score of the exact binomial tail ``P(X >= a)`` (:func:`tail_z`).  Children with ``z >= z_min``, a rate
-of at least ``min_ratio * p0`` (an effect size, so large counts do not make small differences
-"significant") and at least ``min_anomalies`` anomalies are *suspects*; so is a child one of whose own children passes that test
-against the child's baseline (and its own history) while the child's other traffic dilutes it.  While an incident is
-open, the history rates of the tree nodes on its path are frozen at their pre-incident values,
-so a long fault never becomes its own baseline.  If the suspects together hold at least
-``explain_frac`` of the node's window anomalies beyond ``floor_rate`` of its events (ordinary false
-alarms need no explaining), the walk recurses into each suspect (to
-``max_depth``); otherwise the node itself is the root cause (its anomalies are spread over its
-children, so the common part - this relay or the link into it - explains them).  A leaf that is a
-suspect is its own root cause.  Everything is a function of the events and their order, so the
-same archive always gives the same incidents.
+the z-score of the exact binomial tail ``P(X >= a)`` (:func:`tail_z`).  Children with
+``z >= z_min``, a rate of at least ``min_ratio * p0`` (an effect size, so large counts do not make
+small differences "significant") and at least ``min_anomalies`` anomalies are *suspects*; so is a
+child one of whose own children passes that test against the child's baseline (and its own
+history) while the child's other traffic dilutes it.  While an incident is open, the history
+rates of the tree nodes on its path are frozen at their pre-incident values, so a long fault
+never becomes its own baseline.  If the suspects together hold at least ``explain_frac`` of the
+node's window anomalies beyond ``floor_rate`` of its events (ordinary false alarms need no
+explaining), the walk recurses into each suspect (to ``max_depth``); otherwise the node itself is
+the root cause (its anomalies are spread over its children, so the common part - this relay or
+the link into it - explains them).  A leaf that is a suspect is its own root cause.  Everything
+is a function of the events and their order, so the same archive always gives the same incidents.
 
 **Incidents.**  A root cause found in an evaluation opens an incident (or updates the open one
-of that tree node) - once it has been found in every evaluation for ``open_after_s``; severity is from the window's anomaly rate and count; the incident resolves
-after ``resolve_after`` evaluations without it (hysteresis; a severity drop also needs two
-evaluations).  Evidence: counts, rates, baselines, latency quantiles now and in history, hop
+of that tree node) once it has been found in every evaluation for ``open_after_s``; severity is
+from the window's anomaly rate and count; the incident resolves after ``resolve_after``
+evaluations without it (hysteresis; a severity drop also needs two evaluations).  Evidence:
+counts, rates, baselines, latency quantiles now and in history, hop
 delay, example event ids, affected observing nodes and probe routes.
 
 Limits: in a linear chain (a relay with one child and no siblings) traffic alone cannot tell a
@@ -197,7 +198,7 @@ def tail_z(a: int, n: int, p0: float) -> float:
         return 0.0
     if a <= n * p0:
         return (a - n * p0) / math.sqrt(n * p0 * (1.0 - p0))
-    from scipy.stats import binom, norm   # scipy: exact binomial tail and normal quantile (a dependency already)
+    from scipy.stats import binom, norm  # scipy: exact binomial tail and normal quantile (a dependency already)
 
     tail = float(binom.sf(a - 1, n, p0))
     return 40.0 if tail <= 0.0 else min(40.0, float(norm.isf(tail)))
@@ -235,9 +236,9 @@ def observation(ev: dict[str, Any], s: CorrelateSettings, names: RelayNames | No
     rec = float(r) if isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) else t
     hops = hop_delays(ev)
     route = (ev.get("fields") or {}).get("route") if ev.get("kind") == "probe" else None
-    return Observation(t, int(t // s.bucket_s), event_path(ev, names), bool(ev.get("anomaly")), event_latency_s(ev, hops),
-                       hops, f"{ev.get('site', '?')}/{ev.get('node', '?')}", str(route) if route else None,
-                       str(ev.get("id", "")), rec, ev.get("clock") == "skewed")
+    return Observation(t, int(t // s.bucket_s), event_path(ev, names), bool(ev.get("anomaly")),
+                       event_latency_s(ev, hops), hops, f"{ev.get('site', '?')}/{ev.get('node', '?')}",
+                       str(route) if route else None, str(ev.get("id", "")), rec, ev.get("clock") == "skewed")
 
 
 def next_step(x: float, step: float) -> float:
@@ -550,7 +551,7 @@ class Correlator:
                 now_hop, was_hop = _quantile(w.hop, 0.5), _quantile(hist.hop, 0.9)
                 if now_hop is None or was_hop is None or now_hop <= 2.0 * max(was_hop, 0.001):
                     continue
-            if z >= self.s.z_min and w.rate >= self.s.min_ratio * p0 or self._hidden_branch(k, p0, win):
+            if (z >= self.s.z_min and w.rate >= self.s.min_ratio * p0) or self._hidden_branch(k, p0, win):
                 out.append(k)
         return out
 

@@ -89,7 +89,7 @@ def test_root_cause_reads_the_relays_name() -> None:
         for i in range(2400):
             t = 1_700_000_000.0 + i * 0.5
             port = 47627 if i % 2 else 47700
-            bad = port == 47627 and i >= 1800 or i % 97 == 0
+            bad = (port == 47627 and i >= 1800) or i % 97 == 0
             out.append({"id": f"e{i}", "site": "lab", "node": "edge", "kind": "delivery", "t": t, "received": t,
                         "anomaly": bad, "fields": {"host": "edge.mailpulse.test", "delay": 9.0 if bad else 0.2,
                                                    "relay": f"127.0.0.1[127.0.0.1]:{port}"}})
@@ -135,14 +135,14 @@ def test_open_after_s_needs_a_root_cause_in_every_evaluation() -> None:
     _, ch0 = correlate_archive(burst, s0)
     assert _root_causes(ch0) == {"10.0.0.1:2525"}
     lasting = _route_events(1600, lambda i, p: p == 2525 and i >= 1000)
-    c1, ch1 = correlate_archive(lasting, s1)
+    _c1, ch1 = correlate_archive(lasting, s1)
     _, ch0b = correlate_archive(lasting, s0)
     assert _root_causes(ch1) == {"10.0.0.1:2525"}
     t0 = next(x.incident["opened"] for x in ch0b if x.kind == "opened")
     t1 = next(x.incident["opened"] for x in ch1 if x.kind == "opened")
     assert 3.0 <= t1 - t0 <= 4.0
     # a one-evaluation blip (the relay's anomalies spread over the siblings one evaluation later)
-    blip = _route_events(1600, lambda i, p: 1000 <= i < 1010 and p == 2525 or 1010 <= i < 1040 and p == 2626)
+    blip = _route_events(1600, lambda i, p: (1000 <= i < 1010 and p == 2525) or (1010 <= i < 1040 and p == 2626))
     _, chb = correlate_archive(blip, s1)
     assert not any(x.kind == "opened" and x.incident["root_cause"] == "10.0.0.1:2525" for x in chb)
 
