@@ -42,10 +42,11 @@ class RouteIntervals:
     alpha : float
         Miss rate the interval aims at (0.1: a 90 % interval).
     lr : float
-        Step of the bounds per delivery, in log2 units.
+        Step of the bounds per delivery, in log2 units (0.2: 15 % of the latency per miss; on a recorded
+        80 s compressed day 0.1 had not settled, 0.868 coverage, while 0.2 - 0.5 gave 0.898 - 0.904).
     """
 
-    def __init__(self, alpha: float = 0.1, lr: float = 0.1, max_routes: int = 10000) -> None:
+    def __init__(self, alpha: float = 0.1, lr: float = 0.2, max_routes: int = 10000) -> None:
         self.alpha, self.lr, self.max_routes = alpha, lr, max_routes
         self.bounds: dict[str, list[float]] = {}
 
