@@ -720,10 +720,10 @@ def _trained_phase(con: Console, args: argparse.Namespace, view: LiveView, nodes
     if coll is not None:
         st = coll.collector.state.stats
         opened = [i for i in coll.incidents() if i.get("change") == "opened"]
-        before = sum(1 for i in opened if float(i.get("opened") or 0.0) < t_fault)
+        n_before = sum(1 for i in opened if float(i.get("opened") or 0.0) < t_fault)
         con.say(f"   collector: {st.get('events')} events archived, {st.get('anomalies')} anomalies, "
                 f"{len({k[0] for k in shown})} incident(s), {len(mails)} alert e-mail(s) delivered to {ops.address}")
-        con.say(f"   incidents opened: normal phase {before}, fault phase {len(opened) - before} "
+        con.say(f"   incidents opened: normal phase {n_before}, fault phase {len(opened) - n_before} "
                 f"(root causes: {', '.join(sorted({str(i.get('root_cause')) for i in opened})) or '-'})")
         con.say(f"   dashboard was at {coll.url}")
     return 0
