@@ -447,9 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the details (summary) here")
     args = ap.parse_args(argv)
     reason = why_not()
-    if reason:
-        print(f"bench_faults: cannot run: {reason}", file=sys.stderr)
-        return 2
+    if reason:      # like the demo's node stage: said in one sentence, not a failure of `make bench`
+        print(f"bench_faults: not run: {reason}", file=sys.stderr)
+        return 0
     plan = Plan() if args.quick else Plan.full()
     random.seed(0)
     results, summary = run_bench(plan, args.scenario, out=lambda s: print(s, flush=True), normal=not args.no_normal)
