@@ -190,7 +190,7 @@ def tail_z(a: int, n: int, p0: float) -> float:
 
     The normal approximation ``(a - n p0) / sqrt(n p0 (1 - p0))`` is far too sure of itself when
     ``n p0`` is small (a few expected anomalies: the binomial is skewed): 7 anomalies in 100 events
-    at ``p0 = 0.02`` score 3.6 there but have a tail probability of 0.0045 (z 2.6).  A node model
+    at ``p0 = 0.02`` score 3.6 there but have a tail probability of 0.0041 (z 2.6).  A node model
     flags its false-alarm target rate of ordinary events, unevenly over routes, so the approximation
     turned a route's ordinary share of false alarms into incidents.  At or below the expectation
     the approximation is kept (never a suspect either way); the result is capped at 40."""

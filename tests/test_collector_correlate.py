@@ -107,7 +107,7 @@ def test_root_cause_reads_the_relays_name() -> None:
 
 def test_exact_tail_does_not_turn_ordinary_false_alarms_into_a_suspect() -> None:
     """7 anomalies in 100 events at a 2 % baseline: z 3.6 by the normal approximation, but the exact
-    binomial tail is 0.0045 (z 2.6): no suspect.  Real excess stays significant."""
+    binomial tail is 0.0041 (z 2.6): no suspect.  Real excess stays significant."""
     assert 2.4 < tail_z(7, 100, 0.02) < 2.8
     assert tail_z(30, 100, 0.02) > 10
     assert tail_z(1, 100, 0.02) < 0
