@@ -9,7 +9,9 @@ sender (:func:`event_path`):
   the path is ``[relay, host]`` (just ``[host]`` for local deliveries, ``relay=none``).
 
 Host names are lower-cased and stripped of ``[ip]`` and of port ``:25`` (another port is kept,
-so two relays on one address stay apart); consecutive repeats are merged.  All
+so two relays on one address stay apart); a relay the ``[relays] names`` map names (Postfix knows
+many only as ``127.0.0.1[127.0.0.1]:47627``) is that name, so a root cause reads as the relay's
+name and a delivery meets the probes through the same relay; consecutive repeats are merged.  All
 paths hang below one virtual root, so the tree's first level is the receiving relays and it
 branches towards senders.  Each tree node keeps, per time bucket of ``bucket_s`` seconds (event
 time), the events that passed through it, how many were anomalous, a bounded sample of their
@@ -20,21 +22,24 @@ the mail spent between this relay's stamp and the next one's).
 *history* the ``history_s`` before it.  Starting at the root, :meth:`Correlator._walk` looks at the
 children of a node that have anomalies in the window and tests each child ``c`` against the
 baseline rate ``p0 = max(rate of its siblings pooled, c's own history rate, floor_rate)`` with
-the binomial z-score ``(a - n p0) / sqrt(n p0 (1 - p0))``.  Children with ``z >= z_min``, a rate
-of at least ``min_ratio * p0`` (an effect size, so large counts do not make small differences
-"significant") and at least ``min_anomalies`` anomalies are *suspects*.  While an incident is
-open, the history rates of the tree nodes on its path are frozen at their pre-incident values,
-so a long fault never becomes its own baseline.  If the suspects together hold at least
-``explain_frac`` of the node's window anomalies, the walk recurses into each suspect (to
-``max_depth``); otherwise the node itself is the root cause (its anomalies are spread over its
-children, so the common part - this relay or the link into it - explains them).  A leaf that is a
-suspect is its own root cause.  Everything is a function of the events and their order, so the
-same archive always gives the same incidents.
+the z-score of the exact binomial tail ``P(X >= a)`` (:func:`tail_z`).  Children with
+``z >= z_min``, a rate of at least ``min_ratio * p0`` (an effect size, so large counts do not make
+small differences "significant") and at least ``min_anomalies`` anomalies are *suspects*; so is a
+child one of whose own children passes that test against the child's baseline (and its own
+history) while the child's other traffic dilutes it.  While an incident is open, the history
+rates of the tree nodes on its path are frozen at their pre-incident values, so a long fault
+never becomes its own baseline.  If the suspects together hold at least ``explain_frac`` of the
+node's window anomalies beyond ``floor_rate`` of its events (ordinary false alarms need no
+explaining), the walk recurses into each suspect (to ``max_depth``); otherwise the node itself is
+the root cause (its anomalies are spread over its children, so the common part - this relay or
+the link into it - explains them).  A leaf that is a suspect is its own root cause.  Everything
+is a function of the events and their order, so the same archive always gives the same incidents.
 
 **Incidents.**  A root cause found in an evaluation opens an incident (or updates the open one
-of that tree node); severity is from the window's anomaly rate and count; the incident resolves
-after ``resolve_after`` evaluations without it (hysteresis; a severity drop also needs two
-evaluations).  Evidence: counts, rates, baselines, latency quantiles now and in history, hop
+of that tree node) once it has been found in every evaluation for ``open_after_s``; severity is
+from the window's anomaly rate and count; the incident resolves after ``resolve_after``
+evaluations without it (hysteresis; a severity drop also needs two evaluations).  Evidence:
+counts, rates, baselines, latency quantiles now and in history, hop
 delay, example event ids, affected observing nodes and probe routes.
 
 Limits: in a linear chain (a relay with one child and no siblings) traffic alone cannot tell a
@@ -66,6 +71,7 @@ from mailpulse.errors import UserError
 
 from .archive import closed_segments, read_valid_events
 from .clock import Watermark
+from .relays import RelayNames
 
 __all__ = [
     "Bucket", "Change", "CorrelateSettings", "Correlator", "Incident", "Observation", "RunParts", "correlate_archive",
@@ -96,22 +102,34 @@ def _host_str(name: str) -> str | None:
     return h
 
 
-def event_path(ev: dict[str, Any]) -> tuple[str, ...]:
-    """The relays an event's mail went through, receiving side first (see the module docstring)."""
+def _named(raw: Any, names: RelayNames | None) -> str | None:
+    """A relay's tree-node name: its configured name (``[relays] names``) when it has one, else
+    the host name it was given (:func:`_host`)."""
+    if names is not None and isinstance(raw, str) and (known := names.configured(raw.split("(", 1)[0].strip())):
+        return _host(known)
+    return _host(raw)
+
+
+def event_path(ev: dict[str, Any], names: RelayNames | None = None) -> tuple[str, ...]:
+    """The relays an event's mail went through, receiving side first (see the module docstring).
+
+    ``names`` (the ``[relays] names`` map) renames relays known only by address, such as
+    Postfix's ``relay=127.0.0.1[127.0.0.1]:47627``, so that a delivery and a probe through the
+    same relay meet at one tree node and a root cause reads as the relay's name."""
     f = ev.get("fields") or {}
     out: list[str] = []
     hops = f.get("hops")
     if isinstance(hops, list) and hops:
         for h in reversed(hops):
-            if isinstance(h, dict) and (b := _host(h.get("by"))):
+            if isinstance(h, dict) and (b := _named(h.get("by"), names)):
                 out.append(b)
         first = hops[0]
-        if isinstance(first, dict) and (fr := _host(first.get("from"))):
+        if isinstance(first, dict) and (fr := _named(first.get("from"), names)):
             out.append(fr)
     elif ev.get("kind") == "delivery":
-        if (r := _host(f.get("relay"))):
+        if (r := _named(f.get("relay"), names)):
             out.append(r)
-        if (h := _host(f.get("host"))):
+        if (h := _named(f.get("host"), names)):
             out.append(h)
     if not out:
         out.append(str(ev.get("node") or "unknown"))
@@ -165,6 +183,27 @@ def event_latency_s(ev: dict[str, Any], hops: dict[str, float] | None = None) ->
     return sum(d.values()) if d else None
 
 
+@functools.lru_cache(maxsize=65536)
+def tail_z(a: int, n: int, p0: float) -> float:
+    """How surprising ``a`` anomalies in ``n`` events are at baseline rate ``p0``, as a z-score: the
+    standard normal quantile of the *exact* binomial upper tail ``P(X >= a)``.
+
+    The normal approximation ``(a - n p0) / sqrt(n p0 (1 - p0))`` is far too sure of itself when
+    ``n p0`` is small (a few expected anomalies: the binomial is skewed): 7 anomalies in 100 events
+    at ``p0 = 0.02`` score 3.6 there but have a tail probability of 0.0041 (z 2.6).  A node model
+    flags its false-alarm target rate of ordinary events, unevenly over routes, so the approximation
+    turned a route's ordinary share of false alarms into incidents.  At or below the expectation
+    the approximation is kept (never a suspect either way); the result is capped at 40."""
+    if n <= 0:
+        return 0.0
+    if a <= n * p0:
+        return (a - n * p0) / math.sqrt(n * p0 * (1.0 - p0))
+    from scipy.stats import binom, norm  # scipy: exact binomial tail and normal quantile (a dependency already)
+
+    tail = float(binom.sf(a - 1, n, p0))
+    return 40.0 if tail <= 0.0 else min(40.0, float(norm.isf(tail)))
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """What one event adds to the tree (:func:`observation`; :meth:`Correlator.observe` applies it)."""
@@ -189,16 +228,17 @@ class Observation:
         return out
 
 
-def observation(ev: dict[str, Any], s: CorrelateSettings) -> Observation:
-    """The :class:`Observation` of one event (a pure function: the Flink job computes it in parallel)."""
+def observation(ev: dict[str, Any], s: CorrelateSettings, names: RelayNames | None = None) -> Observation:
+    """The :class:`Observation` of one event (a pure function: the Flink job computes it in parallel);
+    ``names``: the ``[relays] names`` map (:func:`event_path`)."""
     t = event_time(ev)
     r = ev.get("received")
     rec = float(r) if isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) else t
     hops = hop_delays(ev)
     route = (ev.get("fields") or {}).get("route") if ev.get("kind") == "probe" else None
-    return Observation(t, int(t // s.bucket_s), event_path(ev), bool(ev.get("anomaly")), event_latency_s(ev, hops),
-                       hops, f"{ev.get('site', '?')}/{ev.get('node', '?')}", str(route) if route else None,
-                       str(ev.get("id", "")), rec, ev.get("clock") == "skewed")
+    return Observation(t, int(t // s.bucket_s), event_path(ev, names), bool(ev.get("anomaly")),
+                       event_latency_s(ev, hops), hops, f"{ev.get('site', '?')}/{ev.get('node', '?')}",
+                       str(route) if route else None, str(ev.get("id", "")), rec, ev.get("clock") == "skewed")
 
 
 def next_step(x: float, step: float) -> float:
@@ -366,8 +406,10 @@ def severity_of(anomalies: int, rate: float) -> str:
 class Correlator:
     """Keeps the tree's statistics and the incidents; feed events with :meth:`observe`."""
 
-    def __init__(self, settings: CorrelateSettings | None = None) -> None:
+    def __init__(self, settings: CorrelateSettings | None = None, names: RelayNames | None = None) -> None:
         self.s = settings or CorrelateSettings()
+        #: ``[relays] names``: relays known only by address are tree nodes under their names
+        self.names = names
         # tree node (path prefix) -> bucket index -> Bucket
         self.buckets: dict[tuple[str, ...], dict[int, Bucket]] = defaultdict(dict)
         self.children: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
@@ -385,12 +427,14 @@ class Correlator:
         #: events of nodes whose clock is skewed (archived, not correlated)
         self.skipped_skewed = 0
         self._tick_at: float | None = None   # the watermark's frontier at the last tick (maybe_evaluate)
+        #: root causes found but not yet open (``open_after_s``): tree node -> time first found
+        self.pending: dict[tuple[str, ...], float] = {}
 
     # -- statistics ---------------------------------------------------------------------------
 
     def observe(self, ev: dict[str, Any]) -> None:
         """Add one event to the statistics of every tree node on its path (:meth:`add`)."""
-        self.add(observation(ev, self.s))
+        self.add(observation(ev, self.s, self.names))
 
     def add(self, ob: Observation) -> None:
         """Add one event's :class:`Observation` (what :meth:`observe` does).
@@ -483,9 +527,7 @@ class Correlator:
     # -- the walk -----------------------------------------------------------------------------
 
     def _z(self, a: int, n: int, p0: float) -> float:
-        if n == 0:
-            return 0.0
-        return (a - n * p0) / math.sqrt(n * p0 * (1.0 - p0))
+        return tail_z(a, n, p0)
 
     def _suspects(self, key: tuple[str, ...], win: dict[tuple[str, ...], _Stats]) -> list[tuple[str, ...]]:
         kids = sorted(self.children.get(key, ()))
@@ -509,9 +551,25 @@ class Correlator:
                 now_hop, was_hop = _quantile(w.hop, 0.5), _quantile(hist.hop, 0.9)
                 if now_hop is None or was_hop is None or now_hop <= 2.0 * max(was_hop, 0.001):
                     continue
-            if z >= self.s.z_min and w.rate >= self.s.min_ratio * p0:
+            if (z >= self.s.z_min and w.rate >= self.s.min_ratio * p0) or self._hidden_branch(k, p0, win):
                 out.append(k)
         return out
+
+    def _hidden_branch(self, key: tuple[str, ...], p0: float, win: dict[tuple[str, ...], _Stats]) -> bool:
+        """Whether a child of ``key`` stands out against ``key``'s baseline ``p0`` (and its own history)
+        while ``key``'s other traffic dilutes it below significance: the probes of one route through a
+        busy mx, say.  Then the walk must descend into ``key`` all the same."""
+        wk = win[key]
+        for g in sorted(self.children.get(key, ())):
+            if g not in win:
+                win[g] = self.window(g)
+            wg = win[g]
+            if wg.anomalies < self.s.min_anomalies or wg.anomalies < self.s.explain_frac * wk.anomalies:
+                continue
+            pg = min(max(p0, self.frozen.get(g, self.history(g).rate)), 0.999)
+            if self._z(wg.anomalies, wg.events, pg) >= self.s.z_min and wg.rate >= self.s.min_ratio * pg:
+                return True
+        return False
 
     def _walk(self, key: tuple[str, ...], depth: int, win: dict[tuple[str, ...], _Stats],
               found: list[tuple[str, ...]]) -> None:
@@ -519,7 +577,10 @@ class Correlator:
             win[key] = self.window(key)
         sus = self._suspects(key, win) if depth < self.s.max_depth else []
         held = sum(win[k].anomalies for k in sus)
-        if sus and held >= self.s.explain_frac * win[key].anomalies:
+        # the share is of the anomalies beyond the floor rate's expectation: ordinary false alarms
+        # spread over the other children need no explaining
+        excess = win[key].anomalies - self.s.floor_rate * win[key].events
+        if sus and held >= self.s.explain_frac * excess:
             for k in sus:
                 self._walk(k, depth + 1, win, found)
         elif key != (ROOT,):
@@ -573,12 +634,19 @@ class Correlator:
         changes: list[Change] = []
         found = self.root_causes()
         seen: set[tuple[str, ...]] = set()
+        self.pending = {k: t for k, t in self.pending.items() if k in found}
         for key in found:
             seen.add(key)
+            iid = self.open_by_path.get(key)
+            if iid is None and self.s.open_after_s > 0:
+                # found in every evaluation for open_after_s before it opens: a blip is no incident
+                first = self.pending.setdefault(key, self.now)
+                if self.now - first < self.s.open_after_s:
+                    continue
+            self.pending.pop(key, None)
             evidence, w = self._evidence(key)
             sev = severity_of(w.anomalies, w.rate)
             name = " > ".join(key[1:]) if len(key) > 1 else "whole site"
-            iid = self.open_by_path.get(key)
             if iid is None:
                 for i in range(1, len(key) + 1):
                     if key[:i] not in self.frozen:

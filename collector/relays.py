@@ -42,10 +42,10 @@ class RelayNames:
     def __init__(self, names: Mapping[str, str] | None = None) -> None:
         self.names = {k.lower(): v for k, v in (names or {}).items()}
 
-    def name(self, raw: str | None) -> str:
-        """The name of a relay (``none`` for Postfix's ``relay=none`` or no relay)."""
-        if not raw or raw.strip().lower() == "none":
-            return "none"
+    def configured(self, raw: str | None) -> str | None:
+        """The configured name of a relay, or None when the map does not name it."""
+        if not raw or raw.strip().lower() == "none" or not self.names:
+            return None
         host, ip, port = split_relay(raw)
         ip_key = f"[{ip}]" if ":" in ip else ip
         keys = [f"{host}:{port}" if port else "", f"{ip_key}:{port}" if port and ip else "", host, ip, ip_key,
@@ -53,5 +53,16 @@ class RelayNames:
         for k in keys:
             if k and k in self.names:
                 return self.names[k]
+        return None
+
+    def name(self, raw: str | None) -> str:
+        """The name of a relay (``none`` for Postfix's ``relay=none`` or no relay)."""
+        if not raw or raw.strip().lower() == "none":
+            return "none"
+        known = self.configured(raw)
+        if known is not None:
+            return known
+        host, ip, port = split_relay(raw)
+        ip_key = f"[{ip}]" if ":" in ip else ip
         shown = host if host and host != ip else ip_key
         return f"{shown}:{port}" if port else (shown or raw.strip())

@@ -81,7 +81,7 @@ class Collector:
         self.processor = IngestProcessor(self.archive, self.dedup, clocks=self.clocks,
                                          max_message_bytes=cfg.mqtt.max_message_bytes)
         self.archive_lock = self.processor.lock
-        self.correlator = Correlator(cfg.correlate)
+        self.correlator = Correlator(cfg.correlate, RelayNames(cfg.relays.names))
         self.corr_lock = threading.Lock()
         self.health = Health(cfg.health)
         # acknowledgements and silences from the dashboard, kept in the collector's state folder

@@ -233,6 +233,8 @@ class Hop(_Open):
     delay_uncertain: bool | None = Field(None, description="`delay_s` uses a date whose time zone was not known.")
     date_note: Text | None = Field(None, description="Why the date is missing or uncertain (null: it is sound).")
     postfix: JsonValue = Field(None, description="Postfix delays of the hop's queue id (probes reading mail logs).")
+    assumed: bool | None = Field(None, description="A lost probe's hop: the path its route's last arrived probe took "
+                                                   "(no stamp of this probe).")
 
 
 class DeliveryFields(_Open):

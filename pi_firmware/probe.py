@@ -28,7 +28,9 @@ Failure modes: an SMTP error (refused connection, rejected recipient) gives a ``
 ``error`` says which step failed; an IMAP login or connection error before sending raises
 :class:`ProbeError` (nothing can be measured); an IMAP connection that breaks while waiting (idling
 or polling) gives a ``lost`` result saying so (a later arrival is then ``late``); a damaged probe is
-reported, not raised.
+reported, not raised.  A probe lost after its submission carries the hops (``from``/``by`` only,
+``assumed``) of the route's last probe that arrived, so the correlation charges the loss to that
+path's relays rather than to the node.
 """
 
 from __future__ import annotations
@@ -198,6 +200,8 @@ class Prober:
         self.counts = {"sent": 0, "ok": 0, "damaged": 0, "lost": 0, "late": 0, "stray": 0}
         #: per route, how the last probe waited for mail: ``idle`` (IMAP IDLE) or ``poll``
         self.wait_mode: dict[str, str] = {}
+        #: per route, the relays (``from``/``by``) the last probe that arrived went through
+        self.last_path: dict[str, list[dict[str, Any]]] = {}
         self._load()
 
     @property
@@ -353,6 +357,10 @@ class Prober:
                 ev = self._event(route, probe_id, "lost", sent_ms, size=len(data))
                 ev.error = broken or (f"not arrived within {route.timeout_s:g} s" if stop is None or not stop.is_set()
                                       else "the node stopped before the probe came back")
+                # accepted by the route's first relay, never read back: it was lost somewhere on the path the
+                # route's mail took last time - the hops of that path (no delays), marked as assumed, let the
+                # collector's correlation charge the loss to those relays instead of to this node
+                ev.hops = [dict(h) for h in self.last_path.get(route.name, [])]
                 self._mark_lost(ev)
                 out.append(ev)
         return out
@@ -431,4 +439,7 @@ class Prober:
         ev.image_pixels = (integ.image_width or 0) * (integ.image_height or 0) if integ.image_decodes else None
         ev.integrity = integ.to_json()
         ev.hops = hops_of(head, route)
+        if ev.hops:
+            self.last_path[route.name] = [{"from": h.get("from"), "by": h.get("by"), "assumed": True}
+                                          for h in ev.hops]
         return ev

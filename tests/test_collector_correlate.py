@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from collector_synth import stream
 from mailpulse.collector.archive import ArchiveWriter, read_events
-from mailpulse.collector.correlate import CorrelateSettings, correlate_archive, event_path
+from mailpulse.collector.correlate import CorrelateSettings, Correlator, correlate_archive, event_path, tail_z
 from mailpulse.collector.provision import init_deployment
+from mailpulse.collector.relays import RelayNames
 
 from mailpulse.config.collector import check_config, load_config
 from mailpulse.errors import UserError
@@ -69,6 +70,81 @@ def test_event_paths_from_hops_and_relay() -> None:
     assert event_path(dl) == ("mx.example.net", "edge")
     local = {"kind": "delivery", "node": "n", "fields": {"host": "edge", "relay": "none"}}
     assert event_path(local) == ("edge",)
+
+
+def test_root_cause_reads_the_relays_name() -> None:
+    """A relay Postfix knows only by address is named by the ``[relays] names`` map, and deliveries and
+    probes through it meet at that name: the incident's root cause is the relay's name, not ``ip:port``."""
+    names = RelayNames({"127.0.0.1:47627": "slow.mailpulse.test", "127.0.0.1:47700": "fast.mailpulse.test"})
+    dl = {"kind": "delivery", "node": "n", "fields": {"host": "edge.mailpulse.test",
+                                                     "relay": "127.0.0.1[127.0.0.1]:47627"}}
+    assert event_path(dl) == ("127.0.0.1:47627", "edge.mailpulse.test")
+    assert event_path(dl, names) == ("slow.mailpulse.test", "edge.mailpulse.test")
+    probe = {"kind": "probe", "fields": {"hops": [
+        {"from": "node1.lan", "by": "edge.mailpulse.test"}, {"from": "edge", "by": "slow.mailpulse.test"}]}}
+    assert event_path(probe, names)[0] == "slow.mailpulse.test"
+
+    def events() -> list[dict]:
+        out = []
+        for i in range(2400):
+            t = 1_700_000_000.0 + i * 0.5
+            port = 47627 if i % 2 else 47700
+            bad = (port == 47627 and i >= 1800) or i % 97 == 0
+            out.append({"id": f"e{i}", "site": "lab", "node": "edge", "kind": "delivery", "t": t, "received": t,
+                        "anomaly": bad, "fields": {"host": "edge.mailpulse.test", "delay": 9.0 if bad else 0.2,
+                                                   "relay": f"127.0.0.1[127.0.0.1]:{port}"}})
+        return out
+
+    _, plain = correlate_archive(events(), FAST)
+    assert _root_causes(plain) == {"127.0.0.1:47627"}
+    c = Correlator(FAST, names)
+    changes = []
+    for ev in events():
+        c.observe(ev)
+        changes.extend(c.maybe_evaluate())
+    assert _root_causes(changes) == {"slow.mailpulse.test"}
+
+
+def test_exact_tail_does_not_turn_ordinary_false_alarms_into_a_suspect() -> None:
+    """7 anomalies in 100 events at a 2 % baseline: z 3.6 by the normal approximation, but the exact
+    binomial tail is 0.0041 (z 2.6): no suspect.  Real excess stays significant."""
+    assert 2.4 < tail_z(7, 100, 0.02) < 2.8
+    assert tail_z(30, 100, 0.02) > 10
+    assert tail_z(1, 100, 0.02) < 0
+    assert tail_z(0, 0, 0.02) == 0.0
+
+
+def _route_events(n: int, bad: object) -> list[dict]:
+    out = []
+    for i in range(n):
+        t = 1_700_000_000.0 + i * 0.5
+        port = 2525 if i % 2 else 2626
+        out.append({"id": f"e{i}", "site": "lab", "node": "edge", "kind": "delivery", "t": t, "received": t,
+                    "anomaly": bool(bad(i, port)), "fields": {"host": "edge", "delay": 0.2,  # type: ignore[operator]
+                                                              "relay": f"10.0.0.1[10.0.0.1]:{port}"}})
+    return out
+
+
+def test_open_after_s_needs_a_root_cause_in_every_evaluation() -> None:
+    """A burst of anomalies found in a single evaluation opens nothing with ``open_after_s``; a lasting
+    fault still opens, ``open_after_s`` later."""
+    s0 = CorrelateSettings(bucket_s=2.0, window_s=20.0, history_s=300.0, eval_interval_s=1.0, min_anomalies=3)
+    s1 = CorrelateSettings(**{**s0.model_dump(), "open_after_s": 3.0})
+    # a burst of 12 anomalies at one relay inside 2 s, then nothing: found while it is in the window
+    burst = _route_events(1600, lambda i, p: p == 2525 and 1000 <= i < 1024)
+    _, ch0 = correlate_archive(burst, s0)
+    assert _root_causes(ch0) == {"10.0.0.1:2525"}
+    lasting = _route_events(1600, lambda i, p: p == 2525 and i >= 1000)
+    _c1, ch1 = correlate_archive(lasting, s1)
+    _, ch0b = correlate_archive(lasting, s0)
+    assert _root_causes(ch1) == {"10.0.0.1:2525"}
+    t0 = next(x.incident["opened"] for x in ch0b if x.kind == "opened")
+    t1 = next(x.incident["opened"] for x in ch1 if x.kind == "opened")
+    assert 3.0 <= t1 - t0 <= 4.0
+    # a one-evaluation blip (the relay's anomalies spread over the siblings one evaluation later)
+    blip = _route_events(1600, lambda i, p: (1000 <= i < 1010 and p == 2525) or (1010 <= i < 1040 and p == 2626))
+    _, chb = correlate_archive(blip, s1)
+    assert not any(x.kind == "opened" and x.incident["root_cause"] == "10.0.0.1:2525" for x in chb)
 
 
 def test_correlate_cli_on_an_archive(tmp_path: Path) -> None:

@@ -89,6 +89,17 @@ def test_unreachable_hop_deferrals_loss_then_late_once(mail_lab: MailLab) -> Non
     # it is never counted again
     [only] = prober.run("direct")
     assert only.outcome == "ok" and prober.counts["late"] == 1
+    # a probe lost now carries the path the route's last arrived probe took (assumed, no delays)
+    chain.mx.stop()
+    try:
+        [lost2] = prober.run("direct")
+    finally:
+        chain.mx.start()
+    assert lost2.outcome == "lost"
+    assert [h["by"] for h in lost2.hops] == [h["by"] for h in only.hops] == ["edge.mailpulse.test", "mx.mailpulse.test"]
+    assert all(h["assumed"] and "delay_s" not in h for h in lost2.hops)
+    chain.edge.flush()
+    assert chain.edge.wait_queue_empty(15)
     # the edge's log now also has the delivery after the deferrals
     sent = [e for e in parse_lines([ln + "\n" for ln in chain.edge.log_text().splitlines()], "node-b")[0]
             if e.queue_id == deferred[0].queue_id and e.status == "sent"]

@@ -101,7 +101,8 @@ class CorrelateSettings(Section):
                                                            "new anomalies).")
     max_depth: int = Field(8, ge=1, description="Deepest tree level the walk descends to.")
     min_anomalies: int = Field(5, ge=1, description="Fewest window anomalies of a suspect.")
-    z_min: float = Field(3.0, description="Smallest binomial z-score of a suspect against its baseline rate.")
+    z_min: float = Field(3.0, description="Smallest z-score of a suspect's exact binomial tail probability against "
+                                          "its baseline rate.")
     min_ratio: float = Field(2.0, description="Smallest ratio of a suspect's window rate to its baseline rate (an "
                                               "effect size).")
     floor_rate: float = Field(0.02, gt=0, lt=1, description="Floor of the baseline anomaly rate (a quiet "
@@ -109,6 +110,8 @@ class CorrelateSettings(Section):
     explain_frac: float = Field(0.6, gt=0, le=1, description="Share of a node's window anomalies its suspects must "
                                                              "hold for the walk to descend into them.")
     resolve_after: int = Field(3, ge=1, description="Quiet evaluations before an incident resolves.")
+    open_after_s: float = Field(0.0, ge=0, description="A root cause must be found in every evaluation for this long "
+                                                       "(event time) before its incident opens; 0: at once.")
     samples_per_bucket: int = Field(128, ge=1, description="Latency and hop-delay samples kept per tree node and "
                                                            "bucket.")
     examples: int = Field(5, ge=0, description="Example event ids kept per tree node and bucket (an incident's "

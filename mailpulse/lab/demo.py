@@ -429,8 +429,9 @@ class Traffic:
 
 
 def _node_toml(path: Path, bundle: NodeBundle, url: str, state: Path, log: Path | None,
-               probe: dict[str, Any] | None, probe_interval_s: float) -> None:
-    """The node's config: its bundle from ``add-node`` (TLS files, user, secrets file) plus the demo's parts."""
+               probe: dict[str, Any] | list[dict[str, Any]] | None, probe_interval_s: float) -> None:
+    """The node's config: its bundle from ``add-node`` (TLS files, user, secrets file) plus the demo's parts
+    (``probe``: one probe route or several)."""
     lines = [
         "[node]", f'id = "{bundle.node}"', f'site = "{SITE}"', f'state_dir = "{state}"',
         f'secrets_file = "{bundle.secrets}"',
@@ -443,8 +444,9 @@ def _node_toml(path: Path, bundle: NodeBundle, url: str, state: Path, log: Path 
         lines += ["[postfix]", f'log = "{log}"', "from_start = true", "poll_s = 0.2",
                   f'config_dir = "{log.parent.parent / "etc"}"', "queue_poll_s = 5.0"]
     if probe is not None:
-        lines += ["[probe]", f"interval_s = {probe_interval_s}", "attachment_bytes = 65536",
-                  "[[probe.routes]]", *(f"{k} = {v!r}".replace("'", '"') for k, v in probe.items())]
+        lines += ["[probe]", f"interval_s = {probe_interval_s}", "attachment_bytes = 65536"]
+        for r in probe if isinstance(probe, list) else [probe]:
+            lines += ["[[probe.routes]]", *(f"{k} = {v!r}".replace("'", '"') for k, v in r.items())]
     else:
         lines += ["[probe]", "enabled = false"]
     path.write_text("\n".join(lines) + "\n")
@@ -463,7 +465,8 @@ class CollectorPart:
     """The collector in a thread: ingest, archive, correlation, dashboard, alert e-mails."""
 
     def __init__(self, con: Console, work: Path, deployment: Deployment, smtp: tuple[str, int], ops: str,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, relay_names: dict[str, str] | None = None,
+                 correlate: dict[str, Any] | None = None, alerts: bool = True) -> None:
         # the config 'collector init' wrote (TLS and a client certificate to the broker, the
         # dashboard over HTTPS with its credentials), with the demo's own parts
         doc = tomllib.loads(deployment.collector_config.read_text())
@@ -472,11 +475,20 @@ class CollectorPart:
         doc |= {
             "archive": {"dir": str(work / "archive"), "fsync": False},
             # a demo runs for seconds, not hours: short buckets and window, frequent evaluation
+            # The nodes' model flags NODE_FALSE_ALARM_RATE of ordinary events by design, unevenly over
+            # the routes, and the history before it was installed holds no anomaly at all (the bring-up
+            # model flags nothing): the baseline rate must not be below that target, and a root cause must
+            # persist (2 s of evaluations) before it opens - a burst of ordinary false alarms is no incident.
             "correlate": {"bucket_s": 2.0, "window_s": 20.0, "history_s": 300.0, "eval_interval_s": 1.0,
-                          "min_anomalies": 3, "resolve_after": 5},
+                          "min_anomalies": 3, "resolve_after": 5, "floor_rate": NODE_FALSE_ALARM_RATE,
+                          "open_after_s": 2.0},
             "alerts": {"smtp_host": smtp[0], "smtp_port": smtp[1], "to": [ops],
                        "sender": "mailpulse@collector.mailpulse.test", "min_interval_s": 60.0},
+            "relays": {"names": dict(relay_names or {})},
         }
+        doc["correlate"].update(correlate or {})
+        if not alerts:
+            del doc["alerts"]
         cfg, errors = parse_config(doc, "demo collector config")
         if cfg is None:
             raise DemoError(errors[0])
@@ -572,7 +584,8 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
     chain.start()
     con.say(f"   mosquitto  {broker.url} (TLS, client certificate + password per node, ACL; no plaintext listener)")
     con.say(f"   postfix    edge 127.0.0.1:{chain.edge.port} (log {chain.edge.maillog})")
-    con.say(f"   relay      127.0.0.1:{relay.port} (aiosmtpd, the hop of lossy.test: the fault goes here)")
+    con.say(f"   relay      {relay.hostname} 127.0.0.1:{relay.port} (aiosmtpd, the hop of lossy.test: the fault "
+            "goes here)")
     con.say(f"   postfix    mx   127.0.0.1:{chain.mx.port} -> Maildir (probe@, lossy@, ops@)")
     con.say(f"   dovecot    IMAP 127.0.0.1:{chain.imap.port}")
 
@@ -585,7 +598,10 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
     if want_collector:
         con.step("starting the collector (mailpulse.collector.service.run_collector): MQTT ingest, archive, "
                  "correlation, dashboard, alert e-mails to ops@probe.test through the edge relay")
-        coll = CollectorPart(con, work, broker.deployment, chain.smtp, ops.address, stop)
+        # Postfix knows the relay and the mx only as 127.0.0.1[127.0.0.1]:PORT: the [relays] names map
+        # gives them the names their Received: fields carry, so a root cause reads as a name
+        names = {f"127.0.0.1:{relay.port}": relay.hostname, f"127.0.0.1:{chain.mx.port}": chain.mx.hostname}
+        coll = CollectorPart(con, work, broker.deployment, chain.smtp, ops.address, stop, names)
         stack.callback(coll.join)
         w = coll.cfg.web
         con.say(f"   dashboard: {con.c(coll.url, '1;4')}   (live over SSE; /metrics for Prometheus)")
@@ -651,32 +667,26 @@ def _trained_phase(con: Console, args: argparse.Namespace, view: LiveView, nodes
     normal_s = min(total * 0.3, 15.0) if total else (8.0 if args.quick else 20.0)
     con.step(f"normal operation for {normal_s:.0f} s: events are scored with the trained model")
     t_live = time.monotonic()
-    if stop.wait(normal_s):
-        return 0
+    shown: set[tuple[str, str]] = set()
+    t_normal_end = t_live + normal_s
+    while time.monotonic() < t_normal_end:      # an incident now would be a false alarm: shown as such
+        if stop.wait(0.2):
+            return 0
+        _show_incidents(con, coll, shown, relay, chain, "normal")
+    t_fault = time.time()
     con.say()
     con.step(con.bad("FAULT: the relay of lossy.test turns slow (it holds every message 6 s); "
                      "watch the anomalies"))
     relay.delay_s = 6.0
     view.set_phase("fault")
     t_end = t_live + total if total else None
-    shown: set[tuple[str, str]] = set()
     mails: list[str] = []
     next_imap = 0.0
     while t_end is None or time.monotonic() < t_end:
         time.sleep(0.2)
         if coll is None:
             continue
-        for inc in coll.incidents():
-            key = (str(inc.get("id")), str(inc.get("change")))
-            if key in shown:
-                continue
-            shown.add(key)
-            e = inc.get("evidence", {})
-            where = _name_of(str(inc.get("root_cause")), relay, chain)
-            con.say(con.c(f"  >>> INCIDENT {inc.get('change')}: {inc.get('severity')} at root cause "
-                          f"{inc.get('root_cause')}{where} (path {' <- '.join(inc.get('path', []))}); "
-                          f"{e.get('anomalies')}/{e.get('events')} events anomalous in {e.get('window_s')} s, "
-                          f"nodes {', '.join(inc.get('affected_nodes') or [])}", "1;35"))
+        _show_incidents(con, coll, shown, relay, chain, "fault")
         if shown and time.monotonic() >= next_imap:
             next_imap = time.monotonic() + 1.0
             try:
@@ -709,15 +719,37 @@ def _trained_phase(con: Console, args: argparse.Namespace, view: LiveView, nodes
     con.say(f"   traffic: {traffic.sent} messages sent, {traffic.errors} refused; relay forwarded {relay.count}")
     if coll is not None:
         st = coll.collector.state.stats
+        opened = [i for i in coll.incidents() if i.get("change") == "opened"]
+        n_before = sum(1 for i in opened if float(i.get("opened") or 0.0) < t_fault)
         con.say(f"   collector: {st.get('events')} events archived, {st.get('anomalies')} anomalies, "
                 f"{len({k[0] for k in shown})} incident(s), {len(mails)} alert e-mail(s) delivered to {ops.address}")
+        con.say(f"   incidents opened: normal phase {n_before}, fault phase {len(opened) - n_before} "
+                f"(root causes: {', '.join(sorted({str(i.get('root_cause')) for i in opened})) or '-'})")
         con.say(f"   dashboard was at {coll.url}")
     return 0
 
 
+def _show_incidents(con: Console, coll: CollectorPart | None, shown: set[tuple[str, str]], relay: Any, chain: Any,
+                    phase: str) -> None:
+    """Print the collector's incident changes not shown yet (``phase``: when they were seen)."""
+    if coll is None:
+        return
+    for inc in coll.incidents():
+        key = (str(inc.get("id")), str(inc.get("change")))
+        if key in shown:
+            continue
+        shown.add(key)
+        e = inc.get("evidence", {})
+        where = _name_of(str(inc.get("root_cause")), relay, chain)
+        con.say(con.c(f"  >>> INCIDENT {inc.get('change')} ({phase} phase): {inc.get('severity')} at root cause "
+                      f"{inc.get('root_cause')}{where} (path {' <- '.join(inc.get('path', []))}); "
+                      f"{e.get('anomalies')}/{e.get('events')} events anomalous in {e.get('window_s')} s, "
+                      f"nodes {', '.join(inc.get('affected_nodes') or [])}", "1;35"))
+
+
 def _name_of(cause: str, relay: Any, chain: Any) -> str:
     """What a root-cause host name is in the demo's topology (the relays sit on loopback ports)."""
-    names = {f"127.0.0.1:{relay.port}": "the slow relay of lossy.test", "relay.mailpulse.test": "the slow relay",
+    names = {f"127.0.0.1:{relay.port}": "the slow relay of lossy.test", relay.hostname: "the slow relay of lossy.test",
              f"127.0.0.1:{chain.mx.port}": "the mx", "mx.mailpulse.test": "the mx",
              "edge.mailpulse.test": "the edge"}
     return f" = {names[cause]}" if cause in names else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import random
 import smtplib
 import ssl
 from email import policy
@@ -59,15 +60,25 @@ class _Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         r = self.relay
         data = bytes(envelope.original_content or envelope.content)
-        if r.delay_s:
+        stamped = formatdate(usegmt=True)      # on arrival, as an MTA stamps: the hold is this hop's delay
+        if r.refuse:
+            r.refused += 1
+            return r.refuse                    # a deferral storm: the sender keeps retrying
+        if r.serial:
+            async with r.one_at_a_time:        # one message at a time: a queue builds up in front
+                await asyncio.sleep(r.delay_s)
+        elif r.delay_s:
             await asyncio.sleep(r.delay_s)     # each message held, the others go on (no one-at-a-time queue)
+        if r.drop_rate and r.rng.random() < r.drop_rate:
+            r.dropped += 1
+            return "250 2.0.0 OK relayed"      # a lossy relay: accepted, never forwarded
         if r.quality is not None:
             data = recompress_images(data, r.quality, r.scale)
         peer = session.peer[0] if session.peer else "unknown"
         r.count += 1
         received = (f"Received: from {session.host_name or 'unknown'} ([{peer}])\r\n"
                     f"\tby {r.hostname} (mailpulse mangle relay) with ESMTP id MR{r.count:06d}\r\n"
-                    f"\tfor <{envelope.rcpt_tos[0]}>; {formatdate(usegmt=True)}\r\n").encode()
+                    f"\tfor <{envelope.rcpt_tos[0]}>; {stamped}\r\n").encode()
         try:
             with smtplib.SMTP(*r.next_hop, timeout=30) as s:
                 s.sendmail(envelope.mail_from, envelope.rcpt_tos, received + data)
@@ -94,6 +105,11 @@ class MangleRelay:
     users : dict, optional
         Require SMTP AUTH (PLAIN/LOGIN) with these user names and passwords (:attr:`logins`
         records who logged in).
+
+    The faults of the fault-scenario bench are attributes that may change while it runs:
+    :attr:`delay_s`, :attr:`quality`, :attr:`drop_rate` (accept, then silently drop this share),
+    :attr:`refuse` (answer every DATA with this reply, e.g. ``451 4.3.0 ...``), :attr:`serial`
+    (hold messages one at a time, :attr:`delay_s` each).
     """
 
     def __init__(self, next_hop: tuple[str, int] = ("127.0.0.1", 25), quality: int | None = 40,
@@ -105,6 +121,12 @@ class MangleRelay:
         self.users = users
         self.logins: list[str] = []
         self.hostname = hostname
+        self.drop_rate = 0.0
+        self.refuse = ""
+        self.serial = False
+        self.dropped = self.refused = 0
+        self.rng = random.Random(hostname)
+        self.one_at_a_time = asyncio.Lock()
         self.host = "127.0.0.1"
         self.port = free_port()
         self.count = 0
@@ -123,6 +145,7 @@ class MangleRelay:
         """Listen; with ``tls`` (cert, key) STARTTLS is required, with ``users`` AUTH too."""
         from aiosmtpd.controller import Controller
 
+        self.one_at_a_time = asyncio.Lock()    # bound to the loop of this start's controller on first use
         kwargs: dict[str, Any] = {}
         if self.tls is not None:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
