@@ -185,8 +185,8 @@ class ScorerCore(wiring.Component):
             assert flow.n_regs == 1 + self.plan["chain_len"] + 2 + 1 + tree_stages, "latency bookkeeping"
         else:
             assert flow.n_regs == 1 + self.plan["proj_stages"] + 1 + 3 + 2 + tree_stages, "latency bookkeeping"
-        counters = self._outputs(m, flow, act.cs, score_last, arg_last, out_tag, out_last)
-        self._commit_load(m, flow, act)
+        counters, out_take, anomaly = self._outputs(m, flow, act.cs, score_last, arg_last, out_tag, out_last)
+        self._commit_load(m, flow, act, out_take, anomaly)
         m.d.comb += [
             self.ctrl.busy.eq(~flow.pipe_empty | (flow.fifo_cnt != 0) if self.stream else ~flow.pipe_empty),
             self.ctrl.push_inflight.eq(flow.push_inflight),
@@ -208,7 +208,7 @@ class ScorerCore(wiring.Component):
             off=[Signal(signed(p.offset_bits + 1), name=f"act_off{k}") for k in range(p.k)],
             shift=[Signal(p.shift_bits, name=f"act_shift{k}") for k in range(p.k)],
             dsp=dsp,
-            cs=CommitState(),
+            cs=CommitState(p),
         )
 
     def _flow(self, m: Module, cs: CommitState) -> _Flow:
@@ -447,9 +447,10 @@ class ScorerCore(wiring.Component):
 
     # ---- outputs and commit ---------------------------------------------------------------------
     def _outputs(self, m: Module, flow: _Flow, cs: CommitState, score_last: Any, arg_last: Any,
-                 out_tag: Any, out_last: Any) -> tuple[Signal, Signal]:
+                 out_tag: Any, out_last: Any) -> tuple[tuple[Signal, Signal], Signal, Signal]:
         """The flag compare, then: stream results into the output buffer, pushed results to the
-        front end, and the sample/anomaly counters (returned)."""
+        front end, and the sample/anomaly counters.  Returns the counters, the strobe of a result
+        leaving the pipeline and its flag (the adaptive threshold steps on them)."""
         p = self.params
         ctrl = self.ctrl
         score = Signal(p.score_bits)
@@ -493,7 +494,7 @@ class ScorerCore(wiring.Component):
             m.d.sync += [samples.eq(inc_s), anomalies.eq(inc_a)]
         with m.Else():
             m.d.sync += [samples.eq(samples + inc_s), anomalies.eq(anomalies + inc_a)]
-        return samples, anomalies
+        return (samples, anomalies), out_take, anomaly
 
     def _result_buffer(self, m: Module, fifo_cnt: Signal, push: Signal, res: Signal) -> None:
         """The two-entry output buffer in front of ``o_stream`` (``push``: ``res`` enters it)."""
@@ -520,7 +521,7 @@ class ScorerCore(wiring.Component):
             with m.Case(2), m.If(pop):
                 m.d.sync += [buf0.eq(buf1), fifo_cnt.eq(1)]
 
-    def _commit_load(self, m: Module, flow: _Flow, act: _ActiveModel) -> None:
+    def _commit_load(self, m: Module, flow: _Flow, act: _ActiveModel, out_take: Any, anomaly: Any) -> None:
         """Commit: the front end loads one projection per cycle while the pipeline is empty and
         input is held off, then strobes ``commit_done``.  The +1s of the one's complement negative
         terms are folded into the offset here, with one shared subtractor (registered once more
@@ -552,4 +553,6 @@ class ScorerCore(wiring.Component):
                 for k in range(p.k):
                     with m.If(ld_index == k):
                         m.d.sync += [act.w[k].eq(ld_w), act.off[k].eq(off_eff), act.shift[k].eq(ld_shift)]
-        act.cs.update(m, ctrl)
+        # the adaptive threshold steps as each result leaves the pipeline (stream or PUSH): the
+        # next result's compare, in the next cycle at the earliest, sees the new threshold
+        act.cs.update(m, ctrl, step=out_take, flag=anomaly)

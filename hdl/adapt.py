@@ -1,0 +1,119 @@
+"""The adaptive units of the scorer: one quantile tracker, shared by both cores.
+
+:class:`QuantileTracker` is :func:`mailpulse.hdl.reference.tracker_step` in gateware: from an
+accumulator ``acc`` and the direction ``up`` it computes, combinationally,
+``clamp(acc + big if up else acc - small, lo, hi)`` (:func:`mailpulse.hdl.reference.clamp`: the
+upper bound checked first), with ``small = 2**step_exp`` and ``big = small * (2**rate_exp - 1)``.
+
+Timing: the clamp compares are rewritten against registered limits
+(``acc + big > hi`` is ``acc > hi - big``, and so on), so from ``acc`` to ``next`` there is one
+adder and, beside it, four compares, then two levels of multiplexers; ``up`` (the flag, itself a
+compare) only drives the last multiplexer.  ``big``/``small`` and the four limits are registered
+from ``rate_exp``/``step_exp``/``lo``/``hi``: they follow a change of those inputs two cycles
+later, so the inputs must hold still for two cycles before a step that depends on them (both
+cores change them only at a commit, with the pipeline empty).
+
+:class:`AdaptiveThreshold` is the threshold's tracker with its active configuration (copied from
+the shadow registers at a commit, as the rest of the model) - used by
+:class:`mailpulse.hdl.control.CommitState`, which both cores keep.
+
+Pure Amaranth, no platform primitives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .params import CoreParams
+from .regmap import ADAPT_FRAC, RegisterMap
+
+__all__ = ["ADAPT_FRAC", "AdaptiveThreshold", "QuantileTracker"]
+
+
+class QuantileTracker(wiring.Component):
+    """``next = clamp(acc + big if up else acc - small, lo, hi)``; see the module docstring.
+
+    Parameters
+    ----------
+    acc_bits : int
+        Width of the (unsigned) accumulator and of ``lo``/``hi``.
+    rate_bits, step_bits : int
+        Widths of ``rate_exp`` and ``step_exp``.
+    """
+
+    def __init__(self, acc_bits: int, rate_bits: int = 4, step_bits: int = 4) -> None:
+        self.acc_bits = acc_bits
+        self.step_width = (1 << step_bits) + (1 << rate_bits)   # big < 2**(step + rate)
+        super().__init__({
+            "acc": In(acc_bits),
+            "up": In(1),
+            "rate_exp": In(rate_bits),
+            "step_exp": In(step_bits),
+            "lo": In(acc_bits),
+            "hi": In(acc_bits),
+            "next": Out(acc_bits),
+        })
+
+    def elaborate(self, platform: Any) -> Module:
+        m = Module()
+        sw = self.step_width
+        lw = max(self.acc_bits, sw) + 2   # signed: hi - big may be negative, hi + small above hi
+        small = Signal(sw, name="small")
+        big = Signal(sw, name="big")
+        one = C(1, sw)
+        m.d.sync += [small.eq(one << self.step_exp),
+                     big.eq(((one << self.rate_exp) - 1) << self.step_exp)]
+        hi_up, lo_up, hi_dn, lo_dn = (Signal(signed(lw), name=n) for n in ("hi_up", "lo_up", "hi_dn", "lo_dn"))
+        m.d.sync += [hi_up.eq(self.hi - big), lo_up.eq(self.lo - big),
+                     hi_dn.eq(self.hi + small), lo_dn.eq(self.lo + small)]
+        acc = Cat(self.acc, 0).as_signed()
+        up_next = Mux(acc > hi_up, self.hi, Mux(acc < lo_up, self.lo, (self.acc + big)[:self.acc_bits]))
+        dn_next = Mux(acc > hi_dn, self.hi, Mux(acc < lo_dn, self.lo, (self.acc - small)[:self.acc_bits]))
+        m.d.comb += self.next.eq(Mux(self.up, up_next, dn_next))
+        return m
+
+
+class AdaptiveThreshold:
+    """The active adaptation configuration and the threshold's tracker (see the module docstring).
+
+    ``enable``, ``alpha_exp``, ``step_exp``, ``t_min``, ``t_max``: the active copy of ``ADAPT``,
+    ``T_MIN``, ``T_MAX`` (reset: disabled; loaded by :meth:`load`).  :meth:`step` returns the
+    statements that advance ``(thr, frac)`` after a sample flagged ``flag``.
+    """
+
+    def __init__(self, params: CoreParams) -> None:
+        self.regmap = RegisterMap(params)
+        self.enable = Signal(name="adapt_enable")
+        self.alpha_exp = Signal(4, name="adapt_alpha_exp")
+        self.step_exp = Signal(4, name="adapt_step_exp")
+        self.t_min = Signal(32, name="adapt_t_min")
+        self.t_max = Signal(32, init=self.regmap["T_MAX"].reset, name="adapt_t_max")
+
+    def load(self, ctrl: Any) -> list[Any]:
+        """Statements that copy the shadow configuration from the front end (at a commit)."""
+        reg = self.regmap["ADAPT"]
+        a = ctrl.shadow_adapt
+
+        def fld(name: str) -> Any:
+            f = reg.field(name)
+            return a[f.lsb:f.lsb + f.width]
+
+        return [self.enable.eq(fld("ENABLE")), self.alpha_exp.eq(fld("ALPHA_EXP")), self.step_exp.eq(fld("STEP_EXP")),
+                self.t_min.eq(ctrl.shadow_t_min), self.t_max.eq(ctrl.shadow_t_max)]
+
+    def tracker(self, m: Module, thr: Signal, frac: Signal, flag: Any) -> Signal:
+        """The tracker on accumulator ``Cat(frac, thr)``; returns its next value."""
+        tr = m.submodules.adapt_threshold = QuantileTracker(32 + ADAPT_FRAC)
+        m.d.comb += [
+            tr.acc.eq(Cat(frac, thr)),
+            tr.up.eq(flag),
+            tr.rate_exp.eq(self.alpha_exp),
+            tr.step_exp.eq(self.step_exp),
+            tr.lo.eq(Cat(C(0, ADAPT_FRAC), self.t_min)),
+            tr.hi.eq(Cat(C(0, ADAPT_FRAC), self.t_max)),
+        ]
+        return tr.next
