@@ -101,11 +101,13 @@ class AdaptConfig:
 
     @classmethod
     def random(cls, rng: np.random.Generator, score_bits: int) -> AdaptConfig:
-        """An enabled configuration over the register ranges, biased toward ones that move."""
+        """An enabled configuration over the register ranges (for verification), biased toward ones
+        that move within a few thousand samples and clamps inside the score range."""
         t_min = int(rng.integers(0, 1 << score_bits))
         t_max = int(rng.integers(t_min, 1 << score_bits)) if rng.random() < 0.8 else int(rng.integers(0, 1 << 32))
-        return cls(1, int(rng.integers(0, ADAPT_EXP_MAX + 1)), int(rng.integers(0, ADAPT_STEP_MAX + 1)),
-                   t_min, t_max)
+        alpha = int(rng.integers(1, 11)) if rng.random() < 0.8 else int(rng.integers(0, ADAPT_EXP_MAX + 1))
+        step = int(rng.integers(8, ADAPT_STEP_MAX + 1)) if rng.random() < 0.8 else int(rng.integers(0, 8))
+        return cls(1, alpha, step, t_min, t_max)
 
 
 def adaptive_flags(scores: npt.ArrayLike, adapt: AdaptConfig, acc: int) -> tuple[IntArray, int]:
