@@ -5,13 +5,16 @@ accumulator ``acc`` and the direction ``up`` it computes, combinationally,
 ``clamp(acc + big if up else acc - small, lo, hi)`` (:func:`mailpulse.hdl.reference.clamp`: the
 upper bound checked first), with ``small = 2**step_exp`` and ``big = small * (2**rate_exp - 1)``.
 
-Timing: the clamp compares are rewritten against registered limits
+Timing, single-cycle form (the streaming core: the next sample's flag may need the new threshold
+in the very next cycle): the clamp compares are rewritten against registered limits
 (``acc + big > hi`` is ``acc > hi - big``, and so on), so from ``acc`` to ``next`` there is one
 adder and, beside it, four compares, then two levels of multiplexers; ``up`` (the flag, itself a
-compare) only drives the last multiplexer.  ``big``/``small`` and the four limits are registered
-from ``rate_exp``/``step_exp``/``lo``/``hi``: they follow a change of those inputs two cycles
-later, so the inputs must hold still for two cycles before a step that depends on them (both
-cores change them only at a commit, with the pipeline empty).
+compare) only drives the last multiplexer.  Pipelined form (the folded core, K + lane depth cycles
+per sample): the sum is registered, the clamp follows in the next cycle (about half the logic; the
+single-cycle form missed the UP5K's 45 MHz: 30.5 MHz).  ``big``/``small`` (and the limits) are
+registered from ``rate_exp``/``step_exp``/``lo``/``hi``: they follow a change of those inputs two
+cycles later, so the inputs must hold still for two cycles before a step that depends on them
+(both cores change them only at a commit, with the pipeline empty).
 
 :class:`AdaptiveThreshold` is the threshold's tracker with its active configuration (copied from
 the shadow registers at a commit, as the rest of the model) - used by
@@ -43,11 +46,20 @@ class QuantileTracker(wiring.Component):
         Width of the (unsigned) accumulator and of ``lo``/``hi``.
     rate_bits, step_bits : int
         Widths of ``rate_exp`` and ``step_exp``.
+    pipelined : bool
+        False (the streaming core): ``next`` is combinational from ``acc``/``up`` (one adder with
+        the four clamp compares beside it, against registered limits, then three multiplexer
+        levels).  True (the folded core, which has K + lane depth cycles per sample): the sum
+        ``acc + big`` or ``acc - small`` is registered, and ``next`` is the clamp of that register:
+        ``next`` in cycle t + 1 answers ``acc``/``up`` of cycle t; one adder and two compares
+        (half the logic, no limit registers).
     """
 
-    def __init__(self, acc_bits: int, rate_bits: int = 4, step_bits: int = 4) -> None:
+    def __init__(self, acc_bits: int, rate_bits: int = 4, step_bits: int = 4, *, pipelined: bool = False) -> None:
         self.acc_bits = acc_bits
-        self.step_width = (1 << step_bits) + (1 << rate_bits)   # big < 2**(step + rate)
+        self.pipelined = pipelined
+        #: Width of ``big``/``small``: big < 2**(max step + max rate).
+        self.step_width = (1 << step_bits) + (1 << rate_bits) - 1
         super().__init__({
             "acc": In(acc_bits),
             "up": In(1),
@@ -61,12 +73,17 @@ class QuantileTracker(wiring.Component):
     def elaborate(self, platform: Any) -> Module:
         m = Module()
         sw = self.step_width
-        lw = max(self.acc_bits, sw) + 2   # signed: hi - big may be negative, hi + small above hi
+        lw = max(self.acc_bits, sw) + 2   # signed: hi - big may be negative, acc + big above hi
         small = Signal(sw, name="small")
         big = Signal(sw, name="big")
         one = C(1, sw)
         m.d.sync += [small.eq(one << self.step_exp),
                      big.eq(((one << self.rate_exp) - 1) << self.step_exp)]
+        if self.pipelined:
+            new = Signal(signed(lw), name="new")
+            m.d.sync += new.eq(Mux(self.up, self.acc + big, self.acc - small))
+            m.d.comb += self.next.eq(Mux(new > self.hi, self.hi, Mux(new < self.lo, self.lo, new[:self.acc_bits])))
+            return m
         hi_up, lo_up, hi_dn, lo_dn = (Signal(signed(lw), name=n) for n in ("hi_up", "lo_up", "hi_dn", "lo_dn"))
         m.d.sync += [hi_up.eq(self.hi - big), lo_up.eq(self.lo - big),
                      hi_dn.eq(self.hi + small), lo_dn.eq(self.lo + small)]
@@ -105,9 +122,10 @@ class AdaptiveThreshold:
         return [self.enable.eq(fld("ENABLE")), self.alpha_exp.eq(fld("ALPHA_EXP")), self.step_exp.eq(fld("STEP_EXP")),
                 self.t_min.eq(ctrl.shadow_t_min), self.t_max.eq(ctrl.shadow_t_max)]
 
-    def tracker(self, m: Module, thr: Signal, frac: Signal, flag: Any) -> Signal:
-        """The tracker on accumulator ``Cat(frac, thr)``; returns its next value."""
-        tr = m.submodules.adapt_threshold = QuantileTracker(32 + ADAPT_FRAC)
+    def tracker(self, m: Module, thr: Signal, frac: Signal, flag: Any, *, pipelined: bool = False) -> Signal:
+        """The tracker on accumulator ``Cat(frac, thr)``; returns its next value (a cycle late
+        with ``pipelined``, see :class:`QuantileTracker`)."""
+        tr = m.submodules.adapt_threshold = QuantileTracker(32 + ADAPT_FRAC, pipelined=pipelined)
         m.d.comb += [
             tr.acc.eq(Cat(frac, thr)),
             tr.up.eq(flag),

@@ -120,9 +120,16 @@ class CommitState:
         self.commit_pending = Signal()
         self.adapt = AdaptiveThreshold(params)
 
-    def update(self, m: Module, ctrl: Any, step: Any = None, flag: Any = None) -> None:
+    def update(self, m: Module, ctrl: Any, step: Any = None, flag: Any = None, *, pipelined: bool = False) -> None:
+        """The transitions; with ``step``, the adaptive threshold's step (``pipelined``: it lands
+        a cycle later, and a threshold commit in the step's cycle cancels it - the folded core,
+        whose front end never commits a threshold that close to a result anyway)."""
         if step is not None:
-            nxt = self.adapt.tracker(m, self.thr_active, self.thr_frac, flag)
+            nxt = self.adapt.tracker(m, self.thr_active, self.thr_frac, flag, pipelined=pipelined)
+            if pipelined:
+                step_d = Signal(name="adapt_step_d")
+                m.d.sync += step_d.eq(step & ~ctrl.commit_threshold & ~ctrl.commit_done)
+                step = step_d
             with m.If(step & self.adapt.enable):
                 m.d.sync += Cat(self.thr_frac, self.thr_active).eq(nxt)
         with m.If(ctrl.commit_threshold):

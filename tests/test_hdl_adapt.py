@@ -89,10 +89,11 @@ def expected(p: CoreParams, cfg: CoreConfig, x: np.ndarray, seed: int, split: in
     return a, b
 
 
-def test_tracker_unit_matches_the_reference() -> None:
+@pytest.mark.parametrize("pipelined", [False, True], ids=["single-cycle", "pipelined"])
+def test_tracker_unit_matches_the_reference(pipelined: bool) -> None:
     """The shared tracker alone: random accumulators, steps and clamps (lo > hi included)."""
     rng = np.random.default_rng(1)
-    tr = QuantileTracker(24)
+    tr = QuantileTracker(24, pipelined=pipelined)
     cases = []
     for _ in range(400):
         lo, hi = (int(v) for v in rng.integers(0, 1 << 24, 2))
@@ -105,7 +106,7 @@ def test_tracker_unit_matches_the_reference() -> None:
         for acc, up, re, se, lo, hi in cases:
             for sig, v in ((tr.rate_exp, re), (tr.step_exp, se), (tr.lo, lo), (tr.hi, hi), (tr.acc, acc), (tr.up, up)):
                 ctx.set(sig, v)
-            await ctx.tick().repeat(2)     # the registered steps and limits
+            await ctx.tick().repeat(2)     # the registered steps and limits (and the pipelined sum)
             big, small = tracker_steps(re, se)
             want = clamp(acc + big if up else acc - small, lo, hi)
             assert ctx.get(tr.next) == want, (acc, up, re, se, lo, hi)
@@ -176,7 +177,8 @@ def test_folded_core_adaptive_threshold() -> None:
         while not ctx.get(c.result_valid):
             await ctx.tick()
         row = (ctx.get(c.result_score), ctx.get(c.result_anomaly), ctx.get(c.result_argmax), ctx.get(c.result_tag))
-        await ctx.tick()
+        # the pipelined step lands two cycles after the result (a host's next access is later)
+        await ctx.tick().repeat(2)
         return row
 
     async def tb(ctx):
