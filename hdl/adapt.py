@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 from .params import CoreParams
 from .regmap import ADAPT_FRAC, RegisterMap
 
-__all__ = ["ADAPT_FRAC", "AdaptiveThreshold", "QuantileTracker"]
+__all__ = ["ADAPT_FRAC", "AdaptiveThreshold", "QuantileTracker", "RouteIntervals"]
 
 
 class QuantileTracker(wiring.Component):
@@ -135,3 +135,91 @@ class AdaptiveThreshold:
             tr.hi.eq(Cat(C(0, ADAPT_FRAC), self.t_max)),
         ]
         return tr.next
+
+
+class RouteIntervals(wiring.Component):
+    """Per-route latency prediction intervals: :func:`mailpulse.hdl.reference.route_intervals`.
+
+    ``routes`` lower and upper bound accumulators (unsigned ``LATENCY_BITS + ADAPT_FRAC`` bits) in
+    flip-flops.  An event (``valid``, ``route``, ``value``) reads its route's bounds, flags
+    ``below``/``above`` combinationally in the same cycle (against the bounds before the update)
+    and writes the stepped bounds at the clock edge, so an event per cycle is exact.  The upper
+    bound uses :class:`QuantileTracker` as is; the lower one the same tracker on the mirrored
+    accumulator ``HI - L`` (a miss below moves the mirror up).  A route id at or above ``routes``
+    flags nothing and changes nothing.
+
+    The host side: ``seed_we`` writes ``seed_value`` into bound ``seed_side`` (0 lower, 1 upper)
+    of route ``seed_route``, capped at ``HI`` (:func:`mailpulse.hdl.reference.route_seed`; it
+    wins over an event's update of the same bound in that cycle);
+    ``rd_route``/``rd_side`` select ``rd_value`` (combinational).  ``beta_exp``/``step_exp``
+    must hold still for two cycles before an event that depends on them.
+
+    Not yet connected to a core: the beats and the register map do not carry it yet.
+    """
+
+    def __init__(self, routes: int, route_bits: int = 16, value_bits: int = 16) -> None:
+        self.routes = routes
+        self.value_bits = value_bits
+        self.acc_bits = value_bits + ADAPT_FRAC
+        rb = max(1, (routes - 1).bit_length())
+        super().__init__({
+            "enable": In(1),
+            "beta_exp": In(4),
+            "step_exp": In(4),
+            "valid": In(1),
+            "route": In(route_bits),
+            "value": In(value_bits),
+            "below": Out(1),
+            "above": Out(1),
+            "seed_we": In(1),
+            "seed_route": In(rb),
+            "seed_side": In(1),
+            "seed_value": In(self.acc_bits),
+            "rd_route": In(rb),
+            "rd_side": In(1),
+            "rd_value": Out(self.acc_bits),
+        })
+
+    def elaborate(self, platform: Any) -> Module:
+        m = Module()
+        ab = self.acc_bits
+        hi = ((1 << self.value_bits) - 1) << ADAPT_FRAC
+        lower = [Signal(ab, name=f"lower{r}") for r in range(self.routes)]
+        upper = [Signal(ab, name=f"upper{r}") for r in range(self.routes)]
+        in_range = Signal()
+        m.d.comb += in_range.eq(self.route < self.routes)
+        lo_cur = Signal(ab)
+        up_cur = Signal(ab)
+        with m.Switch(self.route):
+            for r in range(self.routes):
+                with m.Case(r):
+                    m.d.comb += [lo_cur.eq(lower[r]), up_cur.eq(upper[r])]
+        act = self.valid & self.enable & in_range
+        m.d.comb += [
+            self.below.eq(act & (self.value < lo_cur[ADAPT_FRAC:])),
+            self.above.eq(act & (self.value > up_cur[ADAPT_FRAC:])),
+        ]
+        trackers = []
+        for name, cur, miss, mirror in (("upper", up_cur, self.above, False), ("lower", lo_cur, self.below, True)):
+            tr = m.submodules[f"tracker_{name}"] = QuantileTracker(ab)
+            m.d.comb += [tr.acc.eq(C(hi, ab) - cur if mirror else cur), tr.up.eq(miss),
+                         tr.rate_exp.eq(self.beta_exp), tr.step_exp.eq(self.step_exp),
+                         tr.lo.eq(0), tr.hi.eq(hi)]
+            trackers.append(C(hi, ab) - tr.next if mirror else tr.next)
+        up_next, lo_next = trackers
+        for r in range(self.routes):
+            with m.If(act & (self.route == r)):
+                m.d.sync += [upper[r].eq(up_next), lower[r].eq(lo_next)]
+        seed = Mux(self.seed_value > hi, hi, self.seed_value)   # reference.route_seed
+        for r in range(self.routes):
+            with m.If(self.seed_we & (self.seed_route == r) & self.seed_side):
+                m.d.sync += upper[r].eq(seed)
+            with m.If(self.seed_we & (self.seed_route == r) & ~self.seed_side):
+                m.d.sync += lower[r].eq(seed)
+        rd = Signal(ab)
+        with m.Switch(self.rd_route):
+            for r in range(self.routes):
+                with m.Case(r):
+                    m.d.comb += rd.eq(Mux(self.rd_side, upper[r], lower[r]))
+        m.d.comb += self.rd_value.eq(rd)
+        return m

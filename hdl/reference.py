@@ -172,7 +172,8 @@ def route_intervals(routes: npt.ArrayLike, latencies: npt.ArrayLike, lower: npt.
         U = clamp(U + big if above else U - small, 0, HI)
         L = clamp(L - big if below else L + small, 0, HI)
 
-    with ``(big, small) = tracker_steps(beta_exp, step_exp)`` and ``HI = (2**16 - 1) << F``: each
+    with ``(big, small) = tracker_steps(beta_exp, step_exp)`` and ``HI = (2**16 - 1) << F`` (the
+    bounds given are in ``0..HI``, see :func:`route_seed`): each
     bound widens by ``big`` after a miss on its side and narrows by ``small`` after a hit, so each
     side's miss rate tends to ``2**-beta_exp``.  A route id outside ``0..R-1`` (``R = len(lower)``)
     is not tracked: no flag, no update.  Disabled: no flags, no updates.
@@ -201,6 +202,12 @@ def route_intervals(routes: npt.ArrayLike, latencies: npt.ArrayLike, lower: npt.
         up_l[r] = tracker_step(up_v, a, big, small, 0, hi)
         lo_l[r] = clamp(lo_v - big if b else lo_v + small, 0, hi)
     return RouteResult(below, above, np.asarray(lo_l, dtype=np.int64), np.asarray(up_l, dtype=np.int64))
+
+
+def route_seed(value: int) -> int:
+    """A bound accumulator as the host seeds it: capped at ``0xFFFF << ADAPT_FRAC`` (every bound
+    stays in ``0 .. 0xFFFF << ADAPT_FRAC``, the range :func:`route_intervals` assumes)."""
+    return min(value, ((1 << LATENCY_BITS) - 1) << ADAPT_FRAC)
 
 
 @dataclass
@@ -612,6 +619,7 @@ __all__ = [
     "clamp",
     "model_writes",
     "route_intervals",
+    "route_seed",
     "score",
     "tracker_step",
     "tracker_steps",

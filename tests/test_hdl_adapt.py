@@ -9,11 +9,13 @@ register-level case runs through the front end against :class:`EmulatedCore`.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from _hdl_sim import Bench, core_commit, core_load, load_active, random_samples
 from amaranth.sim import Simulator
-from mailpulse.hdl.adapt import QuantileTracker
+from mailpulse.hdl.adapt import QuantileTracker, RouteIntervals
 from mailpulse.hdl.core import ScorerCore
 from mailpulse.hdl.folded import FoldedScorerCore
 from mailpulse.hdl.params import CoreParams, get_params
@@ -22,7 +24,10 @@ from mailpulse.hdl.reference import (
     AdaptConfig,
     CoreConfig,
     EmulatedCore,
+    RouteConfig,
     clamp,
+    route_intervals,
+    route_seed,
     score,
     tracker_step,
     tracker_steps,
@@ -247,3 +252,100 @@ def test_adaptation_registers_through_the_front_end(folded: bool) -> None:
             cfg.threshold + 111)
 
     run(bench, tb)
+
+
+@pytest.mark.parametrize("routes", [4, 16])
+def test_route_intervals_unit_matches_the_reference(routes: int) -> None:
+    """The gateware route intervals, one event per cycle (same route back to back included),
+    route ids at and past the range ends, extreme values, enable switched, bounds seeded
+    mid-stream (one seed above the cap): flags and every bound exactly as the model."""
+    rng = np.random.default_rng(routes)
+    unit = RouteIntervals(routes)
+    hi = 0xFFFF << ADAPT_FRAC
+    n = 1500
+    route = rng.integers(0, routes, n)
+    ends = rng.random(n) < 0.05
+    route[ends] = rng.choice([0, routes - 1, routes, 0xFFFF], size=int(ends.sum()))
+    value = np.clip(np.round(rng.normal(3000 + 200 * route % 4000, 300)), 0, 0xFFFF).astype(np.int64)
+    ext = rng.random(n) < 0.03
+    value[ext] = rng.choice([0, 0xFFFF], size=int(ext.sum()))
+    gap = rng.random(n) < 0.2                # an idle cycle before the event
+    phases = [(0, 500, 1, 3, 9), (500, 1000, 1, 1, 15), (1000, 1200, 0, 4, 4), (1200, n, 1, 2, 8)]
+    seeds = {700: [(0, 0, 12345), (routes - 1, 1, hi + 99)], 1300: [(1, 1, 0), (1, 0, hi)]}
+    lower = np.zeros(routes, dtype=np.int64)
+    upper = np.full(routes, hi, dtype=np.int64)
+    exp_below, exp_above = [], []
+    exp_bounds = {}
+    for start, stop, en, be, se in phases:
+        cuts = sorted({start, stop, *(s for s in seeds if start < s < stop)})
+        for a, b in pairwise(cuts):
+            for r, side, v in seeds.get(a, []):
+                (upper if side else lower)[r] = route_seed(v)
+            if start == phases[-1][0]:
+                # the last phase: each value at (or one past) its route's current bound, so the
+                # compares are decided by their equality cases
+                for i in range(a, b):
+                    r = int(route[i])
+                    if r < routes:
+                        bound = int((upper if rng.random() < 0.5 else lower)[r]) >> ADAPT_FRAC
+                        value[i] = min(0xFFFF, max(0, bound + int(rng.integers(-1, 2))))
+                    res = route_intervals(route[i:i + 1], value[i:i + 1], lower, upper, RouteConfig(en, be, se))
+                    exp_below += res.below.tolist()
+                    exp_above += res.above.tolist()
+                    lower, upper = res.lower, res.upper
+            else:
+                res = route_intervals(route[a:b], value[a:b], lower, upper, RouteConfig(en, be, se))
+                exp_below += res.below.tolist()
+                exp_above += res.above.tolist()
+                lower, upper = res.lower, res.upper
+            exp_bounds[b] = (lower.tolist(), upper.tolist())
+    got_below, got_above, got_bounds = [], [], {}
+
+    async def read_bounds(ctx):
+        lo, up = [], []
+        for r in range(routes):
+            ctx.set(unit.rd_route, r)
+            for side, out in ((0, lo), (1, up)):
+                ctx.set(unit.rd_side, side)
+                out.append(ctx.get(unit.rd_value))
+        return lo, up
+
+    async def tb(ctx):
+        for r in range(routes):      # the bounds start at 0 .. HI: seed the uppers
+            ctx.set(unit.seed_we, 1)
+            ctx.set(unit.seed_route, r)
+            ctx.set(unit.seed_side, 1)
+            ctx.set(unit.seed_value, hi)
+            await ctx.tick()
+        ctx.set(unit.seed_we, 0)
+        for start, stop, en, be, se in phases:
+            ctx.set(unit.enable, en)
+            ctx.set(unit.beta_exp, be)
+            ctx.set(unit.step_exp, se)
+            await ctx.tick().repeat(2)
+            for i in range(start, stop):
+                if i in seeds:
+                    for r, side, v in seeds[i]:
+                        ctx.set(unit.seed_we, 1)
+                        ctx.set(unit.seed_route, r)
+                        ctx.set(unit.seed_side, side)
+                        ctx.set(unit.seed_value, v)
+                        await ctx.tick()
+                    ctx.set(unit.seed_we, 0)
+                if gap[i]:
+                    await ctx.tick()
+                ctx.set(unit.valid, 1)
+                ctx.set(unit.route, int(route[i]))
+                ctx.set(unit.value, int(value[i]))
+                got_below.append(ctx.get(unit.below))
+                got_above.append(ctx.get(unit.above))
+                await ctx.tick()
+                ctx.set(unit.valid, 0)
+                if i + 1 in exp_bounds:
+                    got_bounds[i + 1] = await read_bounds(ctx)
+
+    run(unit, tb)
+    assert got_below == exp_below
+    assert got_above == exp_above
+    assert got_bounds == {k: (lo, up) for k, (lo, up) in exp_bounds.items()}
+    assert sum(exp_below) > 20 and sum(exp_above) > 20
