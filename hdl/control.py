@@ -119,18 +119,21 @@ class CommitState:
         self.active_bank = Signal()
         self.commit_pending = Signal()
         self.adapt = AdaptiveThreshold(params)
+        #: The adaptive step writes the threshold this cycle (the formal proofs name it).
+        self.adapt_write = Signal(name="adapt_write")
 
     def update(self, m: Module, ctrl: Any, step: Any = None, flag: Any = None, *, pipelined: bool = False) -> None:
         """The transitions; with ``step``, the adaptive threshold's step (``pipelined``: it lands
-        a cycle later, and a threshold commit in the step's cycle cancels it - the folded core,
-        whose front end never commits a threshold that close to a result anyway)."""
+        a cycle later, and a threshold commit in the step's cycle cancels it: the model has the
+        commit after the step, which then must not overwrite it)."""
         if step is not None:
             nxt = self.adapt.tracker(m, self.thr_active, self.thr_frac, flag, pipelined=pipelined)
             if pipelined:
                 step_d = Signal(name="adapt_step_d")
                 m.d.sync += step_d.eq(step & ~ctrl.commit_threshold & ~ctrl.commit_done)
                 step = step_d
-            with m.If(step & self.adapt.enable):
+            m.d.comb += self.adapt_write.eq(step & self.adapt.enable)
+            with m.If(self.adapt_write):
                 m.d.sync += Cat(self.thr_frac, self.thr_active).eq(nxt)
         with m.If(ctrl.commit_threshold):
             m.d.sync += [self.thr_active.eq(ctrl.shadow_threshold), self.thr_frac.eq(0)]

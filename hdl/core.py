@@ -261,8 +261,15 @@ class ScorerCore(wiring.Component):
             f.lane_en = [f.en] * self.params.k
             f.x_en = f.side_en = f.en
             f.tree_en = [f.en] * max(1, tree_stages)
+        # with the adaptive threshold on, no two samples are in adjacent stages: a sample enters
+        # only if the last cycle the pipeline advanced took none, so results leave at least two
+        # cycles apart and the pipelined threshold step (hdl/adapt.py) lands before the next
+        # compare.  Throughput then is one sample per two clocks.
+        took = Signal(name="took_last")
+        with m.If(f.en):
+            m.d.sync += took.eq(f.take_push | f.take_stream)
         m.d.comb += [
-            f.open_.eq(f.en & ~cs.commit_pending),
+            f.open_.eq(f.en & ~cs.commit_pending & ~(took & cs.adapt.enable)),
             f.take_push.eq(f.open_ & ctrl.push_valid),
             ctrl.push_ready.eq(f.take_push),
         ]
@@ -553,6 +560,7 @@ class ScorerCore(wiring.Component):
                 for k in range(p.k):
                     with m.If(ld_index == k):
                         m.d.sync += [act.w[k].eq(ld_w), act.off[k].eq(off_eff), act.shift[k].eq(ld_shift)]
-        # the adaptive threshold steps as each result leaves the pipeline (stream or PUSH): the
-        # next result's compare, in the next cycle at the earliest, sees the new threshold
-        act.cs.update(m, ctrl, step=out_take, flag=anomaly)
+        # the adaptive threshold steps as each result leaves the pipeline (stream or PUSH),
+        # pipelined: it lands two cycles later, and the next result leaves two cycles later at the
+        # earliest (see _flow)
+        act.cs.update(m, ctrl, step=out_take, flag=anomaly, pipelined=True)
