@@ -36,10 +36,6 @@ class CoreParams:
     in_bits, weight_bits, table_bits, shift_bits, tag_bits : int
         Fixed widths; see ``docs/fixed-point.md``.  They are parameters so that the read-back
         register tells the host exactly what it talks to, not so that they are freely tuned.
-    routes : int
-        Routes with a latency prediction interval each (a power of two, 1..256;
-        :func:`mailpulse.hdl.reference.route_intervals`).  Not part of :meth:`as_dict` (a model
-        file does not depend on it).
     """
 
     name: str
@@ -51,11 +47,8 @@ class CoreParams:
     table_bits: int = 16
     shift_bits: int = 5
     tag_bits: int = 32
-    routes: int = 4
 
     def __post_init__(self) -> None:
-        if self.routes < 1 or self.routes > 256 or self.routes & (self.routes - 1):
-            raise ValueError(f"routes must be a power of two in 1..256, not {self.routes}")
         if not 1 <= self.d <= 16:
             raise ValueError(f"D must be in 1..16 (one WEIGHTS register per projection), not {self.d}")
         if not 1 <= self.k <= 64:
@@ -146,8 +139,8 @@ class CoreParams:
 #: Zynq-7020 IP (and an ECP5-25F/85F for the open-tool timing check).
 PARAMETER_SETS: dict[str, CoreParams] = {
     "small": CoreParams("small", d=8, k=8, b=64),
-    "full": CoreParams("full", d=8, k=16, b=64, routes=16),
-    "zynq": CoreParams("zynq", d=8, k=32, b=128, routes=16),
+    "full": CoreParams("full", d=8, k=16, b=64),
+    "zynq": CoreParams("zynq", d=8, k=32, b=128),
 }
 
 
