@@ -18,7 +18,8 @@ def test_model_backend_adapts_like_the_reference() -> None:
     s = score(p, cfg, x).score
     cfg.threshold = int(np.quantile(s, 0.2))
     cfg.adapt = AdaptConfig(1, 4, 12, int(np.quantile(s, 0.1)), int(np.quantile(s, 0.99)))
-    with ModelScorer(p, batch_size=1000) as sc:
+    sc = ModelScorer(p, batch_size=1000)
+    with sc:
         sc.load_model(cfg)
         got = sc.score_batch(x[:4000], np.arange(4000))
         exp = score(p, cfg, x[:4000], np.arange(4000))

@@ -302,7 +302,8 @@ def test_route_intervals_unit_matches_the_reference(routes: int) -> None:
     got_below, got_above, got_bounds = [], [], {}
 
     async def read_bounds(ctx):
-        lo, up = [], []
+        lo: list[int] = []
+        up: list[int] = []
         for r in range(routes):
             ctx.set(unit.rd_route, r)
             for side, out in ((0, lo), (1, up)):
