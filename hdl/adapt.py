@@ -80,8 +80,13 @@ class QuantileTracker(wiring.Component):
         m.d.sync += [small.eq(one << self.step_exp),
                      big.eq(((one << self.rate_exp) - 1) << self.step_exp)]
         if self.pipelined:
+            # both sums and the direction registered (the flag, a compare at the end of the core's
+            # pipeline, then drives one flip-flop, not a 42-bit multiplexer)
+            s_up, s_dn = Signal(signed(lw), name="sum_up"), Signal(signed(lw), name="sum_dn")
+            up_r = Signal(name="up_r")
+            m.d.sync += [s_up.eq(self.acc + big), s_dn.eq(self.acc - small), up_r.eq(self.up)]
             new = Signal(signed(lw), name="new")
-            m.d.sync += new.eq(Mux(self.up, self.acc + big, self.acc - small))
+            m.d.comb += new.eq(Mux(up_r, s_up, s_dn))
             m.d.comb += self.next.eq(Mux(new > self.hi, self.hi, Mux(new < self.lo, self.lo, new[:self.acc_bits])))
             return m
         hi_up, lo_up, hi_dn, lo_dn = (Signal(signed(lw), name=n) for n in ("hi_up", "lo_up", "hi_dn", "lo_dn"))
