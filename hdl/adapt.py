@@ -47,17 +47,22 @@ class QuantileTracker(wiring.Component):
     rate_bits, step_bits : int
         Widths of ``rate_exp`` and ``step_exp``.
     pipelined : bool
-        False (the streaming core): ``next`` is combinational from ``acc``/``up`` (one adder with
-        the four clamp compares beside it, against registered limits, then three multiplexer
-        levels).  True (the folded core, which has K + lane depth cycles per sample): the sum
-        ``acc + big`` or ``acc - small`` is registered, and ``next`` is the clamp of that register:
-        ``next`` in cycle t + 1 answers ``acc``/``up`` of cycle t; one adder and two compares
-        (half the logic, no limit registers).
+        False: ``next`` is combinational from ``acc``/``up`` (one adder with the four clamp
+        compares beside it, against registered limits, then three multiplexer levels; the route
+        intervals).  True: ``next`` in cycle t + 1 answers ``acc``/``up`` of cycle t.  Without
+        ``fast`` (the folded core): ``acc + big``, ``acc - small`` and ``up`` are registered and
+        ``next`` is the clamp of the chosen sum (two adders, two compares, no limit registers).
+    fast : bool
+        With ``pipelined`` (the streaming core): the single-cycle form's four compares and two
+        sums are registered, then only multiplexers lead to ``next`` (the clamp compare after the
+        registered sum limited the ECP5 stream-bench to 113.6 MHz; 125 MHz is needed).
     """
 
-    def __init__(self, acc_bits: int, rate_bits: int = 4, step_bits: int = 4, *, pipelined: bool = False) -> None:
+    def __init__(self, acc_bits: int, rate_bits: int = 4, step_bits: int = 4, *, pipelined: bool = False,
+                 fast: bool = False) -> None:
         self.acc_bits = acc_bits
         self.pipelined = pipelined
+        self.fast = fast
         #: Width of ``big``/``small``: big < 2**(max step + max rate).
         self.step_width = (1 << step_bits) + (1 << rate_bits) - 1
         super().__init__({
@@ -79,7 +84,7 @@ class QuantileTracker(wiring.Component):
         one = C(1, sw)
         m.d.sync += [small.eq(one << self.step_exp),
                      big.eq(((one << self.rate_exp) - 1) << self.step_exp)]
-        if self.pipelined:
+        if self.pipelined and not self.fast:
             # both sums and the direction registered (the flag, a compare at the end of the core's
             # pipeline, then drives one flip-flop, not a 42-bit multiplexer)
             s_up, s_dn = Signal(signed(lw), name="sum_up"), Signal(signed(lw), name="sum_dn")
@@ -89,13 +94,24 @@ class QuantileTracker(wiring.Component):
             m.d.comb += new.eq(Mux(up_r, s_up, s_dn))
             m.d.comb += self.next.eq(Mux(new > self.hi, self.hi, Mux(new < self.lo, self.lo, new[:self.acc_bits])))
             return m
+        # the clamp compares against registered limits: ``acc + big > hi`` is ``acc > hi - big``...
         hi_up, lo_up, hi_dn, lo_dn = (Signal(signed(lw), name=n) for n in ("hi_up", "lo_up", "hi_dn", "lo_dn"))
         m.d.sync += [hi_up.eq(self.hi - big), lo_up.eq(self.lo - big),
                      hi_dn.eq(self.hi + small), lo_dn.eq(self.lo + small)]
         acc = Cat(self.acc, 0).as_signed()
-        up_next = Mux(acc > hi_up, self.hi, Mux(acc < lo_up, self.lo, (self.acc + big)[:self.acc_bits]))
-        dn_next = Mux(acc > hi_dn, self.hi, Mux(acc < lo_dn, self.lo, (self.acc - small)[:self.acc_bits]))
-        m.d.comb += self.next.eq(Mux(self.up, up_next, dn_next))
+        cmp = [acc > hi_up, acc < lo_up, acc > hi_dn, acc < lo_dn]
+        sums = [(self.acc + big)[:self.acc_bits], (self.acc - small)[:self.acc_bits]]
+        up: Any = self.up
+        if self.pipelined:   # fast: the compares, the sums and the direction registered; then muxes
+            cmp_r = [Signal(name=f"cmp{i}") for i in range(4)]
+            sums_r = [Signal(self.acc_bits, name=n) for n in ("sum_up", "sum_dn")]
+            up = Signal(name="up_r")
+            m.d.sync += [*(r.eq(c) for r, c in zip(cmp_r, cmp, strict=True)),
+                         *(r.eq(v) for r, v in zip(sums_r, sums, strict=True)), up.eq(self.up)]
+            cmp, sums = list(cmp_r), list(sums_r)
+        up_next = Mux(cmp[0], self.hi, Mux(cmp[1], self.lo, sums[0]))
+        dn_next = Mux(cmp[2], self.hi, Mux(cmp[3], self.lo, sums[1]))
+        m.d.comb += self.next.eq(Mux(up, up_next, dn_next))
         return m
 
 
@@ -127,10 +143,11 @@ class AdaptiveThreshold:
         return [self.enable.eq(fld("ENABLE")), self.alpha_exp.eq(fld("ALPHA_EXP")), self.step_exp.eq(fld("STEP_EXP")),
                 self.t_min.eq(ctrl.shadow_t_min), self.t_max.eq(ctrl.shadow_t_max)]
 
-    def tracker(self, m: Module, thr: Signal, frac: Signal, flag: Any, *, pipelined: bool = False) -> Signal:
+    def tracker(self, m: Module, thr: Signal, frac: Signal, flag: Any, *, pipelined: bool = False,
+                fast: bool = False) -> Signal:
         """The tracker on accumulator ``Cat(frac, thr)``; returns its next value (a cycle late
         with ``pipelined``, see :class:`QuantileTracker`)."""
-        tr = m.submodules.adapt_threshold = QuantileTracker(32 + ADAPT_FRAC, pipelined=pipelined)
+        tr = m.submodules.adapt_threshold = QuantileTracker(32 + ADAPT_FRAC, pipelined=pipelined, fast=fast)
         m.d.comb += [
             tr.acc.eq(Cat(frac, thr)),
             tr.up.eq(flag),

@@ -122,12 +122,13 @@ class CommitState:
         #: The adaptive step writes the threshold this cycle (the formal proofs name it).
         self.adapt_write = Signal(name="adapt_write")
 
-    def update(self, m: Module, ctrl: Any, step: Any = None, flag: Any = None, *, pipelined: bool = False) -> None:
+    def update(self, m: Module, ctrl: Any, step: Any = None, flag: Any = None, *, pipelined: bool = False,
+               fast: bool = False) -> None:
         """The transitions; with ``step``, the adaptive threshold's step (``pipelined``: it lands
         a cycle later, and a threshold commit in the step's cycle cancels it: the model has the
         commit after the step, which then must not overwrite it)."""
         if step is not None:
-            nxt = self.adapt.tracker(m, self.thr_active, self.thr_frac, flag, pipelined=pipelined)
+            nxt = self.adapt.tracker(m, self.thr_active, self.thr_frac, flag, pipelined=pipelined, fast=fast)
             if pipelined:
                 step_d = Signal(name="adapt_step_d")
                 m.d.sync += step_d.eq(step & ~ctrl.commit_threshold & ~ctrl.commit_done)

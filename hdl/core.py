@@ -563,4 +563,4 @@ class ScorerCore(wiring.Component):
         # the adaptive threshold steps as each result leaves the pipeline (stream or PUSH),
         # pipelined: it lands two cycles later, and the next result leaves two cycles later at the
         # earliest (see _flow)
-        act.cs.update(m, ctrl, step=out_take, flag=anomaly, pipelined=True)
+        act.cs.update(m, ctrl, step=out_take, flag=anomaly, pipelined=True, fast=True)

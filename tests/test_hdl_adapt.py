@@ -94,11 +94,12 @@ def expected(p: CoreParams, cfg: CoreConfig, x: np.ndarray, seed: int, split: in
     return a, b
 
 
-@pytest.mark.parametrize("pipelined", [False, True], ids=["single-cycle", "pipelined"])
-def test_tracker_unit_matches_the_reference(pipelined: bool) -> None:
+@pytest.mark.parametrize(("pipelined", "fast"), [(False, False), (True, False), (True, True)],
+                         ids=["single-cycle", "pipelined", "pipelined-fast"])
+def test_tracker_unit_matches_the_reference(pipelined: bool, fast: bool) -> None:
     """The shared tracker alone: random accumulators, steps and clamps (lo > hi included)."""
     rng = np.random.default_rng(1)
-    tr = QuantileTracker(24, pipelined=pipelined)
+    tr = QuantileTracker(24, pipelined=pipelined, fast=fast)
     cases = []
     for _ in range(400):
         lo, hi = (int(v) for v in rng.integers(0, 1 << 24, 2))
@@ -111,7 +112,7 @@ def test_tracker_unit_matches_the_reference(pipelined: bool) -> None:
         for acc, up, re, se, lo, hi in cases:
             for sig, v in ((tr.rate_exp, re), (tr.step_exp, se), (tr.lo, lo), (tr.hi, hi), (tr.acc, acc), (tr.up, up)):
                 ctx.set(sig, v)
-            await ctx.tick().repeat(2)     # the registered steps and limits (and the pipelined sum)
+            await ctx.tick().repeat(3)     # the registered steps, limits and (pipelined) sums
             big, small = tracker_steps(re, se)
             want = clamp(acc + big if up else acc - small, lo, hi)
             assert ctx.get(tr.next) == want, (acc, up, re, se, lo, hi)
