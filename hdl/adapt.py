@@ -49,13 +49,15 @@ class QuantileTracker(wiring.Component):
     pipelined : bool
         False: ``next`` is combinational from ``acc``/``up`` (one adder with the four clamp
         compares beside it, against registered limits, then three multiplexer levels; the route
-        intervals).  True: ``next`` in cycle t + 1 answers ``acc``/``up`` of cycle t.  Without
-        ``fast`` (the folded core): ``acc + big``, ``acc - small`` and ``up`` are registered and
-        ``next`` is the clamp of the chosen sum (two adders, two compares, no limit registers).
+        intervals).  True, without ``fast`` (the folded core, K + lane depth cycles per sample):
+        the sums, the chosen sum and its clamp compares are registered in turn, ``next`` follows
+        three cycles after its inputs (a 42-bit compare after a multiplexer limited the UP5K to
+        34.0 MHz; 45 MHz is needed).
     fast : bool
         With ``pipelined`` (the streaming core): the single-cycle form's four compares and two
-        sums are registered, then only multiplexers lead to ``next`` (the clamp compare after the
-        registered sum limited the ECP5 stream-bench to 113.6 MHz; 125 MHz is needed).
+        sums are registered, then only multiplexers lead to ``next``, one cycle after its inputs
+        (the clamp compare after a registered sum limited the ECP5 stream-bench to 113.6 MHz;
+        125 MHz is needed).
     """
 
     def __init__(self, acc_bits: int, rate_bits: int = 4, step_bits: int = 4, *, pipelined: bool = False,
@@ -63,6 +65,8 @@ class QuantileTracker(wiring.Component):
         self.acc_bits = acc_bits
         self.pipelined = pipelined
         self.fast = fast
+        #: ``next`` in cycle t + latency answers ``acc``/``up`` of cycle t.
+        self.latency = 0 if not pipelined else 1 if fast else 3
         #: Width of ``big``/``small``: big < 2**(max step + max rate).
         self.step_width = (1 << step_bits) + (1 << rate_bits) - 1
         super().__init__({
@@ -85,14 +89,16 @@ class QuantileTracker(wiring.Component):
         m.d.sync += [small.eq(one << self.step_exp),
                      big.eq(((one << self.rate_exp) - 1) << self.step_exp)]
         if self.pipelined and not self.fast:
-            # both sums and the direction registered (the flag, a compare at the end of the core's
-            # pipeline, then drives one flip-flop, not a 42-bit multiplexer)
+            # deep (the folded core on the UP5K): sums, choice, clamp compares, each registered
             s_up, s_dn = Signal(signed(lw), name="sum_up"), Signal(signed(lw), name="sum_dn")
             up_r = Signal(name="up_r")
             m.d.sync += [s_up.eq(self.acc + big), s_dn.eq(self.acc - small), up_r.eq(self.up)]
             new = Signal(signed(lw), name="new")
-            m.d.comb += new.eq(Mux(up_r, s_up, s_dn))
-            m.d.comb += self.next.eq(Mux(new > self.hi, self.hi, Mux(new < self.lo, self.lo, new[:self.acc_bits])))
+            m.d.sync += new.eq(Mux(up_r, s_up, s_dn))
+            new2 = Signal(self.acc_bits, name="new2")
+            gt, lt = Signal(name="gt_hi"), Signal(name="lt_lo")
+            m.d.sync += [new2.eq(new[:self.acc_bits]), gt.eq(new > self.hi), lt.eq(new < self.lo)]
+            m.d.comb += self.next.eq(Mux(gt, self.hi, Mux(lt, self.lo, new2)))
             return m
         # the clamp compares against registered limits: ``acc + big > hi`` is ``acc > hi - big``...
         hi_up, lo_up, hi_dn, lo_dn = (Signal(signed(lw), name=n) for n in ("hi_up", "lo_up", "hi_dn", "lo_dn"))
@@ -144,9 +150,9 @@ class AdaptiveThreshold:
                 self.t_min.eq(ctrl.shadow_t_min), self.t_max.eq(ctrl.shadow_t_max)]
 
     def tracker(self, m: Module, thr: Signal, frac: Signal, flag: Any, *, pipelined: bool = False,
-                fast: bool = False) -> Signal:
-        """The tracker on accumulator ``Cat(frac, thr)``; returns its next value (a cycle late
-        with ``pipelined``, see :class:`QuantileTracker`)."""
+                fast: bool = False) -> QuantileTracker:
+        """The tracker on accumulator ``Cat(frac, thr)`` (its ``next`` answers ``latency``
+        cycles late, see :class:`QuantileTracker`)."""
         tr = m.submodules.adapt_threshold = QuantileTracker(32 + ADAPT_FRAC, pipelined=pipelined, fast=fast)
         m.d.comb += [
             tr.acc.eq(Cat(frac, thr)),
@@ -156,7 +162,7 @@ class AdaptiveThreshold:
             tr.lo.eq(Cat(C(0, ADAPT_FRAC), self.t_min)),
             tr.hi.eq(Cat(C(0, ADAPT_FRAC), self.t_max)),
         ]
-        return tr.next
+        return tr
 
 
 class RouteIntervals(wiring.Component):

@@ -125,12 +125,13 @@ class CommitState:
     def update(self, m: Module, ctrl: Any, step: Any = None, flag: Any = None, *, pipelined: bool = False,
                fast: bool = False) -> None:
         """The transitions; with ``step``, the adaptive threshold's step (``pipelined``: it lands
-        a cycle later, and a threshold commit in the step's cycle cancels it: the model has the
+        the tracker's latency later; a threshold commit in between cancels it: the model has the
         commit after the step, which then must not overwrite it)."""
         if step is not None:
-            nxt = self.adapt.tracker(m, self.thr_active, self.thr_frac, flag, pipelined=pipelined, fast=fast)
-            if pipelined:
-                step_d = Signal(name="adapt_step_d")
+            tr = self.adapt.tracker(m, self.thr_active, self.thr_frac, flag, pipelined=pipelined, fast=fast)
+            nxt = tr.next
+            for i in range(tr.latency):
+                step_d = Signal(name=f"adapt_step_d{i}")
                 m.d.sync += step_d.eq(step & ~ctrl.commit_threshold & ~ctrl.commit_done)
                 step = step_d
             m.d.comb += self.adapt_write.eq(step & self.adapt.enable)

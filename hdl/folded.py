@@ -142,8 +142,8 @@ class FoldedScorerCore(wiring.Component):
         out_valid, anomaly = self._result(m, cs, iss, res_valid, score_r, res_score, res_arg)
         samples, anomalies = self._counters(m, out_valid, anomaly)
         m.d.comb += self.ctrl.drained.eq(cs.commit_pending & ~iss.busy)
-        # the adaptive threshold steps with each result, pipelined: it lands two cycles after the
-        # result strobe; the next sample's compare is K + lane depth cycles later
+        # the adaptive threshold steps with each result, deeply pipelined: it lands four cycles
+        # after the result strobe; the next sample's compare is K + lane depth cycles later
         cs.update(m, self.ctrl, step=out_valid, flag=anomaly, pipelined=True)
         m.d.comb += [
             self.ctrl.busy.eq(iss.busy),

@@ -95,7 +95,7 @@ def expected(p: CoreParams, cfg: CoreConfig, x: np.ndarray, seed: int, split: in
 
 
 @pytest.mark.parametrize(("pipelined", "fast"), [(False, False), (True, False), (True, True)],
-                         ids=["single-cycle", "pipelined", "pipelined-fast"])
+                         ids=["single-cycle", "pipelined-deep", "pipelined-fast"])
 def test_tracker_unit_matches_the_reference(pipelined: bool, fast: bool) -> None:
     """The shared tracker alone: random accumulators, steps and clamps (lo > hi included)."""
     rng = np.random.default_rng(1)
@@ -112,7 +112,7 @@ def test_tracker_unit_matches_the_reference(pipelined: bool, fast: bool) -> None
         for acc, up, re, se, lo, hi in cases:
             for sig, v in ((tr.rate_exp, re), (tr.step_exp, se), (tr.lo, lo), (tr.hi, hi), (tr.acc, acc), (tr.up, up)):
                 ctx.set(sig, v)
-            await ctx.tick().repeat(3)     # the registered steps, limits and (pipelined) sums
+            await ctx.tick().repeat(3 + tr.latency)    # the registered steps, limits, pipeline
             big, small = tracker_steps(re, se)
             want = clamp(acc + big if up else acc - small, lo, hi)
             assert ctx.get(tr.next) == want, (acc, up, re, se, lo, hi)
@@ -183,8 +183,8 @@ def test_folded_core_adaptive_threshold() -> None:
         while not ctx.get(c.result_valid):
             await ctx.tick()
         row = (ctx.get(c.result_score), ctx.get(c.result_anomaly), ctx.get(c.result_argmax), ctx.get(c.result_tag))
-        # the pipelined step lands two cycles after the result (a host's next access is later)
-        await ctx.tick().repeat(2)
+        # the pipelined step lands four cycles after the result (a host's next access is later)
+        await ctx.tick().repeat(4)
         return row
 
     async def tb(ctx):
