@@ -12,9 +12,10 @@ adder and, beside it, four compares, then two levels of multiplexers; ``up`` (th
 compare) only drives the last multiplexer.  Pipelined form (the folded core, K + lane depth cycles
 per sample): the sum is registered, the clamp follows in the next cycle (about half the logic; the
 single-cycle form missed the UP5K's 45 MHz: 30.5 MHz).  ``big``/``small`` (and the limits) are
-registered from ``rate_exp``/``step_exp``/``lo``/``hi``: they follow a change of those inputs two
-cycles later, so the inputs must hold still for two cycles before a step that depends on them
-(both cores change them only at a commit, with the pipeline empty).
+registered from ``rate_exp``/``step_exp``/``lo``/``hi``: they follow a change of those inputs up to
+three cycles later, so the inputs must hold still for three cycles before a step that depends on
+them (both cores change them only at a commit, with the pipeline empty, and a sample takes longer
+than that to reach the compare).
 
 :class:`AdaptiveThreshold` is the threshold's tracker with its active configuration (copied from
 the shadow registers at a commit, as the rest of the model) - used by
@@ -86,8 +87,11 @@ class QuantileTracker(wiring.Component):
         small = Signal(sw, name="small")
         big = Signal(sw, name="big")
         one = C(1, sw)
-        m.d.sync += [small.eq(one << self.step_exp),
-                     big.eq(((one << self.rate_exp) - 1) << self.step_exp)]
+        # from the configuration (static between commits), two registered steps: 2**rate - 1, then
+        # the shift (a variable shift after a decrement was the UP5K's critical path)
+        mask = Signal(1 << len(self.rate_exp), name="rate_mask")
+        m.d.sync += [mask.eq((C(1, len(mask) + 1) << self.rate_exp) - 1), small.eq(one << self.step_exp),
+                     big.eq(mask << self.step_exp)]
         if self.pipelined and not self.fast:
             # deep (the folded core on the UP5K): sums, choice, clamp compares, each registered
             s_up, s_dn = Signal(signed(lw), name="sum_up"), Signal(signed(lw), name="sum_dn")
@@ -180,7 +184,7 @@ class RouteIntervals(wiring.Component):
     of route ``seed_route``, capped at ``HI`` (:func:`mailpulse.hdl.reference.route_seed`; it
     wins over an event's update of the same bound in that cycle);
     ``rd_route``/``rd_side`` select ``rd_value`` (combinational).  ``beta_exp``/``step_exp``
-    must hold still for two cycles before an event that depends on them.
+    must hold still for three cycles before an event that depends on them.
 
     Not yet connected to a core: the beats and the register map do not carry it yet.
     """

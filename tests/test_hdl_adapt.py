@@ -112,7 +112,7 @@ def test_tracker_unit_matches_the_reference(pipelined: bool, fast: bool) -> None
         for acc, up, re, se, lo, hi in cases:
             for sig, v in ((tr.rate_exp, re), (tr.step_exp, se), (tr.lo, lo), (tr.hi, hi), (tr.acc, acc), (tr.up, up)):
                 ctx.set(sig, v)
-            await ctx.tick().repeat(3 + tr.latency)    # the registered steps, limits, pipeline
+            await ctx.tick().repeat(4 + tr.latency)    # the registered steps, limits, pipeline
             big, small = tracker_steps(re, se)
             want = clamp(acc + big if up else acc - small, lo, hi)
             assert ctx.get(tr.next) == want, (acc, up, re, se, lo, hi)
