@@ -51,9 +51,9 @@ class QuantileTracker(wiring.Component):
         False: ``next`` is combinational from ``acc``/``up`` (one adder with the four clamp
         compares beside it, against registered limits, then three multiplexer levels; the route
         intervals).  True, without ``fast`` (the folded core, K + lane depth cycles per sample):
-        the sums, the chosen sum and its clamp compares are registered in turn, ``next`` follows
-        three cycles after its inputs (a 42-bit compare after a multiplexer limited the UP5K to
-        34.0 MHz; 45 MHz is needed).
+        the sums in halves, the chosen sum and its clamp compares in halves are registered in
+        turn, ``next`` follows three cycles after its inputs (one 42-bit compare after a
+        multiplexer limited the UP5K to 34.0 MHz, a 42-bit adder to 43.1 MHz; 45 MHz is needed).
     fast : bool
         With ``pipelined`` (the streaming core): the single-cycle form's four compares and two
         sums are registered, then only multiplexers lead to ``next``, one cycle after its inputs
@@ -93,16 +93,7 @@ class QuantileTracker(wiring.Component):
         m.d.sync += [mask.eq((C(1, len(mask) + 1) << self.rate_exp) - 1), small.eq(one << self.step_exp),
                      big.eq(mask << self.step_exp)]
         if self.pipelined and not self.fast:
-            # deep (the folded core on the UP5K): sums, choice, clamp compares, each registered
-            s_up, s_dn = Signal(signed(lw), name="sum_up"), Signal(signed(lw), name="sum_dn")
-            up_r = Signal(name="up_r")
-            m.d.sync += [s_up.eq(self.acc + big), s_dn.eq(self.acc - small), up_r.eq(self.up)]
-            new = Signal(signed(lw), name="new")
-            m.d.sync += new.eq(Mux(up_r, s_up, s_dn))
-            new2 = Signal(self.acc_bits, name="new2")
-            gt, lt = Signal(name="gt_hi"), Signal(name="lt_lo")
-            m.d.sync += [new2.eq(new[:self.acc_bits]), gt.eq(new > self.hi), lt.eq(new < self.lo)]
-            m.d.comb += self.next.eq(Mux(gt, self.hi, Mux(lt, self.lo, new2)))
+            self._deep(m, big, small, lw)
             return m
         # the clamp compares against registered limits: ``acc + big > hi`` is ``acc > hi - big``...
         hi_up, lo_up, hi_dn, lo_dn = (Signal(signed(lw), name=n) for n in ("hi_up", "lo_up", "hi_dn", "lo_dn"))
@@ -123,6 +114,40 @@ class QuantileTracker(wiring.Component):
         dn_next = Mux(cmp[2], self.hi, Mux(cmp[3], self.lo, sums[1]))
         m.d.comb += self.next.eq(Mux(up, up_next, dn_next))
         return m
+
+
+    def _deep(self, m: Module, big: Signal, small: Signal, lw: int) -> None:
+        """The deep form: every carry chain at most half the accumulator wide (the UP5K's 42-bit
+        adder and compares did not fit 45 MHz).  t: the low halves of ``acc + big`` and
+        ``acc - small`` (as ``acc + (2**lw - small)``) and the high operands; t + 1: the high halves
+        and the choice by ``up``; t + 2: the clamp compares per half; t + 3: ``next``."""
+        ab = self.acc_bits
+        h = lw // 2
+        neg_small = Signal(lw, name="neg_small")
+        m.d.sync += neg_small.eq(C(0, lw) - small)
+        acc = Cat(self.acc, C(0, lw - ab))
+        up_r = Signal(name="up_r")
+        m.d.sync += up_r.eq(self.up)
+        halves = []
+        for name, add in (("up", Cat(big, C(0, lw - len(big)))), ("dn", neg_small)):
+            lo_s = Signal(h + 1, name=f"{name}_lo")
+            a_hi, b_hi = Signal(lw - h, name=f"{name}_ahi"), Signal(lw - h, name=f"{name}_bhi")
+            m.d.sync += [lo_s.eq(acc[:h] + add[:h]), a_hi.eq(acc[h:]), b_hi.eq(add[h:])]
+            halves.append(Cat(lo_s[:h], (a_hi + b_hi + lo_s[h])[:lw - h]))
+        new = Signal(lw, name="new")
+        m.d.sync += new.eq(Mux(up_r, halves[0], halves[1]))
+        hi_x, lo_x = Cat(self.hi, C(0, lw - ab)), Cat(self.lo, C(0, lw - ab))
+        parts = {n: Signal(name=n) for n in ("neg", "hi_gt_h", "hi_eq_h", "hi_gt_l", "lo_lt_h", "lo_eq_h", "lo_lt_l")}
+        new2 = Signal(ab, name="new2")
+        m.d.sync += [parts["neg"].eq(new[-1]), new2.eq(new[:ab]),
+                     parts["hi_gt_h"].eq(new[h:] > hi_x[h:]), parts["hi_eq_h"].eq(new[h:] == hi_x[h:]),
+                     parts["hi_gt_l"].eq(new[:h] > hi_x[:h]),
+                     parts["lo_lt_h"].eq(new[h:] < lo_x[h:]), parts["lo_eq_h"].eq(new[h:] == lo_x[h:]),
+                     parts["lo_lt_l"].eq(new[:h] < lo_x[:h])]
+        p = parts
+        gt = ~p["neg"] & (p["hi_gt_h"] | (p["hi_eq_h"] & p["hi_gt_l"]))
+        lt = p["neg"] | p["lo_lt_h"] | (p["lo_eq_h"] & p["lo_lt_l"])
+        m.d.comb += self.next.eq(Mux(gt, self.hi, Mux(lt, self.lo, new2)))
 
 
 class AdaptiveThreshold:
