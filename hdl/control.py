@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .adapt import ADAPT_FRAC, AdaptiveThreshold
 from .params import CoreParams, clog2
-from .regmap import THRESHOLD_RESET
+from .regmap import THRESHOLD_RESET, RegisterMap
 
 __all__ = ["CommitState", "ControlSignature"]
 
@@ -26,6 +27,8 @@ class ControlSignature(wiring.Signature):
     Members (front end -> core)
     ---------------------------
     shadow_threshold : 32
+    shadow_adapt, shadow_t_min, shadow_t_max : the adaptation registers (``ADAPT``, ``T_MIN``,
+        ``T_MAX``), copied to the active configuration at a commit
     commit, commit_threshold, clear_counters : strobes (one cycle)
     load_valid, load_index, load_weights, load_offset, load_shift : during a commit, the front end
         copies shadow entry ``load_index`` into the active registers, one projection per cycle
@@ -45,14 +48,18 @@ class ControlSignature(wiring.Signature):
     result_valid, result_score, result_anomaly, result_argmax, result_tag : the result of a pushed
         sample (``result_valid`` is a one-cycle strobe)
     commit_pending, active_bank, busy : status
-    threshold_active, samples, anomalies : read-back
+    threshold_active, threshold_frac, samples, anomalies : read-back
     """
 
     def __init__(self, params: CoreParams) -> None:
         p = params
         self.params = p
+        rm = RegisterMap(p)
         super().__init__({
             "shadow_threshold": Out(32),
+            "shadow_adapt": Out(rm["ADAPT"].width),
+            "shadow_t_min": Out(32),
+            "shadow_t_max": Out(32),
             "commit": Out(1),
             "commit_threshold": Out(1),
             "clear_counters": Out(1),
@@ -82,6 +89,7 @@ class ControlSignature(wiring.Signature):
             "active_bank": In(1),
             "busy": In(1),
             "threshold_active": In(32),
+            "threshold_frac": In(ADAPT_FRAC),
             "samples": In(32),
             "anomalies": In(32),
         })
@@ -97,20 +105,45 @@ class CommitState:
     the bank and copies the threshold; a COMMIT sets the pending flag, written after
     ``commit_done`` so that a COMMIT in the very cycle a commit completes is not lost (it commits
     again once drained, as the model does).
+
+    The adaptive threshold (:mod:`mailpulse.hdl.adapt`): ``thr_frac`` extends ``thr_active`` by
+    :data:`~mailpulse.hdl.regmap.ADAPT_FRAC` fraction bits; ``adapt`` holds the active ``ADAPT``/
+    ``T_MIN``/``T_MAX``.  With :meth:`update`'s ``step`` high and adaptation enabled, the pair
+    moves one tracker step after a sample flagged ``flag``; a threshold commit in the same cycle
+    wins (the model has the commit between samples, after the step).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, params: CoreParams) -> None:
         self.thr_active = Signal(32, init=THRESHOLD_RESET)
+        self.thr_frac = Signal(ADAPT_FRAC)
         self.active_bank = Signal()
         self.commit_pending = Signal()
+        self.adapt = AdaptiveThreshold(params)
+        #: The adaptive step writes the threshold this cycle (the formal proofs name it).
+        self.adapt_write = Signal(name="adapt_write")
 
-    def update(self, m: Module, ctrl: Any) -> None:
+    def update(self, m: Module, ctrl: Any, step: Any = None, flag: Any = None, *, pipelined: bool = False,
+               fast: bool = False) -> None:
+        """The transitions; with ``step``, the adaptive threshold's step (``pipelined``: it lands
+        the tracker's latency later; a threshold commit in between cancels it: the model has the
+        commit after the step, which then must not overwrite it)."""
+        if step is not None:
+            tr = self.adapt.tracker(m, self.thr_active, self.thr_frac, flag, pipelined=pipelined, fast=fast)
+            nxt = tr.next
+            for i in range(tr.latency):
+                step_d = Signal(name=f"adapt_step_d{i}")
+                m.d.sync += step_d.eq(step & ~ctrl.commit_threshold & ~ctrl.commit_done)
+                step = step_d
+            m.d.comb += self.adapt_write.eq(step & self.adapt.enable)
+            with m.If(self.adapt_write):
+                m.d.sync += Cat(self.thr_frac, self.thr_active).eq(nxt)
         with m.If(ctrl.commit_threshold):
-            m.d.sync += self.thr_active.eq(ctrl.shadow_threshold)
+            m.d.sync += [self.thr_active.eq(ctrl.shadow_threshold), self.thr_frac.eq(0)]
         with m.If(ctrl.commit_done):
             m.d.sync += [self.commit_pending.eq(0), self.active_bank.eq(~self.active_bank),
-                         self.thr_active.eq(ctrl.shadow_threshold)]
+                         self.thr_active.eq(ctrl.shadow_threshold), self.thr_frac.eq(0),
+                         *self.adapt.load(ctrl)]
         with m.If(ctrl.commit):
             m.d.sync += self.commit_pending.eq(1)
         m.d.comb += [ctrl.commit_pending.eq(self.commit_pending), ctrl.active_bank.eq(self.active_bank),
-                     ctrl.threshold_active.eq(self.thr_active)]
+                     ctrl.threshold_active.eq(self.thr_active), ctrl.threshold_frac.eq(self.thr_frac)]

@@ -191,8 +191,8 @@ class ScorerCore(wiring.Component):
             assert flow.n_regs == 1 + self.plan["chain_len"] + 2 + 1 + tree_stages, "latency bookkeeping"
         else:
             assert flow.n_regs == 1 + self.plan["proj_stages"] + 1 + 3 + 2 + tree_stages, "latency bookkeeping"
-        counters = self._outputs(m, flow, act.cs, score_last, arg_last, out_tag, out_last)
-        self._commit_load(m, flow, act)
+        counters, out_take, anomaly = self._outputs(m, flow, act.cs, score_last, arg_last, out_tag, out_last)
+        self._commit_load(m, flow, act, out_take, anomaly)
         m.d.comb += [
             self.ctrl.busy.eq(~flow.pipe_empty | (flow.fifo_cnt != 0) if self.stream else ~flow.pipe_empty),
             self.ctrl.push_inflight.eq(flow.push_inflight),
@@ -214,7 +214,7 @@ class ScorerCore(wiring.Component):
             off=[Signal(signed(p.offset_bits + 1), name=f"act_off{k}") for k in range(p.k)],
             shift=[Signal(p.shift_bits, name=f"act_shift{k}") for k in range(p.k)],
             dsp=dsp,
-            cs=CommitState(),
+            cs=CommitState(p),
         )
 
     def _flow(self, m: Module, cs: CommitState) -> _Flow:
@@ -267,8 +267,15 @@ class ScorerCore(wiring.Component):
             f.lane_en = [f.en] * self.params.k
             f.x_en = f.side_en = f.en
             f.tree_en = [f.en] * max(1, tree_stages)
+        # with the adaptive threshold on, no two samples are in adjacent stages: a sample enters
+        # only if the last cycle the pipeline advanced took none, so results leave at least two
+        # cycles apart and the pipelined threshold step (hdl/adapt.py) lands before the next
+        # compare.  Throughput then is one sample per two clocks.
+        took = Signal(name="took_last")
+        with m.If(f.en):
+            m.d.sync += took.eq(f.take_push | f.take_stream)
         m.d.comb += [
-            f.open_.eq(f.en & ~cs.commit_pending),
+            f.open_.eq(f.en & ~cs.commit_pending & ~(took & cs.adapt.enable)),
             f.take_push.eq(f.open_ & ctrl.push_valid),
             ctrl.push_ready.eq(f.take_push),
         ]
@@ -459,9 +466,10 @@ class ScorerCore(wiring.Component):
 
     # ---- outputs and commit ---------------------------------------------------------------------
     def _outputs(self, m: Module, flow: _Flow, cs: CommitState, score_last: Any, arg_last: Any,
-                 out_tag: Any, out_last: Any) -> tuple[Signal, Signal]:
+                 out_tag: Any, out_last: Any) -> tuple[tuple[Signal, Signal], Signal, Signal]:
         """The flag compare, then: stream results into the output buffer, pushed results to the
-        front end, and the sample/anomaly counters (returned)."""
+        front end, and the sample/anomaly counters.  Returns the counters, the strobe of a result
+        leaving the pipeline and its flag (the adaptive threshold steps on them)."""
         p = self.params
         ctrl = self.ctrl
         score = Signal(p.score_bits)
@@ -505,7 +513,7 @@ class ScorerCore(wiring.Component):
             m.d.sync += [samples.eq(inc_s), anomalies.eq(inc_a)]
         with m.Else():
             m.d.sync += [samples.eq(samples + inc_s), anomalies.eq(anomalies + inc_a)]
-        return samples, anomalies
+        return (samples, anomalies), out_take, anomaly
 
     def _result_buffer(self, m: Module, fifo_cnt: Signal, push: Signal, res: Signal) -> None:
         """The two-entry output buffer in front of ``o_stream`` (``push``: ``res`` enters it)."""
@@ -532,7 +540,7 @@ class ScorerCore(wiring.Component):
             with m.Case(2), m.If(pop):
                 m.d.sync += [buf0.eq(buf1), fifo_cnt.eq(1)]
 
-    def _commit_load(self, m: Module, flow: _Flow, act: _ActiveModel) -> None:
+    def _commit_load(self, m: Module, flow: _Flow, act: _ActiveModel, out_take: Any, anomaly: Any) -> None:
         """Commit: the front end loads one projection per cycle while the pipeline is empty and
         input is held off, then strobes ``commit_done``.  The +1s of the one's complement negative
         terms are folded into the offset here, with one shared subtractor (registered once more
@@ -564,4 +572,7 @@ class ScorerCore(wiring.Component):
                 for k in range(p.k):
                     with m.If(ld_index == k):
                         m.d.sync += [act.w[k].eq(ld_w), act.off[k].eq(off_eff), act.shift[k].eq(ld_shift)]
-        act.cs.update(m, ctrl)
+        # the adaptive threshold steps as each result leaves the pipeline (stream or PUSH),
+        # pipelined: it lands two cycles later, and the next result leaves two cycles later at the
+        # earliest (see _flow)
+        act.cs.update(m, ctrl, step=out_take, flag=anomaly, pipelined=True, fast=True)

@@ -132,7 +132,7 @@ class FoldedScorerCore(wiring.Component):
         m = Module()
         self._probes = {}
         kb = max(1, clog2(self.params.k))
-        cs = CommitState()
+        cs = CommitState(self.params)
         iss = _Issue(busy=Signal(name="busy"), issuing=Signal(name="issuing"), k_issue=Signal(kb, name="k_issue"))
         ard = self._active_memory(m, iss)
         self._issue(m, cs, iss)
@@ -142,7 +142,9 @@ class FoldedScorerCore(wiring.Component):
         out_valid, anomaly = self._result(m, cs, iss, res_valid, score_r, res_score, res_arg)
         samples, anomalies = self._counters(m, out_valid, anomaly)
         m.d.comb += self.ctrl.drained.eq(cs.commit_pending & ~iss.busy)
-        cs.update(m, self.ctrl)
+        # the adaptive threshold steps with each result, deeply pipelined: it lands four cycles
+        # after the result strobe; the next sample's compare is K + lane depth cycles later
+        cs.update(m, self.ctrl, step=out_valid, flag=anomaly, pipelined=True)
         m.d.comb += [
             self.ctrl.busy.eq(iss.busy),
             self.ctrl.push_inflight.eq(iss.busy),

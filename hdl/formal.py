@@ -207,12 +207,15 @@ class StreamCoreHarness(_Harness):
         if act.dsp is not None:
             model = Cat(model, *act.dsp.wlo, *act.dsp.up, *act.dsp.clo, *act.dsp.chi)
         busy = self.past(m, ~fl.pipe_empty | take, "busy")
-        p_model, p_thr = self.past(m, model, "model"), self.past(m, act.cs.thr_active, "thr")
+        thr = Cat(act.cs.thr_active, act.cs.thr_frac)
+        p_model, p_thr = self.past(m, model, "model"), self.past(m, thr, "thr")
         p_commit_thr = self.past(m, c.commit_threshold, "commit_thr")
+        # the adaptive threshold steps as a result leaves the pipeline (hdl/adapt.py)
+        p_step = self.past(m, act.cs.adapt_write, "adapt_step")
         check(m, self.started & busy, {
             "atomic swap: the model holds while a sample is in flight": model == p_model,
-            "atomic swap: the threshold holds while a sample is in flight (but COMMIT_THRESHOLD)":
-                p_commit_thr | (act.cs.thr_active == p_thr)})
+            "atomic swap: the threshold holds while a sample is in flight (but COMMIT_THRESHOLD or an "
+            "adaptive step)": p_commit_thr | p_step | (thr == p_thr)})
         for k, (en, bank) in enumerate(pr["table_writes"]):
             m.d.comb += Assert(~(en & (bank == act.cs.active_bank)) | (fl.pipe_empty & ~take),
                                f"atomic swap: no write into table {k}'s active bank with a sample in flight")

@@ -17,19 +17,197 @@ The datapath, per sample ``x`` (D signed ``in_bits`` integers) and projection ``
     score  = sum_k v[k]                               exact, unsigned score_bits (never wraps)
     flag   = score > threshold                        unsigned 32-bit compare
     argmax = smallest k with v[k] == max(v)
+
+With ``ADAPT.ENABLE`` the threshold adapts (:func:`adaptive_flags`): after each scored sample a
+fraction-extended accumulator ``A`` (threshold ``T = A >> ADAPT_FRAC``) moves toward the
+``1 - 2**-alpha_exp`` quantile of the score (:func:`tracker_step`).  Per-route latency prediction
+intervals (:func:`route_intervals`) use the same step on a lower and an upper bound per route.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from .params import CoreParams
-from .regmap import CORE_ID, TABLE_BASE, Kind, RegisterMap, pack_weights, unpack_weights
+from .regmap import ADAPT_FRAC, CORE_ID, TABLE_BASE, Kind, RegisterMap, pack_weights, unpack_weights
 
 IntArray = npt.NDArray[np.int64]
+
+
+#: Largest ``alpha_exp``/``beta_exp`` (4-bit register fields).
+ADAPT_EXP_MAX = 15
+#: Largest step exponent (4-bit register fields): the small step is ``2**step_exp`` units of
+#: ``2**-ADAPT_FRAC``, at most 128 score units per sample.
+ADAPT_STEP_MAX = 15
+
+
+def tracker_steps(rate_exp: int, step_exp: int) -> tuple[int, int]:
+    """``(big, small)`` steps of a quantile tracker, in units of ``2**-ADAPT_FRAC``.
+
+    ``small = 2**step_exp`` and ``big = small * (2**rate_exp - 1)``: a tracker that moves up by
+    ``big`` after a miss (the value is beyond it) and down by ``small`` after a hit is stationary
+    where ``P(miss) * big == P(hit) * small``, i.e. at a miss rate of ``2**-rate_exp``.
+    """
+    if not 0 <= rate_exp <= ADAPT_EXP_MAX or not 0 <= step_exp <= ADAPT_STEP_MAX:
+        raise ValueError(f"rate exponent {rate_exp} or step exponent {step_exp} out of range "
+                         f"0..{ADAPT_EXP_MAX}/0..{ADAPT_STEP_MAX}")
+    small = 1 << step_exp
+    return small * ((1 << rate_exp) - 1), small
+
+
+def clamp(v: int, lo: int, hi: int) -> int:
+    """``hi`` if ``v > hi``, else ``lo`` if ``v < lo``, else ``v`` (the upper clamp is checked
+    first; with ``lo > hi`` a value above ``hi`` gives ``hi``, one at or below it ``lo``)."""
+    return hi if v > hi else lo if v < lo else v
+
+
+def tracker_step(acc: int, up: bool, big: int, small: int, lo: int, hi: int) -> int:
+    """One update of a quantile tracker's accumulator (all integers, units of ``2**-ADAPT_FRAC``):
+    ``clamp(acc + big if up else acc - small, lo, hi)`` (:func:`clamp`)."""
+    return clamp(acc + big if up else acc - small, lo, hi)
+
+
+@dataclass
+class AdaptConfig:
+    """The adaptation registers of the model (shadow, committed with the rest).
+
+    Attributes
+    ----------
+    enable : the threshold adapts (``ADAPT.ENABLE``); 0 after reset
+    alpha_exp : target flag rate ``2**-alpha_exp`` (``ADAPT.ALPHA_EXP``, 0..15)
+    step_exp : small step ``2**step_exp`` in units of ``2**-ADAPT_FRAC`` (``ADAPT.STEP_EXP``)
+    t_min, t_max : the threshold's clamp (``T_MIN``/``T_MAX``, unsigned 32-bit)
+    """
+
+    enable: int = 0
+    alpha_exp: int = 0
+    step_exp: int = 0
+    t_min: int = 0
+    t_max: int = 0xFFFFFFFF
+
+    def copy(self) -> AdaptConfig:
+        return AdaptConfig(self.enable, self.alpha_exp, self.step_exp, self.t_min, self.t_max)
+
+    def validate(self) -> None:
+        if self.enable not in (0, 1):
+            raise ValueError(f"adapt enable must be 0 or 1, not {self.enable}")
+        tracker_steps(self.alpha_exp, self.step_exp)
+        for name, v in (("t_min", self.t_min), ("t_max", self.t_max)):
+            if not 0 <= v <= 0xFFFFFFFF:
+                raise ValueError(f"{name} {v} is outside 0..2**32-1")
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, score_bits: int) -> AdaptConfig:
+        """An enabled configuration over the register ranges (for verification), biased toward ones
+        that move within a few thousand samples and clamps inside the score range."""
+        t_min = int(rng.integers(0, 1 << score_bits))
+        t_max = int(rng.integers(t_min, 1 << score_bits)) if rng.random() < 0.8 else int(rng.integers(0, 1 << 32))
+        alpha = int(rng.integers(1, 11)) if rng.random() < 0.8 else int(rng.integers(0, ADAPT_EXP_MAX + 1))
+        step = int(rng.integers(8, ADAPT_STEP_MAX + 1)) if rng.random() < 0.8 else int(rng.integers(0, 8))
+        return cls(1, alpha, step, t_min, t_max)
+
+
+def adaptive_flags(scores: npt.ArrayLike, adapt: AdaptConfig, acc: int) -> tuple[IntArray, int]:
+    """Flags of ``scores`` scored one after the other with the adaptive threshold, and the final
+    accumulator.
+
+    ``acc`` is the accumulator before the first score (after a commit: ``threshold << ADAPT_FRAC``).
+    Per score: ``flag = score > acc >> ADAPT_FRAC`` (the threshold before the update), then
+    ``acc = tracker_step(acc, flag, big, small, t_min << F, t_max << F)`` with
+    ``(big, small) = tracker_steps(alpha_exp, step_exp)``.
+    """
+    big, small = tracker_steps(adapt.alpha_exp, adapt.step_exp)
+    lo, hi = adapt.t_min << ADAPT_FRAC, adapt.t_max << ADAPT_FRAC
+    s = np.asarray(scores, dtype=np.int64).tolist()
+    flags = [0] * len(s)
+    for i, v in enumerate(s):
+        up = v > acc >> ADAPT_FRAC
+        flags[i] = int(up)
+        acc = clamp(acc + big if up else acc - small, lo, hi)
+    return np.asarray(flags, dtype=np.int64), acc
+
+
+#: Width of a log2-latency value and of a route bound: unsigned Q8.8 (``log2(latency in us) * 256``).
+LATENCY_BITS = 16
+
+
+@dataclass
+class RouteConfig:
+    """The adaptation registers of the route intervals.
+
+    Attributes
+    ----------
+    enable : the intervals flag and adapt (``ADAPT.ROUTES``)
+    beta_exp : target miss rate per side ``2**-beta_exp`` (nominal coverage ``1 - 2**(1 - beta_exp)``)
+    step_exp : small step ``2**step_exp`` in units of ``2**-ADAPT_FRAC`` of a Q8.8 latency
+    """
+
+    enable: int = 0
+    beta_exp: int = 0
+    step_exp: int = 0
+
+
+@dataclass
+class RouteResult:
+    """Per event: ``below``/``above`` its route's interval (int64 arrays); the bounds after the
+    events (``(R,)`` accumulators, units of ``2**-ADAPT_FRAC``)."""
+
+    below: IntArray
+    above: IntArray
+    lower: IntArray
+    upper: IntArray
+
+
+def route_intervals(routes: npt.ArrayLike, latencies: npt.ArrayLike, lower: npt.ArrayLike, upper: npt.ArrayLike,
+                    cfg: RouteConfig) -> RouteResult:
+    """Flags and adaptive-conformal updates of the per-route latency prediction intervals.
+
+    Event ``i`` has route ``r`` and value ``v`` (unsigned :data:`LATENCY_BITS`).  With ``L``/``U``
+    the route's bound accumulators before the event (threshold ``L >> ADAPT_FRAC``...)::
+
+        below = v < L >> F            above = v > U >> F            (both 0 when disabled)
+        U = clamp(U + big if above else U - small, 0, HI)
+        L = clamp(L - big if below else L + small, 0, HI)
+
+    with ``(big, small) = tracker_steps(beta_exp, step_exp)`` and ``HI = (2**16 - 1) << F`` (the
+    bounds given are in ``0..HI``, see :func:`route_seed`): each
+    bound widens by ``big`` after a miss on its side and narrows by ``small`` after a hit, so each
+    side's miss rate tends to ``2**-beta_exp``.  A route id outside ``0..R-1`` (``R = len(lower)``)
+    is not tracked: no flag, no update.  Disabled: no flags, no updates.
+    """
+    lo_acc = np.asarray(lower, dtype=np.int64).copy()
+    up_acc = np.asarray(upper, dtype=np.int64).copy()
+    r_arr = np.asarray(routes, dtype=np.int64)
+    v_arr = np.asarray(latencies, dtype=np.int64)
+    if r_arr.shape != v_arr.shape:
+        raise ValueError(f"{len(r_arr)} route ids but {len(v_arr)} latencies")
+    n = len(r_arr)
+    below = np.zeros(n, dtype=np.int64)
+    above = np.zeros(n, dtype=np.int64)
+    if not cfg.enable:
+        return RouteResult(below, above, lo_acc, up_acc)
+    big, small = tracker_steps(cfg.beta_exp, cfg.step_exp)
+    hi = ((1 << LATENCY_BITS) - 1) << ADAPT_FRAC
+    nr = len(lo_acc)
+    lo_l, up_l = lo_acc.tolist(), up_acc.tolist()
+    for i, (r, v) in enumerate(zip(r_arr.tolist(), v_arr.tolist(), strict=True)):
+        if not 0 <= r < nr:
+            continue
+        lo_v, up_v = lo_l[r], up_l[r]
+        b, a = v < lo_v >> ADAPT_FRAC, v > up_v >> ADAPT_FRAC
+        below[i], above[i] = b, a
+        up_l[r] = tracker_step(up_v, a, big, small, 0, hi)
+        lo_l[r] = clamp(lo_v - big if b else lo_v + small, 0, hi)
+    return RouteResult(below, above, np.asarray(lo_l, dtype=np.int64), np.asarray(up_l, dtype=np.int64))
+
+
+def route_seed(value: int) -> int:
+    """A bound accumulator as the host seeds it: capped at ``0xFFFF << ADAPT_FRAC`` (every bound
+    stays in ``0 .. 0xFFFF << ADAPT_FRAC``, the range :func:`route_intervals` assumes)."""
+    return min(value, ((1 << LATENCY_BITS) - 1) << ADAPT_FRAC)
 
 
 @dataclass
@@ -42,7 +220,8 @@ class CoreConfig:
     offsets : (K,) int array, signed ``offset_bits``
     shifts : (K,) int array, ``0..2**shift_bits - 1``
     tables : (K, B) int array, ``0..2**table_bits - 1``
-    threshold : int, ``0..2**32 - 1``
+    threshold : int, ``0..2**32 - 1`` (with adaptation: the seed of the adaptive threshold)
+    adapt : AdaptConfig, the adaptation registers (disabled by default)
     """
 
     weights: IntArray
@@ -50,6 +229,7 @@ class CoreConfig:
     shifts: IntArray
     tables: IntArray
     threshold: int
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     @classmethod
     def zeros(cls, params: CoreParams) -> CoreConfig:
@@ -64,7 +244,7 @@ class CoreConfig:
 
     def copy(self) -> CoreConfig:
         return CoreConfig(self.weights.copy(), self.offsets.copy(), self.shifts.copy(),
-                          self.tables.copy(), int(self.threshold))
+                          self.tables.copy(), int(self.threshold), self.adapt.copy())
 
     def validate(self, params: CoreParams) -> None:
         """Raise ``ValueError`` naming the first thing that does not fit the core's parameters."""
@@ -82,6 +262,7 @@ class CoreConfig:
                 raise ValueError(f"{name} holds {int(bad)}, outside {lo}..{hi} for the core ({params.name})")
         if not 0 <= int(self.threshold) <= 0xFFFFFFFF:
             raise ValueError(f"threshold {self.threshold} is outside 0..2**32-1")
+        self.adapt.validate()
 
     @classmethod
     def random(cls, params: CoreParams, rng: np.random.Generator, *, density: float = 0.5) -> CoreConfig:
@@ -113,6 +294,8 @@ class ScoreResult:
     anomaly: IntArray
     argmax: IntArray
     tag: IntArray
+    #: With adaptation: the threshold accumulator after the batch (else None).
+    acc: int | None = None
 
     def __len__(self) -> int:
         return len(self.score)
@@ -140,8 +323,12 @@ SCORE_CHUNK = 1 << 14
 
 
 def score(params: CoreParams, cfg: CoreConfig, x: npt.ArrayLike,
-          tags: npt.ArrayLike | None = None) -> ScoreResult:
-    """Score a batch of samples exactly as the core does."""
+          tags: npt.ArrayLike | None = None, acc: int | None = None) -> ScoreResult:
+    """Score a batch of samples exactly as the core does.
+
+    With ``cfg.adapt.enable`` the flags come from :func:`adaptive_flags`, starting from ``acc``
+    (default: ``cfg.threshold << ADAPT_FRAC``, the accumulator right after a commit); the final
+    accumulator is :attr:`ScoreResult.acc`."""
     xs = np.asarray(x)
     tables = np.asarray(cfg.tables, dtype=np.int64)
     totals, args = [], []
@@ -155,11 +342,17 @@ def score(params: CoreParams, cfg: CoreConfig, x: npt.ArrayLike,
     tag_arr = np.zeros(n, dtype=np.int64) if tags is None else np.asarray(tags, dtype=np.int64) & 0xFFFFFFFF
     if len(tag_arr) != n:
         raise ValueError(f"{n} samples but {len(tag_arr)} tags")
+    if cfg.adapt.enable:
+        anomaly, acc_end = adaptive_flags(total, cfg.adapt,
+                                          int(cfg.threshold) << ADAPT_FRAC if acc is None else acc)
+    else:
+        anomaly, acc_end = (total > int(cfg.threshold)).astype(np.int64), None
     return ScoreResult(
         score=total.astype(np.int64),
-        anomaly=(total > int(cfg.threshold)).astype(np.int64),
+        anomaly=anomaly,
         argmax=arg.astype(np.int64),
         tag=tag_arr,
+        acc=acc_end,
     )
 
 
@@ -212,6 +405,8 @@ class EmulatedCore:
         self.stalled = False
         self.push_pending = False
         self.commit_pending = False
+        #: The active threshold's accumulator: THRESHOLD_ACTIVE is ``acc >> ADAPT_FRAC``.
+        self.acc = int(self.active.threshold) << ADAPT_FRAC
 
     # -- register access ------------------------------------------------------------------
     def read(self, address: int) -> int:
@@ -235,7 +430,16 @@ class EmulatedCore:
         if name == "THRESHOLD":
             return int(self.shadow.threshold)
         if name == "THRESHOLD_ACTIVE":
-            return int(self.active.threshold)
+            return self.acc >> ADAPT_FRAC
+        if name == "THRESHOLD_FRAC":
+            return self.acc & ((1 << ADAPT_FRAC) - 1)
+        if name == "ADAPT":
+            a = self.shadow.adapt
+            return reg.value(ENABLE=a.enable, ALPHA_EXP=a.alpha_exp, STEP_EXP=a.step_exp)
+        if name == "T_MIN":
+            return self.shadow.adapt.t_min
+        if name == "T_MAX":
+            return self.shadow.adapt.t_max
         if name == "SAMPLES":
             return self.samples
         if name == "ANOMALIES":
@@ -287,12 +491,21 @@ class EmulatedCore:
                     self.commit()
             if "COMMIT_THRESHOLD" in fired:
                 self.active.threshold = self.shadow.threshold
+                self.acc = int(self.shadow.threshold) << ADAPT_FRAC
             if "CLEAR_COUNTERS" in fired:
                 self.samples = self.anomalies = 0
             if "CLEAR_ERROR" in fired:
                 self.bus_error = False
         elif name == "THRESHOLD":
             self.shadow.threshold = value
+        elif name == "ADAPT":
+            a = self.shadow.adapt
+            a.enable, a.alpha_exp, a.step_exp = (
+                (value & reg.field(f).mask) >> reg.field(f).lsb for f in ("ENABLE", "ALPHA_EXP", "STEP_EXP"))
+        elif name == "T_MIN":
+            self.shadow.adapt.t_min = value
+        elif name == "T_MAX":
+            self.shadow.adapt.t_max = value
         elif name == "FEATURE":
             self.features[i] = _sext(value, p.in_bits)
         elif name == "TAG":
@@ -320,7 +533,8 @@ class EmulatedCore:
         self.active_bank ^= 1
         self.active = CoreConfig(self.shadow.weights.copy(), self.shadow.offsets.copy(),
                                  self.shadow.shifts.copy(), self.bank_tables[self.active_bank].copy(),
-                                 int(self.shadow.threshold))
+                                 int(self.shadow.threshold), self.shadow.adapt.copy())
+        self.acc = int(self.shadow.threshold) << ADAPT_FRAC
 
     def stall_results(self, stalled: bool = True) -> None:
         """The result stream stalls with the pipeline full (``True``), or flows again (``False``:
@@ -340,7 +554,10 @@ class EmulatedCore:
         self.result = r.row(0)
 
     def _score(self, x: IntArray, tags: npt.ArrayLike) -> ScoreResult:
-        r = score(self.params, self.active, x, tags)
+        r = score(self.params, self.active, x, tags, acc=self.acc)
+        if r.acc is not None:
+            self.acc = r.acc
+            self.active.threshold = r.acc >> ADAPT_FRAC
         self.samples = (self.samples + len(r)) & 0xFFFFFFFF
         self.anomalies = (self.anomalies + int(r.anomaly.sum())) & 0xFFFFFFFF
         return r
@@ -361,8 +578,8 @@ class EmulatedCore:
 def model_writes(regmap: RegisterMap, cfg: CoreConfig) -> list[tuple[int, int]]:
     """(address, value) register writes that load ``cfg`` into the shadow model.
 
-    The order is the one every host uses: weights, offsets, shifts, tables, threshold.  The
-    caller writes ``CTRL.COMMIT`` afterwards.
+    The order is the one every host uses: weights, offsets, shifts, tables, the adaptation
+    registers, threshold.  The caller writes ``CTRL.COMMIT`` afterwards.
     """
     p = regmap.params
     cfg.validate(p)
@@ -377,8 +594,33 @@ def model_writes(regmap: RegisterMap, cfg: CoreConfig) -> list[tuple[int, int]]:
     for k in range(p.k):
         for b in range(p.b):
             out.append((tab.address(k * p.b + b), int(cfg.tables[k, b])))
+    a = cfg.adapt
+    out.append((regmap["ADAPT"].address(), regmap["ADAPT"].value(ENABLE=a.enable, ALPHA_EXP=a.alpha_exp,
+                                                                 STEP_EXP=a.step_exp)))
+    out.append((regmap["T_MIN"].address(), a.t_min))
+    out.append((regmap["T_MAX"].address(), a.t_max))
     out.append((regmap["THRESHOLD"].address(), int(cfg.threshold)))
     return out
 
 
-__all__ = ["CORE_ID", "BusError", "CoreConfig", "EmulatedCore", "ScoreResult", "bins", "model_writes", "score"]
+__all__ = [
+    "ADAPT_FRAC",
+    "CORE_ID",
+    "LATENCY_BITS",
+    "AdaptConfig",
+    "BusError",
+    "CoreConfig",
+    "EmulatedCore",
+    "RouteConfig",
+    "RouteResult",
+    "ScoreResult",
+    "adaptive_flags",
+    "bins",
+    "clamp",
+    "model_writes",
+    "route_intervals",
+    "route_seed",
+    "score",
+    "tracker_step",
+    "tracker_steps",
+]

@@ -76,7 +76,7 @@ class Kind(Enum):
 #: Value of the ``ID`` register: ASCII "MPLS".
 CORE_ID = 0x4D504C53
 #: Version of the core and of this register map: (major, minor, patch).
-CORE_VERSION = (1, 0, 0)
+CORE_VERSION = (1, 1, 0)
 #: Width of the byte address of the register window (64 KiB).
 ADDR_BITS = 16
 #: First byte address of the table window; entry (k, b) is at ``TABLE_BASE + 4 * (k * B + b)``.
@@ -85,6 +85,9 @@ TABLE_BASE = 0x8000
 VLNV = "mailpulse.org:mailpulse:scorer:1.0"
 #: Threshold after reset (shadow and active): no score exceeds it, so nothing is flagged.
 THRESHOLD_RESET = 0xFFFFFFFF
+#: Fraction bits of the adaptive threshold's accumulator (``THRESHOLD_FRAC``): the threshold is
+#: ``THRESHOLD_ACTIVE + THRESHOLD_FRAC / 2**ADAPT_FRAC``; see :func:`mailpulse.hdl.reference.tracker_step`.
+ADAPT_FRAC = 8
 #: Most clock cycles a register access waits (see the module docstring) before it is answered
 #: with an error instead: 16384 (164 us at 100 MHz, 341 us at 48 MHz).  Far above any wait of a
 #: core whose result stream flows (a pipeline latency, a commit's copy, the clear after reset: at
@@ -239,6 +242,21 @@ class RegisterMap:
                      (_f("COUNT", 0, 32, "count"),)),
             Register("LATENCY", 0x0028, S, "Pipeline latency in clock cycles, input to output.",
                      (_f("CYCLES", 0, 8, "cycles"),)),
+            Register("ADAPT", 0x002C, RW, "Adaptive threshold (shadow, committed with the model): after each "
+                                          "scored sample THRESHOLD_ACTIVE moves toward the (1 - 2**-ALPHA_EXP) "
+                                          "quantile of the score (docs/fixed-point.md).",
+                     (_f("ENABLE", 0, 1, "1: the threshold adapts; 0: it holds still"),
+                      _f("ALPHA_EXP", 8, 4, "target flag rate 2**-ALPHA_EXP"),
+                      _f("STEP_EXP", 16, 4, f"step down 2**STEP_EXP / {1 << ADAPT_FRAC} per unflagged sample; "
+                                            "step up (2**ALPHA_EXP - 1) times that per flagged one")),
+                     shadow=True),
+            Register("T_MIN", 0x0030, RW, "Lower clamp of the adaptive threshold (shadow).",
+                     (_f("T_MIN", 0, 32, "unsigned"),), shadow=True),
+            Register("T_MAX", 0x0034, RW, "Upper clamp of the adaptive threshold (shadow).",
+                     (_f("T_MAX", 0, 32, "unsigned", reset=THRESHOLD_RESET),), shadow=True),
+            Register("THRESHOLD_FRAC", 0x0038, S, "Fraction of the adaptive threshold's accumulator: "
+                                                  f"THRESHOLD_ACTIVE + FRAC / {1 << ADAPT_FRAC}.",
+                     (_f("FRAC", 0, ADAPT_FRAC, f"unsigned, units of 2**-{ADAPT_FRAC}"),)),
             Register("FEATURE", 0x0040, RW, "Feature d of the sample a PUSH sends.",
                      (_f("VALUE", 0, p.in_bits, "signed feature", signed=True),), count=p.d),
             Register("TAG", 0x0080, RW, "Tag of the sample a PUSH sends.",

@@ -237,6 +237,7 @@ class RegisterFile(wiring.Component):
                 "RESULT_SCORE": {"SCORE": res.score},
                 "RESULT_TAG": {"TAG": res.tag},
                 "RESULT_INFO": {"ANOMALY": res.anomaly, "ARGMAX": res.argmax},
+                "THRESHOLD_FRAC": {"FRAC": ctrl.threshold_frac},
             },
             "actions": {
                 "CTRL": {
@@ -248,7 +249,8 @@ class RegisterFile(wiring.Component):
                 "PUSH": {"PUSH": [res.push_pending.eq(1), res.result_valid.eq(0)]},
             },
             "copy": {"WEIGHTS": ctrl.load_weights, "OFFSET": ctrl.load_offset, "SHIFT": ctrl.load_shift},
-            "storage": {"THRESHOLD": ctrl.shadow_threshold, "FEATURE": ctrl.push_features, "TAG": ctrl.push_tag},
+            "storage": {"THRESHOLD": ctrl.shadow_threshold, "FEATURE": ctrl.push_features, "TAG": ctrl.push_tag,
+                        "ADAPT": ctrl.shadow_adapt, "T_MIN": ctrl.shadow_t_min, "T_MAX": ctrl.shadow_t_max},
             "windows": {"TABLE": (ctrl.table_we, ctrl.table_index, ctrl.table_data)},
         }
 
@@ -564,8 +566,8 @@ class RegisterFile(wiring.Component):
                         m.d.sync += [wr.addr.eq(ix), wr.data.eq(acc.wdata), wr.en.eq(1)]
                     elif r.kind is Kind.STORAGE:
                         for i, sig in enumerate(st.regs[r.name]):
-                            with m.If(ix == i):
-                                m.d.sync += sig.eq(acc.wdata[:len(sig)])
+                            with m.If(ix == i):   # only the fields' bits (a register may have gaps)
+                                m.d.sync += sig.eq(acc.wdata[:len(sig)] & r.write_mask)
                     elif r.kind is Kind.ACTION:
                         fields = [(f, actions[r.name][f.name]) for f in r.fields]
                         # strobes follow their bit; statements run when their bit is 1

@@ -214,6 +214,15 @@ class CoreClient:
         return (self.bus.read(self.regmap["THRESHOLD"].address()),
                 self.bus.read(self.regmap["THRESHOLD_ACTIVE"].address()))
 
+    def threshold_accumulator(self) -> int:
+        """The active threshold with its fraction, as the adaptive threshold keeps it:
+        ``THRESHOLD_ACTIVE * 2**ADAPT_FRAC + THRESHOLD_FRAC`` (the accumulator of
+        :func:`mailpulse.hdl.reference.adaptive_flags`; ``set_threshold`` seeds it).  Read between
+        samples: the two reads are not one atomic access."""
+        frac = self.regmap["THRESHOLD_FRAC"]
+        return (self.bus.read(self.regmap["THRESHOLD_ACTIVE"].address()) << frac.field("FRAC").width) | (
+            self.bus.read(frac.address()))
+
     # -- samples --------------------------------------------------------------------------
     def score_one(self, x: npt.ArrayLike, tag: int = 0) -> tuple[int, int, int, int]:
         """Score one sample through ``FEATURE``/``TAG``/``PUSH``; returns (score, anomaly, argmax, tag)."""

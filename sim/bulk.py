@@ -50,7 +50,7 @@ import numpy as np
 import numpy.typing as npt
 from mailpulse.hdl.beats import RESULT_BEAT, RESULT_BYTES
 from mailpulse.hdl.params import CoreParams, get_params
-from mailpulse.hdl.reference import CoreConfig, ScoreResult, model_writes, score
+from mailpulse.hdl.reference import AdaptConfig, CoreConfig, ScoreResult, model_writes, score
 from mailpulse.hdl.regmap import RegisterMap
 
 from . import bulk_push as bp
@@ -69,9 +69,9 @@ from .verilated import (
     verilate_harness,
 )
 
-__all__ = ["ADVERSARIAL", "BULK_VERILATOR_ARGS", "CORES", "FAST_BUILD_ARGS", "TRACE_BUILD_ARGS", "Case", "Mismatch",
-           "VerifyReport", "build_harness", "case_kind", "check_case", "config_writes", "harness_dir", "harness_header",
-           "make_case", "verify", "verilate_harness"]
+__all__ = ["ADAPT_AT", "ADAPT_EVERY", "ADVERSARIAL", "BULK_VERILATOR_ARGS", "CORES", "FAST_BUILD_ARGS",
+           "TRACE_BUILD_ARGS", "Case", "Mismatch", "VerifyReport", "adaptive_config", "build_harness", "case_kind",
+           "check_case", "config_writes", "harness_dir", "harness_header", "make_case", "verify", "verilate_harness"]
 
 #: (idle, back-pressure) in permille, by configuration index (cycled).
 STRESS = [(0, 0), (50, 0), (0, 50), (200, 300), (0, 0), (20, 20)]
@@ -86,6 +86,10 @@ CORES = {
 ADVERSARIAL = ("mixed", "only", "off")
 #: Every PRESET_EVERY-th configuration (index % PRESET_EVERY == PRESET_EVERY - 1) presets the counters.
 PRESET_EVERY = 3
+#: Configurations with ``index % ADAPT_EVERY`` in :data:`ADAPT_AT` run with the adaptive threshold
+#: enabled (:meth:`mailpulse.hdl.reference.AdaptConfig.random`, drawn from ``[seed, index, 2]``).
+ADAPT_EVERY = 4
+ADAPT_AT = (2, 3)
 
 
 @dataclass
@@ -131,7 +135,8 @@ def make_case(params: CoreParams, seed: int, index: int, n: int, adversarial: st
     (:func:`case_kind`, :func:`mailpulse.sim.adversarial.adversarial_case`); ``tlast`` on about
     one sample in 64 and on the last; with ``presets``, every :data:`PRESET_EVERY`-th configuration
     presets the counters so that both wrap within the first ``n`` samples when enough are flagged
-    (SAMPLES always)."""
+    (SAMPLES always); configurations at :data:`ADAPT_AT` modulo :data:`ADAPT_EVERY` adapt their
+    threshold."""
     rng = np.random.default_rng([seed, index])
     kind = case_kind(index, adversarial)
     if kind == "random":
@@ -146,12 +151,33 @@ def make_case(params: CoreParams, seed: int, index: int, n: int, adversarial: st
     tlast = (rng.integers(0, 64, size=n, dtype=np.uint8) == 0).view(np.uint8)
     if n:
         tlast[-1] = 1
+    if index % ADAPT_EVERY in ADAPT_AT:
+        adaptive_config(params, cfg, x, np.random.default_rng([seed, index, 2]))
     idle, bp = STRESS[index % len(STRESS)]
     preset = (0, 0)
     if presets and index % PRESET_EVERY == PRESET_EVERY - 1:
         pr = np.random.default_rng([seed, index, 1])
         preset = ((1 << 32) - int(pr.integers(1, max(2, n))), (1 << 32) - int(pr.integers(1, max(2, n // 16))))
     return Case(index, cfg, x, tags, tlast, idle, bp, beats, kind, preset)
+
+
+def adaptive_config(params: CoreParams, cfg: CoreConfig, x: npt.ArrayLike, rng: np.random.Generator) -> None:
+    """Turn on ``cfg``'s adaptive threshold so that it moves on samples like ``x``: mostly clamps
+    between quantiles of the (fixed-model) scores of the first samples, the seed at another quantile,
+    steps that cross the score spread in about a thousand samples; else any register values
+    (:meth:`mailpulse.hdl.reference.AdaptConfig.random`)."""
+    if rng.random() < 0.25:
+        cfg.adapt = AdaptConfig.random(rng, params.score_bits)
+        return
+    s = score(params, cfg, np.asarray(x)[:4096]).score
+    if not len(s):
+        return
+    lo_q, hi_q = rng.uniform(0.0, 0.5), rng.uniform(0.5, 1.0)
+    t_min, t_max = (int(v) for v in np.quantile(s, [lo_q, hi_q]))
+    spread = max(1.0, float(np.std(s)))
+    step = int(np.clip(round(np.log2(spread * 256 / 1000)) + rng.integers(-3, 4), 0, 15))
+    cfg.adapt = AdaptConfig(1, int(rng.integers(1, 9)), step, t_min, t_max + int(rng.integers(0, 3)))
+    cfg.threshold = int(np.quantile(s, rng.uniform(0.05, 0.95)))
 
 
 @dataclass

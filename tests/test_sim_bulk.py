@@ -160,3 +160,34 @@ def test_cli_rejects_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert "parameter set 'nope' is unknown" in capsys.readouterr().err
     assert main(["sim", "verify", "--config", "small", "--samples", "0"]) == 2
     assert "--samples and --configs must be at least 1" in capsys.readouterr().err
+
+
+def test_bulk_cases_adapt_the_threshold() -> None:
+    """Configurations at ADAPT_AT (mod ADAPT_EVERY) run with the adaptive threshold, and on their
+    samples it moves: the flags differ from those of the seed threshold held still."""
+    p = get_params("small")
+    for index in range(8):
+        case = bulk.make_case(p, 1, index, 4000)
+        assert case.cfg.adapt.enable == (index % bulk.ADAPT_EVERY in bulk.ADAPT_AT), index
+        if case.cfg.adapt.enable:
+            r = score(p, case.cfg, case.x, case.tags)
+            assert r.acc is not None, index
+            assert not np.array_equal(r.anomaly, (r.score > case.cfg.threshold).astype(np.int64)), index
+
+
+@pytest.mark.xdist_group("sim_verilator_axi")
+@pytest.mark.parametrize("core", ["streaming", "folded"])
+def test_verify_catches_a_model_without_adaptation(core: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RTL adapts its threshold in the bulk configurations that enable it: checked against a
+    model that holds the threshold still, configuration 2 (the first adaptive one) mismatches."""
+    need("verilator")
+    real = bulk.score
+
+    def fixed(params, cfg, x, tags=None, acc=None):
+        c = cfg.copy()
+        c.adapt.enable = 0
+        return real(params, c, x, tags)
+
+    monkeypatch.setattr(bulk, "score", fixed)
+    rep = bulk.verify("small", samples=3000, configs=3, seed=1, core=core)
+    assert {m.config for m in rep.mismatches} == {2}, [m.text for m in rep.mismatches]

@@ -98,7 +98,7 @@ set_property size 32 $r
 set_property access read-only $r
 set_property description {Core and register-map version.} $r
 set_property size_format long [ipx::add_register_parameter RESET_VALUE $r]
-set_property value 0x00010000 [ipx::get_register_parameters RESET_VALUE -of_objects $r]
+set_property value 0x00010100 [ipx::get_register_parameters RESET_VALUE -of_objects $r]
 set f [ipx::add_field PATCH $r]
 set_property bit_offset 0 $f
 set_property bit_width 8 $f
@@ -287,6 +287,58 @@ set_property bit_offset 0 $f
 set_property bit_width 8 $f
 set_property access read-only $f
 set_property description {cycles} $f
+set r [ipx::add_register ADAPT $ab]
+set_property address_offset 0x002C $r
+set_property size 32 $r
+set_property access read-write $r
+set_property description {Adaptive threshold (shadow, committed with the model): after each scored sample THRESHOLD_ACTIVE moves toward the (1 - 2**-ALPHA_EXP) quantile of the score (docs/fixed-point.md).} $r
+set f [ipx::add_field ENABLE $r]
+set_property bit_offset 0 $f
+set_property bit_width 1 $f
+set_property access read-write $f
+set_property description {1: the threshold adapts; 0: it holds still} $f
+set f [ipx::add_field ALPHA_EXP $r]
+set_property bit_offset 8 $f
+set_property bit_width 4 $f
+set_property access read-write $f
+set_property description {target flag rate 2**-ALPHA_EXP} $f
+set f [ipx::add_field STEP_EXP $r]
+set_property bit_offset 16 $f
+set_property bit_width 4 $f
+set_property access read-write $f
+set_property description {step down 2**STEP_EXP / 256 per unflagged sample; step up (2**ALPHA_EXP - 1) times that per flagged one} $f
+set r [ipx::add_register T_MIN $ab]
+set_property address_offset 0x0030 $r
+set_property size 32 $r
+set_property access read-write $r
+set_property description {Lower clamp of the adaptive threshold (shadow).} $r
+set f [ipx::add_field T_MIN $r]
+set_property bit_offset 0 $f
+set_property bit_width 32 $f
+set_property access read-write $f
+set_property description {unsigned} $f
+set r [ipx::add_register T_MAX $ab]
+set_property address_offset 0x0034 $r
+set_property size 32 $r
+set_property access read-write $r
+set_property description {Upper clamp of the adaptive threshold (shadow).} $r
+set_property size_format long [ipx::add_register_parameter RESET_VALUE $r]
+set_property value 0xFFFFFFFF [ipx::get_register_parameters RESET_VALUE -of_objects $r]
+set f [ipx::add_field T_MAX $r]
+set_property bit_offset 0 $f
+set_property bit_width 32 $f
+set_property access read-write $f
+set_property description {unsigned} $f
+set r [ipx::add_register THRESHOLD_FRAC $ab]
+set_property address_offset 0x0038 $r
+set_property size 32 $r
+set_property access read-only $r
+set_property description {Fraction of the adaptive threshold's accumulator: THRESHOLD_ACTIVE + FRAC / 256.} $r
+set f [ipx::add_field FRAC $r]
+set_property bit_offset 0 $f
+set_property bit_width 8 $f
+set_property access read-only $f
+set_property description {unsigned, units of 2**-8} $f
 set r [ipx::add_register FEATURE_0 $ab]
 set_property address_offset 0x0040 $r
 set_property size 32 $r
