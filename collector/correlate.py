@@ -667,9 +667,9 @@ class Correlator:
         most above first: ``{route, deliveries, above, below, text}`` (at most ``most``)."""
         pct = f"{round(100 * self.interval_level):g} %"
         out = []
-        for route, (n, above, below) in sorted(w.iv.items(), key=lambda kv: (-kv[1][1], -kv[1][2], kv[0])):
-            if not above and not below or len(out) >= most:
-                continue
+        missed = sorted((kv for kv in w.iv.items() if kv[1][1] or kv[1][2]),
+                        key=lambda kv: (-kv[1][1], -kv[1][2], kv[0]))
+        for route, (n, above, below) in missed[:most]:
             text = (f"{above} of {n} deliveries on route {route} above their {pct} interval"
                     + (f", {below} below" if below else "")) if above else \
                 f"{below} of {n} deliveries on route {route} below their {pct} interval"

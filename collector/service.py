@@ -37,8 +37,8 @@ from .clock import ClockBook
 from .correlate import ROOT, Change, Correlator, event_time
 from .flink.feed import IncidentFeed, as_change
 from .health import Health
-from .intervals import IntervalBook
 from .ingest import Batch, Dedup, IngestProcessor, MqttIngest, load_index
+from .intervals import IntervalBook
 from .metrics import Metrics
 from .relays import RelayNames
 from .retrain import publish_model, retrain_from_archive

@@ -69,7 +69,7 @@ def test_interval_book_points_counts_and_bounds() -> None:
             expected["above" if y > iv[1] else ("below" if y < iv[0] else "inside")] += 1
         model.update(route, y)
     assert book.counts["lab/edge|slow"] == expected and expected["above"] > 0 and expected["below"] > 0
-    t, lat, lo, hi, side = pts[-1]
+    _t, lat, lo, hi, side = pts[-1]
     assert lo is not None and hi is not None and lo <= hi
     assert side == ("above" if lat > hi else ("below" if lat < lo else "inside"))
     v = book.view(most=1, points=10)

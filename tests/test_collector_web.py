@@ -623,7 +623,7 @@ def test_latency_intervals_per_route_band_and_misses(tmp_path: Path) -> None:
     col = _collector(tmp_path)
     rng = random.Random(11)
     t_end = time.time()
-    evs = []
+    evs: list[dict[str, Any]] = []
     for i in range(360):
         t = t_end - 600 + i * 600 / 360
         relay, level = (("relay1.example.net[10.0.0.1]:25", 0.3) if i % 2 else
