@@ -208,7 +208,13 @@ class AlertContext:
         return f"{line} [{ex.get('id')}]"
 
     def sentence(self, inc: dict[str, Any], noun: str) -> str:
-        """The evidence in words."""
+        """The evidence in words (and the route most above its latency interval, when one is)."""
+        misses = (inc.get("evidence") or {}).get("interval_misses")
+        first = misses[0] if isinstance(misses, list) and misses and isinstance(misses[0], dict) else {}
+        extra = f"; {_cut(first['text'])}" if first.get("above") and first.get("text") else ""
+        return self._sentence(inc, noun) + extra
+
+    def _sentence(self, inc: dict[str, Any], noun: str) -> str:
         e = inc.get("evidence") or {}
         path = [p for p in inc.get("path") or [] if p != "*"]
         where = f"through {self.name(path[-1])}" if path else "at the whole site"

@@ -40,7 +40,10 @@ of that tree node) once it has been found in every evaluation for ``open_after_s
 from the window's anomaly rate and count; the incident resolves after ``resolve_after``
 evaluations without it (hysteresis; a severity drop also needs two evaluations).  Evidence:
 counts, rates, baselines, latency quantiles now and in history, hop
-delay, example event ids, affected observing nodes and probe routes.
+delay, example event ids, affected observing nodes and probe routes, and the interval misses: the
+routes (:mod:`.intervals`) whose deliveries through the tree node fell above (or below) their
+prediction interval in the window, e.g. "9 of 12 deliveries on route X above their 90 % interval"
+(only when the collector passes each delivery's interval outcome to :meth:`Correlator.observe`).
 
 Limits: in a linear chain (a relay with one child and no siblings) traffic alone cannot tell a
 relay from the one behind it; the walk then descends only if the child's own hop delay or rate
@@ -51,6 +54,7 @@ the root under the observing node's name.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -219,6 +223,8 @@ class Observation:
     eid: str
     rec: float = 0.0             # receive time (``t`` when the event has none): the watermark's input
     skewed: bool = False         # archived as ``"clock": "skewed"``: not correlated
+    iv_route: str | None = None  # a delivery's interval route and how it fell against its interval
+    iv_side: str | None = None   # (``inside``/``above``/``below``; :class:`~.intervals.IntervalBook`)
 
     def tree_nodes(self) -> list[tuple[str, ...]]:
         """The tree nodes the event passes: the root, then each prefix of its path."""
@@ -255,7 +261,7 @@ class Bucket:
     (dicts used as sets), so that a bucket built from a run of events can be :meth:`merge`\\ d into
     another exactly as if those events had been added to it one by one."""
 
-    __slots__ = ("anomalies", "events", "examples", "hop", "lat", "nodes", "routes")
+    __slots__ = ("anomalies", "events", "examples", "hop", "iv", "lat", "nodes", "routes")
 
     def __init__(self) -> None:
         self.events = 0
@@ -265,6 +271,8 @@ class Bucket:
         self.examples: list[str] = []
         self.nodes: dict[str, None] = {}
         self.routes: dict[str, None] = {}
+        #: interval route -> [deliveries with a prediction, above, below] (at most 64 routes)
+        self.iv: dict[str, list[int]] = {}
 
     def add(self, ob: Observation, hop: float | None, s: CorrelateSettings) -> None:
         """Count one event (``hop``: its hop delay at this tree node)."""
@@ -274,6 +282,8 @@ class Bucket:
             self.lat.append(ob.lat)
         if hop is not None and len(self.hop) < cap:
             self.hop.append(hop)
+        if ob.iv_route is not None and ob.iv_side is not None:
+            _count_iv(self.iv, ob.iv_route, [1, int(ob.iv_side == "above"), int(ob.iv_side == "below")])
         if ob.anomalous:
             self.anomalies += 1
             if len(self.examples) < s.examples:
@@ -299,6 +309,19 @@ class Bucket:
             if len(self.routes) >= 64:
                 break
             self.routes[r] = None
+        for r, c in o.iv.items():
+            _count_iv(self.iv, r, c)
+
+
+def _count_iv(into: dict[str, list[int]], route: str, c: list[int]) -> None:
+    """Add interval counts ``[n, above, below]`` of ``route`` (a new route only while fewer than 64)."""
+    have = into.get(route)
+    if have is None:
+        if len(into) >= 64:
+            return
+        have = into[route] = [0, 0, 0]
+    for i in range(3):
+        have[i] += c[i]
 
 
 
@@ -338,6 +361,7 @@ class _Stats:
     anomalies: int = 0
     lat: list[float] = field(default_factory=list)
     hop: list[float] = field(default_factory=list)
+    iv: dict[str, list[int]] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
     nodes: set[str] = field(default_factory=set)
     routes: set[str] = field(default_factory=set)
@@ -406,7 +430,8 @@ def severity_of(anomalies: int, rate: float) -> str:
 class Correlator:
     """Keeps the tree's statistics and the incidents; feed events with :meth:`observe`."""
 
-    def __init__(self, settings: CorrelateSettings | None = None, names: RelayNames | None = None) -> None:
+    def __init__(self, settings: CorrelateSettings | None = None, names: RelayNames | None = None,
+                 interval_level: float = 0.9) -> None:
         self.s = settings or CorrelateSettings()
         #: ``[relays] names``: relays known only by address are tree nodes under their names
         self.names = names
@@ -429,12 +454,19 @@ class Correlator:
         self._tick_at: float | None = None   # the watermark's frontier at the last tick (maybe_evaluate)
         #: root causes found but not yet open (``open_after_s``): tree node -> time first found
         self.pending: dict[tuple[str, ...], float] = {}
+        #: the nominal coverage of the intervals whose misses :meth:`observe` is given (the evidence's words)
+        self.interval_level = interval_level
 
     # -- statistics ---------------------------------------------------------------------------
 
-    def observe(self, ev: dict[str, Any]) -> None:
-        """Add one event to the statistics of every tree node on its path (:meth:`add`)."""
-        self.add(observation(ev, self.s, self.names))
+    def observe(self, ev: dict[str, Any], interval: tuple[str, str | None] | None = None) -> None:
+        """Add one event to the statistics of every tree node on its path (:meth:`add`); ``interval``:
+        the delivery's ``(route, side)`` by the collector's interval tracker (interval misses in the
+        evidence)."""
+        ob = observation(ev, self.s, self.names)
+        if interval is not None and interval[1] is not None:
+            ob = dataclasses.replace(ob, iv_route=interval[0], iv_side=interval[1])
+        self.add(ob)
 
     def add(self, ob: Observation) -> None:
         """Add one event's :class:`Observation` (what :meth:`observe` does).
@@ -494,6 +526,8 @@ class Correlator:
                     st.examples.extend(bk.examples[: self.s.examples - len(st.examples)])
                 st.nodes.update(bk.nodes)
                 st.routes.update(bk.routes)
+                for r, c in bk.iv.items():
+                    _count_iv(st.iv, r, c)
         return st
 
     def _bounds(self) -> tuple[int, int, int]:
@@ -624,8 +658,23 @@ class Correlator:
             "latency_p99_s": _quantile(w.lat, 0.99), "history_latency_p90_s": _quantile(h.lat, 0.9),
             "hop_delay_p50_s": _quantile(w.hop, 0.5), "history_hop_delay_p90_s": _quantile(h.hop, 0.9),
             "example_event_ids": w.examples[: self.s.examples],
+            "interval_misses": self._interval_misses(w),
         }
         return ev, w
+
+    def _interval_misses(self, w: _Stats, most: int = 5) -> list[dict[str, Any]]:
+        """The routes through this tree node whose deliveries in the window fell outside their interval,
+        most above first: ``{route, deliveries, above, below, text}`` (at most ``most``)."""
+        pct = f"{round(100 * self.interval_level):g} %"
+        out = []
+        missed = sorted((kv for kv in w.iv.items() if kv[1][1] or kv[1][2]),
+                        key=lambda kv: (-kv[1][1], -kv[1][2], kv[0]))
+        for route, (n, above, below) in missed[:most]:
+            text = (f"{above} of {n} deliveries on route {route} above their {pct} interval"
+                    + (f", {below} below" if below else "")) if above else \
+                f"{below} of {n} deliveries on route {route} below their {pct} interval"
+            out.append({"route": route, "deliveries": n, "above": above, "below": below, "text": text})
+        return out
 
     def evaluate(self) -> list[Change]:
         """Run the walk at the watermark; open, update and resolve incidents."""

@@ -143,6 +143,17 @@ class Metrics:
         self.alerts_suppressed = Counter("mailpulse_alerts_suppressed_total",
                                          "Alerts held back by de-duplication, flapping, hysteresis or the rate limit.",
                                          ["reason"], registry=r)
+        self._iv_route = LabelCap("interval_route", label_values, self.folded)
+        self.interval_deliveries = Counter(
+            "mailpulse_route_interval_deliveries_total",
+            "Deliveries by route and how their latency fell against the route's prediction interval "
+            "(inside, above, below).", ["route", "side"], registry=r)
+        self.interval_lower = Gauge("mailpulse_route_interval_lower_seconds",
+                                    "Lower bound of the route's latency prediction interval (seconds).", ["route"],
+                                    registry=r)
+        self.interval_upper = Gauge("mailpulse_route_interval_upper_seconds",
+                                    "Upper bound of the route's latency prediction interval (seconds).", ["route"],
+                                    registry=r)
         self.ops = OpsMetrics(r, lambda name: LabelCap(name, label_values, self.folded), RelayNames(relays))
         self._live: list[Callable[[], Iterator[Metric]]] = []
         r.register(_Live(self._collect_live))
@@ -190,6 +201,17 @@ class Metrics:
             psnr = integ.get("psnr_db") if isinstance(integ, dict) else None
             if isinstance(psnr, int | float) and not isinstance(psnr, bool):
                 self.probe_psnr.labels(site, node, route).set(float(psnr))
+
+    def observe_interval(self, route: str, side: str | None, lower_s: float | None, upper_s: float | None) -> None:
+        """One delivery's outcome against its route's interval (:class:`~.intervals.IntervalBook`): the
+        count by side, and the route's current bounds (not for the folded ``other`` route)."""
+        if side is None:
+            return
+        label = self._iv_route(route)
+        self.interval_deliveries.labels(label, side).inc()
+        if label != OTHER and lower_s is not None and upper_s is not None:
+            self.interval_lower.labels(label).set(lower_s)
+            self.interval_upper.labels(label).set(upper_s)
 
     def observe_status(self, site: str, node: str, doc: dict[str, Any] | None) -> None:
         """A (validated) status document, or None for a cleared one (liveness: :meth:`set_online`)."""

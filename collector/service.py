@@ -34,10 +34,11 @@ from .alertctx import AlertContext
 from .alerts import AlertManager
 from .archive import ArchiveWriter, skipped_summary
 from .clock import ClockBook
-from .correlate import ROOT, Change, Correlator
+from .correlate import ROOT, Change, Correlator, event_time
 from .flink.feed import IncidentFeed, as_change
 from .health import Health
 from .ingest import Batch, Dedup, IngestProcessor, MqttIngest, load_index
+from .intervals import IntervalBook
 from .metrics import Metrics
 from .relays import RelayNames
 from .retrain import publish_model, retrain_from_archive
@@ -45,7 +46,8 @@ from .web import DashboardServer, DashboardState, Hub
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVIDENCE_PUSH_MOST", "EVIDENCE_PUSH_S", "MAX_TOPOLOGY", "TOPOLOGY_PUSH_S", "Collector", "run_collector"]
+__all__ = ["EVIDENCE_PUSH_MOST", "EVIDENCE_PUSH_S", "INTERVALS_PUSH_S", "MAX_TOPOLOGY", "TOPOLOGY_PUSH_S", "Collector",
+           "run_collector"]
 
 #: An open incident's evidence goes to the dashboard at most this often (seconds) ...
 EVIDENCE_PUSH_S = 2.0
@@ -53,6 +55,8 @@ EVIDENCE_PUSH_S = 2.0
 EVIDENCE_PUSH_MOST = 20
 #: The topology goes to the dashboard at most this often (seconds), and on every incident change.
 TOPOLOGY_PUSH_S = 1.0
+#: The routes' latency intervals go to the dashboard at most this often (seconds).
+INTERVALS_PUSH_S = 1.0
 #: Most tree nodes in the dashboard's topology.
 MAX_TOPOLOGY = 300
 
@@ -81,7 +85,10 @@ class Collector:
         self.processor = IngestProcessor(self.archive, self.dedup, clocks=self.clocks,
                                          max_message_bytes=cfg.mqtt.max_message_bytes)
         self.archive_lock = self.processor.lock
-        self.correlator = Correlator(cfg.correlate, RelayNames(cfg.relays.names))
+        # per-route latency prediction intervals of every delivery (dashboard, /metrics, evidence)
+        self.intervals = IntervalBook(RelayNames(cfg.relays.names), max_routes=cfg.metrics.label_values)
+        self.correlator = Correlator(cfg.correlate, RelayNames(cfg.relays.names), self.intervals.level)
+        self._intervals_at = -math.inf
         self.corr_lock = threading.Lock()
         self.health = Health(cfg.health)
         # acknowledgements and silences from the dashboard, kept in the collector's state folder
@@ -145,7 +152,7 @@ class Collector:
         with self.corr_lock:
             for ev in batch.events:
                 try:
-                    self.correlator.observe(ev)
+                    self.correlator.observe(ev, self._interval(ev))
                 except Exception:   # validated events should never get here; one must not stop the rest
                     self.metrics.handler_errors.inc()
                     log.exception("correlation failed on event %s", str(ev.get("id"))[:64])
@@ -191,6 +198,31 @@ class Collector:
         if now - self._last_stats >= 0.5:
             self._last_stats = now
             self.hub.publish("stats", dict(st))
+
+    def _interval(self, ev: dict[str, Any]) -> tuple[str, str | None] | None:
+        """Run a delivery through its route's interval (counted in /metrics); its ``(route, side)``."""
+        if ev.get("kind") != "delivery":
+            return None
+        got = self.intervals.observe(ev, event_time(ev))
+        if got is None:
+            return None
+        route, side, _, _ = got
+        self.metrics.observe_interval(route, side, *(self.intervals.bounds(route) or (None, None)))
+        return route, side
+
+    def push_intervals(self, force: bool = False) -> dict[str, Any] | None:
+        """The routes' intervals to the dashboard (at most every :data:`INTERVALS_PUSH_S`)."""
+        now = time.monotonic()
+        if not force and now - self._intervals_at < INTERVALS_PUSH_S:
+            return None
+        self._intervals_at = now
+        with self.corr_lock:
+            view = self.intervals.view()
+        if view == self.state.intervals and not force:
+            return None
+        self.state.intervals = view
+        self.hub.publish("intervals", view)
+        return view
 
     def _event(self, ev: dict[str, Any], st: dict[str, Any], now: float) -> None:
         self.metrics.observe_event(ev)
@@ -411,6 +443,7 @@ class Collector:
             self._last_eval = now
             self._new_anomalies = 0
             self.evaluate()
+        self.push_intervals()
         if now - self._last_health >= 0.5:
             self._last_health = now
             self.check_health(now)

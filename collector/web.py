@@ -7,7 +7,8 @@ Routes:
 * ``/api/state`` - the current :meth:`DashboardState.snapshot` as JSON;
 * ``/events`` - Server-Sent Events: ``state`` once at connect, then ``anomaly``, ``incident``
   (transitions, and open incidents' new evidence every 2 s at most), ``action`` (acknowledged,
-  silenced), ``topology``, ``fleet``, ``probe``, ``heatmap``, ``stats`` and ``health`` (broker
+  silenced), ``topology``, ``fleet``, ``probe``, ``heatmap``, ``intervals`` (per-route latency
+  intervals, every 1 s at most), ``stats`` and ``health`` (broker
   link, quarantine counts) events as they happen (one JSON ``data`` line each);
 * ``/metrics`` - Prometheus exposition (:mod:`mailpulse.collector.metrics`);
 * ``/api/incidents/<id>`` - one incident (the id an alert names), JSON; 404 when unknown;
@@ -187,6 +188,8 @@ class DashboardState:
         self.link: dict[str, Any] = {}
         self.actions: IncidentActions | None = None      # acknowledgements and silences, by incident id
         self.topology: dict[str, Any] = {"children": [], "nodes": 0, "truncated": 0}
+        #: per-route latency intervals (:meth:`~.intervals.IntervalBook.view`, bounded there)
+        self.intervals: dict[str, Any] = {"level": 0.9, "routes": []}
 
     @staticmethod
     def _bounded_put(d: dict[str, dict[str, Any]], key: str, row: dict[str, Any], limit: int) -> None:
@@ -309,7 +312,7 @@ class DashboardState:
                     "quarantine_folded": self.quarantine_folded, "link": dict(self.link),
                     "actions": self.actions.view() if self.actions is not None else {},
                     "actions_error": self.actions.load_error if self.actions is not None else None,
-                    "topology": self.topology}
+                    "topology": self.topology, "intervals": self.intervals}
 
 
 #: Shown at the top of the page when ``[web] auth = false``.

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from collector_synth import stream
+from mailpulse.collector.alertctx import AlertContext
 from mailpulse.collector.archive import ArchiveWriter, read_events
 from mailpulse.collector.correlate import CorrelateSettings, Correlator, correlate_archive, event_path, tail_z
+from mailpulse.collector.intervals import IntervalBook
 from mailpulse.collector.provision import init_deployment
 from mailpulse.collector.relays import RelayNames
 
@@ -182,3 +185,45 @@ def test_config_errors_are_sentences(tmp_path: Path) -> None:
     assert check_config(good) == []
     cfg = load_config(good)
     assert cfg.correlate.window_s == 30.0 and cfg.alerts.enabled is False
+
+
+def test_interval_misses_name_the_route_above_its_interval() -> None:
+    """Deliveries go through the collector's per-route intervals; when one relay slows down, the incident
+    at it names that route and how many of its deliveries fell above their 90 % interval, and not the
+    healthy route.  Without interval outcomes (an archive replay) the list is empty."""
+    names = RelayNames({"10.0.0.1:2525": "slow.example.net", "10.0.0.1:2626": "fast.example.net"})
+    s = CorrelateSettings(bucket_s=2.0, window_s=20.0, history_s=300.0, eval_interval_s=1.0, min_anomalies=3)
+    book = IntervalBook(names, alpha=0.1)
+    c = Correlator(s, names, book.level)
+    evs = _route_events(1600, lambda i, p: p == 2525 and i >= 1000)
+    rng = random.Random(5)
+    changes = []
+    for ev in evs:
+        slow = ev["anomaly"]
+        ev["fields"]["delay"] = (8.0 if slow else 0.2) * rng.lognormvariate(0, 0.2)
+        got = book.observe(ev, ev["t"])
+        assert got is not None
+        c.observe(ev, (got[0], got[1]))
+        changes.extend(c.maybe_evaluate())
+    inc = next(x.incident for x in changes if x.kind == "opened")
+    assert inc["root_cause"] == "slow.example.net"
+    misses = inc["evidence"]["interval_misses"]
+    assert [m["route"] for m in misses] == ["lab/edge|slow.example.net"]
+    m = misses[0]
+    # when it opens, the interval has not caught up with the 40x slow-down: every slow (anomalous) delivery
+    # in the window is above it, the healthy ones before the slow-down inside it
+    assert m["above"] >= inc["evidence"]["anomalies"] >= 3 and m["below"] <= 2
+    assert m["text"].startswith(f"{m['above']} of {m['deliveries']} deliveries on route lab/edge|slow.example.net "
+                                "above their 90 % interval")
+    # the counts are those of the window: the deliveries through the relay in the last window_s
+    assert m["deliveries"] == inc["evidence"]["events"]
+    # the alert sentence carries it
+    ctx = AlertContext(names).describe(inc)
+    assert m["text"] in ctx["evidence"]
+    # later, the interval has followed the new level: the misses fall back towards the nominal 5 % above
+    late = next(i for i in c.open_incidents() if i["root_cause"] == "slow.example.net")["evidence"]
+    assert sum(x["above"] for x in late["interval_misses"]) < m["above"]
+    # a replay without interval outcomes: no interval evidence, same root cause
+    _, plain = correlate_archive(evs, s)
+    opened = next(x.incident for x in plain if x.kind == "opened")
+    assert opened["root_cause"] == "10.0.0.1:2525" and opened["evidence"]["interval_misses"] == []

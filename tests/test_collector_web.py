@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import shutil
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from mailpulse.collector.ingest import Message
 from mailpulse.collector.pki import spki_sha256
 from mailpulse.collector.service import Collector
 from server_fixtures import secure_web
-from test_collector_hostile import collector, feed, message
+from test_collector_hostile import collector, feed, message, samples
 from test_collector_ingest import collector_cfg, delivery, envelope, node_client, publish, web_client
 
 from mailpulse import topics as T
@@ -612,3 +613,65 @@ def test_timeline_of_an_afternoon_resolved_and_open_incidents(tmp_path: Path) ->
         assert r2["x0"] < r2["x1"] < r1["x0"] < r1["x1"]
         assert drawn["axis"].startswith("time (America/New_York")
         shot(page, "dashboard-timeline.png", "canvas#timeline")
+
+
+def test_latency_intervals_per_route_band_and_misses(tmp_path: Path) -> None:
+    """Every delivery goes through its route's interval: the page draws, per route, the latencies over
+    time with the interval as a shaded band, the misses marked above/below, a log-seconds axis, a time
+    axis in the viewer's zone and a legend; /metrics counts the same hits and misses.  A route name that
+    looks like markup stays text."""
+    col = _collector(tmp_path)
+    rng = random.Random(11)
+    t_end = time.time()
+    evs: list[dict[str, Any]] = []
+    for i in range(360):
+        t = t_end - 600 + i * 600 / 360
+        relay, level = (("relay1.example.net[10.0.0.1]:25", 0.3) if i % 2 else
+                        ("relay2.example.net[10.0.0.2]:25", 0.3 if i < 260 else 4.0))
+        evs.append({"schema": 1, "kind": "delivery", "id": f"d{i:05d}", "node": "node-a",
+                    "ts": datetime.fromtimestamp(t, ZoneInfo("UTC")).isoformat().replace("+00:00", "Z"),
+                    "fields": {"host": "edge", "relay": relay, "status": "sent",
+                               "delay": round(level * rng.lognormvariate(0, 0.3), 3)},
+                    "x": [1, 1, 2, 3, 4, 5, 6, 7], "score": 5, "anomaly": False, "argmax": 0})
+    hostile = dict(evs[-1], id="d-hostile", fields={**evs[-1]["fields"], "relay": "<img src=x onerror=alert(1)>"})
+    for k in range(0, len(evs), 100):
+        feed(col, message("node-a", evs[k:k + 100]))
+    feed(col, message("node-a", [hostile, dict(hostile, id="d-hostile-2")]))
+    view = col.push_intervals(force=True)
+    assert view is not None
+    slow = "lab/node-a|relay2"
+    counts = col.intervals.counts[slow]
+    assert counts["above"] >= 3 and sum(counts.values()) == 179      # the first delivery has no interval yet
+    got = samples(col)
+    for side in ("inside", "above", "below"):
+        assert got[("mailpulse_route_interval_deliveries_total",
+                    (("route", slow), ("side", side)))] == counts[side]
+    lo, hi = col.intervals.bounds(slow) or (0.0, 0.0)
+    assert got[("mailpulse_route_interval_upper_seconds", (("route", slow),))] == pytest.approx(hi)
+    assert got[("mailpulse_route_interval_lower_seconds", (("route", slow),))] == pytest.approx(lo) and lo < hi
+    zone = "America/New_York"
+    with browse(col, zone) as page:
+        assert col.web is not None
+        live(page, col.web.url)
+        page.wait_for_function("() => window.mailpulseDrawn && window.mailpulseDrawn.intervals"
+                               " && window.mailpulseDrawn.intervals.routes.length >= 2", timeout=10000)
+        drawn = {r["route"]: r for r in page.evaluate("window.mailpulseDrawn.intervals.routes")}
+        r2 = drawn[slow]
+        # the last 120 deliveries of the route (all with an interval), each drawn by its side
+        pts = next(r["points"] for r in view["routes"] if r["route"] == slow)
+        assert len(pts) == r2["points"] == r2["band"] == 120
+        sides = [p[4] for p in pts]
+        assert r2["above"] == sides.count("above") >= 3 and r2["below"] == sides.count("below")
+        assert r2["inside"] == sides.count("inside")
+        assert r2["legend"] == ["90 % interval", "delivery latency (s)", "above its interval", "below its interval"]
+        assert all(y.endswith(" s") for y in r2["y"])
+        assert r2["axis"] == "time (America/New_York (GMT-5))" and len(r2["ticks"]) >= 3
+        for t, label in r2["ticks"]:
+            assert label == datetime.fromtimestamp(t, ZoneInfo(zone)).strftime("%H:%M"), (t, label)
+        # the route's counts beside its name; the markup-like relay is text, no element
+        head = page.locator(f'canvas.iv-chart[data-route="{slow}"]').evaluate("c => c.previousSibling.textContent")
+        assert head.startswith(slow) and f"above {counts['above']}" in head
+        assert page.locator("#intervals img").count() == 0
+        assert "lab/node-a|<img src=x onerror=alert(1)>" in page.locator("#intervals").text_content()
+        page.locator("#intervals-section").scroll_into_view_if_needed()
+        shot(page, "dashboard-intervals.png", "#intervals-section")

@@ -150,6 +150,7 @@ function render() {
     setText("n-dup", num(st.duplicates ?? 0)); setText("n-quar", num(st.quarantined ?? 0));
     setText("n-inc", String(inc.filter(i => i.state === "open").length)); });
   section("heatmap", drawHeatmap);
+  section("intervals", drawIntervals);
   section("timeline", drawTimeline);
   section("incident page", renderIncidentPage);
   section("events", renderEvents);
@@ -584,6 +585,75 @@ function drawHeatmap() {
   g.fillStyle = "#555"; g.fillText(`${bs} s per column`, lx, ly + lh + 32);
 }
 
+// -- per-route latency with its prediction interval ----------------------------------------------
+// one chart per route: each delivery's latency (a dot; above its interval a red ▲, below a blue ▼)
+// and the interval in force when it arrived as a shaded band, log-scale seconds, time in the viewer's zone
+const IV_SIDE = { above: "#c62828", below: "#1f4fbf" };
+function drawIntervals() {
+  const iv = obj(S.intervals), routes = arr(iv.routes).map(obj).slice(0, 12);
+  const level = fin(iv.level) && iv.level > 0 && iv.level < 1 ? iv.level : 0.9, pct = `${Math.round(level * 100)} %`;
+  const drawn = { routes: [], level: pct };
+  window.mailpulseDrawn = Object.assign(window.mailpulseDrawn || {}, { intervals: drawn });
+  const box = document.getElementById("intervals");
+  if (!routes.length) { box.replaceChildren(h("p", { class: "muted" }, "no deliveries yet")); return; }
+  const out = [];
+  for (const r of routes) {
+    const pts = arr(r.points).filter(p => Array.isArray(p) && fin(p[0]) && fin(p[1]) && p[1] > 0).slice(-300);
+    const cn = k => { const v = obj(r.counts)[k]; return fin(v) && v >= 0 ? v : 0; };
+    const n = cn("inside") + cn("above") + cn("below");
+    const cov = n ? `inside ${cn("inside")} of ${n} (${(100 * cn("inside") / n).toFixed(1)} %), above ${cn("above")}, below ${cn("below")}` : "";
+    out.push(h("h3", { class: "iv-route" }, cut(r.route, 200), h("span", { class: "muted" }, cov)));
+    const c = h("canvas", { class: "iv-chart", width: 1300, height: 170, "data-route": cut(r.route, 200) });
+    out.push(c);
+    const g = c.getContext("2d"), rec = { route: cut(r.route, 200), points: pts.length, band: 0, above: 0, below: 0, inside: 0, y: [], legend: [] };
+    drawn.routes.push(rec);
+    g.font = "11px sans-serif";
+    if (!pts.length) { g.fillStyle = "#888"; g.fillText("no deliveries yet", 10, 20); continue; }
+    const good = p => fin(p[2]) && fin(p[3]) && p[2] > 0 && p[3] > 0;
+    let lo = Infinity, hi = -Infinity;
+    for (const p of pts) for (const v of good(p) ? [p[1], p[2], p[3]] : [p[1]]) { lo = Math.min(lo, Math.log2(v)); hi = Math.max(hi, Math.log2(v)); }
+    if (hi - lo < 1) { const m = (hi + lo) / 2; lo = m - 0.5; hi = m + 0.5; }
+    lo -= 0.1 * (hi - lo); hi += 0.1 * (hi - lo);
+    let t0 = pts[0][0], t1 = pts[pts.length - 1][0];
+    if (t1 - t0 < 10) { t0 = t1 - 10; }
+    const left = 70, right = c.width - 200, top = 8, ph = 120;
+    const X = t => left + (right - left) * (t - t0) / (t1 - t0), Y = v => top + ph - (Math.log2(v) - lo) / (hi - lo) * ph;
+    g.strokeStyle = "#ccc"; g.strokeRect(left, top, right - left, ph);
+    g.fillStyle = "#333"; g.textAlign = "right";
+    for (const f of [0, 0.5, 1]) { const l = `${fmtSeconds(2 ** (lo + f * (hi - lo)))} s`; g.fillText(l, left - 6, top + ph - f * ph + 4); rec.y.push(l); }
+    g.save(); g.translate(12, top + ph / 2); g.rotate(-Math.PI / 2); g.textAlign = "center"; g.fillText("latency (s, log)", 0, 0); g.restore();
+    // the band: each delivery's interval from halfway to the previous delivery to halfway to the next
+    g.fillStyle = "rgba(91, 141, 239, 0.28)";
+    pts.forEach((p, k) => {
+      if (!good(p)) return;
+      const x = X(p[0]), xa = k ? (X(pts[k - 1][0]) + x) / 2 : x, xb = k + 1 < pts.length ? (x + X(pts[k + 1][0])) / 2 : x + 2;
+      const ya = Y(p[3]), yb = Y(p[2]);
+      g.fillRect(xa, ya, Math.max(xb - xa, 1), Math.max(yb - ya, 1)); rec.band += 1;
+    });
+    // the deliveries
+    for (const p of pts) {
+      const x = X(p[0]), y = Y(p[1]), side = str(p[4]);
+      if (side === "above" || side === "below") {
+        g.fillStyle = IV_SIDE[side]; g.beginPath();
+        if (side === "above") { g.moveTo(x, y - 5); g.lineTo(x - 4, y + 3); g.lineTo(x + 4, y + 3); }
+        else { g.moveTo(x, y + 5); g.lineTo(x - 4, y - 3); g.lineTo(x + 4, y - 3); }
+        g.closePath(); g.fill(); rec[side] += 1;
+      } else { g.fillStyle = "#333"; g.fillRect(x - 1.5, y - 1.5, 3, 3); rec.inside += 1; }
+    }
+    timeAxis(g, left, right, top + ph + 2, t0, t1, rec);
+    // legend, with units
+    const lx = right + 16; g.textAlign = "left";
+    g.fillStyle = "rgba(91, 141, 239, 0.28)"; g.fillRect(lx, 10, 14, 9); g.fillStyle = "#333"; g.fillText(`${pct} interval`, lx + 18, 19);
+    g.fillRect(lx + 5, 29, 3, 3); g.fillText("delivery latency (s)", lx + 18, 35);
+    g.fillStyle = IV_SIDE.above; g.beginPath(); g.moveTo(lx + 7, 42); g.lineTo(lx + 3, 50); g.lineTo(lx + 11, 50); g.fill();
+    g.fillStyle = "#333"; g.fillText("above its interval", lx + 18, 51);
+    g.fillStyle = IV_SIDE.below; g.beginPath(); g.moveTo(lx + 7, 68); g.lineTo(lx + 3, 60); g.lineTo(lx + 11, 60); g.fill();
+    g.fillStyle = "#333"; g.fillText("below its interval", lx + 18, 67);
+    rec.legend.push(`${pct} interval`, "delivery latency (s)", "above its interval", "below its interval");
+  }
+  box.replaceChildren(...out);
+}
+
 // -- live updates ----------------------------------------------------------------------------------
 const key = (...p) => p.map(str).join("/");
 function apply(kind, d) {
@@ -595,6 +665,7 @@ function apply(kind, d) {
     S.heatmap = obj(d.heatmap); S.stats = obj(d.stats); S.quarantine = arr(d.quarantine); S.link = obj(d.link);
     if (fin(d.server_time)) S.serverSkew = d.server_time - Date.now() / 1000;
     S.actions = obj(d.actions); S.topology = obj(d.topology); S.actionsError = d.actions_error;
+    S.intervals = obj(d.intervals);
   } else if (kind === "anomaly") {
     d = obj(d);
     // after a resync snapshot the newest anomalies may arrive once more: keep one row per id
@@ -606,6 +677,7 @@ function apply(kind, d) {
   else if (kind === "probe") { d = obj(d); S.probes[key(d.site, d.node, d.route)] = d; }
   else if (kind === "heatmap") S.heatmap = obj(d);
   else if (kind === "topology") S.topology = obj(d);
+  else if (kind === "intervals") S.intervals = obj(d);
   else if (kind === "stats") S.stats = obj(d);
   else if (kind === "health") { d = obj(d); S.link = obj(d.link); S.quarantine = arr(d.quarantine); }
   window.mailpulseUpdates = (window.mailpulseUpdates || 0) + 1;
@@ -615,7 +687,7 @@ let pending = false;
 function schedule() { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; render(); }); } }
 document.getElementById("tz").textContent = zoneLabel;
 const es = new EventSource("events");
-for (const k of ["state", "anomaly", "incident", "action", "topology", "fleet", "probe", "heatmap", "stats", "health"])
+for (const k of ["state", "anomaly", "incident", "action", "topology", "fleet", "probe", "heatmap", "intervals", "stats", "health"])
   es.addEventListener(k, m => {
     let d; try { d = JSON.parse(m.data); } catch (e) { window.mailpulseBadMessages = (window.mailpulseBadMessages || 0) + 1; return; }
     try { apply(k, d); } catch (e) { window.mailpulseRenderErrors = (window.mailpulseRenderErrors || 0) + 1; console.error(k, e); }
