@@ -38,6 +38,7 @@ import os
 import smtplib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -52,26 +53,81 @@ from .delivery import Outbox, alertmanager_payload, post_webhook
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AlertManager", "compose_alert", "compose_summary", "render_chart", "smtp_send"]
+__all__ = ["AlertManager", "RateSeries", "chart_axes", "compose_alert", "compose_summary", "render_chart", "smtp_send"]
 
 
-def render_chart(values: Sequence[float | None], title: str = "", width: int = 360, height: int = 120) -> bytes:
-    """A small bar chart (PNG bytes) of ``values`` (e.g. the anomaly rate per bucket), with Pillow."""
+@dataclass(frozen=True)
+class RateSeries:
+    """The anomaly rate (0..1, ``None`` where a bucket had no events) per time bucket at an incident's
+    tree node, the oldest first: ``t0`` is the first bucket's start (Unix seconds)."""
+
+    t0: float
+    bucket_s: float
+    rates: Sequence[float | None]
+
+
+#: What an alert's chart plots: a :class:`RateSeries`, or bare values (no times on the x axis).
+Series = RateSeries | Sequence[float | None]
+
+
+def chart_axes(values: Sequence[float | None], t0: float | None = None,
+               bucket_s: float | None = None) -> tuple[float, list[str], list[tuple[int, str]]]:
+    """The chart's scale and tick labels: ``(top, y_labels, [(bucket index, x label), ...])``.
+
+    Rates (every value within 0..1) get a fixed 0-100 % axis, so a chart is not scaled up to its own
+    maximum; other values 0..their maximum.  The x ticks are the first, middle and last bucket's
+    start in UTC (``HH:MM:SS``, the first with its date) or, without times, bucket numbers."""
+    vals = [v for v in values if v is not None]
+    rates = all(0.0 <= v <= 1.0 for v in vals)
+    top = 1.0 if rates else max(max(vals, default=1.0), 1e-9)
+    y = ["0 %", "50 %", "100 %"] if rates else ["0", f"{top / 2:.3g}", f"{top:.3g}"]
+    n = max(len(values), 1)
+    idx = sorted({0, (n - 1) // 2, n - 1})
+    if t0 is not None and bucket_s:
+        x = [(i, datetime.fromtimestamp(t0 + i * bucket_s, UTC).strftime("%Y-%m-%d %H:%M:%S" if i == 0
+                                                                          else "%H:%M:%S")) for i in idx]
+    else:
+        x = [(i, f"bucket {i + 1}") for i in idx]
+    return top, y, x
+
+
+def render_chart(values: Sequence[float | None], title: str = "", width: int = 480, height: int = 190, *,
+                 t0: float | None = None, bucket_s: float | None = None) -> bytes:
+    """A bar chart (PNG bytes) of ``values`` per time bucket (e.g. the anomaly rate), with Pillow: a
+    y axis with its unit (%, for rates), an x axis of UTC times (:func:`chart_axes`), and a legend."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
-    d.text((4, 2), title[:60], fill=(30, 30, 30))
-    top, bottom, left, right = 16, height - 4, 4, width - 4
-    d.rectangle([left, top, right, bottom], outline=(200, 200, 200))
-    vals = [v if v is not None else 0.0 for v in values] or [0.0]
-    vmax = max(max(vals), 1e-9)
+    ink, grid = (30, 30, 30), (215, 215, 215)
+    d.text((4, 2), title[:80], fill=ink)
+    top_v, ylab, xlab = chart_axes(values, t0, bucket_s)
+    left, right, top, bottom = 44, width - 8, 20, height - 44
+    for k, lab in enumerate(ylab):                       # y axis: gridlines at 0, half, top
+        yy = bottom - (bottom - top) * k / 2
+        d.line([left, yy, right, yy], fill=grid)
+        d.text((left - 6 - 6 * len(lab), yy - 6), lab, fill=ink)
+    d.line([left, top, left, bottom], fill=ink)
+    d.line([left, bottom, right, bottom], fill=ink)
+    vals = list(values) or [None]
     w = (right - left) / len(vals)
     for i, v in enumerate(vals):
-        h = (bottom - top - 2) * (v / vmax)
+        if v is None:
+            continue
+        h = (bottom - top - 1) * min(max(v / top_v, 0.0), 1.0)
         x0 = left + 1 + i * w
-        colour = (200, 40, 40) if v >= 0.5 * vmax and v > 0 else (70, 120, 200)
+        colour = (200, 40, 40) if v >= 0.5 * top_v and v > 0 else (70, 120, 200)
         d.rectangle([x0, bottom - 1 - h, x0 + max(w - 2, 1), bottom - 1], fill=colour)
+    for i, lab in xlab:                                  # x axis: ticks and times
+        xx = left + (i + 0.5) * w
+        d.line([xx, bottom, xx, bottom + 4], fill=ink)
+        d.text((min(max(xx - 3 * len(lab), 2), width - 6 * len(lab) - 2), bottom + 6), lab, fill=ink)
+    per = f", {bucket_s:g} s per bar" if bucket_s else ""
+    d.text((left, height - 24), f"time (UTC){per}", fill=ink)
+    d.rectangle([left, height - 11, left + 8, height - 3], fill=(200, 40, 40))
+    d.text((left + 12, height - 13), ">= 50 %", fill=ink)
+    d.rectangle([left + 70, height - 11, left + 78, height - 3], fill=(70, 120, 200))
+    d.text((left + 82, height - 13), "< 50 %   no bar: no events", fill=ink)
     buf = io.BytesIO()
     img.save(buf, "PNG", optimize=True)
     return buf.getvalue()
@@ -81,7 +137,7 @@ def _fmt_t(t: float | None) -> str:
     return "-" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def compose_alert(kind: str, inc: dict[str, Any], sender: str, to: Sequence[str], series: Sequence[float | None] = (),
+def compose_alert(kind: str, inc: dict[str, Any], sender: str, to: Sequence[str], series: Series = (),
                   dashboard_url: str = "", previous: str | None = None) -> EmailMessage:
     """The e-mail for one incident transition (``opened``, ``severity``, ``resolved``)."""
     e = inc.get("evidence", {})
@@ -110,11 +166,12 @@ def compose_alert(kind: str, inc: dict[str, Any], sender: str, to: Sequence[str]
     text = f"{subject}\n\n" + "\n".join(f"{k}: {v}" for k, v in facts)
     if dashboard_url:
         text += f"\n\nDashboard: {dashboard_url}"
-    return _message(subject, sender, to, text, facts, series, f"anomaly rate at {inc['root_cause']}", dashboard_url)
+    title = f"anomaly rate at {where} (% of its events)"
+    return _message(subject, sender, to, text, facts, series, title, dashboard_url)
 
 
 def compose_summary(period_s: float, figures: dict[str, Any], incidents: Sequence[dict[str, Any]], sender: str,
-                    to: Sequence[str], series: Sequence[float | None] = (), dashboard_url: str = "") -> EmailMessage:
+                    to: Sequence[str], series: Series = (), dashboard_url: str = "") -> EmailMessage:
     """The periodic summary mail: the period's figures and its incidents."""
     subject = f"[mailpulse] summary of the last {period_s / 3600:.1f} h: {figures.get('incidents_opened', 0)} incidents"
     facts = [(k.replace("_", " "), str(v)) for k, v in figures.items()]
@@ -124,7 +181,7 @@ def compose_summary(period_s: float, figures: dict[str, Any], incidents: Sequenc
 
 
 def _message(subject: str, sender: str, to: Sequence[str], text: str, facts: list[tuple[str, str]],
-             series: Sequence[float | None], chart_title: str, dashboard_url: str) -> EmailMessage:
+             series: Series, chart_title: str, dashboard_url: str) -> EmailMessage:
     msg = EmailMessage()
     msg["Subject"] = subject
     msg["From"] = sender
@@ -141,7 +198,9 @@ def _message(subject: str, sender: str, to: Sequence[str], text: str, facts: lis
     msg.add_alternative(html, subtype="html")
     html_part = next(p for p in msg.iter_parts() if p.get_content_type() == "text/html")
     assert isinstance(html_part, EmailMessage)
-    html_part.add_related(render_chart(list(series), chart_title), maintype="image", subtype="png", cid=cid,
+    png = (render_chart(series.rates, chart_title, t0=series.t0, bucket_s=series.bucket_s)
+           if isinstance(series, RateSeries) else render_chart(list(series), chart_title))
+    html_part.add_related(png, maintype="image", subtype="png", cid=cid,
                           filename="chart.png")
     return msg
 
@@ -267,7 +326,7 @@ class AlertManager:
         return None
 
     def handle(self, kind: str, inc: dict[str, Any], previous: str | None = None,
-               series: Sequence[float | None] = (), context: dict[str, Any] | None = None) -> bool:
+               series: Series = (), context: dict[str, Any] | None = None) -> bool:
         """Consider one incident transition; True when a mail was queued.  ``context`` (relay name,
         evidence in words, examples, link: :mod:`mailpulse.collector.alertctx`) goes into the mail
         and the webhook."""
@@ -297,7 +356,7 @@ class AlertManager:
         """Add to the period's figures (events, anomalies, duplicates) for the summary."""
         self._period[name] += n
 
-    def maybe_summary(self, series: Sequence[float | None] = (), force: bool = False) -> bool:
+    def maybe_summary(self, series: Series = (), force: bool = False) -> bool:
         """Send the periodic summary when ``summary_interval_s`` has passed (or ``force``)."""
         now = self.clock()
         period = now - self._period_start

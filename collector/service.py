@@ -31,7 +31,7 @@ from mailpulse.config.collector import CollectorConfig
 from . import metrics as M
 from .actions import IncidentActions
 from .alertctx import AlertContext
-from .alerts import AlertManager
+from .alerts import AlertManager, RateSeries
 from .archive import ArchiveWriter, skipped_summary
 from .clock import ClockBook
 from .correlate import ROOT, Change, Correlator, event_time
@@ -423,7 +423,8 @@ class Collector:
         return {"t0": (hi - n) * c.s.bucket_s, "bucket_s": c.s.bucket_s, "anomaly_rate": rate, "events": events,
                 "latency_p90_s": p90}
 
-    def _rate_series(self, key: tuple[str, ...], n: int = 30) -> list[float | None]:
+    def _rate_series(self, key: tuple[str, ...], n: int = 30) -> RateSeries:
+        """The alert chart's series: the anomaly rate per bucket of the last ``n`` at the tree node."""
         c = self.correlator
         hi = int(c.now // c.s.bucket_s) + 1
         d = c.buckets.get(key, {})
@@ -431,7 +432,7 @@ class Collector:
         for b in range(hi - n, hi):
             bk = d.get(b)
             out.append(None if bk is None or not bk.events else bk.anomalies / bk.events)
-        return out
+        return RateSeries((hi - n) * c.s.bucket_s, c.s.bucket_s, out)
 
     def tick(self) -> None:
         """Housekeeping (call about every 0.1 s)."""

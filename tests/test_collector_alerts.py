@@ -6,6 +6,7 @@ import email
 import functools
 import html as htmllib
 import imaplib
+import io
 import json
 import shutil
 import time
@@ -17,7 +18,14 @@ from typing import Any
 
 import pytest
 from collector_synth import stream
-from mailpulse.collector.alerts import AlertManager, compose_alert, compose_summary
+from mailpulse.collector.alerts import (
+    AlertManager,
+    RateSeries,
+    chart_axes,
+    compose_alert,
+    compose_summary,
+    render_chart,
+)
 from mailpulse.collector.correlate import CorrelateSettings, correlate_archive
 from mailpulse.collector.service import Collector
 from server_fixtures import require
@@ -70,6 +78,32 @@ def test_rules_dedup_flapping_hysteresis_rate_limit() -> None:
     assert len(sent) == 4
     assert am.maybe_summary(force=True) and len(sent) == 5
     assert "summary" in sent[-1]["Subject"]
+
+
+def test_alert_chart_has_axes_with_units_and_utc_times() -> None:
+    """The chart in the mail: a fixed 0-100 % axis for rates (not scaled to its own maximum), the
+    first, middle and last bucket's start in UTC (the first with its date), and a legend."""
+    t0 = 1_796_395_200.0                                       # 2026-12-04 14:40:00 UTC
+    top, y, x = chart_axes([0.1, None, 0.3, 0.2, 0.25], t0, 10.0)
+    assert top == 1.0 and y == ["0 %", "50 %", "100 %"]
+    assert x == [(0, "2026-12-04 14:40:00"), (2, "14:40:20"), (4, "14:40:40")]
+    top, y, x = chart_axes([3, 7], None, None)                 # counts: scaled to their maximum, no times
+    assert top == 7 and y[-1] == "7" and x == [(0, "bucket 1"), (1, "bucket 2")]
+    from PIL import Image
+
+    png = render_chart([0.1, None, 0.9], "anomaly rate", t0=t0, bucket_s=10.0)
+    img = Image.open(io.BytesIO(png)).convert("L")
+    w, h = img.size
+    # the axis lines are drawn: the x axis row and the y axis column are dark across the plot
+    xaxis = [img.getpixel((c, h - 44)) for c in range(50, w - 10)]
+    yaxis = [img.getpixel((44, r)) for r in range(22, h - 46)]
+    assert max(xaxis) < 100 and max(yaxis) < 100
+    # the series from the collector carries its times into the mail's chart
+    inc = _incident()
+    msg = compose_alert("opened", inc, "c@example.net", ["ops@example.net"], RateSeries(t0, 10.0, [0.0, 0.5, 1.0]))
+    chart = next(p for p in msg.walk() if p.get_content_type() == "image/png").get_content()
+    title = f"anomaly rate at {inc['root_cause']} (% of its events)"
+    assert chart == render_chart([0.0, 0.5, 1.0], title, t0=t0, bucket_s=10.0)
 
 
 def test_message_has_text_html_and_embedded_chart() -> None:
