@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/bench_fmax.py [--builds up5k,hx8k,ecp5-spi,ecp5-stream] [--samples N]
-                                         [--outdir build/bench] [--seed 1] [--skip-builds]
+                                         [--outdir build/bench] [--seed N] [--skip-builds]
 
 For each shipped build (``mailpulse hdl build`` with the board's defaults; the ECP5 streaming core
 in its ``stream-bench`` top) it prints the PLL clock, the fmax, whether timing closes at the PLL
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--builds", default=",".join(BUILDS))
     ap.add_argument("--samples", type=int, default=4_000_000)
     ap.add_argument("--outdir", type=Path, default=Path("build/bench"))
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=None, help="nextpnr placer seed (default: each board's for its build)")
     ap.add_argument("--skip-builds", action="store_true", help="only the CPU baseline and the PYNQ-Z2 ceiling")
     args = ap.parse_args(argv)
     todo = [s for s in args.builds.split(",") if s]

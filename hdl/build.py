@@ -217,7 +217,8 @@ def build_design(board: BoardSpec, params: CoreParams, design: Any, outdir: Path
 
 
 def build(platform: str, config: str | None = None, outdir: str | Path | None = None, *,
-          seed: int = 1, core: str | None = None, top: str = "spi", clock_mhz: float | None = None) -> BuildReport:
+          seed: int | None = None, core: str | None = None, top: str = "spi",
+          clock_mhz: float | None = None) -> BuildReport:
     """Build ``top`` with parameter set ``config`` for board ``platform``, its core on a PLL clock.
 
     Parameters
@@ -230,8 +231,9 @@ def build(platform: str, config: str | None = None, outdir: str | Path | None = 
     outdir : path, optional
         Build directory; default ``build/<platform>-<config>`` (``-stream-bench`` appended for that
         top).  Created; old products replaced.
-    seed : int
-        nextpnr's placer seed (builds are deterministic for a given seed).
+    seed : int, optional
+        nextpnr's placer seed (builds are deterministic for a given seed); default: the board's for
+        this build (:meth:`mailpulse.hdl.platforms.BoardSpec.seed`, 1 unless it names another).
     core : {"folded", "stream"}, optional
         The core inside the SPI top; default: the board's (``folded``).  Not for ``stream-bench``.
     top : {"spi", "stream-bench"}
@@ -276,6 +278,8 @@ def build(platform: str, config: str | None = None, outdir: str | Path | None = 
     out = Path(outdir) if outdir is not None else Path("build") / f"{platform}-{params.name}{suffix}"
     design = BoardTop(_spi_top(params, core) if top == "spi" else StreamBenchTop(params), pll,
                       pll_pad=board.pll_pad)
+    if seed is None:
+        seed = board.seed(top, core, params.name)
     report = build_design(board, params, design, out, seed=seed, core=core, name=BOARD_TOPS[top], top=top,
                           pll=pll.describe())
     if abs(report.target_mhz - pll.f_out) > 1e-3 * pll.f_out:

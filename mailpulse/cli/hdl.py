@@ -126,7 +126,8 @@ def add_hdl(hdl: argparse.ArgumentParser) -> None:
                         "(1 sample/clock, no stream ports)")
     p.add_argument("--clock", type=float, default=None, metavar="MHZ",
                    help="core clock to ask the board's PLL for (default: the board's clock for this build)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="nextpnr placer seed (default: the board's for this build, see docs/builds.md)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_build)
 
