@@ -98,15 +98,17 @@ def test_hx8k_full_report(hx8k: BuildReport) -> None:
 
 
 def test_up5k_small_closes_at_its_pll_clock(up5k: tuple[int, dict, str]) -> None:
-    """``small`` on the UP5K closes timing at its 45 MHz PLL clock (fmax 48.0 MHz at seed 1 when
-    this test was written); the CLI's exit status says the same."""
+    """``small`` on the UP5K closes timing at its 45 MHz PLL clock at the board's placer seed for it
+    (fmax 47.9 MHz at seed 3 when this test was written; 40.3 MHz at seed 1); the CLI's exit status
+    says the same."""
     rc, rep, _ = up5k
+    assert rep["seed"] == get_board("ice40-up5k").seed("spi", "folded", "small") == 3
     assert rep["timing_met"] and rep["fmax_mhz"] >= rep["target_mhz"] and rc == 0, (
         f"small on UP5K: fmax {rep['fmax_mhz']:.1f} MHz < {rep['target_mhz']:.2f} MHz")
 
 
 def test_hx8k_full_closes_at_its_pll_clock(hx8k: BuildReport) -> None:
     """``full`` on the HX8K closes timing at its 100.5 MHz PLL clock, register front end included
-    (fmax 127.2 MHz at seed 1 when this test was written)."""
+    (fmax 110.5 MHz at seed 1 when this test was written)."""
     assert hx8k.timing_met and hx8k.fmax_mhz >= hx8k.target_mhz, (
         f"full on HX8K: fmax {hx8k.fmax_mhz:.1f} MHz < {hx8k.target_mhz:.2f} MHz via {hx8k.critical_sources}")
