@@ -4,7 +4,8 @@
 
 * **sources** - objects with ``run(emit, stop)`` that call ``emit(events)`` with lists of events
   until ``stop`` is set (the Postfix log follower and the Maildir watcher of the pipeline);
-* **prober** - every ``[probe] interval_s``, one probe on each route this node owns (the fleet's
+* **prober** - every ``[probe] interval_s``, one probe on each route this node owns, each route in
+  its own thread (``prober.<route>``), so one route's lost probe does not delay another's (the fleet's
   rendezvous assignment is recomputed every second, so routes of a dead node are picked up within
   one heartbeat timeout);
 * **heartbeat** - the retained status every ``[fleet] heartbeat_s`` (spool depth and bound, model
@@ -296,7 +297,7 @@ class Node:
             "fleet": self.fleet.view(),
             "routes": self.fleet.my_routes(routes) if self.cfg.probe.enabled else [],
             "probe": last,
-            "probes": self.last_probe,
+            "probes": dict(self.last_probe),
             "probe_counts": dict(self.prober.counts),
             "errors": dict(self.errors),
             **({"postfix_queue": self.postfix_queue} if self.postfix_queue is not None else {}),
@@ -330,15 +331,15 @@ class Node:
             self.read_postfix_queue()
             self.stop_event.wait(self.cfg.postfix.queue_poll_s)
 
-    def _probe_loop(self) -> None:
+    def _probe_loop(self, name: str) -> None:
+        """Probe route ``name`` every ``interval_s`` while this node owns it (one thread per route:
+        a lost probe's wait on one route never delays the others)."""
         routes = [r.name for r in self.cfg.probe.routes]
-        due: dict[str, float] = {r: 0.0 for r in routes}
+        due = 0.0
         while not self.stop_event.is_set():
             now = time.monotonic()
-            for name in self.fleet.my_routes(routes):
-                if self.stop_event.is_set() or now < due[name]:
-                    continue
-                due[name] = now + self.cfg.probe.interval_s
+            if now >= due and name in self.fleet.my_routes(routes):
+                due = now + self.cfg.probe.interval_s
                 self.probe_once(name)
             self.stop_event.wait(min(1.0, self.cfg.fleet.heartbeat_s / 2))
 
@@ -389,7 +390,7 @@ class Node:
         self.sink.start()
         targets: list[tuple[str, Callable[[], None]]] = [("heartbeat", self._heartbeat_loop)]
         if self.cfg.probe.enabled and self.cfg.probe.routes:
-            targets.append(("prober", self._probe_loop))
+            targets += [(f"prober.{r.name}", functools.partial(self._probe_loop, r.name)) for r in self.cfg.probe.routes]
         pf = self.cfg.postfix
         if pf.queue_poll_s > 0 and (pf.log or pf.config_dir):
             targets.append(("postqueue", self._queue_loop))
