@@ -16,9 +16,9 @@ The scorer core computes, per sample, ``score = sum_k table[k][bin_k(w_k . x)]``
    trained value (shift 0) and whose table is 0 there and, everywhere else, above any training
    score, so any other value alone crosses the threshold (more such inputs than free slots share
    one watch, weights +1).  An input that cannot vary (an ODDS feature constant in its file,
-   scaled by 0, or padding) gets nothing.  Then, for data of at most D features, pair axes ``x_i + x_j`` and ``x_i - x_j`` with a
-   table weight, each added only while it raises the model's own held-out log likelihood
-   (:mod:`.training.selection`), up to K.  Energy channels get no pairs.
+   scaled by 0, or padding) gets nothing.  Then, for data of at most D features, pair axes
+   ``x_i + x_j`` and ``x_i - x_j`` with a table weight, each added only while it raises the
+   model's own held-out log likelihood (:mod:`.training.selection`), up to K.  Energy channels get no pairs.
 3. **Bins** (:mod:`.training.histograms`): Freedman-Diaconis width rounded to a power of two,
    window placed where it holds the most samples.
 4. **Tables**: ``-log`` density (Laplace smoothing) times the projection's weight; for energy

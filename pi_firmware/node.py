@@ -390,7 +390,8 @@ class Node:
         self.sink.start()
         targets: list[tuple[str, Callable[[], None]]] = [("heartbeat", self._heartbeat_loop)]
         if self.cfg.probe.enabled and self.cfg.probe.routes:
-            targets += [(f"prober.{r.name}", functools.partial(self._probe_loop, r.name)) for r in self.cfg.probe.routes]
+            targets += [(f"prober.{r.name}", functools.partial(self._probe_loop, r.name))
+                        for r in self.cfg.probe.routes]
         pf = self.cfg.postfix
         if pf.queue_poll_s > 0 and (pf.log or pf.config_dir):
             targets.append(("postqueue", self._queue_loop))
