@@ -184,7 +184,8 @@ def test_the_replay_publishes_from_a_second_process_only_when_a_core_is_free(tmp
 
 
 def test_each_probe_route_has_its_own_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A probe waiting out its time-out on one route does not hold up the other route's probes."""
+    """A probe waiting out its time-out holds up neither the other route's probes nor its own route's
+    next ones (up to the route's limit of probes in flight)."""
     routes = [{"name": n, "smtp_host": "127.0.0.1", "smtp_port": _free_port(), "mail_from": "p@n1.test",
                "rcpt_to": f"{n}@{n}.test", "imap_host": "127.0.0.1", "imap_port": _free_port(),
                "imap_username": n, "imap_password_env": "MAILPULSE_TEST_IMAP", "timeout_s": 60.0}
@@ -209,7 +210,10 @@ def test_each_probe_route_has_its_own_thread(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(node.prober, "run", run)
     node.start()
     try:
-        assert _wait(lambda: calls.count("free") >= 3), calls
-        assert calls.count("stuck") == 1
+        # the stuck route's next probes start anyway, up to its limit of probes in flight
+        limit = node.probes_in_flight("stuck")
+        assert limit == 8 and node.probes_in_flight("free") == 8
+        assert _wait(lambda: calls.count("free") >= 12 and calls.count("stuck") == limit), calls
+        assert calls.count("stuck") == limit, calls
     finally:
         node.stop()
