@@ -604,6 +604,11 @@ def test_timeline_of_an_afternoon_resolved_and_open_incidents(tmp_path: Path) ->
     with browse(col, "America/New_York") as page:
         assert col.web is not None
         live(page, col.web.url)
+        # "live" is the connection; the timeline is drawn when the snapshot's incidents have arrived
+        ids = json.dumps([relay2["id"], relay1["id"]])
+        page.wait_for_function(f"() => {{ const t = window.mailpulseDrawn && window.mailpulseDrawn.timeline;"
+                               f" return !!t && {ids}.every(id => t.rows.some(r => r.id === id)); }}",
+                               timeout=15000)
         drawn = page.evaluate("window.mailpulseDrawn.timeline")
         rows = {r["id"]: r for r in drawn["rows"]}
         r2, r1 = rows[relay2["id"]], rows[relay1["id"]]
