@@ -23,6 +23,21 @@ SIMULATOR = os.environ.get("MAILPULSE_IDENTITY_SIM", "icarus")
 ROWS = int(os.environ.get("MAILPULSE_TRAINED_RTL_ROWS", "160"))
 
 
+def score_both_backends(tmp_path: Path, model_path: Path, data: Path,
+                        capsys: pytest.CaptureFixture[str]) -> list[list[str]]:
+    """``mailpulse score`` with the model backend and with the RTL in the simulator: the two CSVs
+    are identical; the rows (after the header) split at commas."""
+    outs = {}
+    for backend in ("model", "sim"):
+        out = tmp_path / f"{backend}.csv"
+        extra = ["--simulator", SIMULATOR] if backend == "sim" else []
+        assert main(["score", "--backend", backend, "--model", str(model_path), "--data", str(data),
+                     "--out", str(out), *extra]) == 0, capsys.readouterr().err
+        outs[backend] = out.read_text()
+    assert outs["sim"] == outs["model"]
+    return [line.split(",") for line in outs["model"].splitlines()[1:]]
+
+
 @pytest.mark.xdist_group("rtl_identity")
 @pytest.mark.parametrize(("data_file", "wide"), [("odds/mammography.mat", False), ("adbench/cardio.npz", True)])
 def test_trained_model_scores_identically_in_evaluation_model_backend_and_rtl(
@@ -43,15 +58,7 @@ def test_trained_model_scores_identically_in_evaluation_model_backend_and_rtl(
     rows = np.sort(np.concatenate([anomalous, normal]))
     sub = tmp_path / "rows.npz"
     np.savez(sub, X=data.X[rows], y=data.y[rows])
-    outs = {}
-    for backend in ("model", "sim"):
-        out = tmp_path / f"{backend}.csv"
-        extra = ["--simulator", SIMULATOR] if backend == "sim" else []
-        assert main(["score", "--backend", backend, "--model", str(model_path), "--data", str(sub),
-                     "--out", str(out), *extra]) == 0, capsys.readouterr().err
-        outs[backend] = out.read_text()
-    assert outs["sim"] == outs["model"]
-    table = [line.split(",") for line in outs["model"].splitlines()[1:]]
+    table = score_both_backends(tmp_path, model_path, sub, capsys)
     assert [int(r[1]) for r in table] == result.score_quantised[rows].tolist()
     assert [int(r[2]) for r in table] == (result.score_quantised[rows] > result.model.threshold).astype(int).tolist()
     assert sum(int(r[2]) for r in table) > 0, "no flagged row: the check would not see a wrong flag"
@@ -80,15 +87,7 @@ def test_watches_of_constant_node_slots_score_identically_in_the_rtl(tmp_path: P
         rows[2 * i, slot], y[2 * i] = value, 1
     sub = tmp_path / "rows.npz"
     np.savez(sub, X=rows, y=y)
-    outs = {}
-    for backend in ("model", "sim"):
-        out = tmp_path / f"{backend}.csv"
-        extra = ["--simulator", SIMULATOR] if backend == "sim" else []
-        assert main(["score", "--backend", backend, "--model", str(model_path), "--data", str(sub),
-                     "--out", str(out), *extra]) == 0, capsys.readouterr().err
-        outs[backend] = out.read_text()
-    assert outs["sim"] == outs["model"]
-    table = [line.split(",") for line in outs["model"].splitlines()[1:]]
+    table = score_both_backends(tmp_path, model_path, sub, capsys)
     expect = hm.score(p, result.model.core_config(), rows.astype(np.int64)).score
     assert [int(r[1]) for r in table] == expect.tolist()
     assert [int(r[2]) for r in table] == (expect > result.model.threshold).astype(int).tolist()

@@ -395,6 +395,26 @@ def _sum(vs: Any) -> float | None:
     return sum(vals) if vals else None
 
 
+def send_ordinary(smtp: tuple[str, int], rcpt: str, subject: str, line: str, rng: np.random.Generator,
+                  lines: tuple[int, int], attach_p: float, attach_bytes: tuple[int, int]) -> bool:
+    """Send one ordinary message (a newsletter: ``line`` repeated, with probability ``attach_p`` a
+    random attachment) through the relay at ``smtp``; False when it could not be sent."""
+    msg = EmailMessage()
+    msg["From"] = "newsletter@shop.mailpulse.test"
+    msg["To"] = rcpt
+    msg["Subject"] = subject
+    msg.set_content(line * int(rng.integers(*lines)))
+    if rng.random() < attach_p:
+        msg.add_attachment(rng.bytes(int(rng.integers(*attach_bytes))), maintype="application",
+                           subtype="octet-stream", filename="report.bin")
+    try:
+        with smtplib.SMTP(*smtp, timeout=10) as s:
+            s.send_message(msg)
+        return True
+    except (OSError, smtplib.SMTPException):
+        return False
+
+
 class Traffic:
     """Ordinary mail through the chain's edge relay (smtplib), in a thread."""
 
@@ -410,20 +430,10 @@ class Traffic:
     def _run(self) -> None:
         rng = np.random.default_rng(7)
         while not self.stop_event.is_set():
-            rcpt = self.rcpts[self.sent % len(self.rcpts)]
-            msg = EmailMessage()
-            msg["From"] = "newsletter@shop.mailpulse.test"
-            msg["To"] = rcpt
-            msg["Subject"] = f"demo message {self.sent + 1}"
-            msg.set_content("Hello,\n\nthis is ordinary demo traffic.\n" * int(rng.integers(5, 50)))
-            if rng.random() < 0.5:
-                msg.add_attachment(rng.bytes(int(rng.integers(20_000, 200_000))), maintype="application",
-                                   subtype="octet-stream", filename="report.bin")
-            try:
-                with smtplib.SMTP(*self.smtp, timeout=10) as s:
-                    s.send_message(msg)
+            if send_ordinary(self.smtp, self.rcpts[self.sent % len(self.rcpts)], f"demo message {self.sent + 1}",
+                             "Hello,\n\nthis is ordinary demo traffic.\n", rng, (5, 50), 0.5, (20_000, 200_000)):
                 self.sent += 1
-            except (OSError, smtplib.SMTPException):
+            else:
                 self.errors += 1
             self.stop_event.wait(self.interval_s * float(rng.uniform(0.6, 1.4)))
 

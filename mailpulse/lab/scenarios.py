@@ -42,14 +42,12 @@ import json
 import math
 import os
 import random
-import smtplib
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +62,7 @@ from mailpulse.config.node import load_config
 from mailpulse.datasets import Dataset
 from mailpulse.features import SCHEMA_VERSION
 from mailpulse.hdl.params import get_params
-from mailpulse.lab.demo import SITE, CollectorPart, Console, LiveView, _node_toml
+from mailpulse.lab.demo import SITE, CollectorPart, Console, LiveView, _node_toml, send_ordinary
 from mailpulse.lab.relays import MangleRelay
 from mailpulse.lab.servers import CertificateAuthority, Dovecot, Mailbox, MailChain, Mosquitto, missing_tools
 from mailpulse.pi_firmware.node import build_node
@@ -147,20 +145,10 @@ class ShapedTraffic:
         self.thread.start()
 
     def _one(self) -> None:
-        rng = self.rng
-        msg = EmailMessage()
-        msg["From"] = "newsletter@shop.mailpulse.test"
-        msg["To"] = self.rcpts[self.sent % len(self.rcpts)]
-        msg["Subject"] = f"bench message {self.sent + 1}"
-        msg.set_content("Hello,\n\nordinary traffic of the fault bench.\n" * int(rng.integers(5, 60)))
-        if rng.random() < 0.4:
-            msg.add_attachment(rng.bytes(int(rng.integers(5_000, 80_000))), maintype="application",
-                               subtype="octet-stream", filename="report.bin")
-        try:
-            with smtplib.SMTP(*self.smtp, timeout=10) as s:
-                s.send_message(msg)
+        if send_ordinary(self.smtp, self.rcpts[self.sent % len(self.rcpts)], f"bench message {self.sent + 1}",
+                         "Hello,\n\nordinary traffic of the fault bench.\n", self.rng, (5, 60), 0.4, (5_000, 80_000)):
             self.sent += 1
-        except (OSError, smtplib.SMTPException):
+        else:
             self.errors += 1
 
     def _run(self) -> None:
