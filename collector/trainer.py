@@ -10,15 +10,10 @@ The scorer core computes, per sample, ``score = sum_k table[k][bin_k(w_k . x)]``
    (feature schema other than ``odds``) are used as they are.  Wider data: a
    :class:`mailpulse.transform.WideTransform` reduces the F features to D *energy channels*
    (:mod:`.training.wide`), stored in the model file and applied by every scoring path.
-2. **Projections.**  One 1-sparse projection per input that varies.  An input that is constant
-   in the training data but can vary (a node vector's slot, e.g. ``outcome`` when the history
-   holds only delivered mail) gets a *watch*: a 1-sparse projection whose bin 1 holds exactly the
-   trained value (shift 0) and whose table is 0 there and, everywhere else, above any training
-   score, so any other value alone crosses the threshold (more such inputs than free slots share
-   one watch, weights +1).  An input that cannot vary (an ODDS feature constant in its file,
-   scaled by 0, or padding) gets nothing.  Then, for data of at most D features, pair axes
-   ``x_i + x_j`` and ``x_i - x_j`` with a table weight, each added only while it raises the
-   model's own held-out log likelihood (:mod:`.training.selection`), up to K.  Energy channels get no pairs.
+2. **Projections.**  One 1-sparse projection per input that varies (a constant input gets
+   none).  Then, for data of at most D features, pair axes ``x_i + x_j`` and ``x_i - x_j`` with a
+   table weight, each added only while it raises the model's own held-out log likelihood
+   (:mod:`.training.selection`), up to K.  Energy channels get no pairs.
 3. **Bins** (:mod:`.training.histograms`): Freedman-Diaconis width rounded to a power of two,
    window placed where it holds the most samples.
 4. **Tables**: ``-log`` density (Laplace smoothing) times the projection's weight; for energy
@@ -73,10 +68,6 @@ SCALING_TARGET = 4096
 DEFAULT_FALSE_ALARM_RATE = 1e-3
 #: Kinds of core input: a feature (two-sided density tables, pairs allowed) or an energy channel.
 LINEAR, ENERGY = "linear", "energy"
-#: Kind of projection that watches inputs constant in the training data (see the module docstring).
-WATCH = "watch"
-#: A watch's table value above the largest training score and table entry (nats).
-WATCH_MARGIN = 1.0
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -120,7 +111,6 @@ class Inputs:
     transform: WideTransform | None
     xq: IntArray
     kinds: list[str]
-    can_vary: list[bool] = field(default_factory=list)
 
 
 def fit_inputs(x: FloatArray, params: CoreParams, feature_schema: str, rng: np.random.Generator) -> Inputs:
@@ -128,15 +118,12 @@ def fit_inputs(x: FloatArray, params: CoreParams, feature_schema: str, rng: np.r
     n_feat = x.shape[1]
     if n_feat <= params.d:
         scaling = fit_scaling(x, params, identity=feature_schema != ODDS_SCHEMA)
-        identity = feature_schema != ODDS_SCHEMA
-        can_vary = [j < n_feat and (identity or scaling.scale[j] != 0.0) for j in range(params.d)]
-        return Inputs(scaling, None, scale_features(scaling, x, params), [LINEAR] * params.d, can_vary)
+        return Inputs(scaling, None, scale_features(scaling, x, params), [LINEAR] * params.d)
     if feature_schema != ODDS_SCHEMA:
         raise UserError(f"node feature vectors have at most D={params.d} values; these have {n_feat}")
     transform = fit_wide_transform(x, params.d, rng)
     scaling = InputScaling.identity(params.d)
-    return Inputs(scaling, transform, scale_features(scaling, x, params, transform), [ENERGY] * params.d,
-                  [False] * params.d)
+    return Inputs(scaling, transform, scale_features(scaling, x, params, transform), [ENERGY] * params.d)
 
 
 # -- projections and tables -------------------------------------------------------------------
@@ -150,30 +137,11 @@ class Projection:
     kind: str
 
 
-def watch_projections(constant: list[int], room: int, params: CoreParams) -> list[Projection]:
-    """Watches of the ``constant`` inputs in at most ``room`` slots (the last one shared when short)."""
-    if room <= 0 or not constant:
-        return []
-    eye = np.eye(params.d, dtype=np.int64)
-    own = constant if len(constant) <= room else constant[:room - 1]
-    out = [Projection(eye[j], 1.0, WATCH) for j in own]
-    if len(own) < len(constant):
-        out.append(Projection(eye[constant[len(own):]].sum(axis=0), 1.0, WATCH))
-    return out
-
-
 def choose_projections(xq: IntArray, kinds: list[str], params: CoreParams, rng: np.random.Generator,
-                       progress: Progress | None = None,
-                       can_vary: list[bool] | None = None) -> tuple[list[Projection], float]:
-    """Up to K projections (see the module docstring) and the held-out log-likelihood gain of the pairs.
-
-    ``can_vary`` marks the inputs that may take other values than in ``xq`` (default: none); those
-    constant in ``xq`` get watches.
-    """
+                       progress: Progress | None = None) -> tuple[list[Projection], float]:
+    """Up to K projections (see the module docstring) and the held-out log-likelihood gain of the pairs."""
     varying = [j for j in range(params.d) if np.any(xq[:, j] != xq[0, j])]
     chosen = [Projection(np.eye(params.d, dtype=np.int64)[j], 1.0, kinds[j]) for j in varying[:params.k]]
-    constant = [j for j in range(params.d) if can_vary and can_vary[j] and kinds[j] == LINEAR and j not in varying]
-    chosen += watch_projections(constant, params.k - len(chosen), params)
     linear = [j for j in varying if kinds[j] == LINEAR]
     pairs, gain = select_pairs(xq, linear, params, params.k - len(chosen), rng)
     chosen += [Projection(w, beta, LINEAR) for w, beta in pairs]
@@ -189,23 +157,12 @@ def fit_tables(xq: IntArray, projections: list[Projection], params: CoreParams) 
     cfg = hm.CoreConfig.zeros(params)
     cfg.threshold = 0
     ref = np.zeros((k, b), dtype=np.float64)
-    watches = []
     for i, pr in enumerate(projections):
         p = xq @ pr.weights
-        if pr.kind == WATCH:
-            watches.append(i)
-            cfg.weights[i], cfg.offsets[i], cfg.shifts[i] = pr.weights, int(p[0]) - 1, 0
-            continue
         off, sh = fit_bins(p, params)
         cfg.weights[i], cfg.offsets[i], cfg.shifts[i] = pr.weights, off, sh
         table = tail_table if pr.kind == ENERGY else density_table
         ref[i] = pr.beta * table(p, off, sh, params)
-    if watches:
-        # Above every training score and every entry: any other value alone crosses the threshold,
-        # after quantisation too (the watch entry becomes the 16-bit maximum; rounding adds < K/2).
-        top = max(float(float_scores_from(params, cfg, ref, xq).max()), float(ref.max())) + WATCH_MARGIN
-        ref[watches] = top
-        ref[watches, 1] = 0.0
     return cfg, ref
 
 
@@ -254,7 +211,7 @@ def train(data: Dataset, params: CoreParams, *, seed: int = 0,
     if say:
         say(f"{n} samples x {n_feat} features from {data.name}, parameter set {params.name}")
     inputs = fit_inputs(data.X, params, feature_schema, rng)
-    projections, gain = choose_projections(inputs.xq, inputs.kinds, params, rng, say, inputs.can_vary)
+    projections, gain = choose_projections(inputs.xq, inputs.kinds, params, rng, say)
     cfg, ref = fit_tables(inputs.xq, projections, params)
     cfg.tables, table_scale = quantise_tables(ref, params)
     sq = hm.score(params, cfg, inputs.xq).score
@@ -268,7 +225,6 @@ def train(data: Dataset, params: CoreParams, *, seed: int = 0,
         "false_alarm_rate": float(false_alarm_rate),
         "trainer": f"mailpulse {__version__} {TRAINER_VERSION}",
         "projections_used": len(projections),
-        "watches": sum(pr.kind == WATCH for pr in projections),
         "inputs": f"{n_feat} features -> {params.d} energy channels" if inputs.transform else f"{n_feat} features",
         "pair_gain_nats": round(gain, 6),
         "training": {"flagged_rate": round(float(np.mean(sq > cfg.threshold)), 6),

@@ -121,32 +121,6 @@ def test_constant_and_padded_features() -> None:
     assert not m.weights[:, 1:].any()           # the constant and the padding get no weight
 
 
-def test_constant_node_slot_is_watched() -> None:
-    """A node slot constant in training (outcome 0: only delivered mail) still flags any other value."""
-    rng = np.random.default_rng(1)
-    n = 3000
-    x = np.zeros((n, 8))
-    x[:, 0] = np.rint(rng.normal(8000, 600, n))                # delay: varies
-    x[:, 4] = np.rint(rng.normal(15000, 300, n))               # size: varies
-    x[:, 6] = 256                                              # recipients: always 1
-    x[:, 7] = -32768                                           # image pixels: always missing
-    p = get_params("small")
-    res = trainer.train(Dataset(x, None, "node", ""), p, feature_schema="3")
-    m, cfg = res.model, res.model.core_config()
-    watched = {int(np.flatnonzero(w)[0]) for w, t in zip(m.weights, m.tables) if np.count_nonzero(w) == 1
-               and t[1] == 0 and (t[np.arange(p.b) != 1] == p.table_max).all()}
-    assert watched == {1, 2, 3, 5, 6, 7} and m.provenance["watches"] == 6
-    base = x[:200].astype(np.int64)
-    assert (hm.score(p, cfg, base).score <= m.threshold).mean() > 0.95
-    for slot, value in ((5, 2 * 4096), (5, 4096), (6, 512), (7, 22000), (7, -32767), (1, 1)):
-        bad = base.copy()
-        bad[:, slot] = value
-        assert (hm.score(p, cfg, bad).score > m.threshold).all(), (slot, value)
-    # ODDS data: a constant column is scaled by 0 (it cannot vary), so it gets no watch.
-    odds = trainer.train(Dataset(x[:, [0, 6]], None, "o", ""), p).model
-    assert odds.provenance["watches"] == 0 and not odds.weights[:, 1:].any()
-
-
 def test_readers(tmp_path: Path) -> None:
     data = _blobs(n=300)
     assert data.y is not None
