@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+# setuptools (imported by pynq through pynqutils) replaces the standard library's distutils with its
+# own and asserts that it did; a test earlier in the same worker that imported the standard
+# library's distutils first made every pynq test of that worker fail at import.  Importing
+# setuptools before any test makes its distutils the one every test gets.
+import setuptools  # noqa: F401  (imported for its side effect)
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
