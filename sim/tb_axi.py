@@ -11,9 +11,10 @@ import numpy as np
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
 from cocotb.utils import get_sim_time
 from cocotbext.axi.constants import AxiResp
-from mailpulse.hdl.reference import CoreConfig, bins, model_writes, score
+from mailpulse.hdl.reference import ADAPT_FRAC, CoreConfig, bins, model_writes, score
 from mailpulse.hdl.regmap import WAIT_LIMIT
 
+from . import plans
 from .codec import random_samples
 from .tb import CLK_NS, TB, settings
 
@@ -399,3 +400,68 @@ async def test_stalled_results_keep_the_bus_alive(dut: object) -> None:
     await tb.wait_quiet()
     for name in ("STATUS", "RESULT_SCORE", "RESULT_TAG", "RESULT_INFO", "THRESHOLD_ACTIVE"):
         await tb.read(rm[name].address())
+
+
+@cocotb.test()
+async def test_adaptive_threshold(dut: object) -> None:
+    """The adaptive threshold on the streaming core, bit for bit against the model: a setting from
+    :func:`mailpulse.sim.plans.adapt_reaching` (the threshold moves, steps freely and is clamped at
+    T_MIN and at T_MAX on these samples), streamed under idle and back-pressure on m_axis, with
+    PUSHes between the batches (they adapt it too); THRESHOLD_ACTIVE/THRESHOLD_FRAC read back after
+    each batch; COMMIT_THRESHOLD reseeds it; then a second adaptive model committed while samples
+    flow reseeds it at the switch point (:func:`mailpulse.sim.plans.commit_switch`)."""
+    tb = await start(dut)
+    params, _seed, n, _m = settings()
+    rm = tb.regmap
+    count = max(n, 400)
+    x, tags = random_samples(params, tb.nrng, count)
+    cfg = plans.adapt_reaching(params, CoreConfig.random(params, tb.nrng), x, tb.nrng)
+    await tb.load(cfg)
+    for name in ("ADAPT", "T_MIN", "T_MAX", "THRESHOLD", *plans.state_registers(cfg)):
+        await tb.read(tb.addr(name))
+    tb.set_stress(0.2, 0.5)
+    half = count // 2
+    for part in (slice(0, half), slice(half, count)):
+        await tb.stream_check(x[part], tags[part])
+        await tb.wait_quiet()
+        for name in plans.state_registers(cfg):
+            await tb.read(tb.addr(name))
+    for i in range(4):   # pushed samples adapt the threshold as streamed ones do
+        for d in range(params.d):
+            await tb.write(rm["FEATURE"].address(d), int(x[i, d]) & 0xFFFFFFFF)
+        await tb.write(rm["PUSH"].address(), 1)
+        await tb.wait_quiet()
+        for name in ("RESULT_SCORE", "RESULT_INFO", *plans.state_registers(cfg)):
+            await tb.read(tb.addr(name))
+    # COMMIT_THRESHOLD reseeds the accumulator (fraction 0) and the threshold adapts from there
+    await tb.write(tb.addr("THRESHOLD"), cfg.threshold)
+    await tb.ctrl("COMMIT_THRESHOLD")
+    await tb.wait_quiet()
+    for name in plans.state_registers(cfg):
+        await tb.read(tb.addr(name))
+    await tb.stream_check(x[:64], tags[:64])
+    # a second adaptive model committed while samples flow: its seed takes over at the switch point
+    x2, tags2 = random_samples(params, tb.nrng, count)
+    new = plans.adapt_reaching(params, CoreConfig.random(params, tb.nrng), x2, tb.nrng)
+    writes = model_writes(rm, new)
+    await tb.write_many(writes[:-40])
+    tlast = tb.send(x2, tags2, tb.random_frames(count), check=False)
+    acc = tb.model.acc
+    await ClockCycles(dut.aclk, tb.rng.randrange(40, 300))  # type: ignore[attr-defined]
+    await tb.write_many(writes[-40:])   # ADAPT, T_MIN, T_MAX, THRESHOLD among them: shadow only
+    await tb.ctrl("COMMIT")
+    got = await tb.receive(count)
+    s, before, after = plans.commit_switch(params, cfg, new, x2, tags2, got, acc)
+    assert 0 < s < count, f"the commit took effect at sample {s} of {count}"
+    assert plans.reached(params, new, x2[s:]) >= {"adapt:moved"}, "the committed threshold never moved"
+    assert np.array_equal(got.tlast, tlast), "tlast was not carried through"
+    m = tb.model
+    m.samples = (m.samples + count) & 0xFFFFFFFF
+    m.anomalies = (m.anomalies + int(before.anomaly.sum()) + int(after.anomaly.sum())) & 0xFFFFFFFF
+    assert after.acc is not None
+    m.acc = after.acc
+    m.active.threshold = after.acc >> ADAPT_FRAC
+    tb.set_stress(0, 0)
+    await tb.wait_quiet()
+    for name in plans.state_registers(new):
+        await tb.read(tb.addr(name))
