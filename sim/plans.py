@@ -88,8 +88,9 @@ def adapt_reaching(params: CoreParams, cfg: CoreConfig, x: npt.ArrayLike, rng: n
     Drawn at random until it does, ``ALPHA_EXP`` 0..8 and the seed between the clamps, half of
     the draws with ``T_MIN`` below and ``T_MAX`` above the median of the scores of ``x`` (at
     quantiles 0.02..0.45 and 0.55..0.98) and the step chosen so that the threshold crosses that
-    range in about a quarter of the samples, half with the clamps a few steps from the seed (for
-    a few samples: a step moves the threshold by at most 2**15 / 2**ADAPT_FRAC = 128 score units).
+    range in about a quarter of the samples, half with the seed near the quantile the threshold
+    tracks and the clamps a few steps from it (a random walk of N steps strays about sqrt(N)
+    steps; a step moves the threshold by at most 2**15 / 2**ADAPT_FRAC = 128 score units).
 
     Raises
     ------
@@ -107,11 +108,12 @@ def adapt_reaching(params: CoreParams, cfg: CoreConfig, x: npt.ArrayLike, rng: n
             span = max(1, t_max - t_min) << ADAPT_FRAC
             step = int(np.clip(round(np.log2(span * 4 / n)) + rng.integers(-2, 3), 0, ADAPT_STEP_MAX))
             seed = int(np.quantile(s, rng.uniform(lo_q, hi_q)))
-        else:   # few samples: the clamps within a few steps of the seed
+        else:   # the seed near the quantile the threshold tracks, the clamps a random walk away
             step = int(rng.integers(8, ADAPT_STEP_MAX + 1))
             big, small = tracker_steps(alpha, step)
-            seed = int(np.quantile(s, rng.uniform(0.2, 0.8)))
-            t_min = max(0, seed - ((small * int(rng.integers(1, max(2, n // 4)))) >> ADAPT_FRAC))
+            seed = int(np.quantile(s, np.clip(1 - 2.0 ** -alpha + rng.uniform(-0.1, 0.1), 0, 1)))
+            reach = 2 + int(np.sqrt(n))
+            t_min = max(0, seed - ((small * int(rng.integers(1, reach))) >> ADAPT_FRAC))
             t_max = min(0xFFFFFFFF, seed + ((max(big, small) * int(rng.integers(1, 4))) >> ADAPT_FRAC))
         out = cfg.copy()
         out.adapt = AdaptConfig(1, alpha, step, t_min, t_max)
