@@ -3,7 +3,8 @@
 A testbench that streams random samples can pass without ever reaching the behaviour it is meant to
 check: an adaptive threshold that never moves, a clamp never hit.  This module answers, from
 :mod:`mailpulse.hdl.reference` alone, what a configuration's samples reach (:func:`reached`: a set of
-event names), picks settings that reach what a test asks for (:func:`adapt_reaching`), and names
+event names), picks settings that reach what a test asks for (:func:`adapt_reaching`,
+:func:`adaptive_config`), and names
 the registers that show the model's state after the samples (:func:`state_registers`: read back
 from the RTL and compared with :class:`~mailpulse.hdl.reference.EmulatedCore`).  The cocotb benches
 (``sim/tb_verify.py``, ``sim/tb_axi.py``, ``sim/tb_spi.py``) check the RTL against the model; the
@@ -13,6 +14,11 @@ Events are ``<unit>:<what>`` strings, so that another adaptive unit adds its own
 
 * ``adapt:moved`` - the adaptive threshold (``THRESHOLD_ACTIVE``) left its seed;
 * ``adapt:free`` - a step of the threshold's accumulator that no clamp limited;
+* ``adapt:frac`` - the accumulator's fraction (``THRESHOLD_FRAC``) was not 0 (a step below one
+  score unit: ``STEP_EXP < ADAPT_FRAC``);
+* ``adapt:sweep`` - the threshold swept over at least :data:`SWEEP` distinct scores of the
+  samples (so that it changed many flags; not in :data:`ADAPT_EVENTS`: a few samples with the
+  fraction in play cannot do it);
 * ``adapt:t_min`` / ``adapt:t_max`` - a step of the threshold was clamped at ``T_MIN`` / ``T_MAX``.
 
 :func:`commit_switch` finds where a commit made while samples flowed took effect: with adaptation
@@ -36,11 +42,13 @@ from mailpulse.hdl.reference import (
     tracker_steps,
 )
 
-__all__ = ["ADAPT_EVENTS", "STATE_REGISTERS", "adapt_reaching", "commit_switch", "reached", "state_registers",
+__all__ = ["ADAPT_EVENTS", "STATE_REGISTERS", "SWEEP", "adapt_reaching", "adaptive_config", "commit_switch", "reached", "state_registers",
            "threshold_path"]
 
 #: The events of the adaptive threshold (see the module docstring).
-ADAPT_EVENTS = frozenset({"adapt:moved", "adapt:free", "adapt:t_min", "adapt:t_max"})
+ADAPT_EVENTS = frozenset({"adapt:moved", "adapt:free", "adapt:frac", "adapt:t_min", "adapt:t_max"})
+#: Distinct sample scores the threshold must sweep over for ``adapt:sweep``.
+SWEEP = 8
 #: Registers whose value after a batch of samples comes from the model's state (counters, the
 #: threshold's accumulator), in every configuration.
 STATE_REGISTERS = ("SAMPLES", "ANOMALIES", "THRESHOLD_ACTIVE", "THRESHOLD_FRAC")
@@ -66,7 +74,14 @@ def threshold_path(scores: npt.ArrayLike, adapt: AdaptConfig, acc: int) -> tuple
             events.add("adapt:free")
         if acc >> ADAPT_FRAC != seed:
             events.add("adapt:moved")
+        if acc & ((1 << ADAPT_FRAC) - 1):
+            events.add("adapt:frac")
         path.append(acc)
+    if path:
+        lo_t, hi_t = min(seed, min(path) >> ADAPT_FRAC), max(seed, max(path) >> ADAPT_FRAC)
+        sv = np.unique(np.asarray(scores, dtype=np.int64))
+        if np.count_nonzero((sv > lo_t) & (sv <= hi_t)) >= SWEEP:
+            events.add("adapt:sweep")
     return path, events
 
 
@@ -87,7 +102,7 @@ def adapt_reaching(params: CoreParams, cfg: CoreConfig, x: npt.ArrayLike, rng: n
 
     Drawn at random until it does, ``ALPHA_EXP`` 0..8 and the seed between the clamps, half of
     the draws with ``T_MIN`` below and ``T_MAX`` above the median of the scores of ``x`` (at
-    quantiles 0.02..0.45 and 0.55..0.98) and the step chosen so that the threshold crosses that
+    quantiles 0.25..0.45 and 0.55..0.75) and the step chosen so that the threshold crosses that
     range in about a quarter of the samples, half with the seed near the quantile the threshold
     tracks and the clamps a few steps from it (a random walk of N steps strays about sqrt(N)
     steps; a step moves the threshold by at most 2**15 / 2**ADAPT_FRAC = 128 score units).
@@ -103,24 +118,38 @@ def adapt_reaching(params: CoreParams, cfg: CoreConfig, x: npt.ArrayLike, rng: n
     for _ in range(tries):
         alpha = int(rng.integers(0, 9))
         if rng.random() < 0.5:
-            lo_q, hi_q = rng.uniform(0.02, 0.45), rng.uniform(0.55, 0.98)
+            lo_q, hi_q = rng.uniform(0.25, 0.45), rng.uniform(0.55, 0.75)
             t_min, t_max = (int(v) for v in np.quantile(s, [lo_q, hi_q]))
             span = max(1, t_max - t_min) << ADAPT_FRAC
             step = int(np.clip(round(np.log2(span * 4 / n)) + rng.integers(-2, 3), 0, ADAPT_STEP_MAX))
             seed = int(np.quantile(s, rng.uniform(lo_q, hi_q)))
         else:   # the seed near the quantile the threshold tracks, the clamps a random walk away
-            step = int(rng.integers(8, ADAPT_STEP_MAX + 1))
+            step = int(rng.integers(0, ADAPT_STEP_MAX + 1))
             big, small = tracker_steps(alpha, step)
             seed = int(np.quantile(s, np.clip(1 - 2.0 ** -alpha + rng.uniform(-0.1, 0.1), 0, 1)))
             reach = 2 + int(np.sqrt(n))
-            t_min = max(0, seed - ((small * int(rng.integers(1, reach))) >> ADAPT_FRAC))
-            t_max = min(0xFFFFFFFF, seed + ((max(big, small) * int(rng.integers(1, 4))) >> ADAPT_FRAC))
+            t_min = max(0, seed - max(1, (small * int(rng.integers(1, reach))) >> ADAPT_FRAC))
+            t_max = min(0xFFFFFFFF, seed + max(1, (max(big, small) * int(rng.integers(1, 4))) >> ADAPT_FRAC))
         out = cfg.copy()
         out.adapt = AdaptConfig(1, alpha, step, t_min, t_max)
         out.threshold = seed
         if want <= threshold_path(s, out.adapt, out.threshold << ADAPT_FRAC)[1]:
             return out
     raise ValueError(f"no adaptive setting of {tries} tries reaches {sorted(want)} on these {len(s)} samples")
+
+
+def adaptive_config(params: CoreParams, x: npt.ArrayLike, rng: np.random.Generator,
+                    want: frozenset[str] = ADAPT_EVENTS, configs: int = 20) -> CoreConfig:
+    """A random configuration (:meth:`~mailpulse.hdl.reference.CoreConfig.random`) whose adaptive
+    threshold reaches ``want`` on samples ``x`` (:func:`adapt_reaching`); another random one while
+    a configuration's scores cannot (e.g. one whose projections clamp almost every sample to a few
+    scores), up to ``configs`` of them."""
+    for _ in range(configs - 1):
+        try:
+            return adapt_reaching(params, CoreConfig.random(params, rng), x, rng, want, tries=200)
+        except ValueError:
+            continue
+    return adapt_reaching(params, CoreConfig.random(params, rng), x, rng, want, tries=200)
 
 
 def state_registers(cfg: CoreConfig) -> tuple[str, ...]:

@@ -404,56 +404,82 @@ async def test_stalled_results_keep_the_bus_alive(dut: object) -> None:
 
 @cocotb.test()
 async def test_adaptive_threshold(dut: object) -> None:
-    """The adaptive threshold on the streaming core, bit for bit against the model: a setting from
-    :func:`mailpulse.sim.plans.adapt_reaching` (the threshold moves, steps freely and is clamped at
-    T_MIN and at T_MAX on these samples), streamed under idle and back-pressure on m_axis, with
-    PUSHes between the batches (they adapt it too); THRESHOLD_ACTIVE/THRESHOLD_FRAC read back after
-    each batch; COMMIT_THRESHOLD reseeds it; then a second adaptive model committed while samples
-    flow reseeds it at the switch point (:func:`mailpulse.sim.plans.commit_switch`)."""
+    """The adaptive threshold on the streaming core, bit for bit against the model, with settings
+    from :func:`mailpulse.sim.plans.adaptive_config` that reach on their samples what each step
+    needs.  A setting whose steps are below one score unit (the threshold moves, steps freely, has
+    a fraction, is clamped at T_MIN and at T_MAX) streamed in two batches under idle and
+    back-pressure on m_axis, then PUSHes (they adapt it too) until THRESHOLD_FRAC is not 0;
+    COMMIT_THRESHOLD reseeds it (fraction 0); a second setting that sweeps over many scores
+    committed with the pipeline idle reseeds it; a third committed while samples flow reseeds it
+    at the switch point (:func:`mailpulse.sim.plans.commit_switch`).  THRESHOLD_ACTIVE and
+    THRESHOLD_FRAC are read back after every batch, push and commit."""
     tb = await start(dut)
     params, _seed, n, _m = settings()
     rm = tb.regmap
     count = max(n, 400)
+    frac_mask = (1 << ADAPT_FRAC) - 1
+
+    async def check_state() -> None:
+        for name in plans.state_registers(tb.model.active):
+            await tb.read(tb.addr(name))
+
+    async def push_until_fraction(x: np.ndarray) -> None:
+        """Push samples of ``x`` (at least 4) until the accumulator has a fraction."""
+        for i in range(len(x)):
+            if i >= 4 and tb.model.acc & frac_mask:
+                return
+            for d in range(params.d):
+                await tb.write(rm["FEATURE"].address(d), int(x[i, d]) & 0xFFFFFFFF)
+            await tb.write(rm["PUSH"].address(), 1)
+            await tb.wait_quiet()
+            for name in ("RESULT_SCORE", "RESULT_INFO"):
+                await tb.read(tb.addr(name))
+            await check_state()
+        assert tb.model.acc & frac_mask, f"{len(x)} pushes left no fraction in the accumulator"
+
     x, tags = random_samples(params, tb.nrng, count)
-    cfg = plans.adapt_reaching(params, CoreConfig.random(params, tb.nrng), x, tb.nrng)
+    cfg = plans.adaptive_config(params, x, tb.nrng)
     await tb.load(cfg)
-    for name in ("ADAPT", "T_MIN", "T_MAX", "THRESHOLD", *plans.state_registers(cfg)):
+    for name in ("ADAPT", "T_MIN", "T_MAX", "THRESHOLD"):
         await tb.read(tb.addr(name))
+    await check_state()
     tb.set_stress(0.2, 0.5)
     half = count // 2
     for part in (slice(0, half), slice(half, count)):
         await tb.stream_check(x[part], tags[part])
         await tb.wait_quiet()
-        for name in plans.state_registers(cfg):
-            await tb.read(tb.addr(name))
-    for i in range(4):   # pushed samples adapt the threshold as streamed ones do
-        for d in range(params.d):
-            await tb.write(rm["FEATURE"].address(d), int(x[i, d]) & 0xFFFFFFFF)
-        await tb.write(rm["PUSH"].address(), 1)
-        await tb.wait_quiet()
-        for name in ("RESULT_SCORE", "RESULT_INFO", *plans.state_registers(cfg)):
-            await tb.read(tb.addr(name))
-    # COMMIT_THRESHOLD reseeds the accumulator (fraction 0) and the threshold adapts from there
+        await check_state()
+    await push_until_fraction(x[::-1])
+    # COMMIT_THRESHOLD reseeds the accumulator (fraction 0); the threshold adapts from there
     await tb.write(tb.addr("THRESHOLD"), cfg.threshold)
     await tb.ctrl("COMMIT_THRESHOLD")
     await tb.wait_quiet()
-    for name in plans.state_registers(cfg):
-        await tb.read(tb.addr(name))
+    await check_state()
     await tb.stream_check(x[:64], tags[:64])
-    # a second adaptive model committed while samples flow: its seed takes over at the switch point
+    await push_until_fraction(x[64:])
+    # a commit with the pipeline idle reseeds it from the new THRESHOLD
     x2, tags2 = random_samples(params, tb.nrng, count)
-    new = plans.adapt_reaching(params, CoreConfig.random(params, tb.nrng), x2, tb.nrng)
+    wide = plans.adaptive_config(params, x2, tb.nrng, want=frozenset(
+        {"adapt:moved", "adapt:free", "adapt:sweep", "adapt:t_min", "adapt:t_max"}))
+    await tb.load(wide)
+    await check_state()
+    await tb.stream_check(x2, tags2)
+    await tb.wait_quiet()
+    await check_state()
+    # a third setting committed while samples flow: its seed takes over at the switch point
+    x3, tags3 = random_samples(params, tb.nrng, count)
+    new = plans.adaptive_config(params, x3, tb.nrng)
     writes = model_writes(rm, new)
     await tb.write_many(writes[:-40])
-    tlast = tb.send(x2, tags2, tb.random_frames(count), check=False)
+    tlast = tb.send(x3, tags3, tb.random_frames(count), check=False)
     acc = tb.model.acc
     await ClockCycles(dut.aclk, tb.rng.randrange(40, 300))  # type: ignore[attr-defined]
     await tb.write_many(writes[-40:])   # ADAPT, T_MIN, T_MAX, THRESHOLD among them: shadow only
     await tb.ctrl("COMMIT")
     got = await tb.receive(count)
-    s, before, after = plans.commit_switch(params, cfg, new, x2, tags2, got, acc)
+    s, before, after = plans.commit_switch(params, wide, new, x3, tags3, got, acc)
     assert 0 < s < count, f"the commit took effect at sample {s} of {count}"
-    assert plans.reached(params, new, x2[s:]) >= {"adapt:moved"}, "the committed threshold never moved"
+    assert "adapt:moved" in plans.reached(params, new, x3[s:]), "the committed threshold never moved"
     assert np.array_equal(got.tlast, tlast), "tlast was not carried through"
     m = tb.model
     m.samples = (m.samples + count) & 0xFFFFFFFF
@@ -463,5 +489,4 @@ async def test_adaptive_threshold(dut: object) -> None:
     m.active.threshold = after.acc >> ADAPT_FRAC
     tb.set_stress(0, 0)
     await tb.wait_quiet()
-    for name in plans.state_registers(new):
-        await tb.read(tb.addr(name))
+    await check_state()

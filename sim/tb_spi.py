@@ -17,7 +17,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 from mailpulse.hdl.params import CoreParams
-from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore, bins, model_writes, score
+from mailpulse.hdl.reference import ADAPT_FRAC, BusError, CoreConfig, EmulatedCore, bins, model_writes, score
 from mailpulse.hdl.spiproto import CMD_WRITE
 
 from . import plans
@@ -215,35 +215,43 @@ async def test_spi_model_push(dut: Any) -> None:
 @cocotb.test()
 async def test_spi_adaptive(dut: Any) -> None:
     """The adaptive threshold on the folded core through SPI, bit for bit against the model: a
-    setting from :func:`mailpulse.sim.plans.adapt_reaching` (on these pushed samples the threshold
-    moves, steps freely and is clamped at T_MIN and at T_MAX); after each PUSH the result (flag in
-    RESULT_INFO) and THRESHOLD_ACTIVE/THRESHOLD_FRAC are read; COMMIT_THRESHOLD reseeds it; a second
-    adaptive model committed reseeds it again and adapts from its own seed."""
+    setting from :func:`mailpulse.sim.plans.adaptive_config` (on these pushed samples the threshold
+    moves, steps freely, has a fraction, is clamped at T_MIN and at T_MAX); after each PUSH the
+    result (flag in RESULT_INFO) and THRESHOLD_ACTIVE/THRESHOLD_FRAC are read; COMMIT_THRESHOLD
+    reseeds it (fraction 0); a second adaptive model committed with a fraction in the accumulator
+    reseeds it again and adapts from its own seed."""
     tb = await start(dut)
     params = tb.params
     rm = tb.regmap
     count = 24
+    frac_mask = (1 << ADAPT_FRAC) - 1
     x, tags = random_samples(params, tb.nrng, count)
-    cfg = plans.adapt_reaching(params, CoreConfig.random(params, tb.nrng), x, tb.nrng)
+    cfg = plans.adaptive_config(params, x, tb.nrng)
     await tb.load(cfg, x)
     await tb.read(rm["ADAPT"].address(), 3)   # ADAPT, T_MIN, T_MAX
     state = [rm[name].address() for name in plans.state_registers(cfg)]
 
-    async def push_all(xs: np.ndarray, ts: np.ndarray) -> None:
+    async def push_all(xs: np.ndarray, ts: np.ndarray, until_fraction: bool = False) -> None:
         for i in range(len(xs)):
+            if until_fraction and i and tb.model.acc & frac_mask:
+                return
             await tb.push(xs[i], int(ts[i]))
             await tb.read(rm["RESULT_SCORE"].address(), 3)
             for a in state:
                 await tb.read(a)
+        assert not until_fraction or tb.model.acc & frac_mask, "the pushes left no fraction in the accumulator"
 
     await push_all(x, tags)
+    await push_all(x, tags, until_fraction=True)
     await tb.write(rm["THRESHOLD"].address(), [cfg.threshold])
     await tb.ctrl("COMMIT_THRESHOLD")
     await tb.wait_quiet()
     for a in state:
         await tb.read(a)
-    await push_all(x[:4], tags[:4])
+    await push_all(x, tags, until_fraction=True)
     x2, tags2 = random_samples(params, tb.nrng, count)
-    new = plans.adapt_reaching(params, CoreConfig.random(params, tb.nrng), x2, tb.nrng)
+    new = plans.adaptive_config(params, x2, tb.nrng)
     await tb.load(new, x2)
+    for a in state:
+        await tb.read(a)
     await push_all(x2, tags2)
