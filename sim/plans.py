@@ -165,14 +165,17 @@ def _outputs_equal(a: ScoreResult, b: ScoreResult, names: tuple[str, ...]) -> np
 
 
 def commit_switch(params: CoreParams, old: CoreConfig, new: CoreConfig, x: npt.ArrayLike, tags: npt.ArrayLike,
-                  got: ScoreResult, acc: int) -> tuple[int, ScoreResult, ScoreResult]:
-    """Where a commit of ``new`` made while samples ``x`` flowed took effect.
+                  got: ScoreResult, acc: int) -> list[tuple[int, ScoreResult, ScoreResult]]:
+    """Where a commit of ``new`` (or a ``COMMIT_THRESHOLD``: ``new`` is ``old`` with the new
+    threshold) made while samples ``x`` flowed can have taken effect.
 
-    Returns ``(s, before, after)``: ``got[:s]`` equals ``before``, the model's results of ``old``
-    on ``x[:s]`` from accumulator ``acc``; ``got[s:]`` equals ``after``, ``new``'s results on
-    ``x[s:]`` from its seed (``new.threshold << ADAPT_FRAC``).  ``before.acc``/``after.acc`` are the
-    accumulators after them (None without adaptation).  The largest such ``s`` (``len(x)``: the
-    commit did not take effect during the samples).
+    Returns every ``(s, before, after)``, largest ``s`` first, such that ``got[:s]`` equals
+    ``before``, the model's results of ``old`` on ``x[:s]`` from accumulator ``acc``, and
+    ``got[s:]`` equals ``after``, ``new``'s results on ``x[s:]`` from its seed
+    (``new.threshold << ADAPT_FRAC``); ``s == len(x)``: the commit did not take effect during the
+    samples.  ``before.acc``/``after.acc`` are the accumulators after them (None without
+    adaptation): when several ``s`` explain the results, the threshold read afterwards tells them
+    apart.
 
     Raises
     ------
@@ -194,11 +197,13 @@ def commit_switch(params: CoreParams, old: CoreConfig, new: CoreConfig, x: npt.A
     lowest = prefix
     while lowest > 0 and ok_b[lowest - 1]:
         lowest -= 1
+    found = []
     for s in range(prefix, lowest - 1, -1):
         after = score(params, new, xs[s:], ts[s:])
         if _outputs_equal(after, ScoreResult(*(np.asarray(getattr(got, f))[s:] for f in fields)), fields).all():
-            before = score(params, old, xs[:s], ts[:s], acc=acc)
-            return s, before, after
+            found.append((s, score(params, old, xs[:s], ts[:s], acc=acc), after))
+    if found:
+        return found
     b = score(params, new, xs[prefix:], ts[prefix:])
     bad = prefix + int(np.argmin(_outputs_equal(b, ScoreResult(*(np.asarray(getattr(got, f))[prefix:]
                                                                  for f in fields)), fields)))

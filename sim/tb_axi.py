@@ -409,10 +409,11 @@ async def test_adaptive_threshold(dut: object) -> None:
     needs.  A setting whose steps are below one score unit (the threshold moves, steps freely, has
     a fraction, is clamped at T_MIN and at T_MAX) streamed in two batches under idle and
     back-pressure on m_axis, then PUSHes (they adapt it too) until THRESHOLD_FRAC is not 0;
-    COMMIT_THRESHOLD reseeds it (fraction 0); a second setting that sweeps over many scores
-    committed with the pipeline idle reseeds it; a third committed while samples flow reseeds it
-    at the switch point (:func:`mailpulse.sim.plans.commit_switch`).  THRESHOLD_ACTIVE and
-    THRESHOLD_FRAC are read back after every batch, push and commit."""
+    COMMIT_THRESHOLD reseeds it (fraction 0); a second setting that sweeps over many scores,
+    committed with the pipeline idle, reseeds it; COMMIT_THRESHOLD again while samples flow at one
+    per clock (a step in flight when it lands); a third setting committed while samples flow
+    reseeds it at the switch point (:func:`mailpulse.sim.plans.commit_switch`).  THRESHOLD_ACTIVE
+    and THRESHOLD_FRAC are read back after every batch, push and commit."""
     tb = await start(dut)
     params, _seed, n, _m = settings()
     rm = tb.regmap
@@ -436,6 +437,31 @@ async def test_adaptive_threshold(dut: object) -> None:
                 await tb.read(tb.addr(name))
             await check_state()
         assert tb.model.acc & frac_mask, f"{len(x)} pushes left no fraction in the accumulator"
+
+    async def commit_in_stream(old: CoreConfig, new: CoreConfig, x: np.ndarray, tags: np.ndarray,
+                               writes: list[tuple[int, int]], what: str) -> None:
+        """Stream ``x`` and, while it flows, write ``writes`` and ``CTRL.<what>``; check the
+        results old-then-new and sync the model to the switch point the threshold read shows."""
+        tlast = tb.send(x, tags, tb.random_frames(len(x)), check=False)
+        acc = tb.model.acc
+        await ClockCycles(dut.aclk, tb.rng.randrange(40, 200))  # type: ignore[attr-defined]
+        await tb.write_many(writes)
+        await tb.ctrl(what)
+        got = await tb.receive(len(x))
+        found = [f for f in plans.commit_switch(params, old, new, x, tags, got, acc) if 0 < f[0] < len(x)]
+        assert found, f"{what} did not take effect during the {len(x)} samples"
+        assert np.array_equal(got.tlast, tlast), "tlast was not carried through"
+        await tb.wait_quiet()
+        rtl_acc = ((await tb.raw_read(tb.addr("THRESHOLD_ACTIVE")))[0] << ADAPT_FRAC
+                   | (await tb.raw_read(tb.addr("THRESHOLD_FRAC")))[0])
+        _s, before, after = next((f for f in found if f[2].acc == rtl_acc), found[0])
+        m = tb.model
+        m.samples = (m.samples + len(x)) & 0xFFFFFFFF
+        m.anomalies = (m.anomalies + int(before.anomaly.sum()) + int(after.anomaly.sum())) & 0xFFFFFFFF
+        assert after.acc is not None
+        m.acc = after.acc
+        m.active.threshold = after.acc >> ADAPT_FRAC
+        await check_state()
 
     x, tags = random_samples(params, tb.nrng, count)
     cfg = plans.adaptive_config(params, x, tb.nrng)
@@ -466,27 +492,19 @@ async def test_adaptive_threshold(dut: object) -> None:
     await tb.stream_check(x2, tags2)
     await tb.wait_quiet()
     await check_state()
-    # a third setting committed while samples flow: its seed takes over at the switch point
+    # COMMIT_THRESHOLD while samples flow at one per clock: the seed at the clamp away from the
+    # threshold takes over at one sample
+    tb.set_stress(0, 0)
+    reseed = wide.copy()
+    mid = (wide.adapt.t_min + wide.adapt.t_max) // 2
+    reseed.threshold = wide.adapt.t_min if tb.model.acc >> ADAPT_FRAC > mid else wide.adapt.t_max
+    await commit_in_stream(wide, reseed, x2, tags2, [(tb.addr("THRESHOLD"), reseed.threshold)], "COMMIT_THRESHOLD")
+    # a third setting committed while samples flow under stress: its seed takes over at the switch
+    tb.set_stress(0.2, 0.5)
     x3, tags3 = random_samples(params, tb.nrng, count)
     new = plans.adaptive_config(params, x3, tb.nrng)
     writes = model_writes(rm, new)
     await tb.write_many(writes[:-40])
-    tlast = tb.send(x3, tags3, tb.random_frames(count), check=False)
-    acc = tb.model.acc
-    await ClockCycles(dut.aclk, tb.rng.randrange(40, 300))  # type: ignore[attr-defined]
-    await tb.write_many(writes[-40:])   # ADAPT, T_MIN, T_MAX, THRESHOLD among them: shadow only
-    await tb.ctrl("COMMIT")
-    got = await tb.receive(count)
-    s, before, after = plans.commit_switch(params, wide, new, x3, tags3, got, acc)
-    assert 0 < s < count, f"the commit took effect at sample {s} of {count}"
-    assert "adapt:moved" in plans.reached(params, new, x3[s:]), "the committed threshold never moved"
-    assert np.array_equal(got.tlast, tlast), "tlast was not carried through"
-    m = tb.model
-    m.samples = (m.samples + count) & 0xFFFFFFFF
-    m.anomalies = (m.anomalies + int(before.anomaly.sum()) + int(after.anomaly.sum())) & 0xFFFFFFFF
-    assert after.acc is not None
-    m.acc = after.acc
-    m.active.threshold = after.acc >> ADAPT_FRAC
+    # the last 40 writes (ADAPT, T_MIN, T_MAX, THRESHOLD among them) while the stream flows: shadow only
+    await commit_in_stream(reseed, new, x3, tags3, writes[-40:], "COMMIT")
     tb.set_stress(0, 0)
-    await tb.wait_quiet()
-    await check_state()
