@@ -36,14 +36,18 @@ from mailpulse.hdl.reference import (
     ADAPT_STEP_MAX,
     AdaptConfig,
     CoreConfig,
+    IntArray,
     ScoreResult,
+    adaptive_flags,
     score,
     tracker_step,
     tracker_steps,
 )
 
-__all__ = ["ADAPT_EVENTS", "STATE_REGISTERS", "SWEEP", "adapt_reaching", "adaptive_config", "commit_switch", "reached", "state_registers",
-           "threshold_path"]
+from .codec import random_samples
+
+__all__ = ["ADAPT_EVENTS", "STATE_REGISTERS", "SWEEP", "adapt_reaching", "adaptive_config", "commit_switch",
+           "observable_seed", "reached", "state_registers", "threshold_commit_plan", "threshold_path"]
 
 #: The events of the adaptive threshold (see the module docstring).
 ADAPT_EVENTS = frozenset({"adapt:moved", "adapt:free", "adapt:frac", "adapt:t_min", "adapt:t_max"})
@@ -152,6 +156,51 @@ def adaptive_config(params: CoreParams, x: npt.ArrayLike, rng: np.random.Generat
     return adapt_reaching(params, CoreConfig.random(params, rng), x, rng, want, tries=200)
 
 
+def observable_seed(params: CoreParams, cfg: CoreConfig, x: npt.ArrayLike, acc: int, lo: int, hi: int) -> int | None:
+    """A threshold for a ``COMMIT_THRESHOLD`` while samples ``x`` flow (``cfg`` active, its
+    accumulator ``acc`` before them) that shows wherever it lands: for each switch point ``s`` in
+    ``lo..hi`` the flags (the old threshold on ``x[:s]``, the new seed from ``s`` on) or the final
+    accumulator differ from those without the commit, so a commit that is lost cannot pass.
+    (Every seed outside the clamps, and most inside, merges with the old threshold at a clamp a
+    few samples later; the flags then pin the point only where they differ before.)  Tried: the
+    quantiles of the scores, the clamps, 0, ``2**32 - 1``; None when none shows everywhere."""
+    s = score(params, cfg, x).score
+    old, old_acc = adaptive_flags(s, cfg.adapt, acc)
+    for seed in (*(int(v) for v in np.quantile(s, [0.5, 0.3, 0.7, 0.1, 0.9])), cfg.adapt.t_min, cfg.adapt.t_max,
+                 0, 0xFFFFFFFF):
+        for at in range(lo, hi + 1):
+            flags, end = adaptive_flags(s[at:], cfg.adapt, seed << ADAPT_FRAC)
+            if end == old_acc and np.array_equal(flags, old[at:]):
+                break
+        else:
+            return seed
+    return None
+
+
+def threshold_commit_plan(params: CoreParams, rng: np.random.Generator, n: int, m: int, lo: int, hi: int,
+                          want: frozenset[str], tries: int = 20) -> tuple[CoreConfig, IntArray, IntArray,
+                                                                           IntArray, IntArray, int]:
+    """A setting (:func:`adaptive_config`, reaching ``want`` on ``n`` samples), those samples,
+    ``m`` more, and a threshold for a ``COMMIT_THRESHOLD`` while the ``m`` flow that shows wherever
+    it lands in ``lo..hi`` (:func:`observable_seed`, the accumulator as the first samples leave it).
+
+    Raises
+    ------
+    ValueError
+        When ``tries`` settings give no such threshold.
+    """
+    for _ in range(tries):
+        x, tags = random_samples(params, rng, n)
+        cfg = adaptive_config(params, x, rng, want)
+        end = score(params, cfg, x).acc
+        assert end is not None
+        x2, tags2 = random_samples(params, rng, m)
+        seed = observable_seed(params, cfg, x2, end, lo, hi)
+        if seed is not None:
+            return cfg, x, tags, x2, tags2, seed
+    raise ValueError(f"no setting of {tries} gives a threshold commit that shows at every point {lo}..{hi}")
+
+
 def state_registers(cfg: CoreConfig) -> tuple[str, ...]:
     """Registers to read after a batch of samples of ``cfg`` and compare with the model."""
     return STATE_REGISTERS
@@ -162,6 +211,11 @@ def _outputs_equal(a: ScoreResult, b: ScoreResult, names: tuple[str, ...]) -> np
     for name in names:
         ok &= np.asarray(getattr(a, name)) == np.asarray(getattr(b, name))
     return ok
+
+
+def _tail(r: ScoreResult, start: int) -> ScoreResult:
+    return ScoreResult(np.asarray(r.score)[start:], np.asarray(r.anomaly)[start:], np.asarray(r.argmax)[start:],
+                       np.asarray(r.tag)[start:])
 
 
 def commit_switch(params: CoreParams, old: CoreConfig, new: CoreConfig, x: npt.ArrayLike, tags: npt.ArrayLike,
@@ -200,13 +254,12 @@ def commit_switch(params: CoreParams, old: CoreConfig, new: CoreConfig, x: npt.A
     found = []
     for s in range(prefix, lowest - 1, -1):
         after = score(params, new, xs[s:], ts[s:])
-        if _outputs_equal(after, ScoreResult(*(np.asarray(getattr(got, f))[s:] for f in fields)), fields).all():
+        if _outputs_equal(after, _tail(got, s), fields).all():
             found.append((s, score(params, old, xs[:s], ts[:s], acc=acc), after))
     if found:
         return found
     b = score(params, new, xs[prefix:], ts[prefix:])
-    bad = prefix + int(np.argmin(_outputs_equal(b, ScoreResult(*(np.asarray(getattr(got, f))[prefix:]
-                                                                 for f in fields)), fields)))
+    bad = prefix + int(np.argmin(_outputs_equal(b, _tail(got, prefix), fields)))
     raise AssertionError(
         f"results are not old-then-new: the first result that is not the old model's is {prefix}, and from "
         f"{lowest}..{prefix} on none fits the committed model (first difference at {bad}: x={xs[bad].tolist()} "

@@ -439,12 +439,12 @@ async def test_adaptive_threshold(dut: object) -> None:
         assert tb.model.acc & frac_mask, f"{len(x)} pushes left no fraction in the accumulator"
 
     async def commit_in_stream(old: CoreConfig, new: CoreConfig, x: np.ndarray, tags: np.ndarray,
-                               writes: list[tuple[int, int]], what: str) -> None:
+                               writes: list[tuple[int, int]], what: str, wait: tuple[int, int] = (40, 200)) -> None:
         """Stream ``x`` and, while it flows, write ``writes`` and ``CTRL.<what>``; check the
         results old-then-new and sync the model to the switch point the threshold read shows."""
         tlast = tb.send(x, tags, tb.random_frames(len(x)), check=False)
         acc = tb.model.acc
-        await ClockCycles(dut.aclk, tb.rng.randrange(40, 200))  # type: ignore[attr-defined]
+        await ClockCycles(dut.aclk, tb.rng.randrange(*wait))  # type: ignore[attr-defined]
         await tb.write_many(writes)
         await tb.ctrl(what)
         got = await tb.receive(len(x))
@@ -484,21 +484,20 @@ async def test_adaptive_threshold(dut: object) -> None:
     await tb.stream_check(x[:64], tags[:64])
     await push_until_fraction(x[64:])
     # a commit with the pipeline idle reseeds it from the new THRESHOLD
-    x2, tags2 = random_samples(params, tb.nrng, count)
-    wide = plans.adaptive_config(params, x2, tb.nrng, want=frozenset(
-        {"adapt:moved", "adapt:free", "adapt:sweep", "adapt:t_min", "adapt:t_max"}))
+    wide, x2, tags2, x4, tags4, seed4 = plans.threshold_commit_plan(
+        params, tb.nrng, count, 200, 5, 180, frozenset({"adapt:moved", "adapt:free", "adapt:sweep"}))
     await tb.load(wide)
     await check_state()
     await tb.stream_check(x2, tags2)
     await tb.wait_quiet()
     await check_state()
-    # COMMIT_THRESHOLD while samples flow at one per clock: the seed at the clamp away from the
-    # threshold takes over at one sample
+    # COMMIT_THRESHOLD while samples flow at one per clock (a step in flight every cycle): a seed
+    # that shows wherever it lands takes over at one sample
     tb.set_stress(0, 0)
     reseed = wide.copy()
-    mid = (wide.adapt.t_min + wide.adapt.t_max) // 2
-    reseed.threshold = wide.adapt.t_min if tb.model.acc >> ADAPT_FRAC > mid else wide.adapt.t_max
-    await commit_in_stream(wide, reseed, x2, tags2, [(tb.addr("THRESHOLD"), reseed.threshold)], "COMMIT_THRESHOLD")
+    reseed.threshold = seed4
+    await commit_in_stream(wide, reseed, x4, tags4, [(tb.addr("THRESHOLD"), seed4)], "COMMIT_THRESHOLD",
+                           wait=(10, 80))
     # a third setting committed while samples flow under stress: its seed takes over at the switch
     tb.set_stress(0.2, 0.5)
     x3, tags3 = random_samples(params, tb.nrng, count)

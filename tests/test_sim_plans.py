@@ -49,9 +49,9 @@ def test_commit_switch_is_exact() -> None:
                                                                                       "tag")))
         found = plans.commit_switch(p, old, new, x, tags, got, acc)
         assert [f[0] for f in found][-1:] == [s] or s in [f[0] for f in found]
-        at, before, after = next(f for f in found if f[0] == s)
+        _at, before, after = next(f for f in found if f[0] == s)
         assert before.acc == a.acc and after.acc == b.acc
-        for at, before, after in found:   # every other explanation gives the same results
+        for _at, before, after in found:   # every other explanation gives the same results
             assert np.array_equal(np.concatenate([before.anomaly, after.anomaly]), got.anomaly)
         # one flag after the switch taken from the new model seeded one sample early: not old-then-new
         early = score(p, new, x[s - 1:], tags[s - 1:]).anomaly[1:]
@@ -60,3 +60,21 @@ def test_commit_switch_is_exact() -> None:
             got.anomaly[s + i] = early[i]
             with pytest.raises(AssertionError, match="not old-then-new"):
                 plans.commit_switch(p, old, new, x, tags, got, acc)
+
+
+def test_threshold_commit_plan_shows_everywhere() -> None:
+    """The planned COMMIT_THRESHOLD seed changes the flags or the final threshold at every switch
+    point of the window: a commit that the RTL loses cannot look like one that landed."""
+    p = get_params("small")
+    rng = np.random.default_rng(3)
+    cfg, x, _tags, x2, _tags2, seed = plans.threshold_commit_plan(
+        p, rng, 300, 120, 5, 100, frozenset({"adapt:moved", "adapt:sweep"}))
+    assert {"adapt:moved", "adapt:sweep"} <= plans.reached(p, cfg, x)
+    acc = score(p, cfg, x).acc
+    assert acc is not None
+    lost = score(p, cfg, x2, acc=acc)
+    reseeded = cfg.copy()
+    reseeded.threshold = seed
+    for at in range(5, 101):
+        after = score(p, reseeded, x2[at:])
+        assert after.acc != lost.acc or not np.array_equal(after.anomaly, lost.anomaly[at:]), at
