@@ -28,7 +28,9 @@ Two engines:
   When a configuration mismatches, it is re-run (up to 256 samples past the first mismatch) on a
   second, traced build with the VCD on from 64 samples before it, and the report names the VCD.
 * ``icarus``: the cocotb bench (``mailpulse.sim.tb_verify``) on Icarus, AXI tops only (no
-  counter preset); a few thousand samples/s, for small N.
+  counter preset), which also reads ``THRESHOLD_ACTIVE``/``THRESHOLD_FRAC`` after each
+  configuration and reports what its samples reach (:attr:`VerifyReport.reached`); a few thousand
+  samples/s, for small N.
 """
 
 from __future__ import annotations
