@@ -28,7 +28,9 @@ Two engines:
   When a configuration mismatches, it is re-run (up to 256 samples past the first mismatch) on a
   second, traced build with the VCD on from 64 samples before it, and the report names the VCD.
 * ``icarus``: the cocotb bench (``mailpulse.sim.tb_verify``) on Icarus, AXI tops only (no
-  counter preset); a few thousand samples/s, for small N.
+  counter preset), which also reads ``THRESHOLD_ACTIVE``/``THRESHOLD_FRAC`` after each
+  configuration and reports what its samples reach (:attr:`VerifyReport.reached`); a few thousand
+  samples/s, for small N.
 """
 
 from __future__ import annotations
@@ -212,6 +214,9 @@ class VerifyReport:
     adversarial: str = "mixed"
     #: Configurations run, by kind (``random`` or an adversarial recipe).
     kinds: dict[str, int] = field(default_factory=dict)
+    #: The icarus engine: per configuration index, the events its samples reach in the model
+    #: (:func:`mailpulse.sim.plans.reached`, e.g. the adaptive threshold clamped at ``T_MAX``).
+    reached: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -493,6 +498,7 @@ def _verify_cocotb(rep: VerifyReport, sim: str, top: str) -> VerifyReport:
         data = json.loads(out.read_text())
         out.unlink()
         rep.mismatches = [Mismatch(m["config"], m["index"], m["text"]) for m in data["mismatches"]]
+        rep.reached = {int(c): list(ev) for c, ev in data.get("reached", {}).items()}
     if not res.ok and not rep.mismatches:
         rep.mismatches = [Mismatch(-1, -1, f"cocotb run failed: {res.failed}")]
     if rep.mismatches:

@@ -11,9 +11,10 @@ import numpy as np
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
 from cocotb.utils import get_sim_time
 from cocotbext.axi.constants import AxiResp
-from mailpulse.hdl.reference import CoreConfig, bins, model_writes, score
+from mailpulse.hdl.reference import ADAPT_FRAC, CoreConfig, bins, model_writes, score
 from mailpulse.hdl.regmap import WAIT_LIMIT
 
+from . import plans
 from .codec import random_samples
 from .tb import CLK_NS, TB, settings
 
@@ -399,3 +400,110 @@ async def test_stalled_results_keep_the_bus_alive(dut: object) -> None:
     await tb.wait_quiet()
     for name in ("STATUS", "RESULT_SCORE", "RESULT_TAG", "RESULT_INFO", "THRESHOLD_ACTIVE"):
         await tb.read(rm[name].address())
+
+
+@cocotb.test()
+async def test_adaptive_threshold(dut: object) -> None:
+    """The adaptive threshold on the streaming core, bit for bit against the model, with settings
+    from :func:`mailpulse.sim.plans.adaptive_config` that reach on their samples what each step
+    needs.  A setting whose steps are below one score unit (the threshold moves, steps freely, has
+    a fraction, is clamped at T_MIN and at T_MAX) streamed in two batches under idle and
+    back-pressure on m_axis, then PUSHes (they adapt it too) until THRESHOLD_FRAC is not 0;
+    COMMIT_THRESHOLD reseeds it (fraction 0); a second setting that sweeps over many scores,
+    committed with the pipeline idle, reseeds it; COMMIT_THRESHOLD again while samples flow at one
+    per clock (a step in flight when it lands); a third setting committed while samples flow
+    reseeds it at the switch point (:func:`mailpulse.sim.plans.commit_switch`).  THRESHOLD_ACTIVE
+    and THRESHOLD_FRAC are read back after every batch, push and commit."""
+    tb = await start(dut)
+    params, _seed, n, _m = settings()
+    rm = tb.regmap
+    count = max(n, 400)
+    frac_mask = (1 << ADAPT_FRAC) - 1
+
+    async def check_state() -> None:
+        for name in plans.state_registers(tb.model.active):
+            await tb.read(tb.addr(name))
+
+    async def push_until_fraction(x: np.ndarray) -> None:
+        """Push samples of ``x`` (at least 4) until the accumulator has a fraction."""
+        for i in range(len(x)):
+            if i >= 4 and tb.model.acc & frac_mask:
+                return
+            for d in range(params.d):
+                await tb.write(rm["FEATURE"].address(d), int(x[i, d]) & 0xFFFFFFFF)
+            await tb.write(rm["PUSH"].address(), 1)
+            await tb.wait_quiet()
+            for name in ("RESULT_SCORE", "RESULT_INFO"):
+                await tb.read(tb.addr(name))
+            await check_state()
+        assert tb.model.acc & frac_mask, f"{len(x)} pushes left no fraction in the accumulator"
+
+    async def commit_in_stream(old: CoreConfig, new: CoreConfig, x: np.ndarray, tags: np.ndarray,
+                               writes: list[tuple[int, int]], what: str, wait: tuple[int, int] = (40, 200)) -> None:
+        """Stream ``x`` and, while it flows, write ``writes`` and ``CTRL.<what>``; check the
+        results old-then-new and sync the model to the switch point the threshold read shows."""
+        tlast = tb.send(x, tags, tb.random_frames(len(x)), check=False)
+        acc = tb.model.acc
+        await ClockCycles(dut.aclk, tb.rng.randrange(*wait))  # type: ignore[attr-defined]
+        await tb.write_many(writes)
+        await tb.ctrl(what)
+        got = await tb.receive(len(x))
+        found = [f for f in plans.commit_switch(params, old, new, x, tags, got, acc) if 0 < f[0] < len(x)]
+        assert found, f"{what} did not take effect during the {len(x)} samples"
+        assert np.array_equal(got.tlast, tlast), "tlast was not carried through"
+        await tb.wait_quiet()
+        rtl_acc = ((await tb.raw_read(tb.addr("THRESHOLD_ACTIVE")))[0] << ADAPT_FRAC
+                   | (await tb.raw_read(tb.addr("THRESHOLD_FRAC")))[0])
+        _s, before, after = next((f for f in found if f[2].acc == rtl_acc), found[0])
+        m = tb.model
+        m.samples = (m.samples + len(x)) & 0xFFFFFFFF
+        m.anomalies = (m.anomalies + int(before.anomaly.sum()) + int(after.anomaly.sum())) & 0xFFFFFFFF
+        assert after.acc is not None
+        m.acc = after.acc
+        m.active.threshold = after.acc >> ADAPT_FRAC
+        await check_state()
+
+    x, tags = random_samples(params, tb.nrng, count)
+    cfg = plans.adaptive_config(params, x, tb.nrng)
+    await tb.load(cfg)
+    for name in ("ADAPT", "T_MIN", "T_MAX", "THRESHOLD"):
+        await tb.read(tb.addr(name))
+    await check_state()
+    tb.set_stress(0.2, 0.5)
+    half = count // 2
+    for part in (slice(0, half), slice(half, count)):
+        await tb.stream_check(x[part], tags[part])
+        await tb.wait_quiet()
+        await check_state()
+    await push_until_fraction(x[::-1])
+    # COMMIT_THRESHOLD reseeds the accumulator (fraction 0); the threshold adapts from there
+    await tb.write(tb.addr("THRESHOLD"), cfg.threshold)
+    await tb.ctrl("COMMIT_THRESHOLD")
+    await tb.wait_quiet()
+    await check_state()
+    await tb.stream_check(x[:64], tags[:64])
+    await push_until_fraction(x[64:])
+    # a commit with the pipeline idle reseeds it from the new THRESHOLD
+    wide, x2, tags2, x4, tags4, seed4 = plans.threshold_commit_plan(
+        params, tb.nrng, count, 200, 5, 180, frozenset({"adapt:moved", "adapt:free", "adapt:sweep"}))
+    await tb.load(wide)
+    await check_state()
+    await tb.stream_check(x2, tags2)
+    await tb.wait_quiet()
+    await check_state()
+    # COMMIT_THRESHOLD while samples flow at one per clock (a step in flight every cycle): a seed
+    # that shows wherever it lands takes over at one sample
+    tb.set_stress(0, 0)
+    reseed = wide.copy()
+    reseed.threshold = seed4
+    await commit_in_stream(wide, reseed, x4, tags4, [(tb.addr("THRESHOLD"), seed4)], "COMMIT_THRESHOLD",
+                           wait=(10, 80))
+    # a third setting committed while samples flow under stress: its seed takes over at the switch
+    tb.set_stress(0.2, 0.5)
+    x3, tags3 = random_samples(params, tb.nrng, count)
+    new = plans.adaptive_config(params, x3, tb.nrng)
+    writes = model_writes(rm, new)
+    await tb.write_many(writes[:-40])
+    # the last 40 writes (ADAPT, T_MIN, T_MAX, THRESHOLD among them) while the stream flows: shadow only
+    await commit_in_stream(reseed, new, x3, tags3, writes[-40:], "COMMIT")
+    tb.set_stress(0, 0)

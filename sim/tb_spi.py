@@ -17,9 +17,10 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 from mailpulse.hdl.params import CoreParams
-from mailpulse.hdl.reference import BusError, CoreConfig, EmulatedCore, bins, model_writes, score
+from mailpulse.hdl.reference import ADAPT_FRAC, BusError, CoreConfig, EmulatedCore, bins, model_writes, score
 from mailpulse.hdl.spiproto import CMD_WRITE
 
+from . import plans
 from .codec import random_samples
 from .tb import CLK_NS, SpiMaster, settings
 
@@ -90,6 +91,34 @@ class SpiTB:
     async def ctrl(self, *fields: str) -> None:
         reg = self.regmap["CTRL"]
         await self.write(reg.address(), [sum(reg.field(f).mask for f in fields)])
+
+    async def load(self, cfg: CoreConfig, x: np.ndarray) -> None:
+        """Load ``cfg`` in bursts and commit it.
+
+        Bit-level SPI is slow in simulation: every register of the model is written, but of the
+        table only the entries samples ``x`` use plus one 64-word burst (the rest stays as it was,
+        in the model too), unless ``MAILPULSE_SIM_FULL_TABLE`` is set.
+        """
+        params, rm = self.params, self.regmap
+        writes = model_writes(rm, cfg)
+        table = rm["TABLE"]
+        if not os.environ.get("MAILPULSE_SIM_FULL_TABLE"):
+            used = {int(k) * params.b + int(b) for row in bins(params, cfg, x) for k, b in enumerate(row)}
+            used |= set(range(64))
+            writes = [(a, v) for a, v in writes
+                      if not table.offset <= a <= table.last_address or (a - table.offset) // 4 in used]
+        for a, words in bursts(writes):
+            await self.write(a, words)
+        await self.ctrl("COMMIT")
+        await self.wait_quiet()
+
+    async def push(self, x: np.ndarray, tag: int) -> None:
+        """Push one sample and wait for its result (``FEATURE`` burst, ``TAG``, ``PUSH``)."""
+        rm = self.regmap
+        await self.write(rm["FEATURE"].address(0), [int(v) & 0xFFFFFFFF for v in x])
+        await self.write(rm["TAG"].address(), [int(tag)])
+        await self.write(rm["PUSH"].address(), [1])
+        await self.wait_quiet()
 
     async def wait_quiet(self) -> None:
         reg = self.regmap["STATUS"]
@@ -170,25 +199,10 @@ async def test_spi_model_push(dut: Any) -> None:
     cfg = CoreConfig.random(params, tb.nrng)
     x, tags = random_samples(params, tb.nrng, 10)
     cfg.threshold = int(np.median(score(params, cfg, x, tags).score))
-    writes = model_writes(rm, cfg)
-    table = rm["TABLE"]
-    if not os.environ.get("MAILPULSE_SIM_FULL_TABLE"):
-        # Bit-level SPI is slow in simulation: load every register of the model, but of the table
-        # only the entries these samples use plus one 64-word burst; the rest stays 0 (model too).
-        used = {int(k) * params.b + int(b) for row in bins(params, cfg, x) for k, b in enumerate(row)}
-        used |= set(range(64))
-        writes = [(a, v) for a, v in writes
-                  if not table.offset <= a <= table.last_address or (a - table.offset) // 4 in used]
-    for a, words in bursts(writes):
-        await tb.write(a, words)
-    await tb.ctrl("COMMIT")
-    await tb.wait_quiet()
+    await tb.load(cfg, x)
     assert int(dut.irq.value) == 0, "irq is high before any PUSH"
     for i in range(len(x)):
-        await tb.write(rm["FEATURE"].address(0), [int(v) & 0xFFFFFFFF for v in x[i]])
-        await tb.write(rm["TAG"].address(), [int(tags[i])])
-        await tb.write(rm["PUSH"].address(), [1])
-        await tb.wait_quiet()
+        await tb.push(x[i], int(tags[i]))
         await tb.read(rm["RESULT_SCORE"].address(), 3)
         await tb.read(rm["STATUS"].address())
         assert int(dut.irq.value) == 1, "irq is low while STATUS.RESULT_VALID is set"
@@ -196,3 +210,48 @@ async def test_spi_model_push(dut: Any) -> None:
     await tb.ctrl("CLEAR_COUNTERS")
     await tb.read(rm["SAMPLES"].address(), 2)
     await tb.read(rm["OFFSET"].address(), params.k)
+
+
+@cocotb.test()
+async def test_spi_adaptive(dut: Any) -> None:
+    """The adaptive threshold on the folded core through SPI, bit for bit against the model: a
+    setting from :func:`mailpulse.sim.plans.adaptive_config` (on these pushed samples the threshold
+    moves, steps freely, has a fraction, is clamped at T_MIN and at T_MAX); after each PUSH the
+    result (flag in RESULT_INFO) and THRESHOLD_ACTIVE/THRESHOLD_FRAC are read; COMMIT_THRESHOLD
+    reseeds it (fraction 0); a second adaptive model committed with a fraction in the accumulator
+    reseeds it again and adapts from its own seed."""
+    tb = await start(dut)
+    params = tb.params
+    rm = tb.regmap
+    count = 24
+    frac_mask = (1 << ADAPT_FRAC) - 1
+    x, tags = random_samples(params, tb.nrng, count)
+    cfg = plans.adaptive_config(params, x, tb.nrng)
+    await tb.load(cfg, x)
+    await tb.read(rm["ADAPT"].address(), 3)   # ADAPT, T_MIN, T_MAX
+    state = [rm[name].address() for name in plans.state_registers(cfg)]
+
+    async def push_all(xs: np.ndarray, ts: np.ndarray, until_fraction: bool = False) -> None:
+        for i in range(len(xs)):
+            if until_fraction and i and tb.model.acc & frac_mask:
+                return
+            await tb.push(xs[i], int(ts[i]))
+            await tb.read(rm["RESULT_SCORE"].address(), 3)
+            for a in state:
+                await tb.read(a)
+        assert not until_fraction or tb.model.acc & frac_mask, "the pushes left no fraction in the accumulator"
+
+    await push_all(x, tags)
+    await push_all(x, tags, until_fraction=True)
+    await tb.write(rm["THRESHOLD"].address(), [cfg.threshold])
+    await tb.ctrl("COMMIT_THRESHOLD")
+    await tb.wait_quiet()
+    for a in state:
+        await tb.read(a)
+    await push_all(x, tags, until_fraction=True)
+    x2, tags2 = random_samples(params, tb.nrng, count)
+    new = plans.adaptive_config(params, x2, tb.nrng)
+    await tb.load(new, x2)
+    for a in state:
+        await tb.read(a)
+    await push_all(x2, tags2)

@@ -22,7 +22,8 @@ SOAK = os.environ.get("MAILPULSE_SOAK") == "1"
 GROUP = {"verilator": "sim_verilator_axi", "icarus": "sim_icarus_spi"}
 ALL_TESTS = ["test_registers", "test_random_configs", "test_clamp_and_threshold", "test_push",
              "test_reset_midstream", "test_commit_under_traffic", "test_stream_right_after_reset",
-             "test_stalled_results_keep_the_bus_alive", "test_shadow_writes_between_commit_and_copy"]
+             "test_stalled_results_keep_the_bus_alive", "test_shadow_writes_between_commit_and_copy",
+             "test_adaptive_threshold"]
 
 
 def sim_env(samples: int, configs: int) -> dict[str, str]:

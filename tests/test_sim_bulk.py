@@ -2,7 +2,7 @@
 
 * >= 1M random samples (5 random configurations x 200k) of the zynq set through the Verilator
   harness, via the CLI, which must print exactly one line.
-* The cocotb/Icarus engine on a few hundred samples.
+* The cocotb/Icarus engine on a few hundred samples of four configurations (two of them adaptive).
 * The checker itself: a corrupted model makes ``verify`` fail, print the inputs and leave a
   waveform; each kind of corruption of a result is caught.
 * The harness' one-eval-per-clock scheme: on a stand-in top whose ``s_axis.tready`` follows
@@ -70,10 +70,17 @@ def test_verify_reports_mismatch_with_waveform(monkeypatch: pytest.MonkeyPatch,
 
 @pytest.mark.xdist_group("sim_icarus_spi")
 def test_verify_icarus() -> None:
+    """The cocotb engine on four configurations: 2 and 3 adapt their threshold (ADAPT_AT), and on
+    these samples it moves and is clamped at T_MAX; flags, counters, THRESHOLD_ACTIVE and
+    THRESHOLD_FRAC after the samples are compared with the model."""
     need("icarus")
-    rep = bulk.verify("small", samples=300, configs=2, seed=3, simulator="icarus")
+    rep = bulk.verify("small", samples=300, configs=4, seed=3, simulator="icarus")
     assert rep.ok, [m.text for m in rep.mismatches]
-    assert rep.summary() == "verified 300 samples x 2 configs: 0 mismatches"
+    assert rep.summary() == "verified 300 samples x 4 configs: 0 mismatches"
+    adaptive = [c for c in range(4) if c % bulk.ADAPT_EVERY in bulk.ADAPT_AT]
+    assert sorted(rep.reached) == [0, 1, 2, 3], rep.reached
+    for c in adaptive:
+        assert {"adapt:moved", "adapt:free", "adapt:t_max"} <= set(rep.reached[c]), (c, rep.reached)
 
 
 #: A stand-in for mailpulse_axi: AXI4-Lite always answers OKAY with 0, the stream is a one-beat

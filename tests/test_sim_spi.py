@@ -13,7 +13,7 @@ import pytest
 from mailpulse.sim.runner import check_cocotb
 from mailpulse.sim.tools import have_simulator
 
-TESTS = ["test_spi_registers", "test_spi_model_push"]
+TESTS = ["test_spi_registers", "test_spi_model_push", "test_spi_adaptive"]
 
 
 @pytest.mark.xdist_group("sim_icarus_spi")
