@@ -26,8 +26,9 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from mailpulse.features import LATENCY_FLOOR_S, route_latency, route_latency_seconds
 from mailpulse.hdl.reference import ADAPT_FRAC, RouteConfig, route_intervals, route_seed
+
+from mailpulse.features import LATENCY_FLOOR_S, route_latency, route_latency_seconds
 
 from .relays import RelayNames
 

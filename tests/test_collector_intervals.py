@@ -10,12 +10,19 @@ import random
 
 import numpy as np
 import pytest
-
-from mailpulse.collector.intervals import (ROUTE_CONFIG, IntervalBook, RouteIntervals, coverage, delivery_route,
-                                           nominal_coverage, side_of)
+from mailpulse.collector.intervals import (
+    ROUTE_CONFIG,
+    IntervalBook,
+    RouteIntervals,
+    coverage,
+    delivery_route,
+    nominal_coverage,
+    side_of,
+)
 from mailpulse.collector.relays import RelayNames
-from mailpulse.features import LATENCY_MAX, route_latency, route_latency_seconds
 from mailpulse.hdl.reference import ADAPT_FRAC, RouteConfig, route_intervals, route_seed
+
+from mailpulse.features import LATENCY_MAX, route_latency, route_latency_seconds
 
 NAMES = RelayNames({"127.0.0.1:2525": "fast", "127.0.0.1:2626": "slow"})
 
