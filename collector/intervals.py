@@ -33,7 +33,7 @@ from mailpulse.features import LATENCY_FLOOR_S, route_latency, route_latency_sec
 from .relays import RelayNames
 
 __all__ = ["ROUTE_CONFIG", "SIDES", "IntervalBook", "IntervalModel", "RouteIntervals", "coverage", "delivery_route",
-           "nominal_coverage", "side_of"]
+           "interval_input", "nominal_coverage", "side_of"]
 
 #: The collector's tracker registers.  ``beta_exp`` 5: 1/32 misses per side, nominal coverage 0.9375;
 #: 90 % is not a power of two, and 4 (0.875) settles below 88 % (0.871 - 0.874 on 6000 lognormal
@@ -108,6 +108,20 @@ class RouteIntervals:
         r = route_intervals([0], [v], [self.lower[rid]], [self.upper[rid]], self.cfg)
         self.lower[rid], self.upper[rid] = int(r.lower[0]), int(r.upper[0])
 
+    def entry(self, route: str) -> tuple[int, int, int] | None:
+        """A tracked route's ``(id, lower, upper)`` (accumulators): what a store keeps per route."""
+        rid = self.ids.get(route)
+        return None if rid is None else (rid, self.lower[rid], self.upper[rid])
+
+    def restore(self, entries: Iterable[tuple[str, tuple[int, int, int]]]) -> None:
+        """Take back routes saved with :meth:`entry` (any order; the ids as they were)."""
+        for route, (rid, lo, up) in sorted(entries, key=lambda e: e[1][0]):
+            if rid != len(self.ids):
+                raise ValueError(f"route {route!r} has id {rid}, expected {len(self.ids)}: the saved table has a gap")
+            self.ids[route] = rid
+            self.lower.append(lo)
+            self.upper.append(up)
+
 
 def delivery_route(ev: dict[str, Any], names: RelayNames) -> str | None:
     """A delivery event's route (``site/node|relay``), None for other events."""
@@ -115,6 +129,18 @@ def delivery_route(ev: dict[str, Any], names: RelayNames) -> str | None:
     if ev.get("kind") != "delivery" or not isinstance(f.get("delay"), int | float):
         return None
     return f"{ev.get('site')}/{ev.get('node')}|{names.name(f.get('relay'))}"
+
+
+def interval_input(ev: dict[str, Any], names: RelayNames) -> tuple[str, int] | None:
+    """A delivery's ``(route, Q8.8 latency)`` as the tracker takes it; None for other events and for a
+    delay that is not a number."""
+    route = delivery_route(ev, names)
+    if route is None:
+        return None
+    try:
+        return route, route_latency(ev["fields"]["delay"])
+    except ValueError:
+        return None
 
 
 def coverage(events: Iterable[dict[str, Any]], model: IntervalModel, names: RelayNames | None = None,
