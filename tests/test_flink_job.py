@@ -24,8 +24,6 @@ from mailpulse.collector.correlate import CorrelateSettings, Correlator, correla
 from mailpulse.collector.flink.feed import IncidentFeed
 from mailpulse.collector.flink.runner import JobOptions, job_command, latest_checkpoint
 from mailpulse.collector.flink.segments import Monitor, merged_segments, read_shards
-from mailpulse.collector.intervals import IntervalBook, RouteIntervals
-from mailpulse.collector.relays import RelayNames
 from mailpulse.collector.flink.steps import (
     DictStore,
     GlobalStep,
@@ -34,6 +32,8 @@ from mailpulse.collector.flink.steps import (
     read_segment_records,
     run_key,
 )
+from mailpulse.collector.intervals import IntervalBook, RouteIntervals
+from mailpulse.collector.relays import RelayNames
 from mailpulse.collector.service import Collector
 
 from mailpulse.config.collector import CollectorConfig

@@ -15,9 +15,9 @@ from typing import Any
 
 from mailpulse.collector.archive import skipped_summary
 from mailpulse.collector.correlate import correlate_archive, correlate_folder, format_incident
-from mailpulse.collector.intervals import IntervalBook
 from mailpulse.collector.flink.runner import check_archives
 from mailpulse.collector.flink.segments import read_shards
+from mailpulse.collector.intervals import IntervalBook
 from mailpulse.collector.provision import Deployment, init_deployment, open_deployment
 from mailpulse.collector.retrain import publish_model
 from mailpulse.collector.service import run_collector
