@@ -37,8 +37,9 @@ __all__ = ["ROUTE_CONFIG", "SIDES", "IntervalBook", "IntervalModel", "RouteInter
 
 #: The collector's tracker registers.  ``beta_exp`` 5: 1/32 misses per side, nominal coverage 0.9375;
 #: 90 % is not a power of two, and 4 (0.875) settles below 88 % (0.871 - 0.874 on 6000 lognormal
-#: deliveries) while 5 settles at 0.933 - 0.937 and gives 0.89 - 0.92 while it is still settling on a short
-#: run; on the fault bench's 80 s normal day 5 covered 0.948 and 4 0.856 (docs/benchmarks.md).  ``step_exp`` 9: 2 Q8.8 counts (``2**(2/256)``, 0.5 % of the latency) narrower per hit, 62 counts
+#: deliveries) while 5 settles at 0.933 - 0.937 and gives 0.89 - 0.92 while it is still settling on a
+#: short run; on the fault bench's 80 s normal day 5 covered 0.948 and 4 0.856 (docs/benchmarks.md).
+#: ``step_exp`` 9: 2 Q8.8 counts (``2**(2/256)``, 0.5 % of the latency) narrower per hit, 62 counts
 #: (18 %) wider per miss, about the float tracker's step it replaces; a slow relay that multiplies its
 #: latency by 100 (1700 counts) misses about 28 times before the band has followed it.
 ROUTE_CONFIG = RouteConfig(enable=1, beta_exp=5, step_exp=9)
