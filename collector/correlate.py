@@ -42,7 +42,7 @@ evaluations without it (hysteresis; a severity drop also needs two evaluations).
 counts, rates, baselines, latency quantiles now and in history, hop
 delay, example event ids, affected observing nodes and probe routes, and the interval misses: the
 routes (:mod:`.intervals`) whose deliveries through the tree node fell above (or below) their
-prediction interval in the window, e.g. "9 of 12 deliveries on route X above their 90 % interval"
+prediction interval in the window, e.g. "9 of 12 deliveries on route X above their 94 % interval"
 (only when the collector passes each delivery's interval outcome to :meth:`Correlator.observe`).
 
 Limits: in a linear chain (a relay with one child and no siblings) traffic alone cannot tell a
@@ -65,7 +65,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -76,6 +76,9 @@ from mailpulse.errors import UserError
 from .archive import closed_segments, read_valid_events
 from .clock import Watermark
 from .relays import RelayNames
+
+if TYPE_CHECKING:
+    from .intervals import IntervalBook
 
 __all__ = [
     "Bucket", "Change", "CorrelateSettings", "Correlator", "Incident", "Observation", "RunParts", "correlate_archive",
@@ -800,16 +803,20 @@ class Correlator:
         return node((ROOT,))
 
 
-def correlate_archive(events: Iterable[dict[str, Any]], settings: CorrelateSettings | None = None
+def correlate_archive(events: Iterable[dict[str, Any]], settings: CorrelateSettings | None = None,
+                      names: RelayNames | None = None, intervals: IntervalBook | None = None
                       ) -> tuple[Correlator, list[Change]]:
-    """Replay events (in archive order) through a correlator, evaluating on event-time ticks.
+    """Replay events (in archive order) through a correlator, evaluating on event-time ticks;
+    ``names``: ``[relays] names``; ``intervals``: the deliveries go through these route intervals
+    first, as in the collector (the archive's order is its ingest order), for ``interval_misses``.
 
     A final evaluation runs at the last event's time, so incidents still open are reported open.
     """
-    c = Correlator(settings)
+    c = Correlator(settings, names, intervals.level if intervals is not None else 0.9)
     changes: list[Change] = []
     for ev in events:
-        c.observe(ev)
+        got = intervals.observe(ev, event_time(ev)) if intervals is not None else None
+        c.observe(ev, None if got is None else (got[0], got[1]))
         changes.extend(c.maybe_evaluate())
     if c.observed:
         changes.extend(c.evaluate())
@@ -831,7 +838,8 @@ def format_incident(inc: dict[str, Any]) -> str:
 
 
 def correlate_folder(folder: Path | str, window_s: float | None = None,
-                     skipped: collections.Counter[str] | None = None) -> Correlator:
+                     skipped: collections.Counter[str] | None = None, intervals: IntervalBook | None = None
+                     ) -> Correlator:
     """Replay the closed segments of an archive folder through a :class:`Correlator` (what
     ``mailpulse correlate --archive DIR`` prints).  Bad folders and settings are ``UserError``;
     entries that fail the payload declaration are skipped and counted in ``skipped``."""
@@ -850,7 +858,8 @@ def correlate_folder(folder: Path | str, window_s: float | None = None,
         raise UserError(f"--window {window_s} cannot be used: {reason}") from None
     skipped = collections.Counter() if skipped is None else skipped
     try:
-        c, _ = correlate_archive(read_valid_events(folder, skipped), settings)
+        c, _ = correlate_archive(read_valid_events(folder, skipped), settings,
+                                 intervals.names if intervals is not None else None, intervals)
     except OSError as e:
         raise UserError(f"archive folder {folder} cannot be read ({e})") from None
     return c

@@ -1,75 +1,127 @@
-"""Per-route prediction intervals of delivery latency: an adaptive-conformal quantile tracker.
+"""Per-route prediction intervals of delivery latency: the reference model's integer tracker.
 
 For each route (the observing node and the delivery's relay, by its ``[relays] names`` name) the
-tracker keeps a lower and an upper bound of ``log2(latency)`` and updates them after every
-delivery with the *quantile tracker* of adaptive conformal prediction (Gibbs & Candes 2021;
-Angelopoulos, Candes & Tibshirani 2023): ``hi += lr * (miss_hi - alpha/2)``,
-``lo -= lr * (miss_lo - alpha/2)``.  Whatever the latencies do, the long-run share of deliveries
-above ``hi`` (below ``lo``) tends to ``alpha/2``: the interval covers ``1 - alpha`` of them.
+collector keeps a lower and an upper bound of the delivery latency and updates them after every
+delivery exactly as a scorer core's route unit does: :func:`mailpulse.hdl.reference.route_intervals`
+(adaptive conformal prediction, Gibbs & Candes 2021, in integers).  The latency is the unsigned Q8.8
+``log2(microseconds)`` of :func:`mailpulse.features.route_latency`; each bound is an accumulator with
+``ADAPT_FRAC`` fraction bits that widens by ``big`` after a miss on its side and narrows by ``small``
+after a hit (``tracker_steps(beta_exp, step_exp)``), so each side's miss rate tends to
+``2**-beta_exp`` and the coverage to ``1 - 2**(1 - beta_exp)``.  Whatever the collector shows (the
+dashboard's bands, ``mailpulse_route_interval_*``, an incident's ``interval_misses``) is therefore the
+integer a core computes on the same deliveries, bit for bit (``tests/test_collector_intervals.py``).
 
-This is the collector's stand-in until the reference model (``hdl/reference.py``) has its own
-per-route adaptive-conformal intervals: anything with ``interval(route)`` and ``update(route, y)``
-(:class:`IntervalModel`) can take its place in :func:`coverage`.
+Route ids are given out per route name in the order routes first deliver, from a bounded table
+(``max_routes``): a route's first delivery seeds both bounds with its own latency
+(:func:`~mailpulse.hdl.reference.route_seed`) and has no interval yet; a route that finds the table full
+is not tracked (like a route id outside ``0..R-1`` in a core) and is counted.
+
+The tracker sits behind :class:`IntervalModel` (``interval(route)``, ``update(route, v)``), so flags and
+bounds a node's core computes can take its place once the events carry them.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from mailpulse.hdl.reference import ADAPT_FRAC, RouteConfig, route_intervals, route_seed
+
+from mailpulse.features import LATENCY_FLOOR_S, route_latency, route_latency_seconds
+
 from .relays import RelayNames
 
-__all__ = ["SIDES", "IntervalBook", "IntervalModel", "RouteIntervals", "coverage", "delivery_route", "log2_latency",
-           "side_of"]
+__all__ = ["ROUTE_CONFIG", "SIDES", "IntervalBook", "IntervalModel", "RouteIntervals", "coverage", "delivery_route",
+           "interval_input", "nominal_coverage", "side_of"]
 
-#: Postfix's ``delay=`` resolution: latencies below it count as this much
-MIN_LATENCY_S = 0.01
+#: The collector's tracker registers.  ``beta_exp`` 5: 1/32 misses per side, nominal coverage 0.9375;
+#: 90 % is not a power of two, and 4 (0.875) settles below 88 % (0.871 - 0.874 on 6000 lognormal
+#: deliveries) while 5 settles at 0.933 - 0.937 and gives 0.89 - 0.92 while it is still settling on a
+#: short run; on the fault bench's 80 s normal day 5 covered 0.948 and 4 0.856 (docs/benchmarks.md).
+#: ``step_exp`` 9: 2 Q8.8 counts (``2**(2/256)``, 0.5 % of the latency) narrower per hit, 62 counts
+#: (18 %) wider per miss, about the float tracker's step it replaces; a slow relay that multiplies its
+#: latency by 100 (1700 counts) misses about 28 times before the band has followed it.
+ROUTE_CONFIG = RouteConfig(enable=1, beta_exp=5, step_exp=9)
+
+
+def nominal_coverage(cfg: RouteConfig) -> float:
+    """``1 - 2**(1 - beta_exp)``: the share of deliveries the intervals aim to cover."""
+    return 1.0 - 2.0 ** (1 - cfg.beta_exp)
 
 
 class IntervalModel(Protocol):
-    """What :func:`coverage` needs of a per-route interval model."""
+    """What :class:`IntervalBook` and :func:`coverage` need of a per-route interval model: the Q8.8
+    bounds in force on a route (``L >> ADAPT_FRAC``, ``U >> ADAPT_FRAC``), the update after a delivery
+    of Q8.8 latency ``v``, and the nominal coverage."""
 
-    def interval(self, route: str) -> tuple[float, float] | None: ...
+    level: float
 
-    def update(self, route: str, y: float) -> None: ...
+    def interval(self, route: str) -> tuple[int, int] | None: ...
+
+    def update(self, route: str, v: int) -> None: ...
 
 
 class RouteIntervals:
-    """One quantile tracker per route (bounded: at most ``max_routes``, the oldest forgotten).
+    """The reference model's route intervals for routes named by strings, ids from a bounded table.
 
     Parameters
     ----------
-    alpha : float
-        Miss rate the interval aims at (0.1: a 90 % interval).
-    lr : float
-        Step of the bounds per delivery, in log2 units (0.2: 15 % of the latency per miss; on a recorded
-        80 s compressed day 0.1 had not settled, 0.868 coverage, while 0.2 - 0.5 gave 0.898 - 0.904).
+    cfg : RouteConfig
+        The tracker's registers (:data:`ROUTE_CONFIG`).
+    max_routes : int
+        Size of the route table; routes past it are not tracked (counted in ``untracked``).
+
+    Attributes
+    ----------
+    ids : route name -> route id (``0..max_routes-1``, in the order of first delivery)
+    lower, upper : per route id, the bound accumulators (units of ``2**-ADAPT_FRAC`` of a Q8.8 value)
     """
 
-    def __init__(self, alpha: float = 0.1, lr: float = 0.2, max_routes: int = 10000) -> None:
-        self.alpha, self.lr, self.max_routes = alpha, lr, max_routes
-        self.bounds: dict[str, list[float]] = {}
+    def __init__(self, cfg: RouteConfig = ROUTE_CONFIG, max_routes: int = 10000) -> None:
+        if not cfg.enable:
+            raise ValueError("the route intervals need a RouteConfig with enable=1")
+        if max_routes < 1:
+            raise ValueError(f"max_routes {max_routes} must be at least 1")
+        self.cfg, self.max_routes = cfg, max_routes
+        self.level = nominal_coverage(cfg)
+        self.ids: dict[str, int] = {}
+        self.lower: list[int] = []
+        self.upper: list[int] = []
+        self.untracked = 0
 
-    def interval(self, route: str) -> tuple[float, float] | None:
-        b = self.bounds.get(route)
-        return None if b is None else (b[0], b[1])
+    def interval(self, route: str) -> tuple[int, int] | None:
+        rid = self.ids.get(route)
+        return None if rid is None else (self.lower[rid] >> ADAPT_FRAC, self.upper[rid] >> ADAPT_FRAC)
 
-    def update(self, route: str, y: float) -> None:
-        b = self.bounds.get(route)
-        if b is None:
-            if len(self.bounds) >= self.max_routes:
-                self.bounds.pop(next(iter(self.bounds)))
-            self.bounds[route] = [y, y]
+    def update(self, route: str, v: int) -> None:
+        rid = self.ids.get(route)
+        if rid is None:
+            if len(self.ids) >= self.max_routes:
+                self.untracked += 1
+                return
+            self.ids[route] = len(self.ids)
+            seed = route_seed(v << ADAPT_FRAC)
+            self.lower.append(seed)
+            self.upper.append(seed)
             return
-        half = self.alpha / 2.0
-        b[1] += self.lr * (float(y > b[1]) - half)
-        b[0] -= self.lr * (float(y < b[0]) - half)
+        # one route at a time: the reference updates each route on its own events only
+        r = route_intervals([0], [v], [self.lower[rid]], [self.upper[rid]], self.cfg)
+        self.lower[rid], self.upper[rid] = int(r.lower[0]), int(r.upper[0])
 
+    def entry(self, route: str) -> tuple[int, int, int] | None:
+        """A tracked route's ``(id, lower, upper)`` (accumulators): what a store keeps per route."""
+        rid = self.ids.get(route)
+        return None if rid is None else (rid, self.lower[rid], self.upper[rid])
 
-def log2_latency(seconds: float) -> float:
-    return math.log2(max(float(seconds), MIN_LATENCY_S))
+    def restore(self, entries: Iterable[tuple[str, tuple[int, int, int]]]) -> None:
+        """Take back routes saved with :meth:`entry` (any order; the ids as they were)."""
+        for route, (rid, lo, up) in sorted(entries, key=lambda e: e[1][0]):
+            if rid != len(self.ids):
+                raise ValueError(f"route {route!r} has id {rid}, expected {len(self.ids)}: the saved table has a gap")
+            self.ids[route] = rid
+            self.lower.append(lo)
+            self.upper.append(up)
 
 
 def delivery_route(ev: dict[str, Any], names: RelayNames) -> str | None:
@@ -80,23 +132,38 @@ def delivery_route(ev: dict[str, Any], names: RelayNames) -> str | None:
     return f"{ev.get('site')}/{ev.get('node')}|{names.name(f.get('relay'))}"
 
 
+def interval_input(ev: dict[str, Any], names: RelayNames) -> tuple[str, int] | None:
+    """A delivery's ``(route, Q8.8 latency)`` as the tracker takes it; None for other events and for a
+    delay that is not a number."""
+    route = delivery_route(ev, names)
+    if route is None:
+        return None
+    try:
+        return route, route_latency(ev["fields"]["delay"])
+    except ValueError:
+        return None
+
+
 def coverage(events: Iterable[dict[str, Any]], model: IntervalModel, names: RelayNames | None = None,
              count: Any = None) -> tuple[int, int]:
     """Feed deliveries (in order) through ``model``; returns (deliveries with a prediction, of which
     inside it).  ``count(ev)`` decides which events are counted (all by default); every delivery
-    updates the model."""
+    updates the model.  A delay that is not a number is skipped."""
     names = names or RelayNames()
     n = inside = 0
     for ev in events:
         route = delivery_route(ev, names)
         if route is None:
             continue
-        y = log2_latency(float(ev["fields"]["delay"]))
+        try:
+            v = route_latency(ev["fields"]["delay"])
+        except ValueError:
+            continue
         iv = model.interval(route)
         if iv is not None and (count is None or count(ev)):
             n += 1
-            inside += int(iv[0] <= y <= iv[1])
-        model.update(route, y)
+            inside += int(side_of(v, iv) == "inside")
+        model.update(route, v)
     return n, inside
 
 
@@ -104,34 +171,36 @@ def coverage(events: Iterable[dict[str, Any]], model: IntervalModel, names: Rela
 SIDES = ("inside", "above", "below")
 
 
-def side_of(y: float, iv: tuple[float, float]) -> str:
-    return "above" if y > iv[1] else ("below" if y < iv[0] else "inside")
+def side_of(v: int, iv: tuple[int, int]) -> str:
+    """The core's flags as a word: ``above`` for ``v > upper``, ``below`` for ``v < lower`` (above wins
+    should the bounds ever cross), else ``inside``."""
+    return "above" if v > iv[1] else ("below" if v < iv[0] else "inside")
 
 
 class IntervalBook:
     """The collector's intervals: every delivery it ingests goes through ``model`` on its route
     (:func:`delivery_route`), and each route keeps its last ``points`` deliveries as
-    ``(time, latency_s, lower_s, upper_s, side)`` (bounds in seconds: ``2 ** bound``; the interval
-    in force when the delivery arrived, None for a route's first delivery) and its counts by side.
+    ``(time, latency_s, lower_s, upper_s, side)`` (the latency floored at 10 ms like its Q8.8 value;
+    bounds in seconds, :func:`~mailpulse.features.route_latency_seconds`; the interval in force when the
+    delivery arrived, None for a route's first delivery) and its counts by side.
 
     Bounded: at most ``max_routes`` routes are tracked (the first ones seen); deliveries on further
-    routes update nothing and are counted in ``folded``.
+    routes update nothing and are counted in ``folded``; a delay that is not a number in ``rejected``.
     """
 
-    def __init__(self, names: RelayNames | None = None, model: IntervalModel | None = None, alpha: float = 0.1,
-                 max_routes: int = 50, points: int = 240) -> None:
+    def __init__(self, names: RelayNames | None = None, model: IntervalModel | None = None,
+                 cfg: RouteConfig = ROUTE_CONFIG, max_routes: int = 50, points: int = 240) -> None:
         self.names = names or RelayNames()
-        self.alpha = alpha
-        self.model: IntervalModel = model or RouteIntervals(alpha=alpha, max_routes=max_routes)
+        self.model: IntervalModel = model or RouteIntervals(cfg, max_routes=max_routes)
         self.max_routes, self.max_points = max_routes, points
         self.points: dict[str, deque[tuple[float, float, float | None, float | None, str | None]]] = {}
         self.counts: dict[str, dict[str, int]] = {}
-        self.folded = 0
+        self.folded = self.rejected = 0
 
     @property
     def level(self) -> float:
-        """The nominal coverage (0.9 for ``alpha`` 0.1)."""
-        return 1.0 - self.alpha
+        """The nominal coverage (0.9375 for ``beta_exp`` 5)."""
+        return self.model.level
 
     def observe(self, ev: dict[str, Any], t: float) -> tuple[str, str | None, float | None, float | None] | None:
         """Run one event (at time ``t``) through the tracker: ``(route, side, lower_s, upper_s)`` for a
@@ -139,30 +208,32 @@ class IntervalBook:
         route = delivery_route(ev, self.names)
         if route is None:
             return None
+        try:
+            v = route_latency(ev["fields"]["delay"])
+        except ValueError:
+            self.rejected += 1
+            return None
         if route not in self.points:
             if len(self.points) >= self.max_routes:
                 self.folded += 1
                 return None
             self.points[route] = deque(maxlen=self.max_points)
             self.counts[route] = dict.fromkeys(SIDES, 0)
-        delay = float(ev["fields"]["delay"])
-        if not math.isfinite(delay):
-            return None
-        y = log2_latency(delay)
         iv = self.model.interval(route)
         side = lo = hi = None
         if iv is not None:
-            side = side_of(y, iv)
-            lo, hi = 2.0 ** iv[0], 2.0 ** iv[1]
+            side = side_of(v, iv)
+            lo, hi = route_latency_seconds(iv[0]), route_latency_seconds(iv[1])
             self.counts[route][side] += 1
-        self.model.update(route, y)
-        self.points[route].append((t, max(delay, MIN_LATENCY_S), lo, hi, side))
+        self.model.update(route, v)
+        self.points[route].append((t, max(float(ev["fields"]["delay"]), LATENCY_FLOOR_S),
+                                   lo, hi, side))
         return route, side, lo, hi
 
     def bounds(self, route: str) -> tuple[float, float] | None:
         """The route's current interval in seconds."""
         iv = self.model.interval(route)
-        return None if iv is None else (2.0 ** iv[0], 2.0 ** iv[1])
+        return None if iv is None else (route_latency_seconds(iv[0]), route_latency_seconds(iv[1]))
 
     def view(self, most: int = 12, points: int = 120) -> dict[str, Any]:
         """The dashboard's ``intervals``: up to ``most`` routes (most recently active first), each with

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from mailpulse.hdl.reference import LATENCY_BITS
+
 #: Version of this schema; carried by every event payload and every model file.
 #: 2: Postfix address-verification results (``status=deliverable``/``undeliverable``) are outcomes of
 #: their own (4, 5; were scored as expired), the outcome scale is 4096 per code (was 8192), and a
@@ -242,6 +244,40 @@ def decode(x: Sequence[int]) -> dict[str, float | None]:
     return {f.name: f.decode(int(q)) for f, q in zip(FEATURES, x)}
 
 
+#: Fraction bits of a route latency (:func:`route_latency`): Q8.8, 256 counts per factor of two.
+LATENCY_FRAC = 8
+#: Largest route latency value (unsigned :data:`~mailpulse.hdl.reference.LATENCY_BITS`).
+LATENCY_MAX = (1 << LATENCY_BITS) - 1
+#: Latencies below this count as this much: Postfix logs ``delay=`` with 10 ms resolution, so 0
+#: (and anything below) means "under 10 ms", not "infinitely fast".
+LATENCY_FLOOR_S = 0.01
+_LOG2_US_PER_S = math.log2(1e6)
+
+
+def route_latency(seconds: float) -> int:
+    """A delivery latency as the route intervals score it (:func:`mailpulse.hdl.reference.route_intervals`):
+    unsigned Q8.8 ``log2(latency in microseconds)``, ``round(256 * log2(max(s, LATENCY_FLOOR_S) * 1e6))``
+    (Python's ``round``: halves to even), clamped to ``0 .. LATENCY_MAX``.
+
+    Hostile values: 0, negative, ``-inf`` and anything under :data:`LATENCY_FLOOR_S` give the floor's
+    value (3402, 10 ms); ``+inf`` and anything from ``2**256`` us up (no real latency) give
+    :data:`LATENCY_MAX`; NaN is no latency at all and raises :class:`ValueError` (the caller counts it).
+    ``log2`` is taken of the seconds and the microseconds added as a constant, so a huge finite value
+    cannot overflow to infinity on the way."""
+    s = float(seconds)
+    if math.isnan(s):
+        raise ValueError("a latency that is not a number has no log2 value")
+    if s == math.inf:
+        return LATENCY_MAX
+    q = round((math.log2(max(s, LATENCY_FLOOR_S)) + _LOG2_US_PER_S) * (1 << LATENCY_FRAC))
+    return min(max(q, 0), LATENCY_MAX)
+
+
+def route_latency_seconds(q: int) -> float:
+    """The seconds a route latency value (or a bound, ``L >> ADAPT_FRAC``) stands for: ``2**(q/256) / 1e6``."""
+    return float(2.0 ** (q / (1 << LATENCY_FRAC)) / 1e6)
+
+
 def markdown_table() -> str:
     """The schema as the Markdown table in ``docs/features.md``."""
     head = "| # | name | unit | encoding | scale | " + " | ".join(KINDS) + " | meaning |"
@@ -259,6 +295,9 @@ __all__ = [
     "FIXED_MAX",
     "KINDS",
     "KIND_MASK",
+    "LATENCY_FLOOR_S",
+    "LATENCY_FRAC",
+    "LATENCY_MAX",
     "LOG_SCALE",
     "MISSING",
     "NAMES",
@@ -271,4 +310,6 @@ __all__ = [
     "encode_array",
     "feature",
     "markdown_table",
+    "route_latency",
+    "route_latency_seconds",
 ]

@@ -80,3 +80,31 @@ def two_shards(folders: tuple[Path, Path], seconds: float = 900.0) -> int:
     for d, folder in zip((1, 2), folders):
         _write(folder, _shuffle_locally([e for e in evs if e["site"] == f"dc{d}"], seed=d), max_bytes=64 << 10)
     return len(evs)
+
+
+#: ``[relays] names`` of :func:`slow_relay_deliveries`: the relays Postfix knows by address
+DELIVERY_RELAYS = {"10.0.0.1:2525": "fast.example.net", "10.0.0.2:2526": "slow.example.net",
+                   "10.0.0.3:25": "mx.example.net"}
+
+
+def slow_relay_deliveries(folder: Path, seconds: float = 900.0, rate: float = 8.0) -> dict[str, str]:
+    """Postfix deliveries of 3 nodes through three relays known by address (:data:`DELIVERY_RELAYS`
+    names them); the relay ``10.0.0.2:2526`` holds its mail (5-9 s, most of it anomalous) from 500 s to
+    700 s.  Latencies at Postfix's 10 ms resolution, a little out of order.  Returns the names."""
+    rng = random.Random(31)
+    relays = sorted(DELIVERY_RELAYS)
+    evs = []
+    for i in range(int(seconds * rate)):
+        t = T0 + i / rate
+        relay = relays[rng.randrange(len(relays))]
+        host, port = relay.split(":")
+        faulty = relay.startswith("10.0.0.2:") and 500 <= t - T0 < 700
+        anomalous = rng.random() < (0.7 if faulty else 0.01)
+        delay = rng.uniform(5, 9) if faulty and anomalous else 0.2 * rng.lognormvariate(0, 0.4)
+        ev = message_event(i, t, ("", "", ""), anomalous, round(delay, 2), node=f"n{rng.randrange(3):02d}")
+        ev["kind"] = "delivery"
+        ev["fields"] = {"host": "edge", "relay": f"{host}[{host}]:{port}", "status": "sent", "delay": round(delay, 2)}
+        ev["received"] = round(t + rng.uniform(0.1, 2.0), 3)
+        evs.append(ev)
+    _write(folder, _shuffle_locally(evs, seed=32))
+    return dict(DELIVERY_RELAYS)

@@ -189,11 +189,11 @@ def test_config_errors_are_sentences(tmp_path: Path) -> None:
 
 def test_interval_misses_name_the_route_above_its_interval() -> None:
     """Deliveries go through the collector's per-route intervals; when one relay slows down, the incident
-    at it names that route and how many of its deliveries fell above their 90 % interval, and not the
+    at it names that route and how many of its deliveries fell above their 94 % interval, and not the
     healthy route.  Without interval outcomes (an archive replay) the list is empty."""
     names = RelayNames({"10.0.0.1:2525": "slow.example.net", "10.0.0.1:2626": "fast.example.net"})
     s = CorrelateSettings(bucket_s=2.0, window_s=20.0, history_s=300.0, eval_interval_s=1.0, min_anomalies=3)
-    book = IntervalBook(names, alpha=0.1)
+    book = IntervalBook(names)
     c = Correlator(s, names, book.level)
     evs = _route_events(1600, lambda i, p: p == 2525 and i >= 1000)
     rng = random.Random(5)
@@ -214,13 +214,13 @@ def test_interval_misses_name_the_route_above_its_interval() -> None:
     # in the window is above it, the healthy ones before the slow-down inside it
     assert m["above"] >= inc["evidence"]["anomalies"] >= 3 and m["below"] <= 2
     assert m["text"].startswith(f"{m['above']} of {m['deliveries']} deliveries on route lab/edge|slow.example.net "
-                                "above their 90 % interval")
+                                "above their 94 % interval")
     # the counts are those of the window: the deliveries through the relay in the last window_s
     assert m["deliveries"] == inc["evidence"]["events"]
     # the alert sentence carries it
     ctx = AlertContext(names).describe(inc)
     assert m["text"] in ctx["evidence"]
-    # later, the interval has followed the new level: the misses fall back towards the nominal 5 % above
+    # later, the interval has followed the new level: the misses fall back towards the nominal 3 % above
     late = next(i for i in c.open_incidents() if i["root_cause"] == "slow.example.net")["evidence"]
     assert sum(x["above"] for x in late["interval_misses"]) < m["above"]
     # a replay without interval outcomes: no interval evidence, same root cause

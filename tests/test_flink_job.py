@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flink_archives import concurrent_faults, two_shards
+from flink_archives import concurrent_faults, slow_relay_deliveries, two_shards
 from mailpulse.collector.archive import ArchiveWriter, read_events, read_valid_events
 from mailpulse.collector.correlate import CorrelateSettings, Correlator, correlate_archive
 from mailpulse.collector.flink.feed import IncidentFeed
@@ -32,6 +32,8 @@ from mailpulse.collector.flink.steps import (
     read_segment_records,
     run_key,
 )
+from mailpulse.collector.intervals import IntervalBook, RouteIntervals
+from mailpulse.collector.relays import RelayNames
 from mailpulse.collector.service import Collector
 
 from mailpulse.config.collector import CollectorConfig
@@ -40,12 +42,14 @@ ROOT = Path(__file__).resolve().parent.parent
 FLINK_PY = ROOT / ".venv-flink" / "bin" / "python"
 
 
-def _simulate(folders: list[Path], s: CorrelateSettings, seed: int) -> list[dict[str, Any]]:
+def _simulate(folders: list[Path], s: CorrelateSettings, seed: int, names: dict[str, str] | None = None,
+              store: DictStore | None = None) -> list[dict[str, Any]]:
     """The job's steps without Flink: records shuffled between every step, the global step
     restarted from its store now and then, duplicates of some events fed in."""
     rng = random.Random(seed)
     segs = merged_segments(folders)
-    recs = [r for o, ref in enumerate(segs) for r in read_segment_records(("seg", o, ref.path), s)]
+    rn = RelayNames(names)
+    recs = [r for o, ref in enumerate(segs) for r in read_segment_records(("seg", o, ref.path), s, rn)]
     recs += [r for r in recs[:200:7] if r[0] == "e"]   # copies of events: dropped by (node, id)
     recs.append(("end", len(segs)))
     rng.shuffle(recs)
@@ -56,20 +60,20 @@ def _simulate(folders: list[Path], s: CorrelateSettings, seed: int) -> list[dict
     for r in recs:
         if r[0] == "e":
             k = dedup_key(r)
-            events.setdefault(run_key(r), []).append((r[3], None if k in seen else r[4]))
+            events.setdefault(run_key(r), []).append((r[3], None, None) if k in seen else r[3:6])
             seen.add(k)
         elif r[0] == "h":
             headers[run_key(r)] = r
     for k, h in headers.items():
-        parts, kept, dups = aggregate_run(events.get(k, []), s)
-        runs.append(("run", h[1], h[2], h[3], h[5], parts, kept, dups, h[6]))
+        parts, kept, dups, deliveries = aggregate_run(events.get(k, []), s)
+        runs.append(("run", h[1], h[2], h[3], h[5], parts, kept, dups, h[6], deliveries))
     rng.shuffle(runs)
-    step = GlobalStep(s, DictStore())
+    step = GlobalStep(s, DictStore() if store is None else store, rn)
     lines: list[str] = []
     for i, r in enumerate(runs):
         lines += step.offer(r)
         if i % 23 == 0:
-            step = GlobalStep(s, step.store)   # a restart: everything from the store
+            step = GlobalStep(s, step.store, rn)   # a restart: everything from the store
     return [json.loads(x) for x in lines]
 
 
@@ -124,6 +128,42 @@ def test_steps_on_two_shards(tmp_path: Path) -> None:
     final = _simulate(folders, s, 3)[-1]
     assert final["observed"] == n and final["incidents"] == ref.all_incidents()
     assert [i["root_cause"] for i in ref.all_incidents()] == ["mx2.example.net > r4.example.net"]
+
+
+def _interval_reference(folder: Path, s: CorrelateSettings, names: dict[str, str]
+                        ) -> tuple[Correlator, list[Any], IntervalBook]:
+    """What the collector computes on the archive's events in its ingest (archive) order: each delivery
+    through its route's interval, then the correlator with the relay names."""
+    book = IntervalBook(RelayNames(names), max_routes=50)
+    c, changes = correlate_archive(read_events(folder), s, RelayNames(names), book)
+    return c, changes, book
+
+
+def test_steps_give_the_collectors_interval_evidence_and_relay_names(tmp_path: Path) -> None:
+    """With ``[relays] names`` and the route intervals, the steps (records in any order, restarts) give the
+    incidents of the collector's ingest order: the slow relay by its name, its route's deliveries above
+    their interval in the evidence, and per route the same integer bounds as the collector's tracker."""
+    names = slow_relay_deliveries(tmp_path / "a")
+    s = CorrelateSettings()
+    ref, ref_changes, book = _interval_reference(tmp_path / "a", s, names)
+    incs = ref.all_incidents()
+    assert [i["root_cause"] for i in incs] == ["slow.example.net"]
+    opened = next(c.incident for c in ref_changes if c.kind == "opened")
+    misses = opened["evidence"]["interval_misses"]       # when it opened, the routes through it were above
+    assert len(misses) == 3 and all(m["route"].endswith("|slow.example.net") for m in misses)
+    assert sum(m["above"] for m in misses) >= 6
+    assert "above their 94 % interval" in misses[0]["text"]
+    store = DictStore()
+    out = _simulate([tmp_path / "a"], s, 6, names, store)
+    assert out[-1]["incidents"] == incs
+    assert [o["incident"] for o in out if o["type"] == "change"] == [c.incident for c in ref_changes]
+    model = book.model
+    assert isinstance(model, RouteIntervals) and len(model.ids) == 3 * 3
+    assert store.routes == {r: model.entry(r) for r in model.ids}
+    # without the tracker (a replay of old): the same incidents, no interval evidence
+    plain, _ = correlate_archive(read_events(tmp_path / "a"), s, RelayNames(names))
+    assert [i["root_cause"] for i in plain.all_incidents()] == [i["root_cause"] for i in incs]
+    assert all(not i["evidence"]["interval_misses"] for i in plain.all_incidents())
 
 
 def test_monitor_releases_segments_in_the_merged_order(tmp_path: Path) -> None:
@@ -190,6 +230,22 @@ def test_flink_job_equals_correlate_on_two_shards(tmp_path: Path) -> None:
     ref = _cli_json("correlate", "--archive", str(a), "--archive", str(b))
     assert [i["root_cause"] for i in ref] == ["mx2.example.net > r4.example.net"]
     assert _cli_json("flink", "run", "--archive", str(a), "--archive", str(b)) == ref
+
+
+@pytest.mark.xdist_group("flink")
+def test_flink_job_names_relays_and_gives_the_collectors_interval_misses(tmp_path: Path) -> None:
+    """``flink run --config``: the config's ``[relays] names`` and route table size reach the job; its
+    incidents (root cause by name, ``interval_misses``) equal the collector's ingest-order replay."""
+    _need_flink()
+    names = slow_relay_deliveries(tmp_path / "a", seconds=800.0)
+    cfg = tmp_path / "collector.toml"
+    cfg.write_text(f'[archive]\ndir = "{tmp_path / "own"}"\n[web]\nenabled = false\n[relays.names]\n'
+                   + "".join(f'"{k}" = "{v}"\n' for k, v in names.items()))
+    ref, _, _ = _interval_reference(tmp_path / "a", CorrelateSettings(), names)
+    want = json.loads(json.dumps(ref.all_incidents()))
+    assert [i["root_cause"] for i in want] == ["slow.example.net"] and want[0]["evidence"]["interval_misses"]
+    got = _cli_json("flink", "run", "--archive", str(tmp_path / "a"), "--config", str(cfg), "--parallelism", "2")
+    assert got == want
 
 
 def _reference_changes(folder: Path, s: CorrelateSettings) -> tuple[int, list[dict[str, Any]]]:

@@ -32,6 +32,7 @@ from typing import Any
 
 import mailpulse.collector
 from mailpulse.collector.correlate import Bucket, CorrelateSettings
+from mailpulse.collector.relays import RelayNames
 from pyflink.common import Configuration, Encoder, Types
 from pyflink.common.time import Time
 from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
@@ -59,14 +60,16 @@ PICKLED = Types.PICKLED_BYTE_ARRAY()
 
 
 class ReadSegments(FlatMapFunction):
-    """Step 1 (:func:`.steps.read_segment_records`)."""
+    """Step 1 (:func:`.steps.read_segment_records`), relays by ``[relays] names``."""
 
-    def __init__(self, settings: CorrelateSettings) -> None:
+    def __init__(self, settings: CorrelateSettings, names: dict[str, str]) -> None:
         self.s = settings
+        self.names = RelayNames(names)
 
     def flat_map(self, value: Any) -> Iterator[Any]:
         # the list of a finished archive comes as JSON text, the monitor's releases as tuples
-        yield from read_segment_records(tuple(json.loads(value)) if isinstance(value, str) else value, self.s)
+        yield from read_segment_records(tuple(json.loads(value)) if isinstance(value, str) else value, self.s,
+                                        self.names)
 
 
 class Dedup(KeyedProcessFunction):
@@ -118,17 +121,17 @@ class Aggregate(KeyedProcessFunction):
             h = value
             self.header.update(h)
         else:
-            self.events.add((value[3], value[4]))
+            self.events.add((value[3], value[4], value[5] if len(value) > 5 else None))
             n += 1
             h = self.header.value()
         if h is None or n < h[4]:
             self.count.update(n)
             return
-        parts, kept, dups = aggregate_run(self.events.get() if n else [], self.s)
+        parts, kept, dups, deliveries = aggregate_run(self.events.get() if n else [], self.s)
         self.header.clear()
         self.events.clear()
         self.count.clear()
-        yield ("run", h[1], h[2], h[3], h[5], parts, kept, dups, h[6])
+        yield ("run", h[1], h[2], h[3], h[5], parts, kept, dups, h[6], deliveries)
 
 
 class FlinkStore:
@@ -138,6 +141,8 @@ class FlinkStore:
         self.meta = ctx.get_state(ValueStateDescriptor("meta", PICKLED))
         self.pending = ctx.get_map_state(MapStateDescriptor("pending", Types.STRING(), PICKLED))
         self.buckets = ctx.get_map_state(MapStateDescriptor("buckets", Types.STRING(), PICKLED))
+        # per route (its name): the interval's (id, lower, upper) accumulators
+        self.routes = ctx.get_map_state(MapStateDescriptor("routes", Types.STRING(), PICKLED))
 
     def get_meta(self) -> dict[str, Any] | None:
         v = self.meta.value()
@@ -166,15 +171,23 @@ class FlinkStore:
     def bucket_items(self) -> list[tuple[str, tuple[int, Bucket]]]:
         return [(k, pickle.loads(v)) for k, v in self.buckets.items()]
 
+    def put_route(self, route: str, entry: tuple[int, int, int]) -> None:
+        self.routes.put(route, entry)
+
+    def route_items(self) -> list[tuple[str, tuple[int, int, int]]]:
+        return [(k, tuple(v)) for k, v in self.routes.items()]
+
 
 class Global(KeyedProcessFunction):
-    """Step 4 (:class:`.steps.GlobalStep`), one key."""
+    """Step 4 (:class:`.steps.GlobalStep`), one key; with the route intervals (``interval_routes`` at most)."""
 
-    def __init__(self, settings: CorrelateSettings) -> None:
+    def __init__(self, settings: CorrelateSettings, names: dict[str, str], interval_routes: int) -> None:
         self.s = settings
+        self.names = names
+        self.interval_routes = interval_routes
 
     def open(self, ctx: RuntimeContext) -> None:
-        self.step = GlobalStep(self.s, FlinkStore(ctx))
+        self.step = GlobalStep(self.s, FlinkStore(ctx), RelayNames(self.names), self.interval_routes)
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[str]:
         yield from self.step.offer(value)
@@ -248,11 +261,14 @@ def build(env: StreamExecutionEnvironment, args: argparse.Namespace, settings: C
     """The dataflow (module docstring); returns the global step's output stream (JSON lines)."""
     segs = _segments(env, args)
     # uids: a resumed job finds each operator's state by them (the tick source has none worth keeping)
-    records = segs.rebalance().flat_map(ReadSegments(settings), output_type=PICKLED).name("read").uid("read")
+    names = json.loads(args.relay_names)
+    records = (segs.rebalance().flat_map(ReadSegments(settings, names), output_type=PICKLED)
+               .name("read").uid("read"))
     deduped = (records.key_by(dedup_key).process(Dedup(args.dedup_ttl_s), output_type=PICKLED)
                .name("dedup").uid("dedup"))
     runs = deduped.key_by(run_key).process(Aggregate(settings), output_type=PICKLED).name("aggregate").uid("aggregate")
-    out = (runs.key_by(lambda r: 0, key_type=Types.INT()).process(Global(settings), output_type=Types.STRING())
+    out = (runs.key_by(lambda r: 0, key_type=Types.INT())
+           .process(Global(settings, names, args.interval_routes), output_type=Types.STRING())
            .name("correlate").uid("correlate").set_parallelism(1))
     if args.incidents:
         sink = (FileSink.for_row_format(str(Path(args.incidents).resolve()), Encoder.simple_string_encoder())
@@ -271,6 +287,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--follow", action="store_true")
     p.add_argument("--parallelism", type=int, default=2)
     p.add_argument("--settings", required=True, help="CorrelateSettings as JSON")
+    p.add_argument("--relay-names", default="{}", help="[relays] names as a JSON object")
+    p.add_argument("--interval-routes", type=int, default=50, help="routes with an interval ([metrics] label_values)")
     p.add_argument("--state-dir", default=None)
     p.add_argument("--resume-from", default=None)
     p.add_argument("--incidents", default=None)

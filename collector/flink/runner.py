@@ -62,6 +62,10 @@ class JobOptions:
 
     archives: Sequence[str]
     settings: CorrelateSettings = field(default_factory=CorrelateSettings)
+    #: ``[relays] names`` (the tree's relay names and the interval routes)
+    names: dict[str, str] = field(default_factory=dict)
+    #: routes with a latency interval (the collector's ``[metrics] label_values``)
+    interval_routes: int = 50
     follow: bool = False
     parallelism: int = 2
     state_dir: str | None = None
@@ -74,7 +78,8 @@ class JobOptions:
     def argv(self) -> list[str]:
         out = ["--settings", self.settings.model_dump_json(), "--parallelism", str(self.parallelism),
                "--checkpoint-ms", str(self.checkpoint_ms), "--idle-s", str(self.idle_s),
-               "--python-mode", self.python_mode]
+               "--python-mode", self.python_mode, "--relay-names", json.dumps(self.names),
+               "--interval-routes", str(self.interval_routes)]
         for a in self.archives:
             out += ["--archive", str(Path(a).resolve())]
         if self.follow:

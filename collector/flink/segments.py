@@ -45,6 +45,8 @@ from typing import Any
 
 from mailpulse.collector.archive import closed_segments, read_valid_segment, skipped_summary
 from mailpulse.collector.correlate import CorrelateSettings, Observation, next_step, observation
+from mailpulse.collector.intervals import interval_input
+from mailpulse.collector.relays import RelayNames
 
 __all__ = ["Monitor", "Run", "SegmentRef", "merged_segments", "read_shards", "segment_events", "segment_key",
            "segment_runs"]
@@ -118,17 +120,25 @@ class Run:
     index: int
     events: list[tuple[int, Observation]] = field(default_factory=list)
     t_max: float = -math.inf
+    #: line -> a delivery's ``(interval route, Q8.8 latency)`` (:func:`interval_input`)
+    deliveries: dict[int, tuple[str, int]] = field(default_factory=dict)
 
 
-def segment_runs(events: Sequence[dict[str, Any]], s: CorrelateSettings) -> list[Run]:
-    """Cut a segment's events into runs; every segment has at least one run (an empty one if need be)."""
+def segment_runs(events: Sequence[dict[str, Any]], s: CorrelateSettings, names: RelayNames | None = None
+                 ) -> list[Run]:
+    """Cut a segment's events into runs; every segment has at least one run (an empty one if need be).
+    ``names``: ``[relays] names`` (the tree's relay names and the deliveries' interval routes).  A
+    delivery's interval input, ``(route, Q8.8 latency)``, is in :attr:`Run.deliveries` by line."""
     runs = [Run(0)]
     step = s.eval_interval_s
     top = -math.inf
     for line, ev in enumerate(events):
-        ob = observation(ev, s)
+        ob = observation(ev, s, names)
         run = runs[-1]
         run.events.append((line, ob))
+        iv = interval_input(ev, names or RelayNames())
+        if iv is not None:
+            run.deliveries[line] = iv
         run.t_max = max(run.t_max, ob.t)
         cut = line == 0
         if not ob.skewed and ob.rec > top:

@@ -1,23 +1,40 @@
 """The Flink job's steps as plain Python (no pyflink here): the job wraps each in a Flink function.
 
 1. :func:`read_segment_records` (parallel, stateless): a released segment becomes its runs
-   (:func:`~mailpulse.collector.flink.segments.segment_runs`): one header per run
-   ``("h", ordinal, run, runs, events, t_max, damaged)`` and one record per event
-   ``("e", ordinal, run, line, Observation)``.
+   (:func:`~mailpulse.collector.flink.segments.segment_runs`, relays by ``[relays] names``): one header
+   per run ``("h", ordinal, run, runs, events, t_max, damaged)`` and one record per event
+   ``("e", ordinal, run, line, Observation, delivery)`` (``delivery``: ``(interval route, Q8.8 latency)``
+   or None, :func:`~mailpulse.collector.intervals.interval_input`).
 2. De-duplication (parallel, keyed by :func:`dedup_key`, i.e. by (node, event id)): the first
    copy of an event passes, a later copy passes as ``("e", ordinal, run, line, None)`` (so the run
    still knows it has all its records).
 3. :func:`aggregate_run` (parallel, keyed by (segment, run)): once a run's header and all its
    events are in, the run's statistics per (path prefix, time bucket) -- built with the
    correlator's own :meth:`Bucket.add <mailpulse.collector.correlate.Bucket.add>` in line order --
-   become one record ``("run", ordinal, run, runs, t_max, parts, kept, duplicates, damaged)``
-   (``parts`` a :class:`~mailpulse.collector.correlate.RunParts`, with the watermark's marks).
+   become one record ``("run", ordinal, run, runs, t_max, parts, kept, duplicates, damaged, deliveries)``
+   (``parts`` a :class:`~mailpulse.collector.correlate.RunParts`, with the watermark's marks;
+   ``deliveries`` the run's kept deliveries ``(route, latency, Observation)`` in line order).
 4. :class:`GlobalStep` (one task): applies the runs in archive order (segment ordinal, run),
    holding back those that arrive early, with :meth:`Correlator.merge
    <mailpulse.collector.correlate.Correlator.merge>`, then :meth:`Correlator.maybe_evaluate` (whose
    ticks fall only at run ends) --
-   the recursive walk of :mod:`mailpulse.collector.correlate` itself.  Its state lives in a
-   :class:`Store` (Flink keyed state in the job, dicts in tests).
+   the recursive walk of :mod:`mailpulse.collector.correlate` itself.  Before it merges a run it
+   runs the run's deliveries through the per-route latency intervals (the reference model's integer
+   tracker, :class:`~mailpulse.collector.intervals.RouteIntervals`) and counts each one's side in the
+   buckets of its tree nodes, as the collector does when it ingests them.  Its state lives in a
+   :class:`Store` (Flink keyed state in the job, dicts in tests): the correlator, its buckets one by
+   one, and each route's interval ``(id, lower, upper)`` under the route's name.
+
+**Order and the intervals.**  An interval is a sequential scan per route: each delivery's side
+depends on every earlier delivery of its route, in order.  The segments are read in parallel, so
+records reach the keyed steps in no particular event-time (or archive) order; a tracker keyed by
+route in front of step 4 would see each route's deliveries in arrival order, and its integer bounds,
+hence the sides, would differ from run to run and from the collector's.  So the tracker runs in step 4,
+after the runs are back in archive order (the collector's ingest order: it archives each batch as it
+ingests it).  The sides then equal those of a live collector that ingested the whole archive from
+its start (one that restarted started its intervals afresh; the job does not know when it did), and
+those of ``mailpulse correlate`` (:func:`~mailpulse.collector.correlate.correlate_archive` with the same
+names and route table size).  The cost is one integer update per delivery in the single task.
 
 Output lines (JSON, one per record): ``{"type": "change", "seq", "kind", "incident",
 "previous_severity"}`` for each incident change (``seq`` numbers them from 0), ``{"type": "progress",
@@ -39,8 +56,11 @@ from mailpulse.collector.correlate import (
     Correlator,
     Observation,
     RunParts,
+    _count_iv,
     run_parts,
 )
+from mailpulse.collector.intervals import ROUTE_CONFIG, RouteIntervals, side_of
+from mailpulse.collector.relays import RelayNames
 
 from .segments import segment_events, segment_runs
 
@@ -52,7 +72,8 @@ __all__ = ["DictStore", "GlobalStep", "Store", "aggregate_run", "dedup_key", "re
 _BULKY = ("s", "buckets", "children")
 
 
-def read_segment_records(rec: tuple[Any, ...], s: CorrelateSettings) -> Iterator[tuple[Any, ...]]:
+def read_segment_records(rec: tuple[Any, ...], s: CorrelateSettings, names: RelayNames | None = None
+                         ) -> Iterator[tuple[Any, ...]]:
     """Step 1: ``("seg", ordinal, path)`` -> headers and events; ``("end", n)`` passes."""
     if rec[0] != "seg":
         yield rec
@@ -64,11 +85,11 @@ def read_segment_records(rec: tuple[Any, ...], s: CorrelateSettings) -> Iterator
     except (OSError, ValueError) as e:
         log.error("archive segment %s cannot be read, skipped: %s", path, e)
         events, damaged = [], True
-    runs = segment_runs(events, s)
+    runs = segment_runs(events, s, names)
     for r in runs:
         yield ("h", ordinal, r.index, len(runs), len(r.events), r.t_max, damaged)
         for line, ob in r.events:
-            yield ("e", ordinal, r.index, line, ob)
+            yield ("e", ordinal, r.index, line, ob, r.deliveries.get(line))
 
 
 def dedup_key(rec: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -84,18 +105,23 @@ def run_key(rec: tuple[Any, ...]) -> tuple[Any, ...]:
     return (rec[1], rec[2]) if rec[0] in ("e", "h") else ("end",)
 
 
-def aggregate_run(events: Iterable[tuple[int, Observation | None]], s: CorrelateSettings
-                  ) -> tuple[RunParts, int, int]:
-    """Step 3: a run's events (``(line, Observation or None for a duplicate)``, any order) as
-    :func:`~mailpulse.collector.correlate.run_parts` in line order, and the counts kept and dropped."""
+def aggregate_run(events: Iterable[tuple[Any, ...]], s: CorrelateSettings
+                  ) -> tuple[RunParts, int, int, list[tuple[str, int, Observation]]]:
+    """Step 3: a run's events (``(line, Observation or None for a duplicate[, delivery])``, any order)
+    as :func:`~mailpulse.collector.correlate.run_parts` in line order, the counts kept and dropped, and
+    the kept deliveries ``(route, latency, Observation)`` in line order."""
     obs: list[Observation] = []
+    deliveries: list[tuple[str, int, Observation]] = []
     dups = 0
-    for _line, ob in sorted(events, key=lambda e: e[0]):
+    for e in sorted(events, key=lambda e: e[0]):
+        ob = e[1]
         if ob is None:
             dups += 1
-        else:
-            obs.append(ob)
-    return run_parts(obs, s), len(obs), dups
+            continue
+        obs.append(ob)
+        if len(e) > 2 and e[2] is not None:
+            deliveries.append((e[2][0], e[2][1], ob))
+    return run_parts(obs, s), len(obs), dups, deliveries
 
 
 class Store(Protocol):
@@ -108,6 +134,8 @@ class Store(Protocol):
     def put_bucket(self, key: str, value: tuple[int, Bucket]) -> None: ...
     def remove_bucket(self, key: str) -> None: ...
     def bucket_items(self) -> Iterable[tuple[str, tuple[int, Bucket]]]: ...
+    def put_route(self, route: str, entry: tuple[int, int, int]) -> None: ...
+    def route_items(self) -> Iterable[tuple[str, tuple[int, int, int]]]: ...
 
 
 class DictStore:
@@ -117,6 +145,7 @@ class DictStore:
         self.meta: dict[str, Any] | None = None
         self.pending: dict[str, tuple[Any, ...]] = {}
         self.buckets: dict[str, tuple[int, Bucket]] = {}
+        self.routes: dict[str, tuple[int, int, int]] = {}
 
     def get_meta(self) -> dict[str, Any] | None:
         return self.meta
@@ -138,6 +167,12 @@ class DictStore:
 
     def bucket_items(self) -> Iterable[tuple[str, tuple[int, Bucket]]]:
         return list(self.buckets.items())
+
+    def put_route(self, route: str, entry: tuple[int, int, int]) -> None:
+        self.routes[route] = entry
+
+    def route_items(self) -> Iterable[tuple[str, tuple[int, int, int]]]:
+        return list(self.routes.items())
 
 
 def _bkey(key: tuple[str, ...], b: int) -> str:
@@ -162,9 +197,13 @@ class GlobalStep:
     so a restart from a checkpoint of the store continues exactly.
     """
 
-    def __init__(self, settings: CorrelateSettings, store: Store) -> None:
+    def __init__(self, settings: CorrelateSettings, store: Store, names: RelayNames | None = None,
+                 interval_routes: int = 50) -> None:
         self.s = settings
         self.store = store
+        self.names = names
+        #: the route intervals (the collector's ``[metrics] label_values`` routes at most)
+        self.intervals = RouteIntervals(ROUTE_CONFIG, max_routes=interval_routes)
         self.c: Correlator | None = None
         self.next: tuple[int, int] = (0, 0)
         self.counts = {"runs": 0, "segments": 0, "duplicates": 0, "damaged": 0, "changes": 0}
@@ -172,13 +211,15 @@ class GlobalStep:
         self.stored: dict[str, int] = {}     # bucket key -> creation number, as in the store
 
     def _load(self) -> Correlator:
-        c = Correlator(self.s)
+        c = Correlator(self.s, self.names, self.intervals.level)
+        self.intervals.restore(self.store.route_items())
         meta = self.store.get_meta()
         if meta is not None:
             c.__dict__.update(meta["correlator"])
             self.next = (int(meta["next"][0]), int(meta["next"][1]))
             self.counts = dict(meta["counts"])
             self.order = meta["order"]
+            self.intervals.untracked = meta.get("untracked", 0)
             items = sorted(self.store.bucket_items(), key=lambda kv: kv[1][0])
             for k, (n, bk) in items:
                 key, b = _unbkey(k)
@@ -191,7 +232,8 @@ class GlobalStep:
 
     def _save(self, c: Correlator) -> None:
         keep = {k: v for k, v in c.__dict__.items() if k not in _BULKY}
-        self.store.set_meta({"correlator": keep, "next": list(self.next), "counts": self.counts, "order": self.order})
+        self.store.set_meta({"correlator": keep, "next": list(self.next), "counts": self.counts, "order": self.order,
+                             "untracked": self.intervals.untracked})
 
     def offer(self, rec: tuple[Any, ...]) -> list[str]:
         """Take a run (or the end marker) from step 3; returns the output lines it releases."""
@@ -217,10 +259,11 @@ class GlobalStep:
             changes = c.evaluate() if c.observed else []
             final = {"type": "final", "incidents": c.all_incidents(), "observed": c.observed, **self.counts}
             return [*self._lines(changes), json.dumps(final, separators=(",", ":"))]
-        _, ordinal, idx, runs, _t_max, parts, kept, dups, damaged = rec
+        _, ordinal, idx, runs, _t_max, parts, kept, dups, damaged = rec[:9]
         oldest = c._oldest
         touched = [_bkey(k, b) for k, b, _ in parts.buckets if b >= oldest]
         c.merge(parts)
+        self._intervals(c, rec[9] if len(rec) > 9 else [])
         changes = c.maybe_evaluate() if kept else []
         for k in touched:
             key, b = _unbkey(k)
@@ -246,6 +289,28 @@ class GlobalStep:
             out.append(json.dumps({"type": "progress", "segment": ordinal, "observed": c.observed, "now": c.now,
                                    **self.counts}, separators=(",", ":")))
         return out
+
+    def _intervals(self, c: Correlator, deliveries: list[tuple[str, int, Observation]]) -> None:
+        """The run's deliveries through their routes' intervals, in order; each side counted in the
+        merged buckets of the delivery's tree nodes (as :meth:`Correlator.observe` with the collector's
+        ``(route, side)`` would; a skewed clock's delivery moves its interval but is not correlated)."""
+        changed: set[str] = set()
+        for route, v, ob in deliveries:
+            iv = self.intervals.interval(route)
+            self.intervals.update(route, v)
+            changed.add(route)
+            if iv is None or ob.skewed or ob.bucket < c._oldest:
+                continue
+            side = side_of(v, iv)
+            counts = [1, int(side == "above"), int(side == "below")]
+            for key in ob.tree_nodes():
+                bk = c.buckets.get(key, {}).get(ob.bucket)
+                if bk is not None:
+                    _count_iv(bk.iv, route, counts)
+        for route in changed:
+            entry = self.intervals.entry(route)
+            if entry is not None:
+                self.store.put_route(route, entry)
 
     def _lines(self, changes: list[Change]) -> list[str]:
         """Change lines, numbered from 0 over the job's life (a reader orders and de-duplicates by it)."""

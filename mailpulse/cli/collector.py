@@ -17,6 +17,7 @@ from mailpulse.collector.archive import skipped_summary
 from mailpulse.collector.correlate import correlate_archive, correlate_folder, format_incident
 from mailpulse.collector.flink.runner import check_archives
 from mailpulse.collector.flink.segments import read_shards
+from mailpulse.collector.intervals import IntervalBook
 from mailpulse.collector.provision import Deployment, init_deployment, open_deployment
 from mailpulse.collector.retrain import publish_model
 from mailpulse.collector.service import run_collector
@@ -62,10 +63,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_correlate(args: argparse.Namespace) -> int:
     skipped: collections.Counter[str] = collections.Counter()
     if len(args.archive) == 1:
-        c = correlate_folder(args.archive[0], args.window, skipped)
+        c = correlate_folder(args.archive[0], args.window, skipped, IntervalBook())
     else:   # several collector shards: their segments in the merged order (as the Flink job reads them)
         check_archives(args.archive, follow=False)
-        c, _ = correlate_archive(read_shards(args.archive, skipped), correlate_settings(None, args.window))
+        book = IntervalBook()
+        c, _ = correlate_archive(read_shards(args.archive, skipped), correlate_settings(None, args.window),
+                                 book.names, book)
     where = ", ".join(args.archive)
     if skipped:
         print(skipped_summary(skipped, f"archive {where}"), file=sys.stderr)

@@ -17,6 +17,14 @@ from mailpulse.errors import UserError
 from . import prints_help
 
 
+def relay_settings(config: str | None) -> tuple[dict[str, str], int]:
+    """``[relays] names`` and the interval routes (``[metrics] label_values``) of a collector config."""
+    if not config:
+        return {}, 50
+    cfg = load_config(config)
+    return dict(cfg.relays.names), cfg.metrics.label_values
+
+
 def correlate_settings(config: str | None, window: float | None) -> CorrelateSettings:
     """``[correlate]`` of a collector config (defaults without one), ``--window`` over it."""
     base = load_config(config).correlate if config else CorrelateSettings()
@@ -39,7 +47,8 @@ def _print_change(rec: dict[str, Any], as_json: bool) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.parallelism < 1:
         raise UserError(f"--parallelism {args.parallelism} must be at least 1")
-    opts = JobOptions(args.archive, correlate_settings(args.config, args.window), follow=args.follow,
+    names, routes = relay_settings(args.config)
+    opts = JobOptions(args.archive, correlate_settings(args.config, args.window), names, routes, follow=args.follow,
                       parallelism=args.parallelism, state_dir=args.state_dir, incidents=args.incidents,
                       checkpoint_ms=args.checkpoint_ms, python_mode=args.python_mode)
     final: dict[str, Any] | None = None
@@ -73,7 +82,8 @@ def add_flink(f: argparse.ArgumentParser) -> None:
     r.add_argument("--json", action="store_true",
                    help="incidents as JSON (as 'mailpulse correlate --json'; with --follow one change per line)")
     r.add_argument("--window", type=float, default=None, metavar="S", help="sliding window in seconds")
-    r.add_argument("--config", default=None, metavar="FILE", help="collector config whose [correlate] to use")
+    r.add_argument("--config", default=None, metavar="FILE",
+                   help="collector config whose [correlate], [relays] names and [metrics] label_values to use")
     r.add_argument("--state-dir", default=None, metavar="DIR",
                    help="keep checkpoints here; a new run resumes from the newest")
     r.add_argument("--incidents", default=None, metavar="DIR",

@@ -533,6 +533,13 @@ class CollectorPart:
     def incidents(self) -> list[dict[str, Any]]:
         return [dict(ch.incident, change=ch.kind) for ch in list(self.collector.changes)]
 
+    def intervals(self) -> dict[str, dict[str, Any]]:
+        """The routes' intervals as the dashboard last got them (route -> counts since the start and the
+        latest point ``[t, latency_s, lower_s, upper_s, side]``; pushed by the collector's loop every second)."""
+        view = self.collector.state.intervals
+        return {r["route"]: {"counts": dict(r["counts"]), "last": (r["points"] or [None])[-1]}
+                for r in view.get("routes", [])}
+
     def join(self) -> None:
         self.stop_event.set()
         self.thread.join(15)
@@ -684,6 +691,7 @@ def _trained_phase(con: Console, args: argparse.Namespace, view: LiveView, nodes
             return 0
         _show_incidents(con, coll, shown, relay, chain, "normal")
     t_fault = time.time()
+    iv_normal = coll.intervals() if coll is not None else {}
     con.say()
     con.step(con.bad("FAULT: the relay of lossy.test turns slow (it holds every message 6 s); "
                      "watch the anomalies"))
@@ -735,8 +743,39 @@ def _trained_phase(con: Console, args: argparse.Namespace, view: LiveView, nodes
                 f"{len({k[0] for k in shown})} incident(s), {len(mails)} alert e-mail(s) delivered to {ops.address}")
         con.say(f"   incidents opened: normal phase {n_before}, fault phase {len(opened) - n_before} "
                 f"(root causes: {', '.join(sorted({str(i.get('root_cause')) for i in opened})) or '-'})")
+        _show_intervals(con, coll, iv_normal)
         con.say(f"   dashboard was at {coll.url}")
+        if args.hold:
+            _hold(con, stop)
     return 0
+
+
+def _show_intervals(con: Console, coll: CollectorPart, before: dict[str, dict[str, Any]]) -> None:
+    """Per route, the fault phase's deliveries against the route's latency interval (the dashboard's band)."""
+    level = f"{round(100 * coll.collector.intervals.level):g} %"
+    con.say(f"   latency intervals ({level} per route, the dashboard's bands), fault phase:")
+    for route, now in sorted(coll.intervals().items()):
+        was = before.get(route, {}).get("counts", {})
+        d = {k: v - int(was.get(k, 0)) for k, v in now["counts"].items()}
+        band = ""
+        if now["last"] is not None and now["last"][2] is not None:
+            band = f", band now {now['last'][2]:.3g}-{now['last'][3]:.3g} s"
+        con.say(f"     {route}: {sum(d.values())} deliveries, {d['above']} above, {d['below']} below their "
+                f"interval{band}")
+
+
+def _hold(con: Console, stop: threading.Event) -> None:
+    """``--hold``: everything stays up (traffic, the slow relay, the dashboard) until Enter or end of input."""
+    con.say("   --hold: everything keeps running and the dashboard stays up; press Enter to stop")
+    done = threading.Event()
+
+    def read() -> None:
+        sys.stdin.readline()
+        done.set()
+
+    threading.Thread(target=read, name="demo-hold", daemon=True).start()
+    while not done.wait(0.2) and not stop.is_set():
+        pass
 
 
 def _show_incidents(con: Console, coll: CollectorPart | None, shown: set[tuple[str, str]], relay: Any, chain: Any,
@@ -755,6 +794,8 @@ def _show_incidents(con: Console, coll: CollectorPart | None, shown: set[tuple[s
                       f"{inc.get('root_cause')}{where} (path {' <- '.join(inc.get('path', []))}); "
                       f"{e.get('anomalies')}/{e.get('events')} events anomalous in {e.get('window_s')} s, "
                       f"nodes {', '.join(inc.get('affected_nodes') or [])}", "1;35"))
+        for miss in (e.get("interval_misses") or [])[:2]:
+            con.say(con.c(f"      interval misses: {miss.get('text')}", "35"))
 
 
 def _name_of(cause: str, relay: Any, chain: Any) -> str:
@@ -780,6 +821,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--simulator", choices=["verilator", "icarus"], default=None,
                    help="simulator of the core stage (default: Verilator when installed, else Icarus)")
     p.add_argument("--no-collector", action="store_true", help="skip the collector part of --stage all")
+    p.add_argument("--hold", action="store_true",
+                   help="after the summary keep everything running (the dashboard stays up) until Enter")
     return p
 
 

@@ -21,9 +21,8 @@ with a known start, end and culprit, then a recovery gap.  Per scenario: ``found
 opened between the fault's start and its end + 10 s whose root-cause path ends at the culprit),
 ``root`` (the last host of the first incident opened in that span), ``detect_s`` (opened - fault
 start), ``resolve_s`` (resolved - fault end).  Normal-only: incidents opened (false incidents),
-and the share of deliveries whose ``log2`` latency fell inside its route's 90 % prediction
-interval (:mod:`mailpulse.collector.intervals`, the collector's adaptive-conformal tracker; to be
-swapped for the reference model's per-route intervals when they land).
+and the share of deliveries whose Q8.8 ``log2`` latency fell inside its route's prediction
+interval (:mod:`mailpulse.collector.intervals`: the reference model's integer tracker, nominal 0.9375).
 
 Scenarios: ``slow_relay`` (relay-a holds each message), ``lossy_relay`` (relay-b drops half of the
 messages after accepting them), ``recompress`` (relay-b re-encodes images at JPEG quality 30),
@@ -380,7 +379,7 @@ def run_bench(plan: Plan, names: list[str] | None = None, out: Callable[[str], N
             false = [c for c in lab.changes() if c.get("change") == "opened" and n_start <= float(c["opened"]) <= n_end]
             names_map = RelayNames(lab.names)
             evs = [e for e in lab.archive_events() if isinstance(e.get("t"), int | float)]
-            n, inside = coverage(evs, RouteIntervals(alpha=0.1, lr=0.2), names_map,
+            n, inside = coverage(evs, RouteIntervals(), names_map,
                                  count=lambda e: n_start <= float(e["t"]) <= n_end and not e.get("anomaly"))
             cov = inside / n if n else float("nan")
             summary.update(false_incidents=[str(c.get("root_cause")) for c in false], deliveries=n)
