@@ -39,7 +39,9 @@ is a function of the events and their order, so the same archive always gives th
 image or attachment changed on a hop) or never came back within its time-out (``lost``) is direct
 evidence, not a score: each tree node also counts the probes through it and how many failed, and
 the same walk runs a second time on failed probes among probes, with its own floor
-(``probe_floor_rate``) and fewest failures (``min_probe_failures``).  Two routes through one mx, one
+(``probe_floor_rate``) and fewest failures (``min_probe_failures``), against the siblings and the
+floor only (no history: a score needs calibrating against its own past, a failed probe does not;
+a relay that lost probes in the history, the fault's own first minute say, is losing them still).  Two routes through one mx, one
 of them failing, name the failing route's relay; a failure common to all routes names the mx.  A
 lost probe carries its route's last path (``assumed`` hops), so its loss is charged to that
 path's relays.  The root causes of both walks open incidents alike (their evidence counts the
@@ -495,8 +497,6 @@ class Correlator:
         # pre-incident history rates of the tree nodes on the path of an open incident: while it
         # is open, its own anomalies must not become the baseline it is measured against
         self.frozen: dict[tuple[str, ...], float] = {}
-        #: the same for the probe failure test (failed probes among probes)
-        self.frozen_probe: dict[tuple[str, ...], float] = {}
         self._next_eval: float | None = None
         self._oldest = 0
         #: correlation time (:attr:`now`) advances on this, never on the largest event time
@@ -606,8 +606,7 @@ class Correlator:
             d = self.buckets[key]
             for b in [b for b in d if b < lo]:
                 del d[b]
-            if (not d and key != (ROOT,) and key not in self.frozen and key not in self.frozen_probe
-                    and key not in self.open_by_path):
+            if not d and key != (ROOT,) and key not in self.frozen and key not in self.open_by_path:
                 # a relay no traffic went through for the whole history: forget it
                 del self.buckets[key]
                 self.children.get(key[:-1], set()).discard(key)
@@ -619,22 +618,23 @@ class Correlator:
     def _z(self, a: int, n: int, p0: float) -> float:
         return tail_z(a, n, p0)
 
-    def _baseline(self, test: str) -> tuple[dict[tuple[str, ...], float], float, int]:
-        """A test's frozen history rates, floor rate and fewest hits of a suspect."""
+    def _baseline(self, test: str) -> tuple[float, int]:
+        """A test's floor rate and fewest hits of a suspect."""
         if test == "anomaly":
-            return self.frozen, self.s.floor_rate, self.s.min_anomalies
-        return self.frozen_probe, self.s.probe_floor_rate, self.s.min_probe_failures
+            return self.s.floor_rate, self.s.min_anomalies
+        return self.s.probe_floor_rate, self.s.min_probe_failures
 
     def _hist_rate(self, key: tuple[str, ...], test: str) -> float:
-        frozen = self._baseline(test)[0]
-        if key in frozen:
-            return frozen[key]
-        hits, n = self.history(key).counts(test)
-        return hits / n if n else 0.0
+        """A tree node's own history rate (frozen while an incident on it is open); the probe failure
+        test has none: a node's scores need calibrating against its own past, a failed probe does not
+        (and a relay losing probes since before the window is losing them still)."""
+        if test != "anomaly":
+            return 0.0
+        return self.frozen.get(key, self.history(key).rate)
 
     def _suspects(self, key: tuple[str, ...], win: dict[tuple[str, ...], _Stats], test: str = "anomaly"
                   ) -> list[tuple[str, ...]]:
-        _, floor, least = self._baseline(test)
+        floor, least = self._baseline(test)
         kids = sorted(self.children.get(key, ()))
         for k in kids:
             if k not in win:
@@ -666,7 +666,7 @@ class Correlator:
         """Whether a child of ``key`` stands out against ``key``'s baseline ``p0`` (and its own history)
         while ``key``'s other traffic dilutes it below significance: the probes of one route through a
         busy mx, say.  Then the walk must descend into ``key`` all the same."""
-        least = self._baseline(test)[2]
+        least = self._baseline(test)[1]
         wk_a = win[key].counts(test)[0]
         for g in sorted(self.children.get(key, ())):
             if g not in win:
@@ -688,7 +688,7 @@ class Correlator:
         # the share is of the hits beyond the floor rate's expectation: ordinary false alarms
         # spread over the other children need no explaining
         a, n = win[key].counts(test)
-        excess = a - self._baseline(test)[1] * n
+        excess = a - self._baseline(test)[0] * n
         if sus and held >= self.s.explain_frac * excess:
             for k in sus:
                 self._walk(k, depth + 1, win, found, test)
@@ -755,7 +755,6 @@ class Correlator:
             "example_event_ids": w.examples[: self.s.examples],
             "interval_misses": self._interval_misses(w),
             "probes": w.probes, "probes_lost": w.lost, "probes_damaged": w.damaged,
-            "probe_history_failure_rate": round(self.frozen_probe.get(key, h.failure_rate), 4),
         }
         return ev, w
 
@@ -798,8 +797,6 @@ class Correlator:
                 for i in range(1, len(key) + 1):
                     if key[:i] not in self.frozen:
                         self.frozen[key[:i]] = self.history(key[:i]).rate
-                    if key[:i] not in self.frozen_probe:
-                        self.frozen_probe[key[:i]] = self.history(key[:i]).failure_rate
                 evidence, w = self._evidence(key)
                 iid = hashlib.blake2b(f"{name}|{self.now:.3f}".encode(), digest_size=6).hexdigest()
                 inc = Incident(iid, name, key, sev, self.now, self.now, None, sorted(w.nodes), sorted(w.routes),
@@ -837,7 +834,6 @@ class Correlator:
                 del self.open_by_path[key]
                 still = {k[:i] for k in self.open_by_path for i in range(1, len(k) + 1)}
                 self.frozen = {k: v for k, v in self.frozen.items() if k in still}
-                self.frozen_probe = {k: v for k, v in self.frozen_probe.items() if k in still}
                 changes.append(Change("resolved", inc.to_json()))
         return changes
 
@@ -930,8 +926,7 @@ def format_incident(inc: dict[str, Any]) -> str:
              f"    examples: {', '.join(e['example_event_ids'])}"]
     if e.get("probes_lost") or e.get("probes_damaged"):
         lines.insert(2, f"    probes: {e.get('probes_lost', 0)} lost, {e.get('probes_damaged', 0)} damaged of "
-                        f"{e.get('probes', 0)} in the window (history failure rate "
-                        f"{e.get('probe_history_failure_rate')})")
+                        f"{e.get('probes', 0)} in the window")
     return "\n".join(lines)
 
 

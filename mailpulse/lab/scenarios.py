@@ -78,6 +78,12 @@ FALSE_ALARM_RATE = 0.02
 PROBE_SHARE = 0.4
 #: baseline floor of the correlation: the model flags about 3 % of ordinary deliveries (above)
 FLOOR_RATE = 0.04
+#: a probe not read back within this is lost (ordinary probes take about 0.7 s; a lost probe is known this long
+#: after it was sent, so with a probe every 2 s a relay losing half of them has 3 lost probes known ~20 s in)
+PROBE_TIMEOUT_S = 5.0
+#: baseline floor of the probe failure test: an ordinary probe is neither lost nor damaged, so 3 failed of
+#: the 10-20 probes through a relay in the 20 s window stand out (z >= 3) even at the mx, where both routes meet
+PROBE_FLOOR_RATE = 0.01
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ class Plan:
     recovery_s: float = 25.0
     base_rate: float = 3.0           # messages per second at the day's mean
     history_s: float = 60.0
-    probe_interval_s: float = 3.0
+    probe_interval_s: float = 2.0
 
     @classmethod
     def full(cls) -> Plan:
@@ -214,7 +220,8 @@ class Lab:
         if not self.view.connected.wait(10):
             raise RuntimeError("the bench's MQTT subscriber could not connect to Mosquitto")
         correlate = {"bucket_s": 2.0, "window_s": 20.0, "history_s": plan.history_s, "eval_interval_s": 1.0,
-                     "min_anomalies": 3, "resolve_after": 5, "floor_rate": FLOOR_RATE, "open_after_s": 2.0}
+                     "min_anomalies": 3, "resolve_after": 5, "floor_rate": FLOOR_RATE, "open_after_s": 2.0,
+                     "probe_floor_rate": PROBE_FLOOR_RATE}
         self.coll = CollectorPart(con, work, self.broker.deployment, chain.smtp, boxes["ops"].address, self.stop,
                                   self.names, correlate=correlate, alerts=False)
         stack.callback(self.coll.join)
@@ -227,7 +234,7 @@ class Lab:
                 probes.append({"name": box.user, "smtp_host": "127.0.0.1", "smtp_port": chain.edge.port,
                                "mail_from": f"probe@{n}.mailpulse.test", "rcpt_to": box.address,
                                "imap_host": "127.0.0.1", "imap_port": chain.imap.port, "imap_username": box.user,
-                               "imap_password_env": f"MAILPULSE_BENCH_IMAP_{box.user.upper()}", "timeout_s": 8.0,
+                               "imap_password_env": f"MAILPULSE_BENCH_IMAP_{box.user.upper()}", "timeout_s": PROBE_TIMEOUT_S,
                                "poll_interval_s": 0.05, "maillogs": [str(chain.edge.maillog), str(mx.maillog)]})
             log = chain.edge.maillog if i == 0 else mx.maillog
             cfg_path = work / n / "node.toml"
