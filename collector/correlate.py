@@ -35,17 +35,17 @@ the root cause (its anomalies are spread over its children, so the common part -
 the link into it - explains them).  A leaf that is a suspect is its own root cause.  Everything
 is a function of the events and their order, so the same archive always gives the same incidents.
 
-**Failed probes** (:meth:`Correlator.probe_root_causes`).  A probe that came back damaged (its
-image or attachment changed on a hop) or never came back within its time-out (``lost``) is direct
-evidence, not a score: each tree node also counts the probes through it and how many failed, and
-the same walk runs a second time on failed probes among probes, with its own floor
+**Failed probes** (:meth:`Correlator.probe_root_causes`). A probe that came back damaged (its image
+or attachment changed on a hop) or never came back within its time-out (``lost``) is direct
+evidence, not a score: each tree node also counts the probes through it and how many failed, and the
+same walk runs a second time on failed probes among probes, with its own floor
 (``probe_floor_rate``) and fewest failures (``min_probe_failures``), against the siblings and the
-floor only (no history: a score needs calibrating against its own past, a failed probe does not;
-a relay that lost probes in the history, the fault's own first minute say, is losing them still).  Two routes through one mx, one
-of them failing, name the failing route's relay; a failure common to all routes names the mx.  A
-lost probe carries its route's last path (``assumed`` hops), so its loss is charged to that
-path's relays.  The root causes of both walks open incidents alike (their evidence counts the
-window's probes, lost and damaged ones).
+floor only (no history: a score needs calibrating against its own past, a failed probe does not; a
+relay that lost probes in the history, the fault's own first minute say, is losing them still). Two
+routes through one mx, one of them failing, name the failing route's relay; a failure common to all
+routes names the mx. A lost probe carries its route's last path (``assumed`` hops), so its loss is
+charged to that path's relays. The root causes of both walks open incidents alike (their evidence
+counts the window's probes, lost and damaged ones).
 
 **Incidents.**  A root cause found in an evaluation opens an incident (or updates the open one
 of that tree node) once it has been found in every evaluation for ``open_after_s``; severity is

@@ -268,7 +268,7 @@ def _probe_lab(fail: str | None, every: int = 2, until: float = 1e9) -> list[dic
 def test_failed_probes_name_their_routes_relay(fail: str, every: int) -> None:
     """Lost (half) or damaged (all) probes of one route, which the model does not flag: the probe
     failure test names the relay where that route parts from the healthy one, within 30 s."""
-    c, changes = correlate_archive(_probe_lab(fail, every), PROBE_FAST)
+    _, changes = correlate_archive(_probe_lab(fail, every), PROBE_FAST)
     opened = [x.incident for x in changes if x.kind == "opened"]
     assert [i["root_cause"] for i in opened] == ["mx > relay-b"]
     assert opened[0]["opened"] - (1_700_000_000.0 + 120) <= 30.0
