@@ -251,13 +251,14 @@ def _probe_lab(fail: str | None, every: int = 2, until: float = 1e9) -> list[dic
             for route in ("a", "b"):
                 n += 1
                 nb += route == "b"
-                hops = [{"from": "node", "by": "edge"}, {"from": "edge", "by": f"relay-{route}"},
-                        {"from": f"relay-{route}", "by": "mx"}]
+                hops: list[dict[str, object]] = [{"from": "node", "by": "edge"},
+                                                 {"from": "edge", "by": f"relay-{route}"},
+                                                 {"from": f"relay-{route}", "by": "mx"}]
                 outcome = "ok"
                 if route == "b" and fail and 120 <= t - t0 < until and nb % every == 0:
                     outcome = fail
                     if fail == "lost":
-                        hops = [dict(h, assumed=True) for h in hops]
+                        hops = [{**h, "assumed": True} for h in hops]
                 out.append({"id": f"p{n}", "site": "lab", "node": "prober", "kind": "probe", "t": t, "received": t,
                             "anomaly": False, "fields": {"route": route, "outcome": outcome, "hops": hops,
                                                          "latency_ms": 900.0}})
