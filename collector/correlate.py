@@ -263,6 +263,8 @@ def observation(ev: dict[str, Any], s: CorrelateSettings, names: RelayNames | No
     is_probe = ev.get("kind") == "probe"
     route = f.get("route") if is_probe else None
     outcome = f.get("outcome") if is_probe else None
+    if not isinstance(outcome, str):
+        outcome = None      # a hostile or broken probe event: counted as no probe at all
     return Observation(t, int(t // s.bucket_s), event_path(ev, names), bool(ev.get("anomaly")),
                        event_latency_s(ev, hops), hops, f"{ev.get('site', '?')}/{ev.get('node', '?')}",
                        str(route) if route else None, str(ev.get("id", "")), rec, ev.get("clock") == "skewed",

@@ -284,3 +284,11 @@ def test_a_stray_lost_probe_opens_nothing_and_failures_resolve() -> None:
     _, ch = correlate_archive(_probe_lab("damaged", every=1, until=170), PROBE_FAST)
     assert [(x.kind, x.incident["root_cause"]) for x in ch if x.kind != "severity"] == [
         ("opened", "mx > relay-b"), ("resolved", "mx > relay-b")]
+
+
+def test_a_probe_with_a_broken_outcome_is_no_probe() -> None:
+    c = Correlator(PROBE_FAST)
+    for bad in ([], {"x": 1}, None, 3):
+        c.observe({"id": "p", "kind": "probe", "node": "n", "t": 1.0, "received": 1.0,
+                   "fields": {"outcome": bad, "hops": [{"from": "a", "by": "b"}]}})
+    assert c.observed == 4 and c.window(("*",)).probes == 0
