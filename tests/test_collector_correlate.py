@@ -288,7 +288,8 @@ def test_a_stray_lost_probe_opens_nothing_and_failures_resolve() -> None:
 
 def test_a_probe_with_a_broken_outcome_is_no_probe() -> None:
     c = Correlator(PROBE_FAST)
-    for bad in ([], {"x": 1}, None, 3):
+    bad_outcomes: list[object] = [[], {"x": 1}, None, 3]
+    for bad in bad_outcomes:
         c.observe({"id": "p", "kind": "probe", "node": "n", "t": 1.0, "received": 1.0,
                    "fields": {"outcome": bad, "hops": [{"from": "a", "by": "b"}]}})
     assert c.observed == 4 and c.window(("*",)).probes == 0
