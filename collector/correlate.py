@@ -35,6 +35,18 @@ the root cause (its anomalies are spread over its children, so the common part -
 the link into it - explains them).  A leaf that is a suspect is its own root cause.  Everything
 is a function of the events and their order, so the same archive always gives the same incidents.
 
+**Failed probes** (:meth:`Correlator.probe_root_causes`). A probe that came back damaged (its image
+or attachment changed on a hop) or never came back within its time-out (``lost``) is direct
+evidence, not a score: each tree node also counts the probes through it and how many failed, and the
+same walk runs a second time on failed probes among probes, with its own floor
+(``probe_floor_rate``) and fewest failures (``min_probe_failures``), against the siblings and the
+floor only (no history: a score needs calibrating against its own past, a failed probe does not; a
+relay that lost probes in the history, the fault's own first minute say, is losing them still). Two
+routes through one mx, one of them failing, name the failing route's relay; a failure common to all
+routes names the mx. A lost probe carries its route's last path (``assumed`` hops), so its loss is
+charged to that path's relays. The root causes of both walks open incidents alike (their evidence
+counts the window's probes, lost and damaged ones).
+
 **Incidents.**  A root cause found in an evaluation opens an incident (or updates the open one
 of that tree node) once it has been found in every evaluation for ``open_after_s``; severity is
 from the window's anomaly rate and count; the incident resolves after ``resolve_after``
@@ -87,6 +99,10 @@ __all__ = [
 ]
 
 ROOT = "*"
+#: A probe's own verdicts (a ``late`` arrival only corrects an earlier ``lost``: not a probe of its own)
+PROBE_VERDICTS = frozenset(("ok", "damaged", "lost"))
+#: The verdicts the probe failure test counts
+PROBE_FAILURES = frozenset(("damaged", "lost"))
 #: Events archived without the collector's time (``t``, older archives): times more than this
 #: ahead of the receive time are replaced by the latter (the live default of ``[clock] max_future_s``).
 FUTURE_TOLERANCE_S = 10.0
@@ -228,6 +244,8 @@ class Observation:
     skewed: bool = False         # archived as ``"clock": "skewed"``: not correlated
     iv_route: str | None = None  # a delivery's interval route and how it fell against its interval
     iv_side: str | None = None   # (``inside``/``above``/``below``; :class:`~.intervals.IntervalBook`)
+    probe: bool = False          # a probe's own verdict (``ok``, ``damaged``, ``lost``; not a ``late`` arrival)
+    failed: str | None = None    # ``lost`` or ``damaged``: the probe failure test's evidence
 
     def tree_nodes(self) -> list[tuple[str, ...]]:
         """The tree nodes the event passes: the root, then each prefix of its path."""
@@ -244,10 +262,16 @@ def observation(ev: dict[str, Any], s: CorrelateSettings, names: RelayNames | No
     r = ev.get("received")
     rec = float(r) if isinstance(r, int | float) and not isinstance(r, bool) and math.isfinite(r) else t
     hops = hop_delays(ev)
-    route = (ev.get("fields") or {}).get("route") if ev.get("kind") == "probe" else None
+    f = ev.get("fields") or {}
+    is_probe = ev.get("kind") == "probe"
+    route = f.get("route") if is_probe else None
+    outcome = f.get("outcome") if is_probe else None
+    if not isinstance(outcome, str):
+        outcome = None      # a hostile or broken probe event: counted as no probe at all
     return Observation(t, int(t // s.bucket_s), event_path(ev, names), bool(ev.get("anomaly")),
                        event_latency_s(ev, hops), hops, f"{ev.get('site', '?')}/{ev.get('node', '?')}",
-                       str(route) if route else None, str(ev.get("id", "")), rec, ev.get("clock") == "skewed")
+                       str(route) if route else None, str(ev.get("id", "")), rec, ev.get("clock") == "skewed",
+                       probe=outcome in PROBE_VERDICTS, failed=outcome if outcome in PROBE_FAILURES else None)
 
 
 def next_step(x: float, step: float) -> float:
@@ -264,7 +288,8 @@ class Bucket:
     (dicts used as sets), so that a bucket built from a run of events can be :meth:`merge`\\ d into
     another exactly as if those events had been added to it one by one."""
 
-    __slots__ = ("anomalies", "events", "examples", "hop", "iv", "lat", "nodes", "routes")
+    __slots__ = ("anomalies", "damaged", "events", "examples", "hop", "iv", "lat", "lost", "nodes", "probes",
+                 "routes")
 
     def __init__(self) -> None:
         self.events = 0
@@ -276,6 +301,9 @@ class Bucket:
         self.routes: dict[str, None] = {}
         #: interval route -> [deliveries with a prediction, above, below] (at most 64 routes)
         self.iv: dict[str, list[int]] = {}
+        self.probes = 0      # probes with a verdict of their own (:data:`PROBE_VERDICTS`)
+        self.lost = 0
+        self.damaged = 0
 
     def add(self, ob: Observation, hop: float | None, s: CorrelateSettings) -> None:
         """Count one event (``hop``: its hop delay at this tree node)."""
@@ -287,8 +315,15 @@ class Bucket:
             self.hop.append(hop)
         if ob.iv_route is not None and ob.iv_side is not None:
             _count_iv(self.iv, ob.iv_route, [1, int(ob.iv_side == "above"), int(ob.iv_side == "below")])
-        if ob.anomalous:
-            self.anomalies += 1
+        if ob.probe:
+            self.probes += 1
+            if ob.failed == "lost":
+                self.lost += 1
+            elif ob.failed == "damaged":
+                self.damaged += 1
+        if ob.anomalous or ob.failed:      # a failed probe is an example (and names its node and route) too
+            if ob.anomalous:
+                self.anomalies += 1
             if len(self.examples) < s.examples:
                 self.examples.append(ob.eid)
             if len(self.nodes) < 64:
@@ -301,6 +336,9 @@ class Bucket:
         cap = s.samples_per_bucket
         self.events += o.events
         self.anomalies += o.anomalies
+        self.probes += o.probes
+        self.lost += o.lost
+        self.damaged += o.damaged
         self.lat.extend(o.lat[: cap - len(self.lat)])
         self.hop.extend(o.hop[: cap - len(self.hop)])
         self.examples.extend(o.examples[: s.examples - len(self.examples)])
@@ -368,10 +406,26 @@ class _Stats:
     examples: list[str] = field(default_factory=list)
     nodes: set[str] = field(default_factory=set)
     routes: set[str] = field(default_factory=set)
+    probes: int = 0
+    lost: int = 0
+    damaged: int = 0
 
     @property
     def rate(self) -> float:
         return self.anomalies / self.events if self.events else 0.0
+
+    @property
+    def failures(self) -> int:
+        return self.lost + self.damaged
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.probes if self.probes else 0.0
+
+    def counts(self, test: str) -> tuple[int, int]:
+        """``(hits, trials)`` of a walk's test: ``anomaly`` (anomalies, events) or ``probe`` (failed
+        probes, probes)."""
+        return (self.anomalies, self.events) if test == "anomaly" else (self.failures, self.probes)
 
 
 def _quantile(xs: list[float], q: float) -> float | None:
@@ -523,6 +577,9 @@ class Correlator:
             if lo <= b < hi:
                 st.events += bk.events
                 st.anomalies += bk.anomalies
+                st.probes += bk.probes
+                st.lost += bk.lost
+                st.damaged += bk.damaged
                 st.lat.extend(bk.lat)
                 st.hop.extend(bk.hop)
                 if len(st.examples) < self.s.examples:
@@ -566,65 +623,90 @@ class Correlator:
     def _z(self, a: int, n: int, p0: float) -> float:
         return tail_z(a, n, p0)
 
-    def _suspects(self, key: tuple[str, ...], win: dict[tuple[str, ...], _Stats]) -> list[tuple[str, ...]]:
+    def _baseline(self, test: str) -> tuple[float, int]:
+        """A test's floor rate and fewest hits of a suspect."""
+        if test == "anomaly":
+            return self.s.floor_rate, self.s.min_anomalies
+        return self.s.probe_floor_rate, self.s.min_probe_failures
+
+    def _hist_rate(self, key: tuple[str, ...], test: str) -> float:
+        """A tree node's own history rate (frozen while an incident on it is open); the probe failure
+        test has none: a node's scores need calibrating against its own past, a failed probe does not
+        (and a relay losing probes since before the window is losing them still)."""
+        if test != "anomaly":
+            return 0.0
+        return self.frozen.get(key, self.history(key).rate)
+
+    def _suspects(self, key: tuple[str, ...], win: dict[tuple[str, ...], _Stats], test: str = "anomaly"
+                  ) -> list[tuple[str, ...]]:
+        floor, least = self._baseline(test)
         kids = sorted(self.children.get(key, ()))
         for k in kids:
             if k not in win:
                 win[k] = self.window(k)
-        total_a = sum(win[k].anomalies for k in kids)
-        total_n = sum(win[k].events for k in kids)
+        total_a = sum(win[k].counts(test)[0] for k in kids)
+        total_n = sum(win[k].counts(test)[1] for k in kids)
         out = []
         for k in kids:
-            w = win[k]
-            if w.anomalies < self.s.min_anomalies:
+            a, n = win[k].counts(test)
+            if a < least:
                 continue
-            sib_n, sib_a = total_n - w.events, total_a - w.anomalies
-            hist = self.history(k)
-            p0 = max(sib_a / sib_n if sib_n else 0.0, self.frozen.get(k, hist.rate), self.s.floor_rate)
+            sib_n, sib_a = total_n - n, total_a - a
+            p0 = max(sib_a / sib_n if sib_n else 0.0, self._hist_rate(k, test), floor)
             p0 = min(p0, 0.999)
-            z = self._z(w.anomalies, w.events, p0)
+            z = self._z(a, n, p0)
             if sib_n == 0 and len(kids) == 1 and key != (ROOT,):
+                if test != "anomaly":
+                    continue    # a linear chain: its probes' failures cannot tell a relay from the one behind it
                 # linear chain: descend only if this relay's own hop delay stands out in its history
-                now_hop, was_hop = _quantile(w.hop, 0.5), _quantile(hist.hop, 0.9)
+                now_hop, was_hop = _quantile(win[k].hop, 0.5), _quantile(self.history(k).hop, 0.9)
                 if now_hop is None or was_hop is None or now_hop <= 2.0 * max(was_hop, 0.001):
                     continue
-            if (z >= self.s.z_min and w.rate >= self.s.min_ratio * p0) or self._hidden_branch(k, p0, win):
+            if (z >= self.s.z_min and a / n >= self.s.min_ratio * p0) or self._hidden_branch(k, p0, win, test):
                 out.append(k)
         return out
 
-    def _hidden_branch(self, key: tuple[str, ...], p0: float, win: dict[tuple[str, ...], _Stats]) -> bool:
+    def _hidden_branch(self, key: tuple[str, ...], p0: float, win: dict[tuple[str, ...], _Stats],
+                       test: str = "anomaly") -> bool:
         """Whether a child of ``key`` stands out against ``key``'s baseline ``p0`` (and its own history)
         while ``key``'s other traffic dilutes it below significance: the probes of one route through a
         busy mx, say.  Then the walk must descend into ``key`` all the same."""
-        wk = win[key]
+        least = self._baseline(test)[1]
+        wk_a = win[key].counts(test)[0]
         for g in sorted(self.children.get(key, ())):
             if g not in win:
                 win[g] = self.window(g)
-            wg = win[g]
-            if wg.anomalies < self.s.min_anomalies or wg.anomalies < self.s.explain_frac * wk.anomalies:
+            a, n = win[g].counts(test)
+            if a < least or a < self.s.explain_frac * wk_a:
                 continue
-            pg = min(max(p0, self.frozen.get(g, self.history(g).rate)), 0.999)
-            if self._z(wg.anomalies, wg.events, pg) >= self.s.z_min and wg.rate >= self.s.min_ratio * pg:
+            pg = min(max(p0, self._hist_rate(g, test)), 0.999)
+            if self._z(a, n, pg) >= self.s.z_min and a / n >= self.s.min_ratio * pg:
                 return True
         return False
 
     def _walk(self, key: tuple[str, ...], depth: int, win: dict[tuple[str, ...], _Stats],
-              found: list[tuple[str, ...]]) -> None:
+              found: list[tuple[str, ...]], test: str = "anomaly") -> None:
         if key not in win:
             win[key] = self.window(key)
-        sus = self._suspects(key, win) if depth < self.s.max_depth else []
-        held = sum(win[k].anomalies for k in sus)
-        # the share is of the anomalies beyond the floor rate's expectation: ordinary false alarms
+        sus = self._suspects(key, win, test) if depth < self.s.max_depth else []
+        held = sum(win[k].counts(test)[0] for k in sus)
+        # the share is of the hits beyond the floor rate's expectation: ordinary false alarms
         # spread over the other children need no explaining
-        excess = win[key].anomalies - self.s.floor_rate * win[key].events
+        a, n = win[key].counts(test)
+        excess = a - self._baseline(test)[0] * n
         if sus and held >= self.s.explain_frac * excess:
             for k in sus:
-                self._walk(k, depth + 1, win, found)
+                self._walk(k, depth + 1, win, found, test)
         elif key != (ROOT,):
             found.append(key)
 
     def root_causes(self) -> list[tuple[str, ...]]:
-        """Tree nodes that explain the current anomalies (empty when nothing stands out)."""
+        """Tree nodes that explain the current anomalies, then those that explain the current probe
+        failures (:meth:`probe_root_causes`) and are not already named (empty when nothing stands out)."""
+        found = self._anomaly_root_causes()
+        return found + [k for k in self.probe_root_causes() if k not in found]
+
+    def _anomaly_root_causes(self) -> list[tuple[str, ...]]:
         root = (ROOT,)
         win: dict[tuple[str, ...], _Stats] = {root: self.window(root)}
         if win[root].anomalies < self.s.min_anomalies:
@@ -640,6 +722,21 @@ class Correlator:
             w = win[root]
             if self._z(w.anomalies, w.events, p0) >= self.s.z_min and w.rate >= self.s.min_ratio * p0 and hist.events:
                 found.append(root)
+        return found
+
+    def probe_root_causes(self) -> list[tuple[str, ...]]:
+        """Tree nodes that explain the window's failed probes (lost or damaged): the same walk as the
+        anomalies', on failed probes among probes, its own floor (``probe_floor_rate``) and fewest
+        failures (``min_probe_failures``), not on the nodes' anomaly scores.  A damaged or lost probe
+        is direct evidence, however the model scores it; a failure is charged to its probe's path
+        (a lost probe carries its route's last path) and the walk stops where probe routes part
+        (two routes through one mx, one failing: the failing route's relay) or at a linear chain."""
+        root = (ROOT,)
+        win: dict[tuple[str, ...], _Stats] = {root: self.window(root)}
+        if win[root].failures < self.s.min_probe_failures or not self.children.get(root):
+            return []
+        found: list[tuple[str, ...]] = []
+        self._walk(root, 0, win, found, "probe")
         return found
 
     # -- incidents ----------------------------------------------------------------------------
@@ -662,6 +759,7 @@ class Correlator:
             "hop_delay_p50_s": _quantile(w.hop, 0.5), "history_hop_delay_p90_s": _quantile(h.hop, 0.9),
             "example_event_ids": w.examples[: self.s.examples],
             "interval_misses": self._interval_misses(w),
+            "probes": w.probes, "probes_lost": w.lost, "probes_damaged": w.damaged,
         }
         return ev, w
 
@@ -697,7 +795,8 @@ class Correlator:
                     continue
             self.pending.pop(key, None)
             evidence, w = self._evidence(key)
-            sev = severity_of(w.anomalies, w.rate)
+            sev = max(severity_of(w.anomalies, w.rate), severity_of(w.failures, w.failure_rate) if w.failures
+                      else "minor", key=SEVERITIES.index)
             name = " > ".join(key[1:]) if len(key) > 1 else "whole site"
             if iid is None:
                 for i in range(1, len(key) + 1):
@@ -834,6 +933,9 @@ def format_incident(inc: dict[str, Any]) -> str:
              f"    nodes: {', '.join(inc['affected_nodes']) or '-'}; "
              f"routes: {', '.join(inc['affected_routes']) or '-'}",
              f"    examples: {', '.join(e['example_event_ids'])}"]
+    if e.get("probes_lost") or e.get("probes_damaged"):
+        lines.insert(2, f"    probes: {e.get('probes_lost', 0)} lost, {e.get('probes_damaged', 0)} damaged of "
+                        f"{e.get('probes', 0)} in the window")
     return "\n".join(lines)
 
 

@@ -245,7 +245,8 @@ class DeliveryFields(_Open):
     agent: Code = Field("", description="Delivery agent (`smtp`, `lmtp`, `virtual`, ...).")
     to: Text = Field("", description="Recipient.")
     status: Code = Field("", description="`sent`, `deferred`, `bounced`, `expired`, ...")
-    relay: Text | None = Field(None, description="Next hop (`host[ip]:port`) or null.")
+    relay: Text | None = Field(None, description="Next hop (`host[ip]:port`) or null; a deferral without a "
+                                  "connection (`relay=none`) names the relay Postfix was trying, when known.")
     delay: Seconds | None = Field(None, description="Postfix `delay=` (seconds).")
     delays: list[Seconds | None] | None = Field(None, min_length=4, max_length=4,
                                                 description="Postfix `delays=a/b/c/d` (seconds).")

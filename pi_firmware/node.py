@@ -4,7 +4,9 @@
 
 * **sources** - objects with ``run(emit, stop)`` that call ``emit(events)`` with lists of events
   until ``stop`` is set (the Postfix log follower and the Maildir watcher of the pipeline);
-* **prober** - every ``[probe] interval_s``, one probe on each route this node owns (the fleet's
+* **prober** - every ``[probe] interval_s``, one probe on each route this node owns, each route
+  scheduled by its own thread (``prober.<route>``) and each probe waiting in its own, so a lost
+  probe delays neither its route's next probes nor another route's (the fleet's
   rendezvous assignment is recomputed every second, so routes of a dead node are picked up within
   one heartbeat timeout);
 * **heartbeat** - the retained status every ``[fleet] heartbeat_s`` (spool depth and bound, model
@@ -31,6 +33,7 @@ import ctypes
 import functools
 import hashlib
 import logging
+import math
 import signal
 import threading
 import time
@@ -65,6 +68,8 @@ Emit = Callable[[Sequence[Event]], None]
 
 #: Longest wait before a failed thread is restarted (seconds).
 RESTART_MAX_S = 60.0
+#: Most probes one route may have waiting at once (see :meth:`Node.probes_in_flight`).
+PROBES_IN_FLIGHT_MAX = 8
 
 
 class Source(Protocol):
@@ -296,7 +301,7 @@ class Node:
             "fleet": self.fleet.view(),
             "routes": self.fleet.my_routes(routes) if self.cfg.probe.enabled else [],
             "probe": last,
-            "probes": self.last_probe,
+            "probes": dict(self.last_probe),
             "probe_counts": dict(self.prober.counts),
             "errors": dict(self.errors),
             **({"postfix_queue": self.postfix_queue} if self.postfix_queue is not None else {}),
@@ -330,17 +335,35 @@ class Node:
             self.read_postfix_queue()
             self.stop_event.wait(self.cfg.postfix.queue_poll_s)
 
-    def _probe_loop(self) -> None:
+    def probes_in_flight(self, name: str) -> int:
+        """How many probes route ``name`` may have waiting at once: enough that a probe starts every
+        ``interval_s`` even while earlier ones wait out ``timeout_s`` (at most :data:`PROBES_IN_FLIGHT_MAX`)."""
+        r = self.prober.route(name)
+        return min(PROBES_IN_FLIGHT_MAX, math.ceil(r.timeout_s / self.cfg.probe.interval_s) + 1)
+
+    def _probe_loop(self, name: str) -> None:
+        """Start a probe on route ``name`` every ``interval_s`` while this node owns it, each in its
+        own thread: a lost probe's wait (``timeout_s``) delays neither this route's next probes nor
+        another route's (at most :meth:`probes_in_flight` at once)."""
         routes = [r.name for r in self.cfg.probe.routes]
-        due: dict[str, float] = {r: 0.0 for r in routes}
-        while not self.stop_event.is_set():
-            now = time.monotonic()
-            for name in self.fleet.my_routes(routes):
-                if self.stop_event.is_set() or now < due[name]:
-                    continue
-                due[name] = now + self.cfg.probe.interval_s
-                self.probe_once(name)
-            self.stop_event.wait(min(1.0, self.cfg.fleet.heartbeat_s / 2))
+        limit = self.probes_in_flight(name)
+        due = 0.0
+        running: list[threading.Thread] = []
+        try:
+            while not self.stop_event.is_set():
+                running = [t for t in running if t.is_alive()]
+                now = time.monotonic()
+                ready = len(running) < limit and name in self.fleet.my_routes(routes)
+                if ready and now >= due:
+                    due = now + self.cfg.probe.interval_s
+                    t = threading.Thread(target=self.probe_once, args=(name,), name=f"probe.{name}", daemon=True)
+                    t.start()
+                    running.append(t)
+                pause = min(1.0, self.cfg.fleet.heartbeat_s / 2)
+                self.stop_event.wait(min(pause, due - time.monotonic()) if ready else pause)
+        finally:
+            for t in running:
+                t.join(timeout=5)   # a probe in flight gives up at once when the node stops
 
     def probe_once(self, route: str) -> list[ProbeEvent]:
         """Run one probe on ``route`` and emit its events (a failure is reported, never raised)."""
@@ -389,7 +412,8 @@ class Node:
         self.sink.start()
         targets: list[tuple[str, Callable[[], None]]] = [("heartbeat", self._heartbeat_loop)]
         if self.cfg.probe.enabled and self.cfg.probe.routes:
-            targets.append(("prober", self._probe_loop))
+            targets += [(f"prober.{r.name}", functools.partial(self._probe_loop, r.name))
+                        for r in self.cfg.probe.routes]
         pf = self.cfg.postfix
         if pf.queue_poll_s > 0 and (pf.log or pf.config_dir):
             targets.append(("postqueue", self._queue_loop))

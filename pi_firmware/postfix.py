@@ -27,6 +27,14 @@ Event ids (see :mod:`mailpulse.pi_firmware.events`) hash the whole line (without
 occurrence counter that tells byte-identical lines under one timestamp apart; the counters are part
 of the saved state (:meth:`PostfixParser.occurrence_state`, :meth:`PostfixParser.save_state`).
 
+**Whose deferral.**  When Postfix made no connection it logs ``relay=none``: a refused or timed-out
+connection (``... (connect to host[ip]:port: Connection refused)``), or a destination it marked dead
+after earlier failures (``... (delivery temporarily suspended: TLS is required, but was not offered
+by host 127.0.0.1[127.0.0.1])``, no port).  Such a deferral belongs to the relay Postfix was trying
+to reach, not to this host: its ``relay`` is the ``host[ip]:port`` its text names with a port, else
+the last relay a delivery to the recipient's domain went to (at most :data:`MAX_DOMAINS` domains
+remembered), else ``none`` as logged.
+
 Memory is bounded: a queue id is forgotten on ``removed``, when it is older than ``max_age_s``
 (by log time) and when more than ``max_queue_ids`` are held (the oldest first).
 
@@ -83,6 +91,10 @@ STATUSES = frozenset(("sent", "deferred", "bounced", "deliverable", "undeliverab
 
 #: Unparsed lines kept as examples (with the reason) in :class:`Counters`.
 MAX_EXAMPLES = 5
+#: Recipient domains whose last relay is remembered (for ``relay=none`` deferrals; the oldest forgotten first).
+MAX_DOMAINS = 4096
+#: The next hop a ``relay=none`` deferral names, with its port: ``connect to host[ip]:port:``.
+_CONNECT_TO = re.compile(r"connect to (?P<hop>[^\s\[\]:]*\[[^\]\s]+\]:\d{1,5})")
 
 #: A delivery agent's status line (after the queue id).
 DELIVERY_RE = re.compile(
@@ -176,6 +188,8 @@ class PostfixParser:
         # occurrences of each delivery/expiry line text under the current timestamp (event ids)
         self._occ_stamp = ""
         self._occ: dict[str, int] = {}
+        #: recipient domain -> the relay (``host[ip]:port``) its last delivery attempt reached
+        self.domain_relay: dict[str, str] = {}
 
     # -- occurrences (event ids) --------------------------------------------------------------
     def _occurrence(self, stamp: str, text: str) -> int:
@@ -396,6 +410,17 @@ class PostfixParser:
         except ValueError:
             self._unparsed("a delivery line whose delay= or delays= is not a number", line)
             return None
+        if relay == "none":
+            if status == "deferred":
+                relay = self._relay_of_deferral(line, to)
+        elif "[" in relay and agent in ("smtp", "lmtp"):
+            dom = to[to.rfind("@") + 1:].lower()
+            dr = self.domain_relay
+            if dr.get(dom) != relay:
+                dr.pop(dom, None)
+                if len(dr) >= MAX_DOMAINS:
+                    del dr[next(iter(dr))]
+                dr[dom] = relay
         ts = self.timestamp(stamp)
         e = self.queue.get(qid)
         text = line.rstrip("\r\n")
@@ -420,6 +445,13 @@ class PostfixParser:
         c.events += 1
         c.used += 1
         return ev
+
+    def _relay_of_deferral(self, line: str, to: str) -> str:
+        """The relay a ``relay=none`` deferral was for (see the module docstring: whose deferral)."""
+        m = _CONNECT_TO.search(line)
+        if m is not None:
+            return m.group("hop")
+        return self.domain_relay.get(to[to.rfind("@") + 1:].lower(), "none")
 
     def _qmgr_from(self, line: str, pos: int, stamp: str, host: str, qid: str) -> list[DeliveryEvent] | None:
         c = self.counters

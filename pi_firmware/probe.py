@@ -202,14 +202,19 @@ class Prober:
         self.wait_mode: dict[str, str] = {}
         #: per route, the relays (``from``/``by``) the last probe that arrived went through
         self.last_path: dict[str, list[dict[str, Any]]] = {}
+        #: probes sent and still awaited (probe id -> route): routes run concurrently, each in its own
+        #: thread, and may share a mailbox; a probe another route awaits is left to that route
+        self.inflight: dict[str, str] = {}
+        self._lock = threading.RLock()
         self._load()
 
     @property
     def content(self) -> ProbeContent:
-        if self._content is None:
-            s = self.settings
-            self._content = cached_content(self.cache_dir, s.image_format, s.image_quality, s.attachment_bytes)
-        return self._content
+        with self._lock:
+            if self._content is None:
+                s = self.settings
+                self._content = cached_content(self.cache_dir, s.image_format, s.image_quality, s.attachment_bytes)
+            return self._content
 
     def _load(self) -> None:
         if self.state_file is None or not self.state_file.exists():
@@ -220,12 +225,17 @@ class Prober:
         except (OSError, ValueError, TypeError):
             self.lost = {}
 
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
+
     def _save(self) -> None:
         if self.state_file is None:
             return
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"lost": {k: asdict(v) for k, v in self.lost.items()}}))
-        tmp.replace(self.state_file)
+        with self._lock:
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"lost": {k: asdict(v) for k, v in self.lost.items()}}))
+            tmp.replace(self.state_file)
 
     def route(self, name: str) -> ProbeRoute:
         for r in self.settings.routes:
@@ -310,65 +320,80 @@ class Prober:
     def run(self, route_name: str, stop: threading.Event | None = None) -> list[ProbeEvent]:
         """Send one probe on a route and wait for it; return its event, plus ``late`` events for
         earlier lost probes that turned up meanwhile.  If ``stop`` is set while waiting, the probe
-        is reported lost (a later arrival will be recognised as late)."""
+        is reported lost (a later arrival will be recognised as late).
+
+        Thread-safe: the node runs each route in its own thread, so one route's wait (up to its
+        ``timeout_s`` for a lost probe) never delays another route's probes."""
         route = self.route(route_name)
         content = self.content
         probe_id = uuid.uuid4().hex
-        out: list[ProbeEvent] = []
         seen: set[str] = set()
-        with self._imap(route) as im:
-            # earlier probes still in the mailbox (late ones, or strays from before a restart)
-            out += self._collect(im, route, content, None, seen)
-            sent_ms = int(time.time() * 1000)
-            data = compose(content, probe_id, self.node, route, sent_ms)
-            self.counts["sent"] += 1
+        try:
+            with self._imap(route) as im:
+                return self._run(im, route, content, probe_id, seen, stop)
+        finally:
+            with self._lock:
+                self.inflight.pop(probe_id, None)
+
+    def _run(self, im: imaplib.IMAP4, route: ProbeRoute, content: ProbeContent, probe_id: str, seen: set[str],
+             stop: threading.Event | None) -> list[ProbeEvent]:
+        out: list[ProbeEvent] = []
+        # earlier probes still in the mailbox (late ones, or strays from before a restart)
+        out += self._collect(im, route, content, None, seen)
+        sent_ms = int(time.time() * 1000)
+        data = compose(content, probe_id, self.node, route, sent_ms)
+        with self._lock:
+            self.inflight[probe_id] = route.name
+        self._count("sent")
+        try:
+            self._send(route, data)
+        except (OSError, smtplib.SMTPException) as e:
+            ev = self._event(route, probe_id, "lost", sent_ms, size=len(data))
+            ev.error = f"SMTP to {route.smtp_host}:{route.smtp_port} failed: {e}"
+            self._mark_lost(ev)
+            return [*out, ev]
+        deadline = time.monotonic() + route.timeout_s
+        notified: float | None = None
+        broken: str | None = None
+        while True:
             try:
-                self._send(route, data)
-            except (OSError, smtplib.SMTPException) as e:
-                ev = self._event(route, probe_id, "lost", sent_ms, size=len(data))
-                ev.error = f"SMTP to {route.smtp_host}:{route.smtp_port} failed: {e}"
-                self._mark_lost(ev)
-                return [*out, ev]
-            deadline = time.monotonic() + route.timeout_s
-            notified: float | None = None
-            broken: str | None = None
-            while True:
+                got = self._collect(im, route, content, probe_id, seen, notified)
+            except (OSError, imaplib.IMAP4.error) as e:   # the connection broke while waiting
+                broken = f"IMAP {route.imap_host}:{route.imap_port} failed while waiting: {e}"
+                break
+            mine = [e for e in got if e.probe_id == probe_id]
+            out += got
+            if mine or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                break
+            notified = None
+            if self.wait_mode[route.name] == "idle":
                 try:
-                    got = self._collect(im, route, content, probe_id, seen, notified)
-                except (OSError, imaplib.IMAP4.error) as e:   # the connection broke while waiting
-                    broken = f"IMAP {route.imap_host}:{route.imap_port} failed while waiting: {e}"
+                    notified = idle_wait(im, deadline - time.monotonic(), stop)
+                except (OSError, imaplib.IMAP4.error) as e:
+                    broken = f"IMAP {route.imap_host}:{route.imap_port} failed while idling: {e}"
                     break
-                mine = [e for e in got if e.probe_id == probe_id]
-                out += got
-                if mine or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
-                    break
-                notified = None
-                if self.wait_mode[route.name] == "idle":
-                    try:
-                        notified = idle_wait(im, deadline - time.monotonic(), stop)
-                    except (OSError, imaplib.IMAP4.error) as e:
-                        broken = f"IMAP {route.imap_host}:{route.imap_port} failed while idling: {e}"
-                        break
-                    if notified == REFUSED:
-                        self.wait_mode[route.name], notified = "poll", None
-                else:
-                    time.sleep(route.poll_interval_s)
-            if not any(e.probe_id == probe_id for e in out):
-                ev = self._event(route, probe_id, "lost", sent_ms, size=len(data))
-                ev.error = broken or (f"not arrived within {route.timeout_s:g} s" if stop is None or not stop.is_set()
-                                      else "the node stopped before the probe came back")
-                # accepted by the route's first relay, never read back: it was lost somewhere on the path the
-                # route's mail took last time - the hops of that path (no delays), marked as assumed, let the
-                # collector's correlation charge the loss to those relays instead of to this node
-                ev.hops = [dict(h) for h in self.last_path.get(route.name, [])]
-                self._mark_lost(ev)
-                out.append(ev)
+                if notified == REFUSED:
+                    self.wait_mode[route.name], notified = "poll", None
+            else:
+                time.sleep(route.poll_interval_s)
+        if not any(e.probe_id == probe_id for e in out):
+            ev = self._event(route, probe_id, "lost", sent_ms, size=len(data))
+            ev.error = broken or (f"not arrived within {route.timeout_s:g} s" if stop is None or not stop.is_set()
+                                  else "the node stopped before the probe came back")
+            # accepted by the route's first relay, never read back: it was lost somewhere on the path the
+            # route's mail took last time - the hops of that path (no delays), marked as assumed, let the
+            # collector's correlation charge the loss to those relays instead of to this node
+            ev.hops = [dict(h) for h in self.last_path.get(route.name, [])]
+            self._mark_lost(ev)
+            out.append(ev)
         return out
 
     def _mark_lost(self, ev: ProbeEvent) -> None:
-        self.counts["lost"] += 1
-        self.lost[ev.probe_id] = _Lost(ev.route, ev.sent_ms, ev.id)
-        self._save()
+        with self._lock:
+            self.counts["lost"] += 1
+            self.inflight.pop(ev.probe_id, None)
+            self.lost[ev.probe_id] = _Lost(ev.route, ev.sent_ms, ev.id)
+            self._save()
 
     def _event(self, route: ProbeRoute, probe_id: str, outcome: str, sent_ms: int, size: int = 0) -> ProbeEvent:
         idle = self.wait_mode.get(route.name) == "idle"
@@ -399,26 +424,34 @@ class Prober:
                 sent_ms = int((hdr.get(H_SENT) or "").strip())
             except ValueError:
                 sent_ms = 0
+            of = route
+            with self._lock:
+                awaited = pid != current and pid in self.inflight
+                lost = self.lost.pop(pid, None) if pid != current and not awaited else None
+                if lost is not None:
+                    self.counts["lost"] -= 1
+                    self._save()
             if pid == current:
                 outcome = None
                 supersedes = None
-            elif pid in self.lost:
+            elif awaited:
+                continue           # another route's probe, in a shared mailbox: that route fetches it
+            elif lost is not None:
                 outcome = "late"
-                supersedes = self.lost.pop(pid).event_id
-                self.counts["lost"] -= 1
-                self._save()
+                supersedes = lost.event_id
+                of = next((r for r in self.settings.routes if r.name == lost.route), route)
             else:
                 # a probe of ours with no record (sent before a restart lost the state, or a duplicate)
-                self.counts["stray"] += 1
+                self._count("stray")
                 delete.append(uid)
                 continue
             try:
-                ev = self._measure(route, content, pid, sent_ms, arrived_ms, arrived_precise, data, outcome)
+                ev = self._measure(of, content, pid, sent_ms, arrived_ms, arrived_precise, data, outcome)
             except Exception as e:   # one hostile or broken arrival must not stop the prober
                 reason = f"the arrived probe could not be analysed: {describe(e)}"
                 self.quarantine.record(self.name, pid, reason, data[:1024])
-                self.counts["damaged"] += 1
-                ev = self._event(route, pid, "damaged", sent_ms, size=len(data))
+                self._count("damaged")
+                ev = self._event(of, pid, "damaged", sent_ms, size=len(data))
                 ev.arrived_ms = arrived_ms
                 ev.error = reason
             ev.supersedes = supersedes
@@ -432,7 +465,7 @@ class Prober:
         integ, head = analyse(data, content)
         if outcome is None:
             outcome = "ok" if integ.intact else "damaged"
-        self.counts[outcome] += 1
+        self._count(outcome)
         ev = self._event(route, probe_id, outcome, sent_ms, size=len(data))
         ev.arrived_ms = arrived_ms
         ev.latency_ms = round(arrived_precise - sent_ms, 1)
@@ -440,6 +473,7 @@ class Prober:
         ev.integrity = integ.to_json()
         ev.hops = hops_of(head, route)
         if ev.hops:
-            self.last_path[route.name] = [{"from": h.get("from"), "by": h.get("by"), "assumed": True}
+            with self._lock:
+                self.last_path[route.name] = [{"from": h.get("from"), "by": h.get("by"), "assumed": True}
                                           for h in ev.hops]
         return ev

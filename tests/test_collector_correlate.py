@@ -227,3 +227,69 @@ def test_interval_misses_name_the_route_above_its_interval() -> None:
     _, plain = correlate_archive(evs, s)
     opened = next(x.incident for x in plain if x.kind == "opened")
     assert opened["root_cause"] == "10.0.0.1:2525" and opened["evidence"]["interval_misses"] == []
+
+
+# bench-sized settings: 2 s buckets, 20 s window
+PROBE_FAST = CorrelateSettings(bucket_s=2.0, window_s=20.0, history_s=60.0, eval_interval_s=1.0, min_anomalies=3,
+                               floor_rate=0.04, open_after_s=2.0, resolve_after=5)
+
+
+def _probe_lab(fail: str | None, every: int = 2, until: float = 1e9) -> list[dict]:
+    """Two probe routes (a through relay-a, b through relay-b, both into one mx, a probe every 3 s each)
+    among busy deliveries; from 120 s on every ``every``-th probe of route b fails with ``fail``
+    (``lost``: no hops but its route's last path, as the prober reports it), never flagged by the model."""
+    rng = random.Random(3)
+    out: list[dict] = []
+    t0 = 1_700_000_000.0
+    n = nb = 0
+    for i in range(1200):                       # 240 s, an event every 0.2 s
+        t = t0 + i * 0.2
+        relay = ("relay-a", "relay-b")[i % 2]
+        out.append({"id": f"d{i}", "site": "lab", "node": "edge", "kind": "delivery", "t": t, "received": t,
+                    "anomaly": rng.random() < 0.03, "fields": {"host": "edge", "delay": 0.3, "relay": relay}})
+        if i % 15 == 0:                          # every 3 s: one probe per route
+            for route in ("a", "b"):
+                n += 1
+                nb += route == "b"
+                hops: list[dict[str, object]] = [{"from": "node", "by": "edge"},
+                                                 {"from": "edge", "by": f"relay-{route}"},
+                                                 {"from": f"relay-{route}", "by": "mx"}]
+                outcome = "ok"
+                if route == "b" and fail and 120 <= t - t0 < until and nb % every == 0:
+                    outcome = fail
+                    if fail == "lost":
+                        hops = [{**h, "assumed": True} for h in hops]
+                out.append({"id": f"p{n}", "site": "lab", "node": "prober", "kind": "probe", "t": t, "received": t,
+                            "anomaly": False, "fields": {"route": route, "outcome": outcome, "hops": hops,
+                                                         "latency_ms": 900.0}})
+    return out
+
+
+@pytest.mark.parametrize(("fail", "every"), [("lost", 2), ("damaged", 1)])
+def test_failed_probes_name_their_routes_relay(fail: str, every: int) -> None:
+    """Lost (half) or damaged (all) probes of one route, which the model does not flag: the probe
+    failure test names the relay where that route parts from the healthy one, within 30 s."""
+    _, changes = correlate_archive(_probe_lab(fail, every), PROBE_FAST)
+    opened = [x.incident for x in changes if x.kind == "opened"]
+    assert [i["root_cause"] for i in opened] == ["mx > relay-b"]
+    assert opened[0]["opened"] - (1_700_000_000.0 + 120) <= 30.0
+    ev = opened[0]["evidence"]
+    assert ev[f"probes_{fail}"] >= 3 and ev["probes"] >= ev[f"probes_{fail}"]
+    assert opened[0]["affected_routes"] == ["b"] and opened[0]["severity"] in ("major", "critical")
+
+
+def test_a_stray_lost_probe_opens_nothing_and_failures_resolve() -> None:
+    _, stray = correlate_archive(_probe_lab("lost", every=1, until=121), PROBE_FAST)
+    assert [x for x in stray if x.kind == "opened"] == []
+    _, ch = correlate_archive(_probe_lab("damaged", every=1, until=170), PROBE_FAST)
+    assert [(x.kind, x.incident["root_cause"]) for x in ch if x.kind != "severity"] == [
+        ("opened", "mx > relay-b"), ("resolved", "mx > relay-b")]
+
+
+def test_a_probe_with_a_broken_outcome_is_no_probe() -> None:
+    c = Correlator(PROBE_FAST)
+    bad_outcomes: list[object] = [[], {"x": 1}, None, 3]
+    for bad in bad_outcomes:
+        c.observe({"id": "p", "kind": "probe", "node": "n", "t": 1.0, "received": 1.0,
+                   "fields": {"outcome": bad, "hops": [{"from": "a", "by": "b"}]}})
+    assert c.observed == 4 and c.window(("*",)).probes == 0

@@ -23,7 +23,7 @@ from mailpulse.pi_firmware.headers import HeaderBlock
 from mailpulse.pi_firmware.mime import MimeLimits
 from mailpulse.pi_firmware.node import Node, PostfixLogSource
 from mailpulse.pi_firmware.postfix import PostfixParser
-from mailpulse.pi_firmware.probe import Prober, ProbeRoute, ProbeSettings
+from mailpulse.pi_firmware.probe import ProbeEvent, Prober, ProbeRoute, ProbeSettings
 from mailpulse.pi_firmware.probemail import Integrity, ProbeContent, probe_content
 from mailpulse.pi_firmware.quarantine import Quarantine
 from prometheus_client.parser import text_string_to_metric_families
@@ -181,3 +181,39 @@ def test_the_replay_publishes_from_a_second_process_only_when_a_core_is_free(tmp
             assert isinstance(pub, kind), (cores, load)
         finally:
             pub.close(0.5)
+
+
+def test_each_probe_route_has_its_own_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe waiting out its time-out holds up neither the other route's probes nor its own route's
+    next ones (up to the route's limit of probes in flight)."""
+    routes = [{"name": n, "smtp_host": "127.0.0.1", "smtp_port": _free_port(), "mail_from": "p@n1.test",
+               "rcpt_to": f"{n}@{n}.test", "imap_host": "127.0.0.1", "imap_port": _free_port(),
+               "imap_username": n, "imap_password_env": "MAILPULSE_TEST_IMAP", "timeout_s": 60.0}
+              for n in ("stuck", "free")]
+    monkeypatch.setenv("MAILPULSE_TEST_IMAP", "x")
+    cfg, errors = validate_node({
+        "node": {"id": "n1", "site": "lab", "state_dir": str(tmp_path / "state")},
+        "mqtt": {"host": "127.0.0.1", "port": _free_port(), "username": "n1", "tls": False},
+        "fleet": {"heartbeat_s": 1.0}, "probe": {"enabled": True, "interval_s": 0.05, "routes": routes},
+    }, SecretSource({"mqtt_password": "x"}), local=True)
+    assert cfg is not None, errors
+    node = Node(cfg, sources=[])
+    calls: list[str] = []
+
+    def run(route: str, stop: threading.Event | None = None) -> list[ProbeEvent]:
+        calls.append(route)
+        if route == "stuck":           # its probe never comes back: it waits until the node stops
+            assert stop is not None
+            stop.wait()
+        return []
+
+    monkeypatch.setattr(node.prober, "run", run)
+    node.start()
+    try:
+        # the stuck route's next probes start anyway, up to its limit of probes in flight
+        limit = node.probes_in_flight("stuck")
+        assert limit == 8 and node.probes_in_flight("free") == 8
+        assert _wait(lambda: calls.count("free") >= 12 and calls.count("stuck") == limit), calls
+        assert calls.count("stuck") == limit, calls
+    finally:
+        node.stop()

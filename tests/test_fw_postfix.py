@@ -243,3 +243,24 @@ def test_a_used_line_without_a_queue_id_is_unparsed_not_an_event() -> None:
     events, c = parse_lines(log, "n1", year=2026)
     assert events == [] and c.unparsed == 1
     assert [reason for reason, _ in c.examples] == ["a to=/from=/message-id= line without a queue id"]
+
+
+def test_a_deferral_without_a_connection_belongs_to_the_relay_postfix_was_trying() -> None:
+    """``relay=none`` deferrals: the relay their text names with a port, else the recipient domain's
+    last relay (a destination Postfix marked dead after failed TLS names no port), else ``none``."""
+    pre = "Nov 26 10:00:0{} edge postfix/smtp[7]: 4D1AB{}: to=<{}>, relay={}, delay=0.2, delays=0.1/0/0.1/0, "
+    log = [
+        pre.format(0, 0, "x@b.test", "127.0.0.1[127.0.0.1]:2526")
+        + "dsn=4.7.4, status=deferred (TLS is required, but was not offered by host 127.0.0.1[127.0.0.1])",
+        pre.format(1, 1, "y@B.test", "none")
+        + "dsn=4.7.4, status=deferred (delivery temporarily suspended: TLS is required, but was not offered by "
+          "host 127.0.0.1[127.0.0.1])",
+        pre.format(2, 2, "z@c.test", "none")
+        + "dsn=4.4.1, status=deferred (connect to 127.0.0.1[127.0.0.1]:2527: Connection refused)",
+        pre.format(3, 3, "w@d.test", "none") + "dsn=4.4.1, status=deferred (connect to d.test: timed out)",
+        pre.format(4, 4, "v@b.test", "none") + "dsn=5.0.0, status=bounced (Host or domain name not found)",
+    ]
+    evs, c = parse_lines(log, "n1", year=2026)
+    assert [e.relay for e in evs] == ["127.0.0.1[127.0.0.1]:2526", "127.0.0.1[127.0.0.1]:2526",
+                                      "127.0.0.1[127.0.0.1]:2527", "none", "none"]
+    assert c.unparsed == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mailpulse.pi_firmware.imapwait import idle_wait
 from mailpulse.pi_firmware.postfix import parse_lines
-from mailpulse.pi_firmware.probe import ProbeError, Prober, ProbeRoute, ProbeSettings
+from mailpulse.pi_firmware.probe import ProbeError, ProbeEvent, Prober, ProbeRoute, ProbeSettings
 from mailpulse.pi_firmware.probemail import HEIGHT, WIDTH
 from server_fixtures import MailLab
 
@@ -310,3 +310,33 @@ def test_imap_gone_while_idling_reports_the_probe_lost_then_late(mail_lab: MailL
     assert c.edge.wait_queue_empty(15)
     by = {e.outcome: e for e in prober.run("main")}
     assert set(by) == {"late", "ok"} and by["late"].supersedes == lost.id
+
+
+def test_routes_probe_concurrently_and_share_a_mailbox(mail_lab: MailLab) -> None:
+    """One route's lost probe waits out its time-out in its own thread while another route, reading
+    the same mailbox, keeps probing: its probes arrive intact and none is taken for a stray."""
+    ok = route(mail_lab, name="direct")
+    # accepted by the edge but delivered to another mailbox than the one the route reads: never arrives
+    gone = ok.model_copy(update={"name": "gone", "rcpt_to": mail_lab.chain.mailboxes["lossy"].address,
+                                 "timeout_s": 120.0})
+    prober = Prober("node-k", ProbeSettings(routes=[ok, gone]))
+    stop = threading.Event()
+    waiting: list[list[ProbeEvent]] = []
+    t = threading.Thread(target=lambda: waiting.append(prober.run("gone", stop=stop)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "gone" not in prober.inflight.values() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "gone" in prober.inflight.values()
+        runs = [prober.run("direct") for _ in range(3)]
+        assert t.is_alive()                       # still waiting for its probe, 120 s time-out
+    finally:
+        stop.set()
+        t.join(30)
+    assert [[e.outcome for e in r] for r in runs] == [["ok"]] * 3, [[e.fields() for e in r] for r in runs]
+    assert all(e.route == "direct" and e.latency_ms is not None for r in runs for e in r)
+    [[lost]] = waiting
+    assert lost.outcome == "lost" and lost.route == "gone" and "stopped" in (lost.error or "")
+    assert prober.counts["stray"] == 0 and prober.counts["ok"] == 3 and prober.counts["sent"] == 4
+    assert not prober.inflight and list(prober.lost) == [lost.probe_id]

@@ -107,6 +107,10 @@ class CorrelateSettings(Section):
                                               "effect size).")
     floor_rate: float = Field(0.02, gt=0, lt=1, description="Floor of the baseline anomaly rate (a quiet "
                                                             "history is not infinitely sensitive).")
+    probe_floor_rate: float = Field(0.02, gt=0, lt=1, description="Floor of the baseline rate of failed probes "
+                                                                  "(lost or damaged) in the probe failure test.")
+    min_probe_failures: int = Field(3, ge=1, description="Fewest failed probes (lost or damaged) in the window of a "
+                                                         "suspect of the probe failure test.")
     explain_frac: float = Field(0.6, gt=0, le=1, description="Share of a node's window anomalies its suspects must "
                                                              "hold for the walk to descend into them.")
     resolve_after: int = Field(3, ge=1, description="Quiet evaluations before an incident resolves.")

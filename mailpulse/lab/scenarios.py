@@ -61,7 +61,15 @@ from mailpulse.config.node import load_config
 from mailpulse.datasets import Dataset
 from mailpulse.features import SCHEMA_VERSION
 from mailpulse.hdl.params import get_params
-from mailpulse.lab.demo import SITE, CollectorPart, Console, LiveView, _node_toml, send_ordinary
+from mailpulse.lab.demo import (
+    SITE,
+    CollectorPart,
+    Console,
+    LiveView,
+    _node_toml,
+    oversample_probes,
+    send_ordinary,
+)
 from mailpulse.lab.relays import MangleRelay
 from mailpulse.lab.servers import CertificateAuthority, Dovecot, Mailbox, MailChain, Mosquitto, missing_tools
 from mailpulse.pi_firmware.node import build_node
@@ -70,13 +78,14 @@ __all__ = ["Plan", "Result", "Scenario", "run_bench"]
 
 #: target false-alarm rate of the nodes' model, on its training set (probes oversampled, see below)
 FALSE_ALARM_RATE = 0.02
-#: share of probe rows in the model's training set (see :meth:`Lab.warm_up`).  Chosen on one recorded
-#: run (its warm-up retrained offline, its later events scored): at 0 / 0.08 / 0.2 / 0.3 / 0.4 the
-#: share of ordinary probes flagged was 69 / 47 / 13 / 3 / 3 %, of slow deliveries 9 / 47 / 72 / 100 /
-#: 100 %, of damaged probes 100 / 100 / 100 / 0-56 / 100 %, of ordinary deliveries 0 / 0 / 0.6 / 3 / 3 %.
-PROBE_SHARE = 0.4
 #: baseline floor of the correlation: the model flags about 3 % of ordinary deliveries (above)
 FLOOR_RATE = 0.04
+#: a probe not read back within this is lost (ordinary probes take about 0.7 s; a lost probe is known this long
+#: after it was sent, so with a probe every 2 s a relay losing half of them has 3 lost probes known ~20 s in)
+PROBE_TIMEOUT_S = 5.0
+#: baseline floor of the probe failure test: an ordinary probe is neither lost nor damaged, so 3 failed of
+#: the 10-20 probes through a relay in the 20 s window stand out (z >= 3) even at the mx, where both routes meet
+PROBE_FLOOR_RATE = 0.01
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,7 @@ class Plan:
     recovery_s: float = 25.0
     base_rate: float = 3.0           # messages per second at the day's mean
     history_s: float = 60.0
-    probe_interval_s: float = 3.0
+    probe_interval_s: float = 2.0
 
     @classmethod
     def full(cls) -> Plan:
@@ -213,7 +222,8 @@ class Lab:
         if not self.view.connected.wait(10):
             raise RuntimeError("the bench's MQTT subscriber could not connect to Mosquitto")
         correlate = {"bucket_s": 2.0, "window_s": 20.0, "history_s": plan.history_s, "eval_interval_s": 1.0,
-                     "min_anomalies": 3, "resolve_after": 5, "floor_rate": FLOOR_RATE, "open_after_s": 2.0}
+                     "min_anomalies": 3, "resolve_after": 5, "floor_rate": FLOOR_RATE, "open_after_s": 2.0,
+                     "probe_floor_rate": PROBE_FLOOR_RATE}
         self.coll = CollectorPart(con, work, self.broker.deployment, chain.smtp, boxes["ops"].address, self.stop,
                                   self.names, correlate=correlate, alerts=False)
         stack.callback(self.coll.join)
@@ -226,7 +236,8 @@ class Lab:
                 probes.append({"name": box.user, "smtp_host": "127.0.0.1", "smtp_port": chain.edge.port,
                                "mail_from": f"probe@{n}.mailpulse.test", "rcpt_to": box.address,
                                "imap_host": "127.0.0.1", "imap_port": chain.imap.port, "imap_username": box.user,
-                               "imap_password_env": f"MAILPULSE_BENCH_IMAP_{box.user.upper()}", "timeout_s": 8.0,
+                               "imap_password_env": f"MAILPULSE_BENCH_IMAP_{box.user.upper()}",
+                               "timeout_s": PROBE_TIMEOUT_S,
                                "poll_interval_s": 0.05, "maillogs": [str(chain.edge.maillog), str(mx.maillog)]})
             log = chain.edge.maillog if i == 0 else mx.maillog
             cfg_path = work / n / "node.toml"
@@ -255,14 +266,8 @@ class Lab:
         with self.view.lock:
             x = np.array(self.view.xs, dtype=np.float64)
             probe = np.array([k == "probe" for k in self.view.kinds[: len(x)]], dtype=bool)
-        # A probe is one event every few seconds per route against dozens of deliveries: in a short
-        # warm-up they are the rarest events, so a 4 % false-alarm threshold lands below all of them and
-        # every ordinary probe is flagged (a lost or damaged one then changes nothing).  Their rows are
-        # repeated until they are PROBE_SHARE of the training set: the probes' normal is learnt too.
-        if probe.any():
-            reps = max(1, math.ceil(PROBE_SHARE * len(x) / ((1 - PROBE_SHARE) * probe.sum())))
-            x = np.concatenate([x, *([x[probe]] * (reps - 1))])
-        res = train(Dataset(x, None, "bench warm-up", "-"), get_params("full"), seed=0,
+        # probes are the warm-up's rarest events: repeated to demo.PROBE_SHARE of the training set
+        res = train(Dataset(oversample_probes(x, probe), None, "bench warm-up", "-"), get_params("full"), seed=0,
                     false_alarm_rate=FALSE_ALARM_RATE, feature_schema=str(SCHEMA_VERSION))
         before = {n.node_id: n.model.version for n in self.nodes}
         self.view.publish_model(T.model_topic(SITE), res.model.to_bytes())
