@@ -31,6 +31,7 @@ from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In, Out
 
 from . import lane
+from .beats import LATENCY_FIELD_BITS, ROUTE_FIELD_BITS
 from .control import CommitState, ControlSignature
 from .dsp import DSPProjections
 from .lane import stage_reg, sync
@@ -50,21 +51,26 @@ __all__ = [
 
 def SampleLayout(params: CoreParams) -> data.StructLayout:
     """Payload of the sample stream: D signed features (flat, feature d at bits 16d..16d+15), tag,
-    and the ``tlast`` flag that travels with the sample."""
+    with routes (R > 0) the route id and the Q8.8 log2 latency, and the ``tlast`` flag that
+    travels with the sample."""
+    routes = {"route": unsigned(ROUTE_FIELD_BITS), "latency": unsigned(LATENCY_FIELD_BITS)} if params.r else {}
     return data.StructLayout({
         "features": unsigned(params.in_bits * params.d),
         "tag": unsigned(params.tag_bits),
+        **routes,
         "last": unsigned(1),
     })
 
 
 def ResultLayout(params: CoreParams) -> data.StructLayout:
-    """Payload of the result stream."""
+    """Payload of the result stream (with routes: the interval flags ``below``/``above``)."""
+    flags = {"below": unsigned(1), "above": unsigned(1)} if params.r else {}
     return data.StructLayout({
         "score": unsigned(params.score_bits),
         "tag": unsigned(params.tag_bits),
         "argmax": unsigned(8),
         "anomaly": unsigned(1),
+        **flags,
         "last": unsigned(1),
     })
 
