@@ -165,6 +165,10 @@ class AdaptiveThreshold:
         self.step_exp = Signal(4, name="adapt_step_exp")
         self.t_min = Signal(32, name="adapt_t_min")
         self.t_max = Signal(32, init=self.regmap["T_MAX"].reset, name="adapt_t_max")
+        #: With routes (R > 0): the active ``ADAPT.ROUTES``/``BETA_EXP``/``ROUTE_STEP_EXP``.
+        self.route_enable = Signal(name="route_enable")
+        self.beta_exp = Signal(4, name="route_beta_exp")
+        self.route_step_exp = Signal(4, name="route_step_exp")
 
     def load(self, ctrl: Any) -> list[Any]:
         """Statements that copy the shadow configuration from the front end (at a commit)."""
@@ -175,8 +179,10 @@ class AdaptiveThreshold:
             f = reg.field(name)
             return a[f.lsb:f.lsb + f.width]
 
+        routes = [self.route_enable.eq(fld("ROUTES")), self.beta_exp.eq(fld("BETA_EXP")),
+                  self.route_step_exp.eq(fld("ROUTE_STEP_EXP"))] if self.regmap.params.r else []
         return [self.enable.eq(fld("ENABLE")), self.alpha_exp.eq(fld("ALPHA_EXP")), self.step_exp.eq(fld("STEP_EXP")),
-                self.t_min.eq(ctrl.shadow_t_min), self.t_max.eq(ctrl.shadow_t_max)]
+                self.t_min.eq(ctrl.shadow_t_min), self.t_max.eq(ctrl.shadow_t_max), *routes]
 
     def tracker(self, m: Module, thr: Signal, frac: Signal, flag: Any, *, pipelined: bool = False,
                 fast: bool = False) -> QuantileTracker:
@@ -211,7 +217,8 @@ class RouteIntervals(wiring.Component):
     ``rd_route``/``rd_side`` select ``rd_value`` (combinational).  ``beta_exp``/``step_exp``
     must hold still for three cycles before an event that depends on them.
 
-    Not yet connected to a core: the beats and the register map do not carry it yet.
+    Both cores instantiate it through :func:`mailpulse.hdl.control.route_intervals`, at the stage
+    where a result leaves (one event per result).
     """
 
     def __init__(self, routes: int, route_bits: int = 16, value_bits: int = 16) -> None:
