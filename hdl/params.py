@@ -6,7 +6,7 @@ machines that have no HDL toolchain.  Every width the core uses is derived here,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailpulse.errors import UserError
 
@@ -169,12 +169,17 @@ FORMAL_PARAMS = CoreParams("formal", d=2, k=2, b=4)
 
 
 def get_params(name: str) -> CoreParams:
-    """Look a parameter set up by name, with an error that lists the known ones."""
-    try:
+    """Look a parameter set up by name, with an error that lists the known ones.
+
+    ``<set>-r<R>`` names the set ``<set>`` with ``R`` routes (``small-r16``: the ``small`` core
+    with 16 route intervals), for verification and builds of a set with intervals."""
+    if name in PARAMETER_SETS:
         return PARAMETER_SETS[name]
-    except KeyError:
-        known = ", ".join(sorted(PARAMETER_SETS))
-        raise ValueError(f"unknown parameter set {name!r}; known sets: {known}") from None
+    base, sep, r = name.rpartition("-r")
+    if sep and base in PARAMETER_SETS and r.isdigit() and not PARAMETER_SETS[base].r:
+        return replace(PARAMETER_SETS[base], name=name, r=int(r))
+    known = ", ".join(sorted(PARAMETER_SETS))
+    raise ValueError(f"unknown parameter set {name!r}; known sets: {known} (<set>-r<R>: with R route intervals)")
 
 
 def params_or_error(name: str) -> CoreParams:
