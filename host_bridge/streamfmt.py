@@ -80,7 +80,7 @@ def check_events(params: CoreParams, n: int, routes: npt.ArrayLike | None = None
             raise ValueError(f"{n} samples but {a.shape[0]} {what}")
         if a.size and not np.issubdtype(a.dtype, np.integer) and (
                 not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)) or not np.all(np.mod(a, 1) == 0)):
-            raise ValueError(f"{what} must be integers (latencies: Q8.8 log2 of microseconds)")
+            raise ValueError(f"{what} must be integers" + (" (Q8.8 log2 of microseconds)" if v is latencies else ""))
         a = a.astype(np.int64)
         if a.size and (a.min() < 0 or a.max() > 0xFFFF):
             raise ValueError(f"{what} must be in 0..65535, not {int(a[(a < 0) | (a > 0xFFFF)][0])}")
