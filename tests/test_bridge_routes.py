@@ -6,6 +6,7 @@ with one sentence."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,7 +81,7 @@ def test_sim_backend_routes(top: str) -> None:
 
 def test_hostile_route_values_get_one_sentence() -> None:
     x = np.zeros((2, P.d), dtype=np.int64)
-    bad_batches = [
+    bad_batches: list[tuple[dict[str, list[Any]], str]] = [
         ({"routes": [0, -1]}, "route ids must be in 0..65535, not -1"),
         ({"routes": [0, 65536]}, "route ids must be in 0..65535, not 65536"),
         ({"latencies": [1.5, 2]}, "latencies must be integers"),
@@ -91,13 +92,14 @@ def test_hostile_route_values_get_one_sentence() -> None:
     with ModelScorer(P) as s:
         for kw, text in bad_batches:
             with pytest.raises(ValueError) as e:
-                s.score_batch(x, **kw)
+                s.score_batch(x, routes=kw.get("routes"), latencies=kw.get("latencies"))
             assert text in str(e.value) and "\n" not in str(e.value), (kw, str(e.value))
-        for args, text in (((4, 1), "route 4 is outside 0..3"), ((-1, 1), "route -1 is outside 0..3"),
-                           ((0, 1 << 24), "an integer in 0..16777215, not 16777216"),
-                           ((0, 2.5), "an integer in 0..16777215, not 2.5")):
+        seeds: list[tuple[int, Any, str]] = [(4, 1, "route 4 is outside 0..3"), (-1, 1, "route -1 is outside 0..3"),
+                                             (0, 1 << 24, "an integer in 0..16777215, not 16777216"),
+                                             (0, 2.5, "an integer in 0..16777215, not 2.5")]
+        for route, value, text in seeds:
             with pytest.raises(ValueError, match=re.escape(text)):
-                s.seed_route(args[0], lower=args[1])
+                s.seed_route(route, lower=value)
         with pytest.raises(ValueError, match=r"a latency is an integer in 0\.\.65535, not 70000"):
             s.score_event(x[0], 1, 0, 70000)
         with pytest.raises(ValueError, match=r"a route id is an integer in 0\.\.65535, not -3"):

@@ -237,6 +237,7 @@ def test_verify_route_intervals(core: str, capsys: pytest.CaptureFixture[str], m
     def flipped(params, case):
         r = real(params, case)
         if case.index == 1:
+            assert r.below is not None
             r.below[int(np.flatnonzero(r.below)[0])] ^= 1
         return r
 

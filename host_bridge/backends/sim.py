@@ -102,8 +102,9 @@ class SimScorer(RegisterScorer):
         if self.top == "spi":
             return self._score_chunk_by_push(x, tags, events)
         r = self.dev.stream(x, tags, routes=events[0], latencies=events[1])
-        return ScoreResult(*(np.asarray(getattr(r, f), dtype=np.int64)
-                             for f in ("score", "anomaly", "argmax", "tag")), below=r.below, above=r.above)
+        return ScoreResult(np.asarray(r.score, dtype=np.int64), np.asarray(r.anomaly, dtype=np.int64),
+                           np.asarray(r.argmax, dtype=np.int64), np.asarray(r.tag, dtype=np.int64),
+                           below=r.below, above=r.above)
 
     def _close(self) -> None:
         self.dev.close()
