@@ -160,7 +160,7 @@ class Scorer(abc.ABC):
                                above=z.copy() if with_events else None)
         out = ScoreResult(*(np.concatenate([getattr(p, f) for p in parts]).astype(np.int64)
                             for f in ("score", "anomaly", "argmax", "tag")))
-        if all(p.below is not None and p.above is not None for p in parts):
+        if with_events and all(p.below is not None and p.above is not None for p in parts):
             out.below = np.concatenate([np.asarray(p.below) for p in parts]).astype(np.int64)
             out.above = np.concatenate([np.asarray(p.above) for p in parts]).astype(np.int64)
         return out
