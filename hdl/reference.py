@@ -620,8 +620,11 @@ class EmulatedCore:
 
     # -- samples --------------------------------------------------------------------------
     def _push(self) -> None:
-        reg = self.regmap["ROUTE"] if self.params.r else None
-        events = (np.array([self.route & 0xFFFF]), np.array([self.route >> 16])) if reg else None
+        events = None
+        if self.params.r:   # the ROUTE register: ID and LATENCY
+            reg = self.regmap["ROUTE"]
+            events = (np.array([(self.route & reg.field("ID").mask) >> reg.field("ID").lsb]),
+                      np.array([(self.route & reg.field("LATENCY").mask) >> reg.field("LATENCY").lsb]))
         r = self._score(np.array([self.features], dtype=np.int64), np.array([self.tag]), events)
         self.result = r.row(0)
         if r.below is not None and r.above is not None:

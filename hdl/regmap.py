@@ -81,8 +81,12 @@ class Kind(Enum):
 
 #: Value of the ``ID`` register: ASCII "MPLS".
 CORE_ID = 0x4D504C53
-#: Version of the core and of this register map: (major, minor, patch).
-CORE_VERSION = (1, 2, 0)
+#: Version of the core and of this register map: (major, minor, patch).  Still 1.1.0 with the
+#: route intervals: a core without them (R = 0) has the same map (``PARAMS.ROUTES_LOG2`` reads 0),
+#: a host finds them by ``PARAMS``; and the constant is logic in the read multiplexer: 1.2.0 moved
+#: the UP5K ``small`` build to 44.6 MHz (45 needed) and the ECP5 stream-bench to 122.3 MHz (125)
+#: at their placer seeds, where 1.1.0 gives 47.9 and 127.3 MHz.
+CORE_VERSION = (1, 1, 0)
 #: Width of the byte address of the register window (64 KiB).
 ADDR_BITS = 16
 #: First byte address of the table window; entry (k, b) is at ``TABLE_BASE + 4 * (k * B + b)``.

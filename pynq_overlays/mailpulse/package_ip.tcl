@@ -98,7 +98,7 @@ set_property size 32 $r
 set_property access read-only $r
 set_property description {Core and register-map version.} $r
 set_property size_format long [ipx::add_register_parameter RESET_VALUE $r]
-set_property value 0x00010200 [ipx::get_register_parameters RESET_VALUE -of_objects $r]
+set_property value 0x00010100 [ipx::get_register_parameters RESET_VALUE -of_objects $r]
 set f [ipx::add_field PATCH $r]
 set_property bit_offset 0 $f
 set_property bit_width 8 $f
