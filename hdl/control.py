@@ -173,14 +173,18 @@ class CommitState:
                      ctrl.threshold_active.eq(self.thr_active), ctrl.threshold_frac.eq(self.thr_frac)]
 
 
-def route_intervals(m: Module, params: CoreParams, ctrl: Any, cs: CommitState, valid: Any, event: Any
-                    ) -> tuple[Any, Any]:
+def route_intervals(m: Module, params: CoreParams, ctrl: Any, cs: CommitState, valid: Any, event: Any,
+                    start: Any = None) -> tuple[Any, Any]:
     """The route intervals of a core with routes (:class:`~mailpulse.hdl.adapt.RouteIntervals`):
     an event each cycle ``valid`` is high, ``event`` its ``ROUTE``-register layout (id in bits
     0..15, the Q8.8 latency in 16..31); the active ``ADAPT`` route fields from ``cs``; the
     ``ROUTE_BOUND`` read and seed ports of ``ctrl`` (element ``2r + side``).  Returns the flags
-    ``(below, above)`` of the event, combinational in its cycle."""
-    ri = m.submodules.route_intervals = RouteIntervals(params.r)
+    ``(below, above)`` of the event, combinational in its cycle.  With ``start`` the unit is
+    pipelined: the event starts then, ``event`` holds still until its ``valid``
+    (:attr:`~mailpulse.hdl.adapt.RouteIntervals.PIPE_CYCLES` or more cycles later)."""
+    ri = m.submodules.route_intervals = RouteIntervals(params.r, pipelined=start is not None)
+    if start is not None:
+        m.d.comb += ri.start.eq(start)
     a = cs.adapt
     rb = len(ri.seed_route)
     m.d.comb += [

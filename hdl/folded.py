@@ -37,6 +37,7 @@ from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In
 
 from . import lane
+from .adapt import RouteIntervals
 from .control import CommitState, ControlSignature, route_intervals
 from .lane import stage_reg as reg
 from .params import CoreParams, clog2
@@ -143,8 +144,11 @@ class FoldedScorerCore(wiring.Component):
         samples, anomalies = self._counters(m, out_valid, anomaly)
         if self.params.r:
             # the route intervals: one event per result, the pushed ROUTE register (held still by
-            # the front end until the result is out, as FEATURE and TAG are)
-            below, above = route_intervals(m, self.params, self.ctrl, cs, out_valid, self.ctrl.push_route)
+            # the front end until the result is out, as FEATURE and TAG are), pipelined from the
+            # push on (the result leaves K + lane depth cycles later) and written when it leaves
+            assert self.latency >= RouteIntervals.PIPE_CYCLES
+            below, above = route_intervals(m, self.params, self.ctrl, cs, out_valid, self.ctrl.push_route,
+                                           start=self.ctrl.push_ready)
             m.d.comb += [self.ctrl.result_below.eq(below), self.ctrl.result_above.eq(above)]
         m.d.comb += self.ctrl.drained.eq(cs.commit_pending & ~iss.busy)
         # the adaptive threshold steps with each result, deeply pipelined: it lands four cycles

@@ -28,6 +28,8 @@ from mailpulse.hdl.reference import (
     EmulatedCore,
     RouteConfig,
     random_route_events,
+    route_intervals,
+    route_seed,
     score,
 )
 from test_hdl_folded import Host
@@ -212,3 +214,75 @@ class _MutantIntervals(RouteIntervals):
 def test_a_mutant_route_unit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(control, "RouteIntervals", _MutantIntervals)
     assert streaming_mismatches(3) > 0
+
+
+def test_pipelined_unit_with_seeds_in_flight() -> None:
+    """The pipelined unit (the folded core's): events ``PIPE_CYCLES`` or more cycles apart, each
+    bound seeded at a random cycle between an event's start and its result (then the seed wins,
+    as in the model: the event comes first), route ids past R; flags and every bound exact."""
+    routes = 4
+    rng = np.random.default_rng(11)
+    unit = RouteIntervals(routes, pipelined=True)
+    rc = RouteConfig(1, 2, 11)
+    n = 300
+    ev_routes, lats = random_route_events(rng, n, routes)
+    lower = np.full(routes, 0x0600 << ADAPT_FRAC, dtype=np.int64)
+    upper = np.full(routes, 0x0A00 << ADAPT_FRAC, dtype=np.int64)
+    plan = []   # per event: (gap after start until valid, seed (cycle offset, route, side, value) or None)
+    for _ in range(n):
+        gap = RouteIntervals.PIPE_CYCLES + int(rng.integers(0, 3))
+        seed = None
+        if rng.random() < 0.3:
+            seed = (int(rng.integers(0, gap + 1)), int(rng.integers(0, routes)), int(rng.integers(0, 2)),
+                    int(rng.integers(0x0300, 0x0D00)) << ADAPT_FRAC)
+        plan.append((gap, seed))
+    exp_flags, lo, up = [], lower.copy(), upper.copy()
+    for i, (_gap, seed) in enumerate(plan):
+        res = route_intervals(ev_routes[i:i + 1], lats[i:i + 1], lo, up, rc)
+        exp_flags.append((int(res.below[0]), int(res.above[0])))
+        lo, up = res.lower.copy(), res.upper.copy()
+        if seed is not None:
+            (up if seed[2] else lo)[seed[1]] = route_seed(seed[3])
+    got_flags: list[tuple[int, int]] = []
+    bounds: list[list[int]] = []
+
+    async def tb(ctx):
+        ctx.set(unit.enable, rc.enable)
+        ctx.set(unit.beta_exp, rc.beta_exp)
+        ctx.set(unit.step_exp, rc.step_exp)
+        for r in range(routes):
+            for side, v in ((0, lower[r]), (1, upper[r])):
+                ctx.set(unit.seed_we, 1)
+                ctx.set(unit.seed_route, r)
+                ctx.set(unit.seed_side, side)
+                ctx.set(unit.seed_value, int(v))
+                await ctx.tick()
+        ctx.set(unit.seed_we, 0)
+        await ctx.tick().repeat(3)
+        for i, (gap, seed) in enumerate(plan):
+            ctx.set(unit.route, int(ev_routes[i]))
+            ctx.set(unit.value, int(lats[i]))
+            for c in range(gap + 1):
+                ctx.set(unit.start, int(c == 0))
+                ctx.set(unit.valid, int(c == gap))
+                on = seed is not None and seed[0] == c
+                ctx.set(unit.seed_we, int(on))
+                if on and seed is not None:
+                    ctx.set(unit.seed_route, seed[1])
+                    ctx.set(unit.seed_side, seed[2])
+                    ctx.set(unit.seed_value, seed[3])
+                if c == gap:
+                    got_flags.append((ctx.get(unit.below), ctx.get(unit.above)))
+                await ctx.tick()
+            ctx.set(unit.valid, 0)
+            ctx.set(unit.seed_we, 0)
+        for r in range(routes):
+            ctx.set(unit.rd_route, r)
+            for side in (0, 1):
+                ctx.set(unit.rd_side, side)
+                bounds.append([r, side, ctx.get(unit.rd_value)])
+
+    run(unit, tb)
+    assert got_flags == exp_flags
+    assert [b[2] for b in bounds] == [int((up if s else lo)[r]) for r, s, _ in bounds]
+    assert {f for f in exp_flags} >= {(1, 0), (0, 1)}, "both flags fire"
