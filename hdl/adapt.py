@@ -221,10 +221,11 @@ class RouteIntervals(wiring.Component):
     where a result leaves (one event per result).
 
     ``pipelined`` (the folded core: an event at most every K + lane depth cycles, known long
-    before its result leaves): ``start`` begins an event whose ``route``/``value`` then hold still
-    until its ``valid``, at least :attr:`PIPE_CYCLES` cycles later.  Cycle ``start``: the route's
-    bounds are read into registers; next: the two compares, registered (the flags); then the two
-    trackers in their deep form (:class:`QuantileTracker` ``pipelined``).  At ``valid`` the flags
+    before its result leaves): ``start`` begins an event whose ``route``/``value`` hold still from
+    the cycle before ``start`` until its ``valid``, at least :attr:`PIPE_CYCLES` cycles later.  The
+    route is registered every cycle (its 16-bit decode stays off the bound multiplexer); cycle
+    ``start``: the route's bounds are read into registers; next: the two compares, registered (the
+    flags); then the two trackers in their deep form (:class:`QuantileTracker` ``pipelined``).  At ``valid`` the flags
     are output and the stepped bounds written - except a bound seeded since ``start`` (the seed
     comes after the event, as in the model: it must win).  Every carry chain then follows a
     register (the single-cycle form on the HX8K: 34.2 MHz with R = 16, 100.5 MHz needed).
@@ -300,9 +301,12 @@ class RouteIntervals(wiring.Component):
         ab = self.acc_bits
         lo_cur, up_cur = Signal(ab, name="lo_cur"), Signal(ab, name="up_cur")
         in_range = Signal(name="ev_in_range")
+        route_r = Signal(len(self.seed_route), name="route_r")
+        inr_r = Signal(name="route_in_range_r")
+        m.d.sync += [route_r.eq(self.route[:len(route_r)]), inr_r.eq(self.route < self.routes)]
         with m.If(self.start):
-            m.d.sync += in_range.eq(self.route < self.routes)
-            with m.Switch(self.route):
+            m.d.sync += in_range.eq(inr_r)
+            with m.Switch(route_r):
                 for r in range(self.routes):
                     with m.Case(r):
                         m.d.sync += [lo_cur.eq(lower[r]), up_cur.eq(upper[r])]
@@ -322,7 +326,7 @@ class RouteIntervals(wiring.Component):
         up_next, lo_next = nexts
         # a seed of the event's route since ``start`` cancels that bound's write-back
         keep_lo, keep_up = Signal(name="keep_lo"), Signal(name="keep_up")
-        seeded = self.seed_we & (self.seed_route == self.route)
+        seeded = self.seed_we & (self.seed_route == route_r) & inr_r
         with m.If(self.start):
             m.d.sync += [keep_lo.eq(~(seeded & ~self.seed_side)), keep_up.eq(~(seeded & self.seed_side))]
         with m.Else():
@@ -331,7 +335,7 @@ class RouteIntervals(wiring.Component):
             with m.If(seeded & self.seed_side):
                 m.d.sync += keep_up.eq(0)
         for r in range(self.routes):
-            with m.If(act & (self.route == r)):
+            with m.If(act & (route_r == r)):
                 with m.If(keep_up):
                     m.d.sync += upper[r].eq(up_next)
                 with m.If(keep_lo):

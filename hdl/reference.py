@@ -425,7 +425,8 @@ class EmulatedCore:
     (``STATUS.PUSH_PENDING``, no result) and a COMMIT stays pending (``STATUS.COMMIT_PENDING``,
     nothing swapped); an access that would have to wait for them - a write to ``PUSH``,
     ``FEATURE`` or ``TAG``, or of ``CTRL.COMMIT_THRESHOLD``, behind a pending PUSH, a write to a
-    shadow register or the table window, or a write of ``CTRL.COMMIT``, behind a pending COMMIT -
+    shadow register or the table window, or a write of ``CTRL.COMMIT``, behind a pending COMMIT (with
+    routes also a write to ``ROUTE`` or ``ROUTE_BOUND`` behind a pending PUSH) -
     is answered with an error after :data:`~mailpulse.hdl.regmap.WAIT_LIMIT` cycles and does
     nothing at all (not even the other bits of that ``CTRL`` write); reads always answer.  When the
     stream flows again, the pending COMMIT takes effect first, then the pending PUSH is scored
@@ -537,7 +538,7 @@ class EmulatedCore:
             self.bus_error = True
             raise BusError(f"write of read-only register {name}")
         fired = {f.name for f in reg.fields if value & f.mask} if name == "CTRL" else set()
-        if (self.push_pending and (reg.kind is Kind.PUSH or name in self.regmap["PUSH"].operands
+        if (self.push_pending and (reg.kind in (Kind.PUSH, Kind.LIVE) or name in self.regmap["PUSH"].operands
                                    or "COMMIT_THRESHOLD" in fired)) or (
                 self.commit_pending and (reg.shadow or "COMMIT" in fired)):
             self.bus_error = True

@@ -19,7 +19,8 @@ computed from the fields' declared resets.  The same over AXI4-Lite and SPI:
 * ``ACTION`` (write-only) - each field is a strobe: writing 1 to it does its action once; the
   register reads 0.
 * ``PUSH`` (write-only) - any write sends the register's ``operands`` as one sample; the write, and
-  a write to an operand, waits while a pushed sample is pending or in the pipeline.
+  a write to an operand or to a ``LIVE`` register, waits while a pushed sample is pending or in
+  the pipeline (the sample's route event comes before a seed, as in the model).
 * A write to a ``shadow`` register (or the ``TABLE`` window), and a write of ``CTRL.COMMIT``, waits
   while a commit is pending: a commit takes the shadow model exactly as it was when COMMIT was
   written.
@@ -405,8 +406,8 @@ class RegisterMap:
             "",
             "Kinds: " + "; ".join(f"`{k.value}` ({k.access}) {_KIND_DOC[k]}" for k in Kind) + ".",
             "",
-            "Waits: a write to `PUSH` or its operands waits while a pushed sample is pending or in the "
-            "pipeline; a write to a shadow register (or `CTRL.COMMIT`) waits while a commit is pending. "
+            "Waits: a write to `PUSH`, its operands or a `live` register waits while a pushed sample is pending "
+            "or in the pipeline; a write to a shadow register (or `CTRL.COMMIT`) waits while a commit is pending. "
             f"No access waits more than {WAIT_LIMIT} clocks: then it is answered with an error (AXI `SLVERR`, "
             "`STATUS.BUS_ERROR` set) and does nothing. Reads never wait for the pipeline.",
             "",

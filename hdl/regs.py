@@ -542,7 +542,9 @@ class RegisterFile(wiring.Component):
         hits, write = acc.hits, acc.write
         push_busy = res.push_pending | ctrl.push_inflight
         pushes = [r for r in regs if r.kind is Kind.PUSH]
-        j_operand = [j for j, r in enumerate(regs) if any(r.name in q.operands for q in pushes)]
+        # a LIVE register (a route bound) waits like an operand: the pushed sample's event comes
+        # first, as in the model, whatever stage of the core it is at
+        j_operand = [j for j, r in enumerate(regs) if any(r.name in q.operands for q in pushes) or r.kind is Kind.LIVE]
         j_push = [j for j, r in enumerate(regs) if r.kind is Kind.PUSH]
         j_window = [j for j, r in enumerate(regs) if r.kind is Kind.WINDOW]
         j_shadow = [j for j, r in enumerate(regs) if r.shadow]

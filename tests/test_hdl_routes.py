@@ -101,6 +101,26 @@ async def push_event(h: Host, x, tag: int, route: int, lat: int) -> tuple[int, i
     return (info >> reg.field("BELOW").lsb) & 1, (info >> reg.field("ABOVE").lsb) & 1
 
 
+async def push_then_seed(h: Host, x, tag: int, route: int, lat: int, seed: int) -> None:
+    """A PUSH, and at once (without waiting for its result) a seed of both bounds of its route: the
+    seed waits for the pushed sample, whose event comes first, as in the model; RESULT_INFO and
+    the bounds then equal the model's."""
+    p = h.model.params
+    await h.write(h.rm["ROUTE"].address(), h.rm["ROUTE"].value(ID=route, LATENCY=lat))
+    for d in range(p.d):
+        await h.write(h.rm["FEATURE"].address(d), int(x[d]))
+    await h.write(h.rm["TAG"].address(), tag)
+    await h.write(h.rm["PUSH"].address(), 1)
+    await h.write(h.rm["ROUTE_BOUND"].address(2 * route), seed)
+    await h.write(h.rm["ROUTE_BOUND"].address(2 * route + 1), seed + (0x200 << ADAPT_FRAC))
+    for _ in range(p.k + 100):
+        if (await h.read("STATUS")) & h.rm["STATUS"].field("RESULT_VALID").mask:
+            break
+    for name in ("RESULT_INFO", "RESULT_SCORE", "RESULT_TAG"):
+        assert await h.read(name) == h.model.read(h.rm[name].address()), name
+    assert await bound_mismatches(h, p) == 0
+
+
 def _case(rng: np.random.Generator, n: int) -> tuple[CoreConfig, Any, Any, Any, Any]:
     cfg = CoreConfig.random(P, rng)
     x = random_samples(P, rng, n)
@@ -158,6 +178,7 @@ def streaming_mismatches(seed: int) -> int:
         for j in range(140, 146):                 # PUSH events, route ids past R included
             await push_event(h, x[j], int(tags[j]), int(routes[j]) if j % 3 else P.r + j, int(lats[j]))
         bad[0] += await bound_mismatches(h, P)
+        await push_then_seed(h, x[0], 5, 2, 0xFFFF, 0x0500 << ADAPT_FRAC)   # flags above, then seeded
         cfg.routes = RouteConfig(0, 2, 9)         # switched off by a commit: no flags, bounds hold
         await h.load(cfg)
         await h.commit()
@@ -197,6 +218,7 @@ def test_folded_core_route_intervals() -> None:
                 await _seed(h, rng, cap_too=False)
             flags[:] += await push_event(h, x[j], int(tags[j]), int(routes[j]), int(lats[j]))
         assert await bound_mismatches(h, P) == 0
+        await push_then_seed(h, x[0], 5, 2, 0xFFFF, 0x0500 << ADAPT_FRAC)
 
     run(bench, tb)
     assert flags.min() > 0, f"the pushes never flagged both sides ({flags})"
@@ -262,6 +284,7 @@ def test_pipelined_unit_with_seeds_in_flight() -> None:
         for i, (gap, seed) in enumerate(plan):
             ctx.set(unit.route, int(ev_routes[i]))
             ctx.set(unit.value, int(lats[i]))
+            await ctx.tick()                        # they hold still from the cycle before start
             for c in range(gap + 1):
                 ctx.set(unit.start, int(c == 0))
                 ctx.set(unit.valid, int(c == gap))
