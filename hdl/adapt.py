@@ -26,6 +26,7 @@ Pure Amaranth, no platform primitives.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
@@ -200,6 +201,16 @@ class AdaptiveThreshold:
         return tr
 
 
+@dataclass
+class _Seed:
+    """A seed of one bound as the unit applies it (capped already)."""
+
+    we: Any
+    route: Any
+    side: Any
+    value: Any
+
+
 class RouteIntervals(wiring.Component):
     """Per-route latency prediction intervals: :func:`mailpulse.hdl.reference.route_intervals`.
 
@@ -227,7 +238,8 @@ class RouteIntervals(wiring.Component):
     ``start``: the route's bounds are read into registers; next: the two compares, registered (the
     flags); then the two trackers in their deep form (:class:`QuantileTracker` ``pipelined``).  At ``valid`` the flags
     are output and the stepped bounds written - except a bound seeded since ``start`` (the seed
-    comes after the event, as in the model: it must win).  Every carry chain then follows a
+    comes after the event, as in the model: it must win).  A seed lands the cycle after its strobe
+    (registered and capped first).  Every carry chain then follows a
     register (the single-cycle form on the HX8K: 34.2 MHz with R = 16, 100.5 MHz needed).
     """
 
@@ -266,8 +278,16 @@ class RouteIntervals(wiring.Component):
         lower = [Signal(ab, name=f"lower{r}") for r in range(self.routes)]
         upper = [Signal(ab, name=f"upper{r}") for r in range(self.routes)]
         if self.pipelined:
-            self._pipelined(m, lower, upper, hi)
-            self._host(m, lower, upper, hi)
+            # the seed registered once, capped before the register (the cap's compare and the
+            # bound decode were the HX8K's critical path at R = 16: 92.1 MHz); a seed lands a
+            # cycle after its strobe (the folded core's front end holds seeds off while a push is
+            # in flight, so no event sees it early or late)
+            seed = _Seed(Signal(name="seed_we_r"), Signal.like(self.seed_route, name="seed_route_r"),
+                         Signal(name="seed_side_r"), Signal(self.acc_bits, name="seed_value_r"))
+            m.d.sync += [seed.we.eq(self.seed_we), seed.route.eq(self.seed_route), seed.side.eq(self.seed_side),
+                         seed.value.eq(Mux(self.seed_value > hi, hi, self.seed_value))]
+            self._pipelined(m, lower, upper, hi, seed)
+            self._host(m, lower, upper, seed)
             return m
         in_range = Signal()
         m.d.comb += in_range.eq(self.route < self.routes)
@@ -293,10 +313,11 @@ class RouteIntervals(wiring.Component):
         for r in range(self.routes):
             with m.If(act & (self.route == r)):
                 m.d.sync += [upper[r].eq(up_next), lower[r].eq(lo_next)]
-        self._host(m, lower, upper, hi)
+        self._host(m, lower, upper, _Seed(self.seed_we, self.seed_route, self.seed_side,
+                                          Mux(self.seed_value > hi, hi, self.seed_value)))   # reference.route_seed
         return m
 
-    def _pipelined(self, m: Module, lower: list[Signal], upper: list[Signal], hi: int) -> None:
+    def _pipelined(self, m: Module, lower: list[Signal], upper: list[Signal], hi: int, sd: _Seed) -> None:
         """The pipelined form (see the class docstring)."""
         ab = self.acc_bits
         lo_cur, up_cur = Signal(ab, name="lo_cur"), Signal(ab, name="up_cur")
@@ -326,13 +347,13 @@ class RouteIntervals(wiring.Component):
         up_next, lo_next = nexts
         # a seed of the event's route since ``start`` cancels that bound's write-back
         keep_lo, keep_up = Signal(name="keep_lo"), Signal(name="keep_up")
-        seeded = self.seed_we & (self.seed_route == route_r) & inr_r
+        seeded = sd.we & (sd.route == route_r) & inr_r
         with m.If(self.start):
-            m.d.sync += [keep_lo.eq(~(seeded & ~self.seed_side)), keep_up.eq(~(seeded & self.seed_side))]
+            m.d.sync += [keep_lo.eq(~(seeded & ~sd.side)), keep_up.eq(~(seeded & sd.side))]
         with m.Else():
-            with m.If(seeded & ~self.seed_side):
+            with m.If(seeded & ~sd.side):
                 m.d.sync += keep_lo.eq(0)
-            with m.If(seeded & self.seed_side):
+            with m.If(seeded & sd.side):
                 m.d.sync += keep_up.eq(0)
         for r in range(self.routes):
             with m.If(act & (route_r == r)):
@@ -341,15 +362,14 @@ class RouteIntervals(wiring.Component):
                 with m.If(keep_lo):
                     m.d.sync += lower[r].eq(lo_next)
 
-    def _host(self, m: Module, lower: list[Signal], upper: list[Signal], hi: int) -> None:
+    def _host(self, m: Module, lower: list[Signal], upper: list[Signal], sd: _Seed) -> None:
         """The seed (it wins over an event's write of the same bound in its cycle) and the read."""
         ab = self.acc_bits
-        seed = Mux(self.seed_value > hi, hi, self.seed_value)   # reference.route_seed
         for r in range(self.routes):
-            with m.If(self.seed_we & (self.seed_route == r) & self.seed_side):
-                m.d.sync += upper[r].eq(seed)
-            with m.If(self.seed_we & (self.seed_route == r) & ~self.seed_side):
-                m.d.sync += lower[r].eq(seed)
+            with m.If(sd.we & (sd.route == r) & sd.side):
+                m.d.sync += upper[r].eq(sd.value)
+            with m.If(sd.we & (sd.route == r) & ~sd.side):
+                m.d.sync += lower[r].eq(sd.value)
         rd = Signal(ab)
         with m.Switch(self.rd_route):
             for r in range(self.routes):
