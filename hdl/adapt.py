@@ -239,8 +239,9 @@ class RouteIntervals(wiring.Component):
     flags); then the two trackers in their deep form (:class:`QuantileTracker` ``pipelined``).  At ``valid`` the flags
     are output and the stepped bounds written - except a bound seeded since ``start`` (the seed
     comes after the event, as in the model: it must win).  A seed lands the cycle after its strobe
-    (registered and capped first).  Every carry chain then follows a
-    register (the single-cycle form on the HX8K: 34.2 MHz with R = 16, 100.5 MHz needed).
+    (registered and capped first); ``rd_value`` answers ``rd_route``/``rd_side`` a cycle later.
+    Every carry chain then follows a register (the single-cycle form on the HX8K: 34.2 MHz with
+    R = 16, 100.5 MHz needed).
     """
 
     #: Cycles from ``start`` to the first ``valid`` the pipelined form answers exactly.
@@ -375,4 +376,7 @@ class RouteIntervals(wiring.Component):
             for r in range(self.routes):
                 with m.Case(r):
                     m.d.comb += rd.eq(Mux(self.rd_side, upper[r], lower[r]))
-        m.d.comb += self.rd_value.eq(rd)
+        if self.pipelined:   # registered once: the 2R-way multiplexer was the HX8K's next critical path
+            m.d.sync += self.rd_value.eq(rd)
+        else:
+            m.d.comb += self.rd_value.eq(rd)

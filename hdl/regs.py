@@ -119,8 +119,9 @@ class _PushResult:
 
 @dataclass
 class _LivePort:
-    """What a ``LIVE`` register connects to in the core: the read port (``rd_index`` out,
-    ``rd_value`` in, combinational) and the seed port (``we`` strobe, ``index``, ``data``)."""
+    """What a ``LIVE`` register connects to in the core: the read port (``rd_index`` out from
+    DECODE on, ``rd_value`` in at READ: combinational or registered once) and the seed port
+    (``we`` strobe, ``index``, ``data``)."""
 
     rd_index: Signal
     rd_value: Signal
@@ -485,9 +486,10 @@ class RegisterFile(wiring.Component):
                     m.d.comb += term.eq(sext_if_signed(r, st.sel[r.name]))
                 terms.append(term & hit.replicate(32))
             elif r.kind is Kind.LIVE:
-                # the core's value of the element DECODE registered (its read port is combinational)
+                # the element's index from the latched address (arrays sit on a boundary of their
+                # size), valid from DECODE on: the core may answer combinationally or a cycle later
                 lp = live[r.name]
-                m.d.comb += lp.rd_index.eq(acc.idx[:len(lp.rd_index)])
+                m.d.comb += lp.rd_index.eq(acc.addr[2:2 + len(lp.rd_index)])
                 term = Signal(32, name=f"rd_{r.name.lower()}")
                 m.d.comb += term.eq(lp.rd_value)
                 terms.append(term & hit.replicate(32))

@@ -303,6 +303,7 @@ def test_pipelined_unit_with_seeds_in_flight() -> None:
             ctx.set(unit.rd_route, r)
             for side in (0, 1):
                 ctx.set(unit.rd_side, side)
+                await ctx.tick()                    # the pipelined form answers a cycle later
                 bounds.append([r, side, ctx.get(unit.rd_value)])
 
     run(unit, tb)
