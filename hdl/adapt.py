@@ -26,6 +26,7 @@ Pure Amaranth, no platform primitives.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
@@ -165,6 +166,10 @@ class AdaptiveThreshold:
         self.step_exp = Signal(4, name="adapt_step_exp")
         self.t_min = Signal(32, name="adapt_t_min")
         self.t_max = Signal(32, init=self.regmap["T_MAX"].reset, name="adapt_t_max")
+        #: With routes (R > 0): the active ``ADAPT.ROUTES``/``BETA_EXP``/``ROUTE_STEP_EXP``.
+        self.route_enable = Signal(name="route_enable")
+        self.beta_exp = Signal(4, name="route_beta_exp")
+        self.route_step_exp = Signal(4, name="route_step_exp")
 
     def load(self, ctrl: Any) -> list[Any]:
         """Statements that copy the shadow configuration from the front end (at a commit)."""
@@ -175,8 +180,10 @@ class AdaptiveThreshold:
             f = reg.field(name)
             return a[f.lsb:f.lsb + f.width]
 
+        routes = [self.route_enable.eq(fld("ROUTES")), self.beta_exp.eq(fld("BETA_EXP")),
+                  self.route_step_exp.eq(fld("ROUTE_STEP_EXP"))] if self.regmap.params.r else []
         return [self.enable.eq(fld("ENABLE")), self.alpha_exp.eq(fld("ALPHA_EXP")), self.step_exp.eq(fld("STEP_EXP")),
-                self.t_min.eq(ctrl.shadow_t_min), self.t_max.eq(ctrl.shadow_t_max)]
+                self.t_min.eq(ctrl.shadow_t_min), self.t_max.eq(ctrl.shadow_t_max), *routes]
 
     def tracker(self, m: Module, thr: Signal, frac: Signal, flag: Any, *, pipelined: bool = False,
                 fast: bool = False) -> QuantileTracker:
@@ -192,6 +199,16 @@ class AdaptiveThreshold:
             tr.hi.eq(Cat(C(0, ADAPT_FRAC), self.t_max)),
         ]
         return tr
+
+
+@dataclass
+class _Seed:
+    """A seed of one bound as the unit applies it (capped already)."""
+
+    we: Any
+    route: Any
+    side: Any
+    value: Any
 
 
 class RouteIntervals(wiring.Component):
@@ -211,11 +228,28 @@ class RouteIntervals(wiring.Component):
     ``rd_route``/``rd_side`` select ``rd_value`` (combinational).  ``beta_exp``/``step_exp``
     must hold still for three cycles before an event that depends on them.
 
-    Not yet connected to a core: the beats and the register map do not carry it yet.
+    Both cores instantiate it through :func:`mailpulse.hdl.control.route_intervals`, at the stage
+    where a result leaves (one event per result).
+
+    ``pipelined`` (the folded core: an event at most every K + lane depth cycles, known long
+    before its result leaves): ``start`` begins an event whose ``route``/``value`` hold still from
+    the cycle before ``start`` until its ``valid``, at least :attr:`PIPE_CYCLES` cycles later.  The
+    route is registered every cycle (its 16-bit decode stays off the bound multiplexer); cycle
+    ``start``: the route's bounds are read into registers; next: the two compares, registered (the
+    flags); then the two trackers in their deep form (:class:`QuantileTracker` ``pipelined``).  At ``valid`` the flags
+    are output and the stepped bounds written - except a bound seeded since ``start`` (the seed
+    comes after the event, as in the model: it must win).  A seed lands the cycle after its strobe
+    (registered and capped first); ``rd_value`` answers ``rd_route``/``rd_side`` a cycle later.
+    Every carry chain then follows a register (the single-cycle form on the HX8K: 34.2 MHz with
+    R = 16, 100.5 MHz needed).
     """
 
-    def __init__(self, routes: int, route_bits: int = 16, value_bits: int = 16) -> None:
+    #: Cycles from ``start`` to the first ``valid`` the pipelined form answers exactly.
+    PIPE_CYCLES = 6
+
+    def __init__(self, routes: int, route_bits: int = 16, value_bits: int = 16, *, pipelined: bool = False) -> None:
         self.routes = routes
+        self.pipelined = pipelined
         self.value_bits = value_bits
         self.acc_bits = value_bits + ADAPT_FRAC
         rb = max(1, (routes - 1).bit_length())
@@ -223,6 +257,7 @@ class RouteIntervals(wiring.Component):
             "enable": In(1),
             "beta_exp": In(4),
             "step_exp": In(4),
+            "start": In(1),
             "valid": In(1),
             "route": In(route_bits),
             "value": In(value_bits),
@@ -243,6 +278,18 @@ class RouteIntervals(wiring.Component):
         hi = ((1 << self.value_bits) - 1) << ADAPT_FRAC
         lower = [Signal(ab, name=f"lower{r}") for r in range(self.routes)]
         upper = [Signal(ab, name=f"upper{r}") for r in range(self.routes)]
+        if self.pipelined:
+            # the seed registered once, capped before the register (the cap's compare and the
+            # bound decode were the HX8K's critical path at R = 16: 92.1 MHz); a seed lands a
+            # cycle after its strobe (the folded core's front end holds seeds off while a push is
+            # in flight, so no event sees it early or late)
+            seed = _Seed(Signal(name="seed_we_r"), Signal.like(self.seed_route, name="seed_route_r"),
+                         Signal(name="seed_side_r"), Signal(self.acc_bits, name="seed_value_r"))
+            m.d.sync += [seed.we.eq(self.seed_we), seed.route.eq(self.seed_route), seed.side.eq(self.seed_side),
+                         seed.value.eq(Mux(self.seed_value > hi, hi, self.seed_value))]
+            self._pipelined(m, lower, upper, hi, seed)
+            self._host(m, lower, upper, seed)
+            return m
         in_range = Signal()
         m.d.comb += in_range.eq(self.route < self.routes)
         lo_cur = Signal(ab)
@@ -267,16 +314,69 @@ class RouteIntervals(wiring.Component):
         for r in range(self.routes):
             with m.If(act & (self.route == r)):
                 m.d.sync += [upper[r].eq(up_next), lower[r].eq(lo_next)]
-        seed = Mux(self.seed_value > hi, hi, self.seed_value)   # reference.route_seed
+        self._host(m, lower, upper, _Seed(self.seed_we, self.seed_route, self.seed_side,
+                                          Mux(self.seed_value > hi, hi, self.seed_value)))   # reference.route_seed
+        return m
+
+    def _pipelined(self, m: Module, lower: list[Signal], upper: list[Signal], hi: int, sd: _Seed) -> None:
+        """The pipelined form (see the class docstring)."""
+        ab = self.acc_bits
+        lo_cur, up_cur = Signal(ab, name="lo_cur"), Signal(ab, name="up_cur")
+        in_range = Signal(name="ev_in_range")
+        route_r = Signal(len(self.seed_route), name="route_r")
+        inr_r = Signal(name="route_in_range_r")
+        m.d.sync += [route_r.eq(self.route[:len(route_r)]), inr_r.eq(self.route < self.routes)]
+        with m.If(self.start):
+            m.d.sync += in_range.eq(inr_r)
+            with m.Switch(route_r):
+                for r in range(self.routes):
+                    with m.Case(r):
+                        m.d.sync += [lo_cur.eq(lower[r]), up_cur.eq(upper[r])]
+        below_r, above_r = Signal(name="below_r"), Signal(name="above_r")
+        m.d.sync += [below_r.eq(in_range & (self.value < lo_cur[ADAPT_FRAC:])),
+                     above_r.eq(in_range & (self.value > up_cur[ADAPT_FRAC:]))]
+        act = self.valid & self.enable & in_range
+        m.d.comb += [self.below.eq(act & below_r), self.above.eq(act & above_r)]
+        nexts = []
+        for name, cur, miss, mirror in (("upper", up_cur, above_r, False), ("lower", lo_cur, below_r, True)):
+            tr = m.submodules[f"tracker_{name}"] = QuantileTracker(ab, pipelined=True)
+            acc = Signal(ab, name=f"{name}_acc")   # the mirror registered: the tracker's halves follow a register
+            m.d.sync += acc.eq(C(hi, ab) - cur if mirror else cur)
+            m.d.comb += [tr.acc.eq(acc), tr.up.eq(miss), tr.rate_exp.eq(self.beta_exp), tr.step_exp.eq(self.step_exp),
+                         tr.lo.eq(0), tr.hi.eq(hi)]
+            nexts.append(C(hi, ab) - tr.next if mirror else tr.next)
+        up_next, lo_next = nexts
+        # a seed of the event's route since ``start`` cancels that bound's write-back
+        keep_lo, keep_up = Signal(name="keep_lo"), Signal(name="keep_up")
+        seeded = sd.we & (sd.route == route_r) & inr_r
+        with m.If(self.start):
+            m.d.sync += [keep_lo.eq(~(seeded & ~sd.side)), keep_up.eq(~(seeded & sd.side))]
+        with m.Else():
+            with m.If(seeded & ~sd.side):
+                m.d.sync += keep_lo.eq(0)
+            with m.If(seeded & sd.side):
+                m.d.sync += keep_up.eq(0)
         for r in range(self.routes):
-            with m.If(self.seed_we & (self.seed_route == r) & self.seed_side):
-                m.d.sync += upper[r].eq(seed)
-            with m.If(self.seed_we & (self.seed_route == r) & ~self.seed_side):
-                m.d.sync += lower[r].eq(seed)
+            with m.If(act & (route_r == r)):
+                with m.If(keep_up):
+                    m.d.sync += upper[r].eq(up_next)
+                with m.If(keep_lo):
+                    m.d.sync += lower[r].eq(lo_next)
+
+    def _host(self, m: Module, lower: list[Signal], upper: list[Signal], sd: _Seed) -> None:
+        """The seed (it wins over an event's write of the same bound in its cycle) and the read."""
+        ab = self.acc_bits
+        for r in range(self.routes):
+            with m.If(sd.we & (sd.route == r) & sd.side):
+                m.d.sync += upper[r].eq(sd.value)
+            with m.If(sd.we & (sd.route == r) & ~sd.side):
+                m.d.sync += lower[r].eq(sd.value)
         rd = Signal(ab)
         with m.Switch(self.rd_route):
             for r in range(self.routes):
                 with m.Case(r):
                     m.d.comb += rd.eq(Mux(self.rd_side, upper[r], lower[r]))
-        m.d.comb += self.rd_value.eq(rd)
-        return m
+        if self.pipelined:   # registered once: the 2R-way multiplexer was the HX8K's next critical path
+            m.d.sync += self.rd_value.eq(rd)
+        else:
+            m.d.comb += self.rd_value.eq(rd)

@@ -15,7 +15,7 @@ from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .beats import RESULT_BEAT, RESULT_BEAT_BITS, sample_beat
+from .beats import RESULT_BEAT_BITS, result_beat, sample_beat
 from .core import ResultLayout, SampleLayout
 from .params import CoreParams
 from .regmap import ADDR_BITS
@@ -180,8 +180,8 @@ class SampleFromAXIS(wiring.Component):
 
 
 class ResultToAXIS(wiring.Component):
-    """The core's result stream to ``m_axis`` (:data:`mailpulse.hdl.beats.RESULT_BEAT`: score, tag,
-    argmax and anomaly flag, every other bit 0).  Pure wiring."""
+    """The core's result stream to ``m_axis`` (:func:`mailpulse.hdl.beats.result_beat`: score, tag,
+    argmax, anomaly flag, with routes the below/above flags, every other bit 0).  Pure wiring."""
 
     def __init__(self, params: CoreParams) -> None:
         self.params = params
@@ -193,10 +193,11 @@ class ResultToAXIS(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         r = self.i_stream.payload
+        beat = result_beat(self.params)
         m.d.comb += [
             self.axis.tvalid.eq(self.i_stream.valid),
             self.i_stream.ready.eq(self.axis.tready),
-            self.axis.tdata.eq(_place(RESULT_BEAT.bits, [(f.lsb, f.width, r[f.name]) for f in RESULT_BEAT.fields])),
+            self.axis.tdata.eq(_place(beat.bits, [(f.lsb, f.width, r[f.name]) for f in beat.fields])),
             self.axis.tlast.eq(r.last),
         ]
         return m

@@ -9,10 +9,12 @@ bit ``i % 8`` of byte ``i // 8`` in memory, which is how a DMA engine moves them
 
 Both beats are dense: every bit belongs to a field.
 
-Sample beat (``s_axis``, 32 + 16D bits: 160 for D = 8, 20 bytes)::
+Sample beat (``s_axis``, 32 + 16D bits: 160 for D = 8, 20 bytes; with routes, R > 0, 32 more)::
 
     tdata[31:0]                 tag
     tdata[32+16d+15 : 32+16d]   feature d, signed 16-bit, d = 0..D-1
+    tdata[32+16D+15 : 32+16D]   route id, unsigned 16-bit (R > 0 only; an id >= R is not tracked)
+    tdata[48+16D+15 : 48+16D]   latency, unsigned Q8.8 log2(latency in us) (R > 0 only)
 
 Result beat (``m_axis``, 64 bits, 8 bytes)::
 
@@ -20,6 +22,11 @@ Result beat (``m_axis``, 64 bits, 8 bytes)::
     tdata[30:24]  argmax
     tdata[31]     anomaly flag
     tdata[63:32]  tag
+
+With routes (R > 0) the score field is 22 bits (a score never has more) and its two top bits carry
+the route interval's flags: ``tdata[22]`` below (the latency fell below its route's lower bound),
+``tdata[23]`` above (above the upper bound); a core without routes keeps them 0, so a host that
+reads the 24-bit score of either sees the same number.
 
 The numpy helpers pack and unpack whole batches with a handful of array operations (no per-sample
 Python): a byte-aligned field of 8, 16 or 32 bits is a strided view of the beat buffer, a narrower
@@ -41,12 +48,16 @@ import numpy.typing as npt
 from .params import CoreParams
 
 __all__ = [
+    "LATENCY_FIELD_BITS",
     "MAX_STREAM_FEATURES",
     "RESULT_BEAT",
     "RESULT_BEAT_BITS",
+    "RESULT_BEAT_ROUTES",
     "RESULT_BYTES",
+    "ROUTE_FIELD_BITS",
     "BeatField",
     "BeatLayout",
+    "result_beat",
     "sample_beat",
     "sample_beat_bits",
     "sample_bytes",
@@ -66,6 +77,13 @@ RESULT_BYTES = RESULT_BEAT_BITS // 8
 SCORE_FIELD_BITS = 24
 #: Width of the result beat's argmax field (K <= 64 projections).
 ARGMAX_FIELD_BITS = 7
+#: Width of the result beat's score field with routes: bits 22/23 are the below/above flags.
+ROUTE_SCORE_FIELD_BITS = 22
+#: Width of the sample beat's route id (R > 0): wider than any R, so an id out of range arrives as it is.
+ROUTE_FIELD_BITS = 16
+#: Width of the sample beat's latency (R > 0): unsigned Q8.8 log2 latency
+#: (:data:`mailpulse.hdl.reference.LATENCY_BITS`).
+LATENCY_FIELD_BITS = 16
 
 _UNSIGNED: dict[int, np.dtype[Any]] = {8: np.dtype("<u1"), 16: np.dtype("<u2"), 32: np.dtype("<u4")}
 _SIGNED: dict[int, np.dtype[Any]] = {8: np.dtype("<i1"), 16: np.dtype("<i2"), 32: np.dtype("<i4")}
@@ -224,8 +242,9 @@ class BeatLayout:
 
 
 def sample_beat_bits(params: CoreParams) -> int:
-    """Width of the ``s_axis`` beat for ``params``: the tag and D features, nothing else."""
-    return TAG_BITS + FEATURE_BITS * params.d
+    """Width of the ``s_axis`` beat for ``params``: the tag and D features, with routes the route
+    id and the latency, nothing else."""
+    return TAG_BITS + FEATURE_BITS * params.d + (ROUTE_FIELD_BITS + LATENCY_FIELD_BITS if params.r else 0)
 
 
 def sample_bytes(params: CoreParams) -> int:
@@ -240,18 +259,39 @@ def sample_beat(params: CoreParams) -> BeatLayout:
     if params.in_bits != FEATURE_BITS or params.tag_bits != TAG_BITS:
         raise ValueError(f"the sample beat carries {FEATURE_BITS}-bit features and {TAG_BITS}-bit tags, "
                          f"not {params.in_bits}/{params.tag_bits}")
-    return BeatLayout("sample", sample_beat_bits(params), (
+    fields = [
         BeatField("tag", 0, TAG_BITS, "the sample's tag, returned with its result"),
         BeatField("features", TAG_BITS, FEATURE_BITS, "feature d (two's complement)", signed=True,
                   count=params.d),
+    ]
+    if params.r:
+        at = TAG_BITS + FEATURE_BITS * params.d
+        fields += [BeatField("route", at, ROUTE_FIELD_BITS, "the event's route id (an id >= R is not tracked)"),
+                   BeatField("latency", at + ROUTE_FIELD_BITS, LATENCY_FIELD_BITS,
+                             "the event's latency, unsigned Q8.8 log2(latency in us)")]
+    return BeatLayout("sample", sample_beat_bits(params), tuple(fields))
+
+
+def _result_beat(routes: bool) -> BeatLayout:
+    score_bits = ROUTE_SCORE_FIELD_BITS if routes else SCORE_FIELD_BITS
+    flags = (BeatField("below", ROUTE_SCORE_FIELD_BITS, 1, "latency below its route's lower bound"),
+             BeatField("above", ROUTE_SCORE_FIELD_BITS + 1, 1, "latency above its route's upper bound"))
+    return BeatLayout("result", RESULT_BEAT_BITS, (
+        BeatField("score", 0, score_bits, "the score, zero-extended"),
+        *(flags if routes else ()),
+        BeatField("argmax", SCORE_FIELD_BITS, ARGMAX_FIELD_BITS,
+                  "projection with the largest table value (lowest index on ties)"),
+        BeatField("anomaly", SCORE_FIELD_BITS + ARGMAX_FIELD_BITS, 1, "score > threshold"),
+        BeatField("tag", 32, TAG_BITS, "the sample's tag"),
     ))
 
 
-#: The ``m_axis`` result beat.
-RESULT_BEAT = BeatLayout("result", RESULT_BEAT_BITS, (
-    BeatField("score", 0, SCORE_FIELD_BITS, "the score, zero-extended"),
-    BeatField("argmax", SCORE_FIELD_BITS, ARGMAX_FIELD_BITS,
-              "projection with the largest table value (lowest index on ties)"),
-    BeatField("anomaly", SCORE_FIELD_BITS + ARGMAX_FIELD_BITS, 1, "score > threshold"),
-    BeatField("tag", 32, TAG_BITS, "the sample's tag"),
-))
+#: The ``m_axis`` result beat of a core without routes (R = 0).
+RESULT_BEAT = _result_beat(False)
+#: The ``m_axis`` result beat of a core with routes (R > 0): the below/above flags in bits 22/23.
+RESULT_BEAT_ROUTES = _result_beat(True)
+
+
+def result_beat(params: CoreParams) -> BeatLayout:
+    """The ``m_axis`` result beat of ``params`` (:data:`RESULT_BEAT` or :data:`RESULT_BEAT_ROUTES`)."""
+    return RESULT_BEAT_ROUTES if params.r else RESULT_BEAT

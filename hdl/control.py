@@ -14,11 +14,11 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .adapt import ADAPT_FRAC, AdaptiveThreshold
+from .adapt import ADAPT_FRAC, AdaptiveThreshold, RouteIntervals
 from .params import CoreParams, clog2
 from .regmap import THRESHOLD_RESET, RegisterMap
 
-__all__ = ["CommitState", "ControlSignature"]
+__all__ = ["CommitState", "ControlSignature", "route_intervals"]
 
 
 class ControlSignature(wiring.Signature):
@@ -49,6 +49,12 @@ class ControlSignature(wiring.Signature):
         sample (``result_valid`` is a one-cycle strobe)
     commit_pending, active_bank, busy : status
     threshold_active, threshold_frac, samples, anomalies : read-back
+
+    With routes (R > 0) also: ``push_route`` (front end -> core: the ``ROUTE`` register, operand
+    of a PUSH), ``route_rd_index`` / ``route_rd_value`` (the ``ROUTE_BOUND`` element the bus reads:
+    index out, the bound in, combinational), ``route_seed_we`` / ``route_seed_index`` /
+    ``route_seed_value`` (a seed of one bound, a one-cycle strobe) and ``result_below`` /
+    ``result_above`` (core -> front end, with ``result_valid``).
     """
 
     def __init__(self, params: CoreParams) -> None:
@@ -92,7 +98,25 @@ class ControlSignature(wiring.Signature):
             "threshold_frac": In(ADAPT_FRAC),
             "samples": In(32),
             "anomalies": In(32),
+            **self._route_members(rm),
         })
+
+    @staticmethod
+    def _route_members(rm: RegisterMap) -> dict[str, wiring.Member]:
+        if not rm.params.r:
+            return {}
+        bound = rm["ROUTE_BOUND"]
+        iw = max(1, clog2(bound.count))
+        return {
+            "push_route": Out(rm["ROUTE"].width),
+            "route_rd_index": Out(iw),
+            "route_rd_value": In(bound.width),
+            "route_seed_we": Out(1),
+            "route_seed_index": Out(iw),
+            "route_seed_value": Out(bound.width),
+            "result_below": In(1),
+            "result_above": In(1),
+        }
 
 
 class CommitState:
@@ -147,3 +171,28 @@ class CommitState:
             m.d.sync += self.commit_pending.eq(1)
         m.d.comb += [ctrl.commit_pending.eq(self.commit_pending), ctrl.active_bank.eq(self.active_bank),
                      ctrl.threshold_active.eq(self.thr_active), ctrl.threshold_frac.eq(self.thr_frac)]
+
+
+def route_intervals(m: Module, params: CoreParams, ctrl: Any, cs: CommitState, valid: Any, event: Any,
+                    start: Any = None) -> tuple[Any, Any]:
+    """The route intervals of a core with routes (:class:`~mailpulse.hdl.adapt.RouteIntervals`):
+    an event each cycle ``valid`` is high, ``event`` its ``ROUTE``-register layout (id in bits
+    0..15, the Q8.8 latency in 16..31); the active ``ADAPT`` route fields from ``cs``; the
+    ``ROUTE_BOUND`` read and seed ports of ``ctrl`` (element ``2r + side``).  Returns the flags
+    ``(below, above)`` of the event, combinational in its cycle.  With ``start`` the unit is
+    pipelined: the event starts then, ``event`` holds still until its ``valid``
+    (:attr:`~mailpulse.hdl.adapt.RouteIntervals.PIPE_CYCLES` or more cycles later)."""
+    ri = m.submodules.route_intervals = RouteIntervals(params.r, pipelined=start is not None)
+    if start is not None:
+        m.d.comb += ri.start.eq(start)
+    a = cs.adapt
+    rb = len(ri.seed_route)
+    m.d.comb += [
+        ri.enable.eq(a.route_enable), ri.beta_exp.eq(a.beta_exp), ri.step_exp.eq(a.route_step_exp),
+        ri.valid.eq(valid), ri.route.eq(event[:16]), ri.value.eq(event[16:32]),
+        ri.seed_we.eq(ctrl.route_seed_we), ri.seed_side.eq(ctrl.route_seed_index[0]),
+        ri.seed_route.eq(ctrl.route_seed_index[1:1 + rb]), ri.seed_value.eq(ctrl.route_seed_value),
+        ri.rd_side.eq(ctrl.route_rd_index[0]), ri.rd_route.eq(ctrl.route_rd_index[1:1 + rb]),
+        ctrl.route_rd_value.eq(ri.rd_value),
+    ]
+    return ri.below, ri.above

@@ -31,7 +31,8 @@ from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In, Out
 
 from . import lane
-from .control import CommitState, ControlSignature
+from .beats import LATENCY_FIELD_BITS, ROUTE_FIELD_BITS
+from .control import CommitState, ControlSignature, route_intervals
 from .dsp import DSPProjections
 from .lane import stage_reg, sync
 from .params import CoreParams, clog2
@@ -50,21 +51,26 @@ __all__ = [
 
 def SampleLayout(params: CoreParams) -> data.StructLayout:
     """Payload of the sample stream: D signed features (flat, feature d at bits 16d..16d+15), tag,
-    and the ``tlast`` flag that travels with the sample."""
+    with routes (R > 0) the route id and the Q8.8 log2 latency, and the ``tlast`` flag that
+    travels with the sample."""
+    routes = {"route": unsigned(ROUTE_FIELD_BITS), "latency": unsigned(LATENCY_FIELD_BITS)} if params.r else {}
     return data.StructLayout({
         "features": unsigned(params.in_bits * params.d),
         "tag": unsigned(params.tag_bits),
+        **routes,
         "last": unsigned(1),
     })
 
 
 def ResultLayout(params: CoreParams) -> data.StructLayout:
-    """Payload of the result stream."""
+    """Payload of the result stream (with routes: the interval flags ``below``/``above``)."""
+    flags = {"below": unsigned(1), "above": unsigned(1)} if params.r else {}
     return data.StructLayout({
         "score": unsigned(params.score_bits),
         "tag": unsigned(params.tag_bits),
         "argmax": unsigned(8),
         "anomaly": unsigned(1),
+        **flags,
         "last": unsigned(1),
     })
 
@@ -178,7 +184,7 @@ class ScorerCore(wiring.Component):
         self._probes = {}
         act = self._active_model()
         flow = self._flow(m, act.cs)
-        out_tag, out_last = self._sideband(m, flow)
+        out_tag, out_last, out_event = self._sideband(m, flow)
         x = self._input_register(m, flow)
         if act.dsp is not None:
             diffs = act.dsp.diffs(m, x, flow.en)
@@ -191,7 +197,8 @@ class ScorerCore(wiring.Component):
             assert flow.n_regs == 1 + self.plan["chain_len"] + 2 + 1 + tree_stages, "latency bookkeeping"
         else:
             assert flow.n_regs == 1 + self.plan["proj_stages"] + 1 + 3 + 2 + tree_stages, "latency bookkeeping"
-        counters, out_take, anomaly = self._outputs(m, flow, act.cs, score_last, arg_last, out_tag, out_last)
+        counters, out_take, anomaly = self._outputs(m, flow, act.cs, score_last, arg_last, out_tag, out_last,
+                                                    out_event)
         self._commit_load(m, flow, act, out_take, anomaly)
         m.d.comb += [
             self.ctrl.busy.eq(~flow.pipe_empty | (flow.fifo_cnt != 0) if self.stream else ~flow.pipe_empty),
@@ -308,23 +315,32 @@ class ScorerCore(wiring.Component):
         f.x_en, f.side_en = copies[self.params.k:self.params.k + 2]
         f.tree_en = copies[self.params.k + 2:]
 
-    def _sideband(self, m: Module, flow: _Flow) -> tuple[Any, Any]:
-        """Tag and ``tlast`` travel alongside the sample (pure datapath): the output's tag and last."""
+    def _sideband(self, m: Module, flow: _Flow) -> tuple[Any, Any, Any]:
+        """Tag, ``tlast`` and (with routes) the route event - id and latency in the ``ROUTE``
+        register's layout - travel alongside the sample (pure datapath): the output's tag, last and
+        event (None without routes)."""
         ctrl = self.ctrl
+        routes = self.params.r > 0
         if not self.stream:
-            return ctrl.push_tag, C(0, 1)
+            return ctrl.push_tag, C(0, 1), ctrl.push_route if routes else None
         n_regs = flow.n_regs
         tag_pipe = [stage_reg(self.params.tag_bits, f"tag_r{i}") for i in range(n_regs)]
         last_pipe = [stage_reg(1, f"last_r{i}") for i in range(n_regs)]
+        ev_pipe = [stage_reg(32, f"event_r{i}") for i in range(n_regs if routes else 0)]
         with m.If(flow.side_en):
             m.d.sync += [
                 tag_pipe[0].eq(Mux(ctrl.push_valid, ctrl.push_tag, self.i_stream.payload.tag)),
                 last_pipe[0].eq(~ctrl.push_valid & self.i_stream.payload.last),
             ]
+            if routes:
+                pl = self.i_stream.payload
+                m.d.sync += ev_pipe[0].eq(Mux(ctrl.push_valid, ctrl.push_route, Cat(pl.route, pl.latency)))
             for i in range(1, n_regs):
                 m.d.sync += [tag_pipe[i].eq(tag_pipe[i - 1]), last_pipe[i].eq(last_pipe[i - 1])]
+                if routes:
+                    m.d.sync += ev_pipe[i].eq(ev_pipe[i - 1])
         self._probes["tag_pipe"] = tag_pipe
-        return tag_pipe[-1], last_pipe[-1]
+        return tag_pipe[-1], last_pipe[-1], ev_pipe[-1] if routes else None
 
     # ---- the lanes -----------------------------------------------------------------------------
     def _input_register(self, m: Module, flow: _Flow) -> list[Signal]:
@@ -466,10 +482,12 @@ class ScorerCore(wiring.Component):
 
     # ---- outputs and commit ---------------------------------------------------------------------
     def _outputs(self, m: Module, flow: _Flow, cs: CommitState, score_last: Any, arg_last: Any,
-                 out_tag: Any, out_last: Any) -> tuple[tuple[Signal, Signal], Signal, Signal]:
-        """The flag compare, then: stream results into the output buffer, pushed results to the
-        front end, and the sample/anomaly counters.  Returns the counters, the strobe of a result
-        leaving the pipeline and its flag (the adaptive threshold steps on them)."""
+                 out_tag: Any, out_last: Any, out_event: Any) -> tuple[tuple[Signal, Signal], Signal, Signal]:
+        """The flag compare and (with routes) the route intervals' flags, then: stream results into
+        the output buffer, pushed results to the front end, and the sample/anomaly counters.
+        Returns the counters, the strobe of a result leaving the pipeline and its flag (the
+        adaptive threshold steps on them).  The route intervals take one event per result as it
+        leaves the pipeline, in order (:func:`mailpulse.hdl.control.route_intervals`)."""
         p = self.params
         ctrl = self.ctrl
         score = Signal(p.score_bits)
@@ -481,6 +499,11 @@ class ScorerCore(wiring.Component):
         push_out = Signal()
         stream_out = Signal()
         m.d.comb += [push_out.eq(out_take & flow.src_push[-1]), stream_out.eq(out_take & ~flow.src_push[-1])]
+        flags: dict[str, Any] = {}
+        if p.r:
+            below, above = route_intervals(m, p, ctrl, cs, out_take, out_event)
+            flags = {"below": below, "above": above}
+            m.d.comb += [ctrl.result_below.eq(below), ctrl.result_above.eq(above)]
 
         if self.stream:
             res = Signal(ResultLayout(p))
@@ -490,6 +513,7 @@ class ScorerCore(wiring.Component):
                 res.argmax.eq(arg_last),
                 res.anomaly.eq(anomaly),
                 res.last.eq(out_last),
+                *(res[name].eq(v) for name, v in flags.items()),
             ]
             self._result_buffer(m, flow.fifo_cnt, stream_out, res)
 

@@ -37,7 +37,8 @@ from amaranth.lib.memory import Memory, MemoryData
 from amaranth.lib.wiring import In
 
 from . import lane
-from .control import CommitState, ControlSignature
+from .adapt import RouteIntervals
+from .control import CommitState, ControlSignature, route_intervals
 from .lane import stage_reg as reg
 from .params import CoreParams, clog2
 
@@ -141,6 +142,14 @@ class FoldedScorerCore(wiring.Component):
         res_valid, score_r, res_score, res_arg = self._accumulate(m, val, c)
         out_valid, anomaly = self._result(m, cs, iss, res_valid, score_r, res_score, res_arg)
         samples, anomalies = self._counters(m, out_valid, anomaly)
+        if self.params.r:
+            # the route intervals: one event per result, the pushed ROUTE register (held still by
+            # the front end until the result is out, as FEATURE and TAG are), pipelined from the
+            # push on (the result leaves K + lane depth cycles later) and written when it leaves
+            assert self.latency >= RouteIntervals.PIPE_CYCLES
+            below, above = route_intervals(m, self.params, self.ctrl, cs, out_valid, self.ctrl.push_route,
+                                           start=self.ctrl.push_ready)
+            m.d.comb += [self.ctrl.result_below.eq(below), self.ctrl.result_above.eq(above)]
         m.d.comb += self.ctrl.drained.eq(cs.commit_pending & ~iss.busy)
         # the adaptive threshold steps with each result, deeply pipelined: it lands four cycles
         # after the result strobe; the next sample's compare is K + lane depth cycles later

@@ -6,7 +6,7 @@ machines that have no HDL toolchain.  Every width the core uses is derived here,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailpulse.errors import UserError
 
@@ -16,6 +16,10 @@ def clog2(n: int) -> int:
     if n < 1:
         raise ValueError(f"clog2 needs a positive integer, not {n!r}")
     return (n - 1).bit_length()
+
+
+#: Most routes a core tracks (``PARAMS.ROUTES_LOG2`` has 3 bits: 0 and log2(R) + 1 up to 7).
+MAX_ROUTES = 64
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,10 @@ class CoreParams:
     in_bits, weight_bits, table_bits, shift_bits, tag_bits : int
         Fixed widths; see ``docs/fixed-point.md``.  They are parameters so that the read-back
         register tells the host exactly what it talks to, not so that they are freely tuned.
+    r : int
+        Routes with a latency prediction interval (:func:`mailpulse.hdl.reference.route_intervals`):
+        0 (no intervals: the beats and the registers are those of a core without them) or a power
+        of two 1..64 (``PARAMS.ROUTES_LOG2`` holds ``log2(R) + 1``).
     """
 
     name: str
@@ -47,6 +55,7 @@ class CoreParams:
     table_bits: int = 16
     shift_bits: int = 5
     tag_bits: int = 32
+    r: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.d <= 16:
@@ -65,8 +74,15 @@ class CoreParams:
             32,
         ):
             raise ValueError("the widths in/weight/table/shift/tag are fixed at 16/2/16/5/32 in this version")
+        if self.r and (self.r > MAX_ROUTES or self.r & (self.r - 1)):
+            raise ValueError(f"R must be 0 or a power of two in 1..{MAX_ROUTES}, not {self.r}")
 
     # -- derived widths ---------------------------------------------------------------------
+    @property
+    def routes_log2p1(self) -> int:
+        """``PARAMS.ROUTES_LOG2``: 0 without routes, else ``log2(R) + 1``."""
+        return clog2(self.r) + 1 if self.r else 0
+
     @property
     def b_log2(self) -> int:
         return clog2(self.b)
@@ -132,6 +148,7 @@ class CoreParams:
             "proj_bits": self.proj_bits,
             "offset_bits": self.offset_bits,
             "score_bits": self.score_bits,
+            "r": self.r,
         }
 
 
@@ -152,12 +169,17 @@ FORMAL_PARAMS = CoreParams("formal", d=2, k=2, b=4)
 
 
 def get_params(name: str) -> CoreParams:
-    """Look a parameter set up by name, with an error that lists the known ones."""
-    try:
+    """Look a parameter set up by name, with an error that lists the known ones.
+
+    ``<set>-r<R>`` names the set ``<set>`` with ``R`` routes (``small-r16``: the ``small`` core
+    with 16 route intervals), for verification and builds of a set with intervals."""
+    if name in PARAMETER_SETS:
         return PARAMETER_SETS[name]
-    except KeyError:
-        known = ", ".join(sorted(PARAMETER_SETS))
-        raise ValueError(f"unknown parameter set {name!r}; known sets: {known}") from None
+    base, sep, r = name.rpartition("-r")
+    if sep and base in PARAMETER_SETS and r.isdigit() and not PARAMETER_SETS[base].r:
+        return replace(PARAMETER_SETS[base], name=name, r=int(r))
+    known = ", ".join(sorted(PARAMETER_SETS))
+    raise ValueError(f"unknown parameter set {name!r}; known sets: {known} (<set>-r<R>: with R route intervals)")
 
 
 def params_or_error(name: str) -> CoreParams:

@@ -173,8 +173,10 @@ class BoardSpec:
         return self.factory()
 
     def clock_mhz(self, top: str, core: str, config: str) -> float:
-        """The core clock of the build ``(top, core, config)`` (``core`` is ``""`` for ``stream-bench``)."""
-        return self.clocks.get((top, core, config), self.fallback_mhz)
+        """The core clock of the build ``(top, core, config)`` (``core`` is ``""`` for ``stream-bench``);
+        a set with route intervals (``<set>-r<R>``) is asked for its base set's clock."""
+        base = config.rpartition("-r")[0] if (top, core, config) not in self.clocks else config
+        return self.clocks.get((top, core, config), self.clocks.get((top, core, base), self.fallback_mhz))
 
     def seed(self, top: str, core: str, config: str) -> int:
         """nextpnr's placer seed of the build ``(top, core, config)`` (1 unless ``seeds`` names one)."""

@@ -149,6 +149,22 @@ class RouteConfig:
     beta_exp: int = 0
     step_exp: int = 0
 
+    def copy(self) -> RouteConfig:
+        return RouteConfig(self.enable, self.beta_exp, self.step_exp)
+
+    def validate(self) -> None:
+        if self.enable not in (0, 1):
+            raise ValueError(f"route interval enable must be 0 or 1, not {self.enable}")
+        tracker_steps(self.beta_exp, self.step_exp)
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> RouteConfig:
+        """An enabled configuration (for verification), biased toward ones that move within a few
+        hundred events of a route."""
+        beta = int(rng.integers(1, 7)) if rng.random() < 0.8 else int(rng.integers(0, ADAPT_EXP_MAX + 1))
+        step = int(rng.integers(6, 13)) if rng.random() < 0.8 else int(rng.integers(0, ADAPT_STEP_MAX + 1))
+        return cls(1, beta, step)
+
 
 @dataclass
 class RouteResult:
@@ -204,6 +220,26 @@ def route_intervals(routes: npt.ArrayLike, latencies: npt.ArrayLike, lower: npt.
     return RouteResult(below, above, np.asarray(lo_l, dtype=np.int64), np.asarray(up_l, dtype=np.int64))
 
 
+def random_route_events(rng: np.random.Generator, n: int, routes: int) -> tuple[IntArray, IntArray]:
+    """``n`` random (route id, latency) events for a core of ``routes`` routes (for verification):
+    ids mostly in range, one in eight out of it (up to 0xFFFF); latencies around a per-route centre
+    with a spread, one in sixteen anywhere in 0..0xFFFF (both ends included), so both flags fire
+    and the bounds reach their clamps."""
+    r = rng.integers(0, max(routes, 1), size=n)
+    out = rng.random(n) < 0.125
+    r[out] = rng.integers(routes, 1 << 16, size=int(out.sum()))
+    centre = rng.integers(0x0400, 0x1400, size=max(routes, 1))
+    lat = centre[np.minimum(r, max(routes, 1) - 1)] + rng.normal(0, 180, size=n).astype(np.int64)
+    wild = np.flatnonzero(rng.random(n) < 0.0625)
+    lat[wild] = rng.integers(0, 1 << 16, size=len(wild))
+    lat[wild[::2]] = rng.choice(np.array([0, 1, 0xFFFE, 0xFFFF]), size=len(wild[::2]))
+    return r.astype(np.int64), np.clip(lat, 0, 0xFFFF).astype(np.int64)
+
+
+#: The route id of an event that belongs to no route (the largest id a beat carries): never tracked.
+NO_ROUTE = (1 << 16) - 1
+
+
 def route_seed(value: int) -> int:
     """A bound accumulator as the host seeds it: capped at ``0xFFFF << ADAPT_FRAC`` (every bound
     stays in ``0 .. 0xFFFF << ADAPT_FRAC``, the range :func:`route_intervals` assumes)."""
@@ -222,6 +258,7 @@ class CoreConfig:
     tables : (K, B) int array, ``0..2**table_bits - 1``
     threshold : int, ``0..2**32 - 1`` (with adaptation: the seed of the adaptive threshold)
     adapt : AdaptConfig, the adaptation registers (disabled by default)
+    routes : RouteConfig, the route intervals' registers (``ADAPT.ROUTES`` ...; disabled by default)
     """
 
     weights: IntArray
@@ -230,6 +267,7 @@ class CoreConfig:
     tables: IntArray
     threshold: int
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    routes: RouteConfig = field(default_factory=RouteConfig)
 
     @classmethod
     def zeros(cls, params: CoreParams) -> CoreConfig:
@@ -244,7 +282,7 @@ class CoreConfig:
 
     def copy(self) -> CoreConfig:
         return CoreConfig(self.weights.copy(), self.offsets.copy(), self.shifts.copy(),
-                          self.tables.copy(), int(self.threshold), self.adapt.copy())
+                          self.tables.copy(), int(self.threshold), self.adapt.copy(), self.routes.copy())
 
     def validate(self, params: CoreParams) -> None:
         """Raise ``ValueError`` naming the first thing that does not fit the core's parameters."""
@@ -263,6 +301,9 @@ class CoreConfig:
         if not 0 <= int(self.threshold) <= 0xFFFFFFFF:
             raise ValueError(f"threshold {self.threshold} is outside 0..2**32-1")
         self.adapt.validate()
+        self.routes.validate()
+        if self.routes.enable and not params.r:
+            raise ValueError(f"route intervals are enabled but the core ({params.name}) has no routes (R = 0)")
 
     @classmethod
     def random(cls, params: CoreParams, rng: np.random.Generator, *, density: float = 0.5) -> CoreConfig:
@@ -296,6 +337,9 @@ class ScoreResult:
     tag: IntArray
     #: With adaptation: the threshold accumulator after the batch (else None).
     acc: int | None = None
+    #: With routes (R > 0): per sample, the latency fell below / above its route's interval (else None).
+    below: IntArray | None = None
+    above: IntArray | None = None
 
     def __len__(self) -> int:
         return len(self.score)
@@ -368,7 +412,11 @@ class BusError(Exception):
 class EmulatedCore:
     """Register-level model of the core, as a host sees it through AXI4-Lite or SPI.
 
-    Stream samples are scored with :meth:`stream`; pushed samples with a write to ``PUSH``.  The
+    Stream samples are scored with :meth:`stream`; pushed samples with a write to ``PUSH``.  With
+    routes (R > 0) each sample is also an event of the route intervals (:func:`route_intervals`:
+    its route id and latency from the stream, or from ``ROUTE`` for a PUSH); the bounds are live
+    state (``ROUTE_BOUND``: read, seeded by a write, capped by :func:`route_seed`; a COMMIT leaves
+    them alone, it only takes the shadow ``ADAPT`` route fields).  The
     model treats every transaction as complete when the call returns (the RTL's pipeline latency
     is not modelled; commits happen between samples, which the model has no way to split).
 
@@ -377,7 +425,8 @@ class EmulatedCore:
     (``STATUS.PUSH_PENDING``, no result) and a COMMIT stays pending (``STATUS.COMMIT_PENDING``,
     nothing swapped); an access that would have to wait for them - a write to ``PUSH``,
     ``FEATURE`` or ``TAG``, or of ``CTRL.COMMIT_THRESHOLD``, behind a pending PUSH, a write to a
-    shadow register or the table window, or a write of ``CTRL.COMMIT``, behind a pending COMMIT -
+    shadow register or the table window, or a write of ``CTRL.COMMIT``, behind a pending COMMIT (with
+    routes also a write to ``ROUTE`` or ``ROUTE_BOUND`` behind a pending PUSH) -
     is answered with an error after :data:`~mailpulse.hdl.regmap.WAIT_LIMIT` cycles and does
     nothing at all (not even the other bits of that ``CTRL`` write); reads always answer.  When the
     stream flows again, the pending COMMIT takes effect first, then the pending PUSH is scored
@@ -401,7 +450,13 @@ class EmulatedCore:
         self.bus_error = False
         self.features = [0] * p.d
         self.tag = 0
+        self.route = 0
         self.result: tuple[int, int, int, int] | None = None
+        #: ``(below, above)`` of the last pushed sample (with routes).
+        self.result_flags = (0, 0)
+        #: The route bound accumulators (units of ``2**-ADAPT_FRAC``): live state, not committed.
+        self.lower = np.zeros(p.r, dtype=np.int64)
+        self.upper = np.zeros(p.r, dtype=np.int64)
         self.stalled = False
         self.push_pending = False
         self.commit_pending = False
@@ -434,8 +489,7 @@ class EmulatedCore:
         if name == "THRESHOLD_FRAC":
             return self.acc & ((1 << ADAPT_FRAC) - 1)
         if name == "ADAPT":
-            a = self.shadow.adapt
-            return reg.value(ENABLE=a.enable, ALPHA_EXP=a.alpha_exp, STEP_EXP=a.step_exp)
+            return adapt_value(self.regmap, self.shadow)
         if name == "T_MIN":
             return self.shadow.adapt.t_min
         if name == "T_MAX":
@@ -453,7 +507,14 @@ class EmulatedCore:
         if name == "RESULT_SCORE":
             return self.result[0] if self.result else 0
         if name == "RESULT_INFO":
-            return reg.value(ANOMALY=self.result[1], ARGMAX=self.result[2]) if self.result else 0
+            if not self.result:
+                return 0
+            flags = dict(zip(("BELOW", "ABOVE"), self.result_flags, strict=True)) if p.r else {}
+            return reg.value(ANOMALY=self.result[1], ARGMAX=self.result[2], **flags)
+        if name == "ROUTE":
+            return self.route
+        if name == "ROUTE_BOUND":
+            return int((self.upper if i & 1 else self.lower)[i >> 1])
         if name == "RESULT_TAG":
             return self.result[3] if self.result else 0
         if name == "OFFSET":
@@ -477,7 +538,7 @@ class EmulatedCore:
             self.bus_error = True
             raise BusError(f"write of read-only register {name}")
         fired = {f.name for f in reg.fields if value & f.mask} if name == "CTRL" else set()
-        if (self.push_pending and (reg.kind is Kind.PUSH or name in self.regmap["PUSH"].operands
+        if (self.push_pending and (reg.kind in (Kind.PUSH, Kind.LIVE) or name in self.regmap["PUSH"].operands
                                    or "COMMIT_THRESHOLD" in fired)) or (
                 self.commit_pending and (reg.shadow or "COMMIT" in fired)):
             self.bus_error = True
@@ -499,9 +560,19 @@ class EmulatedCore:
         elif name == "THRESHOLD":
             self.shadow.threshold = value
         elif name == "ADAPT":
+            def fld(f: str) -> int:
+                return (value & reg.field(f).mask) >> reg.field(f).lsb
+
             a = self.shadow.adapt
-            a.enable, a.alpha_exp, a.step_exp = (
-                (value & reg.field(f).mask) >> reg.field(f).lsb for f in ("ENABLE", "ALPHA_EXP", "STEP_EXP"))
+            a.enable, a.alpha_exp, a.step_exp = fld("ENABLE"), fld("ALPHA_EXP"), fld("STEP_EXP")
+            if p.r:
+                rc = self.shadow.routes
+                rc.enable, rc.beta_exp, rc.step_exp = fld("ROUTES"), fld("BETA_EXP"), fld("ROUTE_STEP_EXP")
+        elif name == "ROUTE":
+            self.route = value
+        elif name == "ROUTE_BOUND":
+            bound = route_seed(value & reg.write_mask)
+            (self.upper if i & 1 else self.lower)[i >> 1] = bound
         elif name == "T_MIN":
             self.shadow.adapt.t_min = value
         elif name == "T_MAX":
@@ -533,7 +604,7 @@ class EmulatedCore:
         self.active_bank ^= 1
         self.active = CoreConfig(self.shadow.weights.copy(), self.shadow.offsets.copy(),
                                  self.shadow.shifts.copy(), self.bank_tables[self.active_bank].copy(),
-                                 int(self.shadow.threshold), self.shadow.adapt.copy())
+                                 int(self.shadow.threshold), self.shadow.adapt.copy(), self.shadow.routes.copy())
         self.acc = int(self.shadow.threshold) << ADAPT_FRAC
 
     def stall_results(self, stalled: bool = True) -> None:
@@ -550,11 +621,24 @@ class EmulatedCore:
 
     # -- samples --------------------------------------------------------------------------
     def _push(self) -> None:
-        r = self._score(np.array([self.features], dtype=np.int64), np.array([self.tag]))
+        events = None
+        if self.params.r:   # the ROUTE register: ID and LATENCY
+            reg = self.regmap["ROUTE"]
+            events = (np.array([(self.route & reg.field("ID").mask) >> reg.field("ID").lsb]),
+                      np.array([(self.route & reg.field("LATENCY").mask) >> reg.field("LATENCY").lsb]))
+        r = self._score(np.array([self.features], dtype=np.int64), np.array([self.tag]), events)
         self.result = r.row(0)
+        if r.below is not None and r.above is not None:
+            self.result_flags = (int(r.below[0]), int(r.above[0]))
 
-    def _score(self, x: IntArray, tags: npt.ArrayLike) -> ScoreResult:
+    def _score(self, x: IntArray, tags: npt.ArrayLike,
+               events: tuple[npt.ArrayLike, npt.ArrayLike] | None = None) -> ScoreResult:
         r = score(self.params, self.active, x, tags, acc=self.acc)
+        if self.params.r:
+            routes, lat = events if events is not None else (np.full(len(r), NO_ROUTE), np.zeros(len(r)))
+            ri = route_intervals(routes, lat, self.lower, self.upper, self.active.routes)
+            self.lower, self.upper = ri.lower, ri.upper
+            r.below, r.above = ri.below, ri.above
         if r.acc is not None:
             self.acc = r.acc
             self.active.threshold = r.acc >> ADAPT_FRAC
@@ -562,17 +646,32 @@ class EmulatedCore:
         self.anomalies = (self.anomalies + int(r.anomaly.sum())) & 0xFFFFFFFF
         return r
 
-    def stream(self, x: npt.ArrayLike, tags: npt.ArrayLike | None = None) -> ScoreResult:
-        """Score samples that arrive on the input stream (results leave on the output stream)."""
+    def stream(self, x: npt.ArrayLike, tags: npt.ArrayLike | None = None, routes: npt.ArrayLike | None = None,
+               latencies: npt.ArrayLike | None = None) -> ScoreResult:
+        """Score samples that arrive on the input stream (results leave on the output stream);
+        with routes, ``routes``/``latencies`` are the beats' route ids and latencies (default:
+        :data:`NO_ROUTE`, latency 0: not tracked)."""
         xs = np.asarray(x, dtype=np.int64)
         if self.stalled:
             raise RuntimeError("no sample enters while the result stream is stalled with the pipeline full")
-        return self._score(xs, np.zeros(len(xs), dtype=np.int64) if tags is None else tags)
+        n = len(xs)
+        events = None
+        if routes is not None or latencies is not None:
+            events = (np.full(n, NO_ROUTE) if routes is None else routes,
+                      np.zeros(n, dtype=np.int64) if latencies is None else latencies)
+        return self._score(xs, np.zeros(n, dtype=np.int64) if tags is None else tags, events)
 
     # -- convenience: the register writes that load a whole model --------------------------
     def model_writes(self, cfg: CoreConfig) -> list[tuple[int, int]]:
         """(address, value) writes that put ``cfg`` in the shadow model (commit not included)."""
         return model_writes(self.regmap, cfg)
+
+
+def adapt_value(regmap: RegisterMap, cfg: CoreConfig) -> int:
+    """The ``ADAPT`` register value of ``cfg`` (with routes: its route interval fields too)."""
+    a, rc = cfg.adapt, cfg.routes
+    routes = {"ROUTES": rc.enable, "BETA_EXP": rc.beta_exp, "ROUTE_STEP_EXP": rc.step_exp} if regmap.params.r else {}
+    return regmap["ADAPT"].value(ENABLE=a.enable, ALPHA_EXP=a.alpha_exp, STEP_EXP=a.step_exp, **routes)
 
 
 def model_writes(regmap: RegisterMap, cfg: CoreConfig) -> list[tuple[int, int]]:
@@ -595,8 +694,7 @@ def model_writes(regmap: RegisterMap, cfg: CoreConfig) -> list[tuple[int, int]]:
         for b in range(p.b):
             out.append((tab.address(k * p.b + b), int(cfg.tables[k, b])))
     a = cfg.adapt
-    out.append((regmap["ADAPT"].address(), regmap["ADAPT"].value(ENABLE=a.enable, ALPHA_EXP=a.alpha_exp,
-                                                                 STEP_EXP=a.step_exp)))
+    out.append((regmap["ADAPT"].address(), adapt_value(regmap, cfg)))
     out.append((regmap["T_MIN"].address(), a.t_min))
     out.append((regmap["T_MAX"].address(), a.t_max))
     out.append((regmap["THRESHOLD"].address(), int(cfg.threshold)))
@@ -607,6 +705,7 @@ __all__ = [
     "ADAPT_FRAC",
     "CORE_ID",
     "LATENCY_BITS",
+    "NO_ROUTE",
     "AdaptConfig",
     "BusError",
     "CoreConfig",
@@ -614,10 +713,12 @@ __all__ = [
     "RouteConfig",
     "RouteResult",
     "ScoreResult",
+    "adapt_value",
     "adaptive_flags",
     "bins",
     "clamp",
     "model_writes",
+    "random_route_events",
     "route_intervals",
     "route_seed",
     "score",

@@ -19,7 +19,8 @@ computed from the fields' declared resets.  The same over AXI4-Lite and SPI:
 * ``ACTION`` (write-only) - each field is a strobe: writing 1 to it does its action once; the
   register reads 0.
 * ``PUSH`` (write-only) - any write sends the register's ``operands`` as one sample; the write, and
-  a write to an operand, waits while a pushed sample is pending or in the pipeline.
+  a write to an operand or to a ``LIVE`` register, waits while a pushed sample is pending or in
+  the pipeline (the sample's route event comes before a seed, as in the model).
 * A write to a ``shadow`` register (or the ``TABLE`` window), and a write of ``CTRL.COMMIT``, waits
   while a commit is pending: a commit takes the shadow model exactly as it was when COMMIT was
   written.
@@ -28,6 +29,10 @@ computed from the fields' declared resets.  The same over AXI4-Lite and SPI:
   wait that long (a pushed sample or a commit cannot get through a full pipeline); reads never
   wait for it, so ``STATUS`` always answers.
 * ``WINDOW`` (write-only) - a memory window: entry ``i`` of the memory is at ``offset + 4 * i``.
+* ``LIVE`` (read-write) - element ``i`` reads a live value of the core (one the core itself
+  updates, such as a route bound) and a write seeds it: the core takes the value written (in the
+  field's width; the core may cap it, see the register) and goes on from there.  Not shadow: a
+  seed takes effect at once, between two events.
 * Read-only registers answer writes with an error (AXI ``SLVERR``; SPI sets
   ``STATUS.BUS_ERROR``); write-only registers read 0 without error.
 * Any address not declared here answers with an error (AXI ``SLVERR``; SPI ``BUS_ERROR``) and
@@ -65,17 +70,23 @@ class Kind(Enum):
     PUSH = "push"
     #: Write-only memory window.
     WINDOW = "window"
+    #: Read-write: reads a live value of the core; a write seeds it.
+    LIVE = "live"
 
     @property
     def access(self) -> Access:
         """The bus access of the kind (the ``.hwh`` and the Vivado IP use these words)."""
         if self in (Kind.CONST, Kind.STATUS):
             return "RO"
-        return "RW" if self is Kind.STORAGE else "WO"
+        return "RW" if self in (Kind.STORAGE, Kind.LIVE) else "WO"
 
 #: Value of the ``ID`` register: ASCII "MPLS".
 CORE_ID = 0x4D504C53
-#: Version of the core and of this register map: (major, minor, patch).
+#: Version of the core and of this register map: (major, minor, patch).  Still 1.1.0 with the
+#: route intervals: a core without them (R = 0) has the same map (``PARAMS.ROUTES_LOG2`` reads 0),
+#: a host finds them by ``PARAMS``; and the constant is logic in the read multiplexer: 1.2.0 moved
+#: the UP5K ``small`` build to 44.6 MHz (45 needed) and the ECP5 stream-bench to 122.3 MHz (125)
+#: at their placer seeds, where 1.1.0 gives 47.9 and 127.3 MHz.
 CORE_VERSION = (1, 1, 0)
 #: Width of the byte address of the register window (64 KiB).
 ADDR_BITS = 16
@@ -93,6 +104,10 @@ ADAPT_FRAC = 8
 #: core whose result stream flows (a pipeline latency, a commit's copy, the clear after reset: at
 #: most 2 K B + 100 cycles); reached only when the result stream stalls with the pipeline full.
 WAIT_LIMIT = 1 << 14
+#: Byte address of ``ROUTE_BOUND`` (R > 0): 2R registers, up to 0x05FC for R = 64.
+ROUTE_BOUND_BASE = 0x0400
+#: Width of a route bound accumulator: a Q8.8 latency and :data:`ADAPT_FRAC` fraction bits.
+ROUTE_BOUND_BITS = 16 + ADAPT_FRAC
 
 
 @dataclass(frozen=True)
@@ -187,6 +202,7 @@ _KIND_DOC = {
     Kind.ACTION: "writing 1 to a field fires its action once",
     Kind.PUSH: "any write sends the operand registers as one sample",
     Kind.WINDOW: "a memory window, entry i at offset + 4 i",
+    Kind.LIVE: "reads a live value of the core, a write seeds it",
 }
 
 
@@ -203,6 +219,27 @@ class RegisterMap:
         self.params = p
         major, minor, patch = CORE_VERSION
         C, S, RW, A, P, W = Kind.CONST, Kind.STATUS, Kind.STORAGE, Kind.ACTION, Kind.PUSH, Kind.WINDOW
+        # with routes (R > 0): the interval fields and registers; without, the map of a core without them
+        routes = p.r > 0
+        adapt_routes = (
+            _f("ROUTES", 1, 1, "1: the route intervals flag and adapt; 0: they do neither"),
+            _f("BETA_EXP", 24, 4, "route intervals: target miss rate per side 2**-BETA_EXP"),
+            _f("ROUTE_STEP_EXP", 28, 4, f"route intervals: a bound narrows by 2**ROUTE_STEP_EXP / "
+                                        f"{1 << ADAPT_FRAC} per hit, widens (2**BETA_EXP - 1) times that "
+                                        "per miss on its side"),
+        ) if routes else ()
+        route_push = [
+            Register("ROUTE", 0x0094, RW, "Route id and latency of the event a PUSH sends.",
+                     (_f("ID", 0, 16, "route id (an id >= R is not tracked)"),
+                      _f("LATENCY", 16, 16, "unsigned Q8.8 log2(latency in us)"))),
+        ] if routes else []
+        route_bounds = [
+            Register("ROUTE_BOUND", ROUTE_BOUND_BASE, Kind.LIVE,
+                     f"Route r's lower (index 2r) and upper (2r + 1) bound accumulator: the bound is "
+                     f"BOUND >> {ADAPT_FRAC} (Q8.8); a write seeds it, capped at 0xFFFF << {ADAPT_FRAC}.",
+                     (_f("BOUND", 0, ROUTE_BOUND_BITS, f"unsigned, units of 2**-{ADAPT_FRAC} of a Q8.8 latency"),),
+                     count=2 * p.r),
+        ] if routes else []
         regs = [
             Register("ID", 0x0000, C, "Core identifier, ASCII 'MPLS'.",
                      (_f("ID", 0, 32, "0x4D504C53", reset=CORE_ID),)),
@@ -213,7 +250,9 @@ class RegisterMap:
                      (_f("D", 0, 8, "features per sample", reset=p.d), _f("K", 8, 8, "projections", reset=p.k),
                       _f("B_LOG2", 16, 4, "log2 of bins per projection", reset=p.b_log2),
                       _f("WEIGHT_BITS", 20, 4, "signed weight width", reset=p.weight_bits),
-                      _f("SHIFT_BITS", 24, 5, "bin shift width", reset=p.shift_bits))),
+                      _f("SHIFT_BITS", 24, 5, "bin shift width", reset=p.shift_bits),
+                      _f("ROUTES_LOG2", 29, 3, "0: no route intervals; else R = 2**(ROUTES_LOG2 - 1) routes",
+                         reset=p.routes_log2p1))),
             Register("WIDTHS", 0x000C, C, "Datapath widths.",
                      (_f("IN_BITS", 0, 8, "signed feature width", reset=p.in_bits),
                       _f("TABLE_BITS", 8, 8, "table value width", reset=p.table_bits),
@@ -248,7 +287,8 @@ class RegisterMap:
                      (_f("ENABLE", 0, 1, "1: the threshold adapts; 0: it holds still"),
                       _f("ALPHA_EXP", 8, 4, "target flag rate 2**-ALPHA_EXP"),
                       _f("STEP_EXP", 16, 4, f"step down 2**STEP_EXP / {1 << ADAPT_FRAC} per unflagged sample; "
-                                            "step up (2**ALPHA_EXP - 1) times that per flagged one")),
+                                            "step up (2**ALPHA_EXP - 1) times that per flagged one"),
+                      *adapt_routes),
                      shadow=True),
             Register("T_MIN", 0x0030, RW, "Lower clamp of the adaptive threshold (shadow).",
                      (_f("T_MIN", 0, 32, "unsigned"),), shadow=True),
@@ -261,16 +301,19 @@ class RegisterMap:
                      (_f("VALUE", 0, p.in_bits, "signed feature", signed=True),), count=p.d),
             Register("TAG", 0x0080, RW, "Tag of the sample a PUSH sends.",
                      (_f("TAG", 0, p.tag_bits, "tag"),)),
-            Register("PUSH", 0x0084, P, "Any write sends FEATURE[*] and TAG as one sample; its result "
-                                        "goes to RESULT_* (not to the output stream).",
-                     (_f("PUSH", 0, 1, "strobe"),), operands=("FEATURE", "TAG")),
+            Register("PUSH", 0x0084, P, f"Any write sends FEATURE[*], TAG{', ROUTE' if routes else ''} as one "
+                                        "sample; its result goes to RESULT_* (not to the output stream).",
+                     (_f("PUSH", 0, 1, "strobe"),), operands=("FEATURE", "TAG", *(("ROUTE",) if routes else ()))),
             Register("RESULT_SCORE", 0x0088, S, "Score of the last pushed sample.",
                      (_f("SCORE", 0, 32, "unsigned"),)),
             Register("RESULT_TAG", 0x008C, S, "Tag of the last pushed sample.",
                      (_f("TAG", 0, p.tag_bits, "tag"),)),
             Register("RESULT_INFO", 0x0090, S, "Flag and explanation of the last pushed sample.",
                      (_f("ANOMALY", 0, 1, "score > threshold"),
+                      *((_f("BELOW", 1, 1, "latency below its route's lower bound"),
+                         _f("ABOVE", 2, 1, "latency above its route's upper bound")) if routes else ()),
                       _f("ARGMAX", 8, 8, "projection with the largest table value (lowest index on ties)"))),
+            *route_push,
             Register("OFFSET", 0x0100, RW, "Bin offset of projection k (shadow).",
                      (_f("OFFSET", 0, p.offset_bits, "signed", signed=True),), count=p.k, shadow=True),
             Register("SHIFT", 0x0200, RW, "Bin shift of projection k (shadow).",
@@ -278,6 +321,7 @@ class RegisterMap:
             Register("WEIGHTS", 0x0300, RW, "Weights of projection k (shadow): field d is w[k][d].",
                      tuple(_f(f"W{d}", 2 * d, p.weight_bits, f"weight of feature {d}", signed=True)
                            for d in range(p.d)), count=p.k, shadow=True),
+            *route_bounds,
             Register("TABLE", TABLE_BASE, W, "Table entry (k, b) of the shadow bank at index k*B + b: "
                                              "-log density of bin b of projection k.",
                      (_f("VALUE", 0, p.table_bits, "unsigned"),), count=p.k * p.b, shadow=True),
@@ -305,6 +349,8 @@ class RegisterMap:
                 raise AssertionError(f"write-only register {r.name} declares a reset value")
             if bool(r.operands) != (r.kind is Kind.PUSH):
                 raise AssertionError(f"register {r.name}: operands belong to (every) PUSH register")
+            if r.kind is Kind.LIVE and (r.shadow or len(r.fields) != 1 or r.fields[0].lsb or r.fields[0].signed):
+                raise AssertionError(f"live register {r.name} must not be shadow and has one unsigned field at bit 0")
             for name in r.operands:
                 op = self._by_name.get(name)
                 if op is None or op.kind is not Kind.STORAGE or op.shadow:
@@ -360,8 +406,8 @@ class RegisterMap:
             "",
             "Kinds: " + "; ".join(f"`{k.value}` ({k.access}) {_KIND_DOC[k]}" for k in Kind) + ".",
             "",
-            "Waits: a write to `PUSH` or its operands waits while a pushed sample is pending or in the "
-            "pipeline; a write to a shadow register (or `CTRL.COMMIT`) waits while a commit is pending. "
+            "Waits: a write to `PUSH`, its operands or a `live` register waits while a pushed sample is pending "
+            "or in the pipeline; a write to a shadow register (or `CTRL.COMMIT`) waits while a commit is pending. "
             f"No access waits more than {WAIT_LIMIT} clocks: then it is answered with an error (AXI `SLVERR`, "
             "`STATUS.BUS_ERROR` set) and does nothing. Reads never wait for the pipeline.",
             "",

@@ -9,7 +9,9 @@ access does follows the register's declared :class:`~mailpulse.hdl.regmap.Kind` 
 field actions do): ``CONST`` reads its reset, ``STATUS`` reads live sources field by field,
 ``STORAGE`` stores (flip-flops; the per-projection shadow arrays in small memories), ``ACTION``
 fields fire one-cycle pulses, a ``PUSH`` write sends its operand registers as a sample, a
-``WINDOW`` write goes to a memory port.  What the sources, pulses and ports connect to in the core
+``WINDOW`` write goes to a memory port, a ``LIVE`` register reads the core's value of the
+addressed element (through a read port: index out, value in) and a write seeds it (a write port:
+strobe, index, data).  What the sources, pulses and ports connect to in the core
 is one table, :meth:`RegisterFile._connections`; a declared field without a connection is an
 elaboration error.
 """
@@ -110,6 +112,22 @@ class _PushResult:
     tag: Signal
     anomaly: Signal
     argmax: Signal
+    #: The route interval flags of the last pushed sample (R > 0).
+    below: Signal
+    above: Signal
+
+
+@dataclass
+class _LivePort:
+    """What a ``LIVE`` register connects to in the core: the read port (``rd_index`` out from
+    DECODE on, ``rd_value`` in at READ: combinational or registered once) and the seed port
+    (``we`` strobe, ``index``, ``data``)."""
+
+    rd_index: Signal
+    rd_value: Signal
+    we: Signal
+    index: Signal
+    data: Signal
 
 
 @dataclass
@@ -179,7 +197,8 @@ class RegisterFile(wiring.Component):
         res = _PushResult(bus_error=Signal(name="bus_error"), push_pending=Signal(name="push_pending"),
                           result_valid=Signal(name="result_valid"), score=Signal(32, name="result_score"),
                           tag=Signal(self.params.tag_bits, name="result_tag"),
-                          anomaly=Signal(name="result_anomaly"), argmax=Signal(8, name="result_argmax"))
+                          anomaly=Signal(name="result_anomaly"), argmax=Signal(8, name="result_argmax"),
+                          below=Signal(name="result_below"), above=Signal(name="result_above"))
         conn = self._connections(res)
         strobes = self._check_connections(conn)
         m = Module()
@@ -193,13 +212,13 @@ class RegisterFile(wiring.Component):
         ctrl = self.ctrl
         # strobes to the core default low (the access, the clear and the copy raise them)
         m.d.sync += [*(s.eq(0) for s in strobes), ctrl.table_we.eq(0), ctrl.table_clear.eq(0),
-                     ctrl.load_valid.eq(0), ctrl.commit_done.eq(0)]
+                     ctrl.load_valid.eq(0), ctrl.commit_done.eq(0), *(lp.we.eq(0) for lp in conn["live"].values())]
         for wr in st.mem_wr.values():
             m.d.sync += wr.en.eq(0)   # overridden below
         self._clear_after_reset(m, st, clr)
         self._commit_copy(m, acc, st, conn["copy"])
         self._latch_and_decode(m, acc, st)
-        rdata = self._read(m, acc, st, ro)
+        rdata = self._read(m, acc, st, ro, conn["live"])
         self._wait_go_err(m, acc, clr, res)
         self._execute(m, acc, st, rdata, res, conn)
         with m.If(self.bus.err_set):
@@ -222,9 +241,13 @@ class RegisterFile(wiring.Component):
         for a ``PUSH`` register, the statements any write runs.  ``copy``: the core load port each
         per-projection shadow array feeds during a commit.  ``windows``: the (enable, index, data)
         write port of each ``WINDOW``.  ``storage``: the core port that each flip-flop
-        ``STORAGE`` register (an array: its elements concatenated) drives.
+        ``STORAGE`` register (an array: its elements concatenated) drives.  ``live``: the read and
+        seed ports (:class:`_LivePort`) of each ``LIVE`` register.  With routes (R > 0) the route
+        interval registers join the tables.
         """
         ctrl = self.ctrl
+        routes = self.params.r > 0
+        flags = {"BELOW": res.below, "ABOVE": res.above} if routes else {}
         return {
             "status": {
                 "STATUS": {"COMMIT_PENDING": ctrl.commit_pending, "ACTIVE_BANK": ctrl.active_bank,
@@ -236,7 +259,7 @@ class RegisterFile(wiring.Component):
                 "LATENCY": {"CYCLES": Const(self.latency, 32)},
                 "RESULT_SCORE": {"SCORE": res.score},
                 "RESULT_TAG": {"TAG": res.tag},
-                "RESULT_INFO": {"ANOMALY": res.anomaly, "ARGMAX": res.argmax},
+                "RESULT_INFO": {"ANOMALY": res.anomaly, "ARGMAX": res.argmax, **flags},
                 "THRESHOLD_FRAC": {"FRAC": ctrl.threshold_frac},
             },
             "actions": {
@@ -250,8 +273,11 @@ class RegisterFile(wiring.Component):
             },
             "copy": {"WEIGHTS": ctrl.load_weights, "OFFSET": ctrl.load_offset, "SHIFT": ctrl.load_shift},
             "storage": {"THRESHOLD": ctrl.shadow_threshold, "FEATURE": ctrl.push_features, "TAG": ctrl.push_tag,
-                        "ADAPT": ctrl.shadow_adapt, "T_MIN": ctrl.shadow_t_min, "T_MAX": ctrl.shadow_t_max},
+                        "ADAPT": ctrl.shadow_adapt, "T_MIN": ctrl.shadow_t_min, "T_MAX": ctrl.shadow_t_max,
+                        **({"ROUTE": ctrl.push_route} if routes else {})},
             "windows": {"TABLE": (ctrl.table_we, ctrl.table_index, ctrl.table_data)},
+            "live": {"ROUTE_BOUND": _LivePort(ctrl.route_rd_index, ctrl.route_rd_value, ctrl.route_seed_we,
+                                              ctrl.route_seed_index, ctrl.route_seed_value)} if routes else {},
         }
 
     def _read_only_values(self, m: Module, status: dict[str, dict[str, Any]]) -> dict[str, Value]:
@@ -287,6 +313,7 @@ class RegisterFile(wiring.Component):
                         set(conn["storage"])),
             "copy": ({r.name for r in rm if self._memory_backed(r)}, set(conn["copy"])),
             "windows": ({r.name for r in rm if r.kind is Kind.WINDOW}, set(conn["windows"])),
+            "live": ({r.name for r in rm if r.kind is Kind.LIVE}, set(conn["live"])),
         }
         for key, (declared, connected) in checks.items():
             if declared != connected:
@@ -439,7 +466,8 @@ class RegisterFile(wiring.Component):
                     sel = Mux(acc.addr[2:2 + ib] == i, e, sel)
                 m.d.sync += target.eq(sel)
 
-    def _read(self, m: Module, acc: _Access, st: _Storage, ro: dict[str, Value]) -> Value:
+    def _read(self, m: Module, acc: _Access, st: _Storage, ro: dict[str, Value],
+              live: dict[str, _LivePort]) -> Value:
         """READ: the read multiplexer into registers (its own cycle: no path from the access
         decision or the push/commit state into ``resp_data``).  The OR over all registers is
         split: READ registers the OR of each group of ``_READ_GROUP`` registers, EXEC ORs the
@@ -456,6 +484,14 @@ class RegisterFile(wiring.Component):
                     m.d.comb += term.eq(sext_if_signed(r, st.regs[r.name][0]))
                 else:
                     m.d.comb += term.eq(sext_if_signed(r, st.sel[r.name]))
+                terms.append(term & hit.replicate(32))
+            elif r.kind is Kind.LIVE:
+                # the element's index from the latched address (arrays sit on a boundary of their
+                # size), valid from DECODE on: the core may answer combinationally or a cycle later
+                lp = live[r.name]
+                m.d.comb += lp.rd_index.eq(acc.addr[2:2 + len(lp.rd_index)])
+                term = Signal(32, name=f"rd_{r.name.lower()}")
+                m.d.comb += term.eq(lp.rd_value)
                 terms.append(term & hit.replicate(32))
             elif r.access == "RO":
                 terms.append(ro[r.name] & hit.replicate(32))
@@ -508,7 +544,9 @@ class RegisterFile(wiring.Component):
         hits, write = acc.hits, acc.write
         push_busy = res.push_pending | ctrl.push_inflight
         pushes = [r for r in regs if r.kind is Kind.PUSH]
-        j_operand = [j for j, r in enumerate(regs) if any(r.name in q.operands for q in pushes)]
+        # a LIVE register (a route bound) waits like an operand: the pushed sample's event comes
+        # first, as in the model, whatever stage of the core it is at
+        j_operand = [j for j, r in enumerate(regs) if any(r.name in q.operands for q in pushes) or r.kind is Kind.LIVE]
         j_push = [j for j, r in enumerate(regs) if r.kind is Kind.PUSH]
         j_window = [j for j, r in enumerate(regs) if r.kind is Kind.WINDOW]
         j_shadow = [j for j, r in enumerate(regs) if r.shadow]
@@ -555,7 +593,7 @@ class RegisterFile(wiring.Component):
         """EXEC (``go``): the write, by kind - store it (``STORAGE``), write the window's port
         (``WINDOW``), run the actions of the fields written with 1 (``ACTION``) or of any write
         (``PUSH``) - and the response."""
-        actions, windows = conn["actions"], conn["windows"]
+        actions, windows, live = conn["actions"], conn["windows"], conn["live"]
         with m.If(acc.go):
             m.d.sync += [acc.state.eq(_State.IDLE), acc.resp_valid.eq(1)]
             for j, r in enumerate(self.regmap):
@@ -581,6 +619,9 @@ class RegisterFile(wiring.Component):
                     elif r.kind is Kind.WINDOW:
                         we, index, data = windows[r.name]
                         m.d.sync += [we.eq(1), index.eq(ix), data.eq(acc.wdata)]
+                    elif r.kind is Kind.LIVE:   # the seed: the field's bits, one strobe
+                        lp = live[r.name]
+                        m.d.sync += [lp.we.eq(1), lp.index.eq(ix), lp.data.eq(acc.wdata[:len(lp.data)])]
             m.d.sync += [acc.resp_data.eq(rdata), acc.resp_err.eq(acc.err)]
             with m.If(acc.write & acc.err):
                 m.d.sync += res.bus_error.eq(1)
@@ -599,3 +640,5 @@ class RegisterFile(wiring.Component):
                 res.anomaly.eq(ctrl.result_anomaly),
                 res.argmax.eq(ctrl.result_argmax),
             ]
+            if self.params.r:
+                m.d.sync += [res.below.eq(ctrl.result_below), res.above.eq(ctrl.result_above)]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from mailpulse.hdl.params import PARAMETER_SETS, CoreParams
-from mailpulse.hdl.reference import CoreConfig, model_writes
+from mailpulse.hdl.reference import NO_ROUTE, CoreConfig, model_writes
 from mailpulse.hdl.regmap import CORE_ID, CORE_VERSION, Register, RegisterMap
 
 from mailpulse.errors import UserError
@@ -75,15 +75,17 @@ def params_from_registers(params_reg: int, widths_reg: int, regmap_cls: type[Reg
     pr, wr = probe["PARAMS"], probe["WIDTHS"]
     d, k = field_of(pr, "D", params_reg), field_of(pr, "K", params_reg)
     b = 1 << field_of(pr, "B_LOG2", params_reg)
+    routes_log2 = field_of(pr, "ROUTES_LOG2", params_reg)
+    r = 1 << (routes_log2 - 1) if routes_log2 else 0
     name = "custom"
     for pname, ps in PARAMETER_SETS.items():
         if (ps.d, ps.k, ps.b) == (d, k, b):
-            name = pname
+            name = pname if ps.r == r else f"{pname}-r{r}"
     try:
         params = CoreParams(name, d=d, k=k, b=b, in_bits=field_of(wr, "IN_BITS", widths_reg),
                             table_bits=field_of(wr, "TABLE_BITS", widths_reg),
                             weight_bits=field_of(pr, "WEIGHT_BITS", params_reg),
-                            shift_bits=field_of(pr, "SHIFT_BITS", params_reg))
+                            shift_bits=field_of(pr, "SHIFT_BITS", params_reg), r=r)
     except ValueError as e:
         raise CoreMismatchError(f"the core reports parameters that no mailpulse core has ({e})") from None
     if (field_of(wr, "PROJ_BITS", widths_reg), field_of(wr, "SCORE_BITS", widths_reg)) != (
@@ -120,6 +122,7 @@ class CoreClient:
         self._anomaly_lsb = self._info.field("ANOMALY").lsb
         self._argmax_lsb = self._info.field("ARGMAX").lsb
         self._argmax_mask = (1 << self._info.field("ARGMAX").width) - 1
+        self._route = r["ROUTE"] if params.r else None
         self._last_tag: int | None = None
         #: True when the transport guarantees that a read started after a PUSH returns its result
         #: (see :meth:`push_many`); False (poll STATUS every time) is always safe.
@@ -143,10 +146,11 @@ class CoreClient:
         if check and version[0] != CORE_VERSION[0]:
             raise CoreMismatchError(f"the core is version {version}, this host speaks major version {CORE_VERSION[0]}")
         params = params_from_registers(self.bus.read(r["PARAMS"].address()), self.bus.read(r["WIDTHS"].address()))
-        if check and (params.d, params.k, params.b) != (self.params.d, self.params.k, self.params.b):
+        if check and (params.d, params.k, params.b, params.r) != (self.params.d, self.params.k, self.params.b,
+                                                                   self.params.r):
             raise CoreMismatchError(
-                f"the core has D={params.d} K={params.k} B={params.b}, the host expects set {self.params.name} "
-                f"(D={self.params.d} K={self.params.k} B={self.params.b})")
+                f"the core has D={params.d} K={params.k} B={params.b} R={params.r}, the host expects set "
+                f"{self.params.name} (D={self.params.d} K={self.params.k} B={self.params.b} R={self.params.r})")
         latency = field_of(r["LATENCY"], "CYCLES", self.bus.read(r["LATENCY"].address()))
         return CoreIdentity(core_id, version, params, latency)
 
@@ -226,6 +230,11 @@ class CoreClient:
     # -- samples --------------------------------------------------------------------------
     def score_one(self, x: npt.ArrayLike, tag: int = 0) -> tuple[int, int, int, int]:
         """Score one sample through ``FEATURE``/``TAG``/``PUSH``; returns (score, anomaly, argmax, tag)."""
+        s, a, k, t = self._push_one(self._check_sample(x, tag), int(tag))[:4]
+        return s, a, k, t
+
+    def _check_sample(self, x: npt.ArrayLike, tag: int) -> list[int]:
+        """The FEATURE register values of one sample (``ValueError`` for a bad sample or tag)."""
         xs = np.asarray(x, dtype=np.int64).reshape(-1)
         p = self.params
         if xs.shape[0] != p.d:
@@ -234,10 +243,54 @@ class CoreClient:
             raise ValueError(f"sample features must be signed {p.in_bits}-bit integers")
         if not 0 <= int(tag) <= 0xFFFFFFFF:
             raise ValueError("a tag is an unsigned 32-bit integer")
-        return self._push_one([int(v) & 0xFFFFFFFF for v in xs], int(tag))
+        return [int(v) & 0xFFFFFFFF for v in xs]
 
-    def push_many(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        """Score validated samples one after the other through ``PUSH``; (N, 4) score/anomaly/argmax/tag.
+    def score_event(self, x: npt.ArrayLike, tag: int, route: int, latency: int) -> tuple[int, ...]:
+        """Score one sample with its route event (a core with routes): ``ROUTE`` is written before
+        the PUSH; returns (score, anomaly, argmax, tag, below, above).  ``ValueError`` (one
+        sentence) for a route id or latency outside 0..65535 or a core without routes."""
+        self._check_event(route, latency)
+        words = self._check_sample(x, tag)
+        return self._push_one(words, int(tag), self.regmap["ROUTE"].value(ID=int(route), LATENCY=int(latency)))
+
+    def _check_event(self, route: int, latency: int) -> None:
+        if not self.params.r:
+            raise ValueError(f"the core ({self.params.name}) has no route intervals (R = 0)")
+        for what, v in (("a route id", route), ("a latency", latency)):
+            if not isinstance(v, int | np.integer) or not 0 <= int(v) <= 0xFFFF:
+                raise ValueError(f"{what} is an integer in 0..65535, not {v!r}")
+
+    def route_bounds(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The (lower, upper) bound accumulators of every route, units of ``2**-ADAPT_FRAC`` of a
+        Q8.8 latency (``ROUTE_BOUND``; read between events: not one atomic access)."""
+        if not self.params.r:
+            raise ValueError(f"the core ({self.params.name}) has no route intervals (R = 0)")
+        reg = self.regmap["ROUTE_BOUND"]
+        v = np.asarray(self.bus.read_burst(reg.address(), reg.count), dtype=np.int64)
+        return v[0::2].copy(), v[1::2].copy()
+
+    def seed_route(self, route: int, lower: int | None = None, upper: int | None = None) -> None:
+        """Seed route ``route``'s lower and/or upper bound accumulator (``ROUTE_BOUND``; the core
+        caps a seed at ``0xFFFF << ADAPT_FRAC``).  ``ValueError`` (one sentence) for a route
+        outside 0..R-1 or a value outside the register's field."""
+        if not self.params.r:
+            raise ValueError(f"the core ({self.params.name}) has no route intervals (R = 0)")
+        reg = self.regmap["ROUTE_BOUND"]
+        if not isinstance(route, int | np.integer) or not 0 <= int(route) < self.params.r:
+            raise ValueError(f"route {route!r} is outside 0..{self.params.r - 1}")
+        top = (1 << reg.field("BOUND").width) - 1
+        for side, v in ((0, lower), (1, upper)):
+            if v is None:
+                continue
+            if not isinstance(v, int | np.integer) or not 0 <= int(v) <= top:
+                raise ValueError(f"a route bound accumulator is an integer in 0..{top}, not {v!r}")
+            self.bus.write(reg.address(2 * int(route) + side), int(v))
+
+    def push_many(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64],
+                  events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None) -> npt.NDArray[np.int64]:
+        """Score validated samples one after the other through ``PUSH``; (N, 4) score/anomaly/argmax/tag,
+        or with ``events`` (validated route ids and latencies; a core with routes) (N, 6) with
+        below/above, the ``ROUTE`` register written before each PUSH.
 
         Four bus transactions per sample (features, tag + push, ``STATUS`` poll, results).  With
         :attr:`results_settle` (set by a transport whose next read cannot start before the
@@ -245,15 +298,24 @@ class CoreClient:
         the new tag; if two consecutive tags are equal (a stale result could not be told apart)
         or the tag does not match, ``STATUS.RESULT_VALID`` is polled and the results read again.
         """
-        out = np.empty((len(x), 4), dtype=np.int64)
+        out = np.empty((len(x), 4 if events is None else 6), dtype=np.int64)
         words = (np.asarray(x, dtype=np.int64) & 0xFFFFFFFF).tolist()
         tag_list = np.asarray(tags, dtype=np.int64).tolist()
+        route_words: list[int | None] = [None] * len(words)
+        if events is not None:
+            if self._route is None:
+                raise ValueError(f"the core ({self.params.name}) has no route intervals (R = 0)")
+            ids, lat = (np.asarray(e, dtype=np.int64) for e in events)
+            route_words = ((ids << self._route.field("ID").lsb) | (lat << self._route.field("LATENCY").lsb)).tolist()
         for i in range(len(words)):
-            out[i] = self._push_one(words[i], tag_list[i])
+            out[i] = self._push_one(words[i], tag_list[i], route_words[i])
         return out
 
-    def _push_one(self, words: list[int], tag: int) -> tuple[int, int, int, int]:
+    def _push_one(self, words: list[int], tag: int, route_word: int | None = None) -> tuple[int, ...]:
         self.bus.write_burst(self._feature, words)
+        if self._route is not None:   # a core with routes: every PUSH sends ROUTE (no event: NO_ROUTE)
+            self.bus.write(self._route.address(),
+                           NO_ROUTE << self._route.field("ID").lsb if route_word is None else route_word)
         if self._push == self._tag + 4:
             self.bus.write_burst(self._tag, [tag, 1])
         else:  # pragma: no cover - the declared map keeps them adjacent
@@ -270,7 +332,10 @@ class CoreClient:
                 score, rtag, info = (self.bus.read(a) for a in self._res)
             if rtag == tag:
                 break
-        return (score, (info >> self._anomaly_lsb) & 1, (info >> self._argmax_lsb) & self._argmax_mask, rtag)
+        out = (score, (info >> self._anomaly_lsb) & 1, (info >> self._argmax_lsb) & self._argmax_mask, rtag)
+        if route_word is None:
+            return out
+        return (*out, field_of(self._info, "BELOW", info), field_of(self._info, "ABOVE", info))
 
     def counters(self) -> Counters:
         r = self.regmap

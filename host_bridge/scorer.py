@@ -1,8 +1,10 @@
 """The one scorer interface the firmware and the command line use, whatever the hardware.
 
 :class:`Scorer` is what a caller sees: identify, load a model, set the threshold, score one
-sample, score a batch, read counters, close.  Backends (``mailpulse.host_bridge.backends``) differ only in
-how registers and sample streams reach the core:
+sample, score a batch, read counters, close; with a core that has route intervals (R > 0), score
+samples with their route ids and latencies (flags below/above), read and seed the route bounds.
+Backends (``mailpulse.host_bridge.backends``) differ only in how registers and sample streams
+reach the core:
 
 =========  ===========================================================================
 ``model``  :class:`mailpulse.hdl.reference.EmulatedCore` - the executable spec, in process
@@ -26,13 +28,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from mailpulse.hdl.params import CoreParams
-from mailpulse.hdl.reference import CoreConfig, ScoreResult
+from mailpulse.hdl.reference import CoreConfig, RouteConfig, ScoreResult
 
 from mailpulse.errors import UserError
 from mailpulse.modelfile import load_model
 
 from .core import CoreClient, CoreIdentity, Counters
-from .streamfmt import check_samples
+from .streamfmt import check_events, check_samples
+
+#: An event's result (a core with routes): score, anomaly, argmax, tag, below, above.
+EventResult = tuple[int, int, int, int, int, int]
 
 
 def as_core_config(model: Any, params: CoreParams) -> CoreConfig:
@@ -80,8 +85,9 @@ class Scorer(abc.ABC):
         """Read and check the core's ID, version and parameters."""
 
     @abc.abstractmethod
-    def load_model(self, model: Any, *, commit: bool = True) -> None:
-        """Write a model (tables, weights, offsets, shifts, threshold) to the shadow bank and commit."""
+    def load_model(self, model: Any, *, commit: bool = True, routes: RouteConfig | None = None) -> None:
+        """Write a model (tables, weights, offsets, shifts, threshold) to the shadow bank and commit;
+        ``routes`` sets the route interval registers committed with it (a core with routes)."""
 
     @abc.abstractmethod
     def set_threshold(self, threshold: int) -> None:
@@ -99,20 +105,50 @@ class Scorer(abc.ABC):
     def counters(self) -> Counters:
         """The core's sample and anomaly counters."""
 
+    @abc.abstractmethod
+    def score_event(self, x: npt.ArrayLike, tag: int, route: int, latency: int) -> EventResult:
+        """Score one sample with its route id and Q8.8 log2 latency (a core with routes):
+        (score, anomaly, argmax, tag, below, above)."""
+
+    @abc.abstractmethod
+    def route_bounds(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(lower, upper) bound accumulators of every route (units of ``2**-ADAPT_FRAC``)."""
+
+    @abc.abstractmethod
+    def seed_route(self, route: int, lower: int | None = None, upper: int | None = None) -> None:
+        """Seed a route's lower and/or upper bound accumulator."""
+
+    def _score_chunk_events(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64],
+                            events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> ScoreResult:
+        """Score at most ``batch_size`` validated samples with their validated route events."""
+        raise NotImplementedError(f"the {self.backend} backend does not score route events")
+
     def _close(self) -> None:
         """Backends release their transport here."""
         return None
 
     # -- shared behaviour -----------------------------------------------------------------
     def score_batch(self, x: npt.ArrayLike, tags: npt.ArrayLike | None = None,
-                    progress: Callable[[int], None] | None = None) -> ScoreResult:
-        """Score N samples (N, D) with tags (default ``0..N-1``), in chunks of ``batch_size``."""
+                    progress: Callable[[int], None] | None = None, *, routes: npt.ArrayLike | None = None,
+                    latencies: npt.ArrayLike | None = None) -> ScoreResult:
+        """Score N samples (N, D) with tags (default ``0..N-1``), in chunks of ``batch_size``.
+
+        With ``routes``/``latencies`` (a core with routes; route ids and Q8.8 log2 latencies in
+        0..65535, an id >= R not tracked) each sample is also an event of the route intervals and
+        the result carries ``below``/``above``.  Bad input raises ``ValueError`` with one sentence
+        (:func:`~mailpulse.host_bridge.streamfmt.check_samples`, :func:`~mailpulse.host_bridge.streamfmt.check_events`).
+        """
         self._check_open()
         xs, ts = check_samples(self.params, x, tags)
+        with_events = routes is not None or latencies is not None
+        rs, ls = check_events(self.params, len(xs), routes, latencies) if with_events else (None, None)
         parts = []
         for start in range(0, len(xs), self.batch_size):
             stop = min(start + self.batch_size, len(xs))
-            r = self._score_chunk(xs[start:stop], ts[start:stop])
+            if rs is not None and ls is not None:
+                r = self._score_chunk_events(xs[start:stop], ts[start:stop], (rs[start:stop], ls[start:stop]))
+            else:
+                r = self._score_chunk(xs[start:stop], ts[start:stop])
             if len(r) != stop - start:
                 raise RuntimeError(f"the {self.backend} backend returned {len(r)} results for {stop - start} samples")
             parts.append(r)
@@ -120,9 +156,14 @@ class Scorer(abc.ABC):
                 progress(stop)
         if not parts:
             z = np.zeros(0, dtype=np.int64)
-            return ScoreResult(z, z.copy(), z.copy(), z.copy())
-        return ScoreResult(*(np.concatenate([getattr(p, f) for p in parts]).astype(np.int64)
-                             for f in ("score", "anomaly", "argmax", "tag")))
+            return ScoreResult(z, z.copy(), z.copy(), z.copy(), below=z.copy() if with_events else None,
+                               above=z.copy() if with_events else None)
+        out = ScoreResult(*(np.concatenate([getattr(p, f) for p in parts]).astype(np.int64)
+                            for f in ("score", "anomaly", "argmax", "tag")))
+        if with_events and all(p.below is not None and p.above is not None for p in parts):
+            out.below = np.concatenate([np.asarray(p.below) for p in parts]).astype(np.int64)
+            out.above = np.concatenate([np.asarray(p.above) for p in parts]).astype(np.int64)
+        return out
 
     def close(self) -> None:
         """Release the transport (idempotent)."""
@@ -154,9 +195,13 @@ class RegisterScorer(Scorer):
         self._check_open()
         return self.client.identify()
 
-    def load_model(self, model: Any, *, commit: bool = True) -> None:
+    def load_model(self, model: Any, *, commit: bool = True, routes: RouteConfig | None = None) -> None:
         self._check_open()
-        self.client.load_config(as_core_config(model, self.params), commit=commit)
+        cfg = as_core_config(model, self.params)
+        if routes is not None:
+            cfg = cfg.copy()
+            cfg.routes = routes
+        self.client.load_config(cfg, commit=commit)
 
     def set_threshold(self, threshold: int) -> None:
         self._check_open()
@@ -170,6 +215,29 @@ class RegisterScorer(Scorer):
         self._check_open()
         return self.client.counters()
 
-    def _score_chunk_by_push(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64]) -> ScoreResult:
-        arr = self.client.push_many(x, tags)
-        return ScoreResult(arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy())
+    def score_event(self, x: npt.ArrayLike, tag: int, route: int, latency: int) -> EventResult:
+        self._check_open()
+        s, a, k, t, below, above = self.client.score_event(x, tag, route, latency)
+        return s, a, k, t, below, above
+
+    def route_bounds(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        self._check_open()
+        return self.client.route_bounds()
+
+    def seed_route(self, route: int, lower: int | None = None, upper: int | None = None) -> None:
+        self._check_open()
+        self.client.seed_route(route, lower, upper)
+
+    def _score_chunk_events(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64],
+                            events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> ScoreResult:
+        """Through ``PUSH`` (every transport has it); a backend with a stream path overrides it."""
+        return self._score_chunk_by_push(x, tags, events)
+
+    def _score_chunk_by_push(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64],
+                             events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
+                             ) -> ScoreResult:
+        arr = self.client.push_many(x, tags, events)
+        out = ScoreResult(arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy())
+        if events is not None:
+            out.below, out.above = arr[:, 4].copy(), arr[:, 5].copy()
+        return out

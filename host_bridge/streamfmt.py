@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.beats import MAX_STREAM_FEATURES, RESULT_BEAT, RESULT_BYTES, sample_beat, sample_bytes
+from mailpulse.hdl.beats import (
+    MAX_STREAM_FEATURES,
+    RESULT_BEAT,
+    RESULT_BEAT_ROUTES,
+    RESULT_BYTES,
+    result_beat,
+    sample_beat,
+    sample_bytes,
+)
 from mailpulse.hdl.params import CoreParams
-from mailpulse.hdl.reference import ScoreResult
+from mailpulse.hdl.reference import NO_ROUTE, ScoreResult
 
-__all__ = ["MAX_STREAM_FEATURES", "RESULT_BYTES", "check_samples", "pack_results", "pack_samples", "sample_bytes",
-           "unpack_results", "unpack_samples"]
+__all__ = ["MAX_STREAM_FEATURES", "RESULT_BYTES", "check_events", "check_samples", "pack_results", "pack_samples",
+           "sample_bytes", "unpack_results", "unpack_samples"]
 
 
 def check_samples(params: CoreParams, x: npt.ArrayLike, tags: npt.ArrayLike | None = None
@@ -52,16 +60,48 @@ def check_samples(params: CoreParams, x: npt.ArrayLike, tags: npt.ArrayLike | No
     return xs, ts
 
 
+def check_events(params: CoreParams, n: int, routes: npt.ArrayLike | None = None,
+                 latencies: npt.ArrayLike | None = None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Validate the route ids and latencies of ``n`` samples for a core with routes and return them
+    as int64 arrays (default: :data:`~mailpulse.hdl.reference.NO_ROUTE`, latency 0: not tracked).
+
+    Raises ``ValueError`` with one sentence: the core has no routes, a count that differs from the
+    sample count, a value that is not an integer or is outside 0..65535 (a route id >= R is
+    accepted: the core does not track it)."""
+    if not params.r:
+        if routes is not None or latencies is not None:
+            raise ValueError(f"the core ({params.name}) has no route intervals (R = 0): it takes no route ids "
+                             "or latencies")
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    out = []
+    for what, v, default in (("route ids", routes, NO_ROUTE), ("latencies", latencies, 0)):
+        a = np.full(n, default, dtype=np.int64) if v is None else np.asarray(v).reshape(-1)
+        if a.shape[0] != n:
+            raise ValueError(f"{n} samples but {a.shape[0]} {what}")
+        if a.size and not np.issubdtype(a.dtype, np.integer) and (
+                not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)) or not np.all(np.mod(a, 1) == 0)):
+            raise ValueError(f"{what} must be integers" + (" (Q8.8 log2 of microseconds)" if v is latencies else ""))
+        a = a.astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 0xFFFF):
+            raise ValueError(f"{what} must be in 0..65535, not {int(a[(a < 0) | (a > 0xFFFF)][0])}")
+        out.append(a)
+    return out[0], out[1]
+
+
 def pack_samples(params: CoreParams, x: npt.ArrayLike, tags: npt.ArrayLike | None = None,
-                 out: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint8]:
-    """Pack N samples into N sample beats (uint8 array of shape (N, sample_bytes(params))).
+                 out: npt.NDArray[np.uint8] | None = None, routes: npt.ArrayLike | None = None,
+                 latencies: npt.ArrayLike | None = None) -> npt.NDArray[np.uint8]:
+    """Pack N samples into N sample beats (uint8 array of shape (N, sample_bytes(params))); with
+    routes, their route ids and latencies (:func:`check_events`).
 
     ``out``, when given, is a uint8 array of at least N * sample_bytes(params) bytes (for example a DMA
     buffer viewed as bytes); the beats are written into its first bytes and that view is returned.
     """
     lay = sample_beat(params)
     xs, ts = check_samples(params, x, tags)
-    return lay.pack(xs.shape[0], {"tag": ts, "features": xs}, out=out)
+    rs, ls = check_events(params, xs.shape[0], routes, latencies)
+    events = {"route": rs, "latency": ls} if params.r else {}
+    return lay.pack(xs.shape[0], {"tag": ts, "features": xs, **events}, out=out)
 
 
 def unpack_samples(params: CoreParams, data: bytes | npt.NDArray[np.uint8]
@@ -73,9 +113,12 @@ def unpack_samples(params: CoreParams, data: bytes | npt.NDArray[np.uint8]
 
 
 def pack_results(result: ScoreResult) -> npt.NDArray[np.uint8]:
-    """Results as N result beats (uint8 array of shape (N, RESULT_BYTES)), the ``m_axis`` layout."""
-    return RESULT_BEAT.pack(len(result), {name: np.asarray(getattr(result, name), dtype=np.int64)
-                                          for name in ("score", "tag", "argmax", "anomaly")})
+    """Results as N result beats (uint8 array of shape (N, RESULT_BYTES)), the ``m_axis`` layout
+    (with the below/above flags when the results carry them: a core with routes)."""
+    routes = result.below is not None
+    lay = RESULT_BEAT_ROUTES if routes else RESULT_BEAT
+    names = ("score", "tag", "argmax", "anomaly", *(("below", "above") if routes else ()))
+    return lay.pack(len(result), {name: np.asarray(getattr(result, name), dtype=np.int64) for name in names})
 
 
 def unpack_results(data: bytes | npt.NDArray[np.uint8], n: int | None = None,
@@ -86,16 +129,19 @@ def unpack_results(data: bytes | npt.NDArray[np.uint8], n: int | None = None,
     checked when ``params`` is given: a score of more than ``score_bits`` bits or an argmax >= K
     raises ``ValueError`` (it means the stream was misaligned); so does a bit outside the fields.
     """
-    beats = RESULT_BEAT.beats(data)
+    lay = RESULT_BEAT if params is None else result_beat(params)
+    beats = lay.beats(data)
     if n is not None:
         beats = beats[:n]
     out = ScoreResult(
-        score=RESULT_BEAT.get(beats, "score"),
-        anomaly=RESULT_BEAT.get(beats, "anomaly"),
-        argmax=RESULT_BEAT.get(beats, "argmax"),
-        tag=RESULT_BEAT.get(beats, "tag"),
+        score=lay.get(beats, "score"),
+        anomaly=lay.get(beats, "anomaly"),
+        argmax=lay.get(beats, "argmax"),
+        tag=lay.get(beats, "tag"),
     )
-    bad = RESULT_BEAT.stray(beats)
+    if params is not None and params.r:
+        out.below, out.above = lay.get(beats, "below"), lay.get(beats, "above")
+    bad = lay.stray(beats)
     if params is not None:
         bad |= (out.score >> params.score_bits != 0) | (out.argmax >= params.k)
     if bad.any():

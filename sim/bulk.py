@@ -7,7 +7,12 @@ from (seed, config index): ordinary random ones (:meth:`mailpulse.hdl.reference.
 ``mixed``, ``only`` or ``off``), adversarial ones (:mod:`mailpulse.sim.adversarial`).  Every third
 configuration presets the ``SAMPLES``/``ANOMALIES`` counters just below 2**32 so that they wrap
 during its samples.  Each result (score, flag, argmax, tag, tlast, the result bits that must be 0)
-and the counters are compared exactly with :func:`mailpulse.hdl.reference.score`.
+and the counters are compared exactly with :func:`mailpulse.hdl.reference.score`.  A set with
+route intervals (``<set>-r<R>``, :func:`mailpulse.hdl.params.get_params`) also gets random route
+events (:func:`mailpulse.hdl.reference.random_route_events`: ids past R, extreme latencies), a
+random :class:`~mailpulse.hdl.reference.RouteConfig` (one configuration in eight disabled) and
+bounds seeded through ``ROUTE_BOUND`` before the samples (one in sixteen above the cap); each
+result's below/above flags are compared with :func:`mailpulse.hdl.reference.route_intervals`.
 
 The cores (:data:`CORES`): ``streaming`` (the Zynq AXI top, DSP projections), ``lut`` (the same
 top with LUT projections, as the ECP5 carries them), ``folded`` (the iCE40 SPI top's folded core
@@ -50,9 +55,21 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.beats import RESULT_BEAT, RESULT_BYTES
+from mailpulse.hdl.beats import RESULT_BEAT, RESULT_BYTES, result_beat, sample_beat, sample_bytes
 from mailpulse.hdl.params import CoreParams, get_params
-from mailpulse.hdl.reference import AdaptConfig, CoreConfig, ScoreResult, model_writes, score
+from mailpulse.hdl.reference import (
+    ADAPT_FRAC,
+    LATENCY_BITS,
+    AdaptConfig,
+    CoreConfig,
+    RouteConfig,
+    ScoreResult,
+    model_writes,
+    random_route_events,
+    route_intervals,
+    route_seed,
+    score,
+)
 from mailpulse.hdl.regmap import RegisterMap
 
 from . import bulk_push as bp
@@ -112,6 +129,11 @@ class Case:
     kind: str = "random"
     #: (SAMPLES, ANOMALIES) preset into the counters before the samples (the test of the wrap).
     preset: tuple[int, int] = (0, 0)
+    #: With routes: each sample's route id and latency (views of ``beats`` when it is there).
+    routes: npt.NDArray[np.integer[Any]] | None = None
+    latencies: npt.NDArray[np.integer[Any]] | None = None
+    #: With routes: the ``ROUTE_BOUND`` values written before the samples (element 2r + side).
+    bound_writes: list[int] = field(default_factory=list)
 
     def counters(self, anomalies: int) -> tuple[int, int]:
         """The counters after the samples, ``anomalies`` of them flagged (32-bit, wrapping), as
@@ -160,7 +182,46 @@ def make_case(params: CoreParams, seed: int, index: int, n: int, adversarial: st
     if presets and index % PRESET_EVERY == PRESET_EVERY - 1:
         pr = np.random.default_rng([seed, index, 1])
         preset = ((1 << 32) - int(pr.integers(1, max(2, n))), (1 << 32) - int(pr.integers(1, max(2, n // 16))))
-    return Case(index, cfg, x, tags, tlast, idle, bp, beats, kind, preset)
+    case = Case(index, cfg, x, tags, tlast, idle, bp, beats, kind, preset)
+    if params.r:
+        route_case(params, case, np.random.default_rng([seed, index, 3]))
+    return case
+
+
+def route_case(params: CoreParams, case: Case, rng: np.random.Generator) -> None:
+    """The route part of ``case`` (a core with routes): random events written into its beats, a
+    random route configuration (one in eight disabled), every bound seeded near the events'
+    latencies (one seed in sixteen anywhere up to 2**24 - 1, past the cap)."""
+    n = len(case.x)
+    routes, lats = random_route_events(rng, n, params.r)
+    assert case.beats is not None
+    lay = sample_beat(params)
+    raw = case.beats.view(np.uint8).reshape(-1, sample_bytes(params))
+    case.routes, case.latencies = lay.view(raw, "route"), lay.view(raw, "latency")
+    case.routes[...] = routes
+    case.latencies[...] = lats
+    case.cfg.routes = RouteConfig.random(rng)
+    if rng.random() < 0.125:
+        case.cfg.routes.enable = 0
+    writes = []
+    for _ in range(params.r):
+        lo = int(rng.integers(0x0200, 0x1000)) << ADAPT_FRAC | int(rng.integers(0, 1 << ADAPT_FRAC))
+        writes += [lo, lo + (int(rng.integers(0, 0x0C00)) << ADAPT_FRAC)]
+    wild = rng.random(2 * params.r) < 0.0625
+    case.bound_writes = [int(rng.integers(0, 1 << (LATENCY_BITS + ADAPT_FRAC))) if w else v
+                         for v, w in zip(writes, wild, strict=True)]
+
+
+def expected(params: CoreParams, case: Case) -> ScoreResult:
+    """The model's results of ``case``: :func:`mailpulse.hdl.reference.score`, and with routes
+    the flags of :func:`mailpulse.hdl.reference.route_intervals` from the seeded bounds."""
+    exp = score(params, case.cfg, case.x, case.tags)
+    if params.r:
+        b = [route_seed(v) for v in case.bound_writes]
+        ri = route_intervals(case.routes if case.routes is not None else [], case.latencies
+                             if case.latencies is not None else [], b[0::2], b[1::2], case.cfg.routes)
+        exp.below, exp.above = ri.below, ri.above
+    return exp
 
 
 def adaptive_config(params: CoreParams, cfg: CoreConfig, x: npt.ArrayLike, rng: np.random.Generator) -> None:
@@ -217,6 +278,12 @@ class VerifyReport:
     #: The icarus engine: per configuration index, the events its samples reach in the model
     #: (:func:`mailpulse.sim.plans.reached`, e.g. the adaptive threshold clamped at ``T_MAX``).
     reached: dict[int, list[str]] = field(default_factory=dict)
+    #: With routes: events compared, of them on a tracked route (id < R, intervals enabled), and
+    #: the model's below/above flags among them (every one compared with the RTL's).
+    route_events: int = 0
+    route_tracked: int = 0
+    route_below: int = 0
+    route_above: int = 0
 
     @property
     def ok(self) -> bool:
@@ -240,15 +307,25 @@ class VerifyReport:
         return self.samples * self.configs / self.cpu_seconds if self.cpu_seconds else 0.0
 
     def summary(self) -> str:
-        return f"verified {self.samples} samples x {self.configs} configs: {len(self.mismatches)} mismatches"
+        routes = (f" (route intervals: {self.route_events} events, {self.route_tracked} tracked, "
+                  f"{self.route_below} below, {self.route_above} above)" if self.route_events else "")
+        return f"verified {self.samples} samples x {self.configs} configs{routes}: {len(self.mismatches)} mismatches"
 
 
 def describe(case: Case, exp: ScoreResult, got: ScoreResult, i: int) -> str:
     """One mismatch: the inputs of sample ``i`` of ``case`` (its recipe), expected and actual outputs."""
     stream = isinstance(got, StreamResults)
+
+    def flags(r: ScoreResult) -> str:
+        return f" (below, above)=({int(r.below[i])}, {int(r.above[i])})" if r.below is not None and \
+            r.above is not None and i < len(r.below) else ""
+
+    route = (f" route={int(case.routes[i])} latency={int(case.latencies[i])}"
+             if case.routes is not None and case.latencies is not None else "")
     return (f"config {case.index} ({case.kind}) sample {i}: x={case.x[i].tolist()} tag={int(case.tags[i])}"
-            + (f" tlast={int(case.tlast[i])}" if stream else "")
-            + f" expected (score, anomaly, argmax, tag)={exp.row(i)} got {got.row(i) if i < len(got) else 'nothing'}"
+            + route + (f" tlast={int(case.tlast[i])}" if stream else "")
+            + f" expected (score, anomaly, argmax, tag)={exp.row(i)}{flags(exp)} "
+            + f"got {got.row(i) if i < len(got) else 'nothing'}{flags(got)}"
             + (f" tlast={int(got.tlast[i])}" if isinstance(got, StreamResults) and i < len(got) else ""))
 
 
@@ -256,7 +333,7 @@ def check_case(params: CoreParams, case: Case, got: StreamResults, counters: tup
                limit: int = 5, exp: ScoreResult | None = None) -> list[Mismatch]:
     """Compare RTL results of one case with the model (``exp``: the model's results, when known)."""
     if exp is None:
-        exp = score(params, case.cfg, case.x, case.tags)
+        exp = expected(params, case)
     out = [Mismatch(case.index, i, describe(case, exp, got, i)) for i in compare(exp, got, limit)]
     if len(out) < limit and len(got) == len(case.x):
         bad_tl = np.flatnonzero(np.asarray(got.tlast) != case.tlast)[: limit - len(out)]
@@ -273,10 +350,12 @@ def check_case(params: CoreParams, case: Case, got: StreamResults, counters: tup
 
 
 # -- the Verilator harness of the AXI tops ---------------------------------------------------------
-def config_writes(regmap: RegisterMap, cfg: CoreConfig) -> list[tuple[int, int]]:
-    """The AXI4-Lite writes that load and commit ``cfg``."""
+def config_writes(regmap: RegisterMap, cfg: CoreConfig, bound_writes: list[int] | None = None
+                  ) -> list[tuple[int, int]]:
+    """The AXI4-Lite writes that load and commit ``cfg`` (with routes, then seed the bounds)."""
     ctrl = regmap["CTRL"]
-    return [*model_writes(regmap, cfg), (ctrl.address(), ctrl.field("COMMIT").mask)]
+    seeds = [(regmap["ROUTE_BOUND"].address(i), v) for i, v in enumerate(bound_writes or [])]
+    return [*model_writes(regmap, cfg), (ctrl.address(), ctrl.field("COMMIT").mask), *seeds]
 
 
 @dataclass
@@ -292,8 +371,8 @@ class HarnessRun:
     #: Stream cycles in which an output changed with the inputs (0: one eval per clock was exact).
     comb_outputs: int = 0
 
-    def results(self) -> StreamResults:
-        return unpack_results(self.words.tobytes(), self.tlast)
+    def results(self, params: CoreParams | None = None) -> StreamResults:
+        return unpack_results(self.words.tobytes(), self.tlast, params)
 
 
 def _start_harness(exe: Path, params: CoreParams, case: Case, workdir: Path, seed: int,
@@ -301,11 +380,12 @@ def _start_harness(exe: Path, params: CoreParams, case: Case, workdir: Path, see
                    trace_from: int = 0) -> tuple[subprocess.Popen[str], float]:
     rm = RegisterMap(params)
     n = len(case.x) if n is None else n
-    np.array(config_writes(rm, case.cfg), dtype="<u4").tofile(workdir / "writes.bin")
+    np.array(config_writes(rm, case.cfg, case.bound_writes), dtype="<u4").tofile(workdir / "writes.bin")
     if case.beats is not None:
         case.beats[:n].tofile(workdir / "samples.bin")
     else:
-        (workdir / "samples.bin").write_bytes(pack_samples(params, case.x[:n], case.tags[:n]))
+        (workdir / "samples.bin").write_bytes(pack_samples(params, case.x[:n], case.tags[:n],
+                                                           case.routes, case.latencies))
     case.tlast[:n].astype(np.uint8).tofile(workdir / "tlast.bin")
     cmd = [str(exe), str(workdir / "writes.bin"), str(workdir / "samples.bin"), str(workdir / "tlast.bin"), str(n),
            str(workdir / "results.bin"), str(workdir / "rtlast.bin"), str(seed * 1000 + case.index),
@@ -336,23 +416,27 @@ def run_harness(exe: Path, params: CoreParams, case: Case, workdir: Path, seed: 
                 trace_from: int = 0) -> tuple[StreamResults, tuple[int, int], float]:
     """Run one case through the harness; returns (results, (SAMPLES, ANOMALIES), seconds)."""
     run = _finish_harness(*_start_harness(exe, params, case, workdir, seed, trace, n, trace_from), workdir)
-    return run.results(), run.counters, run.seconds
+    return run.results(params), run.counters, run.seconds
 
 
 def bad_beats(exp: ScoreResult, words: npt.NDArray[np.uint32], rtlast: npt.ArrayLike,
-              tlast: npt.ArrayLike) -> npt.NDArray[np.intp]:
+              tlast: npt.ArrayLike, params: CoreParams | None = None) -> npt.NDArray[np.intp]:
     """Indices of the result beats (N x 32-bit words) that differ from ``exp`` in any bit, tlast included.
 
-    Field by field on the raw beats (:data:`mailpulse.hdl.beats.RESULT_BEAT`), and no bit set
-    outside the fields.  Equivalent to :func:`check_case` finding nothing (same lengths assumed),
-    without unpacking the beats into a :class:`~mailpulse.sim.codec.StreamResults`.
+    Field by field on the raw beats (:func:`mailpulse.hdl.beats.result_beat` of ``params``; with
+    routes the below/above flags too), and no bit set outside the fields.  Equivalent to
+    :func:`check_case` finding nothing (same lengths assumed), without unpacking the beats into a
+    :class:`~mailpulse.sim.codec.StreamResults`.
     """
-    beats = RESULT_BEAT.beats(words)
-    bad = RESULT_BEAT.get(beats, "score") != exp.score
-    bad |= RESULT_BEAT.get(beats, "tag") != exp.tag
-    bad |= RESULT_BEAT.get(beats, "argmax") != exp.argmax
-    bad |= RESULT_BEAT.get(beats, "anomaly") != exp.anomaly
-    bad |= RESULT_BEAT.stray(beats)
+    lay = RESULT_BEAT if params is None else result_beat(params)
+    beats = lay.beats(words)
+    bad = lay.get(beats, "score") != exp.score
+    bad |= lay.get(beats, "tag") != exp.tag
+    bad |= lay.get(beats, "argmax") != exp.argmax
+    bad |= lay.get(beats, "anomaly") != exp.anomaly
+    if params is not None and params.r:
+        bad |= (lay.get(beats, "below") != exp.below) | (lay.get(beats, "above") != exp.above)
+    bad |= lay.stray(beats)
     bad |= np.asarray(rtlast) != np.asarray(tlast)
     return np.flatnonzero(bad)
 
@@ -361,9 +445,9 @@ def _check_run(params: CoreParams, case: Case, exp: ScoreResult, run: HarnessRun
     """Exact comparison of one harness run with the model; the detailed report only on a difference."""
     want = case.counters(int(exp.anomaly.sum()))
     if len(run.words) == len(case.x) and run.counters == want \
-            and not len(bad_beats(exp, run.words, run.tlast, case.tlast)):
+            and not len(bad_beats(exp, run.words, run.tlast, case.tlast, params)):
         return []
-    bad = check_case(params, case, run.results(), run.counters, exp=exp)
+    bad = check_case(params, case, run.results(params), run.counters, exp=exp)
     return bad or [Mismatch(case.index, -1, f"config {case.index}: the results differ from the model")]
 
 
@@ -385,23 +469,30 @@ def _check_push(params: CoreParams, case: Case, exp: ScoreResult, run: bp.PushRu
 
 def _run_case(harness: str, exe: Path, params: CoreParams, case: Case, wd: Path, seed: int, *,
               exp: ScoreResult | None = None, trace: Path | None = None, n: int | None = None,
-              trace_from: int = 0) -> tuple[list[Mismatch], float, int]:
+              trace_from: int = 0) -> tuple[list[Mismatch], float, int, tuple[int, int, int, int]]:
     """One case through the harness (``bulk``: AXI tops, ``bus``: register-bus tops), compared
-    with the model (scored while the harness runs when ``exp`` is None)."""
+    with the model (scored while the harness runs when ``exp`` is None).  Returns the mismatches,
+    the harness' seconds, its comb outputs and the route counts (events, tracked, below, above)."""
     n = len(case.x) if n is None else n
     if harness == "bus":
-        proc, t0 = bp.start_bulk(exe, params, config_writes(RegisterMap(params), case.cfg), case.x[:n],
-                                 case.tags[:n], wd, seed * 1000 + case.index, case.idle, case.preset, trace, trace_from)
+        proc, t0 = bp.start_bulk(exe, params, config_writes(RegisterMap(params), case.cfg, case.bound_writes),
+                                 case.x[:n], case.tags[:n], wd, seed * 1000 + case.index, case.idle, case.preset,
+                                 trace, trace_from, routes=None if case.routes is None else case.routes[:n],
+                                 latencies=None if case.latencies is None else case.latencies[:n])
     else:
         proc, t0 = _start_harness(exe, params, case, wd, seed, trace, n, trace_from)
     try:
         if exp is None:
-            exp = score(params, case.cfg, case.x, case.tags)  # while the harness runs
+            exp = expected(params, case)  # while the harness runs
     finally:
         run: bp.PushRun | HarnessRun = bp.finish_bulk(proc, t0, wd) if harness == "bus" else \
             _finish_harness(proc, t0, wd)
     bad = _check_push(params, case, exp, run) if isinstance(run, bp.PushRun) else _check_run(params, case, exp, run)
-    return bad, run.seconds, run.comb_outputs
+    counts = (0, 0, 0, 0)
+    if exp.below is not None and exp.above is not None and case.routes is not None:
+        tracked = int((np.asarray(case.routes[:n]) < params.r).sum()) if case.cfg.routes.enable else 0
+        counts = (n, tracked, int(exp.below[:n].sum()), int(exp.above[:n].sum()))
+    return bad, run.seconds, run.comb_outputs, counts
 
 
 def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulator: str = "verilator",
@@ -440,15 +531,15 @@ def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulato
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         work = Path(tmp)
 
-        def run_one(c: int) -> tuple[list[Mismatch], float, int, str]:
+        def run_one(c: int) -> tuple[list[Mismatch], float, int, str, tuple[int, int, int, int]]:
             # returns only small things: the futures keep their results until the end
             case = make_case(params, seed, c, samples, adversarial)
             wd = work / f"config{c}"
             wd.mkdir()
-            bad, seconds, comb = _run_case(harness, exe, params, case, wd, seed)
+            bad, seconds, comb, counts = _run_case(harness, exe, params, case, wd, seed)
             if not bad:
                 shutil.rmtree(wd)
-            return bad, seconds, comb, case.kind
+            return bad, seconds, comb, case.kind, counts
 
         t0 = time.perf_counter()
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -456,7 +547,11 @@ def verify(params_name: str, samples: int, configs: int, seed: int = 1, simulato
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
             futures = [pool.submit(run_one, c) for c in range(configs)]
             for c, fut in enumerate(futures):
-                bad, seconds, comb, kind = fut.result()
+                bad, seconds, comb, kind, counts = fut.result()
+                rep.route_events += counts[0]
+                rep.route_tracked += counts[1]
+                rep.route_below += counts[2]
+                rep.route_above += counts[3]
                 rep.sim_seconds += seconds
                 rep.comb_outputs += comb
                 rep.kinds[kind] = rep.kinds.get(kind, 0) + 1

@@ -5,7 +5,8 @@ folded core of the iCE40 boards, ``mailpulse_bus``, or the ECP5's push-only pipe
 ``mailpulse_bus_stream``) with the front end's register port on the pins - the way a host drives
 the SPI top, without the SPI frames: each sample is written to ``FEATURE[0..D-1]`` and ``TAG``,
 pushed with ``PUSH``, its result awaited on ``irq`` (``STATUS.RESULT_VALID``) and read from
-``RESULT_SCORE``, ``RESULT_TAG`` and ``RESULT_INFO``.  An access takes 4 clocks back to back, so a
+``RESULT_SCORE``, ``RESULT_TAG`` and ``RESULT_INFO`` (with routes, ``ROUTE`` is written before each
+PUSH and ``RESULT_INFO`` carries the below/above flags).  An access takes 4 clocks back to back, so a
 sample costs about ``4 (D + 5)`` clocks plus the core's latency.
 
 Two modes: ``bulk`` (a configuration load, then N samples; :func:`start_bulk`, :func:`finish_bulk`,
@@ -49,15 +50,22 @@ class PushRun:
 
 def start_bulk(exe: Path, params: CoreParams, writes: list[tuple[int, int]], x: npt.ArrayLike, tags: npt.ArrayLike,
                workdir: Path, seed: int, idle: int = 0, preset: tuple[int, int] = (0, 0),
-               trace: Path | None = None, trace_from: int = 0) -> tuple[subprocess.Popen[str], float]:
+               trace: Path | None = None, trace_from: int = 0, *, routes: npt.ArrayLike | None = None,
+               latencies: npt.ArrayLike | None = None) -> tuple[subprocess.Popen[str], float]:
     """Start the harness on ``writes`` (the configuration load and its COMMIT) and the samples
-    ``x`` (N, D) with ``tags``; returns the process and its start time."""
+    ``x`` (N, D) with ``tags`` (with routes: each sample's ``ROUTE`` register from ``routes`` and
+    ``latencies``, written before its PUSH); returns the process and its start time."""
     np.array(writes, dtype="<u4").tofile(workdir / "writes.bin")
     xs = np.asarray(x)
     n = len(xs)
-    words = np.empty((n, params.d + 1), dtype="<u4")
+    words = np.empty((n, params.d + 1 + (1 if params.r else 0)), dtype="<u4")
     words[:, :params.d] = xs.astype(np.int64) & 0xFFFFFFFF      # the host writes the sign-extended value
     words[:, params.d] = np.asarray(tags).astype(np.int64) & 0xFFFFFFFF
+    if params.r:
+        route = RegisterMap(params)["ROUTE"]
+        ids = np.full(n, 0xFFFF, dtype=np.int64) if routes is None else np.asarray(routes, dtype=np.int64)
+        lat = np.zeros(n, dtype=np.int64) if latencies is None else np.asarray(latencies, dtype=np.int64)
+        words[:, params.d + 1] = (ids << route.field("ID").lsb) | (lat << route.field("LATENCY").lsb)
     words.tofile(workdir / "samples.bin")
     cmd = [str(exe), "bulk", str(workdir / "writes.bin"), str(workdir / "samples.bin"), str(n),
            str(workdir / "results.bin"), str(seed), str(idle), str(preset[0]), str(preset[1])] + (
@@ -106,7 +114,10 @@ def push_results(params: CoreParams, words: npt.NDArray[np.uint32]) -> ScoreResu
         f = info.field(name)
         return (w[:, 2] >> f.lsb) & ((1 << f.width) - 1)
 
-    return ScoreResult(score=w[:, 0], anomaly=fld("ANOMALY"), argmax=fld("ARGMAX"), tag=w[:, 1])
+    out = ScoreResult(score=w[:, 0], anomaly=fld("ANOMALY"), argmax=fld("ARGMAX"), tag=w[:, 1])
+    if params.r:
+        out.below, out.above = fld("BELOW"), fld("ABOVE")
+    return out
 
 
 def bad_rows(params: CoreParams, exp: ScoreResult, words: npt.NDArray[np.uint32]) -> npt.NDArray[np.intp]:
@@ -115,6 +126,8 @@ def bad_rows(params: CoreParams, exp: ScoreResult, words: npt.NDArray[np.uint32]
     info = RegisterMap(params)["RESULT_INFO"]
     w = np.asarray(words, dtype=np.int64)
     want_info = (exp.anomaly << info.field("ANOMALY").lsb) | (exp.argmax << info.field("ARGMAX").lsb)
+    if params.r and exp.below is not None and exp.above is not None:
+        want_info = want_info | (exp.below << info.field("BELOW").lsb) | (exp.above << info.field("ABOVE").lsb)
     bad = (w[:, 0] != exp.score) | (w[:, 1] != exp.tag) | (w[:, 2] != want_info)
     return np.flatnonzero(bad)
 

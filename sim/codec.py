@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from mailpulse.hdl.beats import RESULT_BEAT, RESULT_BYTES, sample_beat, sample_bytes
+from mailpulse.hdl.beats import RESULT_BEAT, RESULT_BYTES, result_beat, sample_beat, sample_bytes
 from mailpulse.hdl.params import CoreParams
-from mailpulse.hdl.reference import IntArray, ScoreResult
+from mailpulse.hdl.reference import NO_ROUTE, IntArray, ScoreResult
 
 __all__ = ["RESULT_BYTES", "StreamResults", "beat_fields", "compare", "frame_lengths",
            "pack_samples", "random_beats", "random_samples", "sample_bytes", "unpack_results", "unpack_samples"]
@@ -28,8 +28,11 @@ class StreamResults(ScoreResult):
     stray_bits: int = 0
 
 
-def pack_samples(params: CoreParams, x: npt.ArrayLike, tags: npt.ArrayLike | None = None) -> bytes:
-    """N samples (N, D) and their tags as N ``s_axis`` beats (features and tags cut to their widths)."""
+def pack_samples(params: CoreParams, x: npt.ArrayLike, tags: npt.ArrayLike | None = None,
+                 routes: npt.ArrayLike | None = None, latencies: npt.ArrayLike | None = None) -> bytes:
+    """N samples (N, D) and their tags as N ``s_axis`` beats (features and tags cut to their widths);
+    with routes (R > 0) their route ids (default :data:`~mailpulse.hdl.reference.NO_ROUTE`) and
+    latencies (default 0)."""
     xs = np.asarray(x, dtype=np.int64)
     if xs.ndim != 2 or xs.shape[1] != params.d:
         raise ValueError(f"samples must have shape (N, {params.d}), not {xs.shape}")
@@ -37,7 +40,9 @@ def pack_samples(params: CoreParams, x: npt.ArrayLike, tags: npt.ArrayLike | Non
     t = np.zeros(n, dtype=np.int64) if tags is None else np.asarray(tags, dtype=np.int64)
     if t.shape != (n,):
         raise ValueError(f"{n} samples but tags of shape {t.shape}")
-    return sample_beat(params).pack(n, {"tag": t, "features": xs}).tobytes()
+    events = {"route": np.full(n, NO_ROUTE) if routes is None else np.asarray(routes),
+              "latency": np.zeros(n, dtype=np.int64) if latencies is None else np.asarray(latencies)}
+    return sample_beat(params).pack(n, {"tag": t, "features": xs, **(events if params.r else {})}).tobytes()
 
 
 def unpack_samples(params: CoreParams, data: bytes) -> tuple[IntArray, IntArray]:
@@ -47,14 +52,20 @@ def unpack_samples(params: CoreParams, data: bytes) -> tuple[IntArray, IntArray]
     return lay.get(beats, "features"), lay.get(beats, "tag")
 
 
-def unpack_results(data: bytes, tlast: npt.ArrayLike | None = None) -> StreamResults:
-    """N ``m_axis`` beats as :class:`StreamResults`."""
-    beats = RESULT_BEAT.beats(data)
+def unpack_results(data: bytes, tlast: npt.ArrayLike | None = None, params: CoreParams | None = None
+                   ) -> StreamResults:
+    """N ``m_axis`` beats as :class:`StreamResults` (of a core of ``params``: with routes, the
+    below/above flags; default: the beat of a core without routes)."""
+    lay = RESULT_BEAT if params is None else result_beat(params)
+    beats = lay.beats(data)
     n = len(beats)
     tl = np.zeros(n, dtype=np.int64) if tlast is None else np.asarray(tlast, dtype=np.int64)
-    return StreamResults(score=RESULT_BEAT.get(beats, "score"), anomaly=RESULT_BEAT.get(beats, "anomaly"),
-                         argmax=RESULT_BEAT.get(beats, "argmax"), tag=RESULT_BEAT.get(beats, "tag"),
-                         tlast=tl, stray_bits=RESULT_BEAT.stray_bits(beats))
+    out = StreamResults(score=lay.get(beats, "score"), anomaly=lay.get(beats, "anomaly"),
+                        argmax=lay.get(beats, "argmax"), tag=lay.get(beats, "tag"),
+                        tlast=tl, stray_bits=lay.stray_bits(beats))
+    if params is not None and params.r:
+        out.below, out.above = lay.get(beats, "below"), lay.get(beats, "above")
+    return out
 
 
 def frame_lengths(tlast: npt.ArrayLike) -> list[int]:
@@ -115,8 +126,13 @@ def compare(expected: ScoreResult, got: ScoreResult, limit: int = 5) -> list[int
     """Indices (at most ``limit``) where ``got`` differs from ``expected`` in any output."""
     n = min(len(expected), len(got))
     bad = np.zeros(n, dtype=bool)
-    for name in ("score", "anomaly", "argmax", "tag"):
-        bad |= np.asarray(getattr(expected, name))[:n] != np.asarray(getattr(got, name))[:n]
+    for name in ("score", "anomaly", "argmax", "tag", "below", "above"):
+        e, g = getattr(expected, name), getattr(got, name)
+        if e is None and g is None:
+            continue
+        if e is None or g is None:
+            raise ValueError(f"one result has {name} flags and the other not: a core with routes against one without")
+        bad |= np.asarray(e)[:n] != np.asarray(g)[:n]
     idx = np.flatnonzero(bad)[:limit].tolist()
     if len(expected) != len(got) and len(idx) < limit:
         idx.append(n)

@@ -268,11 +268,13 @@ class SimCore:
         return data, np.frombuffer(_resp_tlast(_resp, m), dtype=np.uint8).astype(np.int64)
 
     def stream(self, x: npt.ArrayLike, tags: npt.ArrayLike | None = None,
-               tlast: npt.ArrayLike | None = None) -> StreamResults:
-        """Score samples through ``s_axis``/``m_axis``; results in order (see the module docstring)."""
+               tlast: npt.ArrayLike | None = None, *, routes: npt.ArrayLike | None = None,
+               latencies: npt.ArrayLike | None = None) -> StreamResults:
+        """Score samples through ``s_axis``/``m_axis``; results in order (see the module docstring).
+        With routes (R > 0) the beats carry ``routes``/``latencies`` and the results below/above."""
         xs = np.asarray(x, dtype=np.int64)
-        data, tl = self.stream_raw(pack_samples(self.params, xs, tags), tlast)
-        return unpack_results(data, tl)
+        data, tl = self.stream_raw(pack_samples(self.params, xs, tags, routes, latencies), tlast)
+        return unpack_results(data, tl, self.params)
 
     # -- time, reset, stress ------------------------------------------------------------------------
     def cycles(self, n: int) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mailpulse.hdl.params import PARAMETER_SETS
+from mailpulse.hdl.params import get_params
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The tops ``mailpulse hdl verilog --top`` generates: the shipped ``axi`` and ``spi``, and the
@@ -51,8 +51,7 @@ def file_lock(path: Path) -> Iterator[None]:
 def check_names(top: str, params_name: str) -> None:
     if top not in TOPS:
         raise ValueError(f"unknown top {top!r}; known tops: {', '.join(TOPS)}")
-    if params_name not in PARAMETER_SETS:
-        raise ValueError(f"unknown parameter set {params_name!r}; known sets: {', '.join(sorted(PARAMETER_SETS))}")
+    get_params(params_name)   # a ValueError that lists the known sets
 
 
 def hdl_digest() -> str:

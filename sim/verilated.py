@@ -102,12 +102,15 @@ def harness_header(params: CoreParams, counters: dict[str, str]) -> str:
         f"#define MP_SAMPLE_BYTES {sample_beat(params).nbytes}",
         f"#define MP_RESULT_BYTES {RESULT_BEAT.nbytes}",
         f"#define MP_D {params.d}",
+        f"#define MP_ROUTES {params.r}",
         "static const uint32_t MP_ADDR_FEATURE[MP_D] = {"
         + ", ".join(f"0x{rm['FEATURE'].address(d):04X}" for d in range(params.d)) + "};",
     ]
     for name in ("TAG", "PUSH", "RESULT_SCORE", "RESULT_TAG", "RESULT_INFO", "STATUS", "CTRL", "SAMPLES",
                  "ANOMALIES"):
         lines.append(f"#define MP_ADDR_{name} 0x{rm[name].address():04X}u")
+    if params.r:
+        lines.append(f"#define MP_ADDR_ROUTE 0x{rm['ROUTE'].address():04X}u")
     lines += [
         f"#define MP_STATUS_BUSY_MASK 0x{busy:X}u",
         f"#define MP_STATUS_RESULT_VALID 0x{st.field('RESULT_VALID').mask:X}u",

@@ -64,3 +64,29 @@ def test_declaration_checks() -> None:
     rm = RegisterMap(p)
     with pytest.raises(AssertionError, match="declares a reset"):
         _with(rm, replace(rm["CTRL"], fields=(Field("COMMIT", 0, 1, "x", reset=1),)))._check()
+
+
+def test_live_kind_declaration_and_connection() -> None:
+    """A ``LIVE`` register (``ROUTE_BOUND`` of a set with routes) reads and writes (RW); it must
+    not be shadow and has one unsigned field at bit 0; the front end refuses a live register it
+    has no port for, and without routes the map has none of the route registers or fields."""
+    p = get_params("small-r4")
+    rm = RegisterMap(p)
+    bound = rm["ROUTE_BOUND"]
+    assert (bound.kind, bound.access, bound.count, bound.shadow) == (Kind.LIVE, "RW", 2 * p.r, False)
+    assert "ROUTE" in rm["PUSH"].operands
+    assert rm["PARAMS"].reset >> rm["PARAMS"].field("ROUTES_LOG2").lsb == 3
+    for bad in (replace(bound, shadow=True), replace(bound, fields=(Field("B", 1, 8, "x"),)),
+                replace(bound, fields=(Field("B", 0, 8, "x", signed=True),))):
+        with pytest.raises(AssertionError, match="live register ROUTE_BOUND"):
+            _with(RegisterMap(p), bad)._check()
+    rf = RegisterFile(p, latency=20)
+    extra = replace(bound, name="ROUTE_BOUND2", offset=0x0600)
+    rf.regmap.registers = (*rf.regmap.registers, extra)
+    rf.regmap._by_name[extra.name] = extra
+    with pytest.raises(ValueError, match="live not connected for ROUTE_BOUND2"):
+        Fragment.get(rf, None)
+    plain = RegisterMap(get_params("small"))
+    assert not [r for r in plain if r.kind is Kind.LIVE or r.name == "ROUTE"]
+    assert {f.name for f in plain["ADAPT"].fields} == {"ENABLE", "ALPHA_EXP", "STEP_EXP"}
+    assert plain["PARAMS"].reset == RegisterMap(get_params("small"))["PARAMS"].reset

@@ -198,3 +198,56 @@ def test_verify_catches_a_model_without_adaptation(core: str, monkeypatch: pytes
     monkeypatch.setattr(bulk, "score", fixed)
     rep = bulk.verify("small", samples=3000, configs=3, seed=1, core=core)
     assert {m.config for m in rep.mismatches} == {2}, [m.text for m in rep.mismatches]
+
+
+def test_checker_catches_route_flags() -> None:
+    """With routes (a ``<set>-r<R>`` set): the cases carry route events in their beats, seeded
+    bounds and a route configuration; check_case flags a flipped below or above flag."""
+    p = get_params("small-r4")
+    case = bulk.make_case(p, 9, 0, 400)
+    assert case.routes is not None and case.latencies is not None and len(case.bound_writes) == 2 * p.r
+    assert (np.asarray(case.routes) >= p.r).any() and (np.asarray(case.routes) < p.r).any()
+    exp = bulk.expected(p, case)
+    assert exp.below is not None and exp.above is not None
+
+    def results() -> StreamResults:
+        assert exp.below is not None and exp.above is not None
+        return StreamResults(score=exp.score.copy(), anomaly=exp.anomaly.copy(), argmax=exp.argmax.copy(),
+                             tag=exp.tag.copy(), tlast=case.tlast.astype(np.int64), below=exp.below.copy(),
+                             above=exp.above.copy())
+
+    counters = (400, int(exp.anomaly.sum()))
+    assert bulk.check_case(p, case, results(), counters) == []
+    for name in ("below", "above"):
+        r = results()
+        arr = getattr(r, name)
+        arr[55] ^= 1
+        bad = bulk.check_case(p, case, r, counters)
+        assert bad and bad[0].index == 55 and f"route={int(case.routes[55])}" in bad[0].text, name
+
+
+@pytest.mark.xdist_group("sim_verilator_axi")
+@pytest.mark.parametrize("core", ["streaming", "folded"])
+def test_verify_route_intervals(core: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A set with 16 route intervals through the harness of each core: every event's flags as
+    :func:`mailpulse.hdl.reference.route_intervals` says, both flags seen; then a model with one
+    flag flipped (in configuration 1) is caught."""
+    need("verilator")
+    samples = 100_000 if SOAK else 20_000
+    assert main(["sim", "verify", "--core", core, "--config", "small-r16", "--samples", str(samples),
+                 "--configs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"verified {samples} samples x 3 configs (route intervals: {3 * samples} events, "), out
+    assert out.endswith(": 0 mismatches\n"), out
+    real = bulk.expected
+
+    def flipped(params, case):
+        r = real(params, case)
+        if case.index == 1:
+            assert r.below is not None
+            r.below[int(np.flatnonzero(r.below)[0])] ^= 1
+        return r
+
+    monkeypatch.setattr(bulk, "expected", flipped)
+    rep = bulk.verify("small-r16", samples=2000, configs=2, seed=1, core=core)
+    assert {m.config for m in rep.mismatches} == {1}, [m.text for m in rep.mismatches]

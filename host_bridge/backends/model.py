@@ -28,3 +28,7 @@ class ModelScorer(RegisterScorer):
 
     def _score_chunk(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64]) -> ScoreResult:
         return self.model.stream(x, tags)
+
+    def _score_chunk_events(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64],
+                            events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> ScoreResult:
+        return self.model.stream(x, tags, *events)

@@ -97,5 +97,14 @@ class SimScorer(RegisterScorer):
         return ScoreResult(np.asarray(r.score, dtype=np.int64), np.asarray(r.anomaly, dtype=np.int64),
                            np.asarray(r.argmax, dtype=np.int64), np.asarray(r.tag, dtype=np.int64))
 
+    def _score_chunk_events(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64],
+                            events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> ScoreResult:
+        if self.top == "spi":
+            return self._score_chunk_by_push(x, tags, events)
+        r = self.dev.stream(x, tags, routes=events[0], latencies=events[1])
+        return ScoreResult(np.asarray(r.score, dtype=np.int64), np.asarray(r.anomaly, dtype=np.int64),
+                           np.asarray(r.argmax, dtype=np.int64), np.asarray(r.tag, dtype=np.int64),
+                           below=r.below, above=r.above)
+
     def _close(self) -> None:
         self.dev.close()

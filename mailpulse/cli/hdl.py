@@ -18,7 +18,7 @@ from typing import Any
 from mailpulse.errors import UserError
 from mailpulse.hdl import build as b
 from mailpulse.hdl import prove as pv
-from mailpulse.hdl.params import PARAMETER_SETS
+from mailpulse.hdl.params import PARAMETER_SETS, get_params
 from mailpulse.hdl.platforms import PLATFORMS
 from mailpulse.hdl.regdoc import FORMATS, regmap_text
 from mailpulse.hdl.tops import TOPS, write_verilog
@@ -86,6 +86,15 @@ def _cmd_prove(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _config_name(name: str) -> str:
+    """A parameter set's name (``<set>-r<R>`` too), or argparse's one-sentence error."""
+    try:
+        get_params(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name
+
+
 def add_hdl(hdl: argparse.ArgumentParser) -> None:
     """``mailpulse hdl`` and its sub-commands."""
     sub = hdl.add_subparsers(dest="hdl_command", metavar="HDL_COMMAND")
@@ -113,9 +122,10 @@ def add_hdl(hdl: argparse.ArgumentParser) -> None:
                     "and print utilisation, the PLL's clock, fmax and whether timing closes at that clock.",
     )
     p.add_argument("--platform", required=True, choices=list(PLATFORMS), help="the board")
-    p.add_argument("--config", default=None, choices=sorted(PARAMETER_SETS),
+    p.add_argument("--config", default=None, type=_config_name,
                    help="parameter set (default: the board's: " +
-                        ", ".join(f"{k} -> {brd.default_config}" for k, brd in PLATFORMS.items()) + ")")
+                        ", ".join(f"{k} -> {brd.default_config}" for k, brd in PLATFORMS.items()) +
+                        "; <set>-r<R>: the set with R route intervals, e.g. full-r16)")
     p.add_argument("-o", "--outdir", default=None,
                    help="build directory (default build/<platform>-<config>[-stream-bench])")
     p.add_argument("--top", default="spi", choices=list(b.BOARD_TOPS),

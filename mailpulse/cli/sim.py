@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from mailpulse.errors import UserError
-from mailpulse.hdl.params import PARAMETER_SETS
+from mailpulse.hdl.params import PARAMETER_SETS, get_params
 from mailpulse.sim.bulk import ADVERSARIAL, CORES, verify
 from mailpulse.sim.runner import SimulationFailed, check_cocotb
 from mailpulse.sim.tools import SIMULATORS, ToolMissing
@@ -24,8 +24,11 @@ from . import prints_help
 
 
 def _params_or_error(name: str) -> str:
-    if name not in PARAMETER_SETS:
-        raise UserError(f"parameter set {name!r} is unknown; known sets: {', '.join(sorted(PARAMETER_SETS))}")
+    try:
+        get_params(name)      # a set, or <set>-r<R>: the set with R route intervals
+    except ValueError:
+        raise UserError(f"parameter set {name!r} is unknown; known sets: {', '.join(sorted(PARAMETER_SETS))} "
+                        "(<set>-r<R>: the set with R route intervals, R a power of two up to 64)") from None
     return name
 
 
@@ -86,7 +89,8 @@ def add_sim(p: argparse.ArgumentParser) -> None:
     v.add_argument("--adversarial", choices=ADVERSARIAL, default="mixed",
                    help="adversarial configurations (mailpulse.sim.adversarial): mixed (every odd config, default), "
                         "only, off")
-    v.add_argument("--config", default="full", help="parameter set (small, full, zynq)")
+    v.add_argument("--config", default="full", help="parameter set (small, full, zynq; <set>-r<R>: with R route "
+                                                     "intervals, e.g. small-r16)")
     v.add_argument("--samples", type=int, default=100000, help="samples per configuration")
     v.add_argument("--configs", type=int, default=4, help="random configurations")
     v.add_argument("--jobs", type=int, default=None,

@@ -146,6 +146,11 @@ set_property bit_offset 24 $f
 set_property bit_width 5 $f
 set_property access read-only $f
 set_property description {bin shift width} $f
+set f [ipx::add_field ROUTES_LOG2 $r]
+set_property bit_offset 29 $f
+set_property bit_width 3 $f
+set_property access read-only $f
+set_property description {0: no route intervals; else R = 2**(ROUTES_LOG2 - 1) routes} $f
 set r [ipx::add_register WIDTHS $ab]
 set_property address_offset 0x000C $r
 set_property size 32 $r
@@ -433,7 +438,7 @@ set r [ipx::add_register PUSH $ab]
 set_property address_offset 0x0084 $r
 set_property size 32 $r
 set_property access write-only $r
-set_property description {Any write sends FEATURE[*] and TAG as one sample; its result goes to RESULT_* (not to the output stream).} $r
+set_property description {Any write sends FEATURE[*], TAG as one sample; its result goes to RESULT_* (not to the output stream).} $r
 set f [ipx::add_field PUSH $r]
 set_property bit_offset 0 $f
 set_property bit_width 1 $f

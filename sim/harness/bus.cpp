@@ -7,8 +7,9 @@
 // usage: bus bulk WRITES SAMPLES N RESULTS SEED IDLE_PERMILLE PRESET_SAMPLES PRESET_ANOMALIES [TRACE.vcd FROM]
 //   WRITES   (addr u32, value u32) pairs, written in order (the last is CTRL.COMMIT), then STATUS
 //            is polled until the commit is done; the counters are preset (test of the wrap)
-//   SAMPLES  N x (MP_D + 1) u32: the FEATURE register values, then the TAG value, of each sample;
-//            each is written (FEATURE[0..D-1], TAG, PUSH), `irq` (STATUS.RESULT_VALID) awaited,
+//   SAMPLES  N x (MP_D + 1) u32: the FEATURE register values, then the TAG value, of each sample
+//            (with routes, MP_ROUTES > 0, one more: the ROUTE value, written after TAG);
+//            each is written (FEATURE[0..D-1], TAG, [ROUTE,] PUSH), `irq` (STATUS.RESULT_VALID) awaited,
 //            then RESULT_SCORE, RESULT_TAG, RESULT_INFO read: RESULTS N x 3 u32.  With
 //            IDLE_PERMILLE, idle clocks are put before accesses and before the result reads.
 //   stdout: "cycles C write_errors E samples S anomalies A comb_outputs K"
@@ -225,7 +226,7 @@ int run_bulk(int argc, char** argv) {
     mp::seed(std::strtoull(argv[6], nullptr, 0));
     const uint32_t idle = std::strtoul(argv[7], nullptr, 0);
     const uint32_t preset_s = std::strtoul(argv[8], nullptr, 0), preset_a = std::strtoul(argv[9], nullptr, 0);
-    constexpr size_t words = MP_D + 1;
+    constexpr size_t words = MP_D + 1 + (MP_ROUTES ? 1 : 0);
     if (samples.size() != n * words * 4 || writes.size() % 8) {
         std::fprintf(stderr, "bus: input sizes do not match N=%zu\n", n);
         return 2;
@@ -256,6 +257,9 @@ int run_bulk(int argc, char** argv) {
             errors += wr(s, MP_ADDR_FEATURE[d], in[d]);
         }
         errors += wr(s, MP_ADDR_TAG, in[MP_D]);
+#if MP_ROUTES
+        errors += wr(s, MP_ADDR_ROUTE, in[MP_D + 1]);
+#endif
         errors += wr(s, MP_ADDR_PUSH, 1);
         wait_irq(s, 100000, &timed_out);
         if (timed_out) {
