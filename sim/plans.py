@@ -55,8 +55,9 @@ from mailpulse.hdl.reference import (
 
 from .codec import random_samples
 
-__all__ = ["ADAPT_EVENTS", "ROUTE_EVENTS", "STATE_REGISTERS", "SWEEP", "adapt_reaching", "adaptive_config", "commit_switch",
-           "observable_seed", "reached", "route_plan", "route_reached", "state_registers", "threshold_commit_plan", "threshold_path"]
+__all__ = ["ADAPT_EVENTS", "ROUTE_EVENTS", "STATE_REGISTERS", "SWEEP", "adapt_reaching", "adaptive_config",
+           "commit_switch", "observable_seed", "reached", "route_plan", "route_reached", "state_registers",
+           "threshold_commit_plan", "threshold_path"]
 
 #: The events of the adaptive threshold (see the module docstring).
 ADAPT_EVENTS = frozenset({"adapt:moved", "adapt:free", "adapt:frac", "adapt:t_min", "adapt:t_max"})

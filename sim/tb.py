@@ -80,9 +80,13 @@ class Scoreboard:
         bad = compare(exp, got)
         if bad:
             i = bad[0]
+            flags = ""
+            if exp.below is not None and exp.above is not None and got.below is not None and got.above is not None:
+                flags = (f"; (below, above) expected ({int(exp.below[i])}, {int(exp.above[i])}) got "
+                         f"({int(got.below[i])}, {int(got.above[i])})")
             raise AssertionError(
                 f"result {self.checked + i} differs: x={x[i].tolist()} tag={int(tags[i])} expected "
-                f"(score, anomaly, argmax, tag)={exp.row(i)} got {got.row(i)}; {len(bad)}+ mismatches at {bad}")
+                f"(score, anomaly, argmax, tag)={exp.row(i)} got {got.row(i)}{flags}; {len(bad)}+ mismatches at {bad}")
         if not np.array_equal(np.asarray(got.tlast), np.asarray(tlast)):
             i = int(np.flatnonzero(np.asarray(got.tlast) != np.asarray(tlast))[0])
             raise AssertionError(f"tlast of result {self.checked + i} is {int(got.tlast[i])}, the sample's is "
