@@ -571,24 +571,28 @@ async def test_route_intervals(dut: object) -> None:
     await tb.wait_quiet()
     rtl_bounds = [(await tb.raw_read(a))[0] for a in bounds]
     before = copy.deepcopy(tb.model)
+    assert got.below is not None and got.above is not None
     fits = []
     for s in range(count + 1):
         m = copy.deepcopy(tb.model)
-        a = m.stream(x2[:s], tags2[:s], routes2[:s], lat2[:s])
+        head = m.stream(x2[:s], tags2[:s], routes2[:s], lat2[:s])
         m.write(seed_addr, seed_value)
-        b = m.stream(x2[s:], tags2[s:], routes2[s:], lat2[s:])
-        assert a.below is not None and b.below is not None and a.above is not None and b.above is not None
-        if (np.array_equal(np.concatenate([a.below, b.below]), got.below)
-                and np.array_equal(np.concatenate([a.above, b.above]), got.above)
+        tail = m.stream(x2[s:], tags2[s:], routes2[s:], lat2[s:])
+        assert head.below is not None and tail.below is not None and head.above is not None and tail.above is not None
+        if (np.array_equal(np.concatenate([head.below, tail.below]), got.below)
+                and np.array_equal(np.concatenate([head.above, tail.above]), got.above)
                 and [m.read(q) for q in bounds] == rtl_bounds):
-            fits.append((s, m, np.concatenate([a.score, b.score])))
+            fits.append((s, m, head, tail))
     exp = copy.deepcopy(tb.model).stream(x2, tags2, routes2, lat2)   # without the seed, for the message
+    assert exp.below is not None and exp.above is not None
     assert fits, (f"the results fit no point where the ROUTE_BOUND seed could have landed: below "
                   f"{np.flatnonzero(exp.below != got.below)[:5].tolist()} above "
                   f"{np.flatnonzero(exp.above != got.above)[:5].tolist()} differ from the unseeded model; "
                   f"bounds read {rtl_bounds}")
-    s, tb.model, scores = fits[0]
-    assert np.array_equal(scores, got.score), "scores differ from the model"
+    s, tb.model, head, tail = fits[0]
+    for name in ("score", "anomaly", "argmax", "tag"):
+        want = np.concatenate([np.asarray(getattr(head, name)), np.asarray(getattr(tail, name))])
+        assert np.array_equal(want, np.asarray(getattr(got, name))), f"{name} of the results differs from the model"
     assert 0 < s < count, f"the seed landed at {s}: not while the {count} samples flowed"
     at = copy.deepcopy(before)
     at.stream(x2[:s], tags2[:s], routes2[:s], lat2[:s])
