@@ -56,8 +56,8 @@ from mailpulse.hdl.reference import (
 from .codec import random_samples
 
 __all__ = ["ADAPT_EVENTS", "ROUTE_EVENTS", "STATE_REGISTERS", "SWEEP", "adapt_reaching", "adaptive_config",
-           "commit_switch", "observable_seed", "reached", "route_plan", "route_reached", "state_registers",
-           "threshold_commit_plan", "threshold_path"]
+           "commit_switch", "observable_seed", "reached", "route_plan", "route_reached", "route_seed_showing",
+           "state_registers", "threshold_commit_plan", "threshold_path"]
 
 #: The events of the adaptive threshold (see the module docstring).
 ADAPT_EVENTS = frozenset({"adapt:moved", "adapt:free", "adapt:frac", "adapt:t_min", "adapt:t_max"})
@@ -320,3 +320,23 @@ def route_plan(params: CoreParams, rng: np.random.Generator, n: int, lower: npt.
         if want <= route_reached(routes, lat, lower, upper, cfg):
             return cfg, routes, lat
     raise ValueError(f"no route setting of {tries} tries reaches {sorted(want)} on {n} events")
+
+
+def route_seed_showing(routes: npt.ArrayLike, latencies: npt.ArrayLike, lower: npt.ArrayLike, upper: npt.ArrayLike,
+                       cfg: RouteConfig) -> tuple[int, int] | None:
+    """A ``ROUTE_BOUND`` write (element ``2r`` lower / ``2r + 1`` upper, accumulator value) before
+    route events (``routes``, ``latencies``) from bounds ``lower``/``upper`` that changes a flag
+    (``routes:seeded``), so that a lost seed cannot pass: for the routes by number of events, the
+    upper bound to 0 or the lower bound to the cap (every event outside), then the other way round
+    (every event inside); None when none does."""
+    r = np.asarray(routes, dtype=np.int64)
+    lo, up = np.asarray(lower, dtype=np.int64), np.asarray(upper, dtype=np.int64)
+    cap = ((1 << 16) - 1) << ADAPT_FRAC
+    tracked = r[(r >= 0) & (r < len(lo))]
+    for route in np.argsort(-np.bincount(tracked, minlength=len(lo)), kind="stable").tolist():
+        for side, value in ((1, 0), (0, cap), (1, cap), (0, 0)):
+            slo, sup = lo.copy(), up.copy()
+            (sup if side else slo)[route] = value
+            if "routes:seeded" in route_reached(r, latencies, slo, sup, cfg, unseeded=(lo, up)):
+                return 2 * route + side, value
+    return None

@@ -558,10 +558,11 @@ async def test_route_intervals(dut: object) -> None:
     await check_bounds()
     # seeding while samples flow: find where the seed landed
     tb.set_stress(0, 0.3)
-    r1 = int(np.bincount(routes[routes < params.r], minlength=params.r).argmax())
     x2, tags2 = random_samples(params, tb.nrng, count)
     routes2, lat2 = random_route_events(tb.nrng, count, params.r)
-    seed_addr, seed_value = bounds[2 * r1 + 1], 0   # the upper bound to 0: every event above it
+    showing = plans.route_seed_showing(routes2, lat2, tb.model.lower, tb.model.upper, rcfg)
+    assert showing is not None, "no ROUTE_BOUND seed changes a flag of these events"
+    seed_addr, seed_value = bounds[showing[0]], showing[1]
     tlast = tb.send(x2, tags2, tb.random_frames(count), check=False, routes=routes2, latencies=lat2)
     await ClockCycles(dut.aclk, tb.rng.randrange(30, 120))  # type: ignore[attr-defined]
     resp = await tb.raw_write(seed_addr, seed_value)

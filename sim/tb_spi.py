@@ -263,7 +263,8 @@ async def test_spi_routes(dut: Any) -> None:
     bit against the model: a setting and events from :func:`mailpulse.sim.plans.route_plan` (below,
     above and inside the intervals, route ids past R); each event written to ROUTE before its PUSH,
     RESULT_INFO.BELOW/ABOVE and every ROUTE_BOUND read after it; a bound seeded between pushes
-    (the flags after it must differ from those without it: ``routes:seeded``)."""
+    (:func:`mailpulse.sim.plans.route_seed_showing`: the flags after it must differ from those
+    without it, ``routes:seeded``)."""
     tb = await start(dut)
     params = tb.params
     assert params.r, f"parameter set {params.name} has no routes"
@@ -296,10 +297,11 @@ async def test_spi_routes(dut: Any) -> None:
 
     half = count // 2
     await push_all(0, half)
-    # seed the upper bound of the route of the next tracked events to 0: they fall above it
-    r1 = int(np.bincount(routes[half:][routes[half:] < params.r], minlength=params.r).argmax())
+    # seed a bound so that the flags of the next events change (a lost seed would not pass)
     unseeded = (tb.model.lower.copy(), tb.model.upper.copy())
-    await tb.write(rm["ROUTE_BOUND"].address(2 * r1 + 1), [0])
+    showing = plans.route_seed_showing(routes[half:], lat[half:], *unseeded, rcfg)
+    assert showing is not None, "no ROUTE_BOUND seed changes a flag of these events"
+    await tb.write(rm["ROUTE_BOUND"].address(showing[0]), [showing[1]])
     await tb.read(bounds, 2 * params.r)
     assert "routes:seeded" in plans.route_reached(routes[half:], lat[half:], tb.model.lower, tb.model.upper, rcfg,
                                                   unseeded=unseeded), "the seed changes no flag: a lost seed would pass"
