@@ -48,6 +48,7 @@ CASES = [
     ("verilator", "full", ALL_TESTS, 3000, 4),
     # the per-route latency intervals on a set with R = 4 routes (every beat carries a route event)
     ("icarus", "small-r4", ROUTE_TESTS, 200, 1),
+    ("verilator", "small-r4", ROUTE_TESTS, 400, 1),
 ]
 if SOAK:
     CASES += [("icarus", "full", ALL_TESTS, 200, 2), ("icarus", "zynq", ALL_TESTS, 200, 2),
