@@ -19,7 +19,13 @@ Events are ``<unit>:<what>`` strings, so that another adaptive unit adds its own
 * ``adapt:sweep`` - the threshold swept over at least :data:`SWEEP` distinct scores of the
   samples (so that it changed many flags; not in :data:`ADAPT_EVENTS`: a few samples with the
   fraction in play cannot do it);
-* ``adapt:t_min`` / ``adapt:t_max`` - a step of the threshold was clamped at ``T_MIN`` / ``T_MAX``.
+* ``adapt:t_min`` / ``adapt:t_max`` - a step of the threshold was clamped at ``T_MIN`` / ``T_MAX``;
+* ``routes:below`` / ``routes:above`` - an event's latency fell below / above its route's interval
+  (:func:`mailpulse.hdl.reference.route_intervals`);
+* ``routes:inside`` - an event of a route fell inside its interval (both bounds narrowed);
+* ``routes:untracked`` - an event's route id was outside ``0..R-1`` (no flag, no update);
+* ``routes:seeded`` - a flag after a bound seeded over the bus (``ROUTE_BOUND``) differs from the
+  flag without the seed (:func:`route_reached` with ``unseeded``).
 
 :func:`commit_switch` finds where a commit made while samples flowed took effect: with adaptation
 the new model's flags depend on that point (its accumulator starts from its seed there), so the
@@ -37,8 +43,11 @@ from mailpulse.hdl.reference import (
     AdaptConfig,
     CoreConfig,
     IntArray,
+    RouteConfig,
     ScoreResult,
     adaptive_flags,
+    random_route_events,
+    route_intervals,
     score,
     tracker_step,
     tracker_steps,
@@ -46,11 +55,14 @@ from mailpulse.hdl.reference import (
 
 from .codec import random_samples
 
-__all__ = ["ADAPT_EVENTS", "STATE_REGISTERS", "SWEEP", "adapt_reaching", "adaptive_config", "commit_switch",
-           "observable_seed", "reached", "state_registers", "threshold_commit_plan", "threshold_path"]
+__all__ = ["ADAPT_EVENTS", "ROUTE_EVENTS", "STATE_REGISTERS", "SWEEP", "adapt_reaching", "adaptive_config",
+           "commit_switch", "observable_seed", "reached", "route_plan", "route_reached", "route_seed_showing",
+           "state_registers", "threshold_commit_plan", "threshold_path"]
 
 #: The events of the adaptive threshold (see the module docstring).
 ADAPT_EVENTS = frozenset({"adapt:moved", "adapt:free", "adapt:frac", "adapt:t_min", "adapt:t_max"})
+#: The events of the route intervals (see the module docstring; ``routes:seeded`` needs a seed).
+ROUTE_EVENTS = frozenset({"routes:below", "routes:above", "routes:inside", "routes:untracked"})
 #: Distinct sample scores the threshold must sweep over for ``adapt:sweep``.
 SWEEP = 8
 #: Registers whose value after a batch of samples comes from the model's state (counters, the
@@ -266,3 +278,65 @@ def commit_switch(params: CoreParams, old: CoreConfig, new: CoreConfig, x: npt.A
         f"expected (score, anomaly, argmax, tag)={b.row(bad - prefix)} got "
         f"{tuple(int(np.asarray(getattr(got, f))[bad]) for f in fields)})")
 
+
+
+def route_reached(routes: npt.ArrayLike, latencies: npt.ArrayLike, lower: npt.ArrayLike, upper: npt.ArrayLike,
+                  cfg: RouteConfig, unseeded: tuple[npt.ArrayLike, npt.ArrayLike] | None = None) -> set[str]:
+    """The events (:data:`ROUTE_EVENTS`) that route events (``routes``, ``latencies``) reach from the
+    bound accumulators ``lower``/``upper``; with ``unseeded`` (the bounds had no seed been written)
+    also ``routes:seeded`` when the seed changes a flag."""
+    if not cfg.enable:
+        return set()
+    r = np.asarray(routes, dtype=np.int64)
+    ri = route_intervals(r, latencies, lower, upper, cfg)
+    events = {name for name, hit in (("routes:below", ri.below.any()), ("routes:above", ri.above.any()))
+              if hit}
+    tracked = (r >= 0) & (r < len(np.asarray(lower)))
+    if (tracked & (ri.below == 0) & (ri.above == 0)).any():
+        events.add("routes:inside")
+    if (~tracked).any():
+        events.add("routes:untracked")
+    if unseeded is not None:
+        base = route_intervals(r, latencies, unseeded[0], unseeded[1], cfg)
+        if not (np.array_equal(base.below, ri.below) and np.array_equal(base.above, ri.above)):
+            events.add("routes:seeded")
+    return events
+
+
+def route_plan(params: CoreParams, rng: np.random.Generator, n: int, lower: npt.ArrayLike, upper: npt.ArrayLike,
+               want: frozenset[str] = ROUTE_EVENTS, tries: int = 200) -> tuple[RouteConfig, IntArray, IntArray]:
+    """A route interval setting (:meth:`~mailpulse.hdl.reference.RouteConfig.random`) and ``n``
+    route events (:func:`~mailpulse.hdl.reference.random_route_events`) that reach ``want`` from
+    the bounds ``lower``/``upper``.
+
+    Raises
+    ------
+    ValueError
+        When no draw of ``tries`` reaches ``want``.
+    """
+    for _ in range(tries):
+        cfg = RouteConfig.random(rng)
+        routes, lat = random_route_events(rng, n, params.r)
+        if want <= route_reached(routes, lat, lower, upper, cfg):
+            return cfg, routes, lat
+    raise ValueError(f"no route setting of {tries} tries reaches {sorted(want)} on {n} events")
+
+
+def route_seed_showing(routes: npt.ArrayLike, latencies: npt.ArrayLike, lower: npt.ArrayLike, upper: npt.ArrayLike,
+                       cfg: RouteConfig) -> tuple[int, int] | None:
+    """A ``ROUTE_BOUND`` write (element ``2r`` lower / ``2r + 1`` upper, accumulator value) before
+    route events (``routes``, ``latencies``) from bounds ``lower``/``upper`` that changes a flag
+    (``routes:seeded``), so that a lost seed cannot pass: for the routes by number of events, the
+    upper bound to 0 or the lower bound to the cap (every event outside), then the other way round
+    (every event inside); None when none does."""
+    r = np.asarray(routes, dtype=np.int64)
+    lo, up = np.asarray(lower, dtype=np.int64), np.asarray(upper, dtype=np.int64)
+    cap = ((1 << 16) - 1) << ADAPT_FRAC
+    tracked = r[(r >= 0) & (r < len(lo))]
+    for route in np.argsort(-np.bincount(tracked, minlength=len(lo)), kind="stable").tolist():
+        for side, value in ((1, 0), (0, cap), (1, cap), (0, 0)):
+            slo, sup = lo.copy(), up.copy()
+            (sup if side else slo)[route] = value
+            if "routes:seeded" in route_reached(r, latencies, slo, sup, cfg, unseeded=(lo, up)):
+                return 2 * route + side, value
+    return None

@@ -80,9 +80,13 @@ class Scoreboard:
         bad = compare(exp, got)
         if bad:
             i = bad[0]
+            flags = ""
+            if exp.below is not None and exp.above is not None and got.below is not None and got.above is not None:
+                flags = (f"; (below, above) expected ({int(exp.below[i])}, {int(exp.above[i])}) got "
+                         f"({int(got.below[i])}, {int(got.above[i])})")
             raise AssertionError(
                 f"result {self.checked + i} differs: x={x[i].tolist()} tag={int(tags[i])} expected "
-                f"(score, anomaly, argmax, tag)={exp.row(i)} got {got.row(i)}; {len(bad)}+ mismatches at {bad}")
+                f"(score, anomaly, argmax, tag)={exp.row(i)} got {got.row(i)}{flags}; {len(bad)}+ mismatches at {bad}")
         if not np.array_equal(np.asarray(got.tlast), np.asarray(tlast)):
             i = int(np.flatnonzero(np.asarray(got.tlast) != np.asarray(tlast))[0])
             raise AssertionError(f"tlast of result {self.checked + i} is {int(got.tlast[i])}, the sample's is "
@@ -244,11 +248,13 @@ class TB:
             await self.wait_quiet()
 
     # -- streams -----------------------------------------------------------------------------
-    def send(self, x: np.ndarray, tags: np.ndarray, frames: Sequence[int], check: bool = True) -> np.ndarray:
+    def send(self, x: np.ndarray, tags: np.ndarray, frames: Sequence[int], check: bool = True,
+             routes: np.ndarray | None = None, latencies: np.ndarray | None = None) -> np.ndarray:
         """Queue samples on ``s_axis`` as frames of the given lengths; returns the tlast vector.
 
         With ``check`` the model scores them now (with its current active configuration) and the
-        scoreboard expects the results in order.
+        scoreboard expects the results in order.  With routes (R > 0) ``routes``/``latencies`` are
+        the beats' route ids and Q8.8 latencies (default: no route).
         """
         assert sum(frames) == len(x)
         tlast = np.zeros(len(x), dtype=np.int64)
@@ -256,9 +262,9 @@ class TB:
         for n in frames:
             pos += n
             tlast[pos - 1] = 1
-        self.send_raw(pack_samples(self.params, x, tags), frames)
+        self.send_raw(pack_samples(self.params, x, tags, routes, latencies), frames)
         if check:
-            self.scoreboard.expect(self.model.stream(x, tags), tlast, x, tags)
+            self.scoreboard.expect(self.model.stream(x, tags, routes, latencies), tlast, x, tags)
         return tlast
 
     def send_raw(self, data: bytes, frames: Sequence[int]) -> None:
@@ -298,13 +304,14 @@ class TB:
     async def receive(self, n: int, timeout_us: float | None = None) -> StreamResults:
         """Receive ``n`` results from ``m_axis`` (whole frames) as :class:`StreamResults`."""
         data, tl = await self.receive_raw(n, timeout_us)
-        return unpack_results(data, tl)
+        return unpack_results(data, tl, self.params)
 
-    async def stream_check(self, x: np.ndarray, tags: np.ndarray, frames: Sequence[int] | None = None) -> None:
-        """Send, receive and check one batch through the scoreboard."""
+    async def stream_check(self, x: np.ndarray, tags: np.ndarray, frames: Sequence[int] | None = None,
+                           routes: np.ndarray | None = None, latencies: np.ndarray | None = None) -> None:
+        """Send, receive and check one batch through the scoreboard (with route events: see :meth:`send`)."""
         if frames is None:
             frames = self.random_frames(len(x))
-        self.send(x, tags, frames)
+        self.send(x, tags, frames, routes=routes, latencies=latencies)
         got = await self.receive(len(x))
         self.scoreboard.check(got)
 

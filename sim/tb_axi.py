@@ -6,12 +6,14 @@ Settings from the environment: see :mod:`mailpulse.sim.tb`.
 
 from __future__ import annotations
 
+import copy
+
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
 from cocotb.utils import get_sim_time
 from cocotbext.axi.constants import AxiResp
-from mailpulse.hdl.reference import ADAPT_FRAC, CoreConfig, bins, model_writes, score
+from mailpulse.hdl.reference import ADAPT_FRAC, CoreConfig, bins, model_writes, random_route_events, score
 from mailpulse.hdl.regmap import WAIT_LIMIT
 
 from . import plans
@@ -507,3 +509,111 @@ async def test_adaptive_threshold(dut: object) -> None:
     # the last 40 writes (ADAPT, T_MIN, T_MAX, THRESHOLD among them) while the stream flows: shadow only
     await commit_in_stream(reseed, new, x3, tags3, writes[-40:], "COMMIT")
     tb.set_stress(0, 0)
+
+
+@cocotb.test()
+async def test_route_intervals(dut: object) -> None:
+    """The per-route latency intervals on the streaming core (a set with routes), bit for bit
+    against the model: a setting and route events from :func:`mailpulse.sim.plans.route_plan`
+    (latencies below, above and inside their route's interval, route ids past R) streamed in the
+    s_axis beats under idle and back-pressure, BELOW/ABOVE checked in every m_axis result beat and
+    every ROUTE_BOUND read back; a bound seeded over AXI4-Lite with the pipeline idle, then one
+    seeded while samples flow (the results must fit the model with the seed landing between two
+    samples, and the flags must show it: ``routes:seeded``); PUSHes with ROUTE set
+    (RESULT_INFO.BELOW/ABOVE)."""
+    tb = await start(dut)
+    params, _seed, n, _m = settings()
+    assert params.r, f"parameter set {params.name} has no routes"
+    rm = tb.regmap
+    count = max(n, 200)
+    bounds = [rm["ROUTE_BOUND"].address(i) for i in range(2 * params.r)]
+
+    async def check_bounds() -> None:
+        for a in bounds:
+            await tb.read(a)
+
+    # the reset bounds, then a setting whose events reach every route event from seeded bounds
+    await check_bounds()
+    cfg = CoreConfig.random(params, tb.nrng)
+    for i, a in enumerate(bounds):   # seed each route's interval around its events' centre
+        await tb.write(a, (0x0800 if i % 2 == 0 else 0x0C00) << ADAPT_FRAC)
+    rcfg, routes, lat = plans.route_plan(params, tb.nrng, count, tb.model.lower, tb.model.upper)
+    cfg.routes = rcfg
+    await tb.load(cfg)
+    await tb.read(tb.addr("ADAPT"))
+    await check_bounds()
+    x, tags = random_samples(params, tb.nrng, count)
+    tb.set_stress(0.2, 0.5)
+    half = count // 2
+    for part in (slice(0, half), slice(half, count)):
+        await tb.stream_check(x[part], tags[part], routes=routes[part], latencies=lat[part])
+        await tb.wait_quiet()
+        await check_bounds()
+    # seeding with the pipeline idle: the next events of that route see the new bound
+    r0 = int(routes[0]) if routes[0] < params.r else 0
+    await tb.write(bounds[2 * r0], 0xFFFF_FFFF)   # capped at 0xFFFF << ADAPT_FRAC: everything is below
+    await tb.read(bounds[2 * r0])
+    await tb.stream_check(x[:64], tags[:64], routes=routes[:64], latencies=lat[:64])
+    await tb.wait_quiet()
+    await check_bounds()
+    # seeding while samples flow: find where the seed landed
+    tb.set_stress(0, 0.3)
+    x2, tags2 = random_samples(params, tb.nrng, count)
+    routes2, lat2 = random_route_events(tb.nrng, count, params.r)
+    showing = plans.route_seed_showing(routes2, lat2, tb.model.lower, tb.model.upper, rcfg)
+    assert showing is not None, "no ROUTE_BOUND seed changes a flag of these events"
+    seed_addr, seed_value = bounds[showing[0]], showing[1]
+    tlast = tb.send(x2, tags2, tb.random_frames(count), check=False, routes=routes2, latencies=lat2)
+    await ClockCycles(dut.aclk, tb.rng.randrange(30, 120))  # type: ignore[attr-defined]
+    resp = await tb.raw_write(seed_addr, seed_value)
+    assert resp == AxiResp.OKAY, f"the ROUTE_BOUND write answered {resp}"
+    got = await tb.receive(count)
+    assert np.array_equal(got.tlast, tlast), "tlast was not carried through"
+    await tb.wait_quiet()
+    rtl_bounds = [(await tb.raw_read(a))[0] for a in bounds]
+    before = copy.deepcopy(tb.model)
+    assert got.below is not None and got.above is not None
+    fits = []
+    for s in range(count + 1):
+        m = copy.deepcopy(tb.model)
+        head = m.stream(x2[:s], tags2[:s], routes2[:s], lat2[:s])
+        m.write(seed_addr, seed_value)
+        tail = m.stream(x2[s:], tags2[s:], routes2[s:], lat2[s:])
+        assert head.below is not None and tail.below is not None and head.above is not None and tail.above is not None
+        if (np.array_equal(np.concatenate([head.below, tail.below]), got.below)
+                and np.array_equal(np.concatenate([head.above, tail.above]), got.above)
+                and [m.read(q) for q in bounds] == rtl_bounds):
+            fits.append((s, m, head, tail))
+    exp = copy.deepcopy(tb.model).stream(x2, tags2, routes2, lat2)   # without the seed, for the message
+    assert exp.below is not None and exp.above is not None
+    assert fits, (f"the results fit no point where the ROUTE_BOUND seed could have landed: below "
+                  f"{np.flatnonzero(exp.below != got.below)[:5].tolist()} above "
+                  f"{np.flatnonzero(exp.above != got.above)[:5].tolist()} differ from the unseeded model; "
+                  f"bounds read {rtl_bounds}")
+    inside = [f for f in fits if 0 < f[0] < count]   # several points can fit: one in the stream must
+    assert inside, f"the seed landed at {[f[0] for f in fits]}: not while the {count} samples flowed"
+    s, tb.model, head, tail = inside[0]
+    for name in ("score", "anomaly", "argmax", "tag"):
+        want = np.concatenate([np.asarray(getattr(head, name)), np.asarray(getattr(tail, name))])
+        assert np.array_equal(want, np.asarray(getattr(got, name))), f"{name} of the results differs from the model"
+    at = copy.deepcopy(before)
+    at.stream(x2[:s], tags2[:s], routes2[:s], lat2[:s])
+    seeded = copy.deepcopy(at)
+    seeded.write(seed_addr, seed_value)
+    assert "routes:seeded" in plans.route_reached(routes2[s:], lat2[s:], seeded.lower, seeded.upper, rcfg,
+                                                  unseeded=(at.lower, at.upper)), \
+        f"the seed that landed at {s} changed no flag: a lost seed would pass"
+    tb.set_stress(0, 0)
+    await check_bounds()
+    # PUSH with ROUTE: RESULT_INFO.BELOW/ABOVE, the bounds adapt
+    route = rm["ROUTE"]
+    for i in range(12):
+        rid = int(routes[i]) if i % 4 else params.r + i   # every fourth past R: not tracked
+        await tb.write(route.address(), route.value(ID=rid & 0xFFFF, LATENCY=int(lat[i])))
+        for d in range(params.d):
+            await tb.write(rm["FEATURE"].address(d), int(x[i, d]) & 0xFFFFFFFF)
+        await tb.write(rm["PUSH"].address(), 1)
+        await tb.wait_quiet()
+        for name in ("ROUTE", "RESULT_SCORE", "RESULT_INFO"):
+            await tb.read(tb.addr(name))
+        await check_bounds()

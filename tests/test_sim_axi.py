@@ -24,6 +24,8 @@ ALL_TESTS = ["test_registers", "test_random_configs", "test_clamp_and_threshold"
              "test_reset_midstream", "test_commit_under_traffic", "test_stream_right_after_reset",
              "test_stalled_results_keep_the_bus_alive", "test_shadow_writes_between_commit_and_copy",
              "test_adaptive_threshold"]
+#: The cocotb tests of a parameter set with routes (``<set>-r<R>``).
+ROUTE_TESTS = ["test_route_intervals"]
 
 
 def sim_env(samples: int, configs: int) -> dict[str, str]:
@@ -44,6 +46,9 @@ def need(sim: str) -> None:
 CASES = [
     ("icarus", "small", ALL_TESTS, 200, 2),
     ("verilator", "full", ALL_TESTS, 3000, 4),
+    # the per-route latency intervals on a set with R = 4 routes (every beat carries a route event)
+    ("icarus", "small-r4", ROUTE_TESTS, 200, 1),
+    ("verilator", "small-r4", ROUTE_TESTS, 400, 1),
 ]
 if SOAK:
     CASES += [("icarus", "full", ALL_TESTS, 200, 2), ("icarus", "zynq", ALL_TESTS, 200, 2),

@@ -7,7 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from mailpulse.hdl.params import get_params
-from mailpulse.hdl.reference import ADAPT_FRAC, CoreConfig, ScoreResult, adaptive_flags, score
+from mailpulse.hdl.reference import (
+    ADAPT_FRAC,
+    CoreConfig,
+    RouteConfig,
+    ScoreResult,
+    adaptive_flags,
+    route_intervals,
+    score,
+)
 from mailpulse.sim import plans
 from mailpulse.sim.codec import random_samples
 
@@ -78,3 +86,26 @@ def test_threshold_commit_plan_shows_everywhere() -> None:
     for at in range(5, 101):
         after = score(p, reseeded, x2[at:])
         assert after.acc != lost.acc or not np.array_equal(after.anomaly, lost.anomaly[at:]), at
+
+
+def test_route_plan_and_seed_reach_what_they_say() -> None:
+    """``route_plan`` reaches every route event by the spec (``route_intervals``), a disabled setting
+    reaches none, and the seed of ``route_seed_showing`` changes a flag of the events after it."""
+    params = get_params("small-r4")
+    rng = np.random.default_rng(3)
+    lower = np.full(params.r, 0x0800 << ADAPT_FRAC)
+    upper = np.full(params.r, 0x0C00 << ADAPT_FRAC)
+    cfg, routes, lat = plans.route_plan(params, rng, 200, lower, upper)
+    ri = route_intervals(routes, lat, lower, upper, cfg)
+    tracked = routes < params.r
+    assert ri.below.any() and ri.above.any() and (~tracked).any()
+    assert (tracked & (ri.below == 0) & (ri.above == 0)).any()
+    assert plans.route_reached(routes, lat, lower, upper, RouteConfig()) == set()
+    showing = plans.route_seed_showing(routes[100:], lat[100:], ri.lower, ri.upper, cfg)
+    assert showing is not None
+    index, value = showing
+    lo, up = ri.lower.copy(), ri.upper.copy()
+    (up if index & 1 else lo)[index >> 1] = value
+    seeded = route_intervals(routes[100:], lat[100:], lo, up, cfg)
+    plain = route_intervals(routes[100:], lat[100:], ri.lower, ri.upper, cfg)
+    assert not (np.array_equal(seeded.below, plain.below) and np.array_equal(seeded.above, plain.above))
