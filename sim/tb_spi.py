@@ -272,8 +272,8 @@ async def test_spi_routes(dut: Any) -> None:
     count = 24
     route = rm["ROUTE"]
     bounds = rm["ROUTE_BOUND"].address(0)
-    # (a ROUTE_BOUND read as the very first access after power-up reads X on Icarus: the bound's
-    # read index is not reset; an access before it defines it)
+    # (a ROUTE_BOUND read as the very first access after power-up reads X on Icarus, cause not found:
+    # every register on the read path has an initial value; an access before it defines it)
     await tb.status()
     for i in range(2 * params.r):
         await tb.read(bounds + 4 * i)
