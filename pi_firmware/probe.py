@@ -44,6 +44,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from email import policy
@@ -63,6 +64,8 @@ from .received import parse_chain
 
 __all__ = ["ProbeError", "ProbeEvent", "ProbeRoute", "ProbeSettings", "Prober"]
 
+#: Probe ids :attr:`Prober.finished` remembers (a few minutes of probes on every route)
+FINISHED_KEPT = 4096
 _DELAYS = re.compile(r"\b(?P<qid>[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}): to=<(?P<to>[^>]*)>.*?"
                      r"\bdelay=(?P<delay>[\d.]+), delays=(?P<delays>[\d./]+).*?status=(?P<status>\w+)")
 
@@ -205,6 +208,9 @@ class Prober:
         #: probes sent and still awaited (probe id -> route): routes run concurrently, each in its own
         #: thread, and may share a mailbox; a probe another route awaits is left to that route
         self.inflight: dict[str, str] = {}
+        #: probes whose wait has ended (newest last, at most :data:`FINISHED_KEPT`): another route's
+        #: thread that fetched one just before its owner deleted it drops it quietly, not as a stray
+        self.finished: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.RLock()
         self._load()
 
@@ -334,6 +340,9 @@ class Prober:
         finally:
             with self._lock:
                 self.inflight.pop(probe_id, None)
+                self.finished[probe_id] = None
+                while len(self.finished) > FINISHED_KEPT:
+                    self.finished.popitem(last=False)
 
     def _run(self, im: imaplib.IMAP4, route: ProbeRoute, content: ProbeContent, probe_id: str, seen: set[str],
              stop: threading.Event | None) -> list[ProbeEvent]:
@@ -440,6 +449,9 @@ class Prober:
                 outcome = "late"
                 supersedes = lost.event_id
                 of = next((r for r in self.settings.routes if r.name == lost.route), route)
+            elif pid in self.finished:
+                delete.append(uid)   # its own route has measured it (and is deleting it): not a stray
+                continue
             else:
                 # a probe of ours with no record (sent before a restart lost the state, or a duplicate)
                 self._count("stray")

@@ -61,6 +61,22 @@ def test_probe_round_trip_with_all_fields(mail_lab: MailLab) -> None:
     assert again.outcome == "ok" and again.probe_id != ev.probe_id
 
 
+def test_a_measured_probe_still_in_the_mailbox_is_no_stray(mail_lab: MailLab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe its own route has measured, fetched again before its deletion took effect (another
+    route's thread on a shared mailbox, or a deletion that failed), is dropped quietly: not a stray."""
+    prober = Prober("node-s", ProbeSettings(routes=[route(mail_lab)]))
+    deletes: list[object] = []
+    with monkeypatch.context() as mp:
+        mp.setattr(Prober, "_delete", staticmethod(lambda im, uids: deletes.append(uids)))
+        [first] = prober.run("direct")                # measured, but left in the mailbox
+    assert first.outcome == "ok" and deletes
+    [again] = prober.run("direct")                    # finds the first one again, then its own
+    assert again.outcome == "ok" and again.probe_id != first.probe_id
+    assert prober.counts["stray"] == 0 and prober.counts["ok"] == 2, prober.counts
+    [third] = prober.run("direct")                    # the first one was deleted with the second's
+    assert third.outcome == "ok" and prober.counts["ok"] == 3 and prober.counts["stray"] == 0
+
+
 def test_unreachable_hop_deferrals_loss_then_late_once(mail_lab: MailLab) -> None:
     chain = mail_lab.chain
     prober = Prober("node-b", ProbeSettings(routes=[route(mail_lab, timeout_s=2.0)]))
