@@ -560,14 +560,12 @@ class EmulatedCore:
         elif name == "THRESHOLD":
             self.shadow.threshold = value
         elif name == "ADAPT":
-            def fld(f: str) -> int:
-                return (value & reg.field(f).mask) >> reg.field(f).lsb
-
             a = self.shadow.adapt
-            a.enable, a.alpha_exp, a.step_exp = fld("ENABLE"), fld("ALPHA_EXP"), fld("STEP_EXP")
+            a.enable, a.alpha_exp, a.step_exp = (reg.get(f, value) for f in ("ENABLE", "ALPHA_EXP", "STEP_EXP"))
             if p.r:
                 rc = self.shadow.routes
-                rc.enable, rc.beta_exp, rc.step_exp = fld("ROUTES"), fld("BETA_EXP"), fld("ROUTE_STEP_EXP")
+                rc.enable, rc.beta_exp, rc.step_exp = (reg.get(f, value) for f in ("ROUTES", "BETA_EXP",
+                                                                                   "ROUTE_STEP_EXP"))
         elif name == "ROUTE":
             self.route = value
         elif name == "ROUTE_BOUND":
@@ -624,8 +622,7 @@ class EmulatedCore:
         events = None
         if self.params.r:   # the ROUTE register: ID and LATENCY
             reg = self.regmap["ROUTE"]
-            events = (np.array([(self.route & reg.field("ID").mask) >> reg.field("ID").lsb]),
-                      np.array([(self.route & reg.field("LATENCY").mask) >> reg.field("LATENCY").lsb]))
+            events = (np.array([reg.get("ID", self.route)]), np.array([reg.get("LATENCY", self.route)]))
         r = self._score(np.array([self.features], dtype=np.int64), np.array([self.tag]), events)
         self.result = r.row(0)
         if r.below is not None and r.above is not None:

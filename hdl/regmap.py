@@ -172,6 +172,15 @@ class Register:
             v |= (fv << f.lsb) & f.mask
         return v
 
+    def get(self, name: str, value: int) -> int:
+        """The value of field ``name`` in a raw register value (sign-extended for a signed field):
+        the inverse of :meth:`value`."""
+        f = self.field(name)
+        raw = (value >> f.lsb) & ((1 << f.width) - 1)
+        if f.signed and raw >> (f.width - 1):
+            raw -= 1 << f.width
+        return raw
+
     def address(self, index: int = 0) -> int:
         if not 0 <= index < self.count:
             raise IndexError(f"{self.name}[{index}] is out of range 0..{self.count - 1}")

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from mailpulse.hdl.params import PARAMETER_SETS, CoreParams
 from mailpulse.hdl.reference import NO_ROUTE, CoreConfig, model_writes
-from mailpulse.hdl.regmap import CORE_ID, CORE_VERSION, Register, RegisterMap
+from mailpulse.hdl.regmap import CORE_ID, CORE_VERSION, RegisterMap
 
 from mailpulse.errors import UserError
 
@@ -54,15 +54,6 @@ class Counters:
     anomalies: int
 
 
-def field_of(reg: Register, name: str, value: int) -> int:
-    """The value of field ``name`` in a raw register value (sign-extended for signed fields)."""
-    f = reg.field(name)
-    raw = (value >> f.lsb) & ((1 << f.width) - 1)
-    if f.signed and raw >> (f.width - 1):
-        raw -= 1 << f.width
-    return raw
-
-
 def params_from_registers(params_reg: int, widths_reg: int, regmap_cls: type[RegisterMap] = RegisterMap
                           ) -> CoreParams:
     """Rebuild :class:`CoreParams` from raw ``PARAMS`` and ``WIDTHS`` values.
@@ -73,22 +64,22 @@ def params_from_registers(params_reg: int, widths_reg: int, regmap_cls: type[Reg
     """
     probe = regmap_cls(PARAMETER_SETS["small"])
     pr, wr = probe["PARAMS"], probe["WIDTHS"]
-    d, k = field_of(pr, "D", params_reg), field_of(pr, "K", params_reg)
-    b = 1 << field_of(pr, "B_LOG2", params_reg)
-    routes_log2 = field_of(pr, "ROUTES_LOG2", params_reg)
+    d, k = pr.get("D", params_reg), pr.get("K", params_reg)
+    b = 1 << pr.get("B_LOG2", params_reg)
+    routes_log2 = pr.get("ROUTES_LOG2", params_reg)
     r = 1 << (routes_log2 - 1) if routes_log2 else 0
     name = "custom"
     for pname, ps in PARAMETER_SETS.items():
         if (ps.d, ps.k, ps.b) == (d, k, b):
             name = pname if ps.r == r else f"{pname}-r{r}"
     try:
-        params = CoreParams(name, d=d, k=k, b=b, in_bits=field_of(wr, "IN_BITS", widths_reg),
-                            table_bits=field_of(wr, "TABLE_BITS", widths_reg),
-                            weight_bits=field_of(pr, "WEIGHT_BITS", params_reg),
-                            shift_bits=field_of(pr, "SHIFT_BITS", params_reg), r=r)
+        params = CoreParams(name, d=d, k=k, b=b, in_bits=wr.get("IN_BITS", widths_reg),
+                            table_bits=wr.get("TABLE_BITS", widths_reg),
+                            weight_bits=pr.get("WEIGHT_BITS", params_reg),
+                            shift_bits=pr.get("SHIFT_BITS", params_reg), r=r)
     except ValueError as e:
         raise CoreMismatchError(f"the core reports parameters that no mailpulse core has ({e})") from None
-    if (field_of(wr, "PROJ_BITS", widths_reg), field_of(wr, "SCORE_BITS", widths_reg)) != (
+    if (wr.get("PROJ_BITS", widths_reg), wr.get("SCORE_BITS", widths_reg)) != (
             params.proj_bits, params.score_bits):
         raise CoreMismatchError("the core's WIDTHS register disagrees with its PARAMS register")
     return params
@@ -142,7 +133,7 @@ class CoreClient:
                                     "no mailpulse scorer answers (wrong bitstream, or the FPGA is not configured)")
         ver = self.bus.read(r["VERSION"].address())
         vr = r["VERSION"]
-        version = (field_of(vr, "MAJOR", ver), field_of(vr, "MINOR", ver), field_of(vr, "PATCH", ver))
+        version = (vr.get("MAJOR", ver), vr.get("MINOR", ver), vr.get("PATCH", ver))
         if check and version[0] != CORE_VERSION[0]:
             raise CoreMismatchError(f"the core is version {version}, this host speaks major version {CORE_VERSION[0]}")
         params = params_from_registers(self.bus.read(r["PARAMS"].address()), self.bus.read(r["WIDTHS"].address()))
@@ -151,14 +142,14 @@ class CoreClient:
             raise CoreMismatchError(
                 f"the core has D={params.d} K={params.k} B={params.b} R={params.r}, the host expects set "
                 f"{self.params.name} (D={self.params.d} K={self.params.k} B={self.params.b} R={self.params.r})")
-        latency = field_of(r["LATENCY"], "CYCLES", self.bus.read(r["LATENCY"].address()))
+        latency = r["LATENCY"].get("CYCLES", self.bus.read(r["LATENCY"].address()))
         return CoreIdentity(core_id, version, params, latency)
 
     # -- status and control ---------------------------------------------------------------
     def status(self) -> dict[str, int]:
         """The ``STATUS`` fields by name."""
         v = self.bus.read(self._status.address())
-        return {f.name: field_of(self._status, f.name, v) for f in self._status.fields}
+        return {f.name: self._status.get(f.name, v) for f in self._status.fields}
 
     def ctrl(self, **strobes: bool) -> None:
         """Write ``CTRL`` with the named strobe bits (``COMMIT=True`` ...)."""
@@ -335,7 +326,7 @@ class CoreClient:
         out = (score, (info >> self._anomaly_lsb) & 1, (info >> self._argmax_lsb) & self._argmax_mask, rtag)
         if route_word is None:
             return out
-        return (*out, field_of(self._info, "BELOW", info), field_of(self._info, "ABOVE", info))
+        return (*out, self._info.get("BELOW", info), self._info.get("ABOVE", info))
 
     def counters(self) -> Counters:
         r = self.regmap

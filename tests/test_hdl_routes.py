@@ -98,7 +98,7 @@ async def push_event(h: Host, x, tag: int, route: int, lat: int) -> tuple[int, i
     await h.push(x, tag)
     info = await h.read("RESULT_INFO")
     reg = h.rm["RESULT_INFO"]
-    return (info >> reg.field("BELOW").lsb) & 1, (info >> reg.field("ABOVE").lsb) & 1
+    return reg.get("BELOW", info), reg.get("ABOVE", info)
 
 
 async def push_then_seed(h: Host, x, tag: int, route: int, lat: int, seed: int) -> None:
