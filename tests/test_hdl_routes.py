@@ -140,6 +140,17 @@ async def _seed(h: Host, rng: np.random.Generator, cap_too: bool) -> None:
         await h.write(h.rm["ROUTE_BOUND"].address(2 * P.r - 1), HI + 77)
 
 
+async def _started(ctx, bench: Bench, model: EmulatedCore, cfg, rng: np.random.Generator) -> Host:
+    """A host on a core past its table clear, with ``cfg`` loaded and committed and the bounds seeded
+    (one above the cap)."""
+    h = Host(ctx, bench, model)
+    await ctx.tick().repeat(bench.core.clear_cycles + 2)
+    await h.load(cfg)
+    await h.commit()
+    await _seed(h, rng, cap_too=True)
+    return h
+
+
 def streaming_mismatches(seed: int) -> int:
     """The streaming core: two streamed batches around a mid-stream seed, pushes, then the
     intervals disabled by a commit.  Returns the number of results and bound reads that differ
@@ -162,11 +173,7 @@ def streaming_mismatches(seed: int) -> int:
         fired[:] += (exp.below.sum(), exp.above.sum())
 
     async def tb(ctx):
-        h = Host(ctx, bench, model)
-        await ctx.tick().repeat(bench.core.clear_cycles + 2)
-        await h.load(cfg)
-        await h.commit()
-        await _seed(h, rng, cap_too=True)
+        h = await _started(ctx, bench, model, cfg, rng)
         bad[0] += await bound_mismatches(h, P)
         await batch(ctx, 0, 70, 0.8, 0.6)
         bad[0] += await bound_mismatches(h, P)
@@ -208,11 +215,7 @@ def test_folded_core_route_intervals() -> None:
     flags = np.zeros(2, dtype=np.int64)
 
     async def tb(ctx):
-        h = Host(ctx, bench, model)
-        await ctx.tick().repeat(bench.core.clear_cycles + 2)
-        await h.load(cfg)
-        await h.commit()
-        await _seed(h, rng, cap_too=True)
+        h = await _started(ctx, bench, model, cfg, rng)
         for j in range(n):
             if j == n // 2:
                 await _seed(h, rng, cap_too=False)
