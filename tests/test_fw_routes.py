@@ -1,0 +1,279 @@
+"""The node feeds each delivery's route and latency to a core with route intervals (``small-r4``) and
+publishes the core's ``below``/``above`` flags (:mod:`mailpulse.pi_firmware.routefeed`): the flags are
+:func:`mailpulse.hdl.reference.route_intervals` on the same inputs, and the collector's own tracker
+(:class:`mailpulse.collector.intervals.IntervalBook`) agrees with every one of them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from mailpulse.collector.intervals import ROUTE_CONFIG, IntervalBook
+from mailpulse.collector.metrics import Metrics
+from mailpulse.hdl.params import get_params
+from mailpulse.hdl.reference import ADAPT_FRAC, route_intervals, route_seed
+from mailpulse.host_bridge.scorer import Scorer
+from mailpulse.pi_firmware.events import DeliveryEvent, Event, MessageEvent
+from mailpulse.pi_firmware.node import Node, build_node
+from mailpulse.pi_firmware.pipeline import untrained_model
+from mailpulse.sim.tools import have_simulator
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mailpulse import payload as P
+from mailpulse.config.base import SecretSource
+from mailpulse.config.node import NodeConfig, validate_node
+from mailpulse.features import route_latency
+from mailpulse.routes import RelayNames
+
+R4 = get_params("small-r4")
+NAMES = {"10.0.0.1:25": "relay-a", "mx-a.example.net": "relay-a", "10.0.0.3:25": "relay-c"}
+#: Six relays, five routes: the first and the fourth are one route (``relay-a``) by ``[relays] names``;
+#: on a core of R = 4 the sixth relay (the fifth route) finds the table full.
+RELAYS = ["mx-a.example.net[10.0.0.1]:25", "mx-b.example.net[10.0.0.2]:25", "10.0.0.3[10.0.0.3]:25",
+          "mx-a.example.net[10.0.0.9]:2525", "mx-d.example.net[10.0.0.4]:25", "mx-e.example.net[10.0.0.5]:25"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cfg(state: Path, params: str = "small-r4") -> NodeConfig:
+    cfg, errors = validate_node({
+        "node": {"id": "n1", "site": "lab", "state_dir": str(state)},
+        "mqtt": {"host": "127.0.0.1", "port": _free_port(), "username": "n1", "tls": False},
+        "probe": {"enabled": False}, "scorer": {"params": params}, "relays": {"names": NAMES},
+    }, SecretSource({"mqtt_password": "x"}), local=True)
+    assert cfg is not None, errors
+    return cfg
+
+
+def _events(n: int, seed: int, relays: int = 4) -> list[Event]:
+    """Deliveries over ``relays`` relays (one slows down half-way), with messages, ``relay=none``
+    deferrals and hostile delays (NaN, negative, infinite, beyond the payload's bound) among them."""
+    rng = np.random.default_rng(seed)
+    out: list[Event] = []
+    for i in range(n):
+        k = i % relays
+        relay: str | None = RELAYS[k]
+        level = 0.05 * (k + 1) * (8.0 if k == 1 and i > n // 2 else 1.0)
+        delay = round(level * float(rng.lognormal(0, 0.6)), 2)
+        if i % 17 == 5:
+            delay = [math.nan, -3.0, math.inf, 1e300, 0.0][(i // 17) % 5]
+        if i % 23 == 7:
+            relay = None if i % 2 else "none"
+        out.append(DeliveryEvent(1.7e9 + i, "n1", "h1", f"Q{i}", "smtp", f"u{i}@x.example", "sent", relay, delay,
+                                 None, "2.0.0", text=f"line {i}"))
+        if i % 29 == 3:
+            out.append(MessageEvent(1.7e9 + i, "n1", key=f"m{i}", size=100 + i))
+    return out
+
+
+def _feed(node: Node, events: list[Event], sizes: tuple[int, ...] = (1, 37, 200)) -> list[dict[str, Any]]:
+    """Emit in batches of varying size; the published payloads in order."""
+    i = k = 0
+    while i < len(events):
+        n = sizes[k % len(sizes)]
+        node.emit(events[i:i + n])
+        i, k = i + n, k + 1
+    return [json.loads(r.payload) for r in node.spool.peek(1 << 20, channel="events")]
+
+
+def _reference(payloads: list[dict[str, Any]], names: RelayNames) -> tuple[list[int], Any, dict[str, int]]:
+    """What ``route_intervals`` flags on the deliveries the collector can track (payloads it accepts),
+    computed here from the payloads alone: indices of the flagged ones, the result, route ids."""
+    ids: dict[str, int] = {}
+    seeds: list[int] = []
+    idx, rids, vs = [], [], []
+    for i, p in enumerate(payloads):
+        f = p["fields"]
+        if p["kind"] != "delivery" or f["relay"] in (None, "none") or f["delay"] is None or P.check_event(p):
+            continue
+        route, v = names.name(f["relay"]), route_latency(f["delay"])
+        if route not in ids:
+            if len(ids) == R4.r:
+                continue
+            ids[route] = len(ids)
+            seeds.append(route_seed(v << ADAPT_FRAC))
+            continue
+        idx.append(i)
+        rids.append(ids[route])
+        vs.append(v)
+    return idx, route_intervals(rids, vs, seeds, seeds, ROUTE_CONFIG), ids
+
+
+def _check_against_reference(node: Node, payloads: list[dict[str, Any]], least: int = 100) -> None:
+    idx, ref, ids = _reference(payloads, RelayNames(NAMES))
+    flagged = [i for i, p in enumerate(payloads) if "below" in p]
+    assert flagged == idx and len(idx) > least
+    assert [payloads[i]["below"] for i in idx] == [bool(b) for b in ref.below]
+    assert [payloads[i]["above"] for i in idx] == [bool(a) for a in ref.above]
+    assert ref.below.sum() > 0 and ref.above.sum() > 0
+    assert node.scorer is not None
+    lower, upper = node.scorer.route_bounds()
+    n = len(ids)
+    assert lower[:n].tolist() == ref.lower.tolist() and upper[:n].tolist() == ref.upper.tolist()
+    assert lower[n:].tolist() == upper[n:].tolist() == [0] * (R4.r - n)     # never seeded, never fed
+    assert node.routes is not None and set(node.routes.table.ids) == {f"lab/n1|{r}" for r in ids}
+    for p in payloads:
+        assert P.check_event(p) is None or p["fields"]["delay"] is None or abs(p["fields"]["delay"]) > 1e9
+
+
+def _collector(payloads: list[dict[str, Any]], doctor: int | None = None) -> tuple[IntervalBook, Metrics]:
+    """The collector's service path for each accepted payload: its own tracker, the node's flags,
+    the /metrics counts.  ``doctor``: flip that payload's flags first."""
+    book, metrics = IntervalBook(RelayNames(NAMES)), Metrics()
+    for i, p in enumerate(payloads):
+        if P.check_event(p) is not None:                       # the collector quarantines it
+            continue
+        ev = dict(p, site="lab")
+        if i == doctor:
+            ev["above"], ev["below"] = not ev["above"], False
+        got = book.observe(ev, float(i))
+        if got is not None:
+            metrics.observe_interval(got.route, got.side, *(book.bounds(got.route) or (None, None)),
+                                     node=got.node, disagrees=got.disagrees)
+    return book, metrics
+
+
+def _metric(metrics: Metrics, name: str, side: str | None = None) -> float:
+    text = generate_latest(metrics.registry).decode()
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == name and (side is None or s.labels.get("side") == side))
+
+
+def test_model_backend_node_publishes_the_reference_flags(tmp_path: Path) -> None:
+    node = build_node(_cfg(tmp_path / "state"), routes=ROUTE_CONFIG)
+    try:
+        assert node.scorer is not None and node.scorer.identify().params.r == 4
+        payloads = _feed(node, _events(900, 1, relays=6))
+        _check_against_reference(node, payloads)
+        st = node._status()["route_intervals"]
+        assert st["tracked"] == st["capacity"] == 4 and st["seeded"] == 4
+        # the fifth relay found the table full: untracked, counted, its deliveries carry no flags
+        fifth = [p for p in payloads if p["fields"].get("relay") == RELAYS[5] and p["fields"]["delay"] is not None
+                 and abs(p["fields"]["delay"]) <= 1e9]
+        assert fifth and st["untracked"] == len(fifth) and not any("below" in p for p in fifth)
+        assert st["fed"] == sum("below" in p for p in payloads)
+        # hostile delays: NaN and infinity are null in the payload and not fed; negative is the floor
+        hostile = {p["fields"]["queue_id"]: p for p in payloads if p["kind"] == "delivery"}
+        for i in range(5, 900, 17):
+            p = hostile[f"Q{i}"]
+            if p["fields"]["delay"] is None or abs(p["fields"]["delay"]) > 1e9:
+                assert "below" not in p
+        assert P.check_event(hostile["Q56"]) is not None        # 1e300 s: the collector quarantines it
+        assert not any("below" in p for p in payloads if p["kind"] != "delivery")
+    finally:
+        node.stop()
+
+
+def test_collector_counts_the_node_flags_and_their_disagreements(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    node = build_node(_cfg(tmp_path / "state"), routes=ROUTE_CONFIG)
+    try:
+        payloads = _feed(node, _events(700, 2, relays=6))
+    finally:
+        node.stop()
+    book, metrics = _collector(payloads)
+    flagged = sum("below" in p for p in payloads)
+    assert book.node_flags == flagged and book.disagreements == 0
+    assert _metric(metrics, "mailpulse_route_interval_disagreements_total") == 0
+    assert _metric(metrics, "mailpulse_route_interval_node_flags_total") == flagged
+    for side in ("above", "below"):      # the node's misses, counted by side as the tracker's are
+        misses = sum(p.get(side) is True and not (side == "below" and p.get("above")) for p in payloads)
+        assert misses > 0 and _metric(metrics, "mailpulse_route_interval_node_flags_total", side) == misses
+    # one doctored flag: one disagreement, counted and said in one sentence
+    doctored = next(i for i, p in enumerate(payloads) if p.get("below") is False and p.get("above") is False)
+    with caplog.at_level(logging.WARNING, logger="mailpulse.collector.intervals"):
+        book, metrics = _collector(payloads, doctor=doctored)
+    assert book.disagreements == 1 and _metric(metrics, "mailpulse_route_interval_disagreements_total") == 1
+    said = [r.getMessage() for r in caplog.records if r.name == "mailpulse.collector.intervals"]
+    assert len(said) == 1 and "above its interval by the node's core but inside it" in said[0]
+    assert "\n" not in said[0]
+
+
+def test_a_model_reload_keeps_the_bounds_and_the_flags_stay_exact(tmp_path: Path) -> None:
+    """A model load commits the route registers with the model; the bounds and the route table carry
+    on (a COMMIT leaves ``ROUTE_BOUND`` alone), so the flags after it are still the reference's."""
+    node = build_node(_cfg(tmp_path / "state"), routes=ROUTE_CONFIG)
+    try:
+        events = _events(600, 3)
+        _feed(node, events[:250])
+        assert node.scorer is not None
+        before = [b.tolist() for b in node.scorer.route_bounds()]
+        data = untrained_model("small-r4")
+        node.pipeline.score, node.pipeline.routed = node._score_fns(data)
+        assert [b.tolist() for b in node.scorer.route_bounds()] == before
+        payloads = _feed(node, events[250:])
+        _check_against_reference(node, payloads)
+    finally:
+        node.stop()
+
+
+def test_a_core_without_routes_changes_nothing(tmp_path: Path) -> None:
+    node = build_node(_cfg(tmp_path / "state", "small"), routes=ROUTE_CONFIG)
+    try:
+        assert node.scorer is None and node.routes is None
+        payloads = _feed(node, _events(60, 4))
+        assert payloads and not any("below" in p or "above" in p for p in payloads)
+        assert "route_intervals" not in node._status()
+    finally:
+        node.stop()
+
+
+def test_a_core_with_routes_but_no_registers_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        node = build_node(_cfg(tmp_path / "state"))
+    try:
+        assert node.routes is None and "no route registers" in node.errors["routes"]
+        assert not any("below" in p for p in _feed(node, _events(40, 5)))
+    finally:
+        node.stop()
+
+
+def test_hostile_flags_are_quarantined_with_one_sentence() -> None:
+    good = {"schema": 1, "kind": "delivery", "id": "e1", "node": "n1", "ts": "2026-01-01T00:00:00Z", "x": [0],
+            "fields": {"relay": "mx[1.2.3.4]:25", "delay": 1.0}, "below": False, "above": True}
+    assert P.check_event(good) is None
+    for bad in ({"below": "yes"}, {"above": 1}, {"below": None, "above": [True]}):
+        problem = P.check_event(dict(good, **bad))
+        assert problem is not None and problem.reason == "verdict" and "\n" not in problem.detail
+    # a flag without its partner is no node flag: the collector keeps its own tracker's side
+    book = IntervalBook()
+    for i in range(3):
+        book.observe(dict(good, site="lab", below=None, id=f"e{i}"), float(i))
+    assert book.node_flags == 0 and book.disagreements == 0
+
+
+@pytest.mark.xdist_group("rtl_identity")
+def test_sim_backend_node_publishes_the_same_flags(tmp_path: Path) -> None:
+    """The simulated RTL (AXI top, its stream beats carry the route events) behind the node."""
+    pytest.importorskip("cocotb", reason="cocotb is not installed")
+    if not have_simulator("icarus"):
+        pytest.skip("icarus is not installed")
+    from mailpulse.host_bridge.backends.sim import SimScorer
+
+    events = _events(160, 6)
+    scorer: Scorer = SimScorer(R4, simulator="icarus", top="axi")
+    node = Node(_cfg(tmp_path / "sim"), model=untrained_model("small-r4"), scorer=scorer, routes=ROUTE_CONFIG)
+    try:
+        sim = _feed(node, events, sizes=(1, 60))
+        _check_against_reference(node, sim, least=50)
+    finally:
+        node.stop()
+        scorer.close()
+    ref = build_node(_cfg(tmp_path / "model"), routes=ROUTE_CONFIG)
+    try:
+        model = _feed(ref, _events(160, 6), sizes=(1, 60))
+    finally:
+        ref.stop()
+    assert [(p.get("below"), p.get("above")) for p in sim] == [(p.get("below"), p.get("above")) for p in model]
+
