@@ -207,8 +207,8 @@ class Collector:
         got = self.intervals.observe(ev, event_time(ev))
         if got is None:
             return None
-        self.metrics.observe_interval(got.route, got.side, *(self.intervals.bounds(got.route) or (None, None)),
-                                      node=got.node, disagrees=got.disagrees)
+        lo, hi = self.intervals.bounds(got.route) or (None, None)
+        self.metrics.observe_interval(got.route, got.side, lo, hi, node=got.node, disagrees=got.disagrees)
         return got.route, got.side
 
     def push_intervals(self, force: bool = False) -> dict[str, Any] | None:

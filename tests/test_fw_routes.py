@@ -139,8 +139,8 @@ def _collector(payloads: list[dict[str, Any]], doctor: int | None = None) -> tup
             ev["above"], ev["below"] = not ev["above"], False
         got = book.observe(ev, float(i))
         if got is not None:
-            metrics.observe_interval(got.route, got.side, *(book.bounds(got.route) or (None, None)),
-                                     node=got.node, disagrees=got.disagrees)
+            lo, hi = book.bounds(got.route) or (None, None)
+            metrics.observe_interval(got.route, got.side, lo, hi, node=got.node, disagrees=got.disagrees)
     return book, metrics
 
 
