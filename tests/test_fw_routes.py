@@ -9,13 +9,16 @@ import json
 import logging
 import math
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from mailpulse.collector.ingest import Message
 from mailpulse.collector.intervals import ROUTE_CONFIG, IntervalBook
 from mailpulse.collector.metrics import Metrics
+from mailpulse.collector.service import Collector
 from mailpulse.hdl.params import get_params
 from mailpulse.hdl.reference import ADAPT_FRAC, route_intervals, route_seed
 from mailpulse.host_bridge.scorer import Scorer
@@ -27,7 +30,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailpulse import payload as P
+from mailpulse import topics as T
 from mailpulse.config.base import SecretSource
+from mailpulse.config.collector import parse_config
 from mailpulse.config.node import NodeConfig, validate_node
 from mailpulse.features import route_latency
 from mailpulse.routes import RelayNames
@@ -127,21 +132,20 @@ def _check_against_reference(node: Node, payloads: list[dict[str, Any]], least: 
         assert P.check_event(p) is None or p["fields"]["delay"] is None or abs(p["fields"]["delay"]) > 1e9
 
 
-def _collector(payloads: list[dict[str, Any]], doctor: int | None = None) -> tuple[IntervalBook, Metrics]:
-    """The collector's service path for each accepted payload: its own tracker, the node's flags,
-    the /metrics counts.  ``doctor``: flip that payload's flags first."""
-    book, metrics = IntervalBook(RelayNames(NAMES)), Metrics()
-    for i, p in enumerate(payloads):
-        if P.check_event(p) is not None:                       # the collector quarantines it
-            continue
-        ev = dict(p, site="lab")
-        if i == doctor:
-            ev["above"], ev["below"] = not ev["above"], False
-        got = book.observe(ev, float(i))
-        if got is not None:
-            lo, hi = book.bounds(got.route) or (None, None)
-            metrics.observe_interval(got.route, got.side, lo, hi, node=got.node, disagrees=got.disagrees)
-    return book, metrics
+def _collector(tmp_path: Path, payloads: list[dict[str, Any]], doctor: int | None = None) -> Collector:
+    """A collector (no MQTT: its ingest driven directly) that receives the node's payloads in envelopes of
+    200 (``doctor``: that payload's flags flipped first)."""
+    cfg, errors = parse_config({"archive": {"dir": str(tmp_path / "archive"), "max_age_s": 3600.0, "fsync": False},
+                                "web": {"enabled": False}, "relays": {"names": NAMES}}, "test")
+    assert cfg is not None, errors
+    col = Collector(cfg)
+    sent = [dict(p) for p in payloads]
+    if doctor is not None:
+        sent[doctor].update(above=not sent[doctor]["above"], below=False)
+    for i in range(0, len(sent), 200):
+        body = json.dumps({"schema": 1, "site": "lab", "node": "n1", "events": sent[i:i + 200]}).encode()
+        col.on_batch(col.processor.process([Message(T.NodeTopics("lab", "n1").events, body, time.time(), qos=1)]))
+    return col
 
 
 def _metric(metrics: Metrics, name: str, side: str | None = None) -> float:
@@ -177,24 +181,35 @@ def test_model_backend_node_publishes_the_reference_flags(tmp_path: Path) -> Non
 
 def test_collector_counts_the_node_flags_and_their_disagreements(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The collector's ingest (validation, de-duplication, archive) and service path on the node's
+    payloads: its own tracker agrees with every flag, /metrics counts the node's misses by side."""
     node = build_node(_cfg(tmp_path / "state"), routes=ROUTE_CONFIG)
     try:
         payloads = _feed(node, _events(700, 2, relays=6))
     finally:
         node.stop()
-    book, metrics = _collector(payloads)
-    flagged = sum("below" in p for p in payloads)
-    assert book.node_flags == flagged and book.disagreements == 0
-    assert _metric(metrics, "mailpulse_route_interval_disagreements_total") == 0
-    assert _metric(metrics, "mailpulse_route_interval_node_flags_total") == flagged
-    for side in ("above", "below"):      # the node's misses, counted by side as the tracker's are
-        misses = sum(p.get(side) is True and not (side == "below" and p.get("above")) for p in payloads)
-        assert misses > 0 and _metric(metrics, "mailpulse_route_interval_node_flags_total", side) == misses
+    col = _collector(tmp_path / "c1", payloads)
+    try:
+        book, metrics = col.intervals, col.metrics
+        flagged = sum("below" in p for p in payloads)
+        assert book.node_flags == flagged and book.disagreements == 0
+        assert _metric(metrics, "mailpulse_route_interval_disagreements_total") == 0
+        assert _metric(metrics, "mailpulse_route_interval_node_flags_total") == flagged
+        for side in ("above", "below"):      # the node's misses, counted by side as the tracker's are
+            misses = sum(p.get(side) is True and not (side == "below" and p.get("above")) for p in payloads)
+            assert misses > 0 and _metric(metrics, "mailpulse_route_interval_node_flags_total", side) == misses
+        assert col.state.stats["quarantined"] == sum(P.check_event(p) is not None for p in payloads) > 0
+    finally:
+        col.stop()
     # one doctored flag: one disagreement, counted and said in one sentence
     doctored = next(i for i, p in enumerate(payloads) if p.get("below") is False and p.get("above") is False)
     with caplog.at_level(logging.WARNING, logger="mailpulse.collector.intervals"):
-        book, metrics = _collector(payloads, doctor=doctored)
-    assert book.disagreements == 1 and _metric(metrics, "mailpulse_route_interval_disagreements_total") == 1
+        col = _collector(tmp_path / "c2", payloads, doctor=doctored)
+    try:
+        assert col.intervals.disagreements == 1
+        assert _metric(col.metrics, "mailpulse_route_interval_disagreements_total") == 1
+    finally:
+        col.stop()
     said = [r.getMessage() for r in caplog.records if r.name == "mailpulse.collector.intervals"]
     assert len(said) == 1 and "above its interval by the node's core but inside it" in said[0]
     assert "\n" not in said[0]
