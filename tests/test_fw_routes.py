@@ -29,12 +29,14 @@ from mailpulse.sim.tools import have_simulator
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailpulse import features as F
 from mailpulse import payload as P
 from mailpulse import topics as T
 from mailpulse.config.base import SecretSource
 from mailpulse.config.collector import parse_config
 from mailpulse.config.node import NodeConfig, validate_node
 from mailpulse.features import route_latency
+from mailpulse.modelfile import InputScaling, TrainedModel
 from mailpulse.routes import RelayNames
 
 R4 = get_params("small-r4")
@@ -216,18 +218,25 @@ def test_collector_counts_the_node_flags_and_their_disagreements(tmp_path: Path,
 
 
 def test_a_model_reload_keeps_the_bounds_and_the_flags_stay_exact(tmp_path: Path) -> None:
-    """A model load commits the route registers with the model; the bounds and the route table carry
-    on (a COMMIT leaves ``ROUTE_BOUND`` alone), so the flags after it are still the reference's."""
+    """A model from the model topic (trained for ``small``: R is no part of a model) is loaded with the
+    route registers and committed; the bounds and the route table carry on (a COMMIT leaves
+    ``ROUTE_BOUND`` alone), so the flags after it are still the reference's."""
     node = build_node(_cfg(tmp_path / "state"), routes=ROUTE_CONFIG)
     try:
         events = _events(600, 3)
         _feed(node, events[:250])
         assert node.scorer is not None
         before = [b.tolist() for b in node.scorer.route_bounds()]
-        data = untrained_model("small-r4")
-        node.pipeline.score, node.pipeline.routed = node._score_fns(data)
+        base = untrained_model("small")
+        cfg = base.config
+        model = TrainedModel(base.params, str(F.SCHEMA_VERSION), InputScaling.identity(base.params.d), cfg.weights,
+                             cfg.offsets, cfg.shifts, cfg.tables + 1, 4242, cfg.tables.astype(float), 1.0,
+                             {"version": "reload-1"})
+        version = node._install_model(model.save(tmp_path / "m.json").read_bytes())
+        assert version == "reload-1" and node.scoring.config.threshold == 4242
         assert [b.tolist() for b in node.scorer.route_bounds()] == before
         payloads = _feed(node, events[250:])
+        assert {p["score"] for p in payloads[-300:]} == {base.params.k}        # the new tables score
         _check_against_reference(node, payloads)
     finally:
         node.stop()
