@@ -244,6 +244,8 @@ class Node:
         for src in self.sources:
             src.quarantine = self.quarantine
         self.restarts: dict[str, int] = {}
+        #: the route table and bounds a clean stop leaves for the next start (:mod:`.routefeed`)
+        self.routes_file = state / "route-intervals.json"
         self.model = ModelUpdater(self._install_model)
         saved = state / "model.json"
         if model is None and saved.exists():
@@ -269,6 +271,7 @@ class Node:
             log.error("%s", self.errors["routes"])
         elif r and scorer is not None and routes is not None:
             self.routes = RouteFeed(scorer, self.site, self.node_id, r, routes, RelayNames(cfg.relays.names))
+            self.routes.restore(self.routes_file)
         self.sink, self.spool = make_sink(cfg, status=self._status)
         score, routed = self._score_fns(self.scoring)
         self.pipeline = Pipeline(score, self.sink, batch_size=batch_size, routed=routed)
@@ -462,6 +465,12 @@ class Node:
             t.join(timeout=5)   # a probe in flight gives up at once and reports itself lost
         flushed = self.sink.close(self.flush_timeout_s)
         with self.score_lock:
+            if self.routes is not None and not self._closed:
+                try:
+                    self.routes.save(self.routes_file)
+                except Exception as e:   # the next start reseeds instead
+                    log.error("the route intervals were not saved (%s): the next start seeds them afresh",
+                              describe(e))
             self._closed = True
             self.spool.close()
         return flushed

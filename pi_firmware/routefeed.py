@@ -28,8 +28,11 @@ seed overwrites whatever bounds the core still held).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +44,10 @@ from mailpulse.routes import RelayNames, RouteTable, delivery_latency, route_nam
 
 from .events import DeliveryEvent, Event
 
-__all__ = ["RouteFeed", "core_routes"]
+__all__ = ["SAVE_FORMAT", "RouteFeed", "core_routes"]
+
+#: The ``format`` of a saved route table (:meth:`RouteFeed.save`).
+SAVE_FORMAT = "mailpulse-route-intervals-1"
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +96,7 @@ class RouteFeed:
         self.scorer, self.site, self.node, self.cfg = scorer, site, node, cfg
         self.names = names or RelayNames()
         self.table = RouteTable(routes)
-        self.fed = self.seeded = 0
+        self.fed = self.seeded = self.restored = 0
 
     def load(self, model: Any) -> None:
         """Load ``model`` (a ``CoreConfig``) with the route registers and commit (bounds kept)."""
@@ -123,14 +129,67 @@ class RouteFeed:
         return ids, lats, flagged
 
     def score(self, batch: Sequence[Event], x: IntArray, tags: IntArray) -> tuple[ScoreResult, BoolArray]:
-        """Score a batch's core inputs ``x`` with its route events; (result, carries flags)."""
-        ids, lats, flagged = self.inputs(batch)
-        r = self.scorer.score_batch(x, tags, routes=ids, latencies=lats)
-        if r.below is None or r.above is None:
-            raise RuntimeError(f"the {self.scorer.backend} scorer returned no route flags")
+        """Score a batch's core inputs ``x`` with its route events; (result, carries flags).
+
+        A batch that fails to score is not spooled (its source reads it again): the routes it added
+        to the table are taken out again and its counts undone, so the retry seeds them afresh and
+        the node still sees each delivery once, like the collector."""
+        n0, counts = len(self.table), (self.fed, self.seeded, self.table.untracked)
+        try:
+            ids, lats, flagged = self.inputs(batch)
+            r = self.scorer.score_batch(x, tags, routes=ids, latencies=lats)
+            if r.below is None or r.above is None:
+                raise RuntimeError(f"the {self.scorer.backend} scorer returned no route flags")
+        except BaseException:
+            for route in [k for k, v in self.table.ids.items() if v >= n0]:
+                del self.table.ids[route]
+            self.fed, self.seeded, self.table.untracked = counts
+            raise
         return r, flagged
 
     def status(self) -> dict[str, int]:
-        """Counts for the node's status: routes tracked, R, deliveries fed, routes seeded, untracked."""
+        """Counts for the node's status: routes tracked, R, deliveries fed, routes seeded or restored,
+        untracked."""
         return {"tracked": len(self.table), "capacity": self.table.max_routes, "fed": self.fed,
-                "seeded": self.seeded, "untracked": self.table.untracked}
+                "seeded": self.seeded, "restored": self.restored, "untracked": self.table.untracked}
+
+    def save(self, path: Path) -> None:
+        """Write the route table and the core's bounds of its routes (atomically) for the next start."""
+        lower, upper = self.scorer.route_bounds()
+        routes = sorted(self.table.ids.items(), key=lambda kv: kv[1])
+        doc = {"format": SAVE_FORMAT, "capacity": self.table.max_routes,
+               "routes": [[name, int(lower[rid]), int(upper[rid])] for name, rid in routes]}
+        tmp = path.with_name(path.name + ".new")
+        tmp.write_text(json.dumps(doc, separators=(",", ":")))
+        os.replace(tmp, path)
+
+    def restore(self, path: Path) -> int:
+        """Seed the routes saved by :meth:`save` back into the core and the table; the file is removed
+        (a later crash must not bring back these bounds).  A file that is not usable is one logged
+        sentence and removed; the routes are then reseeded on their first deliveries."""
+        if not path.exists():
+            return 0
+        try:
+            doc = json.loads(path.read_text())
+            routes = doc["routes"] if isinstance(doc, dict) and doc.get("format") == SAVE_FORMAT else None
+            if routes is None or doc.get("capacity") != self.table.max_routes or not isinstance(routes, list):
+                raise ValueError(f"it is not a route table for a core of {self.table.max_routes} routes")
+            if len(routes) > self.table.max_routes or len(self.table):
+                raise ValueError("it holds more routes than the core has")
+            top = route_seed(1 << 62)
+            for entry in routes:
+                if (not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[0], str)
+                        or not all(type(v) is int and 0 <= v <= top for v in entry[1:])):
+                    raise ValueError(f"the entry {str(entry)[:80]!r} is not [route, lower, upper]")
+            for rid, (name, lo, up) in enumerate(routes):
+                self.scorer.seed_route(rid, lo, up)
+                self.table.restore(name, rid)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self.table.ids.clear()
+            log.error("the saved route intervals %s are not used (%s): each route is seeded afresh on its "
+                      "first delivery", path, e)
+            path.unlink(missing_ok=True)
+            return 0
+        path.unlink(missing_ok=True)
+        self.restored = len(routes)
+        return self.restored

@@ -242,6 +242,40 @@ def test_a_model_reload_keeps_the_bounds_and_the_flags_stay_exact(tmp_path: Path
         node.stop()
 
 
+def test_a_clean_restart_restores_the_routes_and_no_flag_changes(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A clean stop saves the table and the bounds; the next start (a fresh core, bounds 0) seeds them
+    back, so the flags over both runs are those of one uninterrupted run.  A saved file that is not
+    usable is one sentence, and the routes are seeded afresh."""
+    cfg = _cfg(tmp_path / "state")
+    events = _events(500, 8, relays=6)
+    node = build_node(cfg, routes=ROUTE_CONFIG)
+    try:
+        _feed(node, events[:200])
+    finally:
+        node.stop()
+    saved = json.loads(node.routes_file.read_text())
+    assert node.routes is not None and [r[0] for r in saved["routes"]] == list(node.routes.table.ids)
+    node = build_node(cfg, routes=ROUTE_CONFIG)
+    try:
+        assert node.routes is not None and node.routes.status()["restored"] == 4
+        assert not node.routes_file.exists()                 # a crash from here on must not restore it
+        payloads = _feed(node, events[200:])                 # the spool holds both runs' events
+        assert len(payloads) == len(events)
+        _check_against_reference(node, payloads)
+    finally:
+        node.stop()
+    node.routes_file.write_text('{"format": "mailpulse-route-intervals-1", "capacity": 4, "routes": [["r", -1, 0]]}')
+    with caplog.at_level(logging.ERROR, logger="mailpulse.pi_firmware.routefeed"):
+        node = build_node(cfg, routes=ROUTE_CONFIG)
+    try:
+        said = [r.getMessage() for r in caplog.records if r.name == "mailpulse.pi_firmware.routefeed"]
+        assert len(said) == 1 and "seeded afresh" in said[0] and "\n" not in said[0]
+        assert node.routes is not None and len(node.routes.table) == 0 and not node.routes_file.exists()
+    finally:
+        node.stop()
+
+
 def test_a_core_without_routes_changes_nothing(tmp_path: Path) -> None:
     node = build_node(_cfg(tmp_path / "state", "small"), routes=ROUTE_CONFIG)
     try:
