@@ -63,7 +63,7 @@ def _cfg(state: Path, params: str = "small-r4") -> NodeConfig:
     return cfg
 
 
-def _events(n: int, seed: int, relays: int = 4) -> list[Event]:
+def _events(n: int, seed: int, relays: int = 4, t0: float = 1.7e9) -> list[Event]:
     """Deliveries over ``relays`` relays (one slows down half-way), with messages, ``relay=none``
     deferrals and hostile delays (NaN, negative, infinite, beyond the payload's bound) among them."""
     rng = np.random.default_rng(seed)
@@ -77,10 +77,10 @@ def _events(n: int, seed: int, relays: int = 4) -> list[Event]:
             delay = [math.nan, -3.0, math.inf, 1e300, 0.0][(i // 17) % 5]
         if i % 23 == 7:
             relay = None if i % 2 else "none"
-        out.append(DeliveryEvent(1.7e9 + i, "n1", "h1", f"Q{i}", "smtp", f"u{i}@x.example", "sent", relay, delay,
+        out.append(DeliveryEvent(t0 + i, "n1", "h1", f"Q{i}", "smtp", f"u{i}@x.example", "sent", relay, delay,
                                  None, "2.0.0", text=f"line {i}"))
         if i % 29 == 3:
-            out.append(MessageEvent(1.7e9 + i, "n1", key=f"m{i}", size=100 + i))
+            out.append(MessageEvent(t0 + i, "n1", key=f"m{i}", size=100 + i))
     return out
 
 
@@ -150,6 +150,16 @@ def _collector(tmp_path: Path, payloads: list[dict[str, Any]], doctor: int | Non
     return col
 
 
+def _evidence(col: Collector) -> dict[str, list[int]]:
+    """The correlation's interval counts per route at the root, summed over its buckets:
+    ``[deliveries with a side, above, below]``."""
+    iv: dict[str, list[int]] = {}
+    for bk in col.correlator.buckets[("*",)].values():
+        for route, c in bk.iv.items():
+            iv[route] = [a + b for a, b in zip(iv.get(route, [0, 0, 0]), c, strict=True)]
+    return iv
+
+
 def _metric(metrics: Metrics, name: str, side: str | None = None) -> float:
     text = generate_latest(metrics.registry).decode()
     return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
@@ -186,8 +196,8 @@ def test_collector_counts_the_node_flags_and_their_disagreements(tmp_path: Path,
     """The collector's ingest (validation, de-duplication, archive) and service path on the node's
     payloads: its own tracker agrees with every flag, /metrics counts the node's misses by side."""
     node = build_node(_cfg(tmp_path / "state"), routes=ROUTE_CONFIG)
-    try:
-        payloads = _feed(node, _events(700, 2, relays=6))
+    try:      # the last 700 s: within the correlation's history
+        payloads = _feed(node, _events(700, 2, relays=6, t0=time.time() - 700))
     finally:
         node.stop()
     col = _collector(tmp_path / "c1", payloads)
@@ -201,6 +211,14 @@ def test_collector_counts_the_node_flags_and_their_disagreements(tmp_path: Path,
             misses = sum(p.get(side) is True and not (side == "below" and p.get("above")) for p in payloads)
             assert misses > 0 and _metric(metrics, "mailpulse_route_interval_node_flags_total", side) == misses
         assert col.state.stats["quarantined"] == sum(P.check_event(p) is not None for p in payloads) > 0
+        # the correlation's evidence (interval misses per route, every tree node) counts the node's flags
+        iv = _evidence(col)
+        assert node.routes is not None
+        for route in node.routes.table.ids:
+            on = [p for p in payloads if "below" in p and f"lab/n1|{RelayNames(NAMES).name(p['fields']['relay'])}"
+                  == route]
+            assert iv[route] == [len(on), sum(p["above"] for p in on),
+                                 sum(p["below"] and not p["above"] for p in on)], route
     finally:
         col.stop()
     # one doctored flag: one disagreement, counted and said in one sentence
@@ -210,6 +228,8 @@ def test_collector_counts_the_node_flags_and_their_disagreements(tmp_path: Path,
     try:
         assert col.intervals.disagreements == 1
         assert _metric(col.metrics, "mailpulse_route_interval_disagreements_total") == 1
+        route = f"lab/n1|{RelayNames(NAMES).name(payloads[doctored]['fields']['relay'])}"
+        assert _evidence(col)[route][1] == iv[route][1] + 1      # the node's (doctored) flag, not the tracker's
     finally:
         col.stop()
     said = [r.getMessage() for r in caplog.records if r.name == "mailpulse.collector.intervals"]
