@@ -142,14 +142,14 @@ def delivery_route(ev: dict[str, Any], names: RelayNames) -> str | None:
     return route_name(ev.get("site"), ev.get("node"), f.get("relay"), names)
 
 
-def interval_input(ev: dict[str, Any], names: RelayNames) -> tuple[str, int] | None:
-    """A delivery's ``(route, Q8.8 latency)`` as the tracker takes it; None for other events and for a
-    delay that is not a number."""
+def interval_input(ev: dict[str, Any], names: RelayNames) -> tuple[str, int, str | None] | None:
+    """A delivery's ``(route, Q8.8 latency, side by its node's core flags or None)`` as the tracker takes
+    it (:func:`node_side`); None for other events and for a delay that is not a number."""
     route = delivery_route(ev, names)
     if route is None:
         return None
     try:
-        return route, route_latency(ev["fields"]["delay"])
+        return route, route_latency(ev["fields"]["delay"]), node_side(ev)
     except ValueError:
         return None
 
