@@ -66,7 +66,7 @@ def _simulate(folders: list[Path], s: CorrelateSettings, seed: int, names: dict[
             headers[run_key(r)] = r
     for k, h in headers.items():
         parts, kept, dups, deliveries = aggregate_run(events.get(k, []), s)
-        runs.append(("run", h[1], h[2], h[3], h[5], parts, kept, dups, h[6], deliveries))
+        runs.append(("run", h[1], h[2], h[3], h[5], parts, kept, dups, h[6], deliveries, h[7]))
     rng.shuffle(runs)
     step = GlobalStep(s, DictStore() if store is None else store, rn)
     lines: list[str] = []
@@ -118,6 +118,7 @@ def test_steps_with_judged_times_skewed_nodes_and_bad_entries(tmp_path: Path) ->
     final = _simulate([tmp_path / "b"], s, 4)[-1]
     assert final["observed"] == ref.observed
     assert final["incidents"] == ref.all_incidents()
+    assert final["invalid"] == sum(skipped.values())   # every skipped entry counted once
 
 
 def test_steps_on_two_shards(tmp_path: Path) -> None:

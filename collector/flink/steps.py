@@ -2,7 +2,9 @@
 
 1. :func:`read_segment_records` (parallel, stateless): a released segment becomes its runs
    (:func:`~mailpulse.collector.flink.segments.segment_runs`, relays by ``[relays] names``): one header
-   per run ``("h", ordinal, run, runs, events, t_max, damaged)`` and one record per event
+   per run ``("h", ordinal, run, runs, events, t_max, damaged, invalid)`` (``invalid``: the segment's
+   entries that fail the payload declaration, skipped and counted on its first run, 0 on the others)
+   and one record per event
    ``("e", ordinal, run, line, Observation, delivery)`` (``delivery``: ``(interval route, Q8.8 latency,
    the side by its node's core flags or None)`` or None, :func:`~mailpulse.collector.intervals.interval_input`).
 2. De-duplication (parallel, keyed by :func:`dedup_key`, i.e. by (node, event id)): the first
@@ -11,7 +13,8 @@
 3. :func:`aggregate_run` (parallel, keyed by (segment, run)): once a run's header and all its
    events are in, the run's statistics per (path prefix, time bucket) -- built with the
    correlator's own :meth:`Bucket.add <mailpulse.collector.correlate.Bucket.add>` in line order --
-   become one record ``("run", ordinal, run, runs, t_max, parts, kept, duplicates, damaged, deliveries)``
+   become one record ``("run", ordinal, run, runs, t_max, parts, kept, duplicates, damaged, deliveries,
+   invalid)``
    (``parts`` a :class:`~mailpulse.collector.correlate.RunParts`, with the watermark's marks;
    ``deliveries`` the run's kept deliveries ``(route, latency, node side, Observation)`` in line order).
 4. :class:`GlobalStep` (one task): applies the runs in archive order (segment ordinal, run),
@@ -46,11 +49,13 @@ archive (the list that ``mailpulse correlate --json`` prints).
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+from mailpulse.collector.archive import skipped_summary
 from mailpulse.collector.correlate import (
     Bucket,
     Change,
@@ -82,14 +87,18 @@ def read_segment_records(rec: tuple[Any, ...], s: CorrelateSettings, names: Rela
         return
     _, ordinal, path = rec[:3]
     damaged = False
+    skipped: collections.Counter[str] = collections.Counter()
     try:
-        events = segment_events(path)
+        events = segment_events(path, skipped)
     except (OSError, ValueError) as e:
         log.error("archive segment %s cannot be read, skipped: %s", path, e)
         events, damaged = [], True
+    if skipped:
+        log.warning("%s", skipped_summary(skipped, str(path)))
     runs = segment_runs(events, s, names)
     for r in runs:
-        yield ("h", ordinal, r.index, len(runs), len(r.events), r.t_max, damaged)
+        yield ("h", ordinal, r.index, len(runs), len(r.events), r.t_max, damaged,
+               sum(skipped.values()) if r.index == 0 else 0)
         for line, ob in r.events:
             yield ("e", ordinal, r.index, line, ob, r.deliveries.get(line))
 
@@ -208,7 +217,7 @@ class GlobalStep:
         self.intervals = RouteIntervals(ROUTE_CONFIG, max_routes=interval_routes)
         self.c: Correlator | None = None
         self.next: tuple[int, int] = (0, 0)
-        self.counts = {"runs": 0, "segments": 0, "duplicates": 0, "damaged": 0, "changes": 0}
+        self.counts = {"runs": 0, "segments": 0, "duplicates": 0, "damaged": 0, "invalid": 0, "changes": 0}
         self.order = 0                       # creation number of the next bucket (dict order on restore)
         self.stored: dict[str, int] = {}     # bucket key -> creation number, as in the store
 
@@ -282,6 +291,7 @@ class GlobalStep:
         self.counts["runs"] += 1
         self.counts["duplicates"] += dups
         self.counts["damaged"] += int(damaged and idx == 0)
+        self.counts["invalid"] += rec[10] if len(rec) > 10 else 0
         out = self._lines(changes)
         if idx + 1 < runs:
             self.next = (ordinal, idx + 1)
