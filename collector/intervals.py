@@ -139,7 +139,7 @@ def delivery_route(ev: dict[str, Any], names: RelayNames) -> str | None:
     f = ev.get("fields") or {}
     if ev.get("kind") != "delivery" or not isinstance(f.get("delay"), int | float):
         return None
-    return route_name(ev.get("site"), ev.get("node"), f.get("relay"), names)
+    return route_name(ev.get("site"), ev.get("node"), names.name(f.get("relay")))
 
 
 def interval_input(ev: dict[str, Any], names: RelayNames) -> tuple[str, int, str | None] | None:

@@ -84,9 +84,10 @@ class RelayNames:
         return f"{shown}:{port}" if port else (shown or raw.strip())
 
 
-def route_name(site: object, node: object, relay: str | None, names: RelayNames) -> str:
-    """The route of a delivery observed by ``site/node`` through ``relay``: ``site/node|relay name``."""
-    return f"{site}/{node}|{names.name(relay)}"
+def route_name(site: object, node: object, relay_name: str) -> str:
+    """The route of a delivery observed by ``site/node`` through the relay named ``relay_name``
+    (:meth:`RelayNames.name`): ``site/node|relay name``."""
+    return f"{site}/{node}|{relay_name}"
 
 
 def delivery_latency(delay: object) -> int | None:

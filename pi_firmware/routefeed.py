@@ -97,6 +97,7 @@ class RouteFeed:
         self.names = names or RelayNames()
         self.table = RouteTable(routes)
         self.fed = self.seeded = self.restored = 0
+        self._relay_names: dict[str | None, str] = {}
 
     def load(self, model: Any) -> None:
         """Load ``model`` (a ``CoreConfig``) with the route registers and commit (bounds kept)."""
@@ -109,12 +110,21 @@ class RouteFeed:
         lats = np.zeros(n, dtype=np.int64)
         flagged = np.zeros(n, dtype=bool)
         for i, e in enumerate(batch):
-            if not isinstance(e, DeliveryEvent) or not e.relay or e.relay.strip().lower() == "none":
+            # no relay: Postfix's relay=none, or a relay [relays] names calls "none" (the collector's
+            # route of relay-less deliveries, which the node does not feed)
+            if not isinstance(e, DeliveryEvent):
+                continue
+            relay = self._relay_names.get(e.relay)
+            if relay is None:
+                if len(self._relay_names) >= 4096:      # a bounded cache: Postfix spells few relays
+                    self._relay_names.clear()
+                relay = self._relay_names[e.relay] = self.names.name(e.relay)
+            if relay == "none":
                 continue
             v = delivery_latency(e.delay)
             if v is None:
                 continue
-            route = route_name(self.site, e.node, e.relay, self.names)
+            route = route_name(self.site, e.node, relay)
             rid = self.table.get(route)
             if rid is None:
                 rid = self.table.add(route)
