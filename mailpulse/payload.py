@@ -415,6 +415,9 @@ class StatusPayload(_Open):
                                                     "(counts), `last` (reason per source), `write_errors`.")
     sources: JsonValue = Field(None, description="Per source: its counters and `restarts`.")
     restarts: JsonValue = Field(None, description="Restarts of each source (or prober) thread after it failed.")
+    route_intervals: JsonValue = Field(None, description="A core with route intervals: `tracked` routes of its "
+                                                          "`capacity` (R), deliveries `fed`, routes `seeded` and "
+                                                          "`restored`, `untracked` deliveries (table full).")
 
 
 _ENVELOPE = TypeAdapter(BatchEnvelope)

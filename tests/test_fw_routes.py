@@ -172,7 +172,9 @@ def test_model_backend_node_publishes_the_reference_flags(tmp_path: Path) -> Non
         assert node.scorer is not None and node.scorer.identify().params.r == 4
         payloads = _feed(node, _events(900, 1, relays=6))
         _check_against_reference(node, payloads)
-        st = node._status()["route_intervals"]
+        status = node.sink.status_payload()
+        assert P.check_status(status) is None, P.check_status(status)
+        st = status["route_intervals"]
         assert st["tracked"] == st["capacity"] == 4 and st["seeded"] == 4
         # the fifth relay found the table full: untracked, counted, its deliveries carry no flags
         fifth = [p for p in payloads if p["fields"].get("relay") == RELAYS[5] and p["fields"]["delay"] is not None
