@@ -188,6 +188,9 @@ def test_model_backend_node_publishes_the_reference_flags(tmp_path: Path) -> Non
             if p["fields"]["delay"] is None or abs(p["fields"]["delay"]) > 1e9:
                 assert "below" not in p
         assert P.check_event(hostile["Q56"]) is not None        # 1e300 s: the collector quarantines it
+        assert hostile["Q5"]["fields"]["delay"] is None and hostile["Q39"]["fields"]["delay"] is None   # NaN, inf
+        assert hostile["Q22"]["fields"]["delay"] == -3.0 and "below" in hostile["Q22"]   # fed as the 10 ms floor
+        assert hostile["Q73"]["fields"]["delay"] == 0.0 and "below" in hostile["Q73"]
         assert not any("below" in p for p in payloads if p["kind"] != "delivery")
     finally:
         node.stop()
