@@ -19,7 +19,7 @@ bit:
   a number, a route that found the table full (counted in ``untracked``) - is scored with
   ``NO_ROUTE`` and carries no flags.
 
-The route registers (``ADAPT.ROUTES``, ``BETA_EXP``, ``ROUTE_STEP_EXP``) are committed with every model
+The route registers (the route fields of ``ADAPT``) are committed with every model
 the node loads (:meth:`RouteFeed.load`); a commit leaves the bounds alone (``ROUTE_BOUND`` is live
 state, :mod:`mailpulse.hdl.regmap`), so after a model reload the table and the bounds carry on.  A
 node that restarts starts with an empty table and reseeds each route on its first delivery (a
