@@ -200,15 +200,16 @@ class Collector:
             self.hub.publish("stats", dict(st))
 
     def _interval(self, ev: dict[str, Any]) -> tuple[str, str | None] | None:
-        """Run a delivery through its route's interval (counted in /metrics); its ``(route, side)``."""
+        """Run a delivery through its route's interval (counted in /metrics); its ``(route, side)`` (the side
+        by its node's core flags when it carries them, see :class:`~.intervals.IntervalBook`)."""
         if ev.get("kind") != "delivery":
             return None
         got = self.intervals.observe(ev, event_time(ev))
         if got is None:
             return None
-        route, side, _, _ = got
-        self.metrics.observe_interval(route, side, *(self.intervals.bounds(route) or (None, None)))
-        return route, side
+        lo, hi = self.intervals.bounds(got.route) or (None, None)
+        self.metrics.observe_interval(got.route, got.side, lo, hi, node=got.node, disagrees=got.disagrees)
+        return got.route, got.side
 
     def push_intervals(self, force: bool = False) -> dict[str, Any] | None:
         """The routes' intervals to the dashboard (at most every :data:`INTERVALS_PUSH_S`)."""

@@ -167,6 +167,22 @@ def test_steps_give_the_collectors_interval_evidence_and_relay_names(tmp_path: P
     assert all(not i["evidence"]["interval_misses"] for i in plain.all_incidents())
 
 
+def test_steps_take_the_nodes_flags_like_the_collector(tmp_path: Path) -> None:
+    """Deliveries that carry their node core's flags: the steps count those sides in the evidence, as
+    the collector's ingest-order replay does (not its tracker's)."""
+    names = slow_relay_deliveries(tmp_path / "a", seconds=700.0, node_flags=True)
+    s = CorrelateSettings()
+    ref, ref_changes, book = _interval_reference(tmp_path / "a", s, names)
+    assert book.node_flags > 5000 and book.disagreements > 100      # these flags are not the tracker's
+    out = _simulate([tmp_path / "a"], s, 7, names)
+    assert out[-1]["incidents"] == ref.all_incidents()
+    assert [o["incident"] for o in out if o["type"] == "change"] == [c.incident for c in ref_changes]
+    plain = slow_relay_deliveries(tmp_path / "b", seconds=700.0)
+    tracker, _, _ = _interval_reference(tmp_path / "b", s, plain)
+    misses = [i["evidence"]["interval_misses"] for i in ref.all_incidents()]
+    assert misses and misses != [i["evidence"]["interval_misses"] for i in tracker.all_incidents()]
+
+
 def test_monitor_releases_segments_in_the_merged_order(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
