@@ -36,7 +36,7 @@ def _session(s: Scorer, seed: int = 2, n: int = 300) -> None:
     cfg = CoreConfig.random(P, rng)
     x = rng.integers(P.in_min, P.in_max + 1, size=(n, P.d))
     routes, lats = random_route_events(rng, n, P.r)
-    rc = RouteConfig(1, 2, 10)
+    rc = RouteConfig(1, 5, 10)
     s.load_model(cfg, routes=rc)
     lower = (rng.integers(0x300, 0xA00, size=P.r) << ADAPT_FRAC).astype(np.int64)
     upper = lower + (rng.integers(0x100, 0x600, size=P.r) << ADAPT_FRAC)
