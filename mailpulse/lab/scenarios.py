@@ -22,7 +22,7 @@ opened between the fault's start and its end + 10 s whose root-cause path ends a
 ``root`` (the last host of the first incident opened in that span), ``detect_s`` (opened - fault
 start), ``resolve_s`` (resolved - fault end).  Normal-only: incidents opened (false incidents),
 and the share of deliveries whose Q8.8 ``log2`` latency fell inside its route's prediction
-interval (:mod:`mailpulse.collector.intervals`: the reference model's integer tracker, nominal 0.9375).
+interval (:mod:`mailpulse.collector.intervals`: the reference model's integer tracker, nominal 0.9).
 
 Scenarios: ``slow_relay`` (relay-a holds each message), ``lossy_relay`` (relay-b drops half of the
 messages after accepting them), ``recompress`` (relay-b re-encodes images at JPEG quality 30),
