@@ -20,7 +20,6 @@ import os
 
 import cocotb
 import numpy as np
-
 from mailpulse.hdl.reference import route_seed
 
 from . import plans
@@ -50,7 +49,7 @@ async def test_verify(dut: object) -> None:
         tb.set_stress(0, 0)
         await tb.wait_quiet()
         counters = ((await tb.raw_read(tb.addr("SAMPLES")))[0], (await tb.raw_read(tb.addr("ANOMALIES")))[0])
-        exp = tb.model.stream(case.x, case.tags, routes, lats)   # the model's state follows: counters, threshold, bounds
+        exp = tb.model.stream(case.x, case.tags, routes, lats)   # the model's state: counters, threshold, bounds
         bad = check_case(params, case, got, counters, exp=exp)
         state = [(name, tb.addr(name)) for name in plans.state_registers(case.cfg)]
         state += [(f"ROUTE_BOUND[{i}]", tb.addr("ROUTE_BOUND", i)) for i in range(2 * params.r)]

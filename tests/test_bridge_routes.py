@@ -105,13 +105,14 @@ def test_hostile_route_values_get_one_sentence() -> None:
         with pytest.raises(ValueError, match=r"a route id is an integer in 0\.\.65535, not -3"):
             s.score_event(x[0], 1, -3, 7)
         cfg = CoreConfig.random(P, np.random.default_rng(1))
+        as_text: Any = "19"                                      # a ratio as text, as from a config file
         for rc, text in ((RouteConfig(1, 256, 10), "route interval ratio must be an integer in 0..255, not 256"),
                          (RouteConfig(1, -1, 10), "route interval ratio must be an integer in 0..255, not -1"),
-                         (RouteConfig(1, "19", 10), "route interval ratio must be an integer in 0..255, not '19'"),
+                         (RouteConfig(1, as_text, 10), "route interval ratio must be an integer in 0..255, not '19'"),
                          (RouteConfig(1, 19, 16), "route interval step_exp must be an integer in 0..15, not 16")):
-            with pytest.raises(CoreMismatchError) as e:          # the core is not touched
+            with pytest.raises(CoreMismatchError) as mismatch:   # the core is not touched
                 s.load_model(cfg, routes=rc)
-            assert str(e.value) == f"the model does not fit the core: {text}", str(e.value)
+            assert str(mismatch.value) == f"the model does not fit the core: {text}", str(mismatch.value)
     with ModelScorer(get_params("small")) as s:
         with pytest.raises(ValueError, match=r"has no route intervals \(R = 0\)"):
             s.score_batch(x, routes=[0, 1])

@@ -10,6 +10,7 @@ intervals' miss ratio) ``1 / (M + 1)``.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,8 +105,9 @@ def test_route_steps_follow_the_ratio() -> None:
             route_steps(*bad)
     assert nominal_coverage(19) == pytest.approx(0.9) and nominal_coverage(31) == 0.9375
     assert nominal_coverage(0) == nominal_coverage(1) == 0.0
+    half: Any = 2.5
     for bad_cfg, text in ((RouteConfig(1, 256, 9), "ratio must be an integer in 0..255, not 256"),
-                          (RouteConfig(1, 2.5, 9), "ratio must be an integer in 0..255, not 2.5"),  # type: ignore[arg-type]
+                          (RouteConfig(1, half, 9), "ratio must be an integer in 0..255, not 2.5"),
                           (RouteConfig(2, 19, 9), "enable must be an integer in 0..1, not 2"),
                           (RouteConfig(1, 19, -1), "step_exp must be an integer in 0..15, not -1")):
         with pytest.raises(ValueError, match=re.escape(text)):
