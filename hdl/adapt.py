@@ -7,7 +7,10 @@ upper bound checked first), with ``small = 2**step_exp`` and ``big = small * (2*
 (the threshold, :func:`mailpulse.hdl.reference.tracker_steps`) or, with ``ratio_bits`` (the route
 intervals, :func:`mailpulse.hdl.reference.route_steps`), ``big = rate << step_exp``: the register
 value is the multiplier itself, so the ``2**rate - 1`` stage and its register are not there and
-``big`` is narrower (8 + 15 bits instead of 16 + 15).
+``big`` is narrower (8 + 15 bits instead of 16 + 15), and so are the sums and compares after it:
+:class:`RouteIntervals` with R = 16 in Yosys' generic gates (flattened, before technology mapping)
+went from 6684 to 6333 cells pipelined, longest path 20 gates both, and from 7340 to 7036 cells,
+57 to 55 gates, in the single-cycle form.
 
 Timing, single-cycle form (the streaming core: the next sample's flag may need the new threshold
 in the very next cycle): the clamp compares are rewritten against registered limits
