@@ -27,7 +27,6 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from mailpulse.hdl.reference import ADAPT_FRAC, RouteConfig, route_intervals, route_seed
-from mailpulse.hdl.reference import nominal_coverage as ratio_coverage
 
 from mailpulse.features import LATENCY_FLOOR_S, route_latency, route_latency_seconds
 
@@ -50,7 +49,7 @@ ROUTE_CONFIG = RouteConfig(enable=1, ratio=19, step_exp=10)
 def nominal_coverage(cfg: RouteConfig) -> float:
     """``1 - 2 / (ratio + 1)``: the share of deliveries the intervals aim to cover
     (:func:`mailpulse.hdl.reference.nominal_coverage`; 0.9 for ``ratio`` 19)."""
-    return ratio_coverage(cfg.ratio)
+    return cfg.nominal_coverage
 
 
 class IntervalModel(Protocol):

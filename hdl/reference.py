@@ -190,6 +190,11 @@ class RouteConfig:
     def copy(self) -> RouteConfig:
         return RouteConfig(self.enable, self.ratio, self.step_exp)
 
+    @property
+    def nominal_coverage(self) -> float:
+        """:func:`nominal_coverage` of the ratio (0.9 for 19)."""
+        return nominal_coverage(self.ratio)
+
     def validate(self) -> None:
         """Raise ``ValueError`` (one sentence) for a field that is no integer of its register range."""
         for name, v, top in (("enable", self.enable, 1), ("ratio", self.ratio, ROUTE_RATIO_MAX),

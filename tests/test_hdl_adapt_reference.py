@@ -105,6 +105,7 @@ def test_route_steps_follow_the_ratio() -> None:
             route_steps(*bad)
     assert nominal_coverage(19) == pytest.approx(0.9) and nominal_coverage(31) == 0.9375
     assert nominal_coverage(0) == nominal_coverage(1) == 0.0
+    assert RouteConfig(1, 19, 10).nominal_coverage == nominal_coverage(19)
     half: Any = 2.5
     for bad_cfg, text in ((RouteConfig(1, 256, 9), "ratio must be an integer in 0..255, not 256"),
                           (RouteConfig(1, half, 9), "ratio must be an integer in 0..255, not 2.5"),
