@@ -441,15 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-normal", action="store_true", help="run only the normal-only run, no scenario")
     ap.add_argument("--json", type=Path, help="also write the details (summary) here")
     args = ap.parse_args(argv)
+    if args.only_normal and (args.no_normal or args.scenario):
+        ap.error("--only-normal runs no scenario and needs the normal run")
     reason = why_not()
     if reason:      # like the demo's node stage: said in one sentence, not a failure of `make bench`
         print(f"bench_faults: not run: {reason}", file=sys.stderr)
         return 0
     plan = Plan() if args.quick else Plan.full()
     random.seed(0)
-    if args.only_normal and (args.no_normal or args.scenario):
-        print("bench_faults: --only-normal runs no scenario and needs the normal run", file=sys.stderr)
-        return 2
     names: list[str] | None = [] if args.only_normal else args.scenario
     results, summary = run_bench(plan, names, out=lambda s: print(s, flush=True), normal=not args.no_normal)
     print(json.dumps(summary), file=sys.stderr)
