@@ -256,7 +256,8 @@ class Node:
                 self.errors["model.saved"] = f"the saved model {saved} is not usable: {describe(e)}"
                 log.error("%s", self.errors["model.saved"])
                 model = None
-        self.scoring = model or untrained_model()
+        # the bring-up model fits the core it is loaded into (a scorer's set, e.g. full-r16)
+        self.scoring = model or untrained_model(scorer.params if scorer is not None else cfg.scorer.params)
         if self.model.version is None:
             self.model.version = self.scoring.version
         self.prober = Prober(self.node_id, cfg.probe, state_file=state / "probe-state.json", cache_dir=state,

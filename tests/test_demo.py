@@ -7,8 +7,9 @@
    phase, one at the slow relay, by its name, in the fault phase) and the alert e-mail fetched over
    IMAP appear too, and while the demo holds, its dashboard (headless Chromium, HTTPS checked against
    the deployment's CA, the demo's password) draws each route's latency band with the slow relay's
-   deliveries above it (``docs/img/demo-intervals.png``).  Without root the node stage must say so in one
-   sentence.
+   deliveries above it (``docs/img/demo-intervals.png``).  The nodes run ``full-r16`` cores: the collector
+   counts the slow relay's misses by the node's own flags, and its tracker agrees with every one of them
+   (0 disagreements on ``/metrics``).  Without root the node stage must say so in one sentence.
 3. Bad flags exit with status 2; SIGINT stops the demo without a traceback.
 """
 
@@ -207,6 +208,15 @@ def check_live_output(out: str, collector: bool = True) -> None:
     assert re.search(r"interval misses: \d+ of \d+ deliveries on route \S+\|relay\.mailpulse\.test above their "
                      r"90 % interval", after), after[-3000:]
     assert re.search(r">>> ALERT E-MAIL in ops@probe\.test \(IMAP\): \[mailpulse\] OPEN", out), after[-3000:]
+    # the nodes' full-r16 cores flag the deliveries themselves: the slow relay's misses are counted by
+    # node-a's flags, and the collector's tracker, fed the same deliveries, agrees with every flag
+    assert "model backend of a full-r16 core" in out
+    node_flags = re.search(r"^\s+\S+\|relay\.mailpulse\.test: node flags (\d+) above, (\d+) below, (\d+) inside; "
+                           r"(\d+) disagreements", after, re.M)
+    assert node_flags and int(node_flags.group(1)) > 0 and int(node_flags.group(4)) == 0, after[-3000:]
+    agree = re.search(r"node flags vs the collector's tracker: agree, (\d+) deliveries by node flags, "
+                      r"(\d+) disagreements", after)
+    assert agree and int(agree.group(1)) > 0 and int(agree.group(2)) == 0, after[-3000:]
 
 
 def test_bad_flags_exit_2() -> None:
