@@ -844,10 +844,13 @@ def _show_node_flags(con: Console, coll: CollectorPart, nodes: list[Any]) -> Non
                     f"{n.routes.status()['capacity']} routes" for n in nodes if n.routes is not None)
     con.say(f"   the nodes' own interval flags ({NODE_PARAMS} cores; fed: {fed or 'none'}) against the collector's "
             f"tracker, whole run (/metrics):")
+    level = f"{round(100 * coll.collector.intervals.level):g} %"
     for route in sorted(set(flags) | set(disagree)):
         f = flags.get(route, {})
+        n = sum(f.values())
+        cover = f"coverage {100 * f.get('inside', 0) / n:.1f} % (nominal {level})" if n else "no flags"
         con.say(f"     {route}: node flags {f.get('above', 0)} above, {f.get('below', 0)} below, "
-                f"{f.get('inside', 0)} inside; {disagree.get(route, 0)} disagreements")
+                f"{f.get('inside', 0)} inside; {disagree.get(route, 0)} disagreements; {cover}")
     total = sum(disagree.values())
     verdict = con.good("agree") if total == 0 else con.bad("DISAGREE")
     con.say(f"   node flags vs the collector's tracker: {verdict}, {sum(sum(f.values()) for f in flags.values())} "
