@@ -57,7 +57,7 @@ def check(got: ScoreResult, want: ScoreResult, name: str) -> None:
 
 
 #: The route interval configuration of a set with routes (``BENCH_SET=small-r4``).
-ROUTES = RouteConfig(1, 2, 10)
+ROUTES = RouteConfig(1, 5, 10)
 
 
 def check_events(got: ScoreResult, routes: np.ndarray, lats: np.ndarray, lower: np.ndarray, upper: np.ndarray,

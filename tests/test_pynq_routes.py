@@ -99,7 +99,7 @@ def _events_user_session(dev: Any, n: int, seed: int) -> None:
     x = rng.integers(P.in_min, P.in_max + 1, size=(n, P.d))
     tags = rng.integers(0, 1 << 32, size=n)
     routes, lats = random_route_events(rng, n, P.r)
-    rc = RouteConfig(1, 2, 10)
+    rc = RouteConfig(1, 5, 10)
     lower = (rng.integers(0x300, 0xA00, size=P.r) << ADAPT_FRAC).astype(np.int64)
     upper = lower + (rng.integers(0x100, 0x600, size=P.r) << ADAPT_FRAC)
     # ---- user code, unchanged from the board ----
@@ -231,7 +231,7 @@ def test_hostile_ids_and_latencies_get_one_sentence(support: ModuleType, in_tmp:
     with support.active_device(port) as dev:
         ol = Overlay("mailpulse.bit", download=False)
         scorer, dma = ol.mailpulse_0, ol.axi_dma_0
-        scorer.load_model(CoreConfig.random(P, np.random.default_rng(1)), routes=RouteConfig(1, 2, 10))
+        scorer.load_model(CoreConfig.random(P, np.random.default_rng(1)), routes=RouteConfig(1, 5, 10))
         before = dev.register_accesses
         for kw, text in bad:
             with pytest.raises(ValueError) as e:
