@@ -244,7 +244,8 @@ def test_hostile_ids_and_latencies_get_one_sentence(support: ModuleType, in_tmp:
 
 def test_overlay_and_backend_know_r_from_the_hwh(support: ModuleType, in_tmp: Path) -> None:
     """The driver's R comes from the ``.hwh``; a ``.hwh`` that names no R (written before cores had
-    routes) makes it read ``PARAMS.ROUTES_LOG2``; the backend refuses an overlay whose R differs."""
+    routes) makes it read ``PARAMS.ROUTES_LOG2``; an R no core has is one sentence; the backend
+    refuses an overlay whose R differs."""
     from mailpulse.pynq_overlays.overlay import MailpulseOverlay
     from mailpulse.pynq_overlays.sim_device import EmulatedPort, SimulatedDevice
 
@@ -262,5 +263,16 @@ def test_overlay_and_backend_know_r_from_the_hwh(support: ModuleType, in_tmp: Pa
         ol = MailpulseOverlay(str(bit), download=False)
         assert "R" not in ol.ip_dict["mailpulse_0"]["parameters"]
         assert ol.scorer.params == P and dev.register_accesses == 2      # PARAMS and WIDTHS
+    good = '<PARAMETER NAME="B" VALUE="64" />'
+    text = hwh.read_text(encoding="utf-8")
+    for r_value, sentence in (("3", "the .hwh describes parameters that no mailpulse core has (R must be 0 or a "
+                                    "power of two in 1..64, not 3)"),
+                              ("four", "the .hwh's scorer parameters D/K/B/R are not integers "
+                                       "(D='8', K='8', B='64', R='four')")):
+        hwh.write_text(text.replace(good, f'{good}<PARAMETER NAME="R" VALUE="{r_value}" />'), encoding="utf-8")
+        with support.active_device(EmulatedPort(P)), pytest.raises(CoreMismatchError) as e:
+            assert MailpulseOverlay(str(bit), download=False).scorer is None     # the driver is made here
+        assert str(e.value) == sentence
+    support.make_overlay_dir(in_tmp, P)
     with pytest.raises(CoreMismatchError, match=r"scorer has D=8 K=8 B=64 R=4, the host expects set small "):
         open_scorer("pynq", "small", bitfile=bit, device=SimulatedDevice(EmulatedPort(P)), download=False)
