@@ -211,6 +211,8 @@ def check_live_output(out: str, collector: bool = True) -> None:
     # the nodes' full-r16 cores flag the deliveries themselves: the slow relay's misses are counted by
     # node-a's flags, and the collector's tracker, fed the same deliveries, agrees with every flag
     assert "model backend of a full-r16 core" in out
+    assert re.search(r"delivery to lossy@lossy\.test\s+sent\s+delay \d+\.\d+s.*\[above its interval\]", after), \
+        after[-3000:]
     node_flags = re.search(r"^\s+\S+\|relay\.mailpulse\.test: node flags (\d+) above, (\d+) below, (\d+) inside; "
                            r"(\d+) disagreements", after, re.M)
     assert node_flags and int(node_flags.group(1)) > 0 and int(node_flags.group(4)) == 0, after[-3000:]

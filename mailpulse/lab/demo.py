@@ -413,6 +413,10 @@ class LiveView:
             verdict = self.con.bad(f"ANOMALY  (top projection {ev.get('argmax')})")
         else:
             verdict = "ok"
+        # the node's core's own verdict on the delivery's latency against its route's interval
+        side = "above" if ev.get("above") is True else "below" if ev.get("below") is True else None
+        if side is not None:
+            verdict += self.con.c(f"  [{side} its interval]", "35")
         t = time.monotonic() - self.t0
         return f"  [{t:6.1f}s] {ev.get('node', '?'):<7} {kind:<8} {what:<66} score {score!s:>7}  {verdict}"
 
