@@ -79,7 +79,8 @@ def test_shipped_builds_are_declared_once() -> None:
             get_params(config)
             assert (top, core, config) in board.clocks, (name, top, config)
         assert set(board.seeds) <= set(board.shipped()), name
-    assert [base_set(n) for n in ("zynq-r16", "zynq", "full-r1", "a-r", "a-rx")] == ["zynq", "zynq", "full", "a-r", "a-rx"]
+    names = ("zynq-r16", "zynq", "full-r1", "a-r", "a-rx")
+    assert [base_set(n) for n in names] == ["zynq", "zynq", "full", "a-r", "a-rx"]
     assert get_params(get_board("ice40-hx8k").config()).r == 16
     assert get_params(get_board("ice40-up5k").config()).r == 0
     for name in ("ecp5-25f", "ecp5-85f"):
