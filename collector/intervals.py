@@ -16,24 +16,31 @@ Route ids are given out per route name in the order routes first deliver, from a
 (:func:`~mailpulse.hdl.reference.route_seed`) and has no interval yet; a route that finds the table full
 is not tracked (like a route id outside ``0..R-1`` in a core) and is counted.
 
-The tracker sits behind :class:`IntervalModel` (``interval(route)``, ``update(route, v)``), so flags and
-bounds a node's core computes can take its place once the events carry them.
+The tracker sits behind :class:`IntervalModel` (``interval(route)``, ``update(route, v)``).  A node
+whose core has route intervals feeds it with the same rules (:mod:`mailpulse.routes`,
+:mod:`mailpulse.pi_firmware.routefeed`) and sends the core's ``below``/``above`` flags with each
+delivery: :class:`IntervalBook` then counts the node's flags (what the core on the mail path saw) and
+compares them with its own tracker's side - the two agree bit for bit unless one of them restarted
+or lost deliveries; each disagreement is counted (``disagreements``, a metric) and the first one of
+each route logged in one sentence.  The dashboard's bands stay the tracker's.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from mailpulse.hdl.reference import ADAPT_FRAC, RouteConfig, route_intervals, route_seed
 
 from mailpulse.features import LATENCY_FLOOR_S, route_latency, route_latency_seconds
+from mailpulse.routes import RelayNames, RouteTable, route_name
 
-from .relays import RelayNames
+__all__ = ["ROUTE_CONFIG", "SIDES", "IntervalBook", "IntervalModel", "Observed", "RouteIntervals", "coverage",
+           "delivery_route", "interval_input", "node_side", "nominal_coverage", "side_of"]
 
-__all__ = ["ROUTE_CONFIG", "SIDES", "IntervalBook", "IntervalModel", "RouteIntervals", "coverage", "delivery_route",
-           "interval_input", "nominal_coverage", "side_of"]
+log = logging.getLogger(__name__)
 
 #: The collector's tracker registers.  ``beta_exp`` 5: 1/32 misses per side, nominal coverage 0.9375;
 #: 90 % is not a power of two, and 4 (0.875) settles below 88 % (0.871 - 0.874 on 6000 lognormal
@@ -81,14 +88,21 @@ class RouteIntervals:
     def __init__(self, cfg: RouteConfig = ROUTE_CONFIG, max_routes: int = 10000) -> None:
         if not cfg.enable:
             raise ValueError("the route intervals need a RouteConfig with enable=1")
-        if max_routes < 1:
-            raise ValueError(f"max_routes {max_routes} must be at least 1")
+        self.table = RouteTable(max_routes)
         self.cfg, self.max_routes = cfg, max_routes
         self.level = nominal_coverage(cfg)
-        self.ids: dict[str, int] = {}
+        self.ids = self.table.ids
         self.lower: list[int] = []
         self.upper: list[int] = []
-        self.untracked = 0
+
+    @property
+    def untracked(self) -> int:
+        """Deliveries on routes that found the table full."""
+        return self.table.untracked
+
+    @untracked.setter
+    def untracked(self, n: int) -> None:
+        self.table.untracked = n
 
     def interval(self, route: str) -> tuple[int, int] | None:
         rid = self.ids.get(route)
@@ -97,10 +111,8 @@ class RouteIntervals:
     def update(self, route: str, v: int) -> None:
         rid = self.ids.get(route)
         if rid is None:
-            if len(self.ids) >= self.max_routes:
-                self.untracked += 1
+            if self.table.add(route) is None:
                 return
-            self.ids[route] = len(self.ids)
             seed = route_seed(v << ADAPT_FRAC)
             self.lower.append(seed)
             self.upper.append(seed)
@@ -117,9 +129,7 @@ class RouteIntervals:
     def restore(self, entries: Iterable[tuple[str, tuple[int, int, int]]]) -> None:
         """Take back routes saved with :meth:`entry` (any order; the ids as they were)."""
         for route, (rid, lo, up) in sorted(entries, key=lambda e: e[1][0]):
-            if rid != len(self.ids):
-                raise ValueError(f"route {route!r} has id {rid}, expected {len(self.ids)}: the saved table has a gap")
-            self.ids[route] = rid
+            self.table.restore(route, rid)
             self.lower.append(lo)
             self.upper.append(up)
 
@@ -129,17 +139,17 @@ def delivery_route(ev: dict[str, Any], names: RelayNames) -> str | None:
     f = ev.get("fields") or {}
     if ev.get("kind") != "delivery" or not isinstance(f.get("delay"), int | float):
         return None
-    return f"{ev.get('site')}/{ev.get('node')}|{names.name(f.get('relay'))}"
+    return route_name(ev.get("site"), ev.get("node"), names.name(f.get("relay")))
 
 
-def interval_input(ev: dict[str, Any], names: RelayNames) -> tuple[str, int] | None:
-    """A delivery's ``(route, Q8.8 latency)`` as the tracker takes it; None for other events and for a
-    delay that is not a number."""
+def interval_input(ev: dict[str, Any], names: RelayNames) -> tuple[str, int, str | None] | None:
+    """A delivery's ``(route, Q8.8 latency, side by its node's core flags or None)`` as the tracker takes
+    it (:func:`node_side`); None for other events and for a delay that is not a number."""
     route = delivery_route(ev, names)
     if route is None:
         return None
     try:
-        return route, route_latency(ev["fields"]["delay"])
+        return route, route_latency(ev["fields"]["delay"]), node_side(ev)
     except ValueError:
         return None
 
@@ -177,6 +187,32 @@ def side_of(v: int, iv: tuple[int, int]) -> str:
     return "above" if v > iv[1] else ("below" if v < iv[0] else "inside")
 
 
+def node_side(ev: dict[str, Any]) -> str | None:
+    """The side a node's core flagged a delivery on (its payload's ``below``/``above``, both booleans;
+    above wins like :func:`side_of`), None when the event carries no flags."""
+    below, above = ev.get("below"), ev.get("above")
+    if type(below) is not bool or type(above) is not bool:
+        return None
+    return "above" if above else ("below" if below else "inside")
+
+
+class Observed(NamedTuple):
+    """A delivery through :meth:`IntervalBook.observe`: its route, the side counted (the node's flags
+    when it sent them, else the tracker's), the tracker's bounds in seconds before it, and both sides."""
+
+    route: str
+    side: str | None
+    lower_s: float | None
+    upper_s: float | None
+    tracker: str | None = None
+    node: str | None = None
+
+    @property
+    def disagrees(self) -> bool:
+        """The node's flags and the tracker's side differ (both present)."""
+        return self.node is not None and self.tracker is not None and self.node != self.tracker
+
+
 class IntervalBook:
     """The collector's intervals: every delivery it ingests goes through ``model`` on its route
     (:func:`delivery_route`), and each route keeps its last ``points`` deliveries as
@@ -186,6 +222,10 @@ class IntervalBook:
 
     Bounded: at most ``max_routes`` routes are tracked (the first ones seen); deliveries on further
     routes update nothing and are counted in ``folded``; a delay that is not a number in ``rejected``.
+
+    A delivery that carries its node's core flags (:func:`node_side`) is counted by them (``node_flags``);
+    where the tracker has a side too and it differs, ``disagreements`` counts it and the route's first
+    one is logged (one sentence; at most one per tracked route).
     """
 
     def __init__(self, names: RelayNames | None = None, model: IntervalModel | None = None,
@@ -196,15 +236,18 @@ class IntervalBook:
         self.points: dict[str, deque[tuple[float, float, float | None, float | None, str | None]]] = {}
         self.counts: dict[str, dict[str, int]] = {}
         self.folded = self.rejected = 0
+        self.node_flags = self.disagreements = 0
+        self._disagreed: set[str] = set()
 
     @property
     def level(self) -> float:
         """The nominal coverage (0.9375 for ``beta_exp`` 5)."""
         return self.model.level
 
-    def observe(self, ev: dict[str, Any], t: float) -> tuple[str, str | None, float | None, float | None] | None:
-        """Run one event (at time ``t``) through the tracker: ``(route, side, lower_s, upper_s)`` for a
-        delivery on a tracked route (side and bounds None for its first one), else None."""
+    def observe(self, ev: dict[str, Any], t: float) -> Observed | None:
+        """Run one event (at time ``t``) through the tracker: an :class:`Observed` for a delivery on a
+        tracked route (side and bounds None for its first one, unless its node sent flags), and for a
+        folded route whose node sent flags (no bounds); else None."""
         route = delivery_route(ev, self.names)
         if route is None:
             return None
@@ -213,22 +256,34 @@ class IntervalBook:
         except ValueError:
             self.rejected += 1
             return None
+        ns = node_side(ev)
+        if ns is not None:
+            self.node_flags += 1
         if route not in self.points:
             if len(self.points) >= self.max_routes:
                 self.folded += 1
-                return None
+                return None if ns is None else Observed(route, ns, None, None, None, ns)
             self.points[route] = deque(maxlen=self.max_points)
             self.counts[route] = dict.fromkeys(SIDES, 0)
         iv = self.model.interval(route)
-        side = lo = hi = None
+        own = lo = hi = None
         if iv is not None:
-            side = side_of(v, iv)
+            own = side_of(v, iv)
             lo, hi = route_latency_seconds(iv[0]), route_latency_seconds(iv[1])
-            self.counts[route][side] += 1
+        got = Observed(route, ns if ns is not None else own, lo, hi, own, ns)
+        if got.disagrees:
+            self.disagreements += 1
+            if route not in self._disagreed:
+                self._disagreed.add(route)
+                log.warning("route %s: delivery %s is %s its interval by the node's core but %s it by the "
+                            "collector's tracker (further disagreements on this route are only counted)",
+                            route[:200], str(ev.get("id"))[:64], ns, own)
+        if got.side is not None:
+            self.counts[route][got.side] += 1
         self.model.update(route, v)
         self.points[route].append((t, max(float(ev["fields"]["delay"]), LATENCY_FLOOR_S),
-                                   lo, hi, side))
-        return route, side, lo, hi
+                                   lo, hi, got.side))
+        return got
 
     def bounds(self, route: str) -> tuple[float, float] | None:
         """The route's current interval in seconds."""

@@ -148,6 +148,14 @@ class Metrics:
             "mailpulse_route_interval_deliveries_total",
             "Deliveries by route and how their latency fell against the route's prediction interval "
             "(inside, above, below).", ["route", "side"], registry=r)
+        self.interval_node_flags = Counter(
+            "mailpulse_route_interval_node_flags_total",
+            "Deliveries whose side (inside, above, below) came from the observing node's core flags, by route "
+            "(also counted in mailpulse_route_interval_deliveries_total).", ["route", "side"], registry=r)
+        self.interval_disagreements = Counter(
+            "mailpulse_route_interval_disagreements_total",
+            "Deliveries whose node's core flags differ from the collector's own tracker (0 while both see every "
+            "delivery of the route since they started), by route.", ["route"], registry=r)
         self.interval_lower = Gauge("mailpulse_route_interval_lower_seconds",
                                     "Lower bound of the route's latency prediction interval (seconds).", ["route"],
                                     registry=r)
@@ -202,13 +210,20 @@ class Metrics:
             if isinstance(psnr, int | float) and not isinstance(psnr, bool):
                 self.probe_psnr.labels(site, node, route).set(float(psnr))
 
-    def observe_interval(self, route: str, side: str | None, lower_s: float | None, upper_s: float | None) -> None:
+    def observe_interval(self, route: str, side: str | None, lower_s: float | None, upper_s: float | None,
+                         node: str | None = None, disagrees: bool = False) -> None:
         """One delivery's outcome against its route's interval (:class:`~.intervals.IntervalBook`): the
-        count by side, and the route's current bounds (not for the folded ``other`` route)."""
+        count by side (``node``: the side by the node's core flags, also counted on its own, and
+        ``disagrees``: they differ from the collector's tracker), and the route's current bounds (not for
+        the folded ``other`` route)."""
         if side is None:
             return
         label = self._iv_route(route)
         self.interval_deliveries.labels(label, side).inc()
+        if node is not None:
+            self.interval_node_flags.labels(label, node).inc()
+        if disagrees:
+            self.interval_disagreements.labels(label).inc()
         if label != OTHER and lower_s is not None and upper_s is not None:
             self.interval_lower.labels(label).set(lower_s)
             self.interval_upper.labels(label).set(upper_s)

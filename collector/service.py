@@ -200,15 +200,16 @@ class Collector:
             self.hub.publish("stats", dict(st))
 
     def _interval(self, ev: dict[str, Any]) -> tuple[str, str | None] | None:
-        """Run a delivery through its route's interval (counted in /metrics); its ``(route, side)``."""
+        """Run a delivery through its route's interval (counted in /metrics); its ``(route, side)`` (the side
+        by its node's core flags when it carries them, see :class:`~.intervals.IntervalBook`)."""
         if ev.get("kind") != "delivery":
             return None
         got = self.intervals.observe(ev, event_time(ev))
         if got is None:
             return None
-        route, side, _, _ = got
-        self.metrics.observe_interval(route, side, *(self.intervals.bounds(route) or (None, None)))
-        return route, side
+        lo, hi = self.intervals.bounds(got.route) or (None, None)
+        self.metrics.observe_interval(got.route, got.side, lo, hi, node=got.node, disagrees=got.disagrees)
+        return got.route, got.side
 
     def push_intervals(self, force: bool = False) -> dict[str, Any] | None:
         """The routes' intervals to the dashboard (at most every :data:`INTERVALS_PUSH_S`)."""
@@ -293,13 +294,15 @@ class Collector:
         with self.corr_lock:
             changes = self.correlator.evaluate()
             heat = self._named_heatmap(self.correlator.heatmap())
-            series = {c.incident["id"]: self._rate_series(tuple(c.incident["path"])) for c in changes}
             n_open = len(self.correlator.open_by_path)
             changed = {c.incident["id"] for c in changes}
             still = [self.correlator.incidents[i].to_json() for i in self.correlator.open_by_path.values()
                      if i not in changed]
             charts = {i["id"]: self._incident_series(tuple(i["path"]))
                       for i in [*(c.incident for c in changes), *still]}
+        # the alert mail's chart is the incident page's anomaly rate (one walk of the buckets)
+        series = {i: RateSeries(ch["t0"], ch["bucket_s"], ch["anomaly_rate"]) for i, ch in charts.items()
+                  if i in changed}
         self.metrics.incidents.set(n_open)
         self.state.heatmap = heat
         self.hub.publish("heatmap", heat)
@@ -422,17 +425,6 @@ class Collector:
             p90.append(round(lat[min(len(lat) - 1, max(0, math.ceil(0.9 * len(lat)) - 1))], 4) if lat else None)
         return {"t0": (hi - n) * c.s.bucket_s, "bucket_s": c.s.bucket_s, "anomaly_rate": rate, "events": events,
                 "latency_p90_s": p90}
-
-    def _rate_series(self, key: tuple[str, ...], n: int = 30) -> RateSeries:
-        """The alert chart's series: the anomaly rate per bucket of the last ``n`` at the tree node."""
-        c = self.correlator
-        hi = int(c.now // c.s.bucket_s) + 1
-        d = c.buckets.get(key, {})
-        out: list[float | None] = []
-        for b in range(hi - n, hi):
-            bk = d.get(b)
-            out.append(None if bk is None or not bk.events else bk.anomalies / bk.events)
-        return RateSeries((hi - n) * c.s.bucket_s, c.s.bucket_s, out)
 
     def tick(self) -> None:
         """Housekeeping (call about every 0.1 s)."""

@@ -166,7 +166,8 @@ class TrainedModel:
         """Raise ``UserError`` if the model does not fit a core with ``params``.
 
         Backends call this with the parameters read back from the bitstream.  Only the
-        elaboration parameters count (D, K, B and the widths), not the set's name.
+        elaboration parameters count (D, K, B and the widths), not the set's name nor its route
+        intervals (R): a model trained for ``small`` loads into a ``small-r4`` core.
         """
         mine = _shape_of(self.params)
         theirs = _shape_of(params)
@@ -236,6 +237,7 @@ class TrainedModel:
 def _shape_of(p: CoreParams) -> dict[str, int | str]:
     d = p.as_dict()
     d.pop("name")
+    d.pop("r", None)    # the route intervals hold no model registers: a model fits a core with any R
     return d
 
 

@@ -43,6 +43,7 @@ from pydantic.fields import FieldInfo
 
 from mailpulse import features as F
 from mailpulse import topics as T
+from mailpulse.routes import DELAY_MAX_S
 
 __all__ = [
     "MAX_DEPTH",
@@ -98,7 +99,8 @@ REASONS = ("too_large", "not_json", "envelope", "not_object", "unknown_key", "sc
            "ts", "fields", "x", "verdict", "status", "topic", "node_mismatch")
 
 _TOP_REASON = {"schema": "schema", "kind": "kind", "id": "id", "node": "node", "ts": "ts", "fields": "fields",
-               "x": "x", "score": "verdict", "anomaly": "verdict", "argmax": "verdict", "argmax_feature": "verdict"}
+               "x": "x", "score": "verdict", "anomaly": "verdict", "argmax": "verdict", "argmax_feature": "verdict",
+               "below": "verdict", "above": "verdict"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +197,7 @@ Short = Annotated[str, _text(256), _MaxLen(256)]
 Code = Annotated[str, _text(64), _MaxLen(64)]
 Iso = Annotated[str, AfterValidator(_iso)]
 Count = Annotated[int, Field(ge=0, le=1 << 53)]
-Seconds = Annotated[float, Field(ge=-1e9, le=1e9)]
+Seconds = Annotated[float, Field(ge=-DELAY_MAX_S, le=DELAY_MAX_S)]
 Instant = Annotated[float, Field(ge=0.0, lt=MAX_TIME)]
 Fixed = Annotated[int, Field(ge=F.MISSING, le=F.FIXED_MAX)]
 EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
@@ -316,6 +318,11 @@ class DeliveryPayload(_EventBase):
 
     kind: Literal["delivery"] = Field(description="Event kind.")
     fields: DeliveryFields = Field(description="The delivery attempt (see DeliveryFields).")
+    below: bool | None = Field(None, description="The node's core: the latency fell below its route's interval "
+                                                 "(a core with route intervals, a tracked route past its first "
+                                                 "delivery; else absent).")
+    above: bool | None = Field(None, description="The node's core: the latency fell above its route's interval "
+                                                 "(sent with `below`).")
 
 
 class MessagePayload(_EventBase):
@@ -408,6 +415,9 @@ class StatusPayload(_Open):
                                                     "(counts), `last` (reason per source), `write_errors`.")
     sources: JsonValue = Field(None, description="Per source: its counters and `restarts`.")
     restarts: JsonValue = Field(None, description="Restarts of each source (or prober) thread after it failed.")
+    route_intervals: JsonValue = Field(None, description="A core with route intervals: `tracked` routes of its "
+                                                          "`capacity` (R), deliveries `fed`, routes `seeded` and "
+                                                          "`restored`, `untracked` deliveries (table full).")
 
 
 _ENVELOPE = TypeAdapter(BatchEnvelope)

@@ -158,6 +158,10 @@ class Scored:
     score: int
     anomaly: bool
     argmax: int
+    #: A core with route intervals, a delivery on a tracked route past its first one: the latency fell
+    #: below / above the route's interval (:mod:`mailpulse.pi_firmware.routefeed`); else None.
+    below: bool | None = None
+    above: bool | None = None
 
 
 @dataclass(slots=True)
@@ -222,6 +226,9 @@ class Event:
             out["anomaly"] = self.scored.anomaly
             out["argmax"] = self.scored.argmax
             out["argmax_feature"] = F.NAMES[self.scored.argmax] if 0 <= self.scored.argmax < F.D else None
+            if self.scored.below is not None and self.scored.above is not None:
+                out["below"] = self.scored.below
+                out["above"] = self.scored.above
         return out
 
     def payload_json(self) -> bytes:
@@ -329,7 +336,7 @@ def delivery_row(e: DeliveryEvent) -> DeliveryRow:
         xj = _ints(e.x if e.x is not None else e.vector())
     return (e.ts, e.node, e.host, e.queue_id, e.agent, e.recipient, e.status, e.relay, e.delay, e.delays, e.dsn,
             e.sender, e.size, e.nrcpt, e.message_id, e._id, e.stamp, e.text, e.occ, xj,
-            None if s is None else (s.score, s.anomaly, s.argmax))
+            None if s is None else (s.score, s.anomaly, s.argmax, s.below, s.above))
 
 
 def delivery_payload(row: DeliveryRow) -> tuple[str, bytes, bool]:
@@ -346,8 +353,10 @@ def delivery_payload(row: DeliveryRow) -> tuple[str, bytes, bool]:
     else:
         a = verdict[2]
         feat = _FEATURE_JSON[a] if 0 <= a < F.D else "null"
+        flags = "" if verdict[3] is None or verdict[4] is None else (
+            f',"below":{"true" if verdict[3] else "false"},"above":{"true" if verdict[4] else "false"}')
         tail = (f',"score":{verdict[0]},"anomaly":{"true" if verdict[1] else "false"},"argmax":{a},'
-                f'"argmax_feature":{feat}}}')
+                f'"argmax_feature":{feat}{flags}}}')
     doc = (f'{{"schema":{F.SCHEMA_VERSION},"kind":"delivery","id":"{eid}","node":{node_j},'
            f'"ts":{_cstr(iso_utc(ts))},"fields":{{"host":{host_j},'
            f'"queue_id":{_jstr(qid)},"agent":{agent_j},"to":{_jstr(to)},'

@@ -41,11 +41,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from mailpulse.hdl.params import get_params
+from mailpulse.hdl.reference import RouteConfig
+from mailpulse.host_bridge.scorer import Scorer
+
 from mailpulse import __version__
 from mailpulse import topics as T
 from mailpulse.backends import open_scorer
 from mailpulse.config.node import NodeConfig
 from mailpulse.errors import UserError
+from mailpulse.routes import RelayNames
 
 from .events import Event
 from .fleet import Fleet, ModelUpdater
@@ -53,11 +58,21 @@ from .follow import Follower, Position
 from .journal import JournalSource
 from .maildir import MaildirWatcher
 from .mqtt import MqttSink
-from .pipeline import Pipeline, ScoringSetup, bridge_scorer, load_scoring_model, untrained_model
+from .pipeline import (
+    Pipeline,
+    RoutedScoreFn,
+    ScoreFn,
+    ScoringSetup,
+    bridge_scorer,
+    load_scoring_model,
+    routed_scorer,
+    untrained_model,
+)
 from .postfix import PostfixParser
 from .postqueue import queue_command, read_queue
 from .probe import ProbeError, ProbeEvent, Prober
 from .quarantine import Quarantine, describe
+from .routefeed import RouteFeed, core_routes
 from .spool import Spool
 
 __all__ = ["RESTART_MAX_S", "Node", "PostfixLogSource", "Source", "build_node", "make_sink", "run_node"]
@@ -85,12 +100,6 @@ class Source(Protocol):
     def run(self, emit: Emit, stop: threading.Event) -> None: ...
 
     def counters(self) -> dict[str, int]: ...
-
-
-class _ScorerLike(Protocol):
-    def score_batch(self, x: Any, tags: Any = None) -> Any: ...
-
-    def load_model(self, model: Any, *, commit: bool = True) -> None: ...
 
 
 def _limit_arenas(n: int = 2) -> None:
@@ -209,10 +218,16 @@ class Node:
         Passive observers (log follower, Maildir watcher).
     batch_size : int
         Events per scoring call.
+    routes : RouteConfig, optional
+        The route interval registers committed with each model when the scorer's core has route
+        intervals (R > 0, read from the core): then every delivery is fed to the core with its route
+        and latency and carries the core's flags (:mod:`.routefeed`).  The command line passes the
+        collector's ``ROUTE_CONFIG``.  Ignored for a core without routes.
     """
 
-    def __init__(self, cfg: NodeConfig, model: ScoringSetup | None = None, scorer: _ScorerLike | None = None,
-                 sources: Sequence[Source] = (), flush_timeout_s: float = 10.0, batch_size: int = 4096) -> None:
+    def __init__(self, cfg: NodeConfig, model: ScoringSetup | None = None, scorer: Scorer | None = None,
+                 sources: Sequence[Source] = (), flush_timeout_s: float = 10.0, batch_size: int = 4096,
+                 routes: RouteConfig | None = None) -> None:
         self.cfg = cfg
         self.site, self.node_id = cfg.node.site, cfg.node.id
         self.scorer = scorer
@@ -229,6 +244,8 @@ class Node:
         for src in self.sources:
             src.quarantine = self.quarantine
         self.restarts: dict[str, int] = {}
+        #: the route table and bounds a clean stop leaves for the next start (:mod:`.routefeed`)
+        self.routes_file = state / "route-intervals.json"
         self.model = ModelUpdater(self._install_model)
         saved = state / "model.json"
         if model is None and saved.exists():
@@ -246,8 +263,18 @@ class Node:
                              quarantine=self.quarantine)
         self.last_probe: dict[str, dict[str, Any]] = {}
         self.postfix_queue: dict[str, Any] | None = None    # the last `postqueue -j` summary
+        self.routes: RouteFeed | None = None
+        r = core_routes(scorer) if scorer is not None else 0
+        if r and routes is None:
+            self.errors["routes"] = (f"the core has {r} route intervals but no route registers were given: "
+                                     "deliveries are scored without their routes")
+            log.error("%s", self.errors["routes"])
+        elif r and scorer is not None and routes is not None:
+            self.routes = RouteFeed(scorer, self.site, self.node_id, r, routes, RelayNames(cfg.relays.names))
+            self.routes.restore(self.routes_file)
         self.sink, self.spool = make_sink(cfg, status=self._status)
-        self.pipeline = Pipeline(self._score_fn(self.scoring), self.sink, batch_size=batch_size)
+        score, routed = self._score_fns(self.scoring)
+        self.pipeline = Pipeline(score, self.sink, batch_size=batch_size, routed=routed)
         self.sink.subscribe(self.fleet.topic, self.fleet.on_message)
         self.sink.subscribe(T.model_topic(self.site), self.model.on_message)
         self._threads: list[threading.Thread] = []
@@ -266,8 +293,13 @@ class Node:
             self.pipeline.submit_many(events)
             self.pipeline.flush()
 
-    def _score_fn(self, model: ScoringSetup) -> Any:
-        return bridge_scorer(self.scorer, model) if self.scorer is not None else model.scorer()
+    def _score_fns(self, model: ScoringSetup) -> tuple[ScoreFn, RoutedScoreFn | None]:
+        """The pipeline's score functions with ``model`` loaded (shadow bank + commit; with routes the
+        route registers too, the bounds carry on)."""
+        if self.routes is not None:
+            routed = routed_scorer(self.routes, model)
+            return bridge_scorer(self.scorer, model, load=False), routed
+        return (bridge_scorer(self.scorer, model) if self.scorer is not None else model.scorer()), None
 
     @staticmethod
     def _version_of(model: ScoringSetup, data: bytes) -> str:
@@ -282,7 +314,8 @@ class Node:
         try:
             model = load_scoring_model(tmp)
             with self.score_lock:
-                self.pipeline.score = self._score_fn(model)   # loads the scorer's shadow bank + commit
+                # loads the scorer's shadow bank + commit (a core's route bounds carry on: .routefeed)
+                self.pipeline.score, self.pipeline.routed = self._score_fns(model)
                 self.scoring = model
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -309,6 +342,7 @@ class Node:
             "sources": {src.name: {**src.counters(), "restarts": self.restarts.get(src.name, 0)}
                         for src in self.sources},
             "restarts": dict(self.restarts),
+            **({"route_intervals": self.routes.status()} if self.routes is not None else {}),
         }
 
     # -- threads ------------------------------------------------------------------------------
@@ -431,6 +465,12 @@ class Node:
             t.join(timeout=5)   # a probe in flight gives up at once and reports itself lost
         flushed = self.sink.close(self.flush_timeout_s)
         with self.score_lock:
+            if self.routes is not None and not self._closed:
+                try:
+                    self.routes.save(self.routes_file)
+                except Exception as e:   # the next start reseeds instead
+                    log.error("the route intervals were not saved (%s): the next start seeds them afresh",
+                              describe(e))
             self._closed = True
             self.spool.close()
         return flushed
@@ -449,15 +489,19 @@ class Node:
         return 0
 
 
-def run_node(cfg: NodeConfig, model: ScoringSetup | None = None, scorer: _ScorerLike | None = None,
-             sources: Sequence[Source] = ()) -> int:
+def run_node(cfg: NodeConfig, model: ScoringSetup | None = None, scorer: Scorer | None = None,
+             sources: Sequence[Source] = (), routes: RouteConfig | None = None) -> int:
     """Run the daemon until SIGTERM; returns the exit status (0 on a clean stop)."""
-    return Node(cfg, model=model, scorer=scorer, sources=sources).run()
+    return Node(cfg, model=model, scorer=scorer, sources=sources, routes=routes).run()
 
 
-def build_node(cfg: NodeConfig, model_path: str | None = None) -> Node:
+def build_node(cfg: NodeConfig, model_path: str | None = None, routes: RouteConfig | None = None) -> Node:
     """The :class:`Node` of a loaded config (:func:`mailpulse.config.node.load_config`):
-    its sources, scorer backend and model (``model_path``, else the config's, else untrained)."""
+    its sources, scorer backend and model (``model_path``, else the config's, else untrained).
+
+    ``routes``: the route interval registers for a core with routes (``<set>-r<R>``; the collector's
+    ``ROUTE_CONFIG``).  The ``model`` backend of such a set scores through the register-level model
+    (:class:`~mailpulse.host_bridge.backends.model.ModelScorer`), which keeps the route bounds."""
     sources: list[Source] = []
     if cfg.postfix.log:
         sources.append(PostfixLogSource(cfg.postfix.log, cfg.node_id, state_file=cfg.postfix.state_file,
@@ -472,9 +516,10 @@ def build_node(cfg: NodeConfig, model_path: str | None = None) -> Node:
     model_file = model_path or cfg.scorer.model
     model = load_scoring_model(model_file, cfg.scorer.params) if model_file else None
     scorer = None
-    if cfg.scorer.backend != "model":
+    if cfg.scorer.backend != "model" or get_params(cfg.scorer.params).r:
         scorer = open_scorer(cfg.scorer.backend, cfg.scorer.params)
     try:
-        return Node(cfg, model=model, scorer=scorer, sources=sources, batch_size=cfg.scorer.batch_size)
+        return Node(cfg, model=model, scorer=scorer, sources=sources, batch_size=cfg.scorer.batch_size,
+                    routes=routes)
     except OSError as e:
         raise UserError(f"the node cannot start: {e}") from None

@@ -37,11 +37,16 @@ from mailpulse import features as F
 from mailpulse.modelfile import load_model
 
 from .events import Event, Scored
+from .routefeed import RouteFeed
 
 IntArray = npt.NDArray[np.int64]
 
 #: Scores a batch: (N, D) int64 core inputs and N tags -> the core's results.
 ScoreFn = Callable[[IntArray, IntArray], ScoreResult]
+#: Scores a batch with its events' routes (a core with route intervals, :mod:`.routefeed`): the events,
+#: their (N, D) schema vectors and N tags -> the core's results (with ``below``/``above``) and which
+#: events carry the flags.
+RoutedScoreFn = Callable[[Sequence[Event], IntArray, IntArray], tuple[ScoreResult, npt.NDArray[np.bool_]]]
 
 
 class Sink(Protocol):
@@ -197,12 +202,16 @@ class Pipeline:
         Receives every scored event, in order.
     batch_size : int
         Events per scoring call.
+    routed : callable, optional
+        Scores instead of ``score`` when set: a core with route intervals fed each event's route
+        (:func:`routed_scorer`); a delivery it flags carries ``below``/``above``.
     """
 
-    def __init__(self, score: ScoreFn, sink: Sink, batch_size: int = 4096) -> None:
+    def __init__(self, score: ScoreFn, sink: Sink, batch_size: int = 4096, routed: RoutedScoreFn | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
         self.score = score
+        self.routed = routed
         self.sink = sink
         self.batch_size = batch_size
         self.stats = PipelineStats()
@@ -232,7 +241,11 @@ class Pipeline:
         self._buf = []
         x = featurise(batch)
         tags = np.arange(len(batch), dtype=np.int64)
-        r = self.score(x, tags)
+        flagged = None
+        if self.routed is not None:
+            r, flagged = self.routed(batch, x, tags)
+        else:
+            r = self.score(x, tags)
         if len(r) != len(batch):
             raise RuntimeError(f"the scorer returned {len(r)} results for {len(batch)} events")
         xs = x.tolist()
@@ -243,6 +256,12 @@ class Pipeline:
             e.x = xs[i]
             e.x_json = xj[i]
             e.scored = Scored(sc[i], bool(an[i]), am[i])
+        if flagged is not None and r.below is not None and r.above is not None:
+            below, above = r.below.tolist(), r.above.tolist()
+            for i in np.flatnonzero(flagged).tolist():
+                s = batch[i].scored
+                assert s is not None
+                s.below, s.above = bool(below[i]), bool(above[i])
         st = self.stats
         st.events += len(batch)
         st.batches += 1
@@ -261,9 +280,11 @@ class Pipeline:
         self.sink.close()
 
 
-def bridge_scorer(scorer: Any, model: ScoringSetup) -> ScoreFn:
-    """Score function over a ``host_bridge`` scorer (any backend) with ``model`` loaded into it."""
-    scorer.load_model(model.config)
+def bridge_scorer(scorer: Any, model: ScoringSetup, *, load: bool = True) -> ScoreFn:
+    """Score function over a ``host_bridge`` scorer (any backend) with ``model`` loaded into it
+    (``load=False``: it already is)."""
+    if load:
+        scorer.load_model(model.config)
     scale = model.scale
 
     def fn(x: IntArray, tags: IntArray) -> ScoreResult:
@@ -272,5 +293,18 @@ def bridge_scorer(scorer: Any, model: ScoringSetup) -> ScoreFn:
     return fn
 
 
-__all__ = ["CountingSink", "JsonLinesSink", "ListSink", "Pipeline", "PipelineStats", "ScoreFn", "ScoringSetup",
-           "Sink", "bridge_scorer", "featurise", "load_scoring_model", "untrained_model"]
+def routed_scorer(feed: RouteFeed, model: ScoringSetup) -> RoutedScoreFn:
+    """Routed score function over a route feed's scorer with ``model`` loaded into it (with the
+    feed's route registers; the bounds carry on, see :mod:`.routefeed`)."""
+    feed.load(model.config)
+    scale = model.scale
+
+    def fn(batch: Sequence[Event], x: IntArray, tags: IntArray) -> tuple[ScoreResult, npt.NDArray[np.bool_]]:
+        return feed.score(batch, scale(x), tags)
+
+    return fn
+
+
+__all__ = ["CountingSink", "JsonLinesSink", "ListSink", "Pipeline", "PipelineStats", "RoutedScoreFn", "ScoreFn",
+           "ScoringSetup", "Sink", "bridge_scorer", "featurise", "load_scoring_model", "routed_scorer",
+           "untrained_model"]

@@ -87,11 +87,16 @@ DELIVERY_RELAYS = {"10.0.0.1:2525": "fast.example.net", "10.0.0.2:2526": "slow.e
                    "10.0.0.3:25": "mx.example.net"}
 
 
-def slow_relay_deliveries(folder: Path, seconds: float = 900.0, rate: float = 8.0) -> dict[str, str]:
+def slow_relay_deliveries(folder: Path, seconds: float = 900.0, rate: float = 8.0,
+                          node_flags: bool = False) -> dict[str, str]:
     """Postfix deliveries of 3 nodes through three relays known by address (:data:`DELIVERY_RELAYS`
     names them); the relay ``10.0.0.2:2526`` holds its mail (5-9 s, most of it anomalous) from 500 s to
-    700 s.  Latencies at Postfix's 10 ms resolution, a little out of order.  Returns the names."""
+    700 s.  Latencies at Postfix's 10 ms resolution, a little out of order.  Returns the names.
+
+    ``node_flags``: every delivery also carries a node core's ``below``/``above`` flags (above for a
+    held delivery, else now and then either), not the collector's tracker's sides."""
     rng = random.Random(31)
+    flags = random.Random(33)
     relays = sorted(DELIVERY_RELAYS)
     evs = []
     for i in range(int(seconds * rate)):
@@ -105,6 +110,9 @@ def slow_relay_deliveries(folder: Path, seconds: float = 900.0, rate: float = 8.
         ev["kind"] = "delivery"
         ev["fields"] = {"host": "edge", "relay": f"{host}[{host}]:{port}", "status": "sent", "delay": round(delay, 2)}
         ev["received"] = round(t + rng.uniform(0.1, 2.0), 3)
+        if node_flags:
+            ev["above"] = delay > 4 or flags.random() < 0.05
+            ev["below"] = not ev["above"] and flags.random() < 0.05
         evs.append(ev)
     _write(folder, _shuffle_locally(evs, seed=32))
     return dict(DELIVERY_RELAYS)

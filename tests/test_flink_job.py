@@ -66,7 +66,7 @@ def _simulate(folders: list[Path], s: CorrelateSettings, seed: int, names: dict[
             headers[run_key(r)] = r
     for k, h in headers.items():
         parts, kept, dups, deliveries = aggregate_run(events.get(k, []), s)
-        runs.append(("run", h[1], h[2], h[3], h[5], parts, kept, dups, h[6], deliveries))
+        runs.append(("run", h[1], h[2], h[3], h[5], parts, kept, dups, h[6], deliveries, h[7]))
     rng.shuffle(runs)
     step = GlobalStep(s, DictStore() if store is None else store, rn)
     lines: list[str] = []
@@ -118,6 +118,7 @@ def test_steps_with_judged_times_skewed_nodes_and_bad_entries(tmp_path: Path) ->
     final = _simulate([tmp_path / "b"], s, 4)[-1]
     assert final["observed"] == ref.observed
     assert final["incidents"] == ref.all_incidents()
+    assert final["invalid"] == sum(skipped.values())   # every skipped entry counted once
 
 
 def test_steps_on_two_shards(tmp_path: Path) -> None:
@@ -164,6 +165,22 @@ def test_steps_give_the_collectors_interval_evidence_and_relay_names(tmp_path: P
     plain, _ = correlate_archive(read_events(tmp_path / "a"), s, RelayNames(names))
     assert [i["root_cause"] for i in plain.all_incidents()] == [i["root_cause"] for i in incs]
     assert all(not i["evidence"]["interval_misses"] for i in plain.all_incidents())
+
+
+def test_steps_take_the_nodes_flags_like_the_collector(tmp_path: Path) -> None:
+    """Deliveries that carry their node core's flags: the steps count those sides in the evidence, as
+    the collector's ingest-order replay does (not its tracker's)."""
+    names = slow_relay_deliveries(tmp_path / "a", seconds=700.0, node_flags=True)
+    s = CorrelateSettings()
+    ref, ref_changes, book = _interval_reference(tmp_path / "a", s, names)
+    assert book.node_flags > 5000 and book.disagreements > 100      # these flags are not the tracker's
+    out = _simulate([tmp_path / "a"], s, 7, names)
+    assert out[-1]["incidents"] == ref.all_incidents()
+    assert [o["incident"] for o in out if o["type"] == "change"] == [c.incident for c in ref_changes]
+    plain = slow_relay_deliveries(tmp_path / "b", seconds=700.0)
+    tracker, _, _ = _interval_reference(tmp_path / "b", s, plain)
+    misses = [i["evidence"]["interval_misses"] for i in ref.all_incidents()]
+    assert misses and misses != [i["evidence"]["interval_misses"] for i in tracker.all_incidents()]
 
 
 def test_monitor_releases_segments_in_the_merged_order(tmp_path: Path) -> None:

@@ -185,13 +185,19 @@ def test_fast_payload_json_equals_the_encoded_payload(tmp_path: Path) -> None:
         DeliveryEvent(math.inf, "n", "h", "Q", "error", "", "bounced", None, math.inf, (math.nan, 0.0, 0.0, 0.0),
                       None),
         DeliveryEvent(0.0, "n", "h", "Q", "virtual", "v@x", "deferred"),
+        DeliveryEvent(2.0, "n", "h", "Q2", "smtp", "w@x", "sent", "mx[1.2.3.4]:25", 0.5),
+        DeliveryEvent(3.0, "n", "h", "Q3", "smtp", "w@x", "sent", "mx[1.2.3.4]:25", 9.0),
     ]
     odd[0].scored = Scored(7, True, 3)
     odd[1].scored = Scored(0, False, 99)          # argmax outside the vector: argmax_feature null
+    odd[3].scored = Scored(1, False, 0, below=True, above=False)      # a core's route interval flags
+    odd[4].scored = Scored(2, True, 0, below=False, above=True)
     for e in [*sink.items, *odd]:
         fast = e.payload_json()
         assert fast == dumps(e.payload()), e
         doc = json.loads(fast.decode("utf-8"))     # strict UTF-8, strict JSON
         assert doc["id"] == e.id and len(doc["x"]) == 8
     assert json.loads(odd[1].payload_json())["fields"]["delay"] is None
+    assert [(json.loads(e.payload_json()).get("below"), json.loads(e.payload_json()).get("above"))
+            for e in odd[2:]] == [(None, None), (True, False), (False, True)]
     assert len({e.id for e in sink.items}) == len(sink.items)

@@ -151,8 +151,11 @@ def test_parameter_mismatch(model: TrainedModel) -> None:
         load_model(_rewrite(doc, params=bad))
     # what a backend does with the read-back parameters of the bitstream
     model.check_against(get_params("small"))
+    model.check_against(get_params("small-r4"))        # route intervals hold no model registers
     with pytest.raises(UserError, match=r"trained for parameter set 'small'.*'zynq'"):
         model.check_against(get_params("zynq"))
+    with pytest.raises(UserError, match=r"trained for parameter set 'small'.*'full-r16'"):
+        model.check_against(get_params("full-r16"))
 
 
 def test_scale_features_contract() -> None:

@@ -131,7 +131,7 @@ class Aggregate(KeyedProcessFunction):
         self.header.clear()
         self.events.clear()
         self.count.clear()
-        yield ("run", h[1], h[2], h[3], h[5], parts, kept, dups, h[6], deliveries)
+        yield ("run", h[1], h[2], h[3], h[5], parts, kept, dups, h[6], deliveries, h[7])
 
 
 class FlinkStore:

@@ -120,15 +120,15 @@ class Run:
     index: int
     events: list[tuple[int, Observation]] = field(default_factory=list)
     t_max: float = -math.inf
-    #: line -> a delivery's ``(interval route, Q8.8 latency)`` (:func:`interval_input`)
-    deliveries: dict[int, tuple[str, int]] = field(default_factory=dict)
+    #: line -> a delivery's ``(interval route, Q8.8 latency, its node's side or None)`` (:func:`interval_input`)
+    deliveries: dict[int, tuple[str, int, str | None]] = field(default_factory=dict)
 
 
 def segment_runs(events: Sequence[dict[str, Any]], s: CorrelateSettings, names: RelayNames | None = None
                  ) -> list[Run]:
     """Cut a segment's events into runs; every segment has at least one run (an empty one if need be).
     ``names``: ``[relays] names`` (the tree's relay names and the deliveries' interval routes).  A
-    delivery's interval input, ``(route, Q8.8 latency)``, is in :attr:`Run.deliveries` by line."""
+    delivery's interval input, ``(route, Q8.8 latency, node side)``, is in :attr:`Run.deliveries` by line."""
     runs = [Run(0)]
     step = s.eval_interval_s
     top = -math.inf

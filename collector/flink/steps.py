@@ -2,18 +2,21 @@
 
 1. :func:`read_segment_records` (parallel, stateless): a released segment becomes its runs
    (:func:`~mailpulse.collector.flink.segments.segment_runs`, relays by ``[relays] names``): one header
-   per run ``("h", ordinal, run, runs, events, t_max, damaged)`` and one record per event
-   ``("e", ordinal, run, line, Observation, delivery)`` (``delivery``: ``(interval route, Q8.8 latency)``
-   or None, :func:`~mailpulse.collector.intervals.interval_input`).
+   per run ``("h", ordinal, run, runs, events, t_max, damaged, invalid)`` (``invalid``: the segment's
+   entries that fail the payload declaration, skipped and counted on its first run, 0 on the others)
+   and one record per event
+   ``("e", ordinal, run, line, Observation, delivery)`` (``delivery``: ``(interval route, Q8.8 latency,
+   the side by its node's core flags or None)`` or None, :func:`~mailpulse.collector.intervals.interval_input`).
 2. De-duplication (parallel, keyed by :func:`dedup_key`, i.e. by (node, event id)): the first
    copy of an event passes, a later copy passes as ``("e", ordinal, run, line, None)`` (so the run
    still knows it has all its records).
 3. :func:`aggregate_run` (parallel, keyed by (segment, run)): once a run's header and all its
    events are in, the run's statistics per (path prefix, time bucket) -- built with the
    correlator's own :meth:`Bucket.add <mailpulse.collector.correlate.Bucket.add>` in line order --
-   become one record ``("run", ordinal, run, runs, t_max, parts, kept, duplicates, damaged, deliveries)``
+   become one record ``("run", ordinal, run, runs, t_max, parts, kept, duplicates, damaged, deliveries,
+   invalid)``
    (``parts`` a :class:`~mailpulse.collector.correlate.RunParts`, with the watermark's marks;
-   ``deliveries`` the run's kept deliveries ``(route, latency, Observation)`` in line order).
+   ``deliveries`` the run's kept deliveries ``(route, latency, node side, Observation)`` in line order).
 4. :class:`GlobalStep` (one task): applies the runs in archive order (segment ordinal, run),
    holding back those that arrive early, with :meth:`Correlator.merge
    <mailpulse.collector.correlate.Correlator.merge>`, then :meth:`Correlator.maybe_evaluate` (whose
@@ -21,7 +24,9 @@
    the recursive walk of :mod:`mailpulse.collector.correlate` itself.  Before it merges a run it
    runs the run's deliveries through the per-route latency intervals (the reference model's integer
    tracker, :class:`~mailpulse.collector.intervals.RouteIntervals`) and counts each one's side in the
-   buckets of its tree nodes, as the collector does when it ingests them.  Its state lives in a
+   buckets of its tree nodes - the side its node's core flagged when the delivery carries flags, as
+   :class:`~mailpulse.collector.intervals.IntervalBook` counts it - as the collector does when it
+   ingests them.  Its state lives in a
    :class:`Store` (Flink keyed state in the job, dicts in tests): the correlator, its buckets one by
    one, and each route's interval ``(id, lower, upper)`` under the route's name.
 
@@ -44,11 +49,13 @@ archive (the list that ``mailpulse correlate --json`` prints).
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+from mailpulse.collector.archive import skipped_summary
 from mailpulse.collector.correlate import (
     Bucket,
     Change,
@@ -80,14 +87,18 @@ def read_segment_records(rec: tuple[Any, ...], s: CorrelateSettings, names: Rela
         return
     _, ordinal, path = rec[:3]
     damaged = False
+    skipped: collections.Counter[str] = collections.Counter()
     try:
-        events = segment_events(path)
+        events = segment_events(path, skipped)
     except (OSError, ValueError) as e:
         log.error("archive segment %s cannot be read, skipped: %s", path, e)
         events, damaged = [], True
+    if skipped:
+        log.warning("%s", skipped_summary(skipped, str(path)))
     runs = segment_runs(events, s, names)
     for r in runs:
-        yield ("h", ordinal, r.index, len(runs), len(r.events), r.t_max, damaged)
+        yield ("h", ordinal, r.index, len(runs), len(r.events), r.t_max, damaged,
+               sum(skipped.values()) if r.index == 0 else 0)
         for line, ob in r.events:
             yield ("e", ordinal, r.index, line, ob, r.deliveries.get(line))
 
@@ -106,12 +117,12 @@ def run_key(rec: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def aggregate_run(events: Iterable[tuple[Any, ...]], s: CorrelateSettings
-                  ) -> tuple[RunParts, int, int, list[tuple[str, int, Observation]]]:
+                  ) -> tuple[RunParts, int, int, list[tuple[str, int, str | None, Observation]]]:
     """Step 3: a run's events (``(line, Observation or None for a duplicate[, delivery])``, any order)
     as :func:`~mailpulse.collector.correlate.run_parts` in line order, the counts kept and dropped, and
-    the kept deliveries ``(route, latency, Observation)`` in line order."""
+    the kept deliveries ``(route, latency, node side, Observation)`` in line order."""
     obs: list[Observation] = []
-    deliveries: list[tuple[str, int, Observation]] = []
+    deliveries: list[tuple[str, int, str | None, Observation]] = []
     dups = 0
     for e in sorted(events, key=lambda e: e[0]):
         ob = e[1]
@@ -120,7 +131,7 @@ def aggregate_run(events: Iterable[tuple[Any, ...]], s: CorrelateSettings
             continue
         obs.append(ob)
         if len(e) > 2 and e[2] is not None:
-            deliveries.append((e[2][0], e[2][1], ob))
+            deliveries.append((e[2][0], e[2][1], e[2][2] if len(e[2]) > 2 else None, ob))
     return run_parts(obs, s), len(obs), dups, deliveries
 
 
@@ -206,7 +217,7 @@ class GlobalStep:
         self.intervals = RouteIntervals(ROUTE_CONFIG, max_routes=interval_routes)
         self.c: Correlator | None = None
         self.next: tuple[int, int] = (0, 0)
-        self.counts = {"runs": 0, "segments": 0, "duplicates": 0, "damaged": 0, "changes": 0}
+        self.counts = {"runs": 0, "segments": 0, "duplicates": 0, "damaged": 0, "invalid": 0, "changes": 0}
         self.order = 0                       # creation number of the next bucket (dict order on restore)
         self.stored: dict[str, int] = {}     # bucket key -> creation number, as in the store
 
@@ -280,6 +291,7 @@ class GlobalStep:
         self.counts["runs"] += 1
         self.counts["duplicates"] += dups
         self.counts["damaged"] += int(damaged and idx == 0)
+        self.counts["invalid"] += rec[10] if len(rec) > 10 else 0
         out = self._lines(changes)
         if idx + 1 < runs:
             self.next = (ordinal, idx + 1)
@@ -290,18 +302,19 @@ class GlobalStep:
                                    **self.counts}, separators=(",", ":")))
         return out
 
-    def _intervals(self, c: Correlator, deliveries: list[tuple[str, int, Observation]]) -> None:
-        """The run's deliveries through their routes' intervals, in order; each side counted in the
-        merged buckets of the delivery's tree nodes (as :meth:`Correlator.observe` with the collector's
-        ``(route, side)`` would; a skewed clock's delivery moves its interval but is not correlated)."""
+    def _intervals(self, c: Correlator, deliveries: list[tuple[str, int, str | None, Observation]]) -> None:
+        """The run's deliveries through their routes' intervals, in order; each side (its node's flags
+        when it carries them) counted in the merged buckets of the delivery's tree nodes (as
+        :meth:`Correlator.observe` with the collector's ``(route, side)`` would; a skewed clock's delivery
+        moves its interval but is not correlated)."""
         changed: set[str] = set()
-        for route, v, ob in deliveries:
+        for route, v, ns, ob in deliveries:
             iv = self.intervals.interval(route)
             self.intervals.update(route, v)
             changed.add(route)
-            if iv is None or ob.skewed or ob.bucket < c._oldest:
+            side = ns if ns is not None else (None if iv is None else side_of(v, iv))
+            if side is None or ob.skewed or ob.bucket < c._oldest:
                 continue
-            side = side_of(v, iv)
             counts = [1, int(side == "above"), int(side == "below")]
             for key in ob.tree_nodes():
                 bk = c.buckets.get(key, {}).get(ob.bucket)

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 
+from mailpulse.collector.intervals import ROUTE_CONFIG
 from mailpulse.config.node import MimeLimits, check_config, load_config
 from mailpulse.errors import UserError
 from mailpulse.pi_firmware.maildir import inspect_file
@@ -74,7 +75,8 @@ def run_command(args: argparse.Namespace) -> int:
     """``node run``: the daemon, until SIGTERM."""
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    node = build_node(load_config(args.config), args.model)
+    # a core with route intervals tracks with the collector's registers, so its flags are the tracker's
+    node = build_node(load_config(args.config), args.model, routes=ROUTE_CONFIG)
     return int(node.run())
 
 

@@ -32,9 +32,10 @@ from pydantic.fields import FieldInfo
 
 from mailpulse import topics as T
 from mailpulse.errors import UserError
-from mailpulse.hdl.params import PARAMETER_SETS
+from mailpulse.hdl.params import PARAMETER_SETS, get_params
 
-__all__ = ["Address", "BrokerSettings", "FileHere", "Host", "Id", "ParamsName", "Port", "SecretSource", "Section",
+__all__ = ["Address", "BrokerSettings", "FileHere", "Host", "Id", "ParamsName", "Port", "RelaySettings", "SecretSource",
+           "Section",
            "env_source", "flatten", "in_context", "is_secret", "local_context", "read_secrets", "read_toml",
            "secret_field", "section_model"]
 
@@ -142,14 +143,18 @@ def _id(v: str) -> str:
 
 
 def _params(v: str) -> str:
-    if v not in PARAMETER_SETS:
-        raise ValueError(f"is not a core parameter set ({', '.join(PARAMETER_SETS)})")
+    try:
+        get_params(v)
+    except ValueError:
+        raise ValueError(f"is not a core parameter set ({', '.join(PARAMETER_SETS)}, or <set>-r<R> with R route "
+                         "intervals, e.g. small-r4)") from None
     return v
 
 
 #: A site or node id (:func:`mailpulse.topics.check_id`).
 Id = Annotated[str, AfterValidator(_id)]
-#: The name of a core parameter set (:data:`mailpulse.hdl.params.PARAMETER_SETS`).
+#: The name of a core parameter set (:data:`mailpulse.hdl.params.PARAMETER_SETS`, or ``<set>-r<R>``:
+#: :func:`mailpulse.hdl.params.get_params`).
 ParamsName = Annotated[str, AfterValidator(_params)]
 
 
@@ -306,3 +311,20 @@ class SecretSource:
 def env_source(values: Mapping[str, str] | None, origin: str) -> SecretSource:
     """Secrets of this machine: ``values`` (the secrets file's keys) and the process environment."""
     return SecretSource(values, dict(os.environ), origin)
+
+
+_RELAY_ADDR = r"^[A-Za-z0-9._:\[\]-]{1,255}$"
+_RELAY_NAME = r"^[A-Za-z0-9._-]{1,64}$"
+RelayAddress = Annotated[str, Field(pattern=_RELAY_ADDR)]
+RelayName = Annotated[str, Field(pattern=_RELAY_NAME)]
+
+
+class RelaySettings(Section):
+    """``[relays]``: names of the relays, shown instead of addresses in metrics, alerts and the dashboard,
+    and the routes of the latency intervals (:mod:`mailpulse.routes`; a node and its collector give the same map)."""
+
+    names: dict[RelayAddress, RelayName] = Field(
+        default_factory=dict, max_length=10000,
+        description="Address to name, e.g. `{ \"127.0.0.1:47627\" = \"relay2\", \"mx.example.net\" = \"mx\" }`. "
+                    "An address is `host:port`, `ip:port`, `host` or `ip` (`[v6]:port` for IPv6); Postfix's "
+                    "`host[ip]:port` matches any of them, most specific first. Unnamed relays show as `host:port`.")

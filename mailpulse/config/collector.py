@@ -27,6 +27,7 @@ from .base import (
     Id,
     ParamsName,
     Port,
+    RelaySettings,
     SecretSource,
     Section,
     read_secrets,
@@ -159,22 +160,6 @@ class MetricsSettings(Section):
                                                               "(status, route, outcome); the rest count as `other`.")
     nodes: int = Field(1000, ge=1, le=100000, description="Distinct site/node label pairs kept; the rest count as "
                                                           "`other`.")
-
-
-_RELAY_ADDR = r"^[A-Za-z0-9._:\[\]-]{1,255}$"
-_RELAY_NAME = r"^[A-Za-z0-9._-]{1,64}$"
-RelayAddress = Annotated[str, Field(pattern=_RELAY_ADDR)]
-RelayName = Annotated[str, Field(pattern=_RELAY_NAME)]
-
-
-class RelaySettings(Section):
-    """``[relays]``: names of the relays, shown instead of addresses in metrics, alerts and the dashboard."""
-
-    names: dict[RelayAddress, RelayName] = Field(
-        default_factory=dict, max_length=10000,
-        description="Address to name, e.g. `{ \"127.0.0.1:47627\" = \"relay2\", \"mx.example.net\" = \"mx\" }`. "
-                    "An address is `host:port`, `ip:port`, `host` or `ip` (`[v6]:port` for IPv6); Postfix's "
-                    "`host[ip]:port` matches any of them, most specific first. Unnamed relays show as `host:port`.")
 
 
 class AlertSettings(Section):

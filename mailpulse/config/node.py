@@ -7,7 +7,8 @@ from the field descriptions here):
 * ``[node]``, ``[mqtt]``, ``[spool]``, ``[fleet]``: identity, broker, disk spool, fleet heartbeat;
 * ``[probe]`` and ``[[probe.routes]]``: the 4K probes and the routes they take;
 * ``[scorer]``, ``[postfix]``, ``[maildir]``, ``[mime]``: scoring, the Postfix log, the Maildir,
-  the limits of the MIME walker.
+  the limits of the MIME walker;
+* ``[relays]``: relay names (the routes of a core's latency intervals; the collector's map).
 
 Secrets never sit in the TOML: ``[node] secrets_file`` names a TOML file of mode 0600 holding
 ``mqtt_password`` and ``probe.<route>.smtp_password`` / ``probe.<route>.imap_password``, or the TOML
@@ -45,6 +46,7 @@ from .base import (
     Id,
     ParamsName,
     Port,
+    RelaySettings,
     SecretSource,
     Section,
     env_source,
@@ -212,7 +214,9 @@ class ScorerSettings(Section):
     backend: Literal["model", "sim", "pynq", "ice40", "auto"] = Field(
         "model", description="Scorer backend: `model` (bit-exact software), `sim`, `pynq`, `ice40` or `auto` (pynq on "
                              "a Zynq, ice40 with spidev, else model).")
-    params: ParamsName = Field("small", description="Core parameter set the node expects (`small`, `full`, `zynq`).")
+    params: ParamsName = Field("small", description="Core parameter set the node expects (`small`, `full`, `zynq`; "
+                                                    "`<set>-r<R>`, e.g. `small-r4`: with R route latency intervals, "
+                                                    "whose flags each delivery's payload carries).")
     model: FileHere = Field("", description="Model file to load at start (empty: the untrained bring-up model, never "
                                             "flags).")
     batch_size: int = Field(4096, ge=1, description="Events per scoring call when they arrive faster than one at a "
@@ -327,6 +331,7 @@ class NodeConfig(Section):
     maildir: MaildirSettings = Field(default_factory=MaildirSettings)
     mime: MimeLimits = Field(default_factory=MimeLimits)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    relays: RelaySettings = Field(default_factory=RelaySettings)
 
     @property
     def node_id(self) -> str:
