@@ -10,6 +10,9 @@ Rows:
                          given SCK (bytes per sample on the bus).
 * ``sim/<simulator>``  - the RTL under cocotb, batch over AXI4-Stream.
 * ``pynq/rtl-<sim>``   - the PYNQ driver + DMA against the simulated device backed by the RTL.
+* ``pynq/... events``  - a set with routes (``BENCH_SET=small-r4``): the same samples as route
+                         events in the DMA beats, and ``events/PUSH`` (a tenth of them) by
+                         ``ROUTE`` + ``PUSH`` over AXI4-Lite, each checked against route_intervals.
 
 Every row is checked against mailpulse.hdl.reference.score before its number is printed.  Sizes from the
 environment: ``BENCH_N`` (model rows, default 200000), ``BENCH_SIM_N`` (RTL rows, default 2000),
@@ -28,7 +31,15 @@ from typing import Any
 
 import numpy as np
 from mailpulse.hdl.params import get_params
-from mailpulse.hdl.reference import CoreConfig, EmulatedCore, ScoreResult, score
+from mailpulse.hdl.reference import (
+    CoreConfig,
+    EmulatedCore,
+    RouteConfig,
+    ScoreResult,
+    random_route_events,
+    route_intervals,
+    score,
+)
 from mailpulse.host_bridge.backends.ice40 import Ice40Scorer
 from mailpulse.host_bridge.backends.model import ModelScorer
 from mailpulse.host_bridge.backends.sim import SimScorer
@@ -45,8 +56,21 @@ def check(got: ScoreResult, want: ScoreResult, name: str) -> None:
             raise SystemExit(f"{name}: {f} differs from the reference model")
 
 
+#: The route interval configuration of a set with routes (``BENCH_SET=small-r4``).
+ROUTES = RouteConfig(1, 5, 10)
+
+
+def check_events(got: ScoreResult, routes: np.ndarray, lats: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                 name: str) -> None:
+    """below/above equal the reference's for events that start from bounds ``lower``/``upper``."""
+    ri = route_intervals(routes, lats, lower, upper, ROUTES)
+    if got.below is None or got.above is None or not (
+            np.array_equal(got.below, ri.below) and np.array_equal(got.above, ri.above)):
+        raise SystemExit(f"{name}: below/above differ from the reference model")
+
+
 def row(name: str, n: int, seconds: float, note: str = "") -> None:
-    print(f"{name:<22} {n:>8} samples {seconds:9.3f} s {n / seconds:>12,.0f} samples/s  {note}")
+    print(f"{name:<28} {n:>8} samples {seconds:9.3f} s {n / seconds:>12,.0f} samples/s  {note}")
 
 
 def main() -> int:
@@ -61,7 +85,8 @@ def main() -> int:
     x = rng.integers(p.in_min, p.in_max + 1, size=(n, p.d))
     tags = rng.integers(0, 1 << 32, size=n)
     want = score(p, cfg, x, tags)
-    print(f"parameter set {pset}: D={p.d} K={p.k} B={p.b}")
+    routes, lats = random_route_events(rng, n, p.r)
+    print(f"parameter set {pset}: D={p.d} K={p.k} B={p.b} R={p.r}")
 
     with ModelScorer(p) as s:
         s.load_model(cfg)
@@ -81,11 +106,34 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as d, pynq_sim_support.active_device(port):
             bit = pynq_sim_support.make_overlay_dir(Path(d), p)
             ol = Overlay(str(bit), download=False)
-            ol.mailpulse_0.load_model(cfg)
+            ol.mailpulse_0.load_model(cfg, routes=ROUTES if p.r else None)
             t = time.perf_counter()
             got = ol.mailpulse_0.score_batch(x[:m], tags[:m], dma=ol.axi_dma_0)
             row(name, m, time.perf_counter() - t, "driver + DMA, 4096-sample transfers")
+            if p.r:
+                events_rows(name, ol.mailpulse_0, ol.axi_dma_0, m)
         check(got, score(p, cfg, x[:m], tags[:m]), name)
+
+    def events_rows(name: str, scorer: Any, dma: Any, m: int) -> None:
+        """A core with routes: the same samples as route events, in the DMA beats, and (for
+        comparison, fewer) one ``ROUTE`` + ``PUSH`` each over AXI4-Lite."""
+        lower, upper = scorer.route_bounds()
+        t = time.perf_counter()
+        got = scorer.score_batch(x[:m], tags[:m], dma=dma, routes=routes[:m], latencies=lats[:m])
+        row(f"{name} events", m, time.perf_counter() - t, "route events in the DMA sample beats")
+        check_events(got, routes[:m], lats[:m], lower, upper, f"{name} events")
+        check(got, want_m(m), f"{name} events")
+        k = max(1, min(m // 10, 2000))
+        lower, upper = scorer.route_bounds()
+        t = time.perf_counter()
+        pushed = scorer.client.push_many(x[:k], tags[:k], (routes[:k], lats[:k]))
+        row(f"{name} events/PUSH", k, time.perf_counter() - t, "the same events by ROUTE + PUSH (AXI4-Lite)")
+        as_result = ScoreResult(*(pushed[:, i].copy() for i in range(4)), below=pushed[:, 4].copy(),
+                                above=pushed[:, 5].copy())
+        check_events(as_result, routes[:k], lats[:k], lower, upper, f"{name} events/PUSH")
+
+    def want_m(m: int) -> ScoreResult:
+        return score(p, cfg, x[:m], tags[:m])
 
     if have_pynq:
         from mailpulse.pynq_overlays.sim_device import EmulatedPort

@@ -6,7 +6,8 @@ Prints one line per scenario, ``scenario NAME found yes|no root HOST detect_s X 
 one for the normal-only run, ``normal false_incidents N days D interval_coverage C``; details as JSON
 on stderr.
 
-Usage: ``python bench/bench_faults.py [--quick] [--scenario NAME ...] [--no-normal] [--json FILE]``
+Usage: ``python bench/bench_faults.py [--quick] [--scenario NAME ...] [--no-normal | --only-normal]
+[--json FILE]``
 (root; ``--quick``: one compressed day of 80 s and 30 s faults, under 10 minutes).
 """
 

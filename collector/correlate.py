@@ -54,7 +54,7 @@ evaluations without it (hysteresis; a severity drop also needs two evaluations).
 counts, rates, baselines, latency quantiles now and in history, hop
 delay, example event ids, affected observing nodes and probe routes, and the interval misses: the
 routes (:mod:`.intervals`) whose deliveries through the tree node fell above (or below) their
-prediction interval in the window, e.g. "9 of 12 deliveries on route X above their 94 % interval"
+prediction interval in the window, e.g. "9 of 12 deliveries on route X above their 90 % interval"
 (only when the collector passes each delivery's interval outcome to :meth:`Correlator.observe`).
 
 Limits: in a linear chain (a relay with one child and no siblings) traffic alone cannot tell a

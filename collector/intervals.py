@@ -6,8 +6,8 @@ delivery exactly as a scorer core's route unit does: :func:`mailpulse.hdl.refere
 (adaptive conformal prediction, Gibbs & Candes 2021, in integers).  The latency is the unsigned Q8.8
 ``log2(microseconds)`` of :func:`mailpulse.features.route_latency`; each bound is an accumulator with
 ``ADAPT_FRAC`` fraction bits that widens by ``big`` after a miss on its side and narrows by ``small``
-after a hit (``tracker_steps(beta_exp, step_exp)``), so each side's miss rate tends to
-``2**-beta_exp`` and the coverage to ``1 - 2**(1 - beta_exp)``.  Whatever the collector shows (the
+after a hit (``route_steps(ratio, step_exp)``: ``big = ratio * small``), so each side's miss rate
+tends to ``1 / (ratio + 1)`` and the coverage to ``1 - 2 / (ratio + 1)``.  Whatever the collector shows (the
 dashboard's bands, ``mailpulse_route_interval_*``, an incident's ``interval_misses``) is therefore the
 integer a core computes on the same deliveries, bit for bit (``tests/test_collector_intervals.py``).
 
@@ -42,19 +42,21 @@ __all__ = ["ROUTE_CONFIG", "SIDES", "IntervalBook", "IntervalModel", "Observed",
 
 log = logging.getLogger(__name__)
 
-#: The collector's tracker registers.  ``beta_exp`` 5: 1/32 misses per side, nominal coverage 0.9375;
-#: 90 % is not a power of two, and 4 (0.875) settles below 88 % (0.871 - 0.874 on 6000 lognormal
-#: deliveries) while 5 settles at 0.933 - 0.937 and gives 0.89 - 0.92 while it is still settling on a
-#: short run; on the fault bench's 80 s normal day 5 covered 0.948 and 4 0.856 (docs/benchmarks.md).
-#: ``step_exp`` 9: 2 Q8.8 counts (``2**(2/256)``, 0.5 % of the latency) narrower per hit, 62 counts
-#: (18 %) wider per miss, about the float tracker's step it replaces; a slow relay that multiplies its
-#: latency by 100 (1700 counts) misses about 28 times before the band has followed it.
-ROUTE_CONFIG = RouteConfig(enable=1, beta_exp=5, step_exp=9)
+#: The collector's tracker registers.  ``ratio`` 19: a miss widens a bound 19 times as much as a hit
+#: narrows it, 1/20 misses per side, nominal coverage 0.9.  ``step_exp`` 10: 4 Q8.8 counts
+#: (``2**(4/256)``, 1.1 % of the latency) narrower per hit, 76 counts (23 %) wider per miss; a slow relay
+#: that multiplies its latency by 100 (1700 counts) misses about 22 times before the band has followed
+#: it.  Chosen by measurement (docs/benchmarks.md, 2026-12-05): on the fault bench's 80 s normal day
+#: ``step_exp`` 8, 9, 10, 11 covered 0.792, 0.879, 0.903, 0.901 of the same deliveries (a short run
+#: needs steps that settle within about 100 deliveries per route), on 6000 lognormal deliveries
+#: 0.887 - 0.889, 0.893 - 0.895, 0.897, 0.898 - 0.899.
+ROUTE_CONFIG = RouteConfig(enable=1, ratio=19, step_exp=10)
 
 
 def nominal_coverage(cfg: RouteConfig) -> float:
-    """``1 - 2**(1 - beta_exp)``: the share of deliveries the intervals aim to cover."""
-    return 1.0 - 2.0 ** (1 - cfg.beta_exp)
+    """``1 - 2 / (ratio + 1)``: the share of deliveries the intervals aim to cover
+    (:func:`mailpulse.hdl.reference.nominal_coverage`; 0.9 for ``ratio`` 19)."""
+    return cfg.nominal_coverage
 
 
 class IntervalModel(Protocol):
@@ -241,7 +243,7 @@ class IntervalBook:
 
     @property
     def level(self) -> float:
-        """The nominal coverage (0.9375 for ``beta_exp`` 5)."""
+        """The nominal coverage (0.9 for ``ratio`` 19)."""
         return self.model.level
 
     def observe(self, ev: dict[str, Any], t: float) -> Observed | None:

@@ -188,7 +188,7 @@ def route_intervals(m: Module, params: CoreParams, ctrl: Any, cs: CommitState, v
     a = cs.adapt
     rb = len(ri.seed_route)
     m.d.comb += [
-        ri.enable.eq(a.route_enable), ri.beta_exp.eq(a.beta_exp), ri.step_exp.eq(a.route_step_exp),
+        ri.enable.eq(a.route_enable), ri.ratio.eq(a.route_ratio), ri.step_exp.eq(a.route_step_exp),
         ri.valid.eq(valid), ri.route.eq(event[:16]), ri.value.eq(event[16:32]),
         ri.seed_we.eq(ctrl.route_seed_we), ri.seed_side.eq(ctrl.route_seed_index[0]),
         ri.seed_route.eq(ctrl.route_seed_index[1:1 + rb]), ri.seed_value.eq(ctrl.route_seed_value),

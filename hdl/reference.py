@@ -32,13 +32,24 @@ import numpy as np
 import numpy.typing as npt
 
 from .params import CoreParams
-from .regmap import ADAPT_FRAC, CORE_ID, TABLE_BASE, Kind, RegisterMap, pack_weights, unpack_weights
+from .regmap import (
+    ADAPT_FRAC,
+    CORE_ID,
+    ROUTE_RATIO_BITS,
+    TABLE_BASE,
+    Kind,
+    RegisterMap,
+    pack_weights,
+    unpack_weights,
+)
 
 IntArray = npt.NDArray[np.int64]
 
 
-#: Largest ``alpha_exp``/``beta_exp`` (4-bit register fields).
+#: Largest ``alpha_exp`` (a 4-bit register field).
 ADAPT_EXP_MAX = 15
+#: Largest miss ratio of the route intervals (``ADAPT.ROUTE_RATIO``, 255).
+ROUTE_RATIO_MAX = (1 << ROUTE_RATIO_BITS) - 1
 #: Largest step exponent (4-bit register fields): the small step is ``2**step_exp`` units of
 #: ``2**-ADAPT_FRAC``, at most 128 score units per sample.
 ADAPT_STEP_MAX = 15
@@ -56,6 +67,30 @@ def tracker_steps(rate_exp: int, step_exp: int) -> tuple[int, int]:
                          f"0..{ADAPT_EXP_MAX}/0..{ADAPT_STEP_MAX}")
     small = 1 << step_exp
     return small * ((1 << rate_exp) - 1), small
+
+
+def route_steps(ratio: int, step_exp: int) -> tuple[int, int]:
+    """``(big, small)`` steps of a route bound, in units of ``2**-ADAPT_FRAC`` of a Q8.8 latency.
+
+    ``small = 2**step_exp`` and ``big = ratio * small`` (``ratio << step_exp``): a bound that widens
+    by ``big`` after a miss on its side and narrows by ``small`` after a hit is stationary where
+    ``P(miss) * ratio == P(hit)``, i.e. at a miss rate of ``1 / (ratio + 1)`` per side
+    (:func:`nominal_coverage`).  ``ratio = 2**b - 1`` steps as :func:`tracker_steps` ``(b, step_exp)``.
+    ``ratio`` 0: ``big`` is 0, a miss leaves its bound (see :func:`route_intervals`).
+    """
+    if not 0 <= ratio <= ROUTE_RATIO_MAX or not 0 <= step_exp <= ADAPT_STEP_MAX:
+        raise ValueError(f"route miss ratio {ratio} or step exponent {step_exp} out of range "
+                         f"0..{ROUTE_RATIO_MAX}/0..{ADAPT_STEP_MAX}")
+    return ratio << step_exp, 1 << step_exp
+
+
+def nominal_coverage(ratio: int) -> float:
+    """The share of events the route intervals of miss ratio ``ratio`` aim to cover:
+    ``1 - 2 / (ratio + 1)`` (each side misses ``1 / (ratio + 1)``; 19: 0.9), 0 for ``ratio`` 0 and 1
+    (0: the interval empties; 1: both bounds track the median)."""
+    if not 0 <= ratio <= ROUTE_RATIO_MAX:
+        raise ValueError(f"route miss ratio {ratio} is outside 0..{ROUTE_RATIO_MAX}")
+    return max(0.0, 1.0 - 2.0 / (ratio + 1))
 
 
 def clamp(v: int, lo: int, hi: int) -> int:
@@ -141,29 +176,40 @@ class RouteConfig:
     Attributes
     ----------
     enable : the intervals flag and adapt (``ADAPT.ROUTES``)
-    beta_exp : target miss rate per side ``2**-beta_exp`` (nominal coverage ``1 - 2**(1 - beta_exp)``)
+    ratio : miss ratio ``M`` (``ADAPT.ROUTE_RATIO``, 0..255): a miss widens a bound ``M`` times as
+        much as a hit narrows it, so each side misses ``1 / (M + 1)`` of the events (nominal
+        coverage ``1 - 2 / (M + 1)``, :func:`nominal_coverage`; 19: 90 %)
     step_exp : small step ``2**step_exp`` in units of ``2**-ADAPT_FRAC`` of a Q8.8 latency
+        (``ADAPT.ROUTE_STEP_EXP``, 0..15)
     """
 
     enable: int = 0
-    beta_exp: int = 0
+    ratio: int = 0
     step_exp: int = 0
 
     def copy(self) -> RouteConfig:
-        return RouteConfig(self.enable, self.beta_exp, self.step_exp)
+        return RouteConfig(self.enable, self.ratio, self.step_exp)
+
+    @property
+    def nominal_coverage(self) -> float:
+        """:func:`nominal_coverage` of the ratio (0.9 for 19)."""
+        return nominal_coverage(self.ratio)
 
     def validate(self) -> None:
-        if self.enable not in (0, 1):
-            raise ValueError(f"route interval enable must be 0 or 1, not {self.enable}")
-        tracker_steps(self.beta_exp, self.step_exp)
+        """Raise ``ValueError`` (one sentence) for a field that is no integer of its register range."""
+        for name, v, top in (("enable", self.enable, 1), ("ratio", self.ratio, ROUTE_RATIO_MAX),
+                             ("step_exp", self.step_exp, ADAPT_STEP_MAX)):
+            if not isinstance(v, int | np.integer) or not 0 <= v <= top:
+                raise ValueError(f"route interval {name} must be an integer in 0..{top}, not {v!r}")
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> RouteConfig:
         """An enabled configuration (for verification), biased toward ones that move within a few
-        hundred events of a route."""
-        beta = int(rng.integers(1, 7)) if rng.random() < 0.8 else int(rng.integers(0, ADAPT_EXP_MAX + 1))
+        hundred events of a route: mostly a ratio of 1..40 (most of them no ``2**b - 1``), else any
+        of 0..255."""
+        ratio = int(rng.integers(1, 41)) if rng.random() < 0.8 else int(rng.integers(0, ROUTE_RATIO_MAX + 1))
         step = int(rng.integers(6, 13)) if rng.random() < 0.8 else int(rng.integers(0, ADAPT_STEP_MAX + 1))
-        return cls(1, beta, step)
+        return cls(1, ratio, step)
 
 
 @dataclass
@@ -188,11 +234,17 @@ def route_intervals(routes: npt.ArrayLike, latencies: npt.ArrayLike, lower: npt.
         U = clamp(U + big if above else U - small, 0, HI)
         L = clamp(L - big if below else L + small, 0, HI)
 
-    with ``(big, small) = tracker_steps(beta_exp, step_exp)`` and ``HI = (2**16 - 1) << F`` (the
-    bounds given are in ``0..HI``, see :func:`route_seed`): each
-    bound widens by ``big`` after a miss on its side and narrows by ``small`` after a hit, so each
-    side's miss rate tends to ``2**-beta_exp``.  A route id outside ``0..R-1`` (``R = len(lower)``)
-    is not tracked: no flag, no update.  Disabled: no flags, no updates.
+    with ``(big, small) = route_steps(ratio, step_exp)`` (``big = ratio << step_exp``,
+    ``small = 1 << step_exp``) and ``HI = (2**16 - 1) << F`` (the bounds given are in ``0..HI``, see
+    :func:`route_seed`): each bound widens by ``big`` after a miss on its side and narrows by
+    ``small`` after a hit, so each side's miss rate tends to ``1 / (ratio + 1)`` and the coverage to
+    ``1 - 2 / (ratio + 1)`` (:func:`nominal_coverage`).  Every ratio 0..255 is defined by the
+    formulas above; two are degenerate: 1 moves both bounds toward the median (coverage tends to
+    0), and 0 (``big`` 0) leaves a bound where it is after a miss, so each bound keeps narrowing
+    while events hit it: the upper one sinks below the values, the lower one rises above them, and
+    the interval empties (every later event misses on at least one side).  A route id outside
+    ``0..R-1`` (``R = len(lower)``) is not tracked: no flag, no update.  Disabled: no flags, no
+    updates.
     """
     lo_acc = np.asarray(lower, dtype=np.int64).copy()
     up_acc = np.asarray(upper, dtype=np.int64).copy()
@@ -205,7 +257,7 @@ def route_intervals(routes: npt.ArrayLike, latencies: npt.ArrayLike, lower: npt.
     above = np.zeros(n, dtype=np.int64)
     if not cfg.enable:
         return RouteResult(below, above, lo_acc, up_acc)
-    big, small = tracker_steps(cfg.beta_exp, cfg.step_exp)
+    big, small = route_steps(cfg.ratio, cfg.step_exp)
     hi = ((1 << LATENCY_BITS) - 1) << ADAPT_FRAC
     nr = len(lo_acc)
     lo_l, up_l = lo_acc.tolist(), up_acc.tolist()
@@ -564,8 +616,8 @@ class EmulatedCore:
             a.enable, a.alpha_exp, a.step_exp = (reg.get(f, value) for f in ("ENABLE", "ALPHA_EXP", "STEP_EXP"))
             if p.r:
                 rc = self.shadow.routes
-                rc.enable, rc.beta_exp, rc.step_exp = (reg.get(f, value) for f in ("ROUTES", "BETA_EXP",
-                                                                                   "ROUTE_STEP_EXP"))
+                rc.enable, rc.ratio, rc.step_exp = (reg.get(f, value) for f in ("ROUTES", "ROUTE_RATIO",
+                                                                                "ROUTE_STEP_EXP"))
         elif name == "ROUTE":
             self.route = value
         elif name == "ROUTE_BOUND":
@@ -667,7 +719,7 @@ class EmulatedCore:
 def adapt_value(regmap: RegisterMap, cfg: CoreConfig) -> int:
     """The ``ADAPT`` register value of ``cfg`` (with routes: its route interval fields too)."""
     a, rc = cfg.adapt, cfg.routes
-    routes = {"ROUTES": rc.enable, "BETA_EXP": rc.beta_exp, "ROUTE_STEP_EXP": rc.step_exp} if regmap.params.r else {}
+    routes = {"ROUTES": rc.enable, "ROUTE_RATIO": rc.ratio, "ROUTE_STEP_EXP": rc.step_exp} if regmap.params.r else {}
     return regmap["ADAPT"].value(ENABLE=a.enable, ALPHA_EXP=a.alpha_exp, STEP_EXP=a.step_exp, **routes)
 
 
@@ -703,6 +755,7 @@ __all__ = [
     "CORE_ID",
     "LATENCY_BITS",
     "NO_ROUTE",
+    "ROUTE_RATIO_MAX",
     "AdaptConfig",
     "BusError",
     "CoreConfig",
@@ -715,9 +768,11 @@ __all__ = [
     "bins",
     "clamp",
     "model_writes",
+    "nominal_coverage",
     "random_route_events",
     "route_intervals",
     "route_seed",
+    "route_steps",
     "score",
     "tracker_step",
     "tracker_steps",

@@ -108,6 +108,9 @@ WAIT_LIMIT = 1 << 14
 ROUTE_BOUND_BASE = 0x0400
 #: Width of a route bound accumulator: a Q8.8 latency and :data:`ADAPT_FRAC` fraction bits.
 ROUTE_BOUND_BITS = 16 + ADAPT_FRAC
+#: Width of ``ADAPT.ROUTE_RATIO``, the route intervals' miss ratio M (0..255: coverage up to 99.2 %;
+#: bits 27:20, where the 4-bit exponent it replaced and four free bits were).
+ROUTE_RATIO_BITS = 8
 
 
 @dataclass(frozen=True)
@@ -232,9 +235,11 @@ class RegisterMap:
         routes = p.r > 0
         adapt_routes = (
             _f("ROUTES", 1, 1, "1: the route intervals flag and adapt; 0: they do neither"),
-            _f("BETA_EXP", 24, 4, "route intervals: target miss rate per side 2**-BETA_EXP"),
+            _f("ROUTE_RATIO", 20, ROUTE_RATIO_BITS, "route intervals: miss ratio M, each side misses "
+                                                     "1/(M + 1) of the events (nominal coverage 1 - 2/(M + 1), "
+                                                     "19: 90 %; 0: a miss leaves its bound, the interval empties)"),
             _f("ROUTE_STEP_EXP", 28, 4, f"route intervals: a bound narrows by 2**ROUTE_STEP_EXP / "
-                                        f"{1 << ADAPT_FRAC} per hit, widens (2**BETA_EXP - 1) times that "
+                                        f"{1 << ADAPT_FRAC} per hit, widens ROUTE_RATIO times that "
                                         "per miss on its side"),
         ) if routes else ()
         route_push = [

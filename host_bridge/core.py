@@ -54,6 +54,23 @@ class Counters:
     anomalies: int
 
 
+def named_params(d: int, k: int, b: int, r: int, source: str, **widths: int) -> CoreParams:
+    """The :class:`CoreParams` of a core with D/K/B/R (and ``widths``) as a register or a
+    description reports them, named after the matching parameter set (``zynq``, ``zynq-r16``),
+    else ``custom``: the one place that turns reported numbers into parameters.
+
+    Raises :class:`CoreMismatchError` (one sentence starting with ``source``) if they describe no
+    legal core (for example an unconfigured FPGA that reads all ones)."""
+    name = "custom"
+    for pname, ps in PARAMETER_SETS.items():
+        if (ps.d, ps.k, ps.b) == (d, k, b):
+            name = pname if ps.r == r else f"{pname}-r{r}"
+    try:
+        return CoreParams(name, d=d, k=k, b=b, r=r, **widths)
+    except ValueError as e:
+        raise CoreMismatchError(f"{source} parameters that no mailpulse core has ({e})") from None
+
+
 def params_from_registers(params_reg: int, widths_reg: int, regmap_cls: type[RegisterMap] = RegisterMap
                           ) -> CoreParams:
     """Rebuild :class:`CoreParams` from raw ``PARAMS`` and ``WIDTHS`` values.
@@ -68,17 +85,9 @@ def params_from_registers(params_reg: int, widths_reg: int, regmap_cls: type[Reg
     b = 1 << pr.get("B_LOG2", params_reg)
     routes_log2 = pr.get("ROUTES_LOG2", params_reg)
     r = 1 << (routes_log2 - 1) if routes_log2 else 0
-    name = "custom"
-    for pname, ps in PARAMETER_SETS.items():
-        if (ps.d, ps.k, ps.b) == (d, k, b):
-            name = pname if ps.r == r else f"{pname}-r{r}"
-    try:
-        params = CoreParams(name, d=d, k=k, b=b, in_bits=wr.get("IN_BITS", widths_reg),
-                            table_bits=wr.get("TABLE_BITS", widths_reg),
-                            weight_bits=pr.get("WEIGHT_BITS", params_reg),
-                            shift_bits=pr.get("SHIFT_BITS", params_reg), r=r)
-    except ValueError as e:
-        raise CoreMismatchError(f"the core reports parameters that no mailpulse core has ({e})") from None
+    params = named_params(d, k, b, r, "the core reports", in_bits=wr.get("IN_BITS", widths_reg),
+                          table_bits=wr.get("TABLE_BITS", widths_reg), weight_bits=pr.get("WEIGHT_BITS", params_reg),
+                          shift_bits=pr.get("SHIFT_BITS", params_reg))
     if (wr.get("PROJ_BITS", widths_reg), wr.get("SCORE_BITS", widths_reg)) != (
             params.proj_bits, params.score_bits):
         raise CoreMismatchError("the core's WIDTHS register disagrees with its PARAMS register")

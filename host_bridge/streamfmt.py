@@ -26,7 +26,7 @@ from mailpulse.hdl.params import CoreParams
 from mailpulse.hdl.reference import NO_ROUTE, ScoreResult
 
 __all__ = ["MAX_STREAM_FEATURES", "RESULT_BYTES", "check_events", "check_samples", "pack_results", "pack_samples",
-           "sample_bytes", "unpack_results", "unpack_samples"]
+           "sample_bytes", "unpack_events", "unpack_results", "unpack_samples"]
 
 
 def check_samples(params: CoreParams, x: npt.ArrayLike, tags: npt.ArrayLike | None = None
@@ -110,6 +110,17 @@ def unpack_samples(params: CoreParams, data: bytes | npt.NDArray[np.uint8]
     lay = sample_beat(params)
     beats = lay.beats(data)
     return lay.get(beats, "features"), lay.get(beats, "tag")
+
+
+def unpack_events(params: CoreParams, data: bytes | npt.NDArray[np.uint8]
+                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The route ids and latencies that N sample beats of a core with routes carry (the inverse of
+    the event part of :func:`pack_samples`); ``ValueError`` for a core without routes."""
+    if not params.r:
+        raise ValueError(f"the core ({params.name}) has no route intervals (R = 0): its beats carry no events")
+    lay = sample_beat(params)
+    beats = lay.beats(data)
+    return lay.get(beats, "route"), lay.get(beats, "latency")
 
 
 def pack_results(result: ScoreResult) -> npt.NDArray[np.uint8]:

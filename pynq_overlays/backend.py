@@ -7,6 +7,10 @@ never imports the PYNQ side; :func:`mailpulse.backends.open_scorer` opens it by 
 
 With ``device=`` a :class:`mailpulse.pynq_overlays.sim_device.SimulatedDevice`, the same code path
 runs without a board: that is how it is tested and benchmarked here.
+
+Batches go by DMA, with their route events when the core has routes (R > 0): ``score_batch(x,
+routes=, latencies=)`` sends each event in its sample beat and reads below/above from the result
+beats; ``score_one``/``score_event`` go over AXI4-Lite.
 """
 
 from __future__ import annotations
@@ -52,10 +56,16 @@ class PynqScorer(RegisterScorer):
         self.driver = overlay.scorer
         self.dma = overlay.dma
         hw = self.driver.params
-        if (hw.d, hw.k, hw.b) != (params.d, params.k, params.b):
-            raise CoreMismatchError(f"the overlay's scorer has D={hw.d} K={hw.k} B={hw.b}, the host expects set "
-                                    f"{params.name} (D={params.d} K={params.k} B={params.b})")
+        if (hw.d, hw.k, hw.b, hw.r) != (params.d, params.k, params.b, params.r):
+            raise CoreMismatchError(f"the overlay's scorer has D={hw.d} K={hw.k} B={hw.b} R={hw.r}, the host "
+                                    f"expects set {params.name} (D={params.d} K={params.k} B={params.b} R={params.r})")
         self.client = self.driver.client
 
     def _score_chunk(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64]) -> ScoreResult:
         return self.driver.score_batch(x, tags, dma=self.dma, chunk=self.batch_size)
+
+    def _score_chunk_events(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64],
+                            events: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]) -> ScoreResult:
+        """Route events in the sample beats, by DMA (not one ``PUSH`` each)."""
+        return self.driver.score_batch(x, tags, dma=self.dma, chunk=self.batch_size, routes=events[0],
+                                       latencies=events[1])

@@ -8,6 +8,11 @@ AXI4-Stream data width converter (8 to 20 bytes); the scorer's 64-bit ``m_axis``
 directly.  The file carries what PYNQ reads: the modules
 and their VLNVs, the PS memory map (base address and range of each IP), the IP parameters and
 the scorer's registers and fields, all taken from :class:`mailpulse.hdl.regmap.RegisterMap`.
+The scorer's IP parameters ``D``, ``K``, ``B`` and ``R`` (route intervals, 0 for none) come from the
+same :class:`~mailpulse.hdl.params.CoreParams` as its ``PARAMS`` register (``R`` is
+``PARAMS.ROUTES_LOG2`` decoded); the driver takes its parameters from them
+(:func:`mailpulse.pynq_overlays.driver.params_from_description`), and the stream widths follow R
+(a sample beat with routes is 4 bytes longer: 24 bytes for D = 8).
 
 Register arrays appear as one register per element, named ``NAME_i`` (``FEATURE_0``,
 ``WEIGHTS_31``).  The ``TABLE`` window (up to 8192 words) is declared as an address block with
@@ -166,7 +171,7 @@ def _scorer_module(mods: ET.Element, params: CoreParams, plan: AddressPlan) -> N
          NAME="TABLE", RANGE=4 * table.count, USAGE="memory")
     _params(m, {
         "Component_Name": f"mailpulse_{SCORER_INSTANCE}", "EDK_IPTYPE": "PERIPHERAL",
-        "PARAMS_NAME": params.name, "D": params.d, "K": params.k, "B": params.b,
+        "PARAMS_NAME": params.name, "D": params.d, "K": params.k, "B": params.b, "R": params.r,
         "IN_BITS": params.in_bits, "TABLE_BITS": params.table_bits,
         "C_S_AXIL_BASEADDR": f"0x{plan.scorer_base:08X}",
         "C_S_AXIL_HIGHADDR": f"0x{plan.scorer_base + plan.scorer_range - 1:08X}",

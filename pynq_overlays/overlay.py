@@ -75,9 +75,11 @@ class MailpulseOverlay(Overlay):
         """The AXI DMA between memory and the scorer's streams (``pynq.lib.dma.DMA``)."""
         return getattr(self, DMA_INSTANCE)
 
-    def score_batch(self, x: npt.ArrayLike, tags: npt.ArrayLike | None = None) -> ScoreResult:
-        """Score a batch through the DMA (see :meth:`MailpulseScorer.score_batch`)."""
-        return self.scorer.score_batch(x, tags, dma=self.dma)
+    def score_batch(self, x: npt.ArrayLike, tags: npt.ArrayLike | None = None, *,
+                    routes: npt.ArrayLike | None = None, latencies: npt.ArrayLike | None = None) -> ScoreResult:
+        """Score a batch through the DMA, with its route events on a core with routes (see
+        :meth:`MailpulseScorer.score_batch`)."""
+        return self.scorer.score_batch(x, tags, dma=self.dma, routes=routes, latencies=latencies)
 
 
 def load_overlay(path: Path | str, *, download: bool = True, device: Any = None) -> MailpulseOverlay:

@@ -44,7 +44,7 @@ from mailpulse.hdl.regmap import VLNV
 from mailpulse.host_bridge.backends.sim import open_rtl
 from mailpulse.host_bridge.bitstream import read_xilinx_bit
 from mailpulse.host_bridge.bus import EmulatedBus
-from mailpulse.host_bridge.streamfmt import RESULT_BYTES, pack_results, sample_bytes, unpack_samples
+from mailpulse.host_bridge.streamfmt import RESULT_BYTES, pack_results, sample_bytes, unpack_events, unpack_samples
 from pynq.buffer import PynqBuffer
 from pynq.ps import Clocks
 from pynqmetadata.frontends import Metadata
@@ -82,18 +82,22 @@ class EmulatedPort(EmulatedBus):
         super().__init__(EmulatedCore(params))
         self.params = params
 
-    def stream(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64]) -> ScoreResult:
-        return self.model.stream(x, tags)
+    def stream(self, x: npt.NDArray[np.int64], tags: npt.NDArray[np.int64], *, routes: npt.ArrayLike | None = None,
+               latencies: npt.ArrayLike | None = None) -> ScoreResult:
+        return self.model.stream(x, tags, routes, latencies)
 
     def stream_raw(self, beats: bytes, tlast: npt.ArrayLike | None = None) -> tuple[bytes, npt.NDArray[np.int64]]:
+        """Sample beats in, result beats out; with routes (R > 0) every beat is an event (its route
+        id and latency, as the RTL takes them) and every result beat carries below/above."""
         x, tags = unpack_samples(self.params, beats)
+        events = unpack_events(self.params, beats) if self.params.r else (None, None)
         n = len(x)
         tl = np.zeros(n, dtype=np.int64)
         if n:
             tl[-1] = 1
         if tlast is not None:
             tl = np.asarray(tlast, dtype=np.int64)
-        return pack_results(self.model.stream(x, tags)).tobytes(), tl
+        return pack_results(self.model.stream(x, tags, *events)).tobytes(), tl
 
     def reset(self) -> None:
         self.model.reset()

@@ -594,6 +594,7 @@ def _verify_cocotb(rep: VerifyReport, sim: str, top: str) -> VerifyReport:
         out.unlink()
         rep.mismatches = [Mismatch(m["config"], m["index"], m["text"]) for m in data["mismatches"]]
         rep.reached = {int(c): list(ev) for c, ev in data.get("reached", {}).items()}
+        rep.route_events, rep.route_tracked, rep.route_below, rep.route_above = data.get("routes", (0, 0, 0, 0))
     if not res.ok and not rep.mismatches:
         rep.mismatches = [Mismatch(-1, -1, f"cocotb run failed: {res.failed}")]
     if rep.mismatches:

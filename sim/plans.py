@@ -24,6 +24,9 @@ Events are ``<unit>:<what>`` strings, so that another adaptive unit adds its own
   (:func:`mailpulse.hdl.reference.route_intervals`);
 * ``routes:inside`` - an event of a route fell inside its interval (both bounds narrowed);
 * ``routes:untracked`` - an event's route id was outside ``0..R-1`` (no flag, no update);
+* ``routes:widened`` - a miss widened its bound by ``ROUTE_RATIO << ROUTE_STEP_EXP`` (a flag with
+  a ratio above 0: a flagged bound is never at the clamp it widens toward, since the latency lies
+  beyond it; with ratio 0 a miss leaves its bound, and the flags alone would not show the ratio);
 * ``routes:seeded`` - a flag after a bound seeded over the bus (``ROUTE_BOUND``) differs from the
   flag without the seed (:func:`route_reached` with ``unseeded``).
 
@@ -62,7 +65,7 @@ __all__ = ["ADAPT_EVENTS", "ROUTE_EVENTS", "STATE_REGISTERS", "SWEEP", "adapt_re
 #: The events of the adaptive threshold (see the module docstring).
 ADAPT_EVENTS = frozenset({"adapt:moved", "adapt:free", "adapt:frac", "adapt:t_min", "adapt:t_max"})
 #: The events of the route intervals (see the module docstring; ``routes:seeded`` needs a seed).
-ROUTE_EVENTS = frozenset({"routes:below", "routes:above", "routes:inside", "routes:untracked"})
+ROUTE_EVENTS = frozenset({"routes:below", "routes:above", "routes:inside", "routes:untracked", "routes:widened"})
 #: Distinct sample scores the threshold must sweep over for ``adapt:sweep``.
 SWEEP = 8
 #: Registers whose value after a batch of samples comes from the model's state (counters, the
@@ -296,6 +299,8 @@ def route_reached(routes: npt.ArrayLike, latencies: npt.ArrayLike, lower: npt.Ar
         events.add("routes:inside")
     if (~tracked).any():
         events.add("routes:untracked")
+    if cfg.ratio and (ri.below.any() or ri.above.any()):
+        events.add("routes:widened")
     if unseeded is not None:
         base = route_intervals(r, latencies, unseeded[0], unseeded[1], cfg)
         if not (np.array_equal(base.below, ri.below) and np.array_equal(base.above, ri.above)):

@@ -272,9 +272,12 @@ async def test_spi_routes(dut: Any) -> None:
     count = 24
     route = rm["ROUTE"]
     bounds = rm["ROUTE_BOUND"].address(0)
-    # (a ROUTE_BOUND read as the very first access after power-up reads X on Icarus, cause not found:
-    # every register on the read path has an initial value; an access before it defines it)
-    await tb.status()
+    # On Verilator the very first access after power-up is a ROUTE_BOUND read (the model's 0).  On
+    # Icarus it would read X: a simulation race, not the design: the bound multiplexer is a Yosys
+    # ``always @*`` block whose inputs (read index, bounds) keep their initial values until an access
+    # changes them, and Icarus does not run such a block at time 0; any earlier access runs it.
+    if os.environ.get("MAILPULSE_SIM_SIMULATOR") != "verilator":
+        await tb.status()
     for i in range(2 * params.r):
         await tb.read(bounds + 4 * i)
     await tb.read(bounds, 2 * params.r)

@@ -21,7 +21,7 @@ from mailpulse.hdl.reference import (
     score,
 )
 from mailpulse.host_bridge.backends.model import ModelScorer
-from mailpulse.host_bridge.core import params_from_registers
+from mailpulse.host_bridge.core import CoreMismatchError, params_from_registers
 from mailpulse.host_bridge.scorer import Scorer
 from mailpulse.host_bridge.streamfmt import check_events
 from mailpulse.sim.tools import have_simulator
@@ -36,7 +36,7 @@ def _session(s: Scorer, seed: int = 2, n: int = 300) -> None:
     cfg = CoreConfig.random(P, rng)
     x = rng.integers(P.in_min, P.in_max + 1, size=(n, P.d))
     routes, lats = random_route_events(rng, n, P.r)
-    rc = RouteConfig(1, 2, 10)
+    rc = RouteConfig(1, 5, 10)
     s.load_model(cfg, routes=rc)
     lower = (rng.integers(0x300, 0xA00, size=P.r) << ADAPT_FRAC).astype(np.int64)
     upper = lower + (rng.integers(0x100, 0x600, size=P.r) << ADAPT_FRAC)
@@ -104,6 +104,15 @@ def test_hostile_route_values_get_one_sentence() -> None:
             s.score_event(x[0], 1, 0, 70000)
         with pytest.raises(ValueError, match=r"a route id is an integer in 0\.\.65535, not -3"):
             s.score_event(x[0], 1, -3, 7)
+        cfg = CoreConfig.random(P, np.random.default_rng(1))
+        as_text: Any = "19"                                      # a ratio as text, as from a config file
+        for rc, text in ((RouteConfig(1, 256, 10), "route interval ratio must be an integer in 0..255, not 256"),
+                         (RouteConfig(1, -1, 10), "route interval ratio must be an integer in 0..255, not -1"),
+                         (RouteConfig(1, as_text, 10), "route interval ratio must be an integer in 0..255, not '19'"),
+                         (RouteConfig(1, 19, 16), "route interval step_exp must be an integer in 0..15, not 16")):
+            with pytest.raises(CoreMismatchError) as mismatch:   # the core is not touched
+                s.load_model(cfg, routes=rc)
+            assert str(mismatch.value) == f"the model does not fit the core: {text}", str(mismatch.value)
     with ModelScorer(get_params("small")) as s:
         with pytest.raises(ValueError, match=r"has no route intervals \(R = 0\)"):
             s.score_batch(x, routes=[0, 1])

@@ -189,7 +189,7 @@ def test_config_errors_are_sentences(tmp_path: Path) -> None:
 
 def test_interval_misses_name_the_route_above_its_interval() -> None:
     """Deliveries go through the collector's per-route intervals; when one relay slows down, the incident
-    at it names that route and how many of its deliveries fell above their 94 % interval, and not the
+    at it names that route and how many of its deliveries fell above their 90 % interval, and not the
     healthy route.  Without interval outcomes (an archive replay) the list is empty."""
     names = RelayNames({"10.0.0.1:2525": "slow.example.net", "10.0.0.1:2626": "fast.example.net"})
     s = CorrelateSettings(bucket_s=2.0, window_s=20.0, history_s=300.0, eval_interval_s=1.0, min_anomalies=3)
@@ -214,7 +214,7 @@ def test_interval_misses_name_the_route_above_its_interval() -> None:
     # in the window is above it, the healthy ones before the slow-down inside it
     assert m["above"] >= inc["evidence"]["anomalies"] >= 3 and m["below"] <= 2
     assert m["text"].startswith(f"{m['above']} of {m['deliveries']} deliveries on route lab/edge|slow.example.net "
-                                "above their 94 % interval")
+                                "above their 90 % interval")
     # the counts are those of the window: the deliveries through the relay in the last window_s
     assert m["deliveries"] == inc["evidence"]["events"]
     # the alert sentence carries it

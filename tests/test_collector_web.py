@@ -667,7 +667,7 @@ def test_latency_intervals_per_route_band_and_misses(tmp_path: Path) -> None:
         sides = [p[4] for p in pts]
         assert r2["above"] == sides.count("above") >= 3 and r2["below"] == sides.count("below")
         assert r2["inside"] == sides.count("inside")
-        assert r2["legend"] == ["94 % interval", "delivery latency (s)", "above its interval", "below its interval"]
+        assert r2["legend"] == ["90 % interval", "delivery latency (s)", "above its interval", "below its interval"]
         assert all(y.endswith(" s") for y in r2["y"])
         assert r2["axis"] == "time (America/New_York (GMT-5))" and len(r2["ticks"]) >= 3
         for t, label in r2["ticks"]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailpulse.lab.scenarios import Plan, run_bench, why_not
+from mailpulse.lab.scenarios import Plan, main, run_bench, why_not
 
 pytestmark = pytest.mark.xdist_group("faults-bench")
 
@@ -32,3 +32,10 @@ def test_slow_and_recompressing_relays_are_found_and_named() -> None:
     rc = results[1]
     assert rc.found and rc.root == "relay-b.mailpulse.test", (lines, summary)
     assert rc.detect_s is not None and 0 <= rc.detect_s <= plan.fault_s + 10, lines
+
+
+@pytest.mark.parametrize("extra", [["--no-normal"], ["--scenario", "slow_relay"]])
+def test_only_normal_refuses_scenarios_and_no_normal(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--quick", "--only-normal", *extra])
+    assert e.value.code == 2 and "--only-normal runs no scenario and needs the normal run" in capsys.readouterr().err

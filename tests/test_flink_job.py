@@ -153,7 +153,7 @@ def test_steps_give_the_collectors_interval_evidence_and_relay_names(tmp_path: P
     misses = opened["evidence"]["interval_misses"]       # when it opened, the routes through it were above
     assert len(misses) == 3 and all(m["route"].endswith("|slow.example.net") for m in misses)
     assert sum(m["above"] for m in misses) >= 6
-    assert "above their 94 % interval" in misses[0]["text"]
+    assert "above their 90 % interval" in misses[0]["text"]
     store = DictStore()
     out = _simulate([tmp_path / "a"], s, 6, names, store)
     assert out[-1]["incidents"] == incs

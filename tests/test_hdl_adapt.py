@@ -28,11 +28,12 @@ from mailpulse.hdl.reference import (
     clamp,
     route_intervals,
     route_seed,
+    route_steps,
     score,
     tracker_step,
     tracker_steps,
 )
-from mailpulse.hdl.regmap import RegisterMap
+from mailpulse.hdl.regmap import ROUTE_RATIO_BITS, RegisterMap
 from test_hdl_core import drive
 from test_hdl_folded import Host
 
@@ -94,26 +95,31 @@ def expected(p: CoreParams, cfg: CoreConfig, x: np.ndarray, seed: int, split: in
     return a, b
 
 
+@pytest.mark.parametrize("ratio", [False, True], ids=["exponent", "ratio"])
 @pytest.mark.parametrize(("pipelined", "fast"), [(False, False), (True, False), (True, True)],
                          ids=["single-cycle", "pipelined-deep", "pipelined-fast"])
-def test_tracker_unit_matches_the_reference(pipelined: bool, fast: bool) -> None:
-    """The shared tracker alone: random accumulators, steps and clamps (lo > hi included)."""
+def test_tracker_unit_matches_the_reference(pipelined: bool, fast: bool, ratio: bool) -> None:
+    """The shared tracker alone: random accumulators, steps and clamps (lo > hi included); the
+    threshold's exponent (``tracker_steps``) or the route intervals' ratio (``route_steps``, the
+    ends 0 and 255 included)."""
     rng = np.random.default_rng(1)
-    tr = QuantileTracker(24, pipelined=pipelined, fast=fast)
+    tr = QuantileTracker(24, ratio_bits=ROUTE_RATIO_BITS if ratio else 0, pipelined=pipelined, fast=fast)
+    rate_port = tr.ratio if ratio else tr.rate_exp
     cases = []
     for _ in range(400):
         lo, hi = (int(v) for v in rng.integers(0, 1 << 24, 2))
         if rng.random() < 0.5:
             lo, hi = min(lo, hi), max(lo, hi)
         acc = int(rng.choice([0, (1 << 24) - 1, lo, hi, int(rng.integers(0, 1 << 24))]))
-        cases.append((acc, int(rng.integers(0, 2)), int(rng.integers(0, 16)), int(rng.integers(0, 16)), lo, hi))
+        rate = int(rng.choice([0, 1, 19, 255, int(rng.integers(0, 256))])) if ratio else int(rng.integers(0, 16))
+        cases.append((acc, int(rng.integers(0, 2)), rate, int(rng.integers(0, 16)), lo, hi))
 
     async def tb(ctx):
         for acc, up, re, se, lo, hi in cases:
-            for sig, v in ((tr.rate_exp, re), (tr.step_exp, se), (tr.lo, lo), (tr.hi, hi), (tr.acc, acc), (tr.up, up)):
+            for sig, v in ((rate_port, re), (tr.step_exp, se), (tr.lo, lo), (tr.hi, hi), (tr.acc, acc), (tr.up, up)):
                 ctx.set(sig, v)
             await ctx.tick().repeat(4 + tr.latency)    # the registered steps, limits, pipeline
-            big, small = tracker_steps(re, se)
+            big, small = route_steps(re, se) if ratio else tracker_steps(re, se)
             want = clamp(acc + big if up else acc - small, lo, hi)
             assert ctx.get(tr.next) == want, (acc, up, re, se, lo, hi)
 
@@ -271,13 +277,16 @@ def test_route_intervals_unit_matches_the_reference(routes: int) -> None:
     ext = rng.random(n) < 0.03
     value[ext] = rng.choice([0, 0xFFFF], size=int(ext.sum()))
     gap = rng.random(n) < 0.2                # an idle cycle before the event
-    phases = [(0, 500, 1, 3, 9), (500, 1000, 1, 1, 15), (1000, 1200, 0, 4, 4), (1200, n, 1, 2, 8)]
+    # (start, stop, enable, ratio, step_exp): the collector's 19, the register's ends (255 with the
+    # largest step, 0: a miss leaves its bound), disabled, and a small ratio for the equality cases
+    phases = [(0, 400, 1, 19, 9), (400, 700, 1, 255, 15), (700, 1000, 1, 0, 10), (1000, 1200, 0, 4, 4),
+              (1200, n, 1, 6, 8)]
     seeds = {700: [(0, 0, 12345), (routes - 1, 1, hi + 99)], 1300: [(1, 1, 0), (1, 0, hi)]}
     lower = np.zeros(routes, dtype=np.int64)
     upper = np.full(routes, hi, dtype=np.int64)
     exp_below, exp_above = [], []
     exp_bounds = {}
-    for start, stop, en, be, se in phases:
+    for start, stop, en, ratio, se in phases:
         cuts = sorted({start, stop, *(s for s in seeds if start < s < stop)})
         for a, b in pairwise(cuts):
             for r, side, v in seeds.get(a, []):
@@ -290,12 +299,12 @@ def test_route_intervals_unit_matches_the_reference(routes: int) -> None:
                     if r < routes:
                         bound = int((upper if rng.random() < 0.5 else lower)[r]) >> ADAPT_FRAC
                         value[i] = min(0xFFFF, max(0, bound + int(rng.integers(-1, 2))))
-                    res = route_intervals(route[i:i + 1], value[i:i + 1], lower, upper, RouteConfig(en, be, se))
+                    res = route_intervals(route[i:i + 1], value[i:i + 1], lower, upper, RouteConfig(en, ratio, se))
                     exp_below += res.below.tolist()
                     exp_above += res.above.tolist()
                     lower, upper = res.lower, res.upper
             else:
-                res = route_intervals(route[a:b], value[a:b], lower, upper, RouteConfig(en, be, se))
+                res = route_intervals(route[a:b], value[a:b], lower, upper, RouteConfig(en, ratio, se))
                 exp_below += res.below.tolist()
                 exp_above += res.above.tolist()
                 lower, upper = res.lower, res.upper
@@ -320,9 +329,9 @@ def test_route_intervals_unit_matches_the_reference(routes: int) -> None:
             ctx.set(unit.seed_value, hi)
             await ctx.tick()
         ctx.set(unit.seed_we, 0)
-        for start, stop, en, be, se in phases:
+        for start, stop, en, ratio, se in phases:
             ctx.set(unit.enable, en)
-            ctx.set(unit.beta_exp, be)
+            ctx.set(unit.ratio, ratio)
             ctx.set(unit.step_exp, se)
             await ctx.tick().repeat(2)
             for i in range(start, stop):

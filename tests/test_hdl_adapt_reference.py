@@ -3,10 +3,14 @@ per-route latency prediction intervals converge to their targets on synthetic st
 their clamps, and the register-level model exposes and seeds them as the register map says.
 
 Behaviour with tolerances (statistical, fixed seeds): the stationary flag rate of a quantile
-tracker with steps ``big = small * (2**a - 1)`` is ``2**-a``.
+tracker with steps ``big = small * (2**a - 1)`` is ``2**-a``; with ``big = small * M`` (the route
+intervals' miss ratio) ``1 / (M + 1)``.
 """
 
 from __future__ import annotations
+
+import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +22,9 @@ from mailpulse.hdl.reference import (
     EmulatedCore,
     RouteConfig,
     adaptive_flags,
+    nominal_coverage,
     route_intervals,
+    route_steps,
     score,
     tracker_step,
     tracker_steps,
@@ -88,20 +94,53 @@ def test_disabled_adaptation_is_the_fixed_threshold() -> None:
     assert not np.array_equal(ra.anomaly, (r.score > cfg.threshold).astype(np.int64))
 
 
-def test_route_intervals_cover_nominally() -> None:
+def test_route_steps_follow_the_ratio() -> None:
+    assert route_steps(19, 9) == (19 << 9, 1 << 9)
+    assert route_steps(0, 0) == (0, 1)            # ratio 0: a miss leaves its bound
+    assert route_steps(255, 15) == (255 << 15, 1 << 15)
+    for b in range(9):                            # 2**b - 1 steps as the exponent b did
+        assert route_steps((1 << b) - 1, 7) == tracker_steps(b, 7)
+    for bad in ((256, 0), (-1, 0), (3, 16)):
+        with pytest.raises(ValueError, match="out of range"):
+            route_steps(*bad)
+    assert nominal_coverage(19) == pytest.approx(0.9) and nominal_coverage(31) == 0.9375
+    assert nominal_coverage(0) == nominal_coverage(1) == 0.0
+    assert RouteConfig(1, 19, 10).nominal_coverage == nominal_coverage(19)
+    half: Any = 2.5
+    for bad_cfg, text in ((RouteConfig(1, 256, 9), "ratio must be an integer in 0..255, not 256"),
+                          (RouteConfig(1, half, 9), "ratio must be an integer in 0..255, not 2.5"),
+                          (RouteConfig(2, 19, 9), "enable must be an integer in 0..1, not 2"),
+                          (RouteConfig(1, 19, -1), "step_exp must be an integer in 0..15, not -1")):
+        with pytest.raises(ValueError, match=re.escape(text)):
+            bad_cfg.validate()
+
+
+def test_ratio_zero_empties_the_interval() -> None:
+    """Ratio 0: a miss leaves its bound, every hit narrows it, so the bounds cross and then every
+    event misses on one side at least."""
+    rng = np.random.default_rng(4)
+    lat = np.clip(np.round(rng.normal(3_000, 200, 4_000)), 0, 0xFFFF).astype(np.int64)
+    res = route_intervals(np.zeros(len(lat), dtype=np.int64), lat, [2_000 << ADAPT_FRAC], [4_000 << ADAPT_FRAC],
+                          RouteConfig(enable=1, ratio=0, step_exp=10))
+    assert res.lower[0] > res.upper[0]
+    assert (res.below[-500:] | res.above[-500:]).all()
+
+
+@pytest.mark.parametrize("ratio", [19, 31])
+def test_route_intervals_cover_nominally(ratio: int) -> None:
     rng = np.random.default_rng(11)
     n, routes = 400_000, 16
     r = rng.integers(0, routes, n)
     centre = rng.integers(2_000, 6_000, routes)          # log2(latency) in Q8.8, per route
     spread = rng.integers(100, 600, routes)
     lat = np.clip(np.round(rng.normal(centre[r], spread[r])), 0, 0xFFFF).astype(np.int64)
-    beta_exp = 5
-    cfg = RouteConfig(enable=1, beta_exp=beta_exp, step_exp=9)
+    cfg = RouteConfig(enable=1, ratio=ratio, step_exp=9)
     lower = np.full(routes, 4_000 << ADAPT_FRAC)
     upper = np.full(routes, 4_000 << ADAPT_FRAC)
     res = route_intervals(r, lat, lower, upper, cfg)
     late = slice(n // 2, n)
-    beta = 2.0 ** -beta_exp
+    beta = 1.0 / (ratio + 1)
+    assert nominal_coverage(ratio) == pytest.approx(1 - 2 * beta)
     assert abs(res.below[late].mean() - beta) < 0.15 * beta
     assert abs(res.above[late].mean() - beta) < 0.15 * beta
     coverage = 1 - (res.below[late] | res.above[late]).mean()
@@ -113,7 +152,7 @@ def test_route_intervals_cover_nominally() -> None:
         assert abs(miss - 2 * beta) < 0.03, (k, miss)
         # the bounds end near the route's own quantiles (within half a sigma and two big steps)
         lo_q, hi_q = np.quantile(lat[r == k], [beta, 1 - beta])
-        tol = spread[k] / 2 + 2 * tracker_steps(beta_exp, 9)[0] / (1 << ADAPT_FRAC)
+        tol = spread[k] / 2 + 2 * route_steps(ratio, 9)[0] / (1 << ADAPT_FRAC)
         assert abs((res.lower[k] >> ADAPT_FRAC) - lo_q) < tol
         assert abs((res.upper[k] >> ADAPT_FRAC) - hi_q) < tol
     assert (res.lower <= res.upper).all()
@@ -122,18 +161,18 @@ def test_route_intervals_cover_nominally() -> None:
 def test_route_ids_out_of_range_and_disabled_do_nothing() -> None:
     lower = np.array([100 << ADAPT_FRAC, 200 << ADAPT_FRAC])
     upper = np.array([150 << ADAPT_FRAC, 300 << ADAPT_FRAC])
-    cfg = RouteConfig(enable=1, beta_exp=2, step_exp=4)
+    cfg = RouteConfig(enable=1, ratio=3, step_exp=4)
     res = route_intervals([2, 255, 1, 0], [0, 0xFFFF, 0xFFFF, 0], lower, upper, cfg)
     assert res.below.tolist() == [0, 0, 0, 1] and res.above.tolist() == [0, 0, 1, 0]
-    big, small = tracker_steps(2, 4)
+    big, small = route_steps(3, 4)
     assert res.upper.tolist() == [upper[0] - small, upper[1] + big]
     assert res.lower.tolist() == [lower[0] - big, lower[1] + small]
-    off = route_intervals([0, 1], [0, 0xFFFF], lower, upper, RouteConfig(enable=0, beta_exp=2, step_exp=4))
+    off = route_intervals([0, 1], [0, 0xFFFF], lower, upper, RouteConfig(enable=0, ratio=3, step_exp=4))
     assert not off.below.any() and not off.above.any()
     assert np.array_equal(off.lower, lower) and np.array_equal(off.upper, upper)
     # clamps: a bound never leaves 0 .. 0xFFFF
     edge = route_intervals([0, 0], [0, 0xFFFF], [0, 0], [0xFFFF << ADAPT_FRAC] * 2,
-                           RouteConfig(enable=1, beta_exp=15, step_exp=15))
+                           RouteConfig(enable=1, ratio=255, step_exp=15))
     assert edge.lower.min() >= 0 and edge.upper.max() <= 0xFFFF << ADAPT_FRAC
 
 

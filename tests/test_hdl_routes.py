@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from _hdl_sim import Bench, random_samples
 from amaranth.hdl import Module
+from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 from mailpulse.hdl import control
 from mailpulse.hdl.adapt import RouteIntervals
@@ -125,7 +126,7 @@ def _case(rng: np.random.Generator, n: int) -> tuple[CoreConfig, Any, Any, Any, 
     cfg = CoreConfig.random(P, rng)
     x = random_samples(P, rng, n)
     cfg.threshold = int(np.median(score(P, cfg, x).score))
-    cfg.routes = RouteConfig(1, 2, 9)
+    cfg.routes = RouteConfig(1, 5, 9)
     routes, lats = random_route_events(rng, n, P.r)
     return cfg, x, np.arange(n) * 7 + 1, routes, lats
 
@@ -186,7 +187,7 @@ def streaming_mismatches(seed: int) -> int:
             await push_event(h, x[j], int(tags[j]), int(routes[j]) if j % 3 else P.r + j, int(lats[j]))
         bad[0] += await bound_mismatches(h, P)
         await push_then_seed(h, x[0], 5, 2, 0xFFFF, 0x0500 << ADAPT_FRAC)   # flags above, then seeded
-        cfg.routes = RouteConfig(0, 2, 9)         # switched off by a commit: no flags, bounds hold
+        cfg.routes = RouteConfig(0, 5, 9)         # switched off by a commit: no flags, bounds hold
         await h.load(cfg)
         await h.commit()
         await batch(ctx, 146, n, 0.7, 0.7)
@@ -202,14 +203,18 @@ def test_streaming_core_route_intervals() -> None:
 
 
 def test_folded_core_route_intervals() -> None:
+    folded_session(5)
+
+
+def folded_session(seed: int) -> None:
     """The folded core (samples only by PUSH): seeds, pushes with route ids in and past the range
-    and extreme latencies, a mid-stream seed; RESULT_INFO and every bound as the model."""
-    rng = np.random.default_rng(5)
+    and extreme latencies, a mid-stream seed; RESULT_INFO and every bound as the model (asserted)."""
+    rng = np.random.default_rng(seed)
     bench = Bench(P, folded=True)
     model = EmulatedCore(P)
     n = 36
     cfg, x, tags, routes, lats = _case(rng, n)
-    cfg.routes = RouteConfig(1, 1, 12)            # big steps: the bounds move within a few pushes
+    cfg.routes = RouteConfig(1, 2, 12)            # big steps: the bounds move within a few pushes
     lats[:4] = [0, 0xFFFF, 0xFFFF, 0]
     routes[:4] = [0, 1, P.r, 0xFFFF]
     flags = np.zeros(2, dtype=np.int64)
@@ -241,6 +246,34 @@ def test_a_mutant_route_unit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     assert streaming_mismatches(3) > 0
 
 
+class _RatioOffByOne(RouteIntervals):
+    """A route unit whose trackers see the miss ratio plus one (a slip in the field's decode): the
+    real unit inside, every port passed through but ``ratio``."""
+
+    def elaborate(self, platform: Any) -> Module:
+        m = Module()
+        inner = m.submodules.inner = RouteIntervals(self.routes, len(self.route), self.value_bits,
+                                                    pipelined=self.pipelined)
+        for name, member in self.signature.members.items():
+            outer, port = getattr(self, name), getattr(inner, name)
+            if member.flow == In:
+                m.d.comb += port.eq(outer + 1 if name == "ratio" else outer)
+            else:
+                m.d.comb += outer.eq(port)
+        return m
+
+
+@pytest.mark.parametrize("core", ["streaming", "folded"])
+def test_a_ratio_off_by_one_is_caught(core: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The miss ratio one too large in one core's unit: the comparison with the model fails."""
+    monkeypatch.setattr(control, "RouteIntervals", _RatioOffByOne)
+    if core == "streaming":
+        assert streaming_mismatches(3) > 0
+    else:
+        with pytest.raises(AssertionError):
+            folded_session(5)
+
+
 def test_pipelined_unit_with_seeds_in_flight() -> None:
     """The pipelined unit (the folded core's): events ``PIPE_CYCLES`` or more cycles apart, each
     bound seeded at a random cycle between an event's start and its result (then the seed wins,
@@ -248,7 +281,7 @@ def test_pipelined_unit_with_seeds_in_flight() -> None:
     routes = 4
     rng = np.random.default_rng(11)
     unit = RouteIntervals(routes, pipelined=True)
-    rc = RouteConfig(1, 2, 11)
+    rc = RouteConfig(1, 6, 11)
     n = 300
     ev_routes, lats = random_route_events(rng, n, routes)
     lower = np.full(routes, 0x0600 << ADAPT_FRAC, dtype=np.int64)
@@ -273,7 +306,7 @@ def test_pipelined_unit_with_seeds_in_flight() -> None:
 
     async def tb(ctx):
         ctx.set(unit.enable, rc.enable)
-        ctx.set(unit.beta_exp, rc.beta_exp)
+        ctx.set(unit.ratio, rc.ratio)
         ctx.set(unit.step_exp, rc.step_exp)
         for r in range(routes):
             for side, v in ((0, lower[r]), (1, upper[r])):

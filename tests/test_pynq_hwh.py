@@ -13,6 +13,7 @@ import pytest
 from mailpulse.hdl.beats import sample_bytes
 from mailpulse.hdl.params import get_params
 from mailpulse.hdl.regmap import ADDR_BITS, VLNV, RegisterMap
+from mailpulse.host_bridge.core import params_from_registers
 from mailpulse.pynq_overlays.hwh import (
     CONV_INSTANCE,
     DMA_INSTANCE,
@@ -24,6 +25,7 @@ from mailpulse.pynq_overlays.hwh import (
     generate_hwh,
 )
 from mailpulse.pynq_overlays.tcl import generate_bd_tcl, generate_package_tcl
+from mailpulse.pynq_overlays.tcl import main as tcl_main
 
 HWH = OVERLAY_DIR / "mailpulse.hwh"
 ACCESS = {"RO": "read-only", "RW": "read-write", "WO": "write-only"}
@@ -56,7 +58,8 @@ def test_scorer_ip_vlnv_address_and_range(parsed: Any) -> None:
     assert ip["addr_range"] == 1 << ADDR_BITS == plan.scorer_range
     prm = ip["parameters"]
     p = get_params(OVERLAY_PARAMS)
-    assert (int(prm["D"]), int(prm["K"]), int(prm["B"]), prm["PARAMS_NAME"]) == (p.d, p.k, p.b, p.name)
+    assert (int(prm["D"]), int(prm["K"]), int(prm["B"]), int(prm["R"]), prm["PARAMS_NAME"]) == (
+        p.d, p.k, p.b, p.r, p.name)
 
 
 def test_every_register_and_field_matches_the_map(parsed: Any) -> None:
@@ -167,13 +170,36 @@ def test_build_tcl_builds_the_block_design_and_writes_bit_and_hwh() -> None:
 
 
 def test_hwh_for_every_parameter_set_parses(tmp_path: Path) -> None:
-    for name in ("small", "full"):
+    """Each set's .hwh parses; its D/K/B/R are what the PARAMS register it declares decodes to (one
+    source: the driver may take them from either), and the sample stream is as wide as the beat."""
+    for name in ("small", "full", "small-r4", "zynq-r16"):
         path = tmp_path / f"{name}.hwh"
         path.write_text(generate_hwh(name, design=name), encoding="utf-8")
         ip = parse_hwh(path).ip_dict[SCORER_INSTANCE]
         p = get_params(name)
-        assert int(ip["parameters"]["K"]) == p.k
+        rm = RegisterMap(p)
+        from_regs = params_from_registers(rm["PARAMS"].reset, rm["WIDTHS"].reset)
+        prm = ip["parameters"]
+        assert (int(prm["D"]), int(prm["K"]), int(prm["B"]), int(prm["R"])) == (
+            from_regs.d, from_regs.k, from_regs.b, from_regs.r) == (p.d, p.k, p.b, p.r)
         assert f"OFFSET_{p.k - 1}" in ip["registers"] and f"OFFSET_{p.k}" not in ip["registers"]
+        assert f'<PARAMETER NAME="M_TDATA_NUM_BYTES" VALUE="{sample_bytes(p)}" />' in path.read_text(encoding="utf-8")
+        assert f"set up [ipx::add_user_parameter R $core]\nset_property value {p.r} $up" in generate_package_tcl(p)
+    assert sample_bytes(get_params("small-r4")) == sample_bytes(get_params("small")) + 4
+
+
+def test_overlay_files_of_another_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m mailpulse.pynq_overlays.tcl --set zynq-r16 --out DIR`` writes that set's files; a
+    set other than the shipped one without ``--out`` and an unknown set are one sentence each."""
+    assert tcl_main(["--set", "zynq-r16", "--out", str(tmp_path)]) == 0
+    assert generate_hwh("zynq-r16", design="mailpulse") == (tmp_path / "mailpulse.hwh").read_text(encoding="utf-8")
+    assert "R=16" in (tmp_path / "package_ip.tcl").read_text(encoding="utf-8")
+    for argv, text in ((["--set", "zynq-r16"], "--set zynq-r16 needs --out"),
+                       (["--set", "zynq-r3", "--out", str(tmp_path)], "R must be 0 or a power of two"),
+                       (["--set", "nope", "--out", str(tmp_path)], "unknown parameter set 'nope'")):
+        with pytest.raises(SystemExit) as e:
+            tcl_main(argv)
+        assert e.value.code == 2 and text in capsys.readouterr().err
 
 
 def test_fclk_rates_are_available_to_overlay_download(parsed: Any) -> None:

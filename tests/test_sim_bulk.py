@@ -83,6 +83,20 @@ def test_verify_icarus() -> None:
         assert {"adapt:moved", "adapt:free", "adapt:t_max"} <= set(rep.reached[c]), (c, rep.reached)
 
 
+@pytest.mark.xdist_group("sim_icarus_spi")
+def test_verify_icarus_routes() -> None:
+    """The cocotb engine on a set with routes: the events travel in the beats, the bounds are seeded
+    after the commit and read back after the samples; the counts and the route events reached
+    (a miss that widened its bound among them) are reported."""
+    need("icarus")
+    rep = bulk.verify("small-r4", samples=300, configs=3, seed=3, simulator="icarus")
+    assert rep.ok, [m.text for m in rep.mismatches]
+    assert rep.route_events == 900 and 0 < rep.route_tracked < 900, rep.summary()
+    assert rep.route_below > 0 and rep.route_above > 0, rep.summary()
+    assert any({"routes:below", "routes:above", "routes:widened", "routes:untracked"} <= set(ev)
+               for ev in rep.reached.values()), rep.reached
+
+
 #: A stand-in for mailpulse_axi: AXI4-Lite always answers OKAY with 0, the stream is a one-beat
 #: register whose s_axis.tready is combinational from m_axis.tready (AXI allows that; the core
 #: does not do it) and which returns the low 64 bits of each (160-bit, D = 8) sample beat.

@@ -101,6 +101,14 @@ def test_route_plan_and_seed_reach_what_they_say() -> None:
     assert ri.below.any() and ri.above.any() and (~tracked).any()
     assert (tracked & (ri.below == 0) & (ri.above == 0)).any()
     assert plans.route_reached(routes, lat, lower, upper, RouteConfig()) == set()
+    # routes:widened: the first miss moved its bound outward (by the spec); ratio 0 flags, never widens
+    i = int(np.flatnonzero(ri.below | ri.above)[0])
+    before = route_intervals(routes[:i], lat[:i], lower, upper, cfg)
+    after = route_intervals(routes[:i + 1], lat[:i + 1], lower, upper, cfg)
+    k = int(routes[i])
+    assert after.lower[k] < before.lower[k] if ri.below[i] else after.upper[k] > before.upper[k]
+    still = plans.route_reached(routes, lat, lower, upper, RouteConfig(1, 0, cfg.step_exp))
+    assert {"routes:below", "routes:above"} <= still and "routes:widened" not in still
     showing = plans.route_seed_showing(routes[100:], lat[100:], ri.lower, ri.upper, cfg)
     assert showing is not None
     index, value = showing
