@@ -5,13 +5,14 @@ Usage::
     .venv/bin/python bench/bench_fmax.py [--builds up5k,hx8k,ecp5-spi,ecp5-stream] [--samples N]
                                          [--outdir build/bench] [--seed N] [--skip-builds]
 
-For each shipped build (``mailpulse hdl build`` with the board's defaults; the ECP5 streaming core
-in its ``stream-bench`` top) it prints the PLL clock, the fmax, whether timing closes at the PLL
-clock, the resources, and the real scoring rate at the PLL clock: clock x 1 sample per clock for
-the streaming core, clock / sample period for the folded core (one sample in flight; over SPI the
-iCE40/ECP5 boards are limited far lower by the link).  It adds the PYNQ-Z2 end-to-end ceiling:
-100 MHz FCLK, one 64-bit HP port carrying each sample's dense beat (``hdl/beats.py``) into the
-core and its result beat back (reads and writes use the port's separate channels).
+For each shipped build (``mailpulse hdl build`` with the board's defaults, its parameter set
+included; the ECP5 streaming core in its ``stream-bench`` top) it prints the PLL clock, the fmax,
+whether timing closes at the PLL clock, the resources, and the real scoring rate at the PLL clock:
+clock x 1 sample per clock for the streaming core, clock / sample period for the folded core (one
+sample in flight; over SPI the iCE40/ECP5 boards are limited far lower by the link).  It adds the
+PYNQ-Z2 end-to-end ceiling: 100 MHz FCLK, one 64-bit HP port carrying each sample's dense beat
+(``hdl/beats.py``) into the core and its result beat back (reads and writes use the port's
+separate channels).
 
 The baseline is ``bench/c/score.cpp`` built here with ``g++ -O3 -march=native``
 (``bench/cbaseline.py``): the core's job (sample beats in, result beats out), bit-exact with
@@ -21,6 +22,8 @@ one-core rate is samples per CPU-second of the scoring thread (on a machine shar
 jobs the wall clock counts time the thread waited for a core); the all-core rate is the larger of
 the measured wall-clock rate and one-core rate x cores (perfect scaling, the CPU's best case).
 The ratios are build rate / baseline rate.  The date and the load average are printed with them.
+A build whose set carries route intervals (``zynq-r16``) is compared with the baseline of its base
+set (``zynq``): the baseline scores, it does not track the routes' latency intervals.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from cbaseline import CBaseline, ToolMissing
 from mailpulse.hdl.beats import RESULT_BYTES, sample_beat, sample_bytes
 from mailpulse.hdl.build import BuildError, BuildReport, build, synth_xc7
 from mailpulse.hdl.folded import sample_period
-from mailpulse.hdl.params import CoreParams, get_params
+from mailpulse.hdl.params import CoreParams, base_set, get_params
 from mailpulse.hdl.reference import CoreConfig
 from mailpulse.sim.codec import random_samples
 
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(f"xc7: {str(e).splitlines()[0]}")
 
     try:
-        configs = sorted({r.config for r in reports} | {"zynq"})
+        configs = sorted({base_set(r.config) for r in reports} | {"zynq"})
         rates = {c: cpu_rates(get_params(c), args.samples) for c in configs}
     except ToolMissing as e:
         print(f"no C baseline: {e}", file=sys.stderr)
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         hw, how = build_rate(r)
-        c = rates[r.config]
+        c = rates[base_set(r.config)]
         lut, ff, ram = r.usage["lut"], r.usage["ff"], r.usage["ram"]
         what = f"{r.platform} {r.top}" + (f" ({r.core})" if r.core else "")
         print(f"| {what} | {r.config} | {r.target_mhz:.2f} | {r.fmax_mhz:.1f} | {'yes' if r.timing_met else 'NO'} | "

@@ -227,7 +227,9 @@ def build(platform: str, config: str | None = None, outdir: str | Path | None = 
         A key of :data:`mailpulse.hdl.platforms.PLATFORMS` (``ice40-up5k``, ``ice40-hx8k``, ``ecp5-25f``,
         ``ecp5-85f``).
     config : str, optional
-        A parameter set of :mod:`mailpulse.hdl.params`; default: the board's (``small``, ``full``, ``zynq``).
+        A parameter set of :mod:`mailpulse.hdl.params`; default: the one the board ships for ``top``
+        (:meth:`mailpulse.hdl.platforms.BoardSpec.config`: ``small``, ``full``, ``zynq-r16``; ``zynq``
+        for ``stream-bench``).
     outdir : path, optional
         Build directory; default ``build/<platform>-<config>`` (``-stream-bench`` appended for that
         top).  Created; old products replaced.
@@ -259,12 +261,12 @@ def build(platform: str, config: str | None = None, outdir: str | Path | None = 
         A tool failed (the message carries its log's tail).
     """
     board = get_board(platform)
-    params = get_params(config or board.default_config)
     if top not in BOARD_TOPS:
         raise ValueError(f"unknown top {top!r}; known tops: {', '.join(BOARD_TOPS)}")
     if top not in board.tops:
         raise ValueError(f"{platform} does not build the {top} top (the streaming core does not fit); "
                          f"it builds {', '.join(board.tops)}")
+    params = get_params(config or board.config(top))
     if top == "stream-bench" and core is not None:
         raise ValueError("--core selects the SPI top's core; the stream-bench top always carries the streaming core")
     tool_env(board.family)  # a missing tool is reported before any elaboration

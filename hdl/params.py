@@ -182,6 +182,12 @@ def get_params(name: str) -> CoreParams:
     raise ValueError(f"unknown parameter set {name!r}; known sets: {known} (<set>-r<R>: with R route intervals)")
 
 
+def base_set(name: str) -> str:
+    """The set ``<set>`` of a name ``<set>-r<R>`` (the set with route intervals); any other name as it is."""
+    base, sep, r = name.rpartition("-r")
+    return base if sep and base and r.isdigit() else name
+
+
 def params_or_error(name: str) -> CoreParams:
     """:func:`get_params`, with an unknown name as a :class:`~mailpulse.errors.UserError` (bad
     input from a user: one sentence that lists the known sets, exit status 2)."""

@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 from amaranth.build import Attrs, Clock, Pins, Resource, Subsignal
 from amaranth.vendor import LatticeECP5Platform, LatticeICE40Platform
 
+from .params import base_set
+
 __all__ = [
     "PLATFORMS",
     "BoardSpec",
@@ -130,8 +132,11 @@ class BoardSpec:
         The CLI name (``ice40-up5k``, ...).
     family : str
         ``ice40`` or ``ecp5``: selects the tools and the report format.
-    default_config : str
-        The parameter set built when ``--config`` is not given.
+    configs : mapping of top to str
+        The tops this board builds (``spi``; ``stream-bench`` where the streaming core fits), each
+        with the parameter set it ships (built when ``--config`` is not given).  A set with route
+        intervals (``<set>-r<R>``, e.g. ``zynq-r16``) is how a board ships them: the bitstream's
+        ``PARAMS.ROUTES_LOG2`` tells the host R.
     factory : callable
         ``factory()`` returns a fresh Amaranth platform (its ``clk`` is the oscillator).
     description : str
@@ -143,13 +148,12 @@ class BoardSpec:
     clocks : mapping of (top, core, config) to MHz
         The clock the core runs at (the PLL's output) in each build this board ships, chosen below
         the fmax its timing report gives, with margin (``docs/builds.md``); ``mailpulse hdl build
-        --clock`` overrides it.
+        --clock`` overrides it.  A build of the same top, core and base set with another route
+        count (``zynq`` beside a shipped ``zynq-r16``) runs at the shipped build's clock.
     fallback_mhz : float
         The clock of a build not in ``clocks`` (a conservative one; the report says whether it closes).
     pll_pad : bool
         The ``clk`` pin is the PLL's own input pad (iCE40 ``SB_PLL40_PAD`` instead of ``_CORE``).
-    tops : tuple of str
-        The tops this board builds (``spi``; ``stream-bench`` where the streaming core fits).
     seeds : mapping of (top, core, config) to int
         nextpnr's placer seed for a shipped build whose timing closes at its clock at that seed and
         not at seed 1 (placement is deterministic per seed; other builds use seed 1).  ``mailpulse hdl
@@ -158,7 +162,7 @@ class BoardSpec:
 
     name: str
     family: str
-    default_config: str
+    configs: Mapping[str, str]
     factory: Callable[[], Any]
     description: str
     default_core: str
@@ -166,17 +170,34 @@ class BoardSpec:
     clocks: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
     fallback_mhz: float = 24.0
     pll_pad: bool = False
-    tops: tuple[str, ...] = ("spi",)
     seeds: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
 
     def make(self) -> Any:
         return self.factory()
 
+    @property
+    def tops(self) -> tuple[str, ...]:
+        """The tops this board builds."""
+        return tuple(self.configs)
+
+    def config(self, top: str = "spi") -> str:
+        """The parameter set this board ships for ``top``."""
+        return self.configs[top]
+
+    def shipped(self) -> list[tuple[str, str, str]]:
+        """``(top, core, config)`` of every build this board ships (``core`` is ``""`` for ``stream-bench``)."""
+        return [(top, "" if top == "stream-bench" else self.default_core, config)
+                for top, config in self.configs.items()]
+
     def clock_mhz(self, top: str, core: str, config: str) -> float:
-        """The core clock of the build ``(top, core, config)`` (``core`` is ``""`` for ``stream-bench``);
-        a set with route intervals (``<set>-r<R>``) is asked for its base set's clock."""
-        base = config.rpartition("-r")[0] if (top, core, config) not in self.clocks else config
-        return self.clocks.get((top, core, config), self.clocks.get((top, core, base), self.fallback_mhz))
+        """The core clock of the build ``(top, core, config)`` (``core`` is ``""`` for ``stream-bench``):
+        its own, else that of the build of the same top, core and base set (``zynq`` and ``zynq-r4``
+        run at the clock of a shipped ``zynq-r16``), else the fallback."""
+        if (top, core, config) in self.clocks:
+            return self.clocks[top, core, config]
+        same = [mhz for (t, c, name), mhz in self.clocks.items()
+                if (t, c, base_set(name)) == (top, core, base_set(config))]
+        return same[0] if same else self.fallback_mhz
 
     def seed(self, top: str, core: str, config: str) -> int:
         """nextpnr's placer seed of the build ``(top, core, config)`` (1 unless ``seeds`` names one)."""
@@ -184,29 +205,38 @@ class BoardSpec:
 
 
 #: The core clock of each shipped build (MHz), below the fmax its report gives (docs/builds.md).
-_ICE40_CLOCKS = {("spi", "folded", "small"): 45.0, ("spi", "folded", "full"): 100.5}
-_ECP5_CLOCKS = {("stream-bench", "", "zynq"): 125.0, ("spi", "folded", "zynq"): 100.0}
-#: Placer seeds of the builds that close at their clock only at another seed than 1 (with the
+_ICE40_CLOCKS = {("spi", "folded", "small"): 45.0, ("spi", "folded", "full-r16"): 100.5}
+_ECP5_CLOCKS = {("stream-bench", "", "zynq"): 125.0, ("spi", "folded", "zynq-r16"): 100.0}
+#: Placer seeds of the builds whose timing at their clock is best at another seed than 1 (with the
 #: adaptive threshold unit in the cores: UP5K ``small`` 40.3 / 44.1 / 47.9 MHz at seeds 1 / 2 / 3
-#: against its 45 MHz; ECP5 stream-bench 117.1 / 127.3 MHz at seeds 1 / 2 against 125 MHz).
-_ICE40_SEEDS = {("spi", "folded", "small"): 3}
+#: against its 45 MHz; ECP5 stream-bench 117.1 / 127.3 MHz at seeds 1 / 2 against 125 MHz; with
+#: the route intervals and their miss-ratio register HX8K ``full-r16`` 99.5 / 96.4 / 106.8 / 96.8 /
+#: 101.9 / 102.2 / 103.5 / 97.6 MHz at seeds 1-8 against its 100.5 MHz, a clock kept for a 25 MHz
+#: SPI clock: ``sck`` is at most ``clk / 4``).
+_UP5K_SEEDS = {("spi", "folded", "small"): 3}
+_HX8K_SEEDS = {("spi", "folded", "full-r16"): 3}
 _ECP5_SEEDS = {("stream-bench", "", "zynq"): 2}
+#: The SPI tops of the HX8K and the ECP5 boards carry 16 route intervals (``full-r16``: 6441 LC,
+#: 84 %; ``zynq-r16``: 5450 LUT4, 124.4 MHz at seed 1 against its 100 MHz); the UP5K has no room
+#: for them, the streaming core in ``stream-bench`` does not close with them (docs/builds.md).
+_ECP5_CONFIGS = {"spi": "zynq-r16", "stream-bench": "zynq"}
 
 PLATFORMS: dict[str, BoardSpec] = {
     "ice40-up5k": BoardSpec(
-        "ice40-up5k", "ice40", "small", MailpulseUP5KPlatform, "iCE40UP5K-SG48", "folded", 12.0,
-        _ICE40_CLOCKS, pll_pad=True, seeds=_ICE40_SEEDS,
+        "ice40-up5k", "ice40", {"spi": "small"}, MailpulseUP5KPlatform, "iCE40UP5K-SG48", "folded", 12.0,
+        _ICE40_CLOCKS, pll_pad=True, seeds=_UP5K_SEEDS,
     ),
     "ice40-hx8k": BoardSpec(
-        "ice40-hx8k", "ice40", "full", MailpulseHX8KPlatform, "iCE40HX8K-CT256", "folded", 12.0, _ICE40_CLOCKS,
+        "ice40-hx8k", "ice40", {"spi": "full-r16"}, MailpulseHX8KPlatform, "iCE40HX8K-CT256", "folded", 12.0,
+        _ICE40_CLOCKS, seeds=_HX8K_SEEDS,
     ),
     "ecp5-25f": BoardSpec(
-        "ecp5-25f", "ecp5", "zynq", MailpulseECP5_25FPlatform, "LFE5U-25F-6BG381C", "folded", 25.0, _ECP5_CLOCKS,
-        fallback_mhz=50.0, tops=("spi", "stream-bench"), seeds=_ECP5_SEEDS,
+        "ecp5-25f", "ecp5", _ECP5_CONFIGS, MailpulseECP5_25FPlatform, "LFE5U-25F-6BG381C", "folded", 25.0,
+        _ECP5_CLOCKS, fallback_mhz=50.0, seeds=_ECP5_SEEDS,
     ),
     "ecp5-85f": BoardSpec(
-        "ecp5-85f", "ecp5", "zynq", MailpulseECP5_85FPlatform, "LFE5U-85F-6BG381C", "folded", 25.0, _ECP5_CLOCKS,
-        fallback_mhz=50.0, tops=("spi", "stream-bench"), seeds=_ECP5_SEEDS,
+        "ecp5-85f", "ecp5", _ECP5_CONFIGS, MailpulseECP5_85FPlatform, "LFE5U-85F-6BG381C", "folded", 25.0,
+        _ECP5_CLOCKS, fallback_mhz=50.0, seeds=_ECP5_SEEDS,
     ),
 }
 

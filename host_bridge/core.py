@@ -105,11 +105,20 @@ class CoreClient:
         The parameters the host expects; :meth:`identify` checks them against the core.
     poll_timeout : float
         Seconds to wait for a commit or a pushed result before :class:`CoreTimeoutError`.
+    routes_optional : bool
+        A host that expects no route intervals (``params.r == 0``) also accepts a core that has
+        them (the HX8K and ECP5 SPI bitstreams carry 16; a node configured for ``full`` or
+        ``zynq`` runs on them).  Only for a host that talks to the core through registers alone:
+        such a core's register map is that of the same core without intervals plus the route
+        registers and fields, and its intervals stay off (``ADAPT.ROUTES`` resets to 0 and this
+        host never sets it), so it scores the same; its stream beats are wider.
     """
 
-    def __init__(self, bus: RegisterBus, params: CoreParams, *, poll_timeout: float = 2.0) -> None:
+    def __init__(self, bus: RegisterBus, params: CoreParams, *, poll_timeout: float = 2.0,
+                 routes_optional: bool = False) -> None:
         self.bus = bus
         self.params = params
+        self.routes_optional = routes_optional
         self.regmap = RegisterMap(params)
         self.poll_timeout = poll_timeout
         r = self.regmap
@@ -133,7 +142,8 @@ class CoreClient:
         """Read ID, VERSION, PARAMS, WIDTHS and LATENCY.
 
         With ``check`` (the default) raise :class:`CoreMismatchError` unless the ID is 'MPLS', the
-        major version equals this host's, and the parameters equal the expected ones.
+        major version equals this host's, and the parameters equal the expected ones (with
+        ``routes_optional``, a core with route intervals also passes for a host that expects none).
         """
         r = self.regmap
         core_id = self.bus.read(r["ID"].address())
@@ -146,8 +156,9 @@ class CoreClient:
         if check and version[0] != CORE_VERSION[0]:
             raise CoreMismatchError(f"the core is version {version}, this host speaks major version {CORE_VERSION[0]}")
         params = params_from_registers(self.bus.read(r["PARAMS"].address()), self.bus.read(r["WIDTHS"].address()))
-        if check and (params.d, params.k, params.b, params.r) != (self.params.d, self.params.k, self.params.b,
-                                                                   self.params.r):
+        routes_fit = params.r == self.params.r or (self.routes_optional and not self.params.r)
+        if check and ((params.d, params.k, params.b) != (self.params.d, self.params.k, self.params.b)
+                      or not routes_fit):
             raise CoreMismatchError(
                 f"the core has D={params.d} K={params.k} B={params.b} R={params.r}, the host expects set "
                 f"{self.params.name} (D={self.params.d} K={self.params.k} B={self.params.b} R={self.params.r})")

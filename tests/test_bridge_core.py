@@ -163,6 +163,42 @@ def test_spi_detects_a_missing_fpga_and_splits_long_bursts() -> None:
     assert model.bank_tables[1][1, :36].tolist() == list(range(64, 100))
 
 
+def test_a_host_without_routes_runs_on_the_boards_cores_with_them() -> None:
+    """The HX8K and ECP5 bitstreams carry 16 route intervals: the SPI scorer of a node configured
+    for ``full`` identifies such a core (the identity says R = 16), scores bit-exact and leaves the
+    intervals off (no bound moves).  A client of a stream path (wider beats), a host that expects
+    routes the core lacks, or another route count, is refused."""
+    full, full_r16 = get_params("full"), get_params("full-r16")
+    # what makes it safe: every register of the map without routes is in the map with them, at the
+    # same address, with the same fields (the route fields are extra; PARAMS tells R)
+    with_routes = {r.name: r for r in RegisterMap(full_r16).registers}
+    for reg in RegisterMap(full).registers:
+        other = with_routes[reg.name]
+        layout = {(f.name, f.lsb, f.width) for f in reg.fields}
+        assert other.address(0) == reg.address(0), reg.name
+        assert layout <= {(f.name, f.lsb, f.width) for f in other.fields}, reg.name
+    rng = np.random.default_rng(9)
+    cfg = CoreConfig.random(full, rng)
+    x = rng.integers(full.in_min, full.in_max + 1, size=(120, full.d))
+    tags = rng.integers(0, 1 << 32, size=120)
+    core = EmulatedCore(full_r16)
+    bounds = RegisterMap(full_r16)["ROUTE_BOUND"]
+    before = [core.read(bounds.address(i)) for i in range(2 * full_r16.r)]
+    spi = FakeSpiDev(SpiBridgeModel(core).transfer)
+    spi.max_speed_hz = 8_000_000
+    with Ice40Scorer(full, spi=spi) as s:
+        assert s.identify().params == full_r16
+        s.load_model(cfg)
+        _same(s.score_batch(x, tags), score(full, cfg, x, tags))
+    assert [core.read(bounds.address(i)) for i in range(2 * full_r16.r)] == before
+    with pytest.raises(CoreMismatchError, match=r"R=16, the host expects set full \(.*R=0\)"):
+        CoreClient(EmulatedBus(EmulatedCore(full_r16)), full).identify()
+    with pytest.raises(CoreMismatchError, match="R=0, the host expects set full-r16"):
+        CoreClient(EmulatedBus(EmulatedCore(full)), full_r16, routes_optional=True).identify()
+    with pytest.raises(CoreMismatchError, match="R=16, the host expects set full-r4"):
+        CoreClient(EmulatedBus(EmulatedCore(full_r16)), get_params("full-r4"), routes_optional=True).identify()
+
+
 @pytest.mark.parametrize("pset", ["small", "full"])
 def test_ice40_backend_over_the_spi_protocol_matches_reference(pset: str) -> None:
     p = get_params(pset)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from amaranth.hdl import Elaboratable, Module, Signal
 from mailpulse.hdl import build as b
-from mailpulse.hdl.params import CoreParams
+from mailpulse.hdl.params import CoreParams, base_set, get_params
 from mailpulse.hdl.platforms import PLATFORMS, get_board
 from mailpulse.hdl.pll import PLLError, ecp5_pll, ice40_pll, pll_for
 
@@ -67,6 +67,65 @@ def test_platform_pins_and_clock() -> None:
             assert abs(pll_for(board.family, board.osc_mhz, mhz).f_out - mhz) < 0.5
     with pytest.raises(ValueError, match="positive"):
         type(get_board("ice40-up5k").make())(clk_hz=0)
+
+
+
+def test_shipped_builds_are_declared_once() -> None:
+    """Each board's shipped builds (its tops with their sets) have their own clock and PLL setting;
+    a seed names only a shipped build; the HX8K's and the ECP5 boards' SPI tops ship the route intervals."""
+    for name, board in PLATFORMS.items():
+        assert board.tops[0] == "spi" and board.config() == board.configs["spi"], name
+        for top, core, config in board.shipped():
+            get_params(config)
+            assert (top, core, config) in board.clocks, (name, top, config)
+        assert set(board.seeds) <= set(board.shipped()), name
+    names = ("zynq-r16", "zynq", "full-r1", "a-r", "a-rx")
+    assert [base_set(n) for n in names] == ["zynq", "zynq", "full", "a-r", "a-rx"]
+    assert get_params(get_board("ice40-hx8k").config()).r == 16
+    assert get_params(get_board("ice40-up5k").config()).r == 0
+    for name in ("ecp5-25f", "ecp5-85f"):
+        ecp5 = get_board(name)
+        assert get_params(ecp5.config("spi")).r == 16 and get_params(ecp5.config("stream-bench")).r == 0
+        # a build of the same base set (no routes, or another count) runs at the shipped build's clock
+        assert ecp5.clock_mhz("spi", "folded", "zynq") == ecp5.clock_mhz("spi", "folded", "zynq-r4") == 100.0
+        assert ecp5.clock_mhz("spi", "folded", "full") == ecp5.fallback_mhz
+        assert ecp5.clock_mhz("spi", "stream", "zynq-r16") == ecp5.fallback_mhz
+
+
+def _md_table(text: str, header: str) -> list[list[str]]:
+    """The body rows of the Markdown table whose header line starts with ``header``, cells stripped."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip().strip("`") for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_docs_tables_name_the_shipped_builds() -> None:
+    """docs/builds.md's clock table and the README's core table say what the boards declare: every
+    shipped build once, with its set, PLL clock and placer seed."""
+    root = Path(__file__).resolve().parent.parent
+    shipped = {(top, core, config): (board.clock_mhz(top, core, config), board.seed(top, core, config))
+               for board in PLATFORMS.values() for top, core, config in board.shipped()}
+    seen = set()
+    for row in _md_table((root / "docs" / "builds.md").read_text(), "| board | top / core | config | PLL clock"):
+        board = get_board(row[0])
+        top, _, core = (part.strip() for part in row[1].partition("/"))
+        key = (top, core, row[2])
+        assert board.configs.get(top) == row[2], row
+        assert float(row[3].split()[0]) == board.clock_mhz(*key) and int(row[4]) == board.seed(*key), row
+        seen.add(key)
+    assert seen == set(shipped)
+    readme = _md_table((root / "README.md").read_text(), "| parameter set | D, K, B | build")
+    assert {row[0] for row in readme} == {config for _, _, config in shipped}
+    for row in readme:
+        p = get_params(row[0])
+        assert row[1] == f"{p.d}, {p.k}, {p.b}", row
+        clock = float(row[3].split()[0])
+        assert any(config == row[0] and mhz == clock for (_, _, config), (mhz, _) in shipped.items()), row
 
 
 # -- PLL settings: the same as icepll/ecppll give ---------------------------------------------------

@@ -4,10 +4,11 @@
   the stream handshake and the global pipeline enable included) between an on-chip beat source
   and sink (``hdl/streambench.py``), ~16.5k LUT4s.  The issue's goal: >= 125 MHz at grade 6; the
   PLL runs it at 125 MHz and timing must close there.
-* the board build (``mailpulse_spi`` with the folded core, ``zynq``): closes at its 100 MHz PLL clock.
+* the board build (``mailpulse_spi`` with the folded core and the set the board ships, ``zynq-r16``:
+  16 route intervals): closes at its 100 MHz PLL clock.
 
 Slow (the stream-bench place and route took 4.8 minutes of one core on 2026-12-04, the SPI build
-25 s; 8-10 minutes before, several times that on a loaded machine): in an xdist group of its own,
+25 s, 72 s with the 16 route intervals; several times that on a loaded machine): in an xdist group of its own,
 so it runs beside the rest of the suite on the other worker.
 """
 
@@ -25,6 +26,8 @@ pytestmark = pytest.mark.xdist_group("build-ecp5")
 #: ecppack's .bit: a comment block framed by FF 00 ... 00 FF, then padding, then this preamble.
 ECP5_PREAMBLE = bytes.fromhex("FFFFBDB3")
 CONFIG = "zynq"
+#: The set the ECP5 boards ship in the SPI top: ``zynq`` with route intervals.
+SPI_CONFIG = get_board("ecp5-25f").config("spi")
 #: The issue's goal for the streaming core at the ULX3S speed grade.
 STREAM_GOAL_MHZ = 125.0
 
@@ -45,7 +48,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> BuildReport:
 @pytest.fixture(scope="module")
 def spi(tmp_path_factory: pytest.TempPathFactory) -> BuildReport:
     _need_tools()
-    return build("ecp5-25f", CONFIG, tmp_path_factory.mktemp("ecp5-spi"))
+    return build("ecp5-25f", None, tmp_path_factory.mktemp("ecp5-spi"))
 
 
 def _check_bitstream(path: Path) -> None:
@@ -90,10 +93,15 @@ def test_stream_bench_closes_at_its_pll_clock_and_meets_the_goal(bench: BuildRep
 
 
 def test_ecp5_spi_board_build_closes_at_its_pll_clock(spi: BuildReport) -> None:
+    """The board's default SPI build carries the route intervals (16 routes: 2R bounds of 24 bits in
+    flip-flops) and closes at the board's clock at its seed (124.4 MHz at seed 1 when written)."""
     r = spi
-    assert (r.top, r.core, r.config) == ("spi", "folded", CONFIG)
-    want = get_board("ecp5-25f").clock_mhz("spi", "folded", CONFIG)
+    p = get_params(SPI_CONFIG)
+    assert (r.top, r.core, r.config) == ("spi", "folded", SPI_CONFIG) and p.r == 16
+    want = get_board("ecp5-25f").clock_mhz("spi", "folded", SPI_CONFIG)
+    assert r.seed == get_board("ecp5-25f").seed("spi", "folded", SPI_CONFIG)
     assert r.target_mhz == pytest.approx(want, abs=0.01) and "EHXPLLL" in r.pll
-    assert r.fits and r.usage["ram"].used >= 2 * get_params(CONFIG).k * get_params(CONFIG).b * 16 // 16384
+    assert r.fits and r.usage["ram"].used >= 2 * p.k * p.b * 16 // 16384
+    assert r.usage["ff"].used > 2 * p.r * 24
     assert r.timing_met, f"the ECP5 SPI build: fmax {r.fmax_mhz:.1f} MHz < {want} MHz via {r.critical_sources}"
     _check_bitstream(r.bitstream)

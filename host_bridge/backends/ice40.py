@@ -47,7 +47,9 @@ class Ice40Scorer(RegisterScorer):
     Parameters
     ----------
     params : CoreParams
-        Expected parameters of the core (``small`` for a UP5K, ``full`` for an HX8K).
+        Expected parameters of the core (``small`` for a UP5K, ``full`` for an HX8K, ``zynq`` for an
+        ECP5 board; the HX8K and ECP5 bitstreams carry 16 route intervals, ``full-r16`` /
+        ``zynq-r16`` use them, with ``full`` / ``zynq`` they stay off).
     spi : SpiDevLike, optional
         An open spidev-compatible object; if absent, ``/dev/spidev<spi_bus>.<spi_device>`` is opened.
     spi_bus, spi_device, speed_hz : int
@@ -62,7 +64,7 @@ class Ice40Scorer(RegisterScorer):
         self._own_spi = spi is None
         self.spi = spi if spi is not None else open_spidev(spi_bus, spi_device, speed_hz)
         self.bus = SpiRegisterBus(self.spi)
-        self.client = CoreClient(self.bus, params)
+        self.client = CoreClient(self.bus, params, routes_optional=True)   # registers only: see CoreClient
 
     def identify(self) -> CoreIdentity:
         """Identify the core; also decides whether pushes may skip the STATUS poll.

@@ -124,7 +124,9 @@ def add_hdl(hdl: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", required=True, choices=list(PLATFORMS), help="the board")
     p.add_argument("--config", default=None, type=_config_name,
                    help="parameter set (default: the board's: " +
-                        ", ".join(f"{k} -> {brd.default_config}" for k, brd in PLATFORMS.items()) +
+                        ", ".join(f"{k} -> {brd.config()}" + "".join(f" ({t}: {c})" for t, c in brd.configs.items()
+                                                                   if t != "spi")
+                                  for k, brd in PLATFORMS.items()) +
                         "; <set>-r<R>: the set with R route intervals, e.g. full-r16)")
     p.add_argument("-o", "--outdir", default=None,
                    help="build directory (default build/<platform>-<config>[-stream-bench])")
