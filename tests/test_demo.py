@@ -27,15 +27,18 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from mailpulse.collector.pki import spki_sha256
+from mailpulse.hdl.params import get_params
+from mailpulse.hdl.platforms import PLATFORMS
 from mailpulse.sim.tools import have_simulator
 from test_collector_web import ARGS as CHROMIUM_ARGS
 from test_collector_web import CHROMIUM, SHOTS
 
-from mailpulse.lab.demo import DEFAULT_DATA
+from mailpulse.lab.demo import DEFAULT_DATA, NODE_PARAMS
 from mailpulse.lab.servers import missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,6 +222,14 @@ def check_live_output(out: str, collector: bool = True) -> None:
     agree = re.search(r"node flags vs the collector's tracker: agree, (\d+) deliveries by node flags, "
                       r"(\d+) disagreements", after)
     assert agree and int(agree.group(1)) > 0 and int(agree.group(2)) == 0, after[-3000:]
+
+
+def test_the_demo_nodes_run_the_shipped_route_set() -> None:
+    """The demo's nodes score on the set the iCE40 HX8K's SPI bitstream ships (routes included), with the
+    anomaly model's core (``full``) the demo trains for."""
+    assert PLATFORMS["ice40-hx8k"].configs["spi"] == NODE_PARAMS
+    p = get_params(NODE_PARAMS)
+    assert p.r > 0 and replace(p, name="full", r=0) == get_params("full")
 
 
 def test_bad_flags_exit_2() -> None:

@@ -85,10 +85,10 @@ NODE_FALSE_ALARM_RATE = 0.04
 #: 72 / 100 / 100 %, of damaged probes 100 / 100 / 100 / 0-56 / 100 %, of ordinary deliveries 0 / 0 /
 #: 0.6 / 3 / 3 %.
 PROBE_SHARE = 0.4
-#: The nodes' core: the ``full`` set with 16 route intervals, as the HX8K and ECP5 SPI bitstreams carry
-#: it (model backend).  Each node feeds every delivery's route and latency to it and publishes the
-#: core's own interval flags (:mod:`mailpulse.pi_firmware.routefeed`), which the collector counts and
-#: checks against its tracker.
+#: The nodes' core: the ``full`` set with 16 route intervals, as the iCE40 HX8K's SPI bitstream
+#: carries it (``mailpulse.hdl.platforms``; model backend).  Each node feeds every delivery's route and
+#: latency to it and publishes the core's own interval flags (:mod:`mailpulse.pi_firmware.routefeed`),
+#: which the collector counts and checks against its tracker.
 NODE_PARAMS = "full-r16"
 
 
