@@ -22,7 +22,9 @@ the mail spent between this relay's stamp and the next one's).
 *history* the ``history_s`` before it.  Starting at the root, :meth:`Correlator._walk` looks at the
 children of a node that have anomalies in the window and tests each child ``c`` against the
 baseline rate ``p0 = max(rate of its siblings pooled, c's own history rate, floor_rate)`` with
-the z-score of the exact binomial tail ``P(X >= a)`` (:func:`tail_z`).  Children with
+the z-score of the exact binomial tail ``P(X >= a)`` (:func:`tail_z`); the history rate is a
+sample, taken at its upper confidence bound (:func:`rate_upper`), and counts only the verdicts of
+the nodes' current model (:meth:`Correlator.model_changed`).  Children with
 ``z >= z_min``, a rate of at least ``min_ratio * p0`` (an effect size, so large counts do not make
 small differences "significant") and at least ``min_anomalies`` anomalies are *suspects*; so is a
 child one of whose own children passes that test against the child's baseline (and its own
