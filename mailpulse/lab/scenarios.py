@@ -14,9 +14,12 @@ The relays are :class:`~mailpulse.lab.relays.MangleRelay` s; Postfix knows them 
 so the collector's ``[relays] names`` map names them (and the mx) by their ``Received:`` names.
 Traffic has a daily shape compressed into ``day_s`` seconds (``0.3 .. 1.7`` x the base rate) and
 bursts (a dozen messages at once, about every 20 s).  A model is trained on the warm-up events
-(as the demo does) and pushed over the retained model topic.
+(as the demo does) and pushed over the retained model topic; the bench goes on once the collector has
+heard of it from the nodes' status (it restarts the correlation's score baselines there,
+``Correlator.model_changed``).
 
-Then the **normal-only run** (``days`` compressed days, no fault), then each **scenario**: a fault
+Then the **normal-only run** (``days`` compressed days, no fault; without it, a wait until the correlation's
+window and history hold only the new model's verdicts), then each **scenario**: a fault
 with a known start, end and culprit, then a recovery gap.  Per scenario: ``found`` (an incident
 opened between the fault's start and its end + 10 s whose root-cause path ends at the culprit),
 ``root`` (the last host of the first incident opened in that span), ``detect_s`` (opened - fault
