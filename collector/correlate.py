@@ -22,7 +22,9 @@ the mail spent between this relay's stamp and the next one's).
 *history* the ``history_s`` before it.  Starting at the root, :meth:`Correlator._walk` looks at the
 children of a node that have anomalies in the window and tests each child ``c`` against the
 baseline rate ``p0 = max(rate of its siblings pooled, c's own history rate, floor_rate)`` with
-the z-score of the exact binomial tail ``P(X >= a)`` (:func:`tail_z`).  Children with
+the z-score of the exact binomial tail ``P(X >= a)`` (:func:`tail_z`); the history rate is a
+sample, taken at its upper confidence bound (:func:`rate_upper`), and counts only the verdicts of
+the nodes' current model (:meth:`Correlator.model_changed`).  Children with
 ``z >= z_min``, a rate of at least ``min_ratio * p0`` (an effect size, so large counts do not make
 small differences "significant") and at least ``min_anomalies`` anomalies are *suspects*; so is a
 child one of whose own children passes that test against the child's baseline (and its own
@@ -225,6 +227,28 @@ def tail_z(a: int, n: int, p0: float) -> float:
 
     tail = float(binom.sf(a - 1, n, p0))
     return 40.0 if tail <= 0.0 else min(40.0, float(norm.isf(tail)))
+
+
+#: Confidence of the upper bound on a tree node's history rate that is its baseline (:func:`rate_upper`)
+HISTORY_CONFIDENCE = 0.95
+
+
+@functools.lru_cache(maxsize=65536)
+def rate_upper(a: int, n: int, confidence: float = HISTORY_CONFIDENCE) -> float:
+    """The one-sided upper confidence bound (Clopper-Pearson) of a rate seen as ``a`` in ``n``: 1.0 for
+    ``n = 0``.
+
+    A tree node's history rate is itself a sample: 2 anomalies in 20 events are compatible with a
+    rate of 28 %, 25 in 250 with 14 %.  Taken as exact, a short history (after :meth:`Correlator.model_changed`,
+    or a quiet relay) makes its chance fluctuations look significant; its upper bound does not, and
+    for a long history it is close to the rate."""
+    if n <= 0:
+        return 1.0
+    if a >= n:
+        return 1.0
+    from scipy.stats import beta  # scipy: the beta quantile of the exact binomial bound (a dependency already)
+
+    return float(beta.ppf(confidence, a + 1, n - a))
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +526,8 @@ class Correlator:
         # pre-incident history rates of the tree nodes on the path of an open incident: while it
         # is open, its own anomalies must not become the baseline it is measured against
         self.frozen: dict[tuple[str, ...], float] = {}
+        #: the number of history events each frozen rate was measured on (its confidence bound)
+        self.frozen_n: dict[tuple[str, ...], int] = {}
         self._next_eval: float | None = None
         self._oldest = 0
         #: correlation time (:attr:`now`) advances on this, never on the largest event time
@@ -513,6 +539,8 @@ class Correlator:
         self.pending: dict[tuple[str, ...], float] = {}
         #: the nominal coverage of the intervals whose misses :meth:`observe` is given (the evidence's words)
         self.interval_level = interval_level
+        #: correlation time of the last :meth:`model_changed`: anomaly verdicts before it are no baseline
+        self.scores_since: float | None = None
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -604,6 +632,25 @@ class Correlator:
         lo, mid, _ = self._bounds()
         return self._range(key, lo, mid)
 
+    def score_history(self, key: tuple[str, ...]) -> _Stats:
+        """The history of a tree node's anomaly verdicts: :meth:`history` without the buckets that began
+        before the last :meth:`model_changed` (another model's verdicts; possibly none left)."""
+        lo, mid, _ = self._bounds()
+        if self.scores_since is not None:
+            lo = max(lo, math.floor(self.scores_since / self.s.bucket_s) + 1)
+        return self._range(key, lo, mid)
+
+    def model_changed(self, t: float | None = None) -> None:
+        """The nodes score with another model from correlation time ``t`` on (default: now).
+
+        The walk's baselines are the tree nodes' own history rates, and a model's verdicts are
+        calibrated against its own past only: the verdicts of the previous model (the untrained
+        bring-up model flags nothing) say nothing of the new one's ordinary rate, which differs
+        per route.  So from here on the anomaly walk's history rates count only buckets that began
+        after ``t``, and it finds nothing until a whole window (``window_s``) holds the new model's
+        verdicts.  The probe failure test does not depend on scores and is not affected."""
+        self.scores_since = self.now if t is None else float(t)
+
     def _prune(self) -> None:
         lo, _, _ = self._bounds()
         self._oldest = lo
@@ -630,12 +677,20 @@ class Correlator:
         return self.s.probe_floor_rate, self.s.min_probe_failures
 
     def _hist_rate(self, key: tuple[str, ...], test: str) -> float:
-        """A tree node's own history rate (frozen while an incident on it is open); the probe failure
-        test has none: a node's scores need calibrating against its own past, a failed probe does not
-        (and a relay losing probes since before the window is losing them still)."""
+        """A tree node's own history rate as a baseline: the upper confidence bound
+        (:func:`rate_upper`) of its anomaly rate in :meth:`score_history` (frozen while an incident on
+        it is open; 0 without history events); the probe failure test has none: a node's scores need
+        calibrating against its own past, a failed probe does not (and a relay losing probes since
+        before the window is losing them still)."""
         if test != "anomaly":
             return 0.0
-        return self.frozen.get(key, self.history(key).rate)
+        if key in self.frozen:
+            a, n = round(self.frozen[key] * self.frozen_n.get(key, 0)), self.frozen_n.get(key, 0)
+        else:
+            h = self.score_history(key)
+            a, n = h.anomalies, h.events
+        # no history (a new relay): no baseline of its own, the siblings' and the floor remain
+        return rate_upper(a, n) if n else 0.0
 
     def _suspects(self, key: tuple[str, ...], win: dict[tuple[str, ...], _Stats], test: str = "anomaly"
                   ) -> list[tuple[str, ...]]:
@@ -708,17 +763,19 @@ class Correlator:
 
     def _anomaly_root_causes(self) -> list[tuple[str, ...]]:
         root = (ROOT,)
+        if self.scores_since is not None and self.now - self.scores_since < self.s.window_s:
+            return []   # the window still holds the previous model's verdicts (model_changed)
         win: dict[tuple[str, ...], _Stats] = {root: self.window(root)}
         if win[root].anomalies < self.s.min_anomalies:
             return []
-        hist = self.history(root)
+        hist = self.score_history(root)
         if not self.children.get(root):
             return []
         found: list[tuple[str, ...]] = []
         self._walk(root, 0, win, found)
         if not found and win[root].anomalies >= self.s.min_anomalies:
             # nothing stands out below the root: whole-site trouble only if the root itself does
-            p0 = max(self.frozen.get(root, hist.rate), self.s.floor_rate)
+            p0 = min(max(self._hist_rate(root, "anomaly"), self.s.floor_rate), 0.999)
             w = win[root]
             if self._z(w.anomalies, w.events, p0) >= self.s.z_min and w.rate >= self.s.min_ratio * p0 and hist.events:
                 found.append(root)
@@ -743,6 +800,7 @@ class Correlator:
 
     def _evidence(self, key: tuple[str, ...]) -> tuple[dict[str, Any], _Stats]:
         w, h = self.window(key), self.history(key)
+        hr = self.score_history(key).rate
         parent = key[:-1]
         sib_a = sib_n = 0
         for k in self.children.get(parent, ()):
@@ -752,7 +810,7 @@ class Correlator:
                 sib_n += s.events
         ev = {
             "window_s": self.s.window_s, "events": w.events, "anomalies": w.anomalies,
-            "anomaly_rate": round(w.rate, 4), "history_rate": round(self.frozen.get(key, h.rate), 4),
+            "anomaly_rate": round(w.rate, 4), "history_rate": round(self.frozen.get(key, hr), 4),
             "sibling_rate": round(sib_a / sib_n, 4) if sib_n else None,
             "latency_p50_s": _quantile(w.lat, 0.5), "latency_p90_s": _quantile(w.lat, 0.9),
             "latency_p99_s": _quantile(w.lat, 0.99), "history_latency_p90_s": _quantile(h.lat, 0.9),
@@ -801,7 +859,8 @@ class Correlator:
             if iid is None:
                 for i in range(1, len(key) + 1):
                     if key[:i] not in self.frozen:
-                        self.frozen[key[:i]] = self.history(key[:i]).rate
+                        h = self.score_history(key[:i])
+                        self.frozen[key[:i]], self.frozen_n[key[:i]] = h.rate, h.events
                 evidence, w = self._evidence(key)
                 iid = hashlib.blake2b(f"{name}|{self.now:.3f}".encode(), digest_size=6).hexdigest()
                 inc = Incident(iid, name, key, sev, self.now, self.now, None, sorted(w.nodes), sorted(w.routes),
@@ -839,6 +898,7 @@ class Correlator:
                 del self.open_by_path[key]
                 still = {k[:i] for k in self.open_by_path for i in range(1, len(k) + 1)}
                 self.frozen = {k: v for k, v in self.frozen.items() if k in still}
+                self.frozen_n = {k: v for k, v in self.frozen_n.items() if k in still}
                 changes.append(Change("resolved", inc.to_json()))
         return changes
 

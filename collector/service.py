@@ -90,6 +90,8 @@ class Collector:
         self.correlator = Correlator(cfg.correlate, RelayNames(cfg.relays.names), self.intervals.level)
         self._intervals_at = -math.inf
         self.corr_lock = threading.Lock()
+        #: (site, node) -> the model version its last status named (None: the untrained bring-up model)
+        self.models: dict[tuple[str, str], str | None] = {}
         self.health = Health(cfg.health)
         # acknowledgements and silences from the dashboard, kept in the collector's state folder
         self.actions = IncidentActions(Path(a.dir) / "state" / "incident-actions.json")
@@ -171,6 +173,7 @@ class Collector:
         for (site, node), t in batch.seen.items():
             self.health.seen(site, node, t)
         for site, node, doc, retained, received in batch.statuses:
+            self._model_of(site, node, doc, received)
             online = self.health.status(site, node, doc, retained, received, now)
             self.metrics.observe_status(site, node, doc)
             self.metrics.set_online(site, node, online)
@@ -198,6 +201,22 @@ class Collector:
         if now - self._last_stats >= 0.5:
             self._last_stats = now
             self.hub.publish("stats", dict(st))
+
+    def _model_of(self, site: str, node: str, doc: dict[str, Any] | None, received: float) -> None:
+        """A node's status names the model it scores with: when it names another one than the node's
+        last status did (not on the first status heard), the correlation's score baselines restart
+        (:meth:`Correlator.model_changed`): the previous model's verdicts are no baseline for the new one's."""
+        if doc is None or "model_version" not in doc:
+            return
+        version = doc.get("model_version")
+        key = (site, node)
+        changed = key in self.models and self.models[key] != version
+        self.models[key] = None if version is None else str(version)
+        if changed:
+            log.info("node %s/%s scores with model %s: the correlation's score baselines restart", site, node,
+                     version)
+            with self.corr_lock:
+                self.correlator.model_changed(max(received, self.correlator.now))
 
     def _interval(self, ev: dict[str, Any]) -> tuple[str, str | None] | None:
         """Run a delivery through its route's interval (counted in /metrics); its ``(route, side)`` (the side

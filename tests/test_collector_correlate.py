@@ -12,7 +12,14 @@ import pytest
 from collector_synth import stream
 from mailpulse.collector.alertctx import AlertContext
 from mailpulse.collector.archive import ArchiveWriter, read_events
-from mailpulse.collector.correlate import CorrelateSettings, Correlator, correlate_archive, event_path, tail_z
+from mailpulse.collector.correlate import (
+    CorrelateSettings,
+    Correlator,
+    correlate_archive,
+    event_path,
+    rate_upper,
+    tail_z,
+)
 from mailpulse.collector.intervals import IntervalBook
 from mailpulse.collector.provision import init_deployment
 from mailpulse.collector.relays import RelayNames
@@ -293,3 +300,53 @@ def test_a_probe_with_a_broken_outcome_is_no_probe() -> None:
         c.observe({"id": "p", "kind": "probe", "node": "n", "t": 1.0, "received": 1.0,
                    "fields": {"outcome": bad, "hops": [{"from": "a", "by": "b"}]}})
     assert c.observed == 4 and c.window(("*",)).probes == 0
+
+
+def _model_switch_events(seed: int = 3) -> list[dict]:
+    """Edge deliveries to three relays, 3 a second each, for 400 s: up to 100 s scored by the untrained
+    bring-up model (flags nothing), then by a trained model that flags 20 % of ``noisy``'s deliveries
+    (its timings vary most) and 1 % of the others'; from 300 s ``noisy`` fails (80 % flagged)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(3600):
+        t = 1_700_000_000.0 + i / 9
+        relay = ("noisy", "quiet", "mx")[i % 3]
+        s = i / 9
+        rate = 0.0 if s < 100 else (0.8 if s >= 300 else 0.2) if relay == "noisy" else 0.01
+        out.append({"id": f"e{i}", "site": "lab", "node": "edge", "kind": "delivery", "t": t, "received": t,
+                    "anomaly": rng.random() < rate,
+                    "fields": {"host": "edge.example.net", "delay": 0.2,
+                               "relay": f"{relay}.example.net[10.0.0.{i % 3}]"}})
+    return out
+
+
+def test_a_new_models_verdicts_are_not_judged_against_the_previous_models() -> None:
+    """After a model change the walk's baselines are the new model's verdicts only: the trained model's
+    ordinary false alarms at a noisy relay opened an incident against the bring-up model's empty
+    history; with ``model_changed`` none opens, and a real fault there later is still found."""
+    s = CorrelateSettings(bucket_s=2.0, window_s=20.0, history_s=120.0, eval_interval_s=1.0, min_anomalies=3,
+                          resolve_after=5, floor_rate=0.04, open_after_s=2.0)
+    t_switch, t_fault = 1_700_000_100.0, 1_700_000_300.0
+    for told in (False, True):
+        c, changes = Correlator(s), []
+        for ev in _model_switch_events():
+            if told and c.scores_since is None and ev["t"] >= t_switch:
+                c.model_changed(t_switch)
+            c.observe(ev)
+            changes += [ch for ch in c.maybe_evaluate() if ch.kind == "opened"]
+        before = [ch.incident["root_cause"] for ch in changes if ch.incident["opened"] < t_fault]
+        after = {ch.incident["root_cause"] for ch in changes if ch.incident["opened"] >= t_fault}
+        if told:
+            assert before == [] and after == {"noisy.example.net"}, (before, after)
+            assert c.scores_since == t_switch
+        else:
+            assert "noisy.example.net" in before, before   # what model_changed is for
+
+
+def test_history_rate_bound() -> None:
+    """The baseline taken from a history is the upper confidence bound of its rate: an empty history
+    bounds nothing, a short one is wide, a long one close to its rate."""
+    assert rate_upper(0, 0) == 1.0 and rate_upper(5, 5) == 1.0
+    assert 0.25 < rate_upper(2, 20) < 0.35
+    assert 0.10 < rate_upper(25, 250) < 0.15
+    assert rate_upper(250, 2500) < rate_upper(25, 250) < rate_upper(2, 20)

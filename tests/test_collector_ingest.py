@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import tomli_w
 from mailpulse.collector.archive import ArchiveWriter, read_events
+from mailpulse.collector.ingest import Batch
 from mailpulse.collector.retrain import publish_model, retrain_guard
 from mailpulse.collector.service import Collector
 from mailpulse.collector.trainer import train
@@ -328,3 +329,24 @@ def test_shared_subscription_splits_the_load(broker: Any, tmp_path: Path) -> Non
         node.disconnect()
     ids = [e["id"] for c in cols for e in read_events(c.cfg.archive.dir)]
     assert sorted(ids) == [f"node-a-{i:06d}" for i in range(200)]
+
+
+def test_a_nodes_new_model_restarts_the_correlations_score_baselines(broker: Any, tmp_path: Path) -> None:
+    """A node's status naming another model than its last status did (the untrained bring-up model's is
+    ``None``) tells the correlation that verdicts from then on are another model's; the first status
+    heard and an unchanged version do not."""
+    col = Collector(collector_cfg(broker, tmp_path))
+
+    def status(version: str | None, received: float) -> None:
+        doc = {"schema": 1, "site": "lab", "node": "node-a", "state": "online", "ts": received,
+               "model_version": version}
+        col.on_batch(Batch(statuses=[("lab", "node-a", doc, False, received)]))
+
+    status(None, 1000.0)
+    assert col.correlator.scores_since is None
+    status("sha256:aaa", 1010.0)
+    assert col.correlator.scores_since == 1010.0
+    status("sha256:aaa", 1020.0)
+    assert col.correlator.scores_since == 1010.0
+    status("sha256:bbb", 1030.0)
+    assert col.correlator.scores_since == 1030.0

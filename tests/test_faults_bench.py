@@ -18,7 +18,8 @@ def test_slow_and_recompressing_relays_are_found_and_named() -> None:
     reason = why_not()
     if reason:
         pytest.skip(reason)
-    plan = Plan(warmup_events=200, day_s=60.0, fault_s=25.0, recovery_s=15.0)
+    # history 30 s: the scenarios wait until the correlation's window and history hold the new model's verdicts
+    plan = Plan(warmup_events=200, day_s=60.0, fault_s=25.0, recovery_s=15.0, history_s=30.0)
     lines: list[str] = []
     results, summary = run_bench(plan, ["slow_relay", "recompress"], out=lines.append, normal=False)
     assert [r.name for r in results] == ["slow_relay", "recompress"], lines

@@ -14,9 +14,12 @@ The relays are :class:`~mailpulse.lab.relays.MangleRelay` s; Postfix knows them 
 so the collector's ``[relays] names`` map names them (and the mx) by their ``Received:`` names.
 Traffic has a daily shape compressed into ``day_s`` seconds (``0.3 .. 1.7`` x the base rate) and
 bursts (a dozen messages at once, about every 20 s).  A model is trained on the warm-up events
-(as the demo does) and pushed over the retained model topic.
+(as the demo does) and pushed over the retained model topic; the bench goes on once the collector has
+heard of it from the nodes' status (it restarts the correlation's score baselines there,
+``Correlator.model_changed``).
 
-Then the **normal-only run** (``days`` compressed days, no fault), then each **scenario**: a fault
+Then the **normal-only run** (``days`` compressed days, no fault; without it, a wait until the correlation's
+window and history hold only the new model's verdicts), then each **scenario**: a fault
 with a known start, end and culprit, then a recovery gap.  Per scenario: ``found`` (an incident
 opened between the fault's start and its end + 10 s whose root-cause path ends at the culprit),
 ``root`` (the last host of the first incident opened in that span), ``detect_s`` (opened - fault
@@ -270,10 +273,32 @@ class Lab:
         res = train(Dataset(oversample_probes(x, probe), None, "bench warm-up", "-"), get_params("full"), seed=0,
                     false_alarm_rate=FALSE_ALARM_RATE, feature_schema=str(SCHEMA_VERSION))
         before = {n.node_id: n.model.version for n in self.nodes}
+        t_pub = time.time()
         self.view.publish_model(T.model_topic(SITE), res.model.to_bytes())
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not all(n.model.version != before[n.node_id] for n in self.nodes):
             time.sleep(0.1)
+        # the collector hears of it from the nodes' status and restarts its score baselines there
+        while time.monotonic() < deadline and (self.scores_since() or 0.0) < t_pub:
+            time.sleep(0.1)
+        if (self.scores_since() or 0.0) < t_pub:
+            raise RuntimeError("the collector did not hear of the nodes' new model from their status")
+
+    def scores_since(self) -> float | None:
+        """When the collector's correlation last heard of a model change (``Correlator.model_changed``)."""
+        with self.coll.collector.corr_lock:
+            return self.coll.collector.correlator.scores_since
+
+    def calibrate(self) -> None:
+        """Wait until the correlation's window and history hold only the new model's verdicts."""
+        c = self.coll.collector.correlator
+        need = c.s.window_s + c.s.history_s
+        while True:
+            with self.coll.collector.corr_lock:
+                left = need - (c.now - (c.scores_since or 0.0))
+            if left <= 0 or self.stop.is_set():
+                return
+            time.sleep(min(left, 1.0))
 
     def changes(self) -> list[dict[str, Any]]:
         return self.coll.incidents()
@@ -391,6 +416,7 @@ def run_bench(plan: Plan, names: list[str] | None = None, out: Callable[[str], N
             summary.update(false_incidents=[str(c.get("root_cause")) for c in false], deliveries=n,
                            normal_window=[n_start, n_end])
             out(f"normal false_incidents {len(false)} days {plan.days} interval_coverage {cov:.3f}")
+        lab.calibrate()     # without the normal-only run: the scenarios start once the baselines are the model's
         for sc in pick:
             wait_quiet(lab, 60.0)
             t_start = time.time()
