@@ -63,16 +63,15 @@ from .pipeline import (
     RoutedScoreFn,
     ScoreFn,
     ScoringSetup,
-    bridge_scorer,
     load_scoring_model,
-    routed_scorer,
+    score_fns,
     untrained_model,
 )
 from .postfix import PostfixParser
 from .postqueue import queue_command, read_queue
 from .probe import ProbeError, ProbeEvent, Prober
 from .quarantine import Quarantine, describe
-from .routefeed import RouteFeed, core_routes
+from .routefeed import RouteFeed, route_feed
 from .spool import Spool
 
 __all__ = ["RESTART_MAX_S", "Node", "PostfixLogSource", "Source", "build_node", "make_sink", "run_node"]
@@ -256,21 +255,20 @@ class Node:
                 self.errors["model.saved"] = f"the saved model {saved} is not usable: {describe(e)}"
                 log.error("%s", self.errors["model.saved"])
                 model = None
-        self.scoring = model or untrained_model()
+        # the bring-up model fits the core it is loaded into (a scorer's set, e.g. full-r16)
+        self.scoring = model or untrained_model(scorer.params if scorer is not None else cfg.scorer.params)
         if self.model.version is None:
             self.model.version = self.scoring.version
         self.prober = Prober(self.node_id, cfg.probe, state_file=state / "probe-state.json", cache_dir=state,
                              quarantine=self.quarantine)
         self.last_probe: dict[str, dict[str, Any]] = {}
         self.postfix_queue: dict[str, Any] | None = None    # the last `postqueue -j` summary
-        self.routes: RouteFeed | None = None
-        r = core_routes(scorer) if scorer is not None else 0
-        if r and routes is None:
-            self.errors["routes"] = (f"the core has {r} route intervals but no route registers were given: "
-                                     "deliveries are scored without their routes")
-            log.error("%s", self.errors["routes"])
-        elif r and scorer is not None and routes is not None:
-            self.routes = RouteFeed(scorer, self.site, self.node_id, r, routes, RelayNames(cfg.relays.names))
+        self.routes: RouteFeed | None
+        self.routes, problem = route_feed(scorer, self.site, self.node_id, routes, RelayNames(cfg.relays.names))
+        if problem is not None:
+            self.errors["routes"] = problem
+            log.error("%s", problem)
+        if self.routes is not None:
             self.routes.restore(self.routes_file)
         self.sink, self.spool = make_sink(cfg, status=self._status)
         score, routed = self._score_fns(self.scoring)
@@ -296,10 +294,7 @@ class Node:
     def _score_fns(self, model: ScoringSetup) -> tuple[ScoreFn, RoutedScoreFn | None]:
         """The pipeline's score functions with ``model`` loaded (shadow bank + commit; with routes the
         route registers too, the bounds carry on)."""
-        if self.routes is not None:
-            routed = routed_scorer(self.routes, model)
-            return bridge_scorer(self.scorer, model, load=False), routed
-        return (bridge_scorer(self.scorer, model) if self.scorer is not None else model.scorer()), None
+        return score_fns(self.scorer, model, self.routes)
 
     @staticmethod
     def _version_of(model: ScoringSetup, data: bytes) -> str:

@@ -293,6 +293,16 @@ def bridge_scorer(scorer: Any, model: ScoringSetup, *, load: bool = True) -> Sco
     return fn
 
 
+def score_fns(scorer: Any, model: ScoringSetup, feed: RouteFeed | None = None) -> tuple[ScoreFn, RoutedScoreFn | None]:
+    """The :class:`Pipeline`'s score functions (``score``, ``routed``) with ``model`` loaded: into ``scorer``
+    (a ``host_bridge`` scorer; None scores with the reference model in process), through ``feed`` when the
+    scorer's core has routes (:func:`~.routefeed.route_feed`: the route registers are loaded too, the bounds
+    carry on).  ``node run`` and ``node replay`` both score this way."""
+    if feed is not None:
+        return bridge_scorer(feed.scorer, model, load=False), routed_scorer(feed, model)
+    return (bridge_scorer(scorer, model) if scorer is not None else model.scorer()), None
+
+
 def routed_scorer(feed: RouteFeed, model: ScoringSetup) -> RoutedScoreFn:
     """Routed score function over a route feed's scorer with ``model`` loaded into it (with the
     feed's route registers; the bounds carry on, see :mod:`.routefeed`)."""
@@ -307,4 +317,4 @@ def routed_scorer(feed: RouteFeed, model: ScoringSetup) -> RoutedScoreFn:
 
 __all__ = ["CountingSink", "JsonLinesSink", "ListSink", "Pipeline", "PipelineStats", "RoutedScoreFn", "ScoreFn",
            "ScoringSetup", "Sink", "bridge_scorer", "featurise", "load_scoring_model", "routed_scorer",
-           "untrained_model"]
+           "score_fns", "untrained_model"]

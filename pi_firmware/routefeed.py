@@ -44,7 +44,7 @@ from mailpulse.routes import RelayNames, RouteTable, delivery_latency, route_nam
 
 from .events import DeliveryEvent, Event
 
-__all__ = ["SAVE_FORMAT", "RouteFeed", "core_routes"]
+__all__ = ["SAVE_FORMAT", "RouteFeed", "core_routes", "route_feed"]
 
 #: The ``format`` of a saved route table (:meth:`RouteFeed.save`).
 SAVE_FORMAT = "mailpulse-route-intervals-1"
@@ -62,6 +62,22 @@ def core_routes(scorer: Scorer) -> int:
     if not scorer.params.r:
         return 0
     return int(scorer.identify().params.r)
+
+
+def route_feed(scorer: Scorer | None, site: str, node: str, cfg: RouteConfig | None,
+               names: RelayNames | None = None) -> tuple[RouteFeed | None, str | None]:
+    """The route feed of a scorer, as ``node run`` and ``node replay`` both set it up: (feed, problem).
+
+    No feed for no scorer (the reference model in process) or a core without routes (:func:`core_routes`);
+    for a core with routes but no route registers (``cfg`` None) the problem is one sentence and its
+    deliveries are scored without their routes."""
+    r = core_routes(scorer) if scorer is not None else 0
+    if not r or scorer is None:
+        return None, None
+    if cfg is None:
+        return None, (f"the core has {r} route intervals but no route registers were given: "
+                      "deliveries are scored without their routes")
+    return RouteFeed(scorer, site, node, r, cfg, names), None
 
 
 class RouteFeed:

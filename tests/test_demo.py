@@ -7,8 +7,9 @@
    phase, one at the slow relay, by its name, in the fault phase) and the alert e-mail fetched over
    IMAP appear too, and while the demo holds, its dashboard (headless Chromium, HTTPS checked against
    the deployment's CA, the demo's password) draws each route's latency band with the slow relay's
-   deliveries above it (``docs/img/demo-intervals.png``).  Without root the node stage must say so in one
-   sentence.
+   deliveries above it (``docs/img/demo-intervals.png``).  The nodes run ``full-r16`` cores: the collector
+   counts the slow relay's misses by the node's own flags, and its tracker agrees with every one of them
+   (0 disagreements on ``/metrics``).  Without root the node stage must say so in one sentence.
 3. Bad flags exit with status 2; SIGINT stops the demo without a traceback.
 """
 
@@ -26,15 +27,18 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from mailpulse.collector.pki import spki_sha256
+from mailpulse.hdl.params import get_params
+from mailpulse.hdl.platforms import PLATFORMS
 from mailpulse.sim.tools import have_simulator
 from test_collector_web import ARGS as CHROMIUM_ARGS
 from test_collector_web import CHROMIUM, SHOTS
 
-from mailpulse.lab.demo import DEFAULT_DATA
+from mailpulse.lab.demo import DEFAULT_DATA, NODE_PARAMS
 from mailpulse.lab.servers import missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,6 +211,25 @@ def check_live_output(out: str, collector: bool = True) -> None:
     assert re.search(r"interval misses: \d+ of \d+ deliveries on route \S+\|relay\.mailpulse\.test above their "
                      r"90 % interval", after), after[-3000:]
     assert re.search(r">>> ALERT E-MAIL in ops@probe\.test \(IMAP\): \[mailpulse\] OPEN", out), after[-3000:]
+    # the nodes' full-r16 cores flag the deliveries themselves: the slow relay's misses are counted by
+    # node-a's flags, and the collector's tracker, fed the same deliveries, agrees with every flag
+    assert "model backend of a full-r16 core" in out
+    assert re.search(r"delivery to lossy@lossy\.test\s+sent\s+delay \d+\.\d+s.*\[above its interval\]", after), \
+        after[-3000:]
+    node_flags = re.search(r"^\s+\S+\|relay\.mailpulse\.test: node flags (\d+) above, (\d+) below, (\d+) inside; "
+                           r"(\d+) disagreements", after, re.M)
+    assert node_flags and int(node_flags.group(1)) > 0 and int(node_flags.group(4)) == 0, after[-3000:]
+    agree = re.search(r"node flags vs the collector's tracker: agree, (\d+) deliveries by node flags, "
+                      r"(\d+) disagreements", after)
+    assert agree and int(agree.group(1)) > 0 and int(agree.group(2)) == 0, after[-3000:]
+
+
+def test_the_demo_nodes_run_the_shipped_route_set() -> None:
+    """The demo's nodes score on the set the iCE40 HX8K's SPI bitstream ships (routes included), with the
+    anomaly model's core (``full``) the demo trains for."""
+    assert PLATFORMS["ice40-hx8k"].configs["spi"] == NODE_PARAMS
+    p = get_params(NODE_PARAMS)
+    assert p.r > 0 and replace(p, name="full", r=0) == get_params("full")
 
 
 def test_bad_flags_exit_2() -> None:

@@ -24,7 +24,9 @@ from mailpulse.hdl.reference import ADAPT_FRAC, route_intervals, route_seed
 from mailpulse.host_bridge.scorer import Scorer
 from mailpulse.pi_firmware.events import DeliveryEvent, Event, MessageEvent
 from mailpulse.pi_firmware.node import Node, build_node
-from mailpulse.pi_firmware.pipeline import untrained_model
+from mailpulse.pi_firmware.pipeline import ListSink, untrained_model
+from mailpulse.pi_firmware.replay import replay
+from mailpulse.pi_firmware.synthlog import generate
 from mailpulse.sim.tools import have_simulator
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,6 +37,7 @@ from mailpulse import topics as T
 from mailpulse.config.base import SecretSource
 from mailpulse.config.collector import parse_config
 from mailpulse.config.node import NodeConfig, validate_node
+from mailpulse.errors import UserError
 from mailpulse.features import route_latency
 from mailpulse.modelfile import InputScaling, TrainedModel
 from mailpulse.routes import RelayNames
@@ -320,6 +323,34 @@ def test_a_core_with_routes_but_no_registers_says_so(tmp_path: Path, caplog: pyt
         assert not any("below" in p for p in _feed(node, _events(40, 5)))
     finally:
         node.stop()
+
+
+def test_replay_feeds_routes_like_the_live_node(tmp_path: Path) -> None:
+    """``node replay`` of a Postfix log on a ``small-r4`` model backend: the deliveries carry the flags
+    ``route_intervals`` gives on them (nine relays, four routes tracked, the rest untracked), and the live
+    node fed the same deliveries publishes the same flags."""
+    log = tmp_path / "maillog"
+    log.write_text("".join(generate(6000, seed=5)))
+    sink = ListSink()
+    s = replay(log, sink, node="n1", site="lab", params="small-r4", year=2026, batch_size=300, routes=ROUTE_CONFIG,
+               relay_names=NAMES)
+    payloads = [json.loads(e.payload_json()) for e in sink.items]
+    idx, ref, ids = _reference(payloads, RelayNames(NAMES))
+    assert [i for i, p in enumerate(payloads) if "below" in p] == idx and len(idx) > 300
+    assert [payloads[i]["below"] for i in idx] == [bool(b) for b in ref.below]
+    assert [payloads[i]["above"] for i in idx] == [bool(a) for a in ref.above]
+    assert ref.below.sum() > 0 and ref.above.sum() > 0 and len(ids) == R4.r
+    ri = s.route_intervals
+    assert ri is not None and ri["fed"] == len(idx) and ri["tracked"] == ri["seeded"] == R4.r and ri["untracked"] > 0
+    assert s.line().endswith(f" route_fed {len(idx)} route_tracked 4 route_untracked {ri['untracked']}")
+    node = build_node(_cfg(tmp_path / "state"), routes=ROUTE_CONFIG)
+    try:
+        live = _feed(node, list(sink.items), sizes=(300,))
+    finally:
+        node.stop()
+    assert [(p.get("below"), p.get("above")) for p in live] == [(p.get("below"), p.get("above")) for p in payloads]
+    with pytest.raises(UserError, match="no route registers"):
+        replay(log, ListSink(), params="small-r4", year=2026)
 
 
 def test_hostile_flags_are_quarantined_with_one_sentence() -> None:

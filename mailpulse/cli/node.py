@@ -31,7 +31,9 @@ def replay_command(args: argparse.Namespace) -> int:
     if args.config is None and not args.no_publish:
         raise UserError("node replay needs --config (the broker to publish to), or --no-publish to count only")
     cfg = load_config(args.config, require_secrets=not args.no_publish) if args.config is not None else None
-    summary = replay_node(cfg, args.log, publish=not args.no_publish, flush_timeout=args.flush_timeout)
+    # a core with route intervals (<set>-r<R>) is fed with the collector's route registers, as by `node run`
+    summary = replay_node(cfg, args.log, publish=not args.no_publish, flush_timeout=args.flush_timeout,
+                          routes=ROUTE_CONFIG)
     if summary.unflushed is not None and cfg is not None:
         print(f"mailpulse: the broker did not acknowledge every event within {args.flush_timeout} s; "
               f"{summary.unflushed} rows stay in the spool {cfg.spool.path}", file=sys.stderr)

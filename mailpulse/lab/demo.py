@@ -24,6 +24,7 @@ Failures of a stage print one sentence and exit with status 1; bad flags exit wi
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import email
 import imaplib
@@ -34,11 +35,13 @@ import os
 import shutil
 import signal
 import smtplib
+import ssl
 import sys
 import tempfile
 import threading
 import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.header import decode_header, make_header
@@ -51,6 +54,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mailpulse import topics as T
+from mailpulse.collector.intervals import ROUTE_CONFIG
 from mailpulse.collector.provision import Client, Deployment, NodeBundle
 from mailpulse.collector.service import run_collector
 from mailpulse.collector.trainer import train
@@ -81,6 +85,11 @@ NODE_FALSE_ALARM_RATE = 0.04
 #: 72 / 100 / 100 %, of damaged probes 100 / 100 / 100 / 0-56 / 100 %, of ordinary deliveries 0 / 0 /
 #: 0.6 / 3 / 3 %.
 PROBE_SHARE = 0.4
+#: The nodes' core: the ``full`` set with 16 route intervals, as the iCE40 HX8K's SPI bitstream
+#: carries it (``mailpulse.hdl.platforms``; model backend).  Each node feeds every delivery's route and
+#: latency to it and publishes the core's own interval flags (:mod:`mailpulse.pi_firmware.routefeed`),
+#: which the collector counts and checks against its tracker.
+NODE_PARAMS = "full-r16"
 
 
 def oversample_probes(x: npt.NDArray[np.float64], probe: npt.NDArray[np.bool_],
@@ -404,6 +413,10 @@ class LiveView:
             verdict = self.con.bad(f"ANOMALY  (top projection {ev.get('argmax')})")
         else:
             verdict = "ok"
+        # the node's core's own verdict on the delivery's latency against its route's interval
+        side = "above" if ev.get("above") is True else "below" if ev.get("below") is True else None
+        if side is not None:
+            verdict += self.con.c(f"  [{side} its interval]", "35")
         t = time.monotonic() - self.t0
         return f"  [{t:6.1f}s] {ev.get('node', '?'):<7} {kind:<8} {what:<66} score {score!s:>7}  {verdict}"
 
@@ -461,15 +474,18 @@ class Traffic:
 
 
 def _node_toml(path: Path, bundle: NodeBundle, url: str, state: Path, log: Path | None,
-               probe: dict[str, Any] | list[dict[str, Any]] | None, probe_interval_s: float) -> None:
+               probe: dict[str, Any] | list[dict[str, Any]] | None, probe_interval_s: float,
+               relay_names: dict[str, str] | None = None, params: str = "full") -> None:
     """The node's config: its bundle from ``add-node`` (TLS files, user, secrets file) plus the demo's parts
-    (``probe``: one probe route or several)."""
+    (``probe``: one probe route or several; ``relay_names``: the collector's ``[relays] names``, so the
+    node's core tracks the routes the collector's tracker does; ``params``: the core's parameter set)."""
     lines = [
         "[node]", f'id = "{bundle.node}"', f'site = "{SITE}"', f'state_dir = "{state}"',
         f'secrets_file = "{bundle.secrets}"',
         "[mqtt]", *(f'{k} = "{v}"' for k, v in bundle.client.mqtt_doc(url).items()), "ha_discovery = false",
         "[fleet]", "heartbeat_s = 2.0",
-        "[scorer]", 'backend = "model"', 'params = "full"',
+        "[scorer]", 'backend = "model"', f'params = "{params}"',
+        "[relays.names]", *(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in (relay_names or {}).items()),
     ]
     if log is not None:
         # the lab Postfix's log is <root>/log/maillog, its configuration <root>/etc (postqueue -c)
@@ -541,6 +557,7 @@ class CollectorPart:
                 self.error = e
                 self.ready.set()
 
+        self.ca_file = deployment.ca_file
         self.stop_event = stop
         self.thread = threading.Thread(target=run, name="demo-collector", daemon=True)
         self.thread.start()
@@ -561,6 +578,25 @@ class CollectorPart:
         view = self.collector.state.intervals
         return {r["route"]: {"counts": dict(r["counts"]), "last": (r["points"] or [None])[-1]}
                 for r in view.get("routes", [])}
+
+    def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """The collector's ``/metrics`` as Prometheus scrapes it (HTTPS checked against the deployment's CA,
+        the metrics credential): sample name -> [(labels, value)]."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        w = self.cfg.web
+        req = urllib.request.Request(self.url.rstrip("/") + "/metrics")
+        if w.auth and w.metrics_password is not None:
+            token = base64.b64encode(f"{w.metrics_username}:{w.metrics_password}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        ctx = ssl.create_default_context(cafile=str(self.ca_file)) if w.tls else None
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            text = r.read().decode()
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for fam in text_string_to_metric_families(text):
+            for smp in fam.samples:
+                out.setdefault(smp.name, []).append((dict(smp.labels), float(smp.value)))
+        return out
 
     def join(self) -> None:
         self.stop_event.set()
@@ -634,12 +670,13 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
         raise DemoError("the live view could not connect to Mosquitto")
 
     coll: CollectorPart | None = None
+    # Postfix knows the relay and the mx only as 127.0.0.1[127.0.0.1]:PORT: the [relays] names map gives
+    # them the names their Received: fields carry, so a root cause reads as a name; the nodes have the
+    # same map, so their cores track the routes the collector's tracker does
+    names = {f"127.0.0.1:{relay.port}": relay.hostname, f"127.0.0.1:{chain.mx.port}": chain.mx.hostname}
     if want_collector:
         con.step("starting the collector (mailpulse.collector.service.run_collector): MQTT ingest, archive, "
                  "correlation, dashboard, alert e-mails to ops@probe.test through the edge relay")
-        # Postfix knows the relay and the mx only as 127.0.0.1[127.0.0.1]:PORT: the [relays] names map
-        # gives them the names their Received: fields carry, so a root cause reads as a name
-        names = {f"127.0.0.1:{relay.port}": relay.hostname, f"127.0.0.1:{chain.mx.port}": chain.mx.hostname}
         coll = CollectorPart(con, work, broker.deployment, chain.smtp, ops.address, stop, names)
         stack.callback(coll.join)
         w = coll.cfg.web
@@ -660,13 +697,16 @@ def run_live(con: Console, args: argparse.Namespace, work: Path, stack: contextl
         cfg_path = work / n / "node.toml"
         cfg_path.parent.mkdir(parents=True, exist_ok=True)
         _node_toml(cfg_path, broker.node(SITE, n), broker.url, work / n / "state", log, probe,
-                   4.0 if args.quick else 8.0)
-        node = build_node(load_config(cfg_path))
+                   4.0 if args.quick else 8.0, names, NODE_PARAMS)
+        # the route registers the collector's tracker runs with (what `mailpulse node run` passes)
+        node = build_node(load_config(cfg_path), routes=ROUTE_CONFIG)
         stack.callback(node.stop)
         node.start()
         started.append(node)
         con.say(f"   {n:<10} node daemon (mailpulse.pi_firmware.node): follows the {log.parent.parent.name} "
-                f"Postfix log, 4K probes on route 'lossy' (the site's nodes share it), model backend")
+                f"Postfix log, 4K probes on route 'lossy' (the site's nodes share it), model backend of a "
+                f"{NODE_PARAMS} core: it feeds every delivery's route and latency to the core and sends the "
+                f"core's interval flags")
 
     traffic = Traffic(chain.smtp, ["probe@probe.test", "lossy@lossy.test"], 0.1, stop)
     threading.Thread(target=view.ticker, args=(stop,), name="demo-ticker", daemon=True).start()
@@ -770,6 +810,7 @@ def _trained_phase(con: Console, args: argparse.Namespace, view: LiveView, nodes
         con.say(f"   incidents opened: normal phase {n_before}, fault phase {len(opened) - n_before} "
                 f"(root causes: {', '.join(sorted({str(i.get('root_cause')) for i in opened})) or '-'})")
         _show_intervals(con, coll, iv_normal)
+        _show_node_flags(con, coll, nodes)
         con.say(f"   dashboard was at {coll.url}")
         if args.hold:
             _hold(con, stop)
@@ -788,6 +829,36 @@ def _show_intervals(con: Console, coll: CollectorPart, before: dict[str, dict[st
             band = f", band now {now['last'][2]:.3g}-{now['last'][3]:.3g} s"
         con.say(f"     {route}: {sum(d.values())} deliveries, {d['above']} above, {d['below']} below their "
                 f"interval{band}")
+
+
+def _show_node_flags(con: Console, coll: CollectorPart, nodes: list[Any]) -> None:
+    """Per route, the deliveries the collector counted by their node's core flags and how many of them its own
+    tracker saw differently, from ``/metrics`` (``mailpulse_route_interval_node_flags_total``,
+    ``mailpulse_route_interval_disagreements_total``), and what each node fed its core."""
+    try:
+        m = coll.metrics()
+    except OSError as e:
+        con.say(con.bad(f"   the collector's /metrics could not be read ({e}): the node flags are not shown"))
+        return
+    flags: dict[str, dict[str, int]] = {}
+    for labels, v in m.get("mailpulse_route_interval_node_flags_total", []):
+        flags.setdefault(labels["route"], {})[labels["side"]] = int(v)
+    disagree = {labels["route"]: int(v) for labels, v in m.get("mailpulse_route_interval_disagreements_total", [])}
+    fed = ", ".join(f"{n.node_id} {n.routes.status()['fed']} deliveries on {n.routes.status()['tracked']} of "
+                    f"{n.routes.status()['capacity']} routes" for n in nodes if n.routes is not None)
+    con.say(f"   the nodes' own interval flags ({NODE_PARAMS} cores; fed: {fed or 'none'}) against the collector's "
+            f"tracker, whole run (/metrics):")
+    level = f"{round(100 * coll.collector.intervals.level):g} %"
+    for route in sorted(set(flags) | set(disagree)):
+        f = flags.get(route, {})
+        n = sum(f.values())
+        cover = f"coverage {100 * f.get('inside', 0) / n:.1f} % (nominal {level})" if n else "no flags"
+        con.say(f"     {route}: node flags {f.get('above', 0)} above, {f.get('below', 0)} below, "
+                f"{f.get('inside', 0)} inside; {disagree.get(route, 0)} disagreements; {cover}")
+    total = sum(disagree.values())
+    verdict = con.good("agree") if total == 0 else con.bad("DISAGREE")
+    con.say(f"   node flags vs the collector's tracker: {verdict}, {sum(sum(f.values()) for f in flags.values())} "
+            f"deliveries by node flags, {total} disagreements")
 
 
 def _hold(con: Console, stop: threading.Event) -> None:
