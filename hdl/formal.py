@@ -758,7 +758,7 @@ class RouteIntervalsHarness(_Harness):
     SIZES = {"small": (2, 4, 3), "wide": (3, 16, 16)}
 
     def __init__(self, params: CoreParams, fault: str | None = None, *, pipelined: bool = False, size: str = "small",
-                 max_flight: int = 8, props_only: bool = False) -> None:
+                 max_flight: int = 0, props_only: bool = False) -> None:
         super().__init__(params, fault)
         routes, value_bits, route_bits = self.SIZES[size]
         #: True: the white-box invariants (``inv: ...``) are not asserted (a bounded check from reset
@@ -769,7 +769,8 @@ class RouteIntervalsHarness(_Harness):
         self.unit = RouteIntervals(routes, route_bits, value_bits, pipelined=pipelined)
         self.unit.formal_hook = self._faults
         self.routes = routes
-        self.max_flight = max(max_flight, RouteIntervals.PIPE_CYCLES)
+        #: The longest event (``start`` to ``valid``); 0: no bound (``age`` saturates).
+        self.max_flight = max_flight and max(max_flight, RouteIntervals.PIPE_CYCLES)
         self.hi = ((1 << value_bits) - 1) << ADAPT_FRAC
 
     def _faults(self, m: Module, pr: dict[str, Any]) -> None:
@@ -866,7 +867,7 @@ class RouteIntervalsHarness(_Harness):
                     m.d.sync += sh_up[r].eq(s_val)
                 with m.Else():
                     m.d.sync += sh_lo[r].eq(s_val)
-        self._ctx = {"settled": settled, "changed": changed, "flags": (below, above), "tracked": tracked,
+        self._ctx = {"big": big, "small": small, "settled": settled, "changed": changed, "flags": (below, above), "tracked": tracked,
                      "sh_lo": sh_lo, "sh_up": sh_up, "seed": (s_we, s_route, s_side, s_val), "sel": sel}
         return m
 
@@ -910,7 +911,8 @@ class RouteIntervalsHarness(_Harness):
         u, pr, nr = self.unit, self.probes, self.routes
         s_we, s_route, s_side, s_val = shadow_seed
         inflight = Signal(name="inflight")
-        age = Signal(range(self.max_flight + 1), name="age")
+        top = self.max_flight or RouteIntervals.PIPE_CYCLES
+        age = Signal(range(top + 1), name="age")
         ev_route = Signal(len(u.route), name="ev_route")
         ev_tracked, ev_en = Signal(name="ev_tracked"), Signal(name="ev_enable")
         exp_below, exp_above = Signal(name="exp_below"), Signal(name="exp_above")
@@ -926,7 +928,7 @@ class RouteIntervalsHarness(_Harness):
                      Assume(~(u.start | inflight) | (Cat(u.route, u.value) == p_ev)),
                      Assume(~inflight | ~changed),
                      Assume(~u.valid | (inflight & (age >= RouteIntervals.PIPE_CYCLES))),
-                     Assume(~(inflight & (age == self.max_flight)) | u.valid)]
+                     Assume(~(inflight & (age == self.max_flight)) | u.valid if self.max_flight else Const(1))]
         tracked = u.route < nr
         same = s_we & (s_route == u.route) & tracked
         with m.If(u.start):
@@ -935,7 +937,7 @@ class RouteIntervalsHarness(_Harness):
                          pre_lo.eq(ev_lo), pre_up.eq(ev_up),
                          seeded_lo.eq(same & ~s_side), seeded_up.eq(same & s_side)]
         with m.Elif(inflight):
-            m.d.sync += age.eq(age + 1)
+            m.d.sync += age.eq(Mux(age == top, top, age + 1))
             with m.If(same & ~s_side):
                 m.d.sync += seeded_lo.eq(1)
             with m.If(same & s_side):
@@ -975,15 +977,22 @@ class RouteIntervalsHarness(_Harness):
             "inv: tracker inputs": ~inflight | (age < 2) | ~ev_tracked | (
                 (pr["trackers"]["upper"].acc == pre_up) & (pr["trackers"]["lower"].acc == hi_minus(self.hi, pre_lo))),
             "inv: enable = the event's": ~inflight | (u.enable == ev_en),
-            "inv: age within the flight": ~inflight | ((age >= 1) & (age <= self.max_flight)),
+            "inv: the event's route, held": ~inflight | ((ev_route == u.route) & (ev_tracked == (ev_route < nr))),
+            "inv: age within the flight": ~inflight | ((age >= 1) & (age <= top)),
             "inv: route_r = the route of the cycle before": ~self.past_ok | (
                 (pr["route_r"] == p_ev[:len(pr["route_r"])]) & (pr["inr_r"] == (p_ev[:len(u.route)] < nr))),
             "inv: seed register capped": pr["seed"].value <= self.hi,
             "inv: the shadow's seed = the unit's": (pr["seed"].we == s_we) & (~s_we | (
                 (pr["seed"].route == s_route) & (pr["seed"].side == s_side) & (pr["seed"].value == s_val))),
         }
+        # the shadow stepped at ``start`` from the pre-event bounds (the value and steps held since)
+        f_below, f_above, f_lo, f_up = self._step(pre_lo, pre_up, u.value, self._ctx["big"], self._ctx["small"])
+        inv["inv: the event's flags = the step of its pre-event bounds"] = ~inflight | ~ev_tracked | (
+            (exp_below == f_below) & (exp_above == f_above))
         for r in range(nr):
             mine = inflight & ev_tracked & ev_en & (ev_route == r)
+            inv[f"inv: route {r} in flight: the shadow = the step of the pre-event bounds (or the seed)"] = ~mine | (
+                (seeded_lo | (sh_lo[r] == f_lo)) & (seeded_up | (sh_up[r] == f_up)))
             inv[f"inv: route {r} = the shadow's unless its event is in flight"] = mine | (
                 (pr["lower"][r] == sh_lo[r]) & (pr["upper"][r] == sh_up[r]))
             inv[f"inv: route {r} in flight holds its pre-event bounds (or the seed)"] = ~mine | (

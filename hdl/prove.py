@@ -138,17 +138,25 @@ def default_jobs() -> list[ProofJob]:
             ProofJob("spi", "formal", "prove", 6), *route_jobs(), *shipped_jobs()]
 
 
-#: The route unit's harness in both forms (:class:`mailpulse.hdl.formal.RouteIntervalsHarness`,
-#: R = 2, 4-bit values, 3-bit ids) and the depth its k-induction closes at: the single-cycle form's
-#: configuration registers settle in 3 cycles; the pipelined form's events last up to 8 cycles.
-ROUTE_PROOFS = ((False, 4), (True, 10))
+#: The route unit's harness in both forms (:class:`mailpulse.hdl.formal.RouteIntervalsHarness`)
+#: and the depth its k-induction closes at (one less fails): the single-cycle form's configuration
+#: registers (``big``/``small``, then the clamp limits) settle in 3 cycles, the pipelined form's
+#: trackers (registered inputs, three deep stages) in 5.  Third: the depth of the cover run (the
+#: pipelined covers need the configuration settled, then an event of 6 cycles).
+ROUTE_PROOFS = ((False, 4, 6), (True, 6, 12))
 
 
 def route_jobs(wide: bool = False) -> list[ProofJob]:
-    """k-induction of the route unit in both forms (``wide``: R = 3, 16-bit values and ids, the
-    soak's; :attr:`mailpulse.hdl.formal.RouteIntervalsHarness.SIZES`)."""
-    return [ProofJob("routes", "formal", "prove", depth, ((("pipelined", True),) if piped else ())
-                     + ((("size", "wide"),) if wide else ())) for piped, depth in ROUTE_PROOFS]
+    """k-induction of the route unit in both forms and a cover run of each (a flag of each side, a
+    seed meeting an event of its route), or (``wide``: the soak's) k-induction with R = 3, 16-bit
+    values and ids (:attr:`mailpulse.hdl.formal.RouteIntervalsHarness.SIZES`)."""
+    jobs = []
+    for piped, depth, cover in ROUTE_PROOFS:
+        opts = ((("pipelined", True),) if piped else ()) + ((("size", "wide"),) if wide else ())
+        jobs.append(ProofJob("routes", "formal", "prove", depth, opts))
+        if not wide:
+            jobs.append(ProofJob("routes", "formal", "cover", cover, opts))
+    return jobs
 
 
 def shipped_jobs(extra: int = 8, cover: bool = True) -> list[ProofJob]:
