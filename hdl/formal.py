@@ -2,8 +2,9 @@
 white-box invariants that make them inductive, and the faults that show each can fail.
 
 Formal-only: a harness sets the ``formal_hook`` of the design it wraps (:class:`ScorerCore`,
-:class:`FoldedScorerCore`, :class:`RegisterFile`, :class:`AXI4LiteSlave`), which the design calls at
-the end of its ``elaborate`` with its internal signals; nothing here is in a build.  A ``fault``
+:class:`FoldedScorerCore`, :class:`RegisterFile`, :class:`AXI4LiteSlave`, :class:`RouteIntervals`),
+which the design calls at the end of its ``elaborate`` with its internal signals; nothing here is
+in a build.  A ``fault``
 overrides one statement of the design from that hook (Amaranth: the last assignment wins), so the
 mutated design is the shipped one but for that statement.  :mod:`mailpulse.hdl.prove` runs them.
 
@@ -23,20 +24,23 @@ Harnesses (``docs/verification.md`` states each property in words):
   and a bus that answers within :data:`SPI_BUS_BOUND` clocks: the sync byte, every request held
   until taken, every whole word written to its address, the first read word delivered as the bus
   answered it.
+* :class:`RouteIntervalsHarness` - :class:`RouteIntervals` (the per-route latency intervals, either
+  form) against a shadow of the reference's step: every flag and bound as the shadow's, bounds in
+  ``0..HI``, an untracked id (or the unit disabled) changes nothing, the host reads the bounds.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from amaranth.asserts import AnySeq, Initial
 from amaranth.hdl import Assert, Assume, Cat, ClockDomain, Const, Cover, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 
+from .adapt import RouteIntervals
 from .axi import AXI4LiteSlave
 from .core import ScorerCore
 from .folded import FoldedScorerCore
-from .adapt import RouteIntervals
 from .params import CoreParams
 from .regmap import ADAPT_FRAC, WAIT_LIMIT
 from .regs import RegisterFile
@@ -736,26 +740,29 @@ class SPIBridgeHarness(_Harness):
 
 # ---------------------------------------------------------------------------------------------
 class RouteIntervalsHarness(_Harness):
-    """:class:`RouteIntervals` alone (``size``: :attr:`SIZES`) against a shadow of :func:`mailpulse.hdl.reference.route_intervals` written here: the
-    reference's one-step update of a route's bounds, on the same inputs.
+    """:class:`RouteIntervals` alone (``size``: :attr:`SIZES`; ``pipelined``: either form) against
+    a shadow of :func:`mailpulse.hdl.reference.route_intervals` written here: the reference's
+    one-step update of a route's bounds and flags, on the same inputs, with ``HI = (2**value_bits
+    - 1) << ADAPT_FRAC``.
 
     The environment (the unit's input contract, as both cores drive it): ``ratio``/``step_exp``
     (and, pipelined, ``enable``) any value, changing at will but still for three cycles before an
-    event and during it; events and seeds (any route, any value) any cycle in the single-cycle form
-    (a seed in an event's cycle comes after it); pipelined: ``start`` with no event in flight,
-    ``route``/``value`` still from the cycle before ``start`` to ``valid``, ``valid``
-    :attr:`RouteIntervals.PIPE_CYCLES` to ``max_flight`` cycles after ``start``, seeds at any time
-    (a seed that lands - a cycle after its strobe - before ``start`` comes before the event, any
-    later one after it).  The shadow applies the event at ``valid`` (single-cycle) or ``start``
-    (pipelined: the unit writes its bounds at ``valid``; between the two only the white-box
-    invariants relate them).
+    event and during it; ids, values, seeds (any route index, any value) and reads free.
+    Single-cycle: an event any cycle, a seed any cycle (in an event's cycle it comes after the
+    event, as the unit documents).  Pipelined: ``start`` with no event in flight, ``route``/``value``
+    still from the cycle before ``start`` to ``valid``, ``valid`` at least
+    :attr:`RouteIntervals.PIPE_CYCLES` cycles after ``start`` (or, ``max_flight``, at most that
+    many; 0: no bound), seeds any cycle (one that lands - a cycle after its strobe - before
+    ``start`` comes before the event, any later one after it).  The shadow steps at ``valid``
+    (single-cycle) or ``start`` (pipelined: the unit writes at ``valid``; in between the white-box
+    invariants relate the two: the unit holds the pre-event bounds, the shadow their step).
     """
 
     name = "routes"
 
     #: ``size`` -> (routes, value bits, id bits): ``small`` for ``make test``; ``wide`` (the soak):
     #: R = 3 (a seed or read index that names no route) with the shipped 16-bit values and ids.
-    SIZES = {"small": (2, 4, 3), "wide": (3, 16, 16)}
+    SIZES: ClassVar[dict[str, tuple[int, int, int]]] = {"small": (2, 4, 3), "wide": (3, 16, 16)}
 
     def __init__(self, params: CoreParams, fault: str | None = None, *, pipelined: bool = False, size: str = "small",
                  max_flight: int = 0, props_only: bool = False) -> None:
@@ -784,8 +791,8 @@ class RouteIntervalsHarness(_Harness):
         trs = pr["trackers"]
         if f == "miss_direction_swapped":      # the upper bound widens after a hit, narrows after a miss
             m.d.comb += trs["upper"].up.eq(~(pr["above_r"] if u.pipelined else u.above))
-        elif f == "no_upper_clamp":            # the trackers' upper limit left at the accumulator's top
-            m.d.comb += [t.hi.eq(-1) for t in trs.values() if t is trs["upper"]]
+        elif f == "no_upper_clamp":            # the upper tracker's limit left at the accumulator's top
+            m.d.comb += trs["upper"].hi.eq(-1)
         elif f == "range_check_off":           # an id at or above R taken as in range
             m.d.comb += pr["in_range"].eq(1)
         elif f == "range_check_off_pipelined":  # the id's low bits name a route: ids alias
@@ -867,8 +874,9 @@ class RouteIntervalsHarness(_Harness):
                     m.d.sync += sh_up[r].eq(s_val)
                 with m.Else():
                     m.d.sync += sh_lo[r].eq(s_val)
-        self._ctx = {"big": big, "small": small, "settled": settled, "changed": changed, "flags": (below, above), "tracked": tracked,
-                     "sh_lo": sh_lo, "sh_up": sh_up, "seed": (s_we, s_route, s_side, s_val), "sel": sel}
+        self._ctx = {"big": big, "small": small, "settled": settled, "changed": changed, "flags": (below, above),
+                     "tracked": tracked, "sh_lo": sh_lo, "sh_up": sh_up, "seed": (s_we, s_route, s_side, s_val),
+                     "sel": sel}
         return m
 
     def _props(self, m: Module, pr: dict[str, Any]) -> None:
@@ -1029,9 +1037,9 @@ FAULTS: dict[str, dict[str, str]] = {
     },
     "spi": {},
     "routes": {
-        "miss_direction_swapped": "the upper bound widens after a hit and narrows after a miss (big and small "
-                                  "swapped in effect): the bounds leave the shadow's",
-        "no_upper_clamp": "the trackers' upper limit is the accumulator's top, not HI: a bound passes HI",
+        "miss_direction_swapped": "the upper bound steps the wrong way: it widens (by big) after a hit and "
+                                  "narrows (by small) after a miss: the bounds leave the shadow's",
+        "no_upper_clamp": "the upper tracker's limit is the accumulator's top, not HI: a bound passes HI",
         "range_check_off": "an id at or above R counts as tracked: it raises a flag",
         "range_check_off_pipelined": "pipelined: an id at or above R counts as tracked: its low bits alias a "
                                      "route, whose bounds it moves",
