@@ -140,10 +140,10 @@ def default_jobs() -> list[ProofJob]:
 
 #: The route unit's harness in both forms (:class:`mailpulse.hdl.formal.RouteIntervalsHarness`)
 #: and the depth its k-induction closes at (one less fails): the single-cycle form's configuration
-#: registers (``big``/``small``, then the clamp limits) settle in 3 cycles, the pipelined form's
-#: trackers (registered inputs, three deep stages) in 5.  Third: the depth of the cover run (the
-#: pipelined covers need the configuration settled, then an event of 6 cycles).
-ROUTE_PROOFS = ((False, 4, 6), (True, 6, 12))
+#: registers (``big``/``small``, then the clamp limits) settle two cycles after a change, the
+#: pipelined form's trackers (registered inputs, three deep stages) five after ``start``.  Third:
+#: the depth of the cover run (the pipelined covers need an event of 6 cycles after the reset).
+ROUTE_PROOFS = ((False, 3, 6), (True, 6, 12))
 
 
 def route_jobs(wide: bool = False) -> list[ProofJob]:
