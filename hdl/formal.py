@@ -762,8 +762,10 @@ class RouteIntervalsHarness(_Harness):
     name = "routes"
 
     #: ``size`` -> (routes, value bits, id bits): ``small`` for ``make test``; ``wide`` (the soak):
-    #: R = 3 (a seed or read index that names no route) with the shipped 16-bit values and ids.
-    SIZES: ClassVar[dict[str, tuple[int, int, int]]] = {"small": (2, 4, 3), "wide": (3, 16, 16)}
+    #: R = 3 (a seed or read index that names no route) with the shipped 16-bit values and ids;
+    #: ``r16``: the shipped unit (R = 16).
+    SIZES: ClassVar[dict[str, tuple[int, int, int]]] = {"small": (2, 4, 3), "wide": (3, 16, 16),
+                                                        "r16": (16, 16, 16)}
 
     def __init__(self, params: CoreParams, fault: str | None = None, *, pipelined: bool = False, size: str = "small",
                  max_flight: int = 0, props_only: bool = False) -> None:
