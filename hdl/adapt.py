@@ -33,6 +33,7 @@ Pure Amaranth, no platform primitives.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,6 +272,9 @@ class RouteIntervals(wiring.Component):
         self.pipelined = pipelined
         self.value_bits = value_bits
         self.acc_bits = value_bits + ADAPT_FRAC
+        #: Formal only (:class:`mailpulse.hdl.formal.RouteIntervalsHarness`): called at the end of
+        #: ``elaborate`` with the module and the internal signals; None in every build.
+        self.formal_hook: Callable[[Module, dict[str, Any]], None] | None = None
         rb = max(1, (routes - 1).bit_length())
         super().__init__({
             "enable": In(1),
@@ -306,8 +310,10 @@ class RouteIntervals(wiring.Component):
                          Signal(name="seed_side_r"), Signal(self.acc_bits, name="seed_value_r"))
             m.d.sync += [seed.we.eq(self.seed_we), seed.route.eq(self.seed_route), seed.side.eq(self.seed_side),
                          seed.value.eq(Mux(self.seed_value > hi, hi, self.seed_value))]
-            self._pipelined(m, lower, upper, hi, seed)
+            probes = self._pipelined(m, lower, upper, hi, seed)
             self._host(m, lower, upper, seed)
+            if self.formal_hook is not None:
+                self.formal_hook(m, {"lower": lower, "upper": upper, "seed": seed, **probes})
             return m
         in_range = Signal()
         m.d.comb += in_range.eq(self.route < self.routes)
@@ -323,8 +329,10 @@ class RouteIntervals(wiring.Component):
             self.above.eq(act & (self.value > up_cur[ADAPT_FRAC:])),
         ]
         trackers = []
+        m_trackers = []
         for name, cur, miss, mirror in (("upper", up_cur, self.above, False), ("lower", lo_cur, self.below, True)):
             tr = m.submodules[f"tracker_{name}"] = QuantileTracker(ab, ratio_bits=ROUTE_RATIO_BITS)
+            m_trackers.append(tr)
             m.d.comb += [tr.acc.eq(C(hi, ab) - cur if mirror else cur), tr.up.eq(miss),
                          tr.ratio.eq(self.ratio), tr.step_exp.eq(self.step_exp),
                          tr.lo.eq(0), tr.hi.eq(hi)]
@@ -333,12 +341,16 @@ class RouteIntervals(wiring.Component):
         for r in range(self.routes):
             with m.If(act & (self.route == r)):
                 m.d.sync += [upper[r].eq(up_next), lower[r].eq(lo_next)]
-        self._host(m, lower, upper, _Seed(self.seed_we, self.seed_route, self.seed_side,
-                                          Mux(self.seed_value > hi, hi, self.seed_value)))   # reference.route_seed
+        seed = _Seed(self.seed_we, self.seed_route, self.seed_side, Mux(self.seed_value > hi, hi, self.seed_value))
+        self._host(m, lower, upper, seed)   # reference.route_seed
+        if self.formal_hook is not None:
+            self.formal_hook(m, {"lower": lower, "upper": upper, "seed": seed, "in_range": in_range, "act": act,
+                                 "trackers": dict(zip(("upper", "lower"), m_trackers, strict=True)),
+                                 "up_next": up_next, "lo_next": lo_next})
         return m
 
-    def _pipelined(self, m: Module, lower: list[Signal], upper: list[Signal], hi: int, sd: _Seed) -> None:
-        """The pipelined form (see the class docstring)."""
+    def _pipelined(self, m: Module, lower: list[Signal], upper: list[Signal], hi: int, sd: _Seed) -> dict[str, Any]:
+        """The pipelined form (see the class docstring); returns its internal signals (for the formal hook)."""
         ab = self.acc_bits
         lo_cur, up_cur = Signal(ab, name="lo_cur"), Signal(ab, name="up_cur")
         in_range = Signal(name="ev_in_range")
@@ -357,8 +369,10 @@ class RouteIntervals(wiring.Component):
         act = self.valid & self.enable & in_range
         m.d.comb += [self.below.eq(act & below_r), self.above.eq(act & above_r)]
         nexts = []
+        trs = {}
         for name, cur, miss, mirror in (("upper", up_cur, above_r, False), ("lower", lo_cur, below_r, True)):
-            tr = m.submodules[f"tracker_{name}"] = QuantileTracker(ab, ratio_bits=ROUTE_RATIO_BITS, pipelined=True)
+            tr = trs[name] = m.submodules[f"tracker_{name}"] = QuantileTracker(ab, ratio_bits=ROUTE_RATIO_BITS,
+                                                                                pipelined=True)
             acc = Signal(ab, name=f"{name}_acc")   # the mirror registered: the tracker's halves follow a register
             m.d.sync += acc.eq(C(hi, ab) - cur if mirror else cur)
             m.d.comb += [tr.acc.eq(acc), tr.up.eq(miss), tr.ratio.eq(self.ratio), tr.step_exp.eq(self.step_exp),
@@ -381,6 +395,9 @@ class RouteIntervals(wiring.Component):
                     m.d.sync += upper[r].eq(up_next)
                 with m.If(keep_lo):
                     m.d.sync += lower[r].eq(lo_next)
+        return {"lo_cur": lo_cur, "up_cur": up_cur, "in_range": in_range, "route_r": route_r, "inr_r": inr_r,
+                "below_r": below_r, "above_r": above_r, "keep_lo": keep_lo, "keep_up": keep_up, "act": act,
+                "trackers": trs, "up_next": up_next, "lo_next": lo_next}
 
     def _host(self, m: Module, lower: list[Signal], upper: list[Signal], sd: _Seed) -> None:
         """The seed (it wins over an event's write of the same bound in its cycle) and the read."""

@@ -2,8 +2,9 @@
 white-box invariants that make them inductive, and the faults that show each can fail.
 
 Formal-only: a harness sets the ``formal_hook`` of the design it wraps (:class:`ScorerCore`,
-:class:`FoldedScorerCore`, :class:`RegisterFile`, :class:`AXI4LiteSlave`), which the design calls at
-the end of its ``elaborate`` with its internal signals; nothing here is in a build.  A ``fault``
+:class:`FoldedScorerCore`, :class:`RegisterFile`, :class:`AXI4LiteSlave`, :class:`RouteIntervals`),
+which the design calls at the end of its ``elaborate`` with its internal signals; nothing here is
+in a build.  A ``fault``
 overrides one statement of the design from that hook (Amaranth: the last assignment wins), so the
 mutated design is the shipped one but for that statement.  :mod:`mailpulse.hdl.prove` runs them.
 
@@ -23,27 +24,31 @@ Harnesses (``docs/verification.md`` states each property in words):
   and a bus that answers within :data:`SPI_BUS_BOUND` clocks: the sync byte, every request held
   until taken, every whole word written to its address, the first read word delivered as the bus
   answered it.
+* :class:`RouteIntervalsHarness` - :class:`RouteIntervals` (the per-route latency intervals, either
+  form) against a shadow of the reference's step: every flag and bound as the shadow's, bounds in
+  ``0..HI``, an untracked id (or the unit disabled) changes nothing, the host reads the bounds.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from amaranth.asserts import AnySeq, Initial
 from amaranth.hdl import Assert, Assume, Cat, ClockDomain, Const, Cover, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 
+from .adapt import RouteIntervals
 from .axi import AXI4LiteSlave
 from .core import ScorerCore
 from .folded import FoldedScorerCore
 from .params import CoreParams
-from .regmap import WAIT_LIMIT
+from .regmap import ADAPT_FRAC, WAIT_LIMIT
 from .regs import RegisterFile
 from .spi import Phase, SPIRegisterBridge
 from .spiproto import CMD_READ, CMD_WRITE, SYNC_BYTE
 
-__all__ = ["FAULTS", "HARNESSES", "SPI_BUS_BOUND", "FoldedCoreHarness", "RegisterBusHarness", "SPIBridgeHarness",
-           "StreamCoreHarness"]
+__all__ = ["FAULTS", "HARNESSES", "SPI_BUS_BOUND", "FoldedCoreHarness", "RegisterBusHarness",
+           "RouteIntervalsHarness", "SPIBridgeHarness", "StreamCoreHarness"]
 
 
 #: Most clocks the SPI harness's bus takes from a request to its answer.  A read frame's first word
@@ -733,9 +738,294 @@ class SPIBridgeHarness(_Harness):
         check(m, self.started, inv)
 
 
+# ---------------------------------------------------------------------------------------------
+class RouteIntervalsHarness(_Harness):
+    """:class:`RouteIntervals` alone (``size``: :attr:`SIZES`; ``pipelined``: either form) against
+    a shadow of :func:`mailpulse.hdl.reference.route_intervals` written here: the reference's
+    one-step update of a route's bounds and flags, on the same inputs, with ``HI = (2**value_bits
+    - 1) << ADAPT_FRAC``.
+
+    The environment (the unit's input contract, as both cores drive it): ``ratio``/``step_exp``
+    any value, changing at will but (single-cycle) still for three cycles before an event or
+    (pipelined, with ``enable``) still from ``start`` to ``valid``; ids, values, seeds (any route
+    index, any value) and reads free.
+    Single-cycle: an event any cycle, a seed any cycle (in an event's cycle it comes after the
+    event, as the unit documents).  Pipelined: ``start`` with no event in flight, ``route``/``value``
+    still from the cycle before ``start`` to ``valid``, ``valid`` at least
+    :attr:`RouteIntervals.PIPE_CYCLES` cycles after ``start`` (or, ``max_flight``, at most that
+    many; 0: no bound), seeds any cycle (one that lands - a cycle after its strobe - before
+    ``start`` comes before the event, any later one after it).  The shadow steps at ``valid``
+    (single-cycle) or ``start`` (pipelined: the unit writes at ``valid``; in between the white-box
+    invariants relate the two: the unit holds the pre-event bounds, the shadow their step).
+    """
+
+    name = "routes"
+
+    #: ``size`` -> (routes, value bits, id bits): ``small`` for ``make test``; ``wide`` (the soak):
+    #: R = 3 (a seed or read index that names no route) with the shipped 16-bit values and ids;
+    #: ``r16``: the shipped unit (R = 16).
+    SIZES: ClassVar[dict[str, tuple[int, int, int]]] = {"small": (2, 4, 3), "wide": (3, 16, 16),
+                                                        "r16": (16, 16, 16)}
+
+    def __init__(self, params: CoreParams, fault: str | None = None, *, pipelined: bool = False, size: str = "small",
+                 max_flight: int = 0, props_only: bool = False) -> None:
+        super().__init__(params, fault)
+        routes, value_bits, route_bits = self.SIZES[size]
+        #: True: the white-box invariants (``inv: ...``) are not asserted (a bounded check from reset
+        #: needs only the properties; a fault job then shows the property itself failing).
+        self.props_only = props_only
+        if fault in ("range_check_off_pipelined", "seed_lost_pipelined") and not pipelined:
+            raise ValueError(f"fault {fault!r} is one of the pipelined form")
+        self.unit = RouteIntervals(routes, route_bits, value_bits, pipelined=pipelined)
+        self.unit.formal_hook = self._faults
+        self.routes = routes
+        #: The longest event (``start`` to ``valid``); 0: no bound (``age`` saturates).
+        self.max_flight = max_flight and max(max_flight, RouteIntervals.PIPE_CYCLES)
+        self.hi = ((1 << value_bits) - 1) << ADAPT_FRAC
+
+    def _faults(self, m: Module, pr: dict[str, Any]) -> None:
+        """The faults (:data:`FAULTS`: one statement of the unit overridden), then the properties."""
+        self.probes = pr
+        self._fault(m, pr)
+        self._props(m, pr)
+
+    def _fault(self, m: Module, pr: dict[str, Any]) -> None:
+        u, f = self.unit, self.fault
+        trs = pr["trackers"]
+        if f == "miss_direction_swapped":      # the upper bound widens after a hit, narrows after a miss
+            m.d.comb += trs["upper"].up.eq(~(pr["above_r"] if u.pipelined else u.above))
+        elif f == "no_upper_clamp":            # the upper tracker's limit left at the accumulator's top
+            m.d.comb += trs["upper"].hi.eq(-1)
+        elif f == "range_check_off":           # an id at or above R taken as in range
+            m.d.comb += pr["in_range"].eq(1)
+        elif f == "range_check_off_pipelined":  # the id's low bits name a route: ids alias
+            m.d.sync += pr["inr_r"].eq(1)
+        elif f == "seed_uncapped":             # a seed above HI lands as it is
+            if u.pipelined:
+                m.d.sync += pr["seed"].value.eq(u.seed_value)
+            else:
+                sd = pr["seed"]
+                for r in range(self.routes):
+                    with m.If(sd.we & (sd.route == r) & sd.side):
+                        m.d.sync += pr["upper"][r].eq(u.seed_value)
+                    with m.If(sd.we & (sd.route == r) & ~sd.side):
+                        m.d.sync += pr["lower"][r].eq(u.seed_value)
+        elif f == "seed_lost":                 # the event's update wins over a seed of its cycle
+            for r in range(self.routes):
+                with m.If(pr["act"] & (u.route == r)):
+                    m.d.sync += [pr["upper"][r].eq(pr["up_next"]), pr["lower"][r].eq(pr["lo_next"])]
+        elif f == "seed_lost_pipelined":       # a seed during an event is overwritten by its write-back
+            m.d.sync += [pr["keep_lo"].eq(1), pr["keep_up"].eq(1)]
+
+    @staticmethod
+    def _clamp(v: Value, hi: int) -> Value:
+        """:func:`mailpulse.hdl.reference.clamp` ``(v, 0, hi)`` of a signed value (upper limit first)."""
+        return Mux(v > hi, hi, Mux(v < 0, 0, v))
+
+    def _step(self, lo: Value, up: Value, value: Value, big: Value, small: Value) -> tuple[Value, ...]:
+        """The reference's one-step update of a route: ``(below, above, lower', upper')``."""
+        below, above = value < (lo >> ADAPT_FRAC), value > (up >> ADAPT_FRAC)
+        los, ups = Cat(lo, 0).as_signed(), Cat(up, 0).as_signed()
+        up_n = self._clamp(Mux(above, ups + big, ups - small), self.hi)
+        lo_n = self._clamp(Mux(below, los - big, los + small), self.hi)
+        return below, above, lo_n, up_n
+
+    def elaborate(self, platform: Any) -> Module:
+        m = Module()
+        self._domain(m)
+        u = m.submodules.unit = self.unit
+        self.free_inputs(m, u, wiring.Flow.In)
+        nr, ab, hi = self.routes, u.acc_bits, self.hi
+        sh_lo = [Signal(ab, name=f"shadow_lo{r}") for r in range(nr)]
+        sh_up = [Signal(ab, name=f"shadow_up{r}") for r in range(nr)]
+        big = Signal(32, name="sh_big")
+        small = Signal(32, name="sh_small")
+        m.d.comb += [big.eq(u.ratio << u.step_exp), small.eq(Const(1, 16) << u.step_exp)]   # route_steps
+        # the configuration: single-cycle still for three cycles before an event (counted in
+        # ``cfg_still``; the unit's documented contract: two are enough, one is not - a bounded
+        # check of 8 cycles with each), pipelined still during an event (it may change in the cycle
+        # of ``start``: the trackers use it two cycles later and recompute every cycle)
+        cfg = Cat(u.ratio, u.step_exp, u.enable) if u.pipelined else Cat(u.ratio, u.step_exp)
+        p_cfg = self.past(m, cfg, "cfg")
+        still = Signal(range(4), name="cfg_still")
+        changed = ~self.past_ok | (cfg != p_cfg)
+        m.d.sync += still.eq(Mux(changed, 0, Mux(still == 3, 3, still + 1)))
+        settled = ~changed & (still == 3)
+
+        def sel(bounds: list[Signal], route: Value) -> Value:
+            v: Value = Const(0, ab)
+            for r in range(nr):
+                v = Mux(route == r, bounds[r], v)
+            return v
+
+        ev_lo, ev_up = sel(sh_lo, u.route), sel(sh_up, u.route)
+        below, above, lo_n, up_n = self._step(ev_lo, ev_up, u.value, big, small)
+        tracked = u.route < nr
+        # the seed as it lands (capped: reference.route_seed); pipelined a cycle after its strobe
+        seed_in = (u.seed_we, u.seed_route, u.seed_side, Mux(u.seed_value > hi, hi, u.seed_value))
+        if u.pipelined:
+            s_we, s_route, s_side, s_val = (Signal.like(v, name=f"sh_{n}") if isinstance(v, Signal) else
+                                            Signal(len(v), name=f"sh_{n}")
+                                            for v, n in zip(seed_in, ("seed_we", "seed_route", "seed_side",
+                                                                      "seed_value"), strict=True))
+            m.d.sync += [s_we.eq(seed_in[0]), s_route.eq(seed_in[1]), s_side.eq(seed_in[2]), s_val.eq(seed_in[3])]
+        else:
+            s_we, s_route, s_side, s_val = seed_in
+        event = (u.start if u.pipelined else u.valid) & u.enable & tracked
+        for r in range(nr):
+            with m.If(event & (u.route == r)):
+                m.d.sync += [sh_lo[r].eq(lo_n), sh_up[r].eq(up_n)]
+            with m.If(s_we & (s_route == r)):       # after the event (the last assignment wins)
+                with m.If(s_side):
+                    m.d.sync += sh_up[r].eq(s_val)
+                with m.Else():
+                    m.d.sync += sh_lo[r].eq(s_val)
+        self._ctx = {"big": big, "small": small, "settled": settled, "changed": changed, "flags": (below, above),
+                     "tracked": tracked, "sh_lo": sh_lo, "sh_up": sh_up, "seed": (s_we, s_route, s_side, s_val),
+                     "sel": sel}
+        return m
+
+    def _props(self, m: Module, pr: dict[str, Any]) -> None:
+        """The properties (in the unit's module: its internal signals)."""
+        u, nr, hi, cx = self.unit, self.routes, self.hi, self._ctx
+        unit_lo, unit_up = pr["lower"], pr["upper"]
+        settled, changed, tracked, sel = cx["settled"], cx["changed"], cx["tracked"], cx["sel"]
+        below, above = cx["flags"]
+        sh_lo, sh_up = cx["sh_lo"], cx["sh_up"]
+        s_we, s_route, s_side, s_val = cx["seed"]
+        props: dict[str, Value] = {}
+        for r in range(nr):
+            props[f"bounds in 0..HI: route {r}"] = (unit_lo[r] <= hi) & (unit_up[r] <= hi)
+        if u.pipelined:
+            self._pipelined_env(m, changed, below, above, sh_lo, sh_up, (s_we, s_route, s_side, s_val), props)
+            if self.props_only:
+                props = {name: v for name, v in props.items() if not name.startswith("inv: ")}
+        else:
+            m.d.comb += Assume(~u.valid | settled)
+            props["flags = the shadow's (below)"] = u.below == (u.valid & u.enable & tracked & below)
+            props["flags = the shadow's (above)"] = u.above == (u.valid & u.enable & tracked & above)
+            for r in range(nr):
+                props[f"bounds = the shadow's: route {r}"] = (unit_lo[r] == sh_lo[r]) & (unit_up[r] == sh_up[r])
+            props["read: rd_value = the shadow's bound"] = (u.rd_route >= nr) | (
+                u.rd_value == Mux(u.rd_side, sel(sh_up, u.rd_route), sel(sh_lo, u.rd_route)))
+            # an untracked id (or the unit disabled) changes nothing: no flag, no bound moves
+            quiet = u.valid & (~tracked | ~u.enable)
+            p_quiet = self.past(m, quiet & ~u.seed_we, "quiet")
+            p_bounds = self.past(m, Cat(*unit_lo, *unit_up), "bounds")
+            props["untracked id or disabled: no flag"] = ~quiet | ~(u.below | u.above)
+            props["untracked id or disabled: no bound changes"] = ~p_quiet | (Cat(*unit_lo, *unit_up) == p_bounds)
+            m.d.comb += [Cover(u.valid & u.below & (u.route == nr - 1)), Cover(u.valid & u.above),
+                         Cover(u.seed_we & u.valid & (u.seed_route == u.route))]
+        check(m, self.started, props)
+
+    def _pipelined_env(self, m: Module, changed: Value, below: Value, above: Value,
+                       sh_lo: list[Signal], sh_up: list[Signal], shadow_seed: tuple[Value, ...],
+                       props: dict[str, Value]) -> None:
+        """The pipelined form's event contract, its properties and the white-box invariants."""
+        u, pr, nr = self.unit, self.probes, self.routes
+        s_we, s_route, s_side, s_val = shadow_seed
+        inflight = Signal(name="inflight")
+        top = self.max_flight or RouteIntervals.PIPE_CYCLES
+        age = Signal(range(top + 1), name="age")
+        ev_route = Signal(len(u.route), name="ev_route")
+        ev_tracked, ev_en = Signal(name="ev_tracked"), Signal(name="ev_enable")
+        exp_below, exp_above = Signal(name="exp_below"), Signal(name="exp_above")
+        pre_lo, pre_up = Signal(u.acc_bits, name="pre_lo"), Signal(u.acc_bits, name="pre_up")
+        seeded_lo, seeded_up = Signal(name="seeded_lo"), Signal(name="seeded_up")
+        ev_lo = Const(0, u.acc_bits)
+        ev_up = Const(0, u.acc_bits)
+        for r in range(nr):
+            ev_lo, ev_up = Mux(u.route == r, sh_lo[r], ev_lo), Mux(u.route == r, sh_up[r], ev_up)
+        # the contract
+        p_ev = self.past(m, Cat(u.route, u.value), "event")
+        m.d.comb += [Assume(~u.start | (self.past_ok & ~inflight)),
+                     Assume(~(u.start | inflight) | (Cat(u.route, u.value) == p_ev)),
+                     Assume(~inflight | ~changed),
+                     Assume(~u.valid | (inflight & (age >= RouteIntervals.PIPE_CYCLES))),
+                     Assume(~(inflight & (age == self.max_flight)) | u.valid if self.max_flight else Const(1))]
+        tracked = u.route < nr
+        same = s_we & (s_route == u.route) & tracked
+        with m.If(u.start):
+            m.d.sync += [inflight.eq(1), age.eq(1), ev_route.eq(u.route), ev_tracked.eq(tracked),
+                         ev_en.eq(u.enable), exp_below.eq(tracked & below), exp_above.eq(tracked & above),
+                         pre_lo.eq(ev_lo), pre_up.eq(ev_up),
+                         seeded_lo.eq(same & ~s_side), seeded_up.eq(same & s_side)]
+        with m.Elif(inflight):
+            m.d.sync += age.eq(Mux(age == top, top, age + 1))
+            with m.If(same & ~s_side):
+                m.d.sync += seeded_lo.eq(1)
+            with m.If(same & s_side):
+                m.d.sync += seeded_up.eq(1)
+        with m.If(u.valid):
+            m.d.sync += inflight.eq(0)
+        ev = u.valid & ev_en
+        props["flags = the shadow's (below)"] = u.below == (ev & exp_below)
+        props["flags = the shadow's (above)"] = u.above == (ev & exp_above)
+        for r in range(nr):
+            props[f"bounds = the shadow's with no event in flight: route {r}"] = inflight | (
+                (pr["lower"][r] == sh_lo[r]) & (pr["upper"][r] == sh_up[r]))
+        # the read port answers a cycle later
+        p_rd = self.past(m, Cat(u.rd_route < nr, Mux(u.rd_side, Cat(*sh_up).word_select(u.rd_route, u.acc_bits),
+                                                      Cat(*sh_lo).word_select(u.rd_route, u.acc_bits))), "rd")
+        p_busy = self.past(m, inflight | u.start, "busy")
+        props["read: rd_value = the shadow's bound a cycle later"] = ~self.past_ok | p_busy | ~p_rd[0] | (
+            u.rd_value == p_rd[1:])
+        # an untracked id (or the unit disabled) changes nothing
+        quiet = u.valid & (~ev_tracked | ~ev_en) & ~s_we
+        p_quiet = self.past(m, quiet, "quiet")
+        bounds = Cat(*pr["lower"], *pr["upper"])
+        p_bounds = self.past(m, bounds, "bounds")
+        props["untracked id or disabled: no flag"] = ~(u.valid & (~ev_tracked | ~ev_en)) | ~(u.below | u.above)
+        props["untracked id or disabled: no bound changes"] = ~p_quiet | (bounds == p_bounds)
+        # white-box invariants of an event in flight: the unit holds the event's pre-event bounds,
+        # the other routes are the shadow's
+        inv: dict[str, Value] = {
+            "inv: route_r = the event's route": ~inflight | (pr["route_r"] == ev_route[:len(pr["route_r"])]),
+            "inv: in range = the event's": ~inflight | (pr["in_range"] == ev_tracked) & (pr["inr_r"] == ev_tracked),
+            "inv: read bounds = the pre-event bounds": ~inflight | ~ev_tracked | (
+                (pr["lo_cur"] == pre_lo) & (pr["up_cur"] == pre_up)),
+            "inv: flags registered": ~inflight | (age < 2) | (
+                (pr["below_r"] == exp_below) & (pr["above_r"] == exp_above)),
+            "inv: keep = not seeded since start": ~inflight | (
+                (pr["keep_lo"] == ~seeded_lo) & (pr["keep_up"] == ~seeded_up)),
+            "inv: tracker inputs": ~inflight | (age < 2) | ~ev_tracked | (
+                (pr["trackers"]["upper"].acc == pre_up) & (pr["trackers"]["lower"].acc == hi_minus(self.hi, pre_lo))),
+            "inv: enable = the event's": ~inflight | (u.enable == ev_en),
+            "inv: the event's route, held": ~inflight | ((ev_route == u.route) & (ev_tracked == (ev_route < nr))),
+            "inv: age within the flight": ~inflight | ((age >= 1) & (age <= top)),
+            "inv: route_r = the route of the cycle before": ~self.past_ok | (
+                (pr["route_r"] == p_ev[:len(pr["route_r"])]) & (pr["inr_r"] == (p_ev[:len(u.route)] < nr))),
+            "inv: seed register capped": pr["seed"].value <= self.hi,
+            "inv: the shadow's seed = the unit's": (pr["seed"].we == s_we) & (~s_we | (
+                (pr["seed"].route == s_route) & (pr["seed"].side == s_side) & (pr["seed"].value == s_val))),
+        }
+        # the shadow stepped at ``start`` from the pre-event bounds (the value and steps held since)
+        f_below, f_above, f_lo, f_up = self._step(pre_lo, pre_up, u.value, self._ctx["big"], self._ctx["small"])
+        inv["inv: the event's flags = the step of its pre-event bounds"] = ~inflight | ~ev_tracked | (
+            (exp_below == f_below) & (exp_above == f_above))
+        for r in range(nr):
+            mine = inflight & ev_tracked & ev_en & (ev_route == r)
+            inv[f"inv: route {r} in flight: the shadow = the step of the pre-event bounds (or the seed)"] = ~mine | (
+                (seeded_lo | (sh_lo[r] == f_lo)) & (seeded_up | (sh_up[r] == f_up)))
+            inv[f"inv: route {r} = the shadow's unless its event is in flight"] = mine | (
+                (pr["lower"][r] == sh_lo[r]) & (pr["upper"][r] == sh_up[r]))
+            inv[f"inv: route {r} in flight holds its pre-event bounds (or the seed)"] = ~mine | (
+                (pr["lower"][r] == Mux(seeded_lo, sh_lo[r], pre_lo))
+                & (pr["upper"][r] == Mux(seeded_up, sh_up[r], pre_up)))
+        props.update(inv)
+        m.d.comb += [Cover(u.valid & u.below & ev_en), Cover(u.valid & u.above & ev_en),
+                     Cover(u.valid & ev_en & seeded_lo)]
+
+
+def hi_minus(hi: int, v: Value) -> Value:
+    """``HI - v`` at ``v``'s width (the lower bound's mirror)."""
+    return (Const(hi, len(v)) - v)[:len(v)]
+
+
 #: Harness classes by name.
 HARNESSES: dict[str, type[_Harness]] = {h.name: h for h in (StreamCoreHarness, FoldedCoreHarness,
-                                                             RegisterBusHarness, SPIBridgeHarness)}
+                                                             RegisterBusHarness, SPIBridgeHarness,
+                                                             RouteIntervalsHarness)}
 
 #: Faults by harness: what each changes, and the property that must then fail.
 FAULTS: dict[str, dict[str, str]] = {
@@ -752,4 +1042,16 @@ FAULTS: dict[str, dict[str, str]] = {
                        "stalled it is never answered",
     },
     "spi": {},
+    "routes": {
+        "miss_direction_swapped": "the upper bound steps the wrong way: it widens (by big) after a hit and "
+                                  "narrows (by small) after a miss: the bounds leave the shadow's",
+        "no_upper_clamp": "the upper tracker's limit is the accumulator's top, not HI: a bound passes HI",
+        "range_check_off": "an id at or above R counts as tracked: it raises a flag",
+        "range_check_off_pipelined": "pipelined: an id at or above R counts as tracked: its low bits alias a "
+                                     "route, whose bounds it moves",
+        "seed_uncapped": "a seed above HI is written as it is: a bound passes HI",
+        "seed_lost": "an event's update wins over a seed of the same bound in its cycle: the seed is lost",
+        "seed_lost_pipelined": "pipelined: an event's write-back overwrites a seed that landed while it was "
+                               "in flight: the seed is lost",
+    },
 }

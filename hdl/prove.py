@@ -44,8 +44,8 @@ from .formal import FAULTS, HARNESSES
 from .params import FORMAL_PARAMS, PARAMETER_SETS, CoreParams
 from .plan import dsp_plan, pipeline_plan
 
-__all__ = ["ProofJob", "ProofResult", "ToolMissing", "all_jobs", "default_jobs", "fault_jobs", "prove", "run_job",
-           "shipped_jobs"]
+__all__ = ["ProofJob", "ProofResult", "ToolMissing", "all_jobs", "default_jobs", "fault_jobs", "prove", "route_jobs",
+           "run_job", "shipped_jobs"]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Wrapper name -> the executable it runs (see the module docstring).
@@ -135,7 +135,32 @@ def default_jobs() -> list[ProofJob]:
     formal set, and :func:`shipped_jobs` to latency + 8 cycles."""
     return [ProofJob("stream", "formal", "prove", 4), ProofJob("stream", "formal", "prove", 4, (("dsp", True),)),
             ProofJob("folded", "formal", "prove", 20), ProofJob("regbus", "formal", "prove", 4),
-            ProofJob("spi", "formal", "prove", 6), *shipped_jobs()]
+            ProofJob("spi", "formal", "prove", 6), *route_jobs(), *shipped_jobs()]
+
+
+#: The route unit's harness in both forms (:class:`mailpulse.hdl.formal.RouteIntervalsHarness`)
+#: and the depth its k-induction closes at (one less fails): the single-cycle form's configuration
+#: registers (``big``/``small``, then the clamp limits) settle two cycles after a change, the
+#: pipelined form's trackers (registered inputs, three deep stages) five after ``start``.  Third:
+#: the depth of the cover run (the pipelined covers need an event of 6 cycles after the reset).
+ROUTE_PROOFS = ((False, 3, 6), (True, 6, 12))
+
+
+def route_jobs(wide: bool = False) -> list[ProofJob]:
+    """k-induction of the route unit in both forms and a cover run of each (a flag of each side, a
+    seed meeting an event of its route), or (``wide``: the soak's) k-induction with R = 3, 16-bit
+    values and ids, and of the single-cycle form with R = 16 (the shipped unit; the pipelined one
+    took 483 s, too long for the soak: docs/verification.md)
+    (:attr:`mailpulse.hdl.formal.RouteIntervalsHarness.SIZES`)."""
+    jobs = []
+    for piped, depth, cover in ROUTE_PROOFS:
+        opts = ((("pipelined", True),) if piped else ()) + ((("size", "wide"),) if wide else ())
+        jobs.append(ProofJob("routes", "formal", "prove", depth, opts))
+        if not wide:
+            jobs.append(ProofJob("routes", "formal", "cover", cover, opts))
+    if wide:
+        jobs.append(ProofJob("routes", "formal", "prove", ROUTE_PROOFS[0][1], (("size", "r16"),)))
+    return jobs
 
 
 def shipped_jobs(extra: int = 8, cover: bool = True) -> list[ProofJob]:
@@ -158,7 +183,7 @@ def all_jobs() -> list[ProofJob]:
     core to latency + 12 (past that each step takes 2-4 times the one before: docs/verification.md)."""
     deep = [ProofJob(j.harness, j.params, j.mode, j.depth + (4 if j.harness == "stream" else _latency(j)), j.options)
             for j in shipped_jobs(cover=False)]
-    return [*default_jobs(), *deep]
+    return [*default_jobs(), *deep, *route_jobs(wide=True)]
 
 
 def _latency(job: ProofJob) -> int:
@@ -177,6 +202,8 @@ def fault_jobs() -> list[ProofJob]:
     depth = {"ready_ignores_clear": 12, "stall_ignores_full_buffer": 16, "push_during_commit": 12, "no_time_out": 48}
     jobs = []
     for harness, faults in FAULTS.items():
+        if harness == "routes":
+            continue
         for fault in faults:
             opts: tuple[tuple[str, Any], ...] = (("fault", fault),)
             if fault == "no_time_out":
@@ -187,6 +214,15 @@ def fault_jobs() -> list[ProofJob]:
                       (("fault", "stall_ignores_full_buffer"), *SHIPPED_STREAM), expect="FAIL"),
              ProofJob("folded", "small", "bmc", _folded_latency(small) + 8, (("fault", "push_during_commit"),),
                       expect="FAIL")]
+    # the route unit: each fault on the form it applies to (both for the shared ones), 8 cycles
+    # single-cycle, 16 pipelined (two events through) with the properties only (the invariants
+    # would fail first)
+    for fault in FAULTS["routes"]:
+        if not fault.endswith("_pipelined"):
+            jobs.append(ProofJob("routes", "formal", "bmc", 8, (("fault", fault),), expect="FAIL"))
+        if fault.endswith("_pipelined") or fault + "_pipelined" not in FAULTS["routes"]:
+            jobs.append(ProofJob("routes", "formal", "bmc", 16, (("fault", fault), ("pipelined", True),
+                                                                ("props_only", True)), expect="FAIL"))
     return jobs
 
 
