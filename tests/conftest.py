@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -36,3 +38,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def repo_data() -> Path:
     """``data/``: real data nobody here wrote, carried by the repository with its licences."""
     return DATA
+
+
+@pytest.fixture(scope="module")
+def pynq_support() -> ModuleType:
+    """``tests/pynq_sim_support.py`` (overlay folders, a simulated PYNQ device); skips without pynq."""
+    pytest.importorskip("pynq", reason="pynq is not installed")
+    import pynq_sim_support
+
+    return pynq_sim_support
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path) -> Iterator[Path]:
+    """The test runs in ``tmp_path`` (the working directory is restored after it)."""
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        yield tmp_path
+    finally:
+        os.chdir(old)

@@ -4,8 +4,6 @@ simulated pynq.Device backed by the register-level reference model, on every par
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,24 +20,6 @@ from mailpulse.backends import open_scorer
 from mailpulse.errors import UserError
 
 
-@pytest.fixture(scope="module")
-def support() -> ModuleType:
-    pytest.importorskip("pynq", reason="pynq is not installed")
-    import pynq_sim_support
-
-    return pynq_sim_support
-
-
-@pytest.fixture
-def in_tmp(tmp_path: Path) -> Iterator[Path]:
-    old = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        yield tmp_path
-    finally:
-        os.chdir(old)
-
-
 def user_session(bitname: str, cfg: CoreConfig, x: np.ndarray, tags: np.ndarray) -> tuple[Any, ...]:
     """What a user writes in a notebook: nothing here knows the device is simulated."""
     from pynq import Overlay
@@ -54,7 +34,7 @@ def user_session(bitname: str, cfg: CoreConfig, x: np.ndarray, tags: np.ndarray)
 
 
 @pytest.mark.parametrize("pset", sorted(PARAMETER_SETS))
-def test_unmodified_driver_and_dma_match_the_model(pset: str, support: ModuleType, in_tmp: Path) -> None:
+def test_unmodified_driver_and_dma_match_the_model(pset: str, pynq_support: ModuleType, in_tmp: Path) -> None:
     from mailpulse.pynq_overlays.driver import MailpulseScorer
     from mailpulse.pynq_overlays.sim_device import EmulatedPort
     from pynq.lib.dma import DMA
@@ -64,8 +44,8 @@ def test_unmodified_driver_and_dma_match_the_model(pset: str, support: ModuleTyp
     cfg = CoreConfig.random(p, rng)
     x = rng.integers(p.in_min, p.in_max + 1, size=(500, p.d))
     tags = rng.integers(0, 1 << 32, size=500)
-    support.make_overlay_dir(in_tmp, p)
-    with support.active_device(EmulatedPort(p)) as dev:
+    pynq_support.make_overlay_dir(in_tmp, p)
+    with pynq_support.active_device(EmulatedPort(p)) as dev:
         ol, ident, batch, one, counters = user_session("mailpulse.bit", cfg, x, tags)
         assert isinstance(ol.mailpulse_0, MailpulseScorer) and isinstance(ol.axi_dma_0, DMA)
         assert ol.ip_dict["mailpulse_0"]["type"] == VLNV
@@ -80,7 +60,7 @@ def test_unmodified_driver_and_dma_match_the_model(pset: str, support: ModuleTyp
         assert dev.register_accesses > 0
 
 
-def test_overlay_class_facade_and_threshold(support: ModuleType, in_tmp: Path) -> None:
+def test_overlay_class_facade_and_threshold(pynq_support: ModuleType, in_tmp: Path) -> None:
     from mailpulse.pynq_overlays.overlay import MailpulseOverlay
     from mailpulse.pynq_overlays.sim_device import EmulatedPort
 
@@ -88,8 +68,8 @@ def test_overlay_class_facade_and_threshold(support: ModuleType, in_tmp: Path) -
     rng = np.random.default_rng(3)
     cfg = CoreConfig.random(p, rng)
     x = rng.integers(p.in_min, p.in_max + 1, size=(64, p.d))
-    bit = support.make_overlay_dir(in_tmp, p)
-    with support.active_device(EmulatedPort(p)):
+    bit = pynq_support.make_overlay_dir(in_tmp, p)
+    with pynq_support.active_device(EmulatedPort(p)):
         ol = MailpulseOverlay(str(bit), download=False)
         ol.scorer.load_model(cfg)
         ol.scorer.set_threshold(0)
@@ -99,13 +79,13 @@ def test_overlay_class_facade_and_threshold(support: ModuleType, in_tmp: Path) -
         assert ol.scorer.client.thresholds() == (0, 0)
 
 
-def test_download_checks_the_bitstream(support: ModuleType, in_tmp: Path) -> None:
+def test_download_checks_the_bitstream(pynq_support: ModuleType, in_tmp: Path) -> None:
     from mailpulse.pynq_overlays.sim_device import EmulatedPort
     from pynq import Overlay
 
     p = get_params("small")
-    bit = support.make_overlay_dir(in_tmp, p)
-    with support.active_device(EmulatedPort(p)) as dev:
+    bit = pynq_support.make_overlay_dir(in_tmp, p)
+    with pynq_support.active_device(EmulatedPort(p)) as dev:
         ol = Overlay(bit.name)                  # download=True: header validated, PL "reset"
         assert ol.is_loaded() and dev.timestamp
         assert dev.slcr.fclk_mhz(0) == 100.0     # PYNQ programmed FCLK0 from the .hwh through the SLCR
@@ -117,12 +97,12 @@ def test_download_checks_the_bitstream(support: ModuleType, in_tmp: Path) -> Non
             Overlay(bad.name)
 
 
-def test_wrong_parameter_set_is_refused_by_identify(support: ModuleType, in_tmp: Path) -> None:
+def test_wrong_parameter_set_is_refused_by_identify(pynq_support: ModuleType, in_tmp: Path) -> None:
     from mailpulse.pynq_overlays.sim_device import EmulatedPort
     from pynq import Overlay
 
-    support.make_overlay_dir(in_tmp, get_params("full"))       # .hwh says "full"
-    with support.active_device(EmulatedPort(get_params("small"))):  # the logic is "small"
+    pynq_support.make_overlay_dir(in_tmp, get_params("full"))       # .hwh says "full"
+    with pynq_support.active_device(EmulatedPort(get_params("small"))):  # the logic is "small"
         ol = Overlay("mailpulse.bit", download=False)
         with pytest.raises(CoreMismatchError, match="D=8 K=8 B=64"):
             ol.mailpulse_0.identify()
@@ -130,13 +110,13 @@ def test_wrong_parameter_set_is_refused_by_identify(support: ModuleType, in_tmp:
             ol.mailpulse_0.load_model(CoreConfig.zeros(get_params("small")))
 
 
-def test_device_memory_is_not_coherent(support: ModuleType) -> None:
+def test_device_memory_is_not_coherent(pynq_support: ModuleType) -> None:
     """A driver that skipped flush would send stale data: the device keeps its own copy."""
     import pynq
     from mailpulse.pynq_overlays.sim_device import EmulatedPort
 
     p = get_params("small")
-    with support.active_device(EmulatedPort(p)) as dev:
+    with pynq_support.active_device(EmulatedPort(p)) as dev:
         buf = pynq.allocate((8,), dtype=np.uint32)
         assert isinstance(buf, pynq.buffer.PynqBuffer) and buf.physical_address % 4096 == 0
         buf[:] = np.arange(8)
@@ -149,14 +129,14 @@ def test_device_memory_is_not_coherent(support: ModuleType) -> None:
         assert buf.view(np.uint8).tolist() == list(range(32))
 
 
-def test_dma_model_reports_errors_instead_of_hanging(support: ModuleType, in_tmp: Path) -> None:
+def test_dma_model_reports_errors_instead_of_hanging(pynq_support: ModuleType, in_tmp: Path) -> None:
     import pynq
     from mailpulse.pynq_overlays.sim_device import AxiDmaModel, EmulatedPort
     from pynq import Overlay
 
     p = get_params("small")
-    support.make_overlay_dir(in_tmp, p)
-    with support.active_device(EmulatedPort(p)) as dev:
+    pynq_support.make_overlay_dir(in_tmp, p)
+    with pynq_support.active_device(EmulatedPort(p)) as dev:
         ol = Overlay("mailpulse.bit", download=False)
         dma = ol.axi_dma_0
         out = pynq.allocate((4, 16), dtype=np.uint8)
@@ -169,20 +149,21 @@ def test_dma_model_reports_errors_instead_of_hanging(support: ModuleType, in_tmp
             ol.mailpulse_0.mmio.device.read_registers(0x5000_0000, 4)
 
 
-def test_the_shipped_notebook_runs_in_simulation(support: ModuleType, in_tmp: Path) -> None:
+def test_the_shipped_notebook_runs_in_simulation(pynq_support: ModuleType, in_tmp: Path) -> None:
     """Every code cell of the notebook, with SIMULATE switched on (its own simulated device)."""
     nb = json.loads((OVERLAY_DIR / "mailpulse.ipynb").read_text(encoding="utf-8"))
     cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
     assert "SIMULATE = False" in cells[0]
     cells[0] = cells[0].replace("SIMULATE = False", "SIMULATE = True")
     scope: dict[str, Any] = {}
-    with support.active_device(support.EmulatedPort(get_params("zynq"))):   # restores pynq's active device after
+    # (active_device restores pynq's active device after)
+    with pynq_support.active_device(pynq_support.EmulatedPort(get_params("zynq"))):
         for code in cells:
             exec(compile(code, "mailpulse.ipynb", "exec"), scope)
     assert scope["ident"].params.name == "zynq" and len(scope["res"]) == 10000
 
 
-def test_pynq_backend_of_the_scorer_interface(support: ModuleType, in_tmp: Path) -> None:
+def test_pynq_backend_of_the_scorer_interface(pynq_support: ModuleType, in_tmp: Path) -> None:
     """host_bridge's ``pynq`` backend over the same stack (the simulated device passed explicitly)."""
     from mailpulse.pynq_overlays.sim_device import EmulatedPort, SimulatedDevice
 
@@ -190,7 +171,7 @@ def test_pynq_backend_of_the_scorer_interface(support: ModuleType, in_tmp: Path)
     rng = np.random.default_rng(8)
     cfg = CoreConfig.random(p, rng)
     x = rng.integers(p.in_min, p.in_max + 1, size=(9000, p.d))
-    bit = support.make_overlay_dir(in_tmp, p)
+    bit = pynq_support.make_overlay_dir(in_tmp, p)
     dev = SimulatedDevice(EmulatedPort(p))
     with open_scorer("pynq", p, bitfile=bit, device=dev, download=True) as s:
         assert s.identify().params == p

@@ -7,8 +7,6 @@ hostile ids and latencies get one sentence before anything is sent."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,24 +32,6 @@ from test_bridge_routes import _session
 from mailpulse.backends import open_scorer
 
 P = get_params("small-r4")
-
-
-@pytest.fixture(scope="module")
-def support() -> ModuleType:
-    pytest.importorskip("pynq", reason="pynq is not installed")
-    import pynq_sim_support
-
-    return pynq_sim_support
-
-
-@pytest.fixture
-def in_tmp(tmp_path: Path) -> Iterator[Path]:
-    old = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        yield tmp_path
-    finally:
-        os.chdir(old)
 
 
 class RecordingPort:
@@ -134,7 +114,7 @@ def _events_user_session(dev: Any, n: int, seed: int) -> None:
 
 
 @pytest.mark.xdist_group("rtl_identity")
-def test_route_events_by_dma_on_the_rtl(support: ModuleType, in_tmp: Path) -> None:
+def test_route_events_by_dma_on_the_rtl(pynq_support: ModuleType, in_tmp: Path) -> None:
     """The unmodified driver and the ``pynq`` backend against the RTL (Icarus): flags, scores and
     bounds equal the reference, the events in the DMA beats."""
     pytest.importorskip("cocotb", reason="cocotb is not installed")
@@ -142,10 +122,10 @@ def test_route_events_by_dma_on_the_rtl(support: ModuleType, in_tmp: Path) -> No
         pytest.skip("icarus is not installed")
     from mailpulse.pynq_overlays.sim_device import SimulatedDevice, rtl_port
 
-    bit = support.make_overlay_dir(in_tmp, P)
+    bit = pynq_support.make_overlay_dir(in_tmp, P)
     port = RecordingPort(rtl_port(P, simulator="icarus"))
     try:
-        with support.active_device(port) as dev:
+        with pynq_support.active_device(port) as dev:
             _events_user_session(dev, n=150, seed=11)
         dev = SimulatedDevice(port)
         with open_scorer("pynq", P, bitfile=bit, device=dev, download=False, batch_size=64) as s:
@@ -156,12 +136,12 @@ def test_route_events_by_dma_on_the_rtl(support: ModuleType, in_tmp: Path) -> No
         port.port.close()
 
 
-def test_route_events_by_dma_on_the_model_device(support: ModuleType, in_tmp: Path) -> None:
+def test_route_events_by_dma_on_the_model_device(pynq_support: ModuleType, in_tmp: Path) -> None:
     from mailpulse.pynq_overlays.sim_device import EmulatedPort, SimulatedDevice
 
-    bit = support.make_overlay_dir(in_tmp, P)
+    bit = pynq_support.make_overlay_dir(in_tmp, P)
     port = RecordingPort(EmulatedPort(P))
-    with support.active_device(port) as dev:
+    with pynq_support.active_device(port) as dev:
         _events_user_session(dev, n=300, seed=5)
     with open_scorer("pynq", P, bitfile=bit, device=SimulatedDevice(port), download=False, batch_size=97) as s:
         _session(s, seed=6, n=300)
@@ -173,7 +153,7 @@ def test_route_events_by_dma_on_the_model_device(support: ModuleType, in_tmp: Pa
         assert beats.shape == (n, 24) and set(sample_beat(P).get(beats, "route").tolist()) == {0xFFFF}
 
 
-def test_a_core_without_routes_keeps_its_beats(support: ModuleType, in_tmp: Path) -> None:
+def test_a_core_without_routes_keeps_its_beats(pynq_support: ModuleType, in_tmp: Path) -> None:
     """R = 0: 20-byte beats (tag and features only), results without flags; route arguments are
     one sentence and nothing is sent."""
     from mailpulse.pynq_overlays.sim_device import EmulatedPort
@@ -183,9 +163,9 @@ def test_a_core_without_routes_keeps_its_beats(support: ModuleType, in_tmp: Path
     rng = np.random.default_rng(4)
     cfg = CoreConfig.random(p, rng)
     x = rng.integers(p.in_min, p.in_max + 1, size=(50, p.d))
-    support.make_overlay_dir(in_tmp, p)
+    pynq_support.make_overlay_dir(in_tmp, p)
     port = RecordingPort(EmulatedPort(p))
-    with support.active_device(port) as dev:
+    with pynq_support.active_device(port) as dev:
         ol = Overlay("mailpulse.bit", download=False)
         scorer = ol.mailpulse_0
         assert scorer.params == p
@@ -204,7 +184,7 @@ def test_a_core_without_routes_keeps_its_beats(support: ModuleType, in_tmp: Path
         assert dev.register_accesses == before and len(port.packets) == 1
 
 
-def test_hostile_ids_and_latencies_get_one_sentence(support: ModuleType, in_tmp: Path) -> None:
+def test_hostile_ids_and_latencies_get_one_sentence(pynq_support: ModuleType, in_tmp: Path) -> None:
     """Every bad route id or latency is refused with one sentence before a register or a DMA
     transfer is touched; the core scores the next good batch as if nothing happened."""
     from mailpulse.pynq_overlays.sim_device import EmulatedPort
@@ -226,9 +206,9 @@ def test_hostile_ids_and_latencies_get_one_sentence(support: ModuleType, in_tmp:
         ({"routes": [1, 2, 3]}, "4 samples but 3 route ids"),
         ({"routes": [0] * n, "latencies": [1] * 5}, "4 samples but 5 latencies"),
     ]
-    support.make_overlay_dir(in_tmp, P)
+    pynq_support.make_overlay_dir(in_tmp, P)
     port = RecordingPort(EmulatedPort(P))
-    with support.active_device(port) as dev:
+    with pynq_support.active_device(port) as dev:
         ol = Overlay("mailpulse.bit", download=False)
         scorer, dma = ol.mailpulse_0, ol.axi_dma_0
         scorer.load_model(CoreConfig.random(P, np.random.default_rng(1)), routes=RouteConfig(1, 5, 10))
@@ -242,15 +222,15 @@ def test_hostile_ids_and_latencies_get_one_sentence(support: ModuleType, in_tmp:
         assert ok.below is not None and len(ok.below) == n and scorer.counters().samples == n
 
 
-def test_overlay_and_backend_know_r_from_the_hwh(support: ModuleType, in_tmp: Path) -> None:
+def test_overlay_and_backend_know_r_from_the_hwh(pynq_support: ModuleType, in_tmp: Path) -> None:
     """The driver's R comes from the ``.hwh``; a ``.hwh`` that names no R (written before cores had
     routes) makes it read ``PARAMS.ROUTES_LOG2``; an R no core has is one sentence; the backend
     refuses an overlay whose R differs."""
     from mailpulse.pynq_overlays.overlay import MailpulseOverlay
     from mailpulse.pynq_overlays.sim_device import EmulatedPort, SimulatedDevice
 
-    bit = support.make_overlay_dir(in_tmp, P)
-    with support.active_device(EmulatedPort(P)) as dev:
+    bit = pynq_support.make_overlay_dir(in_tmp, P)
+    with pynq_support.active_device(EmulatedPort(P)) as dev:
         ol = MailpulseOverlay(str(bit), download=False)
         assert ol.scorer.params == P and int(ol.ip_dict["mailpulse_0"]["parameters"]["R"]) == P.r
         reads = dev.register_accesses
@@ -259,7 +239,7 @@ def test_overlay_and_backend_know_r_from_the_hwh(support: ModuleType, in_tmp: Pa
         assert r.below is not None and r.above is not None
     hwh = bit.with_suffix(".hwh")
     hwh.write_text(hwh.read_text(encoding="utf-8").replace('<PARAMETER NAME="R" VALUE="4" />', ""), encoding="utf-8")
-    with support.active_device(EmulatedPort(P)) as dev:
+    with pynq_support.active_device(EmulatedPort(P)) as dev:
         ol = MailpulseOverlay(str(bit), download=False)
         assert "R" not in ol.ip_dict["mailpulse_0"]["parameters"]
         assert ol.scorer.params == P and dev.register_accesses == 2      # PARAMS and WIDTHS
@@ -270,9 +250,9 @@ def test_overlay_and_backend_know_r_from_the_hwh(support: ModuleType, in_tmp: Pa
                               ("four", "the .hwh's scorer parameters D/K/B/R are not integers "
                                        "(D='8', K='8', B='64', R='four')")):
         hwh.write_text(text.replace(good, f'{good}<PARAMETER NAME="R" VALUE="{r_value}" />'), encoding="utf-8")
-        with support.active_device(EmulatedPort(P)), pytest.raises(CoreMismatchError) as e:
+        with pynq_support.active_device(EmulatedPort(P)), pytest.raises(CoreMismatchError) as e:
             assert MailpulseOverlay(str(bit), download=False).scorer is None     # the driver is made here
         assert str(e.value) == sentence
-    support.make_overlay_dir(in_tmp, P)
+    pynq_support.make_overlay_dir(in_tmp, P)
     with pytest.raises(CoreMismatchError, match=r"scorer has D=8 K=8 B=64 R=4, the host expects set small "):
         open_scorer("pynq", "small", bitfile=bit, device=SimulatedDevice(EmulatedPort(P)), download=False)
