@@ -61,6 +61,10 @@ INTERVALS_PUSH_S = 1.0
 MAX_TOPOLOGY = 300
 
 
+#: Most nodes whose model version the collector follows (a status from another node is not followed).
+MODELS_KNOWN_MAX = 4096
+
+
 class Collector:
     """One collector (see the module docstring).
 
@@ -92,6 +96,11 @@ class Collector:
         self.corr_lock = threading.Lock()
         #: (site, node) -> the model version its last status named (None: the untrained bring-up model)
         self.models: dict[tuple[str, str], str | None] = {}
+        #: when the last restart of the correlation's score baselines began, and the model changes since
+        #: that did not restart them again (:meth:`_model_of`)
+        self._baselines_restarted: float | None = None
+        self.model_restarts_refused = 0
+        self._refusal_said: dict[tuple[str, str], float] = {}
         self.health = Health(cfg.health)
         # acknowledgements and silences from the dashboard, kept in the collector's state folder
         self.actions = IncidentActions(Path(a.dir) / "state" / "incident-actions.json")
@@ -210,13 +219,33 @@ class Collector:
             return
         version = doc.get("model_version")
         key = (site, node)
+        if key not in self.models and len(self.models) >= MODELS_KNOWN_MAX:
+            return
         changed = key in self.models and self.models[key] != version
         self.models[key] = None if version is None else str(version)
-        if changed:
-            log.info("node %s/%s scores with model %s: the correlation's score baselines restart", site, node,
-                     version)
-            with self.corr_lock:
-                self.correlator.model_changed(max(received, self.correlator.now))
+        if not changed:
+            return
+        # A restart blinds the anomaly walk for a window, so it is rationed: one per history (at least
+        # one window), extended by the changes within a window of its start (a fleet's roll-out).  A
+        # node that keeps changing models cannot keep the correlation blind: its changes are counted.
+        s = self.cfg.correlate
+        with self.corr_lock:
+            t = max(received, self.correlator.now)
+            began = self._baselines_restarted
+            if began is None or t - began >= max(s.history_s, s.window_s):
+                self._baselines_restarted = t
+            elif t - began > s.window_s:
+                self.model_restarts_refused += 1
+                if t - self._refusal_said.get(key, -math.inf) >= max(s.history_s, s.window_s):
+                    if len(self._refusal_said) >= MODELS_KNOWN_MAX:
+                        self._refusal_said.clear()
+                    self._refusal_said[key] = t
+                    log.warning("node %s/%s changed its model again (%s) %.0f s after the correlation's score "
+                                "baselines restarted: they are not restarted again before %.0f s have passed",
+                                site, node, version, t - began, max(s.history_s, s.window_s))
+                return
+            self.correlator.model_changed(t)
+        log.info("node %s/%s scores with model %s: the correlation's score baselines restart", site, node, version)
 
     def _interval(self, ev: dict[str, Any]) -> tuple[str, str | None] | None:
         """Run a delivery through its route's interval (counted in /metrics); its ``(route, side)`` (the side

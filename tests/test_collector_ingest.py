@@ -349,4 +349,33 @@ def test_a_nodes_new_model_restarts_the_correlations_score_baselines(broker: Any
     status("sha256:aaa", 1020.0)
     assert col.correlator.scores_since == 1010.0
     status("sha256:bbb", 1030.0)
-    assert col.correlator.scores_since == 1030.0
+    assert col.correlator.scores_since == 1030.0   # within a window of the restart: a roll-out, extended
+    assert col.model_restarts_refused == 0
+
+
+def test_a_node_that_keeps_changing_models_cannot_keep_the_correlation_blind(broker: Any, tmp_path: Path) -> None:
+    """A restart of the score baselines blinds the anomaly walk for a window, so a node whose status
+    names a new model every few seconds restarts them once per history (changes within a window of the
+    restart extend it); the others are counted."""
+    cfg = collector_cfg(broker, tmp_path)
+    col = Collector(cfg)
+    window, history = cfg.correlate.window_s, cfg.correlate.history_s
+    assert history > 2 * window
+
+    def status(version: str, received: float) -> None:
+        doc = {"schema": 1, "site": "lab", "node": "node-x", "state": "online", "ts": received,
+               "model_version": version}
+        col.on_batch(Batch(statuses=[("lab", "node-x", doc, False, received)]))
+
+    t0 = 5000.0
+    status("v0", t0)
+    times = [t0 + 10.0 * i for i in range(1, int(history // 10) + 2)]
+    assert times[-1] - times[0] >= history > times[-2] - times[0]
+    for i, t in enumerate(times[:-1]):
+        status(f"v{i + 1}", t)
+    restarted = [t for t in times if t - times[0] <= window]
+    assert col.correlator.scores_since == restarted[-1]
+    assert col.model_restarts_refused == sum(1 for t in times if window < t - times[0] < history) > 0
+    # a history after the first restart, a change restarts them again
+    status("v-last", times[-1])
+    assert col.correlator.scores_since == times[-1]
