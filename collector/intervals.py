@@ -35,22 +35,13 @@ from typing import Any, NamedTuple, Protocol
 from mailpulse.hdl.reference import ADAPT_FRAC, RouteConfig, route_intervals, route_seed
 
 from mailpulse.features import LATENCY_FLOOR_S, route_latency, route_latency_seconds
-from mailpulse.routes import RelayNames, RouteTable, route_name
+from mailpulse.routes import ROUTE_CONFIG, RelayNames, RouteTable, route_name
 
 __all__ = ["ROUTE_CONFIG", "SIDES", "IntervalBook", "IntervalModel", "Observed", "RouteIntervals", "coverage",
            "delivery_route", "interval_input", "node_side", "nominal_coverage", "side_of"]
 
 log = logging.getLogger(__name__)
 
-#: The collector's tracker registers.  ``ratio`` 19: a miss widens a bound 19 times as much as a hit
-#: narrows it, 1/20 misses per side, nominal coverage 0.9.  ``step_exp`` 10: 4 Q8.8 counts
-#: (``2**(4/256)``, 1.1 % of the latency) narrower per hit, 76 counts (23 %) wider per miss; a slow relay
-#: that multiplies its latency by 100 (1700 counts) misses about 22 times before the band has followed
-#: it.  Chosen by measurement (docs/benchmarks.md, 2026-12-05): on the fault bench's 80 s normal day
-#: ``step_exp`` 8, 9, 10, 11 covered 0.792, 0.879, 0.903, 0.901 of the same deliveries (a short run
-#: needs steps that settle within about 100 deliveries per route), on 6000 lognormal deliveries
-#: 0.887 - 0.889, 0.893 - 0.895, 0.897, 0.898 - 0.899.
-ROUTE_CONFIG = RouteConfig(enable=1, ratio=19, step_exp=10)
 
 
 def nominal_coverage(cfg: RouteConfig) -> float:

@@ -24,8 +24,21 @@ import re
 from collections.abc import Mapping
 
 from mailpulse.features import route_latency
+from mailpulse.hdl.reference import RouteConfig
 
-__all__ = ["DELAY_MAX_S", "RelayNames", "RouteTable", "delivery_latency", "domain_of", "route_name", "split_relay"]
+__all__ = ["DELAY_MAX_S", "ROUTE_CONFIG", "RelayNames", "RouteTable", "delivery_latency", "domain_of", "route_name",
+           "split_relay"]
+
+#: The route registers of the collector's tracker and of every node's core (the node commits them with
+#: each model, so both compute the same flags).  ``ratio`` 19: a miss widens a bound 19 times as much as a hit
+#: narrows it, 1/20 misses per side, nominal coverage 0.9.  ``step_exp`` 10: 4 Q8.8 counts
+#: (``2**(4/256)``, 1.1 % of the latency) narrower per hit, 76 counts (23 %) wider per miss; a slow relay
+#: that multiplies its latency by 100 (1700 counts) misses about 22 times before the band has followed
+#: it.  Chosen by measurement (docs/benchmarks.md, 2026-12-05): on the fault bench's 80 s normal day
+#: ``step_exp`` 8, 9, 10, 11 covered 0.792, 0.879, 0.903, 0.901 of the same deliveries (a short run
+#: needs steps that settle within about 100 deliveries per route), on 6000 lognormal deliveries
+#: 0.887 - 0.889, 0.893 - 0.895, 0.897, 0.898 - 0.899.
+ROUTE_CONFIG = RouteConfig(enable=1, ratio=19, step_exp=10)
 
 #: Largest delay (seconds, either sign) an event payload carries (``mailpulse.payload``'s seconds bound):
 #: a delivery with a larger one is quarantined by the collector, so it is no route latency anywhere.

@@ -221,7 +221,7 @@ class Node:
         The route interval registers committed with each model when the scorer's core has route
         intervals (R > 0, read from the core): then every delivery is fed to the core with its route
         and latency and carries the core's flags (:mod:`.routefeed`).  The command line passes the
-        collector's ``ROUTE_CONFIG``.  Ignored for a core without routes.
+        ``mailpulse.routes.ROUTE_CONFIG``.  Ignored for a core without routes.
     """
 
     def __init__(self, cfg: NodeConfig, model: ScoringSetup | None = None, scorer: Scorer | None = None,
@@ -494,7 +494,7 @@ def build_node(cfg: NodeConfig, model_path: str | None = None, routes: RouteConf
     """The :class:`Node` of a loaded config (:func:`mailpulse.config.node.load_config`):
     its sources, scorer backend and model (``model_path``, else the config's, else untrained).
 
-    ``routes``: the route interval registers for a core with routes (``<set>-r<R>``; the collector's
+    ``routes``: the route interval registers for a core with routes (``<set>-r<R>``; ``mailpulse.routes``
     ``ROUTE_CONFIG``).  The ``model`` backend of such a set scores through the register-level model
     (:class:`~mailpulse.host_bridge.backends.model.ModelScorer`), which keeps the route bounds."""
     sources: list[Source] = []

@@ -147,7 +147,7 @@ def replay(log: Path | str, sink: Sink, *, node: str = "replay", params: str = "
     or for a set with route intervals (``params`` ``<set>-r<R>``) with the register-level model that
     keeps the route bounds, as ``node run`` does; any other name opens that ``host_bridge`` backend.
     A core with route intervals is fed the deliveries' routes (``site/node|relay`` by ``relay_names``)
-    with the route registers ``routes`` (``node replay`` passes the collector's ``ROUTE_CONFIG``).
+    with the route registers ``routes`` (``node replay`` passes ``mailpulse.routes.ROUTE_CONFIG``).
     Raises ``UserError`` for an unreadable log or model, a core with routes but no ``routes``, and for a
     non-empty log of which no line could be read.
     """

@@ -92,7 +92,7 @@ class RouteFeed:
     routes : int
         R, the size of the route table.
     cfg : RouteConfig
-        The route registers committed with each model (the collector's ``ROUTE_CONFIG``).
+        The route registers committed with each model (``mailpulse.routes.ROUTE_CONFIG``).
     names : RelayNames
         ``[relays] names``.
 

@@ -15,13 +15,13 @@ import os
 import sys
 import time
 
-from mailpulse.collector.intervals import ROUTE_CONFIG
 from mailpulse.config.node import MimeLimits, check_config, load_config
 from mailpulse.errors import UserError
 from mailpulse.pi_firmware.maildir import inspect_file
 from mailpulse.pi_firmware.node import build_node
 from mailpulse.pi_firmware.probe import ProbeError, Prober
 from mailpulse.pi_firmware.replay import replay_node
+from mailpulse.routes import ROUTE_CONFIG
 
 from . import COMMANDS, prints_help
 

@@ -54,7 +54,6 @@ import numpy as np
 import numpy.typing as npt
 
 from mailpulse import topics as T
-from mailpulse.collector.intervals import ROUTE_CONFIG
 from mailpulse.collector.provision import Client, Deployment, NodeBundle
 from mailpulse.collector.service import run_collector
 from mailpulse.collector.trainer import train
@@ -70,6 +69,7 @@ from mailpulse.lab.relays import MangleRelay
 from mailpulse.lab.servers import Dovecot, Mailbox, MailChain, Mosquitto, missing_tools
 from mailpulse.modelfile import load_model
 from mailpulse.pi_firmware.node import build_node
+from mailpulse.routes import ROUTE_CONFIG
 from mailpulse.sim.device import open_device
 from mailpulse.sim.rtl import verilog_path
 from mailpulse.sim.tools import have_simulator
