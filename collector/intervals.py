@@ -70,11 +70,12 @@ class RouteIntervals:
     cfg : RouteConfig
         The tracker's registers (:data:`ROUTE_CONFIG`).
     max_routes : int
-        Size of the route table; routes past it are not tracked (counted in ``untracked``).
+        Size of the route table; routes past it are not tracked (counted in ``table.untracked``).
 
     Attributes
     ----------
-    ids : route name -> route id (``0..max_routes-1``, in the order of first delivery)
+    table : the route ids (:class:`~mailpulse.routes.RouteTable`: name -> id in the order of first
+        delivery, and the deliveries it could not track)
     lower, upper : per route id, the bound accumulators (units of ``2**-ADAPT_FRAC`` of a Q8.8 value)
     """
 
@@ -84,25 +85,15 @@ class RouteIntervals:
         self.table = RouteTable(max_routes)
         self.cfg, self.max_routes = cfg, max_routes
         self.level = nominal_coverage(cfg)
-        self.ids = self.table.ids
         self.lower: list[int] = []
         self.upper: list[int] = []
 
-    @property
-    def untracked(self) -> int:
-        """Deliveries on routes that found the table full."""
-        return self.table.untracked
-
-    @untracked.setter
-    def untracked(self, n: int) -> None:
-        self.table.untracked = n
-
     def interval(self, route: str) -> tuple[int, int] | None:
-        rid = self.ids.get(route)
+        rid = self.table.get(route)
         return None if rid is None else (self.lower[rid] >> ADAPT_FRAC, self.upper[rid] >> ADAPT_FRAC)
 
     def update(self, route: str, v: int) -> None:
-        rid = self.ids.get(route)
+        rid = self.table.get(route)
         if rid is None:
             if self.table.add(route) is None:
                 return
@@ -116,7 +107,7 @@ class RouteIntervals:
 
     def entry(self, route: str) -> tuple[int, int, int] | None:
         """A tracked route's ``(id, lower, upper)`` (accumulators): what a store keeps per route."""
-        rid = self.ids.get(route)
+        rid = self.table.get(route)
         return None if rid is None else (rid, self.lower[rid], self.upper[rid])
 
     def restore(self, entries: Iterable[tuple[str, tuple[int, int, int]]]) -> None:

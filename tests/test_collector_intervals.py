@@ -77,7 +77,7 @@ def test_tracker_is_bit_exact_with_the_reference_model() -> None:
     want = ["above" if a else ("below" if b else "inside") for a, b in zip(ref.above, ref.below, strict=True)]
     assert sides == want and ref.above.sum() > 0 and ref.below.sum() > 0
     model = book.model
-    assert isinstance(model, RouteIntervals) and model.ids == ids
+    assert isinstance(model, RouteIntervals) and model.table.ids == ids
     assert model.lower == ref.lower.tolist() and model.upper == ref.upper.tolist()
     lo, hi = book.bounds("lab/edge|slow") or (0.0, 0.0)
     assert lo == route_latency_seconds(int(ref.lower[ids["lab/edge|slow"]]) >> ADAPT_FRAC)
@@ -106,7 +106,7 @@ def test_no_route_for_other_events_and_a_bounded_route_table() -> None:
     m = RouteIntervals(max_routes=3)
     for r in "abcd":
         m.update(r, 4000)
-    assert m.ids == {"a": 0, "b": 1, "c": 2} and m.untracked == 1
+    assert m.table.ids == {"a": 0, "b": 1, "c": 2} and m.table.untracked == 1
     assert m.interval("d") is None and m.interval("a") == (4000, 4000)
     with pytest.raises(ValueError, match="enable=1"):
         RouteIntervals(RouteConfig())

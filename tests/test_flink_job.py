@@ -159,8 +159,8 @@ def test_steps_give_the_collectors_interval_evidence_and_relay_names(tmp_path: P
     assert out[-1]["incidents"] == incs
     assert [o["incident"] for o in out if o["type"] == "change"] == [c.incident for c in ref_changes]
     model = book.model
-    assert isinstance(model, RouteIntervals) and len(model.ids) == 3 * 3
-    assert store.routes == {r: model.entry(r) for r in model.ids}
+    assert isinstance(model, RouteIntervals) and len(model.table) == 3 * 3
+    assert store.routes == {r: model.entry(r) for r in model.table.ids}
     # without the tracker (a replay of old): the same incidents, no interval evidence
     plain, _ = correlate_archive(read_events(tmp_path / "a"), s, RelayNames(names))
     assert [i["root_cause"] for i in plain.all_incidents()] == [i["root_cause"] for i in incs]

@@ -230,7 +230,7 @@ class GlobalStep:
             self.next = (int(meta["next"][0]), int(meta["next"][1]))
             self.counts = dict(meta["counts"])
             self.order = meta["order"]
-            self.intervals.untracked = meta.get("untracked", 0)
+            self.intervals.table.untracked = meta.get("untracked", 0)
             items = sorted(self.store.bucket_items(), key=lambda kv: kv[1][0])
             for k, (n, bk) in items:
                 key, b = _unbkey(k)
@@ -244,7 +244,7 @@ class GlobalStep:
     def _save(self, c: Correlator) -> None:
         keep = {k: v for k, v in c.__dict__.items() if k not in _BULKY}
         self.store.set_meta({"correlator": keep, "next": list(self.next), "counts": self.counts, "order": self.order,
-                             "untracked": self.intervals.untracked})
+                             "untracked": self.intervals.table.untracked})
 
     def offer(self, rec: tuple[Any, ...]) -> list[str]:
         """Take a run (or the end marker) from step 3; returns the output lines it releases."""
