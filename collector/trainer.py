@@ -59,7 +59,7 @@ from .training.selection import select_pairs
 from .training.wide import fit_wide_transform
 
 #: Version of the training method, recorded in every model file.
-TRAINER_VERSION = "heldout-pairs-3"
+TRAINER_VERSION = "heldout-pairs-4"
 #: Tail quantile used by the input scaling.
 SCALING_QUANTILE = 1e-3
 #: Counts that the robust half-range of a feature maps to (16-bit inputs saturate at 32767).

@@ -16,8 +16,9 @@ interpolates linearly between powers of two (exact integer arithmetic).  ``L`` i
 rows, so a single extreme row cannot swamp the rest.
 
 A row may instead carry a :class:`RowTable` (kind ``energy-tables``): its energy is a learnt
-``-log2`` histogram density over a window of ``n`` bins of width ``2**shift`` from ``offset``,
-continued beyond the window by the Cauchy energy of the distance to it::
+table over a window of ``n`` bins of width ``2**shift`` from ``offset`` (the trainer's: the
+feature's ``-log2`` histogram density plus its ``-log2`` tail probability), continued beyond the
+window by the Cauchy energy of the distance to it::
 
     E(r) = table[clamp((r - offset) >> shift, 0, n - 1)] + L(max(offset - r, r - end, 0))
     end  = offset + (n << shift) - 1
@@ -92,7 +93,7 @@ def group_shift(size: int) -> int:
 
 @dataclass
 class RowTable:
-    """A row's learnt energy: ``-log2`` density table (``LOG_FRAC_BITS`` fixed point, ``0..L_MAX``)."""
+    """A row's learnt energy table (``-log2`` units, ``LOG_FRAC_BITS`` fixed point, ``0..L_MAX``)."""
 
     offset: int
     shift: int

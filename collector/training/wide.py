@@ -1,26 +1,32 @@
 """Fit the wide-input transform: F > D raw features to D energy channels, without labels.
 
-Half of the D channels look at the features one by one, the other half at their correlations:
+D - 1 channels look at the features one by one, the last at their correlations:
 
-* **Feature-group energies** (channels ``0 .. D/2 - 1``): the non-constant features, robustly
+* **Feature-group energies** (channels ``0 .. D - 2``): the non-constant features, robustly
   standardised (median, IQR / 1.349, or the standard deviation where the IQR is 0), in column
-  order, split into D/2 contiguous groups; a channel is the sum over its group of each feature's
-  learnt energy (:class:`mailpulse.transform.RowTable`): the ``-log2`` density of its own
-  histogram (Laplace-smoothed, bins of a quarter robust standard deviation over +-3 of them),
-  continued beyond that window by the Cauchy energy ``log2(1 + d**2)`` of the distance ``d`` to
-  it.  The sum is the ``-log`` density of a product of the marginals (as HBOS) with heavy tails:
-  a feature in a rare part of its own range, or far beyond it, raises its group's energy, however
-  many features there are.
-* **Whitened-band energies** (channels ``D/2 .. D - 1``): the principal components of the
-  standardised features, each divided by its standard deviation (whitened; components with
-  less than 1e-4 of the largest variance are dropped), in order of decreasing variance, split into
-  D - D/2 contiguous bands, each channel the Cauchy energy of its band.  A row that breaks the
-  features' correlations is far out in the minor components though every feature is in range.
+  order, split into D - 1 contiguous groups; a channel is the sum over its group of each feature's
+  learnt energy (:class:`mailpulse.transform.RowTable`, bins of a quarter robust standard deviation
+  over +-3 of them, continued beyond that window by the Cauchy energy ``log2(1 + d**2)`` of the
+  distance ``d`` to it).  A feature's energy is the sum of two per-feature outlier scores:
+
+  - its *density energy*, the ``-log2`` density of its own histogram (Laplace-smoothed), as HBOS:
+    a value in a rare part of the range (a gap between modes, a rare discrete value) is surprising;
+  - its *tail energy*, the ``-log2`` empirical tail probability of the value, as COPOD (Li et al.
+    2020): the tail on the side the feature is skewed to, or the mean of both tails' energies,
+    whichever is larger (both tails summed for a feature without skew): a value deep in the
+    feature's ranks is surprising however the density around it looks.
+
+  The entry is capped at ``L_MAX``.  One extreme feature cannot swamp the rest, however many
+  features there are.
+* **The whitened energy** (channel ``D - 1``): the principal components of the standardised
+  features, each divided by its standard deviation (whitened; components with less than 1e-4 of
+  the largest variance are dropped), and the channel the sum of their Cauchy energies, a robust
+  Mahalanobis distance.  A row that breaks the features' correlations is far out in the minor
+  components though every feature is in range.
 
 Each channel's anomalies are large values only, so the trainer gives channels one-sided tail
-tables and no pair projections.  Of the label-free reductions compared on the wide development
-sets kept for tuning (cardio, letter, pendigits, satellite), this two-view split came out best
-(``docs/trainer.md`` has the table, and the sets where it still trails IForest).
+tables and no pair projections.  ``docs/trainer.md`` has the designs compared on the 14 development
+sets and the sets where this one still trails IForest.
 """
 
 from __future__ import annotations
@@ -71,14 +77,36 @@ def whitening_rows(z: IntArray) -> FloatArray:
     return np.asarray(rows * np.where(sign == 0, 1.0, sign)[:, None], dtype=np.float64)
 
 
+def skew_sign(r: IntArray) -> int:
+    """Sign of the sample skewness of ``r`` (-1, 0 or 1): the side of a feature's long tail."""
+    rf = r.astype(np.float64)
+    return int(np.sign(np.mean((rf - rf.mean()) ** 3)))
+
+
+def tail_energy(counts: FloatArray, skew: int) -> FloatArray:
+    """Per bin, COPOD's energy of a value in that bin: ``-log2`` of its empirical tail probabilities.
+
+    ``counts`` are the bins' sample counts; a bin's value counts as half below and half above
+    itself.  The energy is the tail on the side of the skew, or the mean of both tails' energies,
+    whichever is larger; both tails summed when ``skew`` is 0.
+    """
+    total = counts.sum() + 1.0
+    below = -np.log2((np.cumsum(counts) - counts / 2 + 0.5) / total)
+    above = -np.log2((counts.sum() - np.cumsum(counts) + counts / 2 + 0.5) / total)
+    side = below if skew < 0 else above if skew > 0 else below + above
+    return np.asarray(np.maximum(side, (below + above) / 2), dtype=np.float64)
+
+
 def row_table(r: IntArray) -> RowTable:
-    """``-log2`` histogram density of the row values ``r`` (Laplace-smoothed) as a :class:`RowTable`."""
+    """A feature's energy table for its row values ``r``: density energy plus tail energy (module docstring)."""
     offset = -TABLE_REACH * UNIT
     shift = TABLE_SHIFT
     n = (2 * TABLE_REACH * UNIT) >> shift
     idx = np.clip((r - offset) >> shift, 0, n - 1)
-    counts = np.bincount(idx, minlength=n).astype(np.float64) + TABLE_SMOOTHING
-    t = -np.log2(counts / counts.sum())
+    raw = np.bincount(idx, minlength=n).astype(np.float64)
+    counts = raw + TABLE_SMOOTHING
+    density = -np.log2(counts / counts.sum())
+    t = density - density.min() + tail_energy(raw, skew_sign(r))
     t = np.rint((t - t.min()) * (1 << LOG_FRAC_BITS))
     return RowTable(offset, shift, [int(v) for v in np.clip(t, 0, L_MAX)])
 
@@ -87,8 +115,9 @@ def fit_wide_transform(x: FloatArray, d: int, rng: np.random.Generator,
                        feature_groups: int | None = None) -> WideTransform:
     """The transform for raw samples ``x`` (N, F > d): see the module docstring.
 
-    ``feature_groups`` channels (default ``d // 2``) are feature-group energies, the rest
-    whitened-band energies.
+    ``feature_groups`` channels (default ``d - 1``) are feature-group energies, the rest
+    whitened energies (the components split into that many contiguous bands in order of
+    decreasing variance).
     """
     fit = x[rng.choice(len(x), FIT_ROWS, replace=False)] if len(x) > FIT_ROWS else x
     center, scale = robust_scale(fit)
@@ -114,7 +143,7 @@ def fit_wide_transform(x: FloatArray, d: int, rng: np.random.Generator,
                       [0] * len(rows), [[] for _ in range(d)], [0] * d)
     r = t.rows_of(z)
     t.row_center = [0] * len(used) + [int(v) for v in np.median(r[:, len(used):], axis=0).astype(np.int64)]
-    n_feature_groups = d // 2 if feature_groups is None else feature_groups
+    n_feature_groups = d - 1 if feature_groups is None else feature_groups
     groups = [[int(i) for i in g] for g in np.array_split(np.arange(len(used)), n_feature_groups)
               ] if n_feature_groups else []
     if d > n_feature_groups:
