@@ -22,9 +22,10 @@ the mail spent between this relay's stamp and the next one's).
 *history* the ``history_s`` before it.  Starting at the root, :meth:`Correlator._walk` looks at the
 children of a node that have anomalies in the window and tests each child ``c`` against the
 baseline rate ``p0 = max(rate of its siblings pooled, c's own history rate, floor_rate)`` with
-the z-score of the exact binomial tail ``P(X >= a)`` (:func:`tail_z`); the history rate is a
-sample, taken at its upper confidence bound (:func:`rate_upper`), and counts only the verdicts of
-the nodes' current model (:meth:`Correlator.model_changed`).  Children with
+the z-score of the exact binomial tail ``P(X >= a)`` (:func:`tail_z`), quasi-binomial when the
+child's flags cluster in its history (:func:`dispersion`: ``phi`` verdicts count as one); the
+history rate is a sample, taken at its upper confidence bound (:func:`rate_upper`), and counts only
+the verdicts of the nodes' current model (:meth:`Correlator.model_changed`).  Children with
 ``z >= z_min``, a rate of at least ``min_ratio * p0`` (an effect size, so large counts do not make
 small differences "significant") and at least ``min_anomalies`` anomalies are *suspects*; so is a
 child one of whose own children passes that test against the child's baseline (and its own
@@ -209,9 +210,13 @@ def event_latency_s(ev: dict[str, Any], hops: dict[str, float] | None = None) ->
 
 
 @functools.lru_cache(maxsize=65536)
-def tail_z(a: int, n: int, p0: float) -> float:
+def tail_z(a: int, n: int, p0: float, phi: float = 1.0) -> float:
     """How surprising ``a`` anomalies in ``n`` events are at baseline rate ``p0``, as a z-score: the
     standard normal quantile of the *exact* binomial upper tail ``P(X >= a)``.
+
+    With a dispersion ``phi > 1`` (:func:`dispersion`: verdicts that come in clusters), the tail is
+    the quasi-binomial one: ``a / phi`` hits in ``n / phi`` trials, through the regularised incomplete
+    beta function ``P(X >= a) = I_p0(a, n - a + 1)``, which takes non-integer counts.
 
     The normal approximation ``(a - n p0) / sqrt(n p0 (1 - p0))`` is far too sure of itself when
     ``n p0`` is small (a few expected anomalies: the binomial is skewed): 7 anomalies in 100 events
@@ -222,11 +227,37 @@ def tail_z(a: int, n: int, p0: float) -> float:
     if n <= 0:
         return 0.0
     if a <= n * p0:
-        return (a - n * p0) / math.sqrt(n * p0 * (1.0 - p0))
+        return (a - n * p0) / math.sqrt(n * p0 * (1.0 - p0) * phi)
+    from scipy.special import betainc  # scipy: the binomial tail for the quasi-binomial counts (a dependency already)
     from scipy.stats import binom, norm  # scipy: exact binomial tail and normal quantile (a dependency already)
 
-    tail = float(binom.sf(a - 1, n, p0))
+    tail = float(binom.sf(a - 1, n, p0)) if phi <= 1.0 else float(betainc(a / phi, (n - a) / phi + 1.0, p0))
     return 40.0 if tail <= 0.0 else min(40.0, float(norm.isf(tail)))
+
+
+#: A dispersion needs at least this many history buckets with events, and this many anomalies in them
+DISPERSION_MIN_BUCKETS = 10
+DISPERSION_MIN_ANOMALIES = 5
+
+
+def dispersion(counts: Iterable[tuple[int, int]], most: float) -> float:
+    """How much more a tree node's anomalies cluster in time than independent verdicts would: Pearson's
+    dispersion statistic ``X^2 / (B - 1)`` over its history buckets' ``(anomalies, events)``, within
+    ``1 .. most``.
+
+    Verdicts are not independent: a burst of traffic queues its messages together, the node's model
+    flags their latency together, and one bucket holds several flags where the binomial expects them
+    spread out.  The walk's binomial tests then see a cluster of ordinary flags as a significant
+    excess.  Counting ``phi`` verdicts as one (:func:`tail_z`) is the quasi-binomial correction.  1
+    (independent) with fewer than :data:`DISPERSION_MIN_BUCKETS` buckets or
+    :data:`DISPERSION_MIN_ANOMALIES` anomalies: too little history to tell clusters from chance."""
+    cs = [(a, n) for a, n in counts if n > 0]
+    big_a, big_n = sum(a for a, _ in cs), sum(n for _, n in cs)
+    if len(cs) < DISPERSION_MIN_BUCKETS or big_a < DISPERSION_MIN_ANOMALIES or big_a >= big_n:
+        return 1.0
+    p = big_a / big_n
+    x2 = sum((a - n * p) ** 2 / (n * p * (1.0 - p)) for a, n in cs)
+    return float(min(max(x2 / (len(cs) - 1), 1.0), most))
 
 
 #: Confidence of the upper bound on a tree node's history rate that is its baseline (:func:`rate_upper`)
@@ -528,6 +559,8 @@ class Correlator:
         self.frozen: dict[tuple[str, ...], float] = {}
         #: the number of history events each frozen rate was measured on (its confidence bound)
         self.frozen_n: dict[tuple[str, ...], int] = {}
+        #: and the dispersion of the history each frozen rate was measured on (:func:`dispersion`)
+        self.frozen_phi: dict[tuple[str, ...], float] = {}
         self._next_eval: float | None = None
         self._oldest = 0
         #: correlation time (:attr:`now`) advances on this, never on the largest event time
@@ -632,13 +665,27 @@ class Correlator:
         lo, mid, _ = self._bounds()
         return self._range(key, lo, mid)
 
-    def score_history(self, key: tuple[str, ...]) -> _Stats:
-        """The history of a tree node's anomaly verdicts: :meth:`history` without the buckets that began
-        before the last :meth:`model_changed` (another model's verdicts; possibly none left)."""
+    def _score_bounds(self) -> tuple[int, int]:
         lo, mid, _ = self._bounds()
         if self.scores_since is not None:
             lo = max(lo, math.floor(self.scores_since / self.s.bucket_s) + 1)
-        return self._range(key, lo, mid)
+        return lo, mid
+
+    def score_history(self, key: tuple[str, ...]) -> _Stats:
+        """The history of a tree node's anomaly verdicts: :meth:`history` without the buckets that began
+        before the last :meth:`model_changed` (another model's verdicts; possibly none left)."""
+        return self._range(key, *self._score_bounds())
+
+    def _dispersion(self, key: tuple[str, ...], test: str) -> float:
+        """A tree node's :func:`dispersion` over the buckets of :meth:`score_history` (frozen with its rate
+        while an incident on it is open); 1 for the probe failure test (a failed probe is evidence)."""
+        if test != "anomaly" or self.s.max_dispersion <= 1.0:
+            return 1.0
+        if key in self.frozen_phi:
+            return self.frozen_phi[key]
+        lo, mid = self._score_bounds()
+        return dispersion(((bk.anomalies, bk.events) for b, bk in self.buckets.get(key, {}).items()
+                           if lo <= b < mid), self.s.max_dispersion)
 
     def model_changed(self, t: float | None = None) -> None:
         """The nodes score with another model from correlation time ``t`` on (default: now).
@@ -667,8 +714,8 @@ class Correlator:
 
     # -- the walk -----------------------------------------------------------------------------
 
-    def _z(self, a: int, n: int, p0: float) -> float:
-        return tail_z(a, n, p0)
+    def _z(self, a: int, n: int, p0: float, key: tuple[str, ...], test: str = "anomaly") -> float:
+        return tail_z(a, n, p0, self._dispersion(key, test))
 
     def _baseline(self, test: str) -> tuple[float, int]:
         """A test's floor rate and fewest hits of a suspect."""
@@ -709,7 +756,7 @@ class Correlator:
             sib_n, sib_a = total_n - n, total_a - a
             p0 = max(sib_a / sib_n if sib_n else 0.0, self._hist_rate(k, test), floor)
             p0 = min(p0, 0.999)
-            z = self._z(a, n, p0)
+            z = self._z(a, n, p0, k, test)
             if sib_n == 0 and len(kids) == 1 and key != (ROOT,):
                 if test != "anomaly":
                     continue    # a linear chain: its probes' failures cannot tell a relay from the one behind it
@@ -735,7 +782,7 @@ class Correlator:
             if a < least or a < self.s.explain_frac * wk_a:
                 continue
             pg = min(max(p0, self._hist_rate(g, test)), 0.999)
-            if self._z(a, n, pg) >= self.s.z_min and a / n >= self.s.min_ratio * pg:
+            if self._z(a, n, pg, g, test) >= self.s.z_min and a / n >= self.s.min_ratio * pg:
                 return True
         return False
 
@@ -777,7 +824,8 @@ class Correlator:
             # nothing stands out below the root: whole-site trouble only if the root itself does
             p0 = min(max(self._hist_rate(root, "anomaly"), self.s.floor_rate), 0.999)
             w = win[root]
-            if self._z(w.anomalies, w.events, p0) >= self.s.z_min and w.rate >= self.s.min_ratio * p0 and hist.events:
+            z = self._z(w.anomalies, w.events, p0, root)
+            if z >= self.s.z_min and w.rate >= self.s.min_ratio * p0 and hist.events:
                 found.append(root)
         return found
 
@@ -811,6 +859,7 @@ class Correlator:
         ev = {
             "window_s": self.s.window_s, "events": w.events, "anomalies": w.anomalies,
             "anomaly_rate": round(w.rate, 4), "history_rate": round(self.frozen.get(key, hr), 4),
+            "history_dispersion": round(self._dispersion(key, "anomaly"), 2),
             "sibling_rate": round(sib_a / sib_n, 4) if sib_n else None,
             "latency_p50_s": _quantile(w.lat, 0.5), "latency_p90_s": _quantile(w.lat, 0.9),
             "latency_p99_s": _quantile(w.lat, 0.99), "history_latency_p90_s": _quantile(h.lat, 0.9),
@@ -860,6 +909,7 @@ class Correlator:
                 for i in range(1, len(key) + 1):
                     if key[:i] not in self.frozen:
                         h = self.score_history(key[:i])
+                        self.frozen_phi[key[:i]] = self._dispersion(key[:i], "anomaly")
                         self.frozen[key[:i]], self.frozen_n[key[:i]] = h.rate, h.events
                 evidence, w = self._evidence(key)
                 iid = hashlib.blake2b(f"{name}|{self.now:.3f}".encode(), digest_size=6).hexdigest()
@@ -899,6 +949,7 @@ class Correlator:
                 still = {k[:i] for k in self.open_by_path for i in range(1, len(k) + 1)}
                 self.frozen = {k: v for k, v in self.frozen.items() if k in still}
                 self.frozen_n = {k: v for k, v in self.frozen_n.items() if k in still}
+                self.frozen_phi = {k: v for k, v in self.frozen_phi.items() if k in still}
                 changes.append(Change("resolved", inc.to_json()))
         return changes
 

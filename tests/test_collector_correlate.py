@@ -16,6 +16,7 @@ from mailpulse.collector.correlate import (
     CorrelateSettings,
     Correlator,
     correlate_archive,
+    dispersion,
     event_path,
     rate_upper,
     tail_z,
@@ -350,3 +351,72 @@ def test_history_rate_bound() -> None:
     assert 0.25 < rate_upper(2, 20) < 0.35
     assert 0.10 < rate_upper(25, 250) < 0.15
     assert rate_upper(250, 2500) < rate_upper(25, 250) < rate_upper(2, 20)
+
+
+def test_dispersion_of_clustered_verdicts() -> None:
+    """Independent verdicts have a dispersion near 1; verdicts that come in clusters (a burst of
+    traffic flagged together) a larger one, capped; too little history says nothing."""
+    rng = random.Random(4)
+    independent = [(sum(rng.random() < 0.05 for _ in range(12)), 12) for _ in range(60)]
+    assert 0.6 < dispersion(independent, 10.0) < 1.5
+    clustered = [(6, 12) if b % 12 == 0 else (0, 12) for b in range(60)]   # 3 % of the verdicts, all in 5 buckets
+    assert dispersion(clustered, 100.0) > 5.0 and dispersion(clustered, 4.0) == 4.0
+    assert dispersion(clustered[:9], 4.0) == 1.0           # fewer than 10 buckets
+    assert dispersion([(0, 12)] * 58 + [(2, 12)] * 2, 4.0) == 1.0   # fewer than 5 anomalies
+    assert dispersion([(12, 12)] * 60, 4.0) == 1.0         # every verdict an anomaly: nothing to compare
+
+
+def test_quasi_binomial_tail() -> None:
+    """With clusters of ``phi`` verdicts counting as one, the same excess is less surprising; at
+    ``phi`` 1 the tail is the exact binomial one, and it is continuous there."""
+    exact = tail_z(12, 100, 0.04)
+    assert exact > 3.0
+    assert abs(tail_z(12, 100, 0.04, 1.000001) - exact) < 1e-3
+    assert tail_z(12, 100, 0.04, 2.0) < 2.5 < exact
+    assert tail_z(40, 100, 0.04, 4.0) > 3.0               # a real fault stays significant
+    assert tail_z(2, 100, 0.04, 3.0) < 0
+
+
+def _bursty_events(seed: int, fault_from: float | None = None) -> list[dict]:
+    """Edge deliveries, 4 a second over three relays, for 900 s; every ~15 s a burst of 10-20 messages
+    queues at the edge and its deliveries to every relay are flagged at 30 % (1 % otherwise): flags
+    that come in clusters.  From ``fault_from``, relay-b fails (40 % flagged)."""
+    rng = random.Random(seed)
+    out: list[dict] = []
+    t, next_burst = 0.0, rng.expovariate(1 / 15)
+    while t < 900:
+        evs = [(t, rng.choice(("relay-a", "relay-b", "mx")), 0.01)]
+        if t >= next_burst:
+            evs += [(t + j * 0.05, rng.choice(("relay-a", "relay-b", "mx")), 0.3) for j in range(rng.randint(10, 20))]
+            next_burst = t + rng.expovariate(1 / 15)
+        for tt, relay, p in evs:
+            if fault_from is not None and tt >= fault_from and relay == "relay-b":
+                p = max(p, 0.4)
+            ts = 1_700_000_000.0 + tt
+            out.append({"id": f"e{len(out)}", "site": "lab", "node": "edge", "kind": "delivery", "t": ts,
+                        "received": ts, "anomaly": rng.random() < p,
+                        "fields": {"host": "edge.example.net", "delay": 0.2,
+                                   "relay": f"{relay}.example.net[10.0.0.1]"}})
+        t += rng.expovariate(4.0)
+    return out
+
+
+def test_clustered_ordinary_flags_open_fewer_incidents_and_faults_are_still_found() -> None:
+    """Whole-site incidents out of ordinary bursts of flags: fewer when a tree node's dispersion counts
+    its clusters (19 without, 13 with, over ten streams; the rest are windows with more bursts than
+    the quiet history before them), and a failing relay is still found as fast."""
+    def opened(disp: float, seed: int, fault_from: float | None = None) -> list[tuple[float, str]]:
+        s = CorrelateSettings(bucket_s=2.0, window_s=20.0, history_s=120.0, eval_interval_s=1.0, min_anomalies=3,
+                              resolve_after=5, floor_rate=0.04, open_after_s=2.0, max_dispersion=disp)
+        c, out = Correlator(s), []
+        for ev in _bursty_events(seed, fault_from):
+            c.observe(ev)
+            out += [(ch.incident["opened"] - 1_700_000_000.0, ch.incident["root_cause"])
+                    for ch in c.maybe_evaluate() if ch.kind == "opened"]
+        return [o for o in out if o[0] >= 140]     # once the history is whole
+
+    false = {disp: sum(len(opened(disp, seed)) for seed in range(1, 11)) for disp in (1.0, 4.0)}
+    assert false[4.0] <= false[1.0] - 4, false
+    for seed in (1, 4, 7):
+        found = [t - 600 for t, cause in opened(4.0, seed, 600.0) if cause == "relay-b.example.net" and t >= 600]
+        assert found and found[0] <= 45, (seed, found)

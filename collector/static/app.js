@@ -296,6 +296,7 @@ function renderIncidentPage() {
     kv(`anomalies / events (last ${fin(e.window_s) ? fmtSeconds(e.window_s) : "?"} s)`, h("span", { class: "ev-counts" }, num(e.anomalies), " / ", num(e.events))),
     kv("anomaly rate", h("span", { class: "ev-rate" }, pct(e.anomaly_rate))),
     kv("siblings' rate, own history", pct(e.sibling_rate), ", ", pct(e.history_rate)),
+    kv("history's flags cluster by (1 = independent)", fin(e.history_dispersion) ? e.history_dispersion.toFixed(2) : "-"),
     kv("latency p50 / p90 / p99", h("span", { class: "ev-latency" }, secs(e.latency_p50_s), " / ", secs(e.latency_p90_s), " / ", secs(e.latency_p99_s))),
     kv("latency p90 before", secs(e.history_latency_p90_s)),
     kv("wait at the relay p50 (p90 before)", secs(e.hop_delay_p50_s), " (", secs(e.history_hop_delay_p90_s), ")"),

@@ -112,6 +112,10 @@ class CorrelateSettings(Section):
                                                                   "(lost or damaged) in the probe failure test.")
     min_probe_failures: int = Field(3, ge=1, description="Fewest failed probes (lost or damaged) in the window of a "
                                                          "suspect of the probe failure test.")
+    max_dispersion: float = Field(4.0, ge=1, le=100, description="Cap of a tree node's dispersion: how much more "
+                                  "its anomalies cluster in time than independent verdicts would (from its history "
+                                  "buckets); the walk's tests count that many verdicts as one. 1: verdicts are "
+                                  "independent.")
     explain_frac: float = Field(0.6, gt=0, le=1, description="Share of a node's window anomalies its suspects must "
                                                              "hold for the walk to descend into them.")
     resolve_after: int = Field(3, ge=1, description="Quiet evaluations before an incident resolves.")
