@@ -7,8 +7,11 @@ one for the normal-only run, ``normal false_incidents N days D interval_coverage
 on stderr.
 
 Usage: ``python bench/bench_faults.py [--quick] [--scenario NAME ...] [--no-normal | --only-normal]
-[--json FILE]``
-(root; ``--quick``: one compressed day of 80 s and 30 s faults, under 10 minutes).
+[--json FILE] [--keep DIR]``
+(root; ``--quick``: one compressed day of 80 s and 30 s faults, under 10 minutes), or
+``python bench/bench_faults.py --replay WORK [--set KEY=VALUE ...]``: a kept run's work dir (``--keep``
+or ``MAILPULSE_KEEP=1``) replayed offline through the correlation, with the run's ``[correlate]``
+settings or others (no root).
 """
 
 from __future__ import annotations

@@ -57,11 +57,13 @@ import numpy as np
 
 from mailpulse import topics as T
 from mailpulse.collector.archive import read_events
+from mailpulse.collector.correlate import CorrelateSettings, Correlator
 from mailpulse.collector.intervals import RouteIntervals, coverage
 from mailpulse.collector.relays import RelayNames
 from mailpulse.collector.trainer import train
 from mailpulse.config.node import load_config
 from mailpulse.datasets import Dataset
+from mailpulse.errors import UserError
 from mailpulse.features import SCHEMA_VERSION
 from mailpulse.hdl.params import get_params
 from mailpulse.lab.demo import (
@@ -77,7 +79,7 @@ from mailpulse.lab.relays import MangleRelay
 from mailpulse.lab.servers import CertificateAuthority, Dovecot, Mailbox, MailChain, Mosquitto, missing_tools
 from mailpulse.pi_firmware.node import build_node
 
-__all__ = ["Plan", "Result", "Scenario", "run_bench"]
+__all__ = ["Plan", "Result", "Scenario", "replay", "run_bench"]
 
 #: target false-alarm rate of the nodes' model, on its training set (probes oversampled, see below)
 FALSE_ALARM_RATE = 0.02
@@ -224,11 +226,11 @@ class Lab:
         stack.callback(self.view.stop)
         if not self.view.connected.wait(10):
             raise RuntimeError("the bench's MQTT subscriber could not connect to Mosquitto")
-        correlate = {"bucket_s": 2.0, "window_s": 20.0, "history_s": plan.history_s, "eval_interval_s": 1.0,
-                     "min_anomalies": 3, "resolve_after": 5, "floor_rate": FLOOR_RATE, "open_after_s": 2.0,
-                     "probe_floor_rate": PROBE_FLOOR_RATE}
+        self.correlate: dict[str, Any] = {
+            "bucket_s": 2.0, "window_s": 20.0, "history_s": plan.history_s, "eval_interval_s": 1.0, "min_anomalies": 3,
+            "resolve_after": 5, "floor_rate": FLOOR_RATE, "open_after_s": 2.0, "probe_floor_rate": PROBE_FLOOR_RATE}
         self.coll = CollectorPart(con, work, self.broker.deployment, chain.smtp, boxes["ops"].address, self.stop,
-                                  self.names, correlate=correlate, alerts=False)
+                                  self.names, correlate=self.correlate, alerts=False)
         stack.callback(self.coll.join)
         self.nodes: list[Any] = []
         for i, n in enumerate(nodes):
@@ -309,13 +311,17 @@ class Lab:
 
     def archive_events(self) -> list[dict[str, Any]]:
         """The archive's events: the closed segments, then the open one (its complete lines)."""
-        d = self.work / "archive"
-        out = list(read_events(d))
-        for p in sorted(d.glob("seg-*.jsonl.tmp")):
-            for line in p.read_bytes().split(b"\n")[:-1]:
-                with contextlib.suppress(ValueError):
-                    out.append(json.loads(line))
-        return out
+        return archive_events(self.work / "archive")
+
+
+def archive_events(folder: Path) -> list[dict[str, Any]]:
+    """A lab archive's events: the closed segments, then the open one (its complete lines)."""
+    out = list(read_events(folder))
+    for p in sorted(folder.glob("seg-*.jsonl.tmp")):
+        for line in p.read_bytes().split(b"\n")[:-1]:
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
 
 
 def _mkdir(p: Path) -> Path:
@@ -386,37 +392,73 @@ def judge(sc: Scenario, changes: list[dict[str, Any]], t_start: float, t_end: fl
     return res
 
 
+#: What a replay of a kept work dir needs (:func:`replay`), written there as the run goes
+REPLAY_FILE = "replay.json"
+#: Longest folder to keep work dirs in: Dovecot's Unix sockets live 60 characters below it, and a
+#: socket's path is limited to 107 bytes
+KEEP_MAX_CHARS = 40
+
+
+def _record(work: Path, **kv: Any) -> None:
+    """Add ``kv`` to the work dir's :data:`REPLAY_FILE`."""
+    path = work / REPLAY_FILE
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    doc.update(kv)
+    path.write_text(json.dumps(doc, indent=1))
+
+
+def normal_line(changes: list[dict[str, Any]], events: list[dict[str, Any]], names: dict[str, str],
+                window: tuple[float, float], days: int, summary: dict[str, Any]) -> str:
+    """The normal-only run's line: incidents opened in ``window``, the intervals' coverage there."""
+    n_start, n_end = window
+    false = [c for c in changes if c.get("change") == "opened" and n_start <= float(c["opened"]) <= n_end]
+    evs = [e for e in events if isinstance(e.get("t"), int | float)]
+    n, inside = coverage(evs, RouteIntervals(), RelayNames(names),
+                         count=lambda e: n_start <= float(e["t"]) <= n_end and not e.get("anomaly"))
+    cov = inside / n if n else float("nan")
+    summary.update(false_incidents=[str(c.get("root_cause")) for c in false], deliveries=n,
+                   normal_window=[n_start, n_end])
+    return f"normal false_incidents {len(false)} days {days} interval_coverage {cov:.3f}"
+
+
 def run_bench(plan: Plan, names: list[str] | None = None, out: Callable[[str], None] = print,
-              normal: bool = True) -> tuple[list[Result], dict[str, Any]]:
+              normal: bool = True, keep: Path | None = None) -> tuple[list[Result], dict[str, Any]]:
     """Run the bench (the scenarios ``names``, every one for None); prints the result lines through
-    ``out`` as they come."""
+    ``out`` as they come.  The work dir (its archive and :data:`REPLAY_FILE`, for :func:`replay`) is
+    a new folder in ``keep`` and stays there, or a temporary one removed at the end unless
+    ``MAILPULSE_KEEP`` is set."""
     pick = [s for s in SCENARIOS if names is None or s.name in names]
     results: list[Result] = []
     summary: dict[str, Any] = {}
+    if keep is not None and len(str(keep.resolve())) > KEEP_MAX_CHARS:
+        raise UserError(f"the folder to keep the work dir in, {keep.resolve()}, is longer than {KEEP_MAX_CHARS} "
+                        "characters: Dovecot's Unix sockets live below it and their paths are limited to 107 bytes")
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        if not all(os.stat(p).st_mode & 0o001 for p in (keep.resolve(), *keep.resolve().parents)):
+            raise UserError(f"{keep.resolve()} or a folder above it cannot be entered by other users (no o+x): "
+                            "Postfix and Dovecot run as their own users below it")
     with contextlib.ExitStack() as stack:
-        work = Path(tempfile.mkdtemp(prefix="mailpulse-faults-"))
+        work = Path(tempfile.mkdtemp(prefix="mailpulse-faults-", dir=keep))
         work.chmod(0o755)
-        if not os.environ.get("MAILPULSE_KEEP"):
+        if keep is None and not os.environ.get("MAILPULSE_KEEP"):
             stack.callback(lambda: __import__("shutil").rmtree(work, ignore_errors=True))
+        summary["work"] = str(work)
         lab = Lab(work, plan, stack)
+        _record(work, names=lab.names, correlate=lab.correlate, days=plan.days, faults=[])
         t0 = time.time()
         lab.warm_up()
         t_model = time.time()
+        _record(work, model_changed=lab.scores_since())
         summary["warmup_s"] = round(t_model - t0, 1)
         if normal:
             n_start = time.time()
             time.sleep(plan.days * plan.day_s)
             n_end = time.time()
-            false = [c for c in lab.changes() if c.get("change") == "opened" and n_start <= float(c["opened"]) <= n_end]
-            names_map = RelayNames(lab.names)
-            evs = [e for e in lab.archive_events() if isinstance(e.get("t"), int | float)]
-            n, inside = coverage(evs, RouteIntervals(), names_map,
-                                 count=lambda e: n_start <= float(e["t"]) <= n_end and not e.get("anomaly"))
-            cov = inside / n if n else float("nan")
-            summary.update(false_incidents=[str(c.get("root_cause")) for c in false], deliveries=n,
-                           normal_window=[n_start, n_end])
-            out(f"normal false_incidents {len(false)} days {plan.days} interval_coverage {cov:.3f}")
+            _record(work, normal_window=[n_start, n_end])
+            out(normal_line(lab.changes(), lab.archive_events(), lab.names, (n_start, n_end), plan.days, summary))
         lab.calibrate()     # without the normal-only run: the scenarios start once the baselines are the model's
+        faults: list[dict[str, Any]] = []
         for sc in pick:
             wait_quiet(lab, 60.0)
             t_start = time.time()
@@ -424,6 +466,8 @@ def run_bench(plan: Plan, names: list[str] | None = None, out: Callable[[str], N
             time.sleep(plan.fault_s)
             t_end = time.time()
             sc.stop(lab)
+            faults.append({"name": sc.name, "culprit": sc.culprit, "start": t_start, "end": t_end})
+            _record(work, faults=faults)
             time.sleep(plan.recovery_s)
             wait_quiet(lab, 30.0)
             r = judge(sc, lab.changes(), t_start, t_end)
@@ -435,6 +479,48 @@ def run_bench(plan: Plan, names: list[str] | None = None, out: Callable[[str], N
         summary["other_incidents"] = {r.name: r.other for r in results if r.other}
         summary["seconds"] = round(time.time() - t0, 1)
     return results, summary
+
+
+def replay(work: Path, overrides: dict[str, Any] | None = None, out: Callable[[str], None] = print
+           ) -> tuple[list[Result], dict[str, Any]]:
+    """Replay a kept work dir (:func:`run_bench` with ``keep``, or ``MAILPULSE_KEEP=1``) through the
+    correlation offline: its archive's events in archive order, the run's relay names and
+    ``[correlate]`` settings (``overrides`` replace some), the nodes' model change where the collector
+    heard of it; prints and returns the same lines and results as the run (the same incidents, to
+    the evaluation, as the live collector's: correlation time is event time).  No root, no lab."""
+    try:
+        rec = json.loads((work / REPLAY_FILE).read_text())
+        settings = CorrelateSettings(**{**rec["correlate"], **(overrides or {})})
+    except FileNotFoundError:
+        raise UserError(f"{work} holds no {REPLAY_FILE}: not the work dir of a kept bench run") from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{work / REPLAY_FILE} or the overrides are not usable: {e}") from None
+    c = Correlator(settings, RelayNames(rec["names"]))
+    t_model = rec.get("model_changed")
+    events = archive_events(work / "archive")
+    changes: list[dict[str, Any]] = []
+    for ev in events:
+        t = ev.get("t")
+        if not isinstance(t, int | float):
+            continue
+        if t_model is not None and c.scores_since is None and t >= t_model:
+            c.model_changed(t_model)
+        c.observe(ev)
+        changes += [dict(ch.incident, change=ch.kind) for ch in c.maybe_evaluate()]
+    summary: dict[str, Any] = {"work": str(work), "events": len(events), "settings": settings.model_dump()}
+    if rec.get("normal_window"):
+        out(normal_line(changes, events, rec["names"], tuple(rec["normal_window"]), rec.get("days", 1), summary))
+    results = []
+    for f in rec.get("faults", []):
+        r = judge(Scenario(f["name"], f["culprit"], _nothing, _nothing), changes, f["start"], f["end"])
+        results.append(r)
+        out(r.line())
+    summary["other_incidents"] = {r.name: r.other for r in results if r.other}
+    return results, summary
+
+
+def _nothing(lab: Lab) -> None:
+    pass
 
 
 def wait_quiet(lab: Lab, timeout: float) -> None:
@@ -466,9 +552,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-normal", action="store_true", help="skip the normal-only run")
     ap.add_argument("--only-normal", action="store_true", help="run only the normal-only run, no scenario")
     ap.add_argument("--json", type=Path, help="also write the details (summary) here")
+    ap.add_argument("--keep", type=Path, metavar="DIR",
+                    help="keep the run's work dir (its archive and replay.json) in DIR, for --replay (a short path: "
+                         "at most 40 characters)")
+    ap.add_argument("--replay", type=Path, metavar="WORK",
+                    help="no run: replay a kept work dir through the correlation (no root needed)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --replay: a [correlate] setting other than the run's (repeatable), e.g. z_min=3.5")
     args = ap.parse_args(argv)
     if args.only_normal and (args.no_normal or args.scenario):
         ap.error("--only-normal runs no scenario and needs the normal run")
+    if args.set and not args.replay:
+        ap.error("--set changes a replay's settings: give --replay WORK")
+    if args.replay:
+        overrides: dict[str, Any] = {}
+        for kv in args.set:
+            key, sep, value = kv.partition("=")
+            try:
+                overrides[key.strip()] = json.loads(value) if sep else None
+            except ValueError:
+                overrides[key.strip()] = value
+        try:
+            results, summary = replay(args.replay, overrides, out=lambda s: print(s, flush=True))
+        except UserError as e:
+            print(f"bench_faults: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(summary), file=sys.stderr)
+        if args.json:
+            args.json.write_text(json.dumps({"results": [r.__dict__ for r in results], "summary": summary}, indent=1))
+        return 0
     reason = why_not()
     if reason:      # like the demo's node stage: said in one sentence, not a failure of `make bench`
         print(f"bench_faults: not run: {reason}", file=sys.stderr)
@@ -476,7 +588,12 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan() if args.quick else Plan.full()
     random.seed(0)
     names: list[str] | None = [] if args.only_normal else args.scenario
-    results, summary = run_bench(plan, names, out=lambda s: print(s, flush=True), normal=not args.no_normal)
+    try:
+        results, summary = run_bench(plan, names, out=lambda s: print(s, flush=True), normal=not args.no_normal,
+                                     keep=args.keep)
+    except UserError as e:
+        print(f"bench_faults: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(summary), file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps({"results": [r.__dict__ for r in results], "summary": summary}, indent=1))
