@@ -486,8 +486,9 @@ def replay(work: Path, overrides: dict[str, Any] | None = None, out: Callable[[s
     """Replay a kept work dir (:func:`run_bench` with ``keep``, or ``MAILPULSE_KEEP=1``) through the
     correlation offline: its archive's events in archive order, the run's relay names and
     ``[correlate]`` settings (``overrides`` replace some), the nodes' model change where the collector
-    heard of it; prints and returns the same lines and results as the run (the same incidents, to
-    the evaluation, as the live collector's: correlation time is event time).  No root, no lab."""
+    heard of it; prints and returns the same lines and results as the run (the same incidents, at
+    nearly the same moments: correlation time is event time, but the live collector also evaluates
+    on its own timer, so a ``detect_s`` may differ by a second or two).  No root, no lab."""
     try:
         rec = json.loads((work / REPLAY_FILE).read_text())
         settings = CorrelateSettings(**{**rec["correlate"], **(overrides or {})})
