@@ -92,6 +92,13 @@ def test_replay_of_a_kept_run_and_its_settings(tmp_path: Path, capsys: pytest.Ca
         assert says in capsys.readouterr().err
     assert main(["--replay", str(tmp_path / "archive")]) == 2
     assert "holds no replay.json" in capsys.readouterr().err
+    good = (work / REPLAY_FILE).read_text()
+    for hostile in ("{", '{"correlate": {}, "names": 3}', '{"correlate": {}, "names": {}, "faults": [{"name": 1}]}',
+                    '{"correlate": {}, "names": {}, "normal_window": ["x"]}'):
+        (work / REPLAY_FILE).write_text(hostile)
+        assert main(["--replay", str(work)]) == 2, hostile
+        assert "not usable" in capsys.readouterr().err
+    (work / REPLAY_FILE).write_text(good)
     with pytest.raises(SystemExit):
         main(["--set", "z_min=4"])
     with pytest.raises(UserError, match="longer than 40 characters"):

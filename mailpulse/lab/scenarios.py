@@ -492,12 +492,18 @@ def replay(work: Path, overrides: dict[str, Any] | None = None, out: Callable[[s
     try:
         rec = json.loads((work / REPLAY_FILE).read_text())
         settings = CorrelateSettings(**{**rec["correlate"], **(overrides or {})})
+        names = {str(k): str(v) for k, v in dict(rec["names"]).items()}
+        t_model = None if rec.get("model_changed") is None else float(rec["model_changed"])
+        window = None if not rec.get("normal_window") else (float(rec["normal_window"][0]),
+                                                            float(rec["normal_window"][1]))
+        faults = [(str(f["name"]), str(f["culprit"]), float(f["start"]), float(f["end"]))
+                  for f in rec.get("faults", [])]
+        days = int(rec.get("days", 1))
     except FileNotFoundError:
         raise UserError(f"{work} holds no {REPLAY_FILE}: not the work dir of a kept bench run") from None
-    except (ValueError, TypeError, KeyError) as e:
-        raise UserError(f"{work / REPLAY_FILE} or the overrides are not usable: {e}") from None
-    c = Correlator(settings, RelayNames(rec["names"]))
-    t_model = rec.get("model_changed")
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise UserError(f"{work / REPLAY_FILE} or the overrides are not usable: {str(e)[:300]}") from None
+    c = Correlator(settings, RelayNames(names))
     events = archive_events(work / "archive")
     changes: list[dict[str, Any]] = []
     for ev in events:
@@ -509,11 +515,11 @@ def replay(work: Path, overrides: dict[str, Any] | None = None, out: Callable[[s
         c.observe(ev)
         changes += [dict(ch.incident, change=ch.kind) for ch in c.maybe_evaluate()]
     summary: dict[str, Any] = {"work": str(work), "events": len(events), "settings": settings.model_dump()}
-    if rec.get("normal_window"):
-        out(normal_line(changes, events, rec["names"], tuple(rec["normal_window"]), rec.get("days", 1), summary))
+    if window is not None:
+        out(normal_line(changes, events, names, window, days, summary))
     results = []
-    for f in rec.get("faults", []):
-        r = judge(Scenario(f["name"], f["culprit"], _nothing, _nothing), changes, f["start"], f["end"])
+    for name, culprit, start, end in faults:
+        r = judge(Scenario(name, culprit, _nothing, _nothing), changes, start, end)
         results.append(r)
         out(r.line())
     summary["other_incidents"] = {r.name: r.other for r in results if r.other}
