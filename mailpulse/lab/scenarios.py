@@ -551,6 +551,18 @@ def why_not() -> str | None:
     return None
 
 
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs: a value is JSON (``3.5``, ``true``) or else the string."""
+    out: dict[str, Any] = {}
+    for kv in pairs:
+        key, sep, value = kv.partition("=")
+        try:
+            out[key.strip()] = json.loads(value) if sep else None
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="fault-scenario bench on the real lab parts (see mailpulse.lab.scenarios)")
     ap.add_argument("--quick", action="store_true", help="one compressed day of 80 s, 30 s faults (under 10 min)")
@@ -571,33 +583,19 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--only-normal runs no scenario and needs the normal run")
     if args.set and not args.replay:
         ap.error("--set changes a replay's settings: give --replay WORK")
-    if args.replay:
-        overrides: dict[str, Any] = {}
-        for kv in args.set:
-            key, sep, value = kv.partition("=")
-            try:
-                overrides[key.strip()] = json.loads(value) if sep else None
-            except ValueError:
-                overrides[key.strip()] = value
-        try:
-            results, summary = replay(args.replay, overrides, out=lambda s: print(s, flush=True))
-        except UserError as e:
-            print(f"bench_faults: {e}", file=sys.stderr)
-            return 2
-        print(json.dumps(summary), file=sys.stderr)
-        if args.json:
-            args.json.write_text(json.dumps({"results": [r.__dict__ for r in results], "summary": summary}, indent=1))
-        return 0
-    reason = why_not()
-    if reason:      # like the demo's node stage: said in one sentence, not a failure of `make bench`
-        print(f"bench_faults: not run: {reason}", file=sys.stderr)
-        return 0
-    plan = Plan() if args.quick else Plan.full()
-    random.seed(0)
-    names: list[str] | None = [] if args.only_normal else args.scenario
     try:
-        results, summary = run_bench(plan, names, out=lambda s: print(s, flush=True), normal=not args.no_normal,
-                                     keep=args.keep)
+        if args.replay:
+            results, summary = replay(args.replay, _overrides(args.set), out=lambda s: print(s, flush=True))
+        else:
+            reason = why_not()
+            if reason:      # like the demo's node stage: said in one sentence, not a failure of `make bench`
+                print(f"bench_faults: not run: {reason}", file=sys.stderr)
+                return 0
+            plan = Plan() if args.quick else Plan.full()
+            random.seed(0)
+            names: list[str] | None = [] if args.only_normal else args.scenario
+            results, summary = run_bench(plan, names, out=lambda s: print(s, flush=True), normal=not args.no_normal,
+                                         keep=args.keep)
     except UserError as e:
         print(f"bench_faults: {e}", file=sys.stderr)
         return 2
