@@ -661,6 +661,16 @@ class Correlator:
         _, mid, hi = self._bounds()
         return self._range(key, mid, hi)
 
+    def _test_window(self, key: tuple[str, ...], test: str) -> _Stats:
+        """The window a walk's test counts: :meth:`window`, or for the probe failure test the last
+        ``probe_window_s`` (a lost probe is known only its node's probe timeout after its send time,
+        the event time it counts at; so the window must reach back that much further to hold the
+        losses of the last ``window_s``)."""
+        if test == "anomaly" or self.s.probe_window_s <= self.s.window_s:
+            return self.window(key)
+        _, _, hi = self._bounds()
+        return self._range(key, hi - round(self.s.probe_window_s / self.s.bucket_s), hi)
+
     def history(self, key: tuple[str, ...]) -> _Stats:
         lo, mid, _ = self._bounds()
         return self._range(key, lo, mid)
@@ -745,7 +755,7 @@ class Correlator:
         kids = sorted(self.children.get(key, ()))
         for k in kids:
             if k not in win:
-                win[k] = self.window(k)
+                win[k] = self._test_window(k, test)
         total_a = sum(win[k].counts(test)[0] for k in kids)
         total_n = sum(win[k].counts(test)[1] for k in kids)
         out = []
@@ -777,7 +787,7 @@ class Correlator:
         wk_a = win[key].counts(test)[0]
         for g in sorted(self.children.get(key, ())):
             if g not in win:
-                win[g] = self.window(g)
+                win[g] = self._test_window(g, test)
             a, n = win[g].counts(test)
             if a < least or a < self.s.explain_frac * wk_a:
                 continue
@@ -789,7 +799,7 @@ class Correlator:
     def _walk(self, key: tuple[str, ...], depth: int, win: dict[tuple[str, ...], _Stats],
               found: list[tuple[str, ...]], test: str = "anomaly") -> None:
         if key not in win:
-            win[key] = self.window(key)
+            win[key] = self._test_window(key, test)
         sus = self._suspects(key, win, test) if depth < self.s.max_depth else []
         held = sum(win[k].counts(test)[0] for k in sus)
         # the share is of the hits beyond the floor rate's expectation: ordinary false alarms
@@ -837,7 +847,7 @@ class Correlator:
         (a lost probe carries its route's last path) and the walk stops where probe routes part
         (two routes through one mx, one failing: the failing route's relay) or at a linear chain."""
         root = (ROOT,)
-        win: dict[tuple[str, ...], _Stats] = {root: self.window(root)}
+        win: dict[tuple[str, ...], _Stats] = {root: self._test_window(root, "probe")}
         if win[root].failures < self.s.min_probe_failures or not self.children.get(root):
             return []
         found: list[tuple[str, ...]] = []

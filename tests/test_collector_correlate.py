@@ -420,3 +420,39 @@ def test_clustered_ordinary_flags_open_fewer_incidents_and_faults_are_still_foun
     for seed in (1, 4, 7):
         found = [t - 600 for t, cause in opened(4.0, seed, 600.0) if cause == "relay-b.example.net" and t >= 600]
         assert found and found[0] <= 45, (seed, found)
+
+
+def _late_losses() -> list[dict]:
+    """Probes of routes a and b every 2 s for 200 s among deliveries; route b's probes sent at 120, 130
+    and 140 s are lost, and each loss is reported 5 s after its send time (the node's probe timeout)
+    with that send time as its event time."""
+    t0, out, late = 1_700_000_000.0, [], []
+    for i in range(1000):                       # an event every 0.2 s
+        t = t0 + i * 0.2
+        out += [e for e in late if e["received"] <= t]
+        late = [e for e in late if e["received"] > t]
+        out.append({"id": f"d{i}", "site": "lab", "node": "edge", "kind": "delivery", "t": t, "received": t,
+                    "anomaly": False, "fields": {"host": "edge", "delay": 0.3, "relay": ("relay-a", "relay-b")[i % 2]}})
+        if i % 10:
+            continue
+        for route in ("a", "b"):
+            lost = route == "b" and round(t - t0) in (120, 130, 140)
+            hops = [{"from": "node", "by": "edge", "assumed": lost}, {"from": "edge", "by": f"relay-{route}",
+                    "assumed": lost}, {"from": f"relay-{route}", "by": "mx", "assumed": lost}]
+            ev = {"id": f"p{i}{route}", "site": "lab", "node": "prober", "kind": "probe", "t": t,
+                  "received": t + 5.0 if lost else t, "anomaly": False,
+                  "fields": {"route": route, "outcome": "lost" if lost else "ok", "hops": hops}}
+            (late if lost else out).append(ev)
+    return out
+
+
+def test_probe_window_holds_losses_known_a_timeout_late() -> None:
+    """Three lost probes 10 s apart, each known 5 s after its send time: a 20 s window never holds all
+    three once they are known; ``probe_window_s`` = window + the probe timeout does, and names the relay."""
+    base = dict(bucket_s=1.0, window_s=20.0, history_s=60.0, eval_interval_s=1.0, probe_floor_rate=0.01)
+    _, narrow = correlate_archive(_late_losses(), CorrelateSettings(**base))
+    assert [x for x in narrow if x.kind == "opened"] == []
+    _, wide = correlate_archive(_late_losses(), CorrelateSettings(**base, probe_window_s=25.0))
+    assert [x.incident["root_cause"] for x in wide if x.kind == "opened"] == ["mx > relay-b"]
+    with pytest.raises(ValueError, match="must not exceed window_s"):
+        CorrelateSettings(**base, probe_window_s=81.0)

@@ -110,6 +110,10 @@ class CorrelateSettings(Section):
                                                             "history is not infinitely sensitive).")
     probe_floor_rate: float = Field(0.02, gt=0, lt=1, description="Floor of the baseline rate of failed probes "
                                                                   "(lost or damaged) in the probe failure test.")
+    probe_window_s: float = Field(0.0, ge=0, description="Window of the probe failure test (0 or less than "
+                                  "window_s: window_s). A lost probe counts at its send time but is known only its "
+                                  "node's probe timeout later: window_s plus that timeout holds the losses of the "
+                                  "last window_s.")
     min_probe_failures: int = Field(3, ge=1, description="Fewest failed probes (lost or damaged) in the window of a "
                                                          "suspect of the probe failure test.")
     max_dispersion: float = Field(4.0, ge=1, le=100, description="Cap of a tree node's dispersion: how much more "
@@ -135,6 +139,9 @@ class CorrelateSettings(Section):
         if self.window_s < self.bucket_s:
             raise ValueError(f"window_s ({self.window_s:g}) must be at least bucket_s ({self.bucket_s:g}): "
                              "the window holds whole buckets")
+        if self.probe_window_s > self.window_s + self.history_s:
+            raise ValueError(f"probe_window_s ({self.probe_window_s:g}) must not exceed window_s + history_s "
+                             f"({self.window_s + self.history_s:g}): older buckets are not kept")
         return self
 
 

@@ -228,7 +228,9 @@ class Lab:
             raise RuntimeError("the bench's MQTT subscriber could not connect to Mosquitto")
         self.correlate: dict[str, Any] = {
             "bucket_s": 2.0, "window_s": 20.0, "history_s": plan.history_s, "eval_interval_s": 1.0, "min_anomalies": 3,
-            "resolve_after": 5, "floor_rate": FLOOR_RATE, "open_after_s": 2.0, "probe_floor_rate": PROBE_FLOOR_RATE}
+            "resolve_after": 5, "floor_rate": FLOOR_RATE, "open_after_s": 2.0, "probe_floor_rate": PROBE_FLOOR_RATE,
+            # a lost probe is known PROBE_TIMEOUT_S after its send time, the time it counts at
+            "probe_window_s": 20.0 + PROBE_TIMEOUT_S}
         self.coll = CollectorPart(con, work, self.broker.deployment, chain.smtp, boxes["ops"].address, self.stop,
                                   self.names, correlate=self.correlate, alerts=False)
         stack.callback(self.coll.join)
