@@ -426,7 +426,9 @@ def _late_losses() -> list[dict]:
     """Probes of routes a and b every 2 s for 200 s among deliveries; route b's probes sent at 120, 130
     and 140 s are lost, and each loss is reported 5 s after its send time (the node's probe timeout)
     with that send time as its event time."""
-    t0, out, late = 1_700_000_000.0, [], []
+    t0 = 1_700_000_000.0
+    out: list[dict] = []
+    late: list[dict] = []
     for i in range(1000):                       # an event every 0.2 s
         t = t0 + i * 0.2
         out += [e for e in late if e["received"] <= t]
@@ -449,10 +451,13 @@ def _late_losses() -> list[dict]:
 def test_probe_window_holds_losses_known_a_timeout_late() -> None:
     """Three lost probes 10 s apart, each known 5 s after its send time: a 20 s window never holds all
     three once they are known; ``probe_window_s`` = window + the probe timeout does, and names the relay."""
-    base = dict(bucket_s=1.0, window_s=20.0, history_s=60.0, eval_interval_s=1.0, probe_floor_rate=0.01)
-    _, narrow = correlate_archive(_late_losses(), CorrelateSettings(**base))
+    def settings(probe_window_s: float) -> CorrelateSettings:
+        return CorrelateSettings(bucket_s=1.0, window_s=20.0, history_s=60.0, eval_interval_s=1.0,
+                                 probe_floor_rate=0.01, probe_window_s=probe_window_s)
+
+    _, narrow = correlate_archive(_late_losses(), settings(0.0))
     assert [x for x in narrow if x.kind == "opened"] == []
-    _, wide = correlate_archive(_late_losses(), CorrelateSettings(**base, probe_window_s=25.0))
+    _, wide = correlate_archive(_late_losses(), settings(25.0))
     assert [x.incident["root_cause"] for x in wide if x.kind == "opened"] == ["mx > relay-b"]
     with pytest.raises(ValueError, match="must not exceed window_s"):
-        CorrelateSettings(**base, probe_window_s=81.0)
+        settings(81.0)
