@@ -857,7 +857,7 @@ class Correlator:
     # -- incidents ----------------------------------------------------------------------------
 
     def _evidence(self, key: tuple[str, ...]) -> tuple[dict[str, Any], _Stats]:
-        w, h = self.window(key), self.history(key)
+        w, h, pw = self.window(key), self.history(key), self._test_window(key, "probe")
         hr = self.score_history(key).rate
         parent = key[:-1]
         sib_a = sib_n = 0
@@ -876,7 +876,8 @@ class Correlator:
             "hop_delay_p50_s": _quantile(w.hop, 0.5), "history_hop_delay_p90_s": _quantile(h.hop, 0.9),
             "example_event_ids": w.examples[: self.s.examples],
             "interval_misses": self._interval_misses(w),
-            "probes": w.probes, "probes_lost": w.lost, "probes_damaged": w.damaged,
+            # the probe failure test's own window (probe_window_s), so the counts are the ones it judged
+            "probes": pw.probes, "probes_lost": pw.lost, "probes_damaged": pw.damaged,
         }
         return ev, w
 

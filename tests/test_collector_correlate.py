@@ -458,6 +458,8 @@ def test_probe_window_holds_losses_known_a_timeout_late() -> None:
     _, narrow = correlate_archive(_late_losses(), settings(0.0))
     assert [x for x in narrow if x.kind == "opened"] == []
     _, wide = correlate_archive(_late_losses(), settings(25.0))
-    assert [x.incident["root_cause"] for x in wide if x.kind == "opened"] == ["mx > relay-b"]
+    opened = [x.incident for x in wide if x.kind == "opened"]
+    assert [i["root_cause"] for i in opened] == ["mx > relay-b"]
+    assert opened[0]["evidence"]["probes_lost"] == 3      # the counts the test judged, in its window
     with pytest.raises(ValueError, match="must not exceed window_s"):
         settings(81.0)
