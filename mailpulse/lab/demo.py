@@ -844,8 +844,9 @@ def _show_node_flags(con: Console, coll: CollectorPart, nodes: list[Any]) -> Non
     for labels, v in m.get("mailpulse_route_interval_node_flags_total", []):
         flags.setdefault(labels["route"], {})[labels["side"]] = int(v)
     disagree = {labels["route"]: int(v) for labels, v in m.get("mailpulse_route_interval_disagreements_total", [])}
-    fed = ", ".join(f"{n.node_id} {n.routes.status()['fed']} deliveries on {n.routes.status()['tracked']} of "
-                    f"{n.routes.status()['capacity']} routes" for n in nodes if n.routes is not None)
+    status = [(n.node_id, n.routes.status()) for n in nodes if n.routes is not None]
+    fed = ", ".join(f"{node} {st['fed']} deliveries on {st['tracked']} of {st['capacity']} routes"
+                    for node, st in status)
     con.say(f"   the nodes' own interval flags ({NODE_PARAMS} cores; fed: {fed or 'none'}) against the collector's "
             f"tracker, whole run (/metrics):")
     level = f"{round(100 * coll.collector.intervals.level):g} %"
